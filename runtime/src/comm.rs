@@ -1,0 +1,327 @@
+//! Groups and communicators (MPI-3.1 chapter 6) and Cartesian topologies (§7.5).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{err, ErrorClass, MpiResult};
+
+/// An ordered set of processes, named by their world ranks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    members: Vec<u32>,
+    index: HashMap<u32, i32>,
+}
+
+/// `MPI_IDENT`, `MPI_CONGRUENT`, `MPI_SIMILAR`, `MPI_UNEQUAL` (§6.3.1, §6.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Ident,
+    Congruent,
+    Similar,
+    Unequal,
+}
+
+impl Group {
+    pub fn new(members: Vec<u32>) -> MpiResult<Group> {
+        let mut index = HashMap::with_capacity(members.len());
+        for (i, &m) in members.iter().enumerate() {
+            if index.insert(m, i as i32).is_some() {
+                return err(ErrorClass::Group, format!("process {m} appears twice in a group"));
+            }
+        }
+        Ok(Group { members, index })
+    }
+
+    pub fn empty() -> Group {
+        Group { members: Vec::new(), index: HashMap::new() }
+    }
+
+    pub fn size(&self) -> i32 {
+        self.members.len() as i32
+    }
+
+    pub fn members(&self) -> &[u32] {
+        &self.members
+    }
+
+    /// World rank of group rank `r`.
+    pub fn world_rank(&self, r: i32) -> Option<u32> {
+        usize::try_from(r).ok().and_then(|i| self.members.get(i).copied())
+    }
+
+    /// Group rank of world rank `w`.
+    pub fn rank_of(&self, w: u32) -> Option<i32> {
+        self.index.get(&w).copied()
+    }
+
+    /// §6.3.1: same members in the same order → Ident; same members → Similar.
+    pub fn compare(&self, other: &Group) -> Comparison {
+        if self.members == other.members {
+            Comparison::Ident
+        } else if self.members.len() == other.members.len()
+            && self.members.iter().all(|m| other.index.contains_key(m))
+        {
+            Comparison::Similar
+        } else {
+            Comparison::Unequal
+        }
+    }
+
+    fn check_ranks(&self, ranks: &[i32]) -> MpiResult<()> {
+        let mut seen = vec![false; self.members.len()];
+        for &r in ranks {
+            let Some(i) = usize::try_from(r).ok().filter(|&i| i < seen.len()) else {
+                return err(ErrorClass::Rank, format!("rank {r} is not in a group of {}", self.members.len()));
+            };
+            if std::mem::replace(&mut seen[i], true) {
+                return err(ErrorClass::Rank, format!("rank {r} listed twice"));
+            }
+        }
+        Ok(())
+    }
+
+    /// §6.3.2 `MPI_Group_incl`.
+    pub fn incl(&self, ranks: &[i32]) -> MpiResult<Group> {
+        self.check_ranks(ranks)?;
+        Group::new(ranks.iter().map(|&r| self.members[r as usize]).collect())
+    }
+
+    /// §6.3.2 `MPI_Group_excl`.
+    pub fn excl(&self, ranks: &[i32]) -> MpiResult<Group> {
+        self.check_ranks(ranks)?;
+        let drop: std::collections::HashSet<i32> = ranks.iter().copied().collect();
+        Group::new(
+            self.members.iter().enumerate().filter(|(i, _)| !drop.contains(&(*i as i32))).map(|(_, &m)| m).collect(),
+        )
+    }
+
+    /// Expands `(first, last, stride)` triplets of §6.3.2 `MPI_Group_range_incl`.
+    pub fn expand_ranges(&self, ranges: &[[i32; 3]]) -> MpiResult<Vec<i32>> {
+        let mut out = Vec::new();
+        for &[first, last, stride] in ranges {
+            if stride == 0 {
+                return err(ErrorClass::Arg, "range stride is 0");
+            }
+            let n = self.members.len() as i32;
+            for r in [first, last] {
+                if r < 0 || r >= n {
+                    return err(ErrorClass::Rank, format!("rank {r} in a range is not in a group of {n}"));
+                }
+            }
+            let mut r = first;
+            while (stride > 0 && r <= last) || (stride < 0 && r >= last) {
+                out.push(r);
+                if out.len() > self.members.len() {
+                    return err(ErrorClass::Rank, "ranges name a rank twice");
+                }
+                r += stride;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn union(&self, other: &Group) -> MpiResult<Group> {
+        let mut m = self.members.clone();
+        m.extend(other.members.iter().filter(|x| !self.index.contains_key(x)));
+        Group::new(m)
+    }
+
+    pub fn intersection(&self, other: &Group) -> MpiResult<Group> {
+        Group::new(self.members.iter().copied().filter(|x| other.index.contains_key(x)).collect())
+    }
+
+    pub fn difference(&self, other: &Group) -> MpiResult<Group> {
+        Group::new(self.members.iter().copied().filter(|x| !other.index.contains_key(x)).collect())
+    }
+
+    /// §6.3.1 `MPI_Group_translate_ranks`: `None` where the process is not in `other`.
+    pub fn translate(&self, ranks: &[i32], other: &Group) -> MpiResult<Vec<Option<i32>>> {
+        ranks
+            .iter()
+            .map(|&r| {
+                let w = self.world_rank(r).ok_or_else(|| {
+                    crate::error::MpiError::new(ErrorClass::Rank, format!("rank {r} not in group of {}", self.size()))
+                })?;
+                Ok(other.rank_of(w))
+            })
+            .collect()
+    }
+}
+
+/// A Cartesian topology attached to a communicator (§7.5.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cartesian {
+    pub dims: Vec<i32>,
+    pub periods: Vec<bool>,
+}
+
+impl Cartesian {
+    /// Row-major coordinates of `rank` (§7.5.5).
+    pub fn coords(&self, rank: i32) -> Vec<i32> {
+        let mut c = vec![0; self.dims.len()];
+        let mut r = rank;
+        for (i, &d) in self.dims.iter().enumerate().rev() {
+            c[i] = r % d;
+            r /= d;
+        }
+        c
+    }
+
+    /// Rank at `coords`, wrapping periodic dimensions; `None` when off a non-periodic edge.
+    pub fn rank(&self, coords: &[i32]) -> MpiResult<Option<i32>> {
+        if coords.len() != self.dims.len() {
+            return err(ErrorClass::Dims, "wrong number of coordinates");
+        }
+        let mut r = 0;
+        for ((&c, &d), &p) in coords.iter().zip(&self.dims).zip(&self.periods) {
+            let c = if p {
+                c.rem_euclid(d)
+            } else if c < 0 || c >= d {
+                return Ok(None);
+            } else {
+                c
+            };
+            r = r * d + c;
+        }
+        Ok(Some(r))
+    }
+}
+
+/// `MPI_Dims_create` (§7.5.2): fills the zero entries of `dims` with a balanced factorisation
+/// of `nnodes`, in non-increasing order.
+pub fn dims_create(nnodes: i32, dims: &mut [i32]) -> MpiResult<()> {
+    if nnodes < 1 {
+        return err(ErrorClass::Arg, format!("nnodes {nnodes} < 1"));
+    }
+    let mut fixed = 1i64;
+    let mut free = 0;
+    for &d in dims.iter() {
+        if d < 0 {
+            return err(ErrorClass::Dims, format!("negative dimension {d}"));
+        }
+        if d > 0 {
+            fixed *= d as i64;
+        } else {
+            free += 1;
+        }
+    }
+    if nnodes as i64 % fixed != 0 {
+        return err(ErrorClass::Dims, format!("{nnodes} nodes do not divide into the fixed dimensions"));
+    }
+    if free == 0 {
+        return if fixed == nnodes as i64 {
+            Ok(())
+        } else {
+            err(ErrorClass::Dims, format!("dimensions multiply to {fixed}, not {nnodes}"))
+        };
+    }
+    // Prime factors, largest first, each given to the currently smallest free dimension.
+    let mut rest = nnodes as i64 / fixed;
+    let mut factors = Vec::new();
+    let mut f = 2;
+    while f * f <= rest {
+        while rest % f == 0 {
+            factors.push(f);
+            rest /= f;
+        }
+        f += 1;
+    }
+    if rest > 1 {
+        factors.push(rest);
+    }
+    factors.sort_unstable_by(|a, b| b.cmp(a));
+    let mut free_dims = vec![1i64; free];
+    for f in factors {
+        let smallest = free_dims.iter_mut().min().expect("at least one free dimension");
+        *smallest *= f;
+    }
+    free_dims.sort_unstable_by(|a, b| b.cmp(a));
+    let mut it = free_dims.into_iter();
+    for d in dims.iter_mut().filter(|d| **d == 0) {
+        *d = it.next().expect("one value per free dimension") as i32;
+    }
+    Ok(())
+}
+
+/// An intra-communicator: a group, this process's rank in it, and the context ids that keep
+/// its traffic apart from every other communicator's.
+#[derive(Debug)]
+pub struct Comm {
+    /// Context of point-to-point traffic; collectives use `ctx + 1`.
+    pub ctx: u32,
+    pub group: Arc<Group>,
+    /// This process's rank in `group`.
+    pub rank: i32,
+    pub cart: Option<Cartesian>,
+}
+
+impl Comm {
+    pub fn size(&self) -> i32 {
+        self.group.size()
+    }
+
+    pub fn coll_ctx(&self) -> u32 {
+        self.ctx + 1
+    }
+
+    /// World rank of communicator rank `r`, checked.
+    pub fn peer(&self, r: i32) -> MpiResult<u32> {
+        self.group
+            .world_rank(r)
+            .ok_or_else(|| crate::error::MpiError::new(ErrorClass::Rank, format!("rank {r} is not in a communicator of {}", self.size())))
+    }
+
+    /// Communicator rank of world rank `w` (for status fields).
+    pub fn rank_of_world(&self, w: u32) -> i32 {
+        self.group.rank_of(w).unwrap_or(-1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dims_create_matches_the_standard_examples() {
+        // MPI-3.1 §7.5.2, Example 7.1.
+        let mut d = [0, 0];
+        dims_create(6, &mut d).unwrap();
+        assert_eq!(d, [3, 2]);
+        let mut d = [0, 0];
+        dims_create(7, &mut d).unwrap();
+        assert_eq!(d, [7, 1]);
+        let mut d = [0, 3, 0];
+        dims_create(6, &mut d).unwrap();
+        assert_eq!(d, [2, 3, 1]);
+        let mut d = [0, 3, 0];
+        assert_eq!(dims_create(7, &mut d).unwrap_err().class, ErrorClass::Dims);
+        let mut d = [0, 0, 0];
+        dims_create(64, &mut d).unwrap();
+        assert_eq!(d, [4, 4, 4]);
+    }
+
+    #[test]
+    fn cartesian_round_trips_and_wraps() {
+        let c = Cartesian { dims: vec![2, 3], periods: vec![true, false] };
+        for r in 0..6 {
+            assert_eq!(c.rank(&c.coords(r)).unwrap(), Some(r));
+        }
+        assert_eq!(c.rank(&[-1, 0]).unwrap(), Some(3));
+        assert_eq!(c.rank(&[0, 3]).unwrap(), None);
+    }
+
+    #[test]
+    fn group_operations() {
+        let g = Group::new(vec![5, 3, 9, 1]).unwrap();
+        assert_eq!(g.incl(&[2, 0]).unwrap().members(), &[9, 5]);
+        assert_eq!(g.excl(&[1]).unwrap().members(), &[5, 9, 1]);
+        assert_eq!(g.incl(&[4]).unwrap_err().class, ErrorClass::Rank);
+        assert_eq!(g.expand_ranges(&[[3, 0, -2]]).unwrap(), vec![3, 1]);
+        let h = Group::new(vec![1, 5, 7]).unwrap();
+        assert_eq!(g.union(&h).unwrap().members(), &[5, 3, 9, 1, 7]);
+        assert_eq!(g.intersection(&h).unwrap().members(), &[5, 1]);
+        assert_eq!(g.difference(&h).unwrap().members(), &[3, 9]);
+        assert_eq!(g.translate(&[0, 1], &h).unwrap(), vec![Some(1), None]);
+        assert_eq!(g.compare(&Group::new(vec![1, 9, 3, 5]).unwrap()), Comparison::Similar);
+    }
+}

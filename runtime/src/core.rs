@@ -1,0 +1,700 @@
+//! The point-to-point protocol core: MPI matching, eager and rendezvous messaging, per-peer
+//! ordered channels. Sans-IO: it never touches a socket, a clock or a thread.
+//!
+//! # Use
+//! - Inputs: [`Core::isend`], [`Core::irecv`], [`Core::iprobe`], [`Core::cancel_recv`] from the
+//!   application side; [`Core::handle_frame`] for every frame a transport delivered.
+//! - Outputs: [`Core::poll_transmit`] yields the frames to hand to the transport, in order.
+//!   Call it until it returns `None` after every input.
+//! - Getters: [`Core::is_complete`], [`Core::take_completion`].
+//!
+//! # Matching (MPI-3.1 §3.5)
+//! A message is matched by `(ctx, source, tag)`; `source` and `tag` may be wildcards on the
+//! receive side. Receives are matched in the order they were posted and messages in the order
+//! they arrived; per-peer channels are FIFO, so two messages from one sender that both match a
+//! receive are received in the order they were sent (non-overtaking). Matching is done here,
+//! never by a NIC, so that unplugging a device cannot take matching state with it.
+//!
+//! # Protocols
+//! - Eager (payload ≤ `eager_limit_bytes`): the whole message travels in one frame. A
+//!   synchronous send uses `EagerSync`, answered by `SyncAck` when it is matched.
+//! - Rendezvous: `Rts` carries the envelope and length; when a receive matches it the receiver
+//!   answers `Cts` naming its request; the sender then streams `Data` chunks of at most
+//!   `chunk_bytes`. The send completes when every chunk has been handed over.
+
+use std::collections::{HashMap, VecDeque};
+
+use kawarimi_transports::wire::{FrameKind, Header, MAX_PAYLOAD_LEN};
+use kawarimi_transports::{Payload, PeerId};
+
+use crate::error::{err, ErrorClass, MpiResult};
+
+/// `MPI_ANY_SOURCE` / `MPI_ANY_TAG` as the core sees them (wire values are world ranks and
+/// non-negative tags, so negative numbers are free).
+pub const ANY_SOURCE: i32 = -1;
+pub const ANY_TAG: i32 = -1;
+
+/// Tunables of the protocol, per transport kind where that matters.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Largest message sent eagerly.
+    pub eager_limit_bytes: usize,
+    /// Size of one rendezvous `Data` frame.
+    pub chunk_bytes: usize,
+    /// Bound on bytes of unexpected eager data held for receives not yet posted. Past it the
+    /// job stops with an explicit error rather than growing without limit.
+    pub unexpected_limit_bytes: usize,
+    /// Bound on frames waiting in the core's outbox.
+    pub outbox_limit_frames: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            eager_limit_bytes: 64 << 10,
+            chunk_bytes: 1 << 20,
+            unexpected_limit_bytes: 1 << 30,
+            outbox_limit_frames: 1 << 20,
+        }
+    }
+}
+
+/// Identifies a request inside the core.
+pub type ReqId = u64;
+
+/// The data a send reads.
+///
+/// `Static` is an application buffer the shim has vouched for: MPI forbids the application
+/// to modify it until the send completes, and the core copies out of it before completing.
+#[derive(Debug)]
+pub enum SendData {
+    Owned(Vec<u8>),
+    Static(&'static [u8]),
+}
+
+impl SendData {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            SendData::Owned(v) => v,
+            SendData::Static(s) => s,
+        }
+    }
+}
+
+/// Where a receive writes: its capacity is the buffer's length.
+#[derive(Debug)]
+pub enum RecvBuf {
+    /// The application's own contiguous buffer.
+    Static(&'static mut [u8]),
+    /// A staging buffer (for non-contiguous datatypes); the caller unpacks it at completion.
+    Owned(Vec<u8>),
+}
+
+impl RecvBuf {
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            RecvBuf::Static(s) => s,
+            RecvBuf::Owned(v) => v,
+        }
+    }
+    fn capacity(&self) -> usize {
+        match self {
+            RecvBuf::Static(s) => s.len(),
+            RecvBuf::Owned(v) => v.len(),
+        }
+    }
+}
+
+/// The envelope and outcome of a completed operation (the runtime's `MPI_Status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Status {
+    /// Sender's world rank (translated to a communicator rank by the caller).
+    pub source: i32,
+    pub tag: i32,
+    /// Bytes received (packed representation).
+    pub len: usize,
+    pub cancelled: bool,
+    /// `Some(Truncate)` when the message was longer than the receive buffer.
+    pub error: Option<ErrorClass>,
+}
+
+/// What `take_completion` hands back.
+#[derive(Debug)]
+pub struct Completion {
+    pub status: Status,
+    /// The receive buffer, returned so an `Owned` staging buffer can be unpacked.
+    pub recv_buf: Option<RecvBuf>,
+}
+
+/// One frame for the transport.
+#[derive(Debug)]
+pub struct Transmit {
+    pub peer: PeerId,
+    pub header: Header,
+    pub payload: Payload,
+}
+
+#[derive(Debug)]
+enum SendPhase {
+    /// Eager frame queued; complete for a standard send, waiting for `SyncAck` for a sync one.
+    AwaitSyncAck,
+    /// `Rts` sent, waiting for `Cts`.
+    AwaitCts,
+    Done,
+}
+
+#[derive(Debug)]
+struct SendReq {
+    peer: PeerId,
+    ctx: u32,
+    tag: i32,
+    data: SendData,
+    phase: SendPhase,
+}
+
+#[derive(Debug)]
+enum RecvPhase {
+    /// In the posted queue, not matched.
+    Posted,
+    /// Matched a rendezvous; `Cts` sent, `received` of `total` bytes arrived.
+    Receiving { total: usize, received: usize },
+    Done,
+}
+
+#[derive(Debug)]
+struct RecvReq {
+    ctx: u32,
+    /// World rank or ANY_SOURCE.
+    source: i32,
+    tag: i32,
+    buf: Option<RecvBuf>,
+    phase: RecvPhase,
+    status: Status,
+}
+
+#[derive(Debug)]
+enum Req {
+    Send(SendReq),
+    Recv(RecvReq),
+}
+
+/// A message that arrived before a matching receive was posted.
+#[derive(Debug)]
+struct Unexpected {
+    src: PeerId,
+    ctx: u32,
+    tag: i32,
+    kind: UnexpectedKind,
+}
+
+#[derive(Debug)]
+enum UnexpectedKind {
+    Eager { data: Vec<u8>, sync_msg_id: Option<u64> },
+    Rts { msg_id: u64, total: usize },
+}
+
+impl Unexpected {
+    fn len(&self) -> usize {
+        match &self.kind {
+            UnexpectedKind::Eager { data, .. } => data.len(),
+            UnexpectedKind::Rts { total, .. } => *total,
+        }
+    }
+}
+
+/// Per-peer channel state: the sequence numbers that give exactly-once, in-order delivery.
+#[derive(Debug, Default)]
+struct Channel {
+    next_send_seq: u64,
+    next_recv_seq: u64,
+    /// The peer finalized: its link going down is expected, not a failure.
+    said_bye: bool,
+}
+
+/// Result of a probe (`MPI_Iprobe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeInfo {
+    pub source: i32,
+    pub tag: i32,
+    pub len: usize,
+}
+
+/// The point-to-point protocol state of one rank.
+#[derive(Debug)]
+pub struct Core {
+    me: PeerId,
+    size: u32,
+    epoch: u32,
+    config: CoreConfig,
+    channels: Vec<Channel>,
+    requests: HashMap<ReqId, Req>,
+    next_req_id: ReqId,
+    /// Receives not yet matched, in posting order.
+    posted: VecDeque<ReqId>,
+    /// Messages not yet matched, in arrival order.
+    unexpected: VecDeque<Unexpected>,
+    unexpected_bytes: usize,
+    outbox: VecDeque<Transmit>,
+    /// Frames a rank sends to itself, delivered without a transport.
+    loopback: VecDeque<(Header, Vec<u8>)>,
+    /// Requests freed by the application while still active; dropped when they complete.
+    detached: Vec<ReqId>,
+}
+
+fn tag_matches(want: i32, got: i32) -> bool {
+    want == ANY_TAG || want == got
+}
+
+fn source_matches(want: i32, got: PeerId) -> bool {
+    want == ANY_SOURCE || want as u32 == got
+}
+
+impl Core {
+    pub fn new(me: PeerId, size: u32, config: CoreConfig) -> Core {
+        assert!(me < size, "rank {me} outside a job of {size}");
+        assert!(config.chunk_bytes > 0 && config.chunk_bytes <= MAX_PAYLOAD_LEN as usize);
+        assert!(config.eager_limit_bytes <= MAX_PAYLOAD_LEN as usize);
+        Core {
+            me,
+            size,
+            epoch: 0,
+            config,
+            channels: (0..size).map(|_| Channel::default()).collect(),
+            requests: HashMap::new(),
+            next_req_id: 1,
+            posted: VecDeque::new(),
+            unexpected: VecDeque::new(),
+            unexpected_bytes: 0,
+            outbox: VecDeque::new(),
+            loopback: VecDeque::new(),
+            detached: Vec::new(),
+        }
+    }
+
+    pub fn rank(&self) -> PeerId {
+        self.me
+    }
+
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Number of requests not yet taken by `take_completion` or freed.
+    pub fn live_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    fn alloc_id(&mut self) -> ReqId {
+        let id = self.next_req_id;
+        self.next_req_id += 1;
+        id
+    }
+
+    fn check_peer(&self, peer: i32) -> MpiResult<PeerId> {
+        if peer < 0 || peer as u32 >= self.size {
+            return err(ErrorClass::Rank, format!("rank {peer} is not in a job of {} ranks", self.size));
+        }
+        Ok(peer as PeerId)
+    }
+
+    /// Queues a frame for `peer`, stamping the channel's epoch and sequence number.
+    fn emit(&mut self, peer: PeerId, mut header: Header, payload: Payload) -> MpiResult<()> {
+        if self.outbox.len() >= self.config.outbox_limit_frames {
+            return err(
+                ErrorClass::Intern,
+                format!("outbox holds {} frames, the limit", self.config.outbox_limit_frames),
+            );
+        }
+        let chan = &mut self.channels[peer as usize];
+        header.epoch = self.epoch;
+        header.src = self.me;
+        header.seq = chan.next_send_seq;
+        chan.next_send_seq += 1;
+        header.payload_len = payload.len() as u32;
+        if peer == self.me {
+            let bytes = match payload {
+                Payload::Empty => Vec::new(),
+                Payload::Owned(v) => v,
+                Payload::Static(s) => s.to_vec(),
+            };
+            self.loopback.push_back((header, bytes));
+        } else {
+            self.outbox.push_back(Transmit { peer, header, payload });
+        }
+        Ok(())
+    }
+
+    /// Starts a send of `data` to world rank `dest` (MPI-3.1 §3.4, §3.7).
+    /// `sync` selects synchronous mode: completion then implies the receive was matched.
+    pub fn isend(&mut self, dest: i32, ctx: u32, tag: i32, data: SendData, sync: bool) -> MpiResult<ReqId> {
+        let peer = self.check_peer(dest)?;
+        let id = self.alloc_id();
+        let len = data.as_slice().len();
+        let phase = if len <= self.config.eager_limit_bytes {
+            let kind = if sync { FrameKind::EagerSync } else { FrameKind::Eager };
+            let header = Header { ctx, tag, msg_id: id, ..Header::new(kind) };
+            // The frame owns a copy, so the send is complete as soon as it is queued.
+            let payload = match data {
+                SendData::Owned(v) => Payload::Owned(v),
+                SendData::Static(s) => Payload::Owned(s.to_vec()),
+            };
+            self.emit(peer, header, payload)?;
+            let phase = if sync { SendPhase::AwaitSyncAck } else { SendPhase::Done };
+            (phase, SendData::Owned(Vec::new()))
+        } else {
+            let header = Header { ctx, tag, msg_id: id, arg: len as u64, ..Header::new(FrameKind::Rts) };
+            self.emit(peer, header, Payload::Empty)?;
+            (SendPhase::AwaitCts, data)
+        };
+        let (phase, data) = phase;
+        self.requests.insert(id, Req::Send(SendReq { peer, ctx, tag, data, phase }));
+        self.deliver_loopback()?;
+        Ok(id)
+    }
+
+    /// Posts a receive from world rank `source` (or `ANY_SOURCE`) (MPI-3.1 §3.4, §3.7).
+    pub fn irecv(&mut self, source: i32, ctx: u32, tag: i32, buf: RecvBuf) -> MpiResult<ReqId> {
+        if source != ANY_SOURCE {
+            self.check_peer(source)?;
+        }
+        let id = self.alloc_id();
+        let req = RecvReq { ctx, source, tag, buf: Some(buf), phase: RecvPhase::Posted, status: Status::default() };
+        self.requests.insert(id, Req::Recv(req));
+        let found = self
+            .unexpected
+            .iter()
+            .position(|u| u.ctx == ctx && source_matches(source, u.src) && tag_matches(tag, u.tag));
+        match found {
+            Some(i) => {
+                let u = self.unexpected.remove(i).expect("index from position");
+                if let UnexpectedKind::Eager { data, .. } = &u.kind {
+                    self.unexpected_bytes -= data.len();
+                }
+                self.match_message(id, u)?;
+            }
+            None => self.posted.push_back(id),
+        }
+        Ok(id)
+    }
+
+    /// Looks for a message that a receive with this envelope would match (MPI-3.1 §3.8.1).
+    pub fn iprobe(&self, source: i32, ctx: u32, tag: i32) -> Option<ProbeInfo> {
+        self.unexpected
+            .iter()
+            .find(|u| u.ctx == ctx && source_matches(source, u.src) && tag_matches(tag, u.tag))
+            .map(|u| ProbeInfo { source: u.src as i32, tag: u.tag, len: u.len() })
+    }
+
+    /// Cancels a receive that has not matched yet (MPI-3.1 §3.8.4). Returns whether it was
+    /// cancelled; a matched receive completes normally.
+    pub fn cancel_recv(&mut self, id: ReqId) -> bool {
+        let Some(pos) = self.posted.iter().position(|&p| p == id) else { return false };
+        self.posted.remove(pos);
+        if let Some(Req::Recv(r)) = self.requests.get_mut(&id) {
+            r.phase = RecvPhase::Done;
+            r.status.cancelled = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn is_complete(&self, id: ReqId) -> bool {
+        match self.requests.get(&id) {
+            Some(Req::Send(s)) => matches!(s.phase, SendPhase::Done),
+            Some(Req::Recv(r)) => matches!(r.phase, RecvPhase::Done),
+            None => false,
+        }
+    }
+
+    /// Removes a completed request and returns its outcome; `None` if it is not complete.
+    pub fn take_completion(&mut self, id: ReqId) -> Option<Completion> {
+        if !self.is_complete(id) {
+            return None;
+        }
+        match self.requests.remove(&id)? {
+            Req::Send(_) => Some(Completion { status: Status::default(), recv_buf: None }),
+            Req::Recv(mut r) => Some(Completion { status: r.status, recv_buf: r.buf.take() }),
+        }
+    }
+
+    /// Queues a `Bye` to every peer: this rank is finalizing and sends nothing more.
+    pub fn say_bye(&mut self) -> MpiResult<()> {
+        let me = self.me;
+        for peer in (0..self.size).filter(|&p| p != me) {
+            self.emit(peer, Header::new(FrameKind::Bye), Payload::Empty)?;
+        }
+        Ok(())
+    }
+
+    /// Queues an `Abort` carrying `code` and `message` to every peer.
+    pub fn say_abort(&mut self, code: i32, message: &str) {
+        let me = self.me;
+        for peer in (0..self.size).filter(|&p| p != me) {
+            let h = Header { arg: code as u64, ..Header::new(FrameKind::Abort) };
+            // Best effort: a full outbox only means the peers learn of the abort from the
+            // launcher instead.
+            let _ = self.emit(peer, h, Payload::Owned(message.as_bytes().to_vec()));
+        }
+    }
+
+    pub fn peer_said_bye(&self, peer: PeerId) -> bool {
+        self.channels.get(peer as usize).is_some_and(|c| c.said_bye)
+    }
+
+    /// Next frame to hand to the transport.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outbox.pop_front()
+    }
+
+    /// Puts back a frame the transport could not take yet (its queue was full), so that
+    /// per-peer order is kept.
+    pub fn unpoll_transmit(&mut self, t: Transmit) {
+        self.outbox.push_front(t);
+    }
+
+    pub fn has_transmit(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    fn deliver_loopback(&mut self) -> MpiResult<()> {
+        // Bounded by the frames queued so far: handling a frame may queue more (a Cts answer),
+        // which the loop then also delivers; each message produces a finite exchange.
+        while let Some((h, p)) = self.loopback.pop_front() {
+            self.handle_frame(self.me, h, p)?;
+        }
+        Ok(())
+    }
+
+    /// Handles one frame a transport delivered from `peer`.
+    pub fn handle_frame(&mut self, peer: PeerId, header: Header, payload: Vec<u8>) -> MpiResult<()> {
+        if peer >= self.size || header.src != peer {
+            return err(
+                ErrorClass::Intern,
+                format!("frame claims source {} but arrived from rank {peer}", header.src),
+            );
+        }
+        let chan = &mut self.channels[peer as usize];
+        if header.seq != chan.next_recv_seq {
+            return err(
+                ErrorClass::Intern,
+                format!(
+                    "channel from rank {peer}: expected seq {}, got {} ({header})",
+                    chan.next_recv_seq, header.seq
+                ),
+            );
+        }
+        chan.next_recv_seq += 1;
+        match header.kind {
+            FrameKind::Eager | FrameKind::EagerSync => {
+                let sync_msg_id = (header.kind == FrameKind::EagerSync).then_some(header.msg_id);
+                let u = Unexpected {
+                    src: peer,
+                    ctx: header.ctx,
+                    tag: header.tag,
+                    kind: UnexpectedKind::Eager { data: payload, sync_msg_id },
+                };
+                self.arrive(u)?;
+            }
+            FrameKind::Rts => {
+                let u = Unexpected {
+                    src: peer,
+                    ctx: header.ctx,
+                    tag: header.tag,
+                    kind: UnexpectedKind::Rts { msg_id: header.msg_id, total: header.arg as usize },
+                };
+                self.arrive(u)?;
+            }
+            FrameKind::Cts => self.handle_cts(peer, header.msg_id, header.arg)?,
+            FrameKind::Data => self.handle_data(peer, header.msg_id, header.arg as usize, &payload)?,
+            FrameKind::SyncAck => {
+                match self.requests.get_mut(&header.msg_id) {
+                    Some(Req::Send(s)) if matches!(s.phase, SendPhase::AwaitSyncAck) && s.peer == peer => {
+                        s.phase = SendPhase::Done;
+                        s.data = SendData::Owned(Vec::new());
+                    }
+                    _ => {
+                        return err(
+                            ErrorClass::Intern,
+                            format!("SyncAck from rank {peer} for unknown send {}", header.msg_id),
+                        )
+                    }
+                }
+            }
+            FrameKind::Bye => self.channels[peer as usize].said_bye = true,
+            FrameKind::Abort => {
+                let msg = String::from_utf8_lossy(&payload);
+                return err(ErrorClass::Other, format!("rank {peer} aborted the job (code {}): {msg}", header.arg));
+            }
+            FrameKind::Marker => {
+                return err(
+                    ErrorClass::Intern,
+                    format!("frame {header} from rank {peer} belongs to the engine, not the core"),
+                );
+            }
+        }
+        self.reap_detached();
+        Ok(())
+    }
+
+    /// A message arrived: match it against the posted receives or keep it as unexpected.
+    fn arrive(&mut self, u: Unexpected) -> MpiResult<()> {
+        let found = self.posted.iter().position(|id| match self.requests.get(id) {
+            Some(Req::Recv(r)) => r.ctx == u.ctx && source_matches(r.source, u.src) && tag_matches(r.tag, u.tag),
+            _ => false,
+        });
+        match found {
+            Some(i) => {
+                let id = self.posted.remove(i).expect("index from position");
+                self.match_message(id, u)
+            }
+            None => {
+                if let UnexpectedKind::Eager { data, .. } = &u.kind {
+                    self.unexpected_bytes += data.len();
+                    if self.unexpected_bytes > self.config.unexpected_limit_bytes {
+                        return err(
+                            ErrorClass::NoMem,
+                            format!(
+                                "{} bytes of unexpected messages exceed the limit of {} (raise KAWARIMI_UNEXPECTED_LIMIT_BYTES)",
+                                self.unexpected_bytes, self.config.unexpected_limit_bytes
+                            ),
+                        );
+                    }
+                }
+                self.unexpected.push_back(u);
+                Ok(())
+            }
+        }
+    }
+
+    /// Binds message `u` to the receive `id`.
+    fn match_message(&mut self, id: ReqId, u: Unexpected) -> MpiResult<()> {
+        let Some(Req::Recv(r)) = self.requests.get_mut(&id) else {
+            return err(ErrorClass::Intern, format!("receive {id} vanished while matching"));
+        };
+        r.status.source = u.src as i32;
+        r.status.tag = u.tag;
+        match u.kind {
+            UnexpectedKind::Eager { data, sync_msg_id } => {
+                let buf = r.buf.as_mut().expect("posted receive holds its buffer");
+                let cap = buf.capacity();
+                let n = data.len().min(cap);
+                buf.as_mut_slice()[..n].copy_from_slice(&data[..n]);
+                r.status.len = n;
+                if data.len() > cap {
+                    r.status.error = Some(ErrorClass::Truncate);
+                }
+                r.phase = RecvPhase::Done;
+                if let Some(msg_id) = sync_msg_id {
+                    let h = Header { msg_id, ..Header::new(FrameKind::SyncAck) };
+                    self.emit(u.src, h, Payload::Empty)?;
+                }
+            }
+            UnexpectedKind::Rts { msg_id, total } => {
+                r.phase = RecvPhase::Receiving { total, received: 0 };
+                let cap = r.buf.as_ref().map_or(0, RecvBuf::capacity);
+                r.status.len = total.min(cap);
+                if total > cap {
+                    r.status.error = Some(ErrorClass::Truncate);
+                }
+                if total == 0 {
+                    r.phase = RecvPhase::Done;
+                }
+                let h = Header { msg_id, arg: id, ..Header::new(FrameKind::Cts) };
+                self.emit(u.src, h, Payload::Empty)?;
+            }
+        }
+        self.deliver_loopback()
+    }
+
+    fn handle_cts(&mut self, peer: PeerId, msg_id: u64, recv_id: u64) -> MpiResult<()> {
+        let chunk = self.config.chunk_bytes;
+        let Some(Req::Send(s)) = self.requests.get_mut(&msg_id) else {
+            return err(ErrorClass::Intern, format!("Cts from rank {peer} for unknown send {msg_id}"));
+        };
+        if s.peer != peer || !matches!(s.phase, SendPhase::AwaitCts) {
+            return err(
+                ErrorClass::Intern,
+                format!("Cts from rank {peer} for send {msg_id} in phase {:?}", s.phase),
+            );
+        }
+        s.phase = SendPhase::Done;
+        let data = std::mem::replace(&mut s.data, SendData::Owned(Vec::new()));
+        let (ctx, tag) = (s.ctx, s.tag);
+        // The chunks are copied so the send is complete once they are queued: the application
+        // may reuse its buffer as soon as MPI_Wait returns.
+        for (i, piece) in data.as_slice().chunks(chunk).enumerate() {
+            let h = Header { ctx, tag, msg_id: recv_id, arg: (i * chunk) as u64, ..Header::new(FrameKind::Data) };
+            self.emit(peer, h, Payload::Owned(piece.to_vec()))?;
+        }
+        Ok(())
+    }
+
+    fn handle_data(&mut self, peer: PeerId, recv_id: u64, offset: usize, payload: &[u8]) -> MpiResult<()> {
+        let Some(Req::Recv(r)) = self.requests.get_mut(&recv_id) else {
+            return err(ErrorClass::Intern, format!("Data from rank {peer} for unknown receive {recv_id}"));
+        };
+        let RecvPhase::Receiving { total, received } = &mut r.phase else {
+            return err(ErrorClass::Intern, format!("Data from rank {peer} for receive {recv_id} not receiving"));
+        };
+        if r.status.source != peer as i32 || offset + payload.len() > *total {
+            return err(
+                ErrorClass::Intern,
+                format!("Data from rank {peer} at {offset}+{} outside message of {total} bytes", payload.len()),
+            );
+        }
+        let buf = r.buf.as_mut().expect("receiving request holds its buffer").as_mut_slice();
+        // Bytes past the buffer's end are dropped: the status already says MPI_ERR_TRUNCATE.
+        if offset < buf.len() {
+            let n = payload.len().min(buf.len() - offset);
+            buf[offset..offset + n].copy_from_slice(&payload[..n]);
+        }
+        *received += payload.len();
+        if *received == *total {
+            r.phase = RecvPhase::Done;
+        }
+        Ok(())
+    }
+
+    /// Frees a request the application will not wait for (`MPI_Request_free`): a completed one
+    /// is dropped now; an active send finishes in the background and is dropped then.
+    pub fn free_request(&mut self, id: ReqId) -> MpiResult<()> {
+        match self.requests.get(&id) {
+            None => err(ErrorClass::Request, format!("request {id} does not exist")),
+            Some(_) if self.is_complete(id) => {
+                self.requests.remove(&id);
+                Ok(())
+            }
+            Some(_) => {
+                self.detached.push(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops detached requests that have completed since they were freed.
+    fn reap_detached(&mut self) {
+        if self.detached.is_empty() {
+            return;
+        }
+        let mut detached = std::mem::take(&mut self.detached);
+        detached.retain(|&id| {
+            if self.is_complete(id) {
+                self.requests.remove(&id);
+                false
+            } else {
+                true
+            }
+        });
+        self.detached = detached;
+    }
+}
+

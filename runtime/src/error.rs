@@ -1,0 +1,93 @@
+//! Error classes of the MPI standard (MPI-3.1 §8.4), as the runtime speaks them.
+//!
+//! The runtime never uses MPI error *numbers*: those belong to the ABI of the MPI library the
+//! application was built against and live only in the shim, which maps each class to its code.
+
+use std::fmt;
+
+/// An MPI error class, plus the detail that makes the message useful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    Buffer,
+    Count,
+    Type,
+    Tag,
+    Comm,
+    Rank,
+    Request,
+    Root,
+    Group,
+    Op,
+    Topology,
+    Dims,
+    Arg,
+    Unknown,
+    Truncate,
+    Other,
+    Intern,
+    InStatus,
+    Pending,
+    Keyval,
+    NoMem,
+    Base,
+    Unsupported,
+}
+
+impl ErrorClass {
+    /// The standard's name for the class, as `MPI_Error_string` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Buffer => "MPI_ERR_BUFFER",
+            ErrorClass::Count => "MPI_ERR_COUNT",
+            ErrorClass::Type => "MPI_ERR_TYPE",
+            ErrorClass::Tag => "MPI_ERR_TAG",
+            ErrorClass::Comm => "MPI_ERR_COMM",
+            ErrorClass::Rank => "MPI_ERR_RANK",
+            ErrorClass::Request => "MPI_ERR_REQUEST",
+            ErrorClass::Root => "MPI_ERR_ROOT",
+            ErrorClass::Group => "MPI_ERR_GROUP",
+            ErrorClass::Op => "MPI_ERR_OP",
+            ErrorClass::Topology => "MPI_ERR_TOPOLOGY",
+            ErrorClass::Dims => "MPI_ERR_DIMS",
+            ErrorClass::Arg => "MPI_ERR_ARG",
+            ErrorClass::Unknown => "MPI_ERR_UNKNOWN",
+            ErrorClass::Truncate => "MPI_ERR_TRUNCATE",
+            ErrorClass::Other => "MPI_ERR_OTHER",
+            ErrorClass::Intern => "MPI_ERR_INTERN",
+            ErrorClass::InStatus => "MPI_ERR_IN_STATUS",
+            ErrorClass::Pending => "MPI_ERR_PENDING",
+            ErrorClass::Keyval => "MPI_ERR_KEYVAL",
+            ErrorClass::NoMem => "MPI_ERR_NO_MEM",
+            ErrorClass::Base => "MPI_ERR_BASE",
+            ErrorClass::Unsupported => "MPI_ERR_UNSUPPORTED_OPERATION",
+        }
+    }
+}
+
+/// An error raised by the runtime: the class the application sees and why it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MpiError {
+    pub class: ErrorClass,
+    pub detail: String,
+}
+
+impl MpiError {
+    pub fn new(class: ErrorClass, detail: impl Into<String>) -> Self {
+        MpiError { class, detail: detail.into() }
+    }
+}
+
+impl fmt::Display for MpiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.class.name(), self.detail)
+    }
+}
+
+impl std::error::Error for MpiError {}
+
+pub type MpiResult<T> = Result<T, MpiError>;
+
+/// Shorthand for building an [`MpiError`] in a `return Err(...)`.
+pub fn err<T>(class: ErrorClass, detail: impl Into<String>) -> MpiResult<T> {
+    Err(MpiError::new(class, detail))
+}

@@ -1,0 +1,19 @@
+//! kawarimi's runtime: MPI semantics over kawarimi's own transports.
+//!
+//! Layers, bottom up:
+//! - [`core`]: the sans-IO point-to-point protocol (matching, eager, rendezvous, channels);
+//! - [`engine`]: drives the core over a real transport and blocks politely;
+//! - [`datatype`], [`op`]: type maps, pack/unpack, reductions;
+//! - [`comm`], [`coll`]: groups, communicators, topologies, collectives over point-to-point;
+//! - [`launch`]: who this process is, from the launcher's environment;
+//! - [`world`]: the process-wide MPI state the shim calls into.
+
+pub mod coll;
+pub mod comm;
+pub mod core;
+pub mod datatype;
+pub mod engine;
+pub mod error;
+pub mod op;
+pub mod launch;
+pub mod world;

@@ -1,0 +1,161 @@
+//! The process-wide MPI state: the engine, the predefined communicators and the creation of
+//! new ones. The shim holds one [`World`] behind a lock and calls into it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kawarimi_transports::Transport;
+
+use crate::coll::{self, Reducer};
+use crate::comm::{Comm, Group};
+use crate::core::{Core, CoreConfig};
+use crate::engine::Engine;
+use crate::error::{err, ErrorClass, MpiError, MpiResult};
+use crate::launch::{self, ProcInfo};
+
+/// How long the start-up wire-up may take before it fails naming what it waited for.
+pub const WIREUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `MPI_UNDEFINED` as a split colour, as the runtime sees it.
+pub const UNDEFINED_COLOR: i32 = -32766;
+
+/// The state of an initialised MPI process.
+pub struct World {
+    pub engine: Engine,
+    pub proc: ProcInfo,
+    pub hostname: String,
+    pub world: Arc<Comm>,
+    pub self_comm: Arc<Comm>,
+    /// The lowest context id this process has not used; new communicators agree on the
+    /// maximum over their members (see [`World::alloc_ctx`]).
+    next_ctx: u32,
+}
+
+/// Context ids 0/1 belong to `MPI_COMM_WORLD`, 2/3 to `MPI_COMM_SELF`.
+const FIRST_FREE_CTX: u32 = 4;
+
+struct MaxU32;
+
+impl Reducer for MaxU32 {
+    fn reduce(&self, input: &[u8], inout: &mut [u8]) -> MpiResult<()> {
+        for (i, o) in input.chunks_exact(4).zip(inout.chunks_exact_mut(4)) {
+            let a = u32::from_le_bytes(i.try_into().expect("4 bytes"));
+            let b = u32::from_le_bytes((&*o).try_into().expect("4 bytes"));
+            o.copy_from_slice(&a.max(b).to_le_bytes());
+        }
+        Ok(())
+    }
+    fn commutative(&self) -> bool {
+        true
+    }
+}
+
+fn read_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+impl World {
+    /// Builds the world of a process whose transport is already connected (or `None` for a
+    /// job of one).
+    pub fn new(proc: ProcInfo, transport: Option<Box<dyn Transport>>, config: CoreConfig) -> MpiResult<World> {
+        let core = Core::new(proc.rank, proc.size, config);
+        let engine = Engine::new(core, transport);
+        let world = Comm {
+            ctx: 0,
+            group: Arc::new(Group::new((0..proc.size).collect())?),
+            rank: proc.rank as i32,
+            cart: None,
+        };
+        let self_comm = Comm { ctx: 2, group: Arc::new(Group::new(vec![proc.rank])?), rank: 0, cart: None };
+        Ok(World {
+            engine,
+            proc,
+            hostname: read_hostname(),
+            world: Arc::new(world),
+            self_comm: Arc::new(self_comm),
+            next_ctx: FIRST_FREE_CTX,
+        })
+    }
+
+    /// Reads this process's place from the launcher's environment.
+    pub fn detect() -> MpiResult<ProcInfo> {
+        launch::detect().map_err(|e| MpiError::new(ErrorClass::Other, format!("launcher environment: {e}")))
+    }
+
+    /// Agrees on a context id for a new communicator over `parent`: the maximum of every
+    /// member's next free id. Collective over `parent`.
+    pub fn alloc_ctx(&mut self, parent: &Comm) -> MpiResult<u32> {
+        let mut buf = self.next_ctx.to_le_bytes();
+        coll::allreduce(&mut self.engine, parent, &mut buf, &MaxU32)?;
+        let ctx = u32::from_le_bytes(buf);
+        if ctx > u32::MAX - 4 {
+            return err(ErrorClass::Intern, "context ids exhausted");
+        }
+        self.next_ctx = ctx + 2;
+        Ok(ctx)
+    }
+
+    /// `MPI_Comm_dup` (§6.4.2).
+    pub fn comm_dup(&mut self, parent: &Comm) -> MpiResult<Comm> {
+        let ctx = self.alloc_ctx(parent)?;
+        Ok(Comm { ctx, group: parent.group.clone(), rank: parent.rank, cart: parent.cart.clone() })
+    }
+
+    /// `MPI_Comm_split` (§6.4.2): ranks with the same `color` form a communicator ordered by
+    /// `(key, rank in parent)`; `UNDEFINED_COLOR` gets `None`.
+    pub fn comm_split(&mut self, parent: &Comm, color: i32, key: i32) -> MpiResult<Option<Comm>> {
+        if color < 0 && color != UNDEFINED_COLOR {
+            return err(ErrorClass::Arg, format!("split colour {color} is negative"));
+        }
+        let n = parent.size() as usize;
+        let mut mine = color.to_le_bytes().to_vec();
+        mine.extend_from_slice(&key.to_le_bytes());
+        let all = coll::allgatherv(&mut self.engine, parent, &mine, &vec![8; n])?;
+        let ctx = self.alloc_ctx(parent)?;
+        if color == UNDEFINED_COLOR {
+            return Ok(None);
+        }
+        let mut members: Vec<(i32, i32)> = all
+            .iter()
+            .enumerate()
+            .filter_map(|(r, b)| {
+                let c = i32::from_le_bytes(b[0..4].try_into().expect("4 bytes"));
+                let k = i32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
+                (c == color).then_some((k, r as i32))
+            })
+            .collect();
+        members.sort_unstable();
+        let world_ranks = members.iter().map(|&(_, r)| parent.peer(r)).collect::<MpiResult<Vec<u32>>>()?;
+        let group = Group::new(world_ranks)?;
+        let rank = group.rank_of(parent.peer(parent.rank)?).expect("this process has the colour");
+        Ok(Some(Comm { ctx, group: Arc::new(group), rank, cart: None }))
+    }
+
+    /// `MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)` (§6.4.2): one communicator per host.
+    pub fn comm_split_shared(&mut self, parent: &Comm, key: i32) -> MpiResult<Option<Comm>> {
+        let n = parent.size() as usize;
+        let mut name = [0u8; 256];
+        let h = self.hostname.as_bytes();
+        let len = h.len().min(name.len());
+        name[..len].copy_from_slice(&h[..len]);
+        let all = coll::allgatherv(&mut self.engine, parent, &name, &vec![name.len(); n])?;
+        // The colour is the parent rank of the first process on the same host.
+        let color = all.iter().position(|b| b[..] == name[..]).expect("own name is present") as i32;
+        self.comm_split(parent, color, key)
+    }
+
+    /// `MPI_Comm_create` (§6.4.2): collective over `parent`; members of `group` get the new
+    /// communicator, the others `None`.
+    pub fn comm_create(&mut self, parent: &Comm, group: &Group) -> MpiResult<Option<Comm>> {
+        for &w in group.members() {
+            if parent.group.rank_of(w).is_none() {
+                return err(ErrorClass::Group, format!("process {w} of the group is not in the communicator"));
+            }
+        }
+        let ctx = self.alloc_ctx(parent)?;
+        let me = parent.peer(parent.rank)?;
+        Ok(group.rank_of(me).map(|rank| Comm { ctx, group: Arc::new(group.clone()), rank, cart: None }))
+    }
+}

@@ -1,0 +1,2 @@
+pub mod abi;
+include!(concat!(env!("OUT_DIR"), "/unimplemented.rs"));

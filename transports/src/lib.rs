@@ -1,0 +1,102 @@
+//! kawarimi's transports.
+//!
+//! A transport moves whole frames (a [`wire::Header`] plus payload) between the ranks of a
+//! job, reliably and in order per peer, and nothing else: matching, rendezvous and the switch
+//! protocol are the runtime's. The runtime drives a transport through the [`Transport`] trait
+//! and can drop it at any moment to release every device resource it holds (drop order is
+//! teardown order).
+
+pub mod sim;
+pub mod auth;
+pub mod bootstrap;
+pub mod tcp;
+pub mod wire;
+
+use std::time::Duration;
+
+/// A rank in `MPI_COMM_WORLD`: the only peer address the runtime knows.
+pub type PeerId = u32;
+
+/// Which mechanism carries a peer's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TransportKind {
+    Shm,
+    Verbs,
+    Tcp,
+    Sim,
+}
+
+/// The bytes that follow a header.
+///
+/// `Static` lets the runtime send straight from an application buffer. Whoever builds one
+/// promises that the memory stays valid and unmodified until the transport reports the frame
+/// written ([`Transport::queued_bytes`] drops), which is what MPI's rules on send buffers
+/// guarantee until the send request completes.
+#[derive(Debug)]
+pub enum Payload {
+    Empty,
+    Owned(Vec<u8>),
+    Static(&'static [u8]),
+}
+
+impl Payload {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Empty => &[],
+            Payload::Owned(v) => v,
+            Payload::Static(s) => s,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a transport reports from [`Transport::progress`].
+#[derive(Debug)]
+pub enum Event {
+    /// A complete, validated frame from `peer`.
+    Frame { peer: PeerId, header: wire::Header, payload: Vec<u8> },
+    /// The link to `peer` failed or was closed by the other side; `reason` says how.
+    LinkDown { peer: PeerId, reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("no connection to rank {peer}")]
+    NoRoute { peer: PeerId },
+    #[error("send queue to rank {peer} is full ({limit} bytes)")]
+    QueueFull { peer: PeerId, limit: usize },
+    #[error("link to rank {peer} is down: {reason}")]
+    LinkDown { peer: PeerId, reason: String },
+    #[error("malformed frame from rank {peer}: {source}")]
+    Malformed { peer: PeerId, source: wire::WireError },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
+}
+
+pub type TransportResult<T> = Result<T, TransportError>;
+
+/// A data-path transport between this rank and its peers.
+///
+/// Call order: `send` queues (never blocks); `progress` writes what it can and reads what has
+/// arrived, appending events; `wait` sleeps until a descriptor is ready or the timeout ends,
+/// so a rank blocked in `MPI_Wait` does not take a core from the others.
+pub trait Transport: Send {
+    fn kind(&self) -> TransportKind;
+    /// Queues one frame for `peer`. Fails with `QueueFull` past the per-peer bound.
+    fn send(&mut self, peer: PeerId, header: &wire::Header, payload: Payload) -> TransportResult<()>;
+    /// Non-blocking: flush queued frames, read arrived ones.
+    fn progress(&mut self, events: &mut Vec<Event>) -> TransportResult<()>;
+    /// Blocks until there is something to read or write, or `timeout` passes.
+    fn wait(&mut self, timeout: Duration) -> TransportResult<()>;
+    /// Bytes queued but not yet handed to the kernel/device, over all peers.
+    fn queued_bytes(&self) -> usize;
+}

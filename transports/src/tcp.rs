@@ -1,0 +1,1402 @@
+//! The TCP transport: one authenticated, non-blocking stream per peer pair.
+//!
+//! Life cycle:
+//! 1. [`bind`] opens a listener (ephemeral port) and tells the address to publish
+//!    ([`TcpListenerEndpoint::local_addr`]) through the bootstrap (PMIx or the coordinator).
+//! 2. [`TcpListenerEndpoint::connect_all`] builds the full mesh deterministically: the lower
+//!    rank of each pair connects to the higher rank's listener, the higher rank accepts, and
+//!    every connection runs the mutual challenge-response of [`crate::auth`] before it carries
+//!    a frame. An accepted connection learns the connecting rank from its (authenticated)
+//!    hello. All connects, accepts and handshakes are driven concurrently by one poll loop,
+//!    so ranks that start at different times never deadlock each other; every retry is
+//!    bounded in count and by the overall deadline. The listener is closed when the mesh is
+//!    up: a reconnect after a switch binds anew.
+//! 3. [`TcpTransport`] implements [`Transport`]: `send` queues (zero-copy for
+//!    [`Payload::Static`]) and writes at once when the queue was empty; `progress` flushes
+//!    with `sendmsg` over header+payload slices and reads in large chunks through the
+//!    socket-free [`FrameDecoder`]; `wait` is `poll(2)`.
+//!
+//! Teardown: dropping the [`TcpTransport`] closes every socket, in rank order; frames still
+//! queued are discarded (their `Static` borrows end with them). Nothing else is held.
+//!
+//! Addresses: [`local_addresses`] never returns an IPoIB address. An IPoIB interface belongs
+//! to the InfiniBand HCA: when the HCA is hot-unplugged before a migration, the interface and
+//! its address vanish, and any connection or published endpoint that used it dies with it.
+//! The TCP transport is the fallback that must survive the move, so it only uses the VM's
+//! Ethernet (virtio) addresses.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, IoSlice, Read};
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::auth::{random_nonce, Handshake, JobSecret, Role};
+use crate::wire::{Header, WireError, HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::{Event, Payload, PeerId, Transport, TransportError, TransportKind, TransportResult};
+
+/// Payload bytes still missing at or above which the reader reads straight into the frame's
+/// Vec instead of through the chunk buffer.
+pub const DIRECT_READ_MIN_BYTES: usize = 64 * 1024;
+/// Most iovecs handed to one `sendmsg`.
+const MAX_IOV: usize = 64;
+/// Linux's ARPHRD_INFINIBAND (`/sys/class/net/<if>/type`).
+pub const ARPHRD_INFINIBAND: u16 = 32;
+
+/// Tunables of the TCP transport. Every queue and wait has a bound.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// Per-peer send queue bound (header + payload bytes not yet handed to the kernel).
+    pub queue_limit_bytes: usize,
+    /// SO_SNDBUF / SO_RCVBUF to ask for (best effort; the kernel may clamp it).
+    pub socket_buffer_bytes: usize,
+    /// Bound on one connection's challenge-response once it is accepted.
+    pub auth_timeout_ms: u64,
+    /// Pause between connect attempts to a peer whose listener refused.
+    pub connect_retry_interval_ms: u64,
+    /// Most connect attempts per peer (the overall deadline of `connect_all` also applies).
+    pub connect_max_attempts: u32,
+    /// Size of the chunk buffer reads go through.
+    pub read_chunk_bytes: usize,
+    /// Most bytes read from one peer per `progress` call (fairness between peers).
+    pub max_read_bytes_per_progress: usize,
+    /// Most bytes written to one peer per `progress` call.
+    pub max_write_bytes_per_progress: usize,
+    /// Most not-yet-authenticated accepted connections held at once during wire-up.
+    pub max_pending_accepts: usize,
+    /// Listen backlog.
+    pub listen_backlog: i32,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            queue_limit_bytes: 64 << 20,
+            socket_buffer_bytes: 4 << 20,
+            auth_timeout_ms: 10_000,
+            connect_retry_interval_ms: 50,
+            connect_max_attempts: 2_000,
+            read_chunk_bytes: 256 << 10,
+            max_read_bytes_per_progress: 8 << 20,
+            max_write_bytes_per_progress: 8 << 20,
+            max_pending_accepts: 256,
+            listen_backlog: 1024,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Interface discovery
+// ---------------------------------------------------------------------------------------
+
+/// One address of one interface, as [`local_addresses`] sees it (exposed for testing the
+/// selection policy without a machine that has IPoIB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfAddr {
+    pub name: String,
+    pub ip: IpAddr,
+    pub up: bool,
+    pub loopback: bool,
+    /// ARPHRD type from `/sys/class/net/<if>/type`, if readable.
+    pub arphrd: Option<u16>,
+}
+
+/// The addresses this host can publish for the TCP transport: every address of every
+/// interface that is up, IPv4 first, skipping IPoIB (ARPHRD_INFINIBAND, see the module
+/// docs: the address dies with the HCA) and IPv6 link-local ones (they need a scope);
+/// loopback only when nothing else is left.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut found = Vec::new();
+    if let Ok(ifaddrs) = nix::ifaddrs::getifaddrs() {
+        for ifa in ifaddrs {
+            let Some(addr) = ifa.address.as_ref() else { continue };
+            let ip = if let Some(v4) = addr.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else if let Some(v6) = addr.as_sockaddr_in6() {
+                IpAddr::V6(v6.ip())
+            } else {
+                continue;
+            };
+            let arphrd = std::fs::read_to_string(format!("/sys/class/net/{}/type", ifa.interface_name))
+                .ok()
+                .and_then(|s| s.trim().parse::<u16>().ok());
+            found.push(IfAddr {
+                name: ifa.interface_name.clone(),
+                ip,
+                up: ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP),
+                loopback: ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK),
+                arphrd,
+            });
+        }
+    }
+    select_addresses(&found)
+}
+
+/// The selection policy of [`local_addresses`].
+pub fn select_addresses(ifs: &[IfAddr]) -> Vec<IpAddr> {
+    let usable = |i: &&IfAddr| {
+        i.up && i.arphrd != Some(ARPHRD_INFINIBAND) && !is_ipv6_link_local(&i.ip) && !i.ip.is_unspecified()
+    };
+    let mut out: Vec<IpAddr> = ifs.iter().filter(usable).filter(|i| !i.loopback && !i.ip.is_loopback()).map(|i| i.ip).collect();
+    if out.is_empty() {
+        out = ifs.iter().filter(usable).filter(|i| i.loopback || i.ip.is_loopback()).map(|i| i.ip).collect();
+    }
+    out.sort_by_key(|ip| ip.is_ipv6());
+    out.dedup();
+    out
+}
+
+fn is_ipv6_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}
+
+// ---------------------------------------------------------------------------------------
+// The stream decoder (sans-IO)
+// ---------------------------------------------------------------------------------------
+
+/// Why the decoder rejected a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    Wire(WireError),
+    /// The header's `src` is not the rank that authenticated this connection.
+    WrongSource { expected: PeerId, got: u32 },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Wire(e) => write!(f, "{e}"),
+            DecodeError::WrongSource { expected, got } => {
+                write!(f, "header names sender rank {got}, but the connection authenticated rank {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Splits a byte stream into validated frames. Knows nothing of sockets, so it can be fed
+/// from a test or a fuzzer. Every payload Vec is allocated once, at its exact size.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    expected_src: PeerId,
+    hdr: [u8; HEADER_LEN],
+    hdr_have: usize,
+    body: Option<(Header, Vec<u8>)>,
+    failed: Option<DecodeError>,
+}
+
+impl FrameDecoder {
+    /// A decoder for a connection authenticated as rank `expected_src`.
+    pub fn new(expected_src: PeerId) -> FrameDecoder {
+        FrameDecoder { expected_src, hdr: [0; HEADER_LEN], hdr_have: 0, body: None, failed: None }
+    }
+
+    /// Feeds stream bytes, calling `emit` for each complete frame in order. After an error
+    /// the decoder stays failed (the stream cannot be resynchronised).
+    pub fn feed<F: FnMut(Header, Vec<u8>)>(&mut self, mut bytes: &[u8], emit: &mut F) -> Result<(), DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        while !bytes.is_empty() {
+            match &mut self.body {
+                Some((h, body)) => {
+                    let need = h.payload_len as usize - body.len();
+                    let take = need.min(bytes.len());
+                    body.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                    self.finish_body_if_complete(emit);
+                }
+                None => {
+                    let take = (HEADER_LEN - self.hdr_have).min(bytes.len());
+                    self.hdr[self.hdr_have..self.hdr_have + take].copy_from_slice(&bytes[..take]);
+                    self.hdr_have += take;
+                    bytes = &bytes[take..];
+                    if self.hdr_have == HEADER_LEN {
+                        self.hdr_have = 0;
+                        self.start_frame(emit)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_frame<F: FnMut(Header, Vec<u8>)>(&mut self, emit: &mut F) -> Result<(), DecodeError> {
+        let h = match Header::decode(&self.hdr) {
+            Ok(h) => h,
+            Err(e) => return Err(self.fail(DecodeError::Wire(e))),
+        };
+        if h.src != self.expected_src {
+            return Err(self.fail(DecodeError::WrongSource { expected: self.expected_src, got: h.src }));
+        }
+        if h.payload_len == 0 {
+            emit(h, Vec::new());
+        } else {
+            self.body = Some((h, Vec::with_capacity(h.payload_len as usize)));
+        }
+        Ok(())
+    }
+
+    fn finish_body_if_complete<F: FnMut(Header, Vec<u8>)>(&mut self, emit: &mut F) {
+        if matches!(&self.body, Some((h, b)) if b.len() == h.payload_len as usize) {
+            if let Some((h, b)) = self.body.take() {
+                emit(h, b);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: DecodeError) -> DecodeError {
+        self.failed = Some(e.clone());
+        e
+    }
+
+    /// True while a frame is partly received (an EOF now loses it).
+    pub fn mid_frame(&self) -> bool {
+        self.hdr_have > 0 || self.body.is_some()
+    }
+
+    /// When at least `min` payload bytes of the current frame are still missing: the
+    /// uninitialised tail of its Vec, to read into directly.
+    fn direct_buffer(&mut self, min: usize) -> Option<&mut [MaybeUninit<u8>]> {
+        if self.failed.is_some() {
+            return None;
+        }
+        match &mut self.body {
+            Some((h, body)) if h.payload_len as usize - body.len() >= min => {
+                let missing = h.payload_len as usize - body.len();
+                Some(&mut body.spare_capacity_mut()[..missing])
+            }
+            _ => None,
+        }
+    }
+
+    /// Records that `n` bytes were written into the buffer [`Self::direct_buffer`] returned.
+    ///
+    /// # Safety
+    /// The first `n` elements of that buffer must have been initialised, and `n` must not
+    /// exceed its length.
+    unsafe fn commit_direct<F: FnMut(Header, Vec<u8>)>(&mut self, n: usize, emit: &mut F) {
+        if let Some((h, body)) = &mut self.body {
+            let new_len = (body.len() + n).min(h.payload_len as usize);
+            // SAFETY: the caller initialised `n` bytes of the spare capacity right after the
+            // current length, and `new_len` never exceeds the capacity (payload_len).
+            unsafe { body.set_len(new_len) };
+        }
+        self.finish_body_if_complete(emit);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Wire-up
+// ---------------------------------------------------------------------------------------
+
+/// A bound, listening endpoint that has not yet joined the mesh.
+pub struct TcpListenerEndpoint {
+    me: PeerId,
+    secret: JobSecret,
+    config: TcpConfig,
+    listener: Socket,
+    publish: SocketAddr,
+    publish_all: Vec<SocketAddr>,
+}
+
+impl fmt::Debug for TcpListenerEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListenerEndpoint").field("me", &self.me).field("addr", &self.publish).finish_non_exhaustive()
+    }
+}
+
+/// Binds a listener for rank `me` on `ip` (or, with `None`, on every address, publishing the
+/// first of [`local_addresses`]), port 0, with the default [`TcpConfig`].
+pub fn bind(me: PeerId, ip: Option<IpAddr>, secret: JobSecret) -> TransportResult<TcpListenerEndpoint> {
+    bind_with_config(me, ip, secret, TcpConfig::default())
+}
+
+/// [`bind`] with an explicit configuration.
+pub fn bind_with_config(
+    me: PeerId,
+    ip: Option<IpAddr>,
+    secret: JobSecret,
+    config: TcpConfig,
+) -> TransportResult<TcpListenerEndpoint> {
+    let (bind_ip, publish_ips) = match ip {
+        Some(ip) => (ip, vec![ip]),
+        None => {
+            let ips = local_addresses();
+            let first = ips.first().copied().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            let any = if first.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+            let same_family: Vec<IpAddr> = ips.into_iter().filter(|i| i.is_ipv4() == first.is_ipv4()).collect();
+            (any, if same_family.is_empty() { vec![first] } else { same_family })
+        }
+    };
+    let io = |context: &str| {
+        let context = format!("tcp bind {bind_ip} for rank {me}: {context}");
+        move |source| TransportError::Io { context, source }
+    };
+    let listener = Socket::new(Domain::for_address(SocketAddr::new(bind_ip, 0)), Type::STREAM, Some(Protocol::TCP))
+        .map_err(io("socket"))?;
+    listener.set_cloexec(true).map_err(io("cloexec"))?;
+    listener.bind(&SockAddr::from(SocketAddr::new(bind_ip, 0))).map_err(io("bind"))?;
+    listener.listen(config.listen_backlog).map_err(io("listen"))?;
+    listener.set_nonblocking(true).map_err(io("nonblocking"))?;
+    let port = listener
+        .local_addr()
+        .map_err(io("getsockname"))?
+        .as_socket()
+        .map(|a| a.port())
+        .ok_or_else(|| io("getsockname")(io::Error::other("not an inet address")))?;
+    let publish_all: Vec<SocketAddr> = publish_ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+    Ok(TcpListenerEndpoint { me, secret, config, listener, publish: publish_all[0], publish_all })
+}
+
+enum OutState {
+    Waiting { next_try: Instant },
+    Connecting { sock: Socket },
+    Auth { sock: Socket, hs: Box<Handshake> },
+    Done,
+}
+
+struct OutPeer {
+    peer: PeerId,
+    addr: SocketAddr,
+    attempts: u32,
+    last_error: String,
+    state: OutState,
+}
+
+struct InConn {
+    sock: Socket,
+    addr: SocketAddr,
+    hs: Box<Handshake>,
+    started: Instant,
+}
+
+#[derive(Clone, Copy)]
+enum PollRef {
+    Listener,
+    Out(usize),
+    In(usize),
+}
+
+/// Result of driving a handshake on a non-blocking socket.
+enum Drive {
+    Pending,
+    Done,
+    Failed(String, bool /* fatal for an outgoing connection */),
+}
+
+fn drive_handshake(sock: &Socket, hs: &mut Handshake) -> Drive {
+    let mut buf = [0u8; crate::auth::HELLO_LEN];
+    loop {
+        let mut moved = false;
+        while !hs.pending_output().is_empty() {
+            match sock.send_with_flags(hs.pending_output(), libc::MSG_NOSIGNAL) {
+                Ok(n) => {
+                    hs.consume_output(n);
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Drive::Failed(format!("write: {e}"), false),
+            }
+        }
+        if hs.is_done() {
+            return Drive::Done;
+        }
+        let need = hs.input_needed();
+        if need > 0 {
+            match (&*sock).read(&mut buf[..need]) {
+                Ok(0) => return Drive::Failed(hs.receive_eof().to_string(), false),
+                Ok(n) => {
+                    if let Err(e) = hs.receive(&buf[..n]) {
+                        return Drive::Failed(e.to_string(), true);
+                    }
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => moved = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Drive::Failed(format!("read: {e}"), false),
+            }
+        }
+        if !moved {
+            return Drive::Pending;
+        }
+    }
+}
+
+fn poll_timeout(d: Duration) -> PollTimeout {
+    // Round up so a sub-millisecond timeout does not turn into a busy loop.
+    let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+}
+
+impl TcpListenerEndpoint {
+    /// The address to publish for peers to connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.publish
+    }
+
+    /// Every address this endpoint can be reached on (when bound to all interfaces).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.publish_all
+    }
+
+    pub fn rank(&self) -> PeerId {
+        self.me
+    }
+
+    pub fn config(&self) -> &TcpConfig {
+        &self.config
+    }
+
+    /// Builds the full mesh with `peers` (entries for this rank itself are ignored) and
+    /// returns when every connection is up and authenticated, or fails naming the ranks that
+    /// never connected once `timeout` passes. A peer that fails the challenge when this rank
+    /// dials it is a fatal [`TransportError::Auth`]; an accepted connection that fails it is
+    /// dropped (it may be an intruder) and wire-up goes on.
+    pub fn connect_all(self, peers: &[(PeerId, SocketAddr)], timeout: Duration) -> TransportResult<TcpTransport> {
+        let me = self.me;
+        let cfg = self.config.clone();
+        let deadline = Instant::now() + timeout;
+        let retry = Duration::from_millis(cfg.connect_retry_interval_ms);
+        let auth_timeout = Duration::from_millis(cfg.auth_timeout_ms);
+
+        let mut outs: Vec<OutPeer> = Vec::new();
+        let mut expect_in: Vec<PeerId> = Vec::new();
+        let mut addr_of: HashMap<PeerId, SocketAddr> = HashMap::new();
+        for &(p, addr) in peers {
+            if p == me || addr_of.contains_key(&p) {
+                continue;
+            }
+            addr_of.insert(p, addr);
+            if p > me {
+                outs.push(OutPeer {
+                    peer: p,
+                    addr,
+                    attempts: 0,
+                    last_error: String::new(),
+                    state: OutState::Waiting { next_try: Instant::now() },
+                });
+            } else {
+                expect_in.push(p);
+            }
+        }
+        let total = outs.len() + expect_in.len();
+        let mut established: HashMap<PeerId, (Socket, SocketAddr)> = HashMap::new();
+        let mut incoming: Vec<InConn> = Vec::new();
+        let mut rejected: Vec<String> = Vec::new();
+
+        while established.len() < total {
+            let now = Instant::now();
+            if now >= deadline {
+                let mut missing: Vec<PeerId> =
+                    addr_of.keys().copied().filter(|p| !established.contains_key(p)).collect();
+                missing.sort_unstable();
+                let details: Vec<String> = outs
+                    .iter()
+                    .filter(|o| !matches!(o.state, OutState::Done) && !o.last_error.is_empty())
+                    .map(|o| format!("rank {} at {}: {}", o.peer, o.addr, o.last_error))
+                    .collect();
+                let mut msg = format!(
+                    "tcp wire-up of rank {me}: rank(s) {missing:?} never connected within {} ms",
+                    timeout.as_millis()
+                );
+                if !details.is_empty() {
+                    msg.push_str(&format!(" (last errors: {})", details.join("; ")));
+                }
+                if !rejected.is_empty() {
+                    msg.push_str(&format!(" (refused connections: {})", rejected.join("; ")));
+                    return Err(TransportError::Auth(msg));
+                }
+                return Err(TransportError::Io { context: msg, source: io::Error::from(io::ErrorKind::TimedOut) });
+            }
+
+            // Start (or restart) connects whose retry time has come.
+            let mut next_wake = deadline;
+            for o in outs.iter_mut() {
+                if let OutState::Waiting { next_try } = o.state {
+                    if now < next_try {
+                        next_wake = next_wake.min(next_try);
+                        continue;
+                    }
+                    o.attempts += 1;
+                    if o.attempts > cfg.connect_max_attempts {
+                        return Err(TransportError::Io {
+                            context: format!(
+                                "tcp wire-up of rank {me}: rank {} at {} unreachable after {} attempts: {}",
+                                o.peer, o.addr, cfg.connect_max_attempts, o.last_error
+                            ),
+                            source: io::Error::from(io::ErrorKind::TimedOut),
+                        });
+                    }
+                    o.state = match start_connect(o.addr) {
+                        Ok((sock, true)) => OutState::Auth {
+                            sock,
+                            hs: Box::new(Handshake::new(Role::Initiator, me, Some(o.peer), &self.secret, random_nonce()?)),
+                        },
+                        Ok((sock, false)) => OutState::Connecting { sock },
+                        Err(e) => {
+                            o.last_error = format!("connect: {e}");
+                            next_wake = next_wake.min(now + retry);
+                            OutState::Waiting { next_try: now + retry }
+                        }
+                    };
+                }
+            }
+            // Drop accepted connections that did not authenticate in time.
+            incoming.retain(|c| {
+                let keep = now.duration_since(c.started) < auth_timeout;
+                if !keep {
+                    tracing::warn!(rank = me, peer = %c.addr, "dropping connection that did not authenticate in time");
+                }
+                keep
+            });
+            for c in &incoming {
+                next_wake = next_wake.min(c.started + auth_timeout);
+            }
+
+            // Poll everything that can make progress.
+            let mut refs: Vec<PollRef> = Vec::new();
+            let revents: Vec<PollFlags> = {
+                let mut fds: Vec<PollFd<'_>> = Vec::new();
+                if incoming.len() < cfg.max_pending_accepts {
+                    fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+                    refs.push(PollRef::Listener);
+                }
+                for (i, o) in outs.iter().enumerate() {
+                    match &o.state {
+                        OutState::Connecting { sock } => {
+                            fds.push(PollFd::new(sock.as_fd(), PollFlags::POLLOUT));
+                            refs.push(PollRef::Out(i));
+                        }
+                        OutState::Auth { sock, hs } => {
+                            let mut fl = PollFlags::POLLIN;
+                            if !hs.pending_output().is_empty() {
+                                fl |= PollFlags::POLLOUT;
+                            }
+                            fds.push(PollFd::new(sock.as_fd(), fl));
+                            refs.push(PollRef::Out(i));
+                        }
+                        _ => {}
+                    }
+                }
+                for (i, c) in incoming.iter().enumerate() {
+                    let mut fl = PollFlags::POLLIN;
+                    if !c.hs.pending_output().is_empty() {
+                        fl |= PollFlags::POLLOUT;
+                    }
+                    fds.push(PollFd::new(c.sock.as_fd(), fl));
+                    refs.push(PollRef::In(i));
+                }
+                let wait = next_wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+                match nix::poll::poll(&mut fds, poll_timeout(wait)) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => {
+                        return Err(TransportError::Io {
+                            context: format!("tcp wire-up of rank {me}: poll"),
+                            source: io::Error::from(e),
+                        })
+                    }
+                }
+                fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect()
+            };
+
+            let mut retired_in: Vec<usize> = Vec::new();
+            for (r, ev) in refs.iter().zip(revents) {
+                if ev.is_empty() {
+                    continue;
+                }
+                match *r {
+                    PollRef::Listener => {
+                        while incoming.len() < cfg.max_pending_accepts {
+                            match self.listener.accept() {
+                                Ok((sock, addr)) => {
+                                    let addr = addr.as_socket().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                                    if let Err(e) = sock.set_nonblocking(true).and_then(|_| sock.set_cloexec(true)) {
+                                        tracing::warn!(rank = me, peer = %addr, "accepted socket setup failed: {e}");
+                                        continue;
+                                    }
+                                    let hs = Box::new(Handshake::new(Role::Responder, me, None, &self.secret, random_nonce()?));
+                                    incoming.push(InConn { sock, addr, hs, started: Instant::now() });
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    PollRef::Out(i) => {
+                        let o = &mut outs[i];
+                        let state = std::mem::replace(&mut o.state, OutState::Done);
+                        o.state = match state {
+                            OutState::Connecting { sock } => match sock.take_error() {
+                                Ok(None) if sock.peer_addr().is_ok() => OutState::Auth {
+                                    sock,
+                                    hs: Box::new(Handshake::new(
+                                        Role::Initiator,
+                                        me,
+                                        Some(o.peer),
+                                        &self.secret,
+                                        random_nonce()?,
+                                    )),
+                                },
+                                Ok(Some(e)) | Err(e) => {
+                                    o.last_error = format!("connect: {e}");
+                                    OutState::Waiting { next_try: Instant::now() + retry }
+                                }
+                                Ok(None) => {
+                                    o.last_error = "connect: not connected".into();
+                                    OutState::Waiting { next_try: Instant::now() + retry }
+                                }
+                            },
+                            OutState::Auth { sock, mut hs } => match drive_handshake(&sock, &mut hs) {
+                                Drive::Pending => OutState::Auth { sock, hs },
+                                Drive::Done => {
+                                    established.insert(o.peer, (sock, o.addr));
+                                    OutState::Done
+                                }
+                                Drive::Failed(why, true) => {
+                                    return Err(TransportError::Auth(format!(
+                                        "rank {me} refused rank {} at {}: {why}",
+                                        o.peer, o.addr
+                                    )));
+                                }
+                                Drive::Failed(why, false) => {
+                                    // Closed or reset mid-handshake: the peer may be restarting
+                                    // its listener; retry within the bounds.
+                                    o.last_error = format!("authentication: {why}");
+                                    OutState::Waiting { next_try: Instant::now() + retry }
+                                }
+                            },
+                            other => other,
+                        };
+                    }
+                    PollRef::In(i) => {
+                        let c = &mut incoming[i];
+                        match drive_handshake(&c.sock, &mut c.hs) {
+                            Drive::Pending => {}
+                            Drive::Done => {
+                                retired_in.push(i);
+                                let claimed = c.hs.peer_rank().unwrap_or(u32::MAX);
+                                if !expect_in.contains(&claimed) {
+                                    let why = format!("peer {} authenticated as rank {claimed}, which must not connect to rank {me}", c.addr);
+                                    tracing::warn!(rank = me, "{why}");
+                                    rejected.push(why);
+                                } else if established.contains_key(&claimed) {
+                                    let why = format!("peer {} is a second connection from rank {claimed}", c.addr);
+                                    tracing::warn!(rank = me, "{why}");
+                                    rejected.push(why);
+                                }
+                                // An expected, first connection is moved into `established`
+                                // when retired below.
+                            }
+                            Drive::Failed(why, _) => {
+                                let why = format!("peer {}: {why}", c.addr);
+                                tracing::warn!(rank = me, "refused connection: {why}");
+                                rejected.push(why);
+                                retired_in.push(i);
+                            }
+                        }
+                    }
+                }
+            }
+            // Retire finished incoming connections (highest index first keeps indices valid).
+            retired_in.sort_unstable();
+            for i in retired_in.into_iter().rev() {
+                let c = incoming.swap_remove(i);
+                if c.hs.is_done() {
+                    let claimed = c.hs.peer_rank().unwrap_or(u32::MAX);
+                    if expect_in.contains(&claimed) && !established.contains_key(&claimed) {
+                        established.insert(claimed, (c.sock, c.addr));
+                    }
+                }
+            }
+            if rejected.len() > 64 {
+                rejected.drain(..rejected.len() - 64);
+            }
+        }
+
+        let mut ranks: Vec<PeerId> = established.keys().copied().collect();
+        ranks.sort_unstable();
+        let mut conns = Vec::with_capacity(ranks.len());
+        for p in ranks {
+            let Some((sock, addr)) = established.remove(&p) else { continue };
+            let ctx = |what: &str| format!("tcp link {me}->{p} ({addr}): {what}");
+            sock.set_nonblocking(true).map_err(|e| TransportError::Io { context: ctx("nonblocking"), source: e })?;
+            sock.set_tcp_nodelay(true).map_err(|e| TransportError::Io { context: ctx("TCP_NODELAY"), source: e })?;
+            // Best effort: the kernel clamps these to net.core.{w,r}mem_max.
+            let _ = sock.set_send_buffer_size(cfg.socket_buffer_bytes);
+            let _ = sock.set_recv_buffer_size(cfg.socket_buffer_bytes);
+            conns.push(Conn {
+                peer: p,
+                addr,
+                sock: Some(sock),
+                sendq: VecDeque::new(),
+                queued_bytes: 0,
+                decoder: FrameDecoder::new(p),
+                down: None,
+            });
+        }
+        let index = conns.iter().enumerate().map(|(i, c)| (c.peer, i)).collect();
+        // `self.listener` is dropped here: the mesh is complete.
+        Ok(TcpTransport {
+            me,
+            scratch: vec![0u8; cfg.read_chunk_bytes.max(HEADER_LEN)],
+            config: cfg,
+            conns,
+            index,
+            next_start: 0,
+            pending_events: Vec::new(),
+        })
+    }
+}
+
+/// Starts a non-blocking connect: `(socket, connected_already)`.
+fn start_connect(addr: SocketAddr) -> io::Result<(Socket, bool)> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_cloexec(true)?;
+    sock.set_nonblocking(true)?;
+    match sock.connect(&SockAddr::from(addr)) {
+        Ok(()) => Ok((sock, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {
+            Ok((sock, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The transport
+// ---------------------------------------------------------------------------------------
+
+struct OutFrame {
+    header: [u8; HEADER_LEN],
+    payload: Payload,
+    /// Bytes of header+payload already handed to the kernel.
+    written: usize,
+}
+
+impl OutFrame {
+    fn total(&self) -> usize {
+        HEADER_LEN + self.payload.len()
+    }
+}
+
+struct Conn {
+    peer: PeerId,
+    addr: SocketAddr,
+    /// `None` once the link is down (the socket is closed at once).
+    sock: Option<Socket>,
+    sendq: VecDeque<OutFrame>,
+    queued_bytes: usize,
+    decoder: FrameDecoder,
+    down: Option<String>,
+}
+
+impl Conn {
+    /// Closes the socket, drops the queue and returns the event to report.
+    fn take_down(&mut self, reason: String) -> Event {
+        tracing::debug!(peer = self.peer, addr = %self.addr, "tcp link down: {reason}");
+        self.sock = None;
+        self.sendq.clear();
+        self.queued_bytes = 0;
+        self.down = Some(reason.clone());
+        Event::LinkDown { peer: self.peer, reason }
+    }
+
+    /// Writes queued frames until the kernel pushes back or `budget` bytes went out.
+    fn flush(&mut self, budget: usize) -> Result<(), String> {
+        let Some(sock) = &self.sock else { return Ok(()) };
+        let mut sent_total = 0usize;
+        while !self.sendq.is_empty() && sent_total < budget {
+            let res = {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut k = 0;
+                for f in self.sendq.iter() {
+                    if k + 2 > MAX_IOV {
+                        break;
+                    }
+                    if f.written < HEADER_LEN {
+                        iov[k] = IoSlice::new(&f.header[f.written..]);
+                        k += 1;
+                    }
+                    let off = f.written.saturating_sub(HEADER_LEN);
+                    let p = f.payload.as_slice();
+                    if off < p.len() {
+                        iov[k] = IoSlice::new(&p[off..]);
+                        k += 1;
+                    }
+                }
+                sock.send_vectored_with_flags(&iov[..k], libc::MSG_NOSIGNAL)
+            };
+            match res {
+                Ok(0) => return Err(format!("write to rank {} returned 0 bytes", self.peer)),
+                Ok(mut n) => {
+                    sent_total += n;
+                    self.queued_bytes -= n.min(self.queued_bytes);
+                    while n > 0 {
+                        let Some(f) = self.sendq.front_mut() else { break };
+                        let left = f.total() - f.written;
+                        if n >= left {
+                            n -= left;
+                            self.sendq.pop_front();
+                        } else {
+                            f.written += n;
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("write to rank {} failed: {e}", self.peer)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what has arrived, up to `budget` bytes, appending frames to `events`.
+    fn read(&mut self, budget: usize, scratch: &mut [u8], events: &mut Vec<Event>) -> Result<(), String> {
+        let peer = self.peer;
+        let Some(sock) = &self.sock else { return Ok(()) };
+        let decoder = &mut self.decoder;
+        let mut emit = |header: Header, payload: Vec<u8>| events.push(Event::Frame { peer, header, payload });
+        let mut got = 0usize;
+        while got < budget {
+            let res = if let Some(spare) = decoder.direct_buffer(DIRECT_READ_MIN_BYTES) {
+                let cap = spare.len();
+                match sock.recv(spare) {
+                    Ok(n) if n > 0 => {
+                        // SAFETY: recv(2) initialised the first `n` bytes of `spare`, and
+                        // `n <= cap` is the buffer's length.
+                        unsafe { decoder.commit_direct(n.min(cap), &mut emit) };
+                        Ok(n)
+                    }
+                    other => other,
+                }
+            } else {
+                match (&*sock).read(scratch) {
+                    Ok(n) if n > 0 => match decoder.feed(&scratch[..n], &mut emit) {
+                        Ok(()) => Ok(n),
+                        Err(e) => return Err(format!("malformed frame from rank {peer}: {e}")),
+                    },
+                    other => other,
+                }
+            };
+            match res {
+                Ok(0) => {
+                    return Err(if decoder.mid_frame() {
+                        format!("closed by peer (rank {peer}) in the middle of a frame")
+                    } else {
+                        format!("closed by peer (rank {peer})")
+                    })
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("read from rank {peer} failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The TCP transport: one authenticated stream per peer. See the module docs.
+pub struct TcpTransport {
+    me: PeerId,
+    config: TcpConfig,
+    /// In rank order; dropping closes them in that order.
+    conns: Vec<Conn>,
+    index: HashMap<PeerId, usize>,
+    scratch: Vec<u8>,
+    /// Where the next `progress` starts (round robin, so no peer is always served last).
+    next_start: usize,
+    /// Link failures seen by `send`, reported by the next `progress`.
+    pending_events: Vec<Event>,
+}
+
+impl fmt::Debug for TcpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpTransport")
+            .field("me", &self.me)
+            .field("peers", &self.conns.iter().map(|c| (c.peer, c.addr, c.down.is_none())).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpTransport {
+    pub fn rank(&self) -> PeerId {
+        self.me
+    }
+
+    /// The peers this transport has (or had) a link to, in rank order.
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.conns.iter().map(|c| c.peer).collect()
+    }
+
+    /// True while the link to `peer` is up.
+    pub fn is_up(&self, peer: PeerId) -> bool {
+        self.index.get(&peer).is_some_and(|&i| self.conns[i].down.is_none())
+    }
+
+    /// The remote address of the link to `peer`.
+    pub fn peer_addr(&self, peer: PeerId) -> Option<SocketAddr> {
+        self.index.get(&peer).map(|&i| self.conns[i].addr)
+    }
+
+    /// Every open socket, for diagnostics (e.g. proving nothing is left open after a switch).
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.conns.iter().filter_map(|c| c.sock.as_ref().map(|s| s.as_raw_fd())).collect()
+    }
+
+    pub fn config(&self) -> &TcpConfig {
+        &self.config
+    }
+}
+
+impl Transport for TcpTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Tcp
+    }
+
+    /// Queues a frame. The transport stamps `src` with its own rank and `payload_len` with
+    /// the payload's length; a frame that would not pass [`Header::decode`] at the receiver
+    /// is refused here with `Malformed`. A `Static` payload is never copied.
+    fn send(&mut self, peer: PeerId, header: &Header, payload: Payload) -> TransportResult<()> {
+        let &i = self.index.get(&peer).ok_or(TransportError::NoRoute { peer })?;
+        let conn = &mut self.conns[i];
+        if let Some(reason) = &conn.down {
+            return Err(TransportError::LinkDown { peer, reason: reason.clone() });
+        }
+        let len = payload.len();
+        if len > MAX_PAYLOAD_LEN as usize {
+            return Err(TransportError::Malformed {
+                peer,
+                source: WireError::PayloadTooLarge { max: MAX_PAYLOAD_LEN, got: len.min(u32::MAX as usize) as u32 },
+            });
+        }
+        let h = Header { src: self.me, payload_len: len as u32, ..*header };
+        let bytes = h.encode();
+        if let Err(source) = Header::decode(&bytes) {
+            return Err(TransportError::Malformed { peer, source });
+        }
+        let frame_len = HEADER_LEN + len;
+        let limit = self.config.queue_limit_bytes;
+        if conn.queued_bytes > 0 && conn.queued_bytes + frame_len > limit {
+            return Err(TransportError::QueueFull { peer, limit });
+        }
+        let was_empty = conn.sendq.is_empty();
+        conn.sendq.push_back(OutFrame { header: bytes, payload, written: 0 });
+        conn.queued_bytes += frame_len;
+        if was_empty {
+            // Low-latency path: most small sends leave in this call.
+            if let Err(reason) = conn.flush(self.config.max_write_bytes_per_progress) {
+                let ev = conn.take_down(reason);
+                self.pending_events.push(ev);
+            }
+        }
+        Ok(())
+    }
+
+    fn progress(&mut self, events: &mut Vec<Event>) -> TransportResult<()> {
+        events.append(&mut self.pending_events);
+        let n = self.conns.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let start = self.next_start % n;
+        self.next_start = (start + 1) % n;
+        for k in 0..n {
+            let conn = &mut self.conns[(start + k) % n];
+            if conn.sock.is_none() {
+                continue;
+            }
+            if !conn.sendq.is_empty() {
+                if let Err(reason) = conn.flush(self.config.max_write_bytes_per_progress) {
+                    events.push(conn.take_down(reason));
+                    continue;
+                }
+            }
+            if let Err(reason) = conn.read(self.config.max_read_bytes_per_progress, &mut self.scratch, events) {
+                events.push(conn.take_down(reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout: Duration) -> TransportResult<()> {
+        if !self.pending_events.is_empty() {
+            return Ok(());
+        }
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.conns.len());
+        for c in &self.conns {
+            if let Some(s) = &c.sock {
+                let mut fl = PollFlags::POLLIN;
+                if !c.sendq.is_empty() {
+                    fl |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(s.as_fd(), fl));
+            }
+        }
+        match nix::poll::poll(&mut fds, poll_timeout(timeout)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(TransportError::Io { context: format!("tcp wait of rank {}: poll", self.me), source: e.into() }),
+        }
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.conns.iter().map(|c| c.queued_bytes).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::FrameKind;
+    use std::thread;
+
+    fn secret() -> JobSecret {
+        JobSecret::from_bytes([0x5a; 32])
+    }
+
+    /// Binds `n` endpoints on 127.0.0.1 and runs `connect_all` for each in a thread.
+    fn mesh_with(n: u32, secrets: impl Fn(u32) -> JobSecret, cfg: TcpConfig, timeout: Duration) -> Vec<TransportResult<TcpTransport>> {
+        let eps: Vec<TcpListenerEndpoint> = (0..n)
+            .map(|r| bind_with_config(r, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), secrets(r), cfg.clone()).unwrap())
+            .collect();
+        let peers: Vec<(PeerId, SocketAddr)> = eps.iter().map(|e| (e.rank(), e.local_addr())).collect();
+        let handles: Vec<_> = eps
+            .into_iter()
+            .map(|e| {
+                let peers = peers.clone();
+                thread::spawn(move || e.connect_all(&peers, timeout))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    fn mesh(n: u32) -> Vec<TcpTransport> {
+        mesh_with(n, |_| secret(), TcpConfig::default(), Duration::from_secs(20)).into_iter().map(|r| r.unwrap()).collect()
+    }
+
+    fn content(src: u32, dst: u32, seq: u64, len: usize) -> Vec<u8> {
+        let mut x = (src as u64) << 40 ^ (dst as u64) << 20 ^ seq ^ 0x9e37_79b9_7f4a_7c15;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn sizes() -> Vec<usize> {
+        let mut v = vec![0, 1, 56, 64 << 10, MAX_PAYLOAD_LEN as usize];
+        v.extend((0..300).map(|i| (i * 37) % 700));
+        v
+    }
+
+    fn eager(seq: u64, len: usize) -> Header {
+        Header { seq, tag: seq as i32, payload_len: len as u32, ..Header::new(FrameKind::Eager) }
+    }
+
+    /// Sends every size to every peer (interleaved) and checks everything that arrives.
+    fn exchange(mut t: TcpTransport, n: u32) -> u64 {
+        let me = t.rank();
+        let sizes = sizes();
+        let peers: Vec<u32> = (0..n).filter(|&p| p != me).collect();
+        let mut expect_seq: HashMap<u32, u64> = peers.iter().map(|&p| (p, 0)).collect();
+        let mut sent = 0usize;
+        let mut events = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut received = 0u64;
+        loop {
+            // Interleave: one frame to each peer per round, while the queues have room.
+            while sent < sizes.len() && t.queued_bytes() < (32 << 20) {
+                for &p in &peers {
+                    let len = sizes[sent];
+                    let seq = sent as u64;
+                    t.send(p, &eager(seq, len), Payload::Owned(content(me, p, seq, len))).unwrap();
+                }
+                sent += 1;
+            }
+            t.progress(&mut events).unwrap();
+            for ev in events.drain(..) {
+                match ev {
+                    Event::Frame { peer, header, payload } => {
+                        let s = expect_seq.get_mut(&peer).unwrap();
+                        assert_eq!(header.seq, *s, "rank {me}: out of order from {peer}");
+                        assert_eq!(header.src, peer);
+                        let len = sizes[*s as usize];
+                        assert_eq!(payload.len(), len);
+                        assert!(payload == content(peer, me, *s, len), "rank {me}: corrupt payload from {peer} seq {s}");
+                        *s += 1;
+                        received += 1;
+                    }
+                    Event::LinkDown { peer, reason } => panic!("rank {me}: link to {peer} down: {reason}"),
+                }
+            }
+            let all_in = expect_seq.values().all(|&s| s as usize == sizes.len());
+            if all_in && sent == sizes.len() && t.queued_bytes() == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "rank {me}: exchange timed out: {expect_seq:?}");
+            t.wait(Duration::from_millis(50)).unwrap();
+        }
+        // Keep the sockets open until every rank is done reading: the caller drops `t` after
+        // joining all threads.
+        thread::sleep(Duration::from_millis(1));
+        let _keep = t;
+        received
+    }
+
+    fn run_exchange(n: u32) {
+        let ts = mesh(n);
+        for t in &ts {
+            assert_eq!(t.peers().len() as u32, n - 1);
+            assert_eq!(t.fds().len() as u32, n - 1);
+        }
+        let hs: Vec<_> = ts.into_iter().map(|t| thread::spawn(move || exchange(t, n))).collect();
+        for h in hs {
+            assert_eq!(h.join().unwrap(), (n as u64 - 1) * sizes().len() as u64);
+        }
+    }
+
+    #[test]
+    fn two_endpoints_all_sizes_in_order() {
+        run_exchange(2);
+    }
+
+    #[test]
+    fn four_endpoints_all_pairs_interleaved() {
+        run_exchange(4);
+    }
+
+    /// Drives transports in one thread until `done` holds for the collected events.
+    fn drive(ts: &mut [&mut TcpTransport], events: &mut [Vec<Event>], timeout: Duration, mut done: impl FnMut(&[Vec<Event>]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(events) {
+            assert!(Instant::now() < deadline, "timed out");
+            for (t, ev) in ts.iter_mut().zip(events.iter_mut()) {
+                t.progress(ev).unwrap();
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn static_payload_is_not_copied() {
+        let mut ts = mesh(2);
+        let mut t1 = ts.pop().unwrap();
+        let mut t0 = ts.pop().unwrap();
+        let buf: &'static [u8] = Box::leak(content(0, 1, 0, MAX_PAYLOAD_LEN as usize).into_boxed_slice());
+        t0.send(1, &eager(0, buf.len()), Payload::Static(buf)).unwrap();
+        // 8 MiB cannot all fit in the socket buffers while rank 1 does not read: the rest
+        // waits in the queue, pointing into the caller's buffer.
+        assert!(t0.queued_bytes() > 0);
+        let q = &t0.conns[0].sendq;
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].payload.as_slice().as_ptr(), buf.as_ptr(), "Static payload was copied");
+        let mut evs = vec![Vec::new(), Vec::new()];
+        drive(&mut [&mut t0, &mut t1], &mut evs, Duration::from_secs(30), |e| !e[1].is_empty());
+        assert_eq!(t0.queued_bytes(), 0);
+        match &evs[1][0] {
+            Event::Frame { peer: 0, payload, .. } => assert!(payload.as_slice() == buf),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_secret_is_refused() {
+        let cfg = TcpConfig { auth_timeout_ms: 1_000, ..TcpConfig::default() };
+        let r = mesh_with(2, |r| JobSecret::from_bytes([r as u8 + 1; 32]), cfg, Duration::from_secs(2));
+        match &r[0] {
+            Err(TransportError::Auth(m)) => assert!(m.contains("rank 1") && m.contains("127.0.0.1"), "{m}"),
+            other => panic!("rank 0: {other:?}"),
+        }
+        match &r[1] {
+            Err(TransportError::Auth(m)) => assert!(m.contains("[0] never connected") && m.contains("failed the challenge"), "{m}"),
+            other => panic!("rank 1: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_rank_is_named() {
+        let eps: Vec<TcpListenerEndpoint> =
+            (0..3).map(|r| bind(r, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), secret()).unwrap()).collect();
+        let peers: Vec<(PeerId, SocketAddr)> = eps.iter().map(|e| (e.rank(), e.local_addr())).collect();
+        let mut it = eps.into_iter();
+        let (e0, e1, e2) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        drop(e2); // rank 2 never shows up: its connects are refused
+        let p1 = peers.clone();
+        let h = thread::spawn(move || e1.connect_all(&p1, Duration::from_millis(1500)));
+        let r0 = e0.connect_all(&peers, Duration::from_millis(1500));
+        let r1 = h.join().unwrap();
+        for (r, who) in [(r0, 0), (r1, 1)] {
+            match r {
+                Err(TransportError::Io { context, source }) => {
+                    assert!(context.contains("[2] never connected"), "rank {who}: {context}");
+                    assert_eq!(source.kind(), io::ErrorKind::TimedOut);
+                }
+                other => panic!("rank {who}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_header_and_wrong_src_take_only_that_link_down() {
+        let mut ts = mesh(3);
+        let mut t2 = ts.pop().unwrap();
+        let mut t1 = ts.pop().unwrap();
+        let mut t0 = ts.pop().unwrap();
+        // Rank 1 writes a header with a bad magic to rank 0.
+        let mut bad = eager(0, 0).encode();
+        bad[0] = 0xEE;
+        let s1 = t1.conns[0].sock.as_ref().unwrap();
+        assert_eq!(s1.send(&bad).unwrap(), HEADER_LEN);
+        let mut evs = vec![Vec::new(), Vec::new(), Vec::new()];
+        drive(&mut [&mut t0, &mut t1, &mut t2], &mut evs, Duration::from_secs(10), |e| !e[0].is_empty());
+        match &evs[0][0] {
+            Event::LinkDown { peer: 1, reason } => assert!(reason.contains("bad magic") && reason.contains("rank 1"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!t0.is_up(1));
+        assert!(matches!(t0.send(1, &eager(0, 0), Payload::Empty), Err(TransportError::LinkDown { peer: 1, .. })));
+        // Rank 1 sees rank 0 close that link.
+        drive(&mut [&mut t0, &mut t1, &mut t2], &mut evs, Duration::from_secs(10), |e| !e[1].is_empty());
+        assert!(matches!(&evs[1][0], Event::LinkDown { peer: 0, reason } if reason.contains("closed by peer")));
+        // The link 2 -> 0 still works.
+        t2.send(0, &eager(0, 3), Payload::Owned(vec![1, 2, 3])).unwrap();
+        evs.iter_mut().for_each(Vec::clear);
+        drive(&mut [&mut t0, &mut t1, &mut t2], &mut evs, Duration::from_secs(10), |e| !e[0].is_empty());
+        assert!(matches!(&evs[0][0], Event::Frame { peer: 2, payload, .. } if payload == &[1, 2, 3]));
+        // Rank 2 forges a header claiming to be rank 1: rejected.
+        let forged = Header { src: 1, ..eager(1, 0) }.encode();
+        let s2 = t2.conns[0].sock.as_ref().unwrap();
+        assert_eq!(s2.send(&forged).unwrap(), HEADER_LEN);
+        evs.iter_mut().for_each(Vec::clear);
+        drive(&mut [&mut t0, &mut t1, &mut t2], &mut evs, Duration::from_secs(10), |e| !e[0].is_empty());
+        match &evs[0][0] {
+            Event::LinkDown { peer: 2, reason } => assert!(reason.contains("sender rank 1") && reason.contains("authenticated rank 2"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn closed_peer_reports_link_down() {
+        let mut ts = mesh(2);
+        let t1 = ts.pop().unwrap();
+        let mut t0 = ts.pop().unwrap();
+        drop(t1);
+        let mut evs = vec![Vec::new()];
+        drive(&mut [&mut t0], &mut evs, Duration::from_secs(10), |e| !e[0].is_empty());
+        assert!(matches!(&evs[0][0], Event::LinkDown { peer: 1, reason } if reason.contains("closed by peer")));
+        assert!(t0.fds().is_empty());
+        assert!(matches!(t0.send(7, &eager(0, 0), Payload::Empty), Err(TransportError::NoRoute { peer: 7 })));
+    }
+
+    #[test]
+    fn queue_bound_gives_queue_full() {
+        let cfg = TcpConfig { queue_limit_bytes: 1 << 20, socket_buffer_bytes: 64 << 10, ..TcpConfig::default() };
+        let mut ts: Vec<TcpTransport> =
+            mesh_with(2, |_| secret(), cfg, Duration::from_secs(20)).into_iter().map(|r| r.unwrap()).collect();
+        let _t1 = ts.pop().unwrap(); // never reads
+        let mut t0 = ts.pop().unwrap();
+        let chunk: &'static [u8] = Box::leak(vec![7u8; 256 << 10].into_boxed_slice());
+        let mut err = None;
+        for i in 0..2_000u64 {
+            if let Err(e) = t0.send(1, &eager(i, chunk.len()), Payload::Static(chunk)) {
+                err = Some(e);
+                break;
+            }
+        }
+        match err {
+            Some(TransportError::QueueFull { peer: 1, limit }) => assert_eq!(limit, 1 << 20),
+            other => panic!("{other:?}"),
+        }
+        assert!(t0.queued_bytes() <= 1 << 20);
+    }
+
+    #[test]
+    fn send_rejects_what_the_receiver_would() {
+        let mut ts = mesh(2);
+        let mut t0 = ts.remove(0);
+        let r = t0.send(1, &Header::new(FrameKind::Cts), Payload::Owned(vec![1]));
+        assert!(matches!(r, Err(TransportError::Malformed { peer: 1, source: WireError::UnexpectedPayload { .. } })), "{r:?}");
+        let big: &'static [u8] = Box::leak(vec![0u8; MAX_PAYLOAD_LEN as usize + 1].into_boxed_slice());
+        let r = t0.send(1, &eager(0, 0), Payload::Static(big));
+        assert!(matches!(r, Err(TransportError::Malformed { source: WireError::PayloadTooLarge { .. }, .. })), "{r:?}");
+    }
+
+    #[test]
+    fn wait_wakes_on_data_and_times_out_otherwise() {
+        let mut ts = mesh(2);
+        let mut t1 = ts.pop().unwrap();
+        let mut t0 = ts.pop().unwrap();
+        let t = Instant::now();
+        t0.wait(Duration::from_millis(100)).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(90));
+        let h = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            t1.send(0, &eager(0, 0), Payload::Empty).unwrap();
+            t1
+        });
+        let t = Instant::now();
+        t0.wait(Duration::from_secs(10)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let _t1 = h.join().unwrap();
+    }
+
+    #[test]
+    fn decoder_handles_any_split() {
+        let frames: Vec<(Header, Vec<u8>)> =
+            (0..5u64).map(|i| (Header { src: 3, ..eager(i, i as usize * 100) }, vec![i as u8; i as usize * 100])).collect();
+        let mut stream = Vec::new();
+        for (h, p) in &frames {
+            stream.extend_from_slice(&h.encode());
+            stream.extend_from_slice(p);
+        }
+        for chunk in [1, 7, 56, 57, 1000, stream.len()] {
+            let mut d = FrameDecoder::new(3);
+            let mut got = Vec::new();
+            for c in stream.chunks(chunk) {
+                d.feed(c, &mut |h, p| got.push((h, p))).unwrap();
+            }
+            assert_eq!(got, frames, "chunk {chunk}");
+            assert!(!d.mid_frame());
+        }
+        let mut d = FrameDecoder::new(4);
+        let e = d.feed(&stream, &mut |_, _| {}).unwrap_err();
+        assert_eq!(e, DecodeError::WrongSource { expected: 4, got: 3 });
+        assert_eq!(d.feed(&[0], &mut |_, _| {}).unwrap_err(), e, "stays failed");
+    }
+
+    #[test]
+    fn address_selection_skips_ipoib_and_prefers_non_loopback() {
+        let ifa = |name: &str, ip: &str, loopback: bool, arphrd: u16| IfAddr {
+            name: name.into(),
+            ip: ip.parse().unwrap(),
+            up: true,
+            loopback,
+            arphrd: Some(arphrd),
+        };
+        let all = vec![
+            ifa("lo", "127.0.0.1", true, 772),
+            ifa("ib0", "10.1.0.5", false, ARPHRD_INFINIBAND),
+            ifa("eth0", "fe80::1", false, 1),
+            ifa("eth0", "2001:db8::5", false, 1),
+            ifa("eth0", "192.0.2.5", false, 1),
+        ];
+        let got = select_addresses(&all);
+        assert_eq!(got, vec!["192.0.2.5".parse::<IpAddr>().unwrap(), "2001:db8::5".parse().unwrap()]);
+        let only_ib_and_lo = vec![ifa("lo", "127.0.0.1", true, 772), ifa("ib0", "10.1.0.5", false, ARPHRD_INFINIBAND)];
+        assert_eq!(select_addresses(&only_ib_and_lo), vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        // On this machine: never empty, never IPoIB.
+        assert!(!local_addresses().is_empty());
+    }
+}

@@ -1,0 +1,234 @@
+//! The wire format of kawarimi's data path: a fixed, versioned frame header followed by
+//! `payload_len` bytes of payload.
+//!
+//! Every frame carries `(epoch, seq)`: `epoch` counts the switches the job has been through,
+//! `seq` numbers the frames of one sender→receiver channel. The receiver uses them to keep
+//! exactly-once, in-order delivery across reconnects.
+//!
+//! Layout (little endian), `HEADER_LEN` bytes. Fields are only ever added at the end, with a
+//! version bump; never reordered.
+//!
+//! | offset | field | type |
+//! |---|---|---|
+//! | 0 | magic `0x4B57` ("KW") | u16 |
+//! | 2 | version | u8 |
+//! | 3 | kind | u8 |
+//! | 4 | flags | u32 |
+//! | 8 | epoch | u32 |
+//! | 12 | src (sender's world rank) | u32 |
+//! | 16 | seq | u64 |
+//! | 24 | ctx (communicator context id) | u32 |
+//! | 28 | tag | i32 |
+//! | 32 | msg_id | u64 |
+//! | 40 | arg (kind-specific: total length, offset, receiver's id) | u64 |
+//! | 48 | payload_len | u32 |
+//! | 52 | reserved, must be zero | u32 |
+
+use std::fmt;
+
+pub const MAGIC: u16 = 0x4B57;
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 56;
+/// The largest payload one frame may carry. Rendezvous data is cut into chunks below this.
+pub const MAX_PAYLOAD_LEN: u32 = 8 << 20;
+
+/// What a frame is for. The numbering is part of the wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// A whole message: envelope in the header, data in the payload.
+    Eager = 1,
+    /// Like `Eager`, but the sender waits for `SyncAck` once it is matched (MPI_Ssend).
+    EagerSync = 2,
+    /// Request to send: envelope plus total length in `arg`; data follows after `Cts`.
+    Rts = 3,
+    /// Clear to send: `msg_id` names the sender's message, `arg` the receiver's request.
+    Cts = 4,
+    /// Rendezvous data: `msg_id` is the receiver's request, `arg` the byte offset.
+    Data = 5,
+    /// The synchronous eager message `msg_id` was matched.
+    SyncAck = 6,
+    /// Drain marker: every frame of this channel before it has been delivered.
+    Marker = 7,
+    /// The sender has finalized and sends nothing more on this channel.
+    Bye = 8,
+    /// The sending rank is aborting the job; `arg` is the error code, payload a message.
+    Abort = 9,
+}
+
+impl FrameKind {
+    pub fn from_u8(v: u8) -> Option<FrameKind> {
+        Some(match v {
+            1 => FrameKind::Eager,
+            2 => FrameKind::EagerSync,
+            3 => FrameKind::Rts,
+            4 => FrameKind::Cts,
+            5 => FrameKind::Data,
+            6 => FrameKind::SyncAck,
+            7 => FrameKind::Marker,
+            8 => FrameKind::Bye,
+            9 => FrameKind::Abort,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: FrameKind,
+    pub flags: u32,
+    pub epoch: u32,
+    pub src: u32,
+    pub seq: u64,
+    pub ctx: u32,
+    pub tag: i32,
+    pub msg_id: u64,
+    pub arg: u64,
+    pub payload_len: u32,
+}
+
+/// Why a header was rejected: each variant names what was expected and what arrived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("frame too short: expected {expected} header bytes, got {got}")]
+    Short { expected: usize, got: usize },
+    #[error("bad magic: expected {expected:#06x}, got {got:#06x}")]
+    BadMagic { expected: u16, got: u16 },
+    #[error("unsupported wire version: expected {expected}, got {got}")]
+    Version { expected: u8, got: u8 },
+    #[error("unknown frame kind {got}")]
+    UnknownKind { got: u8 },
+    #[error("payload of {got} bytes exceeds the limit of {max}")]
+    PayloadTooLarge { max: u32, got: u32 },
+    #[error("reserved header field must be zero, got {got:#x}")]
+    Reserved { got: u32 },
+    #[error("frame kind {kind:?} must not carry a payload, got {got} bytes")]
+    UnexpectedPayload { kind: FrameKind, got: u32 },
+}
+
+impl Header {
+    /// A header of `kind` with every other field zero.
+    pub fn new(kind: FrameKind) -> Header {
+        Header { kind, flags: 0, epoch: 0, src: 0, seq: 0, ctx: 0, tag: 0, msg_id: 0, arg: 0, payload_len: 0 }
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..2].copy_from_slice(&MAGIC.to_le_bytes());
+        b[2] = VERSION;
+        b[3] = self.kind as u8;
+        b[4..8].copy_from_slice(&self.flags.to_le_bytes());
+        b[8..12].copy_from_slice(&self.epoch.to_le_bytes());
+        b[12..16].copy_from_slice(&self.src.to_le_bytes());
+        b[16..24].copy_from_slice(&self.seq.to_le_bytes());
+        b[24..28].copy_from_slice(&self.ctx.to_le_bytes());
+        b[28..32].copy_from_slice(&self.tag.to_le_bytes());
+        b[32..40].copy_from_slice(&self.msg_id.to_le_bytes());
+        b[40..48].copy_from_slice(&self.arg.to_le_bytes());
+        b[48..52].copy_from_slice(&self.payload_len.to_le_bytes());
+        b
+    }
+
+    /// Decodes and validates a header. Never panics, whatever the bytes.
+    pub fn decode(b: &[u8]) -> Result<Header, WireError> {
+        if b.len() < HEADER_LEN {
+            return Err(WireError::Short { expected: HEADER_LEN, got: b.len() });
+        }
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64_at = |o: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[o..o + 8]);
+            u64::from_le_bytes(a)
+        };
+        let magic = u16_at(0);
+        if magic != MAGIC {
+            return Err(WireError::BadMagic { expected: MAGIC, got: magic });
+        }
+        if b[2] != VERSION {
+            return Err(WireError::Version { expected: VERSION, got: b[2] });
+        }
+        let kind = FrameKind::from_u8(b[3]).ok_or(WireError::UnknownKind { got: b[3] })?;
+        let payload_len = u32_at(48);
+        if payload_len > MAX_PAYLOAD_LEN {
+            return Err(WireError::PayloadTooLarge { max: MAX_PAYLOAD_LEN, got: payload_len });
+        }
+        let reserved = u32_at(52);
+        if reserved != 0 {
+            return Err(WireError::Reserved { got: reserved });
+        }
+        let carries_payload =
+            matches!(kind, FrameKind::Eager | FrameKind::EagerSync | FrameKind::Data | FrameKind::Abort);
+        if !carries_payload && payload_len != 0 {
+            return Err(WireError::UnexpectedPayload { kind, got: payload_len });
+        }
+        Ok(Header {
+            kind,
+            flags: u32_at(4),
+            epoch: u32_at(8),
+            src: u32_at(12),
+            seq: u64_at(16),
+            ctx: u32_at(24),
+            tag: u32_at(28) as i32,
+            msg_id: u64_at(32),
+            arg: u64_at(40),
+            payload_len,
+        })
+    }
+}
+
+impl fmt::Display for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?}(epoch={} src={} seq={} ctx={} tag={} msg={} arg={} len={})",
+            self.kind, self.epoch, self.src, self.seq, self.ctx, self.tag, self.msg_id, self.arg, self.payload_len
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let h = Header {
+            kind: FrameKind::Rts,
+            flags: 3,
+            epoch: 7,
+            src: 2,
+            seq: u64::MAX - 1,
+            ctx: 9,
+            tag: -5,
+            msg_id: 42,
+            arg: 1 << 40,
+            payload_len: 0,
+        };
+        assert_eq!(Header::decode(&h.encode()), Ok(h));
+    }
+
+    #[test]
+    fn rejects_each_malformation_by_name() {
+        let good = Header { payload_len: 4, ..Header::new(FrameKind::Eager) }.encode();
+        assert_eq!(Header::decode(&good[..10]), Err(WireError::Short { expected: HEADER_LEN, got: 10 }));
+        let mut b = good;
+        b[0] = 0;
+        assert!(matches!(Header::decode(&b), Err(WireError::BadMagic { .. })));
+        let mut b = good;
+        b[2] = 99;
+        assert_eq!(Header::decode(&b), Err(WireError::Version { expected: VERSION, got: 99 }));
+        let mut b = good;
+        b[3] = 200;
+        assert_eq!(Header::decode(&b), Err(WireError::UnknownKind { got: 200 }));
+        let mut b = good;
+        b[48..52].copy_from_slice(&(MAX_PAYLOAD_LEN + 1).to_le_bytes());
+        assert!(matches!(Header::decode(&b), Err(WireError::PayloadTooLarge { .. })));
+        let mut b = good;
+        b[52] = 1;
+        assert_eq!(Header::decode(&b), Err(WireError::Reserved { got: 1 }));
+        let b = Header { payload_len: 4, ..Header::new(FrameKind::Cts) }.encode();
+        assert_eq!(Header::decode(&b), Err(WireError::UnexpectedPayload { kind: FrameKind::Cts, got: 4 }));
+    }
+}
