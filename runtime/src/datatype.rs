@@ -1085,7 +1085,7 @@ impl Datatype {
     /// Largest prefix of `nbytes` packed bytes that ends on a primitive boundary.
     fn whole_primitive_prefix(&self, nbytes: usize) -> usize {
         let size = self.inner.size;
-        if size == 0 || nbytes % size == 0 {
+        if size == 0 || nbytes.is_multiple_of(size) {
             return nbytes;
         }
         let whole = nbytes - nbytes % size;
@@ -1213,7 +1213,7 @@ impl Datatype {
         if size == 0 {
             return if nbytes == 0 { Some(0) } else { None };
         }
-        if nbytes % size == 0 {
+        if nbytes.is_multiple_of(size) {
             Some(nbytes / size)
         } else {
             None

@@ -16,4 +16,5 @@ pub mod engine;
 pub mod error;
 pub mod op;
 pub mod launch;
+pub mod wireup;
 pub mod world;

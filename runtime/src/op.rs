@@ -168,7 +168,7 @@ pub fn set_long_double_math(add: fn(&[u8; 16], &[u8; 16]) -> [u8; 16], mul: fn(&
 pub fn apply(op: PredefinedOp, prim: Primitive, invec: &[u8], inoutvec: &mut [u8]) -> MpiResult<()> {
     check(op, prim)?;
     let n = prim.packed_size();
-    if invec.len() != inoutvec.len() || invec.len() % n != 0 {
+    if invec.len() != inoutvec.len() || !invec.len().is_multiple_of(n) {
         return err(
             ErrorClass::Intern,
             format!(

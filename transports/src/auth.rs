@@ -167,13 +167,20 @@ pub enum AuthError {
     BadMagic([u8; 4]),
     BadVersion(u8),
     /// The peer claims a rank other than the one this side dialled.
-    UnexpectedRank { expected: PeerId, got: PeerId },
+    UnexpectedRank {
+        expected: PeerId,
+        got: PeerId,
+    },
     /// The peer claims this side's own rank.
     SelfRank(PeerId),
     /// The peer's response does not match: it does not hold the job secret (or replays).
-    BadResponse { peer_rank: PeerId },
+    BadResponse {
+        peer_rank: PeerId,
+    },
     /// The stream ended before the handshake did.
-    Eof { state: &'static str },
+    Eof {
+        state: &'static str,
+    },
     /// Input arrived after the handshake failed or completed.
     Finished,
 }

@@ -120,8 +120,13 @@ mod ffi {
         pub fn kw_pmix_put(key: *const c_char, bytes: *const u8, len: usize) -> c_int;
         pub fn kw_pmix_commit() -> c_int;
         pub fn kw_pmix_fence(timeout_s: c_int) -> c_int;
-        pub fn kw_pmix_get(rank: u32, key: *const c_char, timeout_s: c_int, out: *mut *mut u8, len: *mut usize)
-            -> c_int;
+        pub fn kw_pmix_get(
+            rank: u32,
+            key: *const c_char,
+            timeout_s: c_int,
+            out: *mut *mut u8,
+            len: *mut usize,
+        ) -> c_int;
         pub fn kw_pmix_free(p: *mut c_void);
         pub fn kw_pmix_finalize() -> c_int;
     }
@@ -184,7 +189,9 @@ impl Pmix {
 
     #[cfg(kw_no_pmix)]
     fn init_inner() -> TransportResult<Pmix> {
-        Err(TransportError::Bootstrap("this build of kawarimi-transports has no PMIx support (pmix.h was not found)".into()))
+        Err(TransportError::Bootstrap(
+            "this build of kawarimi-transports has no PMIx support (pmix.h was not found)".into(),
+        ))
     }
 
     #[cfg(not(kw_no_pmix))]
@@ -261,13 +268,19 @@ impl Bootstrap for Pmix {
         // SAFETY: plain integer argument; PMIx is initialised.
         let rc = unsafe { ffi::kw_pmix_fence(timeout_secs(timeout)) };
         if rc != 0 {
-            return Err(pmix_err(&format!("fence (timeout {} ms, rank {} of {})", timeout.as_millis(), self.rank, self.size), rc));
+            return Err(pmix_err(
+                &format!("fence (timeout {} ms, rank {} of {})", timeout.as_millis(), self.rank, self.size),
+                rc,
+            ));
         }
         Ok(())
     }
     fn get(&mut self, rank: u32, key: &str) -> TransportResult<Vec<u8>> {
         if rank >= self.size {
-            return Err(TransportError::Bootstrap(format!("PMIx get {key:?}: rank {rank} out of range (size {})", self.size)));
+            return Err(TransportError::Bootstrap(format!(
+                "PMIx get {key:?}: rank {rank} out of range (size {})",
+                self.size
+            )));
         }
         let k = c_key(key)?;
         let mut p: *mut u8 = std::ptr::null_mut();

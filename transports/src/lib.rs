@@ -9,6 +9,8 @@
 pub mod sim;
 pub mod auth;
 pub mod bootstrap;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod tcp;
 pub mod wire;
 

@@ -142,7 +142,8 @@ pub fn select_addresses(ifs: &[IfAddr]) -> Vec<IpAddr> {
     let usable = |i: &&IfAddr| {
         i.up && i.arphrd != Some(ARPHRD_INFINIBAND) && !is_ipv6_link_local(&i.ip) && !i.ip.is_unspecified()
     };
-    let mut out: Vec<IpAddr> = ifs.iter().filter(usable).filter(|i| !i.loopback && !i.ip.is_loopback()).map(|i| i.ip).collect();
+    let mut out: Vec<IpAddr> =
+        ifs.iter().filter(usable).filter(|i| !i.loopback && !i.ip.is_loopback()).map(|i| i.ip).collect();
     if out.is_empty() {
         out = ifs.iter().filter(usable).filter(|i| i.loopback || i.ip.is_loopback()).map(|i| i.ip).collect();
     }
@@ -164,7 +165,10 @@ fn is_ipv6_link_local(ip: &IpAddr) -> bool {
 pub enum DecodeError {
     Wire(WireError),
     /// The header's `src` is not the rank that authenticated this connection.
-    WrongSource { expected: PeerId, got: u32 },
+    WrongSource {
+        expected: PeerId,
+        got: u32,
+    },
 }
 
 impl fmt::Display for DecodeError {
@@ -330,7 +334,8 @@ pub fn bind_with_config(
         None => {
             let ips = local_addresses();
             let first = ips.first().copied().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-            let any = if first.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+            let any =
+                if first.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
             let same_family: Vec<IpAddr> = ips.into_iter().filter(|i| i.is_ipv4() == first.is_ipv4()).collect();
             (any, if same_family.is_empty() { vec![first] } else { same_family })
         }
@@ -538,7 +543,13 @@ impl TcpListenerEndpoint {
                     o.state = match start_connect(o.addr) {
                         Ok((sock, true)) => OutState::Auth {
                             sock,
-                            hs: Box::new(Handshake::new(Role::Initiator, me, Some(o.peer), &self.secret, random_nonce()?)),
+                            hs: Box::new(Handshake::new(
+                                Role::Initiator,
+                                me,
+                                Some(o.peer),
+                                &self.secret,
+                                random_nonce()?,
+                            )),
                         },
                         Ok((sock, false)) => OutState::Connecting { sock },
                         Err(e) => {
@@ -622,7 +633,13 @@ impl TcpListenerEndpoint {
                                         tracing::warn!(rank = me, peer = %addr, "accepted socket setup failed: {e}");
                                         continue;
                                     }
-                                    let hs = Box::new(Handshake::new(Role::Responder, me, None, &self.secret, random_nonce()?));
+                                    let hs = Box::new(Handshake::new(
+                                        Role::Responder,
+                                        me,
+                                        None,
+                                        &self.secret,
+                                        random_nonce()?,
+                                    ));
                                     incoming.push(InConn { sock, addr, hs, started: Instant::now() });
                                 }
                                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -684,7 +701,10 @@ impl TcpListenerEndpoint {
                                 retired_in.push(i);
                                 let claimed = c.hs.peer_rank().unwrap_or(u32::MAX);
                                 if !expect_in.contains(&claimed) {
-                                    let why = format!("peer {} authenticated as rank {claimed}, which must not connect to rank {me}", c.addr);
+                                    let why = format!(
+                                        "peer {} authenticated as rank {claimed}, which must not connect to rank {me}",
+                                        c.addr
+                                    );
                                     tracing::warn!(rank = me, "{why}");
                                     rejected.push(why);
                                 } else if established.contains_key(&claimed) {
@@ -1044,7 +1064,9 @@ impl Transport for TcpTransport {
         }
         match nix::poll::poll(&mut fds, poll_timeout(timeout)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
-            Err(e) => Err(TransportError::Io { context: format!("tcp wait of rank {}: poll", self.me), source: e.into() }),
+            Err(e) => {
+                Err(TransportError::Io { context: format!("tcp wait of rank {}: poll", self.me), source: e.into() })
+            }
         }
     }
 
@@ -1064,7 +1086,12 @@ mod tests {
     }
 
     /// Binds `n` endpoints on 127.0.0.1 and runs `connect_all` for each in a thread.
-    fn mesh_with(n: u32, secrets: impl Fn(u32) -> JobSecret, cfg: TcpConfig, timeout: Duration) -> Vec<TransportResult<TcpTransport>> {
+    fn mesh_with(
+        n: u32,
+        secrets: impl Fn(u32) -> JobSecret,
+        cfg: TcpConfig,
+        timeout: Duration,
+    ) -> Vec<TransportResult<TcpTransport>> {
         let eps: Vec<TcpListenerEndpoint> = (0..n)
             .map(|r| bind_with_config(r, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), secrets(r), cfg.clone()).unwrap())
             .collect();
@@ -1080,7 +1107,10 @@ mod tests {
     }
 
     fn mesh(n: u32) -> Vec<TcpTransport> {
-        mesh_with(n, |_| secret(), TcpConfig::default(), Duration::from_secs(20)).into_iter().map(|r| r.unwrap()).collect()
+        mesh_with(n, |_| secret(), TcpConfig::default(), Duration::from_secs(20))
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect()
     }
 
     fn content(src: u32, dst: u32, seq: u64, len: usize) -> Vec<u8> {
@@ -1106,7 +1136,7 @@ mod tests {
     }
 
     /// Sends every size to every peer (interleaved) and checks everything that arrives.
-    fn exchange(mut t: TcpTransport, n: u32) -> u64 {
+    fn exchange(mut t: TcpTransport, n: u32) -> (u64, TcpTransport) {
         let me = t.rank();
         let sizes = sizes();
         let peers: Vec<u32> = (0..n).filter(|&p| p != me).collect();
@@ -1134,7 +1164,10 @@ mod tests {
                         assert_eq!(header.src, peer);
                         let len = sizes[*s as usize];
                         assert_eq!(payload.len(), len);
-                        assert!(payload == content(peer, me, *s, len), "rank {me}: corrupt payload from {peer} seq {s}");
+                        assert!(
+                            payload == content(peer, me, *s, len),
+                            "rank {me}: corrupt payload from {peer} seq {s}"
+                        );
                         *s += 1;
                         received += 1;
                     }
@@ -1150,9 +1183,7 @@ mod tests {
         }
         // Keep the sockets open until every rank is done reading: the caller drops `t` after
         // joining all threads.
-        thread::sleep(Duration::from_millis(1));
-        let _keep = t;
-        received
+        (received, t)
     }
 
     fn run_exchange(n: u32) {
@@ -1162,8 +1193,11 @@ mod tests {
             assert_eq!(t.fds().len() as u32, n - 1);
         }
         let hs: Vec<_> = ts.into_iter().map(|t| thread::spawn(move || exchange(t, n))).collect();
+        let mut keep = Vec::new();
         for h in hs {
-            assert_eq!(h.join().unwrap(), (n as u64 - 1) * sizes().len() as u64);
+            let (received, t) = h.join().unwrap();
+            assert_eq!(received, (n as u64 - 1) * sizes().len() as u64);
+            keep.push(t);
         }
     }
 
@@ -1178,7 +1212,12 @@ mod tests {
     }
 
     /// Drives transports in one thread until `done` holds for the collected events.
-    fn drive(ts: &mut [&mut TcpTransport], events: &mut [Vec<Event>], timeout: Duration, mut done: impl FnMut(&[Vec<Event>]) -> bool) {
+    fn drive(
+        ts: &mut [&mut TcpTransport],
+        events: &mut [Vec<Event>],
+        timeout: Duration,
+        mut done: impl FnMut(&[Vec<Event>]) -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         while !done(events) {
             assert!(Instant::now() < deadline, "timed out");
@@ -1191,7 +1230,9 @@ mod tests {
 
     #[test]
     fn static_payload_is_not_copied() {
-        let mut ts = mesh(2);
+        let cfg = TcpConfig { socket_buffer_bytes: 64 << 10, ..TcpConfig::default() };
+        let mut ts: Vec<TcpTransport> =
+            mesh_with(2, |_| secret(), cfg, Duration::from_secs(20)).into_iter().map(|r| r.unwrap()).collect();
         let mut t1 = ts.pop().unwrap();
         let mut t0 = ts.pop().unwrap();
         let buf: &'static [u8] = Box::leak(content(0, 1, 0, MAX_PAYLOAD_LEN as usize).into_boxed_slice());
@@ -1220,7 +1261,9 @@ mod tests {
             other => panic!("rank 0: {other:?}"),
         }
         match &r[1] {
-            Err(TransportError::Auth(m)) => assert!(m.contains("[0] never connected") && m.contains("failed the challenge"), "{m}"),
+            Err(TransportError::Auth(m)) => {
+                assert!(m.contains("[0] never connected") && m.contains("failed the challenge"), "{m}")
+            }
             other => panic!("rank 1: {other:?}"),
         }
     }
@@ -1262,7 +1305,9 @@ mod tests {
         let mut evs = vec![Vec::new(), Vec::new(), Vec::new()];
         drive(&mut [&mut t0, &mut t1, &mut t2], &mut evs, Duration::from_secs(10), |e| !e[0].is_empty());
         match &evs[0][0] {
-            Event::LinkDown { peer: 1, reason } => assert!(reason.contains("bad magic") && reason.contains("rank 1"), "{reason}"),
+            Event::LinkDown { peer: 1, reason } => {
+                assert!(reason.contains("bad magic") && reason.contains("rank 1"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
         assert!(!t0.is_up(1));
@@ -1282,7 +1327,9 @@ mod tests {
         evs.iter_mut().for_each(Vec::clear);
         drive(&mut [&mut t0, &mut t1, &mut t2], &mut evs, Duration::from_secs(10), |e| !e[0].is_empty());
         match &evs[0][0] {
-            Event::LinkDown { peer: 2, reason } => assert!(reason.contains("sender rank 1") && reason.contains("authenticated rank 2"), "{reason}"),
+            Event::LinkDown { peer: 2, reason } => {
+                assert!(reason.contains("sender rank 1") && reason.contains("authenticated rank 2"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -1327,7 +1374,10 @@ mod tests {
         let mut ts = mesh(2);
         let mut t0 = ts.remove(0);
         let r = t0.send(1, &Header::new(FrameKind::Cts), Payload::Owned(vec![1]));
-        assert!(matches!(r, Err(TransportError::Malformed { peer: 1, source: WireError::UnexpectedPayload { .. } })), "{r:?}");
+        assert!(
+            matches!(r, Err(TransportError::Malformed { peer: 1, source: WireError::UnexpectedPayload { .. } })),
+            "{r:?}"
+        );
         let big: &'static [u8] = Box::leak(vec![0u8; MAX_PAYLOAD_LEN as usize + 1].into_boxed_slice());
         let r = t0.send(1, &eager(0, 0), Payload::Static(big));
         assert!(matches!(r, Err(TransportError::Malformed { source: WireError::PayloadTooLarge { .. }, .. })), "{r:?}");
@@ -1353,9 +1403,35 @@ mod tests {
     }
 
     #[test]
+    fn busy_peer_does_not_starve_others() {
+        let cfg = TcpConfig { max_read_bytes_per_progress: 256 << 10, ..TcpConfig::default() };
+        let mut ts: Vec<TcpTransport> =
+            mesh_with(3, |_| secret(), cfg, Duration::from_secs(20)).into_iter().map(|r| r.unwrap()).collect();
+        let mut t2 = ts.pop().unwrap();
+        let mut t1 = ts.pop().unwrap();
+        let mut t0 = ts.pop().unwrap();
+        let big: &'static [u8] = Box::leak(vec![1u8; MAX_PAYLOAD_LEN as usize].into_boxed_slice());
+        for i in 0..3 {
+            t1.send(0, &eager(i, big.len()), Payload::Static(big)).unwrap();
+        }
+        t2.send(0, &eager(0, 4), Payload::Owned(vec![2; 4])).unwrap();
+        let mut evs = vec![Vec::new(), Vec::new(), Vec::new()];
+        drive(&mut [&mut t0, &mut t1, &mut t2], &mut evs, Duration::from_secs(60), |e| e[0].len() == 4);
+        let order: Vec<PeerId> = evs[0]
+            .iter()
+            .map(|e| match e {
+                Event::Frame { peer, .. } => *peer,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_ne!(order[3], 2, "rank 2's small frame waited behind 24 MiB from rank 1: {order:?}");
+    }
+
+    #[test]
     fn decoder_handles_any_split() {
-        let frames: Vec<(Header, Vec<u8>)> =
-            (0..5u64).map(|i| (Header { src: 3, ..eager(i, i as usize * 100) }, vec![i as u8; i as usize * 100])).collect();
+        let frames: Vec<(Header, Vec<u8>)> = (0..5u64)
+            .map(|i| (Header { src: 3, ..eager(i, i as usize * 100) }, vec![i as u8; i as usize * 100]))
+            .collect();
         let mut stream = Vec::new();
         for (h, p) in &frames {
             stream.extend_from_slice(&h.encode());

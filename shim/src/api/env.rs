@@ -1,0 +1,292 @@
+//! Environment management (MPI-3.1 chapter 8) and start-up/shut-down (§8.7).
+
+use std::ffi::{c_char, c_double, c_int, c_void};
+
+use kawarimi_runtime::error::ErrorClass;
+use kawarimi_runtime::wireup;
+use kawarimi_runtime::world::{World, WIREUP_TIMEOUT};
+
+use crate::abi::{self, MPI_Comm, MPI_Errhandler, MPI_Info, MPI_Aint};
+use crate::export::{call, class_code, code_class, die};
+use crate::mem::{c_string, out};
+use crate::state::{fail, CommEntry, Handler, Res, State, STATE};
+
+/// What `MPI_Init_thread` provides: the runtime is driven by whichever thread calls MPI, one
+/// at a time, so FUNNELED is honest; SERIALIZED would also hold (every call takes the state
+/// lock) but is not claimed until it is tested.
+const PROVIDED_THREAD_LEVEL: c_int = abi::MPI_THREAD_FUNNELED;
+
+fn init(s: &mut State, required: c_int) -> Res<()> {
+    if s.initialized {
+        return fail(ErrorClass::Other, "MPI is already initialized");
+    }
+    let proc = World::detect()?;
+    let wired = wireup::wire_up(&proc, WIREUP_TIMEOUT)?;
+    let world = World::new(proc, wired.transport, kawarimi_runtime::world::config_from_env()?)?;
+    let world_entry = CommEntry { comm: world.world.clone(), handler: Handler::Fatal, name: "MPI_COMM_WORLD".into(), attrs: Default::default() };
+    let self_entry = CommEntry { comm: world.self_comm.clone(), handler: Handler::Fatal, name: "MPI_COMM_SELF".into(), attrs: Default::default() };
+    let w = s.comms.insert(world_entry);
+    let me = s.comms.insert(self_entry);
+    assert_eq!((w, me), (Some(crate::state::WORLD_INDEX), Some(crate::state::SELF_INDEX)));
+    s.world = Some(world);
+    s.bootstrap = Some(wired.bootstrap);
+    s.initialized = true;
+    s.thread_level = required.min(PROVIDED_THREAD_LEVEL);
+    s.main_thread = Some(std::thread::current().id());
+    crate::longdouble::install();
+    Ok(())
+}
+
+mpi_fn! {
+    fn Init(_argc: *mut c_int, _argv: *mut *mut *mut c_char) -> c_int {
+        call("MPI_Init", None, |s| init(s, abi::MPI_THREAD_SINGLE))
+    }
+
+    fn Init_thread(_argc: *mut c_int, _argv: *mut *mut *mut c_char, required: c_int, provided: *mut c_int) -> c_int {
+        call("MPI_Init_thread", None, |s| {
+            init(s, required)?;
+            // SAFETY: `provided` is the caller's output argument.
+            unsafe { out(provided, s.thread_level) }
+        })
+    }
+
+    fn Initialized(flag: *mut c_int) -> c_int {
+        let v = STATE.lock().as_ref().is_some_and(|s| s.initialized);
+        // SAFETY: `flag` is the caller's output argument. Callable before MPI_Init (§8.7).
+        match unsafe { out(flag, v as c_int) } {
+            Ok(()) => abi::MPI_SUCCESS,
+            Err(_) => abi::MPI_ERR_ARG,
+        }
+    }
+
+    fn Finalized(flag: *mut c_int) -> c_int {
+        let v = STATE.lock().as_ref().is_some_and(|s| s.finalized);
+        // SAFETY: `flag` is the caller's output argument. Callable after MPI_Finalize.
+        match unsafe { out(flag, v as c_int) } {
+            Ok(()) => abi::MPI_SUCCESS,
+            Err(_) => abi::MPI_ERR_ARG,
+        }
+    }
+
+    fn Finalize() -> c_int {
+        call("MPI_Finalize", None, |s| {
+            let w = s.world()?;
+            w.engine.finalize()?;
+            s.world = None;
+            // Dropping the PMIx client tells the launcher this rank finished cleanly.
+            s.bootstrap = None;
+            s.finalized = true;
+            Ok(())
+        })
+    }
+
+    fn Query_thread(provided: *mut c_int) -> c_int {
+        call("MPI_Query_thread", None, |s| {
+            s.world()?;
+            // SAFETY: caller's output argument.
+            unsafe { out(provided, s.thread_level) }
+        })
+    }
+
+    fn Is_thread_main(flag: *mut c_int) -> c_int {
+        call("MPI_Is_thread_main", None, |s| {
+            s.world()?;
+            let main = s.main_thread == Some(std::thread::current().id());
+            // SAFETY: caller's output argument.
+            unsafe { out(flag, main as c_int) }
+        })
+    }
+
+    fn Abort(comm: MPI_Comm, errorcode: c_int) -> c_int {
+        let _ = comm;
+        die("MPI_Abort", &format!("the application called MPI_Abort with error code {errorcode}"), errorcode)
+    }
+
+    fn Wtime() -> c_double {
+        wtime()
+    }
+
+    fn Wtick() -> c_double {
+        1e-9
+    }
+
+    fn Get_processor_name(name: *mut c_char, resultlen: *mut c_int) -> c_int {
+        call("MPI_Get_processor_name", None, |_| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            // SAFETY: `name` has MPI_MAX_PROCESSOR_NAME bytes (§8.1.1).
+            let n = unsafe { c_string(name, abi::MPI_MAX_PROCESSOR_NAME as usize, host.trim())? };
+            // SAFETY: caller's output argument.
+            unsafe { out(resultlen, n) }
+        })
+    }
+
+    fn Get_version(version: *mut c_int, subversion: *mut c_int) -> c_int {
+        // SAFETY: caller's output arguments; callable at any time (§8.1.1).
+        let r = unsafe { out(version, abi::MPI_VERSION).and_then(|_| out(subversion, abi::MPI_SUBVERSION)) };
+        if r.is_ok() { abi::MPI_SUCCESS } else { abi::MPI_ERR_ARG }
+    }
+
+    fn Get_library_version(version: *mut c_char, resultlen: *mut c_int) -> c_int {
+        let text = format!("kawarimi {} (MPI {}.{} over Open MPI 4.1 ABI)", env!("CARGO_PKG_VERSION"), abi::MPI_VERSION, abi::MPI_SUBVERSION);
+        // SAFETY: `version` has MPI_MAX_LIBRARY_VERSION_STRING bytes (§8.1.1).
+        let r = unsafe { c_string(version, abi::MPI_MAX_LIBRARY_VERSION_STRING as usize, &text) }
+            // SAFETY: caller's output argument.
+            .and_then(|n| unsafe { out(resultlen, n) });
+        if r.is_ok() { abi::MPI_SUCCESS } else { abi::MPI_ERR_ARG }
+    }
+
+    fn Error_class(errorcode: c_int, errorclass: *mut c_int) -> c_int {
+        call("MPI_Error_class", None, |_| {
+            let class = if errorcode == abi::MPI_SUCCESS {
+                abi::MPI_SUCCESS
+            } else {
+                match code_class(errorcode) {
+                    Some(c) => class_code(c),
+                    None => return fail(ErrorClass::Arg, format!("{errorcode} is not an error code")),
+                }
+            };
+            // SAFETY: caller's output argument.
+            unsafe { out(errorclass, class) }
+        })
+    }
+
+    fn Error_string(errorcode: c_int, string: *mut c_char, resultlen: *mut c_int) -> c_int {
+        call("MPI_Error_string", None, |_| {
+            let text = if errorcode == abi::MPI_SUCCESS {
+                "MPI_SUCCESS: no errors".to_string()
+            } else {
+                match code_class(errorcode) {
+                    Some(c) => format!("{}: {}", c.name(), describe(c)),
+                    None => return fail(ErrorClass::Arg, format!("{errorcode} is not an error code")),
+                }
+            };
+            // SAFETY: `string` has MPI_MAX_ERROR_STRING bytes (§8.3.5).
+            let n = unsafe { c_string(string, abi::MPI_MAX_ERROR_STRING as usize, &text)? };
+            // SAFETY: caller's output argument.
+            unsafe { out(resultlen, n) }
+        })
+    }
+
+    fn Comm_create_errhandler(function: Option<abi::MPI_Comm_errhandler_function>, errhandler: *mut MPI_Errhandler) -> c_int {
+        call("MPI_Comm_create_errhandler", None, |s| {
+            let Some(f) = function else { return fail(ErrorClass::Arg, "NULL error handler function") };
+            let i = s.errhandlers.insert(f).ok_or_else(|| crate::state::table_full("error handlers"))?;
+            let h = crate::state::encode(crate::state::Kind::Errhandler, i) as MPI_Errhandler;
+            // SAFETY: caller's output argument.
+            unsafe { out(errhandler, h) }
+        })
+    }
+
+    fn Comm_set_errhandler(comm: MPI_Comm, errhandler: MPI_Errhandler) -> c_int {
+        call("MPI_Comm_set_errhandler", Some(comm), |s| {
+            let h = handler_of(s, errhandler)?;
+            let i = s.comm_index(comm)?;
+            s.comms.get_mut(i).expect("valid index").handler = h;
+            Ok(())
+        })
+    }
+
+    fn Errhandler_set(comm: MPI_Comm, errhandler: MPI_Errhandler) -> c_int {
+        // SAFETY: MPI-1 name of MPI_Comm_set_errhandler, same contract.
+        unsafe { Comm_set_errhandler(comm, errhandler) }
+    }
+
+    fn Comm_get_errhandler(comm: MPI_Comm, errhandler: *mut MPI_Errhandler) -> c_int {
+        call("MPI_Comm_get_errhandler", Some(comm), |s| {
+            let h = match s.comm_entry(comm)?.handler {
+                Handler::Fatal => abi::predefined().errhandler_handle(abi::PredefErrhandler::ErrorsAreFatal),
+                Handler::Return => abi::predefined().errhandler_handle(abi::PredefErrhandler::ErrorsReturn),
+                Handler::User(i) => crate::state::encode(crate::state::Kind::Errhandler, i),
+            };
+            // SAFETY: caller's output argument.
+            unsafe { out(errhandler, h as MPI_Errhandler) }
+        })
+    }
+
+    fn Errhandler_free(errhandler: *mut MPI_Errhandler) -> c_int {
+        call("MPI_Errhandler_free", None, |_| {
+            // Handlers stay valid while a communicator uses them (§8.3.4), and they are a few
+            // bytes each, so freeing only resets the caller's handle.
+            // SAFETY: caller's in/out argument.
+            unsafe { out(errhandler, abi::predefined().errhandler_handle(abi::PredefErrhandler::ErrhandlerNull) as MPI_Errhandler) }
+        })
+    }
+
+    fn Comm_call_errhandler(comm: MPI_Comm, errorcode: c_int) -> c_int {
+        let class = code_class(errorcode).unwrap_or(ErrorClass::Unknown);
+        call("MPI_Comm_call_errhandler", Some(comm), |s| {
+            s.comm_index(comm)?;
+            fail(class, format!("raised by the application with code {errorcode}"))
+        });
+        abi::MPI_SUCCESS
+    }
+
+    fn Alloc_mem(size: MPI_Aint, _info: MPI_Info, baseptr: *mut c_void) -> c_int {
+        call("MPI_Alloc_mem", None, |_| {
+            if size < 0 {
+                return fail(ErrorClass::Arg, format!("size {size} is negative"));
+            }
+            // SAFETY: malloc of a non-negative size; a NULL result is reported below.
+            let p = unsafe { libc::malloc((size as usize).max(1)) };
+            if p.is_null() {
+                return fail(ErrorClass::NoMem, format!("cannot allocate {size} bytes"));
+            }
+            // SAFETY: `baseptr` is a `void**` output argument (§8.2).
+            unsafe { out(baseptr as *mut *mut c_void, p) }
+        })
+    }
+
+    fn Free_mem(base: *mut c_void) -> c_int {
+        // SAFETY: `base` came from MPI_Alloc_mem, i.e. from malloc (or is NULL).
+        unsafe { libc::free(base) };
+        abi::MPI_SUCCESS
+    }
+}
+
+fn handler_of(s: &State, h: MPI_Errhandler) -> Res<Handler> {
+    let addr = h as usize;
+    match abi::predefined().errhandler(addr) {
+        Some(abi::PredefErrhandler::ErrorsAreFatal) => Ok(Handler::Fatal),
+        Some(abi::PredefErrhandler::ErrorsReturn) => Ok(Handler::Return),
+        Some(other) => fail(ErrorClass::Arg, format!("{other:?} cannot be set on a communicator")),
+        None => match crate::state::decode(addr, crate::state::Kind::Errhandler) {
+            Some(i) if s.errhandlers.get(i).is_some() => Ok(Handler::User(i)),
+            _ => fail(ErrorClass::Arg, format!("{addr:#x} is not an error handler")),
+        },
+    }
+}
+
+fn describe(c: ErrorClass) -> &'static str {
+    use ErrorClass as E;
+    match c {
+        E::Buffer => "invalid buffer pointer",
+        E::Count => "invalid count argument",
+        E::Type => "invalid datatype",
+        E::Tag => "invalid tag",
+        E::Comm => "invalid communicator",
+        E::Rank => "invalid rank",
+        E::Request => "invalid request",
+        E::Root => "invalid root",
+        E::Group => "invalid group",
+        E::Op => "invalid reduce operation",
+        E::Topology => "invalid communicator topology",
+        E::Dims => "invalid dimension argument",
+        E::Arg => "invalid argument of some other kind",
+        E::Unknown => "unknown error",
+        E::Truncate => "message truncated",
+        E::Other => "known error not in this list",
+        E::Intern => "internal error",
+        E::InStatus => "error code is in status",
+        E::Pending => "pending request",
+        E::Keyval => "invalid keyval",
+        E::NoMem => "out of memory",
+        E::Base => "invalid base",
+        E::Unsupported => "operation not supported",
+    }
+}
+
+/// Seconds since an arbitrary fixed point in the past (CLOCK_MONOTONIC), as `MPI_Wtime`.
+pub fn wtime() -> f64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+}

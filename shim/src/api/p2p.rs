@@ -1,0 +1,520 @@
+//! Point-to-point communication (MPI-3.1 chapter 3).
+
+use std::ffi::{c_int, c_void};
+use std::sync::Arc;
+
+use kawarimi_runtime::comm::Comm;
+use kawarimi_runtime::core::{RecvBuf, SendData, Status, ANY_SOURCE, ANY_TAG};
+use kawarimi_runtime::datatype::Datatype;
+use kawarimi_runtime::error::ErrorClass;
+
+use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Request, MPI_Status};
+use crate::export::call;
+use crate::mem::{out, user_bytes, user_bytes_mut};
+use crate::state::{fail, Fail, Finish, Handler, Res, RequestEntry, State};
+
+/// The largest tag kawarimi carries (`MPI_TAG_UB`): the wire's tag field is an i32.
+pub const TAG_UB: c_int = i32::MAX;
+
+/// Send modes of §3.4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Standard,
+    Synchronous,
+    Buffered,
+    Ready,
+}
+
+/// The communicator behind `h` and the handler its errors go to.
+pub fn comm_of(s: &State, h: MPI_Comm) -> Res<(Arc<Comm>, Handler)> {
+    let e = s.comm_entry(h)?;
+    Ok((e.comm.clone(), e.handler))
+}
+
+/// Checks `count` and `dt` for use in communication.
+pub fn check_buffer(s: &mut State, count: c_int, dt: MPI_Datatype) -> Res<Arc<Datatype>> {
+    if count < 0 {
+        return fail(ErrorClass::Count, format!("count {count} is negative"));
+    }
+    let dt = s.datatype(dt)?;
+    if !dt.is_committed() {
+        return fail(ErrorClass::Type, "datatype is not committed (call MPI_Type_commit)");
+    }
+    Ok(dt)
+}
+
+/// The bytes a send of `count` × `dt` from `buf` puts on the wire (packed), borrowing the
+/// application's buffer when the layout is contiguous.
+///
+/// # Safety
+/// `buf` must describe `count` elements of `dt` that stay unmodified until the send completes.
+pub unsafe fn send_bytes(buf: *const c_void, count: usize, dt: &Datatype) -> Res<SendData> {
+    if dt.is_contiguous() {
+        // SAFETY: per this function's contract.
+        return Ok(SendData::Static(unsafe { user_bytes(buf, 0, (count * dt.size()) as isize)? }));
+    }
+    let (lo, hi) = dt.span(count);
+    // SAFETY: per this function's contract; `span` covers every byte the type map touches.
+    let base = unsafe { user_bytes(buf, lo, hi)? };
+    let mut packed = Vec::with_capacity(count * dt.size());
+    dt.pack(base, (-lo) as usize, count, &mut packed);
+    Ok(SendData::Owned(packed))
+}
+
+/// Where a receive of `count` × `dt` into `buf` lands, and what remains to do at completion.
+///
+/// # Safety
+/// `buf` must describe `count` elements of `dt` that the application leaves alone until the
+/// receive completes.
+pub unsafe fn recv_target(buf: *mut c_void, count: usize, dt: &Arc<Datatype>) -> Res<(RecvBuf, Finish)> {
+    if dt.is_contiguous() {
+        // SAFETY: per this function's contract.
+        let bytes = unsafe { user_bytes_mut(buf, 0, (count * dt.size()) as isize)? };
+        return Ok((RecvBuf::Static(bytes), Finish::Nothing));
+    }
+    let (lo, hi) = dt.span(count);
+    let staged = vec![0u8; count * dt.size()];
+    Ok((RecvBuf::Owned(staged), Finish::Unpack { dt: dt.clone(), base: buf as usize, lo, hi, count }))
+}
+
+fn check_tag(tag: c_int, recv: bool) -> Res<()> {
+    if (tag < 0 && !(recv && tag == abi::MPI_ANY_TAG)) || tag > TAG_UB {
+        return fail(ErrorClass::Tag, format!("tag {tag} is outside 0..={TAG_UB}"));
+    }
+    Ok(())
+}
+
+fn check_rank(comm: &Comm, r: c_int, recv: bool) -> Res<()> {
+    if r == abi::MPI_PROC_NULL || (recv && r == abi::MPI_ANY_SOURCE) || (0..comm.size()).contains(&r) {
+        return Ok(());
+    }
+    fail(ErrorClass::Rank, format!("rank {r} is not in a communicator of {}", comm.size()))
+}
+
+/// A request that is complete from the start (`MPI_PROC_NULL`, §3.11).
+fn proc_null_request(comm: Arc<Comm>, handler: Handler, is_recv: bool) -> RequestEntry {
+    let st = Status { source: abi::MPI_PROC_NULL, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None };
+    RequestEntry { core: None, done: Some(st), comm, handler, is_recv, finish: Finish::Nothing, bsend_bytes: 0 }
+}
+
+fn with_handler<T>(r: Res<T>, handler: Handler) -> Res<T> {
+    r.map_err(|mut e| {
+        if e.handler == Handler::Fatal {
+            e.handler = handler;
+        }
+        e
+    })
+}
+
+/// Starts a send; the request entry describes it.
+///
+/// # Safety
+/// As for [`send_bytes`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn post_send(
+    s: &mut State,
+    buf: *const c_void,
+    count: c_int,
+    dt: MPI_Datatype,
+    dest: c_int,
+    tag: c_int,
+    comm: MPI_Comm,
+    mode: Mode,
+) -> Res<RequestEntry> {
+    let (comm, handler) = comm_of(s, comm)?;
+    // SAFETY: forwarded contract.
+    with_handler(unsafe { post_send_checked(s, buf, count, dt, dest, tag, comm, handler, mode) }, handler)
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn post_send_checked(
+    s: &mut State,
+    buf: *const c_void,
+    count: c_int,
+    dt: MPI_Datatype,
+    dest: c_int,
+    tag: c_int,
+    comm: Arc<Comm>,
+    handler: Handler,
+    mode: Mode,
+) -> Res<RequestEntry> {
+    let dt = check_buffer(s, count, dt)?;
+    check_tag(tag, false)?;
+    check_rank(&comm, dest, false)?;
+    if dest == abi::MPI_PROC_NULL {
+        return Ok(proc_null_request(comm, handler, false));
+    }
+    // SAFETY: forwarded contract.
+    let data = unsafe { send_bytes(buf, count as usize, &dt)? };
+    let mut bsend_bytes = 0;
+    let data = if mode == Mode::Buffered {
+        let need = count as usize * dt.size() + abi::MPI_BSEND_OVERHEAD as usize;
+        reap_bsends(s)?;
+        let Some((_, size, used)) = s.bsend_buffer.as_mut() else {
+            return fail(ErrorClass::Buffer, "MPI_Bsend without an attached buffer (MPI_Buffer_attach)");
+        };
+        if *used + need > *size {
+            return fail(
+                ErrorClass::Buffer,
+                format!("attached buffer of {size} bytes has {} free, the message needs {need}", *size - *used),
+            );
+        }
+        *used += need;
+        bsend_bytes = need;
+        // The copy is the buffering: the application may reuse its buffer at once.
+        match data {
+            SendData::Static(b) => SendData::Owned(b.to_vec()),
+            owned => owned,
+        }
+    } else {
+        data
+    };
+    let peer = comm.peer(dest)? as i32;
+    let w = s.world()?;
+    let id = w.engine.core.isend(peer, comm.ctx, tag, data, mode == Mode::Synchronous)?;
+    // Progress once so that an eager message leaves at once rather than at the next call.
+    w.engine.progress()?;
+    Ok(RequestEntry { core: Some(id), done: None, comm, handler, is_recv: false, finish: Finish::Nothing, bsend_bytes })
+}
+
+/// Starts a receive.
+///
+/// # Safety
+/// As for [`recv_target`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn post_recv(
+    s: &mut State,
+    buf: *mut c_void,
+    count: c_int,
+    dt: MPI_Datatype,
+    source: c_int,
+    tag: c_int,
+    comm: MPI_Comm,
+) -> Res<RequestEntry> {
+    let (comm, handler) = comm_of(s, comm)?;
+    let r = (|| {
+        let dt = check_buffer(s, count, dt)?;
+        check_tag(tag, true)?;
+        check_rank(&comm, source, true)?;
+        if source == abi::MPI_PROC_NULL {
+            return Ok(proc_null_request(comm.clone(), handler, true));
+        }
+        // SAFETY: forwarded contract.
+        let (target, finish) = unsafe { recv_target(buf, count as usize, &dt)? };
+        let src = if source == abi::MPI_ANY_SOURCE { ANY_SOURCE } else { comm.peer(source)? as i32 };
+        let tag = if tag == abi::MPI_ANY_TAG { ANY_TAG } else { tag };
+        let id = s.world()?.engine.core.irecv(src, comm.ctx, tag, target)?;
+        Ok(RequestEntry { core: Some(id), done: None, comm: comm.clone(), handler, is_recv: true, finish, bsend_bytes: 0 })
+    })();
+    with_handler(r, handler)
+}
+
+/// Releases the attached-buffer space of buffered sends that have completed.
+fn reap_bsends(s: &mut State) -> Res<()> {
+    if s.bsend_pending.is_empty() {
+        return Ok(());
+    }
+    let mut pending = std::mem::take(&mut s.bsend_pending);
+    let w = s.world()?;
+    w.engine.progress()?;
+    pending.retain(|&(id, bytes)| {
+        if w.engine.core.is_complete(id) {
+            w.engine.core.take_completion(id);
+            if let Some((_, _, used)) = s.bsend_buffer.as_mut() {
+                *used -= bytes;
+            }
+            false
+        } else {
+            true
+        }
+    });
+    s.bsend_pending = pending;
+    Ok(())
+}
+
+/// Checks a request for completion; when complete, finishes it and returns its status.
+pub fn test_entry(s: &mut State, e: &mut RequestEntry) -> Res<Option<Status>> {
+    if let Some(st) = e.done {
+        return Ok(Some(st));
+    }
+    let id = e.core.expect("an active request has a runtime request");
+    let w = s.world()?;
+    if !w.engine.core.is_complete(id) {
+        w.engine.progress()?;
+        if !w.engine.core.is_complete(id) {
+            return Ok(None);
+        }
+    }
+    finish_entry(s, e).map(Some)
+}
+
+/// Blocks until the request completes; finishes it and returns its status.
+pub fn wait_entry(s: &mut State, e: &mut RequestEntry) -> Res<Status> {
+    if let Some(st) = e.done {
+        return Ok(st);
+    }
+    let id = e.core.expect("an active request has a runtime request");
+    s.world()?.engine.wait(id)?;
+    finish_entry(s, e)
+}
+
+/// Takes the runtime's completion of a completed request and does the shim's part.
+fn finish_entry(s: &mut State, e: &mut RequestEntry) -> Res<Status> {
+    let id = e.core.take().expect("an active request has a runtime request");
+    let c = s.world()?.engine.core.take_completion(id).expect("request is complete");
+    let mut st = c.status;
+    if e.is_recv && !st.cancelled {
+        st.source = e.comm.rank_of_world(st.source as u32);
+    }
+    if let (Finish::Unpack { dt, base, lo, hi, count }, Some(RecvBuf::Owned(staged))) = (&e.finish, c.recv_buf) {
+        // SAFETY: the receive's buffer, described when it was posted; the application has
+        // not touched it since (MPI's receive-buffer rule), and nothing else borrows it.
+        let user = unsafe { user_bytes_mut(*base as *mut c_void, *lo, *hi)? };
+        dt.unpack(&staged[..st.len], user, (-*lo) as usize, *count)?;
+    }
+    e.done = Some(st);
+    if let Some(class) = st.error {
+        return Err(Fail {
+            class,
+            detail: format!("message of more than {} bytes from rank {} tag {}", st.len, st.source, st.tag),
+            handler: e.handler,
+        });
+    }
+    Ok(st)
+}
+
+/// Writes a status for the application (§3.2.5). `_ucount` holds the received byte count.
+///
+/// # Safety
+/// `p` must be `MPI_STATUS_IGNORE` or point to a writable `MPI_Status`.
+pub unsafe fn write_status(p: *mut MPI_Status, st: &Status) {
+    if p as usize == abi::MPI_STATUS_IGNORE {
+        return;
+    }
+    // SAFETY: per the contract, `p` points to a writable MPI_Status.
+    let p = unsafe { &mut *p };
+    p.MPI_SOURCE = st.source;
+    p.MPI_TAG = st.tag;
+    p._cancelled = st.cancelled as c_int;
+    p._ucount = st.len;
+}
+
+/// The status of an empty (null or inactive) request (§3.7.3).
+pub fn empty_status() -> Status {
+    Status { source: abi::MPI_ANY_SOURCE, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None }
+}
+
+/// Runs a blocking send.
+///
+/// # Safety
+/// As for [`send_bytes`], for the duration of the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocking_send(
+    name: &'static str,
+    buf: *const c_void,
+    count: c_int,
+    dt: MPI_Datatype,
+    dest: c_int,
+    tag: c_int,
+    comm: MPI_Comm,
+    mode: Mode,
+) -> c_int {
+    call(name, Some(comm), |s| {
+        // SAFETY: forwarded contract.
+        let mut e = unsafe { post_send(s, buf, count, dt, dest, tag, comm, mode)? };
+        if mode == Mode::Buffered {
+            if let Some(id) = e.core {
+                s.bsend_pending.push((id, e.bsend_bytes));
+            }
+            return Ok(());
+        }
+        wait_entry(s, &mut e).map(|_| ())
+    })
+}
+
+/// Starts a nonblocking send and stores its request handle.
+///
+/// # Safety
+/// As for [`send_bytes`], until the request completes; `request` must be writable.
+#[allow(clippy::too_many_arguments)]
+unsafe fn nonblocking_send(
+    name: &'static str,
+    buf: *const c_void,
+    count: c_int,
+    dt: MPI_Datatype,
+    dest: c_int,
+    tag: c_int,
+    comm: MPI_Comm,
+    mode: Mode,
+    request: *mut MPI_Request,
+) -> c_int {
+    call(name, Some(comm), |s| {
+        // SAFETY: forwarded contract.
+        let mut e = unsafe { post_send(s, buf, count, dt, dest, tag, comm, mode)? };
+        if mode == Mode::Buffered {
+            // The data is already in the attached buffer: the request is complete at once,
+            // and the buffer space is released when the transfer ends.
+            if let Some(id) = e.core.take() {
+                s.bsend_pending.push((id, e.bsend_bytes));
+            }
+            e.done = Some(Status::default());
+        }
+        let h = s.new_request(e)?;
+        // SAFETY: caller's output argument.
+        unsafe { out(request, h) }
+    })
+}
+
+mpi_fn! {
+    fn Send(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm) -> c_int {
+        // SAFETY: MPI_Send's buffer contract, for the duration of the call.
+        unsafe { blocking_send("MPI_Send", buf, count, datatype, dest, tag, comm, Mode::Standard) }
+    }
+
+    fn Ssend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm) -> c_int {
+        // SAFETY: as MPI_Send.
+        unsafe { blocking_send("MPI_Ssend", buf, count, datatype, dest, tag, comm, Mode::Synchronous) }
+    }
+
+    fn Rsend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm) -> c_int {
+        // SAFETY: as MPI_Send. A ready send may be a standard send (§3.4).
+        unsafe { blocking_send("MPI_Rsend", buf, count, datatype, dest, tag, comm, Mode::Ready) }
+    }
+
+    fn Bsend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm) -> c_int {
+        // SAFETY: as MPI_Send; the data is copied before return.
+        unsafe { blocking_send("MPI_Bsend", buf, count, datatype, dest, tag, comm, Mode::Buffered) }
+    }
+
+    fn Isend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        // SAFETY: MPI_Isend's buffer contract, until the request completes.
+        unsafe { nonblocking_send("MPI_Isend", buf, count, datatype, dest, tag, comm, Mode::Standard, request) }
+    }
+
+    fn Issend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        // SAFETY: as MPI_Isend.
+        unsafe { nonblocking_send("MPI_Issend", buf, count, datatype, dest, tag, comm, Mode::Synchronous, request) }
+    }
+
+    fn Irsend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        // SAFETY: as MPI_Isend.
+        unsafe { nonblocking_send("MPI_Irsend", buf, count, datatype, dest, tag, comm, Mode::Ready, request) }
+    }
+
+    fn Ibsend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        // SAFETY: as MPI_Isend.
+        unsafe { nonblocking_send("MPI_Ibsend", buf, count, datatype, dest, tag, comm, Mode::Buffered, request) }
+    }
+
+    fn Recv(buf: *mut c_void, count: c_int, datatype: MPI_Datatype, source: c_int, tag: c_int, comm: MPI_Comm, status: *mut MPI_Status) -> c_int {
+        call("MPI_Recv", Some(comm), |s| {
+            // SAFETY: MPI_Recv's buffer contract, for the duration of the call.
+            let mut e = unsafe { post_recv(s, buf, count, datatype, source, tag, comm)? };
+            let r = wait_entry(s, &mut e);
+            if let Some(st) = e.done {
+                // SAFETY: caller's status argument. Written on truncation too (§3.2.5).
+                unsafe { write_status(status, &st) };
+            }
+            r.map(|_| ())
+        })
+    }
+
+    fn Irecv(buf: *mut c_void, count: c_int, datatype: MPI_Datatype, source: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        call("MPI_Irecv", Some(comm), |s| {
+            // SAFETY: MPI_Irecv's buffer contract, until the request completes.
+            let e = unsafe { post_recv(s, buf, count, datatype, source, tag, comm)? };
+            let h = s.new_request(e)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(request, h) }
+        })
+    }
+
+    fn Sendrecv(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, dest: c_int, sendtag: c_int,
+        recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, source: c_int, recvtag: c_int,
+        comm: MPI_Comm, status: *mut MPI_Status,
+    ) -> c_int {
+        call("MPI_Sendrecv", Some(comm), |s| {
+            // SAFETY: MPI_Sendrecv's buffer contracts, for the duration of the call.
+            let mut r = unsafe { post_recv(s, recvbuf, recvcount, recvtype, source, recvtag, comm)? };
+            // SAFETY: as above.
+            let mut w = unsafe { post_send(s, sendbuf, sendcount, sendtype, dest, sendtag, comm, Mode::Standard)? };
+            wait_entry(s, &mut w)?;
+            let res = wait_entry(s, &mut r);
+            if let Some(st) = r.done {
+                // SAFETY: caller's status argument.
+                unsafe { write_status(status, &st) };
+            }
+            res.map(|_| ())
+        })
+    }
+
+    fn Sendrecv_replace(
+        buf: *mut c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, sendtag: c_int,
+        source: c_int, recvtag: c_int, comm: MPI_Comm, status: *mut MPI_Status,
+    ) -> c_int {
+        call("MPI_Sendrecv_replace", Some(comm), |s| {
+            let dt = check_buffer(s, count, datatype)?;
+            // The outgoing data is packed into our own memory first, so the receive may
+            // overwrite the buffer.
+            // SAFETY: the buffer is the caller's for the duration of the call.
+            let data = match unsafe { send_bytes(buf, count as usize, &dt)? } {
+                SendData::Static(b) => b.to_vec(),
+                SendData::Owned(v) => v,
+            };
+            let (_, handler) = comm_of(s, comm)?;
+            // SAFETY: `data` outlives the send, which completes before it is dropped.
+            let mut w = unsafe {
+                post_send(s, data.as_ptr() as *const c_void, data.len() as c_int, byte_handle(), dest, sendtag, comm, Mode::Standard)?
+            };
+            // SAFETY: the caller's buffer, for the duration of the call.
+            let mut r = unsafe { post_recv(s, buf, count, datatype, source, recvtag, comm)? };
+            with_handler(wait_entry(s, &mut w), handler)?;
+            let res = wait_entry(s, &mut r);
+            drop(data);
+            if let Some(st) = r.done {
+                // SAFETY: caller's status argument.
+                unsafe { write_status(status, &st) };
+            }
+            res.map(|_| ())
+        })
+    }
+
+    fn Buffer_attach(buffer: *mut c_void, size: c_int) -> c_int {
+        call("MPI_Buffer_attach", None, |s| {
+            if size < 0 {
+                return fail(ErrorClass::Arg, format!("buffer size {size} is negative"));
+            }
+            if s.bsend_buffer.is_some() {
+                return fail(ErrorClass::Buffer, "a buffer is already attached");
+            }
+            // kawarimi copies buffered messages into its own memory; the attached buffer only
+            // bounds how much may be outstanding, as the standard's accounting requires.
+            s.bsend_buffer = Some((buffer as usize, size as usize, 0));
+            Ok(())
+        })
+    }
+
+    fn Buffer_detach(buffer_addr: *mut c_void, size: *mut c_int) -> c_int {
+        call("MPI_Buffer_detach", None, |s| {
+            // Blocks until every buffered message has been transmitted (§3.6.1).
+            let pending = std::mem::take(&mut s.bsend_pending);
+            for (id, _) in pending {
+                let w = s.world()?;
+                w.engine.wait(id)?;
+                w.engine.core.take_completion(id);
+            }
+            let Some((addr, len, _)) = s.bsend_buffer.take() else {
+                return fail(ErrorClass::Buffer, "no buffer is attached");
+            };
+            // SAFETY: `buffer_addr` is a `void**` output argument (§3.6.1).
+            unsafe { out(buffer_addr as *mut *mut c_void, addr as *mut c_void)? };
+            // SAFETY: caller's output argument.
+            unsafe { out(size, len as c_int) }
+        })
+    }
+}
+
+fn byte_handle() -> MPI_Datatype {
+    abi::predefined().datatype_handle(abi::PredefDatatype::Byte) as MPI_Datatype
+}

@@ -1,0 +1,219 @@
+//! The C boundary: the `mpi_fn!` macro that exports each function as `MPI_X` and `PMPI_X`,
+//! panic containment, error classes → Open MPI codes, error handlers and job abort.
+
+use std::cell::Cell;
+use std::ffi::c_int;
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use kawarimi_runtime::error::ErrorClass;
+
+use crate::abi;
+use crate::state::{Fail, Handler, Res, State, STATE};
+
+/// Defines MPI functions. Each `fn Name(args) -> ret { body }` becomes the exported symbol
+/// `PMPI_Name` (the implementation) and `MPI_Name` (which calls `PMPI_Name`, so a profiling
+/// tool that defines its own `MPI_Name` and calls `PMPI_Name` still reaches kawarimi). A panic
+/// never crosses the C boundary: it aborts the job with a message naming the function.
+///
+/// `build.rs` reads the `fn Name(` lines of `src/api/*.rs` to know which of Open MPI's
+/// functions are implemented; every other one is exported as an aborting stub.
+macro_rules! mpi_fn {
+    ($(
+        $(#[$meta:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block
+    )*) => {$(
+        $(#[$meta])*
+        ///
+        /// # Safety
+        /// Called from C: the arguments must follow the MPI standard's rules for this call.
+        #[export_name = concat!("PMPI_", stringify!($name))]
+        #[allow(non_snake_case, clippy::missing_safety_doc)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            $crate::export::guard(concat!("MPI_", stringify!($name)), move || $body)
+        }
+
+        #[allow(non_snake_case)]
+        pub mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            /// The `MPI_` name of the function; forwards to the `PMPI_` one.
+            ///
+            /// # Safety
+            /// As for the `PMPI_` function.
+            #[export_name = concat!("MPI_", stringify!($name))]
+            pub unsafe extern "C" fn mpi($($arg: $ty),*) -> $ret {
+                // SAFETY: the same contract as the function it forwards to.
+                unsafe { super::$name($($arg),*) }
+            }
+        }
+    )*};
+}
+
+thread_local! {
+    /// Set while this thread runs inside kawarimi with the state locked, to turn a re-entrant
+    /// call (an MPI call from inside a user reduction) into a clear error instead of a
+    /// deadlock.
+    static IN_CALL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into a job abort that names `name`.
+pub fn guard<R>(name: &'static str, f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            IN_CALL.with(|c| c.set(false));
+            die(name, &format!("internal error (panic): {msg}"), 70)
+        }
+    }
+}
+
+/// The Open MPI error code of an error class (for predefined classes, code == class).
+pub fn class_code(c: ErrorClass) -> c_int {
+    use ErrorClass as E;
+    match c {
+        E::Buffer => abi::MPI_ERR_BUFFER,
+        E::Count => abi::MPI_ERR_COUNT,
+        E::Type => abi::MPI_ERR_TYPE,
+        E::Tag => abi::MPI_ERR_TAG,
+        E::Comm => abi::MPI_ERR_COMM,
+        E::Rank => abi::MPI_ERR_RANK,
+        E::Request => abi::MPI_ERR_REQUEST,
+        E::Root => abi::MPI_ERR_ROOT,
+        E::Group => abi::MPI_ERR_GROUP,
+        E::Op => abi::MPI_ERR_OP,
+        E::Topology => abi::MPI_ERR_TOPOLOGY,
+        E::Dims => abi::MPI_ERR_DIMS,
+        E::Arg => abi::MPI_ERR_ARG,
+        E::Unknown => abi::MPI_ERR_UNKNOWN,
+        E::Truncate => abi::MPI_ERR_TRUNCATE,
+        E::Other => abi::MPI_ERR_OTHER,
+        E::Intern => abi::MPI_ERR_INTERN,
+        E::InStatus => abi::MPI_ERR_IN_STATUS,
+        E::Pending => abi::MPI_ERR_PENDING,
+        E::Keyval => abi::MPI_ERR_KEYVAL,
+        E::NoMem => abi::MPI_ERR_NO_MEM,
+        E::Base => abi::MPI_ERR_BASE,
+        E::Unsupported => abi::MPI_ERR_UNSUPPORTED_OPERATION,
+    }
+}
+
+/// The class of an Open MPI error code, for `MPI_Error_class` and `MPI_Error_string`.
+pub fn code_class(code: c_int) -> Option<ErrorClass> {
+    use ErrorClass as E;
+    [
+        E::Buffer,
+        E::Count,
+        E::Type,
+        E::Tag,
+        E::Comm,
+        E::Rank,
+        E::Request,
+        E::Root,
+        E::Group,
+        E::Op,
+        E::Topology,
+        E::Dims,
+        E::Arg,
+        E::Unknown,
+        E::Truncate,
+        E::Other,
+        E::Intern,
+        E::InStatus,
+        E::Pending,
+        E::Keyval,
+        E::NoMem,
+        E::Base,
+        E::Unsupported,
+    ]
+    .into_iter()
+    .find(|&c| class_code(c) == code)
+}
+
+/// Where this process is, for messages.
+fn whoami() -> String {
+    let rank = std::env::var("OMPI_COMM_WORLD_RANK").unwrap_or_else(|_| "?".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("rank {rank} (pid {}, host {})", std::process::id(), host.trim())
+}
+
+/// Ends the whole job: says why on stderr, tells the peers, exits with `code`.
+/// The launcher sees a rank exit without finalizing and stops the others.
+pub fn die(name: &str, msg: &str, code: c_int) -> ! {
+    let line = format!("kawarimi: {name} on {}: {msg}\n", whoami());
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    // Best effort: a lock held by this thread (a panic inside a call) is skipped.
+    if !IN_CALL.with(|c| c.get()) {
+        if let Some(mut guard) = STATE.try_lock_for(std::time::Duration::from_millis(100)) {
+            if let Some(w) = guard.as_mut().and_then(|s| s.world.as_mut()) {
+                w.engine.abort(code, &line);
+            }
+        }
+    }
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit ends the process at once; no Rust state is used afterwards. Skipping
+    // atexit handlers is deliberate: nothing of the never-initialised libmpi must run.
+    unsafe { libc::_exit(if code == 0 { 1 } else { code }) }
+}
+
+/// Runs an MPI call: locks the state, runs `f`, and on error applies the error handler of
+/// `comm` (or of `MPI_COMM_WORLD` when the error is not tied to a communicator, §8.3).
+pub fn call(name: &'static str, comm: Option<abi::MPI_Comm>, f: impl FnOnce(&mut State) -> Res<()>) -> c_int {
+    if IN_CALL.with(|c| c.replace(true)) {
+        die(name, "called from inside a kawarimi callback (a user reduction op); not supported", 1);
+    }
+    let (result, handler) = {
+        let mut guard = STATE.lock();
+        let state = guard.get_or_insert_with(State::default);
+        let result = f(state);
+        let handler = match &result {
+            Ok(()) => Handler::Return,
+            Err(e) => resolve_handler(state, e, comm),
+        };
+        (result, handler)
+    };
+    IN_CALL.with(|c| c.set(false));
+    match result {
+        Ok(()) => abi::MPI_SUCCESS,
+        Err(e) => raise(name, e, handler, comm),
+    }
+}
+
+fn resolve_handler(state: &State, e: &Fail, comm: Option<abi::MPI_Comm>) -> Handler {
+    if e.handler != Handler::Fatal {
+        return e.handler;
+    }
+    let from_comm = comm.and_then(|c| state.comm_entry(c).ok()).map(|c| c.handler);
+    from_comm
+        .or_else(|| state.comms.get(crate::state::WORLD_INDEX).map(|c| c.handler))
+        .unwrap_or(Handler::Fatal)
+}
+
+/// Applies `handler` to error `e` raised by `name`; returns the code for the application.
+fn raise(name: &'static str, e: Fail, handler: Handler, comm: Option<abi::MPI_Comm>) -> c_int {
+    let code = class_code(e.class);
+    match handler {
+        Handler::Return => code,
+        Handler::Fatal => die(name, &format!("{}: {}", e.class.name(), e.detail), code),
+        Handler::User(i) => {
+            let f = STATE.lock().as_ref().and_then(|s| s.errhandlers.get(i).copied());
+            let Some(f) = f else { die(name, &format!("{}: {}", e.class.name(), e.detail), code) };
+            let mut c = comm.unwrap_or_else(|| world_handle());
+            let mut code_arg = code;
+            // SAFETY: `f` is the application's handler made with MPI_Comm_create_errhandler;
+            // it receives pointers to a communicator handle and an error code that live for
+            // the call, as §8.3.1 specifies. The state lock is not held, so it may call MPI.
+            unsafe { f(&mut c, &mut code_arg) };
+            code
+        }
+    }
+}
+
+pub fn world_handle() -> abi::MPI_Comm {
+    abi::predefined().comm_handle(abi::PredefComm::World) as abi::MPI_Comm
+}

@@ -1,0 +1,404 @@
+//! The shim's process-wide state: the runtime's [`World`] and kawarimi's handle tables.
+//!
+//! # Handle model
+//! kawarimi owns every communicator, group, request, datatype, op and error handler a program
+//! creates. Such a handle, as the program sees it, is a *tagged non-pointer*: the top 16 bits
+//! are `0x4B57` ("KW"), which no user-space address on x86-64 has (addresses are canonical,
+//! below 2^47), bits 40..48 name the kind and the low 40 bits index the kind's table. So a
+//! kawarimi handle can never be mistaken for one of Open MPI's predefined objects, whose
+//! addresses [`crate::abi::predefined`] recognises, and a handle of the wrong kind is caught.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kawarimi_runtime::comm::{Comm, Group};
+use kawarimi_runtime::core::ReqId;
+use kawarimi_runtime::datatype::Datatype;
+use kawarimi_runtime::error::ErrorClass;
+use kawarimi_runtime::op::PredefinedOp;
+use kawarimi_runtime::world::World;
+use parking_lot::Mutex;
+
+use crate::abi::{self, PredefDatatype};
+
+const TAG: usize = 0x4B57 << 48;
+const TAG_MASK: usize = 0xFFFF << 48;
+const KIND_SHIFT: u32 = 40;
+const INDEX_MASK: usize = (1 << KIND_SHIFT) - 1;
+
+/// The kinds of kawarimi-owned handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Kind {
+    Comm = 1,
+    Datatype = 2,
+    Request = 3,
+    Op = 4,
+    Group = 5,
+    Errhandler = 6,
+}
+
+pub fn encode(kind: Kind, index: usize) -> usize {
+    debug_assert!(index <= INDEX_MASK);
+    TAG | ((kind as usize) << KIND_SHIFT) | index
+}
+
+/// The table index of a kawarimi handle of `kind`, or `None` if `h` is not one.
+pub fn decode(h: usize, kind: Kind) -> Option<usize> {
+    if h & TAG_MASK != TAG || (h >> KIND_SHIFT) & 0xFF != kind as usize {
+        return None;
+    }
+    Some(h & INDEX_MASK)
+}
+
+/// A slab of handle objects: stable indices, reused after free.
+#[derive(Debug)]
+pub struct Table<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<usize>,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table { slots: Vec::new(), free: Vec::new() }
+    }
+}
+
+/// Most live objects of one kind: far beyond any sane program, and a clear error instead of
+/// memory exhaustion for a program that leaks requests in a loop.
+pub const TABLE_LIMIT: usize = 1 << 26;
+
+impl<T> Table<T> {
+    pub fn insert(&mut self, v: T) -> Option<usize> {
+        if let Some(i) = self.free.pop() {
+            self.slots[i] = Some(v);
+            return Some(i);
+        }
+        if self.slots.len() >= TABLE_LIMIT {
+            return None;
+        }
+        self.slots.push(Some(v));
+        Some(self.slots.len() - 1)
+    }
+    pub fn get(&self, i: usize) -> Option<&T> {
+        self.slots.get(i).and_then(Option::as_ref)
+    }
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.slots.get_mut(i).and_then(Option::as_mut)
+    }
+    pub fn remove(&mut self, i: usize) -> Option<T> {
+        let v = self.slots.get_mut(i)?.take();
+        if v.is_some() {
+            self.free.push(i);
+        }
+        v
+    }
+    pub fn live(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+/// How errors raised on an object are handled (MPI-3.1 §8.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    Fatal,
+    Return,
+    /// A user function made with `MPI_Comm_create_errhandler`, as its table index.
+    User(usize),
+}
+
+/// A communicator and what the shim keeps with it.
+#[derive(Debug)]
+pub struct CommEntry {
+    pub comm: Arc<Comm>,
+    pub handler: Handler,
+    pub name: String,
+    /// Cached attributes: keyval → the `void*` value.
+    pub attrs: BTreeMap<i32, usize>,
+}
+
+/// A user-defined reduction.
+#[derive(Debug, Clone, Copy)]
+pub struct UserOp {
+    pub function: abi::MPI_User_function,
+    pub commutative: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum OpEntry {
+    Predefined(PredefinedOp),
+    User(UserOp),
+}
+
+/// A keyval made with `MPI_Comm_create_keyval`.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyval {
+    pub copy: Option<abi::MPI_Comm_copy_attr_function>,
+    pub delete: Option<abi::MPI_Comm_delete_attr_function>,
+    pub extra_state: usize,
+    /// `MPI_COMM_DUP_FN` / `MPI_COMM_NULL_COPY_FN` are recognised by address and run here.
+    pub copy_kind: CopyKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyKind {
+    Null,
+    Dup,
+    User,
+}
+
+/// What completing a request still has to do, besides the runtime's part.
+#[derive(Debug)]
+pub enum Finish {
+    Nothing,
+    /// Unpack the staged bytes into the application's buffer.
+    Unpack { dt: Arc<Datatype>, base: usize, lo: isize, hi: isize, count: usize },
+}
+
+/// The sends of `MPI_Bsend` are tracked so that the attached buffer's space is released
+/// when they complete.
+#[derive(Debug)]
+pub struct RequestEntry {
+    /// The runtime's request; `None` once completed (or for one that never needed it).
+    pub core: Option<ReqId>,
+    /// Set when the request is already complete without the runtime (e.g. `MPI_PROC_NULL`).
+    pub done: Option<kawarimi_runtime::core::Status>,
+    pub comm: Arc<Comm>,
+    pub handler: Handler,
+    pub is_recv: bool,
+    pub finish: Finish,
+    /// Bytes of the attached buffer this buffered send holds.
+    pub bsend_bytes: usize,
+}
+
+/// Everything the shim keeps between calls.
+#[derive(Default)]
+pub struct State {
+    pub world: Option<World>,
+    pub initialized: bool,
+    pub finalized: bool,
+    pub thread_level: i32,
+    pub comms: Table<CommEntry>,
+    pub datatypes: Table<Arc<Datatype>>,
+    pub requests: Table<RequestEntry>,
+    pub ops: Table<OpEntry>,
+    pub groups: Table<Arc<Group>>,
+    pub errhandlers: Table<abi::MPI_Comm_errhandler_function>,
+    pub keyvals: BTreeMap<i32, Keyval>,
+    pub next_keyval: i32,
+    /// Predefined datatypes, built on first use, by `PredefDatatype::index()`.
+    pub predef_types: Vec<Option<Arc<Datatype>>>,
+    /// `MPI_Buffer_attach`: (address, size, bytes in use).
+    pub bsend_buffer: Option<(usize, usize, usize)>,
+    /// The launcher's wire-up service; dropped at `MPI_Finalize`, which tells the launcher
+    /// that this rank ended cleanly.
+    pub bootstrap: Option<Box<dyn kawarimi_transports::bootstrap::Bootstrap>>,
+    pub main_thread: Option<std::thread::ThreadId>,
+    /// Buffered sends in flight: (runtime request, attached-buffer bytes they hold).
+    pub bsend_pending: Vec<(ReqId, usize)>,
+}
+
+pub static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+/// Table indices of the two predefined communicators.
+pub const WORLD_INDEX: usize = 0;
+pub const SELF_INDEX: usize = 1;
+
+/// An error with the class the application sees and the object whose handler decides.
+#[derive(Debug)]
+pub struct Fail {
+    pub class: ErrorClass,
+    pub detail: String,
+    pub handler: Handler,
+}
+
+pub type Res<T> = Result<T, Fail>;
+
+pub fn fail<T>(class: ErrorClass, detail: impl Into<String>) -> Res<T> {
+    Err(Fail { class, detail: detail.into(), handler: Handler::Fatal })
+}
+
+impl From<kawarimi_runtime::error::MpiError> for Fail {
+    fn from(e: kawarimi_runtime::error::MpiError) -> Fail {
+        Fail { class: e.class, detail: e.detail, handler: Handler::Fatal }
+    }
+}
+
+impl State {
+    pub fn world(&mut self) -> Res<&mut World> {
+        match self.world.as_mut() {
+            Some(w) => Ok(w),
+            None if self.finalized => fail(ErrorClass::Other, "called after MPI_Finalize"),
+            None => fail(ErrorClass::Other, "called before MPI_Init"),
+        }
+    }
+
+    /// The table index of communicator handle `h`.
+    pub fn comm_index(&self, h: abi::MPI_Comm) -> Res<usize> {
+        let addr = h as usize;
+        let index = match abi::predefined().comm(addr) {
+            Some(abi::PredefComm::World) => WORLD_INDEX,
+            Some(abi::PredefComm::SelfComm) => SELF_INDEX,
+            Some(abi::PredefComm::CommNull) => return fail(ErrorClass::Comm, "MPI_COMM_NULL is not a communicator"),
+            None => decode(addr, Kind::Comm).ok_or_else(|| Fail {
+                class: ErrorClass::Comm,
+                detail: format!("{addr:#x} is not a communicator handle"),
+                handler: Handler::Fatal,
+            })?,
+        };
+        match self.comms.get(index) {
+            Some(_) => Ok(index),
+            None => fail(ErrorClass::Comm, format!("communicator {addr:#x} was freed")),
+        }
+    }
+
+    pub fn comm_entry(&self, h: abi::MPI_Comm) -> Res<&CommEntry> {
+        let i = self.comm_index(h)?;
+        Ok(self.comms.get(i).expect("checked by comm_index"))
+    }
+
+    /// The handle a program sees for table index `i`.
+    pub fn comm_handle(&self, i: usize) -> abi::MPI_Comm {
+        let p = abi::predefined();
+        let addr = match i {
+            WORLD_INDEX => p.comm_handle(abi::PredefComm::World),
+            SELF_INDEX => p.comm_handle(abi::PredefComm::SelfComm),
+            _ => encode(Kind::Comm, i),
+        };
+        addr as abi::MPI_Comm
+    }
+
+    /// The datatype behind handle `h`.
+    pub fn datatype(&mut self, h: abi::MPI_Datatype) -> Res<Arc<Datatype>> {
+        let addr = h as usize;
+        if let Some(i) = decode(addr, Kind::Datatype) {
+            return self
+                .datatypes
+                .get(i)
+                .cloned()
+                .ok_or_else(|| Fail { class: ErrorClass::Type, detail: format!("datatype {addr:#x} was freed"), handler: Handler::Fatal });
+        }
+        let Some(pd) = abi::predefined().datatype(addr) else {
+            return fail(ErrorClass::Type, format!("{addr:#x} is not a datatype handle"));
+        };
+        self.predef_datatype(pd)
+    }
+
+    pub fn predef_datatype(&mut self, pd: PredefDatatype) -> Res<Arc<Datatype>> {
+        if self.predef_types.is_empty() {
+            self.predef_types = vec![None; PredefDatatype::ALL.len()];
+        }
+        if let Some(dt) = &self.predef_types[pd.index()] {
+            return Ok(dt.clone());
+        }
+        let dt = match pd.layout() {
+            abi::PredefLayout::Prim(p) => Datatype::predefined_named(p, pd.mpi_name())?,
+            abi::PredefLayout::Special(abi::SpecialDatatype::Null) => {
+                return fail(ErrorClass::Type, "MPI_DATATYPE_NULL is not a datatype")
+            }
+            abi::PredefLayout::Special(s) => {
+                return fail(ErrorClass::Type, format!("{} ({s:?}) is not supported by kawarimi", pd.mpi_name()))
+            }
+        };
+        let dt = Arc::new(dt);
+        self.predef_types[pd.index()] = Some(dt.clone());
+        Ok(dt)
+    }
+
+    pub fn new_datatype(&mut self, dt: Datatype) -> Res<abi::MPI_Datatype> {
+        let i = self.datatypes.insert(Arc::new(dt)).ok_or_else(|| table_full("datatypes"))?;
+        Ok(encode(Kind::Datatype, i) as abi::MPI_Datatype)
+    }
+
+    pub fn op(&self, h: abi::MPI_Op) -> Res<OpEntry> {
+        let addr = h as usize;
+        if let Some(i) = decode(addr, Kind::Op) {
+            return self
+                .ops
+                .get(i)
+                .copied()
+                .ok_or_else(|| Fail { class: ErrorClass::Op, detail: format!("op {addr:#x} was freed"), handler: Handler::Fatal });
+        }
+        use abi::PredefOp as P;
+        use PredefinedOp as O;
+        let op = match abi::predefined().op(addr) {
+            Some(P::Max) => O::Max,
+            Some(P::Min) => O::Min,
+            Some(P::Sum) => O::Sum,
+            Some(P::Prod) => O::Prod,
+            Some(P::Land) => O::Land,
+            Some(P::Band) => O::Band,
+            Some(P::Lor) => O::Lor,
+            Some(P::Bor) => O::Bor,
+            Some(P::Lxor) => O::Lxor,
+            Some(P::Bxor) => O::Bxor,
+            Some(P::Maxloc) => O::Maxloc,
+            Some(P::Minloc) => O::Minloc,
+            Some(P::Replace) => O::Replace,
+            Some(P::NoOp) => O::NoOp,
+            Some(P::OpNull) => return fail(ErrorClass::Op, "MPI_OP_NULL is not an operation"),
+            None => return fail(ErrorClass::Op, format!("{addr:#x} is not an op handle")),
+        };
+        Ok(OpEntry::Predefined(op))
+    }
+
+    pub fn group(&self, h: abi::MPI_Group) -> Res<Arc<Group>> {
+        let addr = h as usize;
+        if let Some(i) = decode(addr, Kind::Group) {
+            return self
+                .groups
+                .get(i)
+                .cloned()
+                .ok_or_else(|| Fail { class: ErrorClass::Group, detail: format!("group {addr:#x} was freed"), handler: Handler::Fatal });
+        }
+        match abi::predefined().group(addr) {
+            Some(abi::PredefGroup::Empty) => Ok(Arc::new(Group::empty())),
+            Some(abi::PredefGroup::GroupNull) => fail(ErrorClass::Group, "MPI_GROUP_NULL is not a group"),
+            None => fail(ErrorClass::Group, format!("{addr:#x} is not a group handle")),
+        }
+    }
+
+    pub fn new_group(&mut self, g: Group) -> Res<abi::MPI_Group> {
+        if g.size() == 0 {
+            return Ok(abi::predefined().group_handle(abi::PredefGroup::Empty) as abi::MPI_Group);
+        }
+        let i = self.groups.insert(Arc::new(g)).ok_or_else(|| table_full("groups"))?;
+        Ok(encode(Kind::Group, i) as abi::MPI_Group)
+    }
+
+    /// Adds a communicator; its handler starts as its parent's (§8.3.1).
+    pub fn new_comm(&mut self, comm: Comm, handler: Handler) -> Res<abi::MPI_Comm> {
+        let entry = CommEntry { comm: Arc::new(comm), handler, name: String::new(), attrs: BTreeMap::new() };
+        let i = self.comms.insert(entry).ok_or_else(|| table_full("communicators"))?;
+        Ok(self.comm_handle(i))
+    }
+
+    pub fn new_request(&mut self, r: RequestEntry) -> Res<abi::MPI_Request> {
+        let i = self.requests.insert(r).ok_or_else(|| table_full("requests"))?;
+        Ok(encode(Kind::Request, i) as abi::MPI_Request)
+    }
+
+    pub fn request_index(&self, h: abi::MPI_Request) -> Res<Option<usize>> {
+        let addr = h as usize;
+        if addr == abi::predefined().request_null() {
+            return Ok(None);
+        }
+        match decode(addr, Kind::Request) {
+            Some(i) if self.requests.get(i).is_some() => Ok(Some(i)),
+            Some(_) => fail(ErrorClass::Request, format!("request {addr:#x} was already completed or freed")),
+            None => fail(ErrorClass::Request, format!("{addr:#x} is not a request handle")),
+        }
+    }
+}
+
+pub fn table_full(what: &str) -> Fail {
+    Fail {
+        class: ErrorClass::NoMem,
+        detail: format!("more than {TABLE_LIMIT} live {what}: is the program leaking them?"),
+        handler: Handler::Fatal,
+    }
+}
+
+pub fn request_null() -> abi::MPI_Request {
+    abi::predefined().request_null() as abi::MPI_Request
+}

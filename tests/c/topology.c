@@ -1,0 +1,220 @@
+/* topology: Dims_create, Cart_create (periodic and not, reorder = 0),
+ * Cart_coords/Cart_rank/Cart_shift with a halo exchange over Sendrecv,
+ * Cart_sub, Cart_get, Cartdim_get, Topo_test. */
+#include "check.h"
+
+static int rank, size;
+
+static void dims_tests(void)
+{
+    int d2[2] = {0, 0};
+    MPI_OK(MPI_Dims_create(6, 2, d2));
+    CHECKF(d2[0] == 3 && d2[1] == 2, "Dims_create(6,2) = %d x %d", d2[0], d2[1]);
+    int d3[3] = {0, 0, 0};
+    MPI_OK(MPI_Dims_create(12, 3, d3));
+    CHECKF(d3[0] == 3 && d3[1] == 2 && d3[2] == 2, "Dims_create(12,3) = %d %d %d", d3[0], d3[1], d3[2]);
+    int f3[3] = {0, 3, 0};
+    MPI_OK(MPI_Dims_create(24, 3, f3));
+    CHECKF(f3[0] == 4 && f3[1] == 3 && f3[2] == 2, "Dims_create(24,3,{0,3,0}) = %d %d %d", f3[0], f3[1], f3[2]);
+    int p[2] = {0, 0};
+    MPI_OK(MPI_Dims_create(7, 2, p));
+    CHECK(p[0] == 7 && p[1] == 1);
+    int one[1] = {0};
+    MPI_OK(MPI_Dims_create(5, 1, one));
+    CHECK(one[0] == 5);
+    int sq[2] = {0, 0};
+    MPI_OK(MPI_Dims_create(16, 2, sq));
+    CHECK(sq[0] == 4 && sq[1] == 4);
+    /* for the actual size: product matches, non-increasing */
+    int dn[2] = {0, 0};
+    MPI_OK(MPI_Dims_create(size, 2, dn));
+    CHECK(dn[0] * dn[1] == size && dn[0] >= dn[1]);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    CHECKF(size >= 2, "needs at least 2 ranks, have %d", size);
+    int status;
+
+    dims_tests();
+    MPI_OK(MPI_Topo_test(MPI_COMM_WORLD, &status));
+    CHECK(status == MPI_UNDEFINED);
+
+    /* ---- 2D grid, periodic in dim 0, not in dim 1 ---- */
+    int dims[2] = {0, 0}, periods[2] = {1, 0};
+    MPI_OK(MPI_Dims_create(size, 2, dims));
+    MPI_Comm cart;
+    MPI_OK(MPI_Cart_create(MPI_COMM_WORLD, 2, dims, periods, 0, &cart));
+    CHECK(cart != MPI_COMM_NULL);
+    MPI_OK(MPI_Topo_test(cart, &status));
+    CHECK(status == MPI_CART);
+    int nd, r;
+    MPI_OK(MPI_Cartdim_get(cart, &nd));
+    CHECK(nd == 2);
+    MPI_OK(MPI_Comm_rank(cart, &r));
+    CHECK(r == rank); /* reorder = 0 */
+    int gd[2], gp[2], gc[2], coords[2];
+    MPI_OK(MPI_Cart_get(cart, 2, gd, gp, gc));
+    CHECK(gd[0] == dims[0] && gd[1] == dims[1] && gp[0] == 1 && gp[1] == 0);
+    /* row-major: rank = c0 * dims[1] + c1 */
+    CHECKF(gc[0] == rank / dims[1] && gc[1] == rank % dims[1], "coords (%d,%d)", gc[0], gc[1]);
+    for (int q = 0; q < size; q++) {
+        MPI_OK(MPI_Cart_coords(cart, q, 2, coords));
+        CHECK(coords[0] == q / dims[1] && coords[1] == q % dims[1]);
+        int back;
+        MPI_OK(MPI_Cart_rank(cart, coords, &back));
+        CHECK(back == q);
+    }
+    /* the periodic dimension wraps out-of-range coordinates */
+    {
+        int c[2] = {gc[0] + dims[0], gc[1]}, back;
+        MPI_OK(MPI_Cart_rank(cart, c, &back));
+        CHECK(back == rank);
+        c[0] = gc[0] - dims[0];
+        MPI_OK(MPI_Cart_rank(cart, c, &back));
+        CHECK(back == rank);
+    }
+
+    /* shifts and a halo exchange in both directions of both dimensions */
+    for (int dim = 0; dim < 2; dim++) {
+        for (int disp = -1; disp <= 1; disp += 2) {
+            int src, dst;
+            MPI_OK(MPI_Cart_shift(cart, dim, disp, &src, &dst));
+            int ec[2] = {gc[0], gc[1]}, es, ed;
+            /* expected dest */
+            ec[dim] = gc[dim] + disp;
+            if (dim == 0)
+                ec[0] = (ec[0] + dims[0]) % dims[0];
+            if (ec[dim] < 0 || ec[dim] >= dims[dim])
+                ed = MPI_PROC_NULL;
+            else
+                ed = ec[0] * dims[1] + ec[1];
+            ec[0] = gc[0];
+            ec[1] = gc[1];
+            ec[dim] = gc[dim] - disp;
+            if (dim == 0)
+                ec[0] = (ec[0] + dims[0]) % dims[0];
+            if (ec[dim] < 0 || ec[dim] >= dims[dim])
+                es = MPI_PROC_NULL;
+            else
+                es = ec[0] * dims[1] + ec[1];
+            CHECKF(src == es && dst == ed, "Cart_shift dim %d disp %d: (%d,%d) expected (%d,%d)", dim, disp, src,
+                   dst, es, ed);
+            /* halo: send my 8-element edge to dst, receive src's into my halo */
+            int edge[8], halo[8];
+            for (int i = 0; i < 8; i++) {
+                edge[i] = rank * 100 + i;
+                halo[i] = -1;
+            }
+            MPI_Status st;
+            MPI_OK(MPI_Sendrecv(edge, 8, MPI_INT, dst, 10 + dim, halo, 8, MPI_INT, src, 10 + dim, cart, &st));
+            for (int i = 0; i < 8; i++)
+                CHECK(halo[i] == (src == MPI_PROC_NULL ? -1 : src * 100 + i));
+            CHECK(st.MPI_SOURCE == src);
+        }
+    }
+    /* a larger shift in the periodic dimension */
+    {
+        int src, dst;
+        MPI_OK(MPI_Cart_shift(cart, 0, dims[0] + 1, &src, &dst));
+        int c[2] = {(gc[0] + 1) % dims[0], gc[1]}, e;
+        MPI_OK(MPI_Cart_rank(cart, c, &e));
+        CHECK(dst == e);
+    }
+
+    /* ---- Cart_sub: keep dim 1 -> rows; keep dim 0 -> columns ---- */
+    {
+        int keep_row[2] = {0, 1}, keep_col[2] = {1, 0};
+        MPI_Comm row, col;
+        MPI_OK(MPI_Cart_sub(cart, keep_row, &row));
+        MPI_OK(MPI_Cart_sub(cart, keep_col, &col));
+        int n, rr;
+        MPI_OK(MPI_Comm_size(row, &n));
+        MPI_OK(MPI_Comm_rank(row, &rr));
+        CHECK(n == dims[1] && rr == gc[1]);
+        MPI_OK(MPI_Comm_size(col, &n));
+        MPI_OK(MPI_Comm_rank(col, &rr));
+        CHECK(n == dims[0] && rr == gc[0]);
+        MPI_OK(MPI_Topo_test(row, &status));
+        CHECK(status == MPI_CART);
+        int sd, sp, sc;
+        MPI_OK(MPI_Cartdim_get(col, &nd));
+        CHECK(nd == 1);
+        MPI_OK(MPI_Cart_get(col, 1, &sd, &sp, &sc));
+        CHECK(sd == dims[0] && sp == 1 && sc == gc[0]);
+        /* sum of world ranks along my row */
+        int sum = 0, expect = 0;
+        MPI_OK(MPI_Allreduce(&rank, &sum, 1, MPI_INT, MPI_SUM, row));
+        for (int j = 0; j < dims[1]; j++)
+            expect += gc[0] * dims[1] + j;
+        CHECK(sum == expect);
+        MPI_OK(MPI_Allreduce(&rank, &sum, 1, MPI_INT, MPI_SUM, col));
+        expect = 0;
+        for (int i = 0; i < dims[0]; i++)
+            expect += i * dims[1] + gc[1];
+        CHECK(sum == expect);
+        /* keep nothing: a 0-dimensional, single-rank communicator */
+        int keep_none[2] = {0, 0};
+        MPI_Comm pt;
+        MPI_OK(MPI_Cart_sub(cart, keep_none, &pt));
+        MPI_OK(MPI_Comm_size(pt, &n));
+        CHECK(n == 1);
+        MPI_OK(MPI_Comm_free(&pt));
+        MPI_OK(MPI_Comm_free(&row));
+        MPI_OK(MPI_Comm_free(&col));
+    }
+    MPI_OK(MPI_Comm_free(&cart));
+
+    /* ---- a 1D non-periodic line over size-1 ranks: the last rank is out ---- */
+    {
+        int d = size - 1, per = 0;
+        MPI_Comm line;
+        MPI_OK(MPI_Cart_create(MPI_COMM_WORLD, 1, &d, &per, 0, &line));
+        if (rank == size - 1) {
+            CHECK(line == MPI_COMM_NULL);
+        } else {
+            int src, dst, v = rank, got = -1;
+            MPI_OK(MPI_Cart_shift(line, 0, 1, &src, &dst));
+            CHECK(src == (rank == 0 ? MPI_PROC_NULL : rank - 1));
+            CHECK(dst == (rank == size - 2 ? MPI_PROC_NULL : rank + 1));
+            MPI_OK(MPI_Sendrecv(&v, 1, MPI_INT, dst, 0, &got, 1, MPI_INT, src, 0, line, MPI_STATUS_IGNORE));
+            CHECK(got == (src == MPI_PROC_NULL ? -1 : src));
+            MPI_OK(MPI_Comm_free(&line));
+        }
+    }
+
+    /* ---- 3D fully periodic torus ---- */
+    {
+        int d3[3] = {0, 0, 0}, p3[3] = {1, 1, 1};
+        MPI_OK(MPI_Dims_create(size, 3, d3));
+        CHECK(d3[0] * d3[1] * d3[2] == size);
+        MPI_Comm t;
+        MPI_OK(MPI_Cart_create(MPI_COMM_WORLD, 3, d3, p3, 0, &t));
+        int c3[3];
+        MPI_OK(MPI_Cart_coords(t, rank, 3, c3));
+        CHECK(rank == (c3[0] * d3[1] + c3[1]) * d3[2] + c3[2]);
+        for (int dim = 0; dim < 3; dim++) {
+            int src, dst, v = rank, got = -1;
+            MPI_OK(MPI_Cart_shift(t, dim, 1, &src, &dst));
+            int cc[3] = {c3[0], c3[1], c3[2]}, e;
+            cc[dim] = (cc[dim] + 1) % d3[dim];
+            MPI_OK(MPI_Cart_rank(t, cc, &e));
+            CHECK(dst == e);
+            MPI_OK(MPI_Sendrecv(&v, 1, MPI_INT, dst, 3, &got, 1, MPI_INT, src, 3, t, MPI_STATUS_IGNORE));
+            CHECK(got == src);
+        }
+        MPI_OK(MPI_Comm_free(&t));
+    }
+
+    /* ---- Cart_map ---- */
+    {
+        int d = size, per = 0, newrank;
+        MPI_OK(MPI_Cart_map(MPI_COMM_WORLD, 1, &d, &per, &newrank));
+        CHECK(newrank >= 0 && newrank < size);
+    }
+
+    return finish("topology");
+}

@@ -1,0 +1,735 @@
+//! Test harness for kawarimi's C MPI test programs.
+//!
+//! The programs live in `tests/c/*.c`. Each one is self-checking: it prints
+//! `FAIL <file>:<line> rank <r>: <what>` and aborts on the first wrong
+//! result, and rank 0 prints `OK <name>` at the end. This crate compiles them
+//! with the system `mpicc` (once per source content: the binary name carries
+//! a hash of the sources and flags) and runs them under `mpirun`, either
+//! natively on Open MPI or with kawarimi preloaded (`LD_PRELOAD`).
+//!
+//! Environment knobs (all optional):
+//! - `KAWARIMI_LIB`: the `libkawarimi.so` to preload (default
+//!   `<workspace>/target/release/libkawarimi.so`, or under `$CARGO_TARGET_DIR`
+//!   when that is set).
+//! - `MPICC`, `MPIRUN`: the compiler wrapper and launcher (default: from `PATH`).
+//! - `KAWARIMI_TEST_TIMEOUT`: per-run timeout in seconds (default 120).
+//! - `KAWARIMI_TEST_MPIRUN_ARGS`: extra arguments for `mpirun`, split on spaces.
+//! - Any `KAWARIMI_*` variable set in the test's environment is forwarded to
+//!   the ranks with `mpirun -x` in kawarimi mode.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Flags every C test program is compiled with.
+pub const CFLAGS: &[&str] = &["-O2", "-Wall", "-Werror"];
+
+/// The rank counts every program is run at.
+pub const RANK_COUNTS: &[u32] = &[2, 3, 4];
+
+/// Default timeout for one `mpirun`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The script that installs the system packages the tests need.
+pub const INSTALL_SCRIPT: &str = "ci/install-deps";
+
+/// How to run a program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Plain Open MPI.
+    Native,
+    /// Open MPI's `mpirun` with kawarimi preloaded into every rank.
+    Kawarimi {
+        /// Path of `libkawarimi.so`.
+        lib: PathBuf,
+    },
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::Native => write!(f, "native"),
+            Mode::Kawarimi { lib } => write!(f, "kawarimi ({})", lib.display()),
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// The folder holding the C test programs.
+pub fn c_source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("c")
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+fn find_tool(env_var: &str, name: &str) -> Result<PathBuf, String> {
+    if let Some(explicit) = std::env::var_os(env_var) {
+        let p = PathBuf::from(&explicit);
+        if p.is_file() {
+            return Ok(p);
+        }
+        if let Some(found) = find_in_path(&explicit.to_string_lossy()) {
+            return Ok(found);
+        }
+        return Err(format!(
+            "{env_var}={} does not name an executable; unset it or run `{INSTALL_SCRIPT}` \
+             to install Open MPI (Debian packages openmpi-bin, libopenmpi-dev)",
+            p.display()
+        ));
+    }
+    find_in_path(name).ok_or_else(|| {
+        format!(
+            "`{name}` not found in PATH: run `{INSTALL_SCRIPT}` to install Open MPI \
+             (Debian packages openmpi-bin, libopenmpi-dev), or set {env_var}"
+        )
+    })
+}
+
+/// The `mpicc` to compile with (`$MPICC`, else from `PATH`).
+pub fn mpicc() -> Result<PathBuf, String> {
+    find_tool("MPICC", "mpicc")
+}
+
+/// The `mpirun` to launch with (`$MPIRUN`, else from `PATH`).
+pub fn mpirun() -> Result<PathBuf, String> {
+    find_tool("MPIRUN", "mpirun")
+}
+
+/// Where `libkawarimi.so` should be: `$KAWARIMI_LIB` if set, else
+/// `$CARGO_TARGET_DIR/release/libkawarimi.so` if that variable is set and the
+/// file exists, else `<workspace>/target/release/libkawarimi.so`.
+pub fn kawarimi_lib_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("KAWARIMI_LIB") {
+        return PathBuf::from(p);
+    }
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        let p = PathBuf::from(t).join("release").join("libkawarimi.so");
+        if p.is_file() {
+            return p;
+        }
+    }
+    workspace_root()
+        .join("target")
+        .join("release")
+        .join("libkawarimi.so")
+}
+
+/// The kawarimi library, or an error telling how to build it.
+pub fn kawarimi_lib() -> Result<PathBuf, String> {
+    let p = kawarimi_lib_path();
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "libkawarimi.so not found at {}: run `cargo build --release -p kawarimi-shim` \
+             first (ci/test does this), or point KAWARIMI_LIB at the library",
+            p.display()
+        ))
+    }
+}
+
+/// 64-bit FNV-1a, stable across Rust versions (unlike `DefaultHasher`).
+fn fnv1a(state: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(state, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+static COMPILE_LOCK: Mutex<()> = Mutex::new(());
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Compiles `tests/c/<name>.c` into `build_dir` and returns the binary.
+///
+/// The binary's name carries a hash of the program's source, the shared
+/// headers, the compiler path and the flags, so a program is compiled once
+/// per content no matter how many test processes ask for it. Concurrent
+/// compiles of the same program (nextest runs each test in its own process)
+/// write to private temporary names and rename atomically, so a reader never
+/// sees a partial binary.
+pub fn compile(name: &str, build_dir: &Path) -> Result<PathBuf, String> {
+    let cc = mpicc()?;
+    let src_dir = c_source_dir();
+    let src = src_dir.join(format!("{name}.c"));
+    let source =
+        fs::read(&src).map_err(|e| format!("cannot read C program {}: {e}", src.display()))?;
+
+    let mut hash = fnv1a(0xcbf2_9ce4_8422_2325, &source);
+    let mut headers: Vec<PathBuf> = fs::read_dir(&src_dir)
+        .map_err(|e| format!("cannot list {}: {e}", src_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "h"))
+        .collect();
+    headers.sort();
+    for h in &headers {
+        hash = fnv1a(hash, h.as_os_str().as_encoded_bytes());
+        hash = fnv1a(hash, &fs::read(h).unwrap_or_default());
+    }
+    hash = fnv1a(hash, cc.as_os_str().as_encoded_bytes());
+    for f in CFLAGS {
+        hash = fnv1a(hash, f.as_bytes());
+    }
+
+    let out_dir = build_dir.join("kawarimi-c-programs");
+    fs::create_dir_all(&out_dir)
+        .map_err(|e| format!("cannot create build folder {}: {e}", out_dir.display()))?;
+    let exe = out_dir.join(format!("{name}-{hash:016x}"));
+    if exe.is_file() {
+        return Ok(exe);
+    }
+
+    // One compile at a time per process: the machine is small.
+    let _guard = COMPILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if exe.is_file() {
+        return Ok(exe);
+    }
+    let tmp = out_dir.join(format!(
+        ".{name}-{hash:016x}.tmp.{}.{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let output = Command::new(&cc)
+        .args(CFLAGS)
+        .arg("-I")
+        .arg(&src_dir)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(&src)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", cc.display()))?;
+    if !output.status.success() {
+        let _ = fs::remove_file(&tmp);
+        return Err(format!(
+            "compiling {} with {} {} failed ({}):\n{}{}",
+            src.display(),
+            cc.display(),
+            CFLAGS.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    fs::rename(&tmp, &exe).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        format!("cannot move {} to {}: {e}", tmp.display(), exe.display())
+    })?;
+    Ok(exe)
+}
+
+/// What one `mpirun` did.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// The program's name (file stem without the hash).
+    pub program: String,
+    /// The mode it ran in.
+    pub mode: Mode,
+    /// The number of ranks.
+    pub ranks: u32,
+    /// The command line, for the report.
+    pub command: String,
+    /// `mpirun`'s exit status; `None` only when it could not be collected.
+    pub status: Option<ExitStatus>,
+    /// Whether the harness killed the job because it ran past the timeout.
+    pub timed_out: bool,
+    /// Wall time from spawn to exit (or to the kill on timeout).
+    pub elapsed: Duration,
+    /// Everything the job wrote to stdout.
+    pub stdout: String,
+    /// Everything the job wrote to stderr.
+    pub stderr: String,
+    /// Remarks from the harness (leftover processes it had to kill, ...).
+    pub notes: Vec<String>,
+}
+
+impl RunOutput {
+    /// Exit status 0 and not timed out.
+    pub fn success(&self) -> bool {
+        !self.timed_out && self.status.is_some_and(|s| s.success())
+    }
+
+    /// stdout followed by stderr.
+    pub fn combined(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// A human-readable account of the run, output included.
+    pub fn report(&self) -> String {
+        fn tail(s: &str, max: usize) -> &str {
+            if s.len() <= max {
+                return s;
+            }
+            let mut start = s.len() - max;
+            while !s.is_char_boundary(start) {
+                start += 1;
+            }
+            &s[start..]
+        }
+        let status = match (self.timed_out, self.status) {
+            (true, _) => format!(
+                "TIMED OUT after {:.1} s (the harness killed the whole job)",
+                self.elapsed.as_secs_f64()
+            ),
+            (false, Some(s)) => format!("{s} after {:.1} s", self.elapsed.as_secs_f64()),
+            (false, None) => "exit status unknown".to_string(),
+        };
+        let mut r = format!(
+            "program `{}`, mode {}, {} ranks: {status}\ncommand: {}\n",
+            self.program, self.mode, self.ranks, self.command
+        );
+        for n in &self.notes {
+            r.push_str(&format!("note: {n}\n"));
+        }
+        r.push_str(&format!(
+            "----- stdout -----\n{}\n----- stderr -----\n{}\n------------------",
+            tail(&self.stdout, 16 * 1024),
+            tail(&self.stderr, 16 * 1024)
+        ));
+        r
+    }
+}
+
+/// The per-run timeout: `$KAWARIMI_TEST_TIMEOUT` seconds, else `default`.
+pub fn timeout_or(default: Duration) -> Duration {
+    std::env::var("KAWARIMI_TEST_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(default)
+}
+
+/// The `mpirun` command line (without the program) for `mode` and `ranks`.
+pub fn mpirun_args(mode: &Mode, ranks: u32) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "--oversubscribe",
+        "--allow-run-as-root",
+        "--bind-to",
+        "none",
+        "-np",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    args.push(ranks.to_string().into());
+    if let Mode::Kawarimi { lib } = mode {
+        let mut preload = OsString::from("LD_PRELOAD=");
+        preload.push(lib.as_os_str());
+        args.push("-x".into());
+        args.push(preload);
+        let mut forwarded: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| k.starts_with("KAWARIMI_") && k != "KAWARIMI_LIB")
+            .filter(|k| !k.starts_with("KAWARIMI_TEST_"))
+            .collect();
+        forwarded.sort();
+        for k in forwarded {
+            args.push("-x".into());
+            args.push(k.into());
+        }
+    }
+    if let Ok(extra) = std::env::var("KAWARIMI_TEST_MPIRUN_ARGS") {
+        args.extend(extra.split_whitespace().map(OsString::from));
+    }
+    args
+}
+
+fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+/// (pid, parent pid, session id) of every process in /proc.
+fn process_table() -> Vec<(u32, u32, u32)> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid pgrp session ..."; comm may contain spaces
+        // and parentheses, so parse after the last ')'.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let mut fields = stat[close + 1..].split_whitespace();
+        let _state = fields.next();
+        let ppid = fields.next().and_then(|s| s.parse().ok());
+        let _pgrp = fields.next();
+        let sid = fields.next().and_then(|s| s.parse().ok());
+        if let (Some(ppid), Some(sid)) = (ppid, sid) {
+            out.push((pid, ppid, sid));
+        }
+    }
+    out
+}
+
+/// Every process that descends from `root` or belongs to session `session`
+/// (ranks may be reparented to init when mpirun dies, but keep the session).
+fn job_processes(root: u32, session: Option<u32>) -> Vec<u32> {
+    let table = process_table();
+    let mut set: HashSet<u32> = HashSet::new();
+    set.insert(root);
+    loop {
+        let before = set.len();
+        for &(pid, ppid, sid) in &table {
+            if set.contains(&ppid) || session == Some(sid) {
+                set.insert(pid);
+            }
+        }
+        if set.len() == before {
+            break;
+        }
+    }
+    let me = std::process::id();
+    let mut v: Vec<u32> = set.into_iter().filter(|&p| p != me && p > 1).collect();
+    v.sort_unstable();
+    v
+}
+
+fn kill_pids(signal: &str, pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .args(pids.iter().map(|p| p.to_string()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Kills the whole job: mpirun, its descendants and everything in its session.
+fn kill_job(child: &mut Child, session: Option<u32>) -> Vec<u32> {
+    let pids = job_processes(child.id(), session);
+    kill_pids("KILL", &pids);
+    let _ = child.kill();
+    pids
+}
+
+/// Runs an already-compiled program under `mpirun`.
+///
+/// mpirun is started in a session of its own (through `setsid` when it is
+/// available) so that on timeout every process of the job can be found and
+/// killed, including ranks that Open MPI put in process groups of their own
+/// or that were orphaned.
+pub fn run(exe: &Path, mode: &Mode, ranks: u32, timeout: Duration) -> RunOutput {
+    let program = exe
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .map(|f| match f.rsplit_once('-') {
+            Some((stem, hash)) if hash.len() == 16 => stem.to_string(),
+            _ => f,
+        })
+        .unwrap_or_default();
+    let mut out = RunOutput {
+        program,
+        mode: mode.clone(),
+        ranks,
+        command: String::new(),
+        status: None,
+        timed_out: false,
+        elapsed: Duration::ZERO,
+        stdout: String::new(),
+        stderr: String::new(),
+        notes: Vec::new(),
+    };
+    let launcher = match mpirun() {
+        Ok(l) => l,
+        Err(e) => {
+            out.notes.push(e);
+            return out;
+        }
+    };
+    let args = mpirun_args(mode, ranks);
+    let setsid = find_in_path("setsid");
+    let mut cmd = match &setsid {
+        Some(s) => {
+            let mut c = Command::new(s);
+            c.arg(&launcher);
+            c
+        }
+        None => {
+            let mut c = Command::new(&launcher);
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
+            c
+        }
+    };
+    cmd.args(&args)
+        .arg(exe)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // The harness's own process must never carry kawarimi.
+    cmd.env_remove("LD_PRELOAD");
+    out.command = std::iter::once(launcher.as_os_str())
+        .chain(args.iter().map(|a| a.as_os_str()))
+        .chain(std::iter::once(exe.as_os_str()))
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+
+    let start = Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            out.notes
+                .push(format!("cannot start {}: {e}", launcher.display()));
+            return out;
+        }
+    };
+    // With setsid (not a group leader, so it execs directly) mpirun's pid is
+    // its session id.
+    let session = setsid.as_ref().map(|_| child.id());
+    let stdout_rx = child.stdout.take().map(spawn_reader);
+    let stderr_rx = child.stderr.take().map(spawn_reader);
+
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                out.status = Some(status);
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                out.notes.push(format!("waiting for mpirun failed: {e}"));
+                break;
+            }
+        }
+        if start.elapsed() >= timeout {
+            out.timed_out = true;
+            let killed = kill_job(&mut child, session);
+            out.notes.push(format!(
+                "timeout of {:.0} s reached: killed the job's processes {killed:?}",
+                timeout.as_secs_f64()
+            ));
+            out.status = child.wait().ok();
+            break;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    out.elapsed = start.elapsed();
+
+    // Ranks that outlived mpirun would hold the pipes open (and waste CPU).
+    if let Some(sid) = session {
+        let left: Vec<u32> = job_processes(child.id(), Some(sid))
+            .into_iter()
+            .filter(|&p| p != child.id())
+            .collect();
+        if !left.is_empty() {
+            kill_pids("KILL", &left);
+            out.notes.push(format!(
+                "processes still running after mpirun ended were killed: {left:?}"
+            ));
+        }
+    }
+
+    let collect = |rx: Option<mpsc::Receiver<Vec<u8>>>, notes: &mut Vec<String>, what: &str| {
+        rx.map(|rx| match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(_) => {
+                notes.push(format!("{what} was still open 10 s after the job ended"));
+                String::new()
+            }
+        })
+        .unwrap_or_default()
+    };
+    out.stdout = collect(stdout_rx, &mut out.notes, "stdout");
+    out.stderr = collect(stderr_rx, &mut out.notes, "stderr");
+    out
+}
+
+/// The mode the tests ask for, before the library is located.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeKind {
+    /// Plain Open MPI.
+    Native,
+    /// kawarimi preloaded.
+    Kawarimi,
+}
+
+/// Resolves a [`ModeKind`] into a [`Mode`], panicking with instructions when
+/// the kawarimi library is missing (the kawarimi tests fail, never skip).
+pub fn mode(kind: ModeKind) -> Mode {
+    match kind {
+        ModeKind::Native => Mode::Native,
+        ModeKind::Kawarimi => match kawarimi_lib() {
+            Ok(lib) => Mode::Kawarimi { lib },
+            Err(e) => panic!("{e}"),
+        },
+    }
+}
+
+/// Compiles `name` into `build_dir`, panicking with the compiler output on
+/// failure.
+pub fn compiled(name: &str, build_dir: &Path) -> PathBuf {
+    match compile(name, build_dir) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Runs the self-checking program `name` at every count in [`RANK_COUNTS`]
+/// and panics, with the full output, unless each run exits 0 and prints
+/// `OK <name>`.
+pub fn check_program(name: &str, kind: ModeKind, build_dir: &Path) {
+    let mode = mode(kind);
+    let exe = compiled(name, build_dir);
+    let timeout = timeout_or(DEFAULT_TIMEOUT);
+    let mut failures = Vec::new();
+    for &ranks in RANK_COUNTS {
+        let out = run(&exe, &mode, ranks, timeout);
+        let ok_line = format!("OK {name}");
+        let printed_ok = out.stdout.lines().any(|l| l.trim_end() == ok_line);
+        if out.success() && printed_ok {
+            eprintln!(
+                "{name} [{}] {ranks} ranks: ok in {:.2} s",
+                mode,
+                out.elapsed.as_secs_f64()
+            );
+        } else {
+            let why = if out.timed_out {
+                "timed out".to_string()
+            } else if !out.success() {
+                "non-zero exit".to_string()
+            } else {
+                format!("exit 0 but no `{ok_line}` line on stdout")
+            };
+            failures.push(format!("FAILED ({why}): {}", out.report()));
+        }
+    }
+    if !failures.is_empty() {
+        panic!(
+            "{} of {} runs of `{name}` failed in mode {mode}:\n\n{}",
+            failures.len(),
+            RANK_COUNTS.len(),
+            failures.join("\n\n")
+        );
+    }
+}
+
+/// Whether `text` has a line that mentions `rank <n>` as a whole number
+/// (`rank 3` but not `rank 30`).
+pub fn names_rank(text: &str, n: u32) -> bool {
+    let needle = format!("rank {n}");
+    text.lines().any(|line| {
+        line.match_indices(&needle).any(|(i, m)| {
+            !line[i + m.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+    })
+}
+
+/// The kill test: `abort_rank` at `ranks` ranks, where the last rank
+/// SIGKILLs itself after about a second. The job must end by itself within
+/// `bound`, with a non-zero status; in kawarimi mode the output must also
+/// name the dead rank.
+pub fn check_abort_rank(kind: ModeKind, build_dir: &Path, ranks: u32, bound: Duration) {
+    let mode = mode(kind);
+    let exe = compiled("abort_rank", build_dir);
+    // Give the harness's own kill some slack past the bound so that a hang
+    // is reported as "did not end within the bound" with the output so far.
+    let out = run(&exe, &mode, ranks, bound + Duration::from_secs(15));
+    let mut problems = Vec::new();
+    if out.timed_out || out.elapsed >= bound {
+        problems.push(format!(
+            "the job did not end within {:.0} s after rank {} died",
+            bound.as_secs_f64(),
+            ranks - 1
+        ));
+    }
+    if out.status.is_some_and(|s| s.success()) {
+        problems.push("the job exited with status 0".to_string());
+    }
+    if out.status.is_none() && !out.timed_out {
+        problems.push("no exit status".to_string());
+    }
+    if kind == ModeKind::Kawarimi && !names_rank(&out.combined(), ranks - 1) {
+        problems.push(format!(
+            "the output does not name the dead rank (no line containing `rank {}`)",
+            ranks - 1
+        ));
+    }
+    if !problems.is_empty() {
+        panic!(
+            "abort_rank in mode {mode}: {}\n{}",
+            problems.join("; "),
+            out.report()
+        );
+    }
+    eprintln!(
+        "abort_rank [{mode}] {ranks} ranks: ended in {:.2} s with {:?}",
+        out.elapsed.as_secs_f64(),
+        out.status
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_rank_matches_whole_numbers() {
+        assert!(names_rank(
+            "kawarimi: rank 3 (pid 12, host h) died",
+            3
+        ));
+        assert!(names_rank("x\nprocess rank 3 with PID 0", 3));
+        assert!(!names_rank("rank 30 died", 3));
+        assert!(!names_rank("rank 2 died", 3));
+        assert!(names_rank("rank 30 and rank 3.", 3));
+    }
+
+    #[test]
+    fn fnv_is_stable() {
+        assert_eq!(fnv1a(0xcbf2_9ce4_8422_2325, b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn mpirun_args_preload_only_in_kawarimi_mode() {
+        let native = mpirun_args(&Mode::Native, 3);
+        assert!(!native.iter().any(|a| a.to_string_lossy().contains("LD_PRELOAD")));
+        let k = mpirun_args(
+            &Mode::Kawarimi {
+                lib: PathBuf::from("/x/libkawarimi.so"),
+            },
+            4,
+        );
+        assert!(k
+            .iter()
+            .any(|a| a.to_string_lossy() == "LD_PRELOAD=/x/libkawarimi.so"));
+        let np = k.iter().position(|a| a == "-np").expect("-np");
+        assert_eq!(k[np + 1], "4");
+    }
+}

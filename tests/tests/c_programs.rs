@@ -1,0 +1,49 @@
+//! The C MPI test programs in `tests/c`, each at 2, 3 and 4 ranks, natively
+//! on Open MPI (`native::*`) and with kawarimi preloaded (`kawarimi::*`).
+//!
+//! The kawarimi tests need `libkawarimi.so` (`cargo build --release -p
+//! kawarimi-shim`, or `KAWARIMI_LIB`); without it they fail and say so.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kawarimi_tests::{check_abort_rank, check_program, ModeKind};
+
+fn build_dir() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// How long the job may take to end after a rank is SIGKILLed.
+const ABORT_BOUND: Duration = Duration::from_secs(30);
+
+macro_rules! program_tests {
+    ($kind:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check_program(stringify!($name), $kind, build_dir());
+            }
+        )*
+
+        /// The last of 4 ranks SIGKILLs itself: the job must end within 30 s
+        /// with a non-zero status.
+        #[test]
+        fn abort_rank_kill() {
+            check_abort_rank($kind, build_dir(), 4, ABORT_BOUND);
+        }
+    };
+}
+
+mod native {
+    use super::*;
+    program_tests!(ModeKind::Native;
+        p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
+        topology, datatypes, errors, env);
+}
+
+mod kawarimi {
+    use super::*;
+    program_tests!(ModeKind::Kawarimi;
+        p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
+        topology, datatypes, errors, env);
+}
