@@ -361,14 +361,18 @@ fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> mpsc::Receiver<Vec<u8>> {
     rx
 }
 
-/// (pid, parent pid, session id) of every process in /proc.
+/// (pid, parent pid, session id) of every live (non-zombie) process in /proc.
 fn process_table() -> Vec<(u32, u32, u32)> {
     let mut out = Vec::new();
     let Ok(dir) = fs::read_dir("/proc") else {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
@@ -380,7 +384,10 @@ fn process_table() -> Vec<(u32, u32, u32)> {
             continue;
         };
         let mut fields = stat[close + 1..].split_whitespace();
-        let _state = fields.next();
+        // zombies are dead already; only their parent can reap them
+        if matches!(fields.next(), Some("Z" | "X" | "x")) {
+            continue;
+        }
         let ppid = fields.next().and_then(|s| s.parse().ok());
         let _pgrp = fields.next();
         let sid = fields.next().and_then(|s| s.parse().ok());
@@ -474,8 +481,10 @@ pub fn run(exe: &Path, mode: &Mode, ranks: u32, timeout: Duration) -> RunOutput 
     let setsid = find_in_path("setsid");
     let mut cmd = match &setsid {
         Some(s) => {
+            // --wait: should setsid have to fork (it does when started as a
+            // process group leader), it still waits and passes the status on.
             let mut c = Command::new(s);
-            c.arg(&launcher);
+            c.arg("--wait").arg(&launcher);
             c
         }
         None => {
@@ -527,9 +536,20 @@ pub fn run(exe: &Path, mode: &Mode, ranks: u32, timeout: Duration) -> RunOutput 
         }
         if start.elapsed() >= timeout {
             out.timed_out = true;
+            // First ask mpirun to take its job down (it kills and reaps the
+            // ranks), then kill whatever is left of the job.
+            kill_pids("TERM", &[child.id()]);
+            let grace = Instant::now();
+            while grace.elapsed() < Duration::from_secs(2) {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(25));
+            }
             let killed = kill_job(&mut child, session);
             out.notes.push(format!(
-                "timeout of {:.0} s reached: killed the job's processes {killed:?}",
+                "timeout of {:.0} s reached: sent SIGTERM to mpirun, then SIGKILL to the job's \
+                 remaining processes {killed:?}",
                 timeout.as_secs_f64()
             ));
             out.status = child.wait().ok();
@@ -701,10 +721,7 @@ mod tests {
 
     #[test]
     fn names_rank_matches_whole_numbers() {
-        assert!(names_rank(
-            "kawarimi: rank 3 (pid 12, host h) died",
-            3
-        ));
+        assert!(names_rank("kawarimi: rank 3 (pid 12, host h) died", 3));
         assert!(names_rank("x\nprocess rank 3 with PID 0", 3));
         assert!(!names_rank("rank 30 died", 3));
         assert!(!names_rank("rank 2 died", 3));
@@ -719,7 +736,9 @@ mod tests {
     #[test]
     fn mpirun_args_preload_only_in_kawarimi_mode() {
         let native = mpirun_args(&Mode::Native, 3);
-        assert!(!native.iter().any(|a| a.to_string_lossy().contains("LD_PRELOAD")));
+        assert!(!native
+            .iter()
+            .any(|a| a.to_string_lossy().contains("LD_PRELOAD")));
         let k = mpirun_args(
             &Mode::Kawarimi {
                 lib: PathBuf::from("/x/libkawarimi.so"),

@@ -215,20 +215,22 @@ fn reap_bsends(s: &mut State) -> Res<()> {
         return Ok(());
     }
     let mut pending = std::mem::take(&mut s.bsend_pending);
+    let mut released = 0;
     let w = s.world()?;
     w.engine.progress()?;
     pending.retain(|&(id, bytes)| {
         if w.engine.core.is_complete(id) {
             w.engine.core.take_completion(id);
-            if let Some((_, _, used)) = s.bsend_buffer.as_mut() {
-                *used -= bytes;
-            }
+            released += bytes;
             false
         } else {
             true
         }
     });
     s.bsend_pending = pending;
+    if let Some((_, _, used)) = s.bsend_buffer.as_mut() {
+        *used -= released;
+    }
     Ok(())
 }
 

@@ -1,0 +1,668 @@
+//! Groups, communicators, attributes (MPI-3.1 chapter 6) and Cartesian topologies (§7.5).
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use kawarimi_runtime::comm::{dims_create, Cartesian, Comm, Comparison, Group};
+use kawarimi_runtime::error::ErrorClass;
+use kawarimi_runtime::world::UNDEFINED_COLOR;
+
+use crate::abi::{self, MPI_Comm, MPI_Group, MPI_Info};
+use crate::api::p2p::{comm_of, TAG_UB};
+use crate::export::call;
+use crate::mem::{c_array, c_array_mut, c_string, out};
+use crate::state::{decode, fail, CopyKind, Keyval, Kind, Res, State, SELF_INDEX, WORLD_INDEX};
+
+/// The values behind the predefined attributes (§8.1.2); `MPI_Comm_get_attr` hands out their
+/// addresses, so they live in statics.
+static ATTR_TAG_UB: AtomicI32 = AtomicI32::new(TAG_UB);
+static ATTR_HOST: AtomicI32 = AtomicI32::new(abi::MPI_PROC_NULL);
+static ATTR_IO: AtomicI32 = AtomicI32::new(abi::MPI_ANY_SOURCE);
+static ATTR_WTIME_IS_GLOBAL: AtomicI32 = AtomicI32::new(0);
+static ATTR_APPNUM: AtomicI32 = AtomicI32::new(0);
+static ATTR_UNIVERSE_SIZE: AtomicI32 = AtomicI32::new(1);
+static ATTR_LASTUSEDCODE: AtomicI32 = AtomicI32::new(abi::MPI_ERR_LASTCODE);
+
+/// First keyval handed to the application; below it are the predefined ones.
+const FIRST_USER_KEYVAL: i32 = 1000;
+
+fn comm_null() -> MPI_Comm {
+    abi::predefined().comm_handle(abi::PredefComm::CommNull) as MPI_Comm
+}
+
+fn group_null() -> MPI_Group {
+    abi::predefined().group_handle(abi::PredefGroup::GroupNull) as MPI_Group
+}
+
+/// Stores a new communicator made from `parent`, copying its attributes (§6.7.2) and
+/// its error handler (§8.3.1), and returns its handle.
+fn add_comm(s: &mut State, parent: MPI_Comm, comm: Option<Comm>, copy_attrs: bool) -> Res<MPI_Comm> {
+    let Some(comm) = comm else { return Ok(comm_null()) };
+    let parent_i = s.comm_index(parent)?;
+    let handler = s.comms.get(parent_i).expect("checked").handler;
+    let h = s.new_comm(comm, handler)?;
+    if copy_attrs {
+        let attrs: Vec<(i32, usize)> = s.comms.get(parent_i).expect("checked").attrs.iter().map(|(&k, &v)| (k, v)).collect();
+        let new_i = s.comm_index(h)?;
+        for (k, v) in attrs {
+            let Some(kv) = s.keyvals.get(&k).copied() else { continue };
+            let copied = match kv.copy_kind {
+                CopyKind::Null => None,
+                CopyKind::Dup => Some(v),
+                CopyKind::User => {
+                    let f = kv.copy.expect("user copy kind has a function");
+                    let mut new_val: usize = 0;
+                    let mut flag: c_int = 0;
+                    // SAFETY: the application's copy callback (§6.7.2) with the arguments it
+                    // expects; the output pointers are locals that outlive the call.
+                    let rc = unsafe {
+                        f(parent, k, kv.extra_state as *mut c_void, v as *mut c_void, &mut new_val as *mut usize as *mut c_void, &mut flag)
+                    };
+                    if rc != abi::MPI_SUCCESS {
+                        return fail(ErrorClass::Other, format!("attribute copy callback of keyval {k} returned {rc}"));
+                    }
+                    (flag != 0).then_some(new_val)
+                }
+            };
+            if let Some(v) = copied {
+                s.comms.get_mut(new_i).expect("just added").attrs.insert(k, v);
+            }
+        }
+    }
+    Ok(h)
+}
+
+/// Runs the delete callback of attribute `k` of communicator `h` (§6.7.2).
+fn delete_attr(s: &State, h: MPI_Comm, k: i32, v: usize) -> Res<()> {
+    if let Some(Keyval { delete: Some(f), extra_state, .. }) = s.keyvals.get(&k).copied() {
+        // SAFETY: the application's delete callback with the arguments §6.7.2 specifies.
+        let rc = unsafe { f(h, k, v as *mut c_void, extra_state as *mut c_void) };
+        if rc != abi::MPI_SUCCESS {
+            return fail(ErrorClass::Other, format!("attribute delete callback of keyval {k} returned {rc}"));
+        }
+    }
+    Ok(())
+}
+
+fn predefined_attr(k: c_int) -> Option<&'static AtomicI32> {
+    Some(match k {
+        _ if k == abi::MPI_TAG_UB => &ATTR_TAG_UB,
+        _ if k == abi::MPI_HOST => &ATTR_HOST,
+        _ if k == abi::MPI_IO => &ATTR_IO,
+        _ if k == abi::MPI_WTIME_IS_GLOBAL => &ATTR_WTIME_IS_GLOBAL,
+        _ if k == abi::MPI_APPNUM => &ATTR_APPNUM,
+        _ if k == abi::MPI_UNIVERSE_SIZE => &ATTR_UNIVERSE_SIZE,
+        _ if k == abi::MPI_LASTUSEDCODE => &ATTR_LASTUSEDCODE,
+        _ => return None,
+    })
+}
+
+fn comparison(c: Comparison) -> c_int {
+    match c {
+        Comparison::Ident => abi::MPI_IDENT,
+        Comparison::Congruent => abi::MPI_CONGRUENT,
+        Comparison::Similar => abi::MPI_SIMILAR,
+        Comparison::Unequal => abi::MPI_UNEQUAL,
+    }
+}
+
+fn cart_of(s: &State, comm: MPI_Comm) -> Res<(std::sync::Arc<Comm>, Cartesian)> {
+    let (c, _) = comm_of(s, comm)?;
+    match &c.cart {
+        Some(cart) => {
+            let cart = cart.clone();
+            Ok((c, cart))
+        }
+        None => fail(ErrorClass::Topology, "communicator has no Cartesian topology"),
+    }
+}
+
+fn group_op(group1: MPI_Group, group2: MPI_Group, newgroup: *mut MPI_Group, name: &'static str, f: fn(&Group, &Group) -> kawarimi_runtime::error::MpiResult<Group>) -> c_int {
+    call(name, None, |s| {
+        let (a, b) = (s.group(group1)?, s.group(group2)?);
+        let g = s.new_group(f(&a, &b)?)?;
+        // SAFETY: caller's output argument.
+        unsafe { out(newgroup, g) }
+    })
+}
+
+fn keyval_create(s: &mut State, copy: Option<abi::MPI_Comm_copy_attr_function>, delete: Option<abi::MPI_Comm_delete_attr_function>, keyval: *mut c_int, extra_state: *mut c_void) -> Res<()> {
+    let p = abi::predefined();
+    let copy_addr = copy.map_or(0, |f| f as usize);
+    let copy_kind = match p.callback(copy_addr) {
+        _ if copy_addr == 0 => CopyKind::Null,
+        Some(abi::PredefCallback::CommNullCopyFn | abi::PredefCallback::NullCopyFn) => CopyKind::Null,
+        Some(abi::PredefCallback::CommDupFn | abi::PredefCallback::DupFn) => CopyKind::Dup,
+        _ => CopyKind::User,
+    };
+    let delete_addr = delete.map_or(0, |f| f as usize);
+    let delete = match p.callback(delete_addr) {
+        Some(abi::PredefCallback::CommNullDeleteFn | abi::PredefCallback::NullDeleteFn) => None,
+        _ => delete,
+    };
+    if s.next_keyval < FIRST_USER_KEYVAL {
+        s.next_keyval = FIRST_USER_KEYVAL;
+    }
+    let k = s.next_keyval;
+    s.next_keyval += 1;
+    s.keyvals.insert(k, Keyval { copy, delete, extra_state: extra_state as usize, copy_kind });
+    // SAFETY: caller's output argument.
+    unsafe { out(keyval, k) }
+}
+
+fn set_attr(s: &mut State, comm: MPI_Comm, keyval: c_int, value: usize) -> Res<()> {
+    if !s.keyvals.contains_key(&keyval) {
+        return fail(ErrorClass::Keyval, format!("keyval {keyval} does not exist or is predefined"));
+    }
+    let i = s.comm_index(comm)?;
+    if let Some(old) = s.comms.get(i).expect("checked").attrs.get(&keyval).copied() {
+        delete_attr(s, comm, keyval, old)?;
+    }
+    s.comms.get_mut(i).expect("checked").attrs.insert(keyval, value);
+    Ok(())
+}
+
+/// # Safety
+/// `attribute_val` must be writable as a `void*`, `flag` as an int.
+unsafe fn get_attr(s: &mut State, comm: MPI_Comm, keyval: c_int, attribute_val: *mut c_void, flag: *mut c_int) -> Res<()> {
+    if let Some(a) = predefined_attr(keyval) {
+        if keyval == abi::MPI_UNIVERSE_SIZE {
+            ATTR_UNIVERSE_SIZE.store(s.world()?.proc.size as i32, Ordering::Relaxed);
+        }
+        // SAFETY: caller's output arguments; predefined attributes are pointers to int.
+        unsafe {
+            out(attribute_val as *mut *const AtomicI32, a as *const AtomicI32)?;
+            return out(flag, 1);
+        }
+    }
+    let v = s.comm_entry(comm)?.attrs.get(&keyval).copied();
+    // SAFETY: caller's output arguments.
+    unsafe {
+        out(flag, v.is_some() as c_int)?;
+        if let Some(v) = v {
+            out(attribute_val as *mut usize, v)?;
+        }
+    }
+    Ok(())
+}
+
+fn del_attr(s: &mut State, comm: MPI_Comm, keyval: c_int) -> Res<()> {
+    let i = s.comm_index(comm)?;
+    let Some(v) = s.comms.get(i).expect("checked").attrs.get(&keyval).copied() else {
+        return fail(ErrorClass::Keyval, format!("attribute {keyval} is not set on this communicator"));
+    };
+    delete_attr(s, comm, keyval, v)?;
+    s.comms.get_mut(i).expect("checked").attrs.remove(&keyval);
+    Ok(())
+}
+
+mpi_fn! {
+    fn Comm_rank(comm: MPI_Comm, rank: *mut c_int) -> c_int {
+        call("MPI_Comm_rank", Some(comm), |s| {
+            let r = s.comm_entry(comm)?.comm.rank;
+            // SAFETY: caller's output argument.
+            unsafe { out(rank, r) }
+        })
+    }
+
+    fn Comm_size(comm: MPI_Comm, size: *mut c_int) -> c_int {
+        call("MPI_Comm_size", Some(comm), |s| {
+            let n = s.comm_entry(comm)?.comm.size();
+            // SAFETY: caller's output argument.
+            unsafe { out(size, n) }
+        })
+    }
+
+    fn Comm_dup(comm: MPI_Comm, newcomm: *mut MPI_Comm) -> c_int {
+        call("MPI_Comm_dup", Some(comm), |s| {
+            let (c, _) = comm_of(s, comm)?;
+            let d = s.world()?.comm_dup(&c)?;
+            let h = add_comm(s, comm, Some(d), true)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newcomm, h) }
+        })
+    }
+
+    fn Comm_split(comm: MPI_Comm, color: c_int, key: c_int, newcomm: *mut MPI_Comm) -> c_int {
+        call("MPI_Comm_split", Some(comm), |s| {
+            let (c, _) = comm_of(s, comm)?;
+            let color = if color == abi::MPI_UNDEFINED { UNDEFINED_COLOR } else { color };
+            let n = s.world()?.comm_split(&c, color, key)?;
+            let h = add_comm(s, comm, n, false)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newcomm, h) }
+        })
+    }
+
+    fn Comm_split_type(comm: MPI_Comm, split_type: c_int, key: c_int, _info: MPI_Info, newcomm: *mut MPI_Comm) -> c_int {
+        call("MPI_Comm_split_type", Some(comm), |s| {
+            let (c, _) = comm_of(s, comm)?;
+            let n = if split_type == abi::MPI_UNDEFINED {
+                s.world()?.comm_split(&c, UNDEFINED_COLOR, key)?
+            } else if split_type == abi::MPI_COMM_TYPE_SHARED {
+                s.world()?.comm_split_shared(&c, key)?
+            } else {
+                return fail(ErrorClass::Arg, format!("split type {split_type} is not supported (MPI_COMM_TYPE_SHARED is)"));
+            };
+            let h = add_comm(s, comm, n, false)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newcomm, h) }
+        })
+    }
+
+    fn Comm_create(comm: MPI_Comm, group: MPI_Group, newcomm: *mut MPI_Comm) -> c_int {
+        call("MPI_Comm_create", Some(comm), |s| {
+            let (c, _) = comm_of(s, comm)?;
+            let g = s.group(group)?;
+            let n = s.world()?.comm_create(&c, &g)?;
+            let h = add_comm(s, comm, n, false)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newcomm, h) }
+        })
+    }
+
+    fn Comm_free(comm: *mut MPI_Comm) -> c_int {
+        call("MPI_Comm_free", None, |s| {
+            if comm.is_null() {
+                return fail(ErrorClass::Arg, "NULL communicator pointer");
+            }
+            // SAFETY: non-null in/out argument.
+            let h = unsafe { *comm };
+            let i = s.comm_index(h)?;
+            if i == WORLD_INDEX || i == SELF_INDEX {
+                return fail(ErrorClass::Comm, "MPI_COMM_WORLD and MPI_COMM_SELF cannot be freed");
+            }
+            let attrs: Vec<(i32, usize)> = s.comms.get(i).expect("checked").attrs.iter().map(|(&k, &v)| (k, v)).collect();
+            for (k, v) in attrs {
+                delete_attr(s, h, k, v)?;
+            }
+            s.comms.remove(i);
+            // SAFETY: as above.
+            unsafe { *comm = comm_null() };
+            Ok(())
+        })
+    }
+
+    fn Comm_compare(comm1: MPI_Comm, comm2: MPI_Comm, result: *mut c_int) -> c_int {
+        call("MPI_Comm_compare", Some(comm1), |s| {
+            let (i1, i2) = (s.comm_index(comm1)?, s.comm_index(comm2)?);
+            let (a, b) = (&s.comms.get(i1).expect("checked").comm, &s.comms.get(i2).expect("checked").comm);
+            let r = if i1 == i2 {
+                abi::MPI_IDENT
+            } else {
+                match a.group.compare(&b.group) {
+                    Comparison::Ident => abi::MPI_CONGRUENT,
+                    other => comparison(other),
+                }
+            };
+            // SAFETY: caller's output argument.
+            unsafe { out(result, r) }
+        })
+    }
+
+    fn Comm_test_inter(comm: MPI_Comm, flag: *mut c_int) -> c_int {
+        call("MPI_Comm_test_inter", Some(comm), |s| {
+            s.comm_index(comm)?;
+            // SAFETY: caller's output argument. kawarimi has only intra-communicators.
+            unsafe { out(flag, 0) }
+        })
+    }
+
+    fn Comm_group(comm: MPI_Comm, group: *mut MPI_Group) -> c_int {
+        call("MPI_Comm_group", Some(comm), |s| {
+            let g = (*s.comm_entry(comm)?.comm.group).clone();
+            let h = s.new_group(g)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(group, h) }
+        })
+    }
+
+    fn Comm_set_name(comm: MPI_Comm, comm_name: *const c_char) -> c_int {
+        call("MPI_Comm_set_name", Some(comm), |s| {
+            if comm_name.is_null() {
+                return fail(ErrorClass::Arg, "NULL name");
+            }
+            // SAFETY: a NUL-terminated string (§6.8).
+            let name = unsafe { CStr::from_ptr(comm_name) }.to_string_lossy();
+            let max = abi::MPI_MAX_OBJECT_NAME as usize - 1;
+            let i = s.comm_index(comm)?;
+            s.comms.get_mut(i).expect("checked").name = name.chars().take(max).collect();
+            Ok(())
+        })
+    }
+
+    fn Comm_get_name(comm: MPI_Comm, comm_name: *mut c_char, resultlen: *mut c_int) -> c_int {
+        call("MPI_Comm_get_name", Some(comm), |s| {
+            let name = s.comm_entry(comm)?.name.clone();
+            // SAFETY: the buffer has MPI_MAX_OBJECT_NAME bytes (§6.8).
+            let n = unsafe { c_string(comm_name, abi::MPI_MAX_OBJECT_NAME as usize, &name)? };
+            // SAFETY: caller's output argument.
+            unsafe { out(resultlen, n) }
+        })
+    }
+
+    fn Comm_create_keyval(comm_copy_attr_fn: Option<abi::MPI_Comm_copy_attr_function>, comm_delete_attr_fn: Option<abi::MPI_Comm_delete_attr_function>, comm_keyval: *mut c_int, extra_state: *mut c_void) -> c_int {
+        call("MPI_Comm_create_keyval", None, |s| keyval_create(s, comm_copy_attr_fn, comm_delete_attr_fn, comm_keyval, extra_state))
+    }
+
+    fn Keyval_create(copy_fn: Option<abi::MPI_Copy_function>, delete_fn: Option<abi::MPI_Delete_function>, keyval: *mut c_int, extra_state: *mut c_void) -> c_int {
+        call("MPI_Keyval_create", None, |s| keyval_create(s, copy_fn, delete_fn, keyval, extra_state))
+    }
+
+    fn Comm_free_keyval(comm_keyval: *mut c_int) -> c_int {
+        call("MPI_Comm_free_keyval", None, |s| {
+            if comm_keyval.is_null() {
+                return fail(ErrorClass::Arg, "NULL keyval pointer");
+            }
+            // SAFETY: non-null in/out argument.
+            let k = unsafe { *comm_keyval };
+            // Attributes already set keep their callbacks until deleted (§6.7.2), so the
+            // keyval entry stays; only the caller's handle is reset.
+            if !s.keyvals.contains_key(&k) {
+                return fail(ErrorClass::Keyval, format!("keyval {k} does not exist"));
+            }
+            // SAFETY: as above.
+            unsafe { *comm_keyval = abi::MPI_KEYVAL_INVALID };
+            Ok(())
+        })
+    }
+
+    fn Keyval_free(keyval: *mut c_int) -> c_int {
+        // SAFETY: MPI-1 name of MPI_Comm_free_keyval, same contract.
+        unsafe { Comm_free_keyval(keyval) }
+    }
+
+    fn Comm_set_attr(comm: MPI_Comm, comm_keyval: c_int, attribute_val: *mut c_void) -> c_int {
+        call("MPI_Comm_set_attr", Some(comm), |s| set_attr(s, comm, comm_keyval, attribute_val as usize))
+    }
+
+    fn Attr_put(comm: MPI_Comm, keyval: c_int, attribute_val: *mut c_void) -> c_int {
+        call("MPI_Attr_put", Some(comm), |s| set_attr(s, comm, keyval, attribute_val as usize))
+    }
+
+    fn Comm_get_attr(comm: MPI_Comm, comm_keyval: c_int, attribute_val: *mut c_void, flag: *mut c_int) -> c_int {
+        // SAFETY: §6.7.2's output arguments.
+        call("MPI_Comm_get_attr", Some(comm), |s| unsafe { get_attr(s, comm, comm_keyval, attribute_val, flag) })
+    }
+
+    fn Attr_get(comm: MPI_Comm, keyval: c_int, attribute_val: *mut c_void, flag: *mut c_int) -> c_int {
+        // SAFETY: §6.7.2's output arguments.
+        call("MPI_Attr_get", Some(comm), |s| unsafe { get_attr(s, comm, keyval, attribute_val, flag) })
+    }
+
+    fn Comm_delete_attr(comm: MPI_Comm, comm_keyval: c_int) -> c_int {
+        call("MPI_Comm_delete_attr", Some(comm), |s| del_attr(s, comm, comm_keyval))
+    }
+
+    fn Attr_delete(comm: MPI_Comm, keyval: c_int) -> c_int {
+        call("MPI_Attr_delete", Some(comm), |s| del_attr(s, comm, keyval))
+    }
+
+    fn Group_size(group: MPI_Group, size: *mut c_int) -> c_int {
+        call("MPI_Group_size", None, |s| {
+            let n = s.group(group)?.size();
+            // SAFETY: caller's output argument.
+            unsafe { out(size, n) }
+        })
+    }
+
+    fn Group_rank(group: MPI_Group, rank: *mut c_int) -> c_int {
+        call("MPI_Group_rank", None, |s| {
+            let g = s.group(group)?;
+            let me = s.world()?.proc.rank;
+            // SAFETY: caller's output argument.
+            unsafe { out(rank, g.rank_of(me).unwrap_or(abi::MPI_UNDEFINED)) }
+        })
+    }
+
+    fn Group_free(group: *mut MPI_Group) -> c_int {
+        call("MPI_Group_free", None, |s| {
+            if group.is_null() {
+                return fail(ErrorClass::Arg, "NULL group pointer");
+            }
+            // SAFETY: non-null in/out argument.
+            let h = unsafe { *group } as usize;
+            if let Some(i) = decode(h, Kind::Group) {
+                if s.groups.remove(i).is_none() {
+                    return fail(ErrorClass::Group, "group was already freed");
+                }
+            } else if abi::predefined().group(h) != Some(abi::PredefGroup::Empty) {
+                return fail(ErrorClass::Group, format!("{h:#x} is not a group"));
+            }
+            // SAFETY: as above.
+            unsafe { *group = group_null() };
+            Ok(())
+        })
+    }
+
+    fn Group_incl(group: MPI_Group, n: c_int, ranks: *const c_int, newgroup: *mut MPI_Group) -> c_int {
+        call("MPI_Group_incl", None, |s| {
+            let g = s.group(group)?;
+            // SAFETY: `n` ranks (§6.3.2).
+            let r = unsafe { c_array(ranks, n.max(0) as usize)? };
+            let h = s.new_group(g.incl(r)?)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newgroup, h) }
+        })
+    }
+
+    fn Group_excl(group: MPI_Group, n: c_int, ranks: *const c_int, newgroup: *mut MPI_Group) -> c_int {
+        call("MPI_Group_excl", None, |s| {
+            let g = s.group(group)?;
+            // SAFETY: `n` ranks (§6.3.2).
+            let r = unsafe { c_array(ranks, n.max(0) as usize)? };
+            let h = s.new_group(g.excl(r)?)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newgroup, h) }
+        })
+    }
+
+    fn Group_range_incl(group: MPI_Group, n: c_int, ranges: *const [c_int; 3], newgroup: *mut MPI_Group) -> c_int {
+        call("MPI_Group_range_incl", None, |s| {
+            let g = s.group(group)?;
+            // SAFETY: `n` triplets (§6.3.2).
+            let r = unsafe { c_array(ranges, n.max(0) as usize)? };
+            let ranks = g.expand_ranges(r)?;
+            let h = s.new_group(g.incl(&ranks)?)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newgroup, h) }
+        })
+    }
+
+    fn Group_range_excl(group: MPI_Group, n: c_int, ranges: *const [c_int; 3], newgroup: *mut MPI_Group) -> c_int {
+        call("MPI_Group_range_excl", None, |s| {
+            let g = s.group(group)?;
+            // SAFETY: `n` triplets (§6.3.2).
+            let r = unsafe { c_array(ranges, n.max(0) as usize)? };
+            let ranks = g.expand_ranges(r)?;
+            let h = s.new_group(g.excl(&ranks)?)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newgroup, h) }
+        })
+    }
+
+    fn Group_union(group1: MPI_Group, group2: MPI_Group, newgroup: *mut MPI_Group) -> c_int {
+        group_op(group1, group2, newgroup, "MPI_Group_union", Group::union)
+    }
+
+    fn Group_intersection(group1: MPI_Group, group2: MPI_Group, newgroup: *mut MPI_Group) -> c_int {
+        group_op(group1, group2, newgroup, "MPI_Group_intersection", Group::intersection)
+    }
+
+    fn Group_difference(group1: MPI_Group, group2: MPI_Group, newgroup: *mut MPI_Group) -> c_int {
+        group_op(group1, group2, newgroup, "MPI_Group_difference", Group::difference)
+    }
+
+    fn Group_translate_ranks(group1: MPI_Group, n: c_int, ranks1: *const c_int, group2: MPI_Group, ranks2: *mut c_int) -> c_int {
+        call("MPI_Group_translate_ranks", None, |s| {
+            let (a, b) = (s.group(group1)?, s.group(group2)?);
+            // SAFETY: `n` ranks in, `n` out (§6.3.1).
+            let (r1, r2) = unsafe { (c_array(ranks1, n.max(0) as usize)?, c_array_mut(ranks2, n.max(0) as usize)?) };
+            // MPI_PROC_NULL translates to itself (§6.3.1).
+            let real: Vec<i32> = r1.iter().copied().filter(|&r| r != abi::MPI_PROC_NULL).collect();
+            let mut translated = a.translate(&real, &b)?.into_iter();
+            for (o, &r) in r2.iter_mut().zip(r1) {
+                *o = if r == abi::MPI_PROC_NULL {
+                    abi::MPI_PROC_NULL
+                } else {
+                    translated.next().expect("one per rank").unwrap_or(abi::MPI_UNDEFINED)
+                };
+            }
+            Ok(())
+        })
+    }
+
+    fn Group_compare(group1: MPI_Group, group2: MPI_Group, result: *mut c_int) -> c_int {
+        call("MPI_Group_compare", None, |s| {
+            let (a, b) = (s.group(group1)?, s.group(group2)?);
+            // SAFETY: caller's output argument.
+            unsafe { out(result, comparison(a.compare(&b))) }
+        })
+    }
+
+    fn Dims_create(nnodes: c_int, ndims: c_int, dims: *mut c_int) -> c_int {
+        call("MPI_Dims_create", None, |_| {
+            if ndims < 0 {
+                return fail(ErrorClass::Dims, format!("ndims {ndims} is negative"));
+            }
+            // SAFETY: `ndims` entries (§7.5.2).
+            let d = unsafe { c_array_mut(dims, ndims as usize)? };
+            Ok(dims_create(nnodes, d)?)
+        })
+    }
+
+    fn Cart_create(comm_old: MPI_Comm, ndims: c_int, dims: *const c_int, periods: *const c_int, _reorder: c_int, comm_cart: *mut MPI_Comm) -> c_int {
+        call("MPI_Cart_create", Some(comm_old), |s| {
+            let (c, _) = comm_of(s, comm_old)?;
+            if ndims < 0 {
+                return fail(ErrorClass::Dims, format!("ndims {ndims} is negative"));
+            }
+            // SAFETY: `ndims` entries each (§7.5.1).
+            let (d, p) = unsafe { (c_array(dims, ndims as usize)?, c_array(periods, ndims as usize)?) };
+            if d.iter().any(|&x| x <= 0) {
+                return fail(ErrorClass::Dims, format!("dimensions {d:?} must be positive"));
+            }
+            let nodes: i64 = d.iter().map(|&x| x as i64).product();
+            if nodes > c.size() as i64 {
+                return fail(ErrorClass::Dims, format!("grid of {nodes} processes is larger than the communicator ({})", c.size()));
+            }
+            // Ranks are kept in order (reorder is allowed, not required); the ones beyond the
+            // grid get MPI_COMM_NULL.
+            let color = if (c.rank as i64) < nodes { 0 } else { UNDEFINED_COLOR };
+            let n = s.world()?.comm_split(&c, color, c.rank)?.map(|mut n| {
+                n.cart = Some(Cartesian { dims: d.to_vec(), periods: p.iter().map(|&x| x != 0).collect() });
+                n
+            });
+            let h = add_comm(s, comm_old, n, false)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(comm_cart, h) }
+        })
+    }
+
+    fn Cart_sub(comm: MPI_Comm, remain_dims: *const c_int, newcomm: *mut MPI_Comm) -> c_int {
+        call("MPI_Cart_sub", Some(comm), |s| {
+            let (c, cart) = cart_of(s, comm)?;
+            // SAFETY: one flag per dimension (§7.5.7).
+            let keep = unsafe { c_array(remain_dims, cart.dims.len())? };
+            let coords = cart.coords(c.rank);
+            // Processes that agree on every dropped coordinate share a sub-grid.
+            let mut color = 0i32;
+            for (i, &k) in keep.iter().enumerate() {
+                if k == 0 {
+                    color = color * cart.dims[i] + coords[i];
+                }
+            }
+            let sub = Cartesian {
+                dims: cart.dims.iter().zip(keep).filter(|(_, &k)| k != 0).map(|(&d, _)| d).collect(),
+                periods: cart.periods.iter().zip(keep).filter(|(_, &k)| k != 0).map(|(&p, _)| p).collect(),
+            };
+            let n = s.world()?.comm_split(&c, color, c.rank)?.map(|mut n| {
+                n.cart = Some(sub);
+                n
+            });
+            let h = add_comm(s, comm, n, false)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newcomm, h) }
+        })
+    }
+
+    fn Cart_coords(comm: MPI_Comm, rank: c_int, maxdims: c_int, coords: *mut c_int) -> c_int {
+        call("MPI_Cart_coords", Some(comm), |s| {
+            let (c, cart) = cart_of(s, comm)?;
+            if rank < 0 || rank >= c.size() {
+                return fail(ErrorClass::Rank, format!("rank {rank} is not in the grid"));
+            }
+            if (maxdims as usize) < cart.dims.len() {
+                return fail(ErrorClass::Arg, format!("maxdims {maxdims} < {} dimensions", cart.dims.len()));
+            }
+            // SAFETY: `maxdims` entries (§7.5.5).
+            let o = unsafe { c_array_mut(coords, cart.dims.len())? };
+            o.copy_from_slice(&cart.coords(rank));
+            Ok(())
+        })
+    }
+
+    fn Cart_rank(comm: MPI_Comm, coords: *const c_int, rank: *mut c_int) -> c_int {
+        call("MPI_Cart_rank", Some(comm), |s| {
+            let (_, cart) = cart_of(s, comm)?;
+            // SAFETY: one coordinate per dimension (§7.5.5).
+            let cs = unsafe { c_array(coords, cart.dims.len())? };
+            let Some(r) = cart.rank(cs)? else {
+                return fail(ErrorClass::Arg, format!("coordinates {cs:?} are outside the non-periodic grid"));
+            };
+            // SAFETY: caller's output argument.
+            unsafe { out(rank, r) }
+        })
+    }
+
+    fn Cart_shift(comm: MPI_Comm, direction: c_int, disp: c_int, rank_source: *mut c_int, rank_dest: *mut c_int) -> c_int {
+        call("MPI_Cart_shift", Some(comm), |s| {
+            let (c, cart) = cart_of(s, comm)?;
+            let dir = usize::try_from(direction).ok().filter(|&d| d < cart.dims.len());
+            let Some(dir) = dir else { return fail(ErrorClass::Arg, format!("direction {direction} is not a dimension")) };
+            let me = cart.coords(c.rank);
+            let at = |delta: i32| -> Res<c_int> {
+                let mut x = me.clone();
+                x[dir] += delta;
+                Ok(cart.rank(&x)?.unwrap_or(abi::MPI_PROC_NULL))
+            };
+            let (src, dst) = (at(-disp)?, at(disp)?);
+            // SAFETY: caller's output arguments.
+            unsafe { out(rank_source, src)?; out(rank_dest, dst) }
+        })
+    }
+
+    fn Cart_get(comm: MPI_Comm, maxdims: c_int, dims: *mut c_int, periods: *mut c_int, coords: *mut c_int) -> c_int {
+        call("MPI_Cart_get", Some(comm), |s| {
+            let (c, cart) = cart_of(s, comm)?;
+            let n = cart.dims.len();
+            if (maxdims as usize) < n {
+                return fail(ErrorClass::Arg, format!("maxdims {maxdims} < {n} dimensions"));
+            }
+            // SAFETY: `maxdims` entries each (§7.5.5).
+            let (d, p, x) = unsafe { (c_array_mut(dims, n)?, c_array_mut(periods, n)?, c_array_mut(coords, n)?) };
+            d.copy_from_slice(&cart.dims);
+            for (o, &b) in p.iter_mut().zip(&cart.periods) {
+                *o = b as c_int;
+            }
+            x.copy_from_slice(&cart.coords(c.rank));
+            Ok(())
+        })
+    }
+
+    fn Cartdim_get(comm: MPI_Comm, ndims: *mut c_int) -> c_int {
+        call("MPI_Cartdim_get", Some(comm), |s| {
+            let (_, cart) = cart_of(s, comm)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(ndims, cart.dims.len() as c_int) }
+        })
+    }
+
+    fn Topo_test(comm: MPI_Comm, status: *mut c_int) -> c_int {
+        call("MPI_Topo_test", Some(comm), |s| {
+            let t = if s.comm_entry(comm)?.comm.cart.is_some() { abi::MPI_CART } else { abi::MPI_UNDEFINED };
+            // SAFETY: caller's output argument.
+            unsafe { out(status, t) }
+        })
+    }
+}

@@ -1,0 +1,346 @@
+//! Derived datatypes, addresses and packing (MPI-3.1 chapter 4).
+
+use std::ffi::{c_int, c_void};
+use std::sync::Arc;
+
+use kawarimi_runtime::datatype::{Datatype, Order};
+use kawarimi_runtime::error::ErrorClass;
+
+use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Count, MPI_Datatype};
+use crate::export::call;
+use crate::mem::{c_array, out, user_bytes, user_bytes_mut};
+use crate::state::{decode, fail, Kind, Res, State};
+
+fn new_type(s: &mut State, newtype: *mut MPI_Datatype, make: impl FnOnce(&mut State) -> Res<Datatype>) -> Res<()> {
+    let dt = make(s)?;
+    let h = s.new_datatype(dt)?;
+    // SAFETY: caller's output argument.
+    unsafe { out(newtype, h) }
+}
+
+fn len(n: c_int) -> Res<usize> {
+    usize::try_from(n).or_else(|_| fail(ErrorClass::Count, format!("count {n} is negative")))
+}
+
+/// # Safety
+/// `p` must point to `n` values.
+unsafe fn aints(p: *const MPI_Aint, n: c_int) -> Res<Vec<isize>> {
+    // SAFETY: per the contract.
+    Ok(unsafe { c_array(p, len(n)?)? }.to_vec())
+}
+
+/// # Safety
+/// `p` must point to `n` values.
+unsafe fn ints<'a>(p: *const c_int, n: c_int) -> Res<&'a [c_int]> {
+    // SAFETY: per the contract.
+    unsafe { c_array(p, len(n)?) }
+}
+
+fn extent_query(s: &mut State, datatype: MPI_Datatype, true_extent: bool) -> Res<(isize, isize)> {
+    let dt = s.datatype(datatype)?;
+    Ok(if true_extent { (dt.true_lb(), dt.true_extent()) } else { (dt.lb(), dt.extent()) })
+}
+
+mpi_fn! {
+    fn Type_contiguous(count: c_int, oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_contiguous", None, |s| new_type(s, newtype, |s| {
+            let old = s.datatype(oldtype)?;
+            Ok(Datatype::contiguous(count, &old)?)
+        }))
+    }
+
+    fn Type_vector(count: c_int, blocklength: c_int, stride: c_int, oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_vector", None, |s| new_type(s, newtype, |s| {
+            let old = s.datatype(oldtype)?;
+            Ok(Datatype::vector(count, blocklength, stride, &old)?)
+        }))
+    }
+
+    fn Type_create_hvector(count: c_int, blocklength: c_int, stride: MPI_Aint, oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_create_hvector", None, |s| new_type(s, newtype, |s| {
+            let old = s.datatype(oldtype)?;
+            Ok(Datatype::hvector(count, blocklength, stride, &old)?)
+        }))
+    }
+
+    fn Type_hvector(count: c_int, blocklength: c_int, stride: MPI_Aint, oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        // SAFETY: MPI-1 name of MPI_Type_create_hvector, same contract.
+        unsafe { Type_create_hvector(count, blocklength, stride, oldtype, newtype) }
+    }
+
+    fn Type_indexed(count: c_int, array_of_blocklengths: *const c_int, array_of_displacements: *const c_int, oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_indexed", None, |s| new_type(s, newtype, |s| {
+            let old = s.datatype(oldtype)?;
+            // SAFETY: `count` entries each (§4.1.4).
+            let (b, d) = unsafe { (ints(array_of_blocklengths, count)?, ints(array_of_displacements, count)?) };
+            Ok(Datatype::indexed(b, d, &old)?)
+        }))
+    }
+
+    fn Type_create_hindexed(count: c_int, array_of_blocklengths: *const c_int, array_of_displacements: *const MPI_Aint, oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_create_hindexed", None, |s| new_type(s, newtype, |s| {
+            let old = s.datatype(oldtype)?;
+            // SAFETY: `count` entries each (§4.1.5).
+            let (b, d) = unsafe { (ints(array_of_blocklengths, count)?, aints(array_of_displacements, count)?) };
+            Ok(Datatype::hindexed(b, &d, &old)?)
+        }))
+    }
+
+    fn Type_hindexed(count: c_int, array_of_blocklengths: *const c_int, array_of_displacements: *const MPI_Aint, oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        // SAFETY: MPI-1 name of MPI_Type_create_hindexed, same contract.
+        unsafe { Type_create_hindexed(count, array_of_blocklengths, array_of_displacements, oldtype, newtype) }
+    }
+
+    fn Type_create_indexed_block(count: c_int, blocklength: c_int, array_of_displacements: *const c_int, oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_create_indexed_block", None, |s| new_type(s, newtype, |s| {
+            let old = s.datatype(oldtype)?;
+            // SAFETY: `count` entries (§4.1.6).
+            let d = unsafe { ints(array_of_displacements, count)? };
+            Ok(Datatype::indexed_block(blocklength, d, &old)?)
+        }))
+    }
+
+    fn Type_create_hindexed_block(count: c_int, blocklength: c_int, array_of_displacements: *const MPI_Aint, oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_create_hindexed_block", None, |s| new_type(s, newtype, |s| {
+            let old = s.datatype(oldtype)?;
+            // SAFETY: `count` entries (§4.1.7).
+            let d = unsafe { aints(array_of_displacements, count)? };
+            Ok(Datatype::hindexed_block(blocklength, &d, &old)?)
+        }))
+    }
+
+    fn Type_create_struct(count: c_int, array_of_blocklengths: *const c_int, array_of_displacements: *const MPI_Aint, array_of_types: *const MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_create_struct", None, |s| new_type(s, newtype, |s| {
+            // SAFETY: `count` entries each (§4.1.2).
+            let (b, d, t) = unsafe { (ints(array_of_blocklengths, count)?, aints(array_of_displacements, count)?, c_array(array_of_types, len(count)?)?) };
+            let types = t.iter().map(|&h| s.datatype(h)).collect::<Res<Vec<Arc<Datatype>>>>()?;
+            let refs: Vec<&Datatype> = types.iter().map(|a| &**a).collect();
+            Ok(Datatype::create_struct(b, &d, &refs)?)
+        }))
+    }
+
+    fn Type_struct(count: c_int, array_of_blocklengths: *const c_int, array_of_displacements: *const MPI_Aint, array_of_types: *const MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        // SAFETY: MPI-1 name of MPI_Type_create_struct, same contract.
+        unsafe { Type_create_struct(count, array_of_blocklengths, array_of_displacements, array_of_types, newtype) }
+    }
+
+    fn Type_create_subarray(ndims: c_int, array_of_sizes: *const c_int, array_of_subsizes: *const c_int, array_of_starts: *const c_int, order: c_int, oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_create_subarray", None, |s| new_type(s, newtype, |s| {
+            let old = s.datatype(oldtype)?;
+            // SAFETY: `ndims` entries each (§4.1.3).
+            let (sz, sub, st) = unsafe { (ints(array_of_sizes, ndims)?, ints(array_of_subsizes, ndims)?, ints(array_of_starts, ndims)?) };
+            let order = if order == abi::MPI_ORDER_C {
+                Order::C
+            } else if order == abi::MPI_ORDER_FORTRAN {
+                Order::Fortran
+            } else {
+                return fail(ErrorClass::Arg, format!("order {order} is neither MPI_ORDER_C nor MPI_ORDER_FORTRAN"));
+            };
+            Ok(Datatype::create_subarray(ndims, sz, sub, st, order, &old)?)
+        }))
+    }
+
+    fn Type_create_resized(oldtype: MPI_Datatype, lb: MPI_Aint, extent: MPI_Aint, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_create_resized", None, |s| new_type(s, newtype, |s| {
+            let old = s.datatype(oldtype)?;
+            Ok(Datatype::create_resized(&old, lb, extent)?)
+        }))
+    }
+
+    fn Type_dup(oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_dup", None, |s| new_type(s, newtype, |s| {
+            let old = s.datatype(oldtype)?;
+            Ok(Datatype::dup(&old)?)
+        }))
+    }
+
+    fn Type_commit(datatype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_commit", None, |s| {
+            if datatype.is_null() {
+                return fail(ErrorClass::Arg, "NULL datatype pointer");
+            }
+            // SAFETY: non-null in/out argument.
+            let h = unsafe { *datatype } as usize;
+            match decode(h, Kind::Datatype) {
+                Some(i) => match s.datatypes.get_mut(i) {
+                    Some(dt) => {
+                        Arc::make_mut(dt).commit();
+                        Ok(())
+                    }
+                    None => fail(ErrorClass::Type, "datatype was freed"),
+                },
+                // Predefined datatypes are committed already; committing them is harmless.
+                None => s.datatype(h as MPI_Datatype).map(|_| ()),
+            }
+        })
+    }
+
+    fn Type_free(datatype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_free", None, |s| {
+            if datatype.is_null() {
+                return fail(ErrorClass::Arg, "NULL datatype pointer");
+            }
+            // SAFETY: non-null in/out argument.
+            let h = unsafe { *datatype } as usize;
+            // Communication in progress keeps its own reference (an Arc), as §4.1.9 requires.
+            match decode(h, Kind::Datatype) {
+                Some(i) if s.datatypes.remove(i).is_some() => {
+                    // SAFETY: as above.
+                    unsafe { *datatype = abi::predefined().datatype_handle(abi::PredefDatatype::DatatypeNull) as MPI_Datatype };
+                    Ok(())
+                }
+                Some(_) => fail(ErrorClass::Type, "datatype was already freed"),
+                None => fail(ErrorClass::Type, "predefined datatypes cannot be freed"),
+            }
+        })
+    }
+
+    fn Type_size(datatype: MPI_Datatype, size: *mut c_int) -> c_int {
+        call("MPI_Type_size", None, |s| {
+            let n = s.datatype(datatype)?.size();
+            let n = c_int::try_from(n).unwrap_or(abi::MPI_UNDEFINED);
+            // SAFETY: caller's output argument.
+            unsafe { out(size, n) }
+        })
+    }
+
+    fn Type_size_x(datatype: MPI_Datatype, size: *mut MPI_Count) -> c_int {
+        call("MPI_Type_size_x", None, |s| {
+            let n = s.datatype(datatype)?.size();
+            // SAFETY: caller's output argument.
+            unsafe { out(size, n as MPI_Count) }
+        })
+    }
+
+    fn Type_get_extent(datatype: MPI_Datatype, lb: *mut MPI_Aint, extent: *mut MPI_Aint) -> c_int {
+        call("MPI_Type_get_extent", None, |s| {
+            let (l, e) = extent_query(s, datatype, false)?;
+            // SAFETY: caller's output arguments.
+            unsafe { out(lb, l)?; out(extent, e) }
+        })
+    }
+
+    fn Type_get_extent_x(datatype: MPI_Datatype, lb: *mut MPI_Count, extent: *mut MPI_Count) -> c_int {
+        call("MPI_Type_get_extent_x", None, |s| {
+            let (l, e) = extent_query(s, datatype, false)?;
+            // SAFETY: caller's output arguments.
+            unsafe { out(lb, l as MPI_Count)?; out(extent, e as MPI_Count) }
+        })
+    }
+
+    fn Type_get_true_extent(datatype: MPI_Datatype, true_lb: *mut MPI_Aint, true_extent: *mut MPI_Aint) -> c_int {
+        call("MPI_Type_get_true_extent", None, |s| {
+            let (l, e) = extent_query(s, datatype, true)?;
+            // SAFETY: caller's output arguments.
+            unsafe { out(true_lb, l)?; out(true_extent, e) }
+        })
+    }
+
+    fn Type_get_true_extent_x(datatype: MPI_Datatype, true_lb: *mut MPI_Count, true_extent: *mut MPI_Count) -> c_int {
+        call("MPI_Type_get_true_extent_x", None, |s| {
+            let (l, e) = extent_query(s, datatype, true)?;
+            // SAFETY: caller's output arguments.
+            unsafe { out(true_lb, l as MPI_Count)?; out(true_extent, e as MPI_Count) }
+        })
+    }
+
+    fn Type_extent(datatype: MPI_Datatype, extent: *mut MPI_Aint) -> c_int {
+        call("MPI_Type_extent", None, |s| {
+            let (_, e) = extent_query(s, datatype, false)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(extent, e) }
+        })
+    }
+
+    fn Type_lb(datatype: MPI_Datatype, displacement: *mut MPI_Aint) -> c_int {
+        call("MPI_Type_lb", None, |s| {
+            let (l, _) = extent_query(s, datatype, false)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(displacement, l) }
+        })
+    }
+
+    fn Type_ub(datatype: MPI_Datatype, displacement: *mut MPI_Aint) -> c_int {
+        call("MPI_Type_ub", None, |s| {
+            let (l, e) = extent_query(s, datatype, false)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(displacement, l + e) }
+        })
+    }
+
+    fn Get_address(location: *const c_void, address: *mut MPI_Aint) -> c_int {
+        call("MPI_Get_address", None, |_| {
+            // SAFETY: caller's output argument; the address itself is never dereferenced.
+            unsafe { out(address, location as MPI_Aint) }
+        })
+    }
+
+    fn Address(location: *const c_void, address: *mut MPI_Aint) -> c_int {
+        // SAFETY: MPI-1 name of MPI_Get_address, same contract.
+        unsafe { Get_address(location, address) }
+    }
+
+    fn Pack_size(incount: c_int, datatype: MPI_Datatype, comm: MPI_Comm, size: *mut c_int) -> c_int {
+        call("MPI_Pack_size", Some(comm), |s| {
+            s.comm_index(comm)?;
+            let n = len(incount)? * s.datatype(datatype)?.size();
+            let n = c_int::try_from(n).or_else(|_| fail(ErrorClass::Count, format!("{n} bytes do not fit an int")))?;
+            // SAFETY: caller's output argument.
+            unsafe { out(size, n) }
+        })
+    }
+
+    fn Pack(inbuf: *const c_void, incount: c_int, datatype: MPI_Datatype, outbuf: *mut c_void, outsize: c_int, position: *mut c_int, comm: MPI_Comm) -> c_int {
+        call("MPI_Pack", Some(comm), |s| {
+            s.comm_index(comm)?;
+            let dt = s.datatype(datatype)?;
+            let count = len(incount)?;
+            if position.is_null() {
+                return fail(ErrorClass::Arg, "NULL position");
+            }
+            // SAFETY: non-null in/out argument.
+            let pos = unsafe { *position };
+            let need = count * dt.size();
+            if pos < 0 || pos as usize + need > len(outsize)? {
+                return fail(ErrorClass::Truncate, format!("packing {need} bytes at {pos} overflows a buffer of {outsize}"));
+            }
+            let (lo, hi) = dt.span(count);
+            // SAFETY: the caller's input data, `count` elements of `dt`.
+            let src = unsafe { user_bytes(inbuf, lo, hi)? };
+            let mut packed = Vec::with_capacity(need);
+            dt.pack(src, (-lo) as usize, count, &mut packed);
+            // SAFETY: the caller's output buffer of `outsize` bytes; the range was checked.
+            let dst = unsafe { user_bytes_mut(outbuf, pos as isize, pos as isize + need as isize)? };
+            dst.copy_from_slice(&packed);
+            // SAFETY: as above.
+            unsafe { *position = pos + need as c_int };
+            Ok(())
+        })
+    }
+
+    fn Unpack(inbuf: *const c_void, insize: c_int, position: *mut c_int, outbuf: *mut c_void, outcount: c_int, datatype: MPI_Datatype, comm: MPI_Comm) -> c_int {
+        call("MPI_Unpack", Some(comm), |s| {
+            s.comm_index(comm)?;
+            let dt = s.datatype(datatype)?;
+            let count = len(outcount)?;
+            if position.is_null() {
+                return fail(ErrorClass::Arg, "NULL position");
+            }
+            // SAFETY: non-null in/out argument.
+            let pos = unsafe { *position };
+            let need = count * dt.size();
+            if pos < 0 || pos as usize + need > len(insize)? {
+                return fail(ErrorClass::Truncate, format!("unpacking {need} bytes at {pos} reads past a buffer of {insize}"));
+            }
+            // SAFETY: the caller's packed input, range checked above.
+            let src = unsafe { user_bytes(inbuf, pos as isize, pos as isize + need as isize)? };
+            let (lo, hi) = dt.span(count);
+            // SAFETY: the caller's output, `count` elements of `dt`.
+            let dst = unsafe { user_bytes_mut(outbuf, lo, hi)? };
+            dt.unpack(src, dst, (-lo) as usize, count)?;
+            // SAFETY: as above.
+            unsafe { *position = pos + need as c_int };
+            Ok(())
+        })
+    }
+}

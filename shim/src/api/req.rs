@@ -1,0 +1,472 @@
+//! Request completion, probe, cancel and status queries (MPI-3.1 §3.7–§3.8, §3.2.5).
+
+use std::ffi::c_int;
+
+use kawarimi_runtime::core::{Status, ANY_SOURCE, ANY_TAG};
+use kawarimi_runtime::error::ErrorClass;
+
+use crate::abi::{self, MPI_Comm, MPI_Count, MPI_Datatype, MPI_Request, MPI_Status};
+use crate::api::p2p::{comm_of, empty_status, test_entry, wait_entry, write_status};
+use crate::export::call;
+use crate::mem::{c_array_mut, out};
+use crate::state::{fail, request_null, Fail, Res, State};
+
+/// Reads the request handle at `p`; `None` for `MPI_REQUEST_NULL`.
+///
+/// # Safety
+/// `p` must point to a readable request handle.
+unsafe fn read_request(s: &State, p: *const MPI_Request) -> Res<Option<usize>> {
+    if p.is_null() {
+        return fail(ErrorClass::Request, "NULL request pointer");
+    }
+    // SAFETY: per the contract.
+    s.request_index(unsafe { *p })
+}
+
+/// A completed request: its status, and the error it completed with (a truncated receive),
+/// which goes to the request's communicator's handler after the status is written.
+type Completed = (Status, Option<Fail>);
+
+/// Completes request `i` (blocking or not); on completion frees it, sets the handle to
+/// `MPI_REQUEST_NULL` and returns its status.
+fn complete(s: &mut State, i: usize, handle: &mut MPI_Request, block: bool) -> Res<Option<Completed>> {
+    let mut e = s.requests.remove(i).expect("request index checked");
+    let r = if block { wait_entry(s, &mut e).map(Some) } else { test_entry(s, &mut e) };
+    match r {
+        Ok(None) => {
+            // Not complete: put it back where it was (the index stays valid).
+            let j = s.requests.insert(e).expect("slot just freed");
+            debug_assert_eq!(i, j);
+            Ok(None)
+        }
+        Ok(Some(st)) => {
+            *handle = request_null();
+            Ok(Some((st, None)))
+        }
+        Err(err) => {
+            *handle = request_null();
+            match e.done {
+                Some(st) => Ok(Some((st, Some(err)))),
+                None => Err(err),
+            }
+        }
+    }
+}
+
+/// `MPI_Wait`/`MPI_Test` of one request.
+///
+/// # Safety
+/// `request` must point to a request handle; `status` must be `MPI_STATUS_IGNORE` or writable.
+unsafe fn wait_or_test(s: &mut State, request: *mut MPI_Request, status: *mut MPI_Status, block: bool) -> Res<bool> {
+    // SAFETY: per the contract.
+    let Some(i) = (unsafe { read_request(s, request)? }) else {
+        // SAFETY: per the contract.
+        unsafe { write_status(status, &empty_status()) };
+        return Ok(true);
+    };
+    // SAFETY: `request` points to the handle (checked non-null above).
+    let handle = unsafe { &mut *request };
+    match complete(s, i, handle, block)? {
+        None => Ok(false),
+        Some((st, error)) => {
+            // The status is written even when the request failed, e.g. truncated (§3.2.5).
+            // SAFETY: per the contract.
+            unsafe { write_status(status, &st) };
+            error.map_or(Ok(true), Err)
+        }
+    }
+}
+
+/// The requests of an array call: handles and their table indices (`None` = null).
+struct Batch<'a> {
+    handles: &'a mut [MPI_Request],
+    indices: Vec<Option<usize>>,
+}
+
+/// # Safety
+/// `p` must point to `n` request handles.
+unsafe fn batch<'a>(s: &State, n: c_int, p: *mut MPI_Request) -> Res<Batch<'a>> {
+    if n < 0 {
+        return fail(ErrorClass::Count, format!("count {n} is negative"));
+    }
+    // SAFETY: per the contract.
+    let handles = unsafe { c_array_mut(p, n as usize)? };
+    let indices = handles.iter().map(|&h| s.request_index(h)).collect::<Res<Vec<_>>>()?;
+    Ok(Batch { handles, indices })
+}
+
+/// Writes status `k` of an array of statuses.
+///
+/// # Safety
+/// `statuses` must be `MPI_STATUSES_IGNORE` or point to at least `k + 1` statuses.
+unsafe fn write_status_at(statuses: *mut MPI_Status, k: usize, st: &Status, error: c_int) {
+    if statuses as usize == abi::MPI_STATUSES_IGNORE {
+        return;
+    }
+    // SAFETY: per the contract.
+    let p = unsafe { statuses.add(k) };
+    // SAFETY: `p` is inside the caller's array.
+    unsafe {
+        write_status(p, st);
+        (*p).MPI_ERROR = error;
+    }
+}
+
+/// Completes every request of `b`, blocking or not (all-or-nothing for `Testall`).
+///
+/// # Safety
+/// `statuses` as for [`write_status_at`], with `b.handles.len()` entries.
+unsafe fn all(s: &mut State, b: Batch<'_>, statuses: *mut MPI_Status, block: bool) -> Res<bool> {
+    if !block {
+        // Testall completes nothing unless everything can complete (§3.7.5).
+        let w = s.world()?;
+        w.engine.progress()?;
+        for i in b.indices.iter().flatten() {
+            let e = s.requests.get(*i).expect("checked");
+            let done = e.done.is_some() || e.core.is_some_and(|id| s.world.as_ref().is_some_and(|w| w.engine.core.is_complete(id)));
+            if !done {
+                return Ok(false);
+            }
+        }
+    }
+    let mut any_error = false;
+    for (k, idx) in b.indices.iter().enumerate() {
+        match idx {
+            None => {
+                // SAFETY: per the contract.
+                unsafe { write_status_at(statuses, k, &empty_status(), abi::MPI_SUCCESS) };
+            }
+            Some(i) => {
+                let (st, error) = complete(s, *i, &mut b.handles[k], true)?.expect("blocking completion");
+                let code = error.map_or(abi::MPI_SUCCESS, |e| {
+                    any_error = true;
+                    crate::export::class_code(e.class)
+                });
+                // SAFETY: per the contract.
+                unsafe { write_status_at(statuses, k, &st, code) };
+            }
+        }
+    }
+    if any_error {
+        return fail(ErrorClass::InStatus, "a request completed with an error; see the statuses");
+    }
+    Ok(true)
+}
+
+/// Finds and completes one complete request of `b`; blocks for one when `block`.
+/// Returns its position, or `None` if every request is null (or none is complete yet).
+fn any(s: &mut State, b: &mut Batch<'_>, block: bool) -> Res<Option<(usize, Completed)>> {
+    if b.indices.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    loop {
+        s.world()?.engine.progress()?;
+        for (k, idx) in b.indices.iter().enumerate() {
+            let Some(i) = *idx else { continue };
+            let e = s.requests.get(i).expect("checked");
+            let done = e.done.is_some() || e.core.is_some_and(|id| s.world.as_ref().is_some_and(|w| w.engine.core.is_complete(id)));
+            if done {
+                let c = complete(s, i, &mut b.handles[k], true)?.expect("complete");
+                return Ok(Some((k, c)));
+            }
+        }
+        if !block {
+            return Ok(None);
+        }
+        let ids: Vec<_> = b.indices.iter().flatten().filter_map(|&i| s.requests.get(i).and_then(|e| e.core)).collect();
+        s.world()?.engine.block_until(|c| ids.iter().any(|&id| c.is_complete(id)))?;
+    }
+}
+
+mpi_fn! {
+    fn Wait(request: *mut MPI_Request, status: *mut MPI_Status) -> c_int {
+        call("MPI_Wait", None, |s| {
+            // SAFETY: MPI_Wait's arguments: a request handle and a status (or IGNORE).
+            unsafe { wait_or_test(s, request, status, true) }.map(|_| ())
+        })
+    }
+
+    fn Test(request: *mut MPI_Request, flag: *mut c_int, status: *mut MPI_Status) -> c_int {
+        call("MPI_Test", None, |s| {
+            // SAFETY: as MPI_Wait.
+            let done = unsafe { wait_or_test(s, request, status, false)? };
+            // SAFETY: caller's output argument.
+            unsafe { out(flag, done as c_int) }
+        })
+    }
+
+    fn Waitall(count: c_int, array_of_requests: *mut MPI_Request, array_of_statuses: *mut MPI_Status) -> c_int {
+        call("MPI_Waitall", None, |s| {
+            // SAFETY: `count` handles and statuses (or IGNORE), per §3.7.5.
+            let b = unsafe { batch(s, count, array_of_requests)? };
+            // SAFETY: as above.
+            unsafe { all(s, b, array_of_statuses, true) }.map(|_| ())
+        })
+    }
+
+    fn Testall(count: c_int, array_of_requests: *mut MPI_Request, flag: *mut c_int, array_of_statuses: *mut MPI_Status) -> c_int {
+        call("MPI_Testall", None, |s| {
+            // SAFETY: as MPI_Waitall.
+            let b = unsafe { batch(s, count, array_of_requests)? };
+            // SAFETY: as MPI_Waitall.
+            let done = unsafe { all(s, b, array_of_statuses, false)? };
+            // SAFETY: caller's output argument.
+            unsafe { out(flag, done as c_int) }
+        })
+    }
+
+    fn Waitany(count: c_int, array_of_requests: *mut MPI_Request, index: *mut c_int, status: *mut MPI_Status) -> c_int {
+        call("MPI_Waitany", None, |s| {
+            // SAFETY: as MPI_Waitall.
+            let mut b = unsafe { batch(s, count, array_of_requests)? };
+            match any(s, &mut b, true)? {
+                None => {
+                    // SAFETY: caller's output arguments.
+                    unsafe { out(index, abi::MPI_UNDEFINED)?; write_status(status, &empty_status()) };
+                    Ok(())
+                }
+                Some((k, (st, error))) => {
+                    // SAFETY: caller's output arguments.
+                    unsafe { out(index, k as c_int)?; write_status(status, &st) };
+                    error.map_or(Ok(()), Err)
+                }
+            }
+        })
+    }
+
+    fn Testany(count: c_int, array_of_requests: *mut MPI_Request, index: *mut c_int, flag: *mut c_int, status: *mut MPI_Status) -> c_int {
+        call("MPI_Testany", None, |s| {
+            // SAFETY: as MPI_Waitall.
+            let mut b = unsafe { batch(s, count, array_of_requests)? };
+            let all_null = b.indices.iter().all(Option::is_none);
+            match any(s, &mut b, false)? {
+                None => {
+                    // SAFETY: caller's output arguments.
+                    unsafe {
+                        out(index, abi::MPI_UNDEFINED)?;
+                        out(flag, all_null as c_int)?;
+                        if all_null {
+                            write_status(status, &empty_status());
+                        }
+                    }
+                    Ok(())
+                }
+                Some((k, (st, error))) => {
+                    // SAFETY: caller's output arguments.
+                    unsafe { out(index, k as c_int)?; out(flag, 1)?; write_status(status, &st) };
+                    error.map_or(Ok(()), Err)
+                }
+            }
+        })
+    }
+
+    fn Waitsome(incount: c_int, array_of_requests: *mut MPI_Request, outcount: *mut c_int, array_of_indices: *mut c_int, array_of_statuses: *mut MPI_Status) -> c_int {
+        call("MPI_Waitsome", None, |s| {
+            // SAFETY: as MPI_Waitall, plus `incount` indices.
+            unsafe { some(s, incount, array_of_requests, outcount, array_of_indices, array_of_statuses, true) }
+        })
+    }
+
+    fn Testsome(incount: c_int, array_of_requests: *mut MPI_Request, outcount: *mut c_int, array_of_indices: *mut c_int, array_of_statuses: *mut MPI_Status) -> c_int {
+        call("MPI_Testsome", None, |s| {
+            // SAFETY: as MPI_Waitsome.
+            unsafe { some(s, incount, array_of_requests, outcount, array_of_indices, array_of_statuses, false) }
+        })
+    }
+
+    fn Request_free(request: *mut MPI_Request) -> c_int {
+        call("MPI_Request_free", None, |s| {
+            // SAFETY: a request handle (§3.7.3).
+            let Some(i) = (unsafe { read_request(s, request)? }) else {
+                return fail(ErrorClass::Request, "MPI_REQUEST_NULL cannot be freed");
+            };
+            let e = s.requests.remove(i).expect("checked");
+            if let Some(id) = e.core {
+                // The runtime finishes it in the background and then forgets it.
+                s.world()?.engine.core.free_request(id)?;
+            }
+            // SAFETY: checked non-null by read_request.
+            unsafe { *request = request_null() };
+            Ok(())
+        })
+    }
+
+    fn Request_get_status(request: MPI_Request, flag: *mut c_int, status: *mut MPI_Status) -> c_int {
+        call("MPI_Request_get_status", None, |s| {
+            let Some(i) = s.request_index(request)? else {
+                // SAFETY: caller's output arguments.
+                unsafe { out(flag, 1)?; write_status(status, &empty_status()) };
+                return Ok(());
+            };
+            s.world()?.engine.progress()?;
+            let e = s.requests.get(i).expect("checked");
+            let done = e.done.or_else(|| {
+                let w = s.world.as_ref()?;
+                let id = e.core?;
+                w.engine.core.is_complete(id).then(empty_status)
+            });
+            // A complete runtime request reports its final status only once completed by
+            // Wait/Test; here the flag is what matters (§3.7.3).
+            // SAFETY: caller's output arguments.
+            unsafe {
+                out(flag, done.is_some() as c_int)?;
+                if let Some(st) = done {
+                    write_status(status, &st);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn Cancel(request: *mut MPI_Request) -> c_int {
+        call("MPI_Cancel", None, |s| {
+            // SAFETY: a request handle (§3.8.4).
+            let Some(i) = (unsafe { read_request(s, request)? }) else {
+                return fail(ErrorClass::Request, "MPI_REQUEST_NULL cannot be cancelled");
+            };
+            let e = s.requests.get(i).expect("checked");
+            // Only receives that have not matched can be cancelled; a send always completes
+            // normally, which the standard allows (the cancel "fails").
+            if let (true, Some(id)) = (e.is_recv, e.core) {
+                s.world.as_mut().expect("a live request implies MPI is up").engine.core.cancel_recv(id);
+            }
+            Ok(())
+        })
+    }
+
+    fn Test_cancelled(status: *const MPI_Status, flag: *mut c_int) -> c_int {
+        call("MPI_Test_cancelled", None, |_| {
+            if status.is_null() {
+                return fail(ErrorClass::Arg, "NULL status");
+            }
+            // SAFETY: non-null status written by kawarimi.
+            let c = unsafe { (*status)._cancelled };
+            // SAFETY: caller's output argument.
+            unsafe { out(flag, (c != 0) as c_int) }
+        })
+    }
+
+    fn Get_count(status: *const MPI_Status, datatype: MPI_Datatype, count: *mut c_int) -> c_int {
+        call("MPI_Get_count", None, |s| {
+            let n = status_units(s, status, datatype, false)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(count, n) }
+        })
+    }
+
+    fn Get_elements(status: *const MPI_Status, datatype: MPI_Datatype, count: *mut c_int) -> c_int {
+        call("MPI_Get_elements", None, |s| {
+            let n = status_units(s, status, datatype, true)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(count, n) }
+        })
+    }
+
+    fn Get_elements_x(status: *const MPI_Status, datatype: MPI_Datatype, count: *mut MPI_Count) -> c_int {
+        call("MPI_Get_elements_x", None, |s| {
+            let n = status_units(s, status, datatype, true)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(count, n as MPI_Count) }
+        })
+    }
+
+    fn Iprobe(source: c_int, tag: c_int, comm: MPI_Comm, flag: *mut c_int, status: *mut MPI_Status) -> c_int {
+        call("MPI_Iprobe", Some(comm), |s| {
+            let found = probe(s, source, tag, comm, false)?;
+            // SAFETY: caller's output arguments.
+            unsafe {
+                out(flag, found.is_some() as c_int)?;
+                if let Some(st) = found {
+                    write_status(status, &st);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn Probe(source: c_int, tag: c_int, comm: MPI_Comm, status: *mut MPI_Status) -> c_int {
+        call("MPI_Probe", Some(comm), |s| {
+            let st = probe(s, source, tag, comm, true)?.expect("blocking probe finds a message");
+            // SAFETY: caller's status argument.
+            unsafe { write_status(status, &st) };
+            Ok(())
+        })
+    }
+}
+
+/// `MPI_Waitsome`/`MPI_Testsome` (§3.7.5).
+///
+/// # Safety
+/// Arrays of `incount` requests, indices and statuses (or IGNORE); `outcount` writable.
+unsafe fn some(
+    s: &mut State,
+    incount: c_int,
+    requests: *mut MPI_Request,
+    outcount: *mut c_int,
+    indices: *mut c_int,
+    statuses: *mut MPI_Status,
+    block: bool,
+) -> Res<()> {
+    // SAFETY: per the contract.
+    let mut b = unsafe { batch(s, incount, requests)? };
+    if b.indices.iter().all(Option::is_none) {
+        // SAFETY: caller's output argument.
+        return unsafe { out(outcount, abi::MPI_UNDEFINED) };
+    }
+    // SAFETY: per the contract.
+    let idx_out = unsafe { c_array_mut(indices, incount as usize)? };
+    let mut n = 0usize;
+    let mut any_error = false;
+    // First call may block for one; then collect every other one already complete.
+    let mut blocking = block;
+    while let Some((k, (st, error))) = any(s, &mut b, blocking)? {
+        blocking = false;
+        b.indices[k] = None;
+        idx_out[n] = k as c_int;
+        let code = error.map_or(abi::MPI_SUCCESS, |e| {
+            any_error = true;
+            crate::export::class_code(e.class)
+        });
+        // SAFETY: per the contract; `n < incount`.
+        unsafe { write_status_at(statuses, n, &st, code) };
+        n += 1;
+    }
+    // SAFETY: caller's output argument.
+    unsafe { out(outcount, n as c_int)? };
+    if any_error {
+        return fail(ErrorClass::InStatus, "a request completed with an error; see the statuses");
+    }
+    Ok(())
+}
+
+/// `MPI_Get_count` (whole datatypes) or `MPI_Get_elements` (primitive elements) of a status.
+fn status_units(s: &mut State, status: *const MPI_Status, datatype: MPI_Datatype, elements: bool) -> Res<c_int> {
+    if status.is_null() || status as usize == abi::MPI_STATUS_IGNORE {
+        return fail(ErrorClass::Arg, "status is NULL or MPI_STATUS_IGNORE");
+    }
+    let dt = s.datatype(datatype)?;
+    // SAFETY: non-null status the application passes back to us.
+    let bytes = unsafe { (*status)._ucount };
+    let n = if elements { dt.elements_in(bytes) } else { dt.count_in(bytes) };
+    Ok(n.map_or(abi::MPI_UNDEFINED, |n| n.min(c_int::MAX as usize) as c_int))
+}
+
+fn probe(s: &mut State, source: c_int, tag: c_int, comm: MPI_Comm, block: bool) -> Res<Option<Status>> {
+    let (comm, _) = comm_of(s, comm)?;
+    if source == abi::MPI_PROC_NULL {
+        return Ok(Some(Status { source: abi::MPI_PROC_NULL, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None }));
+    }
+    if tag < 0 && tag != abi::MPI_ANY_TAG {
+        return fail(ErrorClass::Tag, format!("tag {tag} is negative"));
+    }
+    let src = if source == abi::MPI_ANY_SOURCE { ANY_SOURCE } else { comm.peer(source)? as i32 };
+    let tag = if tag == abi::MPI_ANY_TAG { ANY_TAG } else { tag };
+    let w = s.world()?;
+    w.engine.progress()?;
+    let mut found = w.engine.core.iprobe(src, comm.ctx, tag);
+    if found.is_none() && block {
+        w.engine.block_until(|c| c.iprobe(src, comm.ctx, tag).is_some())?;
+        found = w.engine.core.iprobe(src, comm.ctx, tag);
+    }
+    Ok(found.map(|p| Status { source: comm.rank_of_world(p.source as u32), tag: p.tag, len: p.len, cancelled: false, error: None }))
+}
