@@ -29,12 +29,12 @@ const TAG_SCAN: i32 = 9;
 
 fn isend(e: &mut Engine, comm: &Comm, to: i32, tag: i32, bytes: Vec<u8>) -> MpiResult<ReqId> {
     let peer = comm.peer(to)? as i32;
-    e.core.isend(peer, comm.coll_ctx(), tag, SendData::Owned(bytes), false)
+    e.core.isend(peer, comm.coll_ctx(), comm.coll_tag_base.wrapping_add(tag), SendData::Owned(bytes), false)
 }
 
 fn irecv(e: &mut Engine, comm: &Comm, from: i32, tag: i32, len: usize) -> MpiResult<ReqId> {
     let peer = comm.peer(from)? as i32;
-    e.core.irecv(peer, comm.coll_ctx(), tag, RecvBuf::Owned(vec![0; len]))
+    e.core.irecv(peer, comm.coll_ctx(), comm.coll_tag_base.wrapping_add(tag), RecvBuf::Owned(vec![0; len]))
 }
 
 /// Waits for a collective receive and checks that exactly the expected bytes arrived: a

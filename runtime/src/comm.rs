@@ -243,6 +243,10 @@ pub fn dims_create(nnodes: i32, dims: &mut [i32]) -> MpiResult<()> {
     Ok(())
 }
 
+/// Context ids each communicator reserves: `ctx` for point-to-point, `ctx + 1` for its
+/// collectives, `ctx + 2` for `MPI_Comm_create_group` among a subset of its members.
+pub const CTX_STRIDE: u32 = 3;
+
 /// An intra-communicator: a group, this process's rank in it, and the context ids that keep
 /// its traffic apart from every other communicator's.
 #[derive(Debug)]
@@ -253,9 +257,17 @@ pub struct Comm {
     /// This process's rank in `group`.
     pub rank: i32,
     pub cart: Option<Cartesian>,
+    /// Added to every collective tag; non-zero only for the transient communicator of an
+    /// `MPI_Comm_create_group`, whose user tag keeps concurrent creations apart.
+    pub coll_tag_base: i32,
 }
 
 impl Comm {
+    pub fn new(ctx: u32, group: Arc<Group>, rank: i32) -> Comm {
+        debug_assert!(group.world_rank(rank).is_some());
+        Comm { ctx, group, rank, cart: None, coll_tag_base: 0 }
+    }
+
     pub fn size(&self) -> i32 {
         self.group.size()
     }

@@ -415,6 +415,17 @@ impl Core {
         }
     }
 
+    /// The status of a completed request, without taking it (`MPI_Request_get_status`).
+    pub fn peek_status(&self, id: ReqId) -> Option<Status> {
+        if !self.is_complete(id) {
+            return None;
+        }
+        match self.requests.get(&id)? {
+            Req::Send(_) => Some(Status::default()),
+            Req::Recv(r) => Some(r.status),
+        }
+    }
+
     /// Removes a completed request and returns its outcome; `None` if it is not complete.
     pub fn take_completion(&mut self, id: ReqId) -> Option<Completion> {
         if !self.is_complete(id) {

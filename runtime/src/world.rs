@@ -7,7 +7,7 @@ use std::time::Duration;
 use kawarimi_transports::Transport;
 
 use crate::coll::{self, Reducer};
-use crate::comm::{Comm, Group};
+use crate::comm::{Comm, Group, CTX_STRIDE};
 use crate::core::{Core, CoreConfig};
 use crate::engine::Engine;
 use crate::error::{err, ErrorClass, MpiError, MpiResult};
@@ -31,8 +31,8 @@ pub struct World {
     next_ctx: u32,
 }
 
-/// Context ids 0/1 belong to `MPI_COMM_WORLD`, 2/3 to `MPI_COMM_SELF`.
-const FIRST_FREE_CTX: u32 = 4;
+/// The first context ids belong to `MPI_COMM_WORLD`, the next to `MPI_COMM_SELF`.
+const FIRST_FREE_CTX: u32 = 2 * CTX_STRIDE;
 
 struct MaxU32;
 
@@ -62,13 +62,8 @@ impl World {
     pub fn new(proc: ProcInfo, transport: Option<Box<dyn Transport>>, config: CoreConfig) -> MpiResult<World> {
         let core = Core::new(proc.rank, proc.size, config);
         let engine = Engine::new(core, transport);
-        let world = Comm {
-            ctx: 0,
-            group: Arc::new(Group::new((0..proc.size).collect())?),
-            rank: proc.rank as i32,
-            cart: None,
-        };
-        let self_comm = Comm { ctx: 2, group: Arc::new(Group::new(vec![proc.rank])?), rank: 0, cart: None };
+        let world = Comm::new(0, Arc::new(Group::new((0..proc.size).collect())?), proc.rank as i32);
+        let self_comm = Comm::new(CTX_STRIDE, Arc::new(Group::new(vec![proc.rank])?), 0);
         Ok(World {
             engine,
             proc,
@@ -90,17 +85,17 @@ impl World {
         let mut buf = self.next_ctx.to_le_bytes();
         coll::allreduce(&mut self.engine, parent, &mut buf, &MaxU32)?;
         let ctx = u32::from_le_bytes(buf);
-        if ctx > u32::MAX - 4 {
+        if ctx > u32::MAX - 2 * CTX_STRIDE {
             return err(ErrorClass::Intern, "context ids exhausted");
         }
-        self.next_ctx = ctx + 2;
+        self.next_ctx = ctx + CTX_STRIDE;
         Ok(ctx)
     }
 
     /// `MPI_Comm_dup` (§6.4.2).
     pub fn comm_dup(&mut self, parent: &Comm) -> MpiResult<Comm> {
         let ctx = self.alloc_ctx(parent)?;
-        Ok(Comm { ctx, group: parent.group.clone(), rank: parent.rank, cart: parent.cart.clone() })
+        Ok(Comm { cart: parent.cart.clone(), ..Comm::new(ctx, parent.group.clone(), parent.rank) })
     }
 
     /// `MPI_Comm_split` (§6.4.2): ranks with the same `color` form a communicator ordered by
@@ -130,11 +125,13 @@ impl World {
         let world_ranks = members.iter().map(|&(_, r)| parent.peer(r)).collect::<MpiResult<Vec<u32>>>()?;
         let group = Group::new(world_ranks)?;
         let rank = group.rank_of(parent.peer(parent.rank)?).expect("this process has the colour");
-        Ok(Some(Comm { ctx, group: Arc::new(group), rank, cart: None }))
+        Ok(Some(Comm::new(ctx, Arc::new(group), rank)))
     }
 
     /// `MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)` (§6.4.2): one communicator per host.
-    pub fn comm_split_shared(&mut self, parent: &Comm, key: i32) -> MpiResult<Option<Comm>> {
+    /// A process that passed `MPI_UNDEFINED` takes part with `participate == false` and gets
+    /// `None`: every member must run the same collectives.
+    pub fn comm_split_shared(&mut self, parent: &Comm, key: i32, participate: bool) -> MpiResult<Option<Comm>> {
         let n = parent.size() as usize;
         let mut name = [0u8; 256];
         let h = self.hostname.as_bytes();
@@ -143,7 +140,27 @@ impl World {
         let all = coll::allgatherv(&mut self.engine, parent, &name, &vec![name.len(); n])?;
         // The colour is the parent rank of the first process on the same host.
         let color = all.iter().position(|b| b[..] == name[..]).expect("own name is present") as i32;
-        self.comm_split(parent, color, key)
+        self.comm_split(parent, if participate { color } else { UNDEFINED_COLOR }, key)
+    }
+
+    /// `MPI_Comm_create_group` (§6.4.2): collective over the members of `group` only, which
+    /// agree on a context id among themselves, in `parent`'s group-creation context and
+    /// tagged with `tag` so that concurrent creations with other tags stay apart.
+    pub fn comm_create_group(&mut self, parent: &Comm, group: &Group, tag: i32) -> MpiResult<Comm> {
+        let me = parent.peer(parent.rank)?;
+        let Some(rank) = group.rank_of(me) else {
+            return err(ErrorClass::Group, "the calling process is not in the group");
+        };
+        for &w in group.members() {
+            if parent.group.rank_of(w).is_none() {
+                return err(ErrorClass::Group, format!("process {w} of the group is not in the communicator"));
+            }
+        }
+        let group = Arc::new(group.clone());
+        // A transient communicator whose collective context is `parent.ctx + 2`.
+        let transient = Comm { coll_tag_base: (tag & 0x07FF_FFFF) << 4, ..Comm::new(parent.ctx + 1, group.clone(), rank) };
+        let ctx = self.alloc_ctx(&transient)?;
+        Ok(Comm::new(ctx, group, rank))
     }
 
     /// `MPI_Comm_create` (§6.4.2): collective over `parent`; members of `group` get the new
@@ -156,7 +173,7 @@ impl World {
         }
         let ctx = self.alloc_ctx(parent)?;
         let me = parent.peer(parent.rank)?;
-        Ok(group.rank_of(me).map(|rank| Comm { ctx, group: Arc::new(group.clone()), rank, cart: None }))
+        Ok(group.rank_of(me).map(|rank| Comm::new(ctx, Arc::new(group.clone()), rank)))
     }
 }
 

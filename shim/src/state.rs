@@ -117,6 +117,13 @@ pub struct CommEntry {
     pub attrs: BTreeMap<i32, usize>,
 }
 
+/// An error class or code added with `MPI_Add_error_class`/`MPI_Add_error_code`.
+#[derive(Debug, Clone)]
+pub struct UserError {
+    pub class: std::ffi::c_int,
+    pub string: Option<String>,
+}
+
 /// A user-defined reduction.
 #[derive(Debug, Clone, Copy)]
 pub struct UserOp {
@@ -169,6 +176,16 @@ pub struct RequestEntry {
     pub finish: Finish,
     /// Bytes of the attached buffer this buffered send holds.
     pub bsend_bytes: usize,
+    /// The arguments of a persistent request (§3.9), which `MPI_Start` posts again.
+    pub persistent: Option<crate::api::p2p::Persistent>,
+}
+
+impl RequestEntry {
+    /// A persistent request not started, or completed since its last start: Wait and Test
+    /// treat it as a null request (§3.9).
+    pub fn is_inactive(&self) -> bool {
+        self.persistent.is_some() && self.core.is_none() && self.done.is_none()
+    }
 }
 
 /// Everything the shim keeps between calls.
@@ -194,6 +211,9 @@ pub struct State {
     /// that this rank ended cleanly.
     pub bootstrap: Option<Box<dyn kawarimi_transports::bootstrap::Bootstrap>>,
     pub main_thread: Option<std::thread::ThreadId>,
+    /// Error classes and codes added by the application (§8.5): code `MPI_ERR_LASTCODE + 1 + i`
+    /// is entry `i`, holding its class and its string.
+    pub user_errors: Vec<UserError>,
     /// Buffered sends in flight: (runtime request, attached-buffer bytes they hold).
     pub bsend_pending: Vec<(ReqId, usize)>,
 }

@@ -23,6 +23,11 @@ static ATTR_APPNUM: AtomicI32 = AtomicI32::new(0);
 static ATTR_UNIVERSE_SIZE: AtomicI32 = AtomicI32::new(1);
 static ATTR_LASTUSEDCODE: AtomicI32 = AtomicI32::new(abi::MPI_ERR_LASTCODE);
 
+/// Records the largest error code in use, for the `MPI_LASTUSEDCODE` attribute (§8.5).
+pub fn set_last_used_code(code: c_int) {
+    ATTR_LASTUSEDCODE.fetch_max(code, Ordering::Relaxed);
+}
+
 /// First keyval handed to the application; below it are the predefined ones.
 const FIRST_USER_KEYVAL: i32 = 1000;
 
@@ -237,13 +242,11 @@ mpi_fn! {
     fn Comm_split_type(comm: MPI_Comm, split_type: c_int, key: c_int, _info: MPI_Info, newcomm: *mut MPI_Comm) -> c_int {
         call("MPI_Comm_split_type", Some(comm), |s| {
             let (c, _) = comm_of(s, comm)?;
-            let n = if split_type == abi::MPI_UNDEFINED {
-                s.world()?.comm_split(&c, UNDEFINED_COLOR, key)?
-            } else if split_type == abi::MPI_COMM_TYPE_SHARED {
-                s.world()?.comm_split_shared(&c, key)?
-            } else {
+            let participate = split_type != abi::MPI_UNDEFINED;
+            if participate && split_type != abi::MPI_COMM_TYPE_SHARED {
                 return fail(ErrorClass::Arg, format!("split type {split_type} is not supported (MPI_COMM_TYPE_SHARED is)"));
-            };
+            }
+            let n = s.world()?.comm_split_shared(&c, key, participate)?;
             let h = add_comm(s, comm, n, false)?;
             // SAFETY: caller's output argument.
             unsafe { out(newcomm, h) }
@@ -256,6 +259,20 @@ mpi_fn! {
             let g = s.group(group)?;
             let n = s.world()?.comm_create(&c, &g)?;
             let h = add_comm(s, comm, n, false)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newcomm, h) }
+        })
+    }
+
+    fn Comm_create_group(comm: MPI_Comm, group: MPI_Group, tag: c_int, newcomm: *mut MPI_Comm) -> c_int {
+        call("MPI_Comm_create_group", Some(comm), |s| {
+            let (c, _) = comm_of(s, comm)?;
+            let g = s.group(group)?;
+            if tag < 0 {
+                return fail(ErrorClass::Tag, format!("tag {tag} is negative"));
+            }
+            let n = s.world()?.comm_create_group(&c, &g, tag)?;
+            let h = add_comm(s, comm, Some(n), false)?;
             // SAFETY: caller's output argument.
             unsafe { out(newcomm, h) }
         })
@@ -556,6 +573,22 @@ mpi_fn! {
             let h = add_comm(s, comm_old, n, false)?;
             // SAFETY: caller's output argument.
             unsafe { out(comm_cart, h) }
+        })
+    }
+
+    fn Cart_map(comm: MPI_Comm, ndims: c_int, dims: *const c_int, _periods: *const c_int, newrank: *mut c_int) -> c_int {
+        call("MPI_Cart_map", Some(comm), |s| {
+            let (c, _) = comm_of(s, comm)?;
+            // SAFETY: `ndims` entries (§7.5.8).
+            let d = unsafe { c_array(dims, ndims.max(0) as usize)? };
+            let nodes: i64 = d.iter().map(|&x| x as i64).product();
+            if d.iter().any(|&x| x <= 0) || nodes > c.size() as i64 {
+                return fail(ErrorClass::Dims, format!("grid {d:?} does not fit a communicator of {}", c.size()));
+            }
+            // The identity mapping, as MPI_Cart_create with reorder = 0 uses.
+            let r = if (c.rank as i64) < nodes { c.rank } else { abi::MPI_UNDEFINED };
+            // SAFETY: caller's output argument.
+            unsafe { out(newrank, r) }
         })
     }
 

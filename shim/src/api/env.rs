@@ -9,7 +9,7 @@ use kawarimi_runtime::world::{World, WIREUP_TIMEOUT};
 use crate::abi::{self, MPI_Comm, MPI_Errhandler, MPI_Info, MPI_Aint};
 use crate::export::{call, class_code, code_class, die};
 use crate::mem::{c_string, out};
-use crate::state::{fail, CommEntry, Handler, Res, State, STATE};
+use crate::state::{fail, CommEntry, Handler, Res, State, UserError, STATE};
 
 /// What `MPI_Init_thread` provides: the runtime is driven by whichever thread calls MPI, one
 /// at a time, so FUNNELED is honest; SERIALIZED would also hold (every call takes the state
@@ -106,6 +106,12 @@ mpi_fn! {
         wtime()
     }
 
+    fn Pcontrol(_level: c_int) -> c_int {
+        // Profiling control (§14.2.4): kawarimi has no profiling levels, so this is the
+        // standard's "no effect".
+        abi::MPI_SUCCESS
+    }
+
     fn Wtick() -> c_double {
         1e-9
     }
@@ -136,9 +142,11 @@ mpi_fn! {
     }
 
     fn Error_class(errorcode: c_int, errorclass: *mut c_int) -> c_int {
-        call("MPI_Error_class", None, |_| {
+        call("MPI_Error_class", None, |s| {
             let class = if errorcode == abi::MPI_SUCCESS {
                 abi::MPI_SUCCESS
+            } else if let Some(u) = user_error(s, errorcode) {
+                u.class
             } else {
                 match code_class(errorcode) {
                     Some(c) => class_code(c),
@@ -151,9 +159,11 @@ mpi_fn! {
     }
 
     fn Error_string(errorcode: c_int, string: *mut c_char, resultlen: *mut c_int) -> c_int {
-        call("MPI_Error_string", None, |_| {
+        call("MPI_Error_string", None, |s| {
             let text = if errorcode == abi::MPI_SUCCESS {
                 "MPI_SUCCESS: no errors".to_string()
+            } else if let Some(u) = user_error(s, errorcode) {
+                u.string.clone().unwrap_or_else(|| format!("user-defined error code {errorcode}"))
             } else {
                 match code_class(errorcode) {
                     Some(c) => format!("{}: {}", c.name(), describe(c)),
@@ -164,6 +174,42 @@ mpi_fn! {
             let n = unsafe { c_string(string, abi::MPI_MAX_ERROR_STRING as usize, &text)? };
             // SAFETY: caller's output argument.
             unsafe { out(resultlen, n) }
+        })
+    }
+
+    fn Add_error_class(errorclass: *mut c_int) -> c_int {
+        call("MPI_Add_error_class", None, |s| {
+            let code = add_user_error(s, None)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(errorclass, code) }
+        })
+    }
+
+    fn Add_error_code(errorclass: c_int, errorcode: *mut c_int) -> c_int {
+        call("MPI_Add_error_code", None, |s| {
+            let valid = code_class(errorclass).is_some_and(|c| class_code(c) == errorclass)
+                || user_error(s, errorclass).is_some_and(|u| u.class == errorclass);
+            if !valid {
+                return fail(ErrorClass::Arg, format!("{errorclass} is not an error class"));
+            }
+            let code = add_user_error(s, Some(errorclass))?;
+            // SAFETY: caller's output argument.
+            unsafe { out(errorcode, code) }
+        })
+    }
+
+    fn Add_error_string(errorcode: c_int, string: *const c_char) -> c_int {
+        call("MPI_Add_error_string", None, |s| {
+            if string.is_null() {
+                return fail(ErrorClass::Arg, "NULL string");
+            }
+            // SAFETY: a NUL-terminated string (§8.5).
+            let text = unsafe { std::ffi::CStr::from_ptr(string) }.to_string_lossy().into_owned();
+            let Some(i) = user_error_index(s, errorcode) else {
+                return fail(ErrorClass::Arg, format!("{errorcode} is not a user-defined error code"));
+            };
+            s.user_errors[i].string = Some(text.chars().take(abi::MPI_MAX_ERROR_STRING as usize - 1).collect());
+            Ok(())
         })
     }
 
@@ -241,6 +287,29 @@ mpi_fn! {
         unsafe { libc::free(base) };
         abi::MPI_SUCCESS
     }
+}
+
+/// Most error classes and codes an application may add.
+const USER_ERROR_LIMIT: usize = 1 << 16;
+
+fn user_error_index(s: &State, code: c_int) -> Option<usize> {
+    let i = usize::try_from(code.checked_sub(abi::MPI_ERR_LASTCODE + 1)?).ok()?;
+    (i < s.user_errors.len()).then_some(i)
+}
+
+fn user_error(s: &State, code: c_int) -> Option<&UserError> {
+    user_error_index(s, code).map(|i| &s.user_errors[i])
+}
+
+/// Adds a code of `class`, or a new class when `None` (a class is its own code).
+fn add_user_error(s: &mut State, class: Option<c_int>) -> Res<c_int> {
+    if s.user_errors.len() >= USER_ERROR_LIMIT {
+        return fail(ErrorClass::Intern, format!("more than {USER_ERROR_LIMIT} user error codes"));
+    }
+    let code = abi::MPI_ERR_LASTCODE + 1 + s.user_errors.len() as c_int;
+    s.user_errors.push(UserError { class: class.unwrap_or(code), string: None });
+    crate::api::comm::set_last_used_code(code);
+    Ok(code)
 }
 
 fn handler_of(s: &State, h: MPI_Errhandler) -> Res<Handler> {

@@ -16,6 +16,21 @@ use crate::state::{fail, Fail, Finish, Handler, Res, RequestEntry, State};
 /// The largest tag kawarimi carries (`MPI_TAG_UB`): the wire's tag field is an i32.
 pub const TAG_UB: c_int = i32::MAX;
 
+/// The arguments of a persistent send or receive (§3.9), kept to be posted by each
+/// `MPI_Start`. Handles are kept as the application gave them.
+#[derive(Debug, Clone, Copy)]
+pub struct Persistent {
+    /// `None` for a receive.
+    pub send_mode: Option<Mode>,
+    pub buf: usize,
+    pub count: c_int,
+    pub datatype: usize,
+    /// Destination or source.
+    pub peer: c_int,
+    pub tag: c_int,
+    pub comm: usize,
+}
+
 /// Send modes of §3.4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -94,7 +109,7 @@ fn check_rank(comm: &Comm, r: c_int, recv: bool) -> Res<()> {
 /// A request that is complete from the start (`MPI_PROC_NULL`, §3.11).
 fn proc_null_request(comm: Arc<Comm>, handler: Handler, is_recv: bool) -> RequestEntry {
     let st = Status { source: abi::MPI_PROC_NULL, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None };
-    RequestEntry { core: None, done: Some(st), comm, handler, is_recv, finish: Finish::Nothing, bsend_bytes: 0 }
+    RequestEntry { core: None, done: Some(st), comm, handler, is_recv, finish: Finish::Nothing, bsend_bytes: 0, persistent: None }
 }
 
 fn with_handler<T>(r: Res<T>, handler: Handler) -> Res<T> {
@@ -174,7 +189,7 @@ unsafe fn post_send_checked(
     let id = w.engine.core.isend(peer, comm.ctx, tag, data, mode == Mode::Synchronous)?;
     // Progress once so that an eager message leaves at once rather than at the next call.
     w.engine.progress()?;
-    Ok(RequestEntry { core: Some(id), done: None, comm, handler, is_recv: false, finish: Finish::Nothing, bsend_bytes })
+    Ok(RequestEntry { core: Some(id), done: None, comm, handler, is_recv: false, finish: Finish::Nothing, bsend_bytes, persistent: None })
 }
 
 /// Starts a receive.
@@ -204,7 +219,7 @@ pub unsafe fn post_recv(
         let src = if source == abi::MPI_ANY_SOURCE { ANY_SOURCE } else { comm.peer(source)? as i32 };
         let tag = if tag == abi::MPI_ANY_TAG { ANY_TAG } else { tag };
         let id = s.world()?.engine.core.irecv(src, comm.ctx, tag, target)?;
-        Ok(RequestEntry { core: Some(id), done: None, comm: comm.clone(), handler, is_recv: true, finish, bsend_bytes: 0 })
+        Ok(RequestEntry { core: Some(id), done: None, comm: comm.clone(), handler, is_recv: true, finish, bsend_bytes: 0, persistent: None })
     })();
     with_handler(r, handler)
 }
@@ -482,6 +497,36 @@ mpi_fn! {
         })
     }
 
+    fn Send_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        let p = Persistent { send_mode: Some(Mode::Standard), buf: buf as usize, count, datatype: datatype as usize, peer: dest, tag, comm: comm as usize };
+        // SAFETY: MPI_Send_init's buffer contract.
+        unsafe { persistent_init("MPI_Send_init", p, request) }
+    }
+
+    fn Ssend_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        let p = Persistent { send_mode: Some(Mode::Synchronous), buf: buf as usize, count, datatype: datatype as usize, peer: dest, tag, comm: comm as usize };
+        // SAFETY: as MPI_Send_init.
+        unsafe { persistent_init("MPI_Ssend_init", p, request) }
+    }
+
+    fn Rsend_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        let p = Persistent { send_mode: Some(Mode::Ready), buf: buf as usize, count, datatype: datatype as usize, peer: dest, tag, comm: comm as usize };
+        // SAFETY: as MPI_Send_init.
+        unsafe { persistent_init("MPI_Rsend_init", p, request) }
+    }
+
+    fn Bsend_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        let p = Persistent { send_mode: Some(Mode::Buffered), buf: buf as usize, count, datatype: datatype as usize, peer: dest, tag, comm: comm as usize };
+        // SAFETY: as MPI_Send_init.
+        unsafe { persistent_init("MPI_Bsend_init", p, request) }
+    }
+
+    fn Recv_init(buf: *mut c_void, count: c_int, datatype: MPI_Datatype, source: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        let p = Persistent { send_mode: None, buf: buf as usize, count, datatype: datatype as usize, peer: source, tag, comm: comm as usize };
+        // SAFETY: MPI_Recv_init's buffer contract.
+        unsafe { persistent_init("MPI_Recv_init", p, request) }
+    }
+
     fn Buffer_attach(buffer: *mut c_void, size: c_int) -> c_int {
         call("MPI_Buffer_attach", None, |s| {
             if size < 0 {
@@ -515,6 +560,65 @@ mpi_fn! {
             unsafe { out(size, len as c_int) }
         })
     }
+}
+
+/// Creates an inactive persistent request after checking its arguments as the call would.
+///
+/// # Safety
+/// The buffer must obey MPI's rules from each `MPI_Start` until the request completes.
+unsafe fn persistent_init(name: &'static str, p: Persistent, request: *mut MPI_Request) -> c_int {
+    let comm = p.comm as MPI_Comm;
+    call(name, Some(comm), |s| {
+        let (c, handler) = comm_of(s, comm)?;
+        let checked = (|| {
+            check_buffer(s, p.count, p.datatype as MPI_Datatype)?;
+            check_tag(p.tag, p.send_mode.is_none())?;
+            check_rank(&c, p.peer, p.send_mode.is_none())
+        })();
+        with_handler(checked, handler)?;
+        let e = RequestEntry {
+            core: None,
+            done: None,
+            comm: c,
+            handler,
+            is_recv: p.send_mode.is_none(),
+            finish: Finish::Nothing,
+            bsend_bytes: 0,
+            persistent: Some(p),
+        };
+        let h = s.new_request(e)?;
+        // SAFETY: caller's output argument.
+        unsafe { out(request, h) }
+    })
+}
+
+/// `MPI_Start` of the persistent request at table index `i` (§3.9).
+pub fn start(s: &mut State, i: usize) -> Res<()> {
+    let e = s.requests.get(i).expect("checked index");
+    let Some(p) = e.persistent else { return fail(ErrorClass::Request, "MPI_Start of a request that is not persistent") };
+    if !e.is_inactive() {
+        return fail(ErrorClass::Request, "MPI_Start of a persistent request that is still active");
+    }
+    let comm = p.comm as MPI_Comm;
+    let dt = p.datatype as MPI_Datatype;
+    // SAFETY: the buffer given to the *_init call, under MPI's rules until completion.
+    let mut fresh = unsafe {
+        match p.send_mode {
+            Some(mode) => post_send(s, p.buf as *const c_void, p.count, dt, p.peer, p.tag, comm, mode)?,
+            None => post_recv(s, p.buf as *mut c_void, p.count, dt, p.peer, p.tag, comm)?,
+        }
+    };
+    if p.send_mode == Some(Mode::Buffered) {
+        if let Some(id) = fresh.core.take() {
+            s.bsend_pending.push((id, fresh.bsend_bytes));
+        }
+        fresh.done = Some(Status::default());
+    }
+    let e = s.requests.get_mut(i).expect("checked index");
+    e.core = fresh.core;
+    e.done = fresh.done;
+    e.finish = fresh.finish;
+    Ok(())
 }
 
 fn byte_handle() -> MPI_Datatype {

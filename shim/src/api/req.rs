@@ -6,7 +6,7 @@ use kawarimi_runtime::core::{Status, ANY_SOURCE, ANY_TAG};
 use kawarimi_runtime::error::ErrorClass;
 
 use crate::abi::{self, MPI_Comm, MPI_Count, MPI_Datatype, MPI_Request, MPI_Status};
-use crate::api::p2p::{comm_of, empty_status, test_entry, wait_entry, write_status};
+use crate::api::p2p::{comm_of, empty_status, start, test_entry, wait_entry, write_status};
 use crate::export::call;
 use crate::mem::{c_array_mut, out};
 use crate::state::{fail, request_null, Fail, Res, State};
@@ -31,26 +31,39 @@ type Completed = (Status, Option<Fail>);
 /// `MPI_REQUEST_NULL` and returns its status.
 fn complete(s: &mut State, i: usize, handle: &mut MPI_Request, block: bool) -> Res<Option<Completed>> {
     let mut e = s.requests.remove(i).expect("request index checked");
-    let r = if block { wait_entry(s, &mut e).map(Some) } else { test_entry(s, &mut e) };
-    match r {
-        Ok(None) => {
-            // Not complete: put it back where it was (the index stays valid).
-            let j = s.requests.insert(e).expect("slot just freed");
-            debug_assert_eq!(i, j);
-            Ok(None)
-        }
-        Ok(Some(st)) => {
-            *handle = request_null();
-            Ok(Some((st, None)))
-        }
-        Err(err) => {
-            *handle = request_null();
-            match e.done {
-                Some(st) => Ok(Some((st, Some(err)))),
-                None => Err(err),
-            }
-        }
+    if e.is_inactive() {
+        put_back(s, i, e);
+        return Ok(Some((empty_status(), None)));
     }
+    let r = if block { wait_entry(s, &mut e).map(Some) } else { test_entry(s, &mut e) };
+    let done = match r {
+        Ok(None) => {
+            put_back(s, i, e);
+            return Ok(None);
+        }
+        Ok(Some(st)) => Some((st, None)),
+        Err(err) => match e.done {
+            Some(st) => Some((st, Some(err))),
+            // An engine failure: no status to report.
+            None => return Err(err),
+        },
+    };
+    if e.persistent.is_some() {
+        // A persistent request stays allocated, inactive, for the next MPI_Start (§3.9).
+        e.core = None;
+        e.done = None;
+        e.finish = crate::state::Finish::Nothing;
+        put_back(s, i, e);
+    } else {
+        *handle = request_null();
+    }
+    Ok(done)
+}
+
+/// Returns an entry to the slot it was taken from, so its handle stays valid.
+fn put_back(s: &mut State, i: usize, e: crate::state::RequestEntry) {
+    let j = s.requests.insert(e).expect("slot just freed");
+    debug_assert_eq!(i, j, "the table reuses the slot just freed");
 }
 
 /// `MPI_Wait`/`MPI_Test` of one request.
@@ -91,7 +104,13 @@ unsafe fn batch<'a>(s: &State, n: c_int, p: *mut MPI_Request) -> Res<Batch<'a>> 
     }
     // SAFETY: per the contract.
     let handles = unsafe { c_array_mut(p, n as usize)? };
-    let indices = handles.iter().map(|&h| s.request_index(h)).collect::<Res<Vec<_>>>()?;
+    let mut indices = handles.iter().map(|&h| s.request_index(h)).collect::<Res<Vec<_>>>()?;
+    // Inactive persistent requests count as null ones (§3.9).
+    for idx in indices.iter_mut() {
+        if idx.is_some_and(|i| s.requests.get(i).is_some_and(|e| e.is_inactive())) {
+            *idx = None;
+        }
+    }
     Ok(Batch { handles, indices })
 }
 
@@ -129,7 +148,7 @@ unsafe fn all(s: &mut State, b: Batch<'_>, statuses: *mut MPI_Status, block: boo
             }
         }
     }
-    let mut any_error = false;
+    let mut first_error = None;
     for (k, idx) in b.indices.iter().enumerate() {
         match idx {
             None => {
@@ -139,18 +158,30 @@ unsafe fn all(s: &mut State, b: Batch<'_>, statuses: *mut MPI_Status, block: boo
             Some(i) => {
                 let (st, error) = complete(s, *i, &mut b.handles[k], true)?.expect("blocking completion");
                 let code = error.map_or(abi::MPI_SUCCESS, |e| {
-                    any_error = true;
-                    crate::export::class_code(e.class)
+                    let code = crate::export::class_code(e.class);
+                    first_error.get_or_insert(e);
+                    code
                 });
                 // SAFETY: per the contract.
                 unsafe { write_status_at(statuses, k, &st, code) };
             }
         }
     }
-    if any_error {
-        return fail(ErrorClass::InStatus, "a request completed with an error; see the statuses");
-    }
+    in_status(first_error)?;
     Ok(true)
+}
+
+/// The error of an array completion: `MPI_ERR_IN_STATUS`, raised on the handler of the first
+/// request that failed (§3.7.5, §8.3).
+fn in_status(first_error: Option<Fail>) -> Res<()> {
+    match first_error {
+        None => Ok(()),
+        Some(e) => Err(Fail {
+            class: ErrorClass::InStatus,
+            detail: format!("a request completed with an error ({}: {}); see the statuses", e.class.name(), e.detail),
+            handler: e.handler,
+        }),
+    }
 }
 
 /// Finds and completes one complete request of `b`; blocks for one when `block`.
@@ -274,6 +305,33 @@ mpi_fn! {
         })
     }
 
+    fn Start(request: *mut MPI_Request) -> c_int {
+        call("MPI_Start", None, |s| {
+            // SAFETY: a request handle (§3.9).
+            let Some(i) = (unsafe { read_request(s, request)? }) else {
+                return fail(ErrorClass::Request, "MPI_Start of MPI_REQUEST_NULL");
+            };
+            start(s, i)
+        })
+    }
+
+    fn Startall(count: c_int, array_of_requests: *mut MPI_Request) -> c_int {
+        call("MPI_Startall", None, |s| {
+            if count < 0 {
+                return fail(ErrorClass::Count, format!("count {count} is negative"));
+            }
+            // SAFETY: `count` request handles (§3.9).
+            let handles = unsafe { c_array_mut(array_of_requests, count as usize)? };
+            for &h in handles.iter() {
+                let Some(i) = s.request_index(h)? else {
+                    return fail(ErrorClass::Request, "MPI_Startall of MPI_REQUEST_NULL");
+                };
+                start(s, i)?;
+            }
+            Ok(())
+        })
+    }
+
     fn Request_free(request: *mut MPI_Request) -> c_int {
         call("MPI_Request_free", None, |s| {
             // SAFETY: a request handle (§3.7.3).
@@ -301,12 +359,12 @@ mpi_fn! {
             s.world()?.engine.progress()?;
             let e = s.requests.get(i).expect("checked");
             let done = e.done.or_else(|| {
-                let w = s.world.as_ref()?;
-                let id = e.core?;
-                w.engine.core.is_complete(id).then(empty_status)
+                let mut st = s.world.as_ref()?.engine.core.peek_status(e.core?)?;
+                if e.is_recv && !st.cancelled {
+                    st.source = e.comm.rank_of_world(st.source as u32);
+                }
+                Some(st)
             });
-            // A complete runtime request reports its final status only once completed by
-            // Wait/Test; here the flag is what matters (§3.7.3).
             // SAFETY: caller's output arguments.
             unsafe {
                 out(flag, done.is_some() as c_int)?;
@@ -416,7 +474,7 @@ unsafe fn some(
     // SAFETY: per the contract.
     let idx_out = unsafe { c_array_mut(indices, incount as usize)? };
     let mut n = 0usize;
-    let mut any_error = false;
+    let mut first_error = None;
     // First call may block for one; then collect every other one already complete.
     let mut blocking = block;
     while let Some((k, (st, error))) = any(s, &mut b, blocking)? {
@@ -424,8 +482,9 @@ unsafe fn some(
         b.indices[k] = None;
         idx_out[n] = k as c_int;
         let code = error.map_or(abi::MPI_SUCCESS, |e| {
-            any_error = true;
-            crate::export::class_code(e.class)
+            let code = crate::export::class_code(e.class);
+            first_error.get_or_insert(e);
+            code
         });
         // SAFETY: per the contract; `n < incount`.
         unsafe { write_status_at(statuses, n, &st, code) };
@@ -433,10 +492,7 @@ unsafe fn some(
     }
     // SAFETY: caller's output argument.
     unsafe { out(outcount, n as c_int)? };
-    if any_error {
-        return fail(ErrorClass::InStatus, "a request completed with an error; see the statuses");
-    }
-    Ok(())
+    in_status(first_error)
 }
 
 /// `MPI_Get_count` (whole datatypes) or `MPI_Get_elements` (primitive elements) of a status.
