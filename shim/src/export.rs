@@ -203,7 +203,7 @@ fn raise(name: &'static str, e: Fail, handler: Handler, comm: Option<abi::MPI_Co
         Handler::User(i) => {
             let f = STATE.lock().as_ref().and_then(|s| s.errhandlers.get(i).copied());
             let Some(f) = f else { die(name, &format!("{}: {}", e.class.name(), e.detail), code) };
-            let mut c = comm.unwrap_or_else(|| world_handle());
+            let mut c = comm.unwrap_or_else(world_handle);
             let mut code_arg = code;
             // SAFETY: `f` is the application's handler made with MPI_Comm_create_errhandler;
             // it receives pointers to a communicator handle and an error code that live for
