@@ -10,6 +10,7 @@
 
 pub mod coll;
 pub mod comm;
+pub mod control;
 pub mod core;
 pub mod datatype;
 pub mod engine;

@@ -1,76 +1,181 @@
-//! Start-up wire-up: find the peers and connect the data path.
+//! Start-up wire-up: find the peers, the coordinator and the secret, and connect the data
+//! path.
 //!
-//! 1. The per-job secret comes from `KAWARIMI_JOB_SECRET` (set by `kawarimi run`), or, under
-//!    plain `mpirun`, rank 0 generates it and publishes it through the launcher's PMIx server,
-//!    which serves only this job's processes.
-//! 2. Every rank binds a TCP listener, publishes its address under [`TCP_ADDR_KEY`], fences,
-//!    reads every peer's address, and connects the full mesh; each connection proves it
-//!    holds the secret before carrying a frame.
+//! Three situations:
+//! - **`kawarimi run`** sets `KAWARIMI_COORD` (its coordinator) and `KAWARIMI_JOB_SECRET`.
+//!   Every rank opens its control connection to that coordinator. Addresses are exchanged
+//!   through the launcher's PMIx server when there is one, else through the coordinator.
+//! - **plain `mpirun`** with the library preloaded: rank 0 generates the secret, starts the
+//!   coordinator inside its own process and publishes both through PMIx (which serves only
+//!   this job's processes); every rank then connects to it.
+//! - **no launcher service** (a single process started by hand): a job of one.
+//!
+//! `KAWARIMI_WIREUP=coordinator` forces address exchange through the coordinator even
+//! where PMIx exists (for launchers whose PMIx is unusable, and for tests).
+//!
+//! Then every rank binds a TCP listener, publishes its address under [`TCP_ADDR_KEY`],
+//! fences, reads every peer's address, and connects the full mesh; each connection proves it
+//! holds the secret before carrying a frame.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use kawarimi_transports::auth::JobSecret;
-use kawarimi_transports::bootstrap::{self, Bootstrap};
+use kawarimi_transports::bootstrap::{self, Bootstrap, Pmix, Singleton};
 use kawarimi_transports::{tcp, Transport};
 
+use crate::control::client::{RankClient, COORD_ENV};
+use crate::control::coordinator::CoordinatorConfig;
+use crate::control::jobfile::JobFile;
+use crate::control::server::{self, CoordinatorHandle};
 use crate::error::{ErrorClass, MpiError, MpiResult};
 use crate::launch::ProcInfo;
 
 /// Bootstrap key under which a rank publishes its TCP listener address.
 pub const TCP_ADDR_KEY: &str = "kawarimi.tcp.addr";
-/// Bootstrap key under which rank 0 publishes a secret it generated.
+/// Bootstrap keys under which rank 0 publishes the secret and the coordinator it started.
 pub const SECRET_KEY: &str = "kawarimi.secret";
+pub const COORD_KEY: &str = "kawarimi.coord";
 
 fn boot_err(what: &str, e: impl std::fmt::Display) -> MpiError {
     MpiError::new(ErrorClass::Other, format!("wire-up: {what}: {e}"))
 }
 
-/// The result of wire-up: the connected transport (none for a job of one) and the bootstrap
-/// service, kept for the wire-ups after each switch.
-pub struct Wired {
-    pub transport: Option<Box<dyn Transport>>,
+/// A coordinator hosted by this rank, and the job file that lets `kawarimi ctl` find it.
+/// Dropping it removes the file and stops the coordinator.
+pub struct HostedCoordinator {
+    pub handle: CoordinatorHandle,
+    pub jobfile: JobFile,
+}
+
+impl Drop for HostedCoordinator {
+    fn drop(&mut self) {
+        self.jobfile.remove();
+    }
+}
+
+/// The control-plane side of a rank: what published its addresses, its connection to the
+/// coordinator, and the coordinator itself when this rank hosts it. Kept for the wire-ups
+/// after each switch.
+pub struct ControlPlane {
     pub bootstrap: Box<dyn Bootstrap>,
+    /// The control connection, when addresses go through PMIx (otherwise `bootstrap` is it).
+    pub control: Option<RankClient>,
+    pub hosted: Option<HostedCoordinator>,
     pub secret: JobSecret,
 }
 
-/// Connects this rank to every other rank of the job.
+/// The result of wire-up.
+pub struct Wired {
+    pub transport: Option<Box<dyn Transport>>,
+    pub control: ControlPlane,
+}
+
+/// The address other hosts reach this one at: the first non-loopback, non-IPoIB address.
+pub fn public_ip() -> IpAddr {
+    tcp::local_addresses().into_iter().next().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn read_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Rank 0 under plain `mpirun`: makes the secret and starts the coordinator.
+fn host_coordinator(proc: &ProcInfo) -> MpiResult<(JobSecret, HostedCoordinator)> {
+    let secret = JobSecret::generate().map_err(|e| boot_err("secret", e))?;
+    let job = format!("kw-{}", std::process::id());
+    let handle = server::spawn(None, public_ip(), job.clone(), secret.clone(), CoordinatorConfig::default())
+        .map_err(|e| boot_err("start coordinator", e))?;
+    let jobfile = JobFile { job, coordinator: handle.addr(), secret: secret.to_hex(), pid: std::process::id() };
+    jobfile.write().map_err(|e| boot_err("write job file", e))?;
+    debug_assert_eq!(proc.rank, 0);
+    Ok((secret, HostedCoordinator { handle, jobfile }))
+}
+
+/// Finds the peers and connects this rank to every other rank of the job.
 pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
-    let mut boot = bootstrap::from_env().map_err(|e| boot_err("bootstrap", e))?;
-    if boot.rank() != proc.rank || boot.size() != proc.size {
+    let host = read_hostname();
+    let force_coordinator = std::env::var("KAWARIMI_WIREUP").is_ok_and(|v| v == "coordinator");
+    let pmix = bootstrap::pmix_available() && !force_coordinator;
+    let coord_addr = match std::env::var(COORD_ENV) {
+        Ok(v) => Some(v.parse::<SocketAddr>().map_err(|_| boot_err(COORD_ENV, format!("{v:?} is not host:port")))?),
+        Err(_) => None,
+    };
+
+    let control = match coord_addr {
+        Some(addr) => {
+            let secret = JobSecret::from_env().map_err(|e| boot_err("secret", e))?;
+            let client = RankClient::connect(addr, &secret, proc.rank, proc.size, &host).map_err(|e| boot_err("coordinator", e))?;
+            if pmix {
+                let boot = Pmix::init().map_err(|e| boot_err("PMIx", e))?;
+                ControlPlane { bootstrap: Box::new(boot), control: Some(client), hosted: None, secret }
+            } else {
+                ControlPlane { bootstrap: Box::new(client), control: None, hosted: None, secret }
+            }
+        }
+        None if pmix => {
+            let mut boot = Pmix::init().map_err(|e| boot_err("PMIx", e))?;
+            let hosted = if proc.rank == 0 {
+                let (s, h) = host_coordinator(proc)?;
+                boot.put(SECRET_KEY, s.as_bytes()).map_err(|e| boot_err("publish secret", e))?;
+                boot.put(COORD_KEY, h.handle.addr().to_string().as_bytes()).map_err(|e| boot_err("publish coordinator", e))?;
+                Some((s, h))
+            } else {
+                None
+            };
+            boot.commit().map_err(|e| boot_err("commit", e))?;
+            boot.fence(timeout).map_err(|e| boot_err("fence", e))?;
+            let (secret, hosted) = match hosted {
+                Some((s, h)) => (s, Some(h)),
+                None => {
+                    let b = boot.get(0, SECRET_KEY).map_err(|e| boot_err("read secret", e))?;
+                    let b: [u8; 32] = b.try_into().map_err(|_| boot_err("read secret", "not 32 bytes"))?;
+                    (JobSecret::from_bytes(b), None)
+                }
+            };
+            let raw = boot.get(0, COORD_KEY).map_err(|e| boot_err("read coordinator address", e))?;
+            let text = String::from_utf8_lossy(&raw);
+            let addr: SocketAddr = text.parse().map_err(|_| boot_err("coordinator address", format!("{text:?}")))?;
+            let client = RankClient::connect(addr, &secret, proc.rank, proc.size, &host).map_err(|e| boot_err("coordinator", e))?;
+            ControlPlane { bootstrap: Box::new(boot), control: Some(client), hosted, secret }
+        }
+        None => {
+            if proc.size != 1 {
+                return Err(boot_err(
+                    "launcher",
+                    format!(
+                        "{} says this is rank {} of {}, but there is neither a PMIx server nor a kawarimi coordinator \
+                         ({COORD_ENV}) to find the peers through: start the job with mpirun or kawarimi run",
+                        proc.launcher, proc.rank, proc.size
+                    ),
+                ));
+            }
+            let secret = JobSecret::generate().map_err(|e| boot_err("secret", e))?;
+            ControlPlane { bootstrap: Box::new(Singleton::new()), control: None, hosted: None, secret }
+        }
+    };
+    let mut control = control;
+    if control.bootstrap.rank() != proc.rank || control.bootstrap.size() != proc.size {
         return Err(boot_err(
             "launcher disagrees with itself",
             format!(
-                "environment says rank {} of {}, PMIx says rank {} of {}",
+                "environment says rank {} of {}, the wire-up service says rank {} of {}",
                 proc.rank,
                 proc.size,
-                boot.rank(),
-                boot.size()
+                control.bootstrap.rank(),
+                control.bootstrap.size()
             ),
         ));
     }
-    let secret = match JobSecret::from_env() {
-        Ok(s) => s,
-        Err(_) if proc.size == 1 => JobSecret::generate().map_err(|e| boot_err("secret", e))?,
-        Err(_) => {
-            if proc.rank == 0 {
-                let s = JobSecret::generate().map_err(|e| boot_err("secret", e))?;
-                boot.put(SECRET_KEY, s.as_bytes()).map_err(|e| boot_err("publish secret", e))?;
-                boot.commit().map_err(|e| boot_err("commit", e))?;
-                boot.fence(timeout).map_err(|e| boot_err("fence", e))?;
-                s
-            } else {
-                boot.commit().map_err(|e| boot_err("commit", e))?;
-                boot.fence(timeout).map_err(|e| boot_err("fence", e))?;
-                let b = boot.get(0, SECRET_KEY).map_err(|e| boot_err("read secret", e))?;
-                let b: [u8; 32] = b.try_into().map_err(|_| boot_err("read secret", "not 32 bytes"))?;
-                JobSecret::from_bytes(b)
-            }
-        }
-    };
     if proc.size == 1 {
-        return Ok(Wired { transport: None, bootstrap: boot, secret });
+        return Ok(Wired { transport: None, control });
     }
+    let transport = connect_tcp(proc, control.bootstrap.as_mut(), &control.secret, timeout)?;
+    Ok(Wired { transport: Some(transport), control })
+}
+
+/// Publishes this rank's TCP address, learns everyone else's, and connects the mesh.
+fn connect_tcp(proc: &ProcInfo, boot: &mut dyn Bootstrap, secret: &JobSecret, timeout: Duration) -> MpiResult<Box<dyn Transport>> {
     let endpoint = tcp::bind(proc.rank, None, secret.clone()).map_err(|e| boot_err("bind", e))?;
     let addr = endpoint.local_addr().to_string();
     boot.put(TCP_ADDR_KEY, addr.as_bytes()).map_err(|e| boot_err("publish address", e))?;
@@ -85,5 +190,5 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
         peers.push((r, sa));
     }
     let transport = endpoint.connect_all(&peers, timeout).map_err(|e| boot_err("connect", e))?;
-    Ok(Wired { transport: Some(Box::new(transport)), bootstrap: boot, secret })
+    Ok(Box::new(transport))
 }

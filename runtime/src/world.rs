@@ -26,6 +26,8 @@ pub struct World {
     pub hostname: String,
     pub world: Arc<Comm>,
     pub self_comm: Arc<Comm>,
+    /// The wire-up service, the control connection and a hosted coordinator.
+    pub control: Option<crate::wireup::ControlPlane>,
     /// The lowest context id this process has not used; new communicators agree on the
     /// maximum over their members (see [`World::alloc_ctx`]).
     next_ctx: u32,
@@ -70,8 +72,24 @@ impl World {
             hostname: read_hostname(),
             world: Arc::new(world),
             self_comm: Arc::new(self_comm),
+            control: None,
             next_ctx: FIRST_FREE_CTX,
         })
+    }
+
+    /// `MPI_Finalize`: ends the data path politely (every peer says goodbye), then lets go
+    /// of the control plane; dropping the PMIx client tells the launcher this rank ended
+    /// cleanly, and a hosted coordinator stops last.
+    pub fn finalize(&mut self) -> MpiResult<()> {
+        self.engine.finalize()?;
+        if let Some(cp) = self.control.take() {
+            let crate::wireup::ControlPlane { bootstrap, control, hosted, secret } = cp;
+            drop(control);
+            drop(bootstrap);
+            drop(hosted);
+            drop(secret);
+        }
+        Ok(())
     }
 
     /// Reads this process's place from the launcher's environment.

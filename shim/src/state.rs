@@ -207,9 +207,6 @@ pub struct State {
     pub predef_types: Vec<Option<Arc<Datatype>>>,
     /// `MPI_Buffer_attach`: (address, size, bytes in use).
     pub bsend_buffer: Option<(usize, usize, usize)>,
-    /// The launcher's wire-up service; dropped at `MPI_Finalize`, which tells the launcher
-    /// that this rank ended cleanly.
-    pub bootstrap: Option<Box<dyn kawarimi_transports::bootstrap::Bootstrap>>,
     pub main_thread: Option<std::thread::ThreadId>,
     /// Error classes and codes added by the application (§8.5): code `MPI_ERR_LASTCODE + 1 + i`
     /// is entry `i`, holding its class and its string.

@@ -22,14 +22,14 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
     }
     let proc = World::detect()?;
     let wired = wireup::wire_up(&proc, WIREUP_TIMEOUT)?;
-    let world = World::new(proc, wired.transport, kawarimi_runtime::world::config_from_env()?)?;
+    let mut world = World::new(proc, wired.transport, kawarimi_runtime::world::config_from_env()?)?;
+    world.control = Some(wired.control);
     let world_entry = CommEntry { comm: world.world.clone(), handler: Handler::Fatal, name: "MPI_COMM_WORLD".into(), attrs: Default::default() };
     let self_entry = CommEntry { comm: world.self_comm.clone(), handler: Handler::Fatal, name: "MPI_COMM_SELF".into(), attrs: Default::default() };
     let w = s.comms.insert(world_entry);
     let me = s.comms.insert(self_entry);
     assert_eq!((w, me), (Some(crate::state::WORLD_INDEX), Some(crate::state::SELF_INDEX)));
     s.world = Some(world);
-    s.bootstrap = Some(wired.bootstrap);
     s.initialized = true;
     s.thread_level = required.min(PROVIDED_THREAD_LEVEL);
     s.main_thread = Some(std::thread::current().id());
@@ -70,11 +70,8 @@ mpi_fn! {
 
     fn Finalize() -> c_int {
         call("MPI_Finalize", None, |s| {
-            let w = s.world()?;
-            w.engine.finalize()?;
+            s.world()?.finalize()?;
             s.world = None;
-            // Dropping the PMIx client tells the launcher this rank finished cleanly.
-            s.bootstrap = None;
             s.finalized = true;
             Ok(())
         })
