@@ -1,5 +1,5 @@
 /*
- * Shared helpers for kawarimi's benchmark programs (bench/*.c).
+ * Shared helpers for kawarimi's benchmark programs (the .c files in bench/).
  *
  * Time is read with clock_gettime(CLOCK_MONOTONIC) rather than MPI_Wtime, so that native
  * Open MPI and kawarimi are measured with the very same clock.  Every program checks the

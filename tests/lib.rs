@@ -51,6 +51,12 @@ pub enum Mode {
         /// Path of `libkawarimi.so`.
         lib: PathBuf,
     },
+    /// `kawarimi run` (its own coordinator, then mpirun), with the ranks exchanging their
+    /// addresses through that coordinator instead of PMIx (`KAWARIMI_WIREUP=coordinator`).
+    KawarimiRun {
+        /// Path of the `kawarimi` executable.
+        cli: PathBuf,
+    },
 }
 
 impl fmt::Display for Mode {
@@ -58,6 +64,7 @@ impl fmt::Display for Mode {
         match self {
             Mode::Native => write!(f, "native"),
             Mode::Kawarimi { lib } => write!(f, "kawarimi ({})", lib.display()),
+            Mode::KawarimiRun { cli } => write!(f, "kawarimi run, coordinator wire-up ({})", cli.display()),
         }
     }
 }
@@ -318,7 +325,13 @@ pub fn timeout_or(default: Duration) -> Duration {
 
 /// The `mpirun` command line (without the program) for `mode` and `ranks`.
 pub fn mpirun_args(mode: &Mode, ranks: u32) -> Vec<OsString> {
-    let mut args: Vec<OsString> = [
+    let mut args: Vec<OsString> = Vec::new();
+    if let Mode::KawarimiRun { .. } = mode {
+        args.push("run".into());
+        args.push("-x".into());
+        args.push("KAWARIMI_WIREUP=coordinator".into());
+    }
+    args.extend([
         "--oversubscribe",
         "--allow-run-as-root",
         "--bind-to",
@@ -326,8 +339,7 @@ pub fn mpirun_args(mode: &Mode, ranks: u32) -> Vec<OsString> {
         "-np",
     ]
     .iter()
-    .map(OsString::from)
-    .collect();
+    .map(OsString::from));
     args.push(ranks.to_string().into());
     if let Mode::Kawarimi { lib } = mode {
         let mut preload = OsString::from("LD_PRELOAD=");
@@ -470,9 +482,10 @@ pub fn run(exe: &Path, mode: &Mode, ranks: u32, timeout: Duration) -> RunOutput 
         stderr: String::new(),
         notes: Vec::new(),
     };
-    let launcher = match mpirun() {
-        Ok(l) => l,
-        Err(e) => {
+    let launcher = match (mode, mpirun()) {
+        (Mode::KawarimiRun { cli }, _) => cli.clone(),
+        (_, Ok(l)) => l,
+        (_, Err(e)) => {
             out.notes.push(e);
             return out;
         }
@@ -595,6 +608,8 @@ pub enum ModeKind {
     Native,
     /// kawarimi preloaded.
     Kawarimi,
+    /// `kawarimi run` with coordinator wire-up.
+    KawarimiRun,
 }
 
 /// Resolves a [`ModeKind`] into a [`Mode`], panicking with instructions when
@@ -604,6 +619,18 @@ pub fn mode(kind: ModeKind) -> Mode {
         ModeKind::Native => Mode::Native,
         ModeKind::Kawarimi => match kawarimi_lib() {
             Ok(lib) => Mode::Kawarimi { lib },
+            Err(e) => panic!("{e}"),
+        },
+        ModeKind::KawarimiRun => match kawarimi_lib() {
+            Ok(lib) => {
+                let cli = lib.with_file_name("kawarimi");
+                assert!(
+                    cli.exists(),
+                    "{} not found: run `cargo build --release -p kawarimi-hooks` first",
+                    cli.display()
+                );
+                Mode::KawarimiRun { cli }
+            }
             Err(e) => panic!("{e}"),
         },
     }
@@ -695,7 +722,7 @@ pub fn check_abort_rank(kind: ModeKind, build_dir: &Path, ranks: u32, bound: Dur
     if out.status.is_none() && !out.timed_out {
         problems.push("no exit status".to_string());
     }
-    if kind == ModeKind::Kawarimi && !names_rank(&out.combined(), ranks - 1) {
+    if kind != ModeKind::Native && !names_rank(&out.combined(), ranks - 1) {
         problems.push(format!(
             "the output does not name the dead rank (no line containing `rank {}`)",
             ranks - 1

@@ -47,3 +47,12 @@ mod kawarimi {
         p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
         topology, datatypes, errors, env);
 }
+
+/// The same programs under `kawarimi run`, wired up through its coordinator rather than
+/// mpirun's PMIx server: the path a launcher without PMIx takes.
+mod kawarimi_run {
+    use super::*;
+    program_tests!(ModeKind::KawarimiRun;
+        p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
+        topology, datatypes, errors, env);
+}
