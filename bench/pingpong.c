@@ -10,7 +10,7 @@
  * larger ones are checked in full during warm-up and on the last iteration, and by three
  * per-iteration stamps (head, middle, tail) in between.
  *
- * Usage: pingpong [iteration-scale]
+ * Usage: pingpong [iteration-scale [max-size]]   (max-size: skip larger sizes, e.g. for profiling)
  */
 #include "common.h"
 
@@ -36,10 +36,12 @@ int main(int argc, char **argv) {
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
     size_t maxn = sizes[NSIZES - 1];
+    size_t limit = argc > 2 ? (size_t)strtoull(argv[2], NULL, 10) : maxn;
     unsigned char *sbuf = xmalloc(maxn), *rbuf = xmalloc(maxn);
 
     for (size_t si = 0; si < NSIZES; si++) {
         size_t n = sizes[si];
+        if (n > limit) break;
         int iters = scaled(iters_for(n), 20);
         int warm = iters / 10 < 5 ? 5 : iters / 10;
         int total = warm + iters;

@@ -32,6 +32,9 @@ enum Cmd {
         /// The mpirun launcher to wrap.
         #[arg(long, default_value = "mpirun")]
         mpirun: String,
+        /// Name of the job, for `kawarimi ctl --job` (default: kw-<pid>).
+        #[arg(long = "job-name")]
+        job_name: Option<String>,
         /// mpirun's flags, then the program and its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
@@ -55,7 +58,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Run { lib, mpirun, args } => run::run(lib, &mpirun, &args),
+        Cmd::Run { lib, mpirun, job_name, args } => run::run(lib, &mpirun, job_name, &args),
         Cmd::Ctl { command, job, timeout, json } => ctl::ctl(command, job.as_deref(), timeout, json),
     };
     match result {

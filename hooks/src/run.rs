@@ -42,7 +42,7 @@ fn forwarded() -> SigSet {
     s
 }
 
-pub fn run(lib: Option<PathBuf>, mpirun: &str, args: &[String]) -> Result<ExitCode, String> {
+pub fn run(lib: Option<PathBuf>, mpirun: &str, job_name: Option<String>, args: &[String]) -> Result<ExitCode, String> {
     let lib = lib
         .or_else(default_lib)
         .ok_or("libkawarimi.so not found next to kawarimi; pass --lib or set KAWARIMI_LIB")?;
@@ -52,7 +52,10 @@ pub fn run(lib: Option<PathBuf>, mpirun: &str, args: &[String]) -> Result<ExitCo
     forwarded().thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
 
     let secret = JobSecret::generate().map_err(|e| e.to_string())?;
-    let job = format!("kw-{}", std::process::id());
+    let job = job_name.unwrap_or_else(|| format!("kw-{}", std::process::id()));
+    if job.is_empty() || !job.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(format!("job name {job:?} must be letters, digits, '-', '_' or '.'"));
+    }
     let coordinator = server::spawn(None, public_ip(), job.clone(), secret.clone(), CoordinatorConfig::default())
         .map_err(|e| format!("cannot start the coordinator: {e}"))?;
     let jobfile = JobFile { job, coordinator: coordinator.addr(), secret: secret.to_hex(), pid: std::process::id() };

@@ -209,6 +209,8 @@ struct Channel {
     next_recv_seq: u64,
     /// The peer finalized: its link going down is expected, not a failure.
     said_bye: bool,
+    /// The peer's drain marker of the current switch arrived.
+    marker_seen: bool,
 }
 
 /// Result of a probe (`MPI_Iprobe`).
@@ -239,6 +241,11 @@ pub struct Core {
     loopback: VecDeque<(Header, Vec<u8>)>,
     /// Requests freed by the application while still active; dropped when they complete.
     detached: Vec<ReqId>,
+    /// Set from `begin_drain` until `resume`: frames emitted now wait in `held` for the
+    /// next transport instead of entering the outbox.
+    holding: bool,
+    /// Frames emitted after this rank's drain markers, in order, for after the switch.
+    held: VecDeque<Transmit>,
 }
 
 fn tag_matches(want: i32, got: i32) -> bool {
@@ -268,6 +275,8 @@ impl Core {
             outbox: VecDeque::new(),
             loopback: VecDeque::new(),
             detached: Vec::new(),
+            holding: false,
+            held: VecDeque::new(),
         }
     }
 
@@ -307,7 +316,7 @@ impl Core {
 
     /// Queues a frame for `peer`, stamping the channel's epoch and sequence number.
     fn emit(&mut self, peer: PeerId, mut header: Header, payload: Payload) -> MpiResult<()> {
-        if self.outbox.len() >= self.config.outbox_limit_frames {
+        if self.outbox.len() + self.held.len() >= self.config.outbox_limit_frames {
             return err(
                 ErrorClass::Intern,
                 format!("outbox holds {} frames, the limit", self.config.outbox_limit_frames),
@@ -326,10 +335,59 @@ impl Core {
                 Payload::Static(s) => s.to_vec(),
             };
             self.loopback.push_back((header, bytes));
+        } else if self.holding {
+            self.held.push_back(Transmit { peer, header, payload });
         } else {
             self.outbox.push_back(Transmit { peer, header, payload });
         }
         Ok(())
+    }
+
+    /// Starts draining for a switch: a `Marker` goes to every peer behind everything already
+    /// queued, and every frame emitted from now on is held for the next transport. Once the
+    /// outbox is empty (the engine handed it all to the transport, and the transport wrote
+    /// it) and every peer's marker has arrived, nothing is in flight in either direction:
+    /// see [`Core::is_drained`]. Protocol state (unmatched rendezvous, partly received
+    /// messages) stays here and continues after [`Core::resume`].
+    pub fn begin_drain(&mut self) -> MpiResult<()> {
+        assert!(!self.holding, "begin_drain while already draining");
+        let me = self.me;
+        for peer in (0..self.size).filter(|&p| p != me) {
+            self.emit(peer, Header::new(FrameKind::Marker), Payload::Empty)?;
+        }
+        self.holding = true;
+        Ok(())
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.holding
+    }
+
+    /// Peers whose drain marker has not arrived yet.
+    pub fn markers_missing(&self) -> Vec<PeerId> {
+        (0..self.size).filter(|&p| p != self.me && !self.channels[p as usize].marker_seen).collect()
+    }
+
+    /// Whether the core has nothing left to send on the old transport and has received
+    /// every peer's marker. (The engine also waits for the transport's own queue to empty.)
+    pub fn is_drained(&self) -> bool {
+        self.holding && self.outbox.is_empty() && self.markers_missing().is_empty()
+    }
+
+    /// Ends a switch: frames held since the markers go out on the new transport, stamped with
+    /// `new_epoch`, in the order they were emitted (their sequence numbers continue).
+    pub fn resume(&mut self, new_epoch: u32) {
+        assert!(self.is_drained(), "resume before the drain completed");
+        assert!(new_epoch > self.epoch, "epoch must advance: {} -> {new_epoch}", self.epoch);
+        self.epoch = new_epoch;
+        self.holding = false;
+        for c in &mut self.channels {
+            c.marker_seen = false;
+        }
+        for mut t in self.held.drain(..) {
+            t.header.epoch = new_epoch;
+            self.outbox.push_back(t);
+        }
     }
 
     /// Starts a send of `data` to world rank `dest` (MPI-3.1 §3.4, §3.7).
@@ -457,6 +515,11 @@ impl Core {
         }
     }
 
+    /// Whether `peer`'s drain marker of the current switch has arrived.
+    pub fn peer_marker_seen(&self, peer: PeerId) -> bool {
+        self.channels.get(peer as usize).is_some_and(|c| c.marker_seen)
+    }
+
     pub fn peer_said_bye(&self, peer: PeerId) -> bool {
         self.channels.get(peer as usize).is_some_and(|c| c.said_bye)
     }
@@ -504,6 +567,12 @@ impl Core {
             );
         }
         chan.next_recv_seq += 1;
+        if header.epoch != self.epoch {
+            return err(
+                ErrorClass::Intern,
+                format!("channel from rank {peer}: expected epoch {}, got {} ({header})", self.epoch, header.epoch),
+            );
+        }
         match header.kind {
             FrameKind::Eager | FrameKind::EagerSync => {
                 let sync_msg_id = (header.kind == FrameKind::EagerSync).then_some(header.msg_id);
@@ -546,10 +615,10 @@ impl Core {
                 return err(ErrorClass::Other, format!("rank {peer} aborted the job (code {}): {msg}", header.arg));
             }
             FrameKind::Marker => {
-                return err(
-                    ErrorClass::Intern,
-                    format!("frame {header} from rank {peer} belongs to the engine, not the core"),
-                );
+                let chan = &mut self.channels[peer as usize];
+                if std::mem::replace(&mut chan.marker_seen, true) {
+                    return err(ErrorClass::Intern, format!("two drain markers from rank {peer} in epoch {}", self.epoch));
+                }
             }
         }
         self.reap_detached();

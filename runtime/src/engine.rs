@@ -5,12 +5,35 @@
 //! cores, so a wait spins only briefly, then yields, then sleeps in `poll(2)` on the
 //! transport's descriptors; the kernel wakes it when data arrives.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kawarimi_transports::{Event, Transport};
 
+use crate::control::proto::{SwitchCommand, SwitchPhase};
 use crate::core::{Core, ReqId};
 use crate::error::{ErrorClass, MpiError, MpiResult};
+use crate::switch::{Command, Reconnect, SwitchShared};
+
+/// Longest sleep in `poll(2)` of a rank that can be switched: how late a blocked rank may
+/// notice a quiesce command.
+const SWITCH_POLL_MS: u64 = 5;
+
+/// What the engine needs to take part in switches.
+pub struct EngineSwitch {
+    pub shared: Arc<SwitchShared>,
+    pub reconnect: Box<dyn Reconnect>,
+    /// Bound on rediscovering and reconnecting after a resume.
+    pub reconnect_timeout: Duration,
+    /// The epoch of the switch in progress.
+    epoch: u32,
+}
+
+impl EngineSwitch {
+    pub fn new(shared: Arc<SwitchShared>, reconnect: Box<dyn Reconnect>, reconnect_timeout: Duration) -> EngineSwitch {
+        EngineSwitch { shared, reconnect, reconnect_timeout, epoch: 0 }
+    }
+}
 
 /// How a blocked wait behaves.
 #[derive(Debug, Clone)]
@@ -39,13 +62,23 @@ pub struct Engine {
     pub send_window_bytes: usize,
     /// The first fatal error; every later call reports it again.
     failed: Option<MpiError>,
+    /// Present once the rank can be switched (it has a control thread).
+    pub switch: Option<EngineSwitch>,
 }
 
 impl Engine {
     /// `transport` may be `None` only for a job of one rank.
     pub fn new(core: Core, transport: Option<Box<dyn Transport>>) -> Engine {
         assert!(transport.is_some() || core.size() == 1, "a job of several ranks needs a transport");
-        Engine { core, transport, events: Vec::new(), wait_policy: WaitPolicy::default(), send_window_bytes: 16 << 20, failed: None }
+        Engine {
+            core,
+            transport,
+            events: Vec::new(),
+            wait_policy: WaitPolicy::default(),
+            send_window_bytes: 16 << 20,
+            failed: None,
+            switch: None,
+        }
     }
 
     pub fn failure(&self) -> Option<&MpiError> {
@@ -92,7 +125,10 @@ impl Engine {
                     }
                 }
                 Event::LinkDown { peer, reason } => {
-                    if !self.core.peer_said_bye(peer) {
+                    // A peer closes its links once it has finalized, or once it has drained
+                    // (its marker arrived, so nothing more can come on this link).
+                    let expected = self.core.peer_said_bye(peer) || self.core.peer_marker_seen(peer);
+                    if !expected {
                         return Err(self.fail(MpiError::new(
                             ErrorClass::Other,
                             format!("lost rank {peer}: {reason}"),
@@ -104,10 +140,72 @@ impl Engine {
         Ok(did_work)
     }
 
+    /// Runs the switch step the control thread asked for, if any: begins the drain, detaches
+    /// once drained, or rediscovers and reconnects on resume. Cheap when nothing is asked.
+    pub fn switch_step(&mut self) -> MpiResult<()> {
+        let Some(sw) = self.switch.as_ref() else { return Ok(()) };
+        let shared = sw.shared.clone();
+        match shared.phase() {
+            SwitchPhase::Running => {
+                if !shared.is_pending() {
+                    return Ok(());
+                }
+                if let Some(Command::Quiesce { epoch }) = shared.take_command(SwitchCommand::Quiesce) {
+                    if let Err(e) = self.core.begin_drain() {
+                        shared.failed(e.to_string());
+                        return Err(self.fail(e));
+                    }
+                    self.switch.as_mut().expect("checked").epoch = epoch;
+                    shared.reached(SwitchPhase::Draining, epoch);
+                } else if shared.take_command(SwitchCommand::Resume).is_some() {
+                    // Not quiesced (a quiesce that failed elsewhere): already running.
+                    shared.reached(SwitchPhase::Running, self.core.epoch());
+                }
+            }
+            SwitchPhase::Draining => {
+                self.progress()?;
+                let queued = self.transport.as_ref().map_or(0, |t| t.queued_bytes());
+                if self.core.is_drained() && queued == 0 {
+                    // Detach: dropping the transport closes every socket and releases every
+                    // device resource it held. Nothing of it is touched again.
+                    self.transport = None;
+                    let epoch = self.switch.as_ref().expect("checked").epoch;
+                    shared.reached(SwitchPhase::Detached, epoch);
+                }
+            }
+            SwitchPhase::Detached => {
+                if let Some(Command::Resume { epoch, transport }) = shared.take_command(SwitchCommand::Resume) {
+                    shared.reached(SwitchPhase::Reconnecting, epoch);
+                    let sw = self.switch.as_mut().expect("checked");
+                    let timeout = sw.reconnect_timeout;
+                    match sw.reconnect.reconnect(epoch, transport.as_deref(), timeout) {
+                        Ok(t) => {
+                            self.core.resume(epoch);
+                            self.transport = t;
+                            shared.reached(SwitchPhase::Running, epoch);
+                        }
+                        Err(e) => {
+                            shared.failed(e.to_string());
+                            return Err(self.fail(e));
+                        }
+                    }
+                }
+            }
+            SwitchPhase::Reconnecting | SwitchPhase::Failed => {}
+        }
+        Ok(())
+    }
+
+    /// Whether a switch holds the data path (draining, detached or reconnecting).
+    pub fn switching(&self) -> bool {
+        self.switch.as_ref().is_some_and(|s| s.shared.phase() != SwitchPhase::Running)
+    }
+
     /// Drives progress until `done` holds, spinning, then yielding, then sleeping.
     pub fn block_until(&mut self, mut done: impl FnMut(&mut Core) -> bool) -> MpiResult<()> {
         let mut idle_rounds: u32 = 0;
         loop {
+            self.switch_step()?;
             let did_work = self.progress()?;
             if done(&mut self.core) {
                 return Ok(());
@@ -123,9 +221,16 @@ impl Engine {
             } else if idle_rounds <= p.spin_rounds + p.yield_rounds {
                 std::thread::yield_now();
             } else if let Some(t) = self.transport.as_mut() {
-                if let Err(e) = t.wait(Duration::from_millis(p.sleep_ms)) {
+                // A command from the control thread does not wake poll(2), so with switching
+                // enabled the sleep is short enough to keep a quiesce prompt.
+                let sleep_ms = if self.switch.is_some() { p.sleep_ms.min(SWITCH_POLL_MS) } else { p.sleep_ms };
+                if let Err(e) = t.wait(Duration::from_millis(sleep_ms)) {
                     return Err(self.fail(MpiError::new(ErrorClass::Other, e.to_string())));
                 }
+            } else if self.switching() {
+                // Detached: wait for the next command (a resume) rather than for data.
+                let shared = self.switch.as_ref().expect("switching").shared.clone();
+                shared.wait_change(Duration::from_millis(p.sleep_ms));
             } else {
                 // One rank, nothing to wait for: the condition can only change by our own
                 // actions, so a false one would never become true.

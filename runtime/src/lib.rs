@@ -16,6 +16,7 @@ pub mod datatype;
 pub mod engine;
 pub mod error;
 pub mod op;
+pub mod switch;
 pub mod launch;
 pub mod wireup;
 pub mod world;

@@ -54,13 +54,14 @@ impl Drop for HostedCoordinator {
     }
 }
 
-/// The control-plane side of a rank: what published its addresses, its connection to the
-/// coordinator, and the coordinator itself when this rank hosts it. Kept for the wire-ups
-/// after each switch.
+/// The control-plane side of a rank: its connection to the coordinator, and the
+/// coordinator itself when this rank hosts it.
 pub struct ControlPlane {
-    pub bootstrap: Box<dyn Bootstrap>,
-    /// The control connection, when addresses go through PMIx (otherwise `bootstrap` is it).
+    /// The control connection, when addresses go through PMIx (otherwise the wire-up
+    /// service in [`Rewire`] is that connection).
     pub control: Option<RankClient>,
+    /// Where the coordinator listens (`None` for a job of one started by hand).
+    pub coordinator: Option<SocketAddr>,
     pub hosted: Option<HostedCoordinator>,
     pub secret: JobSecret,
 }
@@ -69,6 +70,29 @@ pub struct ControlPlane {
 pub struct Wired {
     pub transport: Option<Box<dyn Transport>>,
     pub control: ControlPlane,
+    /// Connects the rank again after a switch, through the same wire-up service.
+    pub rewire: Rewire,
+}
+
+/// Rediscovers and reconnects after a switch (see [`crate::switch::Reconnect`]): a fresh
+/// listener on whatever address the rank has now, published under a key of the new epoch
+/// (never an old address or key), a fence, and a new mesh.
+pub struct Rewire {
+    proc: ProcInfo,
+    bootstrap: Box<dyn Bootstrap>,
+    secret: JobSecret,
+}
+
+impl crate::switch::Reconnect for Rewire {
+    fn reconnect(&mut self, epoch: u32, transport: Option<&str>, timeout: Duration) -> MpiResult<Option<Box<dyn Transport>>> {
+        if let Some(t) = transport.filter(|t| *t != "tcp") {
+            return Err(boot_err("reconnect", format!("transport {t:?} is not available (this build has tcp)")));
+        }
+        if self.proc.size == 1 {
+            return Ok(None);
+        }
+        connect_tcp(&self.proc, self.bootstrap.as_mut(), &self.secret, epoch, timeout).map(Some)
+    }
 }
 
 /// The address other hosts reach this one at: the first non-loopback, non-IPoIB address.
@@ -108,9 +132,9 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
             let client = RankClient::connect(addr, &secret, proc.rank, proc.size, &host).map_err(|e| boot_err("coordinator", e))?;
             if pmix {
                 let boot = Pmix::init().map_err(|e| boot_err("PMIx", e))?;
-                ControlPlane { bootstrap: Box::new(boot), control: Some(client), hosted: None, secret }
+                (Box::new(boot) as Box<dyn Bootstrap>, ControlPlane { control: Some(client), coordinator: Some(addr), hosted: None, secret })
             } else {
-                ControlPlane { bootstrap: Box::new(client), control: None, hosted: None, secret }
+                (Box::new(client) as Box<dyn Bootstrap>, ControlPlane { control: None, coordinator: Some(addr), hosted: None, secret })
             }
         }
         None if pmix => {
@@ -137,7 +161,7 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
             let text = String::from_utf8_lossy(&raw);
             let addr: SocketAddr = text.parse().map_err(|_| boot_err("coordinator address", format!("{text:?}")))?;
             let client = RankClient::connect(addr, &secret, proc.rank, proc.size, &host).map_err(|e| boot_err("coordinator", e))?;
-            ControlPlane { bootstrap: Box::new(boot), control: Some(client), hosted, secret }
+            (Box::new(boot) as Box<dyn Bootstrap>, ControlPlane { control: Some(client), coordinator: Some(addr), hosted, secret })
         }
         None => {
             if proc.size != 1 {
@@ -151,39 +175,40 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
                 ));
             }
             let secret = JobSecret::generate().map_err(|e| boot_err("secret", e))?;
-            ControlPlane { bootstrap: Box::new(Singleton::new()), control: None, hosted: None, secret }
+            (Box::new(Singleton::new()) as Box<dyn Bootstrap>, ControlPlane { control: None, coordinator: None, hosted: None, secret })
         }
     };
-    let mut control = control;
-    if control.bootstrap.rank() != proc.rank || control.bootstrap.size() != proc.size {
+    let (mut bootstrap, control) = control;
+    if bootstrap.rank() != proc.rank || bootstrap.size() != proc.size {
         return Err(boot_err(
             "launcher disagrees with itself",
             format!(
                 "environment says rank {} of {}, the wire-up service says rank {} of {}",
                 proc.rank,
                 proc.size,
-                control.bootstrap.rank(),
-                control.bootstrap.size()
+                bootstrap.rank(),
+                bootstrap.size()
             ),
         ));
     }
-    if proc.size == 1 {
-        return Ok(Wired { transport: None, control });
-    }
-    let transport = connect_tcp(proc, control.bootstrap.as_mut(), &control.secret, timeout)?;
-    Ok(Wired { transport: Some(transport), control })
+    let transport =
+        if proc.size == 1 { None } else { Some(connect_tcp(proc, bootstrap.as_mut(), &control.secret, 0, timeout)?) };
+    let rewire = Rewire { proc: proc.clone(), bootstrap, secret: control.secret.clone() };
+    Ok(Wired { transport, control, rewire })
 }
 
-/// Publishes this rank's TCP address, learns everyone else's, and connects the mesh.
-fn connect_tcp(proc: &ProcInfo, boot: &mut dyn Bootstrap, secret: &JobSecret, timeout: Duration) -> MpiResult<Box<dyn Transport>> {
+/// Publishes this rank's TCP address for `epoch`, learns everyone else's, and connects the
+/// mesh.
+fn connect_tcp(proc: &ProcInfo, boot: &mut dyn Bootstrap, secret: &JobSecret, epoch: u32, timeout: Duration) -> MpiResult<Box<dyn Transport>> {
     let endpoint = tcp::bind(proc.rank, None, secret.clone()).map_err(|e| boot_err("bind", e))?;
     let addr = endpoint.local_addr().to_string();
-    boot.put(TCP_ADDR_KEY, addr.as_bytes()).map_err(|e| boot_err("publish address", e))?;
+    let key = format!("{TCP_ADDR_KEY}.{epoch}");
+    boot.put(&key, addr.as_bytes()).map_err(|e| boot_err("publish address", e))?;
     boot.commit().map_err(|e| boot_err("commit", e))?;
     boot.fence(timeout).map_err(|e| boot_err("fence", e))?;
     let mut peers = Vec::with_capacity(proc.size as usize);
     for r in (0..proc.size).filter(|&r| r != proc.rank) {
-        let raw = boot.get(r, TCP_ADDR_KEY).map_err(|e| boot_err(&format!("address of rank {r}"), e))?;
+        let raw = boot.get(r, &key).map_err(|e| boot_err(&format!("address of rank {r}"), e))?;
         let text = String::from_utf8_lossy(&raw);
         let sa: SocketAddr =
             text.parse().map_err(|_| boot_err(&format!("address of rank {r}"), format!("{text:?} is not ip:port")))?;

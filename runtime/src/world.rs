@@ -82,12 +82,14 @@ impl World {
     /// cleanly, and a hosted coordinator stops last.
     pub fn finalize(&mut self) -> MpiResult<()> {
         self.engine.finalize()?;
+        // Drop order is teardown order: the wire-up service first (dropping the PMIx client
+        // tells the launcher this rank ended cleanly), then the control connection, then a
+        // coordinator this rank hosts.
+        self.engine.switch = None;
         if let Some(cp) = self.control.take() {
-            let crate::wireup::ControlPlane { bootstrap, control, hosted, secret } = cp;
+            let crate::wireup::ControlPlane { control, hosted, .. } = cp;
             drop(control);
-            drop(bootstrap);
             drop(hosted);
-            drop(secret);
         }
         Ok(())
     }

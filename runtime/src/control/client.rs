@@ -154,6 +154,32 @@ impl CtlClient {
         }
     }
 
+    /// Quiesces the job; returns once every rank has drained and released its devices (the
+    /// `SafeToUnplug` reply), or fails naming the ranks that did not.
+    pub fn quiesce(&mut self, timeout: Duration) -> TransportResult<Reply> {
+        self.switch(Request::Quiesce { timeout_ms: timeout.as_millis() as u64 }, timeout)
+    }
+
+    /// Resumes a quiesced job; returns once every rank runs again.
+    pub fn resume(&mut self, timeout: Duration, transport: Option<String>) -> TransportResult<Reply> {
+        self.switch(Request::Resume { timeout_ms: timeout.as_millis() as u64, transport }, timeout)
+    }
+
+    fn switch(&mut self, req: Request, timeout: Duration) -> TransportResult<Reply> {
+        self.line.send(&req)?;
+        // The coordinator enforces `timeout` and names the ranks; the margin covers only a
+        // coordinator that stopped answering.
+        match self.line.recv(timeout + Duration::from_secs(5))? {
+            r @ (Reply::SafeToUnplug { .. } | Reply::Resumed { .. }) => Ok(r),
+            Reply::SwitchFailed { epoch, missing, reason } => Err(err(if missing.is_empty() {
+                format!("switch {epoch} failed: {reason}")
+            } else {
+                format!("switch {epoch} failed: {reason}; ranks that did not finish: {missing:?}")
+            })),
+            other => Err(err(format!("unexpected answer {other:?}"))),
+        }
+    }
+
     pub fn status(&mut self) -> TransportResult<JobStatus> {
         self.line.send(&Request::Status)?;
         match self.line.recv(self.timeout)? {

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::proto::{JobStatus, RankInfo, Reply, Request, CONTROL_VERSION};
+use super::proto::{JobStatus, RankInfo, Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION};
 
 /// Identifies one control connection.
 pub type ConnId = u64;
@@ -47,7 +47,42 @@ enum Role {
     /// Authenticated, has not said hello.
     New,
     Rank(u32),
+    /// A rank's control thread: receives switch commands, sends reports.
+    Subscriber(u32),
     Ctl,
+}
+
+/// Where the job is in the switch protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobPhase {
+    Running,
+    Quiescing,
+    Quiesced,
+    Resuming,
+}
+
+impl JobPhase {
+    fn name(self) -> &'static str {
+        match self {
+            JobPhase::Running => "running",
+            JobPhase::Quiescing => "quiescing",
+            JobPhase::Quiesced => "quiesced",
+            JobPhase::Resuming => "resuming",
+        }
+    }
+}
+
+/// A switch step in progress: sent to every rank, waiting for each one's report.
+#[derive(Debug)]
+struct SwitchOp {
+    command: SwitchCommand,
+    epoch: u32,
+    /// The control client that asked; it gets the answer.
+    ctl: ConnId,
+    started: Instant,
+    deadline: Instant,
+    /// Ranks that reported, with the time their step took.
+    reported: BTreeMap<u32, f64>,
 }
 
 #[derive(Debug)]
@@ -67,6 +102,12 @@ pub struct Coordinator {
     ranks: BTreeMap<u32, (ConnId, RankInfo)>,
     kv: HashMap<(u32, String), String>,
     fence: Option<Fence>,
+    /// Rank → its control thread's connection.
+    subs: BTreeMap<u32, ConnId>,
+    /// Switches completed.
+    epoch: u32,
+    phase: JobPhase,
+    op: Option<SwitchOp>,
     replies: VecDeque<(ConnId, Reply)>,
     closes: VecDeque<ConnId>,
     log: VecDeque<String>,
@@ -82,6 +123,10 @@ impl Coordinator {
             ranks: BTreeMap::new(),
             kv: HashMap::new(),
             fence: None,
+            subs: BTreeMap::new(),
+            epoch: 0,
+            phase: JobPhase::Running,
+            op: None,
             replies: VecDeque::new(),
             closes: VecDeque::new(),
             log: VecDeque::new(),
@@ -93,6 +138,8 @@ impl Coordinator {
             job: self.job.clone(),
             size: self.size,
             ranks: self.ranks.values().map(|(_, info)| info.clone()).collect(),
+            epoch: self.epoch,
+            phase: self.phase.name().to_string(),
         }
     }
 
@@ -132,7 +179,17 @@ impl Coordinator {
                 let job = self.job.clone();
                 self.reply(conn, Reply::Welcome { job });
             }
+            (Role::New, Request::Subscribe { version, rank }) => self.subscribe(conn, version, rank),
             (Role::New, other) => self.refuse(conn, format!("expected hello, got {other:?}")),
+            (Role::Subscriber(r), Request::Report { epoch, phase, millis, detail }) => {
+                self.report(r, epoch, phase, millis, detail, now)
+            }
+            (Role::Ctl, Request::Quiesce { timeout_ms }) => {
+                self.start_switch(conn, SwitchCommand::Quiesce, timeout_ms, None, now)
+            }
+            (Role::Ctl, Request::Resume { timeout_ms, transport }) => {
+                self.start_switch(conn, SwitchCommand::Resume, timeout_ms, transport, now)
+            }
             (Role::Rank(r), Request::Put { key, value }) => self.put(conn, r, key, value),
             (Role::Rank(r), Request::Fence { seq }) => self.fence(conn, r, seq, now),
             (Role::Rank(r), Request::Goodbye) => {
@@ -169,9 +226,105 @@ impl Coordinator {
             }
         }
         self.conns.insert(conn, Role::Rank(rank));
-        self.ranks.insert(rank, (conn, RankInfo { rank, host, pid, connected: true, finalized: false }));
+        self.ranks.insert(rank, (conn, RankInfo { rank, host, pid, connected: true, finalized: false, switch_phase: SwitchPhase::Running, subscribed: false }));
         let job = self.job.clone();
         self.reply(conn, Reply::Welcome { job });
+    }
+
+    fn subscribe(&mut self, conn: ConnId, version: u32, rank: u32) {
+        if version != CONTROL_VERSION {
+            return self.refuse(conn, format!("control protocol {version}, expected {CONTROL_VERSION}"));
+        }
+        let Some((_, info)) = self.ranks.get_mut(&rank) else {
+            return self.refuse(conn, format!("rank {rank} subscribes before saying hello"));
+        };
+        if info.subscribed {
+            return self.refuse(conn, format!("rank {rank} is already subscribed"));
+        }
+        info.subscribed = true;
+        self.conns.insert(conn, Role::Subscriber(rank));
+        self.subs.insert(rank, conn);
+        let job = self.job.clone();
+        self.reply(conn, Reply::Welcome { job });
+    }
+
+    /// Starts a quiesce or resume: sends the command to every rank's control thread.
+    fn start_switch(&mut self, ctl: ConnId, command: SwitchCommand, timeout_ms: u64, transport: Option<String>, now: Instant) {
+        let (expected, next) = match command {
+            SwitchCommand::Quiesce => (JobPhase::Running, JobPhase::Quiescing),
+            SwitchCommand::Resume => (JobPhase::Quiesced, JobPhase::Resuming),
+        };
+        let epoch = self.epoch + 1;
+        if self.phase != expected {
+            let why = format!("cannot {command:?} a job that is {}", self.phase.name());
+            return self.reply(ctl, Reply::SwitchFailed { epoch, missing: Vec::new(), reason: why });
+        }
+        let Some(size) = self.size else {
+            return self.reply(ctl, Reply::SwitchFailed { epoch, missing: Vec::new(), reason: "no rank has connected yet".into() });
+        };
+        let missing: Vec<u32> = (0..size).filter(|r| !self.subs.contains_key(r)).collect();
+        if !missing.is_empty() {
+            let reason = "these ranks have no control thread connected (not started, finished, or lost)".to_string();
+            return self.reply(ctl, Reply::SwitchFailed { epoch, missing, reason });
+        }
+        let timeout = Duration::from_millis(timeout_ms.clamp(1, 24 * 3600 * 1000));
+        self.phase = next;
+        self.op = Some(SwitchOp { command, epoch, ctl, started: now, deadline: now + timeout, reported: BTreeMap::new() });
+        let subs: Vec<ConnId> = self.subs.values().copied().collect();
+        for conn in subs {
+            self.reply(conn, Reply::Command { command, epoch, transport: transport.clone() });
+        }
+    }
+
+    fn report(&mut self, rank: u32, epoch: u32, phase: SwitchPhase, millis: f64, detail: Option<String>, now: Instant) {
+        if let Some((_, info)) = self.ranks.get_mut(&rank) {
+            info.switch_phase = phase;
+        }
+        let Some(op) = &mut self.op else { return };
+        if op.epoch != epoch {
+            return;
+        }
+        let done_phase = match op.command {
+            SwitchCommand::Quiesce => SwitchPhase::Detached,
+            SwitchCommand::Resume => SwitchPhase::Running,
+        };
+        if phase == SwitchPhase::Failed {
+            let why = format!("rank {rank} failed: {}", detail.unwrap_or_default());
+            return self.fail_switch(&why, vec![rank]);
+        }
+        if phase != done_phase {
+            return;
+        }
+        op.reported.insert(rank, millis);
+        if op.reported.len() as u32 == self.size.unwrap_or(0) {
+            let op = self.op.take().expect("checked");
+            let total_ms = now.duration_since(op.started).as_secs_f64() * 1e3;
+            let slowest_rank_ms = op.reported.values().copied().fold(0.0, f64::max);
+            let ranks = op.reported.len() as u32;
+            let reply = match op.command {
+                SwitchCommand::Quiesce => {
+                    self.phase = JobPhase::Quiesced;
+                    Reply::SafeToUnplug { epoch, ranks, total_ms, slowest_rank_ms }
+                }
+                SwitchCommand::Resume => {
+                    self.phase = JobPhase::Running;
+                    self.epoch = epoch;
+                    Reply::Resumed { epoch, ranks, total_ms, slowest_rank_ms }
+                }
+            };
+            self.reply(op.ctl, reply);
+        }
+    }
+
+    /// Fails the switch in progress. The job stays where it is (a failed quiesce leaves it
+    /// quiescing: the ranks that detached wait for a resume, and one that died ends the job).
+    fn fail_switch(&mut self, reason: &str, missing: Vec<u32>) {
+        let Some(op) = self.op.take() else { return };
+        self.log.push_back(format!("switch {} ({:?}) failed: {reason}; ranks {missing:?}", op.epoch, op.command));
+        // Either way the ranks that finished their step wait for a resume, which can be
+        // asked for again.
+        self.phase = JobPhase::Quiesced;
+        self.reply(op.ctl, Reply::SwitchFailed { epoch: op.epoch, missing, reason: reason.to_string() });
     }
 
     fn put(&mut self, conn: ConnId, rank: u32, key: String, value: String) {
@@ -221,6 +374,18 @@ impl Coordinator {
 
     pub fn handle_disconnect(&mut self, conn: ConnId) {
         let Some(role) = self.conns.remove(&conn) else { return };
+        if let Role::Subscriber(r) = role {
+            self.subs.remove(&r);
+            let finalized = self.ranks.get_mut(&r).map(|(_, info)| {
+                info.subscribed = false;
+                info.finalized
+            });
+            let waiting_on_it = self.op.as_ref().is_some_and(|op| !op.reported.contains_key(&r));
+            if waiting_on_it {
+                let why = if finalized == Some(true) { "finalized" } else { "lost its control connection" };
+                self.fail_switch(&format!("rank {r} {why} during the switch"), vec![r]);
+            }
+        }
         if let Role::Rank(r) = role {
             if let Some((c, info)) = self.ranks.get_mut(&r) {
                 if *c == conn {
@@ -241,10 +406,18 @@ impl Coordinator {
             let t = self.config.fence_timeout;
             self.fail_fence(&format!("timed out after {t:?}"));
         }
+        if let Some(op) = self.op.as_ref().filter(|op| now >= op.deadline) {
+            let size = self.size.unwrap_or(0);
+            let missing: Vec<u32> = (0..size).filter(|r| !op.reported.contains_key(r)).collect();
+            let why = format!("timed out after {:?}", op.deadline.duration_since(op.started));
+            self.fail_switch(&why, missing);
+        }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.fence.as_ref().map(|f| f.deadline)
+        let fence = self.fence.as_ref().map(|f| f.deadline);
+        let op = self.op.as_ref().map(|o| o.deadline);
+        fence.into_iter().chain(op).min()
     }
 
     pub fn poll_reply(&mut self) -> Option<(ConnId, Reply)> {

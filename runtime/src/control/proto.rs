@@ -17,7 +17,7 @@ pub const COORDINATOR_ID: u32 = u32::MAX - 1;
 /// Identity of a `kawarimi ctl` or VMM-driver client in the handshake.
 pub const CTL_CLIENT_ID: u32 = u32::MAX - 2;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// A rank introduces itself.
@@ -35,9 +35,33 @@ pub enum Request {
     Status,
     /// A rank is finalizing: its connection closing next is expected, not a failure.
     Goodbye,
+    /// A rank's control thread opens its command channel: the coordinator pushes
+    /// `Reply::Command`s on this connection from now on.
+    Subscribe { version: u32, rank: u32 },
+    /// A rank reports that it reached `phase` of switch `epoch`, after `millis` in the step.
+    Report { epoch: u32, phase: SwitchPhase, millis: f64, detail: Option<String> },
+    /// (ctl) Quiesce the job: every rank drains and releases every device resource. Answered
+    /// by `SafeToUnplug` or `SwitchFailed`.
+    Quiesce { timeout_ms: u64 },
+    /// (ctl) Resume a quiesced job: every rank rediscovers its networks and reconnects.
+    /// Answered by `Resumed` or `SwitchFailed`.
+    Resume { timeout_ms: u64, transport: Option<String> },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a rank is in a switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwitchPhase {
+    Running,
+    Draining,
+    /// Drained and every data-path resource released: safe to unplug.
+    Detached,
+    Reconnecting,
+    /// The step failed; `detail` says why.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Reply {
     Welcome { job: String },
@@ -46,6 +70,21 @@ pub enum Reply {
     Value { rank: u32, key: String, value: Option<String> },
     Status { status: JobStatus },
     Error { message: String },
+    /// Pushed to a rank's subscription: start a switch step.
+    Command { command: SwitchCommand, epoch: u32, transport: Option<String> },
+    /// Every rank has drained and released its devices.
+    SafeToUnplug { epoch: u32, ranks: u32, total_ms: f64, slowest_rank_ms: f64 },
+    /// Every rank has reconnected and runs again.
+    Resumed { epoch: u32, ranks: u32, total_ms: f64, slowest_rank_ms: f64 },
+    /// A switch step could not finish; `missing` names the ranks that did not report.
+    SwitchFailed { epoch: u32, missing: Vec<u32>, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwitchCommand {
+    Quiesce,
+    Resume,
 }
 
 /// What `kawarimi ctl status` shows.
@@ -57,6 +96,10 @@ pub struct JobStatus {
     /// Every rank that connected, by rank. (A list, not a map: JSON object keys are strings,
     /// which internally tagged enums cannot turn back into numbers.)
     pub ranks: Vec<RankInfo>,
+    /// Switches completed so far.
+    pub epoch: u32,
+    /// `running`, `quiescing`, `quiesced` or `resuming`.
+    pub phase: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +110,10 @@ pub struct RankInfo {
     pub connected: bool,
     /// The rank said goodbye (it called `MPI_Finalize`).
     pub finalized: bool,
+    /// The rank's last reported switch phase.
+    pub switch_phase: SwitchPhase,
+    /// Its control thread is subscribed (it can take part in a switch).
+    pub subscribed: bool,
 }
 
 pub fn encode_hex(b: &[u8]) -> String {

@@ -3,13 +3,15 @@
 use std::ffi::{c_char, c_double, c_int, c_void};
 
 use kawarimi_runtime::error::ErrorClass;
+use kawarimi_runtime::engine::EngineSwitch;
+use kawarimi_runtime::switch::{spawn_control_thread, SwitchShared};
 use kawarimi_runtime::wireup;
 use kawarimi_runtime::world::{World, WIREUP_TIMEOUT};
 
 use crate::abi::{self, MPI_Comm, MPI_Errhandler, MPI_Info, MPI_Aint};
 use crate::export::{call, class_code, code_class, die};
 use crate::mem::{c_string, out};
-use crate::state::{fail, CommEntry, Handler, Res, State, UserError, STATE};
+use crate::state::{fail, CommEntry, Fail, Handler, Res, State, UserError, STATE};
 
 /// What `MPI_Init_thread` provides: the runtime is driven by whichever thread calls MPI, one
 /// at a time, so FUNNELED is honest; SERIALIZED would also hold (every call takes the state
@@ -22,7 +24,15 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
     }
     let proc = World::detect()?;
     let wired = wireup::wire_up(&proc, WIREUP_TIMEOUT)?;
+    let rank = proc.rank;
     let mut world = World::new(proc, wired.transport, kawarimi_runtime::world::config_from_env()?)?;
+    let shared = SwitchShared::new();
+    world.engine.switch = Some(EngineSwitch::new(shared.clone(), Box::new(wired.rewire), WIREUP_TIMEOUT));
+    if let Some(addr) = wired.control.coordinator {
+        // The control thread takes switch commands even while the application computes.
+        spawn_control_thread(addr, &wired.control.secret, rank, shared, Box::new(poke))
+            .map_err(|e| Fail { class: ErrorClass::Other, detail: format!("control thread: {e}"), handler: Handler::Fatal })?;
+    }
     world.control = Some(wired.control);
     let world_entry = CommEntry { comm: world.world.clone(), handler: Handler::Fatal, name: "MPI_COMM_WORLD".into(), attrs: Default::default() };
     let self_entry = CommEntry { comm: world.self_comm.clone(), handler: Handler::Fatal, name: "MPI_COMM_SELF".into(), attrs: Default::default() };
@@ -35,6 +45,18 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
     s.main_thread = Some(std::thread::current().id());
     crate::longdouble::install();
     Ok(())
+}
+
+/// Runs one switch step for the control thread when the application is not inside MPI
+/// (when it is, its own wait loop runs the step and this gives up after a moment).
+fn poke() {
+    if let Some(mut guard) = STATE.try_lock_for(std::time::Duration::from_millis(2)) {
+        if let Some(w) = guard.as_mut().and_then(|s| s.world.as_mut()) {
+            // A failure is recorded by the engine and reported by the control thread; the
+            // application meets it at its next MPI call.
+            let _ = w.engine.switch_step();
+        }
+    }
 }
 
 mpi_fn! {

@@ -1,0 +1,230 @@
+//! The live switch on the rank side: quiesce → drain → detach → rediscover → reconnect.
+//!
+//! Two threads share the work:
+//! - the rank's **control thread** ([`spawn_control_thread`]) holds a subscription to the
+//!   coordinator, turns its commands into a [`Command`] in [`SwitchShared`], makes sure the
+//!   engine runs (the application may be computing for minutes without calling MPI), and
+//!   reports each phase reached;
+//! - **whoever holds the engine** runs [`crate::engine::Engine::switch_step`]: the
+//!   application thread inside a blocking MPI call (every round of its wait loop), or the
+//!   control thread itself, through the `poke` the shim gives it, when the application is
+//!   not in MPI.
+//!
+//! Data path state never leaves the runtime: the protocol core parks everything that was not
+//! in flight (unmatched rendezvous, half-received messages, frames queued after the drain
+//! markers) and continues it on the new transport.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kawarimi_transports::auth::{authenticate_stream, JobSecret, Role};
+use kawarimi_transports::Transport;
+use parking_lot::{Condvar, Mutex};
+
+use crate::control::proto::{
+    to_line, Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION, COORDINATOR_ID, MAX_LINE_BYTES,
+};
+use crate::error::MpiResult;
+
+/// Rediscovers the networks a rank has now and connects it to its peers again.
+pub trait Reconnect: Send {
+    /// Publishes this rank's new addresses for `epoch`, learns its peers', and connects.
+    /// `transport` forces a kind (`"tcp"`, for tests); `None` lets the rank choose.
+    /// Returns `None` for a job of one rank.
+    fn reconnect(&mut self, epoch: u32, transport: Option<&str>, timeout: Duration) -> MpiResult<Option<Box<dyn Transport>>>;
+}
+
+/// A step the coordinator asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Quiesce { epoch: u32 },
+    Resume { epoch: u32, transport: Option<String> },
+}
+
+#[derive(Debug)]
+struct Inner {
+    command: Option<Command>,
+    phase: SwitchPhase,
+    /// The epoch of the step the phase belongs to.
+    epoch: u32,
+    /// When the current step started, for the report.
+    step_started: Option<Instant>,
+    /// Duration of the last completed step.
+    last_step: Duration,
+    error: Option<String>,
+}
+
+/// What the control thread and the engine share.
+#[derive(Debug)]
+pub struct SwitchShared {
+    inner: Mutex<Inner>,
+    changed: Condvar,
+    /// Set while a command waits for the engine: the one check on the data path.
+    pending: AtomicBool,
+}
+
+impl Default for SwitchShared {
+    fn default() -> Self {
+        SwitchShared {
+            inner: Mutex::new(Inner {
+                command: None,
+                phase: SwitchPhase::Running,
+                epoch: 0,
+                step_started: None,
+                last_step: Duration::ZERO,
+                error: None,
+            }),
+            changed: Condvar::new(),
+            pending: AtomicBool::new(false),
+        }
+    }
+}
+
+impl SwitchShared {
+    pub fn new() -> Arc<SwitchShared> {
+        Arc::new(SwitchShared::default())
+    }
+
+    /// Hands a command to the engine.
+    pub fn command(&self, c: Command) {
+        let mut g = self.inner.lock();
+        g.command = Some(c);
+        g.step_started = Some(Instant::now());
+        self.pending.store(true, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    pub fn phase(&self) -> SwitchPhase {
+        self.inner.lock().phase
+    }
+
+    /// Takes the command if it is the one that applies in `phase`.
+    pub(crate) fn take_command(&self, want: SwitchCommand) -> Option<Command> {
+        let mut g = self.inner.lock();
+        let matches = matches!(
+            (&g.command, want),
+            (Some(Command::Quiesce { .. }), SwitchCommand::Quiesce) | (Some(Command::Resume { .. }), SwitchCommand::Resume)
+        );
+        if !matches {
+            return None;
+        }
+        self.pending.store(false, Ordering::Release);
+        g.command.take()
+    }
+
+    /// Records that the engine reached `phase` of switch `epoch`.
+    pub(crate) fn reached(&self, phase: SwitchPhase, epoch: u32) {
+        let mut g = self.inner.lock();
+        g.phase = phase;
+        g.epoch = epoch;
+        if matches!(phase, SwitchPhase::Detached | SwitchPhase::Running) {
+            g.last_step = g.step_started.take().map_or(Duration::ZERO, |t| t.elapsed());
+        }
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn failed(&self, why: String) {
+        let mut g = self.inner.lock();
+        g.phase = SwitchPhase::Failed;
+        g.error = Some(why);
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `timeout` for a change (a command, or a phase reached).
+    pub fn wait_change(&self, timeout: Duration) {
+        let mut g = self.inner.lock();
+        let _ = self.changed.wait_for(&mut g, timeout);
+    }
+}
+
+fn log(rank: u32, msg: &str) {
+    eprintln!("kawarimi: rank {rank}: {msg}");
+}
+
+/// Reads one line from the coordinator, or `None` after `timeout` with nothing complete.
+fn read_line(reader: &mut BufReader<TcpStream>, buf: &mut Vec<u8>, timeout: Duration) -> std::io::Result<Option<Reply>> {
+    reader.get_ref().set_read_timeout(Some(timeout))?;
+    match reader.by_ref().take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', buf) {
+        Ok(0) => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed by the coordinator")),
+        Ok(_) if buf.last() == Some(&b'\n') => {
+            let r = serde_json::from_slice(buf).map_err(std::io::Error::other);
+            buf.clear();
+            r.map(Some)
+        }
+        Ok(_) if buf.len() > MAX_LINE_BYTES => Err(std::io::Error::other("over-long line from the coordinator")),
+        Ok(_) => Ok(None),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Starts the control thread of `rank`: subscribes to the coordinator at `addr` and carries
+/// out its commands. `poke` runs one switch step on the engine if it can take the engine
+/// without waiting long (the application is not inside MPI); when it cannot, the
+/// application's own wait loop runs the step.
+///
+/// If the coordinator goes away, the rank says so once and keeps running: only switching
+/// is lost.
+pub fn spawn_control_thread(
+    addr: SocketAddr,
+    secret: &JobSecret,
+    rank: u32,
+    shared: Arc<SwitchShared>,
+    poke: Box<dyn Fn() + Send>,
+) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    authenticate_stream(&mut stream, Role::Initiator, rank, Some(COORDINATOR_ID), secret, Duration::from_secs(10))
+        .map_err(std::io::Error::other)?;
+    let _ = stream.set_nodelay(true);
+    stream.write_all(to_line(&Request::Subscribe { version: CONTROL_VERSION, rank }).as_bytes())?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut buf = Vec::new();
+    match read_line(&mut reader, &mut buf, Duration::from_secs(10))? {
+        Some(Reply::Welcome { .. }) => {}
+        other => return Err(std::io::Error::other(format!("coordinator refused the subscription: {other:?}"))),
+    }
+    std::thread::Builder::new().name(format!("kawarimi-control-{rank}")).spawn(move || {
+        let mut writer = stream;
+        loop {
+            let reply = match read_line(&mut reader, &mut buf, Duration::from_millis(200)) {
+                Ok(r) => r,
+                Err(e) => {
+                    log(rank, &format!("lost the coordinator ({e}); the job runs on, but can no longer be switched"));
+                    return;
+                }
+            };
+            let Some(Reply::Command { command, epoch, transport }) = reply else { continue };
+            let (cmd, goal) = match command {
+                SwitchCommand::Quiesce => (Command::Quiesce { epoch }, SwitchPhase::Detached),
+                SwitchCommand::Resume => (Command::Resume { epoch, transport }, SwitchPhase::Running),
+            };
+            shared.command(cmd);
+            // Drive the step until the engine reaches the goal or fails. Each round gives the
+            // engine to whichever thread can run it.
+            let report = loop {
+                poke();
+                let g = shared.inner.lock();
+                if g.phase == goal && !shared.is_pending() {
+                    break Request::Report { epoch, phase: goal, millis: g.last_step.as_secs_f64() * 1e3, detail: None };
+                }
+                if g.phase == SwitchPhase::Failed {
+                    break Request::Report { epoch, phase: SwitchPhase::Failed, millis: 0.0, detail: g.error.clone() };
+                }
+                drop(g);
+                shared.wait_change(Duration::from_millis(2));
+            };
+            if writer.write_all(to_line(&report).as_bytes()).is_err() {
+                log(rank, "lost the coordinator while reporting; the job runs on, but can no longer be switched");
+                return;
+            }
+        }
+    })?;
+    Ok(())
+}
