@@ -556,6 +556,13 @@ impl Core {
                 format!("frame claims source {} but arrived from rank {peer}", header.src),
             );
         }
+        // A rejected frame consumes nothing: the epoch is checked before the sequence number.
+        if header.epoch != self.epoch {
+            return err(
+                ErrorClass::Intern,
+                format!("channel from rank {peer}: expected epoch {}, got {} ({header})", self.epoch, header.epoch),
+            );
+        }
         let chan = &mut self.channels[peer as usize];
         if header.seq != chan.next_recv_seq {
             return err(
@@ -567,12 +574,6 @@ impl Core {
             );
         }
         chan.next_recv_seq += 1;
-        if header.epoch != self.epoch {
-            return err(
-                ErrorClass::Intern,
-                format!("channel from rank {peer}: expected epoch {}, got {} ({header})", self.epoch, header.epoch),
-            );
-        }
         match header.kind {
             FrameKind::Eager | FrameKind::EagerSync => {
                 let sync_msg_id = (header.kind == FrameKind::EagerSync).then_some(header.msg_id);

@@ -55,9 +55,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
-use kawarimi_runtime::core::{
-    Core, CoreConfig, ProbeInfo, RecvBuf, ReqId, SendData, Status, ANY_SOURCE, ANY_TAG,
-};
+use kawarimi_runtime::core::{Core, CoreConfig, ProbeInfo, RecvBuf, ReqId, SendData, Status, ANY_SOURCE, ANY_TAG};
 use kawarimi_runtime::error::ErrorClass;
 use kawarimi_transports::wire::{FrameKind, Header};
 use proptest::prelude::*;
@@ -900,7 +898,10 @@ impl<'p> Sim<'p> {
     }
 
     fn send_of(&self, rank: u32, id: ReqId, h: &Header) -> Check<usize> {
-        self.send_ids.get(&(rank, id)).copied().ok_or_else(|| format!("t{}: {h} names no send of rank {rank}", self.now))
+        self.send_ids
+            .get(&(rank, id))
+            .copied()
+            .ok_or_else(|| format!("t{}: {h} names no send of rank {rank}", self.now))
     }
 
     fn record_match(&mut self, j: usize, i: usize) -> Check {
@@ -959,7 +960,12 @@ impl<'p> Sim<'p> {
                 match what {
                     Live::Send(i) => {
                         ensure!(c.recv_buf.is_none(), "t{}: send m{i} completed with a receive buffer", self.now);
-                        ensure!(c.status == Status::default(), "t{}: send m{i} completed with {:?}", self.now, c.status);
+                        ensure!(
+                            c.status == Status::default(),
+                            "t{}: send m{i} completed with {:?}",
+                            self.now,
+                            c.status
+                        );
                         self.msgs[i].send_done_at = Some(self.now);
                     }
                     Live::Recv(j) => {
@@ -985,7 +991,10 @@ impl<'p> Sim<'p> {
                     continue;
                 };
                 let Some(c) = self.cores[r].take_completion(id) else {
-                    return Err(format!("t{}: r{j} completed at {:?}, now it cannot be taken", self.now, self.recvs[j].done_at));
+                    return Err(format!(
+                        "t{}: r{j} completed at {:?}, now it cannot be taken",
+                        self.now, self.recvs[j].done_at
+                    ));
                 };
                 ensure!(
                     c.status == status,
@@ -1010,7 +1019,13 @@ impl<'p> Sim<'p> {
             Some(RecvBuf::Static(s)) if plan.static_buf => s.to_vec(),
             other => return Err(format!("t{}: r{j} completed with the wrong buffer {other:?}", self.now)),
         };
-        ensure!(bytes.len() == plan.cap, "t{}: r{j} got back {} bytes of buffer, not {}", self.now, bytes.len(), plan.cap);
+        ensure!(
+            bytes.len() == plan.cap,
+            "t{}: r{j} got back {} bytes of buffer, not {}",
+            self.now,
+            bytes.len(),
+            plan.cap
+        );
         Ok(bytes)
     }
 
@@ -1143,7 +1158,8 @@ impl<'p> Sim<'p> {
         }
         self.check_live_requests()?;
         if !self.p.wildcards {
-            let unmatched: Vec<usize> = pending.iter().copied().filter(|&j| self.recvs[j].plan.origin != Origin::Orphan).collect();
+            let unmatched: Vec<usize> =
+                pending.iter().copied().filter(|&j| self.recvs[j].plan.origin != Origin::Orphan).collect();
             ensure!(unmatched.is_empty(), "without wildcards every receive matches, but {unmatched:?} did not");
             let orphans = self.recvs.iter().filter(|r| r.plan.origin == Origin::Orphan).count();
             ensure!(pending.len() == orphans, "pending receives {pending:?} are not exactly the {orphans} orphans");
@@ -1231,7 +1247,11 @@ impl<'p> Sim<'p> {
         }
         for (r, core) in self.cores.iter().enumerate() {
             ensure!(self.live[r].is_empty(), "after the clean-up rank {r} has untaken requests {:?}", self.live[r]);
-            ensure!(core.live_requests() == 0, "after the clean-up rank {r} still holds {} requests", core.live_requests());
+            ensure!(
+                core.live_requests() == 0,
+                "after the clean-up rank {r} still holds {} requests",
+                core.live_requests()
+            );
         }
         self.check_frames()
     }
@@ -1273,8 +1293,7 @@ impl<'p> Sim<'p> {
             // A probe's answer is what the receive posted right after it gets.
             match r.probed {
                 Some(Some(info)) => ensure!(
-                    Some(t) == r.posted_at
-                        && (m.src as i32, m.tag, m.data.len()) == (info.source, info.tag, info.len),
+                    Some(t) == r.posted_at && (m.src as i32, m.tag, m.data.len()) == (info.source, info.tag, info.len),
                     "r{j} probed {info:?} but then matched m{i} (from {} tag {} len {}) at t{t}, posted at {:?}",
                     m.src,
                     m.tag,
@@ -1289,14 +1308,27 @@ impl<'p> Sim<'p> {
             }
         }
         for (i, (m, st)) in self.p.msgs.iter().zip(&self.msgs).enumerate() {
-            if m.free || !(m.sync || st.rndv) {
+            if m.free {
+                continue;
+            }
+            if !(m.sync || st.rndv) {
+                // A standard eager send is complete once its frame is queued (core.rs, SendPhase).
+                ensure!(
+                    st.send_done_at == st.sent_at,
+                    "standard eager send m{i} sent at {:?} completed at {:?}",
+                    st.sent_at,
+                    st.send_done_at
+                );
                 continue;
             }
             if let Some(done) = st.send_done_at {
+                // To itself the match and the completion happen in one call; to a peer the
+                // SyncAck or Cts must travel back first, so the completion comes strictly later.
                 let matched = st.matched.map(|(_, t)| t);
+                let after = |t: u64| if m.src == m.dst { t <= done } else { t < done };
                 ensure!(
-                    matched.is_some_and(|t| t <= done),
-                    "send m{i} (sync {}, rendezvous {}) completed at t{done} before its match ({matched:?})",
+                    matched.is_some_and(after),
+                    "send m{i} (sync {}, rendezvous {}) completed at t{done}, not after its match ({matched:?})",
                     m.sync,
                     st.rndv
                 );
@@ -1351,7 +1383,13 @@ fn seq_strategy() -> impl Strategy<Value = SeqCase> {
         .prop_map(|(backwards, tag, len, sync)| SeqSend { backwards, tag, len, sync });
     let fault = prop_oneof![any::<u16>().prop_map(Fault::Replay), any::<u16>().prop_map(Fault::Advance)];
     (0usize..=64, 1usize..=32, prop::collection::vec(send, 1..=6), any::<u16>(), fault).prop_map(
-        |(eager_limit_bytes, chunk_bytes, sends, at, fault)| SeqCase { eager_limit_bytes, chunk_bytes, sends, at, fault },
+        |(eager_limit_bytes, chunk_bytes, sends, at, fault)| SeqCase {
+            eager_limit_bytes,
+            chunk_bytes,
+            sends,
+            at,
+            fault,
+        },
     )
 }
 
@@ -1359,7 +1397,8 @@ type Delivery = (u32, u32, Header, Vec<u8>);
 
 /// Two fresh cores with every send and its exact receive posted, and their first frames.
 fn seq_start(c: &SeqCase) -> Check<(Vec<Core>, Vec<ReqId>)> {
-    let config = CoreConfig { eager_limit_bytes: c.eager_limit_bytes, chunk_bytes: c.chunk_bytes, ..CoreConfig::default() };
+    let config =
+        CoreConfig { eager_limit_bytes: c.eager_limit_bytes, chunk_bytes: c.chunk_bytes, ..CoreConfig::default() };
     let mut cores = vec![Core::new(0, 2, config.clone()), Core::new(1, 2, config)];
     let mut recvs = Vec::new();
     for (i, s) in c.sends.iter().enumerate() {
@@ -1516,7 +1555,17 @@ fn generator_covers_every_path() {
 /// rendezvous in 3 chunks, and a receive nothing matches.
 #[test]
 fn fixed_program_drains() {
-    let send = |src, dst, tag, len, sync| SendSpec { src, dst, ctx: 0, tag, len, sync, free: false, static_data: false, key: 0 };
+    let send = |src, dst, tag, len, sync| SendSpec {
+        src,
+        dst,
+        ctx: 0,
+        tag,
+        len,
+        sync,
+        free: false,
+        static_data: false,
+        key: 0,
+    };
     let recv = |cap| RecvSpec {
         any_source: false,
         any_tag: false,

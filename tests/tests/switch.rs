@@ -1,0 +1,285 @@
+//! Live switches of real jobs: `kawarimi run` with the checksumming stress program while
+//! `kawarimi ctl` quiesces and resumes it again and again, what a quiesced rank still holds
+//! open, and the failures (a rank killed mid-quiesce, the coordinator killed).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kawarimi_runtime::control::client::CtlClient;
+use kawarimi_runtime::control::jobfile::JobFile;
+use kawarimi_runtime::control::proto::Reply;
+use kawarimi_tests::{compiled, kawarimi_lib};
+use kawarimi_transports::auth::JobSecret;
+
+fn build_dir() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+fn cli() -> PathBuf {
+    let lib = kawarimi_lib().unwrap_or_else(|e| panic!("{e}"));
+    let cli = lib.with_file_name("kawarimi");
+    assert!(cli.exists(), "{} missing: cargo build --release -p kawarimi-hooks", cli.display());
+    cli
+}
+
+/// A job started with `kawarimi run --job-name NAME`, its output captured.
+struct Job {
+    name: String,
+    child: Child,
+    out: thread::JoinHandle<String>,
+    err: thread::JoinHandle<String>,
+}
+
+fn capture<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+impl Drop for Job {
+    /// A test that fails half-way must not leave its job running (quiesced forever): ask
+    /// `kawarimi run` to stop, which forwards the signal to mpirun.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+        }
+    }
+}
+
+impl Job {
+    fn start(name: &str, ranks: u32, program: &str, args: &[&str]) -> Job {
+        // Job names are per user and host: make this run's unique.
+        let name = &format!("{name}-{}", std::process::id());
+        let exe = compiled(program, build_dir());
+        let mut child = Command::new(cli())
+            .args(["run", "--job-name", name, "--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np"])
+            .arg(ranks.to_string())
+            .arg(&exe)
+            .args(args)
+            .env_remove("LD_PRELOAD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kawarimi run");
+        let out = capture(child.stdout.take().unwrap());
+        let err = capture(child.stderr.take().unwrap());
+        Job { name: name.to_string(), child, out, err }
+    }
+
+    /// Connects to the job's coordinator once every rank has its control thread up.
+    fn ctl(&self, ranks: u32) -> CtlClient {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(jf) = JobFile::find(Some(&self.name)) {
+                let secret = JobSecret::from_hex(&jf.secret).unwrap();
+                if let Ok(mut c) = CtlClient::connect(jf.coordinator, &secret, Duration::from_secs(10)) {
+                    let st = c.status().unwrap();
+                    if st.ranks.len() as u32 == ranks && st.ranks.iter().all(|r| r.subscribed) {
+                        return c;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "job {} did not come up", self.name);
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn finish(mut self, bound: Duration) -> (bool, String, String) {
+        let out = std::mem::replace(&mut self.out, thread::spawn(String::new));
+        let err = std::mem::replace(&mut self.err, thread::spawn(String::new));
+        let deadline = Instant::now() + bound;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break None;
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        let out = out.join().unwrap();
+        let err = err.join().unwrap();
+        assert!(status.is_some(), "job {} did not end within {bound:?}\nstdout:\n{out}\nstderr:\n{err}", self.name);
+        (status.unwrap().success(), out, err)
+    }
+}
+
+/// What a process holds open: fd count, sockets by kind, and resident memory.
+#[derive(Debug, Clone)]
+struct Holdings {
+    fds: usize,
+    /// TCP sockets: (local port, remote port).
+    tcp: Vec<(u16, u16)>,
+    unix_sockets: usize,
+    rss_kib: u64,
+    maps_with_devices: Vec<String>,
+}
+
+fn tcp_table(pid: u32) -> BTreeMap<u64, (u16, u16)> {
+    let mut m = BTreeMap::new();
+    for f in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{f}")) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 {
+                continue;
+            }
+            let port = |s: &str| u16::from_str_radix(s.rsplit(':').next().unwrap_or("0"), 16).unwrap_or(0);
+            if let Ok(inode) = cols[9].parse::<u64>() {
+                m.insert(inode, (port(cols[1]), port(cols[2])));
+            }
+        }
+    }
+    m
+}
+
+fn holdings(pid: u32) -> Holdings {
+    let tcp_inodes = tcp_table(pid);
+    let unix: std::collections::BTreeSet<u64> = fs::read_to_string(format!("/proc/{pid}/net/unix"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(6)?.parse().ok())
+        .collect();
+    let mut h = Holdings { fds: 0, tcp: Vec::new(), unix_sockets: 0, rss_kib: 0, maps_with_devices: Vec::new() };
+    for e in fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let Ok(target) = fs::read_link(e.unwrap().path()) else { continue };
+        h.fds += 1;
+        let t = target.to_string_lossy();
+        if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(&ports) = tcp_inodes.get(&inode) {
+                h.tcp.push(ports);
+            } else if unix.contains(&inode) {
+                h.unix_sockets += 1;
+            }
+        }
+    }
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    h.rss_kib = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+    h.maps_with_devices = fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("/dev/infiniband") || l.contains("kawarimi-shm") || l.contains("/dev/shm/"))
+        .map(str::to_string)
+        .collect();
+    h
+}
+
+fn rank_pids(c: &mut CtlClient) -> Vec<u32> {
+    c.status().unwrap().ranks.iter().map(|r| r.pid).collect()
+}
+
+/// The ports of the launcher's PMIx server, from the rank's `PMIX_SERVER_URI*` variables
+/// (`...;tcp4://127.0.0.1:PORT`): that connection is the launcher's, not kawarimi's.
+fn pmix_ports(pid: u32) -> Vec<u16> {
+    let env = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    env.split(|&b| b == 0)
+        .map(String::from_utf8_lossy)
+        .filter(|v| v.starts_with("PMIX_SERVER_URI"))
+        .filter_map(|v| v.rsplit(':').next()?.parse().ok())
+        .collect()
+}
+
+/// While quiesced, a rank may hold only its control-plane connections (to the coordinator,
+/// and the launcher's PMIx server); every data-path socket and device mapping must be gone.
+fn assert_detached(pid: u32, coord_port: u16) -> Holdings {
+    let h = holdings(pid);
+    let allowed = pmix_ports(pid);
+    let data: Vec<_> =
+        h.tcp.iter().filter(|(l, r)| *r != coord_port && *l != coord_port && *r != 0 && !allowed.contains(r)).collect();
+    assert!(data.is_empty(), "rank pid {pid} holds data-path TCP sockets while quiesced: {data:?} (coordinator port {coord_port}); {h:?}");
+    let listening: Vec<_> = h.tcp.iter().filter(|(_, r)| *r == 0).collect();
+    assert!(listening.is_empty(), "rank pid {pid} still listens while quiesced: {listening:?}");
+    assert!(h.maps_with_devices.is_empty(), "rank pid {pid} maps device memory while quiesced: {:?}", h.maps_with_devices);
+    h
+}
+
+#[test]
+fn stress_survives_100_migrations_without_leaking() {
+    const RANKS: u32 = 4;
+    let job = Job::start("switch-stress", RANKS, "stress", &["15"]);
+    let mut c = job.ctl(RANKS);
+    let coord_port = JobFile::find(Some(&job.name)).unwrap().coordinator.port();
+    let pids = rank_pids(&mut c);
+    let mut first: Option<Vec<Holdings>> = None;
+    let mut last = Vec::new();
+    let (mut quiesce_ms, mut resume_ms) = (Vec::new(), Vec::new());
+    for i in 0..100 {
+        match c.quiesce(Duration::from_secs(30)) {
+            Ok(Reply::SafeToUnplug { total_ms, .. }) => quiesce_ms.push(total_ms),
+            other => panic!("quiesce {i}: {other:?}"),
+        }
+        last = pids.iter().map(|&p| assert_detached(p, coord_port)).collect();
+        // The baseline is taken once the program has been running a while (its own
+        // allocations done), not in the first moments after MPI_Init.
+        if i == 10 {
+            first = Some(last.clone());
+        }
+        match c.resume(Duration::from_secs(30), None) {
+            Ok(Reply::Resumed { total_ms, epoch, .. }) => {
+                assert_eq!(epoch, i + 1);
+                resume_ms.push(total_ms);
+            }
+            other => panic!("resume {i}: {other:?}"),
+        }
+    }
+    let first = first.unwrap();
+    for (k, (a, b)) in first.iter().zip(&last).enumerate() {
+        assert_eq!(a.fds, b.fds, "rank {k}: fd count changed between migrations 10 and 100: {a:?} -> {b:?}");
+        // Memory may move with the program's own work; a leak per migration would show as
+        // steady growth well beyond this.
+        assert!(b.rss_kib <= a.rss_kib + a.rss_kib / 4 + 8192, "rank {k}: RSS grew from {} to {} KiB", a.rss_kib, b.rss_kib);
+    }
+    quiesce_ms.sort_by(f64::total_cmp);
+    resume_ms.sort_by(f64::total_cmp);
+    eprintln!(
+        "100 migrations: quiesce median {:.2} ms (max {:.2}), resume median {:.2} ms (max {:.2})",
+        quiesce_ms[50], quiesce_ms[99], resume_ms[50], resume_ms[99]
+    );
+    drop(c);
+    let (ok, out, err) = job.finish(Duration::from_secs(120));
+    assert!(ok && out.contains("OK stress"), "stress failed after migrations:\nstdout:\n{out}\nstderr:\n{err}");
+}
+
+#[test]
+fn a_rank_killed_mid_quiesce_fails_the_quiesce_naming_it_and_the_job_ends() {
+    const RANKS: u32 = 4;
+    let job = Job::start("switch-kill", RANKS, "stress", &["60"]);
+    let mut c = job.ctl(RANKS);
+    let victim = rank_pids(&mut c)[2];
+    let t = Instant::now();
+    // The rank dies as the quiesce starts.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let e = c.quiesce(Duration::from_secs(10)).expect_err("a quiesce with a dead rank cannot succeed").to_string();
+    assert!(e.contains("[2]"), "the failure names rank 2: {e}");
+    assert!(t.elapsed() < Duration::from_secs(12), "took {:?}", t.elapsed());
+    let (ok, out, err) = job.finish(Duration::from_secs(60));
+    assert!(!ok, "the job must not succeed with a dead rank:\n{out}\n{err}");
+}
+
+#[test]
+fn the_job_runs_on_when_the_coordinator_dies() {
+    const RANKS: u32 = 3;
+    let job = Job::start("switch-coord", RANKS, "stress", &["4"]);
+    let _c = job.ctl(RANKS);
+    // `kawarimi run` hosts the coordinator: kill it; mpirun and the ranks carry on.
+    let kawarimi_pid = job.child.id() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(kawarimi_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let (_, out, err) = job.finish(Duration::from_secs(90));
+    assert!(out.contains("OK stress"), "the job must finish without its coordinator:\nstdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("can no longer be switched"), "each rank says once that switching is lost:\n{err}");
+}
