@@ -6,6 +6,8 @@
  * gathers the rod on rank 0, which re-runs the whole computation serially and compares.
  * The program verifies itself: it prints "VERIFIED" and exits 0, or says what differs and
  * exits 1. It is plain MPI, built with Debian's mpicc; kawarimi runs it unmodified.
+ *
+ * Usage: heat [steps]
  */
 #include <math.h>
 #include <mpi.h>
@@ -28,7 +30,9 @@ int main(int argc, char **argv) {
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    int steps = STEPS;
+    /* argv[1]: number of steps (default STEPS). */
+    int steps = argc > 1 ? atoi(argv[1]) : STEPS;
+    if (steps < 1) steps = STEPS;
     MPI_Bcast(&steps, 1, MPI_INT, 0, MPI_COMM_WORLD);
 
     int n = N_GLOBAL / size; /* N_GLOBAL is divisible by 1..6 and 8 */

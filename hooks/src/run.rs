@@ -56,7 +56,8 @@ pub fn run(lib: Option<PathBuf>, mpirun: &str, job_name: Option<String>, args: &
     if job.is_empty() || !job.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(format!("job name {job:?} must be letters, digits, '-', '_' or '.'"));
     }
-    let coordinator = server::spawn(None, public_ip(), job.clone(), secret.clone(), CoordinatorConfig::default())
+    let ip = public_ip()?;
+    let coordinator = server::spawn(None, ip, job.clone(), secret.clone(), CoordinatorConfig::default())
         .map_err(|e| format!("cannot start the coordinator: {e}"))?;
     let jobfile = JobFile { job, coordinator: coordinator.addr(), secret: secret.to_hex(), pid: std::process::id() };
     jobfile.write().map_err(|e| format!("cannot write the job file: {e}"))?;

@@ -95,9 +95,26 @@ impl crate::switch::Reconnect for Rewire {
     }
 }
 
-/// The address other hosts reach this one at: the first non-loopback, non-IPoIB address.
-pub fn public_ip() -> IpAddr {
-    tcp::local_addresses().into_iter().next().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+/// The address other hosts reach this one's coordinator at: `KAWARIMI_COORD_IP` when set
+/// (the operator names the VM's Ethernet address, which survives the move), else the first
+/// non-loopback, non-IPoIB address.
+pub fn public_ip() -> Result<IpAddr, String> {
+    match std::env::var("KAWARIMI_COORD_IP") {
+        Ok(v) => v.trim().parse().map_err(|_| format!("KAWARIMI_COORD_IP={v:?} is not an IP address")),
+        Err(_) => Ok(tcp::local_addresses().into_iter().next().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+    }
+}
+
+/// The address the data path listens on, rediscovered at every (re)connect: the first
+/// address of the interfaces named in `KAWARIMI_TCP_IF` (comma-separated), or `None` for
+/// every interface (publishing the first usable address).
+fn data_ip() -> MpiResult<Option<IpAddr>> {
+    let Ok(list) = std::env::var("KAWARIMI_TCP_IF") else { return Ok(None) };
+    let names: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    match tcp::addresses_of(&names).into_iter().next() {
+        Some(ip) => Ok(Some(ip)),
+        None => Err(boot_err("KAWARIMI_TCP_IF", format!("no usable address on {names:?} now"))),
+    }
 }
 
 fn read_hostname() -> String {
@@ -108,7 +125,8 @@ fn read_hostname() -> String {
 fn host_coordinator(proc: &ProcInfo) -> MpiResult<(JobSecret, HostedCoordinator)> {
     let secret = JobSecret::generate().map_err(|e| boot_err("secret", e))?;
     let job = format!("kw-{}", std::process::id());
-    let handle = server::spawn(None, public_ip(), job.clone(), secret.clone(), CoordinatorConfig::default())
+    let ip = public_ip().map_err(|e| boot_err("coordinator address", e))?;
+    let handle = server::spawn(None, ip, job.clone(), secret.clone(), CoordinatorConfig::default())
         .map_err(|e| boot_err("start coordinator", e))?;
     let jobfile = JobFile { job, coordinator: handle.addr(), secret: secret.to_hex(), pid: std::process::id() };
     jobfile.write().map_err(|e| boot_err("write job file", e))?;
@@ -200,7 +218,7 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
 /// Publishes this rank's TCP address for `epoch`, learns everyone else's, and connects the
 /// mesh.
 fn connect_tcp(proc: &ProcInfo, boot: &mut dyn Bootstrap, secret: &JobSecret, epoch: u32, timeout: Duration) -> MpiResult<Box<dyn Transport>> {
-    let endpoint = tcp::bind(proc.rank, None, secret.clone()).map_err(|e| boot_err("bind", e))?;
+    let endpoint = tcp::bind(proc.rank, data_ip()?, secret.clone()).map_err(|e| boot_err("bind", e))?;
     let addr = endpoint.local_addr().to_string();
     let key = format!("{TCP_ADDR_KEY}.{epoch}");
     boot.put(&key, addr.as_bytes()).map_err(|e| boot_err("publish address", e))?;

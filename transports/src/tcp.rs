@@ -111,6 +111,26 @@ pub struct IfAddr {
 /// docs: the address dies with the HCA) and IPv6 link-local ones (they need a scope);
 /// loopback only when nothing else is left.
 pub fn local_addresses() -> Vec<IpAddr> {
+    select_addresses(&interfaces())
+}
+
+/// The usable addresses of the interfaces named in `names` (IPv4 first), found afresh: used
+/// to pin the data path to chosen networks (`KAWARIMI_TCP_IF`), as Open MPI's
+/// `btl_tcp_if_include` does.
+pub fn addresses_of(names: &[&str]) -> Vec<IpAddr> {
+    let named: Vec<IfAddr> = interfaces().into_iter().filter(|i| names.contains(&i.name.as_str())).collect();
+    let mut out: Vec<IpAddr> = named
+        .iter()
+        .filter(|i| i.up && i.arphrd != Some(ARPHRD_INFINIBAND) && !is_ipv6_link_local(&i.ip) && !i.ip.is_unspecified())
+        .map(|i| i.ip)
+        .collect();
+    out.sort_by_key(|ip| ip.is_ipv6());
+    out.dedup();
+    out
+}
+
+/// Every address of every interface, read now (the set changes when a VM moves).
+pub fn interfaces() -> Vec<IfAddr> {
     let mut found = Vec::new();
     if let Ok(ifaddrs) = nix::ifaddrs::getifaddrs() {
         for ifa in ifaddrs {
@@ -134,7 +154,7 @@ pub fn local_addresses() -> Vec<IpAddr> {
             });
         }
     }
-    select_addresses(&found)
+    found
 }
 
 /// The selection policy of [`local_addresses`].
