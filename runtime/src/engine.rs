@@ -52,6 +52,31 @@ impl Default for WaitPolicy {
     }
 }
 
+impl WaitPolicy {
+    /// The policy for `local_ranks` ranks sharing `cores` cores.
+    ///
+    /// With a core each, a waiting rank busy-polls for a long while: the answer usually comes
+    /// within microseconds and nobody else needs the core. With more ranks than cores the
+    /// rank it waits for may be waiting for this very core, so it yields after a few rounds
+    /// (each `sched_yield` still makes one progress round), and sleeps in `poll(2)` after
+    /// that. Environment overrides: `KAWARIMI_SPIN_ROUNDS`, `KAWARIMI_YIELD_ROUNDS`.
+    pub fn for_host(local_ranks: u32, cores: u32) -> WaitPolicy {
+        let mut p = if local_ranks > cores.max(1) {
+            WaitPolicy { spin_rounds: 4, yield_rounds: 400, sleep_ms: 50 }
+        } else {
+            WaitPolicy { spin_rounds: 20_000, yield_rounds: 100, sleep_ms: 50 }
+        };
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u32>().ok());
+        if let Some(v) = env("KAWARIMI_SPIN_ROUNDS") {
+            p.spin_rounds = v;
+        }
+        if let Some(v) = env("KAWARIMI_YIELD_ROUNDS") {
+            p.yield_rounds = v;
+        }
+        p
+    }
+}
+
 /// The rank's protocol core plus the transport that carries its frames.
 pub struct Engine {
     pub core: Core,

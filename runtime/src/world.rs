@@ -63,7 +63,9 @@ impl World {
     /// job of one).
     pub fn new(proc: ProcInfo, transport: Option<Box<dyn Transport>>, config: CoreConfig) -> MpiResult<World> {
         let core = Core::new(proc.rank, proc.size, config);
-        let engine = Engine::new(core, transport);
+        let mut engine = Engine::new(core, transport);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        engine.wait_policy = crate::engine::WaitPolicy::for_host(proc.local_size, cores);
         let world = Comm::new(0, Arc::new(Group::new((0..proc.size).collect())?), proc.rank as i32);
         let self_comm = Comm::new(CTX_STRIDE, Arc::new(Group::new(vec![proc.rank])?), 0);
         Ok(World {
