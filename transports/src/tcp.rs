@@ -914,28 +914,34 @@ impl Conn {
                         // SAFETY: recv(2) initialised the first `n` bytes of `spare`, and
                         // `n <= cap` is the buffer's length.
                         unsafe { decoder.commit_direct(n.min(cap), &mut emit) };
-                        Ok(n)
+                        Ok((n, cap))
                     }
-                    other => other,
+                    Ok(n) => Ok((n, cap)),
+                    Err(e) => Err(e),
                 }
             } else {
+                let asked = scratch.len();
                 match (&*sock).read(scratch) {
                     Ok(n) if n > 0 => match decoder.feed(&scratch[..n], &mut emit) {
-                        Ok(()) => Ok(n),
+                        Ok(()) => Ok((n, asked)),
                         Err(e) => return Err(format!("malformed frame from rank {peer}: {e}")),
                     },
-                    other => other,
+                    Ok(n) => Ok((n, asked)),
+                    Err(e) => Err(e),
                 }
             };
             match res {
-                Ok(0) => {
+                Ok((0, _)) => {
                     return Err(if decoder.mid_frame() {
                         format!("closed by peer (rank {peer}) in the middle of a frame")
                     } else {
                         format!("closed by peer (rank {peer})")
                     })
                 }
-                Ok(n) => got += n,
+                // The socket held less than we asked for: it is empty now, and another recv
+                // would only return EAGAIN (one syscall per message saved).
+                Ok((n, asked)) if n < asked => break,
+                Ok((n, _)) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(format!("read from rank {peer} failed: {e}")),
@@ -1050,8 +1056,32 @@ impl Transport for TcpTransport {
         }
         let start = self.next_start % n;
         self.next_start = (start + 1) % n;
+        // With several peers, one poll(2) finds the sockets with something to read, instead
+        // of one recv per peer per round (most of which would say EAGAIN).
+        let readable: Option<Vec<bool>> = (n > 1).then(|| {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(n);
+            let mut which = Vec::with_capacity(n);
+            for (i, c) in self.conns.iter().enumerate() {
+                if let Some(sock) = &c.sock {
+                    fds.push(PollFd::new(sock.as_fd(), PollFlags::POLLIN));
+                    which.push(i);
+                }
+            }
+            let mut ready = vec![false; n];
+            match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+                Ok(_) => {
+                    for (fd, &i) in fds.iter().zip(&which) {
+                        ready[i] = fd.revents().is_some_and(|r| !r.is_empty());
+                    }
+                }
+                // On any poll failure, read every socket as without the poll.
+                Err(_) => ready.iter_mut().for_each(|r| *r = true),
+            }
+            ready
+        });
         for k in 0..n {
-            let conn = &mut self.conns[(start + k) % n];
+            let i = (start + k) % n;
+            let conn = &mut self.conns[i];
             if conn.sock.is_none() {
                 continue;
             }
@@ -1060,6 +1090,9 @@ impl Transport for TcpTransport {
                     events.push(conn.take_down(reason));
                     continue;
                 }
+            }
+            if readable.as_ref().is_some_and(|r| !r[i]) {
+                continue;
             }
             if let Err(reason) = conn.read(self.config.max_read_bytes_per_progress, &mut self.scratch, events) {
                 events.push(conn.take_down(reason));
