@@ -1,7 +1,8 @@
 //! `kawarimi run`: the job's coordinator plus `mpirun` with kawarimi preloaded.
 
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use kawarimi_runtime::control::client::COORD_ENV;
 use kawarimi_runtime::control::coordinator::CoordinatorConfig;
@@ -9,7 +10,9 @@ use kawarimi_runtime::control::jobfile::JobFile;
 use kawarimi_runtime::control::server;
 use kawarimi_runtime::wireup::public_ip;
 use kawarimi_transports::auth::{JobSecret, SECRET_ENV};
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::spawn::{posix_spawnp, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
 fn default_lib() -> Option<PathBuf> {
@@ -18,19 +21,22 @@ fn default_lib() -> Option<PathBuf> {
     lib.exists().then_some(lib)
 }
 
-/// Builds the mpirun command line: kawarimi's `-x` exports first, then the user's words.
-pub fn mpirun_command(mpirun: &str, lib: &Path, user_args: &[String]) -> Command {
-    let mut cmd = Command::new(mpirun);
-    let preload = match std::env::var("LD_PRELOAD") {
+/// The mpirun command line: kawarimi's `-x` exports first, then the user's words unchanged.
+/// `-x NAME` exports the variable as set in mpirun's own environment, so the secret never
+/// appears on a command line where other users could read it.
+pub fn mpirun_argv(mpirun: &str, user_args: &[String]) -> Vec<String> {
+    let mut argv: Vec<String> = vec![mpirun.to_string()];
+    argv.extend(["-x", "LD_PRELOAD", "-x", SECRET_ENV, "-x", COORD_ENV].map(String::from));
+    argv.extend(user_args.iter().cloned());
+    argv
+}
+
+/// `LD_PRELOAD` for the ranks: kawarimi first, then whatever the user preloads already.
+pub fn preload_value(lib: &Path) -> String {
+    match std::env::var("LD_PRELOAD") {
         Ok(p) if !p.is_empty() => format!("{}:{p}", lib.display()),
         _ => lib.display().to_string(),
-    };
-    cmd.env("LD_PRELOAD", &preload);
-    // `-x NAME` exports the variable as set in mpirun's own environment, so the secret never
-    // appears on a command line where other users could read it.
-    cmd.args(["-x", "LD_PRELOAD", "-x", SECRET_ENV, "-x", COORD_ENV]);
-    cmd.args(user_args);
-    cmd
+    }
 }
 
 /// The signals `kawarimi run` passes on to mpirun instead of dying of them.
@@ -48,7 +54,7 @@ pub fn run(lib: Option<PathBuf>, mpirun: &str, job_name: Option<String>, args: &
         .ok_or("libkawarimi.so not found next to kawarimi; pass --lib or set KAWARIMI_LIB")?;
     let lib = lib.canonicalize().map_err(|e| format!("{}: {e}", lib.display()))?;
     // Blocked here, in every thread started from now on, and waited for by one thread that
-    // forwards them; std resets the mask in the child, so mpirun gets them normally.
+    // forwards them to mpirun (which starts with an empty mask: see spawn_unblocked).
     forwarded().thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
 
     let secret = JobSecret::generate().map_err(|e| e.to_string())?;
@@ -62,16 +68,20 @@ pub fn run(lib: Option<PathBuf>, mpirun: &str, job_name: Option<String>, args: &
     let jobfile = JobFile { job, coordinator: coordinator.addr(), secret: secret.to_hex(), pid: std::process::id() };
     jobfile.write().map_err(|e| format!("cannot write the job file: {e}"))?;
 
-    let mut cmd = mpirun_command(mpirun, &lib, args);
-    cmd.env(SECRET_ENV, secret.to_hex()).env(COORD_ENV, coordinator.addr().to_string());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    // mpirun is started with posix_spawn so that it gets an empty signal mask: a child
+    // inherits its parent thread's mask (std's Command keeps it), and mpirun must receive
+    // the signals this process forwards.
+    let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k != "LD_PRELOAD" && k != SECRET_ENV && k != COORD_ENV).collect();
+    env.push(("LD_PRELOAD".into(), preload_value(&lib)));
+    env.push((SECRET_ENV.into(), secret.to_hex()));
+    env.push((COORD_ENV.into(), coordinator.addr().to_string()));
+    let child_pid = match spawn_unblocked(&mpirun_argv(mpirun, args), &env) {
+        Ok(p) => p,
         Err(e) => {
             jobfile.remove();
             return Err(format!("cannot start {mpirun}: {e}"));
         }
     };
-    let child_pid = Pid::from_raw(child.id() as i32);
     std::thread::Builder::new()
         .name("kawarimi-signals".into())
         .spawn(move || loop {
@@ -80,31 +90,58 @@ pub fn run(lib: Option<PathBuf>, mpirun: &str, job_name: Option<String>, args: &
             }
         })
         .map_err(|e| e.to_string())?;
-    let status = child.wait().map_err(|e| format!("waiting for {mpirun}: {e}"));
+    let status = loop {
+        match waitpid(child_pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(|e| format!("waiting for {mpirun}: {e}")),
+        }
+    };
     jobfile.remove();
     drop(coordinator);
-    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded()), None);
-    let status = status?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(c), _) => ExitCode::from(c.clamp(0, 255) as u8),
-        (None, Some(sig)) => ExitCode::from((128 + sig).clamp(0, 255) as u8),
+    Ok(match status? {
+        WaitStatus::Exited(_, c) => ExitCode::from(c.clamp(0, 255) as u8),
+        WaitStatus::Signaled(_, sig, _) => ExitCode::from((128 + sig as i32).clamp(0, 255) as u8),
         _ => ExitCode::FAILURE,
     })
+}
+
+/// Starts `argv` (looked up in `PATH`) with `env` and an empty signal mask.
+fn spawn_unblocked(argv: &[String], env: &[(String, String)]) -> Result<Pid, String> {
+    let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
+    let args = argv.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
+    let envp = env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect::<Result<Vec<_>, _>>()?;
+    let mut attr = PosixSpawnAttr::init().map_err(|e| e.to_string())?;
+    attr.set_sigmask(&SigSet::empty()).map_err(|e| e.to_string())?;
+    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK).map_err(|e| e.to_string())?;
+    let actions = PosixSpawnFileActions::init().map_err(|e| e.to_string())?;
+    posix_spawnp(&args[0], &actions, &attr, &args, &envp).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::signal::SigmaskHow;
 
     #[test]
     fn user_flags_follow_kawarimis_exports_unchanged() {
         let args: Vec<String> = ["-np", "4", "--oversubscribe", "-x", "FOO", "./prog", "-v"].map(String::from).to_vec();
-        let cmd = mpirun_command("mpirun", Path::new("/x/libkawarimi.so"), &args);
-        let got: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(got[..6], ["-x", "LD_PRELOAD", "-x", SECRET_ENV, "-x", COORD_ENV]);
-        assert_eq!(got[6..], args[..]);
-        let preload = cmd.get_envs().find(|(k, _)| *k == "LD_PRELOAD").and_then(|(_, v)| v).unwrap();
-        assert!(preload.to_string_lossy().starts_with("/x/libkawarimi.so"));
+        let argv = mpirun_argv("mpirun", &args);
+        assert_eq!(argv[..7], ["mpirun", "-x", "LD_PRELOAD", "-x", SECRET_ENV, "-x", COORD_ENV]);
+        assert_eq!(argv[7..], args[..]);
+        assert!(preload_value(Path::new("/x/libkawarimi.so")).starts_with("/x/libkawarimi.so"));
+    }
+
+    #[test]
+    fn the_child_starts_with_no_blocked_signals_even_when_the_parent_blocks_them() {
+        forwarded().thread_block().unwrap();
+        let out = std::env::temp_dir().join(format!("kawarimi-sigmask-{}", std::process::id()));
+        let argv = ["sh", "-c", &format!("grep SigBlk /proc/self/status > {}", out.display())].map(String::from);
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let pid = spawn_unblocked(&argv, &env).unwrap();
+        assert!(matches!(waitpid(pid, None), Ok(WaitStatus::Exited(_, 0))));
+        let text = std::fs::read_to_string(&out).unwrap();
+        let _ = std::fs::remove_file(&out);
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded()), None);
+        assert_eq!(text.split_whitespace().nth(1), Some("0000000000000000"), "{text}");
     }
 }

@@ -283,3 +283,30 @@ fn the_job_runs_on_when_the_coordinator_dies() {
     assert!(out.contains("OK stress"), "the job must finish without its coordinator:\nstdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains("can no longer be switched"), "each rank says once that switching is lost:\n{err}");
 }
+
+#[test]
+fn sigterm_to_kawarimi_run_ends_the_whole_job() {
+    const RANKS: u32 = 3;
+    let job = Job::start("switch-sigterm", RANKS, "stress", &["60"]);
+    let mut c = job.ctl(RANKS);
+    let pids = rank_pids(&mut c);
+    let t = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(job.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (ok, _, _) = job.finish(Duration::from_secs(15));
+    assert!(!ok, "a job stopped by SIGTERM does not report success");
+    assert!(t.elapsed() < Duration::from_secs(15));
+    // Every rank is gone too (or a zombie waiting to be reaped): the signal reached mpirun,
+    // which stopped them.
+    let alive = |p: u32| {
+        fs::read_to_string(format!("/proc/{p}/status"))
+            .map(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    for p in pids {
+        assert!(!alive(p), "rank pid {p} outlived the job");
+    }
+}
