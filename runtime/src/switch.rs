@@ -64,6 +64,8 @@ pub struct SwitchShared {
     changed: Condvar,
     /// Set while a command waits for the engine: the one check on the data path.
     pending: AtomicBool,
+    /// Set at `MPI_Finalize`: the control thread leaves quietly.
+    shutdown: AtomicBool,
 }
 
 impl Default for SwitchShared {
@@ -79,6 +81,7 @@ impl Default for SwitchShared {
             }),
             changed: Condvar::new(),
             pending: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
         }
     }
 }
@@ -95,6 +98,16 @@ impl SwitchShared {
         g.step_started = Some(Instant::now());
         self.pending.store(true, Ordering::Release);
         self.changed.notify_all();
+    }
+
+    /// Tells the control thread to leave (the rank is finalizing).
+    pub fn shut_down(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    fn is_shut_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
     }
 
     pub fn is_pending(&self) -> bool {
@@ -193,8 +206,12 @@ pub fn spawn_control_thread(
     std::thread::Builder::new().name(format!("kawarimi-control-{rank}")).spawn(move || {
         let mut writer = stream;
         loop {
-            let reply = match read_line(&mut reader, &mut buf, Duration::from_millis(200)) {
+            if shared.is_shut_down() {
+                return;
+            }
+            let reply = match read_line(&mut reader, &mut buf, Duration::from_millis(100)) {
                 Ok(r) => r,
+                Err(_) if shared.is_shut_down() => return,
                 Err(e) => {
                     log(rank, &format!("lost the coordinator ({e}); the job runs on, but can no longer be switched"));
                     return;

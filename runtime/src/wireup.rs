@@ -49,8 +49,18 @@ pub struct HostedCoordinator {
 }
 
 impl Drop for HostedCoordinator {
+    /// The hosting rank finalizes too: it keeps the coordinator up until every other rank
+    /// has said goodbye (bounded), so none of them sees its coordinator vanish mid-finalize.
     fn drop(&mut self) {
         self.jobfile.remove();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let st = self.handle.status();
+            if st.ranks.iter().all(|r| r.finalized || !r.connected) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 

@@ -87,7 +87,9 @@ impl World {
         // Drop order is teardown order: the wire-up service first (dropping the PMIx client
         // tells the launcher this rank ended cleanly), then the control connection, then a
         // coordinator this rank hosts.
-        self.engine.switch = None;
+        if let Some(sw) = self.engine.switch.take() {
+            sw.shared.shut_down();
+        }
         if let Some(cp) = self.control.take() {
             let crate::wireup::ControlPlane { control, hosted, .. } = cp;
             drop(control);

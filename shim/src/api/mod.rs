@@ -5,5 +5,6 @@ pub mod coll;
 pub mod comm;
 pub mod dtype;
 pub mod env;
+pub mod fortran;
 pub mod p2p;
 pub mod req;
