@@ -36,6 +36,7 @@ pub enum Kind {
     Op = 4,
     Group = 5,
     Errhandler = 6,
+    Info = 7,
 }
 
 pub fn encode(kind: Kind, index: usize) -> usize {
@@ -201,6 +202,10 @@ pub struct State {
     pub ops: Table<OpEntry>,
     pub groups: Table<Arc<Group>>,
     pub errhandlers: Table<abi::MPI_Comm_errhandler_function>,
+    /// Info objects (§9): ordered (key, value) pairs.
+    pub infos: Table<Vec<(String, String)>>,
+    /// Names given with `MPI_Type_set_name`, by datatype handle.
+    pub type_names: BTreeMap<usize, String>,
     pub keyvals: BTreeMap<i32, Keyval>,
     pub next_keyval: i32,
     /// Predefined datatypes, built on first use, by `PredefDatatype::index()`.
@@ -405,6 +410,35 @@ impl State {
             Some(_) => fail(ErrorClass::Request, format!("request {addr:#x} was already completed or freed")),
             None => fail(ErrorClass::Request, format!("{addr:#x} is not a request handle")),
         }
+    }
+}
+
+impl State {
+    /// The index of info handle `h` in the info table.
+    pub fn info_index(&self, h: abi::MPI_Info) -> Res<usize> {
+        let addr = h as usize;
+        match decode(addr, Kind::Info) {
+            Some(i) if self.infos.get(i).is_some() => Ok(i),
+            Some(_) => fail(ErrorClass::Arg, format!("info {addr:#x} was freed")),
+            None if abi::predefined().info(addr).is_some() => {
+                fail(ErrorClass::Arg, "MPI_INFO_NULL or MPI_INFO_ENV cannot be used here")
+            }
+            None => fail(ErrorClass::Arg, format!("{addr:#x} is not an info handle")),
+        }
+    }
+
+    /// The pairs of info `h`; `MPI_INFO_ENV` has none, `MPI_INFO_NULL` is an error.
+    pub fn info_pairs(&self, h: abi::MPI_Info) -> Res<Vec<(String, String)>> {
+        if abi::predefined().info(h as usize) == Some(abi::PredefInfo::Env) {
+            return Ok(Vec::new());
+        }
+        let i = self.info_index(h)?;
+        Ok(self.infos.get(i).expect("checked").clone())
+    }
+
+    pub fn new_info(&mut self, pairs: Vec<(String, String)>) -> Res<abi::MPI_Info> {
+        let i = self.infos.insert(pairs).ok_or_else(|| table_full("info objects"))?;
+        Ok(encode(Kind::Info, i) as abi::MPI_Info)
     }
 }
 

@@ -228,6 +228,17 @@ mpi_fn! {
         })
     }
 
+    fn Comm_dup_with_info(comm: MPI_Comm, info: MPI_Info, newcomm: *mut MPI_Comm) -> c_int {
+        call("MPI_Comm_dup_with_info", Some(comm), |s| {
+            s.info_pairs(info)?;
+            let (c, _) = comm_of(s, comm)?;
+            let d = s.world()?.comm_dup(&c)?;
+            let h = add_comm(s, comm, Some(d), true)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newcomm, h) }
+        })
+    }
+
     fn Comm_split(comm: MPI_Comm, color: c_int, key: c_int, newcomm: *mut MPI_Comm) -> c_int {
         call("MPI_Comm_split", Some(comm), |s| {
             let (c, _) = comm_of(s, comm)?;

@@ -1,14 +1,14 @@
 //! Derived datatypes, addresses and packing (MPI-3.1 chapter 4).
 
-use std::ffi::{c_int, c_void};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Arc;
 
-use kawarimi_runtime::datatype::{Datatype, Order};
+use kawarimi_runtime::datatype::{Combiner, Datatype, Order};
 use kawarimi_runtime::error::ErrorClass;
 
 use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Count, MPI_Datatype};
 use crate::export::call;
-use crate::mem::{c_array, out, user_bytes, user_bytes_mut};
+use crate::mem::{c_array, c_array_mut, c_string, out, user_bytes, user_bytes_mut};
 use crate::state::{decode, fail, Kind, Res, State};
 
 fn new_type(s: &mut State, newtype: *mut MPI_Datatype, make: impl FnOnce(&mut State) -> Res<Datatype>) -> Res<()> {
@@ -34,6 +34,23 @@ unsafe fn aints(p: *const MPI_Aint, n: c_int) -> Res<Vec<isize>> {
 unsafe fn ints<'a>(p: *const c_int, n: c_int) -> Res<&'a [c_int]> {
     // SAFETY: per the contract.
     unsafe { c_array(p, len(n)?) }
+}
+
+fn combiner_code(c: Combiner) -> c_int {
+    match c {
+        Combiner::Named => abi::MPI_COMBINER_NAMED,
+        Combiner::Dup => abi::MPI_COMBINER_DUP,
+        Combiner::Contiguous => abi::MPI_COMBINER_CONTIGUOUS,
+        Combiner::Vector => abi::MPI_COMBINER_VECTOR,
+        Combiner::Hvector => abi::MPI_COMBINER_HVECTOR,
+        Combiner::Indexed => abi::MPI_COMBINER_INDEXED,
+        Combiner::Hindexed => abi::MPI_COMBINER_HINDEXED,
+        Combiner::IndexedBlock => abi::MPI_COMBINER_INDEXED_BLOCK,
+        Combiner::HindexedBlock => abi::MPI_COMBINER_HINDEXED_BLOCK,
+        Combiner::Struct => abi::MPI_COMBINER_STRUCT,
+        Combiner::Subarray => abi::MPI_COMBINER_SUBARRAY,
+        Combiner::Resized => abi::MPI_COMBINER_RESIZED,
+    }
 }
 
 fn extent_query(s: &mut State, datatype: MPI_Datatype, true_extent: bool) -> Res<(isize, isize)> {
@@ -278,6 +295,82 @@ mpi_fn! {
     fn Address(location: *const c_void, address: *mut MPI_Aint) -> c_int {
         // SAFETY: MPI-1 name of MPI_Get_address, same contract.
         unsafe { Get_address(location, address) }
+    }
+
+    fn Type_set_name(datatype: MPI_Datatype, type_name: *const c_char) -> c_int {
+        call("MPI_Type_set_name", None, |s| {
+            s.datatype(datatype)?;
+            if type_name.is_null() {
+                return fail(ErrorClass::Arg, "NULL name");
+            }
+            // SAFETY: a NUL-terminated string (§6.8).
+            let name = unsafe { CStr::from_ptr(type_name) }.to_string_lossy();
+            let max = abi::MPI_MAX_OBJECT_NAME as usize - 1;
+            s.type_names.insert(datatype as usize, name.chars().take(max).collect());
+            Ok(())
+        })
+    }
+
+    fn Type_get_name(datatype: MPI_Datatype, type_name: *mut c_char, resultlen: *mut c_int) -> c_int {
+        call("MPI_Type_get_name", None, |s| {
+            let dt = s.datatype(datatype)?;
+            let name = s.type_names.get(&(datatype as usize)).cloned().or_else(|| dt.name().map(str::to_string)).unwrap_or_default();
+            // SAFETY: the buffer has MPI_MAX_OBJECT_NAME bytes (§6.8).
+            let n = unsafe { c_string(type_name, abi::MPI_MAX_OBJECT_NAME as usize, &name)? };
+            // SAFETY: caller's output argument.
+            unsafe { out(resultlen, n) }
+        })
+    }
+
+    fn Type_get_envelope(datatype: MPI_Datatype, num_integers: *mut c_int, num_addresses: *mut c_int, num_datatypes: *mut c_int, combiner: *mut c_int) -> c_int {
+        call("MPI_Type_get_envelope", None, |s| {
+            let dt = s.datatype(datatype)?;
+            let (ni, na, nd, c) = match dt.recipe() {
+                None => (0, 0, 0, abi::MPI_COMBINER_NAMED),
+                Some(r) => (r.integers.len(), r.addresses.len(), r.types.len(), combiner_code(r.combiner)),
+            };
+            // SAFETY: caller's output arguments.
+            unsafe {
+                out(num_integers, ni as c_int)?;
+                out(num_addresses, na as c_int)?;
+                out(num_datatypes, nd as c_int)?;
+                out(combiner, c)
+            }
+        })
+    }
+
+    fn Type_get_contents(datatype: MPI_Datatype, max_integers: c_int, max_addresses: c_int, max_datatypes: c_int, array_of_integers: *mut c_int, array_of_addresses: *mut MPI_Aint, array_of_datatypes: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_get_contents", None, |s| {
+            let dt = s.datatype(datatype)?;
+            let Some(r) = dt.recipe().cloned() else {
+                return fail(ErrorClass::Type, "MPI_Type_get_contents of a predefined datatype");
+            };
+            if (max_integers as usize) < r.integers.len() || (max_addresses as usize) < r.addresses.len() || (max_datatypes as usize) < r.types.len() {
+                return fail(ErrorClass::Arg, "arrays smaller than MPI_Type_get_envelope's counts");
+            }
+            // SAFETY: arrays of at least the envelope's counts (checked above), §4.1.13.
+            let (ints, addrs, types) = unsafe {
+                (
+                    c_array_mut(array_of_integers, r.integers.len())?,
+                    c_array_mut(array_of_addresses, r.addresses.len())?,
+                    c_array_mut(array_of_datatypes, r.types.len())?,
+                )
+            };
+            for (o, &v) in ints.iter_mut().zip(&r.integers) {
+                *o = c_int::try_from(v).or_else(|_| fail(ErrorClass::Arg, format!("{v} does not fit an int")))?;
+            }
+            addrs.copy_from_slice(&r.addresses);
+            for (o, t) in types.iter_mut().zip(r.types) {
+                // A predefined constituent is returned as itself; a derived one as a new
+                // handle, which the application frees (§4.1.13).
+                let predef = t.name().and_then(abi::PredefDatatype::from_mpi_name).filter(|_| t.recipe().is_none());
+                *o = match predef {
+                    Some(p) => abi::predefined().datatype_handle(p) as MPI_Datatype,
+                    None => s.new_datatype(t)?,
+                };
+            }
+            Ok(())
+        })
     }
 
     fn Pack_size(incount: c_int, datatype: MPI_Datatype, comm: MPI_Comm, size: *mut c_int) -> c_int {

@@ -251,6 +251,16 @@ mpi_fn! {
         })
     }
 
+    fn Errhandler_create(function: Option<abi::MPI_Comm_errhandler_function>, errhandler: *mut MPI_Errhandler) -> c_int {
+        // SAFETY: MPI-1 name of MPI_Comm_create_errhandler, same contract.
+        unsafe { Comm_create_errhandler(function, errhandler) }
+    }
+
+    fn Errhandler_get(comm: MPI_Comm, errhandler: *mut MPI_Errhandler) -> c_int {
+        // SAFETY: MPI-1 name of MPI_Comm_get_errhandler, same contract.
+        unsafe { Comm_get_errhandler(comm, errhandler) }
+    }
+
     fn Errhandler_set(comm: MPI_Comm, errhandler: MPI_Errhandler) -> c_int {
         // SAFETY: MPI-1 name of MPI_Comm_set_errhandler, same contract.
         unsafe { Comm_set_errhandler(comm, errhandler) }

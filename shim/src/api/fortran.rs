@@ -98,12 +98,12 @@ mpi_fn! {
 
     fn Info_c2f(handle: abi::MPI_Info) -> MPI_Fint {
         let p = abi::predefined();
-        c2f(handle as usize, None, |a| p.info(a).and_then(abi::PredefInfo::fortran_handle))
+        c2f(handle as usize, Some(Kind::Info), |a| p.info(a).and_then(abi::PredefInfo::fortran_handle))
     }
 
     fn Info_f2c(f: MPI_Fint) -> abi::MPI_Info {
         let p = abi::predefined();
-        f2c(f, None, |f| abi::PredefInfo::from_fortran(f).map(|v| p.info_handle(v)), p.info_handle(abi::PredefInfo::InfoNull)) as abi::MPI_Info
+        f2c(f, Some(Kind::Info), |f| abi::PredefInfo::from_fortran(f).map(|v| p.info_handle(v)), p.info_handle(abi::PredefInfo::InfoNull)) as abi::MPI_Info
     }
 
     fn Win_c2f(handle: abi::MPI_Win) -> MPI_Fint {

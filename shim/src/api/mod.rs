@@ -6,5 +6,6 @@ pub mod comm;
 pub mod dtype;
 pub mod env;
 pub mod fortran;
+pub mod info;
 pub mod p2p;
 pub mod req;

@@ -428,6 +428,25 @@ mpi_fn! {
         })
     }
 
+    fn Status_set_elements(status: *mut MPI_Status, datatype: MPI_Datatype, count: c_int) -> c_int {
+        call("MPI_Status_set_elements", None, |s| set_elements(s, status, datatype, count as i64))
+    }
+
+    fn Status_set_elements_x(status: *mut MPI_Status, datatype: MPI_Datatype, count: MPI_Count) -> c_int {
+        call("MPI_Status_set_elements_x", None, |s| set_elements(s, status, datatype, count))
+    }
+
+    fn Status_set_cancelled(status: *mut MPI_Status, flag: c_int) -> c_int {
+        call("MPI_Status_set_cancelled", None, |_| {
+            if status.is_null() || status as usize == abi::MPI_STATUS_IGNORE {
+                return fail(ErrorClass::Arg, "status is NULL or MPI_STATUS_IGNORE");
+            }
+            // SAFETY: a writable status (§12.3).
+            unsafe { (*status)._cancelled = (flag != 0) as c_int };
+            Ok(())
+        })
+    }
+
     fn Iprobe(source: c_int, tag: c_int, comm: MPI_Comm, flag: *mut c_int, status: *mut MPI_Status) -> c_int {
         call("MPI_Iprobe", Some(comm), |s| {
             let found = probe(s, source, tag, comm, false)?;
@@ -493,6 +512,23 @@ unsafe fn some(
     // SAFETY: caller's output argument.
     unsafe { out(outcount, n as c_int)? };
     in_status(first_error)
+}
+
+/// `MPI_Status_set_elements(_x)` (§12.3): the status then reports `count` elements of
+/// `datatype` (as bytes, which is what kawarimi's statuses hold).
+fn set_elements(s: &mut State, status: *mut MPI_Status, datatype: MPI_Datatype, count: i64) -> Res<()> {
+    if status.is_null() || status as usize == abi::MPI_STATUS_IGNORE {
+        return fail(ErrorClass::Arg, "status is NULL or MPI_STATUS_IGNORE");
+    }
+    if count < 0 {
+        return fail(ErrorClass::Count, format!("count {count} is negative"));
+    }
+    let dt = s.datatype(datatype)?;
+    // Elements are primitives: a type's size over its primitive count gives bytes each.
+    let per = dt.size().checked_div(dt.elements_per_type()).unwrap_or(0);
+    // SAFETY: a writable status (§12.3).
+    unsafe { (*status)._ucount = count as usize * per };
+    Ok(())
 }
 
 /// `MPI_Get_count` (whole datatypes) or `MPI_Get_elements` (primitive elements) of a status.
