@@ -93,11 +93,24 @@ pub struct Rewire {
     secret: JobSecret,
 }
 
+/// The transports this build can open, in order of preference.
+pub const TRANSPORTS: &[&str] = &["tcp"];
+
+/// The transport forced by `ctl resume --transport` (`flag`) or by `KAWARIMI_TRANSPORT`, if
+/// any; an unknown one is an error rather than a silent fallback.
+fn forced_transport(flag: Option<&str>) -> MpiResult<Option<String>> {
+    let forced = flag.map(str::to_string).or_else(|| std::env::var("KAWARIMI_TRANSPORT").ok());
+    match forced {
+        Some(t) if !TRANSPORTS.contains(&t.as_str()) => {
+            Err(boot_err("transport", format!("{t:?} is not available (this build has {TRANSPORTS:?})")))
+        }
+        other => Ok(other),
+    }
+}
+
 impl crate::switch::Reconnect for Rewire {
     fn reconnect(&mut self, epoch: u32, transport: Option<&str>, timeout: Duration) -> MpiResult<Option<Box<dyn Transport>>> {
-        if let Some(t) = transport.filter(|t| *t != "tcp") {
-            return Err(boot_err("reconnect", format!("transport {t:?} is not available (this build has tcp)")));
-        }
+        forced_transport(transport)?;
         if self.proc.size == 1 {
             return Ok(None);
         }
@@ -219,6 +232,7 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
             ),
         ));
     }
+    forced_transport(None)?;
     let transport =
         if proc.size == 1 { None } else { Some(connect_tcp(proc, bootstrap.as_mut(), &control.secret, 0, timeout)?) };
     let rewire = Rewire { proc: proc.clone(), bootstrap, secret: control.secret.clone() };
