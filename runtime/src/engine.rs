@@ -188,7 +188,14 @@ impl Engine {
                 }
             }
             SwitchPhase::Draining => {
-                self.progress()?;
+                // A duplicated quiesce (a client that retried) changes nothing.
+                let _ = shared.take_command(SwitchCommand::Quiesce);
+                if let Err(e) = self.progress() {
+                    // The control thread must learn of it and report it, naming the cause
+                    // (a peer lost before its marker), rather than wait for a timeout.
+                    shared.failed(e.to_string());
+                    return Err(e);
+                }
                 let queued = self.transport.as_ref().map_or(0, |t| t.queued_bytes());
                 if self.core.is_drained() && queued == 0 {
                     // Detach: dropping the transport closes every socket and releases every
@@ -199,6 +206,7 @@ impl Engine {
                 }
             }
             SwitchPhase::Detached => {
+                let _ = shared.take_command(SwitchCommand::Quiesce);
                 if let Some(Command::Resume { epoch, transport }) = shared.take_command(SwitchCommand::Resume) {
                     shared.reached(SwitchPhase::Reconnecting, epoch);
                     let sw = self.switch.as_mut().expect("checked");

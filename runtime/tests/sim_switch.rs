@@ -684,7 +684,12 @@ impl Sim {
             n,
             migrations: rng.range(3, 40),
             eager: [0, 8, 64, 256, 4096][rng.below(5) as usize],
-            chunk: [1, 64, 512, 4096, 65536][rng.below(5) as usize],
+            // Tiny chunks turn a message into thousands of frames: small jobs and small messages only.
+            chunk: match (n, cfg.big) {
+                (_, true) => [4096, 65536, 1 << 20][rng.below(3) as usize],
+                (2..=8, false) => [16, 64, 512, 4096, 65536][rng.below(5) as usize],
+                _ => [512, 4096, 65536][rng.below(3) as usize],
+            },
             send_window: [64, 1024, 16 << 10, 16 << 20][rng.below(4) as usize],
             delay_max_us: rng.range(0, 50),
             ctl_delay_max_us: rng.range(1, 300),
@@ -1380,6 +1385,17 @@ impl Sim {
                 }
                 if reason.starts_with("timed out") {
                     self.stats.engine_failures_reported_by_timeout += 1;
+                    let silent = self.ranks.iter().position(|k| {
+                        k.engine.failure().is_some() && matches!(k.ctl, CtlState::Driving { .. }) && k.shared.phase() != SwitchPhase::Failed
+                    });
+                    if let (true, Some(r)) = (self.cfg.strict_failure_reports, silent) {
+                        let e = self.ranks[r].engine.failure().expect("checked").to_string();
+                        let phase = self.ranks[r].shared.phase();
+                        self.fail(&format!(
+                            "switch {epoch} failed only by timeout ({missing:?}): rank {r}'s engine failed ({e}) while its control \
+                             thread drives the step, but the shared phase is {phase:?}, so it never reports Failed"
+                        ));
+                    }
                 }
                 self.stats.jobs_lost += 1;
                 self.phase = Phase::Liveness { migrations_at_start: u64::MAX };
@@ -1412,7 +1428,7 @@ impl Sim {
                 let a = r as u32;
                 let b = (a + self.rng.range(1, n - 1) as u32) % self.p.n;
                 let epoch = self.ranks[r].engine.core.epoch();
-                let fab = self.fabrics.lock().expect("fabrics").fab(epoch);
+                let Some(fab) = self.fabrics.lock().expect("fabrics").by_epoch.get(&epoch).cloned() else { return };
                 fab.lock().expect("fab").kill_link(a as usize, b as usize, "simulated link failure");
                 self.fatal(Fatal::LinkMidDrain { a, b });
             }
@@ -1422,7 +1438,7 @@ impl Sim {
                     return;
                 }
                 let epoch = self.ranks[r].engine.core.epoch();
-                let fab = self.fabrics.lock().expect("fabrics").fab(epoch);
+                let Some(fab) = self.fabrics.lock().expect("fabrics").by_epoch.get(&epoch).cloned() else { return };
                 let mut f = fab.lock().expect("fab");
                 for p in (0..self.p.n as usize).filter(|&p| p != r) {
                     f.kill_link(r, p, "simulated device removal");
@@ -1496,7 +1512,7 @@ impl Sim {
             for (&e, f) in &fs.by_epoch {
                 let mut f = f.lock().expect("fab");
                 v.append(&mut f.violations);
-                if f.dropped.iter().all(|&d| d) && f.unplugged {
+                if f.dropped.iter().all(|&d| d) && (f.unplugged || f.net.iter().all(VecDeque::is_empty)) {
                     gone.push(e);
                 }
             }
@@ -1517,10 +1533,16 @@ impl Sim {
         self.stats.migrations > migrations_at_start
             && matches!(self.op, OpState::Idle { .. })
             && self.ranks.iter().all(Rank::program_done)
+            // A retried resume reuses its epoch, so a rank's late report of the first one can
+            // complete the second before the rank has read it: let the control plane settle.
+            && self.ranks.iter().all(|k| k.ctl == CtlState::Idle && k.ctl_inbox.is_empty())
+            && self.conns.iter().all(|c| c.up.is_empty() && c.down.is_empty())
     }
 
     fn run(mut self) -> Outcome {
-        let step_limit: u64 = 4_000_000 + 400_000 * self.p.n as u64;
+        // Generous: every frame of every message a few times over, plus the switches.
+        let frames: u64 = self.msgs.iter().map(|m| (m.len / self.p.chunk) as u64 + 2).sum();
+        let step_limit: u64 = 4_000_000 + 400_000 * self.p.n as u64 + 64 * frames;
         let mut idle: u32 = 0;
         let mut attempts_seen = 0;
         loop {
@@ -1551,6 +1573,11 @@ impl Sim {
                     let net: usize = f.net.iter().map(VecDeque::len).sum();
                     let local: usize = f.local.iter().map(VecDeque::len).sum();
                     let inbox: usize = f.inbox.iter().map(VecDeque::len).sum();
+                    let now = self.now();
+                    let due = f.net.iter().filter(|q| q.front().is_some_and(|h| h.due_us <= now)).count();
+                    let nonempty = f.net.iter().filter(|q| !q.is_empty()).count();
+                    let kinds: Vec<String> = f.net.iter().enumerate().filter(|(_, q)| !q.is_empty()).take(3).map(|(i, q)| format!("q{i}:{}:{:?}", q.len(), q.front().map(|h| (h.due_us, match &h.kind { NetKind::Frame(h, _) => format!("{h}"), NetKind::Close(r) => r.clone() })))).collect();
+                    fabs += &format!("due {due} nonempty {nonempty} active {} {kinds:?}", f.active.len());
                     fabs += &format!("[epoch {e}: net {net} local {local} inbox {inbox} taken {:?} dropped {:?} unplugged {}]", f.taken.iter().filter(|x| **x).count(), f.dropped.iter().filter(|x| **x).count(), f.unplugged);
                 }
                 let outbox: Vec<bool> = self.ranks.iter().map(|k| k.engine.core.has_transmit()).collect();
@@ -1593,7 +1620,7 @@ impl Sim {
                 self.coord.handle_timeout(t);
                 self.pump();
             }
-            if self.stats.steps % 64 == 0 {
+            if self.stats.steps.is_multiple_of(64) {
                 self.check_fabrics();
             }
             // The fault phase ends after its budget of switch attempts.
@@ -1729,7 +1756,7 @@ fn soak() {
     let mut next_report = 0;
     while total.migrations < budget {
         let seed = mix(0x50AC, first + seeds);
-        let cfg = RunCfg { big: seeds % 16 == 0, ..RunCfg::CI };
+        let cfg = RunCfg { big: seeds.is_multiple_of(16), ..RunCfg::CI };
         let o = run_seed(seed, cfg);
         seeds += 1;
         add(&mut total, &o.stats);
@@ -1764,4 +1791,53 @@ fn big_messages_survive_switches() {
         add(&mut total, &o.stats);
     }
     assert!(total.migrations > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions for bugs the simulator found (ignored until fixed in src/).
+
+/// Bug: `Engine::switch_step` in `Draining` runs `self.progress()?`; when that fails (a link
+/// died before the peer's marker arrived, or the engine had already failed) it returns the
+/// error without `SwitchShared::failed`, so the shared phase stays `Draining`. The control
+/// thread (and `poke`) therefore never sees `Failed`, never sends `Report { phase: Failed }`,
+/// and is stuck in its drive loop for good: the coordinator only learns by its timeout
+/// ("timed out", the cause "lost rank N" is lost), and a later `Resume` is never read.
+/// Smallest seed: 3 (3 ranks, link dies mid-drain; the quiesce fails by timeout with every
+/// rank missing, [0, 1, 2]); also 4 and 14 (device removed early), 6, 2 (16 ranks). Replay:
+/// `KAWARIMI_SIM_SEED=3 KAWARIMI_SIM_STRICT=1 cargo test --release -p kawarimi-runtime --test sim_switch -- replay --nocapture`.
+#[test]
+fn regression_failed_drain_is_reported_seed_3() {
+    run_seed(3, RunCfg { strict_failure_reports: true, ..RunCfg::CI });
+}
+
+/// The same bug in two ranks, without the simulator loop: rank 0 drains, the link to rank 1
+/// dies before rank 1's marker arrived; `switch_step` fails, and the switch must say so.
+#[test]
+fn regression_link_down_mid_drain_marks_switch_failed() {
+    let clock = Arc::new(AtomicU64::new(0));
+    let fabrics = Arc::new(Mutex::new(Fabrics {
+        n: 2,
+        seed: 1,
+        clock,
+        delay_max_us: 0,
+        by_epoch: BTreeMap::new(),
+        held: vec![None; 2],
+        violations: Vec::new(),
+    }));
+    let mut engine = Engine::new(Core::new(0, 2, CoreConfig::default()), Some(take_endpoint(&fabrics, 0, 0)));
+    let shared = SwitchShared::new();
+    let reconnect = Box::new(SimReconnect { rank: 0, fabrics: fabrics.clone() });
+    engine.switch = Some(EngineSwitch::new(shared.clone(), reconnect, Duration::from_secs(1)));
+    let _peer = take_endpoint(&fabrics, 1, 0);
+    shared.command(Command::Quiesce { epoch: 1 });
+    engine.switch_step().expect("begin drain");
+    assert_eq!(shared.phase(), SwitchPhase::Draining);
+    let fab = fabrics.lock().expect("fabrics").fab(0);
+    fab.lock().expect("fab").kill_link(0, 1, "test link failure");
+    let mut rng = Rng(7);
+    while fab.lock().expect("fab").deliver_one(&mut rng).is_some() {}
+    let e = engine.switch_step().expect_err("the peer was lost before its marker");
+    assert!(e.detail.contains("lost rank 1"), "{e}");
+    // What the control thread looks at: it must see Failed to report it.
+    assert_eq!(shared.phase(), SwitchPhase::Failed, "the switch failed ({e}) but the control thread cannot know");
 }

@@ -328,6 +328,15 @@ mpi_fn! {
         })
     }
 
+    fn Comm_get_parent(parent: *mut MPI_Comm) -> c_int {
+        call("MPI_Comm_get_parent", None, |s| {
+            s.world()?;
+            // No process of a kawarimi job was started by MPI_Comm_spawn (§10.3.2).
+            // SAFETY: caller's output argument.
+            unsafe { out(parent, comm_null()) }
+        })
+    }
+
     fn Comm_test_inter(comm: MPI_Comm, flag: *mut c_int) -> c_int {
         call("MPI_Comm_test_inter", Some(comm), |s| {
             s.comm_index(comm)?;
