@@ -329,12 +329,7 @@ impl Core {
         chan.next_send_seq += 1;
         header.payload_len = payload.len() as u32;
         if peer == self.me {
-            let bytes = match payload {
-                Payload::Empty => Vec::new(),
-                Payload::Owned(v) => v,
-                Payload::Static(s) => s.to_vec(),
-            };
-            self.loopback.push_back((header, bytes));
+            self.loopback.push_back((header, payload.into_vec()));
         } else if self.holding {
             self.held.push_back(Transmit { peer, header, payload });
         } else {
@@ -595,7 +590,7 @@ impl Core {
                 self.arrive(u)?;
             }
             FrameKind::Cts => self.handle_cts(peer, header.msg_id, header.arg)?,
-            FrameKind::Data => self.handle_data(peer, header.msg_id, header.arg as usize, &payload)?,
+            FrameKind::Data => self.handle_data(peer, header.msg_id, header.arg as usize, payload)?,
             FrameKind::SyncAck => {
                 match self.requests.get_mut(&header.msg_id) {
                     Some(Req::Send(s)) if matches!(s.phase, SendPhase::AwaitSyncAck) && s.peer == peer => {
@@ -667,10 +662,15 @@ impl Core {
             UnexpectedKind::Eager { data, sync_msg_id } => {
                 let buf = r.buf.as_mut().expect("posted receive holds its buffer");
                 let cap = buf.capacity();
-                let n = data.len().min(cap);
-                buf.as_mut_slice()[..n].copy_from_slice(&data[..n]);
+                let dlen = data.len();
+                let n = dlen.min(cap);
+                match buf {
+                    // Same size staging buffer: take the message's bytes, no copy.
+                    RecvBuf::Owned(v) if v.len() == dlen => *v = data,
+                    _ => buf.as_mut_slice()[..n].copy_from_slice(&data[..n]),
+                }
                 r.status.len = n;
-                if data.len() > cap {
+                if dlen > cap {
                     r.status.error = Some(ErrorClass::Truncate);
                 }
                 r.phase = RecvPhase::Done;
@@ -710,16 +710,23 @@ impl Core {
         s.phase = SendPhase::Done;
         let data = std::mem::replace(&mut s.data, SendData::Owned(Vec::new()));
         let (ctx, tag) = (s.ctx, s.tag);
-        // The chunks are copied so the send is complete once they are queued: the application
-        // may reuse its buffer as soon as MPI_Wait returns.
-        for (i, piece) in data.as_slice().chunks(chunk).enumerate() {
-            let h = Header { ctx, tag, msg_id: recv_id, arg: (i * chunk) as u64, ..Header::new(FrameKind::Data) };
-            self.emit(peer, h, Payload::Owned(piece.to_vec()))?;
+        // The send is complete once its chunks are queued, so they must not borrow the
+        // application's buffer: a `Static` one is copied once; an owned one is shared by its
+        // chunks without copying.
+        let data = match data {
+            SendData::Owned(v) => std::sync::Arc::new(v),
+            SendData::Static(s) => std::sync::Arc::new(s.to_vec()),
+        };
+        let total = data.len();
+        for start in (0..total).step_by(chunk) {
+            let len = chunk.min(total - start);
+            let h = Header { ctx, tag, msg_id: recv_id, arg: start as u64, ..Header::new(FrameKind::Data) };
+            self.emit(peer, h, Payload::Shared { data: data.clone(), start, len })?;
         }
         Ok(())
     }
 
-    fn handle_data(&mut self, peer: PeerId, recv_id: u64, offset: usize, payload: &[u8]) -> MpiResult<()> {
+    fn handle_data(&mut self, peer: PeerId, recv_id: u64, offset: usize, payload: Vec<u8>) -> MpiResult<()> {
         let Some(Req::Recv(r)) = self.requests.get_mut(&recv_id) else {
             return err(ErrorClass::Intern, format!("Data from rank {peer} for unknown receive {recv_id}"));
         };
@@ -732,13 +739,22 @@ impl Core {
                 format!("Data from rank {peer} at {offset}+{} outside message of {total} bytes", payload.len()),
             );
         }
-        let buf = r.buf.as_mut().expect("receiving request holds its buffer").as_mut_slice();
-        // Bytes past the buffer's end are dropped: the status already says MPI_ERR_TRUNCATE.
-        if offset < buf.len() {
-            let n = payload.len().min(buf.len() - offset);
-            buf[offset..offset + n].copy_from_slice(&payload[..n]);
+        let n_payload = payload.len();
+        match r.buf.as_mut().expect("receiving request holds its buffer") {
+            // A whole message in one frame into a staging buffer of exactly its size: take the
+            // frame's bytes instead of copying them.
+            RecvBuf::Owned(v) if offset == 0 && n_payload == *total && v.len() == n_payload => *v = payload,
+            buf => {
+                let buf = buf.as_mut_slice();
+                // Bytes past the buffer's end are dropped: the status already says
+                // MPI_ERR_TRUNCATE.
+                if offset < buf.len() {
+                    let n = n_payload.min(buf.len() - offset);
+                    buf[offset..offset + n].copy_from_slice(&payload[..n]);
+                }
+            }
         }
-        *received += payload.len();
+        *received += n_payload;
         if *received == *total {
             r.phase = RecvPhase::Done;
         }

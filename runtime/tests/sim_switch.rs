@@ -311,11 +311,7 @@ impl Transport for Ep {
         let mut f = self.fab.lock().expect("fab");
         f.check_use(self.me, "send");
         assert!((peer as usize) < f.n && peer != self.me, "send to {peer}");
-        let bytes = match payload {
-            Payload::Empty => Vec::new(),
-            Payload::Owned(v) => v,
-            Payload::Static(s) => s.to_vec(),
-        };
+        let bytes = payload.into_vec();
         let me = self.me as usize;
         f.local_bytes[me] += bytes.len() + HEADER_LEN;
         f.local[me].push_back((peer, *header, bytes));

@@ -39,6 +39,9 @@ pub enum Payload {
     Empty,
     Owned(Vec<u8>),
     Static(&'static [u8]),
+    /// `len` bytes at `start` of a buffer shared by several frames (the chunks of one
+    /// rendezvous message), so that cutting a message into frames copies nothing.
+    Shared { data: std::sync::Arc<Vec<u8>>, start: usize, len: usize },
 }
 
 impl Payload {
@@ -47,6 +50,15 @@ impl Payload {
             Payload::Empty => &[],
             Payload::Owned(v) => v,
             Payload::Static(s) => s,
+            Payload::Shared { data, start, len } => &data[*start..*start + *len],
+        }
+    }
+
+    /// The bytes as an owned vector (moved when owned, copied otherwise).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            Payload::Owned(v) => v,
+            other => other.as_slice().to_vec(),
         }
     }
     pub fn len(&self) -> usize {

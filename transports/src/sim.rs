@@ -41,11 +41,7 @@ impl Transport for SimTransport {
         if q.len() >= self.inbox_limit_frames {
             return Err(TransportError::QueueFull { peer, limit: self.inbox_limit_frames });
         }
-        let bytes = match payload {
-            Payload::Empty => Vec::new(),
-            Payload::Owned(v) => v,
-            Payload::Static(s) => s.to_vec(),
-        };
+        let bytes = payload.into_vec();
         q.push_back((self.me, *header, bytes));
         inbox.ready.notify_all();
         Ok(())

@@ -97,7 +97,7 @@ impl RankClient {
 impl Drop for RankClient {
     fn drop(&mut self) {
         // Best effort: tells the coordinator this close is the rank finishing.
-        let _ = self.line.send(&Request::Goodbye);
+        let _ = self.line.send(&Request::Goodbye {});
     }
 }
 
@@ -181,7 +181,7 @@ impl CtlClient {
     }
 
     pub fn status(&mut self) -> TransportResult<JobStatus> {
-        self.line.send(&Request::Status)?;
+        self.line.send(&Request::Status {})?;
         match self.line.recv(self.timeout)? {
             Reply::Status { status } => Ok(status),
             other => Err(err(format!("expected a status, got {other:?}"))),

@@ -192,7 +192,7 @@ impl Coordinator {
             }
             (Role::Rank(r), Request::Put { key, value }) => self.put(conn, r, key, value),
             (Role::Rank(r), Request::Fence { seq }) => self.fence(conn, r, seq, now),
-            (Role::Rank(r), Request::Goodbye) => {
+            (Role::Rank(r), Request::Goodbye {}) => {
                 if let Some((_, info)) = self.ranks.get_mut(&r) {
                     info.finalized = true;
                 }
@@ -201,7 +201,7 @@ impl Coordinator {
                 let value = self.kv.get(&(rank, key.clone())).cloned();
                 self.reply(conn, Reply::Value { rank, key, value });
             }
-            (Role::Rank(_) | Role::Ctl, Request::Status) => {
+            (Role::Rank(_) | Role::Ctl, Request::Status {}) => {
                 let status = self.status();
                 self.reply(conn, Reply::Status { status });
             }
@@ -527,7 +527,7 @@ mod tests {
         c.handle_request(14, Request::Put { key: "k".into(), value: "00".into() }, now);
         assert!(matches!(c.poll_reply(), Some((14, Reply::Error { .. }))));
         // The rank that was connected is still there and still served.
-        c.handle_request(0, Request::Status, now);
+        c.handle_request(0, Request::Status {}, now);
         assert!(matches!(c.poll_reply(), Some((0, Reply::Status { ref status })) if status.ranks[0].connected && status.size == Some(2)));
     }
 }

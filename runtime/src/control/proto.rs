@@ -31,10 +31,11 @@ pub enum Request {
     Fence { seq: u64 },
     /// Reads `key` of `rank`.
     Get { rank: u32, key: String },
-    /// The job's state.
-    Status,
+    /// The job's state. (Empty braces rather than a unit variant, so that unknown fields
+    /// are refused here too.)
+    Status {},
     /// A rank is finalizing: its connection closing next is expected, not a failure.
-    Goodbye,
+    Goodbye {},
     /// A rank's control thread opens its command channel: the coordinator pushes
     /// `Reply::Command`s on this connection from now on.
     Subscribe { version: u32, rank: u32 },
