@@ -1,17 +1,19 @@
-//! Test harness for kawarimi's C MPI test programs.
+//! Test harness for kawarimi's C and Fortran MPI test programs.
 //!
-//! The programs live in `tests/c/*.c`. Each one is self-checking: it prints
-//! `FAIL <file>:<line> rank <r>: <what>` and aborts on the first wrong
-//! result, and rank 0 prints `OK <name>` at the end. This crate compiles them
-//! with the system `mpicc` (once per source content: the binary name carries
-//! a hash of the sources and flags) and runs them under `mpirun`, either
-//! natively on Open MPI or with kawarimi preloaded (`LD_PRELOAD`).
+//! The programs live in `tests/c/*.c` and `tests/fortran/*.f90`. Each one is
+//! self-checking: it prints `FAIL <file>:<line> rank <r>: <what>` and aborts on
+//! the first wrong result, and rank 0 prints `OK <name>` at the end. This crate
+//! compiles them with the system `mpicc` or `mpif90` (once per source content:
+//! the binary name carries a hash of the sources and flags) and runs them under
+//! `mpirun`, either natively on Open MPI or with kawarimi preloaded
+//! (`LD_PRELOAD`).
 //!
 //! Environment knobs (all optional):
 //! - `KAWARIMI_LIB`: the `libkawarimi.so` to preload (default
 //!   `<workspace>/target/release/libkawarimi.so`, or under `$CARGO_TARGET_DIR`
 //!   when that is set).
-//! - `MPICC`, `MPIRUN`: the compiler wrapper and launcher (default: from `PATH`).
+//! - `MPICC`, `MPIF90`, `MPIRUN`: the compiler wrappers and launcher (default:
+//!   from `PATH`).
 //! - `KAWARIMI_TEST_TIMEOUT`: per-run timeout in seconds (default 120).
 //! - `KAWARIMI_TEST_MPIRUN_ARGS`: extra arguments for `mpirun`, split on spaces.
 //! - Any `KAWARIMI_*` variable set in the test's environment is forwarded to
@@ -31,6 +33,58 @@ use std::time::{Duration, Instant};
 
 /// Flags every C test program is compiled with.
 pub const CFLAGS: &[&str] = &["-O2", "-Wall", "-Werror"];
+
+/// Flags every Fortran test program is compiled with: `-cpp` for the `CHECK` macros of
+/// `tests/fortran/check.h` (which expand `__FILE__`, hence no line length limit).
+pub const FFLAGS: &[&str] = &["-O2", "-Wall", "-Werror", "-cpp", "-ffree-line-length-none"];
+
+/// The language of a test program: where its sources are and how it is compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    /// `tests/c/<name>.c` with `mpicc`; headers `*.h`.
+    C,
+    /// `tests/fortran/<name>.f90` with `mpif90`; headers (cpp includes) `*.h`.
+    Fortran,
+}
+
+impl Lang {
+    /// The folder holding the programs.
+    pub fn source_dir(self) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(match self {
+            Lang::C => "c",
+            Lang::Fortran => "fortran",
+        })
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Lang::C => "c",
+            Lang::Fortran => "f90",
+        }
+    }
+
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Lang::C => CFLAGS,
+            Lang::Fortran => FFLAGS,
+        }
+    }
+
+    fn compiler(self) -> Result<PathBuf, String> {
+        match self {
+            Lang::C => mpicc(),
+            Lang::Fortran => mpif90(),
+        }
+    }
+
+    /// The folder under the build folder that holds the binaries.
+    fn build_subdir(self) -> &'static str {
+        match self {
+            Lang::C => "kawarimi-c-programs",
+            Lang::Fortran => "kawarimi-fortran-programs",
+        }
+    }
+}
 
 /// The rank counts every program is run at.
 pub const RANK_COUNTS: &[u32] = &[2, 3, 4];
@@ -77,7 +131,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// The folder holding the C test programs.
 pub fn c_source_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("c")
+    Lang::C.source_dir()
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
@@ -113,6 +167,12 @@ fn find_tool(env_var: &str, name: &str) -> Result<PathBuf, String> {
 /// The `mpicc` to compile with (`$MPICC`, else from `PATH`).
 pub fn mpicc() -> Result<PathBuf, String> {
     find_tool("MPICC", "mpicc")
+}
+
+/// The `mpif90` to compile Fortran with (`$MPIF90`, else from `PATH`; Debian's
+/// package `libopenmpi-dev` with `gfortran` installed).
+pub fn mpif90() -> Result<PathBuf, String> {
+    find_tool("MPIF90", "mpif90")
 }
 
 /// The `mpirun` to launch with (`$MPIRUN`, else from `PATH`).
@@ -163,7 +223,19 @@ fn fnv1a(state: u64, bytes: &[u8]) -> u64 {
 static COMPILE_LOCK: Mutex<()> = Mutex::new(());
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Compiles `tests/c/<name>.c` into `build_dir` and returns the binary.
+/// Compiles `tests/c/<name>.c` into `build_dir` and returns the binary (see
+/// [`compile_lang`]).
+pub fn compile(name: &str, build_dir: &Path) -> Result<PathBuf, String> {
+    compile_lang(Lang::C, name, build_dir)
+}
+
+/// Compiles `tests/fortran/<name>.f90` with `mpif90` into `build_dir` and returns the
+/// binary (see [`compile_lang`]).
+pub fn compile_fortran(name: &str, build_dir: &Path) -> Result<PathBuf, String> {
+    compile_lang(Lang::Fortran, name, build_dir)
+}
+
+/// Compiles the program `name` of language `lang` into `build_dir` and returns the binary.
 ///
 /// The binary's name carries a hash of the program's source, the shared
 /// headers, the compiler path and the flags, so a program is compiled once
@@ -171,12 +243,13 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// compiles of the same program (nextest runs each test in its own process)
 /// write to private temporary names and rename atomically, so a reader never
 /// sees a partial binary.
-pub fn compile(name: &str, build_dir: &Path) -> Result<PathBuf, String> {
-    let cc = mpicc()?;
-    let src_dir = c_source_dir();
-    let src = src_dir.join(format!("{name}.c"));
-    let source =
-        fs::read(&src).map_err(|e| format!("cannot read C program {}: {e}", src.display()))?;
+pub fn compile_lang(lang: Lang, name: &str, build_dir: &Path) -> Result<PathBuf, String> {
+    let cc = lang.compiler()?;
+    let flags = lang.flags();
+    let src_dir = lang.source_dir();
+    let src = src_dir.join(format!("{name}.{}", lang.extension()));
+    let source = fs::read(&src)
+        .map_err(|e| format!("cannot read {lang:?} program {}: {e}", src.display()))?;
 
     let mut hash = fnv1a(0xcbf2_9ce4_8422_2325, &source);
     let mut headers: Vec<PathBuf> = fs::read_dir(&src_dir)
@@ -190,11 +263,11 @@ pub fn compile(name: &str, build_dir: &Path) -> Result<PathBuf, String> {
         hash = fnv1a(hash, &fs::read(h).unwrap_or_default());
     }
     hash = fnv1a(hash, cc.as_os_str().as_encoded_bytes());
-    for f in CFLAGS {
+    for f in flags {
         hash = fnv1a(hash, f.as_bytes());
     }
 
-    let out_dir = build_dir.join("kawarimi-c-programs");
+    let out_dir = build_dir.join(lang.build_subdir());
     fs::create_dir_all(&out_dir)
         .map_err(|e| format!("cannot create build folder {}: {e}", out_dir.display()))?;
     let exe = out_dir.join(format!("{name}-{hash:016x}"));
@@ -212,8 +285,18 @@ pub fn compile(name: &str, build_dir: &Path) -> Result<PathBuf, String> {
         std::process::id(),
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let output = Command::new(&cc)
-        .args(CFLAGS)
+    // gfortran writes the `.mod` files of a program's modules into the working folder:
+    // give it a private one so that nothing lands in the source tree and concurrent
+    // compiles never share one.
+    let mut cmd = Command::new(&cc);
+    let mod_dir = tmp.with_extension("mods");
+    if lang == Lang::Fortran {
+        fs::create_dir_all(&mod_dir)
+            .map_err(|e| format!("cannot create {}: {e}", mod_dir.display()))?;
+        cmd.arg("-J").arg(&mod_dir);
+    }
+    let output = cmd
+        .args(flags)
         .arg("-I")
         .arg(&src_dir)
         .arg("-o")
@@ -221,14 +304,18 @@ pub fn compile(name: &str, build_dir: &Path) -> Result<PathBuf, String> {
         .arg(&src)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", cc.display()))?;
+        .map_err(|e| format!("cannot run {}: {e}", cc.display()));
+    if lang == Lang::Fortran {
+        let _ = fs::remove_dir_all(&mod_dir);
+    }
+    let output = output?;
     if !output.status.success() {
         let _ = fs::remove_file(&tmp);
         return Err(format!(
             "compiling {} with {} {} failed ({}):\n{}{}",
             src.display(),
             cc.display(),
-            CFLAGS.join(" "),
+            flags.join(" "),
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
@@ -636,21 +723,32 @@ pub fn mode(kind: ModeKind) -> Mode {
     }
 }
 
-/// Compiles `name` into `build_dir`, panicking with the compiler output on
-/// failure.
+/// Compiles the C program `name` into `build_dir`, panicking with the compiler
+/// output on failure.
 pub fn compiled(name: &str, build_dir: &Path) -> PathBuf {
-    match compile(name, build_dir) {
+    compiled_lang(Lang::C, name, build_dir)
+}
+
+/// Compiles the program `name` of language `lang` into `build_dir`, panicking
+/// with the compiler output on failure.
+pub fn compiled_lang(lang: Lang, name: &str, build_dir: &Path) -> PathBuf {
+    match compile_lang(lang, name, build_dir) {
         Ok(p) => p,
         Err(e) => panic!("{e}"),
     }
 }
 
-/// Runs the self-checking program `name` at every count in [`RANK_COUNTS`]
+/// Runs the self-checking C program `name` at every count in [`RANK_COUNTS`]
 /// and panics, with the full output, unless each run exits 0 and prints
 /// `OK <name>`.
 pub fn check_program(name: &str, kind: ModeKind, build_dir: &Path) {
+    check_program_lang(Lang::C, name, kind, build_dir)
+}
+
+/// [`check_program`] for a program of language `lang`.
+pub fn check_program_lang(lang: Lang, name: &str, kind: ModeKind, build_dir: &Path) {
     let mode = mode(kind);
-    let exe = compiled(name, build_dir);
+    let exe = compiled_lang(lang, name, build_dir);
     let timeout = timeout_or(DEFAULT_TIMEOUT);
     let mut failures = Vec::new();
     for &ranks in RANK_COUNTS {

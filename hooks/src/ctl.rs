@@ -136,7 +136,7 @@ pub fn ctl(cmd: CtlCmd, job: Option<&str>, timeout_s: f64, json: bool) -> Result
                 );
                 for i in &st.ranks {
                     let state = if i.finalized { "finalized".to_string() } else if i.connected { format!("{:?}", i.switch_phase).to_lowercase() } else { "LOST".into() };
-                    println!("  rank {:>5}  {:<20} pid {:<8} {state}", i.rank, i.host, i.pid);
+                    println!("  rank {:>5}  {:<20} pid {:<8} {:<10} transport {} to every peer", i.rank, i.host, i.pid, state, i.transport);
                 }
             }
             Ok(ExitCode::SUCCESS)

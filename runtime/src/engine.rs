@@ -202,6 +202,7 @@ impl Engine {
                     // device resource it held. Nothing of it is touched again.
                     self.transport = None;
                     let epoch = self.switch.as_ref().expect("checked").epoch;
+                    shared.set_transport(self.transport_summary());
                     shared.reached(SwitchPhase::Detached, epoch);
                 }
             }
@@ -215,6 +216,7 @@ impl Engine {
                         Ok(t) => {
                             self.core.resume(epoch);
                             self.transport = t;
+                            shared.set_transport(self.transport_summary());
                             shared.reached(SwitchPhase::Running, epoch);
                         }
                         Err(e) => {
@@ -227,6 +229,16 @@ impl Engine {
             SwitchPhase::Reconnecting | SwitchPhase::Failed => {}
         }
         Ok(())
+    }
+
+    /// What carries the data path: the transport's kind (`tcp`), `detached`, or `none` for a
+    /// job of one.
+    pub fn transport_summary(&self) -> String {
+        match &self.transport {
+            Some(t) => format!("{:?}", t.kind()).to_lowercase(),
+            None if self.core.size() == 1 => "none".into(),
+            None => "detached".into(),
+        }
     }
 
     /// Whether a switch holds the data path (draining, detached or reconnecting).

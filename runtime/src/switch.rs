@@ -55,6 +55,8 @@ struct Inner {
     /// Duration of the last completed step.
     last_step: Duration,
     error: Option<String>,
+    /// What carries the data path now (reported to the coordinator).
+    transport: String,
 }
 
 /// What the control thread and the engine share.
@@ -78,6 +80,7 @@ impl Default for SwitchShared {
                 step_started: None,
                 last_step: Duration::ZERO,
                 error: None,
+                transport: "?".into(),
             }),
             changed: Condvar::new(),
             pending: AtomicBool::new(false),
@@ -143,6 +146,15 @@ impl SwitchShared {
         self.changed.notify_all();
     }
 
+    /// Records what carries the data path (set at start and after every reconnect).
+    pub fn set_transport(&self, summary: String) {
+        self.inner.lock().transport = summary;
+    }
+
+    pub fn transport(&self) -> String {
+        self.inner.lock().transport.clone()
+    }
+
     pub(crate) fn failed(&self, why: String) {
         let mut g = self.inner.lock();
         g.phase = SwitchPhase::Failed;
@@ -196,7 +208,8 @@ pub fn spawn_control_thread(
     authenticate_stream(&mut stream, Role::Initiator, rank, Some(COORDINATOR_ID), secret, Duration::from_secs(10))
         .map_err(std::io::Error::other)?;
     let _ = stream.set_nodelay(true);
-    stream.write_all(to_line(&Request::Subscribe { version: CONTROL_VERSION, rank }).as_bytes())?;
+    let transport = Some(shared.transport());
+    stream.write_all(to_line(&Request::Subscribe { version: CONTROL_VERSION, rank, transport }).as_bytes())?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut buf = Vec::new();
     match read_line(&mut reader, &mut buf, Duration::from_secs(10))? {
@@ -229,10 +242,12 @@ pub fn spawn_control_thread(
                 poke();
                 let g = shared.inner.lock();
                 if g.phase == goal && !shared.is_pending() {
-                    break Request::Report { epoch, phase: goal, millis: g.last_step.as_secs_f64() * 1e3, detail: None };
+                    let millis = g.last_step.as_secs_f64() * 1e3;
+                    let transport = Some(g.transport.clone());
+                    break Request::Report { epoch, phase: goal, millis, detail: None, transport };
                 }
                 if g.phase == SwitchPhase::Failed {
-                    break Request::Report { epoch, phase: SwitchPhase::Failed, millis: 0.0, detail: g.error.clone() };
+                    break Request::Report { epoch, phase: SwitchPhase::Failed, millis: 0.0, detail: g.error.clone(), transport: None };
                 }
                 drop(g);
                 shared.wait_change(Duration::from_millis(2));

@@ -801,7 +801,7 @@ impl Sim {
             let hello = Request::Hello { version: CONTROL_VERSION, rank: r, size: n, host: format!("sim{r}"), pid: r };
             sim.coord.handle_request(hello_conn(r), hello, now);
             sim.coord.handle_connect(sub_conn(r));
-            sim.coord.handle_request(sub_conn(r), Request::Subscribe { version: CONTROL_VERSION, rank: r }, now);
+            sim.coord.handle_request(sub_conn(r), Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None }, now);
         }
         sim.coord.handle_connect(CTL_CONN);
         sim.coord.handle_request(CTL_CONN, Request::CtlHello { version: CONTROL_VERSION }, now);
@@ -1130,10 +1130,10 @@ impl Sim {
                 let rank = &self.ranks[r];
                 let phase = rank.shared.phase();
                 let report = if phase == goal && !rank.shared.is_pending() {
-                    Request::Report { epoch, phase: goal, millis: 0.0, detail: None }
+                    Request::Report { epoch, phase: goal, millis: 0.0, detail: None, transport: None }
                 } else if phase == SwitchPhase::Failed {
                     let detail = rank.engine.failure().map(|e| e.to_string());
-                    Request::Report { epoch, phase: SwitchPhase::Failed, millis: 0.0, detail }
+                    Request::Report { epoch, phase: SwitchPhase::Failed, millis: 0.0, detail, transport: None }
                 } else {
                     self.check_failure_reported(r, since_us);
                     return false;

@@ -265,7 +265,9 @@ fn a_rank_killed_mid_quiesce_fails_the_quiesce_naming_it_and_the_job_ends() {
     // The rank dies as the quiesce starts.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     let e = c.quiesce(Duration::from_secs(10)).expect_err("a quiesce with a dead rank cannot succeed").to_string();
-    assert!(e.contains("[2]"), "the failure names rank 2: {e}");
+    // Either the coordinator sees rank 2's control connection drop (it is then the rank that
+    // did not finish) or a peer reports first that it lost rank 2 before its drain marker.
+    assert!(e.contains("[2]") || e.contains("lost rank 2"), "the failure names rank 2: {e}");
     assert!(t.elapsed() < Duration::from_secs(12), "took {:?}", t.elapsed());
     let (ok, out, err) = job.finish(Duration::from_secs(60));
     assert!(!ok, "the job must not succeed with a dead rank:\n{out}\n{err}");

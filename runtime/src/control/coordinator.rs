@@ -179,9 +179,12 @@ impl Coordinator {
                 let job = self.job.clone();
                 self.reply(conn, Reply::Welcome { job });
             }
-            (Role::New, Request::Subscribe { version, rank }) => self.subscribe(conn, version, rank),
+            (Role::New, Request::Subscribe { version, rank, transport }) => self.subscribe(conn, version, rank, transport),
             (Role::New, other) => self.refuse(conn, format!("expected hello, got {other:?}")),
-            (Role::Subscriber(r), Request::Report { epoch, phase, millis, detail }) => {
+            (Role::Subscriber(r), Request::Report { epoch, phase, millis, detail, transport }) => {
+                if let (Some(t), Some((_, info))) = (transport, self.ranks.get_mut(&r)) {
+                    info.transport = t;
+                }
                 self.report(r, epoch, phase, millis, detail, now)
             }
             (Role::Ctl, Request::Quiesce { timeout_ms }) => {
@@ -226,12 +229,12 @@ impl Coordinator {
             }
         }
         self.conns.insert(conn, Role::Rank(rank));
-        self.ranks.insert(rank, (conn, RankInfo { rank, host, pid, connected: true, finalized: false, switch_phase: SwitchPhase::Running, subscribed: false }));
+        self.ranks.insert(rank, (conn, RankInfo { rank, host, pid, connected: true, finalized: false, switch_phase: SwitchPhase::Running, subscribed: false, transport: "?".into() }));
         let job = self.job.clone();
         self.reply(conn, Reply::Welcome { job });
     }
 
-    fn subscribe(&mut self, conn: ConnId, version: u32, rank: u32) {
+    fn subscribe(&mut self, conn: ConnId, version: u32, rank: u32, transport: Option<String>) {
         if version != CONTROL_VERSION {
             return self.refuse(conn, format!("control protocol {version}, expected {CONTROL_VERSION}"));
         }
@@ -242,6 +245,9 @@ impl Coordinator {
             return self.refuse(conn, format!("rank {rank} is already subscribed"));
         }
         info.subscribed = true;
+        if let Some(t) = transport {
+            info.transport = t;
+        }
         self.conns.insert(conn, Role::Subscriber(rank));
         self.subs.insert(rank, conn);
         let job = self.job.clone();

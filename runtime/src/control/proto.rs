@@ -38,9 +38,23 @@ pub enum Request {
     Goodbye {},
     /// A rank's control thread opens its command channel: the coordinator pushes
     /// `Reply::Command`s on this connection from now on.
-    Subscribe { version: u32, rank: u32 },
-    /// A rank reports that it reached `phase` of switch `epoch`, after `millis` in the step.
-    Report { epoch: u32, phase: SwitchPhase, millis: f64, detail: Option<String> },
+    Subscribe {
+        version: u32,
+        rank: u32,
+        /// The transport carrying this rank's data path (`tcp`, `none` for a job of one).
+        #[serde(default)]
+        transport: Option<String>,
+    },
+    /// A rank reports that it reached `phase` of switch `epoch`, after `millis` in the step;
+    /// `transport` is what carries its data path after a resume.
+    Report {
+        epoch: u32,
+        phase: SwitchPhase,
+        millis: f64,
+        detail: Option<String>,
+        #[serde(default)]
+        transport: Option<String>,
+    },
     /// (ctl) Quiesce the job: every rank drains and releases every device resource. Answered
     /// by `SafeToUnplug` or `SwitchFailed`.
     Quiesce { timeout_ms: u64 },
@@ -115,6 +129,8 @@ pub struct RankInfo {
     pub switch_phase: SwitchPhase,
     /// Its control thread is subscribed (it can take part in a switch).
     pub subscribed: bool,
+    /// What carries its data path to its peers (`tcp`; `detached` while quiesced).
+    pub transport: String,
 }
 
 pub fn encode_hex(b: &[u8]) -> String {

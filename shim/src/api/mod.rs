@@ -6,6 +6,7 @@ pub mod comm;
 pub mod dtype;
 pub mod env;
 pub mod fortran;
+pub mod fortran_bindings;
 pub mod info;
 pub mod p2p;
 pub mod req;

@@ -1,0 +1,398 @@
+//! Fortran entry points that replace those of Open MPI's `libmpi_mpifh` which cannot work
+//! over kawarimi's handles.
+//!
+//! Most of Open MPI 4.1's Fortran bindings (`ompi/mpi/fortran/mpif-h/*_f.c`) only convert
+//! handles with `PMPI_*_f2c`/`_c2f` and call `PMPI_*`, which kawarimi answers. The ones here
+//! do more, and are therefore exported again by `libkawarimi.so`, under every name
+//! `libmpi_mpifh.so.40` defines for them (preloaded, ours bind first), with the same
+//! signature as Open MPI's `ompi_<name>_f` (from the 4.1 sources cited at each function):
+//!
+//! - `MPI_GROUP_INCL`, `_EXCL`, `_RANGE_INCL`, `_RANGE_EXCL`, `_UNION`, `_INTERSECTION`,
+//!   `_DIFFERENCE` return the new group as `c_newgroup->grp_f_to_c_index`, a field read
+//!   through the C handle: a kawarimi group handle is no pointer, so that read crashed.
+//!   Here the new handle goes through `MPI_Group_c2f`.
+//! - `MPI_COMM_CREATE_KEYVAL`, `MPI_COMM_GET_ATTR`, `MPI_COMM_SET_ATTR` call
+//!   `ompi_attr_create_keyval_aint`, `ompi_attr_get_aint` and `ompi_attr_set_aint` of the
+//!   uninitialised libmpi, reading `c_comm->c_keyhash` through the handle. Here they use
+//!   kawarimi's attributes through `MPI_Comm_create_keyval`/`_get_attr`/`_set_attr`.
+//!   Fortran copy and delete callbacks (`MPI_COMM_DUP_FN` included, which for Fortran is
+//!   libmpi's `mpi_comm_dup_fn_`) take every argument by reference; kawarimi calls C
+//!   callbacks, so each Fortran keyval is registered with the C trampolines
+//!   [`f_copy_trampoline`] and [`f_delete_trampoline`] and an `extra_state` pointing to a
+//!   [`FortranKeyval`] that holds the Fortran functions and their `extra_state`.
+//!   Predefined attributes (`MPI_TAG_UB`, ...) are pointers to `int` in C and the integer
+//!   itself in Fortran (MPI-3.1 §6.7.2), as Open MPI stores them.
+//! - `MPI_WAIT` and `MPI_TEST` return the request as `c_req->req_f_to_c_index`: fine for
+//!   a completed non-persistent request (then `MPI_REQUEST_NULL`, libmpi's own object), a
+//!   crash for a persistent one. Here through `MPI_Request_c2f`. (`MPI_WAITALL/ANY/SOME`
+//!   and `MPI_TESTALL/ANY/SOME` read the field the same way and are not replaced yet: they
+//!   still crash on persistent requests.)
+//!
+//! The f08 module (`libmpi_usempif08`) calls the `ompi_<name>_f` symbols, so it is covered
+//! by the same functions. Profiling names (`pmpi_*`) are exported too.
+
+use std::ffi::{c_int, c_void};
+
+use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Fint, MPI_Group};
+use crate::api::{comm, fortran, req};
+
+/// A Fortran `LOGICAL` (`ompi_fortran_logical_t`, 4 bytes in this build; OMPI_SIZEOF_FORTRAN_LOGICAL).
+type FLogical = c_int;
+/// `.TRUE.` as Open MPI's Fortran sees it (`OMPI_FORTRAN_VALUE_TRUE` in opal_config.h).
+const F_TRUE: FLogical = 1;
+
+/// Defines Fortran bindings. Each `fn name["lower", "UPPER", "Mixed"](args) { body }`
+/// becomes `ompi_lower_f` (the implementation, a panic never crossing the boundary) plus
+/// every alias `libmpi_mpifh.so.40` exports for it: `mpi_lower`, `mpi_lower_`, `mpi_lower__`,
+/// `MPI_UPPER`, `MPI_Mixed_f`, `MPI_Mixed_f08` and their `pmpi_`/`PMPI_` twins.
+macro_rules! fortran_binding {
+    ($(
+        $(#[$meta:meta])*
+        fn $name:ident[$lower:literal, $upper:literal, $mixed:literal]($($arg:ident: $ty:ty),* $(,)?) $body:block
+    )*) => {$(
+        $(#[$meta])*
+        ///
+        /// # Safety
+        /// Called from Fortran: every argument is a reference to a variable of the type the
+        /// MPI standard's Fortran binding gives it.
+        #[export_name = concat!("ompi_", $lower, "_f")]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) {
+            crate::export::guard(concat!("MPI_", $upper), move || $body)
+        }
+
+        /// The other names of the binding, each forwarding to it.
+        pub mod $name {
+            fortran_binding!(@alias $name ($($arg: $ty),*) a1 = concat!("mpi_", $lower));
+            fortran_binding!(@alias $name ($($arg: $ty),*) a2 = concat!("mpi_", $lower, "_"));
+            fortran_binding!(@alias $name ($($arg: $ty),*) a3 = concat!("mpi_", $lower, "__"));
+            fortran_binding!(@alias $name ($($arg: $ty),*) a4 = concat!("MPI_", $upper));
+            fortran_binding!(@alias $name ($($arg: $ty),*) a5 = concat!("MPI_", $mixed, "_f"));
+            fortran_binding!(@alias $name ($($arg: $ty),*) a6 = concat!("MPI_", $mixed, "_f08"));
+            fortran_binding!(@alias $name ($($arg: $ty),*) a7 = concat!("pmpi_", $lower));
+            fortran_binding!(@alias $name ($($arg: $ty),*) a8 = concat!("pmpi_", $lower, "_"));
+            fortran_binding!(@alias $name ($($arg: $ty),*) a9 = concat!("pmpi_", $lower, "__"));
+            fortran_binding!(@alias $name ($($arg: $ty),*) a10 = concat!("PMPI_", $upper));
+            fortran_binding!(@alias $name ($($arg: $ty),*) a11 = concat!("PMPI_", $mixed, "_f"));
+            fortran_binding!(@alias $name ($($arg: $ty),*) a12 = concat!("PMPI_", $mixed, "_f08"));
+        }
+    )*};
+    (@alias $name:ident ($($arg:ident: $ty:ty),*) $m:ident = $sym:expr) => {
+        pub mod $m {
+            #[allow(unused_imports)]
+            use super::super::*;
+            /// An alias of the binding.
+            ///
+            /// # Safety
+            /// As for the binding.
+            #[export_name = $sym]
+            pub unsafe extern "C" fn f($($arg: $ty),*) {
+                // SAFETY: the same contract as the function it forwards to.
+                unsafe { super::super::$name($($arg),*) }
+            }
+        }
+    };
+}
+
+/// Writes `v` to a Fortran output argument unless the pointer is null (an absent `ierror`
+/// in the f08 bindings).
+///
+/// # Safety
+/// `p` is null or points to a writable `T`.
+unsafe fn put<T>(p: *mut T, v: T) {
+    if !p.is_null() {
+        // SAFETY: non-null, writable by the caller's contract.
+        unsafe { p.write(v) }
+    }
+}
+
+/// Reads a Fortran input argument (by reference).
+///
+/// # Safety
+/// `p` points to a readable `T`.
+unsafe fn get<T: Copy>(p: *const T) -> T {
+    // SAFETY: the caller's contract.
+    unsafe { p.read() }
+}
+
+/// Runs a C group constructor and stores the new group's Fortran handle (what Open MPI
+/// reads from `grp_f_to_c_index`) through `MPI_Group_c2f`.
+///
+/// # Safety
+/// `newgroup` and `ierr` as in the bindings below.
+unsafe fn new_group(newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint, make: impl FnOnce(*mut MPI_Group) -> c_int) {
+    let mut g: MPI_Group = std::ptr::null_mut();
+    let rc = make(&mut g);
+    // SAFETY: output arguments of the binding.
+    unsafe {
+        put(ierr, rc);
+        if rc == abi::MPI_SUCCESS {
+            put(newgroup, fortran::Group_c2f(g));
+        }
+    }
+}
+
+// Groups: ompi/mpi/fortran/mpif-h/group_{incl,excl,range_incl,range_excl,union,
+// intersection,difference}_f.c of Open MPI v4.1.4. MPI_Fint is int, so the rank arrays and
+// the `ranges[][3]` triplets pass through as they are.
+fortran_binding! {
+    /// `MPI_GROUP_INCL(GROUP, N, RANKS, NEWGROUP, IERROR)`.
+    fn ompi_group_incl_f["group_incl", "GROUP_INCL", "Group_incl"](group: *const MPI_Fint, n: *const MPI_Fint, ranks: *const MPI_Fint, newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: Fortran arguments by reference (the binding's contract).
+        unsafe { new_group(newgroup, ierr, |g| comm::Group_incl(fortran::Group_f2c(get(group)), get(n), ranks, g)) }
+    }
+
+    /// `MPI_GROUP_EXCL(GROUP, N, RANKS, NEWGROUP, IERROR)`.
+    fn ompi_group_excl_f["group_excl", "GROUP_EXCL", "Group_excl"](group: *const MPI_Fint, n: *const MPI_Fint, ranks: *const MPI_Fint, newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as above.
+        unsafe { new_group(newgroup, ierr, |g| comm::Group_excl(fortran::Group_f2c(get(group)), get(n), ranks, g)) }
+    }
+
+    /// `MPI_GROUP_RANGE_INCL(GROUP, N, RANGES, NEWGROUP, IERROR)`, `RANGES(3, N)`.
+    fn ompi_group_range_incl_f["group_range_incl", "GROUP_RANGE_INCL", "Group_range_incl"](group: *const MPI_Fint, n: *const MPI_Fint, ranges: *const [MPI_Fint; 3], newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as above.
+        unsafe { new_group(newgroup, ierr, |g| comm::Group_range_incl(fortran::Group_f2c(get(group)), get(n), ranges, g)) }
+    }
+
+    /// `MPI_GROUP_RANGE_EXCL(GROUP, N, RANGES, NEWGROUP, IERROR)`.
+    fn ompi_group_range_excl_f["group_range_excl", "GROUP_RANGE_EXCL", "Group_range_excl"](group: *const MPI_Fint, n: *const MPI_Fint, ranges: *const [MPI_Fint; 3], newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as above.
+        unsafe { new_group(newgroup, ierr, |g| comm::Group_range_excl(fortran::Group_f2c(get(group)), get(n), ranges, g)) }
+    }
+
+    /// `MPI_GROUP_UNION(GROUP1, GROUP2, NEWGROUP, IERROR)`.
+    fn ompi_group_union_f["group_union", "GROUP_UNION", "Group_union"](group1: *const MPI_Fint, group2: *const MPI_Fint, newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as above.
+        unsafe { new_group(newgroup, ierr, |g| comm::Group_union(fortran::Group_f2c(get(group1)), fortran::Group_f2c(get(group2)), g)) }
+    }
+
+    /// `MPI_GROUP_INTERSECTION(GROUP1, GROUP2, NEWGROUP, IERROR)`.
+    fn ompi_group_intersection_f["group_intersection", "GROUP_INTERSECTION", "Group_intersection"](group1: *const MPI_Fint, group2: *const MPI_Fint, newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as above.
+        unsafe { new_group(newgroup, ierr, |g| comm::Group_intersection(fortran::Group_f2c(get(group1)), fortran::Group_f2c(get(group2)), g)) }
+    }
+
+    /// `MPI_GROUP_DIFFERENCE(GROUP1, GROUP2, NEWGROUP, IERROR)`.
+    fn ompi_group_difference_f["group_difference", "GROUP_DIFFERENCE", "Group_difference"](group1: *const MPI_Fint, group2: *const MPI_Fint, newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as above.
+        unsafe { new_group(newgroup, ierr, |g| comm::Group_difference(fortran::Group_f2c(get(group1)), fortran::Group_f2c(get(group2)), g)) }
+    }
+}
+
+/// `ompi_aint_copy_attr_function` (ompi/attribute/attribute.h, v4.1.4): the MPI-2 Fortran
+/// copy callback, every argument by reference.
+pub type FortranCopyFn = unsafe extern "C" fn(
+    oldcomm: *mut MPI_Fint,
+    keyval: *mut MPI_Fint,
+    extra_state: *mut MPI_Aint,
+    attr_in: *mut MPI_Aint,
+    attr_out: *mut MPI_Aint,
+    flag: *mut FLogical,
+    ierr: *mut MPI_Fint,
+);
+/// `ompi_aint_delete_attr_function`: note the attribute comes before `extra_state`.
+pub type FortranDeleteFn = unsafe extern "C" fn(
+    comm: *mut MPI_Fint,
+    keyval: *mut MPI_Fint,
+    attr_in: *mut MPI_Aint,
+    extra_state: *mut MPI_Aint,
+    ierr: *mut MPI_Fint,
+);
+
+/// What a keyval made from Fortran keeps: its callbacks and the application's
+/// `extra_state`. One is allocated per keyval and never freed (a keyval's callbacks may run
+/// as long as an attribute of it lives, even after `MPI_COMM_FREE_KEYVAL`, §6.7.2).
+#[derive(Debug)]
+pub struct FortranKeyval {
+    pub copy: Option<FortranCopyFn>,
+    pub delete: Option<FortranDeleteFn>,
+    pub extra_state: MPI_Aint,
+}
+
+/// The C copy callback registered for a Fortran keyval: calls the Fortran one.
+unsafe extern "C" fn f_copy_trampoline(oldcomm: MPI_Comm, keyval: c_int, extra_state: *mut c_void, attr_in: *mut c_void, attr_out: *mut c_void, flag: *mut c_int) -> c_int {
+    // SAFETY: `extra_state` is the leaked FortranKeyval this keyval was registered with.
+    let kv = unsafe { &*(extra_state as *const FortranKeyval) };
+    let Some(f) = kv.copy else {
+        // SAFETY: kawarimi's output argument.
+        unsafe { put(flag, 0) };
+        return abi::MPI_SUCCESS;
+    };
+    // SAFETY: converting a kawarimi handle reads no memory.
+    let mut fcomm = unsafe { fortran::Comm_c2f(oldcomm) };
+    let (mut k, mut extra, mut vin, mut vout, mut fflag, mut ierr) = (keyval, kv.extra_state, attr_in as MPI_Aint, 0, 0, abi::MPI_SUCCESS);
+    // SAFETY: the application's Fortran copy function with references to locals that
+    // outlive the call, as Open MPI calls it (ompi/attribute/attribute.c, aint branch).
+    unsafe { f(&mut fcomm, &mut k, &mut extra, &mut vin, &mut vout, &mut fflag, &mut ierr) };
+    if ierr == abi::MPI_SUCCESS {
+        // SAFETY: kawarimi's output arguments (a void* slot and an int).
+        unsafe {
+            put(attr_out as *mut MPI_Aint, vout);
+            put(flag, c_int::from(fflag != 0));
+        }
+    }
+    ierr
+}
+
+/// The C delete callback registered for a Fortran keyval: calls the Fortran one.
+unsafe extern "C" fn f_delete_trampoline(comm: MPI_Comm, keyval: c_int, attr: *mut c_void, extra_state: *mut c_void) -> c_int {
+    // SAFETY: as in f_copy_trampoline.
+    let kv = unsafe { &*(extra_state as *const FortranKeyval) };
+    let Some(f) = kv.delete else { return abi::MPI_SUCCESS };
+    // SAFETY: converting a kawarimi handle reads no memory.
+    let mut fcomm = unsafe { fortran::Comm_c2f(comm) };
+    let (mut k, mut v, mut extra, mut ierr) = (keyval, attr as MPI_Aint, kv.extra_state, abi::MPI_SUCCESS);
+    // SAFETY: the application's Fortran delete function, arguments by reference to locals.
+    unsafe { f(&mut fcomm, &mut k, &mut v, &mut extra, &mut ierr) };
+    ierr
+}
+
+/// Whether `keyval` is a predefined attribute, whose C value is a pointer to `int`.
+fn predefined_keyval(keyval: c_int) -> bool {
+    [abi::MPI_TAG_UB, abi::MPI_HOST, abi::MPI_IO, abi::MPI_WTIME_IS_GLOBAL, abi::MPI_APPNUM, abi::MPI_UNIVERSE_SIZE, abi::MPI_LASTUSEDCODE].contains(&keyval)
+}
+
+/// Reads an attribute as Fortran sees it: the integer itself for predefined attributes,
+/// the stored `void*` value as an address-sized integer otherwise.
+///
+/// # Safety
+/// `comm` and `keyval` as in the bindings below.
+unsafe fn attr_value(comm: *const MPI_Fint, keyval: *const MPI_Fint) -> (c_int, Option<MPI_Aint>) {
+    // SAFETY: Fortran arguments by reference.
+    let (c, k) = unsafe { (fortran::Comm_f2c(get(comm)), get(keyval)) };
+    let mut v: *mut c_void = std::ptr::null_mut();
+    let mut flag: c_int = 0;
+    // SAFETY: kawarimi's own MPI_Comm_get_attr with pointers to locals.
+    let rc = unsafe { comm::Comm_get_attr(c, k, &mut v as *mut *mut c_void as *mut c_void, &mut flag) };
+    if rc != abi::MPI_SUCCESS || flag == 0 {
+        return (rc, None);
+    }
+    let val = if predefined_keyval(k) && !v.is_null() {
+        // SAFETY: kawarimi hands predefined attributes as pointers to static ints.
+        (unsafe { *(v as *const c_int) }) as MPI_Aint
+    } else {
+        v as MPI_Aint
+    };
+    (rc, Some(val))
+}
+
+// Attributes: ompi/mpi/fortran/mpif-h/{comm_create_keyval,comm_get_attr,comm_set_attr,
+// attr_get,attr_put}_f.c of Open MPI v4.1.4.
+fortran_binding! {
+    /// `MPI_COMM_CREATE_KEYVAL(COMM_COPY_ATTR_FN, COMM_DELETE_ATTR_FN, COMM_KEYVAL,
+    /// EXTRA_STATE, IERROR)`, `EXTRA_STATE` an `INTEGER(KIND=MPI_ADDRESS_KIND)`.
+    fn ompi_comm_create_keyval_f["comm_create_keyval", "COMM_CREATE_KEYVAL", "Comm_create_keyval"](copy_fn: Option<FortranCopyFn>, delete_fn: Option<FortranDeleteFn>, keyval: *mut MPI_Fint, extra_state: *const MPI_Aint, ierr: *mut MPI_Fint) {
+        // SAFETY: Fortran arguments by reference.
+        let extra = unsafe { get(extra_state) };
+        let kv = Box::into_raw(Box::new(FortranKeyval { copy: copy_fn, delete: delete_fn, extra_state: extra }));
+        // SAFETY: kawarimi's own MPI_Comm_create_keyval; the trampolines have the C callback
+        // types and receive `kv` back as their extra_state.
+        let rc = unsafe { comm::Comm_create_keyval(Some(f_copy_trampoline), Some(f_delete_trampoline), keyval, kv.cast()) };
+        if rc != abi::MPI_SUCCESS {
+            // SAFETY: made above by Box::into_raw and not handed out.
+            drop(unsafe { Box::from_raw(kv) });
+        }
+        // SAFETY: output argument.
+        unsafe { put(ierr, rc) }
+    }
+
+    /// `MPI_COMM_GET_ATTR(COMM, COMM_KEYVAL, ATTRIBUTE_VAL, FLAG, IERROR)`.
+    fn ompi_comm_get_attr_f["comm_get_attr", "COMM_GET_ATTR", "Comm_get_attr"](comm: *const MPI_Fint, keyval: *const MPI_Fint, attribute_val: *mut MPI_Aint, flag: *mut FLogical, ierr: *mut MPI_Fint) {
+        // SAFETY: Fortran arguments by reference.
+        unsafe {
+            let (rc, v) = attr_value(comm, keyval);
+            put(ierr, rc);
+            if rc == abi::MPI_SUCCESS {
+                put(flag, if v.is_some() { F_TRUE } else { 0 });
+                if let Some(v) = v {
+                    put(attribute_val, v);
+                }
+            }
+        }
+    }
+
+    /// `MPI_COMM_SET_ATTR(COMM, COMM_KEYVAL, ATTRIBUTE_VAL, IERROR)`.
+    fn ompi_comm_set_attr_f["comm_set_attr", "COMM_SET_ATTR", "Comm_set_attr"](comm: *const MPI_Fint, keyval: *const MPI_Fint, attribute_val: *const MPI_Aint, ierr: *mut MPI_Fint) {
+        // SAFETY: Fortran arguments by reference; kawarimi's own MPI_Comm_set_attr stores
+        // the address-sized value as it is.
+        unsafe {
+            let rc = comm::Comm_set_attr(fortran::Comm_f2c(get(comm)), get(keyval), get(attribute_val) as *mut c_void);
+            put(ierr, rc);
+        }
+    }
+
+    /// MPI-1 `MPI_ATTR_GET(COMM, KEYVAL, ATTRIBUTE_VAL, FLAG, IERROR)`, an `INTEGER` value.
+    fn ompi_attr_get_f["attr_get", "ATTR_GET", "Attr_get"](comm: *const MPI_Fint, keyval: *const MPI_Fint, attribute_val: *mut MPI_Fint, flag: *mut FLogical, ierr: *mut MPI_Fint) {
+        // SAFETY: Fortran arguments by reference.
+        unsafe {
+            let (rc, v) = attr_value(comm, keyval);
+            put(ierr, rc);
+            if rc == abi::MPI_SUCCESS {
+                put(flag, if v.is_some() { F_TRUE } else { 0 });
+                if let Some(v) = v {
+                    // Open MPI's translate_to_fint: the low INTEGER of the value.
+                    put(attribute_val, v as MPI_Fint);
+                }
+            }
+        }
+    }
+
+    /// MPI-1 `MPI_ATTR_PUT(COMM, KEYVAL, ATTRIBUTE_VAL, IERROR)`.
+    fn ompi_attr_put_f["attr_put", "ATTR_PUT", "Attr_put"](comm: *const MPI_Fint, keyval: *const MPI_Fint, attribute_val: *const MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as in MPI_COMM_SET_ATTR; the INTEGER is widened to an address-sized value.
+        unsafe {
+            let rc = comm::Comm_set_attr(fortran::Comm_f2c(get(comm)), get(keyval), get(attribute_val) as MPI_Aint as *mut c_void);
+            put(ierr, rc);
+        }
+    }
+}
+
+/// Stores a completed request's new Fortran handle and its status, as Open MPI's
+/// `wait_f.c`/`test_f.c` do, but through `MPI_Request_c2f`: Open MPI reads
+/// `c_req->req_f_to_c_index`, which crashed for a persistent request (a kawarimi handle
+/// that stays allocated after completion, §3.9). A Fortran `MPI_STATUS_IGNORE` (the address
+/// of the common block `mpi_fortran_status_ignore_`) gets no status.
+///
+/// # Safety
+/// `request` and `status` as in the bindings below.
+unsafe fn complete(c_req: abi::MPI_Request, c_status: &abi::MPI_Status, request: *mut MPI_Fint, status: *mut MPI_Fint) {
+    // SAFETY: output arguments of the binding; converting a handle reads no memory.
+    unsafe {
+        put(request, fortran::Request_c2f(c_req));
+        if abi::FortranSentinel::from_address(status as usize) != Some(abi::FortranSentinel::StatusIgnore) {
+            fortran::Status_c2f(c_status, status);
+        }
+    }
+}
+
+// Completion: ompi/mpi/fortran/mpif-h/{wait,test}_f.c of Open MPI v4.1.4.
+fortran_binding! {
+    /// `MPI_WAIT(REQUEST, STATUS, IERROR)`.
+    fn ompi_wait_f["wait", "WAIT", "Wait"](request: *mut MPI_Fint, status: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: Fortran arguments by reference; kawarimi's own MPI_Wait with locals.
+        unsafe {
+            let mut c_req = fortran::Request_f2c(get(request));
+            let mut c_status = abi::MPI_Status::default();
+            let rc = req::Wait(&mut c_req, &mut c_status);
+            put(ierr, rc);
+            if rc == abi::MPI_SUCCESS {
+                complete(c_req, &c_status, request, status);
+            }
+        }
+    }
+
+    /// `MPI_TEST(REQUEST, FLAG, STATUS, IERROR)`.
+    fn ompi_test_f["test", "TEST", "Test"](request: *mut MPI_Fint, flag: *mut FLogical, status: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as in MPI_WAIT.
+        unsafe {
+            let mut c_req = fortran::Request_f2c(get(request));
+            let mut c_status = abi::MPI_Status::default();
+            let mut c_flag: c_int = 0;
+            let rc = req::Test(&mut c_req, &mut c_flag, &mut c_status);
+            put(ierr, rc);
+            put(flag, if c_flag != 0 { F_TRUE } else { 0 });
+            if rc == abi::MPI_SUCCESS && c_flag != 0 {
+                complete(c_req, &c_status, request, status);
+            }
+        }
+    }
+}
