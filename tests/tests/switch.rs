@@ -312,3 +312,31 @@ fn sigterm_to_kawarimi_run_ends_the_whole_job() {
         assert!(!alive(p), "rank pid {p} outlived the job");
     }
 }
+
+#[test]
+fn quiesce_reaches_a_rank_that_computes_without_calling_mpi() {
+    const RANKS: u32 = 3;
+    let job = Job::start("switch-gap", RANKS, "compute_gap", &["6"]);
+    let mut c = job.ctl(RANKS);
+    // Rank 1 is inside its MPI-free computation, with a rendezvous and an eager message
+    // addressed to it; rank 0 waits for them to complete and rank 2 waits in a barrier.
+    thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    match c.quiesce(Duration::from_secs(10)) {
+        Ok(Reply::SafeToUnplug { .. }) => {}
+        other => panic!("quiesce during the computation: {other:?}"),
+    }
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "the computing rank's control thread drains it at once, took {took:?}");
+    let coord_port = JobFile::find(Some(&job.name)).unwrap().coordinator.port();
+    for p in rank_pids(&mut c) {
+        assert_detached(p, coord_port);
+    }
+    match c.resume(Duration::from_secs(10), None) {
+        Ok(Reply::Resumed { .. }) => {}
+        other => panic!("resume: {other:?}"),
+    }
+    drop(c);
+    let (ok, out, err) = job.finish(Duration::from_secs(60));
+    assert!(ok && out.contains("OK compute_gap"), "stdout:\n{out}\nstderr:\n{err}");
+}
