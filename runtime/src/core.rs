@@ -246,6 +246,8 @@ pub struct Core {
     holding: bool,
     /// Frames emitted after this rank's drain markers, in order, for after the switch.
     held: VecDeque<Transmit>,
+    /// Messages taken by a matched probe, waiting for their `mrecv`.
+    probed: HashMap<u64, Unexpected>,
 }
 
 fn tag_matches(want: i32, got: i32) -> bool {
@@ -277,6 +279,7 @@ impl Core {
             detached: Vec::new(),
             holding: false,
             held: VecDeque::new(),
+            probed: HashMap::new(),
         }
     }
 
@@ -444,6 +447,33 @@ impl Core {
             .iter()
             .find(|u| u.ctx == ctx && source_matches(source, u.src) && tag_matches(tag, u.tag))
             .map(|u| ProbeInfo { source: u.src as i32, tag: u.tag, len: u.len() })
+    }
+
+    /// Matched probe (`MPI_Improbe`, MPI-3.1 §3.8.2): removes the first message a receive with
+    /// this envelope would match from the queue, so that no other receive can take it, and
+    /// returns its handle for [`Core::mrecv`] together with its envelope.
+    pub fn improbe(&mut self, source: i32, ctx: u32, tag: i32) -> Option<(u64, ProbeInfo)> {
+        let i = self.unexpected.iter().position(|u| u.ctx == ctx && source_matches(source, u.src) && tag_matches(tag, u.tag))?;
+        let u = self.unexpected.remove(i).expect("index from position");
+        if let UnexpectedKind::Eager { data, .. } = &u.kind {
+            self.unexpected_bytes -= data.len();
+        }
+        let info = ProbeInfo { source: u.src as i32, tag: u.tag, len: u.len() };
+        let id = self.alloc_id();
+        self.probed.insert(id, u);
+        Some((id, info))
+    }
+
+    /// Receives the message a matched probe took (`MPI_Imrecv`, §3.8.3).
+    pub fn mrecv(&mut self, message: u64, buf: RecvBuf) -> MpiResult<ReqId> {
+        let Some(u) = self.probed.remove(&message) else {
+            return err(ErrorClass::Request, format!("message {message} does not exist or was already received"));
+        };
+        let id = self.alloc_id();
+        let req = RecvReq { ctx: u.ctx, source: u.src as i32, tag: u.tag, buf: Some(buf), phase: RecvPhase::Posted, status: Status::default() };
+        self.requests.insert(id, Req::Recv(req));
+        self.match_message(id, u)?;
+        Ok(id)
     }
 
     /// Cancels a receive that has not matched yet (MPI-3.1 §3.8.4). Returns whether it was

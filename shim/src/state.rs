@@ -37,6 +37,7 @@ pub enum Kind {
     Group = 5,
     Errhandler = 6,
     Info = 7,
+    Message = 8,
 }
 
 pub fn encode(kind: Kind, index: usize) -> usize {
@@ -202,6 +203,8 @@ pub struct State {
     pub ops: Table<OpEntry>,
     pub groups: Table<Arc<Group>>,
     pub errhandlers: Table<abi::MPI_Comm_errhandler_function>,
+    /// Messages taken by matched probes (§3.8.2): the runtime's message and its communicator.
+    pub messages: Table<(u64, Arc<Comm>, Handler)>,
     /// Info objects (§9): ordered (key, value) pairs.
     pub infos: Table<Vec<(String, String)>>,
     /// Names given with `MPI_Type_set_name`, by datatype handle.

@@ -128,12 +128,12 @@ mpi_fn! {
 
     fn Message_c2f(handle: abi::MPI_Message) -> MPI_Fint {
         let p = abi::predefined();
-        c2f(handle as usize, None, |a| p.message(a).and_then(abi::PredefMessage::fortran_handle))
+        c2f(handle as usize, Some(Kind::Message), |a| p.message(a).and_then(abi::PredefMessage::fortran_handle))
     }
 
     fn Message_f2c(f: MPI_Fint) -> abi::MPI_Message {
         let p = abi::predefined();
-        f2c(f, None, |f| abi::PredefMessage::from_fortran(f).map(|v| p.message_handle(v)), p.message_handle(abi::PredefMessage::MessageNull)) as abi::MPI_Message
+        f2c(f, Some(Kind::Message), |f| abi::PredefMessage::from_fortran(f).map(|v| p.message_handle(v)), p.message_handle(abi::PredefMessage::MessageNull)) as abi::MPI_Message
     }
 }
 

@@ -5,11 +5,13 @@ use std::ffi::c_int;
 use kawarimi_runtime::core::{Status, ANY_SOURCE, ANY_TAG};
 use kawarimi_runtime::error::ErrorClass;
 
-use crate::abi::{self, MPI_Comm, MPI_Count, MPI_Datatype, MPI_Request, MPI_Status};
-use crate::api::p2p::{comm_of, empty_status, start, test_entry, wait_entry, write_status};
+use std::ffi::c_void;
+
+use crate::abi::{self, MPI_Comm, MPI_Count, MPI_Datatype, MPI_Message, MPI_Request, MPI_Status};
+use crate::api::p2p::{check_buffer, comm_of, empty_status, recv_target, start, test_entry, wait_entry, write_status};
 use crate::export::call;
 use crate::mem::{c_array_mut, out};
-use crate::state::{fail, request_null, Fail, Res, State};
+use crate::state::{decode, encode, fail, request_null, Fail, Finish, Kind, RequestEntry, Res, State};
 
 /// Reads the request handle at `p`; `None` for `MPI_REQUEST_NULL`.
 ///
@@ -447,6 +449,56 @@ mpi_fn! {
         })
     }
 
+    fn Improbe(source: c_int, tag: c_int, comm: MPI_Comm, flag: *mut c_int, message: *mut MPI_Message, status: *mut MPI_Status) -> c_int {
+        call("MPI_Improbe", Some(comm), |s| {
+            let found = matched_probe(s, source, tag, comm, false)?;
+            // SAFETY: caller's output arguments.
+            unsafe {
+                out(flag, found.is_some() as c_int)?;
+                if let Some((m, st)) = found {
+                    out(message, m)?;
+                    write_status(status, &st);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn Mprobe(source: c_int, tag: c_int, comm: MPI_Comm, message: *mut MPI_Message, status: *mut MPI_Status) -> c_int {
+        call("MPI_Mprobe", Some(comm), |s| {
+            let (m, st) = matched_probe(s, source, tag, comm, true)?.expect("a blocking probe finds a message");
+            // SAFETY: caller's output arguments.
+            unsafe {
+                out(message, m)?;
+                write_status(status, &st);
+            }
+            Ok(())
+        })
+    }
+
+    fn Mrecv(buf: *mut c_void, count: c_int, datatype: MPI_Datatype, message: *mut MPI_Message, status: *mut MPI_Status) -> c_int {
+        call("MPI_Mrecv", None, |s| {
+            // SAFETY: the receive buffer and message handle of §3.8.3, for the call.
+            let mut e = unsafe { post_mrecv(s, buf, count, datatype, message)? };
+            let r = wait_entry(s, &mut e);
+            if let Some(st) = e.done {
+                // SAFETY: caller's status argument.
+                unsafe { write_status(status, &st) };
+            }
+            r.map(|_| ())
+        })
+    }
+
+    fn Imrecv(buf: *mut c_void, count: c_int, datatype: MPI_Datatype, message: *mut MPI_Message, request: *mut MPI_Request) -> c_int {
+        call("MPI_Imrecv", None, |s| {
+            // SAFETY: the receive buffer (until completion) and message handle of §3.8.3.
+            let e = unsafe { post_mrecv(s, buf, count, datatype, message)? };
+            let h = s.new_request(e)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(request, h) }
+        })
+    }
+
     fn Iprobe(source: c_int, tag: c_int, comm: MPI_Comm, flag: *mut c_int, status: *mut MPI_Status) -> c_int {
         call("MPI_Iprobe", Some(comm), |s| {
             let found = probe(s, source, tag, comm, false)?;
@@ -541,6 +593,68 @@ fn status_units(s: &mut State, status: *const MPI_Status, datatype: MPI_Datatype
     let bytes = unsafe { (*status)._ucount };
     let n = if elements { dt.elements_in(bytes) } else { dt.count_in(bytes) };
     Ok(n.map_or(abi::MPI_UNDEFINED, |n| n.min(c_int::MAX as usize) as c_int))
+}
+
+fn message_null() -> MPI_Message {
+    abi::predefined().message_handle(abi::PredefMessage::MessageNull) as MPI_Message
+}
+
+/// `MPI_(I)mprobe`: takes the first matching message out of the queue into a message handle.
+fn matched_probe(s: &mut State, source: c_int, tag: c_int, comm: MPI_Comm, block: bool) -> Res<Option<(MPI_Message, Status)>> {
+    let (c, handler) = comm_of(s, comm)?;
+    if source == abi::MPI_PROC_NULL {
+        let no_proc = abi::predefined().message_handle(abi::PredefMessage::NoProc) as MPI_Message;
+        let st = Status { source: abi::MPI_PROC_NULL, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None };
+        return Ok(Some((no_proc, st)));
+    }
+    if tag < 0 && tag != abi::MPI_ANY_TAG {
+        return fail(ErrorClass::Tag, format!("tag {tag} is negative"));
+    }
+    let src = if source == abi::MPI_ANY_SOURCE { ANY_SOURCE } else { c.peer(source)? as i32 };
+    let tag = if tag == abi::MPI_ANY_TAG { ANY_TAG } else { tag };
+    let w = s.world()?;
+    w.engine.progress()?;
+    if block {
+        w.engine.block_until(|core| core.iprobe(src, c.ctx, tag).is_some())?;
+    }
+    let Some((id, p)) = w.engine.core.improbe(src, c.ctx, tag) else { return Ok(None) };
+    let st = Status { source: c.rank_of_world(p.source as u32), tag: p.tag, len: p.len, cancelled: false, error: None };
+    let i = s.messages.insert((id, c, handler)).ok_or_else(|| crate::state::table_full("messages"))?;
+    Ok(Some((encode(Kind::Message, i) as MPI_Message, st)))
+}
+
+/// Starts the receive of a matched message, setting the caller's handle to
+/// `MPI_MESSAGE_NULL` (§3.8.3).
+///
+/// # Safety
+/// `buf` must obey the receive-buffer rule until completion; `message` must point to a
+/// message handle.
+unsafe fn post_mrecv(s: &mut State, buf: *mut c_void, count: c_int, datatype: MPI_Datatype, message: *mut MPI_Message) -> Res<RequestEntry> {
+    if message.is_null() {
+        return fail(ErrorClass::Arg, "NULL message pointer");
+    }
+    // SAFETY: non-null, per the contract.
+    let h = unsafe { *message } as usize;
+    let dt = check_buffer(s, count, datatype)?;
+    if abi::predefined().message(h) == Some(abi::PredefMessage::NoProc) {
+        // SAFETY: as above.
+        unsafe { *message = message_null() };
+        let st = Status { source: abi::MPI_PROC_NULL, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None };
+        let world = s.world()?.world.clone();
+        return Ok(RequestEntry { core: None, done: Some(st), comm: world, handler: crate::state::Handler::Fatal, is_recv: true, finish: Finish::Nothing, bsend_bytes: 0, persistent: None });
+    }
+    let Some(i) = decode(h, Kind::Message) else {
+        return fail(ErrorClass::Request, format!("{h:#x} is not a message handle"));
+    };
+    let Some((id, comm, handler)) = s.messages.remove(i) else {
+        return fail(ErrorClass::Request, "message was already received");
+    };
+    // SAFETY: per the contract.
+    let (target, finish) = unsafe { recv_target(buf, count as usize, &dt)? };
+    let core_id = s.world()?.engine.core.mrecv(id, target)?;
+    // SAFETY: as above.
+    unsafe { *message = message_null() };
+    Ok(RequestEntry { core: Some(core_id), done: None, comm, handler, is_recv: true, finish, bsend_bytes: 0, persistent: None })
 }
 
 fn probe(s: &mut State, source: c_int, tag: c_int, comm: MPI_Comm, block: bool) -> Res<Option<Status>> {
