@@ -201,6 +201,7 @@ impl Engine {
                     // Detach: dropping the transport closes every socket and releases every
                     // device resource it held. Nothing of it is touched again.
                     self.transport = None;
+                    self.refresh_waker();
                     let epoch = self.switch.as_ref().expect("checked").epoch;
                     shared.set_transport(self.transport_summary());
                     shared.reached(SwitchPhase::Detached, epoch);
@@ -216,6 +217,7 @@ impl Engine {
                         Ok(t) => {
                             self.core.resume(epoch);
                             self.transport = t;
+                            self.refresh_waker();
                             shared.set_transport(self.transport_summary());
                             shared.reached(SwitchPhase::Running, epoch);
                         }
@@ -229,6 +231,14 @@ impl Engine {
             SwitchPhase::Reconnecting | SwitchPhase::Failed => {}
         }
         Ok(())
+    }
+
+    /// Lets the control thread wake this engine's transport sleep (call after the transport
+    /// or the switch changes).
+    pub fn refresh_waker(&self) {
+        if let Some(sw) = &self.switch {
+            sw.shared.set_waker(self.transport.as_ref().and_then(|t| t.waker()));
+        }
     }
 
     /// What carries the data path: the transport's kind (`tcp`), `detached`, or `none` for a
@@ -266,9 +276,10 @@ impl Engine {
             } else if idle_rounds <= p.spin_rounds + p.yield_rounds {
                 std::thread::yield_now();
             } else if let Some(t) = self.transport.as_mut() {
-                // A command from the control thread does not wake poll(2), so with switching
-                // enabled the sleep is short enough to keep a quiesce prompt.
-                let sleep_ms = if self.switch.is_some() { p.sleep_ms.min(SWITCH_POLL_MS) } else { p.sleep_ms };
+                // A command from the control thread wakes poll(2) through the transport's
+                // waker; a transport without one gets a short sleep to keep a quiesce prompt.
+                let wakeable = self.switch.as_ref().is_none_or(|s| s.shared.has_waker());
+                let sleep_ms = if wakeable { p.sleep_ms } else { p.sleep_ms.min(SWITCH_POLL_MS) };
                 if let Err(e) = t.wait(Duration::from_millis(sleep_ms)) {
                     return Err(self.fail(MpiError::new(ErrorClass::Other, e.to_string())));
                 }

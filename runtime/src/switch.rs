@@ -60,7 +60,6 @@ struct Inner {
 }
 
 /// What the control thread and the engine share.
-#[derive(Debug)]
 pub struct SwitchShared {
     inner: Mutex<Inner>,
     changed: Condvar,
@@ -68,6 +67,14 @@ pub struct SwitchShared {
     pending: AtomicBool,
     /// Set at `MPI_Finalize`: the control thread leaves quietly.
     shutdown: AtomicBool,
+    /// Ends the engine's sleep in the transport's `poll(2)` when a command arrives.
+    waker: Mutex<Option<kawarimi_transports::Waker>>,
+}
+
+impl std::fmt::Debug for SwitchShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwitchShared").field("inner", &self.inner).field("pending", &self.pending).finish_non_exhaustive()
+    }
 }
 
 impl Default for SwitchShared {
@@ -85,6 +92,7 @@ impl Default for SwitchShared {
             changed: Condvar::new(),
             pending: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            waker: Mutex::new(None),
         }
     }
 }
@@ -94,13 +102,26 @@ impl SwitchShared {
         Arc::new(SwitchShared::default())
     }
 
-    /// Hands a command to the engine.
+    /// Hands a command to the engine, waking it if it sleeps in the transport.
     pub fn command(&self, c: Command) {
         let mut g = self.inner.lock();
         g.command = Some(c);
         g.step_started = Some(Instant::now());
         self.pending.store(true, Ordering::Release);
         self.changed.notify_all();
+        drop(g);
+        if let Some(w) = self.waker.lock().as_ref() {
+            w();
+        }
+    }
+
+    /// Sets (or clears) what wakes the engine's transport sleep.
+    pub fn set_waker(&self, w: Option<kawarimi_transports::Waker>) {
+        *self.waker.lock() = w;
+    }
+
+    pub fn has_waker(&self) -> bool {
+        self.waker.lock().is_some()
     }
 
     /// Tells the control thread to leave (the rank is finalizing).

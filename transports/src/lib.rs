@@ -98,6 +98,9 @@ pub enum TransportError {
 
 pub type TransportResult<T> = Result<T, TransportError>;
 
+/// Wakes a thread sleeping in [`Transport::wait`] from another thread.
+pub type Waker = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 /// A data-path transport between this rank and its peers.
 ///
 /// Call order: `send` queues (never blocks); `progress` writes what it can and reads what has
@@ -113,4 +116,9 @@ pub trait Transport: Send {
     fn wait(&mut self, timeout: Duration) -> TransportResult<()>;
     /// Bytes queued but not yet handed to the kernel/device, over all peers.
     fn queued_bytes(&self) -> usize;
+    /// Something another thread can call to end a `wait` at once (the control thread uses
+    /// it when a switch command arrives). `None`: `wait` only ends on data or timeout.
+    fn waker(&self) -> Option<Waker> {
+        None
+    }
 }

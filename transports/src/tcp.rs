@@ -783,6 +783,11 @@ impl TcpListenerEndpoint {
             });
         }
         let index = conns.iter().enumerate().map(|(i, c)| (c.peer, i)).collect();
+        let wake = nix::sys::eventfd::EventFd::from_value_and_flags(
+            0,
+            nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+        )
+        .map_err(|e| TransportError::Io { context: "eventfd".into(), source: e.into() })?;
         // `self.listener` is dropped here: the mesh is complete.
         Ok(TcpTransport {
             me,
@@ -792,6 +797,7 @@ impl TcpListenerEndpoint {
             index,
             next_start: 0,
             pending_events: Vec::new(),
+            wake: std::sync::Arc::new(wake),
         })
     }
 }
@@ -963,6 +969,8 @@ pub struct TcpTransport {
     next_start: usize,
     /// Link failures seen by `send`, reported by the next `progress`.
     pending_events: Vec<Event>,
+    /// Written by [`Transport::waker`] to end a `wait` early; part of every poll set.
+    wake: std::sync::Arc<nix::sys::eventfd::EventFd>,
 }
 
 impl fmt::Debug for TcpTransport {
@@ -1105,7 +1113,8 @@ impl Transport for TcpTransport {
         if !self.pending_events.is_empty() {
             return Ok(());
         }
-        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.conns.len());
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.conns.len() + 1);
+        fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
         for c in &self.conns {
             if let Some(s) = &c.sock {
                 let mut fl = PollFlags::POLLIN;
@@ -1115,7 +1124,11 @@ impl Transport for TcpTransport {
                 fds.push(PollFd::new(s.as_fd(), fl));
             }
         }
-        match nix::poll::poll(&mut fds, poll_timeout(timeout)) {
+        let woken = nix::poll::poll(&mut fds, poll_timeout(timeout));
+        drop(fds);
+        // Consume a wake-up so the next wait sleeps again (EAGAIN when there was none).
+        let _ = self.wake.read();
+        match woken {
             Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
             Err(e) => {
                 Err(TransportError::Io { context: format!("tcp wait of rank {}: poll", self.me), source: e.into() })
@@ -1125,6 +1138,14 @@ impl Transport for TcpTransport {
 
     fn queued_bytes(&self) -> usize {
         self.conns.iter().map(|c| c.queued_bytes).sum()
+    }
+
+    fn waker(&self) -> Option<crate::Waker> {
+        let wake = self.wake.clone();
+        Some(std::sync::Arc::new(move || {
+            // A full counter (never in practice) still leaves the fd readable: ignore errors.
+            let _ = wake.write(1);
+        }))
     }
 }
 

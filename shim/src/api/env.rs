@@ -29,6 +29,7 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
     let shared = SwitchShared::new();
     shared.set_transport(world.engine.transport_summary());
     world.engine.switch = Some(EngineSwitch::new(shared.clone(), Box::new(wired.rewire), WIREUP_TIMEOUT));
+    world.engine.refresh_waker();
     if let Some(addr) = wired.control.coordinator {
         // The control thread takes switch commands even while the application computes.
         spawn_control_thread(addr, &wired.control.secret, rank, shared, Box::new(poke))
