@@ -7,6 +7,8 @@
 //!   dependency), carries kawarimi's `MPI_*` symbols itself; the executable's own
 //!   definitions win over Open MPI's `libmpi.so`, so no preload is needed (`rsmpi-ring-linked`).
 
+pub mod npb;
+
 use mpi::collective::SystemOperation;
 use mpi::point_to_point::{Destination, Source};
 use mpi::topology::Communicator;

@@ -1,0 +1,132 @@
+//! The NAS Parallel Benchmarks kernels written for kawarimi in Rust on rsmpi
+//! (`examples/src/npb/`): classes S and W at 4 ranks, natively and preloaded with kawarimi,
+//! must report `VERIFICATION SUCCESSFUL` against NPB's official values; and each must still
+//! verify when its job is live-migrated twice in mid-run under `kawarimi run`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kawarimi_runtime::control::client::CtlClient;
+use kawarimi_runtime::control::jobfile::JobFile;
+use kawarimi_runtime::control::proto::Reply;
+use kawarimi_tests::{kawarimi_lib, mpirun, workspace_root};
+use kawarimi_transports::auth::JobSecret;
+
+const BENCHMARKS: &[&str] = &["ep", "is", "cg", "mg"];
+const RANKS: u32 = 4;
+
+fn bin(name: &str) -> PathBuf {
+    let p = workspace_root().join("target/release").join(format!("npb-{name}"));
+    assert!(p.exists(), "{} missing: run `cargo build --release -p kawarimi-examples`", p.display());
+    p
+}
+
+fn wait_output(mut child: std::process::Child, bound: Duration, what: &str) -> (bool, String) {
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        let mut e = String::new();
+        let _ = err.read_to_string(&mut e);
+        s + &e
+    });
+    let deadline = Instant::now() + bound;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish within {bound:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    (status.success(), reader.join().unwrap())
+}
+
+fn mpirun_npb(name: &str, class: &str, preload: bool) -> (bool, String) {
+    let mut cmd = Command::new(mpirun().unwrap());
+    cmd.args(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", &RANKS.to_string()]);
+    if preload {
+        cmd.arg("-x").arg(format!("LD_PRELOAD={}", kawarimi_lib().unwrap_or_else(|e| panic!("{e}")).display()));
+    }
+    cmd.arg(bin(name)).arg(class).env_remove("LD_PRELOAD").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let what = format!("npb-{name} class {class} (preload={preload})");
+    wait_output(cmd.spawn().unwrap(), Duration::from_secs(300), &what)
+}
+
+#[test]
+fn classes_s_and_w_verify_natively_and_on_kawarimi() {
+    for name in BENCHMARKS {
+        for class in ["S", "W"] {
+            for preload in [false, true] {
+                let (ok, out) = mpirun_npb(name, class, preload);
+                assert!(
+                    ok && out.contains("VERIFICATION SUCCESSFUL"),
+                    "npb-{name} class {class} at {RANKS} ranks (kawarimi: {preload}):\n{out}"
+                );
+                let line = out.lines().find(|l| l.starts_with("npb=")).unwrap_or("");
+                eprintln!("{} {line}", if preload { "kawarimi" } else { "native  " });
+            }
+        }
+    }
+}
+
+/// Runs one benchmark under `kawarimi run` and migrates it twice while it computes.
+fn migrate_twice(name: &str, class: &str) {
+    let cli = kawarimi_lib().unwrap().with_file_name("kawarimi");
+    let job = format!("npb-{name}-{}", std::process::id());
+    let child = Command::new(&cli)
+        .args(["run", "--job-name", &job, "--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np"])
+        .arg(RANKS.to_string())
+        .arg(bin(name))
+        .arg(class)
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Connect once every rank's control thread is up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut ctl = loop {
+        if let Ok(jf) = JobFile::find(Some(&job)) {
+            let secret = JobSecret::from_hex(&jf.secret).unwrap();
+            if let Ok(mut c) = CtlClient::connect(jf.coordinator, &secret, Duration::from_secs(10)) {
+                let st = c.status().unwrap();
+                if st.ranks.len() as u32 == RANKS && st.ranks.iter().all(|r| r.subscribed) {
+                    break c;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "npb-{name} did not come up");
+        thread::sleep(Duration::from_millis(20));
+    };
+    for round in 1..=2u32 {
+        thread::sleep(Duration::from_millis(200));
+        match ctl.quiesce(Duration::from_secs(30)) {
+            Ok(Reply::SafeToUnplug { .. }) => {}
+            other => panic!("npb-{name}: quiesce {round}: {other:?} (did the run end before it? use a larger class)"),
+        }
+        match ctl.resume(Duration::from_secs(30), None) {
+            Ok(Reply::Resumed { epoch, .. }) => assert_eq!(epoch, round),
+            other => panic!("npb-{name}: resume {round}: {other:?}"),
+        }
+    }
+    drop(ctl);
+    let (ok, out) = wait_output(child, Duration::from_secs(300), &format!("npb-{name} under kawarimi run"));
+    assert!(ok && out.contains("VERIFICATION SUCCESSFUL"), "npb-{name} class {class} after two migrations:\n{out}");
+    eprintln!("migrated twice: {}", out.lines().find(|l| l.starts_with("npb=")).unwrap_or(""));
+}
+
+#[test]
+fn every_kernel_verifies_after_two_migrations_in_mid_run() {
+    // Classes long enough (seconds) that both migrations land inside the computation.
+    for (name, class) in [("ep", "W"), ("is", "A"), ("cg", "A"), ("mg", "A")] {
+        migrate_twice(name, class);
+    }
+}
