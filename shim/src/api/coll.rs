@@ -285,25 +285,15 @@ mpi_fn! {
     }
 
     fn Scan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
-        call("MPI_Scan", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let reducer = ShimReducer::new(s, op, datatype)?;
-            let r = Typed::new(s, recvbuf, count, datatype)?;
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { reduce_into(s, sendbuf, &r, |s, b| coll::scan(&mut s.world.as_mut().expect("initialized").engine, &c, b, &reducer, false)) }
-        })
+        // SAFETY: MPI_Scan's buffers, for the duration of the call.
+        unsafe { scan("MPI_Scan", sendbuf, recvbuf, count, datatype, op, comm, false) }
     }
 
     fn Exscan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
-        call("MPI_Exscan", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let reducer = ShimReducer::new(s, op, datatype)?;
-            let r = Typed::new(s, recvbuf, count, datatype)?;
-            // Rank 0's receive buffer is undefined after Exscan (§5.11.2): kawarimi leaves
-            // it holding the input, as Open MPI does.
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { reduce_into(s, sendbuf, &r, |s, b| coll::scan(&mut s.world.as_mut().expect("initialized").engine, &c, b, &reducer, true)) }
-        })
+        // Rank 0's receive buffer is undefined after Exscan (§5.11.2): kawarimi leaves it
+        // holding the input, as Open MPI does.
+        // SAFETY: MPI_Exscan's buffers, for the duration of the call.
+        unsafe { scan("MPI_Exscan", sendbuf, recvbuf, count, datatype, op, comm, true) }
     }
 
     fn Reduce_scatter_block(sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
@@ -499,6 +489,34 @@ mpi_fn! {
             unsafe { out(commute, c as c_int) }
         })
     }
+}
+
+/// `MPI_Scan` (inclusive) or `MPI_Exscan`.
+///
+/// # Safety
+/// Application buffers valid for the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn scan(
+    name: &'static str,
+    sendbuf: *const c_void,
+    recvbuf: *mut c_void,
+    count: c_int,
+    datatype: MPI_Datatype,
+    op: MPI_Op,
+    comm: MPI_Comm,
+    exclusive: bool,
+) -> c_int {
+    call(name, Some(comm), |s| {
+        let (c, _) = comm_of(s, comm)?;
+        let reducer = ShimReducer::new(s, op, datatype)?;
+        let r = Typed::new(s, recvbuf, count, datatype)?;
+        // SAFETY: per this function's contract.
+        unsafe {
+            reduce_into(s, sendbuf, &r, |s, b| {
+                coll::scan(&mut s.world.as_mut().expect("initialized").engine, &c, b, &reducer, exclusive)
+            })
+        }
+    })
 }
 
 /// # Safety

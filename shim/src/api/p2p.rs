@@ -31,6 +31,20 @@ pub struct Persistent {
     pub comm: usize,
 }
 
+impl Persistent {
+    pub fn new(
+        send_mode: Option<Mode>,
+        buf: *const c_void,
+        count: c_int,
+        datatype: MPI_Datatype,
+        peer: c_int,
+        tag: c_int,
+        comm: MPI_Comm,
+    ) -> Persistent {
+        Persistent { send_mode, buf: buf as usize, count, datatype: datatype as usize, peer, tag, comm: comm as usize }
+    }
+}
+
 /// Send modes of §3.4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -499,33 +513,28 @@ mpi_fn! {
     }
 
     fn Send_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        let p = Persistent { send_mode: Some(Mode::Standard), buf: buf as usize, count, datatype: datatype as usize, peer: dest, tag, comm: comm as usize };
         // SAFETY: MPI_Send_init's buffer contract.
-        unsafe { persistent_init("MPI_Send_init", p, request) }
+        unsafe { persistent_init("MPI_Send_init", Persistent::new(Some(Mode::Standard), buf, count, datatype, dest, tag, comm), request) }
     }
 
     fn Ssend_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        let p = Persistent { send_mode: Some(Mode::Synchronous), buf: buf as usize, count, datatype: datatype as usize, peer: dest, tag, comm: comm as usize };
         // SAFETY: as MPI_Send_init.
-        unsafe { persistent_init("MPI_Ssend_init", p, request) }
+        unsafe { persistent_init("MPI_Ssend_init", Persistent::new(Some(Mode::Synchronous), buf, count, datatype, dest, tag, comm), request) }
     }
 
     fn Rsend_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        let p = Persistent { send_mode: Some(Mode::Ready), buf: buf as usize, count, datatype: datatype as usize, peer: dest, tag, comm: comm as usize };
         // SAFETY: as MPI_Send_init.
-        unsafe { persistent_init("MPI_Rsend_init", p, request) }
+        unsafe { persistent_init("MPI_Rsend_init", Persistent::new(Some(Mode::Ready), buf, count, datatype, dest, tag, comm), request) }
     }
 
     fn Bsend_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        let p = Persistent { send_mode: Some(Mode::Buffered), buf: buf as usize, count, datatype: datatype as usize, peer: dest, tag, comm: comm as usize };
         // SAFETY: as MPI_Send_init.
-        unsafe { persistent_init("MPI_Bsend_init", p, request) }
+        unsafe { persistent_init("MPI_Bsend_init", Persistent::new(Some(Mode::Buffered), buf, count, datatype, dest, tag, comm), request) }
     }
 
     fn Recv_init(buf: *mut c_void, count: c_int, datatype: MPI_Datatype, source: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        let p = Persistent { send_mode: None, buf: buf as usize, count, datatype: datatype as usize, peer: source, tag, comm: comm as usize };
         // SAFETY: MPI_Recv_init's buffer contract.
-        unsafe { persistent_init("MPI_Recv_init", p, request) }
+        unsafe { persistent_init("MPI_Recv_init", Persistent::new(None, buf, count, datatype, source, tag, comm), request) }
     }
 
     fn Buffer_attach(buffer: *mut c_void, size: c_int) -> c_int {
