@@ -877,3 +877,141 @@ mod tests {
         assert_eq!(k[np + 1], "4");
     }
 }
+
+pub mod job {
+    //! A job started with `kawarimi run --job-name NAME`, for the tests that switch jobs:
+    //! its output captured, its coordinator found through its job file, and stopped (so never
+    //! left running, or quiesced, by a test that fails half-way).
+
+    use std::ffi::OsStr;
+    use std::io::Read;
+    use std::net::SocketAddr;
+    use std::process::{Child, Command, Stdio};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use kawarimi_runtime::control::client::CtlClient;
+    use kawarimi_runtime::control::jobfile::JobFile;
+    use kawarimi_transports::auth::JobSecret;
+
+    use crate::kawarimi_lib;
+
+    /// The `kawarimi` executable next to the `libkawarimi.so` under test.
+    pub fn cli() -> std::path::PathBuf {
+        let lib = kawarimi_lib().unwrap_or_else(|e| panic!("{e}"));
+        let cli = lib.with_file_name("kawarimi");
+        assert!(cli.exists(), "{} missing: cargo build --release -p kawarimi-hooks", cli.display());
+        cli
+    }
+
+    fn capture<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<String> {
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    }
+
+    pub struct KawarimiJob {
+        pub name: String,
+        child: Child,
+        out: Option<thread::JoinHandle<String>>,
+        err: Option<thread::JoinHandle<String>>,
+    }
+
+    impl KawarimiJob {
+        /// Starts `kawarimi run --job-name <name> <args…>`; `configure` may set the
+        /// environment of `kawarimi run` (and so of mpirun and the ranks).
+        pub fn start<S: AsRef<OsStr>>(name: &str, args: &[S], configure: impl FnOnce(&mut Command)) -> KawarimiJob {
+            let mut cmd = Command::new(cli());
+            cmd.args(["run", "--job-name", name]).args(args).env_remove("LD_PRELOAD");
+            configure(&mut cmd);
+            let mut child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start kawarimi run");
+            let out = Some(capture(child.stdout.take().expect("piped")));
+            let err = Some(capture(child.stderr.take().expect("piped")));
+            KawarimiJob { name: name.to_string(), child, out, err }
+        }
+
+        /// The pid of `kawarimi run`, which hosts the coordinator.
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+
+        /// Waits until `ranks` ranks are up with their control threads subscribed; returns a
+        /// control client, the ranks' pids by rank, and the coordinator's address.
+        pub fn ready(&mut self, ranks: u32, bound: Duration) -> (CtlClient, Vec<u32>, SocketAddr) {
+            let deadline = Instant::now() + bound;
+            loop {
+                if let Ok(jf) = JobFile::find(Some(&self.name)) {
+                    let secret = JobSecret::from_hex(&jf.secret).expect("job file secret");
+                    if let Ok(mut c) = CtlClient::connect(jf.coordinator, &secret, Duration::from_secs(10)) {
+                        if let Ok(st) = c.status() {
+                            if st.ranks.len() as u32 == ranks && st.ranks.iter().all(|r| r.subscribed) {
+                                let mut rs = st.ranks.clone();
+                                rs.sort_by_key(|r| r.rank);
+                                return (c, rs.iter().map(|r| r.pid).collect(), jf.coordinator);
+                            }
+                        }
+                    }
+                }
+                if let Ok(Some(s)) = self.child.try_wait() {
+                    let (out, err) = self.output();
+                    panic!("job {} ended ({s}) before every rank was up\nstdout:\n{out}\nstderr:\n{err}", self.name);
+                }
+                assert!(Instant::now() < deadline, "job {} did not come up within {bound:?}", self.name);
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        /// Everything the job printed so far (once it has ended: all of it).
+        pub fn output(&mut self) -> (String, String) {
+            let out = self.out.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+            let err = self.err.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+            (out, err)
+        }
+
+        /// SIGTERM to `kawarimi run` (it forwards it to mpirun), then SIGKILL after 10 s.
+        pub fn stop(&mut self) {
+            if let Ok(None) = self.child.try_wait() {
+                let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                    thread::sleep(Duration::from_millis(50));
+                }
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+
+        /// Waits for the job to end (stopping it after `bound`, which fails the test);
+        /// returns whether it succeeded and what it printed.
+        pub fn finish(&mut self, bound: Duration) -> (bool, String, String) {
+            let deadline = Instant::now() + bound;
+            let status = loop {
+                if let Some(s) = self.child.try_wait().expect("wait for kawarimi run") {
+                    break Some(s);
+                }
+                if Instant::now() > deadline {
+                    self.stop();
+                    break None;
+                }
+                thread::sleep(Duration::from_millis(50));
+            };
+            let (out, err) = self.output();
+            assert!(status.is_some(), "job {} did not end within {bound:?}\nstdout:\n{out}\nstderr:\n{err}", self.name);
+            (status.is_some_and(|s| s.success()), out, err)
+        }
+    }
+
+    impl Drop for KawarimiJob {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+}

@@ -41,15 +41,12 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kawarimi_runtime::control::client::CtlClient;
-use kawarimi_runtime::control::jobfile::JobFile;
-use kawarimi_runtime::control::proto::JobStatus;
-use kawarimi_tests::{compiled, kawarimi_lib};
-use kawarimi_transports::auth::JobSecret;
+use kawarimi_tests::compiled;
+use kawarimi_tests::job::{cli, KawarimiJob};
 
 const RANKS: u32 = 4;
 /// How long the stress program runs: enough for start-up under load and both migrations.
@@ -60,13 +57,6 @@ const NETNS_DIR: &str = "/var/run/netns";
 
 fn build_dir() -> &'static Path {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
-}
-
-fn cli() -> PathBuf {
-    let lib = kawarimi_lib().unwrap_or_else(|e| panic!("{e}"));
-    let cli = lib.with_file_name("kawarimi");
-    assert!(cli.exists(), "{} missing: cargo build --release -p kawarimi-hooks", cli.display());
-    cli
 }
 
 fn script() -> PathBuf {
@@ -338,122 +328,34 @@ fn preflight(net: &Net) -> Result<(), String> {
 // The job
 // -------------------------------------------------------------------------------------------
 
-struct Job {
-    name: String,
-    child: Child,
-    out: Option<thread::JoinHandle<String>>,
-    err: Option<thread::JoinHandle<String>>,
+/// Starts the stress program on `RANKS` ranks, rank `i` inside namespace `i`, under
+/// `kawarimi run` with coordinator wire-up and the data path pinned to the `data` interfaces.
+fn start_job(net: &Net, exe: &Path) -> KawarimiJob {
+    let name = format!("netns-migration-{}", std::process::id());
+    // $0 = ip, $1 = namespace prefix, the rest = the program and its arguments.
+    let launch = r#"ns="$1$OMPI_COMM_WORLD_RANK"; shift; exec "$0" netns exec "$ns" "$@""#;
+    let mut words: Vec<std::ffi::OsString> = ["--oversubscribe", "--allow-run-as-root", "--bind-to", "none"]
+        .iter()
+        .chain(&["-x", "KAWARIMI_WIREUP=coordinator", "-x", "KAWARIMI_TCP_IF=data", "-np"])
+        .map(|s| s.into())
+        .collect();
+    words.push(RANKS.to_string().into());
+    words.extend(["sh".into(), "-c".into(), launch.into()]);
+    words.push(net.ip.clone().into());
+    words.push(net.ns_prefix().into());
+    words.push(exe.into());
+    words.push(STRESS_SECONDS.into());
+    let coord_ip = net.coord_ip().to_string();
+    KawarimiJob::start(&name, &words, |cmd| {
+        cmd.env("KAWARIMI_COORD_IP", coord_ip).env_remove("KAWARIMI_TCP_IF").env_remove("KAWARIMI_WIREUP");
+    })
 }
 
-impl Drop for Job {
-    /// A failed test must not leave its job running (or quiesced): SIGTERM to `kawarimi run`,
-    /// which forwards it to mpirun.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Job {
-    fn start(net: &Net, exe: &Path) -> Job {
-        let name = format!("netns-migration-{}", std::process::id());
-        // $0 = ip, $1 = namespace prefix, the rest = the program and its arguments.
-        let launch = r#"ns="$1$OMPI_COMM_WORLD_RANK"; shift; exec "$0" netns exec "$ns" "$@""#;
-        let mut child = Command::new(cli())
-            .args(["run", "--job-name", &name, "--oversubscribe", "--allow-run-as-root", "--bind-to", "none"])
-            .args(["-x", "KAWARIMI_WIREUP=coordinator", "-x", "KAWARIMI_TCP_IF=data", "-np", &RANKS.to_string()])
-            .args(["sh", "-c", launch])
-            .arg(&net.ip)
-            .arg(net.ns_prefix())
-            .arg(exe)
-            .arg(STRESS_SECONDS)
-            .env("KAWARIMI_COORD_IP", net.coord_ip().to_string())
-            .env_remove("LD_PRELOAD")
-            .env_remove("KAWARIMI_TCP_IF")
-            .env_remove("KAWARIMI_WIREUP")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kawarimi run");
-        let out = Some(capture(child.stdout.take().unwrap()));
-        let err = Some(capture(child.stderr.take().unwrap()));
-        Job { name, child, out, err }
-    }
-
-    fn status(&self) -> Result<(JobStatus, SocketAddr), String> {
-        let jf = JobFile::find(Some(&self.name))?;
-        let secret = JobSecret::from_hex(&jf.secret).map_err(|e| e.to_string())?;
-        let mut c = CtlClient::connect(jf.coordinator, &secret, Duration::from_secs(10)).map_err(|e| e.to_string())?;
-        Ok((c.status().map_err(|e| e.to_string())?, jf.coordinator))
-    }
-
-    /// Waits until every rank's control thread is subscribed; the ranks' pids by rank, and
-    /// the coordinator's address.
-    fn ready(&mut self, bound: Duration) -> (Vec<u32>, SocketAddr) {
-        let deadline = Instant::now() + bound;
-        loop {
-            if let Ok((st, coord)) = self.status() {
-                if st.ranks.len() as u32 == RANKS && st.ranks.iter().all(|r| r.subscribed) {
-                    let mut ranks = st.ranks.clone();
-                    ranks.sort_by_key(|r| r.rank);
-                    return (ranks.iter().map(|r| r.pid).collect(), coord);
-                }
-            }
-            if let Ok(Some(s)) = self.child.try_wait() {
-                let (out, err) = self.output();
-                panic!("job {} ended ({s}) before every rank was up\nstdout:\n{out}\nstderr:\n{err}", self.name);
-            }
-            assert!(Instant::now() < deadline, "job {} did not come up within {bound:?}", self.name);
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn output(&mut self) -> (String, String) {
-        let out = self.out.take().map(|h| h.join().unwrap()).unwrap_or_default();
-        let err = self.err.take().map(|h| h.join().unwrap()).unwrap_or_default();
-        (out, err)
-    }
-
-    /// Ends the job and fails the test with `what` and everything the job printed.
-    fn fail(&mut self, what: String) -> ! {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let (out, err) = self.output();
-        panic!("{what}\njob {} stdout:\n{out}\njob stderr:\n{err}", self.name);
-    }
-
-    fn finish(&mut self, bound: Duration) -> (bool, String, String) {
-        let deadline = Instant::now() + bound;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if Instant::now() > deadline {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-                thread::sleep(Duration::from_secs(2));
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            thread::sleep(Duration::from_millis(50));
-        };
-        let (out, err) = self.output();
-        assert!(status.is_some(), "job {} did not end within {bound:?}\nstdout:\n{out}\nstderr:\n{err}", self.name);
-        (status.unwrap().success(), out, err)
-    }
+/// Ends the job and fails the test with `what` and everything the job printed.
+fn fail(job: &mut KawarimiJob, what: String) -> ! {
+    job.stop();
+    let (out, err) = job.output();
+    panic!("{what}\njob {} stdout:\n{out}\njob stderr:\n{err}", job.name);
 }
 
 // -------------------------------------------------------------------------------------------
@@ -630,18 +532,18 @@ fn ranks_move_to_new_subnets_while_detached_and_reconnect_on_them() {
     }
     let t_preflight = t0.elapsed();
 
-    let mut job = Job::start(&net, &exe);
-    let (pids, coord) = job.ready(Duration::from_secs(30));
+    let mut job = start_job(&net, &exe);
+    let (mut ctl, pids, coord) = job.ready(RANKS, Duration::from_secs(30));
     let t_ready = t0.elapsed();
     assert_eq!(coord.ip(), net.coord_ip(), "the coordinator publishes KAWARIMI_COORD_IP");
     for (r, &pid) in pids.iter().enumerate() {
         let ns = net.ns(r as u32);
         let link = fs::read_link(format!("/proc/{pid}/ns/net")).map(|p| p.display().to_string()).unwrap_or_default();
         if link != format!("net:[{}]", Net::ns_inode(&ns)) {
-            job.fail(format!("rank {r} (pid {pid}) is not in namespace {ns} ({}): {link}", Net::ns_inode(&ns)));
+            fail(&mut job, format!("rank {r} (pid {pid}) is not in namespace {ns} ({}): {link}", Net::ns_inode(&ns)));
         }
     }
-    let start = check_data_path(&pids, coord, 0).unwrap_or_else(|e| job.fail(format!("at the start: {e}")));
+    let start = check_data_path(&pids, coord, 0).unwrap_or_else(|e| fail(&mut job, format!("at the start: {e}")));
     let mut log = vec![format!("start on {}.0/24: {start}", DATA_NETS[0])];
 
     let mut migrations = Vec::new();
@@ -659,13 +561,13 @@ fn ranks_move_to_new_subnets_while_detached_and_reconnect_on_them() {
             Command::new(&cli).args(["ctl", "--job", &job.name, "--timeout", "20", "migrate", "--exec", &exec]),
             Duration::from_secs(40),
         )
-        .unwrap_or_else(|e| job.fail(format!("migration to {}.0/24: {e}", DATA_NETS[net_idx])));
+        .unwrap_or_else(|e| fail(&mut job, format!("migration to {}.0/24: {e}", DATA_NETS[net_idx])));
         let took = t.elapsed();
-        let (st, _) = job.status().unwrap_or_else(|e| job.fail(format!("status after migration {net_idx}: {e}")));
+        let st = ctl.status().unwrap_or_else(|e| fail(&mut job, format!("status after migration {net_idx}: {e}")));
         if st.epoch != net_idx as u32 {
-            job.fail(format!("epoch {} after migration {net_idx}", st.epoch));
+            fail(&mut job, format!("epoch {} after migration {net_idx}", st.epoch));
         }
-        let summary = check_data_path(&pids, coord, net_idx).unwrap_or_else(|e| job.fail(format!("after migration {net_idx}: {e}")));
+        let summary = check_data_path(&pids, coord, net_idx).unwrap_or_else(|e| fail(&mut job, format!("after migration {net_idx}: {e}")));
         migrations.push(took);
         log.push(format!("migration {net_idx} to {}.0/24 in {took:?}:\n{}\n  {summary}", DATA_NETS[net_idx], out.trim_end()));
     }

@@ -9,11 +9,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kawarimi_runtime::control::client::CtlClient;
-use kawarimi_runtime::control::jobfile::JobFile;
 use kawarimi_runtime::control::proto::Reply;
+use kawarimi_tests::job::KawarimiJob;
 use kawarimi_tests::{kawarimi_lib, mpirun, workspace_root};
-use kawarimi_transports::auth::JobSecret;
 
 const BENCHMARKS: &[&str] = &["ep", "is", "cg", "mg"];
 const RANKS: u32 = 4;
@@ -78,34 +76,11 @@ fn classes_s_and_w_verify_natively_and_on_kawarimi() {
 
 /// Runs one benchmark under `kawarimi run` and migrates it twice while it computes.
 fn migrate_twice(name: &str, class: &str) {
-    let cli = kawarimi_lib().unwrap().with_file_name("kawarimi");
-    let job = format!("npb-{name}-{}", std::process::id());
-    let child = Command::new(&cli)
-        .args(["run", "--job-name", &job, "--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np"])
-        .arg(RANKS.to_string())
-        .arg(bin(name))
-        .arg(class)
-        .env_remove("LD_PRELOAD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Connect once every rank's control thread is up.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut ctl = loop {
-        if let Ok(jf) = JobFile::find(Some(&job)) {
-            let secret = JobSecret::from_hex(&jf.secret).unwrap();
-            if let Ok(mut c) = CtlClient::connect(jf.coordinator, &secret, Duration::from_secs(10)) {
-                let st = c.status().unwrap();
-                if st.ranks.len() as u32 == RANKS && st.ranks.iter().all(|r| r.subscribed) {
-                    break c;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "npb-{name} did not come up");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let job_name = format!("npb-{name}-{}", std::process::id());
+    let exe = bin(name).display().to_string();
+    let words = ["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", &RANKS.to_string(), &exe, class];
+    let mut job = KawarimiJob::start(&job_name, &words, |_| {});
+    let (mut ctl, _, _) = job.ready(RANKS, Duration::from_secs(30));
     for round in 1..=2u32 {
         thread::sleep(Duration::from_millis(200));
         match ctl.quiesce(Duration::from_secs(30)) {
@@ -118,8 +93,8 @@ fn migrate_twice(name: &str, class: &str) {
         }
     }
     drop(ctl);
-    let (ok, out) = wait_output(child, Duration::from_secs(300), &format!("npb-{name} under kawarimi run"));
-    assert!(ok && out.contains("VERIFICATION SUCCESSFUL"), "npb-{name} class {class} after two migrations:\n{out}");
+    let (ok, out, err) = job.finish(Duration::from_secs(300));
+    assert!(ok && out.contains("VERIFICATION SUCCESSFUL"), "npb-{name} class {class} after two migrations:\n{out}\n{err}");
     eprintln!("migrated twice: {}", out.lines().find(|l| l.starts_with("npb=")).unwrap_or(""));
 }
 

@@ -4,119 +4,31 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kawarimi_runtime::control::client::CtlClient;
-use kawarimi_runtime::control::jobfile::JobFile;
 use kawarimi_runtime::control::proto::Reply;
-use kawarimi_tests::{compiled, kawarimi_lib};
-use kawarimi_transports::auth::JobSecret;
+use kawarimi_tests::compiled;
+use kawarimi_tests::job::KawarimiJob;
 
 fn build_dir() -> &'static Path {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
 }
 
-fn cli() -> PathBuf {
-    let lib = kawarimi_lib().unwrap_or_else(|e| panic!("{e}"));
-    let cli = lib.with_file_name("kawarimi");
-    assert!(cli.exists(), "{} missing: cargo build --release -p kawarimi-hooks", cli.display());
-    cli
+/// Starts `program` (a test program from tests/c) on `ranks` ranks under `kawarimi run`; the
+/// job's name is made unique to this test run.
+fn start(name: &str, ranks: u32, program: &str, args: &[&str]) -> KawarimiJob {
+    let exe = compiled(program, build_dir());
+    let mut words: Vec<String> =
+        ["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np"].iter().map(|s| s.to_string()).collect();
+    words.push(ranks.to_string());
+    words.push(exe.display().to_string());
+    words.extend(args.iter().map(|a| a.to_string()));
+    KawarimiJob::start(&format!("{name}-{}", std::process::id()), &words, |_| {})
 }
 
-/// A job started with `kawarimi run --job-name NAME`, its output captured.
-struct Job {
-    name: String,
-    child: Child,
-    out: thread::JoinHandle<String>,
-    err: thread::JoinHandle<String>,
-}
-
-fn capture<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut s = String::new();
-        let _ = r.read_to_string(&mut s);
-        s
-    })
-}
-
-impl Drop for Job {
-    /// A test that fails half-way must not leave its job running (quiesced forever): ask
-    /// `kawarimi run` to stop, which forwards the signal to mpirun.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-        }
-    }
-}
-
-impl Job {
-    fn start(name: &str, ranks: u32, program: &str, args: &[&str]) -> Job {
-        // Job names are per user and host: make this run's unique.
-        let name = &format!("{name}-{}", std::process::id());
-        let exe = compiled(program, build_dir());
-        let mut child = Command::new(cli())
-            .args(["run", "--job-name", name, "--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np"])
-            .arg(ranks.to_string())
-            .arg(&exe)
-            .args(args)
-            .env_remove("LD_PRELOAD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kawarimi run");
-        let out = capture(child.stdout.take().unwrap());
-        let err = capture(child.stderr.take().unwrap());
-        Job { name: name.to_string(), child, out, err }
-    }
-
-    /// Connects to the job's coordinator once every rank has its control thread up.
-    fn ctl(&self, ranks: u32) -> CtlClient {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(jf) = JobFile::find(Some(&self.name)) {
-                let secret = JobSecret::from_hex(&jf.secret).unwrap();
-                if let Ok(mut c) = CtlClient::connect(jf.coordinator, &secret, Duration::from_secs(10)) {
-                    let st = c.status().unwrap();
-                    if st.ranks.len() as u32 == ranks && st.ranks.iter().all(|r| r.subscribed) {
-                        return c;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "job {} did not come up", self.name);
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn finish(mut self, bound: Duration) -> (bool, String, String) {
-        let out = std::mem::replace(&mut self.out, thread::spawn(String::new));
-        let err = std::mem::replace(&mut self.err, thread::spawn(String::new));
-        let deadline = Instant::now() + bound;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break None;
-            }
-            thread::sleep(Duration::from_millis(50));
-        };
-        let out = out.join().unwrap();
-        let err = err.join().unwrap();
-        assert!(status.is_some(), "job {} did not end within {bound:?}\nstdout:\n{out}\nstderr:\n{err}", self.name);
-        (status.unwrap().success(), out, err)
-    }
-}
+const UP_BOUND: Duration = Duration::from_secs(30);
 
 /// What a process holds open: fd count, sockets by kind, and resident memory.
 #[derive(Debug, Clone)]
@@ -179,10 +91,6 @@ fn holdings(pid: u32) -> Holdings {
     h
 }
 
-fn rank_pids(c: &mut CtlClient) -> Vec<u32> {
-    c.status().unwrap().ranks.iter().map(|r| r.pid).collect()
-}
-
 /// The ports of the launcher's PMIx server, from the rank's `PMIX_SERVER_URI*` variables
 /// (`...;tcp4://127.0.0.1:PORT`): that connection is the launcher's, not kawarimi's.
 fn pmix_ports(pid: u32) -> Vec<u16> {
@@ -211,10 +119,9 @@ fn assert_detached(pid: u32, coord_port: u16) -> Holdings {
 #[test]
 fn stress_survives_100_migrations_without_leaking() {
     const RANKS: u32 = 4;
-    let job = Job::start("switch-stress", RANKS, "stress", &["15"]);
-    let mut c = job.ctl(RANKS);
-    let coord_port = JobFile::find(Some(&job.name)).unwrap().coordinator.port();
-    let pids = rank_pids(&mut c);
+    let mut job = start("switch-stress", RANKS, "stress", &["15"]);
+    let (mut c, pids, coord) = job.ready(RANKS, UP_BOUND);
+    let coord_port = coord.port();
     let mut first: Option<Vec<Holdings>> = None;
     let mut last = Vec::new();
     let (mut quiesce_ms, mut resume_ms) = (Vec::new(), Vec::new());
@@ -258,9 +165,9 @@ fn stress_survives_100_migrations_without_leaking() {
 #[test]
 fn a_rank_killed_mid_quiesce_fails_the_quiesce_naming_it_and_the_job_ends() {
     const RANKS: u32 = 4;
-    let job = Job::start("switch-kill", RANKS, "stress", &["60"]);
-    let mut c = job.ctl(RANKS);
-    let victim = rank_pids(&mut c)[2];
+    let mut job = start("switch-kill", RANKS, "stress", &["60"]);
+    let (mut c, pids, _) = job.ready(RANKS, UP_BOUND);
+    let victim = pids[2];
     let t = Instant::now();
     // The rank dies as the quiesce starts.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -276,10 +183,10 @@ fn a_rank_killed_mid_quiesce_fails_the_quiesce_naming_it_and_the_job_ends() {
 #[test]
 fn the_job_runs_on_when_the_coordinator_dies() {
     const RANKS: u32 = 3;
-    let job = Job::start("switch-coord", RANKS, "stress", &["4"]);
-    let _c = job.ctl(RANKS);
+    let mut job = start("switch-coord", RANKS, "stress", &["4"]);
+    let _c = job.ready(RANKS, UP_BOUND);
     // `kawarimi run` hosts the coordinator: kill it; mpirun and the ranks carry on.
-    let kawarimi_pid = job.child.id() as i32;
+    let kawarimi_pid = job.pid() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(kawarimi_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     let (_, out, err) = job.finish(Duration::from_secs(90));
     assert!(out.contains("OK stress"), "the job must finish without its coordinator:\nstdout:\n{out}\nstderr:\n{err}");
@@ -289,11 +196,10 @@ fn the_job_runs_on_when_the_coordinator_dies() {
 #[test]
 fn sigterm_to_kawarimi_run_ends_the_whole_job() {
     const RANKS: u32 = 3;
-    let job = Job::start("switch-sigterm", RANKS, "stress", &["60"]);
-    let mut c = job.ctl(RANKS);
-    let pids = rank_pids(&mut c);
+    let mut job = start("switch-sigterm", RANKS, "stress", &["60"]);
+    let (_c, pids, _) = job.ready(RANKS, UP_BOUND);
     let t = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(job.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(job.pid() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let (ok, _, _) = job.finish(Duration::from_secs(15));
     assert!(!ok, "a job stopped by SIGTERM does not report success");
     assert!(t.elapsed() < Duration::from_secs(15));
@@ -316,8 +222,8 @@ fn sigterm_to_kawarimi_run_ends_the_whole_job() {
 #[test]
 fn quiesce_reaches_a_rank_that_computes_without_calling_mpi() {
     const RANKS: u32 = 3;
-    let job = Job::start("switch-gap", RANKS, "compute_gap", &["6"]);
-    let mut c = job.ctl(RANKS);
+    let mut job = start("switch-gap", RANKS, "compute_gap", &["6"]);
+    let (mut c, pids, coord) = job.ready(RANKS, UP_BOUND);
     // Rank 1 is inside its MPI-free computation, with a rendezvous and an eager message
     // addressed to it; rank 0 waits for them to complete and rank 2 waits in a barrier.
     thread::sleep(Duration::from_millis(1500));
@@ -328,8 +234,8 @@ fn quiesce_reaches_a_rank_that_computes_without_calling_mpi() {
     }
     let took = t.elapsed();
     assert!(took < Duration::from_secs(2), "the computing rank's control thread drains it at once, took {took:?}");
-    let coord_port = JobFile::find(Some(&job.name)).unwrap().coordinator.port();
-    for p in rank_pids(&mut c) {
+    let coord_port = coord.port();
+    for &p in &pids {
         assert_detached(p, coord_port);
     }
     match c.resume(Duration::from_secs(10), None) {
