@@ -199,6 +199,14 @@ unsafe fn reduce_into(
     }
 }
 
+/// The counts and displacements that make the fixed-size collectives (`Gather`, `Scatter`,
+/// `Allgather`) their `v` forms: `count` elements per rank, back to back.
+fn uniform(ranks: c_int, count: c_int) -> (Vec<usize>, Vec<isize>) {
+    let count = count.max(0) as usize;
+    let n = ranks.max(0) as usize;
+    (vec![count; n], (0..n).map(|i| (i * count) as isize).collect())
+}
+
 fn counts(p: *const c_int, n: usize) -> Res<Vec<usize>> {
     // SAFETY: MPI's array arguments have one entry per rank.
     let v = unsafe { c_array(p, n)? };
@@ -320,12 +328,7 @@ mpi_fn! {
         call("MPI_Gather", Some(comm), |s| {
             let (c, _) = comm_of(s, comm)?;
             check_root(&c, root)?;
-            let n = c.size() as usize;
-            let (cnts, dsp) = if c.rank == root {
-                (vec![recvcount.max(0) as usize; n], (0..n).map(|i| (i * recvcount.max(0) as usize) as isize).collect())
-            } else {
-                (Vec::new(), Vec::new())
-            };
+            let (cnts, dsp) = if c.rank == root { uniform(c.size(), recvcount) } else { (Vec::new(), Vec::new()) };
             // SAFETY: the application's buffers for the duration of the call.
             unsafe { gatherv(s, &c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
         })
@@ -346,12 +349,7 @@ mpi_fn! {
         call("MPI_Scatter", Some(comm), |s| {
             let (c, _) = comm_of(s, comm)?;
             check_root(&c, root)?;
-            let n = c.size() as usize;
-            let (cnts, dsp) = if c.rank == root {
-                (vec![sendcount.max(0) as usize; n], (0..n).map(|i| (i * sendcount.max(0) as usize) as isize).collect())
-            } else {
-                (Vec::new(), Vec::new())
-            };
+            let (cnts, dsp) = if c.rank == root { uniform(c.size(), sendcount) } else { (Vec::new(), Vec::new()) };
             // SAFETY: the application's buffers for the duration of the call.
             unsafe { scatterv(s, &c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
         })
@@ -371,10 +369,7 @@ mpi_fn! {
     fn Allgather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
         call("MPI_Allgather", Some(comm), |s| {
             let (c, _) = comm_of(s, comm)?;
-            let n = c.size() as usize;
-            let rc = recvcount.max(0) as usize;
-            let cnts = vec![rc; n];
-            let dsp: Vec<isize> = (0..n).map(|i| (i * rc) as isize).collect();
+            let (cnts, dsp) = uniform(c.size(), recvcount);
             // SAFETY: the application's buffers for the duration of the call.
             unsafe { allgatherv(s, &c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
         })

@@ -204,6 +204,13 @@ unsafe fn post_send_checked(
     let id = w.engine.core.isend(peer, comm.ctx, tag, data, mode == Mode::Synchronous)?;
     // Progress once so that an eager message leaves at once rather than at the next call.
     w.engine.progress()?;
+    if mode == Mode::Buffered {
+        // The data is already in the attached buffer: the send is complete at once (§3.6),
+        // and the buffer space is released when the transfer ends (`reap_bsends`).
+        s.bsend_pending.push((id, bsend_bytes));
+        let done = Some(Status::default());
+        return Ok(RequestEntry { core: None, done, comm, handler, is_recv: false, finish: Finish::Nothing, bsend_bytes, persistent: None });
+    }
     Ok(RequestEntry { core: Some(id), done: None, comm, handler, is_recv: false, finish: Finish::Nothing, bsend_bytes, persistent: None })
 }
 
@@ -354,12 +361,6 @@ unsafe fn blocking_send(
     call(name, Some(comm), |s| {
         // SAFETY: forwarded contract.
         let mut e = unsafe { post_send(s, buf, count, dt, dest, tag, comm, mode)? };
-        if mode == Mode::Buffered {
-            if let Some(id) = e.core {
-                s.bsend_pending.push((id, e.bsend_bytes));
-            }
-            return Ok(());
-        }
         wait_entry(s, &mut e).map(|_| ())
     })
 }
@@ -382,15 +383,7 @@ unsafe fn nonblocking_send(
 ) -> c_int {
     call(name, Some(comm), |s| {
         // SAFETY: forwarded contract.
-        let mut e = unsafe { post_send(s, buf, count, dt, dest, tag, comm, mode)? };
-        if mode == Mode::Buffered {
-            // The data is already in the attached buffer: the request is complete at once,
-            // and the buffer space is released when the transfer ends.
-            if let Some(id) = e.core.take() {
-                s.bsend_pending.push((id, e.bsend_bytes));
-            }
-            e.done = Some(Status::default());
-        }
+        let e = unsafe { post_send(s, buf, count, dt, dest, tag, comm, mode)? };
         let h = s.new_request(e)?;
         // SAFETY: caller's output argument.
         unsafe { out(request, h) }
@@ -612,18 +605,12 @@ pub fn start(s: &mut State, i: usize) -> Res<()> {
     let comm = p.comm as MPI_Comm;
     let dt = p.datatype as MPI_Datatype;
     // SAFETY: the buffer given to the *_init call, under MPI's rules until completion.
-    let mut fresh = unsafe {
+    let fresh = unsafe {
         match p.send_mode {
             Some(mode) => post_send(s, p.buf as *const c_void, p.count, dt, p.peer, p.tag, comm, mode)?,
             None => post_recv(s, p.buf as *mut c_void, p.count, dt, p.peer, p.tag, comm)?,
         }
     };
-    if p.send_mode == Some(Mode::Buffered) {
-        if let Some(id) = fresh.core.take() {
-            s.bsend_pending.push((id, fresh.bsend_bytes));
-        }
-        fresh.done = Some(Status::default());
-    }
     let e = s.requests.get_mut(i).expect("checked index");
     e.core = fresh.core;
     e.done = fresh.done;
