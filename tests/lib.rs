@@ -136,9 +136,7 @@ pub fn c_source_dir() -> PathBuf {
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
 
 fn find_tool(env_var: &str, name: &str) -> Result<PathBuf, String> {
@@ -193,10 +191,7 @@ pub fn kawarimi_lib_path() -> PathBuf {
             return p;
         }
     }
-    workspace_root()
-        .join("target")
-        .join("release")
-        .join("libkawarimi.so")
+    workspace_root().join("target").join("release").join("libkawarimi.so")
 }
 
 /// The kawarimi library, or an error telling how to build it.
@@ -215,9 +210,7 @@ pub fn kawarimi_lib() -> Result<PathBuf, String> {
 
 /// 64-bit FNV-1a, stable across Rust versions (unlike `DefaultHasher`).
 fn fnv1a(state: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(state, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(state, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 static COMPILE_LOCK: Mutex<()> = Mutex::new(());
@@ -248,8 +241,7 @@ pub fn compile_lang(lang: Lang, name: &str, build_dir: &Path) -> Result<PathBuf,
     let flags = lang.flags();
     let src_dir = lang.source_dir();
     let src = src_dir.join(format!("{name}.{}", lang.extension()));
-    let source = fs::read(&src)
-        .map_err(|e| format!("cannot read {lang:?} program {}: {e}", src.display()))?;
+    let source = fs::read(&src).map_err(|e| format!("cannot read {lang:?} program {}: {e}", src.display()))?;
 
     let mut hash = fnv1a(0xcbf2_9ce4_8422_2325, &source);
     let mut headers: Vec<PathBuf> = fs::read_dir(&src_dir)
@@ -268,8 +260,7 @@ pub fn compile_lang(lang: Lang, name: &str, build_dir: &Path) -> Result<PathBuf,
     }
 
     let out_dir = build_dir.join(lang.build_subdir());
-    fs::create_dir_all(&out_dir)
-        .map_err(|e| format!("cannot create build folder {}: {e}", out_dir.display()))?;
+    fs::create_dir_all(&out_dir).map_err(|e| format!("cannot create build folder {}: {e}", out_dir.display()))?;
     let exe = out_dir.join(format!("{name}-{hash:016x}"));
     if exe.is_file() {
         return Ok(exe);
@@ -291,8 +282,7 @@ pub fn compile_lang(lang: Lang, name: &str, build_dir: &Path) -> Result<PathBuf,
     let mut cmd = Command::new(&cc);
     let mod_dir = tmp.with_extension("mods");
     if lang == Lang::Fortran {
-        fs::create_dir_all(&mod_dir)
-            .map_err(|e| format!("cannot create {}: {e}", mod_dir.display()))?;
+        fs::create_dir_all(&mod_dir).map_err(|e| format!("cannot create {}: {e}", mod_dir.display()))?;
         cmd.arg("-J").arg(&mod_dir);
     }
     let output = cmd
@@ -377,10 +367,9 @@ impl RunOutput {
             &s[start..]
         }
         let status = match (self.timed_out, self.status) {
-            (true, _) => format!(
-                "TIMED OUT after {:.1} s (the harness killed the whole job)",
-                self.elapsed.as_secs_f64()
-            ),
+            (true, _) => {
+                format!("TIMED OUT after {:.1} s (the harness killed the whole job)", self.elapsed.as_secs_f64())
+            }
             (false, Some(s)) => format!("{s} after {:.1} s", self.elapsed.as_secs_f64()),
             (false, None) => "exit status unknown".to_string(),
         };
@@ -418,15 +407,7 @@ pub fn mpirun_args(mode: &Mode, ranks: u32) -> Vec<OsString> {
         args.push("-x".into());
         args.push("KAWARIMI_WIREUP=coordinator".into());
     }
-    args.extend([
-        "--oversubscribe",
-        "--allow-run-as-root",
-        "--bind-to",
-        "none",
-        "-np",
-    ]
-    .iter()
-    .map(OsString::from));
+    args.extend(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np"].iter().map(OsString::from));
     args.push(ranks.to_string().into());
     if let Mode::Kawarimi { lib } = mode {
         let mut preload = OsString::from("LD_PRELOAD=");
@@ -467,11 +448,7 @@ fn process_table() -> Vec<(u32, u32, u32)> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
@@ -593,11 +570,7 @@ pub fn run(exe: &Path, mode: &Mode, ranks: u32, timeout: Duration) -> RunOutput 
             c
         }
     };
-    cmd.args(&args)
-        .arg(exe)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(&args).arg(exe).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // The harness's own process must never carry kawarimi.
     cmd.env_remove("LD_PRELOAD");
     out.command = std::iter::once(launcher.as_os_str())
@@ -611,8 +584,7 @@ pub fn run(exe: &Path, mode: &Mode, ranks: u32, timeout: Duration) -> RunOutput 
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            out.notes
-                .push(format!("cannot start {}: {e}", launcher.display()));
+            out.notes.push(format!("cannot start {}: {e}", launcher.display()));
             return out;
         }
     };
@@ -661,15 +633,10 @@ pub fn run(exe: &Path, mode: &Mode, ranks: u32, timeout: Duration) -> RunOutput 
 
     // Ranks that outlived mpirun would hold the pipes open (and waste CPU).
     if let Some(sid) = session {
-        let left: Vec<u32> = job_processes(child.id(), Some(sid))
-            .into_iter()
-            .filter(|&p| p != child.id())
-            .collect();
+        let left: Vec<u32> = job_processes(child.id(), Some(sid)).into_iter().filter(|&p| p != child.id()).collect();
         if !left.is_empty() {
             kill_pids("KILL", &left);
-            out.notes.push(format!(
-                "processes still running after mpirun ended were killed: {left:?}"
-            ));
+            out.notes.push(format!("processes still running after mpirun ended were killed: {left:?}"));
         }
     }
 
@@ -756,11 +723,7 @@ pub fn check_program_lang(lang: Lang, name: &str, kind: ModeKind, build_dir: &Pa
         let ok_line = format!("OK {name}");
         let printed_ok = out.stdout.lines().any(|l| l.trim_end() == ok_line);
         if out.success() && printed_ok {
-            eprintln!(
-                "{name} [{}] {ranks} ranks: ok in {:.2} s",
-                mode,
-                out.elapsed.as_secs_f64()
-            );
+            eprintln!("{name} [{}] {ranks} ranks: ok in {:.2} s", mode, out.elapsed.as_secs_f64());
         } else {
             let why = if out.timed_out {
                 "timed out".to_string()
@@ -787,12 +750,8 @@ pub fn check_program_lang(lang: Lang, name: &str, kind: ModeKind, build_dir: &Pa
 pub fn names_rank(text: &str, n: u32) -> bool {
     let needle = format!("rank {n}");
     text.lines().any(|line| {
-        line.match_indices(&needle).any(|(i, m)| {
-            !line[i + m.len()..]
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit())
-        })
+        line.match_indices(&needle)
+            .any(|(i, m)| !line[i + m.len()..].chars().next().is_some_and(|c| c.is_ascii_digit()))
     })
 }
 
@@ -808,11 +767,7 @@ pub fn check_abort_rank(kind: ModeKind, build_dir: &Path, ranks: u32, bound: Dur
     let out = run(&exe, &mode, ranks, bound + Duration::from_secs(15));
     let mut problems = Vec::new();
     if out.timed_out || out.elapsed >= bound {
-        problems.push(format!(
-            "the job did not end within {:.0} s after rank {} died",
-            bound.as_secs_f64(),
-            ranks - 1
-        ));
+        problems.push(format!("the job did not end within {:.0} s after rank {} died", bound.as_secs_f64(), ranks - 1));
     }
     if out.status.is_some_and(|s| s.success()) {
         problems.push("the job exited with status 0".to_string());
@@ -821,23 +776,12 @@ pub fn check_abort_rank(kind: ModeKind, build_dir: &Path, ranks: u32, bound: Dur
         problems.push("no exit status".to_string());
     }
     if kind != ModeKind::Native && !names_rank(&out.combined(), ranks - 1) {
-        problems.push(format!(
-            "the output does not name the dead rank (no line containing `rank {}`)",
-            ranks - 1
-        ));
+        problems.push(format!("the output does not name the dead rank (no line containing `rank {}`)", ranks - 1));
     }
     if !problems.is_empty() {
-        panic!(
-            "abort_rank in mode {mode}: {}\n{}",
-            problems.join("; "),
-            out.report()
-        );
+        panic!("abort_rank in mode {mode}: {}\n{}", problems.join("; "), out.report());
     }
-    eprintln!(
-        "abort_rank [{mode}] {ranks} ranks: ended in {:.2} s with {:?}",
-        out.elapsed.as_secs_f64(),
-        out.status
-    );
+    eprintln!("abort_rank [{mode}] {ranks} ranks: ended in {:.2} s with {:?}", out.elapsed.as_secs_f64(), out.status);
 }
 
 #[cfg(test)]
@@ -861,18 +805,9 @@ mod tests {
     #[test]
     fn mpirun_args_preload_only_in_kawarimi_mode() {
         let native = mpirun_args(&Mode::Native, 3);
-        assert!(!native
-            .iter()
-            .any(|a| a.to_string_lossy().contains("LD_PRELOAD")));
-        let k = mpirun_args(
-            &Mode::Kawarimi {
-                lib: PathBuf::from("/x/libkawarimi.so"),
-            },
-            4,
-        );
-        assert!(k
-            .iter()
-            .any(|a| a.to_string_lossy() == "LD_PRELOAD=/x/libkawarimi.so"));
+        assert!(!native.iter().any(|a| a.to_string_lossy().contains("LD_PRELOAD")));
+        let k = mpirun_args(&Mode::Kawarimi { lib: PathBuf::from("/x/libkawarimi.so") }, 4);
+        assert!(k.iter().any(|a| a.to_string_lossy() == "LD_PRELOAD=/x/libkawarimi.so"));
         let np = k.iter().position(|a| a == "-np").expect("-np");
         assert_eq!(k[np + 1], "4");
     }

@@ -27,7 +27,12 @@ fn quiesce(c: &mut CtlClient, timeout: Duration, json: bool) -> Result<serde_jso
     serde_json::to_value(&r).map_err(|e| e.to_string())
 }
 
-fn resume(c: &mut CtlClient, timeout: Duration, transport: Option<String>, json: bool) -> Result<serde_json::Value, String> {
+fn resume(
+    c: &mut CtlClient,
+    timeout: Duration,
+    transport: Option<String>,
+    json: bool,
+) -> Result<serde_json::Value, String> {
     if !json {
         println!("resuming: every rank rediscovers its networks and reconnects...");
     }
@@ -72,7 +77,10 @@ pub fn ctl(cmd: CtlCmd, job: Option<&str>, timeout_s: f64, json: bool) -> Result
         CtlCmd::List => {
             let jobs = JobFile::list().map_err(|e| format!("cannot read the job directory: {e}"))?;
             if json {
-                let v: Vec<_> = jobs.iter().map(|j| serde_json::json!({"job": j.job, "coordinator": j.coordinator.to_string(), "pid": j.pid})).collect();
+                let v: Vec<_> = jobs
+                    .iter()
+                    .map(|j| serde_json::json!({"job": j.job, "coordinator": j.coordinator.to_string(), "pid": j.pid}))
+                    .collect();
                 println!("{}", serde_json::Value::Array(v));
             } else {
                 for j in &jobs {
@@ -135,8 +143,17 @@ pub fn ctl(cmd: CtlCmd, job: Option<&str>, timeout_s: f64, json: bool) -> Result
                     st.epoch
                 );
                 for i in &st.ranks {
-                    let state = if i.finalized { "finalized".to_string() } else if i.connected { format!("{:?}", i.switch_phase).to_lowercase() } else { "LOST".into() };
-                    println!("  rank {:>5}  {:<20} pid {:<8} {:<10} transport {} to every peer", i.rank, i.host, i.pid, state, i.transport);
+                    let state = if i.finalized {
+                        "finalized".to_string()
+                    } else if i.connected {
+                        format!("{:?}", i.switch_phase).to_lowercase()
+                    } else {
+                        "LOST".into()
+                    };
+                    println!(
+                        "  rank {:>5}  {:<20} pid {:<8} {:<10} transport {} to every peer",
+                        i.rank, i.host, i.pid, state, i.transport
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -49,9 +49,8 @@ fn forwarded() -> SigSet {
 }
 
 pub fn run(lib: Option<PathBuf>, mpirun: &str, job_name: Option<String>, args: &[String]) -> Result<ExitCode, String> {
-    let lib = lib
-        .or_else(default_lib)
-        .ok_or("libkawarimi.so not found next to kawarimi; pass --lib or set KAWARIMI_LIB")?;
+    let lib =
+        lib.or_else(default_lib).ok_or("libkawarimi.so not found next to kawarimi; pass --lib or set KAWARIMI_LIB")?;
     let lib = lib.canonicalize().map_err(|e| format!("{}: {e}", lib.display()))?;
     // Blocked here, in every thread started from now on, and waited for by one thread that
     // forwards them to mpirun (which starts with an empty mask: see spawn_unblocked).
@@ -71,7 +70,8 @@ pub fn run(lib: Option<PathBuf>, mpirun: &str, job_name: Option<String>, args: &
     // mpirun is started with posix_spawn so that it gets an empty signal mask: a child
     // inherits its parent thread's mask (std's Command keeps it), and mpirun must receive
     // the signals this process forwards.
-    let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k != "LD_PRELOAD" && k != SECRET_ENV && k != COORD_ENV).collect();
+    let mut env: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k != "LD_PRELOAD" && k != SECRET_ENV && k != COORD_ENV).collect();
     env.push(("LD_PRELOAD".into(), preload_value(&lib)));
     env.push((SECRET_ENV.into(), secret.to_hex()));
     env.push((COORD_ENV.into(), coordinator.addr().to_string()));

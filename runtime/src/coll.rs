@@ -45,10 +45,7 @@ fn wait_recv(e: &mut Engine, id: ReqId, expected: usize) -> MpiResult<Vec<u8>> {
     if c.status.error.is_some() || c.status.len != expected {
         return err(
             ErrorClass::Truncate,
-            format!(
-                "collective expected {expected} bytes from rank {} but the message was longer",
-                c.status.source
-            ),
+            format!("collective expected {expected} bytes from rank {} but the message was longer", c.status.source),
         );
     }
     match c.recv_buf {
@@ -78,7 +75,15 @@ fn recv(e: &mut Engine, comm: &Comm, from: i32, tag: i32, len: usize) -> MpiResu
     wait_recv(e, id, len)
 }
 
-fn sendrecv(e: &mut Engine, comm: &Comm, to: i32, send: Vec<u8>, from: i32, len: usize, tag: i32) -> MpiResult<Vec<u8>> {
+fn sendrecv(
+    e: &mut Engine,
+    comm: &Comm,
+    to: i32,
+    send: Vec<u8>,
+    from: i32,
+    len: usize,
+    tag: i32,
+) -> MpiResult<Vec<u8>> {
     let r = irecv(e, comm, from, tag, len)?;
     let s = isend(e, comm, to, tag, send)?;
     let got = wait_recv(e, r, len)?;
@@ -125,7 +130,14 @@ pub fn bcast(e: &mut Engine, comm: &Comm, root: i32, buf: &mut [u8]) -> MpiResul
 
 /// §5.9.1 `MPI_Reduce`: binomial tree. A non-commutative op is reduced towards rank 0, where
 /// every subtree covers a contiguous rank range, and then moved to `root`.
-pub fn reduce(e: &mut Engine, comm: &Comm, root: i32, input: &[u8], output: Option<&mut [u8]>, op: &dyn Reducer) -> MpiResult<()> {
+pub fn reduce(
+    e: &mut Engine,
+    comm: &Comm,
+    root: i32,
+    input: &[u8],
+    output: Option<&mut [u8]>,
+    op: &dyn Reducer,
+) -> MpiResult<()> {
     let n = comm.size();
     let tree_root = if op.commutative() { root } else { 0 };
     let rel = (comm.rank - tree_root + n) % n;
@@ -158,7 +170,8 @@ pub fn reduce(e: &mut Engine, comm: &Comm, root: i32, input: &[u8], output: Opti
     }
     if comm.rank == root {
         debug_assert!(!sent_up || tree_root != root);
-        let output = output.ok_or_else(|| crate::error::MpiError::new(ErrorClass::Buffer, "root has no receive buffer"))?;
+        let output =
+            output.ok_or_else(|| crate::error::MpiError::new(ErrorClass::Buffer, "root has no receive buffer"))?;
         output.copy_from_slice(&acc);
     }
     Ok(())
@@ -230,7 +243,10 @@ pub fn gatherv(e: &mut Engine, comm: &Comm, root: i32, mine: &[u8], lens: &[usiz
         out.push(match id {
             None => {
                 if mine.len() != lens[src] {
-                    return err(ErrorClass::Truncate, format!("root contributes {} bytes, expects {}", mine.len(), lens[src]));
+                    return err(
+                        ErrorClass::Truncate,
+                        format!("root contributes {} bytes, expects {}", mine.len(), lens[src]),
+                    );
                 }
                 mine.to_vec()
             }
@@ -267,7 +283,10 @@ pub fn allgatherv(e: &mut Engine, comm: &Comm, mine: &[u8], lens: &[usize]) -> M
     let n = comm.size();
     let r = comm.rank;
     if mine.len() != lens[r as usize] {
-        return err(ErrorClass::Truncate, format!("rank {r} contributes {} bytes, expected {}", mine.len(), lens[r as usize]));
+        return err(
+            ErrorClass::Truncate,
+            format!("rank {r} contributes {} bytes, expected {}", mine.len(), lens[r as usize]),
+        );
     }
     let mut out: Vec<Vec<u8>> = vec![Vec::new(); n as usize];
     out[r as usize] = mine.to_vec();

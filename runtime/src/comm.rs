@@ -58,8 +58,7 @@ impl Group {
     pub fn compare(&self, other: &Group) -> Comparison {
         if self.members == other.members {
             Comparison::Ident
-        } else if self.members.len() == other.members.len()
-            && self.members.iter().all(|m| other.index.contains_key(m))
+        } else if self.members.len() == other.members.len() && self.members.iter().all(|m| other.index.contains_key(m))
         {
             Comparison::Similar
         } else {
@@ -278,9 +277,12 @@ impl Comm {
 
     /// World rank of communicator rank `r`, checked.
     pub fn peer(&self, r: i32) -> MpiResult<u32> {
-        self.group
-            .world_rank(r)
-            .ok_or_else(|| crate::error::MpiError::new(ErrorClass::Rank, format!("rank {r} is not in a communicator of {}", self.size())))
+        self.group.world_rank(r).ok_or_else(|| {
+            crate::error::MpiError::new(
+                ErrorClass::Rank,
+                format!("rank {r} is not in a communicator of {}", self.size()),
+            )
+        })
     }
 
     /// Communicator rank of world rank `w` (for status fields).

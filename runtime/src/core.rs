@@ -157,7 +157,10 @@ enum RecvPhase {
     /// In the posted queue, not matched.
     Posted,
     /// Matched a rendezvous; `Cts` sent, `received` of `total` bytes arrived.
-    Receiving { total: usize, received: usize },
+    Receiving {
+        total: usize,
+        received: usize,
+    },
     Done,
 }
 
@@ -453,7 +456,10 @@ impl Core {
     /// this envelope would match from the queue, so that no other receive can take it, and
     /// returns its handle for [`Core::mrecv`] together with its envelope.
     pub fn improbe(&mut self, source: i32, ctx: u32, tag: i32) -> Option<(u64, ProbeInfo)> {
-        let i = self.unexpected.iter().position(|u| u.ctx == ctx && source_matches(source, u.src) && tag_matches(tag, u.tag))?;
+        let i = self
+            .unexpected
+            .iter()
+            .position(|u| u.ctx == ctx && source_matches(source, u.src) && tag_matches(tag, u.tag))?;
         let u = self.unexpected.remove(i).expect("index from position");
         if let UnexpectedKind::Eager { data, .. } = &u.kind {
             self.unexpected_bytes -= data.len();
@@ -470,7 +476,14 @@ impl Core {
             return err(ErrorClass::Request, format!("message {message} does not exist or was already received"));
         };
         let id = self.alloc_id();
-        let req = RecvReq { ctx: u.ctx, source: u.src as i32, tag: u.tag, buf: Some(buf), phase: RecvPhase::Posted, status: Status::default() };
+        let req = RecvReq {
+            ctx: u.ctx,
+            source: u.src as i32,
+            tag: u.tag,
+            buf: Some(buf),
+            phase: RecvPhase::Posted,
+            status: Status::default(),
+        };
         self.requests.insert(id, Req::Recv(req));
         self.match_message(id, u)?;
         Ok(id)
@@ -576,10 +589,7 @@ impl Core {
     /// Handles one frame a transport delivered from `peer`.
     pub fn handle_frame(&mut self, peer: PeerId, header: Header, payload: Vec<u8>) -> MpiResult<()> {
         if peer >= self.size || header.src != peer {
-            return err(
-                ErrorClass::Intern,
-                format!("frame claims source {} but arrived from rank {peer}", header.src),
-            );
+            return err(ErrorClass::Intern, format!("frame claims source {} but arrived from rank {peer}", header.src));
         }
         // A rejected frame consumes nothing: the epoch is checked before the sequence number.
         if header.epoch != self.epoch {
@@ -592,10 +602,7 @@ impl Core {
         if header.seq != chan.next_recv_seq {
             return err(
                 ErrorClass::Intern,
-                format!(
-                    "channel from rank {peer}: expected seq {}, got {} ({header})",
-                    chan.next_recv_seq, header.seq
-                ),
+                format!("channel from rank {peer}: expected seq {}, got {} ({header})", chan.next_recv_seq, header.seq),
             );
         }
         chan.next_recv_seq += 1;
@@ -621,20 +628,18 @@ impl Core {
             }
             FrameKind::Cts => self.handle_cts(peer, header.msg_id, header.arg)?,
             FrameKind::Data => self.handle_data(peer, header.msg_id, header.arg as usize, payload)?,
-            FrameKind::SyncAck => {
-                match self.requests.get_mut(&header.msg_id) {
-                    Some(Req::Send(s)) if matches!(s.phase, SendPhase::AwaitSyncAck) && s.peer == peer => {
-                        s.phase = SendPhase::Done;
-                        s.data = SendData::Owned(Vec::new());
-                    }
-                    _ => {
-                        return err(
-                            ErrorClass::Intern,
-                            format!("SyncAck from rank {peer} for unknown send {}", header.msg_id),
-                        )
-                    }
+            FrameKind::SyncAck => match self.requests.get_mut(&header.msg_id) {
+                Some(Req::Send(s)) if matches!(s.phase, SendPhase::AwaitSyncAck) && s.peer == peer => {
+                    s.phase = SendPhase::Done;
+                    s.data = SendData::Owned(Vec::new());
                 }
-            }
+                _ => {
+                    return err(
+                        ErrorClass::Intern,
+                        format!("SyncAck from rank {peer} for unknown send {}", header.msg_id),
+                    )
+                }
+            },
             FrameKind::Bye => self.channels[peer as usize].said_bye = true,
             FrameKind::Abort => {
                 let msg = String::from_utf8_lossy(&payload);
@@ -643,7 +648,10 @@ impl Core {
             FrameKind::Marker => {
                 let chan = &mut self.channels[peer as usize];
                 if std::mem::replace(&mut chan.marker_seen, true) {
-                    return err(ErrorClass::Intern, format!("two drain markers from rank {peer} in epoch {}", self.epoch));
+                    return err(
+                        ErrorClass::Intern,
+                        format!("two drain markers from rank {peer} in epoch {}", self.epoch),
+                    );
                 }
             }
         }
@@ -732,10 +740,7 @@ impl Core {
             return err(ErrorClass::Intern, format!("Cts from rank {peer} for unknown send {msg_id}"));
         };
         if s.peer != peer || !matches!(s.phase, SendPhase::AwaitCts) {
-            return err(
-                ErrorClass::Intern,
-                format!("Cts from rank {peer} for send {msg_id} in phase {:?}", s.phase),
-            );
+            return err(ErrorClass::Intern, format!("Cts from rank {peer} for send {msg_id} in phase {:?}", s.phase));
         }
         s.phase = SendPhase::Done;
         let data = std::mem::replace(&mut s.data, SendData::Owned(Vec::new()));
@@ -824,4 +829,3 @@ impl Core {
         self.detached = detached;
     }
 }
-

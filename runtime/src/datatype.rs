@@ -451,10 +451,7 @@ impl Builder {
             }
         }
         if self.blocks.len() >= MAX_BLOCKS {
-            return err(
-                ErrorClass::NoMem,
-                format!("{what}: the flattened type map would exceed {MAX_BLOCKS} blocks"),
-            );
+            return err(ErrorClass::NoMem, format!("{what}: the flattened type map would exceed {MAX_BLOCKS} blocks"));
         }
         self.blocks.push(b);
         Ok(())
@@ -703,7 +700,10 @@ impl Datatype {
         const WHAT: &str = "MPI_Type_create_struct";
         check_same_len(blocklens.len(), displs_bytes.len(), WHAT)?;
         if types.len() != blocklens.len() {
-            return err(ErrorClass::Arg, format!("{WHAT}: {} block lengths but {} types", blocklens.len(), types.len()));
+            return err(
+                ErrorClass::Arg,
+                format!("{WHAT}: {} block lengths but {} types", blocklens.len(), types.len()),
+            );
         }
         check_slice_count(blocklens.len(), WHAT)?;
         let mut b = Builder::new();

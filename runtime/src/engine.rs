@@ -154,10 +154,7 @@ impl Engine {
                     // (its marker arrived, so nothing more can come on this link).
                     let expected = self.core.peer_said_bye(peer) || self.core.peer_marker_seen(peer);
                     if !expected {
-                        return Err(self.fail(MpiError::new(
-                            ErrorClass::Other,
-                            format!("lost rank {peer}: {reason}"),
-                        )));
+                        return Err(self.fail(MpiError::new(ErrorClass::Other, format!("lost rank {peer}: {reason}"))));
                     }
                 }
             }

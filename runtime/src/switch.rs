@@ -34,7 +34,12 @@ pub trait Reconnect: Send {
     /// Publishes this rank's new addresses for `epoch`, learns its peers', and connects.
     /// `transport` forces a kind (`"tcp"`, for tests); `None` lets the rank choose.
     /// Returns `None` for a job of one rank.
-    fn reconnect(&mut self, epoch: u32, transport: Option<&str>, timeout: Duration) -> MpiResult<Option<Box<dyn Transport>>>;
+    fn reconnect(
+        &mut self,
+        epoch: u32,
+        transport: Option<&str>,
+        timeout: Duration,
+    ) -> MpiResult<Option<Box<dyn Transport>>>;
 }
 
 /// A step the coordinator asked for.
@@ -73,7 +78,10 @@ pub struct SwitchShared {
 
 impl std::fmt::Debug for SwitchShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SwitchShared").field("inner", &self.inner).field("pending", &self.pending).finish_non_exhaustive()
+        f.debug_struct("SwitchShared")
+            .field("inner", &self.inner)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
     }
 }
 
@@ -147,7 +155,8 @@ impl SwitchShared {
         let mut g = self.inner.lock();
         let matches = matches!(
             (&g.command, want),
-            (Some(Command::Quiesce { .. }), SwitchCommand::Quiesce) | (Some(Command::Resume { .. }), SwitchCommand::Resume)
+            (Some(Command::Quiesce { .. }), SwitchCommand::Quiesce)
+                | (Some(Command::Resume { .. }), SwitchCommand::Resume)
         );
         if !matches {
             return None;
@@ -195,7 +204,11 @@ fn log(rank: u32, msg: &str) {
 }
 
 /// Reads one line from the coordinator, or `None` after `timeout` with nothing complete.
-fn read_line(reader: &mut BufReader<TcpStream>, buf: &mut Vec<u8>, timeout: Duration) -> std::io::Result<Option<Reply>> {
+fn read_line(
+    reader: &mut BufReader<TcpStream>,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> std::io::Result<Option<Reply>> {
     reader.get_ref().set_read_timeout(Some(timeout))?;
     match reader.by_ref().take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', buf) {
         Ok(0) => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed by the coordinator")),
@@ -268,7 +281,13 @@ pub fn spawn_control_thread(
                     break Request::Report { epoch, phase: goal, millis, detail: None, transport };
                 }
                 if g.phase == SwitchPhase::Failed {
-                    break Request::Report { epoch, phase: SwitchPhase::Failed, millis: 0.0, detail: g.error.clone(), transport: None };
+                    break Request::Report {
+                        epoch,
+                        phase: SwitchPhase::Failed,
+                        millis: 0.0,
+                        detail: g.error.clone(),
+                        transport: None,
+                    };
                 }
                 drop(g);
                 shared.wait_change(Duration::from_millis(2));

@@ -109,7 +109,12 @@ fn forced_transport(flag: Option<&str>) -> MpiResult<Option<String>> {
 }
 
 impl crate::switch::Reconnect for Rewire {
-    fn reconnect(&mut self, epoch: u32, transport: Option<&str>, timeout: Duration) -> MpiResult<Option<Box<dyn Transport>>> {
+    fn reconnect(
+        &mut self,
+        epoch: u32,
+        transport: Option<&str>,
+        timeout: Duration,
+    ) -> MpiResult<Option<Box<dyn Transport>>> {
         forced_transport(transport)?;
         if self.proc.size == 1 {
             return Ok(None);
@@ -170,12 +175,19 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
     let control = match coord_addr {
         Some(addr) => {
             let secret = JobSecret::from_env().map_err(|e| boot_err("secret", e))?;
-            let client = RankClient::connect(addr, &secret, proc.rank, proc.size, &host).map_err(|e| boot_err("coordinator", e))?;
+            let client = RankClient::connect(addr, &secret, proc.rank, proc.size, &host)
+                .map_err(|e| boot_err("coordinator", e))?;
             if pmix {
                 let boot = Pmix::init().map_err(|e| boot_err("PMIx", e))?;
-                (Box::new(boot) as Box<dyn Bootstrap>, ControlPlane { control: Some(client), coordinator: Some(addr), hosted: None, secret })
+                (
+                    Box::new(boot) as Box<dyn Bootstrap>,
+                    ControlPlane { control: Some(client), coordinator: Some(addr), hosted: None, secret },
+                )
             } else {
-                (Box::new(client) as Box<dyn Bootstrap>, ControlPlane { control: None, coordinator: Some(addr), hosted: None, secret })
+                (
+                    Box::new(client) as Box<dyn Bootstrap>,
+                    ControlPlane { control: None, coordinator: Some(addr), hosted: None, secret },
+                )
             }
         }
         None if pmix => {
@@ -183,7 +195,8 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
             let hosted = if proc.rank == 0 {
                 let (s, h) = host_coordinator(proc)?;
                 boot.put(SECRET_KEY, s.as_bytes()).map_err(|e| boot_err("publish secret", e))?;
-                boot.put(COORD_KEY, h.handle.addr().to_string().as_bytes()).map_err(|e| boot_err("publish coordinator", e))?;
+                boot.put(COORD_KEY, h.handle.addr().to_string().as_bytes())
+                    .map_err(|e| boot_err("publish coordinator", e))?;
                 Some((s, h))
             } else {
                 None
@@ -201,8 +214,12 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
             let raw = boot.get(0, COORD_KEY).map_err(|e| boot_err("read coordinator address", e))?;
             let text = String::from_utf8_lossy(&raw);
             let addr: SocketAddr = text.parse().map_err(|_| boot_err("coordinator address", format!("{text:?}")))?;
-            let client = RankClient::connect(addr, &secret, proc.rank, proc.size, &host).map_err(|e| boot_err("coordinator", e))?;
-            (Box::new(boot) as Box<dyn Bootstrap>, ControlPlane { control: Some(client), coordinator: Some(addr), hosted, secret })
+            let client = RankClient::connect(addr, &secret, proc.rank, proc.size, &host)
+                .map_err(|e| boot_err("coordinator", e))?;
+            (
+                Box::new(boot) as Box<dyn Bootstrap>,
+                ControlPlane { control: Some(client), coordinator: Some(addr), hosted, secret },
+            )
         }
         None => {
             if proc.size != 1 {
@@ -216,7 +233,10 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
                 ));
             }
             let secret = JobSecret::generate().map_err(|e| boot_err("secret", e))?;
-            (Box::new(Singleton::new()) as Box<dyn Bootstrap>, ControlPlane { control: None, coordinator: None, hosted: None, secret })
+            (
+                Box::new(Singleton::new()) as Box<dyn Bootstrap>,
+                ControlPlane { control: None, coordinator: None, hosted: None, secret },
+            )
         }
     };
     let (mut bootstrap, control) = control;
@@ -241,7 +261,13 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
 
 /// Publishes this rank's TCP address for `epoch`, learns everyone else's, and connects the
 /// mesh.
-fn connect_tcp(proc: &ProcInfo, boot: &mut dyn Bootstrap, secret: &JobSecret, epoch: u32, timeout: Duration) -> MpiResult<Box<dyn Transport>> {
+fn connect_tcp(
+    proc: &ProcInfo,
+    boot: &mut dyn Bootstrap,
+    secret: &JobSecret,
+    epoch: u32,
+    timeout: Duration,
+) -> MpiResult<Box<dyn Transport>> {
     let endpoint = tcp::bind(proc.rank, data_ip()?, secret.clone()).map_err(|e| boot_err("bind", e))?;
     let addr = endpoint.local_addr().to_string();
     let key = format!("{TCP_ADDR_KEY}.{epoch}");

@@ -182,7 +182,8 @@ impl World {
         }
         let group = Arc::new(group.clone());
         // A transient communicator whose collective context is `parent.ctx + 2`.
-        let transient = Comm { coll_tag_base: (tag & 0x07FF_FFFF) << 4, ..Comm::new(parent.ctx + 1, group.clone(), rank) };
+        let transient =
+            Comm { coll_tag_base: (tag & 0x07FF_FFFF) << 4, ..Comm::new(parent.ctx + 1, group.clone(), rank) };
         let ctx = self.alloc_ctx(&transient)?;
         Ok(Comm::new(ctx, group, rank))
     }

@@ -262,7 +262,13 @@ fn long_double_min_max_are_exact() {
             let max = run(Op::Max, Primitive::LongDouble, x, y);
             let min = run(Op::Min, Primitive::LongDouble, x, y);
             // On equality (i == j, or the zeros) `in` is kept, as C's expression does.
-            let (hi, lo) = if i > j { (x, y) } else if i < j { (y, x) } else { (x, x) };
+            let (hi, lo) = if i > j {
+                (x, y)
+            } else if i < j {
+                (y, x)
+            } else {
+                (x, x)
+            };
             assert_eq!(&max[..10], &hi[..10], "max of #{i} and #{j}");
             assert_eq!(&min[..10], &lo[..10], "min of #{i} and #{j}");
         }

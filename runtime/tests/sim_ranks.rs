@@ -37,7 +37,8 @@ struct SumI64;
 impl Reducer for SumI64 {
     fn reduce(&self, input: &[u8], inout: &mut [u8]) -> MpiResult<()> {
         for (i, o) in input.chunks_exact(8).zip(inout.chunks_exact_mut(8)) {
-            let v = i64::from_le_bytes(i.try_into().unwrap()).wrapping_add(i64::from_le_bytes((&*o).try_into().unwrap()));
+            let v =
+                i64::from_le_bytes(i.try_into().unwrap()).wrapping_add(i64::from_le_bytes((&*o).try_into().unwrap()));
             o.copy_from_slice(&v.to_le_bytes());
         }
         Ok(())
@@ -126,7 +127,8 @@ fn coll_body(w: &mut World) {
     for root in 0..n {
         // Bcast, small and large.
         for len in [1usize, 1000, 3 << 20] {
-            let mut buf = if me == root { (0..len).map(|i| (i % 251) as u8 ^ root as u8).collect() } else { vec![0; len] };
+            let mut buf =
+                if me == root { (0..len).map(|i| (i % 251) as u8 ^ root as u8).collect() } else { vec![0; len] };
             coll::bcast(&mut w.engine, &comm, root, &mut buf).unwrap();
             assert!(buf.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8 ^ root as u8));
         }

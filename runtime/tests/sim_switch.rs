@@ -199,7 +199,8 @@ impl Fab {
 
     fn check_use(&mut self, me: PeerId, what: &str) {
         if self.unplugged {
-            self.violations.push(format!("rank {me} called {what} on its epoch-{} device after SafeToUnplug", self.epoch));
+            self.violations
+                .push(format!("rank {me} called {what} on its epoch-{} device after SafeToUnplug", self.epoch));
         }
         if self.dropped[me as usize] {
             self.violations.push(format!("rank {me} called {what} on a released epoch-{} endpoint", self.epoch));
@@ -307,7 +308,12 @@ impl Transport for Ep {
         TransportKind::Sim
     }
 
-    fn send(&mut self, peer: PeerId, header: &kawarimi_transports::wire::Header, payload: Payload) -> TransportResult<()> {
+    fn send(
+        &mut self,
+        peer: PeerId,
+        header: &kawarimi_transports::wire::Header,
+        payload: Payload,
+    ) -> TransportResult<()> {
         let mut f = self.fab.lock().expect("fab");
         f.check_use(self.me, "send");
         assert!((peer as usize) < f.n && peer != self.me, "send to {peer}");
@@ -348,7 +354,10 @@ impl Drop for Ep {
             let mut f = self.fab.lock().expect("fab");
             f.dropped[me] = true;
             if f.local_bytes[me] > 0 && !f.allow_loss {
-                let v = format!("rank {me} released its epoch-{} endpoint with {} bytes unwritten", f.epoch, f.local_bytes[me]);
+                let v = format!(
+                    "rank {me} released its epoch-{} endpoint with {} bytes unwritten",
+                    f.epoch, f.local_bytes[me]
+                );
                 f.violations.push(v);
             }
             f.local[me].clear();
@@ -380,7 +389,10 @@ struct Fabrics {
 impl Fabrics {
     fn fab(&mut self, epoch: u32) -> FabRef {
         let (n, clock, seed, delay) = (self.n, self.clock.clone(), self.seed, self.delay_max_us);
-        self.by_epoch.entry(epoch).or_insert_with(|| Arc::new(Mutex::new(Fab::new(epoch, n, clock, seed, delay)))).clone()
+        self.by_epoch
+            .entry(epoch)
+            .or_insert_with(|| Arc::new(Mutex::new(Fab::new(epoch, n, clock, seed, delay))))
+            .clone()
     }
 }
 
@@ -409,7 +421,12 @@ struct SimReconnect {
 }
 
 impl Reconnect for SimReconnect {
-    fn reconnect(&mut self, epoch: u32, _transport: Option<&str>, _timeout: Duration) -> MpiResult<Option<Box<dyn Transport>>> {
+    fn reconnect(
+        &mut self,
+        epoch: u32,
+        _transport: Option<&str>,
+        _timeout: Duration,
+    ) -> MpiResult<Option<Box<dyn Transport>>> {
         Ok(Some(take_endpoint(&self.fabrics, self.rank, epoch)))
     }
 }
@@ -439,7 +456,9 @@ struct Msg {
 enum CollKind {
     Barrier,
     /// Ring allgather of `len`-byte blocks, summing their checksums (an allreduce).
-    Ring { len: usize },
+    Ring {
+        len: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -540,8 +559,12 @@ enum OpState {
 enum Phase {
     Faults,
     /// A fatal fault was injected: wait for a failed switch naming one of these ranks.
-    Failing { fault: Fatal },
-    Liveness { migrations_at_start: u64 },
+    Failing {
+        fault: Fatal,
+    },
+    Liveness {
+        migrations_at_start: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -734,9 +757,16 @@ impl Sim {
             };
             msgs.push(Msg { src, dst, ctx, tag, len, sync: rng.chance(1, 5) });
         }
-        let colls: Vec<CollKind> = (0..rng.range(0, 12))
-            .map(|_| if rng.chance(1, 2) { CollKind::Barrier } else { CollKind::Ring { len: rng.range(0, 3000) as usize } })
-            .collect();
+        let colls: Vec<CollKind> =
+            (0..rng.range(0, 12))
+                .map(|_| {
+                    if rng.chance(1, 2) {
+                        CollKind::Barrier
+                    } else {
+                        CollKind::Ring { len: rng.range(0, 3000) as usize }
+                    }
+                })
+                .collect();
         let by_tag = msgs
             .iter()
             .enumerate()
@@ -801,7 +831,11 @@ impl Sim {
             let hello = Request::Hello { version: CONTROL_VERSION, rank: r, size: n, host: format!("sim{r}"), pid: r };
             sim.coord.handle_request(hello_conn(r), hello, now);
             sim.coord.handle_connect(sub_conn(r));
-            sim.coord.handle_request(sub_conn(r), Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None }, now);
+            sim.coord.handle_request(
+                sub_conn(r),
+                Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None },
+                now,
+            );
         }
         sim.coord.handle_connect(CTL_CONN);
         sim.coord.handle_request(CTL_CONN, Request::CtlHello { version: CONTROL_VERSION }, now);
@@ -840,12 +874,20 @@ impl Sim {
         let m = &self.msgs[i];
         match m.ctx {
             CTX_EXACT => m.len,
-            CTX_ANY_TAG => {
-                self.msgs.iter().filter(|x| x.dst == m.dst && x.ctx == m.ctx && x.src == m.src).map(|x| x.len).max().unwrap_or(0)
-            }
-            CTX_ANY_SRC => {
-                self.msgs.iter().filter(|x| x.dst == m.dst && x.ctx == m.ctx && x.tag == m.tag).map(|x| x.len).max().unwrap_or(0)
-            }
+            CTX_ANY_TAG => self
+                .msgs
+                .iter()
+                .filter(|x| x.dst == m.dst && x.ctx == m.ctx && x.src == m.src)
+                .map(|x| x.len)
+                .max()
+                .unwrap_or(0),
+            CTX_ANY_SRC => self
+                .msgs
+                .iter()
+                .filter(|x| x.dst == m.dst && x.ctx == m.ctx && x.tag == m.tag)
+                .map(|x| x.len)
+                .max()
+                .unwrap_or(0),
             _ => self.msgs.iter().filter(|x| x.dst == m.dst && x.ctx == m.ctx).map(|x| x.len).max().unwrap_or(0),
         }
     }
@@ -908,7 +950,11 @@ impl Sim {
                     let (dst, ctx, tag, sync) = (m.dst as i32, m.ctx, m.tag, m.sync);
                     self.stats.messages += 1;
                     self.stats.bytes += m.len as u64;
-                    self.ranks[r].engine.core.isend(dst, ctx, tag, SendData::Owned(data), sync).map(|id| (id, Pend::Send))
+                    self.ranks[r]
+                        .engine
+                        .core
+                        .isend(dst, ctx, tag, SendData::Owned(data), sync)
+                        .map(|id| (id, Pend::Send))
                 }
                 Op::Recv(i) => {
                     let m = &self.msgs[i];
@@ -923,10 +969,14 @@ impl Sim {
                     let rank = &mut self.ranks[r];
                     rank.post_pos += 1;
                     let pos = rank.post_pos;
-                    rank.engine.core.irecv(source, ctx, tag, RecvBuf::Owned(vec![0; cap])).map(|id| (id, Pend::Recv { ctx, expect, pos }))
+                    rank.engine
+                        .core
+                        .irecv(source, ctx, tag, RecvBuf::Owned(vec![0; cap]))
+                        .map(|id| (id, Pend::Recv { ctx, expect, pos }))
                 }
                 Op::Coll(c) => {
-                    self.ranks[r].coll = Some(CollRun { idx: c, round: 0, send: None, recv: None, fwd: Vec::new(), acc: 0 });
+                    self.ranks[r].coll =
+                        Some(CollRun { idx: c, round: 0, send: None, recv: None, fwd: Vec::new(), acc: 0 });
                     if let Err(e) = self.coll_post(r) {
                         self.app_failed(r, e);
                     }
@@ -1013,7 +1063,10 @@ impl Sim {
                     let block = (me + 2 * n - k - 1) % n;
                     let want = block_of(c, block, len);
                     if buf[..comp.status.len] != want[..] || comp.status.error.is_some() {
-                        self.fail(&format!("rank {me} ring {c} round {k}: block {block} corrupted ({:?})", comp.status));
+                        self.fail(&format!(
+                            "rank {me} ring {c} round {k}: block {block} corrupted ({:?})",
+                            comp.status
+                        ));
                     }
                     let run = self.ranks[r].coll.as_mut().expect("in a collective");
                     run.acc = run.acc.wrapping_add(fnv(0, &buf));
@@ -1057,7 +1110,8 @@ impl Sim {
             (_, Some(i)) => i,
             (CTX_ANY_ALL | CTX_ANY_TAG, None) => match self.by_tag.get(&(s.source as u32, s.tag)) {
                 Some(&i) => i,
-                None => self.fail(&format!("rank {me}: message from {} tag {} on ctx {ctx} was never sent", s.source, s.tag)),
+                None => self
+                    .fail(&format!("rank {me}: message from {} tag {} on ctx {ctx} was never sent", s.source, s.tag)),
             },
             _ => {
                 if s.len < 8 {
@@ -1087,7 +1141,10 @@ impl Sim {
         let after = map.range(pos + 1..).next().map(|(_, &j)| j);
         map.insert(pos, i);
         if before.is_some_and(|j| j > i) || after.is_some_and(|j| j < i) {
-            self.fail(&format!("rank {me}: message {i} from {} overtook another (neighbours {before:?}, {after:?})", m.src));
+            self.fail(&format!(
+                "rank {me}: message {i} from {} overtook another (neighbours {before:?}, {after:?})",
+                m.src
+            ));
         }
         self.note(0xDE11, i as u64);
     }
@@ -1141,7 +1198,9 @@ impl Sim {
                 if goal == SwitchPhase::Detached && phase == goal {
                     let held = self.fabrics.lock().expect("fabrics").held[r];
                     if let Some(e) = held {
-                        self.fail(&format!("rank {r} reports Detached for epoch {epoch} but holds its epoch-{e} endpoint"));
+                        self.fail(&format!(
+                            "rank {r} reports Detached for epoch {epoch} but holds its epoch-{e} endpoint"
+                        ));
                     }
                 }
                 self.note(0xBE00 + phase as u64, (r as u64) << 32 | epoch as u64);
@@ -1299,7 +1358,10 @@ impl Sim {
             OpState::Quiescing { since_us, timeout_ms } | OpState::Resuming { since_us, timeout_ms } => {
                 // The coordinator's timer guarantees an answer: silence past it is a hang.
                 if now > since_us + timeout_ms * 1000 + 1_000_000 {
-                    self.fail(&format!("no answer from the coordinator {}us after a request with a {timeout_ms} ms timeout", now - since_us));
+                    self.fail(&format!(
+                        "no answer from the coordinator {}us after a request with a {timeout_ms} ms timeout",
+                        now - since_us
+                    ));
                 }
                 false
             }
@@ -1382,7 +1444,9 @@ impl Sim {
                 if reason.starts_with("timed out") {
                     self.stats.engine_failures_reported_by_timeout += 1;
                     let silent = self.ranks.iter().position(|k| {
-                        k.engine.failure().is_some() && matches!(k.ctl, CtlState::Driving { .. }) && k.shared.phase() != SwitchPhase::Failed
+                        k.engine.failure().is_some()
+                            && matches!(k.ctl, CtlState::Driving { .. })
+                            && k.shared.phase() != SwitchPhase::Failed
                     });
                     if let (true, Some(r)) = (self.cfg.strict_failure_reports, silent) {
                         let e = self.ranks[r].engine.failure().expect("checked").to_string();
@@ -1572,13 +1636,43 @@ impl Sim {
                     let now = self.now();
                     let due = f.net.iter().filter(|q| q.front().is_some_and(|h| h.due_us <= now)).count();
                     let nonempty = f.net.iter().filter(|q| !q.is_empty()).count();
-                    let kinds: Vec<String> = f.net.iter().enumerate().filter(|(_, q)| !q.is_empty()).take(3).map(|(i, q)| format!("q{i}:{}:{:?}", q.len(), q.front().map(|h| (h.due_us, match &h.kind { NetKind::Frame(h, _) => format!("{h}"), NetKind::Close(r) => r.clone() })))).collect();
+                    let kinds: Vec<String> = f
+                        .net
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, q)| !q.is_empty())
+                        .take(3)
+                        .map(|(i, q)| {
+                            format!(
+                                "q{i}:{}:{:?}",
+                                q.len(),
+                                q.front().map(|h| (
+                                    h.due_us,
+                                    match &h.kind {
+                                        NetKind::Frame(h, _) => format!("{h}"),
+                                        NetKind::Close(r) => r.clone(),
+                                    }
+                                ))
+                            )
+                        })
+                        .collect();
                     fabs += &format!("due {due} nonempty {nonempty} active {} {kinds:?}", f.active.len());
-                    fabs += &format!("[epoch {e}: net {net} local {local} inbox {inbox} taken {:?} dropped {:?} unplugged {}]", f.taken.iter().filter(|x| **x).count(), f.dropped.iter().filter(|x| **x).count(), f.unplugged);
+                    fabs += &format!(
+                        "[epoch {e}: net {net} local {local} inbox {inbox} taken {:?} dropped {:?} unplugged {}]",
+                        f.taken.iter().filter(|x| **x).count(),
+                        f.dropped.iter().filter(|x| **x).count(),
+                        f.unplugged
+                    );
                 }
                 let outbox: Vec<bool> = self.ranks.iter().map(|k| k.engine.core.has_transmit()).collect();
-                let undone = format!("{undone:?} fabrics {fabs} outbox {outbox:?} held {:?}", self.fabrics.lock().expect("fabrics").held);
-                self.fail(&format!("no convergence after {step_limit} steps: phase {:?}, operator {:?}, unfinished ranks {undone:?}", self.phase, self.op));
+                let undone = format!(
+                    "{undone:?} fabrics {fabs} outbox {outbox:?} held {:?}",
+                    self.fabrics.lock().expect("fabrics").held
+                );
+                self.fail(&format!(
+                    "no convergence after {step_limit} steps: phase {:?}, operator {:?}, unfinished ranks {undone:?}",
+                    self.phase, self.op
+                ));
             }
             let n = self.p.n as u64;
             let did = match self.rng.below(100) {
@@ -1655,7 +1749,10 @@ impl Sim {
         for (r, rank) in self.ranks.iter().enumerate() {
             let (phase, e, live) = (rank.shared.phase(), rank.engine.core.epoch(), rank.engine.core.live_requests());
             if phase != SwitchPhase::Running || e != epoch || live != 0 || rank.ctl != CtlState::Idle {
-                self.fail(&format!("rank {r} ends {phase:?} in epoch {e} (rank 0: {epoch}) with {live} live requests, control {:?}", rank.ctl));
+                self.fail(&format!(
+                    "rank {r} ends {phase:?} in epoch {e} (rank 0: {epoch}) with {live} live requests, control {:?}",
+                    rank.ctl
+                ));
             }
         }
         if epoch != status.epoch {
@@ -1703,7 +1800,12 @@ fn ci_budget_of_migrations() {
         ranks_seen.insert(o.n);
         add(&mut total, &o.stats);
     }
-    eprintln!("sim_switch CI: {} migrations over {seeds} seeds, rank counts {ranks_seen:?}, {} s; {}", total.migrations, t0.elapsed().as_secs_f64(), summary(&total));
+    eprintln!(
+        "sim_switch CI: {} migrations over {seeds} seeds, rank counts {ranks_seen:?}, {} s; {}",
+        total.migrations,
+        t0.elapsed().as_secs_f64(),
+        summary(&total)
+    );
 }
 
 fn add(t: &mut Stats, s: &Stats) {

@@ -87,44 +87,22 @@ pub struct MPI_Status {
 }
 
 /// `MPI_User_function`: `void (*)(void *in, void *inout, int *len, MPI_Datatype *dt)`.
-pub type MPI_User_function =
-    unsafe extern "C" fn(*mut c_void, *mut c_void, *mut c_int, *mut MPI_Datatype);
+pub type MPI_User_function = unsafe extern "C" fn(*mut c_void, *mut c_void, *mut c_int, *mut MPI_Datatype);
 /// `MPI_Comm_copy_attr_function` (also MPI-1 `MPI_Copy_function`).
-pub type MPI_Comm_copy_attr_function = unsafe extern "C" fn(
-    MPI_Comm,
-    c_int,
-    *mut c_void,
-    *mut c_void,
-    *mut c_void,
-    *mut c_int,
-) -> c_int;
+pub type MPI_Comm_copy_attr_function =
+    unsafe extern "C" fn(MPI_Comm, c_int, *mut c_void, *mut c_void, *mut c_void, *mut c_int) -> c_int;
 /// `MPI_Comm_delete_attr_function` (also MPI-1 `MPI_Delete_function`).
-pub type MPI_Comm_delete_attr_function =
-    unsafe extern "C" fn(MPI_Comm, c_int, *mut c_void, *mut c_void) -> c_int;
+pub type MPI_Comm_delete_attr_function = unsafe extern "C" fn(MPI_Comm, c_int, *mut c_void, *mut c_void) -> c_int;
 /// `MPI_Type_copy_attr_function`.
-pub type MPI_Type_copy_attr_function = unsafe extern "C" fn(
-    MPI_Datatype,
-    c_int,
-    *mut c_void,
-    *mut c_void,
-    *mut c_void,
-    *mut c_int,
-) -> c_int;
+pub type MPI_Type_copy_attr_function =
+    unsafe extern "C" fn(MPI_Datatype, c_int, *mut c_void, *mut c_void, *mut c_void, *mut c_int) -> c_int;
 /// `MPI_Type_delete_attr_function`.
-pub type MPI_Type_delete_attr_function =
-    unsafe extern "C" fn(MPI_Datatype, c_int, *mut c_void, *mut c_void) -> c_int;
+pub type MPI_Type_delete_attr_function = unsafe extern "C" fn(MPI_Datatype, c_int, *mut c_void, *mut c_void) -> c_int;
 /// `MPI_Win_copy_attr_function`.
-pub type MPI_Win_copy_attr_function = unsafe extern "C" fn(
-    MPI_Win,
-    c_int,
-    *mut c_void,
-    *mut c_void,
-    *mut c_void,
-    *mut c_int,
-) -> c_int;
+pub type MPI_Win_copy_attr_function =
+    unsafe extern "C" fn(MPI_Win, c_int, *mut c_void, *mut c_void, *mut c_void, *mut c_int) -> c_int;
 /// `MPI_Win_delete_attr_function`.
-pub type MPI_Win_delete_attr_function =
-    unsafe extern "C" fn(MPI_Win, c_int, *mut c_void, *mut c_void) -> c_int;
+pub type MPI_Win_delete_attr_function = unsafe extern "C" fn(MPI_Win, c_int, *mut c_void, *mut c_void) -> c_int;
 /// MPI-1 `MPI_Copy_function`.
 pub type MPI_Copy_function = MPI_Comm_copy_attr_function;
 /// MPI-1 `MPI_Delete_function`.
@@ -144,17 +122,10 @@ pub type MPI_Grequest_free_function = unsafe extern "C" fn(*mut c_void) -> c_int
 /// `MPI_Grequest_cancel_function`.
 pub type MPI_Grequest_cancel_function = unsafe extern "C" fn(*mut c_void, c_int) -> c_int;
 /// `MPI_Datarep_extent_function`.
-pub type MPI_Datarep_extent_function =
-    unsafe extern "C" fn(MPI_Datatype, *mut MPI_Aint, *mut c_void) -> c_int;
+pub type MPI_Datarep_extent_function = unsafe extern "C" fn(MPI_Datatype, *mut MPI_Aint, *mut c_void) -> c_int;
 /// `MPI_Datarep_conversion_function`.
-pub type MPI_Datarep_conversion_function = unsafe extern "C" fn(
-    *mut c_void,
-    MPI_Datatype,
-    c_int,
-    *mut c_void,
-    MPI_Offset,
-    *mut c_void,
-) -> c_int;
+pub type MPI_Datarep_conversion_function =
+    unsafe extern "C" fn(*mut c_void, MPI_Datatype, c_int, *mut c_void, MPI_Offset, *mut c_void) -> c_int;
 
 // ------------------------------------------------------------------------------------
 // Constants (values from mpi.h, see build.rs)
@@ -242,23 +213,15 @@ impl PredefDatatype {
             D::UnsignedShort | D::Uint16 => P::U16,
             D::Int | D::Int32 | D::Integer | D::Integer4 | D::Wchar => P::I32,
             D::Unsigned | D::Uint32 => P::U32,
-            D::Long | D::LongLongInt | D::Int64 | D::Integer8 | D::Aint | D::Offset | D::Count => {
-                P::I64
-            }
+            D::Long | D::LongLongInt | D::Int64 | D::Integer8 | D::Aint | D::Offset | D::Count => P::I64,
             D::UnsignedLong | D::UnsignedLongLong | D::Uint64 => P::U64,
             D::Float | D::Real | D::Real4 => P::F32,
             D::Double | D::Real8 | D::DoublePrecision => P::F64,
             D::LongDouble => P::LongDouble,
             D::CBool | D::CxxBool => P::CBool,
             D::Logical | D::Logical4 => P::FLogical,
-            D::CFloatComplex
-            | D::CComplexLegacy
-            | D::CxxFloatComplex
-            | D::Complex
-            | D::Complex8 => P::ComplexF32,
-            D::CDoubleComplex | D::CxxDoubleComplex | D::DoubleComplex | D::Complex16 => {
-                P::ComplexF64
-            }
+            D::CFloatComplex | D::CComplexLegacy | D::CxxFloatComplex | D::Complex | D::Complex8 => P::ComplexF32,
+            D::CDoubleComplex | D::CxxDoubleComplex | D::DoubleComplex | D::Complex16 => P::ComplexF64,
             D::CLongDoubleComplex | D::CxxLongDoubleComplex => P::ComplexLongDouble,
             D::FloatInt => P::FloatInt,
             D::DoubleInt => P::DoubleInt,
@@ -300,22 +263,14 @@ struct KindTable<T: 'static> {
 
 impl<T: Copy + 'static> KindTable<T> {
     fn new(all: &'static [T], addrs: &[*const c_void]) -> Self {
-        assert_eq!(
-            all.len(),
-            addrs.len(),
-            "kawarimi: predefined handle table length mismatch"
-        );
+        assert_eq!(all.len(), addrs.len(), "kawarimi: predefined handle table length mismatch");
         let by_index: Vec<usize> = addrs.iter().map(|&p| p as usize).collect();
-        let mut sorted: Vec<(usize, T)> =
-            by_index.iter().copied().zip(all.iter().copied()).collect();
+        let mut sorted: Vec<(usize, T)> = by_index.iter().copied().zip(all.iter().copied()).collect();
         sorted.sort_by_key(|e| e.0);
         Self { by_index, sorted }
     }
     fn find(&self, addr: usize) -> Option<T> {
-        self.sorted
-            .binary_search_by_key(&addr, |e| e.0)
-            .ok()
-            .map(|i| self.sorted[i].1)
+        self.sorted.binary_search_by_key(&addr, |e| e.0).ok().map(|i| self.sorted[i].1)
     }
 }
 
@@ -361,11 +316,7 @@ macro_rules! kind_table {
         // length is right; checked against the C length here). The dynamic linker filled
         // the table before any Rust code runs.
         let (addrs, len) = unsafe { (&c_tables::$table, c_lens::$table) };
-        assert_eq!(
-            len,
-            $ty::ALL.len(),
-            concat!("kawarimi: ", stringify!($table), " length")
-        );
+        assert_eq!(len, $ty::ALL.len(), concat!("kawarimi: ", stringify!($table), " length"));
         KindTable::new($ty::ALL, &addrs[..])
     }};
 }
@@ -429,42 +380,17 @@ impl PredefinedHandles {
             all: Vec::new(),
         };
         let mut all = Vec::new();
-        all.extend(
-            t.datatype
-                .sorted
-                .iter()
-                .map(|&(a, v)| (a, Predef::Datatype(v))),
-        );
+        all.extend(t.datatype.sorted.iter().map(|&(a, v)| (a, Predef::Datatype(v))));
         all.extend(t.op.sorted.iter().map(|&(a, v)| (a, Predef::Op(v))));
         all.extend(t.comm.sorted.iter().map(|&(a, v)| (a, Predef::Comm(v))));
         all.extend(t.group.sorted.iter().map(|&(a, v)| (a, Predef::Group(v))));
-        all.extend(
-            t.request
-                .sorted
-                .iter()
-                .map(|&(a, v)| (a, Predef::Request(v))),
-        );
-        all.extend(
-            t.errhandler
-                .sorted
-                .iter()
-                .map(|&(a, v)| (a, Predef::Errhandler(v))),
-        );
+        all.extend(t.request.sorted.iter().map(|&(a, v)| (a, Predef::Request(v))));
+        all.extend(t.errhandler.sorted.iter().map(|&(a, v)| (a, Predef::Errhandler(v))));
         all.extend(t.info.sorted.iter().map(|&(a, v)| (a, Predef::Info(v))));
         all.extend(t.win.sorted.iter().map(|&(a, v)| (a, Predef::Win(v))));
         all.extend(t.file.sorted.iter().map(|&(a, v)| (a, Predef::File(v))));
-        all.extend(
-            t.message
-                .sorted
-                .iter()
-                .map(|&(a, v)| (a, Predef::Message(v))),
-        );
-        all.extend(
-            t.callback
-                .sorted
-                .iter()
-                .map(|&(a, v)| (a, Predef::Callback(v))),
-        );
+        all.extend(t.message.sorted.iter().map(|&(a, v)| (a, Predef::Message(v))));
+        all.extend(t.callback.sorted.iter().map(|&(a, v)| (a, Predef::Callback(v))));
         all.sort_by_key(|e| e.0);
         t.all = all;
         t
@@ -487,10 +413,7 @@ impl PredefinedHandles {
     /// Whatever predefined handle of any kind lives at `addr` (to report a handle of the
     /// wrong kind). O(log n) over all ~125 objects.
     pub fn classify(&self, addr: usize) -> Option<Predef> {
-        self.all
-            .binary_search_by_key(&addr, |e| e.0)
-            .ok()
-            .map(|i| self.all[i].1)
+        self.all.binary_search_by_key(&addr, |e| e.0).ok().map(|i| self.all[i].1)
     }
 
     /// `MPI_REQUEST_NULL`'s address.
@@ -587,8 +510,7 @@ impl FortranSentinel {
                     // SAFETY: `name` is a NUL-terminated static string; dlsym with
                     // RTLD_DEFAULT only searches the loaded objects and returns an address
                     // or null, never dereferencing anything of ours.
-                    let p =
-                        unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr().cast::<c_char>()) };
+                    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr().cast::<c_char>()) };
                     (!p.is_null()).then_some(p as usize)
                 })
                 .collect()
@@ -597,10 +519,7 @@ impl FortranSentinel {
 
     /// The sentinel at `addr`, if any (linear over 10 entries, after the first resolution).
     pub fn from_address(addr: usize) -> Option<FortranSentinel> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|s| s.address() == Some(addr))
+        Self::ALL.iter().copied().find(|s| s.address() == Some(addr))
     }
 }
 
@@ -665,19 +584,14 @@ mod tests {
         }
         assert_eq!(p.datatype(p.comm_handle(PredefComm::World)), None);
         assert_eq!(PredefComm::World.fortran_handle(), Some(0));
-        assert_eq!(
-            PredefDatatype::from_mpi_name("MPI_LONG_LONG"),
-            Some(PredefDatatype::LongLongInt)
-        );
+        assert_eq!(PredefDatatype::from_mpi_name("MPI_LONG_LONG"), Some(PredefDatatype::LongLongInt));
     }
 
     #[test]
     fn fortran_sentinels_resolve() {
         // libmpi.so is linked, and it defines the sentinels.
         for &s in FortranSentinel::ALL {
-            let a = s
-                .address()
-                .unwrap_or_else(|| panic!("{} not found", s.symbol()));
+            let a = s.address().unwrap_or_else(|| panic!("{} not found", s.symbol()));
             assert_eq!(FortranSentinel::from_address(a), Some(s));
         }
         assert_ne!(f_status_ignore(), 0);

@@ -189,9 +189,7 @@ fn resolve_handler(state: &State, e: &Fail, comm: Option<abi::MPI_Comm>) -> Hand
         return e.handler;
     }
     let from_comm = comm.and_then(|c| state.comm_entry(c).ok()).map(|c| c.handler);
-    from_comm
-        .or_else(|| state.comms.get(crate::state::WORLD_INDEX).map(|c| c.handler))
-        .unwrap_or(Handler::Fatal)
+    from_comm.or_else(|| state.comms.get(crate::state::WORLD_INDEX).map(|c| c.handler)).unwrap_or(Handler::Fatal)
 }
 
 /// Applies `handler` to error `e` raised by `name`; returns the code for the application.

@@ -25,5 +25,9 @@ include!(concat!(env!("OUT_DIR"), "/unimplemented.rs"));
 /// Called by the generated stubs of the functions kawarimi does not implement: it never lets
 /// such a call reach Open MPI with kawarimi's handles, and ends the job with a clear message.
 pub fn unimplemented_abort(name: &str) -> ! {
-    export::die(name, &format!("{name} is not implemented by kawarimi; refusing to call Open MPI with kawarimi handles"), 1)
+    export::die(
+        name,
+        &format!("{name} is not implemented by kawarimi; refusing to call Open MPI with kawarimi handles"),
+        1,
+    )
 }

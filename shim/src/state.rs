@@ -161,7 +161,13 @@ pub enum CopyKind {
 pub enum Finish {
     Nothing,
     /// Unpack the staged bytes into the application's buffer.
-    Unpack { dt: Arc<Datatype>, base: usize, lo: isize, hi: isize, count: usize },
+    Unpack {
+        dt: Arc<Datatype>,
+        base: usize,
+        lo: isize,
+        hi: isize,
+        count: usize,
+    },
 }
 
 /// The sends of `MPI_Bsend` are tracked so that the attached buffer's space is released
@@ -297,11 +303,11 @@ impl State {
     pub fn datatype(&mut self, h: abi::MPI_Datatype) -> Res<Arc<Datatype>> {
         let addr = h as usize;
         if let Some(i) = decode(addr, Kind::Datatype) {
-            return self
-                .datatypes
-                .get(i)
-                .cloned()
-                .ok_or_else(|| Fail { class: ErrorClass::Type, detail: format!("datatype {addr:#x} was freed"), handler: Handler::Fatal });
+            return self.datatypes.get(i).cloned().ok_or_else(|| Fail {
+                class: ErrorClass::Type,
+                detail: format!("datatype {addr:#x} was freed"),
+                handler: Handler::Fatal,
+            });
         }
         let Some(pd) = abi::predefined().datatype(addr) else {
             return fail(ErrorClass::Type, format!("{addr:#x} is not a datatype handle"));
@@ -338,11 +344,11 @@ impl State {
     pub fn op(&self, h: abi::MPI_Op) -> Res<OpEntry> {
         let addr = h as usize;
         if let Some(i) = decode(addr, Kind::Op) {
-            return self
-                .ops
-                .get(i)
-                .copied()
-                .ok_or_else(|| Fail { class: ErrorClass::Op, detail: format!("op {addr:#x} was freed"), handler: Handler::Fatal });
+            return self.ops.get(i).copied().ok_or_else(|| Fail {
+                class: ErrorClass::Op,
+                detail: format!("op {addr:#x} was freed"),
+                handler: Handler::Fatal,
+            });
         }
         use abi::PredefOp as P;
         use PredefinedOp as O;
@@ -370,11 +376,11 @@ impl State {
     pub fn group(&self, h: abi::MPI_Group) -> Res<Arc<Group>> {
         let addr = h as usize;
         if let Some(i) = decode(addr, Kind::Group) {
-            return self
-                .groups
-                .get(i)
-                .cloned()
-                .ok_or_else(|| Fail { class: ErrorClass::Group, detail: format!("group {addr:#x} was freed"), handler: Handler::Fatal });
+            return self.groups.get(i).cloned().ok_or_else(|| Fail {
+                class: ErrorClass::Group,
+                detail: format!("group {addr:#x} was freed"),
+                handler: Handler::Fatal,
+            });
         }
         match abi::predefined().group(addr) {
             Some(abi::PredefGroup::Empty) => Ok(Arc::new(Group::empty())),

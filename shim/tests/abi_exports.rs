@@ -29,28 +29,19 @@ fn in_ci() -> bool {
 /// Returns false (after printing why) when Open MPI is not installed; panics under CI.
 fn require(what: &str, present: bool) -> bool {
     if !present {
-        assert!(
-            !in_ci(),
-            "{what} is required under CI (ci/install-deps installs it)"
-        );
+        assert!(!in_ci(), "{what} is required under CI (ci/install-deps installs it)");
         eprintln!("SKIP: {what} is not installed");
     }
     present
 }
 
 fn libmpi() -> Option<PathBuf> {
-    let p = PathBuf::from(
-        std::env::var("KAWARIMI_LIBMPI").unwrap_or_else(|_| DEFAULT_LIBMPI.to_string()),
-    );
+    let p = PathBuf::from(std::env::var("KAWARIMI_LIBMPI").unwrap_or_else(|_| DEFAULT_LIBMPI.to_string()));
     p.is_file().then_some(p)
 }
 
 fn nm_defined_functions(lib: &Path) -> BTreeSet<String> {
-    let out = Command::new("nm")
-        .args(["-D", "--defined-only"])
-        .arg(lib)
-        .output()
-        .expect("run nm (binutils)");
+    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(lib).output().expect("run nm (binutils)");
     assert!(out.status.success(), "nm -D {} failed", lib.display());
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -62,13 +53,8 @@ fn nm_defined_functions(lib: &Path) -> BTreeSet<String> {
 }
 
 fn export_list() -> Vec<String> {
-    let text = std::fs::read_to_string(manifest_dir().join("ompi-4.1-exports.txt"))
-        .expect("read ompi-4.1-exports.txt");
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect()
+    let text = std::fs::read_to_string(manifest_dir().join("ompi-4.1-exports.txt")).expect("read ompi-4.1-exports.txt");
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
 }
 
 #[test]
@@ -78,19 +64,9 @@ fn a_export_list_matches_installed_libmpi() {
         return;
     };
     let script = manifest_dir().join("../ci/gen-ompi-exports");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(&lib)
-        .arg("-")
-        .output()
-        .expect("run ci/gen-ompi-exports");
-    assert!(
-        out.status.success(),
-        "ci/gen-ompi-exports failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let committed =
-        std::fs::read_to_string(manifest_dir().join("ompi-4.1-exports.txt")).expect("read list");
+    let out = Command::new("bash").arg(&script).arg(&lib).arg("-").output().expect("run ci/gen-ompi-exports");
+    assert!(out.status.success(), "ci/gen-ompi-exports failed: {}", String::from_utf8_lossy(&out.stderr));
+    let committed = std::fs::read_to_string(manifest_dir().join("ompi-4.1-exports.txt")).expect("read list");
     let fresh = String::from_utf8(out.stdout).expect("utf-8");
     if fresh != committed {
         let a: BTreeSet<&str> = committed.lines().collect();
@@ -115,11 +91,7 @@ fn built_cdylib() -> PathBuf {
         candidates.push(deps.parent().expect("profile dir").join("libkawarimi.so"));
     }
     candidates.push(deps.join("libkawarimi.so"));
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| candidates[0].clone())
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| candidates[0].clone())
 }
 
 #[test]
@@ -140,12 +112,7 @@ fn b_cdylib_exports_every_listed_name_twice() {
             }
         }
     }
-    assert!(
-        missing.is_empty(),
-        "{} does not export {} names: {missing:?}",
-        so.display(),
-        missing.len()
-    );
+    assert!(missing.is_empty(), "{} does not export {} names: {missing:?}", so.display(), missing.len());
 }
 
 #[test]
@@ -255,11 +222,7 @@ fn c_every_libmpi_handle_object_is_covered() {
         require("libmpi.so.40 (Open MPI 4.1)", false);
         return;
     };
-    let out = Command::new("nm")
-        .args(["-D", "--defined-only"])
-        .arg(&lib)
-        .output()
-        .expect("run nm");
+    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&lib).output().expect("run nm");
     let ours = all_symbols();
     let mut missing = Vec::new();
     for l in String::from_utf8_lossy(&out.stdout).lines() {
@@ -269,102 +232,36 @@ fn c_every_libmpi_handle_object_is_covered() {
         }
         let s = f[2];
         let handle_like = s.starts_with("ompi_mpi_")
-            || [
-                "ompi_request_null",
-                "ompi_message_null",
-                "ompi_message_no_proc",
-            ]
-            .contains(&s);
+            || ["ompi_request_null", "ompi_message_null", "ompi_message_no_proc"].contains(&s);
         // `*_addr`: pointers to the objects kept for the Fortran/C++ bindings.
         if handle_like && !s.ends_with("_addr") && !NOT_HANDLES.contains(&s) && !ours.contains(s) {
             missing.push(s.to_string());
         }
     }
-    assert!(
-        missing.is_empty(),
-        "predefined objects of libmpi missing from build.rs PREDEF: {missing:?}"
-    );
+    assert!(missing.is_empty(), "predefined objects of libmpi missing from build.rs PREDEF: {missing:?}");
 }
 
 /// Kinds whose predefined objects have an `MPI_<Kind>_c2f`: (C struct type, C handle type,
 /// c2f function, symbols with our Fortran value).
-type KindRows = Vec<(
-    &'static str,
-    &'static str,
-    &'static str,
-    Vec<(&'static str, Option<i32>)>,
-)>;
+type KindRows = Vec<(&'static str, &'static str, &'static str, Vec<(&'static str, Option<i32>)>)>;
 
 fn kinds() -> KindRows {
     macro_rules! rows {
         ($ty:ident) => {
-            $ty::ALL
-                .iter()
-                .map(|v| (v.symbol(), v.fortran_handle()))
-                .collect::<Vec<_>>()
+            $ty::ALL.iter().map(|v| (v.symbol(), v.fortran_handle())).collect::<Vec<_>>()
         };
     }
     vec![
-        (
-            "ompi_predefined_datatype_t",
-            "MPI_Datatype",
-            "PMPI_Type_c2f",
-            rows!(PredefDatatype),
-        ),
-        (
-            "ompi_predefined_op_t",
-            "MPI_Op",
-            "PMPI_Op_c2f",
-            rows!(PredefOp),
-        ),
-        (
-            "ompi_predefined_communicator_t",
-            "MPI_Comm",
-            "PMPI_Comm_c2f",
-            rows!(PredefComm),
-        ),
-        (
-            "ompi_predefined_group_t",
-            "MPI_Group",
-            "PMPI_Group_c2f",
-            rows!(PredefGroup),
-        ),
-        (
-            "ompi_predefined_request_t",
-            "MPI_Request",
-            "PMPI_Request_c2f",
-            rows!(PredefRequest),
-        ),
-        (
-            "ompi_predefined_errhandler_t",
-            "MPI_Errhandler",
-            "PMPI_Errhandler_c2f",
-            rows!(PredefErrhandler),
-        ),
-        (
-            "ompi_predefined_info_t",
-            "MPI_Info",
-            "PMPI_Info_c2f",
-            rows!(PredefInfo),
-        ),
-        (
-            "ompi_predefined_win_t",
-            "MPI_Win",
-            "PMPI_Win_c2f",
-            rows!(PredefWin),
-        ),
-        (
-            "ompi_predefined_file_t",
-            "MPI_File",
-            "PMPI_File_c2f",
-            rows!(PredefFile),
-        ),
-        (
-            "ompi_predefined_message_t",
-            "MPI_Message",
-            "PMPI_Message_c2f",
-            rows!(PredefMessage),
-        ),
+        ("ompi_predefined_datatype_t", "MPI_Datatype", "PMPI_Type_c2f", rows!(PredefDatatype)),
+        ("ompi_predefined_op_t", "MPI_Op", "PMPI_Op_c2f", rows!(PredefOp)),
+        ("ompi_predefined_communicator_t", "MPI_Comm", "PMPI_Comm_c2f", rows!(PredefComm)),
+        ("ompi_predefined_group_t", "MPI_Group", "PMPI_Group_c2f", rows!(PredefGroup)),
+        ("ompi_predefined_request_t", "MPI_Request", "PMPI_Request_c2f", rows!(PredefRequest)),
+        ("ompi_predefined_errhandler_t", "MPI_Errhandler", "PMPI_Errhandler_c2f", rows!(PredefErrhandler)),
+        ("ompi_predefined_info_t", "MPI_Info", "PMPI_Info_c2f", rows!(PredefInfo)),
+        ("ompi_predefined_win_t", "MPI_Win", "PMPI_Win_c2f", rows!(PredefWin)),
+        ("ompi_predefined_file_t", "MPI_File", "PMPI_File_c2f", rows!(PredefFile)),
+        ("ompi_predefined_message_t", "MPI_Message", "PMPI_Message_c2f", rows!(PredefMessage)),
     ]
 }
 
@@ -375,10 +272,7 @@ type Report = BTreeMap<String, (i32, Option<(i64, i64)>)>;
 /// Compiles and runs (under `mpirun -np 1`) a program printing, for every predefined object,
 /// `symbol c2f [size extent]`. Returns None when Open MPI's tools are absent.
 fn open_mpi_report() -> Option<Report> {
-    let have_mpicc = Command::new("mpicc")
-        .arg("--showme:version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let have_mpicc = Command::new("mpicc").arg("--showme:version").output().is_ok_and(|o| o.status.success());
     if !require("mpicc (Open MPI development files)", have_mpicc) {
         return None;
     }
@@ -389,7 +283,9 @@ fn open_mpi_report() -> Option<Report> {
             let _ = writeln!(c, "extern struct {cty} {sym};");
         }
     }
-    c.push_str("int main(int argc, char **argv) {\n    int size;\n    MPI_Aint lb, extent;\n    MPI_Init(&argc, &argv);\n");
+    c.push_str(
+        "int main(int argc, char **argv) {\n    int size;\n    MPI_Aint lb, extent;\n    MPI_Init(&argc, &argv);\n",
+    );
     // MPI_Type_size(MPI_DATATYPE_NULL) is an error: report it instead of aborting.
     c.push_str("    PMPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);\n");
     for (_, hty, c2f, rows) in &kinds {
@@ -400,10 +296,7 @@ fn open_mpi_report() -> Option<Report> {
                     "    if (PMPI_Type_size(({hty})&{sym}, &size) != MPI_SUCCESS) size = -1;\n    if (PMPI_Type_get_extent(({hty})&{sym}, &lb, &extent) != MPI_SUCCESS) extent = -1;\n    printf(\"%s %d %d %ld\\n\", \"{sym}\", (int){c2f}(({hty})&{sym}), size, (long)extent);"
                 );
             } else {
-                let _ = writeln!(
-                    c,
-                    "    printf(\"%s %d\\n\", \"{sym}\", (int){c2f}(({hty})&{sym}));"
-                );
+                let _ = writeln!(c, "    printf(\"%s %d\\n\", \"{sym}\", (int){c2f}(({hty})&{sym}));");
             }
         }
     }
@@ -414,17 +307,8 @@ fn open_mpi_report() -> Option<Report> {
     let src = dir.join("predef_report.c");
     let exe = dir.join("predef_report");
     std::fs::write(&src, c).expect("write C source");
-    let cc = Command::new("mpicc")
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("run mpicc");
-    assert!(
-        cc.status.success(),
-        "mpicc failed:\n{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    let cc = Command::new("mpicc").arg(&src).arg("-o").arg(&exe).output().expect("run mpicc");
+    assert!(cc.status.success(), "mpicc failed:\n{}", String::from_utf8_lossy(&cc.stderr));
     let run = Command::new("mpirun")
         .args(["--oversubscribe", "-np", "1"])
         .arg(&exe)
@@ -434,21 +318,13 @@ fn open_mpi_report() -> Option<Report> {
         .output()
         .expect("run mpirun");
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        run.status.success(),
-        "mpirun -np 1 failed:\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert!(run.status.success(), "mpirun -np 1 failed:\n{}", String::from_utf8_lossy(&run.stderr));
     let mut m = BTreeMap::new();
     for l in String::from_utf8_lossy(&run.stdout).lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
         if f.len() >= 2 {
-            let size = (f.len() == 4).then(|| {
-                (
-                    f[2].parse::<i64>().expect("size"),
-                    f[3].parse::<i64>().expect("extent"),
-                )
-            });
+            let size =
+                (f.len() == 4).then(|| (f[2].parse::<i64>().expect("size"), f[3].parse::<i64>().expect("extent")));
             m.insert(f[0].to_string(), (f[1].parse::<i32>().expect("c2f"), size));
         }
     }
@@ -469,9 +345,7 @@ fn c_sizes_and_fortran_handles_match_open_mpi() {
             };
             if let Some(f) = ours {
                 if f != c2f {
-                    errors.push(format!(
-                        "{sym}: Fortran handle {f} from mpif-handles.h, Open MPI's c2f says {c2f}"
-                    ));
+                    errors.push(format!("{sym}: Fortran handle {f} from mpif-handles.h, Open MPI's c2f says {c2f}"));
                 }
             }
         }
@@ -501,19 +375,11 @@ fn c_sizes_and_fortran_handles_match_open_mpi() {
             }
             PredefLayout::Special(SpecialDatatype::Lb | SpecialDatatype::Ub) => {
                 if ompi != 0 {
-                    errors.push(format!(
-                        "{}: MPI_Type_size {ompi}, expected 0",
-                        d.mpi_name()
-                    ));
+                    errors.push(format!("{}: MPI_Type_size {ompi}, expected 0", d.mpi_name()));
                 }
             }
             PredefLayout::Special(_) => {}
         }
     }
-    assert!(
-        errors.is_empty(),
-        "{} mismatches:\n{}",
-        errors.len(),
-        errors.join("\n")
-    );
+    assert!(errors.is_empty(), "{} mismatches:\n{}", errors.len(), errors.join("\n"));
 }

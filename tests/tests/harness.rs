@@ -14,11 +14,7 @@ fn build_dir() -> &'static Path {
 fn processes_running(needle: &str) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         if let Ok(cmd) = fs::read(entry.path().join("cmdline")) {
@@ -39,11 +35,7 @@ fn timeout_kills_the_whole_job() {
     let out = run(&exe, &Mode::Native, 3, Duration::from_secs(3));
     assert!(out.timed_out, "expected a timeout:\n{}", out.report());
     assert!(!out.success());
-    assert!(
-        out.elapsed < Duration::from_secs(20),
-        "killing took too long:\n{}",
-        out.report()
-    );
+    assert!(out.elapsed < Duration::from_secs(20), "killing took too long:\n{}", out.report());
     let report = out.report();
     assert!(report.contains("TIMED OUT") && report.contains("harness_hang"));
     assert!(report.contains("3 ranks") && report.contains("native"));
@@ -56,8 +48,5 @@ fn timeout_kills_the_whole_job() {
         std::thread::sleep(Duration::from_millis(100));
         left = processes_running(&needle);
     }
-    assert!(
-        left.is_empty(),
-        "processes of the job survived: {left:?}\n{report}"
-    );
+    assert!(left.is_empty(), "processes of the job survived: {left:?}\n{report}");
 }

@@ -20,7 +20,11 @@ fn hpcc() -> PathBuf {
 
 /// Runs hpcc in a fresh folder; returns its summary file's text.
 fn run(preload: bool) -> String {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hpcc-{}-{}", if preload { "kawarimi" } else { "native" }, std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "hpcc-{}-{}",
+        if preload { "kawarimi" } else { "native" },
+        std::process::id()
+    ));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     fs::copy(workspace_root().join("tests/hpcc/hpccinf.txt"), dir.join("hpccinf.txt")).unwrap();
@@ -67,7 +71,8 @@ fn check(text: &str, mode: &str) {
     assert!(!hpl.is_empty() && hpl.iter().all(|l| l.contains("PASSED")), "{mode}: HPL residual checks: {hpl:?}");
     let found: Vec<&str> = text.lines().filter(|l| l.starts_with("Found ")).collect();
     assert!(!found.is_empty() && found.iter().all(|l| l.starts_with("Found 0 errors")), "{mode}: {found:?}");
-    for key in ["HPL_Tflops", "PTRANS_GBs", "MPIRandomAccess_GUPs", "MPIFFT_Gflops", "RandomlyOrderedRingLatency_usec"] {
+    for key in ["HPL_Tflops", "PTRANS_GBs", "MPIRandomAccess_GUPs", "MPIFFT_Gflops", "RandomlyOrderedRingLatency_usec"]
+    {
         let v = text.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or("missing");
         eprintln!("hpcc {mode}: {key}={v}");
     }

@@ -160,7 +160,19 @@ impl Net {
         for br in [&cbr, &dbr] {
             // The namespaces' traffic is bridged: keep it out of the host's iptables (with
             // br_netfilter loaded, a FORWARD policy of DROP would otherwise eat it).
-            net.ip(&["link", "add", br, "type", "bridge", "nf_call_iptables", "0", "nf_call_ip6tables", "0", "nf_call_arptables", "0"])?;
+            net.ip(&[
+                "link",
+                "add",
+                br,
+                "type",
+                "bridge",
+                "nf_call_iptables",
+                "0",
+                "nf_call_ip6tables",
+                "0",
+                "nf_call_arptables",
+                "0",
+            ])?;
             net.links.push(br.clone());
             net.ip(&["link", "set", br, "addrgenmode", "none"])?;
             net.ip(&["link", "set", br, "up"])?;
@@ -171,9 +183,10 @@ impl Net {
             net.ip(&["netns", "add", &ns])?;
             net.namespaces.push(ns.clone());
             net.ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            for (kind, br, addr) in
-                [("ctl", &cbr, format!("{}/24", net.ctl_ip(i))), ("data", &dbr, format!("{}.{}/24", DATA_NETS[0], 10 + i))]
-            {
+            for (kind, br, addr) in [
+                ("ctl", &cbr, format!("{}/24", net.ctl_ip(i))),
+                ("data", &dbr, format!("{}.{}/24", DATA_NETS[0], 10 + i)),
+            ] {
                 let host_end = format!("{tag}{}{i}", &kind[..1]);
                 net.ip(&["link", "add", &host_end, "type", "veth", "peer", "name", kind, "netns", &ns])?;
                 net.links.insert(0, host_end.clone());
@@ -219,7 +232,9 @@ impl Net {
             let ours = !digits.is_empty()
                 && (tail == "c"
                     || tail == "d"
-                    || ["-", "c", "d"].iter().any(|p| tail.strip_prefix(p).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))));
+                    || ["-", "c", "d"].iter().any(|p| {
+                        tail.strip_prefix(p).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                    }));
             ours && !Path::new(&format!("/proc/{digits}")).exists()
         };
         if let Ok(list) = self.ip(&["netns", "list"]) {
@@ -264,7 +279,9 @@ impl Drop for Net {
         }
         let tag = &self.tag;
         let ours = |names: &str| {
-            names.lines().any(|l| [format!("{tag}-"), format!("{tag}c"), format!("{tag}d")].iter().any(|p| l.contains(p.as_str())))
+            names.lines().any(|l| {
+                [format!("{tag}-"), format!("{tag}c"), format!("{tag}d")].iter().any(|p| l.contains(p.as_str()))
+            })
         };
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -313,9 +330,11 @@ fn preflight(net: &Net) -> Result<(), String> {
     let data_addr = data.local_addr().unwrap();
     for i in 0..RANKS {
         in_netns(&net.ns(i), move || {
-            TcpStream::connect_timeout(&coord_addr, t).map_err(|e| format!("control network: connect {coord_addr}: {e}"))?;
+            TcpStream::connect_timeout(&coord_addr, t)
+                .map_err(|e| format!("control network: connect {coord_addr}: {e}"))?;
             if i != 0 {
-                TcpStream::connect_timeout(&data_addr, t).map_err(|e| format!("data network: connect {data_addr}: {e}"))?;
+                TcpStream::connect_timeout(&data_addr, t)
+                    .map_err(|e| format!("data network: connect {data_addr}: {e}"))?;
             }
             Ok(())
         })
@@ -490,7 +509,10 @@ fn check_data_path(pids: &[u32], coord: SocketAddr, net: usize) -> Result<String
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("no traffic on some rank's data interface on {}.0/24: tx {tx0:?} -> {tx:?}", DATA_NETS[net]));
+            return Err(format!(
+                "no traffic on some rank's data interface on {}.0/24: tx {tx0:?} -> {tx:?}",
+                DATA_NETS[net]
+            ));
         }
         thread::sleep(Duration::from_millis(20));
     }
@@ -567,15 +589,23 @@ fn ranks_move_to_new_subnets_while_detached_and_reconnect_on_them() {
         if st.epoch != net_idx as u32 {
             fail(&mut job, format!("epoch {} after migration {net_idx}", st.epoch));
         }
-        let summary = check_data_path(&pids, coord, net_idx).unwrap_or_else(|e| fail(&mut job, format!("after migration {net_idx}: {e}")));
+        let summary = check_data_path(&pids, coord, net_idx)
+            .unwrap_or_else(|e| fail(&mut job, format!("after migration {net_idx}: {e}")));
         migrations.push(took);
-        log.push(format!("migration {net_idx} to {}.0/24 in {took:?}:\n{}\n  {summary}", DATA_NETS[net_idx], out.trim_end()));
+        log.push(format!(
+            "migration {net_idx} to {}.0/24 in {took:?}:\n{}\n  {summary}",
+            DATA_NETS[net_idx],
+            out.trim_end()
+        ));
     }
     let t_migrated = t0.elapsed();
 
     let (ok, out, err) = job.finish(Duration::from_secs(90));
     let t_done = t0.elapsed();
-    assert!(ok && out.lines().any(|l| l.trim_end() == "OK stress"), "stress failed after moving networks:\nstdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        ok && out.lines().any(|l| l.trim_end() == "OK stress"),
+        "stress failed after moving networks:\nstdout:\n{out}\nstderr:\n{err}"
+    );
     drop(job);
     drop(net);
     eprintln!("{}", log.join("\n"));

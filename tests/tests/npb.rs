@@ -52,7 +52,12 @@ fn mpirun_npb(name: &str, class: &str, preload: bool) -> (bool, String) {
     if preload {
         cmd.arg("-x").arg(format!("LD_PRELOAD={}", kawarimi_lib().unwrap_or_else(|e| panic!("{e}")).display()));
     }
-    cmd.arg(bin(name)).arg(class).env_remove("LD_PRELOAD").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg(bin(name))
+        .arg(class)
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let what = format!("npb-{name} class {class} (preload={preload})");
     wait_output(cmd.spawn().unwrap(), Duration::from_secs(300), &what)
 }
@@ -94,7 +99,10 @@ fn migrate_twice(name: &str, class: &str) {
     }
     drop(ctl);
     let (ok, out, err) = job.finish(Duration::from_secs(300));
-    assert!(ok && out.contains("VERIFICATION SUCCESSFUL"), "npb-{name} class {class} after two migrations:\n{out}\n{err}");
+    assert!(
+        ok && out.contains("VERIFICATION SUCCESSFUL"),
+        "npb-{name} class {class} after two migrations:\n{out}\n{err}"
+    );
     eprintln!("migrated twice: {}", out.lines().find(|l| l.starts_with("npb=")).unwrap_or(""));
 }
 

@@ -72,7 +72,9 @@ fn holdings(pid: u32) -> Holdings {
         let Ok(target) = fs::read_link(e.unwrap().path()) else { continue };
         h.fds += 1;
         let t = target.to_string_lossy();
-        if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(inode) =
+            t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).and_then(|s| s.parse::<u64>().ok())
+        {
             if let Some(&ports) = tcp_inodes.get(&inode) {
                 h.tcp.push(ports);
             } else if unix.contains(&inode) {
@@ -81,7 +83,11 @@ fn holdings(pid: u32) -> Holdings {
         }
     }
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    h.rss_kib = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+    h.rss_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
     h.maps_with_devices = fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap()
         .lines()
@@ -109,10 +115,17 @@ fn assert_detached(pid: u32, coord_port: u16) -> Holdings {
     let allowed = pmix_ports(pid);
     let data: Vec<_> =
         h.tcp.iter().filter(|(l, r)| *r != coord_port && *l != coord_port && *r != 0 && !allowed.contains(r)).collect();
-    assert!(data.is_empty(), "rank pid {pid} holds data-path TCP sockets while quiesced: {data:?} (coordinator port {coord_port}); {h:?}");
+    assert!(
+        data.is_empty(),
+        "rank pid {pid} holds data-path TCP sockets while quiesced: {data:?} (coordinator port {coord_port}); {h:?}"
+    );
     let listening: Vec<_> = h.tcp.iter().filter(|(_, r)| *r == 0).collect();
     assert!(listening.is_empty(), "rank pid {pid} still listens while quiesced: {listening:?}");
-    assert!(h.maps_with_devices.is_empty(), "rank pid {pid} maps device memory while quiesced: {:?}", h.maps_with_devices);
+    assert!(
+        h.maps_with_devices.is_empty(),
+        "rank pid {pid} maps device memory while quiesced: {:?}",
+        h.maps_with_devices
+    );
     h
 }
 
@@ -149,7 +162,12 @@ fn stress_survives_100_migrations_without_leaking() {
         assert_eq!(a.fds, b.fds, "rank {k}: fd count changed between migrations 10 and 100: {a:?} -> {b:?}");
         // Memory may move with the program's own work; a leak per migration would show as
         // steady growth well beyond this.
-        assert!(b.rss_kib <= a.rss_kib + a.rss_kib / 4 + 8192, "rank {k}: RSS grew from {} to {} KiB", a.rss_kib, b.rss_kib);
+        assert!(
+            b.rss_kib <= a.rss_kib + a.rss_kib / 4 + 8192,
+            "rank {k}: RSS grew from {} to {} KiB",
+            a.rss_kib,
+            b.rss_kib
+        );
     }
     quiesce_ms.sort_by(f64::total_cmp);
     resume_ms.sort_by(f64::total_cmp);

@@ -6,11 +6,11 @@
 //! and can drop it at any moment to release every device resource it holds (drop order is
 //! teardown order).
 
-pub mod sim;
 pub mod auth;
 pub mod bootstrap;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod sim;
 pub mod tcp;
 pub mod wire;
 
@@ -41,7 +41,11 @@ pub enum Payload {
     Static(&'static [u8]),
     /// `len` bytes at `start` of a buffer shared by several frames (the chunks of one
     /// rendezvous message), so that cutting a message into frames copies nothing.
-    Shared { data: std::sync::Arc<Vec<u8>>, start: usize, len: usize },
+    Shared {
+        data: std::sync::Arc<Vec<u8>>,
+        start: usize,
+        len: usize,
+    },
 }
 
 impl Payload {

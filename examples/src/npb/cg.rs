@@ -64,13 +64,7 @@ fn block(n: usize, parts: usize, k: usize) -> Range<usize> {
 
 /// Exchanges `send` for `recv` with `partner`: post the receive, send, wait (the pattern of
 /// the reference code). `partner` may be this rank.
-pub(super) fn exchange(
-    world: &SimpleCommunicator,
-    partner: i32,
-    tag: i32,
-    send: &[f64],
-    recv: &mut [f64],
-) {
+pub(super) fn exchange(world: &SimpleCommunicator, partner: i32, tag: i32, send: &[f64], recv: &mut [f64]) {
     let peer = world.process_at_rank(partner);
     mpi::request::scope(|scope| {
         let req = peer.immediate_receive_into_with_tag(scope, recv, tag);
@@ -421,8 +415,7 @@ pub fn run(world: &SimpleCommunicator, class: Class) -> Result<Outcome, String> 
     details.push(format!("Error is    {err:.13e}"));
     let nz = prm.nonzer as f64;
     let mops = if t > 0.0 {
-        1.0e-6 * 2.0 * prm.niter as f64 * prm.na as f64
-            * (3.0 + nz * (nz + 1.0) + 25.0 * (5.0 + nz * (nz + 1.0)) + 3.0)
+        1.0e-6 * 2.0 * prm.niter as f64 * prm.na as f64 * (3.0 + nz * (nz + 1.0) + 25.0 * (5.0 + nz * (nz + 1.0)) + 3.0)
             / t
     } else {
         0.0

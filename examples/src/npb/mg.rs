@@ -186,11 +186,8 @@ impl<'a> Mg<'a> {
             let tag_l = 10 + 2 * a as i32; // travelling left
             let tag_r = tag_l + 1; // travelling right
             mpi::request::scope(|scope| {
-                let rl = self.world.process_at_rank(left).immediate_receive_into_with_tag(
-                    scope,
-                    &mut from_left[..],
-                    tag_r,
-                );
+                let rl =
+                    self.world.process_at_rank(left).immediate_receive_into_with_tag(scope, &mut from_left[..], tag_r);
                 let rr = self.world.process_at_rank(right).immediate_receive_into_with_tag(
                     scope,
                     &mut from_right[..],
@@ -416,9 +413,7 @@ impl<'a> Mg<'a> {
         let mut minus = Vec::with_capacity(MM);
         let (mut ib, mut is) = (0usize, 0usize);
         for _ in 0..MM {
-            for (list, ptr, out, op_max) in
-                [(&big, &mut ib, &mut plus, true), (&small, &mut is, &mut minus, false)]
-            {
+            for (list, ptr, out, op_max) in [(&big, &mut ib, &mut plus, true), (&small, &mut is, &mut minus, false)] {
                 let mine = list.get(*ptr).map_or(if op_max { 0.0 } else { 1.0 }, |c| c.0);
                 let mut best = 0.0f64;
                 let op = if op_max { SystemOperation::max() } else { SystemOperation::min() };
@@ -483,13 +478,7 @@ pub fn run(world: &SimpleCommunicator, class: Class) -> Result<Outcome, String> 
     let verified = rel_ok(rnm2, reference, EPSILON);
     let details = vec![
         format!("Size: {nx}x{nx}x{nx} (class {}), iterations: {nit}", class.letter()),
-        format!(
-            "Number of processes: {} ({}x{}x{} blocks)",
-            world.size(),
-            mg.pdims[0],
-            mg.pdims[1],
-            mg.pdims[2]
-        ),
+        format!("Number of processes: {} ({}x{}x{} blocks)", world.size(), mg.pdims[0], mg.pdims[1], mg.pdims[2]),
         format!("Initial residual: L2 {rnm2_0:.13e}, max {rnmu_0:.13e}"),
         format!("L2 Norm is  {rnm2:.13e} (max {rnmu:.6e})"),
         format!("Reference   {reference:.13e}"),

@@ -83,10 +83,22 @@ pub struct RankClient {
 }
 
 impl RankClient {
-    pub fn connect(addr: SocketAddr, secret: &JobSecret, rank: u32, size: u32, host: &str) -> TransportResult<RankClient> {
+    pub fn connect(
+        addr: SocketAddr,
+        secret: &JobSecret,
+        rank: u32,
+        size: u32,
+        host: &str,
+    ) -> TransportResult<RankClient> {
         let reply_timeout = Duration::from_secs(30);
         let mut line = Line::connect(addr, rank, secret, reply_timeout)?;
-        line.send(&Request::Hello { version: CONTROL_VERSION, rank, size, host: host.to_string(), pid: std::process::id() })?;
+        line.send(&Request::Hello {
+            version: CONTROL_VERSION,
+            rank,
+            size,
+            host: host.to_string(),
+            pid: std::process::id(),
+        })?;
         match line.recv(reply_timeout)? {
             Reply::Welcome { .. } => Ok(RankClient { line, rank, size, fence_seq: 0, reply_timeout }),
             other => Err(err(format!("expected welcome from the coordinator, got {other:?}"))),
@@ -131,7 +143,9 @@ impl Bootstrap for RankClient {
     fn get(&mut self, rank: u32, key: &str) -> TransportResult<Vec<u8>> {
         self.line.send(&Request::Get { rank, key: key.to_string() })?;
         match self.line.recv(self.reply_timeout)? {
-            Reply::Value { value: Some(v), .. } => decode_hex(&v).ok_or_else(|| err("coordinator sent a value that is not hex")),
+            Reply::Value { value: Some(v), .. } => {
+                decode_hex(&v).ok_or_else(|| err("coordinator sent a value that is not hex"))
+            }
             Reply::Value { value: None, .. } => Err(err(format!("rank {rank} published no {key:?}"))),
             other => Err(err(format!("expected a value, got {other:?}"))),
         }

@@ -179,7 +179,9 @@ impl Coordinator {
                 let job = self.job.clone();
                 self.reply(conn, Reply::Welcome { job });
             }
-            (Role::New, Request::Subscribe { version, rank, transport }) => self.subscribe(conn, version, rank, transport),
+            (Role::New, Request::Subscribe { version, rank, transport }) => {
+                self.subscribe(conn, version, rank, transport)
+            }
             (Role::New, other) => self.refuse(conn, format!("expected hello, got {other:?}")),
             (Role::Subscriber(r), Request::Report { epoch, phase, millis, detail, transport }) => {
                 if let (Some(t), Some((_, info))) = (transport, self.ranks.get_mut(&r)) {
@@ -220,16 +222,34 @@ impl Coordinator {
             return self.refuse(conn, format!("rank {rank} of {size} is not a valid place in a job"));
         }
         match self.size {
-            Some(s) if s != size => return self.refuse(conn, format!("rank {rank} says the job has {size} ranks, others said {s}")),
+            Some(s) if s != size => {
+                return self.refuse(conn, format!("rank {rank} says the job has {size} ranks, others said {s}"))
+            }
             _ => self.size = Some(size),
         }
         if let Some((_, info)) = self.ranks.get(&rank) {
             if info.connected {
-                return self.refuse(conn, format!("rank {rank} is already connected (pid {} on {})", info.pid, info.host));
+                return self
+                    .refuse(conn, format!("rank {rank} is already connected (pid {} on {})", info.pid, info.host));
             }
         }
         self.conns.insert(conn, Role::Rank(rank));
-        self.ranks.insert(rank, (conn, RankInfo { rank, host, pid, connected: true, finalized: false, switch_phase: SwitchPhase::Running, subscribed: false, transport: "?".into() }));
+        self.ranks.insert(
+            rank,
+            (
+                conn,
+                RankInfo {
+                    rank,
+                    host,
+                    pid,
+                    connected: true,
+                    finalized: false,
+                    switch_phase: SwitchPhase::Running,
+                    subscribed: false,
+                    transport: "?".into(),
+                },
+            ),
+        );
         let job = self.job.clone();
         self.reply(conn, Reply::Welcome { job });
     }
@@ -255,7 +275,14 @@ impl Coordinator {
     }
 
     /// Starts a quiesce or resume: sends the command to every rank's control thread.
-    fn start_switch(&mut self, ctl: ConnId, command: SwitchCommand, timeout_ms: u64, transport: Option<String>, now: Instant) {
+    fn start_switch(
+        &mut self,
+        ctl: ConnId,
+        command: SwitchCommand,
+        timeout_ms: u64,
+        transport: Option<String>,
+        now: Instant,
+    ) {
         let (expected, next) = match command {
             SwitchCommand::Quiesce => (JobPhase::Running, JobPhase::Quiescing),
             SwitchCommand::Resume => (JobPhase::Quiesced, JobPhase::Resuming),
@@ -266,7 +293,10 @@ impl Coordinator {
             return self.reply(ctl, Reply::SwitchFailed { epoch, missing: Vec::new(), reason: why });
         }
         let Some(size) = self.size else {
-            return self.reply(ctl, Reply::SwitchFailed { epoch, missing: Vec::new(), reason: "no rank has connected yet".into() });
+            return self.reply(
+                ctl,
+                Reply::SwitchFailed { epoch, missing: Vec::new(), reason: "no rank has connected yet".into() },
+            );
         };
         let missing: Vec<u32> = (0..size).filter(|r| !self.subs.contains_key(r)).collect();
         if !missing.is_empty() {
@@ -275,7 +305,8 @@ impl Coordinator {
         }
         let timeout = Duration::from_millis(timeout_ms.clamp(1, 24 * 3600 * 1000));
         self.phase = next;
-        self.op = Some(SwitchOp { command, epoch, ctl, started: now, deadline: now + timeout, reported: BTreeMap::new() });
+        self.op =
+            Some(SwitchOp { command, epoch, ctl, started: now, deadline: now + timeout, reported: BTreeMap::new() });
         let subs: Vec<ConnId> = self.subs.values().copied().collect();
         for conn in subs {
             self.reply(conn, Reply::Command { command, epoch, transport: transport.clone() });
@@ -339,7 +370,8 @@ impl Coordinator {
             return self.refuse(conn, format!("key or value of rank {rank} too long"));
         }
         if keys >= self.config.max_keys_per_rank && !self.kv.contains_key(&(rank, key.clone())) {
-            return self.refuse(conn, format!("rank {rank} published more than {} keys", self.config.max_keys_per_rank));
+            return self
+                .refuse(conn, format!("rank {rank} published more than {} keys", self.config.max_keys_per_rank));
         }
         self.kv.insert((rank, key), value);
     }
@@ -446,7 +478,11 @@ mod tests {
 
     fn hello(c: &mut Coordinator, conn: ConnId, rank: u32, size: u32, now: Instant) {
         c.handle_connect(conn);
-        c.handle_request(conn, Request::Hello { version: CONTROL_VERSION, rank, size, host: "h".into(), pid: 100 + rank }, now);
+        c.handle_request(
+            conn,
+            Request::Hello { version: CONTROL_VERSION, rank, size, host: "h".into(), pid: 100 + rank },
+            now,
+        );
         assert_eq!(c.poll_reply(), Some((conn, Reply::Welcome { job: "j".into() })));
     }
 
@@ -499,7 +535,9 @@ mod tests {
         hello(&mut c, 1, 1, 2, now);
         c.handle_request(0, Request::Fence { seq: 1 }, now);
         c.handle_disconnect(1);
-        assert!(matches!(c.poll_reply(), Some((0, Reply::FenceFailed { ref missing, ref reason, .. })) if missing == &vec![1] && reason.contains("rank 1 disconnected")));
+        assert!(
+            matches!(c.poll_reply(), Some((0, Reply::FenceFailed { ref missing, ref reason, .. })) if missing == &vec![1] && reason.contains("rank 1 disconnected"))
+        );
         assert!(!c.status().ranks[1].connected);
     }
 
@@ -515,11 +553,21 @@ mod tests {
         assert_eq!(c.poll_close(), Some(9));
         // Inconsistent size, duplicate rank, wrong version.
         c.handle_connect(10);
-        c.handle_request(10, Request::Hello { version: CONTROL_VERSION, rank: 1, size: 3, host: "x".into(), pid: 1 }, now);
+        c.handle_request(
+            10,
+            Request::Hello { version: CONTROL_VERSION, rank: 1, size: 3, host: "x".into(), pid: 1 },
+            now,
+        );
         assert!(matches!(c.poll_reply(), Some((10, Reply::Error { ref message })) if message.contains("3 ranks")));
         c.handle_connect(11);
-        c.handle_request(11, Request::Hello { version: CONTROL_VERSION, rank: 0, size: 2, host: "x".into(), pid: 1 }, now);
-        assert!(matches!(c.poll_reply(), Some((11, Reply::Error { ref message })) if message.contains("already connected")));
+        c.handle_request(
+            11,
+            Request::Hello { version: CONTROL_VERSION, rank: 0, size: 2, host: "x".into(), pid: 1 },
+            now,
+        );
+        assert!(
+            matches!(c.poll_reply(), Some((11, Reply::Error { ref message })) if message.contains("already connected"))
+        );
         c.handle_connect(12);
         c.handle_request(12, Request::CtlHello { version: 99 }, now);
         assert!(matches!(c.poll_reply(), Some((12, Reply::Error { .. }))));
@@ -534,6 +582,8 @@ mod tests {
         assert!(matches!(c.poll_reply(), Some((14, Reply::Error { .. }))));
         // The rank that was connected is still there and still served.
         c.handle_request(0, Request::Status {}, now);
-        assert!(matches!(c.poll_reply(), Some((0, Reply::Status { ref status })) if status.ranks[0].connected && status.size == Some(2)));
+        assert!(
+            matches!(c.poll_reply(), Some((0, Reply::Status { ref status })) if status.ranks[0].connected && status.size == Some(2))
+        );
     }
 }

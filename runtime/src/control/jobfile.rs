@@ -80,7 +80,9 @@ impl JobFile {
     pub fn find(job: Option<&str>) -> Result<JobFile, String> {
         let jobs = Self::list().map_err(|e| format!("cannot read the job directory: {e}"))?;
         match job {
-            Some(name) => jobs.into_iter().find(|j| j.job == name).ok_or_else(|| format!("no running job named {name}")),
+            Some(name) => {
+                jobs.into_iter().find(|j| j.job == name).ok_or_else(|| format!("no running job named {name}"))
+            }
             None => match jobs.len() {
                 0 => Err("no running kawarimi job of this user on this host".into()),
                 1 => Ok(jobs.into_iter().next().expect("one job")),

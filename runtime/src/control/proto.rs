@@ -79,20 +79,54 @@ pub enum SwitchPhase {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Reply {
-    Welcome { job: String },
-    FenceDone { seq: u64 },
-    FenceFailed { seq: u64, missing: Vec<u32>, reason: String },
-    Value { rank: u32, key: String, value: Option<String> },
-    Status { status: JobStatus },
-    Error { message: String },
+    Welcome {
+        job: String,
+    },
+    FenceDone {
+        seq: u64,
+    },
+    FenceFailed {
+        seq: u64,
+        missing: Vec<u32>,
+        reason: String,
+    },
+    Value {
+        rank: u32,
+        key: String,
+        value: Option<String>,
+    },
+    Status {
+        status: JobStatus,
+    },
+    Error {
+        message: String,
+    },
     /// Pushed to a rank's subscription: start a switch step.
-    Command { command: SwitchCommand, epoch: u32, transport: Option<String> },
+    Command {
+        command: SwitchCommand,
+        epoch: u32,
+        transport: Option<String>,
+    },
     /// Every rank has drained and released its devices.
-    SafeToUnplug { epoch: u32, ranks: u32, total_ms: f64, slowest_rank_ms: f64 },
+    SafeToUnplug {
+        epoch: u32,
+        ranks: u32,
+        total_ms: f64,
+        slowest_rank_ms: f64,
+    },
     /// Every rank has reconnected and runs again.
-    Resumed { epoch: u32, ranks: u32, total_ms: f64, slowest_rank_ms: f64 },
+    Resumed {
+        epoch: u32,
+        ranks: u32,
+        total_ms: f64,
+        slowest_rank_ms: f64,
+    },
     /// A switch step could not finish; `missing` names the ranks that did not report.
-    SwitchFailed { epoch: u32, missing: Vec<u32>, reason: String },
+    SwitchFailed {
+        epoch: u32,
+        missing: Vec<u32>,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

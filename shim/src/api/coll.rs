@@ -156,7 +156,14 @@ fn call_user_op(u: UserOp, dt: &Datatype, dt_handle: MPI_Datatype, input: &[u8],
     dt.unpack(inout, &mut b, origin, count)?;
     // SAFETY: `a` and `b` each hold `count` elements of `dt` in memory form, addressed from
     // `origin`, as the function expects.
-    unsafe { (u.function)(a.as_mut_ptr().add(origin) as *mut c_void, b.as_mut_ptr().add(origin) as *mut c_void, &mut len, &mut h) };
+    unsafe {
+        (u.function)(
+            a.as_mut_ptr().add(origin) as *mut c_void,
+            b.as_mut_ptr().add(origin) as *mut c_void,
+            &mut len,
+            &mut h,
+        )
+    };
     let mut packed = Vec::with_capacity(inout.len());
     dt.pack(&b, origin, count, &mut packed);
     inout.copy_from_slice(&packed);
@@ -189,7 +196,11 @@ unsafe fn reduce_into(
             run(s, bytes).map_err(to_fail)
         }
         None => {
-            let source = if in_place(sendbuf) { Typed { addr: recv.addr, count: recv.count, dt: recv.dt.clone() } } else { recv.at(sendbuf as isize - recv.addr as isize, recv.count) };
+            let source = if in_place(sendbuf) {
+                Typed { addr: recv.addr, count: recv.count, dt: recv.dt.clone() }
+            } else {
+                recv.at(sendbuf as isize - recv.addr as isize, recv.count)
+            };
             // SAFETY: per the contract.
             let mut packed = unsafe { source.pack()? };
             run(s, &mut packed).map_err(to_fail)?;

@@ -47,7 +47,8 @@ fn add_comm(s: &mut State, parent: MPI_Comm, comm: Option<Comm>, copy_attrs: boo
     let handler = s.comms.get(parent_i).expect("checked").handler;
     let h = s.new_comm(comm, handler)?;
     if copy_attrs {
-        let attrs: Vec<(i32, usize)> = s.comms.get(parent_i).expect("checked").attrs.iter().map(|(&k, &v)| (k, v)).collect();
+        let attrs: Vec<(i32, usize)> =
+            s.comms.get(parent_i).expect("checked").attrs.iter().map(|(&k, &v)| (k, v)).collect();
         let new_i = s.comm_index(h)?;
         for (k, v) in attrs {
             let Some(kv) = s.keyvals.get(&k).copied() else { continue };
@@ -61,7 +62,14 @@ fn add_comm(s: &mut State, parent: MPI_Comm, comm: Option<Comm>, copy_attrs: boo
                     // SAFETY: the application's copy callback (§6.7.2) with the arguments it
                     // expects; the output pointers are locals that outlive the call.
                     let rc = unsafe {
-                        f(parent, k, kv.extra_state as *mut c_void, v as *mut c_void, &mut new_val as *mut usize as *mut c_void, &mut flag)
+                        f(
+                            parent,
+                            k,
+                            kv.extra_state as *mut c_void,
+                            v as *mut c_void,
+                            &mut new_val as *mut usize as *mut c_void,
+                            &mut flag,
+                        )
                     };
                     if rc != abi::MPI_SUCCESS {
                         return fail(ErrorClass::Other, format!("attribute copy callback of keyval {k} returned {rc}"));
@@ -122,7 +130,13 @@ fn cart_of(s: &State, comm: MPI_Comm) -> Res<(std::sync::Arc<Comm>, Cartesian)> 
     }
 }
 
-fn group_op(group1: MPI_Group, group2: MPI_Group, newgroup: *mut MPI_Group, name: &'static str, f: fn(&Group, &Group) -> kawarimi_runtime::error::MpiResult<Group>) -> c_int {
+fn group_op(
+    group1: MPI_Group,
+    group2: MPI_Group,
+    newgroup: *mut MPI_Group,
+    name: &'static str,
+    f: fn(&Group, &Group) -> kawarimi_runtime::error::MpiResult<Group>,
+) -> c_int {
     call(name, None, |s| {
         let (a, b) = (s.group(group1)?, s.group(group2)?);
         let g = s.new_group(f(&a, &b)?)?;
@@ -131,7 +145,13 @@ fn group_op(group1: MPI_Group, group2: MPI_Group, newgroup: *mut MPI_Group, name
     })
 }
 
-fn keyval_create(s: &mut State, copy: Option<abi::MPI_Comm_copy_attr_function>, delete: Option<abi::MPI_Comm_delete_attr_function>, keyval: *mut c_int, extra_state: *mut c_void) -> Res<()> {
+fn keyval_create(
+    s: &mut State,
+    copy: Option<abi::MPI_Comm_copy_attr_function>,
+    delete: Option<abi::MPI_Comm_delete_attr_function>,
+    keyval: *mut c_int,
+    extra_state: *mut c_void,
+) -> Res<()> {
     let p = abi::predefined();
     let copy_addr = copy.map_or(0, |f| f as usize);
     let copy_kind = match p.callback(copy_addr) {
@@ -169,7 +189,13 @@ fn set_attr(s: &mut State, comm: MPI_Comm, keyval: c_int, value: usize) -> Res<(
 
 /// # Safety
 /// `attribute_val` must be writable as a `void*`, `flag` as an int.
-unsafe fn get_attr(s: &mut State, comm: MPI_Comm, keyval: c_int, attribute_val: *mut c_void, flag: *mut c_int) -> Res<()> {
+unsafe fn get_attr(
+    s: &mut State,
+    comm: MPI_Comm,
+    keyval: c_int,
+    attribute_val: *mut c_void,
+    flag: *mut c_int,
+) -> Res<()> {
     if let Some(a) = predefined_attr(keyval) {
         if keyval == abi::MPI_UNIVERSE_SIZE {
             ATTR_UNIVERSE_SIZE.store(s.world()?.proc.size as i32, Ordering::Relaxed);

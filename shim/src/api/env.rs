@@ -2,13 +2,13 @@
 
 use std::ffi::{c_char, c_double, c_int, c_void};
 
-use kawarimi_runtime::error::ErrorClass;
 use kawarimi_runtime::engine::EngineSwitch;
+use kawarimi_runtime::error::ErrorClass;
 use kawarimi_runtime::switch::{spawn_control_thread, SwitchShared};
 use kawarimi_runtime::wireup;
 use kawarimi_runtime::world::{World, WIREUP_TIMEOUT};
 
-use crate::abi::{self, MPI_Comm, MPI_Errhandler, MPI_Info, MPI_Aint};
+use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Errhandler, MPI_Info};
 use crate::export::{call, class_code, code_class, die};
 use crate::mem::{c_string, out};
 use crate::state::{fail, CommEntry, Fail, Handler, Res, State, UserError, STATE};
@@ -32,12 +32,25 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
     world.engine.refresh_waker();
     if let Some(addr) = wired.control.coordinator {
         // The control thread takes switch commands even while the application computes.
-        spawn_control_thread(addr, &wired.control.secret, rank, shared, Box::new(poke))
-            .map_err(|e| Fail { class: ErrorClass::Other, detail: format!("control thread: {e}"), handler: Handler::Fatal })?;
+        spawn_control_thread(addr, &wired.control.secret, rank, shared, Box::new(poke)).map_err(|e| Fail {
+            class: ErrorClass::Other,
+            detail: format!("control thread: {e}"),
+            handler: Handler::Fatal,
+        })?;
     }
     world.control = Some(wired.control);
-    let world_entry = CommEntry { comm: world.world.clone(), handler: Handler::Fatal, name: "MPI_COMM_WORLD".into(), attrs: Default::default() };
-    let self_entry = CommEntry { comm: world.self_comm.clone(), handler: Handler::Fatal, name: "MPI_COMM_SELF".into(), attrs: Default::default() };
+    let world_entry = CommEntry {
+        comm: world.world.clone(),
+        handler: Handler::Fatal,
+        name: "MPI_COMM_WORLD".into(),
+        attrs: Default::default(),
+    };
+    let self_entry = CommEntry {
+        comm: world.self_comm.clone(),
+        handler: Handler::Fatal,
+        name: "MPI_COMM_SELF".into(),
+        attrs: Default::default(),
+    };
     let w = s.comms.insert(world_entry);
     let me = s.comms.insert(self_entry);
     assert_eq!((w, me), (Some(crate::state::WORLD_INDEX), Some(crate::state::SELF_INDEX)));

@@ -209,7 +209,14 @@ pub struct FortranKeyval {
 }
 
 /// The C copy callback registered for a Fortran keyval: calls the Fortran one.
-unsafe extern "C" fn f_copy_trampoline(oldcomm: MPI_Comm, keyval: c_int, extra_state: *mut c_void, attr_in: *mut c_void, attr_out: *mut c_void, flag: *mut c_int) -> c_int {
+unsafe extern "C" fn f_copy_trampoline(
+    oldcomm: MPI_Comm,
+    keyval: c_int,
+    extra_state: *mut c_void,
+    attr_in: *mut c_void,
+    attr_out: *mut c_void,
+    flag: *mut c_int,
+) -> c_int {
     // SAFETY: `extra_state` is the leaked FortranKeyval this keyval was registered with.
     let kv = unsafe { &*(extra_state as *const FortranKeyval) };
     let Some(f) = kv.copy else {
@@ -219,7 +226,8 @@ unsafe extern "C" fn f_copy_trampoline(oldcomm: MPI_Comm, keyval: c_int, extra_s
     };
     // SAFETY: converting a kawarimi handle reads no memory.
     let mut fcomm = unsafe { fortran::Comm_c2f(oldcomm) };
-    let (mut k, mut extra, mut vin, mut vout, mut fflag, mut ierr) = (keyval, kv.extra_state, attr_in as MPI_Aint, 0, 0, abi::MPI_SUCCESS);
+    let (mut k, mut extra, mut vin, mut vout, mut fflag, mut ierr) =
+        (keyval, kv.extra_state, attr_in as MPI_Aint, 0, 0, abi::MPI_SUCCESS);
     // SAFETY: the application's Fortran copy function with references to locals that
     // outlive the call, as Open MPI calls it (ompi/attribute/attribute.c, aint branch).
     unsafe { f(&mut fcomm, &mut k, &mut extra, &mut vin, &mut vout, &mut fflag, &mut ierr) };
@@ -234,7 +242,12 @@ unsafe extern "C" fn f_copy_trampoline(oldcomm: MPI_Comm, keyval: c_int, extra_s
 }
 
 /// The C delete callback registered for a Fortran keyval: calls the Fortran one.
-unsafe extern "C" fn f_delete_trampoline(comm: MPI_Comm, keyval: c_int, attr: *mut c_void, extra_state: *mut c_void) -> c_int {
+unsafe extern "C" fn f_delete_trampoline(
+    comm: MPI_Comm,
+    keyval: c_int,
+    attr: *mut c_void,
+    extra_state: *mut c_void,
+) -> c_int {
     // SAFETY: as in f_copy_trampoline.
     let kv = unsafe { &*(extra_state as *const FortranKeyval) };
     let Some(f) = kv.delete else { return abi::MPI_SUCCESS };
@@ -248,7 +261,16 @@ unsafe extern "C" fn f_delete_trampoline(comm: MPI_Comm, keyval: c_int, attr: *m
 
 /// Whether `keyval` is a predefined attribute, whose C value is a pointer to `int`.
 fn predefined_keyval(keyval: c_int) -> bool {
-    [abi::MPI_TAG_UB, abi::MPI_HOST, abi::MPI_IO, abi::MPI_WTIME_IS_GLOBAL, abi::MPI_APPNUM, abi::MPI_UNIVERSE_SIZE, abi::MPI_LASTUSEDCODE].contains(&keyval)
+    [
+        abi::MPI_TAG_UB,
+        abi::MPI_HOST,
+        abi::MPI_IO,
+        abi::MPI_WTIME_IS_GLOBAL,
+        abi::MPI_APPNUM,
+        abi::MPI_UNIVERSE_SIZE,
+        abi::MPI_LASTUSEDCODE,
+    ]
+    .contains(&keyval)
 }
 
 /// Reads an attribute as Fortran sees it: the integer itself for predefined attributes,

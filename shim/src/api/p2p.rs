@@ -11,7 +11,7 @@ use kawarimi_runtime::error::ErrorClass;
 use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Request, MPI_Status};
 use crate::export::call;
 use crate::mem::{out, user_bytes, user_bytes_mut};
-use crate::state::{fail, Fail, Finish, Handler, Res, RequestEntry, State};
+use crate::state::{fail, Fail, Finish, Handler, RequestEntry, Res, State};
 
 /// The largest tag kawarimi carries (`MPI_TAG_UB`): the wire's tag field is an i32.
 pub const TAG_UB: c_int = i32::MAX;
@@ -124,7 +124,16 @@ fn check_rank(comm: &Comm, r: c_int, recv: bool) -> Res<()> {
 /// A request that is complete from the start (`MPI_PROC_NULL`, §3.11).
 fn proc_null_request(comm: Arc<Comm>, handler: Handler, is_recv: bool) -> RequestEntry {
     let st = Status { source: abi::MPI_PROC_NULL, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None };
-    RequestEntry { core: None, done: Some(st), comm, handler, is_recv, finish: Finish::Nothing, bsend_bytes: 0, persistent: None }
+    RequestEntry {
+        core: None,
+        done: Some(st),
+        comm,
+        handler,
+        is_recv,
+        finish: Finish::Nothing,
+        bsend_bytes: 0,
+        persistent: None,
+    }
 }
 
 fn with_handler<T>(r: Res<T>, handler: Handler) -> Res<T> {
@@ -209,9 +218,27 @@ unsafe fn post_send_checked(
         // and the buffer space is released when the transfer ends (`reap_bsends`).
         s.bsend_pending.push((id, bsend_bytes));
         let done = Some(Status::default());
-        return Ok(RequestEntry { core: None, done, comm, handler, is_recv: false, finish: Finish::Nothing, bsend_bytes, persistent: None });
+        return Ok(RequestEntry {
+            core: None,
+            done,
+            comm,
+            handler,
+            is_recv: false,
+            finish: Finish::Nothing,
+            bsend_bytes,
+            persistent: None,
+        });
     }
-    Ok(RequestEntry { core: Some(id), done: None, comm, handler, is_recv: false, finish: Finish::Nothing, bsend_bytes, persistent: None })
+    Ok(RequestEntry {
+        core: Some(id),
+        done: None,
+        comm,
+        handler,
+        is_recv: false,
+        finish: Finish::Nothing,
+        bsend_bytes,
+        persistent: None,
+    })
 }
 
 /// Starts a receive.
@@ -241,7 +268,16 @@ pub unsafe fn post_recv(
         let src = if source == abi::MPI_ANY_SOURCE { ANY_SOURCE } else { comm.peer(source)? as i32 };
         let tag = if tag == abi::MPI_ANY_TAG { ANY_TAG } else { tag };
         let id = s.world()?.engine.core.irecv(src, comm.ctx, tag, target)?;
-        Ok(RequestEntry { core: Some(id), done: None, comm: comm.clone(), handler, is_recv: true, finish, bsend_bytes: 0, persistent: None })
+        Ok(RequestEntry {
+            core: Some(id),
+            done: None,
+            comm: comm.clone(),
+            handler,
+            is_recv: true,
+            finish,
+            bsend_bytes: 0,
+            persistent: None,
+        })
     })();
     with_handler(r, handler)
 }
@@ -598,7 +634,9 @@ unsafe fn persistent_init(name: &'static str, p: Persistent, request: *mut MPI_R
 /// `MPI_Start` of the persistent request at table index `i` (§3.9).
 pub fn start(s: &mut State, i: usize) -> Res<()> {
     let e = s.requests.get(i).expect("checked index");
-    let Some(p) = e.persistent else { return fail(ErrorClass::Request, "MPI_Start of a request that is not persistent") };
+    let Some(p) = e.persistent else {
+        return fail(ErrorClass::Request, "MPI_Start of a request that is not persistent");
+    };
     if !e.is_inactive() {
         return fail(ErrorClass::Request, "MPI_Start of a persistent request that is still active");
     }

@@ -144,7 +144,8 @@ unsafe fn all(s: &mut State, b: Batch<'_>, statuses: *mut MPI_Status, block: boo
         w.engine.progress()?;
         for i in b.indices.iter().flatten() {
             let e = s.requests.get(*i).expect("checked");
-            let done = e.done.is_some() || e.core.is_some_and(|id| s.world.as_ref().is_some_and(|w| w.engine.core.is_complete(id)));
+            let done = e.done.is_some()
+                || e.core.is_some_and(|id| s.world.as_ref().is_some_and(|w| w.engine.core.is_complete(id)));
             if !done {
                 return Ok(false);
             }
@@ -197,7 +198,8 @@ fn any(s: &mut State, b: &mut Batch<'_>, block: bool) -> Res<Option<(usize, Comp
         for (k, idx) in b.indices.iter().enumerate() {
             let Some(i) = *idx else { continue };
             let e = s.requests.get(i).expect("checked");
-            let done = e.done.is_some() || e.core.is_some_and(|id| s.world.as_ref().is_some_and(|w| w.engine.core.is_complete(id)));
+            let done = e.done.is_some()
+                || e.core.is_some_and(|id| s.world.as_ref().is_some_and(|w| w.engine.core.is_complete(id)));
             if done {
                 let c = complete(s, i, &mut b.handles[k], true)?.expect("complete");
                 return Ok(Some((k, c)));
@@ -600,7 +602,13 @@ fn message_null() -> MPI_Message {
 }
 
 /// `MPI_(I)mprobe`: takes the first matching message out of the queue into a message handle.
-fn matched_probe(s: &mut State, source: c_int, tag: c_int, comm: MPI_Comm, block: bool) -> Res<Option<(MPI_Message, Status)>> {
+fn matched_probe(
+    s: &mut State,
+    source: c_int,
+    tag: c_int,
+    comm: MPI_Comm,
+    block: bool,
+) -> Res<Option<(MPI_Message, Status)>> {
     let (c, handler) = comm_of(s, comm)?;
     if source == abi::MPI_PROC_NULL {
         let no_proc = abi::predefined().message_handle(abi::PredefMessage::NoProc) as MPI_Message;
@@ -629,7 +637,13 @@ fn matched_probe(s: &mut State, source: c_int, tag: c_int, comm: MPI_Comm, block
 /// # Safety
 /// `buf` must obey the receive-buffer rule until completion; `message` must point to a
 /// message handle.
-unsafe fn post_mrecv(s: &mut State, buf: *mut c_void, count: c_int, datatype: MPI_Datatype, message: *mut MPI_Message) -> Res<RequestEntry> {
+unsafe fn post_mrecv(
+    s: &mut State,
+    buf: *mut c_void,
+    count: c_int,
+    datatype: MPI_Datatype,
+    message: *mut MPI_Message,
+) -> Res<RequestEntry> {
     if message.is_null() {
         return fail(ErrorClass::Arg, "NULL message pointer");
     }
@@ -641,7 +655,16 @@ unsafe fn post_mrecv(s: &mut State, buf: *mut c_void, count: c_int, datatype: MP
         unsafe { *message = message_null() };
         let st = Status { source: abi::MPI_PROC_NULL, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None };
         let world = s.world()?.world.clone();
-        return Ok(RequestEntry { core: None, done: Some(st), comm: world, handler: crate::state::Handler::Fatal, is_recv: true, finish: Finish::Nothing, bsend_bytes: 0, persistent: None });
+        return Ok(RequestEntry {
+            core: None,
+            done: Some(st),
+            comm: world,
+            handler: crate::state::Handler::Fatal,
+            is_recv: true,
+            finish: Finish::Nothing,
+            bsend_bytes: 0,
+            persistent: None,
+        });
     }
     let Some(i) = decode(h, Kind::Message) else {
         return fail(ErrorClass::Request, format!("{h:#x} is not a message handle"));
@@ -654,13 +677,28 @@ unsafe fn post_mrecv(s: &mut State, buf: *mut c_void, count: c_int, datatype: MP
     let core_id = s.world()?.engine.core.mrecv(id, target)?;
     // SAFETY: as above.
     unsafe { *message = message_null() };
-    Ok(RequestEntry { core: Some(core_id), done: None, comm, handler, is_recv: true, finish, bsend_bytes: 0, persistent: None })
+    Ok(RequestEntry {
+        core: Some(core_id),
+        done: None,
+        comm,
+        handler,
+        is_recv: true,
+        finish,
+        bsend_bytes: 0,
+        persistent: None,
+    })
 }
 
 fn probe(s: &mut State, source: c_int, tag: c_int, comm: MPI_Comm, block: bool) -> Res<Option<Status>> {
     let (comm, _) = comm_of(s, comm)?;
     if source == abi::MPI_PROC_NULL {
-        return Ok(Some(Status { source: abi::MPI_PROC_NULL, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None }));
+        return Ok(Some(Status {
+            source: abi::MPI_PROC_NULL,
+            tag: abi::MPI_ANY_TAG,
+            len: 0,
+            cancelled: false,
+            error: None,
+        }));
     }
     if tag < 0 && tag != abi::MPI_ANY_TAG {
         return fail(ErrorClass::Tag, format!("tag {tag} is negative"));
@@ -674,5 +712,11 @@ fn probe(s: &mut State, source: c_int, tag: c_int, comm: MPI_Comm, block: bool) 
         w.engine.block_until(|c| c.iprobe(src, comm.ctx, tag).is_some())?;
         found = w.engine.core.iprobe(src, comm.ctx, tag);
     }
-    Ok(found.map(|p| Status { source: comm.rank_of_world(p.source as u32), tag: p.tag, len: p.len, cancelled: false, error: None }))
+    Ok(found.map(|p| Status {
+        source: comm.rank_of_world(p.source as u32),
+        tag: p.tag,
+        len: p.len,
+        cancelled: false,
+        error: None,
+    }))
 }
