@@ -62,7 +62,8 @@ pub fn run(lib: Option<PathBuf>, mpirun: &str, job_name: Option<String>, args: &
         return Err(format!("job name {job:?} must be letters, digits, '-', '_' or '.'"));
     }
     let ip = public_ip()?;
-    let coordinator = server::spawn(None, ip, job.clone(), secret.clone(), CoordinatorConfig::default())
+    let config = CoordinatorConfig::from_env()?;
+    let coordinator = server::spawn(None, ip, job.clone(), secret.clone(), config)
         .map_err(|e| format!("cannot start the coordinator: {e}"))?;
     let jobfile = JobFile { job, coordinator: coordinator.addr(), secret: secret.to_hex(), pid: std::process::id() };
     jobfile.write().map_err(|e| format!("cannot write the job file: {e}"))?;

@@ -1,10 +1,10 @@
 //! The live switch on the rank side: quiesce → drain → detach → rediscover → reconnect.
 //!
 //! Two threads share the work:
-//! - the rank's **control thread** ([`spawn_control_thread`]) holds a subscription to the
-//!   coordinator, turns its commands into a [`Command`] in [`SwitchShared`], makes sure the
-//!   engine runs (the application may be computing for minutes without calling MPI), and
-//!   reports each phase reached;
+//! - the rank's **control thread** ([`spawn_control_thread`]) holds a subscription to its
+//!   host leader's relay (see [`crate::control::relay`]), turns its commands into a
+//!   [`Command`] in [`SwitchShared`], makes sure the engine runs (the application may be
+//!   computing for minutes without calling MPI), and reports each phase reached;
 //! - **whoever holds the engine** runs [`crate::engine::Engine::switch_step`]: the
 //!   application thread inside a blocking MPI call (every round of its wait loop), or the
 //!   control thread itself, through the `poke` the shim gives it, when the application is
@@ -14,19 +14,17 @@
 //! in flight (unmatched rendezvous, half-received messages, frames queued after the drain
 //! markers) and continues it on the new transport.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kawarimi_transports::auth::{authenticate_stream, JobSecret, Role};
+use kawarimi_transports::auth::JobSecret;
 use kawarimi_transports::Transport;
 use parking_lot::{Condvar, Mutex};
 
-use crate::control::proto::{
-    to_line, Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION, COORDINATOR_ID, MAX_LINE_BYTES,
-};
+use crate::control::client::Line;
+use crate::control::proto::{Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION};
 use crate::error::MpiResult;
 
 /// Rediscovers the networks a rank has now and connects it to its peers again.
@@ -203,99 +201,75 @@ fn log(rank: u32, msg: &str) {
     eprintln!("kawarimi: rank {rank}: {msg}");
 }
 
-/// Reads one line from the coordinator, or `None` after `timeout` with nothing complete.
-fn read_line(
-    reader: &mut BufReader<TcpStream>,
-    buf: &mut Vec<u8>,
-    timeout: Duration,
-) -> std::io::Result<Option<Reply>> {
-    reader.get_ref().set_read_timeout(Some(timeout))?;
-    match reader.by_ref().take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', buf) {
-        Ok(0) => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed by the coordinator")),
-        Ok(_) if buf.last() == Some(&b'\n') => {
-            let r = serde_json::from_slice(buf).map_err(std::io::Error::other);
-            buf.clear();
-            r.map(Some)
-        }
-        Ok(_) if buf.len() > MAX_LINE_BYTES => Err(std::io::Error::other("over-long line from the coordinator")),
-        Ok(_) => Ok(None),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Starts the control thread of `rank`: subscribes to the coordinator at `addr` and carries
-/// out its commands. `poke` runs one switch step on the engine if it can take the engine
-/// without waiting long (the application is not inside MPI); when it cannot, the
-/// application's own wait loop runs the step.
+/// Starts the control thread of `rank`: subscribes to its host leader's relay at `addr` and
+/// carries out the commands that come down the control tree. `poke` runs one switch step on
+/// the engine if it can take the engine without waiting long (the application is not inside
+/// MPI); when it cannot, the application's own wait loop runs the step.
 ///
-/// If the coordinator goes away, the rank says so once and keeps running: only switching
-/// is lost.
+/// If its relay goes away, the rank says so once and keeps running: only switching is lost.
+/// At `MPI_Finalize` ([`SwitchShared::shut_down`]) it says goodbye and leaves.
 pub fn spawn_control_thread(
     addr: SocketAddr,
     secret: &JobSecret,
     rank: u32,
+    host: String,
     shared: Arc<SwitchShared>,
     poke: Box<dyn Fn() + Send>,
 ) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    authenticate_stream(&mut stream, Role::Initiator, rank, Some(COORDINATOR_ID), secret, Duration::from_secs(10))
-        .map_err(std::io::Error::other)?;
-    let _ = stream.set_nodelay(true);
+    let timeout = Duration::from_secs(10);
+    let mut line = Line::connect(addr, "relay", rank, secret, timeout).map_err(std::io::Error::other)?;
     let transport = Some(shared.transport());
-    stream.write_all(to_line(&Request::Subscribe { version: CONTROL_VERSION, rank, transport }).as_bytes())?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut buf = Vec::new();
-    match read_line(&mut reader, &mut buf, Duration::from_secs(10))? {
+    let pid = Some(std::process::id());
+    line.send(&Request::Subscribe { version: CONTROL_VERSION, rank, transport, host: Some(host), pid })
+        .map_err(std::io::Error::other)?;
+    match line.recv_within(timeout).map_err(std::io::Error::other)? {
         Some(Reply::Welcome { .. }) => {}
-        other => return Err(std::io::Error::other(format!("coordinator refused the subscription: {other:?}"))),
+        other => return Err(std::io::Error::other(format!("the relay at {addr} refused the subscription: {other:?}"))),
     }
-    std::thread::Builder::new().name(format!("kawarimi-control-{rank}")).spawn(move || {
-        let mut writer = stream;
-        loop {
-            if shared.is_shut_down() {
+    std::thread::Builder::new().name(format!("kawarimi-control-{rank}")).spawn(move || loop {
+        if shared.is_shut_down() {
+            let _ = line.send(&Request::Goodbye {});
+            return;
+        }
+        let reply = match line.recv_within(Duration::from_millis(100)) {
+            Ok(r) => r,
+            Err(_) if shared.is_shut_down() => return,
+            Err(e) => {
+                log(rank, &format!("lost the control plane ({e}); the job runs on, but can no longer be switched"));
                 return;
             }
-            let reply = match read_line(&mut reader, &mut buf, Duration::from_millis(100)) {
-                Ok(r) => r,
-                Err(_) if shared.is_shut_down() => return,
-                Err(e) => {
-                    log(rank, &format!("lost the coordinator ({e}); the job runs on, but can no longer be switched"));
-                    return;
-                }
-            };
-            let Some(Reply::Command { command, epoch, transport }) = reply else { continue };
-            let (cmd, goal) = match command {
-                SwitchCommand::Quiesce => (Command::Quiesce { epoch }, SwitchPhase::Detached),
-                SwitchCommand::Resume => (Command::Resume { epoch, transport }, SwitchPhase::Running),
-            };
-            shared.command(cmd);
-            // Drive the step until the engine reaches the goal or fails. Each round gives the
-            // engine to whichever thread can run it.
-            let report = loop {
-                poke();
-                let g = shared.inner.lock();
-                if g.phase == goal && !shared.is_pending() {
-                    let millis = g.last_step.as_secs_f64() * 1e3;
-                    let transport = Some(g.transport.clone());
-                    break Request::Report { epoch, phase: goal, millis, detail: None, transport };
-                }
-                if g.phase == SwitchPhase::Failed {
-                    break Request::Report {
-                        epoch,
-                        phase: SwitchPhase::Failed,
-                        millis: 0.0,
-                        detail: g.error.clone(),
-                        transport: None,
-                    };
-                }
-                drop(g);
-                shared.wait_change(Duration::from_millis(2));
-            };
-            if writer.write_all(to_line(&report).as_bytes()).is_err() {
-                log(rank, "lost the coordinator while reporting; the job runs on, but can no longer be switched");
-                return;
+        };
+        let Some(Reply::Command { command, epoch, transport, .. }) = reply else { continue };
+        let (cmd, goal) = match command {
+            SwitchCommand::Quiesce => (Command::Quiesce { epoch }, SwitchPhase::Detached),
+            SwitchCommand::Resume => (Command::Resume { epoch, transport }, SwitchPhase::Running),
+        };
+        shared.command(cmd);
+        // Drive the step until the engine reaches the goal or fails. Each round gives the
+        // engine to whichever thread can run it.
+        let report = loop {
+            poke();
+            let g = shared.inner.lock();
+            if g.phase == goal && !shared.is_pending() {
+                let millis = g.last_step.as_secs_f64() * 1e3;
+                let transport = Some(g.transport.clone());
+                break Request::Report { epoch, phase: goal, millis, detail: None, transport };
             }
+            if g.phase == SwitchPhase::Failed {
+                break Request::Report {
+                    epoch,
+                    phase: SwitchPhase::Failed,
+                    millis: 0.0,
+                    detail: g.error.clone(),
+                    transport: None,
+                };
+            }
+            drop(g);
+            shared.wait_change(Duration::from_millis(2));
+        };
+        if line.send(&report).is_err() {
+            log(rank, "lost the control plane while reporting; the job runs on, but can no longer be switched");
+            return;
         }
     })?;
     Ok(())

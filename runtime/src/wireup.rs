@@ -27,12 +27,18 @@ use kawarimi_transports::{tcp, Transport};
 use crate::control::client::{RankClient, COORD_ENV};
 use crate::control::coordinator::CoordinatorConfig;
 use crate::control::jobfile::JobFile;
-use crate::control::server::{self, CoordinatorHandle};
+use crate::control::server::{self, CoordinatorHandle, RelayHandle};
 use crate::error::{ErrorClass, MpiError, MpiResult};
 use crate::launch::ProcInfo;
 
 /// Bootstrap key under which a rank publishes its TCP listener address.
 pub const TCP_ADDR_KEY: &str = "kawarimi.tcp.addr";
+/// Bootstrap key under which a rank publishes its control group and, if it leads the group,
+/// where its relay listens (`group` `\n` `host:port`).
+pub const CTL_KEY: &str = "kawarimi.ctl";
+/// Ranks per control group (instead of one group per host), for tests and for hosts with
+/// very many ranks.
+pub const CTL_GROUP_ENV: &str = "KAWARIMI_CTL_GROUP_RANKS";
 /// Bootstrap keys under which rank 0 publishes the secret and the coordinator it started.
 pub const SECRET_KEY: &str = "kawarimi.secret";
 pub const COORD_KEY: &str = "kawarimi.coord";
@@ -64,14 +70,28 @@ impl Drop for HostedCoordinator {
     }
 }
 
-/// The control-plane side of a rank: its connection to the coordinator, and the
-/// coordinator itself when this rank hosts it.
+/// A relay this rank runs as its host's leader. Dropping it waits (bounded) until every
+/// rank that subscribed to it has said goodbye, then stops it.
+pub struct HostedRelay(pub RelayHandle);
+
+impl Drop for HostedRelay {
+    fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline && !self.0.all_finished() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// The control-plane side of a rank: where its control thread subscribes, and the relay and
+/// coordinator it runs, if it does.
 pub struct ControlPlane {
-    /// The control connection, when addresses go through PMIx (otherwise the wire-up
-    /// service in [`Rewire`] is that connection).
-    pub control: Option<RankClient>,
     /// Where the coordinator listens (`None` for a job of one started by hand).
     pub coordinator: Option<SocketAddr>,
+    /// The relay of this rank's host leader, which its control thread subscribes to.
+    pub relay_addr: Option<SocketAddr>,
+    /// The relay this rank runs, if it is its host's leader.
+    pub relay: Option<HostedRelay>,
     pub hosted: Option<HostedCoordinator>,
     pub secret: JobSecret,
 }
@@ -137,7 +157,9 @@ pub fn public_ip() -> Result<IpAddr, String> {
 /// address of the interfaces named in `KAWARIMI_TCP_IF` (comma-separated), or `None` for
 /// every interface (publishing the first usable address).
 fn data_ip() -> MpiResult<Option<IpAddr>> {
-    let Ok(list) = std::env::var("KAWARIMI_TCP_IF") else { return Ok(None) };
+    let Ok(list) = std::env::var("KAWARIMI_TCP_IF") else {
+        return Ok(None);
+    };
     let names: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     match tcp::addresses_of(&names).into_iter().next() {
         Some(ip) => Ok(Some(ip)),
@@ -154,8 +176,9 @@ fn host_coordinator(proc: &ProcInfo) -> MpiResult<(JobSecret, HostedCoordinator)
     let secret = JobSecret::generate().map_err(|e| boot_err("secret", e))?;
     let job = format!("kw-{}", std::process::id());
     let ip = public_ip().map_err(|e| boot_err("coordinator address", e))?;
-    let handle = server::spawn(None, ip, job.clone(), secret.clone(), CoordinatorConfig::default())
-        .map_err(|e| boot_err("start coordinator", e))?;
+    let config = CoordinatorConfig::from_env().map_err(|e| boot_err("coordinator", e))?;
+    let handle =
+        server::spawn(None, ip, job.clone(), secret.clone(), config).map_err(|e| boot_err("start coordinator", e))?;
     let jobfile = JobFile { job, coordinator: handle.addr(), secret: secret.to_hex(), pid: std::process::id() };
     jobfile.write().map_err(|e| boot_err("write job file", e))?;
     debug_assert_eq!(proc.rank, 0);
@@ -175,20 +198,14 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
     let control = match coord_addr {
         Some(addr) => {
             let secret = JobSecret::from_env().map_err(|e| boot_err("secret", e))?;
-            let client = RankClient::connect(addr, &secret, proc.rank, proc.size, &host)
-                .map_err(|e| boot_err("coordinator", e))?;
-            if pmix {
-                let boot = Pmix::init().map_err(|e| boot_err("PMIx", e))?;
-                (
-                    Box::new(boot) as Box<dyn Bootstrap>,
-                    ControlPlane { control: Some(client), coordinator: Some(addr), hosted: None, secret },
-                )
+            let boot: Box<dyn Bootstrap> = if pmix {
+                Box::new(Pmix::init().map_err(|e| boot_err("PMIx", e))?)
             } else {
-                (
-                    Box::new(client) as Box<dyn Bootstrap>,
-                    ControlPlane { control: None, coordinator: Some(addr), hosted: None, secret },
-                )
-            }
+                let client = RankClient::connect(addr, &secret, proc.rank, proc.size, &host)
+                    .map_err(|e| boot_err("coordinator", e))?;
+                Box::new(client)
+            };
+            (boot, ControlPlane { coordinator: Some(addr), relay_addr: None, relay: None, hosted: None, secret })
         }
         None if pmix => {
             let mut boot = Pmix::init().map_err(|e| boot_err("PMIx", e))?;
@@ -214,11 +231,9 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
             let raw = boot.get(0, COORD_KEY).map_err(|e| boot_err("read coordinator address", e))?;
             let text = String::from_utf8_lossy(&raw);
             let addr: SocketAddr = text.parse().map_err(|_| boot_err("coordinator address", format!("{text:?}")))?;
-            let client = RankClient::connect(addr, &secret, proc.rank, proc.size, &host)
-                .map_err(|e| boot_err("coordinator", e))?;
             (
                 Box::new(boot) as Box<dyn Bootstrap>,
-                ControlPlane { control: Some(client), coordinator: Some(addr), hosted, secret },
+                ControlPlane { coordinator: Some(addr), relay_addr: None, relay: None, hosted, secret },
             )
         }
         None => {
@@ -235,11 +250,11 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
             let secret = JobSecret::generate().map_err(|e| boot_err("secret", e))?;
             (
                 Box::new(Singleton::new()) as Box<dyn Bootstrap>,
-                ControlPlane { control: None, coordinator: None, hosted: None, secret },
+                ControlPlane { coordinator: None, relay_addr: None, relay: None, hosted: None, secret },
             )
         }
     };
-    let (mut bootstrap, control) = control;
+    let (mut bootstrap, mut control) = control;
     if bootstrap.rank() != proc.rank || bootstrap.size() != proc.size {
         return Err(boot_err(
             "launcher disagrees with itself",
@@ -253,10 +268,79 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
         ));
     }
     forced_transport(None)?;
+    // The control tree: this rank's host leader runs a relay; its address rides on the
+    // data path's own fence.
+    let group = control.coordinator.map(|_| control_group(proc, &host)).transpose()?;
+    if let (Some((key, leader)), Some(coord)) = (&group, control.coordinator) {
+        let mut value = format!("{key}\n");
+        if *leader {
+            let ip = route_source(coord).map_err(|e| boot_err("control address", e))?;
+            let relay = server::spawn_relay(ip, coord, proc.rank, proc.size, control.secret.clone())
+                .map_err(|e| boot_err("start relay", e))?;
+            value.push_str(&relay.addr().to_string());
+            control.relay_addr = Some(relay.addr());
+            control.relay = Some(HostedRelay(relay));
+        }
+        bootstrap.put(CTL_KEY, value.as_bytes()).map_err(|e| boot_err("publish control group", e))?;
+    }
     let transport =
         if proc.size == 1 { None } else { Some(connect_tcp(proc, bootstrap.as_mut(), &control.secret, 0, timeout)?) };
+    if let (Some((key, false)), None) = (&group, control.relay_addr) {
+        control.relay_addr = Some(find_relay(proc, bootstrap.as_mut(), key)?);
+    }
     let rewire = Rewire { proc: proc.clone(), bootstrap, secret: control.secret.clone() };
     Ok(Wired { transport, control, rewire })
+}
+
+/// This rank's control group (its host, or a block of `KAWARIMI_CTL_GROUP_RANKS` ranks on
+/// it) and whether it leads the group (local rank 0, or the block's first rank).
+fn control_group(proc: &ProcInfo, host: &str) -> MpiResult<(String, bool)> {
+    match std::env::var(CTL_GROUP_ENV) {
+        Ok(v) => {
+            let n: u32 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| boot_err(CTL_GROUP_ENV, format!("{v:?} is not a positive number of ranks")))?;
+            Ok((format!("{host}/{}", proc.rank / n), proc.rank.is_multiple_of(n)))
+        }
+        Err(_) => Ok((host.to_string(), proc.local_rank == 0)),
+    }
+}
+
+/// The local address this host reaches `peer` from: the control network's, which survives a
+/// move (no packet is sent; connecting a UDP socket only picks the route).
+fn route_source(peer: SocketAddr) -> std::io::Result<IpAddr> {
+    let any: SocketAddr =
+        if peer.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let sock = std::net::UdpSocket::bind(any)?;
+    sock.connect(peer)?;
+    Ok(sock.local_addr()?.ip())
+}
+
+/// Finds the relay of this rank's group after the fence: its leader is usually the rank
+/// `local_rank` places below this one (block placement), otherwise found by reading every
+/// rank's entry.
+fn find_relay(proc: &ProcInfo, boot: &mut dyn Bootstrap, key: &str) -> MpiResult<SocketAddr> {
+    let guess = match std::env::var(CTL_GROUP_ENV).ok().and_then(|v| v.trim().parse::<u32>().ok()).filter(|&n| n > 0) {
+        Some(n) => proc.rank / n * n,
+        None => proc.rank.saturating_sub(proc.local_rank),
+    };
+    let candidates = std::iter::once(guess).chain((0..proc.size).filter(|&r| r != guess));
+    for r in candidates {
+        let raw = boot.get(r, CTL_KEY).map_err(|e| boot_err(&format!("control group of rank {r}"), e))?;
+        let text = String::from_utf8_lossy(&raw);
+        let Some((group, relay)) = text.split_once('\n') else {
+            continue;
+        };
+        if group == key && !relay.is_empty() {
+            return relay
+                .parse()
+                .map_err(|_| boot_err(&format!("relay of rank {r}"), format!("{relay:?} is not ip:port")));
+        }
+    }
+    Err(boot_err("control group", format!("no rank leads group {key:?}")))
 }
 
 /// Publishes this rank's TCP address for `epoch`, learns everyone else's, and connects the

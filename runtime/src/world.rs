@@ -85,14 +85,15 @@ impl World {
     pub fn finalize(&mut self) -> MpiResult<()> {
         self.engine.finalize()?;
         // Drop order is teardown order: the wire-up service first (dropping the PMIx client
-        // tells the launcher this rank ended cleanly), then the control connection, then a
+        // tells the launcher this rank ended cleanly), then the control thread (which says
+        // goodbye), then the relay this rank leads (once its group has said goodbye), then a
         // coordinator this rank hosts.
         if let Some(sw) = self.engine.switch.take() {
             sw.shared.shut_down();
         }
         if let Some(cp) = self.control.take() {
-            let crate::wireup::ControlPlane { control, hosted, .. } = cp;
-            drop(control);
+            let crate::wireup::ControlPlane { relay, hosted, .. } = cp;
+            drop(relay);
             drop(hosted);
         }
         Ok(())

@@ -833,13 +833,13 @@ impl Sim {
             sim.coord.handle_connect(sub_conn(r));
             sim.coord.handle_request(
                 sub_conn(r),
-                Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None },
+                Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None, host: None, pid: None },
                 now,
             );
         }
         sim.coord.handle_connect(CTL_CONN);
         sim.coord.handle_request(CTL_CONN, Request::CtlHello { version: CONTROL_VERSION }, now);
-        while let Some((conn, reply)) = sim.coord.poll_reply() {
+        while let Some((conn, reply)) = sim.coord.out.poll_reply() {
             assert!(matches!(reply, Reply::Welcome { .. }), "setup of conn {conn}: {reply:?}");
         }
         sim.op = OpState::Idle { at_us: sim.rng.range(0, 2000) };
@@ -940,7 +940,9 @@ impl Sim {
         // Post the next few operations.
         for _ in 0..self.rng.range(1, 3) {
             let rank = &self.ranks[r];
-            let Some(&op) = rank.ops.get(rank.next_op) else { break };
+            let Some(&op) = rank.ops.get(rank.next_op) else {
+                break;
+            };
             self.ranks[r].next_op += 1;
             did = true;
             let res = match op {
@@ -1100,7 +1102,9 @@ impl Sim {
     }
 
     fn check_completion(&mut self, me: u32, pend: Pend, c: Completion) {
-        let Pend::Recv { ctx, expect, pos } = pend else { return };
+        let Pend::Recv { ctx, expect, pos } = pend else {
+            return;
+        };
         let s = c.status;
         let RecvBuf::Owned(buf) = c.recv_buf.expect("receive buffer") else { unreachable!() };
         if s.error.is_some() || s.cancelled {
@@ -1170,8 +1174,12 @@ impl Sim {
         }
         match self.ranks[r].ctl {
             CtlState::Idle => {
-                let Some(reply) = self.ranks[r].ctl_inbox.pop_front() else { return false };
-                let Reply::Command { command, epoch, transport } = reply else { return true };
+                let Some(reply) = self.ranks[r].ctl_inbox.pop_front() else {
+                    return false;
+                };
+                let Reply::Command { command, epoch, transport, .. } = reply else {
+                    return true;
+                };
                 let (cmd, goal) = match command {
                     SwitchCommand::Quiesce => (Command::Quiesce { epoch }, SwitchPhase::Detached),
                     SwitchCommand::Resume => (Command::Resume { epoch, transport }, SwitchPhase::Running),
@@ -1293,7 +1301,7 @@ impl Sim {
     }
 
     fn pump(&mut self) {
-        while let Some((conn, reply)) = self.coord.poll_reply() {
+        while let Some((conn, reply)) = self.coord.out.poll_reply() {
             if conn == CTL_CONN {
                 self.operator_reply(reply);
             } else {
@@ -1301,10 +1309,10 @@ impl Sim {
                 self.send_down((conn / 2) as usize, reply);
             }
         }
-        if let Some(c) = self.coord.poll_close() {
+        if let Some(c) = self.coord.out.poll_close() {
             self.fail(&format!("the coordinator closed connection {c}"));
         }
-        while let Some(line) = self.coord.poll_log() {
+        while let Some(line) = self.coord.out.poll_log() {
             self.trace = fnv(self.trace, line.as_bytes());
         }
     }
@@ -1418,7 +1426,9 @@ impl Sim {
             }
         }
         let old = self.draining_epoch.expect("a quiesce in progress");
-        let Some(fab) = self.fabrics.lock().expect("fabrics").by_epoch.get(&old).cloned() else { return };
+        let Some(fab) = self.fabrics.lock().expect("fabrics").by_epoch.get(&old).cloned() else {
+            return;
+        };
         let mut f = fab.lock().expect("fab");
         if f.dropped.iter().any(|d| !d) {
             let v = format!("SafeToUnplug, but endpoints of epoch {old} are still open: {:?}", f.dropped);
@@ -1488,7 +1498,9 @@ impl Sim {
                 let a = r as u32;
                 let b = (a + self.rng.range(1, n - 1) as u32) % self.p.n;
                 let epoch = self.ranks[r].engine.core.epoch();
-                let Some(fab) = self.fabrics.lock().expect("fabrics").by_epoch.get(&epoch).cloned() else { return };
+                let Some(fab) = self.fabrics.lock().expect("fabrics").by_epoch.get(&epoch).cloned() else {
+                    return;
+                };
                 fab.lock().expect("fab").kill_link(a as usize, b as usize, "simulated link failure");
                 self.fatal(Fatal::LinkMidDrain { a, b });
             }
@@ -1498,7 +1510,9 @@ impl Sim {
                     return;
                 }
                 let epoch = self.ranks[r].engine.core.epoch();
-                let Some(fab) = self.fabrics.lock().expect("fabrics").by_epoch.get(&epoch).cloned() else { return };
+                let Some(fab) = self.fabrics.lock().expect("fabrics").by_epoch.get(&epoch).cloned() else {
+                    return;
+                };
                 let mut f = fab.lock().expect("fab");
                 for p in (0..self.p.n as usize).filter(|&p| p != r) {
                     f.kill_link(r, p, "simulated device removal");
@@ -1586,7 +1600,9 @@ impl Sim {
     }
 
     fn done(&self) -> bool {
-        let Phase::Liveness { migrations_at_start } = self.phase else { return false };
+        let Phase::Liveness { migrations_at_start } = self.phase else {
+            return false;
+        };
         if migrations_at_start == u64::MAX {
             return true; // the job was lost, as a fatal fault may do; its failure was checked
         }
@@ -1873,7 +1889,9 @@ fn soak() {
 /// Replays `KAWARIMI_SIM_SEED` (with `KAWARIMI_SIM_BIG=1` for a soak seed with big messages).
 #[test]
 fn replay() {
-    let Some(seed) = std::env::var("KAWARIMI_SIM_SEED").ok().and_then(|v| v.trim().parse::<u64>().ok()) else { return };
+    let Some(seed) = std::env::var("KAWARIMI_SIM_SEED").ok().and_then(|v| v.trim().parse::<u64>().ok()) else {
+        return;
+    };
     let big = std::env::var("KAWARIMI_SIM_BIG").is_ok_and(|v| v == "1");
     let strict = std::env::var("KAWARIMI_SIM_STRICT").is_ok_and(|v| v == "1");
     let o = run_seed(seed, RunCfg { big, strict_failure_reports: strict, ..RunCfg::CI });

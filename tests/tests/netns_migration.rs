@@ -25,7 +25,8 @@
 //! `tests/netns/move-data-addresses.sh` while the job is detached (which first checks that no
 //! namespace holds a data socket any more); after each resume every rank's sockets, read from
 //! `/proc/<pid>/net/tcp` (the rank's own namespace) and matched to its file descriptors, are
-//! one control connection (or more) to the coordinator, one established connection to each
+//! control connections on the control network (to the coordinator or to rank 0's relay, which
+//! leads the host, and that relay's listener and accepted connections), one established connection to each
 //! other rank between the NEW addresses, at most a listener on its new address, and nothing
 //! else — no established connection anywhere in its namespace touches an old subnet — and
 //! bytes flow on every rank's `data` interface. The stress program checksums every message
@@ -226,7 +227,9 @@ impl Net {
     /// pattern (`kw<pid>-<i>`, `kw<pid>c…`, `kw<pid>d…`) whose process is gone.
     fn remove_stale(&self) {
         let dead_owner = |name: &str| -> bool {
-            let Some(rest) = name.strip_prefix("kw") else { return false };
+            let Some(rest) = name.strip_prefix("kw") else {
+                return false;
+            };
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
             let tail = &rest[digits.len()..];
             let ours = !digits.is_empty()
@@ -244,7 +247,9 @@ impl Net {
         }
         if let Ok(links) = self.ip(&["-o", "link"]) {
             for l in links.lines() {
-                let Some(name) = l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n)) else { continue };
+                let Some(name) = l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n)) else {
+                    continue;
+                };
                 if dead_owner(name) {
                     let _ = self.ip(&["link", "del", name]);
                 }
@@ -474,9 +479,16 @@ fn check_data_path(pids: &[u32], coord: SocketAddr, net: usize) -> Result<String
         let mine: Vec<&Sock> = v4.iter().filter(|s| held.contains(&s.inode)).collect();
         let (mut control, mut peers, mut listeners, mut unexpected) = (0, BTreeSet::new(), Vec::new(), Vec::new());
         let mut data_conns = 0;
+        // The control plane stays on the control network: connections to the coordinator
+        // or to a host leader's relay, and a relay's listener.
+        let on_ctl = |ip: &Ipv4Addr| match coord.ip() {
+            std::net::IpAddr::V4(c) => ip.octets()[..3] == c.octets()[..3],
+            std::net::IpAddr::V6(_) => false,
+        };
         for s in mine {
             match s.state {
-                0x01 if SocketAddr::V4(s.remote) == coord => control += 1,
+                0x01 if on_ctl(s.local.ip()) && on_ctl(s.remote.ip()) => control += 1,
+                0x0A if on_ctl(s.local.ip()) => {}
                 0x01 if *s.local.ip() == me && others.contains(s.remote.ip()) => {
                     data_conns += 1;
                     peers.insert(*s.remote.ip());
@@ -486,10 +498,10 @@ fn check_data_path(pids: &[u32], coord: SocketAddr, net: usize) -> Result<String
             }
         }
         if !unexpected.is_empty() {
-            return Err(ctx(format!("sockets that are neither control (to {coord}) nor data between {me} and the other ranks' new addresses: {unexpected:?}")));
+            return Err(ctx(format!("sockets that are neither control (on the network of {coord}) nor data between {me} and the other ranks' new addresses: {unexpected:?}")));
         }
         if control == 0 {
-            return Err(ctx(format!("no control connection to the coordinator {coord}")));
+            return Err(ctx(format!("no control connection on the network of the coordinator {coord}")));
         }
         if peers != others || data_conns != others.len() {
             return Err(ctx(format!("{data_conns} data connections to {peers:?}, expected one to each of {others:?}")));
@@ -539,7 +551,9 @@ fn ranks_move_to_new_subnets_while_detached_and_reconnect_on_them() {
     let t0 = Instant::now();
     let net = match network() {
         Ok(n) => n,
-        Err(why) if in_ci() => panic!("CI=true, but this host cannot run the network-namespace test: {why}"),
+        Err(why) if in_ci() => {
+            panic!("CI=true, but this host cannot run the network-namespace test: {why}")
+        }
         Err(why) => {
             let _ = writeln!(std::io::stderr(), "netns_migration: SKIPPED: {why}");
             return;

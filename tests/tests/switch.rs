@@ -8,6 +8,9 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
+use kawarimi_runtime::control::client::CtlClient;
 use kawarimi_runtime::control::proto::Reply;
 use kawarimi_tests::compiled;
 use kawarimi_tests::job::KawarimiJob;
@@ -19,13 +22,20 @@ fn build_dir() -> &'static Path {
 /// Starts `program` (a test program from tests/c) on `ranks` ranks under `kawarimi run`; the
 /// job's name is made unique to this test run.
 fn start(name: &str, ranks: u32, program: &str, args: &[&str]) -> KawarimiJob {
+    start_with(name, ranks, program, args, &[])
+}
+
+/// [`start`] with extra environment for `kawarimi run` and the ranks.
+fn start_with(name: &str, ranks: u32, program: &str, args: &[&str], env: &[(&str, &str)]) -> KawarimiJob {
     let exe = compiled(program, build_dir());
     let mut words: Vec<String> =
         ["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np"].iter().map(|s| s.to_string()).collect();
     words.push(ranks.to_string());
     words.push(exe.display().to_string());
     words.extend(args.iter().map(|a| a.to_string()));
-    KawarimiJob::start(&format!("{name}-{}", std::process::id()), &words, |_| {})
+    KawarimiJob::start(&format!("{name}-{}", std::process::id()), &words, |cmd| {
+        cmd.envs(env.iter().copied());
+    })
 }
 
 const UP_BOUND: Duration = Duration::from_secs(30);
@@ -44,7 +54,9 @@ struct Holdings {
 fn tcp_table(pid: u32) -> BTreeMap<u64, (u16, u16)> {
     let mut m = BTreeMap::new();
     for f in ["tcp", "tcp6"] {
-        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{f}")) else { continue };
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{f}")) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.len() < 10 {
@@ -69,7 +81,9 @@ fn holdings(pid: u32) -> Holdings {
         .collect();
     let mut h = Holdings { fds: 0, tcp: Vec::new(), unix_sockets: 0, rss_kib: 0, maps_with_devices: Vec::new() };
     for e in fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
-        let Ok(target) = fs::read_link(e.unwrap().path()) else { continue };
+        let Ok(target) = fs::read_link(e.unwrap().path()) else {
+            continue;
+        };
         h.fds += 1;
         let t = target.to_string_lossy();
         if let Some(inode) =
@@ -108,18 +122,29 @@ fn pmix_ports(pid: u32) -> Vec<u16> {
         .collect()
 }
 
-/// While quiesced, a rank may hold only its control-plane connections (to the coordinator,
-/// and the launcher's PMIx server); every data-path socket and device mapping must be gone.
-fn assert_detached(pid: u32, coord_port: u16) -> Holdings {
+/// The ports of the control plane: the coordinator's and every host leader's relay's.
+fn control_ports(c: &mut CtlClient, coord: SocketAddr) -> Vec<u16> {
+    let st = c.status().expect("status");
+    let relays = st.relays.iter().filter_map(|r| r.listen.as_ref()?.parse::<SocketAddr>().ok()).map(|a| a.port());
+    std::iter::once(coord.port()).chain(relays).collect()
+}
+
+/// While quiesced, a rank may hold only its control-plane sockets (to the coordinator or its
+/// host leader's relay, a relay's listener and the connections it accepted, and the
+/// launcher's PMIx server); every data-path socket and device mapping must be gone.
+fn assert_detached(pid: u32, control: &[u16]) -> Holdings {
     let h = holdings(pid);
     let allowed = pmix_ports(pid);
-    let data: Vec<_> =
-        h.tcp.iter().filter(|(l, r)| *r != coord_port && *l != coord_port && *r != 0 && !allowed.contains(r)).collect();
+    let data: Vec<_> = h
+        .tcp
+        .iter()
+        .filter(|(l, r)| !control.contains(r) && !control.contains(l) && *r != 0 && !allowed.contains(r))
+        .collect();
     assert!(
         data.is_empty(),
-        "rank pid {pid} holds data-path TCP sockets while quiesced: {data:?} (coordinator port {coord_port}); {h:?}"
+        "rank pid {pid} holds data-path TCP sockets while quiesced: {data:?} (control ports {control:?}); {h:?}"
     );
-    let listening: Vec<_> = h.tcp.iter().filter(|(_, r)| *r == 0).collect();
+    let listening: Vec<_> = h.tcp.iter().filter(|(l, r)| *r == 0 && !control.contains(l)).collect();
     assert!(listening.is_empty(), "rank pid {pid} still listens while quiesced: {listening:?}");
     assert!(
         h.maps_with_devices.is_empty(),
@@ -134,7 +159,7 @@ fn stress_survives_100_migrations_without_leaking() {
     const RANKS: u32 = 4;
     let mut job = start("switch-stress", RANKS, "stress", &["15"]);
     let (mut c, pids, coord) = job.ready(RANKS, UP_BOUND);
-    let coord_port = coord.port();
+    let control = control_ports(&mut c, coord);
     let mut first: Option<Vec<Holdings>> = None;
     let mut last = Vec::new();
     let (mut quiesce_ms, mut resume_ms) = (Vec::new(), Vec::new());
@@ -143,7 +168,7 @@ fn stress_survives_100_migrations_without_leaking() {
             Ok(Reply::SafeToUnplug { total_ms, .. }) => quiesce_ms.push(total_ms),
             other => panic!("quiesce {i}: {other:?}"),
         }
-        last = pids.iter().map(|&p| assert_detached(p, coord_port)).collect();
+        last = pids.iter().map(|&p| assert_detached(p, &control)).collect();
         // The baseline is taken once the program has been running a while (its own
         // allocations done), not in the first moments after MPI_Init.
         if i == 10 {
@@ -194,6 +219,47 @@ fn a_rank_killed_mid_quiesce_fails_the_quiesce_naming_it_and_the_job_ends() {
     // did not finish) or a peer reports first that it lost rank 2 before its drain marker.
     assert!(e.contains("[2]") || e.contains("lost rank 2"), "the failure names rank 2: {e}");
     assert!(t.elapsed() < Duration::from_secs(12), "took {:?}", t.elapsed());
+    let (ok, out, err) = job.finish(Duration::from_secs(60));
+    assert!(!ok, "the job must not succeed with a dead rank:\n{out}\n{err}");
+}
+
+/// The control tree with more than one level of relays, on real processes: every rank leads
+/// its own group (`KAWARIMI_CTL_GROUP_RANKS=1`) and the coordinator takes at most two relays
+/// (`KAWARIMI_CTL_FANOUT=2`), so of five relays two attach to the coordinator and three are
+/// redirected below them. Switches go down and reports come up through both levels; a rank
+/// killed below a relay is named by the failed quiesce.
+#[test]
+fn switches_travel_through_a_tree_of_relays() {
+    const RANKS: u32 = 5;
+    let env = [("KAWARIMI_CTL_GROUP_RANKS", "1"), ("KAWARIMI_CTL_FANOUT", "2")];
+    let mut job = start_with("switch-tree", RANKS, "stress", &["60"], &env);
+    let (mut c, pids, coord) = job.ready(RANKS, UP_BOUND);
+    let st = c.status().unwrap();
+    assert_eq!(st.relays.len(), 5, "one relay per group: {:?}", st.relays);
+    assert_eq!(st.relays.iter().filter(|r| r.parent.is_none()).count(), 2, "{:?}", st.relays);
+    let control = control_ports(&mut c, coord);
+    for i in 0..10 {
+        match c.quiesce(Duration::from_secs(30)) {
+            Ok(Reply::SafeToUnplug { ranks, .. }) => assert_eq!(ranks, RANKS),
+            other => panic!("quiesce {i}: {other:?}"),
+        }
+        for &p in &pids {
+            assert_detached(p, &control);
+        }
+        match c.resume(Duration::from_secs(30), None) {
+            Ok(Reply::Resumed { ranks, .. }) => assert_eq!(ranks, RANKS),
+            other => panic!("resume {i}: {other:?}"),
+        }
+    }
+    // The last relay to join sits below another one; kill its rank as a quiesce starts.
+    let deep = st.relays.iter().rev().find(|r| r.parent.is_some()).expect("a relay below a relay").leader;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[deep as usize] as i32), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    let e = c.quiesce(Duration::from_secs(10)).expect_err("a quiesce with a dead rank cannot succeed").to_string();
+    assert!(
+        e.contains(&format!("[{deep}]")) || e.contains(&format!("lost rank {deep}")),
+        "the failure names rank {deep}: {e}"
+    );
     let (ok, out, err) = job.finish(Duration::from_secs(60));
     assert!(!ok, "the job must not succeed with a dead rank:\n{out}\n{err}");
 }
@@ -252,9 +318,9 @@ fn quiesce_reaches_a_rank_that_computes_without_calling_mpi() {
     }
     let took = t.elapsed();
     assert!(took < Duration::from_secs(2), "the computing rank's control thread drains it at once, took {took:?}");
-    let coord_port = coord.port();
+    let control = control_ports(&mut c, coord);
     for &p in &pids {
-        assert_detached(p, coord_port);
+        assert_detached(p, &control);
     }
     match c.resume(Duration::from_secs(10), None) {
         Ok(Reply::Resumed { .. }) => {}

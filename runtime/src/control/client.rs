@@ -21,54 +21,77 @@ fn err(what: impl Into<String>) -> TransportError {
     TransportError::Bootstrap(what.into())
 }
 
-/// An authenticated line connection to the coordinator.
-struct Line {
+/// An authenticated line connection to a control-plane server (the coordinator, or a host
+/// leader's relay).
+pub(crate) struct Line {
     writer: TcpStream,
     reader: BufReader<TcpStream>,
     addr: SocketAddr,
+    /// What the server is, for messages (`coordinator`, `relay`).
+    peer: &'static str,
+    /// A line read only in part so far.
+    partial: Vec<u8>,
 }
 
 impl Line {
-    fn connect(addr: SocketAddr, id: u32, secret: &JobSecret, timeout: Duration) -> TransportResult<Line> {
+    pub(crate) fn connect(
+        addr: SocketAddr,
+        peer: &'static str,
+        id: u32,
+        secret: &JobSecret,
+        timeout: Duration,
+    ) -> TransportResult<Line> {
         let mut stream = TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|e| err(format!("cannot reach the coordinator at {addr}: {e}")))?;
+            .map_err(|e| err(format!("cannot reach the {peer} at {addr}: {e}")))?;
         authenticate_stream(&mut stream, Role::Initiator, id, Some(COORDINATOR_ID), secret, timeout)?;
         let _ = stream.set_nodelay(true);
-        let reader = BufReader::new(stream.try_clone().map_err(|e| err(format!("coordinator socket: {e}")))?);
-        Ok(Line { writer: stream, reader, addr })
+        let reader = BufReader::new(stream.try_clone().map_err(|e| err(format!("control socket: {e}")))?);
+        Ok(Line { writer: stream, reader, addr, peer, partial: Vec::new() })
     }
 
-    fn send(&mut self, r: &Request) -> TransportResult<()> {
+    pub(crate) fn send(&mut self, r: &Request) -> TransportResult<()> {
         self.writer
             .write_all(to_line(r).as_bytes())
-            .map_err(|e| err(format!("lost the coordinator at {}: {e}", self.addr)))
+            .map_err(|e| err(format!("lost the {} at {}: {e}", self.peer, self.addr)))
     }
 
-    /// Reads one reply, waiting at most `timeout`.
-    fn recv(&mut self, timeout: Duration) -> TransportResult<Reply> {
+    /// A second handle on the sending side (for a writer kept elsewhere).
+    pub(crate) fn writer(&self) -> std::io::Result<TcpStream> {
+        self.writer.try_clone()
+    }
+
+    /// Reads one reply if one arrives within `timeout`; `None` if none did. An `Error` reply
+    /// is returned as a reply.
+    pub(crate) fn recv_within(&mut self, timeout: Duration) -> TransportResult<Option<Reply>> {
         let deadline = Instant::now() + timeout;
-        let mut line = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(err(format!("the coordinator at {} did not answer within {timeout:?}", self.addr)));
+                return Ok(None);
             }
             let _ = self.reader.get_ref().set_read_timeout(Some(left));
-            match (&mut self.reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut line) {
-                Ok(0) => return Err(err(format!("the coordinator at {} closed the connection", self.addr))),
-                Ok(_) if line.last() == Some(&b'\n') => break,
-                Ok(_) if line.len() > MAX_LINE_BYTES => return Err(err("coordinator sent an over-long line")),
+            match (&mut self.reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut self.partial) {
+                Ok(0) => return Err(err(format!("the {} at {} closed the connection", self.peer, self.addr))),
+                Ok(_) if self.partial.last() == Some(&b'\n') => break,
+                Ok(_) if self.partial.len() > MAX_LINE_BYTES => {
+                    return Err(err(format!("the {} sent an over-long line", self.peer)))
+                }
                 Ok(_) => {}
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(e) => return Err(err(format!("lost the coordinator at {}: {e}", self.addr))),
+                Err(e) => return Err(err(format!("lost the {} at {}: {e}", self.peer, self.addr))),
             }
         }
-        let reply: Reply =
-            serde_json::from_slice(&line).map_err(|e| err(format!("malformed reply from the coordinator: {e}")))?;
-        if let Reply::Error { message } = &reply {
-            return Err(err(format!("the coordinator refused: {message}")));
+        let line = std::mem::take(&mut self.partial);
+        serde_json::from_slice(&line).map(Some).map_err(|e| err(format!("malformed reply from the {}: {e}", self.peer)))
+    }
+
+    /// Reads one reply, waiting at most `timeout`; an `Error` reply is an error.
+    fn recv(&mut self, timeout: Duration) -> TransportResult<Reply> {
+        match self.recv_within(timeout)? {
+            None => Err(err(format!("the {} at {} did not answer within {timeout:?}", self.peer, self.addr))),
+            Some(Reply::Error { message }) => Err(err(format!("the {} refused: {message}", self.peer))),
+            Some(reply) => Ok(reply),
         }
-        Ok(reply)
     }
 }
 
@@ -91,7 +114,7 @@ impl RankClient {
         host: &str,
     ) -> TransportResult<RankClient> {
         let reply_timeout = Duration::from_secs(30);
-        let mut line = Line::connect(addr, rank, secret, reply_timeout)?;
+        let mut line = Line::connect(addr, "coordinator", rank, secret, reply_timeout)?;
         line.send(&Request::Hello {
             version: CONTROL_VERSION,
             rank,
@@ -160,7 +183,7 @@ pub struct CtlClient {
 
 impl CtlClient {
     pub fn connect(addr: SocketAddr, secret: &JobSecret, timeout: Duration) -> TransportResult<CtlClient> {
-        let mut line = Line::connect(addr, CTL_CLIENT_ID, secret, timeout)?;
+        let mut line = Line::connect(addr, "coordinator", CTL_CLIENT_ID, secret, timeout)?;
         line.send(&Request::CtlHello { version: CONTROL_VERSION })?;
         match line.recv(timeout)? {
             Reply::Welcome { .. } => Ok(CtlClient { line, timeout }),

@@ -8,13 +8,14 @@
 //! [`Coordinator::poll_reply`], [`Coordinator::poll_close`], [`Coordinator::poll_log`], then
 //! [`Coordinator::poll_timeout`] for when to call `handle_timeout` next.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use super::proto::{JobStatus, RankInfo, Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION};
-
-/// Identifies one control connection.
-pub type ConnId = u64;
+pub use super::fanout::ConnId;
+use super::fanout::{child_budget, goal_phase, Fanout, Outbox, Outcome};
+use super::proto::{
+    JobStatus, Member, RankDone, RankInfo, RelayInfo, Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION,
+};
 
 /// Bounds that keep a misbehaving client from exhausting the coordinator.
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct CoordinatorConfig {
     pub max_value_len: usize,
     /// Most ranks a job may have.
     pub max_ranks: u32,
+    /// Most relays attached to the coordinator, and to each relay: host leaders beyond
+    /// that are redirected below earlier ones, making a tree of this arity.
+    pub relay_fanout: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -38,7 +42,28 @@ impl Default for CoordinatorConfig {
             max_key_len: 256,
             max_value_len: 64 << 10,
             max_ranks: 1 << 20,
+            relay_fanout: 32,
         }
+    }
+}
+
+/// Environment variable setting [`CoordinatorConfig::relay_fanout`] (read where the
+/// coordinator starts: `kawarimi run`, or rank 0 under plain `mpirun`).
+pub const RELAY_FANOUT_ENV: &str = "KAWARIMI_CTL_FANOUT";
+
+impl CoordinatorConfig {
+    /// The defaults, with `KAWARIMI_CTL_FANOUT` applied.
+    pub fn from_env() -> Result<CoordinatorConfig, String> {
+        let mut c = CoordinatorConfig::default();
+        if let Ok(v) = std::env::var(RELAY_FANOUT_ENV) {
+            c.relay_fanout = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&k| k > 0)
+                .ok_or_else(|| format!("{RELAY_FANOUT_ENV}={v:?} is not a positive number of relays"))?;
+        }
+        Ok(c)
     }
 }
 
@@ -47,8 +72,10 @@ enum Role {
     /// Authenticated, has not said hello.
     New,
     Rank(u32),
-    /// A rank's control thread: receives switch commands, sends reports.
+    /// A rank's control thread attached directly: receives switch commands, sends reports.
     Subscriber(u32),
+    /// A host leader's relay: carries commands and reports for the ranks below it.
+    Relay,
     Ctl,
 }
 
@@ -72,17 +99,12 @@ impl JobPhase {
     }
 }
 
-/// A switch step in progress: sent to every rank, waiting for each one's report.
+/// A switch step in progress (the fan-out tracks who has answered).
 #[derive(Debug)]
 struct SwitchOp {
-    command: SwitchCommand,
-    epoch: u32,
     /// The control client that asked; it gets the answer.
     ctl: ConnId,
     started: Instant,
-    deadline: Instant,
-    /// Ranks that reported, with the time their step took.
-    reported: BTreeMap<u32, f64>,
 }
 
 #[derive(Debug)]
@@ -99,18 +121,21 @@ pub struct Coordinator {
     config: CoordinatorConfig,
     size: Option<u32>,
     conns: HashMap<ConnId, Role>,
-    ranks: BTreeMap<u32, (ConnId, RankInfo)>,
+    ranks: BTreeMap<u32, RankInfo>,
+    /// Rank → its wire-up connection (`Hello`), which fences are answered on.
+    hellos: BTreeMap<u32, ConnId>,
     kv: HashMap<(u32, String), String>,
     fence: Option<Fence>,
-    /// Rank → its control thread's connection.
-    subs: BTreeMap<u32, ConnId>,
+    /// Switch commands go down, and reports come up, through this.
+    fanout: Fanout,
+    /// Every relay that joined, in order: the tree's shape.
+    relays: Vec<RelayInfo>,
     /// Switches completed.
     epoch: u32,
     phase: JobPhase,
     op: Option<SwitchOp>,
-    replies: VecDeque<(ConnId, Reply)>,
-    closes: VecDeque<ConnId>,
-    log: VecDeque<String>,
+    /// Replies, closes and log lines for the IO to carry out.
+    pub out: Outbox,
 }
 
 impl Coordinator {
@@ -121,15 +146,15 @@ impl Coordinator {
             size: None,
             conns: HashMap::new(),
             ranks: BTreeMap::new(),
+            hellos: BTreeMap::new(),
             kv: HashMap::new(),
             fence: None,
-            subs: BTreeMap::new(),
+            fanout: Fanout::new(),
+            relays: Vec::new(),
             epoch: 0,
             phase: JobPhase::Running,
             op: None,
-            replies: VecDeque::new(),
-            closes: VecDeque::new(),
-            log: VecDeque::new(),
+            out: Outbox::default(),
         }
     }
 
@@ -137,21 +162,20 @@ impl Coordinator {
         JobStatus {
             job: self.job.clone(),
             size: self.size,
-            ranks: self.ranks.values().map(|(_, info)| info.clone()).collect(),
+            ranks: self.ranks.values().cloned().collect(),
             epoch: self.epoch,
             phase: self.phase.name().to_string(),
+            relays: self.relays.clone(),
         }
     }
 
     fn reply(&mut self, conn: ConnId, r: Reply) {
-        self.replies.push_back((conn, r));
+        self.out.reply(conn, r);
     }
 
     /// Refuses `conn`: says why, logs it, closes it.
     fn refuse(&mut self, conn: ConnId, why: String) {
-        self.log.push_back(format!("connection {conn} refused: {why}"));
-        self.reply(conn, Reply::Error { message: why });
-        self.closes.push_back(conn);
+        self.out.refuse("", conn, why);
     }
 
     /// An authenticated connection arrived.
@@ -166,7 +190,9 @@ impl Coordinator {
     }
 
     pub fn handle_request(&mut self, conn: ConnId, req: Request, now: Instant) {
-        let Some(&role) = self.conns.get(&conn) else { return };
+        let Some(&role) = self.conns.get(&conn) else {
+            return;
+        };
         match (role, req) {
             (Role::New, Request::Hello { version, rank, size, host, pid }) => {
                 self.hello(conn, version, rank, size, host, pid);
@@ -179,15 +205,39 @@ impl Coordinator {
                 let job = self.job.clone();
                 self.reply(conn, Reply::Welcome { job });
             }
-            (Role::New, Request::Subscribe { version, rank, transport }) => {
-                self.subscribe(conn, version, rank, transport)
+            (Role::New, Request::Subscribe { version, rank, transport, host, pid }) => {
+                self.subscribe(conn, version, rank, transport, host, pid)
+            }
+            (Role::New, Request::Join { version, size, leader, listen }) => {
+                self.join(conn, version, size, leader, listen)
             }
             (Role::New, other) => self.refuse(conn, format!("expected hello, got {other:?}")),
             (Role::Subscriber(r), Request::Report { epoch, phase, millis, detail, transport }) => {
-                if let (Some(t), Some((_, info))) = (transport, self.ranks.get_mut(&r)) {
-                    info.transport = t;
-                }
-                self.report(r, epoch, phase, millis, detail, now)
+                let outcome = if phase == SwitchPhase::Failed {
+                    self.set_phase(r, phase);
+                    let why = format!("rank {r} failed: {}", detail.unwrap_or_default());
+                    self.fanout.on_failed(conn, epoch, vec![r], why)
+                } else {
+                    self.fanout.on_done(conn, epoch, phase, vec![RankDone { rank: r, millis, transport }])
+                };
+                self.finish_switch(outcome, now);
+            }
+            (Role::Subscriber(r), Request::Goodbye {}) => {
+                self.finalized(r);
+                let outcome = self.fanout.remove_rank(r, "finalized");
+                self.finish_switch(outcome, now);
+            }
+            (Role::Relay, Request::Members { members }) => self.members(conn, members, now),
+            (Role::Relay, Request::GroupReport { epoch, phase, done, missing, detail }) => {
+                let outcome = if phase == SwitchPhase::Failed {
+                    for &r in &missing {
+                        self.set_phase(r, SwitchPhase::Failed);
+                    }
+                    self.fanout.on_failed(conn, epoch, missing, detail.unwrap_or_default())
+                } else {
+                    self.fanout.on_done(conn, epoch, phase, done)
+                };
+                self.finish_switch(outcome, now);
             }
             (Role::Ctl, Request::Quiesce { timeout_ms }) => {
                 self.start_switch(conn, SwitchCommand::Quiesce, timeout_ms, None, now)
@@ -197,11 +247,7 @@ impl Coordinator {
             }
             (Role::Rank(r), Request::Put { key, value }) => self.put(conn, r, key, value),
             (Role::Rank(r), Request::Fence { seq }) => self.fence(conn, r, seq, now),
-            (Role::Rank(r), Request::Goodbye {}) => {
-                if let Some((_, info)) = self.ranks.get_mut(&r) {
-                    info.finalized = true;
-                }
-            }
+            (Role::Rank(r), Request::Goodbye {}) => self.finalized(r),
             (Role::Rank(_) | Role::Ctl, Request::Get { rank, key }) => {
                 let value = self.kv.get(&(rank, key.clone())).cloned();
                 self.reply(conn, Reply::Value { rank, key, value });
@@ -214,67 +260,159 @@ impl Coordinator {
         }
     }
 
+    /// Checks a rank's claim to a place in the job and records the job's size.
+    fn check_place(&mut self, conn: ConnId, rank: u32, size: u32) -> bool {
+        if size == 0 || size > self.config.max_ranks || rank >= size {
+            self.refuse(conn, format!("rank {rank} of {size} is not a valid place in a job"));
+            return false;
+        }
+        match self.size {
+            Some(s) if s != size => {
+                self.refuse(conn, format!("rank {rank} says the job has {size} ranks, others said {s}"));
+                false
+            }
+            _ => {
+                self.size = Some(size);
+                true
+            }
+        }
+    }
+
+    fn rank_info(&mut self, rank: u32) -> &mut RankInfo {
+        self.ranks.entry(rank).or_insert_with(|| RankInfo {
+            rank,
+            host: String::new(),
+            pid: 0,
+            connected: false,
+            finalized: false,
+            switch_phase: SwitchPhase::Running,
+            subscribed: false,
+            transport: "?".into(),
+        })
+    }
+
+    fn set_phase(&mut self, rank: u32, phase: SwitchPhase) {
+        if let Some(info) = self.ranks.get_mut(&rank) {
+            info.switch_phase = phase;
+        }
+    }
+
+    fn finalized(&mut self, rank: u32) {
+        if let Some(info) = self.ranks.get_mut(&rank) {
+            info.finalized = true;
+        }
+    }
+
     fn hello(&mut self, conn: ConnId, version: u32, rank: u32, size: u32, host: String, pid: u32) {
         if version != CONTROL_VERSION {
             return self.refuse(conn, format!("control protocol {version}, expected {CONTROL_VERSION}"));
         }
-        if size == 0 || size > self.config.max_ranks || rank >= size {
-            return self.refuse(conn, format!("rank {rank} of {size} is not a valid place in a job"));
+        if !self.check_place(conn, rank, size) {
+            return;
         }
-        match self.size {
-            Some(s) if s != size => {
-                return self.refuse(conn, format!("rank {rank} says the job has {size} ranks, others said {s}"))
-            }
-            _ => self.size = Some(size),
-        }
-        if let Some((_, info)) = self.ranks.get(&rank) {
-            if info.connected {
-                return self
-                    .refuse(conn, format!("rank {rank} is already connected (pid {} on {})", info.pid, info.host));
-            }
+        if let Some(info) = self.ranks.get(&rank).filter(|i| self.hellos.contains_key(&rank) && i.connected) {
+            let why = format!("rank {rank} is already connected (pid {} on {})", info.pid, info.host);
+            return self.refuse(conn, why);
         }
         self.conns.insert(conn, Role::Rank(rank));
-        self.ranks.insert(
-            rank,
-            (
-                conn,
-                RankInfo {
-                    rank,
-                    host,
-                    pid,
-                    connected: true,
-                    finalized: false,
-                    switch_phase: SwitchPhase::Running,
-                    subscribed: false,
-                    transport: "?".into(),
-                },
-            ),
-        );
+        self.hellos.insert(rank, conn);
+        let info = self.rank_info(rank);
+        (info.host, info.pid, info.connected, info.finalized) = (host, pid, true, false);
         let job = self.job.clone();
         self.reply(conn, Reply::Welcome { job });
     }
 
-    fn subscribe(&mut self, conn: ConnId, version: u32, rank: u32, transport: Option<String>) {
+    /// A rank's control thread attaches directly (a job without relays, and the simulator).
+    fn subscribe(
+        &mut self,
+        conn: ConnId,
+        version: u32,
+        rank: u32,
+        transport: Option<String>,
+        host: Option<String>,
+        pid: Option<u32>,
+    ) {
         if version != CONTROL_VERSION {
             return self.refuse(conn, format!("control protocol {version}, expected {CONTROL_VERSION}"));
         }
-        let Some((_, info)) = self.ranks.get_mut(&rank) else {
+        if !self.ranks.contains_key(&rank) && host.is_none() {
             return self.refuse(conn, format!("rank {rank} subscribes before saying hello"));
-        };
-        if info.subscribed {
+        }
+        if self.fanout.reaches(rank) {
             return self.refuse(conn, format!("rank {rank} is already subscribed"));
         }
+        if self.size.is_some_and(|s| rank >= s) {
+            return self.refuse(conn, format!("rank {rank} is not in a job of {} ranks", self.size.unwrap_or(0)));
+        }
+        self.fanout.add(conn, rank).expect("checked: not reached yet");
+        self.conns.insert(conn, Role::Subscriber(rank));
+        let info = self.rank_info(rank);
         info.subscribed = true;
+        info.connected = true;
         if let Some(t) = transport {
             info.transport = t;
         }
-        self.conns.insert(conn, Role::Subscriber(rank));
-        self.subs.insert(rank, conn);
+        if let Some(h) = host {
+            info.host = h;
+        }
+        if let Some(p) = pid {
+            info.pid = p;
+        }
         let job = self.job.clone();
         self.reply(conn, Reply::Welcome { job });
     }
 
-    /// Starts a quiesce or resume: sends the command to every rank's control thread.
+    /// A host leader's relay joins. The first `relay_fanout` attach here; each later one is
+    /// sent below an earlier one (relay `i` under relay `i / k - 1`), so the relays form a
+    /// k-ary tree whose depth grows with the logarithm of the number of hosts.
+    fn join(&mut self, conn: ConnId, version: u32, size: u32, leader: u32, listen: Option<String>) {
+        if version != CONTROL_VERSION {
+            return self.refuse(conn, format!("control protocol {version}, expected {CONTROL_VERSION}"));
+        }
+        if !self.check_place(conn, leader, size) {
+            return;
+        }
+        let k = self.config.relay_fanout.max(1);
+        let index = self.relays.len();
+        if index >= k {
+            if let Some(parent) = self.relays[index / k - 1].listen.clone() {
+                self.relays.push(RelayInfo { leader, listen, parent: Some(parent.clone()) });
+                self.reply(conn, Reply::Redirect { parent });
+                self.out.close(conn);
+                return;
+            }
+        }
+        self.relays.push(RelayInfo { leader, listen, parent: None });
+        self.conns.insert(conn, Role::Relay);
+        let job = self.job.clone();
+        self.reply(conn, Reply::Welcome { job });
+    }
+
+    /// A relay's news about the ranks below it.
+    fn members(&mut self, conn: ConnId, members: Vec<Member>, now: Instant) {
+        for m in members {
+            if self.size.is_some_and(|s| m.rank >= s) {
+                continue;
+            }
+            let outcome = if m.connected && !m.finalized {
+                if let Err(e) = self.fanout.add(conn, m.rank) {
+                    self.out.log(e);
+                    continue;
+                }
+                None
+            } else {
+                let why = if m.finalized { "finalized" } else { "lost its control connection" };
+                self.fanout.remove_rank(m.rank, why)
+            };
+            let subscribed = self.fanout.reaches(m.rank);
+            let info = self.rank_info(m.rank);
+            (info.host, info.pid, info.transport) = (m.host, m.pid, m.transport);
+            (info.connected, info.finalized, info.subscribed) = (m.connected, m.finalized, subscribed);
+            self.finish_switch(outcome, now);
+        }
+    }
+
+    /// Starts a quiesce or resume: the command goes down the tree to every rank.
     fn start_switch(
         &mut self,
         ctl: ConnId,
@@ -298,70 +436,60 @@ impl Coordinator {
                 Reply::SwitchFailed { epoch, missing: Vec::new(), reason: "no rank has connected yet".into() },
             );
         };
-        let missing: Vec<u32> = (0..size).filter(|r| !self.subs.contains_key(r)).collect();
+        let missing: Vec<u32> = (0..size).filter(|&r| !self.fanout.reaches(r)).collect();
         if !missing.is_empty() {
             let reason = "these ranks have no control thread connected (not started, finished, or lost)".to_string();
             return self.reply(ctl, Reply::SwitchFailed { epoch, missing, reason });
         }
         let timeout = Duration::from_millis(timeout_ms.clamp(1, 24 * 3600 * 1000));
         self.phase = next;
-        self.op =
-            Some(SwitchOp { command, epoch, ctl, started: now, deadline: now + timeout, reported: BTreeMap::new() });
-        let subs: Vec<ConnId> = self.subs.values().copied().collect();
-        for conn in subs {
-            self.reply(conn, Reply::Command { command, epoch, transport: transport.clone() });
+        self.op = Some(SwitchOp { ctl, started: now });
+        let outcome = self.fanout.start(command, epoch, transport, now, timeout, child_budget(timeout));
+        while let Some((conn, c)) = self.fanout.poll_command() {
+            self.reply(conn, c);
         }
+        self.finish_switch(outcome, now);
     }
 
-    fn report(&mut self, rank: u32, epoch: u32, phase: SwitchPhase, millis: f64, detail: Option<String>, now: Instant) {
-        if let Some((_, info)) = self.ranks.get_mut(&rank) {
-            info.switch_phase = phase;
-        }
-        let Some(op) = &mut self.op else { return };
-        if op.epoch != epoch {
-            return;
-        }
-        let done_phase = match op.command {
-            SwitchCommand::Quiesce => SwitchPhase::Detached,
-            SwitchCommand::Resume => SwitchPhase::Running,
-        };
-        if phase == SwitchPhase::Failed {
-            let why = format!("rank {rank} failed: {}", detail.unwrap_or_default());
-            return self.fail_switch(&why, vec![rank]);
-        }
-        if phase != done_phase {
-            return;
-        }
-        op.reported.insert(rank, millis);
-        if op.reported.len() as u32 == self.size.unwrap_or(0) {
-            let op = self.op.take().expect("checked");
-            let total_ms = now.duration_since(op.started).as_secs_f64() * 1e3;
-            let slowest_rank_ms = op.reported.values().copied().fold(0.0, f64::max);
-            let ranks = op.reported.len() as u32;
-            let reply = match op.command {
-                SwitchCommand::Quiesce => {
-                    self.phase = JobPhase::Quiesced;
-                    Reply::SafeToUnplug { epoch, ranks, total_ms, slowest_rank_ms }
-                }
-                SwitchCommand::Resume => {
-                    self.phase = JobPhase::Running;
-                    self.epoch = epoch;
-                    Reply::Resumed { epoch, ranks, total_ms, slowest_rank_ms }
-                }
-            };
-            self.reply(op.ctl, reply);
-        }
-    }
-
-    /// Fails the switch in progress. The job stays where it is (a failed quiesce leaves it
-    /// quiescing: the ranks that detached wait for a resume, and one that died ends the job).
-    fn fail_switch(&mut self, reason: &str, missing: Vec<u32>) {
+    /// Answers the control client once the step ended below.
+    fn finish_switch(&mut self, outcome: Option<Outcome>, now: Instant) {
+        let Some(outcome) = outcome else { return };
         let Some(op) = self.op.take() else { return };
-        self.log.push_back(format!("switch {} ({:?}) failed: {reason}; ranks {missing:?}", op.epoch, op.command));
-        // Either way the ranks that finished their step wait for a resume, which can be
-        // asked for again.
-        self.phase = JobPhase::Quiesced;
-        self.reply(op.ctl, Reply::SwitchFailed { epoch: op.epoch, missing, reason: reason.to_string() });
+        match outcome {
+            Outcome::Done { command, epoch, done } => {
+                let total_ms = now.duration_since(op.started).as_secs_f64() * 1e3;
+                let slowest_rank_ms = done.iter().map(|d| d.millis).fold(0.0, f64::max);
+                let ranks = done.len() as u32;
+                let phase = goal_phase(command);
+                for d in done {
+                    let info = self.rank_info(d.rank);
+                    info.switch_phase = phase;
+                    if let Some(t) = d.transport {
+                        info.transport = t;
+                    }
+                }
+                let reply = match command {
+                    SwitchCommand::Quiesce => {
+                        self.phase = JobPhase::Quiesced;
+                        Reply::SafeToUnplug { epoch, ranks, total_ms, slowest_rank_ms }
+                    }
+                    SwitchCommand::Resume => {
+                        self.phase = JobPhase::Running;
+                        self.epoch = epoch;
+                        Reply::Resumed { epoch, ranks, total_ms, slowest_rank_ms }
+                    }
+                };
+                self.reply(op.ctl, reply);
+            }
+            Outcome::Failed { command, epoch, missing, reason } => {
+                self.out.log(format!("switch {epoch} ({command:?}) failed: {reason}; ranks {missing:?}"));
+                // Either way the ranks that finished their step wait for a resume, which can
+                // be asked for again. (A failed quiesce leaves the job quiescing: the ranks
+                // that detached wait for a resume, and one that died ends the job.)
+                self.phase = JobPhase::Quiesced;
+                self.reply(op.ctl, Reply::SwitchFailed { epoch, missing, reason });
+            }
+        }
     }
 
     fn put(&mut self, conn: ConnId, rank: u32, key: String, value: String) {
@@ -388,11 +516,15 @@ impl Coordinator {
     }
 
     fn finish_fence_if_complete(&mut self) {
-        let (Some(size), Some(f)) = (self.size, &self.fence) else { return };
+        let (Some(size), Some(f)) = (self.size, &self.fence) else {
+            return;
+        };
         if f.arrived.len() as u32 == size {
             let f = self.fence.take().expect("checked");
             for r in f.arrived {
-                let conn = self.ranks[&r].0;
+                let Some(&conn) = self.hellos.get(&r) else {
+                    continue;
+                };
                 self.reply(conn, Reply::FenceDone { seq: f.seq });
             }
         }
@@ -403,39 +535,45 @@ impl Coordinator {
         let Some(f) = self.fence.take() else { return };
         let size = self.size.unwrap_or(0);
         let missing: Vec<u32> = (0..size).filter(|r| !f.arrived.contains(r)).collect();
-        self.log.push_back(format!("fence {} failed: {reason}; missing ranks {missing:?}", f.seq));
+        self.out.log(format!("fence {} failed: {reason}; missing ranks {missing:?}", f.seq));
         for r in f.arrived {
-            let conn = self.ranks[&r].0;
+            let Some(&conn) = self.hellos.get(&r) else {
+                continue;
+            };
             self.reply(conn, Reply::FenceFailed { seq: f.seq, missing: missing.clone(), reason: reason.to_string() });
         }
     }
 
-    pub fn handle_disconnect(&mut self, conn: ConnId) {
-        let Some(role) = self.conns.remove(&conn) else { return };
-        if let Role::Subscriber(r) = role {
-            self.subs.remove(&r);
-            let finalized = self.ranks.get_mut(&r).map(|(_, info)| {
-                info.subscribed = false;
-                info.finalized
-            });
-            let waiting_on_it = self.op.as_ref().is_some_and(|op| !op.reported.contains_key(&r));
-            if waiting_on_it {
-                let why = if finalized == Some(true) { "finalized" } else { "lost its control connection" };
-                self.fail_switch(&format!("rank {r} {why} during the switch"), vec![r]);
-            }
-        }
-        if let Role::Rank(r) = role {
-            if let Some((c, info)) = self.ranks.get_mut(&r) {
-                if *c == conn {
-                    info.connected = false;
-                    if !info.finalized {
-                        self.log.push_back(format!("rank {r} (pid {} on {}) disconnected", info.pid, info.host));
-                    }
-                    if self.fence.as_ref().is_some_and(|f| !f.arrived.contains(&r)) {
-                        self.fail_fence(&format!("rank {r} disconnected"));
+    pub fn handle_disconnect(&mut self, conn: ConnId, now: Instant) {
+        let Some(role) = self.conns.remove(&conn) else {
+            return;
+        };
+        match role {
+            Role::Subscriber(_) | Role::Relay => {
+                let why = "lost its control connection";
+                let (ranks, outcome) = self.fanout.remove_child(conn, why);
+                for r in ranks {
+                    let info = self.rank_info(r);
+                    info.subscribed = false;
+                    if role == Role::Relay {
+                        info.connected = false;
                     }
                 }
+                self.finish_switch(outcome, now);
             }
+            Role::Rank(r) if self.hellos.get(&r) == Some(&conn) => {
+                self.hellos.remove(&r);
+                let info = self.rank_info(r);
+                info.connected = false;
+                if !info.finalized {
+                    let line = format!("rank {r} (pid {} on {}) disconnected", info.pid, info.host);
+                    self.out.log(line);
+                }
+                if self.fence.as_ref().is_some_and(|f| !f.arrived.contains(&r)) {
+                    self.fail_fence(&format!("rank {r} disconnected"));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -444,31 +582,13 @@ impl Coordinator {
             let t = self.config.fence_timeout;
             self.fail_fence(&format!("timed out after {t:?}"));
         }
-        if let Some(op) = self.op.as_ref().filter(|op| now >= op.deadline) {
-            let size = self.size.unwrap_or(0);
-            let missing: Vec<u32> = (0..size).filter(|r| !op.reported.contains_key(r)).collect();
-            let why = format!("timed out after {:?}", op.deadline.duration_since(op.started));
-            self.fail_switch(&why, missing);
-        }
+        let outcome = self.fanout.on_timeout(now);
+        self.finish_switch(outcome, now);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let fence = self.fence.as_ref().map(|f| f.deadline);
-        let op = self.op.as_ref().map(|o| o.deadline);
-        fence.into_iter().chain(op).min()
-    }
-
-    pub fn poll_reply(&mut self) -> Option<(ConnId, Reply)> {
-        self.replies.pop_front()
-    }
-
-    pub fn poll_close(&mut self) -> Option<ConnId> {
-        self.closes.pop_front()
-    }
-
-    /// Lines worth logging (refusals, failures), oldest first.
-    pub fn poll_log(&mut self) -> Option<String> {
-        self.log.pop_front()
+        fence.into_iter().chain(self.fanout.deadline()).min()
     }
 }
 
@@ -483,7 +603,7 @@ mod tests {
             Request::Hello { version: CONTROL_VERSION, rank, size, host: "h".into(), pid: 100 + rank },
             now,
         );
-        assert_eq!(c.poll_reply(), Some((conn, Reply::Welcome { job: "j".into() })));
+        assert_eq!(c.out.poll_reply(), Some((conn, Reply::Welcome { job: "j".into() })));
     }
 
     #[test]
@@ -497,15 +617,15 @@ mod tests {
         for r in 0..2 {
             c.handle_request(r as u64, Request::Fence { seq: 1 }, now);
         }
-        assert_eq!(c.poll_reply(), None, "no answer before the last rank");
+        assert_eq!(c.out.poll_reply(), None, "no answer before the last rank");
         c.handle_request(2, Request::Fence { seq: 1 }, now);
-        let mut done: Vec<_> = std::iter::from_fn(|| c.poll_reply()).collect();
+        let mut done: Vec<_> = std::iter::from_fn(|| c.out.poll_reply()).collect();
         done.sort_by_key(|d| d.0);
         assert_eq!(done, (0..3).map(|r| (r, Reply::FenceDone { seq: 1 })).collect::<Vec<_>>());
         c.handle_request(0, Request::Get { rank: 2, key: "a".into() }, now);
-        assert_eq!(c.poll_reply(), Some((0, Reply::Value { rank: 2, key: "a".into(), value: Some("02".into()) })));
+        assert_eq!(c.out.poll_reply(), Some((0, Reply::Value { rank: 2, key: "a".into(), value: Some("02".into()) })));
         c.handle_request(0, Request::Get { rank: 2, key: "b".into() }, now);
-        assert_eq!(c.poll_reply(), Some((0, Reply::Value { rank: 2, key: "b".into(), value: None })));
+        assert_eq!(c.out.poll_reply(), Some((0, Reply::Value { rank: 2, key: "b".into(), value: None })));
     }
 
     #[test]
@@ -520,11 +640,11 @@ mod tests {
         c.handle_request(2, Request::Fence { seq: 7 }, now);
         assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(5)));
         c.handle_timeout(now + Duration::from_secs(4));
-        assert_eq!(c.poll_reply(), None);
+        assert_eq!(c.out.poll_reply(), None);
         c.handle_timeout(now + Duration::from_secs(5));
-        let r = c.poll_reply().unwrap();
+        let r = c.out.poll_reply().unwrap();
         assert!(matches!(&r.1, Reply::FenceFailed { seq: 7, missing, .. } if missing == &vec![1, 3]), "{r:?}");
-        assert!(c.poll_log().unwrap().contains("missing ranks [1, 3]"));
+        assert!(c.out.poll_log().unwrap().contains("missing ranks [1, 3]"));
     }
 
     #[test]
@@ -534,9 +654,9 @@ mod tests {
         hello(&mut c, 0, 0, 2, now);
         hello(&mut c, 1, 1, 2, now);
         c.handle_request(0, Request::Fence { seq: 1 }, now);
-        c.handle_disconnect(1);
+        c.handle_disconnect(1, now);
         assert!(
-            matches!(c.poll_reply(), Some((0, Reply::FenceFailed { ref missing, ref reason, .. })) if missing == &vec![1] && reason.contains("rank 1 disconnected"))
+            matches!(c.out.poll_reply(), Some((0, Reply::FenceFailed { ref missing, ref reason, .. })) if missing == &vec![1] && reason.contains("rank 1 disconnected"))
         );
         assert!(!c.status().ranks[1].connected);
     }
@@ -549,8 +669,8 @@ mod tests {
         // Before hello: only hello is allowed.
         c.handle_connect(9);
         c.handle_request(9, Request::Fence { seq: 1 }, now);
-        assert!(matches!(c.poll_reply(), Some((9, Reply::Error { .. }))));
-        assert_eq!(c.poll_close(), Some(9));
+        assert!(matches!(c.out.poll_reply(), Some((9, Reply::Error { .. }))));
+        assert_eq!(c.out.poll_close(), Some(9));
         // Inconsistent size, duplicate rank, wrong version.
         c.handle_connect(10);
         c.handle_request(
@@ -558,7 +678,7 @@ mod tests {
             Request::Hello { version: CONTROL_VERSION, rank: 1, size: 3, host: "x".into(), pid: 1 },
             now,
         );
-        assert!(matches!(c.poll_reply(), Some((10, Reply::Error { ref message })) if message.contains("3 ranks")));
+        assert!(matches!(c.out.poll_reply(), Some((10, Reply::Error { ref message })) if message.contains("3 ranks")));
         c.handle_connect(11);
         c.handle_request(
             11,
@@ -566,24 +686,91 @@ mod tests {
             now,
         );
         assert!(
-            matches!(c.poll_reply(), Some((11, Reply::Error { ref message })) if message.contains("already connected"))
+            matches!(c.out.poll_reply(), Some((11, Reply::Error { ref message })) if message.contains("already connected"))
         );
         c.handle_connect(12);
         c.handle_request(12, Request::CtlHello { version: 99 }, now);
-        assert!(matches!(c.poll_reply(), Some((12, Reply::Error { .. }))));
+        assert!(matches!(c.out.poll_reply(), Some((12, Reply::Error { .. }))));
         c.handle_connect(13);
         c.handle_malformed(13, "expected value at line 1");
-        assert!(matches!(c.poll_reply(), Some((13, Reply::Error { ref message })) if message.contains("malformed")));
+        assert!(
+            matches!(c.out.poll_reply(), Some((13, Reply::Error { ref message })) if message.contains("malformed"))
+        );
         // A ctl client may read status but not publish.
         c.handle_connect(14);
         c.handle_request(14, Request::CtlHello { version: CONTROL_VERSION }, now);
-        assert!(matches!(c.poll_reply(), Some((14, Reply::Welcome { .. }))));
+        assert!(matches!(c.out.poll_reply(), Some((14, Reply::Welcome { .. }))));
         c.handle_request(14, Request::Put { key: "k".into(), value: "00".into() }, now);
-        assert!(matches!(c.poll_reply(), Some((14, Reply::Error { .. }))));
+        assert!(matches!(c.out.poll_reply(), Some((14, Reply::Error { .. }))));
         // The rank that was connected is still there and still served.
         c.handle_request(0, Request::Status {}, now);
         assert!(
-            matches!(c.poll_reply(), Some((0, Reply::Status { ref status })) if status.ranks[0].connected && status.size == Some(2))
+            matches!(c.out.poll_reply(), Some((0, Reply::Status { ref status })) if status.ranks[0].connected && status.size == Some(2))
         );
+    }
+
+    #[test]
+    fn relays_beyond_the_fanout_are_placed_below_earlier_ones_and_a_switch_is_one_message_each() {
+        let now = Instant::now();
+        let cfg = CoordinatorConfig { relay_fanout: 2, ..Default::default() };
+        let mut c = Coordinator::new("j", cfg);
+        // Five host leaders of 2 ranks each join: relays 0 and 1 attach here, 2 and 3 go
+        // under relay 0, 4 under relay 1.
+        let mut parents = Vec::new();
+        for h in 0..5u32 {
+            let conn = 10 + h as u64;
+            c.handle_connect(conn);
+            let listen = Some(format!("10.0.0.{h}:1"));
+            c.handle_request(conn, Request::Join { version: CONTROL_VERSION, size: 10, leader: 2 * h, listen }, now);
+            match c.out.poll_reply() {
+                Some((_, Reply::Welcome { .. })) => parents.push(None),
+                Some((_, Reply::Redirect { parent })) => {
+                    assert_eq!(c.out.poll_close(), Some(conn));
+                    parents.push(Some(parent));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let p = |s: &str| Some(s.to_string());
+        assert_eq!(parents, vec![None, None, p("10.0.0.0:1"), p("10.0.0.0:1"), p("10.0.0.1:1")]);
+        // The two attached relays speak for all ten ranks.
+        let member = |rank| Member {
+            rank,
+            host: format!("h{}", rank / 2),
+            pid: rank,
+            transport: "tcp".into(),
+            connected: true,
+            finalized: false,
+        };
+        c.handle_request(10, Request::Members { members: [0, 1, 4, 5, 6, 7].into_iter().map(member).collect() }, now);
+        c.handle_request(11, Request::Members { members: [2, 3, 8, 9].into_iter().map(member).collect() }, now);
+        assert!(c.status().ranks.iter().all(|r| r.subscribed && r.connected), "{:?}", c.status());
+        c.handle_connect(99);
+        c.handle_request(99, Request::CtlHello { version: CONTROL_VERSION }, now);
+        c.out.poll_reply();
+        c.handle_request(99, Request::Quiesce { timeout_ms: 8000 }, now);
+        let sent: Vec<_> = std::iter::from_fn(|| c.out.poll_reply()).collect();
+        assert_eq!(sent.len(), 2, "one command per attached relay: {sent:?}");
+        let done =
+            |ranks: &[u32]| ranks.iter().map(|&rank| RankDone { rank, millis: rank as f64, transport: None }).collect();
+        let report =
+            |d| Request::GroupReport { epoch: 1, phase: SwitchPhase::Detached, done: d, missing: vec![], detail: None };
+        c.handle_request(10, report(done(&[0, 1, 4, 5, 6, 7])), now);
+        assert_eq!(c.out.poll_reply(), None);
+        c.handle_request(11, report(done(&[2, 3, 8, 9])), now);
+        match c.out.poll_reply() {
+            Some((99, Reply::SafeToUnplug { ranks: 10, slowest_rank_ms, .. })) => assert_eq!(slowest_rank_ms, 9.0),
+            other => panic!("{other:?}"),
+        }
+        // A relay lost during the next step fails it, naming the ranks it carried.
+        c.handle_request(99, Request::Resume { timeout_ms: 8000, transport: None }, now);
+        while c.out.poll_reply().is_some() {}
+        c.handle_disconnect(11, now);
+        match c.out.poll_reply() {
+            Some((99, Reply::SwitchFailed { missing, .. })) => {
+                assert_eq!(missing, vec![2, 3, 8, 9])
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

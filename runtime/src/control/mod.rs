@@ -9,6 +9,8 @@
 
 pub mod client;
 pub mod coordinator;
+pub mod fanout;
 pub mod jobfile;
 pub mod proto;
+pub mod relay;
 pub mod server;

@@ -44,7 +44,23 @@ pub enum Request {
         /// The transport carrying this rank's data path (`tcp`, `none` for a job of one).
         #[serde(default)]
         transport: Option<String>,
+        /// Where the rank runs, for `ctl status` (sent when it subscribes to a host leader
+        /// rather than saying hello to the coordinator itself).
+        #[serde(default)]
+        host: Option<String>,
+        #[serde(default)]
+        pid: Option<u32>,
     },
+    /// A host leader's relay attaches to its parent (the coordinator or another relay).
+    /// `listen` is where relays below it can attach; the coordinator may answer
+    /// `Reply::Redirect` to place it deeper in the tree.
+    Join { version: u32, size: u32, leader: u32, listen: Option<String> },
+    /// A relay's news about the ranks below it: new ones, finalized ones, lost ones.
+    Members { members: Vec<Member> },
+    /// A relay's answer to a switch command for every rank below it: all of them reached
+    /// `phase` (with their times in `done`), or the step failed (`phase` is `failed`,
+    /// `missing` names the ranks that did not finish and `detail` says why).
+    GroupReport { epoch: u32, phase: SwitchPhase, done: Vec<RankDone>, missing: Vec<u32>, detail: Option<String> },
     /// A rank reports that it reached `phase` of switch `epoch`, after `millis` in the step;
     /// `transport` is what carries its data path after a resume.
     Report {
@@ -101,11 +117,19 @@ pub enum Reply {
     Error {
         message: String,
     },
-    /// Pushed to a rank's subscription: start a switch step.
+    /// Pushed down the control tree: start a switch step. A relay fails the step for the
+    /// ranks below it that have not finished within `timeout_ms`, so that it, not only the
+    /// coordinator, can name them.
     Command {
         command: SwitchCommand,
         epoch: u32,
         transport: Option<String>,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    /// (to a relay that joined) Attach under the relay listening at `parent` instead.
+    Redirect {
+        parent: String,
     },
     /// Every rank has drained and released its devices.
     SafeToUnplug {
@@ -136,6 +160,26 @@ pub enum SwitchCommand {
     Resume,
 }
 
+/// One rank as the control tree knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub rank: u32,
+    pub host: String,
+    pub pid: u32,
+    pub transport: String,
+    /// Its control connection is up (false once lost or closed).
+    pub connected: bool,
+    pub finalized: bool,
+}
+
+/// One rank's finished switch step, carried up the control tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankDone {
+    pub rank: u32,
+    pub millis: f64,
+    pub transport: Option<String>,
+}
+
 /// What `kawarimi ctl status` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobStatus {
@@ -149,6 +193,21 @@ pub struct JobStatus {
     pub epoch: u32,
     /// `running`, `quiescing`, `quiesced` or `resuming`.
     pub phase: String,
+    /// The host leaders' relays that joined, in order (the control tree's shape: relay `i`
+    /// past the coordinator's fan-out `k` sits below relay `i / k - 1`).
+    #[serde(default)]
+    pub relays: Vec<RelayInfo>,
+}
+
+/// A host leader's relay in the control tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayInfo {
+    /// The rank that runs it.
+    pub leader: u32,
+    /// Where it listens (`None`: it takes no relays below it).
+    pub listen: Option<String>,
+    /// Where it attached: `None` for the coordinator, else the relay above it.
+    pub parent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

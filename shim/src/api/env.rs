@@ -30,9 +30,10 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
     shared.set_transport(world.engine.transport_summary());
     world.engine.switch = Some(EngineSwitch::new(shared.clone(), Box::new(wired.rewire), WIREUP_TIMEOUT));
     world.engine.refresh_waker();
-    if let Some(addr) = wired.control.coordinator {
+    if let Some(addr) = wired.control.relay_addr {
         // The control thread takes switch commands even while the application computes.
-        spawn_control_thread(addr, &wired.control.secret, rank, shared, Box::new(poke)).map_err(|e| Fail {
+        let host = world.hostname.clone();
+        spawn_control_thread(addr, &wired.control.secret, rank, host, shared, Box::new(poke)).map_err(|e| Fail {
             class: ErrorClass::Other,
             detail: format!("control thread: {e}"),
             handler: Handler::Fatal,
