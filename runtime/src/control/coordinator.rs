@@ -224,7 +224,7 @@ impl Coordinator {
             }
             (Role::Subscriber(r), Request::Goodbye {}) => {
                 self.finalized(r);
-                let outcome = self.fanout.remove_rank(r, "finalized");
+                let outcome = self.fanout.remove_ranks(&[r], "finalized");
                 self.finish_switch(outcome, now);
             }
             (Role::Relay, Request::Members { members }) => self.members(conn, members, now),
@@ -390,26 +390,18 @@ impl Coordinator {
 
     /// A relay's news about the ranks below it.
     fn members(&mut self, conn: ConnId, members: Vec<Member>, now: Instant) {
-        for m in members {
-            if self.size.is_some_and(|s| m.rank >= s) {
-                continue;
-            }
-            let outcome = if m.connected && !m.finalized {
-                if let Err(e) = self.fanout.add(conn, m.rank) {
-                    self.out.log(e);
-                    continue;
-                }
-                None
-            } else {
-                let why = if m.finalized { "finalized" } else { "lost its control connection" };
-                self.fanout.remove_rank(m.rank, why)
-            };
+        let (errors, outcome) = self.fanout.apply_members(conn, &members, self.size);
+        for e in errors {
+            self.out.log(e);
+        }
+        let size = self.size;
+        for m in members.into_iter().filter(|m| size.is_none_or(|s| m.rank < s)) {
             let subscribed = self.fanout.reaches(m.rank);
             let info = self.rank_info(m.rank);
             (info.host, info.pid, info.transport) = (m.host, m.pid, m.transport);
             (info.connected, info.finalized, info.subscribed) = (m.connected, m.finalized, subscribed);
-            self.finish_switch(outcome, now);
         }
+        self.finish_switch(outcome, now);
     }
 
     /// Starts a quiesce or resume: the command goes down the tree to every rank.

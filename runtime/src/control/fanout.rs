@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::proto::{RankDone, Reply, SwitchCommand, SwitchPhase};
+use super::proto::{Member, RankDone, Reply, SwitchCommand, SwitchPhase};
 
 /// Identifies one control connection.
 pub type ConnId = u64;
@@ -71,13 +71,42 @@ impl Fanout {
         }
     }
 
-    /// Forgets `rank` (it finalized, or the relay below lost it). A step waiting on it fails.
-    pub fn remove_rank(&mut self, rank: u32, why: &str) -> Option<Outcome> {
-        let conn = self.route.remove(&rank)?;
-        if let Some(set) = self.children.get_mut(&conn) {
-            set.remove(&rank);
+    /// Forgets `ranks` (they finalized, or the relay below lost them). A step waiting on any
+    /// of them fails, naming all of those.
+    pub fn remove_ranks(&mut self, ranks: &[u32], why: &str) -> Option<Outcome> {
+        for rank in ranks {
+            if let Some(conn) = self.route.remove(rank) {
+                if let Some(set) = self.children.get_mut(&conn) {
+                    set.remove(rank);
+                }
+            }
         }
-        self.fail_if_waiting(&[rank], why)
+        self.fail_if_waiting(ranks, why)
+    }
+
+    /// Applies a relay's news about the ranks below it (`conn`): new ones are routed through
+    /// it, finalized and lost ones forgotten. Returns what could not be applied, and the
+    /// outcome if a step was waiting on a rank that is gone.
+    pub fn apply_members(
+        &mut self,
+        conn: ConnId,
+        members: &[Member],
+        size: Option<u32>,
+    ) -> (Vec<String>, Option<Outcome>) {
+        let mut errors = Vec::new();
+        let (mut finalized, mut lost) = (Vec::new(), Vec::new());
+        for m in members.iter().filter(|m| size.is_none_or(|s| m.rank < s)) {
+            if m.finalized {
+                finalized.push(m.rank);
+            } else if !m.connected {
+                lost.push(m.rank);
+            } else if let Err(e) = self.add(conn, m.rank) {
+                errors.push(e);
+            }
+        }
+        let outcome = self.remove_ranks(&lost, "lost its control connection");
+        let after = self.remove_ranks(&finalized, "finalized");
+        (errors, outcome.or(after))
     }
 
     /// A child connection closed: its ranks are unreachable. Returns them, and the outcome if
@@ -99,6 +128,9 @@ impl Fanout {
         }
         let reason = match missing.as_slice() {
             [r] => format!("rank {r} {why} during the switch"),
+            _ if why.starts_with("lost") => {
+                format!("ranks {missing:?} {} during the switch", why.replacen("its", "their", 1))
+            }
             _ => format!("ranks {missing:?} {why} during the switch"),
         };
         self.fail(missing, reason)

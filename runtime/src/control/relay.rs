@@ -91,6 +91,13 @@ impl Relay {
         self.changed_since.get_or_insert(now);
     }
 
+    /// News that must go up at once, not batched: a lost rank, which a step starting above
+    /// may still count on.
+    fn note_urgent(&mut self, rank: u32, now: Instant) {
+        self.changed.insert(rank);
+        self.changed_since = Some(now.checked_sub(MEMBERS_BATCH).unwrap_or(now));
+    }
+
     fn refuse(&mut self, conn: ConnId, why: String) {
         self.out.refuse(&format!("relay of rank {}: ", self.leader), conn, why);
     }
@@ -152,24 +159,20 @@ impl Relay {
             }
             (Child::New, other) => self.refuse(conn, format!("expected subscribe or join, got {other:?}")),
             (Child::Relay, Request::Members { members }) => {
-                for m in members {
-                    if m.rank >= self.size {
-                        continue;
-                    }
-                    let outcome = if m.connected && !m.finalized {
-                        if let Err(e) = self.fanout.add(conn, m.rank) {
-                            self.out.log(format!("relay of rank {}: {e}", self.leader));
-                            continue;
-                        }
-                        None
-                    } else {
-                        let why = if m.finalized { "finalized" } else { "lost its control connection" };
-                        self.fanout.remove_rank(m.rank, why)
-                    };
-                    self.note(m.rank, now);
-                    self.members.insert(m.rank, m);
-                    self.finish(outcome);
+                let (errors, outcome) = self.fanout.apply_members(conn, &members, Some(self.size));
+                for e in errors {
+                    self.out.log(format!("relay of rank {}: {e}", self.leader));
                 }
+                let size = self.size;
+                for m in members.into_iter().filter(|m| m.rank < size) {
+                    if m.connected || m.finalized {
+                        self.note(m.rank, now);
+                    } else {
+                        self.note_urgent(m.rank, now);
+                    }
+                    self.members.insert(m.rank, m);
+                }
+                self.finish(outcome);
             }
             (Child::Rank(r), Request::Report { epoch, phase, millis, detail, transport }) => {
                 if let (Some(t), Some(m)) = (&transport, self.members.get_mut(&r)) {
@@ -201,7 +204,7 @@ impl Relay {
                     m.finalized = true;
                 }
                 self.note(r, now);
-                let outcome = self.fanout.remove_rank(r, "finalized");
+                let outcome = self.fanout.remove_ranks(&[r], "finalized");
                 self.finish(outcome);
             }
             (child, other) => self.refuse(conn, format!("{other:?} is not allowed for {child:?}")),
@@ -222,7 +225,7 @@ impl Relay {
         for r in lost {
             if let Some(m) = self.members.get_mut(&r).filter(|m| !m.finalized && m.connected) {
                 m.connected = false;
-                self.note(r, now);
+                self.note_urgent(r, now);
             }
         }
         self.finish(outcome);
