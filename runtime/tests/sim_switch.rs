@@ -17,9 +17,12 @@
 //!     the peer sees as `Event::LinkDown`, exactly like a TCP FIN after the last byte.
 //!   - [`Reconnect`] hands out the endpoint of the new epoch's fabric (always succeeding: the
 //!     real `Rewire` fence is modelled as having completed).
-//!   - the control connections: one FIFO queue per direction per subscriber connection,
-//!     random delays, random interleaving across connections. The operator (`kawarimi ctl`)
-//!     talks to the coordinator directly.
+//!   - the control tree: the real [`Relay`]s between the coordinator and the ranks (groups of
+//!     1 to n ranks per relay, a fan-out of 1 to 4 relays at the coordinator so that relays
+//!     sit below relays), or in one run in four each rank subscribed to the coordinator
+//!     directly. Every control link (rank to relay, relay to its parent) is one FIFO queue per
+//!     direction, with random delays and random interleaving across links. The operator
+//!     (`kawarimi ctl`) talks to the coordinator directly.
 //!   - the rank's control thread ([`kawarimi_runtime::switch::spawn_control_thread`]) is
 //!     mirrored as [`Sim::ctl_step`]: read one command, `SwitchShared::command`, then `poke`
 //!     (`switch_step`) until the goal phase (or `Failed`), then `Report`.
@@ -66,6 +69,7 @@ use std::time::{Duration, Instant};
 
 use kawarimi_runtime::control::coordinator::{ConnId, Coordinator, CoordinatorConfig};
 use kawarimi_runtime::control::proto::{Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION};
+use kawarimi_runtime::control::relay::Relay;
 use kawarimi_runtime::core::{Completion, Core, CoreConfig, RecvBuf, ReqId, SendData, ANY_SOURCE, ANY_TAG};
 use kawarimi_runtime::engine::{Engine, EngineSwitch};
 use kawarimi_runtime::error::{MpiError, MpiResult};
@@ -592,10 +596,14 @@ struct RunCfg {
     strict_failure_reports: bool,
     /// Allow fatal faults in this run.
     fatal: bool,
+    /// Put relays between the coordinator and the ranks (as real jobs do) when the seed
+    /// says so; off, every rank subscribes to the coordinator (the regression seeds were
+    /// found that way).
+    relays: bool,
 }
 
 impl RunCfg {
-    const CI: RunCfg = RunCfg { big: false, strict_failure_reports: false, fatal: true };
+    const CI: RunCfg = RunCfg { big: false, strict_failure_reports: false, fatal: true, relays: true };
 }
 
 #[derive(Debug, Default, Clone)]
@@ -629,6 +637,18 @@ fn hello_conn(r: u32) -> ConnId {
 fn sub_conn(r: u32) -> ConnId {
     2 * r as ConnId + 1
 }
+/// Relay `h`'s connection to its parent (the coordinator or another relay).
+const RELAY_CONN_BASE: ConnId = 1 << 41;
+fn relay_conn(h: usize) -> ConnId {
+    RELAY_CONN_BASE + h as ConnId
+}
+
+/// Where a relay is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parent {
+    Coordinator,
+    Relay(usize),
+}
 
 /// Per-run parameters, all drawn from the seed.
 #[derive(Debug, Clone)]
@@ -641,6 +661,10 @@ struct Params {
     delay_max_us: u64,
     ctl_delay_max_us: u64,
     fault_permille: u64,
+    /// Ranks per relay (0: no relays, every rank subscribes to the coordinator).
+    group: u32,
+    /// Relays the coordinator (and each relay) takes before placing new ones deeper.
+    relay_fanout: usize,
 }
 
 struct Sim {
@@ -653,7 +677,11 @@ struct Sim {
     fabrics: Arc<Mutex<Fabrics>>,
     ranks: Vec<Rank>,
     coord: Coordinator,
+    /// Control links: rank `r`'s subscription is link `r`, relay `h`'s link to its parent
+    /// is link `n + h`.
     conns: Vec<ConnQ>,
+    relays: Vec<Relay>,
+    relay_parent: Vec<Parent>,
     msgs: Vec<Msg>,
     delivered: Vec<bool>,
     by_tag: HashMap<(u32, i32), usize>,
@@ -671,10 +699,12 @@ impl Sim {
     fn fail(&self, what: &str) -> ! {
         let big = if self.cfg.big { "KAWARIMI_SIM_BIG=1 " } else { "" };
         panic!(
-            "simulator violation, seed {seed} ({n} ranks, step {step}, t={t}us): {what}\n\
+            "simulator violation, seed {seed} ({n} ranks, {group} per relay, relay fan-out {k}, step {step}, t={t}us): {what}\n\
              replay: KAWARIMI_SIM_SEED={seed} {big}cargo test --release -p kawarimi-runtime --test sim_switch -- replay --nocapture",
             seed = self.seed,
             n = self.p.n,
+            group = self.p.group,
+            k = self.p.relay_fanout,
             step = self.stats.steps,
             t = self.now(),
         );
@@ -713,7 +743,17 @@ impl Sim {
             delay_max_us: rng.range(0, 50),
             ctl_delay_max_us: rng.range(1, 300),
             fault_permille: rng.range(0, 4),
+            group: 0,
+            relay_fanout: 1,
         };
+        // The control tree comes from its own stream, so that the rest of a seed's run is
+        // the one it always was.
+        let mut p = p;
+        if cfg.relays {
+            let mut tree_rng = Rng(mix(seed, 0x7265_6C61_7973));
+            p.group = if tree_rng.chance(1, 4) { 0 } else { tree_rng.range(1, n as u64 + 1) as u32 };
+            p.relay_fanout = tree_rng.range(1, 5) as usize;
+        }
         let clock = Arc::new(AtomicU64::new(0));
         let fabrics = Arc::new(Mutex::new(Fabrics {
             n: n as usize,
@@ -782,8 +822,10 @@ impl Sim {
             base: Instant::now(),
             fabrics: fabrics.clone(),
             ranks: Vec::new(),
-            coord: Coordinator::new("sim", CoordinatorConfig::default()),
+            coord: Coordinator::new("sim", CoordinatorConfig { relay_fanout: p.relay_fanout, ..Default::default() }),
             conns: (0..n).map(|_| ConnQ::default()).collect(),
+            relays: Vec::new(),
+            relay_parent: Vec::new(),
             delivered: vec![false; msgs.len()],
             msgs,
             by_tag,
@@ -830,12 +872,19 @@ impl Sim {
             sim.coord.handle_connect(hello_conn(r));
             let hello = Request::Hello { version: CONTROL_VERSION, rank: r, size: n, host: format!("sim{r}"), pid: r };
             sim.coord.handle_request(hello_conn(r), hello, now);
-            sim.coord.handle_connect(sub_conn(r));
-            sim.coord.handle_request(
-                sub_conn(r),
-                Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None, host: None, pid: None },
-                now,
-            );
+        }
+        while let Some((conn, reply)) = sim.coord.out.poll_reply() {
+            assert!(matches!(reply, Reply::Welcome { .. }), "hello of conn {conn}: {reply:?}");
+        }
+        if p.group > 0 {
+            sim.build_tree(now);
+        } else {
+            for r in 0..n {
+                sim.coord.handle_connect(sub_conn(r));
+                let sub =
+                    Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None, host: None, pid: None };
+                sim.coord.handle_request(sub_conn(r), sub, now);
+            }
         }
         sim.coord.handle_connect(CTL_CONN);
         sim.coord.handle_request(CTL_CONN, Request::CtlHello { version: CONTROL_VERSION }, now);
@@ -844,6 +893,61 @@ impl Sim {
         }
         sim.op = OpState::Idle { at_us: sim.rng.range(0, 2000) };
         sim
+    }
+
+    /// Relays between the coordinator and the ranks, placed by the coordinator as in a real
+    /// job (joins in host order, later relays redirected below earlier ones), every rank
+    /// subscribed to its group's relay, and every relay's members news delivered.
+    fn build_tree(&mut self, now: Instant) {
+        let n = self.p.n;
+        let hosts = n.div_ceil(self.p.group) as usize;
+        for h in 0..hosts {
+            let leader = h as u32 * self.p.group;
+            self.relays.push(Relay::new(leader, n));
+            let join = self.relays[h].join_request(Some(format!("relay-{h}")));
+            self.coord.handle_connect(relay_conn(h));
+            self.coord.handle_request(relay_conn(h), join.clone(), now);
+            let parent = match self.coord.out.poll_reply() {
+                Some((_, Reply::Welcome { .. })) => Parent::Coordinator,
+                Some((_, Reply::Redirect { parent })) => {
+                    assert_eq!(self.coord.out.poll_close(), Some(relay_conn(h)));
+                    let p: usize = parent.strip_prefix("relay-").and_then(|x| x.parse().ok()).expect("a relay address");
+                    self.relays[p].handle_connect(relay_conn(h));
+                    self.relays[p].handle_request(relay_conn(h), join, now);
+                    assert!(matches!(self.relays[p].out.poll_reply(), Some((_, Reply::Welcome { .. }))));
+                    Parent::Relay(p)
+                }
+                other => panic!("relay {h} joins: {other:?}"),
+            };
+            self.relay_parent.push(parent);
+        }
+        for r in 0..n {
+            let h = (r / self.p.group) as usize;
+            self.relays[h].handle_connect(sub_conn(r));
+            let sub = Request::Subscribe {
+                version: CONTROL_VERSION,
+                rank: r,
+                transport: None,
+                host: Some(format!("sim{h}")),
+                pid: Some(r),
+            };
+            self.relays[h].handle_request(sub_conn(r), sub, now);
+            assert!(matches!(self.relays[h].out.poll_reply(), Some((_, Reply::Welcome { .. }))));
+        }
+        // Deepest first: a relay's news reaches its parent before the parent attaches and
+        // sends everything it knows up.
+        for h in (0..hosts).rev() {
+            self.relays[h].handle_attached(now);
+            while let Some(req) = self.relays[h].poll_up() {
+                match self.relay_parent[h] {
+                    Parent::Coordinator => self.coord.handle_request(relay_conn(h), req, now),
+                    Parent::Relay(p) => self.relays[p].handle_request(relay_conn(h), req, now),
+                }
+            }
+        }
+        let st = self.coord.status();
+        assert!(st.ranks.iter().all(|r| r.subscribed), "the tree reaches every rank: {st:?}");
+        self.conns.extend((0..hosts).map(|_| ConnQ::default()));
     }
 
     /// Rank `r`'s program: its sends and receives in global order, randomly interleaved, with
@@ -1280,24 +1384,50 @@ impl Sim {
     }
 
     fn deliver_ctl(&mut self) -> bool {
-        let r = self.rng.below(self.p.n as u64) as usize;
+        let n = self.p.n as usize;
+        let link = self.rng.below(self.conns.len() as u64) as usize;
         let now = self.now();
+        let t = self.instant();
         if self.rng.chance(1, 2) {
-            if self.conns[r].down.front().is_some_and(|x| x.0 <= now) {
-                let (_, reply) = self.conns[r].down.pop_front().expect("head");
-                self.ranks[r].ctl_inbox.push_back(reply);
-                self.note(0xD0, r as u64);
+            if self.conns[link].down.front().is_some_and(|x| x.0 <= now) {
+                let (_, reply) = self.conns[link].down.pop_front().expect("head");
+                self.note(0xD0, link as u64);
+                if link < n {
+                    self.ranks[link].ctl_inbox.push_back(reply);
+                } else {
+                    self.relays[link - n].handle_parent(reply, t);
+                    self.pump();
+                }
                 return true;
             }
-        } else if self.conns[r].up.front().is_some_and(|x| x.0 <= now) {
-            let (_, req) = self.conns[r].up.pop_front().expect("head");
-            self.note(0x0D, r as u64);
-            let t = self.instant();
-            self.coord.handle_request(sub_conn(r as u32), req, t);
+        } else if self.conns[link].up.front().is_some_and(|x| x.0 <= now) {
+            let (_, req) = self.conns[link].up.pop_front().expect("head");
+            self.note(0x0D, link as u64);
+            if link < n && self.p.group == 0 {
+                self.coord.handle_request(sub_conn(link as u32), req, t);
+            } else if link < n {
+                let h = link / self.p.group as usize;
+                self.relays[h].handle_request(sub_conn(link as u32), req, t);
+            } else {
+                match self.relay_parent[link - n] {
+                    Parent::Coordinator => self.coord.handle_request(relay_conn(link - n), req, t),
+                    Parent::Relay(p) => self.relays[p].handle_request(relay_conn(link - n), req, t),
+                }
+            }
             self.pump();
             return true;
         }
         false
+    }
+
+    /// The link a node's reply on `conn` travels: a rank's subscription or a relay's link up.
+    fn link_of(&self, conn: ConnId) -> usize {
+        if conn >= RELAY_CONN_BASE {
+            self.p.n as usize + (conn - RELAY_CONN_BASE) as usize
+        } else {
+            assert_eq!(conn % 2, 1, "reply to a hello connection (conn {conn})");
+            (conn / 2) as usize
+        }
     }
 
     fn pump(&mut self) {
@@ -1305,8 +1435,8 @@ impl Sim {
             if conn == CTL_CONN {
                 self.operator_reply(reply);
             } else {
-                assert_eq!(conn % 2, 1, "reply to a hello connection: {reply:?}");
-                self.send_down((conn / 2) as usize, reply);
+                let link = self.link_of(conn);
+                self.send_down(link, reply);
             }
         }
         if let Some(c) = self.coord.out.poll_close() {
@@ -1314,6 +1444,21 @@ impl Sim {
         }
         while let Some(line) = self.coord.out.poll_log() {
             self.trace = fnv(self.trace, line.as_bytes());
+        }
+        for h in 0..self.relays.len() {
+            while let Some((conn, reply)) = self.relays[h].out.poll_reply() {
+                let link = self.link_of(conn);
+                self.send_down(link, reply);
+            }
+            while let Some(req) = self.relays[h].poll_up() {
+                self.send_up(self.p.n as usize + h, req);
+            }
+            if let Some(c) = self.relays[h].out.poll_close() {
+                self.fail(&format!("relay {h} closed connection {c}"));
+            }
+            while let Some(line) = self.relays[h].out.poll_log() {
+                self.trace = fnv(self.trace, line.as_bytes());
+            }
         }
     }
 
@@ -1570,8 +1715,8 @@ impl Sim {
         if let OpState::Idle { at_us } | OpState::Quiesced { at_us } = self.op {
             t = t.min(at_us);
         }
-        if let Some(d) = self.coord.poll_timeout() {
-            t = t.min(d.duration_since(self.base).as_micros() as u64);
+        for d in self.coord.poll_timeout().into_iter().chain(self.relays.iter().filter_map(Relay::poll_timeout)) {
+            t = t.min(d.saturating_duration_since(self.base).as_micros() as u64);
         }
         t
     }
@@ -1721,10 +1866,16 @@ impl Sim {
                 }
             }
             self.clock.store(now, Ordering::Relaxed);
-            if self.coord.poll_timeout().is_some_and(|d| self.instant() >= d) {
-                let t = self.instant();
+            let t = self.instant();
+            if self.coord.poll_timeout().is_some_and(|d| t >= d) {
                 self.coord.handle_timeout(t);
                 self.pump();
+            }
+            for h in 0..self.relays.len() {
+                if self.relays[h].poll_timeout().is_some_and(|d| t >= d) {
+                    self.relays[h].handle_timeout(t);
+                    self.pump();
+                }
             }
             if self.stats.steps.is_multiple_of(64) {
                 self.check_fabrics();
@@ -1923,7 +2074,17 @@ fn big_messages_survive_switches() {
 /// `KAWARIMI_SIM_SEED=3 KAWARIMI_SIM_STRICT=1 cargo test --release -p kawarimi-runtime --test sim_switch -- replay --nocapture`.
 #[test]
 fn regression_failed_drain_is_reported_seed_3() {
-    run_seed(3, RunCfg { strict_failure_reports: true, ..RunCfg::CI });
+    run_seed(3, RunCfg { strict_failure_reports: true, relays: false, ..RunCfg::CI });
+}
+
+/// Found by the soak once relays were in the simulator: a link died mid-drain between ranks
+/// 11 and 7 while a delayed control message made rank 13's relay (1 rank per relay, fan-out
+/// 3) give up first; the coordinator failed the quiesce at that first relay's answer, naming
+/// only rank 13, not the ranks the fault had stopped. A relay's deadline now only marks its
+/// late ranks, and the step fails once every child has answered, naming all of them.
+#[test]
+fn regression_first_relay_to_time_out_does_not_hide_the_others_seed_5743133543346420461() {
+    run_seed(5743133543346420461, RunCfg::CI);
 }
 
 /// The same bug in two ranks, without the simulator loop: rank 0 drains, the link to rank 1

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 pub use super::fanout::ConnId;
-use super::fanout::{child_budget, goal_phase, Fanout, Outbox, Outcome};
+use super::fanout::{child_budget, goal_phase, Fanout, GroupReport, Outbox, Outcome};
 use super::proto::{
     JobStatus, Member, RankDone, RankInfo, RelayInfo, Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION,
 };
@@ -228,15 +228,14 @@ impl Coordinator {
                 self.finish_switch(outcome, now);
             }
             (Role::Relay, Request::Members { members }) => self.members(conn, members, now),
-            (Role::Relay, Request::GroupReport { epoch, phase, done, missing, detail }) => {
-                let outcome = if phase == SwitchPhase::Failed {
+            (Role::Relay, Request::GroupReport { epoch, phase, done, missing, detail, timed_out }) => {
+                if phase == SwitchPhase::Failed {
                     for &r in &missing {
                         self.set_phase(r, SwitchPhase::Failed);
                     }
-                    self.fanout.on_failed(conn, epoch, missing, detail.unwrap_or_default())
-                } else {
-                    self.fanout.on_done(conn, epoch, phase, done)
-                };
+                }
+                let report = GroupReport { epoch, phase, done, missing, detail, timed_out };
+                let outcome = self.fanout.on_group_report(conn, report);
                 self.finish_switch(outcome, now);
             }
             (Role::Ctl, Request::Quiesce { timeout_ms }) => {
@@ -473,7 +472,7 @@ impl Coordinator {
                 };
                 self.reply(op.ctl, reply);
             }
-            Outcome::Failed { command, epoch, missing, reason } => {
+            Outcome::Failed { command, epoch, missing, reason, .. } => {
                 self.out.log(format!("switch {epoch} ({command:?}) failed: {reason}; ranks {missing:?}"));
                 // Either way the ranks that finished their step wait for a resume, which can
                 // be asked for again. (A failed quiesce leaves the job quiescing: the ranks
@@ -745,8 +744,14 @@ mod tests {
         assert_eq!(sent.len(), 2, "one command per attached relay: {sent:?}");
         let done =
             |ranks: &[u32]| ranks.iter().map(|&rank| RankDone { rank, millis: rank as f64, transport: None }).collect();
-        let report =
-            |d| Request::GroupReport { epoch: 1, phase: SwitchPhase::Detached, done: d, missing: vec![], detail: None };
+        let report = |d| Request::GroupReport {
+            epoch: 1,
+            phase: SwitchPhase::Detached,
+            done: d,
+            missing: vec![],
+            detail: None,
+            timed_out: false,
+        };
         c.handle_request(10, report(done(&[0, 1, 4, 5, 6, 7])), now);
         assert_eq!(c.out.poll_reply(), None);
         c.handle_request(11, report(done(&[2, 3, 8, 9])), now);

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::proto::{Member, RankDone, Reply, SwitchCommand, SwitchPhase};
+use super::proto::{Member, RankDone, Reply, Request, SwitchCommand, SwitchPhase};
 
 /// Identifies one control connection.
 pub type ConnId = u64;
@@ -29,8 +29,17 @@ pub fn goal_phase(command: SwitchCommand) -> SwitchPhase {
 pub enum Outcome {
     /// Every rank reached the goal phase.
     Done { command: SwitchCommand, epoch: u32, done: Vec<RankDone> },
-    /// The step failed; `missing` names the ranks that did not finish.
-    Failed { command: SwitchCommand, epoch: u32, missing: Vec<u32>, reason: String },
+    /// The step failed; `missing` names the ranks that did not finish. `timed_out`: it failed
+    /// by a deadline, here or below, rather than by a rank's error or loss; `done` then holds
+    /// the ranks that did finish, so that the node above can tell the two apart.
+    Failed {
+        command: SwitchCommand,
+        epoch: u32,
+        missing: Vec<u32>,
+        reason: String,
+        timed_out: bool,
+        done: Vec<RankDone>,
+    },
 }
 
 #[derive(Debug)]
@@ -42,6 +51,11 @@ struct Step {
     /// Ranks that have not reported yet.
     waiting: BTreeSet<u32>,
     done: Vec<RankDone>,
+    /// Ranks that a child's deadline gave up on, and the first such reason. The step waits
+    /// for its other children before it fails, so that it names every rank that is late,
+    /// not only the first subtree's.
+    late: BTreeSet<u32>,
+    late_reason: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -179,7 +193,8 @@ impl Fanout {
         if waiting.is_empty() {
             return Some(Outcome::Done { command, epoch, done: Vec::new() });
         }
-        self.step = Some(Step { command, epoch, deadline: now + timeout, timeout, waiting, done: Vec::new() });
+        let (done, late, late_reason) = (Vec::new(), BTreeSet::new(), None);
+        self.step = Some(Step { command, epoch, deadline: now + timeout, timeout, waiting, done, late, late_reason });
         None
     }
 
@@ -196,11 +211,65 @@ impl Fanout {
                 step.done.push(d);
             }
         }
-        if !step.waiting.is_empty() {
+        self.finish_if_complete()
+    }
+
+    /// `conn`'s own deadline passed: of the ranks it reaches, `done` finished and `missing`
+    /// did not. The step fails once every other child has answered too (or at this node's
+    /// deadline), naming all the late ranks.
+    pub fn on_timed_out(
+        &mut self,
+        conn: ConnId,
+        epoch: u32,
+        done: Vec<RankDone>,
+        missing: Vec<u32>,
+        reason: String,
+    ) -> Option<Outcome> {
+        let step = self.step.as_mut().filter(|s| s.epoch == epoch)?;
+        let reached = self.children.get(&conn)?;
+        for d in done {
+            if reached.contains(&d.rank) && step.waiting.remove(&d.rank) {
+                step.done.push(d);
+            }
+        }
+        for r in missing {
+            if reached.contains(&r) && step.waiting.remove(&r) {
+                step.late.insert(r);
+            }
+        }
+        step.late_reason.get_or_insert(reason);
+        self.finish_if_complete()
+    }
+
+    fn finish_if_complete(&mut self) -> Option<Outcome> {
+        if !self.step.as_ref()?.waiting.is_empty() {
             return None;
         }
         let step = self.step.take().expect("checked");
-        Some(Outcome::Done { command: step.command, epoch, done: step.done })
+        let (command, epoch, done) = (step.command, step.epoch, step.done);
+        if step.late.is_empty() {
+            return Some(Outcome::Done { command, epoch, done });
+        }
+        let reason = step.late_reason.unwrap_or_default();
+        Some(Outcome::Failed {
+            command,
+            epoch,
+            missing: step.late.into_iter().collect(),
+            reason,
+            timed_out: true,
+            done,
+        })
+    }
+
+    /// A relay's answer (`Request::GroupReport`) from `conn`.
+    pub fn on_group_report(&mut self, conn: ConnId, report: GroupReport) -> Option<Outcome> {
+        let GroupReport { epoch, phase, done, missing, detail, timed_out } = report;
+        let detail = detail.unwrap_or_default();
+        match (phase, timed_out) {
+            (SwitchPhase::Failed, true) => self.on_timed_out(conn, epoch, done, missing, detail),
+            (SwitchPhase::Failed, false) => self.on_failed(conn, epoch, missing, detail),
+            _ => self.on_done(conn, epoch, phase, done),
+        }
     }
 
     /// `conn` reports that the step failed for `missing` (ranks it reaches).
@@ -216,17 +285,21 @@ impl Fanout {
         self.fail(missing, reason)
     }
 
+    /// Fails the step at once (a rank's error or loss), naming `missing`.
     fn fail(&mut self, missing: Vec<u32>, reason: String) -> Option<Outcome> {
         let step = self.step.take()?;
-        Some(Outcome::Failed { command: step.command, epoch: step.epoch, missing, reason })
+        let (command, epoch, done) = (step.command, step.epoch, step.done);
+        Some(Outcome::Failed { command, epoch, missing, reason, timed_out: false, done })
     }
 
-    /// Fails the step if its deadline has passed, naming every rank that did not report.
+    /// Fails the step if its deadline has passed, naming every rank that did not report
+    /// (and those a child's deadline already gave up on).
     pub fn on_timeout(&mut self, now: Instant) -> Option<Outcome> {
-        let step = self.step.as_ref().filter(|s| now >= s.deadline)?;
-        let missing: Vec<u32> = step.waiting.iter().copied().collect();
+        let step = self.step.take_if(|s| now >= s.deadline)?;
+        let missing: Vec<u32> = step.waiting.union(&step.late).copied().collect();
         let reason = format!("timed out after {:?}", step.timeout);
-        self.fail(missing, reason)
+        let (command, epoch, done) = (step.command, step.epoch, step.done);
+        Some(Outcome::Failed { command, epoch, missing, reason, timed_out: true, done })
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -278,6 +351,33 @@ impl Outbox {
 
     pub fn poll_log(&mut self) -> Option<String> {
         self.log.pop_front()
+    }
+}
+
+/// The fields of a `Request::GroupReport`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupReport {
+    pub epoch: u32,
+    pub phase: SwitchPhase,
+    pub done: Vec<RankDone>,
+    pub missing: Vec<u32>,
+    pub detail: Option<String>,
+    pub timed_out: bool,
+}
+
+impl Outcome {
+    /// The answer a relay sends its parent for this outcome.
+    pub fn to_group_report(self) -> Request {
+        match self {
+            Outcome::Done { command, epoch, done } => {
+                let phase = goal_phase(command);
+                Request::GroupReport { epoch, phase, done, missing: Vec::new(), detail: None, timed_out: false }
+            }
+            Outcome::Failed { epoch, missing, reason, timed_out, done, .. } => {
+                let phase = SwitchPhase::Failed;
+                Request::GroupReport { epoch, phase, done, missing, detail: Some(reason), timed_out }
+            }
+        }
     }
 }
 
@@ -355,6 +455,36 @@ mod tests {
             Some(Outcome::Failed { missing, .. }) => assert_eq!(missing, vec![0]),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_child_that_times_out_does_not_end_the_step_before_its_siblings_answer() {
+        let now = Instant::now();
+        let mut f = Fanout::new();
+        for (conn, ranks) in [(1, 0..3), (2, 3..6)] {
+            for r in ranks {
+                f.add(conn, r).unwrap();
+            }
+        }
+        assert!(f
+            .start(SwitchCommand::Quiesce, 1, None, now, Duration::from_secs(8), Duration::from_secs(7))
+            .is_none());
+        let t = "timed out after 7s".to_string();
+        assert_eq!(f.on_timed_out(1, 1, vec![done(0), done(1)], vec![2], t.clone()), None, "child 2 has not answered");
+        match f.on_timed_out(2, 1, vec![done(3)], vec![4, 5], t) {
+            Some(Outcome::Failed { missing, timed_out: true, done, .. }) => {
+                assert_eq!(missing, vec![2, 4, 5], "every late rank of both children");
+                assert_eq!(done.len(), 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A child that times out while another finishes: the step fails naming only the late.
+        assert!(f.start(SwitchCommand::Resume, 2, None, now, Duration::from_secs(8), Duration::from_secs(7)).is_none());
+        assert_eq!(f.on_timed_out(1, 2, vec![], vec![0, 1, 2], "late".into()), None);
+        let all = (3..6).map(done).collect();
+        assert!(
+            matches!(f.on_done(2, 2, SwitchPhase::Running, all), Some(Outcome::Failed { ref missing, .. }) if missing == &vec![0, 1, 2])
+        );
     }
 
     #[test]

@@ -60,7 +60,17 @@ pub enum Request {
     /// A relay's answer to a switch command for every rank below it: all of them reached
     /// `phase` (with their times in `done`), or the step failed (`phase` is `failed`,
     /// `missing` names the ranks that did not finish and `detail` says why).
-    GroupReport { epoch: u32, phase: SwitchPhase, done: Vec<RankDone>, missing: Vec<u32>, detail: Option<String> },
+    GroupReport {
+        epoch: u32,
+        phase: SwitchPhase,
+        done: Vec<RankDone>,
+        missing: Vec<u32>,
+        detail: Option<String>,
+        /// The step failed by the relay's deadline (the ranks in `missing` are late, those in
+        /// `done` finished), not by a rank's error or loss.
+        #[serde(default)]
+        timed_out: bool,
+    },
     /// A rank reports that it reached `phase` of switch `epoch`, after `millis` in the step;
     /// `transport` is what carries its data path after a resume.
     Report {

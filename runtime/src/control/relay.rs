@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::fanout::{child_budget, goal_phase, ConnId, Fanout, Outbox, Outcome};
+use super::fanout::{child_budget, ConnId, Fanout, GroupReport, Outbox, Outcome};
 use super::proto::{Member, RankDone, Reply, Request, SwitchPhase, CONTROL_VERSION};
 
 /// Members news is batched for this long before going up, so a host whose ranks all start
@@ -186,17 +186,14 @@ impl Relay {
                 };
                 self.finish(outcome);
             }
-            (Child::Relay, Request::GroupReport { epoch, phase, done, missing, detail }) => {
+            (Child::Relay, Request::GroupReport { epoch, phase, done, missing, detail, timed_out }) => {
                 for d in &done {
                     if let (Some(t), Some(m)) = (&d.transport, self.members.get_mut(&d.rank)) {
                         m.transport = t.clone();
                     }
                 }
-                let outcome = if phase == SwitchPhase::Failed {
-                    self.fanout.on_failed(conn, epoch, missing, detail.unwrap_or_default())
-                } else {
-                    self.fanout.on_done(conn, epoch, phase, done)
-                };
+                let report = GroupReport { epoch, phase, done, missing, detail, timed_out };
+                let outcome = self.fanout.on_group_report(conn, report);
                 self.finish(outcome);
             }
             (Child::Rank(r), Request::Goodbye {}) => {
@@ -263,25 +260,11 @@ impl Relay {
     }
 
     fn finish(&mut self, outcome: Option<Outcome>) {
-        match outcome {
-            None => {}
-            Some(Outcome::Done { command, epoch, done }) => {
-                let phase = goal_phase(command);
-                self.up.push_back(Request::GroupReport { epoch, phase, done, missing: Vec::new(), detail: None });
-            }
-            Some(Outcome::Failed { epoch, missing, reason, .. }) => {
-                self.out
-                    .log(format!("relay of rank {}: switch {epoch} failed: {reason}; ranks {missing:?}", self.leader));
-                let failed = SwitchPhase::Failed;
-                self.up.push_back(Request::GroupReport {
-                    epoch,
-                    phase: failed,
-                    done: Vec::new(),
-                    missing,
-                    detail: Some(reason),
-                });
-            }
+        let Some(outcome) = outcome else { return };
+        if let Outcome::Failed { epoch, missing, reason, .. } = &outcome {
+            self.out.log(format!("relay of rank {}: switch {epoch} failed: {reason}; ranks {missing:?}", self.leader));
         }
+        self.up.push_back(outcome.to_group_report());
     }
 
     /// Sends the batched members news up once it is due.
@@ -415,7 +398,14 @@ mod tests {
         let done = (4..7).map(|rank| RankDone { rank, millis: 1.0, transport: None }).collect();
         relay.handle_request(
             2,
-            Request::GroupReport { epoch: 2, phase: SwitchPhase::Running, done, missing: vec![], detail: None },
+            Request::GroupReport {
+                epoch: 2,
+                phase: SwitchPhase::Running,
+                done,
+                missing: vec![],
+                detail: None,
+                timed_out: false,
+            },
             now,
         );
         let rep = Request::Report { epoch: 2, phase: SwitchPhase::Running, millis: 1.0, detail: None, transport: None };
