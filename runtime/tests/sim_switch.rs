@@ -2087,6 +2087,15 @@ fn regression_first_relay_to_time_out_does_not_hide_the_others_seed_574313354334
     run_seed(5743133543346420461, RunCfg::CI);
 }
 
+/// Also from the soak: 56 ranks under a chain of 56 relays (fan-out 1). Each relay gave the
+/// one below it 1/8 less time, so the deepest had 0.06 % of the step's budget and every
+/// resume failed by its deadline: the job never converged. The coordinator now picks one
+/// margin per level from the tree's depth, so the deepest relay keeps half the budget.
+#[test]
+fn regression_deep_tree_keeps_its_budget_seed_12110237672137018812() {
+    run_seed(12110237672137018812, RunCfg::CI);
+}
+
 /// The same bug in two ranks, without the simulator loop: rank 0 drains, the link to rank 1
 /// dies before rank 1's marker arrived; `switch_step` fails, and the switch must say so.
 #[test]

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 pub use super::fanout::ConnId;
-use super::fanout::{child_budget, goal_phase, Fanout, GroupReport, Outbox, Outcome};
+use super::fanout::{goal_phase, level_margin, Fanout, GroupReport, Outbox, Outcome};
 use super::proto::{
     JobStatus, Member, RankDone, RankInfo, RelayInfo, Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION,
 };
@@ -403,6 +403,18 @@ impl Coordinator {
         self.finish_switch(outcome, now);
     }
 
+    /// Levels of relays below the coordinator (0 without relays).
+    fn relay_depth(&self) -> u32 {
+        let index: HashMap<&str, usize> =
+            self.relays.iter().enumerate().filter_map(|(i, r)| Some((r.listen.as_deref()?, i))).collect();
+        let mut depth = vec![0u32; self.relays.len()];
+        // A relay joins after its parent, so one pass in join order suffices.
+        for (i, r) in self.relays.iter().enumerate() {
+            depth[i] = 1 + r.parent.as_deref().and_then(|p| index.get(p)).map_or(0, |&p| depth[p]);
+        }
+        depth.into_iter().max().unwrap_or(0)
+    }
+
     /// Starts a quiesce or resume: the command goes down the tree to every rank.
     fn start_switch(
         &mut self,
@@ -435,7 +447,8 @@ impl Coordinator {
         let timeout = Duration::from_millis(timeout_ms.clamp(1, 24 * 3600 * 1000));
         self.phase = next;
         self.op = Some(SwitchOp { ctl, started: now });
-        let outcome = self.fanout.start(command, epoch, transport, now, timeout, child_budget(timeout));
+        let margin = level_margin(timeout, self.relay_depth());
+        let outcome = self.fanout.start(command, epoch, transport, now, timeout, margin);
         while let Some((conn, c)) = self.fanout.poll_command() {
             self.reply(conn, c);
         }

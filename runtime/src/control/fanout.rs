@@ -169,9 +169,9 @@ impl Fanout {
         self.step.is_some()
     }
 
-    /// Sends `command` to every child. The children get `child_timeout` as their own budget,
-    /// which should be shorter than `timeout` so that they report first. With no rank to
-    /// wait for, the step is done at once.
+    /// Sends `command` to every child. The children get `timeout - margin` as their own
+    /// budget, so that they report first, and pass `margin` on. With no rank to wait for,
+    /// the step is done at once.
     #[must_use]
     pub fn start(
         &mut self,
@@ -180,13 +180,15 @@ impl Fanout {
         transport: Option<String>,
         now: Instant,
         timeout: Duration,
-        child_timeout: Duration,
+        margin: Duration,
     ) -> Option<Outcome> {
         let waiting: BTreeSet<u32> = self.route.keys().copied().collect();
+        let child_timeout = timeout.saturating_sub(margin).max(Duration::from_millis(1));
         let timeout_ms = Some(child_timeout.as_millis().max(1) as u64);
+        let margin_ms = Some(margin.as_millis() as u64);
         for (&conn, ranks) in &self.children {
             if !ranks.is_empty() {
-                let c = Reply::Command { command, epoch, transport: transport.clone(), timeout_ms };
+                let c = Reply::Command { command, epoch, transport: transport.clone(), timeout_ms, margin_ms };
                 self.commands.push_back((conn, c));
             }
         }
@@ -381,12 +383,12 @@ impl Outcome {
     }
 }
 
-/// The budget a node gives its children out of its own `timeout`: a little less, so that a
-/// relay below fails first and names the exact ranks rather than leaving its parent to
-/// blame the whole subtree.
-pub fn child_budget(timeout: Duration) -> Duration {
-    let margin = (timeout / 8).min(Duration::from_secs(2));
-    timeout.saturating_sub(margin).max(Duration::from_millis(1))
+/// How much less time each level of the tree gives the level below it, out of the step's
+/// `timeout`, for a tree `depth` relays deep: enough that a relay fails before its parent
+/// and names its own late ranks, and small enough that the deepest relay still has half the
+/// time (at most 2 s per level).
+pub fn level_margin(timeout: Duration, depth: u32) -> Duration {
+    (timeout / (2 * (depth + 1))).min(Duration::from_secs(2))
 }
 
 #[cfg(test)]
@@ -413,7 +415,7 @@ mod tests {
         let mut f = two_children();
         assert!(f.add(1, 2).is_err(), "a rank has one route");
         assert!(f
-            .start(SwitchCommand::Quiesce, 1, None, now, Duration::from_secs(8), Duration::from_secs(7))
+            .start(SwitchCommand::Quiesce, 1, None, now, Duration::from_secs(8), Duration::from_secs(1))
             .is_none());
         let mut sent: Vec<ConnId> = std::iter::from_fn(|| f.poll_command()).map(|(c, _)| c).collect();
         sent.sort();
@@ -436,7 +438,7 @@ mod tests {
     fn a_lost_child_or_a_timeout_names_the_unfinished_ranks() {
         let now = Instant::now();
         let mut f = two_children();
-        assert!(f.start(SwitchCommand::Resume, 2, None, now, Duration::from_secs(8), Duration::from_secs(7)).is_none());
+        assert!(f.start(SwitchCommand::Resume, 2, None, now, Duration::from_secs(8), Duration::from_secs(1)).is_none());
         f.on_done(2, 2, SwitchPhase::Running, vec![done(1)]);
         match f.remove_child(2, "lost its control connection") {
             (ranks, Some(Outcome::Failed { missing, reason, .. })) => {
@@ -447,7 +449,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(f
-            .start(SwitchCommand::Quiesce, 3, None, now, Duration::from_secs(8), Duration::from_secs(7))
+            .start(SwitchCommand::Quiesce, 3, None, now, Duration::from_secs(8), Duration::from_secs(1))
             .is_none());
         assert_eq!(f.deadline(), Some(now + Duration::from_secs(8)));
         assert_eq!(f.on_timeout(now + Duration::from_secs(7)), None);
@@ -467,7 +469,7 @@ mod tests {
             }
         }
         assert!(f
-            .start(SwitchCommand::Quiesce, 1, None, now, Duration::from_secs(8), Duration::from_secs(7))
+            .start(SwitchCommand::Quiesce, 1, None, now, Duration::from_secs(8), Duration::from_secs(1))
             .is_none());
         let t = "timed out after 7s".to_string();
         assert_eq!(f.on_timed_out(1, 1, vec![done(0), done(1)], vec![2], t.clone()), None, "child 2 has not answered");
@@ -479,7 +481,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A child that times out while another finishes: the step fails naming only the late.
-        assert!(f.start(SwitchCommand::Resume, 2, None, now, Duration::from_secs(8), Duration::from_secs(7)).is_none());
+        assert!(f.start(SwitchCommand::Resume, 2, None, now, Duration::from_secs(8), Duration::from_secs(1)).is_none());
         assert_eq!(f.on_timed_out(1, 2, vec![], vec![0, 1, 2], "late".into()), None);
         let all = (3..6).map(done).collect();
         assert!(
@@ -492,7 +494,7 @@ mod tests {
         let now = Instant::now();
         let mut f = two_children();
         assert!(f
-            .start(SwitchCommand::Quiesce, 1, None, now, Duration::from_secs(8), Duration::from_secs(7))
+            .start(SwitchCommand::Quiesce, 1, None, now, Duration::from_secs(8), Duration::from_secs(1))
             .is_none());
         // A child may only blame ranks it reaches; with none named, its unfinished ones.
         match f.on_failed(2, 1, vec![0], "x".into()) {
@@ -500,7 +502,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(f
-            .start(SwitchCommand::Quiesce, 2, None, now, Duration::from_secs(8), Duration::from_secs(7))
+            .start(SwitchCommand::Quiesce, 2, None, now, Duration::from_secs(8), Duration::from_secs(1))
             .is_none());
         match f.on_failed(2, 2, vec![3], "rank 3 failed: drain error".into()) {
             Some(Outcome::Failed { missing, reason, .. }) => {
@@ -509,7 +511,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(child_budget(Duration::from_secs(8)) < Duration::from_secs(8));
-        assert!(child_budget(Duration::from_millis(1)) > Duration::ZERO);
+        assert_eq!(level_margin(Duration::from_secs(8), 0), Duration::from_secs(2));
+        assert_eq!(level_margin(Duration::from_millis(900), 2), Duration::from_millis(150));
     }
 }

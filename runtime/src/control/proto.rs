@@ -136,6 +136,10 @@ pub enum Reply {
         transport: Option<String>,
         #[serde(default)]
         timeout_ms: Option<u64>,
+        /// How much less a relay gives the level below it (the same at every level, chosen
+        /// by the coordinator from the tree's depth).
+        #[serde(default)]
+        margin_ms: Option<u64>,
     },
     /// (to a relay that joined) Attach under the relay listening at `parent` instead.
     Redirect {

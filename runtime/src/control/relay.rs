@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::fanout::{child_budget, ConnId, Fanout, GroupReport, Outbox, Outcome};
+use super::fanout::{level_margin, ConnId, Fanout, GroupReport, Outbox, Outcome};
 use super::proto::{Member, RankDone, Reply, Request, SwitchPhase, CONTROL_VERSION};
 
 /// Members news is batched for this long before going up, so a host whose ranks all start
@@ -232,15 +232,16 @@ impl Relay {
     /// A reply from the parent (after [`Relay::handle_attached`]).
     pub fn handle_parent(&mut self, reply: Reply, now: Instant) {
         match reply {
-            Reply::Command { command, epoch, transport, timeout_ms } => {
+            Reply::Command { command, epoch, transport, timeout_ms, margin_ms } => {
                 let budget = timeout_ms.map_or(DEFAULT_STEP_TIMEOUT, Duration::from_millis);
+                let margin = margin_ms.map_or_else(|| level_margin(budget, 0), Duration::from_millis);
                 if self.fanout.busy() {
                     self.out.log(format!(
                         "relay of rank {}: switch {epoch} starts before the previous step ended below",
                         self.leader
                     ));
                 }
-                let outcome = self.fanout.start(command, epoch, transport, now, budget, child_budget(budget));
+                let outcome = self.fanout.start(command, epoch, transport, now, budget, margin);
                 while let Some(c) = self.fanout.poll_command() {
                     self.out.reply(c.0, c.1);
                 }
@@ -308,7 +309,7 @@ mod tests {
     }
 
     fn command(command: SwitchCommand, epoch: u32) -> Reply {
-        Reply::Command { command, epoch, transport: None, timeout_ms: Some(8000) }
+        Reply::Command { command, epoch, transport: None, timeout_ms: Some(8000), margin_ms: Some(1000) }
     }
 
     #[test]
