@@ -164,23 +164,45 @@ pub fn die(name: &str, msg: &str, code: c_int) -> ! {
 /// Runs an MPI call: locks the state, runs `f`, and on error applies the error handler of
 /// `comm` (or of `MPI_COMM_WORLD` when the error is not tied to a communicator, §8.3).
 pub fn call(name: &'static str, comm: Option<abi::MPI_Comm>, f: impl FnOnce(&mut State) -> Res<()>) -> c_int {
+    let result = locked(name, f);
+    finish(name, comm, result)
+}
+
+/// Runs an MPI call whose middle part calls back into the application (attribute copy and
+/// delete callbacks, §6.7.2), which may itself call MPI: `before` and `after` run under the
+/// state lock, `outside` between them without it.
+pub fn call_around<T, U>(
+    name: &'static str,
+    comm: Option<abi::MPI_Comm>,
+    before: impl FnOnce(&mut State) -> Res<T>,
+    outside: impl FnOnce(T) -> Res<U>,
+    after: impl FnOnce(&mut State, U) -> Res<()>,
+) -> c_int {
+    let result = locked(name, before).and_then(outside).and_then(|u| locked(name, |s| after(s, u)));
+    finish(name, comm, result)
+}
+
+/// Runs `f` on the state under its lock.
+fn locked<R>(name: &'static str, f: impl FnOnce(&mut State) -> Res<R>) -> Res<R> {
     if IN_CALL.with(|c| c.replace(true)) {
         die(name, "called from inside a kawarimi callback (a user reduction op); not supported", 1);
     }
-    let (result, handler) = {
+    let result = {
         let mut guard = STATE.lock();
-        let state = guard.get_or_insert_with(State::default);
-        let result = f(state);
-        let handler = match &result {
-            Ok(()) => Handler::Return,
-            Err(e) => resolve_handler(state, e, comm),
-        };
-        (result, handler)
+        f(guard.get_or_insert_with(State::default))
     };
     IN_CALL.with(|c| c.set(false));
+    result
+}
+
+/// The return code of a call, after applying the error handler on failure.
+fn finish(name: &'static str, comm: Option<abi::MPI_Comm>, result: Res<()>) -> c_int {
     match result {
         Ok(()) => abi::MPI_SUCCESS,
-        Err(e) => raise(name, e, handler, comm),
+        Err(e) => {
+            let handler = STATE.lock().as_ref().map_or(Handler::Fatal, |s| resolve_handler(s, &e, comm));
+            raise(name, e, handler, comm)
+        }
     }
 }
 

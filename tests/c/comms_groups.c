@@ -3,15 +3,21 @@
  * constructors and queries, and messaging on derived communicators. */
 #include "check.h"
 
+#include <unistd.h>
+
 static int rank, size;
 static int copy_calls, delete_calls;
 static int last_deleted;
 
+/* The callbacks call MPI themselves, as libraries' do (mpi4py's delete callback asks
+ * MPI_Finalized): an implementation must not hold its own locks while running them. */
 static int copy_cb(MPI_Comm oldcomm, int keyval, void *extra, void *in, void *out, int *flag)
 {
-    (void)oldcomm;
     (void)keyval;
     CHECK(*(int *)extra == 4242);
+    int r;
+    MPI_OK(MPI_Comm_rank(oldcomm, &r));
+    CHECK(r == rank);
     int *v = xmalloc(sizeof(int));
     *v = *(int *)in + 1000; /* the copy is distinguishable */
     *(void **)out = v;
@@ -22,14 +28,44 @@ static int copy_cb(MPI_Comm oldcomm, int keyval, void *extra, void *in, void *ou
 
 static int delete_cb(MPI_Comm comm, int keyval, void *val, void *extra)
 {
-    (void)comm;
     (void)keyval;
     CHECK(*(int *)extra == 4242);
+    int finalized = 1, n = 0;
+    MPI_OK(MPI_Finalized(&finalized));
+    CHECK(finalized == 0);
+    MPI_OK(MPI_Comm_size(comm, &n)); /* the communicator is still usable */
+    CHECK(n == size);
     last_deleted = *(int *)val;
     if (last_deleted >= 1000) /* copies were malloc'ed by copy_cb */
         free(val);
     delete_calls++;
     return MPI_SUCCESS;
+}
+
+/* MPI_Finalize deletes the attributes of MPI_COMM_SELF first (MPI-3.1 8.7.1), while MPI
+ * still works; an atexit check fails the program if that never happened. */
+static int self_deleted;
+
+static int self_delete_cb(MPI_Comm comm, int keyval, void *val, void *extra)
+{
+    (void)keyval;
+    (void)extra;
+    CHECK(comm == MPI_COMM_SELF && *(int *)val == 99);
+    int finalized = 1, n = 0;
+    MPI_OK(MPI_Finalized(&finalized));
+    CHECK(finalized == 0);
+    MPI_OK(MPI_Comm_size(MPI_COMM_WORLD, &n));
+    CHECK(n == size);
+    self_deleted++;
+    return MPI_SUCCESS;
+}
+
+static void check_self_deleted(void)
+{
+    if (self_deleted != 1) {
+        fprintf(stderr, "comms_groups: the MPI_COMM_SELF attribute was deleted %d times in MPI_Finalize\n", self_deleted);
+        _exit(3);
+    }
 }
 
 static void ring_check(MPI_Comm c, int tag, const char *what)
@@ -60,6 +96,13 @@ static void ring_check(MPI_Comm c, int tag, const char *what)
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
+    {
+        static int self_value = 99;
+        int self_key;
+        MPI_OK(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, self_delete_cb, &self_key, NULL));
+        MPI_OK(MPI_Comm_set_attr(MPI_COMM_SELF, self_key, &self_value));
+        atexit(check_self_deleted);
+    }
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     CHECKF(size >= 2, "needs at least 2 ranks, have %d", size);

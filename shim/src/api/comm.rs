@@ -9,7 +9,7 @@ use kawarimi_runtime::world::UNDEFINED_COLOR;
 
 use crate::abi::{self, MPI_Comm, MPI_Group, MPI_Info};
 use crate::api::p2p::{comm_of, TAG_UB};
-use crate::export::call;
+use crate::export::{call, call_around};
 use crate::mem::{c_array, c_array_mut, c_string, out};
 use crate::state::{decode, fail, CopyKind, Keyval, Kind, Res, State, SELF_INDEX, WORLD_INDEX};
 
@@ -39,57 +39,95 @@ fn group_null() -> MPI_Group {
     abi::predefined().group_handle(abi::PredefGroup::GroupNull) as MPI_Group
 }
 
-/// Stores a new communicator made from `parent`, copying its attributes (§6.7.2) and
-/// its error handler (§8.3.1), and returns its handle.
-fn add_comm(s: &mut State, parent: MPI_Comm, comm: Option<Comm>, copy_attrs: bool) -> Res<MPI_Comm> {
+/// Stores a new communicator made from `parent`, with its error handler (§8.3.1), and
+/// returns its handle. Attributes are not copied (see [`dup_call`]).
+fn add_comm(s: &mut State, parent: MPI_Comm, comm: Option<Comm>) -> Res<MPI_Comm> {
     let Some(comm) = comm else { return Ok(comm_null()) };
     let parent_i = s.comm_index(parent)?;
     let handler = s.comms.get(parent_i).expect("checked").handler;
-    let h = s.new_comm(comm, handler)?;
-    if copy_attrs {
-        let attrs: Vec<(i32, usize)> =
-            s.comms.get(parent_i).expect("checked").attrs.iter().map(|(&k, &v)| (k, v)).collect();
-        let new_i = s.comm_index(h)?;
-        for (k, v) in attrs {
-            let Some(kv) = s.keyvals.get(&k).copied() else { continue };
-            let copied = match kv.copy_kind {
-                CopyKind::Null => None,
-                CopyKind::Dup => Some(v),
-                CopyKind::User => {
-                    let f = kv.copy.expect("user copy kind has a function");
-                    let mut new_val: usize = 0;
-                    let mut flag: c_int = 0;
-                    // SAFETY: the application's copy callback (§6.7.2) with the arguments it
-                    // expects; the output pointers are locals that outlive the call.
-                    let rc = unsafe {
-                        f(
-                            parent,
-                            k,
-                            kv.extra_state as *mut c_void,
-                            v as *mut c_void,
-                            &mut new_val as *mut usize as *mut c_void,
-                            &mut flag,
-                        )
-                    };
-                    if rc != abi::MPI_SUCCESS {
-                        return fail(ErrorClass::Other, format!("attribute copy callback of keyval {k} returned {rc}"));
-                    }
-                    (flag != 0).then_some(new_val)
-                }
-            };
-            if let Some(v) = copied {
-                s.comms.get_mut(new_i).expect("just added").attrs.insert(k, v);
-            }
-        }
-    }
-    Ok(h)
+    s.new_comm(comm, handler)
 }
 
-/// Runs the delete callback of attribute `k` of communicator `h` (§6.7.2).
-fn delete_attr(s: &State, h: MPI_Comm, k: i32, v: usize) -> Res<()> {
-    if let Some(Keyval { delete: Some(f), extra_state, .. }) = s.keyvals.get(&k).copied() {
+/// An attribute with its keyval, taken under the lock for a callback run outside it.
+type AttrCall = (i32, usize, Keyval);
+
+fn attrs_with_keyvals(s: &State, comm: MPI_Comm) -> Res<Vec<AttrCall>> {
+    let attrs = &s.comm_entry(comm)?.attrs;
+    Ok(attrs.iter().filter_map(|(&k, &v)| Some((k, v, s.keyvals.get(&k).copied()?))).collect())
+}
+
+/// `MPI_Comm_dup` and its variants: `make` creates the new communicator under the lock; the
+/// attributes of `comm` are then copied by their copy callbacks, which run without the lock
+/// because they may call MPI (§6.7.2), and stored on the new communicator.
+fn dup_call(
+    name: &'static str,
+    comm: MPI_Comm,
+    newcomm: *mut MPI_Comm,
+    make: impl FnOnce(&mut State) -> Res<Comm>,
+) -> c_int {
+    call_around(
+        name,
+        Some(comm),
+        |s| {
+            let d = make(s)?;
+            let h = add_comm(s, comm, Some(d))?;
+            Ok((h, attrs_with_keyvals(s, comm)?))
+        },
+        |(h, attrs)| {
+            let mut copies = Vec::new();
+            for (k, v, kv) in attrs {
+                if let Some(c) = copy_attr(comm, k, v, kv)? {
+                    copies.push((k, c));
+                }
+            }
+            Ok((h, copies))
+        },
+        |s, (h, copies)| {
+            let i = s.comm_index(h)?;
+            s.comms.get_mut(i).expect("checked").attrs.extend(copies);
+            // SAFETY: caller's output argument.
+            unsafe { out(newcomm, h) }
+        },
+    )
+}
+
+/// Runs the copy callback of attribute `k` (value `v`) of `parent`; `None` if it is not
+/// copied.
+fn copy_attr(parent: MPI_Comm, k: i32, v: usize, kv: Keyval) -> Res<Option<usize>> {
+    match kv.copy_kind {
+        CopyKind::Null => Ok(None),
+        CopyKind::Dup => Ok(Some(v)),
+        CopyKind::User => {
+            let f = kv.copy.expect("user copy kind has a function");
+            let mut new_val: usize = 0;
+            let mut flag: c_int = 0;
+            // SAFETY: the application's copy callback (§6.7.2) with the arguments it
+            // expects; the output pointers are locals that outlive the call. No lock is
+            // held, so it may call MPI.
+            let rc = unsafe {
+                f(
+                    parent,
+                    k,
+                    kv.extra_state as *mut c_void,
+                    v as *mut c_void,
+                    &mut new_val as *mut usize as *mut c_void,
+                    &mut flag,
+                )
+            };
+            if rc != abi::MPI_SUCCESS {
+                return fail(ErrorClass::Other, format!("attribute copy callback of keyval {k} returned {rc}"));
+            }
+            Ok((flag != 0).then_some(new_val))
+        }
+    }
+}
+
+/// Runs the delete callback of attribute `k` (value `v`) of communicator `h` (§6.7.2). Called
+/// without the state lock: the callback may call MPI.
+pub(crate) fn delete_attr(h: MPI_Comm, k: i32, v: usize, kv: Keyval) -> Res<()> {
+    if let Some(f) = kv.delete {
         // SAFETY: the application's delete callback with the arguments §6.7.2 specifies.
-        let rc = unsafe { f(h, k, v as *mut c_void, extra_state as *mut c_void) };
+        let rc = unsafe { f(h, k, v as *mut c_void, kv.extra_state as *mut c_void) };
         if rc != abi::MPI_SUCCESS {
             return fail(ErrorClass::Other, format!("attribute delete callback of keyval {k} returned {rc}"));
         }
@@ -175,16 +213,24 @@ fn keyval_create(
     unsafe { out(keyval, k) }
 }
 
-fn set_attr(s: &mut State, comm: MPI_Comm, keyval: c_int, value: usize) -> Res<()> {
-    if !s.keyvals.contains_key(&keyval) {
-        return fail(ErrorClass::Keyval, format!("keyval {keyval} does not exist or is predefined"));
-    }
-    let i = s.comm_index(comm)?;
-    if let Some(old) = s.comms.get(i).expect("checked").attrs.get(&keyval).copied() {
-        delete_attr(s, comm, keyval, old)?;
-    }
-    s.comms.get_mut(i).expect("checked").attrs.insert(keyval, value);
-    Ok(())
+/// `MPI_Comm_set_attr`: a value already there is deleted first, by its callback.
+fn set_attr(name: &'static str, comm: MPI_Comm, keyval: c_int, value: usize) -> c_int {
+    call_around(
+        name,
+        Some(comm),
+        |s| {
+            let Some(kv) = s.keyvals.get(&keyval).copied() else {
+                return fail(ErrorClass::Keyval, format!("keyval {keyval} does not exist or is predefined"));
+            };
+            Ok(s.comm_entry(comm)?.attrs.get(&keyval).map(|&old| (old, kv)))
+        },
+        |old| old.map_or(Ok(()), |(v, kv)| delete_attr(comm, keyval, v, kv)),
+        |s, ()| {
+            let i = s.comm_index(comm)?;
+            s.comms.get_mut(i).expect("checked").attrs.insert(keyval, value);
+            Ok(())
+        },
+    )
 }
 
 /// # Safety
@@ -217,14 +263,24 @@ unsafe fn get_attr(
     Ok(())
 }
 
-fn del_attr(s: &mut State, comm: MPI_Comm, keyval: c_int) -> Res<()> {
-    let i = s.comm_index(comm)?;
-    let Some(v) = s.comms.get(i).expect("checked").attrs.get(&keyval).copied() else {
-        return fail(ErrorClass::Keyval, format!("attribute {keyval} is not set on this communicator"));
-    };
-    delete_attr(s, comm, keyval, v)?;
-    s.comms.get_mut(i).expect("checked").attrs.remove(&keyval);
-    Ok(())
+/// `MPI_Comm_delete_attr`: the callback runs, then the attribute goes.
+fn del_attr(name: &'static str, comm: MPI_Comm, keyval: c_int) -> c_int {
+    call_around(
+        name,
+        Some(comm),
+        |s| {
+            let Some(&v) = s.comm_entry(comm)?.attrs.get(&keyval) else {
+                return fail(ErrorClass::Keyval, format!("attribute {keyval} is not set on this communicator"));
+            };
+            Ok((v, s.keyvals.get(&keyval).copied()))
+        },
+        |(v, kv)| kv.map_or(Ok(()), |kv| delete_attr(comm, keyval, v, kv)),
+        |s, ()| {
+            let i = s.comm_index(comm)?;
+            s.comms.get_mut(i).expect("checked").attrs.remove(&keyval);
+            Ok(())
+        },
+    )
 }
 
 mpi_fn! {
@@ -245,23 +301,17 @@ mpi_fn! {
     }
 
     fn Comm_dup(comm: MPI_Comm, newcomm: *mut MPI_Comm) -> c_int {
-        call("MPI_Comm_dup", Some(comm), |s| {
+        dup_call("MPI_Comm_dup", comm, newcomm, |s| {
             let (c, _) = comm_of(s, comm)?;
-            let d = s.world()?.comm_dup(&c)?;
-            let h = add_comm(s, comm, Some(d), true)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newcomm, h) }
+            Ok(s.world()?.comm_dup(&c)?)
         })
     }
 
     fn Comm_dup_with_info(comm: MPI_Comm, info: MPI_Info, newcomm: *mut MPI_Comm) -> c_int {
-        call("MPI_Comm_dup_with_info", Some(comm), |s| {
+        dup_call("MPI_Comm_dup_with_info", comm, newcomm, |s| {
             s.info_pairs(info)?;
             let (c, _) = comm_of(s, comm)?;
-            let d = s.world()?.comm_dup(&c)?;
-            let h = add_comm(s, comm, Some(d), true)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newcomm, h) }
+            Ok(s.world()?.comm_dup(&c)?)
         })
     }
 
@@ -270,7 +320,7 @@ mpi_fn! {
             let (c, _) = comm_of(s, comm)?;
             let color = if color == abi::MPI_UNDEFINED { UNDEFINED_COLOR } else { color };
             let n = s.world()?.comm_split(&c, color, key)?;
-            let h = add_comm(s, comm, n, false)?;
+            let h = add_comm(s, comm, n)?;
             // SAFETY: caller's output argument.
             unsafe { out(newcomm, h) }
         })
@@ -284,7 +334,7 @@ mpi_fn! {
                 return fail(ErrorClass::Arg, format!("split type {split_type} is not supported (MPI_COMM_TYPE_SHARED is)"));
             }
             let n = s.world()?.comm_split_shared(&c, key, participate)?;
-            let h = add_comm(s, comm, n, false)?;
+            let h = add_comm(s, comm, n)?;
             // SAFETY: caller's output argument.
             unsafe { out(newcomm, h) }
         })
@@ -295,7 +345,7 @@ mpi_fn! {
             let (c, _) = comm_of(s, comm)?;
             let g = s.group(group)?;
             let n = s.world()?.comm_create(&c, &g)?;
-            let h = add_comm(s, comm, n, false)?;
+            let h = add_comm(s, comm, n)?;
             // SAFETY: caller's output argument.
             unsafe { out(newcomm, h) }
         })
@@ -309,32 +359,38 @@ mpi_fn! {
                 return fail(ErrorClass::Tag, format!("tag {tag} is negative"));
             }
             let n = s.world()?.comm_create_group(&c, &g, tag)?;
-            let h = add_comm(s, comm, Some(n), false)?;
+            let h = add_comm(s, comm, Some(n))?;
             // SAFETY: caller's output argument.
             unsafe { out(newcomm, h) }
         })
     }
 
     fn Comm_free(comm: *mut MPI_Comm) -> c_int {
-        call("MPI_Comm_free", None, |s| {
-            if comm.is_null() {
-                return fail(ErrorClass::Arg, "NULL communicator pointer");
-            }
-            // SAFETY: non-null in/out argument.
-            let h = unsafe { *comm };
-            let i = s.comm_index(h)?;
-            if i == WORLD_INDEX || i == SELF_INDEX {
-                return fail(ErrorClass::Comm, "MPI_COMM_WORLD and MPI_COMM_SELF cannot be freed");
-            }
-            let attrs: Vec<(i32, usize)> = s.comms.get(i).expect("checked").attrs.iter().map(|(&k, &v)| (k, v)).collect();
-            for (k, v) in attrs {
-                delete_attr(s, h, k, v)?;
-            }
-            s.comms.remove(i);
-            // SAFETY: as above.
-            unsafe { *comm = comm_null() };
-            Ok(())
-        })
+        call_around(
+            "MPI_Comm_free",
+            None,
+            |s| {
+                if comm.is_null() {
+                    return fail(ErrorClass::Arg, "NULL communicator pointer");
+                }
+                // SAFETY: non-null in/out argument.
+                let h = unsafe { *comm };
+                let i = s.comm_index(h)?;
+                if i == WORLD_INDEX || i == SELF_INDEX {
+                    return fail(ErrorClass::Comm, "MPI_COMM_WORLD and MPI_COMM_SELF cannot be freed");
+                }
+                Ok((h, attrs_with_keyvals(s, h)?))
+            },
+            // The callbacks run while the communicator still exists: they may use it.
+            |(h, attrs)| attrs.into_iter().try_for_each(|(k, v, kv)| delete_attr(h, k, v, kv)).map(|()| h),
+            |s, h| {
+                let i = s.comm_index(h)?;
+                s.comms.remove(i);
+                // SAFETY: as above.
+                unsafe { *comm = comm_null() };
+                Ok(())
+            },
+        )
     }
 
     fn Comm_compare(comm1: MPI_Comm, comm2: MPI_Comm, result: *mut c_int) -> c_int {
@@ -436,11 +492,11 @@ mpi_fn! {
     }
 
     fn Comm_set_attr(comm: MPI_Comm, comm_keyval: c_int, attribute_val: *mut c_void) -> c_int {
-        call("MPI_Comm_set_attr", Some(comm), |s| set_attr(s, comm, comm_keyval, attribute_val as usize))
+        set_attr("MPI_Comm_set_attr", comm, comm_keyval, attribute_val as usize)
     }
 
     fn Attr_put(comm: MPI_Comm, keyval: c_int, attribute_val: *mut c_void) -> c_int {
-        call("MPI_Attr_put", Some(comm), |s| set_attr(s, comm, keyval, attribute_val as usize))
+        set_attr("MPI_Attr_put", comm, keyval, attribute_val as usize)
     }
 
     fn Comm_get_attr(comm: MPI_Comm, comm_keyval: c_int, attribute_val: *mut c_void, flag: *mut c_int) -> c_int {
@@ -454,11 +510,11 @@ mpi_fn! {
     }
 
     fn Comm_delete_attr(comm: MPI_Comm, comm_keyval: c_int) -> c_int {
-        call("MPI_Comm_delete_attr", Some(comm), |s| del_attr(s, comm, comm_keyval))
+        del_attr("MPI_Comm_delete_attr", comm, comm_keyval)
     }
 
     fn Attr_delete(comm: MPI_Comm, keyval: c_int) -> c_int {
-        call("MPI_Attr_delete", Some(comm), |s| del_attr(s, comm, keyval))
+        del_attr("MPI_Attr_delete", comm, keyval)
     }
 
     fn Group_size(group: MPI_Group, size: *mut c_int) -> c_int {
@@ -616,7 +672,7 @@ mpi_fn! {
                 n.cart = Some(Cartesian { dims: d.to_vec(), periods: p.iter().map(|&x| x != 0).collect() });
                 n
             });
-            let h = add_comm(s, comm_old, n, false)?;
+            let h = add_comm(s, comm_old, n)?;
             // SAFETY: caller's output argument.
             unsafe { out(comm_cart, h) }
         })
@@ -659,7 +715,7 @@ mpi_fn! {
                 n.cart = Some(sub);
                 n
             });
-            let h = add_comm(s, comm, n, false)?;
+            let h = add_comm(s, comm, n)?;
             // SAFETY: caller's output argument.
             unsafe { out(newcomm, h) }
         })

@@ -9,9 +9,9 @@ use kawarimi_runtime::wireup;
 use kawarimi_runtime::world::{World, WIREUP_TIMEOUT};
 
 use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Errhandler, MPI_Info};
-use crate::export::{call, class_code, code_class, die};
+use crate::export::{call, call_around, class_code, code_class, die};
 use crate::mem::{c_string, out};
-use crate::state::{fail, CommEntry, Fail, Handler, Res, State, UserError, STATE};
+use crate::state::{fail, CommEntry, Fail, Handler, Keyval, Res, State, UserError, STATE};
 
 /// What `MPI_Init_thread` provides: the runtime is driven by whichever thread calls MPI, one
 /// at a time, so FUNNELED is honest; SERIALIZED would also hold (every call takes the state
@@ -107,12 +107,29 @@ mpi_fn! {
     }
 
     fn Finalize() -> c_int {
-        call("MPI_Finalize", None, |s| {
-            s.world()?.finalize()?;
-            s.world = None;
-            s.finalized = true;
-            Ok(())
-        })
+        // MPI_Finalize first deletes the attributes of MPI_COMM_SELF, newest keyval first,
+        // running their delete callbacks (§8.7.1), which libraries use as a finalize hook
+        // and which may call MPI.
+        let self_comm = abi::predefined().comm_handle(abi::PredefComm::SelfComm) as MPI_Comm;
+        call_around(
+            "MPI_Finalize",
+            None,
+            |s| {
+                s.world()?;
+                let attrs = &s.comm_entry(self_comm)?.attrs;
+                Ok(attrs.iter().rev().filter_map(|(&k, &v)| Some((k, v, s.keyvals.get(&k).copied()?))).collect())
+            },
+            |attrs: Vec<(c_int, usize, Keyval)>| {
+                attrs.into_iter().try_for_each(|(k, v, kv)| crate::api::comm::delete_attr(self_comm, k, v, kv))
+            },
+            |s, ()| {
+                s.comms.get_mut(crate::state::SELF_INDEX).expect("MPI_COMM_SELF").attrs.clear();
+                s.world()?.finalize()?;
+                s.world = None;
+                s.finalized = true;
+                Ok(())
+            },
+        )
     }
 
     fn Query_thread(provided: *mut c_int) -> c_int {
