@@ -1,188 +1,130 @@
-//! Blocking collectives (MPI-3.1 chapter 5) as algorithms over the runtime's point-to-point.
+//! Collectives (MPI-3.1 chapter 5) as algorithms over the runtime's point-to-point, each
+//! written once as a [`Schedule`] builder: the nonblocking call (`MPI_Ibcast`, …) starts the
+//! schedule in the engine, the blocking one runs the same schedule to completion ([`run`]).
 //!
 //! Every buffer here is *packed* bytes: the caller packs derived datatypes before and unpacks
-//! after, so the algorithms never see a type map. Collective traffic travels in the
-//! communicator's collective context (`ctx + 1`), so it never matches an application receive,
-//! and per-pair FIFO order keeps successive collectives apart without sequence tags.
+//! after, so the algorithms never see a type map.
 
 use crate::comm::Comm;
-use crate::core::{RecvBuf, ReqId, SendData};
 use crate::engine::Engine;
 use crate::error::{err, ErrorClass, MpiResult};
+pub use crate::sched::Reducer;
+use crate::sched::{kind, Schedule, Slot};
 
-/// A reduction: predefined or user-defined, applied to packed elements.
-pub trait Reducer {
-    /// `inout[i] = input[i] op inout[i]` (MPI-3.1 §5.9.5 argument order).
-    fn reduce(&self, input: &[u8], inout: &mut [u8]) -> MpiResult<()>;
-    fn commutative(&self) -> bool;
-}
-
-const TAG_BARRIER: i32 = 1;
-const TAG_BCAST: i32 = 2;
-const TAG_REDUCE: i32 = 3;
-const TAG_ALLREDUCE: i32 = 4;
-const TAG_GATHER: i32 = 5;
-const TAG_SCATTER: i32 = 6;
-const TAG_ALLGATHER: i32 = 7;
-const TAG_ALLTOALL: i32 = 8;
-const TAG_SCAN: i32 = 9;
-
-fn isend(e: &mut Engine, comm: &Comm, to: i32, tag: i32, bytes: Vec<u8>) -> MpiResult<ReqId> {
-    let peer = comm.peer(to)? as i32;
-    e.core.isend(peer, comm.coll_ctx(), comm.coll_tag_base.wrapping_add(tag), SendData::Owned(bytes), false)
-}
-
-fn irecv(e: &mut Engine, comm: &Comm, from: i32, tag: i32, len: usize) -> MpiResult<ReqId> {
-    let peer = comm.peer(from)? as i32;
-    e.core.irecv(peer, comm.coll_ctx(), comm.coll_tag_base.wrapping_add(tag), RecvBuf::Owned(vec![0; len]))
-}
-
-/// Waits for a collective receive and checks that exactly the expected bytes arrived: a
-/// mismatch means the ranks passed inconsistent counts or types.
-fn wait_recv(e: &mut Engine, id: ReqId, expected: usize) -> MpiResult<Vec<u8>> {
-    e.wait(id)?;
-    let c = e.core.take_completion(id).expect("completed request");
-    if c.status.error.is_some() || c.status.len != expected {
-        return err(
-            ErrorClass::Truncate,
-            format!("collective expected {expected} bytes from rank {} but the message was longer", c.status.source),
-        );
-    }
-    match c.recv_buf {
-        Some(RecvBuf::Owned(mut v)) => {
-            v.truncate(expected);
-            Ok(v)
+/// Runs a schedule to completion (a blocking collective); returns its buffers.
+pub fn run(e: &mut Engine, mut s: Schedule<'_>) -> MpiResult<Vec<Vec<u8>>> {
+    let mut failure = None;
+    e.block_until(|core| match s.advance(core) {
+        Ok(done) => done,
+        Err(x) => {
+            failure = Some(x);
+            true
         }
-        _ => err(ErrorClass::Intern, "collective receive lost its buffer"),
+    })?;
+    match failure {
+        Some(x) => Err(x),
+        None => Ok(s.into_slots()),
     }
 }
 
-fn wait_all(e: &mut Engine, ids: &[ReqId]) -> MpiResult<()> {
-    for &id in ids {
-        e.wait(id)?;
-        e.core.take_completion(id);
-    }
-    Ok(())
-}
-
-fn send(e: &mut Engine, comm: &Comm, to: i32, tag: i32, bytes: Vec<u8>) -> MpiResult<()> {
-    let id = isend(e, comm, to, tag, bytes)?;
-    wait_all(e, &[id])
-}
-
-fn recv(e: &mut Engine, comm: &Comm, from: i32, tag: i32, len: usize) -> MpiResult<Vec<u8>> {
-    let id = irecv(e, comm, from, tag, len)?;
-    wait_recv(e, id, len)
-}
-
-fn sendrecv(
-    e: &mut Engine,
-    comm: &Comm,
-    to: i32,
-    send: Vec<u8>,
-    from: i32,
-    len: usize,
-    tag: i32,
-) -> MpiResult<Vec<u8>> {
-    let r = irecv(e, comm, from, tag, len)?;
-    let s = isend(e, comm, to, tag, send)?;
-    let got = wait_recv(e, r, len)?;
-    wait_all(e, &[s])?;
-    Ok(got)
+/// Takes the buffers at `slots` out of a finished schedule's buffers.
+pub fn take(slots_out: &mut [Vec<u8>], slots: &[Slot]) -> Vec<Vec<u8>> {
+    slots.iter().map(|&i| std::mem::take(&mut slots_out[i])).collect()
 }
 
 /// §5.3 `MPI_Barrier`: dissemination, ⌈log2 n⌉ rounds.
-pub fn barrier(e: &mut Engine, comm: &Comm) -> MpiResult<()> {
-    let n = comm.size();
-    let r = comm.rank;
+pub fn barrier_schedule<'a>(comm: &Comm) -> Schedule<'a> {
+    let mut s = Schedule::new(comm, kind::BARRIER);
+    let (n, r) = (comm.size(), comm.rank);
+    let empty = s.slot(Vec::new());
     let mut k = 1;
     while k < n {
-        sendrecv(e, comm, (r + k) % n, Vec::new(), (r - k + n) % n, 0, TAG_BARRIER)?;
+        let sink = s.slot(Vec::new());
+        s.recv((r - k + n) % n, sink, 0);
+        s.send((r + k) % n, empty);
+        s.wait();
         k *= 2;
     }
-    Ok(())
+    s
 }
 
-/// §5.4 `MPI_Bcast`: binomial tree rooted at `root`.
-pub fn bcast(e: &mut Engine, comm: &Comm, root: i32, buf: &mut [u8]) -> MpiResult<()> {
+/// §5.4 `MPI_Bcast`: binomial tree rooted at `root`; the result is in the returned slot.
+pub fn bcast_schedule<'a>(comm: &Comm, root: i32, buf: Vec<u8>) -> (Schedule<'a>, Slot) {
+    let mut s = Schedule::new(comm, kind::BCAST);
     let n = comm.size();
     let rel = (comm.rank - root + n) % n;
+    let len = buf.len();
+    let data = s.slot(buf);
     let mut mask = 1;
     while mask < n {
         if rel & mask != 0 {
-            let src = (rel - mask + root) % n;
-            let got = recv(e, comm, src, TAG_BCAST, buf.len())?;
-            buf.copy_from_slice(&got);
+            s.recv((rel - mask + root) % n, data, len);
+            s.wait();
             break;
         }
         mask <<= 1;
     }
     mask >>= 1;
-    let mut sends = Vec::new();
     while mask > 0 {
         if rel + mask < n {
-            sends.push(isend(e, comm, (rel + mask + root) % n, TAG_BCAST, buf.to_vec())?);
+            s.send((rel + mask + root) % n, data);
         }
         mask >>= 1;
     }
-    wait_all(e, &sends)
+    (s, data)
 }
 
 /// §5.9.1 `MPI_Reduce`: binomial tree. A non-commutative op is reduced towards rank 0, where
-/// every subtree covers a contiguous rank range, and then moved to `root`.
-pub fn reduce(
-    e: &mut Engine,
-    comm: &Comm,
-    root: i32,
-    input: &[u8],
-    output: Option<&mut [u8]>,
-    op: &dyn Reducer,
-) -> MpiResult<()> {
+/// every subtree covers a contiguous rank range, and then moved to `root`. The result (at
+/// `root`) is in the returned slot.
+pub fn reduce_schedule<'a>(comm: &Comm, root: i32, input: Vec<u8>, op: Box<dyn Reducer + 'a>) -> (Schedule<'a>, Slot) {
+    let mut s = Schedule::new(comm, kind::REDUCE);
+    let commutative = op.commutative();
+    s.set_op(op);
     let n = comm.size();
-    let tree_root = if op.commutative() { root } else { 0 };
+    let len = input.len();
+    let tree_root = if commutative { root } else { 0 };
     let rel = (comm.rank - tree_root + n) % n;
-    let mut acc = input.to_vec();
+    let acc = s.slot(input);
+    let theirs = s.slot(Vec::new());
     let mut mask = 1;
-    let mut sent_up = false;
     while mask < n {
         if rel & mask == 0 {
             let src = rel | mask;
             if src < n {
-                let mut theirs = recv(e, comm, (src + tree_root) % n, TAG_REDUCE, acc.len())?;
+                s.recv((src + tree_root) % n, theirs, len);
+                s.wait();
                 // `theirs` covers higher ranks: acc = acc op theirs.
-                op.reduce(&acc, &mut theirs)?;
-                acc = theirs;
+                s.reduce(acc, theirs);
+                s.copy(theirs, acc);
             }
         } else {
-            let dst = ((rel & !mask) + tree_root) % n;
-            send(e, comm, dst, TAG_REDUCE, std::mem::take(&mut acc))?;
-            sent_up = true;
+            s.send(((rel & !mask) + tree_root) % n, acc);
+            s.wait();
             break;
         }
         mask <<= 1;
     }
     if tree_root != root {
         if comm.rank == tree_root {
-            send(e, comm, root, TAG_REDUCE, std::mem::take(&mut acc))?;
+            s.send(root, acc);
         } else if comm.rank == root {
-            acc = recv(e, comm, tree_root, TAG_REDUCE, input.len())?;
+            s.recv(tree_root, acc, len);
         }
     }
-    if comm.rank == root {
-        debug_assert!(!sent_up || tree_root != root);
-        let output =
-            output.ok_or_else(|| crate::error::MpiError::new(ErrorClass::Buffer, "root has no receive buffer"))?;
-        output.copy_from_slice(&acc);
-    }
-    Ok(())
+    (s, acc)
 }
 
 /// §5.9.6 `MPI_Allreduce`: recursive doubling with the non-power-of-two ranks folded in first
-/// (order-preserving, so it serves non-commutative ops too).
-pub fn allreduce(e: &mut Engine, comm: &Comm, buf: &mut [u8], op: &dyn Reducer) -> MpiResult<()> {
-    let n = comm.size();
-    let r = comm.rank;
+/// (order-preserving, so it serves non-commutative ops too). The result is in the returned
+/// slot.
+pub fn allreduce_schedule<'a>(comm: &Comm, buf: Vec<u8>, op: Box<dyn Reducer + 'a>) -> (Schedule<'a>, Slot) {
+    let mut s = Schedule::new(comm, kind::ALLREDUCE);
+    s.set_op(op);
+    let (n, r) = (comm.size(), comm.rank);
     let len = buf.len();
+    let acc = s.slot(buf);
+    let theirs = s.slot(Vec::new());
     let mut pof2 = 1;
     while pof2 * 2 <= n {
         pof2 *= 2;
@@ -190,11 +132,13 @@ pub fn allreduce(e: &mut Engine, comm: &Comm, buf: &mut [u8], op: &dyn Reducer) 
     let rem = n - pof2;
     let newrank = if r < 2 * rem {
         if r % 2 == 0 {
-            send(e, comm, r + 1, TAG_ALLREDUCE, buf.to_vec())?;
+            s.send(r + 1, acc);
+            s.wait();
             -1
         } else {
-            let lower = recv(e, comm, r - 1, TAG_ALLREDUCE, len)?;
-            op.reduce(&lower, buf)?;
+            s.recv(r - 1, theirs, len);
+            s.wait();
+            s.reduce(theirs, acc);
             r / 2
         }
     } else {
@@ -205,149 +149,238 @@ pub fn allreduce(e: &mut Engine, comm: &Comm, buf: &mut [u8], op: &dyn Reducer) 
         while mask < pof2 {
             let newdst = newrank ^ mask;
             let dst = if newdst < rem { newdst * 2 + 1 } else { newdst + rem };
-            let mut theirs = sendrecv(e, comm, dst, buf.to_vec(), dst, len, TAG_ALLREDUCE)?;
+            s.recv(dst, theirs, len);
+            s.send(dst, acc);
+            s.wait();
             if dst < r {
-                op.reduce(&theirs, buf)?;
+                s.reduce(theirs, acc);
             } else {
-                op.reduce(buf, &mut theirs)?;
-                buf.copy_from_slice(&theirs);
+                s.reduce(acc, theirs);
+                s.copy(theirs, acc);
             }
             mask <<= 1;
         }
     }
     if r < 2 * rem {
         if r % 2 == 1 {
-            send(e, comm, r - 1, TAG_ALLREDUCE, buf.to_vec())?;
+            s.send(r - 1, acc);
         } else {
-            let got = recv(e, comm, r + 1, TAG_ALLREDUCE, len)?;
-            buf.copy_from_slice(&got);
+            s.recv(r + 1, acc, len);
         }
     }
-    Ok(())
+    (s, acc)
 }
 
 /// §5.5 `MPI_Gatherv`: every rank's packed piece reaches `root`, which gets them in rank
-/// order. `lens` (significant at root) gives the expected length of each piece.
-pub fn gatherv(e: &mut Engine, comm: &Comm, root: i32, mine: &[u8], lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
+/// order in the returned slots (none elsewhere). `lens` (significant at root) gives the
+/// expected length of each piece.
+pub fn gatherv_schedule<'a>(
+    comm: &Comm,
+    root: i32,
+    mine: Vec<u8>,
+    lens: &[usize],
+) -> MpiResult<(Schedule<'a>, Vec<Slot>)> {
+    let mut s = Schedule::new(comm, kind::GATHER);
     if comm.rank != root {
-        send(e, comm, root, TAG_GATHER, mine.to_vec())?;
-        return Ok(Vec::new());
+        let m = s.slot(mine);
+        s.send(root, m);
+        return Ok((s, Vec::new()));
     }
     let n = comm.size();
-    let mut ids = Vec::with_capacity(n as usize);
+    if mine.len() != lens[root as usize] {
+        return err(
+            ErrorClass::Truncate,
+            format!("root contributes {} bytes, expects {}", mine.len(), lens[root as usize]),
+        );
+    }
+    let mut mine = Some(mine);
+    let mut slots = Vec::with_capacity(n as usize);
     for src in 0..n {
-        ids.push(if src == root { None } else { Some(irecv(e, comm, src, TAG_GATHER, lens[src as usize])?) });
-    }
-    let mut out = Vec::with_capacity(n as usize);
-    for (src, id) in ids.into_iter().enumerate() {
-        out.push(match id {
-            None => {
-                if mine.len() != lens[src] {
-                    return err(
-                        ErrorClass::Truncate,
-                        format!("root contributes {} bytes, expects {}", mine.len(), lens[src]),
-                    );
-                }
-                mine.to_vec()
-            }
-            Some(id) => wait_recv(e, id, lens[src])?,
-        });
-    }
-    Ok(out)
-}
-
-/// §5.6 `MPI_Scatterv`: `pieces` (significant at root) go to each rank in order; returns this
-/// rank's piece of `len` bytes.
-pub fn scatterv(e: &mut Engine, comm: &Comm, root: i32, pieces: Vec<Vec<u8>>, len: usize) -> MpiResult<Vec<u8>> {
-    if comm.rank != root {
-        return recv(e, comm, root, TAG_SCATTER, len);
-    }
-    let mut mine = Vec::new();
-    let mut ids = Vec::new();
-    for (dst, piece) in pieces.into_iter().enumerate() {
-        if dst as i32 == root {
-            mine = piece;
+        if src == root {
+            slots.push(s.slot(mine.take().expect("root's piece once")));
         } else {
-            ids.push(isend(e, comm, dst as i32, TAG_SCATTER, piece)?);
+            let slot = s.slot(Vec::new());
+            s.recv(src, slot, lens[src as usize]);
+            slots.push(slot);
         }
     }
-    wait_all(e, &ids)?;
-    if mine.len() != len {
-        return err(ErrorClass::Truncate, format!("root's own piece is {} bytes, its receive takes {len}", mine.len()));
-    }
-    Ok(mine)
+    Ok((s, slots))
 }
 
-/// §5.7 `MPI_Allgatherv`: ring, n-1 steps; `lens` gives every rank's piece length.
-pub fn allgatherv(e: &mut Engine, comm: &Comm, mine: &[u8], lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
-    let n = comm.size();
-    let r = comm.rank;
+/// §5.6 `MPI_Scatterv`: `pieces` (significant at root) go to each rank in order; this rank's
+/// piece of `len` bytes ends up in the returned slot.
+pub fn scatterv_schedule<'a>(
+    comm: &Comm,
+    root: i32,
+    pieces: Vec<Vec<u8>>,
+    len: usize,
+) -> MpiResult<(Schedule<'a>, Slot)> {
+    let mut s = Schedule::new(comm, kind::SCATTER);
+    if comm.rank != root {
+        let slot = s.slot(Vec::new());
+        s.recv(root, slot, len);
+        return Ok((s, slot));
+    }
+    let mut mine = None;
+    for (dst, piece) in pieces.into_iter().enumerate() {
+        if dst as i32 == root {
+            if piece.len() != len {
+                return err(
+                    ErrorClass::Truncate,
+                    format!("root's own piece is {} bytes, its receive takes {len}", piece.len()),
+                );
+            }
+            mine = Some(s.slot(piece));
+        } else {
+            let slot = s.slot(piece);
+            s.send(dst as i32, slot);
+        }
+    }
+    let mine = mine.ok_or_else(|| crate::error::MpiError::new(ErrorClass::Intern, "root has no piece of its own"))?;
+    Ok((s, mine))
+}
+
+/// §5.7 `MPI_Allgatherv`: ring, n-1 steps; `lens` gives every rank's piece length. The pieces
+/// end up in the returned slots, in rank order.
+pub fn allgatherv_schedule<'a>(comm: &Comm, mine: Vec<u8>, lens: &[usize]) -> MpiResult<(Schedule<'a>, Vec<Slot>)> {
+    let mut s = Schedule::new(comm, kind::ALLGATHER);
+    let (n, r) = (comm.size(), comm.rank);
     if mine.len() != lens[r as usize] {
         return err(
             ErrorClass::Truncate,
             format!("rank {r} contributes {} bytes, expected {}", mine.len(), lens[r as usize]),
         );
     }
-    let mut out: Vec<Vec<u8>> = vec![Vec::new(); n as usize];
-    out[r as usize] = mine.to_vec();
+    let mut mine = Some(mine);
+    let slots: Vec<Slot> =
+        (0..n).map(|i| s.slot(if i == r { mine.take().expect("once") } else { Vec::new() })).collect();
     let right = (r + 1) % n;
     let left = (r - 1 + n) % n;
     for step in 0..n - 1 {
         let send_idx = ((r - step + n) % n) as usize;
         let recv_idx = ((r - step - 1 + n) % n) as usize;
-        let got = sendrecv(e, comm, right, out[send_idx].clone(), left, lens[recv_idx], TAG_ALLGATHER)?;
-        out[recv_idx] = got;
+        s.recv(left, slots[recv_idx], lens[recv_idx]);
+        s.send(right, slots[send_idx]);
+        s.wait();
     }
-    Ok(out)
+    Ok((s, slots))
 }
 
 /// §5.8 `MPI_Alltoall(v,w)`: every pair exchanges directly; all receives are posted first.
-/// `send[i]` goes to rank i; `recv_lens[i]` is expected from rank i.
-pub fn alltoallv(e: &mut Engine, comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
-    let n = comm.size();
-    let r = comm.rank;
-    let mut recv_ids = Vec::with_capacity(n as usize);
+/// `send[i]` goes to rank i; `recv_lens[i]` is expected from rank i, into returned slot i.
+pub fn alltoallv_schedule<'a>(comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[usize]) -> (Schedule<'a>, Vec<Slot>) {
+    let mut s = Schedule::new(comm, kind::ALLTOALL);
+    let (n, r) = (comm.size(), comm.rank);
+    let recv_slots: Vec<Slot> = (0..n).map(|_| s.slot(Vec::new())).collect();
+    let send_slots: Vec<Slot> = send.into_iter().map(|b| s.slot(b)).collect();
     for i in 0..n {
         // Start with the nearest ranks so that pairs proceed in step rather than all at rank 0.
         let src = (r - i + n) % n;
-        recv_ids.push((src, irecv(e, comm, src, TAG_ALLTOALL, recv_lens[src as usize])?));
+        s.recv(src, recv_slots[src as usize], recv_lens[src as usize]);
     }
-    let mut send = send;
-    let mut send_ids = Vec::with_capacity(n as usize);
     for i in 0..n {
         let dst = (r + i) % n;
-        send_ids.push(isend(e, comm, dst, TAG_ALLTOALL, std::mem::take(&mut send[dst as usize]))?);
+        s.send(dst, send_slots[dst as usize]);
     }
-    let mut out: Vec<Vec<u8>> = vec![Vec::new(); n as usize];
-    for (src, id) in recv_ids {
-        out[src as usize] = wait_recv(e, id, recv_lens[src as usize])?;
-    }
-    wait_all(e, &send_ids)?;
-    Ok(out)
+    (s, recv_slots)
 }
 
 /// §5.11.1 `MPI_Scan` (inclusive, `exclusive == false`) and §5.11.2 `MPI_Exscan`: a chain in
-/// rank order, so non-commutative ops keep their order. For `Exscan` rank 0's result is
-/// undefined by the standard and `buf` is left as it is.
-pub fn scan(e: &mut Engine, comm: &Comm, buf: &mut [u8], op: &dyn Reducer, exclusive: bool) -> MpiResult<()> {
-    let n = comm.size();
-    let r = comm.rank;
+/// rank order, so non-commutative ops keep their order. The result is in the returned slot;
+/// for `Exscan` rank 0's result is undefined by the standard and is its own input.
+pub fn scan_schedule<'a>(
+    comm: &Comm,
+    buf: Vec<u8>,
+    op: Box<dyn Reducer + 'a>,
+    exclusive: bool,
+) -> (Schedule<'a>, Slot) {
+    let mut s = Schedule::new(comm, kind::SCAN);
+    s.set_op(op);
+    let (n, r) = (comm.size(), comm.rank);
     let len = buf.len();
+    let own = s.slot(buf.clone());
+    let inclusive = s.slot(buf);
     // `prefix` = x_0 op … op x_{r-1}, received from the left neighbour.
-    let prefix = if r > 0 { Some(recv(e, comm, r - 1, TAG_SCAN, len)?) } else { None };
-    let mut inclusive = buf.to_vec();
-    if let Some(p) = &prefix {
-        op.reduce(p, &mut inclusive)?;
+    let prefix = s.slot(Vec::new());
+    if r > 0 {
+        s.recv(r - 1, prefix, len);
+        s.wait();
+        s.reduce(prefix, inclusive);
     }
     if r + 1 < n {
-        send(e, comm, r + 1, TAG_SCAN, inclusive.clone())?;
+        s.send(r + 1, inclusive);
     }
-    if exclusive {
-        if let Some(p) = prefix {
-            buf.copy_from_slice(&p);
-        }
-    } else {
-        buf.copy_from_slice(&inclusive);
+    let result = match (exclusive, r > 0) {
+        (true, true) => prefix,
+        (true, false) => own,
+        (false, _) => inclusive,
+    };
+    (s, result)
+}
+
+/// Runs a schedule and returns the buffer at `slot`.
+fn run_one(e: &mut Engine, (s, slot): (Schedule<'_>, Slot)) -> MpiResult<Vec<u8>> {
+    let mut slots = run(e, s)?;
+    Ok(std::mem::take(&mut slots[slot]))
+}
+
+/// Runs a schedule and returns the buffers at `slots`.
+fn run_many(e: &mut Engine, (s, slots): (Schedule<'_>, Vec<Slot>)) -> MpiResult<Vec<Vec<u8>>> {
+    let mut all = run(e, s)?;
+    Ok(take(&mut all, &slots))
+}
+
+pub fn barrier(e: &mut Engine, comm: &Comm) -> MpiResult<()> {
+    run(e, barrier_schedule(comm)).map(drop)
+}
+
+pub fn bcast(e: &mut Engine, comm: &Comm, root: i32, buf: &mut [u8]) -> MpiResult<()> {
+    let got = run_one(e, bcast_schedule(comm, root, buf.to_vec()))?;
+    buf.copy_from_slice(&got);
+    Ok(())
+}
+
+pub fn reduce(
+    e: &mut Engine,
+    comm: &Comm,
+    root: i32,
+    input: &[u8],
+    output: Option<&mut [u8]>,
+    op: &dyn Reducer,
+) -> MpiResult<()> {
+    let got = run_one(e, reduce_schedule(comm, root, input.to_vec(), Box::new(op)))?;
+    if comm.rank == root {
+        let output =
+            output.ok_or_else(|| crate::error::MpiError::new(ErrorClass::Buffer, "root has no receive buffer"))?;
+        output.copy_from_slice(&got);
     }
+    Ok(())
+}
+
+pub fn allreduce(e: &mut Engine, comm: &Comm, buf: &mut [u8], op: &dyn Reducer) -> MpiResult<()> {
+    let got = run_one(e, allreduce_schedule(comm, buf.to_vec(), Box::new(op)))?;
+    buf.copy_from_slice(&got);
+    Ok(())
+}
+
+pub fn gatherv(e: &mut Engine, comm: &Comm, root: i32, mine: &[u8], lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
+    run_many(e, gatherv_schedule(comm, root, mine.to_vec(), lens)?)
+}
+
+pub fn scatterv(e: &mut Engine, comm: &Comm, root: i32, pieces: Vec<Vec<u8>>, len: usize) -> MpiResult<Vec<u8>> {
+    run_one(e, scatterv_schedule(comm, root, pieces, len)?)
+}
+
+pub fn allgatherv(e: &mut Engine, comm: &Comm, mine: &[u8], lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
+    run_many(e, allgatherv_schedule(comm, mine.to_vec(), lens)?)
+}
+
+pub fn alltoallv(e: &mut Engine, comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
+    run_many(e, alltoallv_schedule(comm, send, recv_lens))
+}
+
+pub fn scan(e: &mut Engine, comm: &Comm, buf: &mut [u8], op: &dyn Reducer, exclusive: bool) -> MpiResult<()> {
+    let got = run_one(e, scan_schedule(comm, buf.to_vec(), Box::new(op), exclusive))?;
+    buf.copy_from_slice(&got);
     Ok(())
 }

@@ -259,12 +259,22 @@ pub struct Comm {
     /// Added to every collective tag; non-zero only for the transient communicator of an
     /// `MPI_Comm_create_group`, whose user tag keeps concurrent creations apart.
     pub coll_tag_base: i32,
+    /// Collectives started on this communicator so far: each one's tag carries its number, so
+    /// that several in progress at once (nonblocking collectives) keep their messages apart.
+    pub coll_seq: std::sync::atomic::AtomicU32,
 }
 
 impl Comm {
     pub fn new(ctx: u32, group: Arc<Group>, rank: i32) -> Comm {
         debug_assert!(group.world_rank(rank).is_some());
-        Comm { ctx, group, rank, cart: None, coll_tag_base: 0 }
+        Comm { ctx, group, rank, cart: None, coll_tag_base: 0, coll_seq: Default::default() }
+    }
+
+    /// The tag of the next collective of `kind` (1..16) on this communicator. Every rank
+    /// starts a communicator's collectives in the same order (§5.12), so they agree on it.
+    pub fn next_coll_tag(&self, kind: i32) -> i32 {
+        let seq = self.coll_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0x07FF_FFFF;
+        self.coll_tag_base.wrapping_add(kind | (seq << 4) as i32)
     }
 
     pub fn size(&self) -> i32 {

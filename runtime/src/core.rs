@@ -179,6 +179,9 @@ struct RecvReq {
 enum Req {
     Send(SendReq),
     Recv(RecvReq),
+    /// Completed by the engine rather than by frames (a collective schedule); `None` while
+    /// in progress.
+    External(Option<Status>),
 }
 
 /// A message that arrived before a matching receive was posted.
@@ -503,10 +506,26 @@ impl Core {
         }
     }
 
+    /// A request the engine completes itself ([`Core::complete_external`]).
+    pub fn new_external(&mut self) -> ReqId {
+        let id = self.alloc_id();
+        self.requests.insert(id, Req::External(None));
+        id
+    }
+
+    /// Completes an external request with `status`.
+    pub fn complete_external(&mut self, id: ReqId, status: Status) {
+        if let Some(Req::External(s)) = self.requests.get_mut(&id) {
+            *s = Some(status);
+        }
+        self.reap_detached();
+    }
+
     pub fn is_complete(&self, id: ReqId) -> bool {
         match self.requests.get(&id) {
             Some(Req::Send(s)) => matches!(s.phase, SendPhase::Done),
             Some(Req::Recv(r)) => matches!(r.phase, RecvPhase::Done),
+            Some(Req::External(s)) => s.is_some(),
             None => false,
         }
     }
@@ -519,6 +538,7 @@ impl Core {
         match self.requests.get(&id)? {
             Req::Send(_) => Some(Status::default()),
             Req::Recv(r) => Some(r.status),
+            Req::External(s) => *s,
         }
     }
 
@@ -530,6 +550,7 @@ impl Core {
         match self.requests.remove(&id)? {
             Req::Send(_) => Some(Completion { status: Status::default(), recv_buf: None }),
             Req::Recv(mut r) => Some(Completion { status: r.status, recv_buf: r.buf.take() }),
+            Req::External(s) => Some(Completion { status: s.unwrap_or_default(), recv_buf: None }),
         }
     }
 

@@ -13,6 +13,7 @@ use kawarimi_transports::{Event, Transport};
 use crate::control::proto::{SwitchCommand, SwitchPhase};
 use crate::core::{Core, ReqId};
 use crate::error::{ErrorClass, MpiError, MpiResult};
+use crate::sched::Schedule;
 use crate::switch::{Command, Reconnect, SwitchShared};
 
 /// Longest sleep in `poll(2)` of a rank that can be switched: how late a blocked rank may
@@ -89,6 +90,10 @@ pub struct Engine {
     failed: Option<MpiError>,
     /// Present once the rank can be switched (it has a control thread).
     pub switch: Option<EngineSwitch>,
+    /// Nonblocking collectives in progress, each behind an external request of the core.
+    schedules: Vec<(ReqId, Schedule<'static>)>,
+    /// Buffers (or the error) of finished nonblocking collectives, until their owner takes them.
+    finished: std::collections::HashMap<ReqId, MpiResult<Vec<Vec<u8>>>>,
 }
 
 impl Engine {
@@ -103,6 +108,8 @@ impl Engine {
             send_window_bytes: 16 << 20,
             failed: None,
             switch: None,
+            schedules: Vec::new(),
+            finished: Default::default(),
         }
     }
 
@@ -117,16 +124,55 @@ impl Engine {
         e
     }
 
-    /// Moves frames from the core to the transport and from the transport to the core, without
-    /// blocking. Returns whether anything happened.
+    /// Starts a nonblocking collective; returns the request that completes with it. Its
+    /// buffers are then taken with [`Engine::take_schedule`].
+    pub fn start_schedule(&mut self, s: Schedule<'static>) -> MpiResult<ReqId> {
+        let id = self.core.new_external();
+        self.schedules.push((id, s));
+        self.advance_schedules()?;
+        Ok(id)
+    }
+
+    /// The buffers of a finished nonblocking collective (once its request has completed).
+    pub fn take_schedule(&mut self, id: ReqId) -> Option<MpiResult<Vec<Vec<u8>>>> {
+        self.finished.remove(&id)
+    }
+
+    /// Runs every collective in progress as far as it goes; completes the finished ones' requests.
+    fn advance_schedules(&mut self) -> MpiResult<bool> {
+        let mut did_work = false;
+        let mut i = 0;
+        while i < self.schedules.len() {
+            let (id, s) = &mut self.schedules[i];
+            let id = *id;
+            let failed = match s.advance(&mut self.core) {
+                Ok(false) => {
+                    i += 1;
+                    continue;
+                }
+                Ok(true) => None,
+                Err(e) => Some(e),
+            };
+            did_work = true;
+            let (_, s) = self.schedules.swap_remove(i);
+            // The request completes either way; its owner finds the error with the buffers.
+            self.finished.insert(id, failed.map_or_else(|| Ok(s.into_slots()), Err));
+            self.core.complete_external(id, crate::core::Status::default());
+        }
+        Ok(did_work)
+    }
+
+    /// Moves frames from the core to the transport and from the transport to the core, and
+    /// runs the collectives in progress, without blocking. Returns whether anything happened.
     pub fn progress(&mut self) -> MpiResult<bool> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        let scheduled = self.advance_schedules()?;
         let Some(transport) = self.transport.as_mut() else {
-            return Ok(false);
+            return Ok(scheduled);
         };
-        let mut did_work = false;
+        let mut did_work = scheduled;
         // Frames wait in the core's (bounded) outbox while the transport holds more than
         // `send_window_bytes`, so the transport's own queue bound is never hit.
         while transport.queued_bytes() < self.send_window_bytes {

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod launch;
 pub mod op;
+pub mod sched;
 pub mod switch;
 pub mod wireup;
 pub mod world;

@@ -156,10 +156,22 @@ pub enum CopyKind {
     User,
 }
 
+/// What a nonblocking collective does with its schedule's buffers when it completes:
+/// unpack them into the application's buffers.
+pub struct CollFinish(pub Box<dyn FnOnce(Vec<Vec<u8>>) -> Res<()> + Send>);
+
+impl std::fmt::Debug for CollFinish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CollFinish")
+    }
+}
+
 /// What completing a request still has to do, besides the runtime's part.
 #[derive(Debug)]
 pub enum Finish {
     Nothing,
+    /// A nonblocking collective: take its buffers from the engine and unpack them.
+    Collective(CollFinish),
     /// Unpack the staged bytes into the application's buffer.
     Unpack {
         dt: Arc<Datatype>,

@@ -7,16 +7,18 @@ use std::sync::Arc;
 use kawarimi_runtime::coll::{self, Reducer};
 use kawarimi_runtime::comm::Comm;
 use kawarimi_runtime::datatype::{Datatype, Primitive};
-use kawarimi_runtime::error::{ErrorClass, MpiError, MpiResult};
+use kawarimi_runtime::error::{ErrorClass, MpiResult};
 use kawarimi_runtime::op;
+use kawarimi_runtime::sched::{Schedule, Slot};
 
-use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Op};
+use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Op, MPI_Request};
 use crate::api::p2p::{check_buffer, comm_of};
 use crate::export::call;
 use crate::mem::{c_array, out, user_bytes, user_bytes_mut};
-use crate::state::{encode, fail, Kind, OpEntry, Res, State, UserOp};
+use crate::state::{encode, fail, CollFinish, Finish, Kind, OpEntry, RequestEntry, Res, State, UserOp};
 
 /// `count` elements of a datatype at an address: one argument triple of a collective.
+#[derive(Clone)]
 struct Typed {
     addr: usize,
     count: usize,
@@ -41,18 +43,6 @@ impl Typed {
     /// `count` elements at a displacement of `disp_bytes`.
     fn at(&self, disp_bytes: isize, count: usize) -> Typed {
         Typed { addr: self.addr.wrapping_add_signed(disp_bytes), count, dt: self.dt.clone() }
-    }
-
-    /// The bytes of a contiguous layout, in place.
-    ///
-    /// # Safety
-    /// The memory must be the application's, valid for the collective call.
-    unsafe fn contiguous_mut(&self) -> Res<Option<&'static mut [u8]>> {
-        if !self.dt.is_contiguous() {
-            return Ok(None);
-        }
-        // SAFETY: per the contract.
-        Ok(Some(unsafe { user_bytes_mut(self.addr as *mut c_void, 0, self.packed_len() as isize)? }))
     }
 
     /// A packed copy.
@@ -117,6 +107,13 @@ impl ShimReducer {
     }
 }
 
+// SAFETY: the datatype handle is only an address handed back to the user function as its
+// datatype argument, never dereferenced here; every use happens under the shim's state lock,
+// one thread at a time.
+unsafe impl Send for ShimReducer {}
+// SAFETY: as above; the reducer is never mutated.
+unsafe impl Sync for ShimReducer {}
+
 impl Reducer for ShimReducer {
     fn reduce(&self, input: &[u8], inout: &mut [u8]) -> MpiResult<()> {
         match self.op {
@@ -170,44 +167,85 @@ fn call_user_op(u: UserOp, dt: &Datatype, dt_handle: MPI_Datatype, input: &[u8],
     Ok(())
 }
 
-fn to_fail(e: MpiError) -> crate::state::Fail {
-    e.into()
+/// A collective ready to run: its schedule, and what to do with the schedule's buffers when
+/// it has finished (unpack them into the application's buffers). A blocking call runs it at
+/// once ([`execute`]); a nonblocking one leaves it to the engine behind a request ([`start`]).
+struct Plan {
+    schedule: Schedule<'static>,
+    finish: Box<dyn FnOnce(Vec<Vec<u8>>) -> Res<()> + Send>,
 }
 
-/// Runs a reduction-shaped collective on the packed contents of `recv` (after `send` has been
-/// copied there unless in place), then writes the result back.
+impl Plan {
+    fn new(schedule: Schedule<'static>, finish: impl FnOnce(Vec<Vec<u8>>) -> Res<()> + Send + 'static) -> Plan {
+        Plan { schedule, finish: Box::new(finish) }
+    }
+
+    fn nothing_after(schedule: Schedule<'static>) -> Plan {
+        Plan::new(schedule, |_| Ok(()))
+    }
+}
+
+fn execute(s: &mut State, plan: Plan) -> Res<()> {
+    let slots = coll::run(&mut s.world()?.engine, plan.schedule)?;
+    (plan.finish)(slots)
+}
+
+/// Starts `plan` as a nonblocking collective and returns its request in `request`.
+fn start(s: &mut State, comm: MPI_Comm, plan: Plan, request: *mut MPI_Request) -> Res<()> {
+    if request.is_null() {
+        return fail(ErrorClass::Arg, "NULL request pointer");
+    }
+    let (c, handler) = comm_of(s, comm)?;
+    let id = s.world()?.engine.start_schedule(plan.schedule)?;
+    let entry = RequestEntry {
+        core: Some(id),
+        done: None,
+        comm: c,
+        handler,
+        is_recv: false,
+        finish: Finish::Collective(CollFinish(plan.finish)),
+        bsend_bytes: 0,
+        persistent: None,
+    };
+    let h = s.new_request(entry)?;
+    // SAFETY: non-null output argument.
+    unsafe { out(request, h) }
+}
+
+/// Runs a collective call: `make` checks the arguments and plans the collective; it then runs
+/// at once (`request` is `None`) or is started behind a request.
+fn coll_call(
+    name: &'static str,
+    comm: MPI_Comm,
+    request: Option<*mut MPI_Request>,
+    make: impl FnOnce(&mut State, &Arc<Comm>) -> Res<Plan>,
+) -> c_int {
+    call(name, Some(comm), |s| {
+        let (c, _) = comm_of(s, comm)?;
+        let plan = make(s, &c)?;
+        match request {
+            None => execute(s, plan),
+            Some(r) => start(s, comm, plan, r),
+        }
+    })
+}
+
+/// The packed input of a reduction into `recv`: the send buffer, or with `MPI_IN_PLACE` the
+/// receive buffer itself (the same count of the same type).
 ///
 /// # Safety
-/// Application buffers valid for the call.
-unsafe fn reduce_into(
-    s: &mut State,
-    sendbuf: *const c_void,
-    recv: &Typed,
-    run: impl FnOnce(&mut State, &mut [u8]) -> MpiResult<()>,
-) -> Res<()> {
+/// Application buffers valid until the collective completes.
+unsafe fn reduction_input(sendbuf: *const c_void, recv: &Typed) -> Res<Vec<u8>> {
+    let source =
+        if in_place(sendbuf) { recv.clone() } else { recv.at(sendbuf as isize - recv.addr as isize, recv.count) };
     // SAFETY: per the contract.
-    match unsafe { recv.contiguous_mut()? } {
-        Some(bytes) => {
-            if !in_place(sendbuf) {
-                // SAFETY: the send buffer holds the same count of the same type.
-                let src = unsafe { user_bytes(sendbuf, 0, bytes.len() as isize)? };
-                bytes.copy_from_slice(src);
-            }
-            run(s, bytes).map_err(to_fail)
-        }
-        None => {
-            let source = if in_place(sendbuf) {
-                Typed { addr: recv.addr, count: recv.count, dt: recv.dt.clone() }
-            } else {
-                recv.at(sendbuf as isize - recv.addr as isize, recv.count)
-            };
-            // SAFETY: per the contract.
-            let mut packed = unsafe { source.pack()? };
-            run(s, &mut packed).map_err(to_fail)?;
-            // SAFETY: per the contract.
-            unsafe { recv.unpack(&packed) }
-        }
-    }
+    unsafe { source.pack() }
+}
+
+/// Unpacks slot `slot` of a finished schedule into `t`.
+fn unpack_slot(t: Typed, slot: Slot) -> impl FnOnce(Vec<Vec<u8>>) -> Res<()> + Send {
+    // SAFETY: the application's buffer, valid until the collective completes (§5.12).
+    move |slots| unsafe { t.unpack(&slots[slot]) }
 }
 
 /// The counts and displacements that make the fixed-size collectives (`Gather`, `Scatter`,
@@ -231,62 +269,617 @@ fn displs(p: *const c_int, n: usize) -> Res<Vec<isize>> {
     Ok(unsafe { c_array(p, n)? }.iter().map(|&d| d as isize).collect())
 }
 
+// Plans, one per algorithm family. Each is `unsafe` for the same reason: the buffers are the
+// application's and must stay valid until the collective completes (at once for a blocking
+// call, at its Wait/Test for a nonblocking one).
+
+fn barrier_plan(c: &Comm) -> Plan {
+    Plan::nothing_after(coll::barrier_schedule(c))
+}
+
+unsafe fn bcast_plan(
+    s: &mut State,
+    c: &Comm,
+    buffer: *mut c_void,
+    count: c_int,
+    dt: MPI_Datatype,
+    root: c_int,
+) -> Res<Plan> {
+    let t = Typed::new(s, buffer, count, dt)?;
+    check_root(c, root)?;
+    let is_root = c.rank == root;
+    // SAFETY: per the contract.
+    let packed = if is_root { unsafe { t.pack()? } } else { vec![0; t.packed_len()] };
+    let (sched, slot) = coll::bcast_schedule(c, root, packed);
+    if is_root {
+        return Ok(Plan::nothing_after(sched));
+    }
+    Ok(Plan::new(sched, unpack_slot(t, slot)))
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn reduce_plan(
+    s: &mut State,
+    c: &Comm,
+    sendbuf: *const c_void,
+    recvbuf: *mut c_void,
+    count: c_int,
+    dt: MPI_Datatype,
+    op: MPI_Op,
+    root: c_int,
+) -> Res<Plan> {
+    check_root(c, root)?;
+    let reducer = ShimReducer::new(s, op, dt)?;
+    let is_root = c.rank == root;
+    let src = if is_root && in_place(sendbuf) { recvbuf as *const c_void } else { sendbuf };
+    // SAFETY: per the contract.
+    let input = unsafe { Typed::new(s, src, count, dt)?.pack()? };
+    let (sched, slot) = coll::reduce_schedule(c, root, input, Box::new(reducer));
+    if !is_root {
+        return Ok(Plan::nothing_after(sched));
+    }
+    Ok(Plan::new(sched, unpack_slot(Typed::new(s, recvbuf, count, dt)?, slot)))
+}
+
+/// `Allreduce`, `Scan` (`Some(false)`) and `Exscan` (`Some(true)`).
+#[allow(clippy::too_many_arguments)]
+unsafe fn allreduce_plan(
+    s: &mut State,
+    c: &Comm,
+    sendbuf: *const c_void,
+    recvbuf: *mut c_void,
+    count: c_int,
+    dt: MPI_Datatype,
+    op: MPI_Op,
+    scan: Option<bool>,
+) -> Res<Plan> {
+    let reducer = Box::new(ShimReducer::new(s, op, dt)?);
+    let recv = Typed::new(s, recvbuf, count, dt)?;
+    // SAFETY: per the contract.
+    let input = unsafe { reduction_input(sendbuf, &recv)? };
+    let (sched, slot) = match scan {
+        None => coll::allreduce_schedule(c, input, reducer),
+        Some(exclusive) => coll::scan_schedule(c, input, reducer, exclusive),
+    };
+    Ok(Plan::new(sched, unpack_slot(recv, slot)))
+}
+
+/// `Reduce_scatter(_block)`: an allreduce of everything, of which this rank keeps its part.
+#[allow(clippy::too_many_arguments)]
+unsafe fn reduce_scatter_plan(
+    s: &mut State,
+    c: &Comm,
+    sendbuf: *const c_void,
+    recvbuf: *mut c_void,
+    mine: c_int,
+    counts: &[usize],
+    dt: MPI_Datatype,
+    op: MPI_Op,
+) -> Res<Plan> {
+    let reducer = ShimReducer::new(s, op, dt)?;
+    let total: usize = counts.iter().sum();
+    // With MPI_IN_PLACE the input is in the receive buffer, `total` elements long (§5.10.1).
+    let src = if in_place(sendbuf) { recvbuf as *const c_void } else { sendbuf };
+    let input = Typed::new(s, src, total as c_int, dt)?;
+    // SAFETY: per the contract.
+    let all = unsafe { input.pack()? };
+    let size = input.dt.size();
+    let start: usize = counts[..c.rank as usize].iter().sum::<usize>() * size;
+    let out = Typed::new(s, recvbuf, mine, dt)?;
+    let (sched, slot) = coll::allreduce_schedule(c, all, Box::new(reducer));
+    // SAFETY: the application's buffer, valid until the collective completes.
+    Ok(Plan::new(sched, move |slots| unsafe { out.unpack(&slots[slot][start..start + mine as usize * size]) }))
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn gatherv_plan(
+    s: &mut State,
+    c: &Comm,
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: MPI_Datatype,
+    recvbuf: *mut c_void,
+    cnts: &[usize],
+    dsp: &[isize],
+    recvtype: MPI_Datatype,
+    root: c_int,
+) -> Res<Plan> {
+    check_root(c, root)?;
+    let is_root = c.rank == root;
+    let recv = if is_root { Some(Typed::new(s, recvbuf, 0, recvtype)?) } else { None };
+    let mine = match (&recv, in_place(sendbuf)) {
+        (Some(r), true) => {
+            let me = c.rank as usize;
+            // SAFETY: per the contract.
+            unsafe { r.at(dsp[me] * r.dt.extent(), cnts[me]).pack()? }
+        }
+        // SAFETY: per the contract.
+        _ => unsafe { Typed::new(s, sendbuf, sendcount, sendtype)?.pack()? },
+    };
+    let Some(r) = recv else {
+        return Ok(Plan::nothing_after(coll::gatherv_schedule(c, root, mine, &[])?.0));
+    };
+    let lens: Vec<usize> = cnts.iter().map(|&n| n * r.dt.size()).collect();
+    let (sched, slots) = coll::gatherv_schedule(c, root, mine, &lens)?;
+    let targets: Vec<(Slot, Typed)> = (0..cnts.len())
+        .filter(|&i| !(i as c_int == root && in_place(sendbuf)))
+        .map(|i| (slots[i], r.at(dsp[i] * r.dt.extent(), cnts[i])))
+        .collect();
+    Ok(Plan::new(sched, move |bufs| unpack_all(&bufs, targets)))
+}
+
+/// Unpacks each `(slot, target)` of a finished schedule.
+fn unpack_all(bufs: &[Vec<u8>], targets: Vec<(Slot, Typed)>) -> Res<()> {
+    for (slot, t) in targets {
+        // SAFETY: the application's buffers, valid until the collective completes (§5.12).
+        unsafe { t.unpack(&bufs[slot])? };
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn scatterv_plan(
+    s: &mut State,
+    c: &Comm,
+    sendbuf: *const c_void,
+    cnts: &[usize],
+    dsp: &[isize],
+    sendtype: MPI_Datatype,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: MPI_Datatype,
+    root: c_int,
+) -> Res<Plan> {
+    check_root(c, root)?;
+    let is_root = c.rank == root;
+    let keep_own = is_root && in_place(recvbuf);
+    let mut pieces = Vec::new();
+    if is_root {
+        let send = Typed::new(s, sendbuf, 0, sendtype)?;
+        for i in 0..cnts.len() {
+            if keep_own && i as c_int == root {
+                pieces.push(Vec::new());
+                continue;
+            }
+            // SAFETY: per the contract.
+            pieces.push(unsafe { send.at(dsp[i] * send.dt.extent(), cnts[i]).pack()? });
+        }
+    }
+    if keep_own {
+        return Ok(Plan::nothing_after(coll::scatterv_schedule(c, root, pieces, 0)?.0));
+    }
+    let recv = Typed::new(s, recvbuf, recvcount, recvtype)?;
+    let (sched, slot) = coll::scatterv_schedule(c, root, pieces, recv.packed_len())?;
+    Ok(Plan::new(sched, unpack_slot(recv, slot)))
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn allgatherv_plan(
+    s: &mut State,
+    c: &Comm,
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: MPI_Datatype,
+    recvbuf: *mut c_void,
+    cnts: &[usize],
+    dsp: &[isize],
+    recvtype: MPI_Datatype,
+) -> Res<Plan> {
+    let recv = Typed::new(s, recvbuf, 0, recvtype)?;
+    let me = c.rank as usize;
+    let mine = if in_place(sendbuf) {
+        // SAFETY: per the contract.
+        unsafe { recv.at(dsp[me] * recv.dt.extent(), cnts[me]).pack()? }
+    } else {
+        // SAFETY: per the contract.
+        unsafe { Typed::new(s, sendbuf, sendcount, sendtype)?.pack()? }
+    };
+    let lens: Vec<usize> = cnts.iter().map(|&n| n * recv.dt.size()).collect();
+    let (sched, slots) = coll::allgatherv_schedule(c, mine, &lens)?;
+    let targets = (0..cnts.len()).map(|i| (slots[i], recv.at(dsp[i] * recv.dt.extent(), cnts[i]))).collect();
+    Ok(Plan::new(sched, move |bufs| unpack_all(&bufs, targets)))
+}
+
+/// The general all-to-all: part `i` of `send` goes to rank `i`, part `i` of `recv` comes
+/// from rank `i`. With `MPI_IN_PLACE` the two lists describe the same memory, which is safe
+/// because everything is packed before anything is unpacked.
+unsafe fn alltoallw_plan(c: &Comm, send: Vec<Typed>, recv: Vec<Typed>) -> Res<Plan> {
+    let mut out_parts = Vec::with_capacity(send.len());
+    for t in &send {
+        // SAFETY: per the contract.
+        out_parts.push(unsafe { t.pack()? });
+    }
+    let lens: Vec<usize> = recv.iter().map(Typed::packed_len).collect();
+    let (sched, slots) = coll::alltoallv_schedule(c, out_parts, &lens);
+    let targets = slots.into_iter().zip(recv).collect();
+    Ok(Plan::new(sched, move |bufs| unpack_all(&bufs, targets)))
+}
+
+/// The parts of `MPI_Alltoall`: `count` elements per rank, back to back.
+#[allow(clippy::too_many_arguments)]
+fn alltoall_parts(
+    s: &mut State,
+    c: &Comm,
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: MPI_Datatype,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: MPI_Datatype,
+) -> Res<(Vec<Typed>, Vec<Typed>)> {
+    let n = c.size() as usize;
+    let st = if in_place(sendbuf) { recvtype } else { sendtype };
+    let sc = if in_place(sendbuf) { recvcount } else { sendcount };
+    let send = Typed::new(s, if in_place(sendbuf) { recvbuf } else { sendbuf }, sc, st)?;
+    let recv = Typed::new(s, recvbuf, recvcount, recvtype)?;
+    Ok(((0..n).map(|i| send.block(i)).collect(), (0..n).map(|i| recv.block(i)).collect()))
+}
+
+/// The parts of `MPI_Alltoallv`: counts and displacements (in extents) per rank.
+#[allow(clippy::too_many_arguments)]
+fn alltoallv_parts(
+    s: &mut State,
+    c: &Comm,
+    sendbuf: *const c_void,
+    sendcounts: *const c_int,
+    sdispls: *const c_int,
+    sendtype: MPI_Datatype,
+    recvbuf: *mut c_void,
+    recvcounts: *const c_int,
+    rdispls: *const c_int,
+    recvtype: MPI_Datatype,
+) -> Res<(Vec<Typed>, Vec<Typed>)> {
+    let n = c.size() as usize;
+    let (rc, rd) = (counts(recvcounts, n)?, displs(rdispls, n)?);
+    let recv = Typed::new(s, recvbuf, 0, recvtype)?;
+    let recv_parts: Vec<Typed> = (0..n).map(|i| recv.at(rd[i] * recv.dt.extent(), rc[i])).collect();
+    let send_parts: Vec<Typed> = if in_place(sendbuf) {
+        recv_parts.clone()
+    } else {
+        let (sc, sd) = (counts(sendcounts, n)?, displs(sdispls, n)?);
+        let send = Typed::new(s, sendbuf, 0, sendtype)?;
+        (0..n).map(|i| send.at(sd[i] * send.dt.extent(), sc[i])).collect()
+    };
+    Ok((send_parts, recv_parts))
+}
+
+/// The parts of `MPI_Alltoallw`: a datatype per rank, displacements in bytes.
+#[allow(clippy::too_many_arguments)]
+fn alltoallw_parts(
+    s: &mut State,
+    c: &Comm,
+    sendbuf: *const c_void,
+    sendcounts: *const c_int,
+    sdispls: *const c_int,
+    sendtypes: *const MPI_Datatype,
+    recvbuf: *mut c_void,
+    recvcounts: *const c_int,
+    rdispls: *const c_int,
+    recvtypes: *const MPI_Datatype,
+) -> Res<(Vec<Typed>, Vec<Typed>)> {
+    let n = c.size() as usize;
+    let (rc, rd) = (counts(recvcounts, n)?, displs(rdispls, n)?);
+    // SAFETY: one datatype per rank (§5.8).
+    let rt = unsafe { c_array(recvtypes, n)? };
+    let mut recv_parts = Vec::with_capacity(n);
+    for i in 0..n {
+        recv_parts.push(Typed::new(s, recvbuf, rc[i] as c_int, rt[i])?.at(rd[i], rc[i]));
+    }
+    let send_parts: Vec<Typed> = if in_place(sendbuf) {
+        recv_parts.clone()
+    } else {
+        let (sc, sd) = (counts(sendcounts, n)?, displs(sdispls, n)?);
+        // SAFETY: one datatype per rank (§5.8).
+        let stypes = unsafe { c_array(sendtypes, n)? };
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n {
+            v.push(Typed::new(s, sendbuf, sc[i] as c_int, stypes[i])?.at(sd[i], sc[i]));
+        }
+        v
+    };
+    Ok((send_parts, recv_parts))
+}
+
 mpi_fn! {
     fn Barrier(comm: MPI_Comm) -> c_int {
-        call("MPI_Barrier", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            Ok(coll::barrier(&mut s.world()?.engine, &c)?)
+        coll_call("MPI_Barrier", comm, None, |_s, c| {
+            Ok(barrier_plan(c))
+        })
+    }
+
+    fn Ibarrier(comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Ibarrier", comm, Some(request), |_s, c| {
+            Ok(barrier_plan(c))
         })
     }
 
     fn Bcast(buffer: *mut c_void, count: c_int, datatype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
-        call("MPI_Bcast", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let t = Typed::new(s, buffer, count, datatype)?;
-            check_root(&c, root)?;
-            // SAFETY: the application's buffer for the duration of the call.
-            match unsafe { t.contiguous_mut()? } {
-                Some(bytes) => Ok(coll::bcast(&mut s.world()?.engine, &c, root, bytes)?),
-                None => {
-                    // SAFETY: as above.
-                    let mut packed = if c.rank == root { unsafe { t.pack()? } } else { vec![0; t.packed_len()] };
-                    coll::bcast(&mut s.world()?.engine, &c, root, &mut packed)?;
-                    // SAFETY: as above.
-                    if c.rank != root { unsafe { t.unpack(&packed)? } }
-                    Ok(())
-                }
-            }
+        coll_call("MPI_Bcast", comm, None, |s, c| {
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { bcast_plan(s, c, buffer, count, datatype, root) }
+        })
+    }
+
+    fn Ibcast(buffer: *mut c_void, count: c_int, datatype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Ibcast", comm, Some(request), |s, c| {
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { bcast_plan(s, c, buffer, count, datatype, root) }
         })
     }
 
     fn Reduce(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, root: c_int, comm: MPI_Comm) -> c_int {
-        call("MPI_Reduce", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            check_root(&c, root)?;
-            let reducer = ShimReducer::new(s, op, datatype)?;
-            let is_root = c.rank == root;
-            let src = if is_root && in_place(sendbuf) { recvbuf as *const c_void } else { sendbuf };
-            let input = Typed::new(s, src, count, datatype)?;
-            // SAFETY: the application's buffers for the duration of the call.
-            let packed_in = unsafe { input.pack()? };
-            let mut result = if is_root { vec![0u8; packed_in.len()] } else { Vec::new() };
-            coll::reduce(&mut s.world()?.engine, &c, root, &packed_in, is_root.then_some(&mut result[..]), &reducer)?;
-            if is_root {
-                let r = Typed::new(s, recvbuf, count, datatype)?;
-                // SAFETY: as above.
-                unsafe { r.unpack(&result)? };
-            }
-            Ok(())
+        coll_call("MPI_Reduce", comm, None, |s, c| {
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { reduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, root) }
+        })
+    }
+
+    fn Ireduce(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Ireduce", comm, Some(request), |s, c| {
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { reduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, root) }
         })
     }
 
     fn Allreduce(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
-        call("MPI_Allreduce", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let reducer = ShimReducer::new(s, op, datatype)?;
-            let r = Typed::new(s, recvbuf, count, datatype)?;
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { reduce_into(s, sendbuf, &r, |s, b| coll::allreduce(&mut s.world.as_mut().expect("initialized").engine, &c, b, &reducer)) }
+        coll_call("MPI_Allreduce", comm, None, |s, c| {
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, None) }
+        })
+    }
+
+    fn Iallreduce(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Iallreduce", comm, Some(request), |s, c| {
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, None) }
+        })
+    }
+
+    fn Scan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Scan", comm, None, |s, c| {
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(false)) }
+        })
+    }
+
+    fn Iscan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Iscan", comm, Some(request), |s, c| {
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(false)) }
+        })
+    }
+
+    fn Exscan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Exscan", comm, None, |s, c| {
+            // Rank 0's receive buffer is undefined after Exscan (§5.11.2): kawarimi leaves it
+            // holding the input, as Open MPI does.
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(true)) }
+        })
+    }
+
+    fn Iexscan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Iexscan", comm, Some(request), |s, c| {
+            // Rank 0's receive buffer is undefined after Exscan (§5.11.2): kawarimi leaves it
+            // holding the input, as Open MPI does.
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(true)) }
+        })
+    }
+
+    fn Reduce_scatter_block(sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Reduce_scatter_block", comm, None, |s, c| {
+            let counts = vec![recvcount.max(0) as usize; c.size() as usize];
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { reduce_scatter_plan(s, c, sendbuf, recvbuf, recvcount, &counts, datatype, op) }
+        })
+    }
+
+    fn Ireduce_scatter_block(sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Ireduce_scatter_block", comm, Some(request), |s, c| {
+            let counts = vec![recvcount.max(0) as usize; c.size() as usize];
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { reduce_scatter_plan(s, c, sendbuf, recvbuf, recvcount, &counts, datatype, op) }
+        })
+    }
+
+    fn Reduce_scatter(sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Reduce_scatter", comm, None, |s, c| {
+            let counts = counts(recvcounts, c.size() as usize)?;
+            let mine = counts[c.rank as usize] as c_int;
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { reduce_scatter_plan(s, c, sendbuf, recvbuf, mine, &counts, datatype, op) }
+        })
+    }
+
+    fn Ireduce_scatter(sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Ireduce_scatter", comm, Some(request), |s, c| {
+            let counts = counts(recvcounts, c.size() as usize)?;
+            let mine = counts[c.rank as usize] as c_int;
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { reduce_scatter_plan(s, c, sendbuf, recvbuf, mine, &counts, datatype, op) }
+        })
+    }
+
+    fn Gather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Gather", comm, None, |s, c| {
+            let (cnts, dsp) = if c.rank == root { uniform(c.size(), recvcount) } else { (Vec::new(), Vec::new()) };
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
+        })
+    }
+
+    fn Igather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Igather", comm, Some(request), |s, c| {
+            let (cnts, dsp) = if c.rank == root { uniform(c.size(), recvcount) } else { (Vec::new(), Vec::new()) };
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
+        })
+    }
+
+    fn Gatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Gatherv", comm, None, |s, c| {
+            let n = c.size() as usize;
+            let (cnts, dsp) = if c.rank == root { (counts(recvcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
+        })
+    }
+
+    fn Igatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Igatherv", comm, Some(request), |s, c| {
+            let n = c.size() as usize;
+            let (cnts, dsp) = if c.rank == root { (counts(recvcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
+        })
+    }
+
+    fn Scatter(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Scatter", comm, None, |s, c| {
+            let (cnts, dsp) = if c.rank == root { uniform(c.size(), sendcount) } else { (Vec::new(), Vec::new()) };
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
+        })
+    }
+
+    fn Iscatter(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Iscatter", comm, Some(request), |s, c| {
+            let (cnts, dsp) = if c.rank == root { uniform(c.size(), sendcount) } else { (Vec::new(), Vec::new()) };
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
+        })
+    }
+
+    fn Scatterv(sendbuf: *const c_void, sendcounts: *const c_int, displs_: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Scatterv", comm, None, |s, c| {
+            let n = c.size() as usize;
+            let (cnts, dsp) = if c.rank == root { (counts(sendcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
+        })
+    }
+
+    fn Iscatterv(sendbuf: *const c_void, sendcounts: *const c_int, displs_: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Iscatterv", comm, Some(request), |s, c| {
+            let n = c.size() as usize;
+            let (cnts, dsp) = if c.rank == root { (counts(sendcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
+        })
+    }
+
+    fn Allgather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Allgather", comm, None, |s, c| {
+            let (cnts, dsp) = uniform(c.size(), recvcount);
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
+        })
+    }
+
+    fn Iallgather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Iallgather", comm, Some(request), |s, c| {
+            let (cnts, dsp) = uniform(c.size(), recvcount);
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
+        })
+    }
+
+    fn Allgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Allgatherv", comm, None, |s, c| {
+            let n = c.size() as usize;
+            let (cnts, dsp) = (counts(recvcounts, n)?, displs(displs_, n)?);
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
+        })
+    }
+
+    fn Iallgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Iallgatherv", comm, Some(request), |s, c| {
+            let n = c.size() as usize;
+            let (cnts, dsp) = (counts(recvcounts, n)?, displs(displs_, n)?);
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
+        })
+    }
+
+    fn Alltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Alltoall", comm, None, |s, c| {
+            let (send, recv) = alltoall_parts(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype)?;
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { alltoallw_plan(c, send, recv) }
+        })
+    }
+
+    fn Ialltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Ialltoall", comm, Some(request), |s, c| {
+            let (send, recv) = alltoall_parts(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype)?;
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { alltoallw_plan(c, send, recv) }
+        })
+    }
+
+    fn Alltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Alltoallv", comm, None, |s, c| {
+            let (send, recv) = alltoallv_parts(s, c, sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype)?;
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { alltoallw_plan(c, send, recv) }
+        })
+    }
+
+    fn Ialltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Ialltoallv", comm, Some(request), |s, c| {
+            let (send, recv) = alltoallv_parts(s, c, sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype)?;
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { alltoallw_plan(c, send, recv) }
+        })
+    }
+
+    fn Alltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const MPI_Datatype, comm: MPI_Comm) -> c_int {
+        coll_call("MPI_Alltoallw", comm, None, |s, c| {
+            let (send, recv) = alltoallw_parts(s, c, sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes)?;
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { alltoallw_plan(c, send, recv) }
+        })
+    }
+
+    fn Ialltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const MPI_Datatype, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
+        coll_call("MPI_Ialltoallw", comm, Some(request), |s, c| {
+            let (send, recv) = alltoallw_parts(s, c, sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes)?;
+            // SAFETY: the application's buffers, valid until the collective completes (at once, or
+            // at the Wait/Test of its request, §5.12).
+            unsafe { alltoallw_plan(c, send, recv) }
         })
     }
 
@@ -300,161 +893,6 @@ mpi_fn! {
             reducer.reduce(&pa, &mut pb)?;
             // SAFETY: as above.
             unsafe { b.unpack(&pb) }
-        })
-    }
-
-    fn Scan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
-        // SAFETY: MPI_Scan's buffers, for the duration of the call.
-        unsafe { scan("MPI_Scan", sendbuf, recvbuf, count, datatype, op, comm, false) }
-    }
-
-    fn Exscan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
-        // Rank 0's receive buffer is undefined after Exscan (§5.11.2): kawarimi leaves it
-        // holding the input, as Open MPI does.
-        // SAFETY: MPI_Exscan's buffers, for the duration of the call.
-        unsafe { scan("MPI_Exscan", sendbuf, recvbuf, count, datatype, op, comm, true) }
-    }
-
-    fn Reduce_scatter_block(sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
-        call("MPI_Reduce_scatter_block", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let n = c.size() as usize;
-            let counts = vec![recvcount.max(0) as usize; n];
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { reduce_scatter(s, &c, sendbuf, recvbuf, recvcount, &counts, datatype, op) }
-        })
-    }
-
-    fn Reduce_scatter(sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
-        call("MPI_Reduce_scatter", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let counts = counts(recvcounts, c.size() as usize)?;
-            let mine = counts[c.rank as usize] as c_int;
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { reduce_scatter(s, &c, sendbuf, recvbuf, mine, &counts, datatype, op) }
-        })
-    }
-
-    fn Gather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
-        call("MPI_Gather", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            check_root(&c, root)?;
-            let (cnts, dsp) = if c.rank == root { uniform(c.size(), recvcount) } else { (Vec::new(), Vec::new()) };
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { gatherv(s, &c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
-        })
-    }
-
-    fn Gatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
-        call("MPI_Gatherv", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            check_root(&c, root)?;
-            let n = c.size() as usize;
-            let (cnts, dsp) = if c.rank == root { (counts(recvcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { gatherv(s, &c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
-        })
-    }
-
-    fn Scatter(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
-        call("MPI_Scatter", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            check_root(&c, root)?;
-            let (cnts, dsp) = if c.rank == root { uniform(c.size(), sendcount) } else { (Vec::new(), Vec::new()) };
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { scatterv(s, &c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
-        })
-    }
-
-    fn Scatterv(sendbuf: *const c_void, sendcounts: *const c_int, displs_: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
-        call("MPI_Scatterv", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            check_root(&c, root)?;
-            let n = c.size() as usize;
-            let (cnts, dsp) = if c.rank == root { (counts(sendcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { scatterv(s, &c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
-        })
-    }
-
-    fn Allgather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
-        call("MPI_Allgather", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let (cnts, dsp) = uniform(c.size(), recvcount);
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { allgatherv(s, &c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
-        })
-    }
-
-    fn Allgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
-        call("MPI_Allgatherv", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let n = c.size() as usize;
-            let (cnts, dsp) = (counts(recvcounts, n)?, displs(displs_, n)?);
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { allgatherv(s, &c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
-        })
-    }
-
-    fn Alltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
-        call("MPI_Alltoall", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let n = c.size() as usize;
-            let st = if in_place(sendbuf) { recvtype } else { sendtype };
-            let sc = if in_place(sendbuf) { recvcount } else { sendcount };
-            let send = Typed::new(s, if in_place(sendbuf) { recvbuf } else { sendbuf }, sc, st)?;
-            let recv = Typed::new(s, recvbuf, recvcount, recvtype)?;
-            let send_parts: Vec<Typed> = (0..n).map(|i| send.block(i)).collect();
-            let recv_parts: Vec<Typed> = (0..n).map(|i| recv.block(i)).collect();
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { alltoallw(s, &c, &send_parts, &recv_parts) }
-        })
-    }
-
-    fn Alltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
-        call("MPI_Alltoallv", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let n = c.size() as usize;
-            let (rc, rd) = (counts(recvcounts, n)?, displs(rdispls, n)?);
-            let recv = Typed::new(s, recvbuf, 0, recvtype)?;
-            let recv_parts: Vec<Typed> = (0..n).map(|i| recv.at(rd[i] * recv.dt.extent(), rc[i])).collect();
-            let send_parts: Vec<Typed> = if in_place(sendbuf) {
-                recv_parts.iter().map(|t| t.at(0, t.count)).collect()
-            } else {
-                let (sc, sd) = (counts(sendcounts, n)?, displs(sdispls, n)?);
-                let send = Typed::new(s, sendbuf, 0, sendtype)?;
-                (0..n).map(|i| send.at(sd[i] * send.dt.extent(), sc[i])).collect()
-            };
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { alltoallw(s, &c, &send_parts, &recv_parts) }
-        })
-    }
-
-    fn Alltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const MPI_Datatype, comm: MPI_Comm) -> c_int {
-        call("MPI_Alltoallw", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let n = c.size() as usize;
-            let (rc, rd) = (counts(recvcounts, n)?, displs(rdispls, n)?);
-            // SAFETY: one datatype per rank (§5.8).
-            let rt = unsafe { c_array(recvtypes, n)? };
-            let mut recv_parts = Vec::with_capacity(n);
-            for i in 0..n {
-                recv_parts.push(Typed::new(s, recvbuf, rc[i] as c_int, rt[i])?.at(rd[i], rc[i]));
-            }
-            let send_parts: Vec<Typed> = if in_place(sendbuf) {
-                recv_parts.iter().map(|t| t.at(0, t.count)).collect()
-            } else {
-                let (sc, sd) = (counts(sendcounts, n)?, displs(sdispls, n)?);
-                // SAFETY: one datatype per rank (§5.8).
-                let stypes = unsafe { c_array(sendtypes, n)? };
-                let mut v = Vec::with_capacity(n);
-                for i in 0..n {
-                    v.push(Typed::new(s, sendbuf, sc[i] as c_int, stypes[i])?.at(sd[i], sc[i]));
-                }
-                v
-            };
-            // SAFETY: the application's buffers for the duration of the call.
-            unsafe { alltoallw(s, &c, &send_parts, &recv_parts) }
         })
     }
 
@@ -495,195 +933,4 @@ mpi_fn! {
             unsafe { out(commute, c as c_int) }
         })
     }
-}
-
-/// `MPI_Scan` (inclusive) or `MPI_Exscan`.
-///
-/// # Safety
-/// Application buffers valid for the call.
-#[allow(clippy::too_many_arguments)]
-unsafe fn scan(
-    name: &'static str,
-    sendbuf: *const c_void,
-    recvbuf: *mut c_void,
-    count: c_int,
-    datatype: MPI_Datatype,
-    op: MPI_Op,
-    comm: MPI_Comm,
-    exclusive: bool,
-) -> c_int {
-    call(name, Some(comm), |s| {
-        let (c, _) = comm_of(s, comm)?;
-        let reducer = ShimReducer::new(s, op, datatype)?;
-        let r = Typed::new(s, recvbuf, count, datatype)?;
-        // SAFETY: per this function's contract.
-        unsafe {
-            reduce_into(s, sendbuf, &r, |s, b| {
-                coll::scan(&mut s.world.as_mut().expect("initialized").engine, &c, b, &reducer, exclusive)
-            })
-        }
-    })
-}
-
-/// # Safety
-/// Application buffers valid for the call.
-#[allow(clippy::too_many_arguments)]
-unsafe fn reduce_scatter(
-    s: &mut State,
-    c: &Arc<Comm>,
-    sendbuf: *const c_void,
-    recvbuf: *mut c_void,
-    mine: c_int,
-    counts: &[usize],
-    datatype: MPI_Datatype,
-    op: MPI_Op,
-) -> Res<()> {
-    let reducer = ShimReducer::new(s, op, datatype)?;
-    let total: usize = counts.iter().sum();
-    // With MPI_IN_PLACE the input is in the receive buffer, `total` elements long (§5.10.1).
-    let src = if in_place(sendbuf) { recvbuf as *const c_void } else { sendbuf };
-    let input = Typed::new(s, src, total as c_int, datatype)?;
-    // SAFETY: per the contract.
-    let mut all = unsafe { input.pack()? };
-    coll::allreduce(&mut s.world()?.engine, c, &mut all, &reducer)?;
-    let size = input.dt.size();
-    let start: usize = counts[..c.rank as usize].iter().sum::<usize>() * size;
-    let out = Typed::new(s, recvbuf, mine, datatype)?;
-    // SAFETY: per the contract.
-    unsafe { out.unpack(&all[start..start + mine as usize * size]) }
-}
-
-/// # Safety
-/// Application buffers valid for the call.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gatherv(
-    s: &mut State,
-    c: &Arc<Comm>,
-    sendbuf: *const c_void,
-    sendcount: c_int,
-    sendtype: MPI_Datatype,
-    recvbuf: *mut c_void,
-    cnts: &[usize],
-    dsp: &[isize],
-    recvtype: MPI_Datatype,
-    root: c_int,
-) -> Res<()> {
-    let is_root = c.rank == root;
-    let recv = if is_root { Some(Typed::new(s, recvbuf, 0, recvtype)?) } else { None };
-    let mine = match (&recv, in_place(sendbuf)) {
-        (Some(r), true) => {
-            let me = c.rank as usize;
-            // SAFETY: per the contract.
-            unsafe { r.at(dsp[me] * r.dt.extent(), cnts[me]).pack()? }
-        }
-        // SAFETY: per the contract.
-        _ => unsafe { Typed::new(s, sendbuf, sendcount, sendtype)?.pack()? },
-    };
-    let lens: Vec<usize> = match &recv {
-        Some(r) => cnts.iter().map(|&n| n * r.dt.size()).collect(),
-        None => Vec::new(),
-    };
-    let pieces = coll::gatherv(&mut s.world()?.engine, c, root, &mine, &lens)?;
-    if let Some(r) = recv {
-        for (i, p) in pieces.iter().enumerate() {
-            if i as c_int == root && in_place(sendbuf) {
-                continue;
-            }
-            // SAFETY: per the contract.
-            unsafe { r.at(dsp[i] * r.dt.extent(), cnts[i]).unpack(p)? };
-        }
-    }
-    Ok(())
-}
-
-/// # Safety
-/// Application buffers valid for the call.
-#[allow(clippy::too_many_arguments)]
-unsafe fn scatterv(
-    s: &mut State,
-    c: &Arc<Comm>,
-    sendbuf: *const c_void,
-    cnts: &[usize],
-    dsp: &[isize],
-    sendtype: MPI_Datatype,
-    recvbuf: *mut c_void,
-    recvcount: c_int,
-    recvtype: MPI_Datatype,
-    root: c_int,
-) -> Res<()> {
-    let is_root = c.rank == root;
-    let keep_own = is_root && in_place(recvbuf);
-    let mut pieces = Vec::new();
-    if is_root {
-        let send = Typed::new(s, sendbuf, 0, sendtype)?;
-        for i in 0..cnts.len() {
-            if keep_own && i as c_int == root {
-                pieces.push(Vec::new());
-                continue;
-            }
-            // SAFETY: per the contract.
-            pieces.push(unsafe { send.at(dsp[i] * send.dt.extent(), cnts[i]).pack()? });
-        }
-    }
-    if keep_own {
-        coll::scatterv(&mut s.world()?.engine, c, root, pieces, 0)?;
-        return Ok(());
-    }
-    let recv = Typed::new(s, recvbuf, recvcount, recvtype)?;
-    let mine = coll::scatterv(&mut s.world()?.engine, c, root, pieces, recv.packed_len())?;
-    // SAFETY: per the contract.
-    unsafe { recv.unpack(&mine) }
-}
-
-/// # Safety
-/// Application buffers valid for the call.
-#[allow(clippy::too_many_arguments)]
-unsafe fn allgatherv(
-    s: &mut State,
-    c: &Arc<Comm>,
-    sendbuf: *const c_void,
-    sendcount: c_int,
-    sendtype: MPI_Datatype,
-    recvbuf: *mut c_void,
-    cnts: &[usize],
-    dsp: &[isize],
-    recvtype: MPI_Datatype,
-) -> Res<()> {
-    let recv = Typed::new(s, recvbuf, 0, recvtype)?;
-    let me = c.rank as usize;
-    let mine = if in_place(sendbuf) {
-        // SAFETY: per the contract.
-        unsafe { recv.at(dsp[me] * recv.dt.extent(), cnts[me]).pack()? }
-    } else {
-        // SAFETY: per the contract.
-        unsafe { Typed::new(s, sendbuf, sendcount, sendtype)?.pack()? }
-    };
-    let lens: Vec<usize> = cnts.iter().map(|&n| n * recv.dt.size()).collect();
-    let pieces = coll::allgatherv(&mut s.world()?.engine, c, &mine, &lens)?;
-    for (i, p) in pieces.iter().enumerate() {
-        // SAFETY: per the contract.
-        unsafe { recv.at(dsp[i] * recv.dt.extent(), cnts[i]).unpack(p)? };
-    }
-    Ok(())
-}
-
-/// The general all-to-all: part `i` of `send` goes to rank `i`, part `i` of `recv` comes
-/// from rank `i`. With `MPI_IN_PLACE` the two lists describe the same memory, which is safe
-/// because everything is packed before anything is unpacked.
-///
-/// # Safety
-/// Application buffers valid for the call.
-unsafe fn alltoallw(s: &mut State, c: &Arc<Comm>, send: &[Typed], recv: &[Typed]) -> Res<()> {
-    let mut out_parts = Vec::with_capacity(send.len());
-    for t in send {
-        // SAFETY: per the contract.
-        out_parts.push(unsafe { t.pack()? });
-    }
-    let lens: Vec<usize> = recv.iter().map(Typed::packed_len).collect();
-    let got = coll::alltoallv(&mut s.world()?.engine, c, out_parts, &lens)?;
-    for (t, p) in recv.iter().zip(&got) {
-        // SAFETY: per the contract.
-        unsafe { t.unpack(p)? };
-    }
-    Ok(())
 }

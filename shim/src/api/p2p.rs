@@ -341,6 +341,16 @@ fn finish_entry(s: &mut State, e: &mut RequestEntry) -> Res<Status> {
     if e.is_recv && !st.cancelled {
         st.source = e.comm.rank_of_world(st.source as u32);
     }
+    if let Finish::Collective(_) = &e.finish {
+        let Finish::Collective(f) = std::mem::replace(&mut e.finish, Finish::Nothing) else { unreachable!() };
+        let status = Status { source: abi::MPI_ANY_SOURCE, tag: abi::MPI_ANY_TAG, ..Status::default() };
+        e.done = Some(status);
+        return match s.world()?.engine.take_schedule(id) {
+            Some(Ok(slots)) => (f.0)(slots).map(|()| status).map_err(|x| Fail { handler: e.handler, ..x }),
+            Some(Err(x)) => Err(Fail { handler: e.handler, ..Fail::from(x) }),
+            None => fail(ErrorClass::Intern, "a finished collective lost its buffers"),
+        };
+    }
     if let (Finish::Unpack { dt, base, lo, hi, count }, Some(RecvBuf::Owned(staged))) = (&e.finish, c.recv_buf) {
         // SAFETY: the receive's buffer, described when it was posted; the application has
         // not touched it since (MPI's receive-buffer rule), and nothing else borrows it.

@@ -1,0 +1,215 @@
+//! Collective schedules: a collective algorithm written down as steps over buffers (send a
+//! buffer, receive into one, wait for what is posted, reduce one into another), run by the
+//! engine's progress loop. A nonblocking collective (`MPI_Ibarrier`, …) is a schedule started
+//! and left to progress while the application does other work; a blocking collective is the
+//! same schedule waited for at once, so each algorithm exists once.
+//!
+//! Traffic travels in the communicator's collective context with a tag unique to the
+//! collective instance (every rank calls a communicator's collectives in the same order,
+//! §5.12, so they agree on it), so that several collectives in progress at once on one
+//! communicator never take each other's messages.
+
+use crate::comm::Comm;
+use crate::core::{Core, RecvBuf, ReqId, SendData};
+use crate::error::{err, ErrorClass, MpiError, MpiResult};
+
+/// A reduction: predefined or user-defined, applied to packed elements.
+pub trait Reducer: Send + Sync {
+    /// `inout[i] = input[i] op inout[i]` (MPI-3.1 §5.9.5 argument order).
+    fn reduce(&self, input: &[u8], inout: &mut [u8]) -> MpiResult<()>;
+    fn commutative(&self) -> bool;
+}
+
+/// A borrowed reducer serves a blocking collective's schedule.
+impl<R: Reducer + ?Sized> Reducer for &R {
+    fn reduce(&self, input: &[u8], inout: &mut [u8]) -> MpiResult<()> {
+        (**self).reduce(input, inout)
+    }
+    fn commutative(&self) -> bool {
+        (**self).commutative()
+    }
+}
+
+/// A buffer of a schedule.
+pub type Slot = usize;
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Sends the current contents of `slot` to rank `to` of the communicator.
+    Send { to: i32, slot: Slot },
+    /// Receives exactly `len` bytes from rank `from` into `slot` (replacing it).
+    Recv { from: i32, slot: Slot, len: usize },
+    /// Waits until everything posted so far has completed.
+    Wait,
+    /// `slots[inout] = slots[input] op slots[inout]`.
+    Reduce { input: Slot, inout: Slot },
+    /// `slots[to] = slots[from]`.
+    Copy { from: Slot, to: Slot },
+}
+
+/// One collective's steps and buffers. Build with the methods below, then run it with
+/// [`crate::engine::Engine::start_schedule`] (nonblocking) or [`crate::coll::run`] (blocking).
+pub struct Schedule<'a> {
+    ctx: u32,
+    tag: i32,
+    /// World rank of each communicator rank.
+    peers: Vec<u32>,
+    slots: Vec<Vec<u8>>,
+    steps: Vec<Step>,
+    next: usize,
+    /// Posted and not yet completed: the request, and for a receive where it goes.
+    pending: Vec<(ReqId, Option<(Slot, usize)>)>,
+    op: Option<Box<dyn Reducer + 'a>>,
+}
+
+impl std::fmt::Debug for Schedule<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schedule")
+            .field("tag", &self.tag)
+            .field("next", &self.next)
+            .field("steps", &self.steps.len())
+            .finish()
+    }
+}
+
+/// Kinds of collective, part of the tag.
+pub mod kind {
+    pub const BARRIER: i32 = 1;
+    pub const BCAST: i32 = 2;
+    pub const REDUCE: i32 = 3;
+    pub const ALLREDUCE: i32 = 4;
+    pub const GATHER: i32 = 5;
+    pub const SCATTER: i32 = 6;
+    pub const ALLGATHER: i32 = 7;
+    pub const ALLTOALL: i32 = 8;
+    pub const SCAN: i32 = 9;
+}
+
+impl<'a> Schedule<'a> {
+    /// An empty schedule for one collective of `kind` on `comm` (takes the next instance
+    /// number of `comm`).
+    pub fn new(comm: &Comm, kind: i32) -> Schedule<'a> {
+        let peers = (0..comm.size()).map(|r| comm.group.world_rank(r).expect("rank in group")).collect();
+        Schedule {
+            ctx: comm.coll_ctx(),
+            tag: comm.next_coll_tag(kind),
+            peers,
+            slots: Vec::new(),
+            steps: Vec::new(),
+            next: 0,
+            pending: Vec::new(),
+            op: None,
+        }
+    }
+
+    /// Adds a buffer; returns its slot.
+    /// Whether the op is commutative (an op must be set).
+    pub fn commutative(&self) -> bool {
+        self.op.as_ref().is_some_and(|o| o.commutative())
+    }
+
+    pub fn slot(&mut self, bytes: Vec<u8>) -> Slot {
+        self.slots.push(bytes);
+        self.slots.len() - 1
+    }
+
+    pub fn set_op(&mut self, op: Box<dyn Reducer + 'a>) {
+        self.op = Some(op);
+    }
+
+    pub fn send(&mut self, to: i32, slot: Slot) {
+        self.steps.push(Step::Send { to, slot });
+    }
+
+    pub fn recv(&mut self, from: i32, slot: Slot, len: usize) {
+        self.steps.push(Step::Recv { from, slot, len });
+    }
+
+    pub fn wait(&mut self) {
+        self.steps.push(Step::Wait);
+    }
+
+    pub fn reduce(&mut self, input: Slot, inout: Slot) {
+        self.steps.push(Step::Reduce { input, inout });
+    }
+
+    pub fn copy(&mut self, from: Slot, to: Slot) {
+        self.steps.push(Step::Copy { from, to });
+    }
+
+    /// The buffers, once the schedule has finished.
+    pub fn into_slots(self) -> Vec<Vec<u8>> {
+        self.slots
+    }
+
+    fn peer(&self, r: i32) -> MpiResult<i32> {
+        match self.peers.get(r as usize) {
+            Some(&w) if r >= 0 => Ok(w as i32),
+            _ => err(ErrorClass::Rank, format!("collective peer {r} is not in a communicator of {}", self.peers.len())),
+        }
+    }
+
+    /// Runs as far as it can without waiting. Returns whether it has finished.
+    pub fn advance(&mut self, core: &mut Core) -> MpiResult<bool> {
+        loop {
+            let Some(&step) = self.steps.get(self.next) else {
+                // The end waits for everything still posted.
+                return self.complete_pending(core);
+            };
+            match step {
+                Step::Send { to, slot } => {
+                    let bytes = self.slots[slot].clone();
+                    let id = core.isend(self.peer(to)?, self.ctx, self.tag, SendData::Owned(bytes), false)?;
+                    self.pending.push((id, None));
+                }
+                Step::Recv { from, slot, len } => {
+                    let id = core.irecv(self.peer(from)?, self.ctx, self.tag, RecvBuf::Owned(vec![0; len]))?;
+                    self.pending.push((id, Some((slot, len))));
+                }
+                Step::Wait => {
+                    if !self.complete_pending(core)? {
+                        return Ok(false);
+                    }
+                }
+                Step::Reduce { input, inout } => {
+                    let op =
+                        self.op.as_ref().ok_or_else(|| MpiError::new(ErrorClass::Intern, "schedule without an op"))?;
+                    let mut acc = std::mem::take(&mut self.slots[inout]);
+                    op.reduce(&self.slots[input], &mut acc)?;
+                    self.slots[inout] = acc;
+                }
+                Step::Copy { from, to } => self.slots[to] = self.slots[from].clone(),
+            }
+            self.next += 1;
+        }
+    }
+
+    /// Takes every posted request if all have completed, storing what receives brought.
+    fn complete_pending(&mut self, core: &mut Core) -> MpiResult<bool> {
+        if !self.pending.iter().all(|&(id, _)| core.is_complete(id)) {
+            return Ok(false);
+        }
+        for (id, target) in std::mem::take(&mut self.pending) {
+            let c = core.take_completion(id).expect("checked complete");
+            let Some((slot, len)) = target else { continue };
+            if c.status.error.is_some() || c.status.len != len {
+                return err(
+                    ErrorClass::Truncate,
+                    format!(
+                        "collective expected {len} bytes from world rank {} but the message was longer: \
+                         the ranks passed inconsistent counts or types",
+                        c.status.source
+                    ),
+                );
+            }
+            match c.recv_buf {
+                Some(RecvBuf::Owned(mut v)) => {
+                    v.truncate(len);
+                    self.slots[slot] = v;
+                }
+                _ => return err(ErrorClass::Intern, "collective receive lost its buffer"),
+            }
+        }
+        Ok(true)
+    }
+}
