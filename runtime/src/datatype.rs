@@ -233,6 +233,11 @@ pub enum Combiner {
     Struct,
     Subarray,
     Resized,
+    /// `MPI_Type_create_f90_integer/real/complex` (§17.1.9): a predefined type chosen by
+    /// precision and range, remembered with those parameters.
+    F90Integer,
+    F90Real,
+    F90Complex,
 }
 
 /// The constructor recipe, kept so that `MPI_Type_get_envelope`/`MPI_Type_get_contents`
@@ -827,6 +832,21 @@ impl Datatype {
             // Only called on freshly built types, which nobody else holds yet.
             Err(_) => unreachable!("with_recipe on a shared datatype"),
         }
+    }
+
+    /// The type `MPI_Type_create_f90_*` returns (§17.1.9): the type map of the predefined
+    /// `base`, committed, remembered with the parameters it was asked for.
+    pub fn f90(base: &Datatype, combiner: Combiner, integers: Vec<i64>) -> MpiResult<Datatype> {
+        debug_assert!(matches!(combiner, Combiner::F90Integer | Combiner::F90Real | Combiner::F90Complex));
+        let mut d = Datatype::dup(base)?.with_recipe(recipe(combiner, integers, vec![], vec![]));
+        d.commit();
+        Ok(d)
+    }
+
+    /// Made by `MPI_Type_create_f90_*`: predefined, so it may not be freed.
+    pub fn is_f90(&self) -> bool {
+        self.recipe()
+            .is_some_and(|r| matches!(r.combiner, Combiner::F90Integer | Combiner::F90Real | Combiner::F90Complex))
     }
 
     /// `MPI_Type_dup` (MPI-3.1 §4.1.10): same type map, a new handle, committed if the

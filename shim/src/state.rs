@@ -227,6 +227,8 @@ pub struct State {
     pub infos: Table<Vec<(String, String)>>,
     /// Names given with `MPI_Type_set_name`, by datatype handle.
     pub type_names: BTreeMap<usize, String>,
+    /// Types made by `MPI_Type_create_f90_*`, by (combiner, parameters).
+    pub f90_types: BTreeMap<(std::ffi::c_int, Vec<i64>), usize>,
     pub keyvals: BTreeMap<i32, Keyval>,
     pub next_keyval: i32,
     /// Predefined datatypes, built on first use, by `PredefDatatype::index()`.

@@ -496,5 +496,59 @@ int main(int argc, char **argv)
     MPI_OK(MPI_Type_free(&iblk));
     MPI_OK(MPI_Type_free(&rec_t));
     MPI_OK(MPI_Type_free(&rec_raw));
+    /* ---- Fortran 90 parameterized types and MPI_Type_match_size (the values are what
+     * Open MPI 4.1 answers: this runs natively too) ---- */
+    {
+        struct { int r, size; const char *name; } ints[] = {
+            {1, 1, "COMBINER MPI_BYTE"}, {2, 1, "COMBINER MPI_BYTE"}, {4, 2, "COMBINER MPI_SHORT"},
+            {9, 4, "COMBINER MPI_INT"}, {18, 8, "COMBINER MPI_LONG"}};
+        for (unsigned i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+            MPI_Datatype t, again;
+            int sz, len, ni, na, nd, comb, r = -1;
+            char name[MPI_MAX_OBJECT_NAME];
+            MPI_OK(MPI_Type_create_f90_integer(ints[i].r, &t));
+            MPI_OK(MPI_Type_create_f90_integer(ints[i].r, &again));
+            CHECK(t == again);
+            MPI_OK(MPI_Type_size(t, &sz));
+            MPI_OK(MPI_Type_get_name(t, name, &len));
+            CHECKF(sz == ints[i].size && strcmp(name, ints[i].name) == 0, "f90 integer %d: %d bytes, %s", ints[i].r, sz, name);
+            MPI_OK(MPI_Type_get_envelope(t, &ni, &na, &nd, &comb));
+            CHECK(ni == 1 && na == 0 && nd == 0 && comb == MPI_COMBINER_F90_INTEGER);
+            MPI_OK(MPI_Type_get_contents(t, 1, 0, 0, &r, NULL, NULL));
+            CHECK(r == ints[i].r);
+        }
+        struct { int p, r, size, cplx_size; } reals[] = {{6, 30, 4, 8}, {15, 300, 8, 16}, {18, 4000, 16, 32}, {MPI_UNDEFINED, 30, 4, 8}};
+        for (unsigned i = 0; i < sizeof reals / sizeof reals[0]; i++) {
+            MPI_Datatype t, c;
+            int sz, csz, ni, na, nd, comb, pr[2];
+            MPI_OK(MPI_Type_create_f90_real(reals[i].p, reals[i].r, &t));
+            MPI_OK(MPI_Type_create_f90_complex(reals[i].p, reals[i].r, &c));
+            MPI_OK(MPI_Type_size(t, &sz));
+            MPI_OK(MPI_Type_size(c, &csz));
+            CHECKF(sz == reals[i].size && csz == reals[i].cplx_size, "f90 real/complex %d,%d: %d/%d bytes", reals[i].p, reals[i].r, sz, csz);
+            MPI_OK(MPI_Type_get_envelope(c, &ni, &na, &nd, &comb));
+            CHECK(ni == 2 && comb == MPI_COMBINER_F90_COMPLEX);
+            MPI_OK(MPI_Type_get_contents(t, 2, 0, 0, pr, NULL, NULL));
+            CHECK(pr[0] == reals[i].p && pr[1] == reals[i].r);
+        }
+        /* a predefined type cannot be freed */
+        MPI_Datatype t;
+        MPI_OK(MPI_Type_create_f90_real(6, 30, &t));
+        MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+        CHECK(MPI_Type_free(&t) != MPI_SUCCESS);
+        /* no such type */
+        CHECK(MPI_Type_create_f90_integer(100, &t) != MPI_SUCCESS);
+        struct { int cls, size; MPI_Datatype want; } m[] = {
+            {MPI_TYPECLASS_INTEGER, 1, MPI_INTEGER1}, {MPI_TYPECLASS_INTEGER, 4, MPI_INTEGER},
+            {MPI_TYPECLASS_INTEGER, 8, MPI_INTEGER8}, {MPI_TYPECLASS_REAL, 4, MPI_REAL},
+            {MPI_TYPECLASS_REAL, 8, MPI_REAL8}, {MPI_TYPECLASS_COMPLEX, 16, MPI_COMPLEX16}};
+        for (unsigned i = 0; i < sizeof m / sizeof m[0]; i++) {
+            MPI_OK(MPI_Type_match_size(m[i].cls, m[i].size, &t));
+            CHECKF(t == m[i].want, "match_size(%d, %d)", m[i].cls, m[i].size);
+        }
+        CHECK(MPI_Type_match_size(MPI_TYPECLASS_REAL, 2, &t) != MPI_SUCCESS);
+        MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+    }
+
     return finish("datatypes");
 }

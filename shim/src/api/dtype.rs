@@ -50,6 +50,9 @@ fn combiner_code(c: Combiner) -> c_int {
         Combiner::Struct => abi::MPI_COMBINER_STRUCT,
         Combiner::Subarray => abi::MPI_COMBINER_SUBARRAY,
         Combiner::Resized => abi::MPI_COMBINER_RESIZED,
+        Combiner::F90Integer => abi::MPI_COMBINER_F90_INTEGER,
+        Combiner::F90Real => abi::MPI_COMBINER_F90_REAL,
+        Combiner::F90Complex => abi::MPI_COMBINER_F90_COMPLEX,
     }
 }
 
@@ -199,6 +202,9 @@ mpi_fn! {
             }
             // SAFETY: non-null in/out argument.
             let h = unsafe { *datatype } as usize;
+            if s.datatype(h as MPI_Datatype).is_ok_and(|d| d.is_f90()) {
+                return fail(ErrorClass::Type, "a datatype from MPI_Type_create_f90_* is predefined and cannot be freed");
+            }
             // Communication in progress keeps its own reference (an Arc), as §4.1.9 requires.
             match decode(h, Kind::Datatype) {
                 Some(i) if s.datatypes.remove(i).is_some() => {
@@ -434,6 +440,123 @@ mpi_fn! {
             // SAFETY: as above.
             unsafe { *position = pos + need as c_int };
             Ok(())
+        })
+    }
+}
+
+/// `MPI_Type_create_f90_*` (§17.1.9): the predefined type `base` for the parameters `ints`,
+/// one handle per distinct request (the standard lets repeated calls return the same type).
+fn f90_type(
+    s: &mut State,
+    combiner: Combiner,
+    base: Option<abi::PredefDatatype>,
+    ints: Vec<i64>,
+    newtype: *mut MPI_Datatype,
+) -> Res<()> {
+    let Some(base) = base else {
+        return fail(ErrorClass::Arg, format!("no Fortran type has the precision and range {ints:?}"));
+    };
+    let key = (combiner_code(combiner), ints.clone());
+    let h = match s.f90_types.get(&key) {
+        Some(&h) => h as MPI_Datatype,
+        None => {
+            // Open MPI's MPI_LONG_DOUBLE_COMPLEX (ompi_mpi_ldblcplex) has the layout of the C
+            // long double complex, which kawarimi's type table carries.
+            let layout = if base == abi::PredefDatatype::LongDoubleComplexLegacy {
+                abi::PredefDatatype::CLongDoubleComplex
+            } else {
+                base
+            };
+            let b = s.datatype(abi::predefined().datatype_handle(layout) as MPI_Datatype)?;
+            if b.size() == 0 {
+                return fail(ErrorClass::Arg, format!("{} is not available in this build", base.mpi_name()));
+            }
+            let h = s.new_datatype(Datatype::f90(&b, combiner, ints)?)?;
+            s.f90_types.insert(key, h as usize);
+            // Named as Open MPI names them.
+            s.type_names.insert(h as usize, format!("COMBINER {}", base.mpi_name()));
+            h
+        }
+    };
+    // SAFETY: caller's output argument.
+    unsafe { out(newtype, h) }
+}
+
+/// `p` and `r` of `MPI_Type_create_f90_real/complex`, with `MPI_UNDEFINED` as "any" (0).
+fn precision_range(p: c_int, r: c_int) -> Res<(c_int, c_int)> {
+    if p == abi::MPI_UNDEFINED && r == abi::MPI_UNDEFINED {
+        return fail(ErrorClass::Arg, "precision and range are both MPI_UNDEFINED");
+    }
+    let any = |x: c_int| if x == abi::MPI_UNDEFINED { 0 } else { x };
+    Ok((any(p), any(r)))
+}
+
+/// The C `<float.h>` limits Open MPI selects the floating types by: (digits, max exponent)
+/// of float, double and long double on x86-64.
+const FLOAT_LIMITS: [(c_int, c_int); 3] = [(6, 38), (15, 308), (18, 4932)];
+
+/// Which of float, double or long double (0, 1, 2) holds `p` digits and exponents up to `r`.
+fn float_class(p: c_int, r: c_int) -> Option<usize> {
+    FLOAT_LIMITS.iter().position(|&(digits, exp)| p <= digits && r <= exp)
+}
+
+mpi_fn! {
+    fn Type_create_f90_integer(r: c_int, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_create_f90_integer", None, |s| {
+            use abi::PredefDatatype as P;
+            // Open MPI 4.1's choice by decimal range (Debian's build answers BYTE, SHORT, INT
+            // and LONG for r = 2, 4, 9, 18), and long long up to 38 digits where the Fortran
+            // compiler has INTEGER*16.
+            let base = match r {
+                ..=2 => Some(P::Byte),
+                3..=4 => Some(P::Short),
+                5..=9 => Some(P::Int),
+                10..=18 => Some(P::Long),
+                19..=38 => Some(P::LongLongInt).filter(|_| s.datatype(abi::predefined().datatype_handle(P::Integer16) as MPI_Datatype).is_ok_and(|d| d.size() > 0)),
+                _ => None,
+            };
+            f90_type(s, Combiner::F90Integer, base, vec![r.into()], newtype)
+        })
+    }
+
+    fn Type_create_f90_real(p: c_int, r: c_int, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_create_f90_real", None, |s| {
+            use abi::PredefDatatype as P;
+            let (pp, rr) = precision_range(p, r)?;
+            let base = float_class(pp, rr).map(|c| [P::Float, P::Double, P::LongDouble][c]);
+            f90_type(s, Combiner::F90Real, base, vec![p.into(), r.into()], newtype)
+        })
+    }
+
+    fn Type_create_f90_complex(p: c_int, r: c_int, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_create_f90_complex", None, |s| {
+            use abi::PredefDatatype as P;
+            let (pp, rr) = precision_range(p, r)?;
+            let base = float_class(pp, rr).map(|c| [P::Complex, P::DoubleComplex, P::LongDoubleComplexLegacy][c]);
+            f90_type(s, Combiner::F90Complex, base, vec![p.into(), r.into()], newtype)
+        })
+    }
+
+    fn Type_match_size(typeclass: c_int, size: c_int, datatype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_match_size", None, |s| {
+            use abi::PredefDatatype as P;
+            s.world()?;
+            // What Debian's Open MPI 4.1 answers (measured): the Fortran types by size.
+            let t = match (typeclass, size) {
+                (abi::MPI_TYPECLASS_INTEGER, 1) => P::Integer1,
+                (abi::MPI_TYPECLASS_INTEGER, 2) => P::Integer2,
+                (abi::MPI_TYPECLASS_INTEGER, 4) => P::Integer,
+                (abi::MPI_TYPECLASS_INTEGER, 8) => P::Integer8,
+                (abi::MPI_TYPECLASS_REAL, 4) => P::Real,
+                (abi::MPI_TYPECLASS_REAL, 8) => P::Real8,
+                (abi::MPI_TYPECLASS_REAL, 16) => P::Real16,
+                (abi::MPI_TYPECLASS_COMPLEX, 8) => P::Complex,
+                (abi::MPI_TYPECLASS_COMPLEX, 16) => P::Complex16,
+                (abi::MPI_TYPECLASS_COMPLEX, 32) => P::Complex32,
+                _ => return fail(ErrorClass::Arg, format!("no Fortran type of class {typeclass} has {size} bytes")),
+            };
+            // SAFETY: caller's output argument.
+            unsafe { out(datatype, abi::predefined().datatype_handle(t) as MPI_Datatype) }
         })
     }
 }
