@@ -238,6 +238,18 @@ pub enum Combiner {
     F90Integer,
     F90Real,
     F90Complex,
+    Darray,
+}
+
+/// How `MPI_Type_create_darray` distributes one dimension over its processes (§4.1.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    /// Blocks of `darg` (default ⌈gsize/psize⌉) consecutive elements, one per process.
+    Block,
+    /// Blocks of `darg` (default 1) dealt round-robin.
+    Cyclic,
+    /// Not distributed (the process count of the dimension must be 1).
+    None,
 }
 
 /// The constructor recipe, kept so that `MPI_Type_get_envelope`/`MPI_Type_get_contents`
@@ -847,6 +859,111 @@ impl Datatype {
     pub fn is_f90(&self) -> bool {
         self.recipe()
             .is_some_and(|r| matches!(r.combiner, Combiner::F90Integer | Combiner::F90Real | Combiner::F90Complex))
+    }
+
+    /// `MPI_Type_create_darray` (MPI-3.1 §4.1.4): the part of a `gsizes` array of `old`
+    /// that process `rank` of a row-major `psizes` grid of `size` processes owns under the
+    /// distributions `distribs` (block sizes `dargs`, `None` for the default), in the
+    /// array's `order`. `contents` are the call's arguments as `MPI_Type_get_contents` returns
+    /// them.
+    ///
+    /// Built one dimension at a time from the fastest varying: each level is this process's
+    /// elements of that dimension (repeating the level below), placed at their offset inside
+    /// a whole slab of the dimension and resized to the slab, so the levels compose without a
+    /// separate sum of offsets.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_darray(
+        size: i32,
+        rank: i32,
+        gsizes: &[i32],
+        distribs: &[Distribution],
+        dargs: &[Option<i32>],
+        psizes: &[i32],
+        order: Order,
+        old: &Datatype,
+        contents: Vec<i64>,
+    ) -> MpiResult<Datatype> {
+        const WHAT: &str = "MPI_Type_create_darray";
+        let nd = gsizes.len();
+        if nd < 1 || nd > MAX_SUBARRAY_DIMS || distribs.len() != nd || dargs.len() != nd || psizes.len() != nd {
+            return err(ErrorClass::Arg, format!("{WHAT}: {nd} dimensions, or arrays of different lengths"));
+        }
+        if gsizes.iter().chain(psizes).any(|&x| x < 1) {
+            return err(
+                ErrorClass::Arg,
+                format!("{WHAT}: sizes {gsizes:?} and process counts {psizes:?} must be positive"),
+            );
+        }
+        let procs: i64 = psizes.iter().map(|&p| i64::from(p)).product();
+        if procs != i64::from(size) || rank < 0 || rank >= size {
+            return err(
+                ErrorClass::Arg,
+                format!("{WHAT}: a grid of {psizes:?} processes is not {size}, or rank {rank} is outside it"),
+            );
+        }
+        // This process's coordinates in the row-major process grid.
+        let mut coords = vec![0i32; nd];
+        let (mut rest, mut below) = (rank, size);
+        for i in 0..nd {
+            below /= psizes[i];
+            coords[i] = rest / below;
+            rest %= below;
+        }
+        let dims: Vec<usize> = match order {
+            Order::C => (0..nd).rev().collect(),
+            Order::Fortran => (0..nd).collect(),
+        };
+        let mut t = old.clone();
+        for &d in &dims {
+            let (g, p, r) = (gsizes[d], psizes[d], coords[d]);
+            let unit = t.extent();
+            let (local, offset) = match distribs[d] {
+                Distribution::None if p != 1 => {
+                    return err(
+                        ErrorClass::Arg,
+                        format!("{WHAT}: dimension {d} is not distributed but has {p} processes"),
+                    );
+                }
+                Distribution::None => (Self::contiguous(g, &t)?, 0),
+                Distribution::Block => {
+                    let blk = dargs[d].unwrap_or((g + p - 1) / p);
+                    if blk < 1 || i64::from(blk) * i64::from(p) < i64::from(g) {
+                        return err(
+                            ErrorClass::Arg,
+                            format!("{WHAT}: dimension {d}: blocks of {blk} on {p} processes do not cover {g}"),
+                        );
+                    }
+                    let mine = (g - blk * r).clamp(0, blk);
+                    (Self::contiguous(mine, &t)?, if mine == 0 { 0 } else { blk * r })
+                }
+                Distribution::Cyclic => {
+                    let blk = dargs[d].unwrap_or(1);
+                    if blk < 1 {
+                        return err(
+                            ErrorClass::Arg,
+                            format!("{WHAT}: dimension {d}: cyclic block {blk} is not positive"),
+                        );
+                    }
+                    let first = r * blk;
+                    let span = (g - first).max(0);
+                    let mine = span / (p * blk) * blk + (span % (p * blk)).min(blk);
+                    let stride = mul((p * blk) as isize, unit, WHAT)?;
+                    let full = Self::hvector(mine / blk, blk, stride, &t)?;
+                    let tail = mine % blk;
+                    let local = if tail == 0 {
+                        full
+                    } else {
+                        let at = mul((mine / blk) as isize, stride, WHAT)?;
+                        Self::create_struct(&[1, tail], &[0, at], &[&full, &t])?
+                    };
+                    (local, if mine == 0 { 0 } else { first })
+                }
+            };
+            let mut placed = Builder::new();
+            placed.add(&local, 1, mul(offset as isize, unit, WHAT)?, local.extent(), WHAT)?;
+            t = Self::resize(&placed.finish(None, None), 0, mul(g as isize, unit, WHAT)?);
+        }
+        Ok(t.with_recipe(recipe(Combiner::Darray, contents, vec![], vec![old.clone()])))
     }
 
     /// `MPI_Type_dup` (MPI-3.1 §4.1.10): same type map, a new handle, committed if the

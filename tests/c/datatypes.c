@@ -36,6 +36,46 @@ struct rec {
     short s[3];
 };
 
+/* The elements of a darray that grid position `rank` owns, in memory order: a direct
+ * reading of the ownership rules of MPI-3.1 4.1.4, to check MPI_Type_create_darray's type
+ * against. Returns how many indices it wrote to `out`. */
+static int darray_expected(int size, int rank, int nd, const int *g, const int *dist, const int *darg,
+                           const int *ps, int order, int *out)
+{
+    int coords[4], rest = rank, below = size, total = 1, n = 0;
+    for (int i = 0; i < nd; i++) {
+        below /= ps[i];
+        coords[i] = rest / below;
+        rest %= below;
+        total *= g[i];
+    }
+    for (int lin = 0; lin < total; lin++) {
+        /* the index in each dimension of memory offset `lin` */
+        int x[4], t = lin, mine = 1;
+        for (int k = 0; k < nd; k++) {
+            int d = order == MPI_ORDER_C ? nd - 1 - k : k;
+            x[d] = t % g[d];
+            t /= g[d];
+        }
+        for (int d = 0; d < nd; d++) {
+            int owner;
+            if (dist[d] == MPI_DISTRIBUTE_NONE) {
+                owner = 0;
+            } else if (dist[d] == MPI_DISTRIBUTE_BLOCK) {
+                int blk = darg[d] == MPI_DISTRIBUTE_DFLT_DARG ? (g[d] + ps[d] - 1) / ps[d] : darg[d];
+                owner = x[d] / blk;
+            } else {
+                int blk = darg[d] == MPI_DISTRIBUTE_DFLT_DARG ? 1 : darg[d];
+                owner = (x[d] / blk) % ps[d];
+            }
+            mine &= owner == coords[d];
+        }
+        if (mine)
+            out[n++] = lin;
+    }
+    return n;
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -548,6 +588,53 @@ int main(int argc, char **argv)
         }
         CHECK(MPI_Type_match_size(MPI_TYPECLASS_REAL, 2, &t) != MPI_SUCCESS);
         MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+    }
+
+    /* ---- MPI_Type_create_darray against the ownership rules, for every grid position ---- */
+    {
+        struct {
+            int nd, g[3], dist[3], darg[3], ps[3], order;
+        } cases[] = {
+            {2, {10, 7}, {MPI_DISTRIBUTE_BLOCK, MPI_DISTRIBUTE_BLOCK}, {MPI_DISTRIBUTE_DFLT_DARG, MPI_DISTRIBUTE_DFLT_DARG}, {2, 3}, MPI_ORDER_C},
+            {2, {10, 7}, {MPI_DISTRIBUTE_CYCLIC, MPI_DISTRIBUTE_CYCLIC}, {2, 3}, {3, 2}, MPI_ORDER_C},
+            {2, {9, 8}, {MPI_DISTRIBUTE_CYCLIC, MPI_DISTRIBUTE_BLOCK}, {MPI_DISTRIBUTE_DFLT_DARG, 3}, {2, 3}, MPI_ORDER_FORTRAN},
+            {3, {5, 6, 7}, {MPI_DISTRIBUTE_BLOCK, MPI_DISTRIBUTE_NONE, MPI_DISTRIBUTE_CYCLIC}, {2, MPI_DISTRIBUTE_DFLT_DARG, 2}, {3, 1, 2}, MPI_ORDER_C},
+            {3, {4, 6, 5}, {MPI_DISTRIBUTE_CYCLIC, MPI_DISTRIBUTE_CYCLIC, MPI_DISTRIBUTE_BLOCK}, {3, 1, MPI_DISTRIBUTE_DFLT_DARG}, {2, 2, 2}, MPI_ORDER_FORTRAN},
+        };
+        for (unsigned c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            int nd = cases[c].nd, procs = 1, total = 1;
+            for (int i = 0; i < nd; i++) {
+                procs *= cases[c].ps[i];
+                total *= cases[c].g[i];
+            }
+            int *all = xmalloc(total * sizeof(int)), *want = xmalloc(total * sizeof(int)), *got = xmalloc(total * sizeof(int));
+            for (int i = 0; i < total; i++)
+                all[i] = i;
+            for (int q = 0; q < procs; q++) {
+                MPI_Datatype t;
+                MPI_OK(MPI_Type_create_darray(procs, q, nd, cases[c].g, cases[c].dist, cases[c].darg, cases[c].ps,
+                                              cases[c].order, MPI_INT, &t));
+                MPI_OK(MPI_Type_commit(&t));
+                int n = darray_expected(procs, q, nd, cases[c].g, cases[c].dist, cases[c].darg, cases[c].ps, cases[c].order, want);
+                int sz;
+                MPI_Aint lb, ext;
+                MPI_OK(MPI_Type_size(t, &sz));
+                MPI_OK(MPI_Type_get_extent(t, &lb, &ext));
+                CHECKF(sz == n * (int)sizeof(int) && lb == 0 && ext == total * (MPI_Aint)sizeof(int),
+                       "darray case %u position %d: size %d (want %d elements), lb %ld, extent %ld", c, q, sz, n, (long)lb, (long)ext);
+                int pos = 0;
+                MPI_OK(MPI_Pack(all, 1, t, got, total * (int)sizeof(int), &pos, MPI_COMM_WORLD));
+                for (int i = 0; i < n; i++)
+                    CHECKF(got[i] == want[i], "darray case %u position %d: element %d is %d, want %d", c, q, i, got[i], want[i]);
+                int ni, na, ndt, comb;
+                MPI_OK(MPI_Type_get_envelope(t, &ni, &na, &ndt, &comb));
+                CHECK(comb == MPI_COMBINER_DARRAY && ni == 4 * nd + 4 && ndt == 1);
+                MPI_OK(MPI_Type_free(&t));
+            }
+            free(all);
+            free(want);
+            free(got);
+        }
     }
 
     return finish("datatypes");

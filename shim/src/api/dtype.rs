@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Arc;
 
-use kawarimi_runtime::datatype::{Combiner, Datatype, Order};
+use kawarimi_runtime::datatype::{Combiner, Datatype, Distribution, Order};
 use kawarimi_runtime::error::ErrorClass;
 
 use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Count, MPI_Datatype};
@@ -53,6 +53,7 @@ fn combiner_code(c: Combiner) -> c_int {
         Combiner::F90Integer => abi::MPI_COMBINER_F90_INTEGER,
         Combiner::F90Real => abi::MPI_COMBINER_F90_REAL,
         Combiner::F90Complex => abi::MPI_COMBINER_F90_COMPLEX,
+        Combiner::Darray => abi::MPI_COMBINER_DARRAY,
     }
 }
 
@@ -149,14 +150,34 @@ mpi_fn! {
             let old = s.datatype(oldtype)?;
             // SAFETY: `ndims` entries each (§4.1.3).
             let (sz, sub, st) = unsafe { (ints(array_of_sizes, ndims)?, ints(array_of_subsizes, ndims)?, ints(array_of_starts, ndims)?) };
-            let order = if order == abi::MPI_ORDER_C {
-                Order::C
-            } else if order == abi::MPI_ORDER_FORTRAN {
-                Order::Fortran
-            } else {
-                return fail(ErrorClass::Arg, format!("order {order} is neither MPI_ORDER_C nor MPI_ORDER_FORTRAN"));
+            Ok(Datatype::create_subarray(ndims, sz, sub, st, array_order(order)?, &old)?)
+        }))
+    }
+
+    fn Type_create_darray(size: c_int, rank: c_int, ndims: c_int, array_of_gsizes: *const c_int, array_of_distribs: *const c_int, array_of_dargs: *const c_int, array_of_psizes: *const c_int, order: c_int, oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
+        call("MPI_Type_create_darray", None, |s| new_type(s, newtype, |s| {
+            let old = s.datatype(oldtype)?;
+            // SAFETY: `ndims` entries each (§4.1.4).
+            let (g, dist, darg, p) = unsafe {
+                (ints(array_of_gsizes, ndims)?, ints(array_of_distribs, ndims)?, ints(array_of_dargs, ndims)?, ints(array_of_psizes, ndims)?)
             };
-            Ok(Datatype::create_subarray(ndims, sz, sub, st, order, &old)?)
+            let distribs = dist
+                .iter()
+                .map(|&d| match d {
+                    abi::MPI_DISTRIBUTE_BLOCK => Ok(Distribution::Block),
+                    abi::MPI_DISTRIBUTE_CYCLIC => Ok(Distribution::Cyclic),
+                    abi::MPI_DISTRIBUTE_NONE => Ok(Distribution::None),
+                    _ => fail(ErrorClass::Arg, format!("distribution {d} is not MPI_DISTRIBUTE_BLOCK, _CYCLIC or _NONE")),
+                })
+                .collect::<Res<Vec<_>>>()?;
+            let dargs: Vec<Option<i32>> = darg.iter().map(|&a| (a != abi::MPI_DISTRIBUTE_DFLT_DARG).then_some(a)).collect();
+            let ord = array_order(order)?;
+            let mut contents: Vec<i64> = vec![size.into(), rank.into(), ndims.into()];
+            for v in [g, dist, darg, p] {
+                contents.extend(v.iter().map(|&x| i64::from(x)));
+            }
+            contents.push(order.into());
+            Ok(Datatype::create_darray(size, rank, g, &distribs, &dargs, p, ord, &old, contents)?)
         }))
     }
 
@@ -441,6 +462,14 @@ mpi_fn! {
             unsafe { *position = pos + need as c_int };
             Ok(())
         })
+    }
+}
+
+fn array_order(order: c_int) -> Res<Order> {
+    match order {
+        abi::MPI_ORDER_C => Ok(Order::C),
+        abi::MPI_ORDER_FORTRAN => Ok(Order::Fortran),
+        _ => fail(ErrorClass::Arg, format!("order {order} is neither MPI_ORDER_C nor MPI_ORDER_FORTRAN")),
     }
 }
 
