@@ -885,7 +885,7 @@ impl Datatype {
     ) -> MpiResult<Datatype> {
         const WHAT: &str = "MPI_Type_create_darray";
         let nd = gsizes.len();
-        if nd < 1 || nd > MAX_SUBARRAY_DIMS || distribs.len() != nd || dargs.len() != nd || psizes.len() != nd {
+        if !(1..=MAX_SUBARRAY_DIMS).contains(&nd) || distribs.len() != nd || dargs.len() != nd || psizes.len() != nd {
             return err(ErrorClass::Arg, format!("{WHAT}: {nd} dimensions, or arrays of different lengths"));
         }
         if gsizes.iter().chain(psizes).any(|&x| x < 1) {
