@@ -8,10 +8,11 @@ use kawarimi_transports::Transport;
 
 use crate::coll::{self, Reducer};
 use crate::comm::{Comm, Group, CTX_STRIDE};
-use crate::core::{Core, CoreConfig};
+use crate::core::{Core, CoreConfig, ReqId};
 use crate::engine::Engine;
 use crate::error::{err, ErrorClass, MpiError, MpiResult};
 use crate::launch::{self, ProcInfo};
+use crate::sched::Slot;
 
 /// How long the start-up wire-up may take before it fails naming what it waited for.
 pub const WIREUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,6 +32,11 @@ pub struct World {
     /// The lowest context id this process has not used; new communicators agree on the
     /// maximum over their members (see [`World::alloc_ctx`]).
     next_ctx: u32,
+    /// `MPI_Comm_idup`s started and not yet finished here.
+    idups_pending: u32,
+    /// Context ids this process took while an idup was pending: the idup's own id, agreed
+    /// later, must not be one of them (see [`World::comm_idup_finish`]).
+    taken_during_idup: std::collections::BTreeSet<u32>,
 }
 
 /// The first context ids belong to `MPI_COMM_WORLD`, the next to `MPI_COMM_SELF`.
@@ -76,6 +82,8 @@ impl World {
             self_comm: Arc::new(self_comm),
             control: None,
             next_ctx: FIRST_FREE_CTX,
+            idups_pending: 0,
+            taken_during_idup: Default::default(),
         })
     }
 
@@ -114,7 +122,56 @@ impl World {
             return err(ErrorClass::Intern, "context ids exhausted");
         }
         self.next_ctx = ctx + CTX_STRIDE;
+        if self.idups_pending > 0 {
+            self.taken_during_idup.insert(ctx);
+        }
         Ok(ctx)
+    }
+
+    /// Starts `MPI_Comm_idup` (§6.4.2) of `parent`: the context id is agreed by a nonblocking
+    /// allreduce of every member's next free id, as [`World::alloc_ctx`] does. This process's
+    /// candidate is reserved at once, so communicators it creates before the idup completes
+    /// contribute higher ids. Returns the request and the slot [`World::comm_idup_finish`]
+    /// reads.
+    pub fn comm_idup_start(&mut self, parent: &Comm) -> MpiResult<(ReqId, Slot)> {
+        let mine = self.next_ctx;
+        if mine > u32::MAX - 2 * CTX_STRIDE {
+            return err(ErrorClass::Intern, "context ids exhausted");
+        }
+        self.next_ctx = mine + CTX_STRIDE;
+        let (sched, slot) = coll::allreduce_schedule(parent, mine.to_le_bytes().to_vec(), Box::new(MaxU32));
+        let id = self.engine.start_schedule(sched)?;
+        self.idups_pending += 1;
+        Ok((id, slot))
+    }
+
+    /// Makes the communicator of a completed `MPI_Comm_idup` from its schedule's buffers.
+    ///
+    /// Every member agreed on the id, but a member that created another communicator while
+    /// the idup was pending may have been given the same id there by a group that does not
+    /// include the idup's highest contributor. That is detected and reported, never used.
+    pub fn comm_idup_finish(&mut self, parent: &Comm, bufs: &[Vec<u8>], slot: Slot) -> MpiResult<Comm> {
+        self.idups_pending = self.idups_pending.saturating_sub(1);
+        let raw: [u8; 4] = bufs
+            .get(slot)
+            .and_then(|b| b.as_slice().try_into().ok())
+            .ok_or_else(|| MpiError::new(ErrorClass::Intern, "MPI_Comm_idup's context agreement lost its result"))?;
+        let ctx = u32::from_le_bytes(raw);
+        let clash = self.taken_during_idup.contains(&ctx);
+        if self.idups_pending == 0 {
+            self.taken_during_idup.clear();
+        }
+        if clash {
+            return err(
+                ErrorClass::Intern,
+                format!(
+                    "MPI_Comm_idup agreed on context {ctx}, which this process gave another communicator created \
+                     while the idup was pending; complete the idup before creating communicators over other groups"
+                ),
+            );
+        }
+        self.next_ctx = self.next_ctx.max(ctx + CTX_STRIDE);
+        Ok(Comm { cart: parent.cart.clone(), ..Comm::new(ctx, parent.group.clone(), parent.rank) })
     }
 
     /// `MPI_Comm_dup` (§6.4.2).

@@ -157,8 +157,10 @@ pub enum CopyKind {
 }
 
 /// What a nonblocking collective does with its schedule's buffers when it completes:
-/// unpack them into the application's buffers.
-pub struct CollFinish(pub Box<dyn FnOnce(Vec<Vec<u8>>) -> Res<()> + Send>);
+/// unpack them into the application's buffers (or, for `MPI_Comm_idup`, make the
+/// communicator).
+pub type CollFinishFn = Box<dyn FnOnce(&mut State, Vec<Vec<u8>>) -> Res<()> + Send>;
+pub struct CollFinish(pub CollFinishFn);
 
 impl std::fmt::Debug for CollFinish {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -242,6 +242,51 @@ int main(int argc, char **argv)
             CHECKF(out[k] == (size - 1) * K + k, "iallreduce %d = %d", k, out[k]);
     }
 
+    /* ---- MPI_Comm_idup: two pending at once, a blocking dup and a collective between, and
+     * the attributes copied by their callback ---- */
+    {
+        int key, value = 5;
+        MPI_OK(MPI_Comm_create_keyval(MPI_COMM_DUP_FN, MPI_COMM_NULL_DELETE_FN, &key, NULL));
+        MPI_OK(MPI_Comm_set_attr(comm, key, &value));
+        MPI_Comm a, b, c;
+        MPI_Request r[2];
+        MPI_OK(MPI_Comm_idup(comm, &a, &r[0]));
+        MPI_OK(MPI_Comm_idup(comm, &b, &r[1]));
+        MPI_OK(MPI_Comm_dup(comm, &c));
+        int one = 1, sum = 0;
+        MPI_OK(MPI_Allreduce(&one, &sum, 1, MPI_INT, MPI_SUM, comm));
+        CHECK(sum == size);
+        MPI_OK(MPI_Waitall(2, r, MPI_STATUSES_IGNORE));
+        MPI_Comm all[3] = {a, b, c};
+        for (int i = 0; i < 3; i++) {
+            int res, flag = 0, *got = NULL;
+            MPI_OK(MPI_Comm_compare(all[i], comm, &res));
+            CHECK(res == MPI_CONGRUENT);
+            MPI_OK(MPI_Comm_get_attr(all[i], key, &got, &flag));
+            CHECK(flag && got == &value);
+            for (int j = 0; j < i; j++) {
+                MPI_OK(MPI_Comm_compare(all[i], all[j], &res));
+                CHECK(res == MPI_CONGRUENT);
+            }
+        }
+        /* traffic on the three must stay apart: the same tag on each, received in reverse */
+        int right = (rank + 1) % size, left = (rank + size - 1) % size, got[3] = {-1, -1, -1};
+        MPI_Request q[6];
+        for (int i = 0; i < 3; i++)
+            MPI_OK(MPI_Irecv(&got[i], 1, MPI_INT, left, 0, all[2 - i], &q[i]));
+        for (int i = 0; i < 3; i++) {
+            int v = 100 * i + rank;
+            MPI_OK(MPI_Isend(&v, 1, MPI_INT, right, 0, all[2 - i], &q[3 + i]));
+            MPI_OK(MPI_Wait(&q[3 + i], MPI_STATUS_IGNORE));
+        }
+        MPI_OK(MPI_Waitall(3, q, MPI_STATUSES_IGNORE));
+        for (int i = 0; i < 3; i++)
+            CHECKF(got[i] == 100 * i + left, "message on idup'ed communicator %d: %d", i, got[i]);
+        for (int i = 0; i < 3; i++)
+            MPI_OK(MPI_Comm_free(&all[i]));
+        MPI_OK(MPI_Comm_free_keyval(&key));
+    }
+
     MPI_OK(MPI_Comm_free(&comm));
     return finish("nbc");
 }

@@ -203,7 +203,7 @@ fn start(s: &mut State, comm: MPI_Comm, plan: Plan, request: *mut MPI_Request) -
         comm: c,
         handler,
         is_recv: false,
-        finish: Finish::Collective(CollFinish(plan.finish)),
+        finish: Finish::Collective(CollFinish(Box::new(move |_, bufs| (plan.finish)(bufs)))),
         bsend_bytes: 0,
         persistent: None,
     };

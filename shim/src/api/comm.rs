@@ -7,11 +7,13 @@ use kawarimi_runtime::comm::{dims_create, Cartesian, Comm, Comparison, Group};
 use kawarimi_runtime::error::ErrorClass;
 use kawarimi_runtime::world::UNDEFINED_COLOR;
 
-use crate::abi::{self, MPI_Comm, MPI_Group, MPI_Info};
+use crate::abi::{self, MPI_Comm, MPI_Group, MPI_Info, MPI_Request};
 use crate::api::p2p::{comm_of, TAG_UB};
 use crate::export::{call, call_around};
 use crate::mem::{c_array, c_array_mut, c_string, out};
-use crate::state::{decode, fail, CopyKind, Keyval, Kind, Res, State, SELF_INDEX, WORLD_INDEX};
+use crate::state::{
+    decode, fail, CollFinish, CopyKind, Finish, Keyval, Kind, RequestEntry, Res, State, SELF_INDEX, WORLD_INDEX,
+};
 
 /// The values behind the predefined attributes (§8.1.2); `MPI_Comm_get_attr` hands out their
 /// addresses, so they live in statics.
@@ -307,9 +309,66 @@ mpi_fn! {
         })
     }
 
+    fn Comm_idup(comm: MPI_Comm, newcomm: *mut MPI_Comm, request: *mut MPI_Request) -> c_int {
+        // The context id is agreed in the background; the attributes are copied now, by
+        // their callbacks outside the lock, and attached when the communicator is made.
+        call_around(
+            "MPI_Comm_idup",
+            Some(comm),
+            |s| {
+                if newcomm.is_null() || request.is_null() {
+                    return fail(ErrorClass::Arg, "NULL newcomm or request pointer");
+                }
+                let (c, handler) = comm_of(s, comm)?;
+                let attrs = attrs_with_keyvals(s, comm)?;
+                let (id, slot) = s.world()?.comm_idup_start(&c)?;
+                Ok((c, handler, id, slot, attrs))
+            },
+            |(c, handler, id, slot, attrs)| {
+                let mut copies = Vec::new();
+                for (k, v, kv) in attrs {
+                    if let Some(x) = copy_attr(comm, k, v, kv)? {
+                        copies.push((k, x));
+                    }
+                }
+                Ok((c, handler, id, slot, copies))
+            },
+            |s, (c, handler, id, slot, copies)| {
+                let target = newcomm as usize;
+                let parent = c.clone();
+                let finish = move |s: &mut State, bufs: Vec<Vec<u8>>| -> Res<()> {
+                    let d = s.world()?.comm_idup_finish(&parent, &bufs, slot)?;
+                    let h = s.new_comm(d, handler)?;
+                    let i = s.comm_index(h)?;
+                    s.comms.get_mut(i).expect("just added").attrs.extend(copies);
+                    // SAFETY: the application's `newcomm`, which MPI lets it read only once the
+                    // request has completed (§6.4.2); it is written exactly then.
+                    unsafe { out(target as *mut MPI_Comm, h) }
+                };
+                let entry = RequestEntry {
+                    core: Some(id),
+                    done: None,
+                    comm: c,
+                    handler,
+                    is_recv: false,
+                    finish: Finish::Collective(CollFinish(Box::new(finish))),
+                    bsend_bytes: 0,
+                    persistent: None,
+                };
+                let h = s.new_request(entry)?;
+                // SAFETY: non-null output argument (checked above).
+                unsafe { out(request, h) }
+            },
+        )
+    }
+
     fn Comm_dup_with_info(comm: MPI_Comm, info: MPI_Info, newcomm: *mut MPI_Comm) -> c_int {
         dup_call("MPI_Comm_dup_with_info", comm, newcomm, |s| {
-            s.info_pairs(info)?;
+            // The hints are checked and, like Open MPI, MPI_INFO_NULL taken as none; kawarimi
+            // has no communicator hints to apply.
+            if abi::predefined().info(info as usize) != Some(abi::PredefInfo::InfoNull) {
+                s.info_pairs(info)?;
+            }
             let (c, _) = comm_of(s, comm)?;
             Ok(s.world()?.comm_dup(&c)?)
         })

@@ -346,7 +346,7 @@ fn finish_entry(s: &mut State, e: &mut RequestEntry) -> Res<Status> {
         let status = Status { source: abi::MPI_ANY_SOURCE, tag: abi::MPI_ANY_TAG, ..Status::default() };
         e.done = Some(status);
         return match s.world()?.engine.take_schedule(id) {
-            Some(Ok(slots)) => (f.0)(slots).map(|()| status).map_err(|x| Fail { handler: e.handler, ..x }),
+            Some(Ok(slots)) => (f.0)(s, slots).map(|()| status).map_err(|x| Fail { handler: e.handler, ..x }),
             Some(Err(x)) => Err(Fail { handler: e.handler, ..Fail::from(x) }),
             None => fail(ErrorClass::Intern, "a finished collective lost its buffers"),
         };
