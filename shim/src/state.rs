@@ -203,6 +203,21 @@ pub struct RequestEntry {
 }
 
 impl RequestEntry {
+    /// The request of a nonblocking collective (or `MPI_Comm_idup`): the core's external
+    /// request `id`, finished by `finish`.
+    pub fn collective(id: ReqId, comm: Arc<Comm>, handler: Handler, finish: CollFinishFn) -> RequestEntry {
+        RequestEntry {
+            core: Some(id),
+            done: None,
+            comm,
+            handler,
+            is_recv: false,
+            finish: Finish::Collective(CollFinish(finish)),
+            bsend_bytes: 0,
+            persistent: None,
+        }
+    }
+
     /// A persistent request not started, or completed since its last start: Wait and Test
     /// treat it as a null request (§3.9).
     pub fn is_inactive(&self) -> bool {

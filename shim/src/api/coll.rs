@@ -15,7 +15,7 @@ use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Op, MPI_Request};
 use crate::api::p2p::{check_buffer, comm_of};
 use crate::export::call;
 use crate::mem::{c_array, out, user_bytes, user_bytes_mut};
-use crate::state::{encode, fail, CollFinish, Finish, Kind, OpEntry, RequestEntry, Res, State, UserOp};
+use crate::state::{encode, fail, Kind, OpEntry, RequestEntry, Res, State, UserOp};
 
 /// `count` elements of a datatype at an address: one argument triple of a collective.
 #[derive(Clone)]
@@ -197,16 +197,7 @@ fn start(s: &mut State, comm: MPI_Comm, plan: Plan, request: *mut MPI_Request) -
     }
     let (c, handler) = comm_of(s, comm)?;
     let id = s.world()?.engine.start_schedule(plan.schedule)?;
-    let entry = RequestEntry {
-        core: Some(id),
-        done: None,
-        comm: c,
-        handler,
-        is_recv: false,
-        finish: Finish::Collective(CollFinish(Box::new(move |_, bufs| (plan.finish)(bufs)))),
-        bsend_bytes: 0,
-        persistent: None,
-    };
+    let entry = RequestEntry::collective(id, c, handler, Box::new(move |_, bufs| (plan.finish)(bufs)));
     let h = s.new_request(entry)?;
     // SAFETY: non-null output argument.
     unsafe { out(request, h) }

@@ -11,9 +11,7 @@ use crate::abi::{self, MPI_Comm, MPI_Group, MPI_Info, MPI_Request};
 use crate::api::p2p::{comm_of, TAG_UB};
 use crate::export::{call, call_around};
 use crate::mem::{c_array, c_array_mut, c_string, out};
-use crate::state::{
-    decode, fail, CollFinish, CopyKind, Finish, Keyval, Kind, RequestEntry, Res, State, SELF_INDEX, WORLD_INDEX,
-};
+use crate::state::{decode, fail, CopyKind, Keyval, Kind, RequestEntry, Res, State, SELF_INDEX, WORLD_INDEX};
 
 /// The values behind the predefined attributes (§8.1.2); `MPI_Comm_get_attr` hands out their
 /// addresses, so they live in statics.
@@ -345,16 +343,7 @@ mpi_fn! {
                     // request has completed (§6.4.2); it is written exactly then.
                     unsafe { out(target as *mut MPI_Comm, h) }
                 };
-                let entry = RequestEntry {
-                    core: Some(id),
-                    done: None,
-                    comm: c,
-                    handler,
-                    is_recv: false,
-                    finish: Finish::Collective(CollFinish(Box::new(finish))),
-                    bsend_bytes: 0,
-                    persistent: None,
-                };
+                let entry = RequestEntry::collective(id, c, handler, Box::new(finish));
                 let h = s.new_request(entry)?;
                 // SAFETY: non-null output argument (checked above).
                 unsafe { out(request, h) }
