@@ -1,4 +1,4 @@
-//! The NAS Parallel Benchmarks kernels written for kawarimi in Rust on rsmpi
+//! The NAS Parallel Benchmarks kernels (EP, IS, CG, MG, FT) written for kawarimi in Rust on rsmpi
 //! (`examples/src/npb/`): classes S and W at 4 ranks, natively and preloaded with kawarimi,
 //! must report `VERIFICATION SUCCESSFUL` against NPB's official values; and each must still
 //! verify when its job is live-migrated twice in mid-run under `kawarimi run`.
@@ -13,7 +13,7 @@ use kawarimi_runtime::control::proto::Reply;
 use kawarimi_tests::job::KawarimiJob;
 use kawarimi_tests::{kawarimi_lib, mpirun, workspace_root};
 
-const BENCHMARKS: &[&str] = &["ep", "is", "cg", "mg"];
+const BENCHMARKS: &[&str] = &["ep", "is", "cg", "mg", "ft"];
 const RANKS: u32 = 4;
 
 fn bin(name: &str) -> PathBuf {
@@ -109,7 +109,7 @@ fn migrate_twice(name: &str, class: &str) {
 #[test]
 fn every_kernel_verifies_after_two_migrations_in_mid_run() {
     // Classes long enough (seconds) that both migrations land inside the computation.
-    for (name, class) in [("ep", "W"), ("is", "A"), ("cg", "A"), ("mg", "A")] {
+    for (name, class) in [("ep", "W"), ("is", "A"), ("cg", "A"), ("mg", "A"), ("ft", "A")] {
         migrate_twice(name, class);
     }
 }

@@ -28,6 +28,7 @@
 // Benchmarks. CG and MG (written alongside) add `pub mod cg;` / `pub mod mg;` here.
 pub mod cg;
 pub mod ep;
+pub mod ft;
 pub mod is;
 pub mod mg;
 
