@@ -193,74 +193,61 @@ impl Ft<'_> {
         self.nz_l * self.ny_l * self.n[0]
     }
 
-    fn exchange(&mut self) {
-        self.world.all_to_all_into(&self.send[..], &mut self.recv[..]);
+    /// Position in layout A of element (kl, jj, i) of the block for (or from) y-owner `q`.
+    fn index_a(&self, q: usize, kl: usize, jj: usize, i: usize) -> usize {
+        (kl * self.n[1] + q * self.ny_l + jj) * self.n[0] + i
     }
 
-    /// Layout A to layout B (one all-to-all).
-    fn a_to_b(&mut self, a: &[C64], b: &mut [C64]) {
-        let [nx, ny, nz] = self.n;
-        let (nz_l, ny_l) = (self.nz_l, self.ny_l);
+    /// Position in layout B of element (kl, jj, i) of the block for (or from) z-owner `p`.
+    fn index_b(&self, p: usize, kl: usize, jj: usize, i: usize) -> usize {
+        (jj * self.n[0] + i) * self.n[2] + p * self.nz_l + kl
+    }
+
+    /// One all-to-all: block `q` of the send buffer is `src` at `from(q, ..)`, block `p` of
+    /// what arrives goes to `dst` at `to(p, ..)`; every block holds (kl, jl, i) in that order.
+    fn transpose(
+        &mut self,
+        src: &[C64],
+        from: fn(&Self, usize, usize, usize, usize) -> usize,
+        dst: &mut [C64],
+        to: fn(&Self, usize, usize, usize, usize) -> usize,
+    ) {
+        let (nx, nz_l, ny_l) = (self.n[0], self.nz_l, self.ny_l);
         let mut o = 0;
         for q in 0..self.np {
             for kl in 0..nz_l {
                 for jj in 0..ny_l {
-                    let row = (kl * ny + q * ny_l + jj) * nx;
-                    for v in &a[row..row + nx] {
-                        self.send[o] = v.re;
-                        self.send[o + 1] = v.im;
-                        o += 2;
-                    }
-                }
-            }
-        }
-        self.exchange();
-        let mut o = 0;
-        for p in 0..self.np {
-            for kl in 0..nz_l {
-                let k = p * nz_l + kl;
-                for jj in 0..ny_l {
                     for i in 0..nx {
-                        b[(jj * nx + i) * nz + k] = C64 { re: self.recv[o], im: self.recv[o + 1] };
+                        let v = src[from(self, q, kl, jj, i)];
+                        (self.send[o], self.send[o + 1]) = (v.re, v.im);
                         o += 2;
                     }
                 }
             }
         }
         debug_assert_eq!(o, 2 * self.np * self.block_len());
-    }
-
-    /// Layout B back to layout A (one all-to-all).
-    fn b_to_a(&mut self, b: &[C64], a: &mut [C64]) {
-        let [nx, ny, nz] = self.n;
-        let (nz_l, ny_l) = (self.nz_l, self.ny_l);
-        let mut o = 0;
-        for q in 0..self.np {
-            for kl in 0..nz_l {
-                let k = q * nz_l + kl;
-                for jj in 0..ny_l {
-                    for i in 0..nx {
-                        let v = b[(jj * nx + i) * nz + k];
-                        self.send[o] = v.re;
-                        self.send[o + 1] = v.im;
-                        o += 2;
-                    }
-                }
-            }
-        }
-        self.exchange();
+        self.world.all_to_all_into(&self.send[..], &mut self.recv[..]);
         let mut o = 0;
         for p in 0..self.np {
             for kl in 0..nz_l {
                 for jj in 0..ny_l {
-                    let row = (kl * ny + p * ny_l + jj) * nx;
-                    for v in &mut a[row..row + nx] {
-                        *v = C64 { re: self.recv[o], im: self.recv[o + 1] };
+                    for i in 0..nx {
+                        dst[to(self, p, kl, jj, i)] = C64 { re: self.recv[o], im: self.recv[o + 1] };
                         o += 2;
                     }
                 }
             }
         }
+    }
+
+    /// Layout A to layout B.
+    fn a_to_b(&mut self, a: &[C64], b: &mut [C64]) {
+        self.transpose(a, Self::index_a, b, Self::index_b);
+    }
+
+    /// Layout B back to layout A.
+    fn b_to_a(&mut self, b: &[C64], a: &mut [C64]) {
+        self.transpose(b, Self::index_b, a, Self::index_a);
     }
 }
 
