@@ -15,6 +15,7 @@ program f_p2p
   integer :: sbuf(16), rbuf(16), rbuf2(16)
   integer, allocatable :: big(:), bigr(:), seen(:)
   logical :: flag
+  integer :: idx, done, outcount, indices(2), somestat(MPI_STATUS_SIZE, 2)
   integer, parameter :: nbig = 300000
 
   call MPI_Init(ierr); MPI_OK
@@ -229,6 +230,58 @@ program f_p2p
     end do
     CHECK(reqs(1) /= MPI_REQUEST_NULL)
     CHECK(status(MPI_SOURCE) == left .and. status(MPI_TAG) == 51)
+    CHECK(rbuf(16) == left * 100 + 16)
+  end do
+  ! the same persistent requests completed by the array forms: waitall, testall,
+  ! waitany, testany, waitsome, testsome; each keeps them allocated (and their handles
+  ! unchanged), returns one-based indices, and fills the statuses it is asked for.
+  do k = 1, 6
+    rbuf = -1
+    statuses = -1
+    call MPI_Startall(2, reqs, ierr); MPI_OK
+    select case (k)
+    case (1)
+      call MPI_Waitall(2, reqs, statuses, ierr); MPI_OK
+    case (2)
+      flag = .false.
+      do while (.not. flag)
+        call MPI_Testall(2, reqs, flag, statuses, ierr); MPI_OK
+      end do
+    case (3, 4)
+      done = 0
+      do while (done < 2)
+        flag = .true.
+        if (k == 3) then
+          call MPI_Waitany(2, reqs, idx, status, ierr); MPI_OK
+        else
+          call MPI_Testany(2, reqs, idx, flag, status, ierr); MPI_OK
+        end if
+        if (flag .and. idx /= MPI_UNDEFINED) then
+          CHECK(idx == 1 .or. idx == 2)
+          statuses(:, idx) = status
+          done = done + 1
+        end if
+        ! MPI_UNDEFINED with flag set: every request is inactive, both have completed.
+        if (flag .and. idx == MPI_UNDEFINED) done = 2
+      end do
+    case (5, 6)
+      done = 0
+      do while (done < 2)
+        if (k == 5) then
+          call MPI_Waitsome(2, reqs, outcount, indices, somestat, ierr); MPI_OK
+        else
+          call MPI_Testsome(2, reqs, outcount, indices, somestat, ierr); MPI_OK
+        end if
+        if (outcount == MPI_UNDEFINED) exit
+        do i = 1, outcount
+          CHECK(indices(i) == 1 .or. indices(i) == 2)
+          statuses(:, indices(i)) = somestat(:, i)
+        end do
+        done = done + outcount
+      end do
+    end select
+    CHECK(reqs(1) /= MPI_REQUEST_NULL .and. reqs(2) /= MPI_REQUEST_NULL)
+    CHECK(statuses(MPI_SOURCE, 1) == left .and. statuses(MPI_TAG, 1) == 51)
     CHECK(rbuf(16) == left * 100 + 16)
   end do
   call MPI_Request_free(reqs(1), ierr); MPI_OK

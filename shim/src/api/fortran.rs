@@ -138,7 +138,7 @@ mpi_fn! {
 }
 
 /// Ints in a Fortran status: Open MPI's Fortran status is the C struct viewed as ints.
-const STATUS_INTS: usize = std::mem::size_of::<MPI_Status>() / std::mem::size_of::<c_int>();
+pub(crate) const STATUS_INTS: usize = std::mem::size_of::<MPI_Status>() / std::mem::size_of::<c_int>();
 
 mpi_fn! {
     fn Status_c2f(c_status: *const MPI_Status, f_status: *mut MPI_Fint) -> c_int {

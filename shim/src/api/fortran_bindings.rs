@@ -22,11 +22,10 @@
 //!   [`FortranKeyval`] that holds the Fortran functions and their `extra_state`.
 //!   Predefined attributes (`MPI_TAG_UB`, ...) are pointers to `int` in C and the integer
 //!   itself in Fortran (MPI-3.1 §6.7.2), as Open MPI stores them.
-//! - `MPI_WAIT` and `MPI_TEST` return the request as `c_req->req_f_to_c_index`: fine for
-//!   a completed non-persistent request (then `MPI_REQUEST_NULL`, libmpi's own object), a
-//!   crash for a persistent one. Here through `MPI_Request_c2f`. (`MPI_WAITALL/ANY/SOME`
-//!   and `MPI_TESTALL/ANY/SOME` read the field the same way and are not replaced yet: they
-//!   still crash on persistent requests.)
+//! - `MPI_WAIT`, `MPI_TEST` and `MPI_WAITALL/ANY/SOME`, `MPI_TESTALL/ANY/SOME` return each
+//!   request as `c_req->req_f_to_c_index`: fine for a completed non-persistent request (then
+//!   `MPI_REQUEST_NULL`, libmpi's own object), a crash for a persistent one. Here through
+//!   `MPI_Request_c2f`.
 //!
 //! The f08 module (`libmpi_usempif08`) calls the `ompi_<name>_f` symbols, so it is covered
 //! by the same functions. Profiling names (`pmpi_*`) are exported too.
@@ -416,5 +415,196 @@ fortran_binding! {
                 complete(c_req, &c_status, request, status);
             }
         }
+    }
+}
+
+/// The C requests of a Fortran array of `count` request handles.
+///
+/// # Safety
+/// `requests` points to `count` Fortran integers.
+unsafe fn c_requests(count: *const MPI_Fint, requests: *const MPI_Fint) -> Vec<abi::MPI_Request> {
+    // SAFETY: per the contract.
+    let n = unsafe { get(count) }.max(0) as usize;
+    // SAFETY: per the contract; converting a handle reads no memory.
+    (0..n).map(|i| unsafe { fortran::Request_f2c(get(requests.add(i))) }).collect()
+}
+
+/// Writes the requests back as Fortran handles (completed ones are `MPI_REQUEST_NULL` now,
+/// persistent ones keep their handle) and statuses `which` (indices into both arrays),
+/// unless the statuses argument is `MPI_STATUSES_IGNORE`.
+///
+/// # Safety
+/// `requests` holds `c_req.len()` Fortran integers; `statuses` is the Fortran sentinel or
+/// holds `c_req.len()` statuses.
+unsafe fn put_back_all(
+    c_req: &[abi::MPI_Request],
+    c_status: &[abi::MPI_Status],
+    which: impl Iterator<Item = usize>,
+    requests: *mut MPI_Fint,
+    statuses: *mut MPI_Fint,
+) {
+    let ignore = abi::FortranSentinel::from_address(statuses as usize) == Some(abi::FortranSentinel::StatusesIgnore);
+    // SAFETY: per the contract; converting a handle reads no memory.
+    unsafe {
+        for (i, &r) in c_req.iter().enumerate() {
+            put(requests.add(i), fortran::Request_c2f(r));
+        }
+        if !ignore && !statuses.is_null() {
+            for i in which {
+                fortran::Status_c2f(&c_status[i], statuses.add(i * fortran::STATUS_INTS));
+            }
+        }
+    }
+}
+
+/// Writes one status unless `status` is Fortran's `MPI_STATUS_IGNORE`.
+///
+/// # Safety
+/// `status` is the sentinel or a writable Fortran status.
+unsafe fn put_status(c_status: &abi::MPI_Status, status: *mut MPI_Fint) {
+    if abi::FortranSentinel::from_address(status as usize) != Some(abi::FortranSentinel::StatusIgnore)
+        && !status.is_null()
+    {
+        // SAFETY: per the contract.
+        unsafe { fortran::Status_c2f(c_status, status) };
+    }
+}
+
+/// A Fortran index: one-based, `MPI_UNDEFINED` as it is.
+fn f_index(i: c_int) -> MPI_Fint {
+    if i == abi::MPI_UNDEFINED {
+        i
+    } else {
+        i + 1
+    }
+}
+
+// Completion of several requests: ompi/mpi/fortran/mpif-h/{wait,test}{all,any,some}_f.c of
+// Open MPI v4.1.4, which convert the array, call PMPI and read `req_f_to_c_index` back.
+fortran_binding! {
+    /// `MPI_WAITALL(COUNT, ARRAY_OF_REQUESTS, ARRAY_OF_STATUSES, IERROR)`.
+    fn ompi_waitall_f["waitall", "WAITALL", "Waitall"](count: *const MPI_Fint, requests: *mut MPI_Fint, statuses: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: Fortran arguments by reference; kawarimi's own MPI_Waitall on local arrays.
+        unsafe {
+            let mut c_req = c_requests(count, requests);
+            let mut c_status = vec![abi::MPI_Status::default(); c_req.len()];
+            let rc = req::Waitall(c_req.len() as c_int, c_req.as_mut_ptr(), c_status.as_mut_ptr());
+            put(ierr, rc);
+            if rc == abi::MPI_SUCCESS || rc == abi::MPI_ERR_IN_STATUS {
+                put_back_all(&c_req, &c_status, 0..c_req.len(), requests, statuses);
+            }
+        }
+    }
+
+    /// `MPI_TESTALL(COUNT, ARRAY_OF_REQUESTS, FLAG, ARRAY_OF_STATUSES, IERROR)`.
+    fn ompi_testall_f["testall", "TESTALL", "Testall"](count: *const MPI_Fint, requests: *mut MPI_Fint, flag: *mut FLogical, statuses: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as in MPI_WAITALL.
+        unsafe {
+            let mut c_req = c_requests(count, requests);
+            let mut c_status = vec![abi::MPI_Status::default(); c_req.len()];
+            let mut c_flag: c_int = 0;
+            let rc = req::Testall(c_req.len() as c_int, c_req.as_mut_ptr(), &mut c_flag, c_status.as_mut_ptr());
+            put(ierr, rc);
+            put(flag, if c_flag != 0 { F_TRUE } else { 0 });
+            if (rc == abi::MPI_SUCCESS || rc == abi::MPI_ERR_IN_STATUS) && c_flag != 0 {
+                put_back_all(&c_req, &c_status, 0..c_req.len(), requests, statuses);
+            }
+        }
+    }
+
+    /// `MPI_WAITANY(COUNT, ARRAY_OF_REQUESTS, INDEX, STATUS, IERROR)`.
+    fn ompi_waitany_f["waitany", "WAITANY", "Waitany"](count: *const MPI_Fint, requests: *mut MPI_Fint, index: *mut MPI_Fint, status: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as in MPI_WAITALL.
+        unsafe {
+            let mut c_req = c_requests(count, requests);
+            let mut c_status = abi::MPI_Status::default();
+            let mut c_index: c_int = abi::MPI_UNDEFINED;
+            let rc = req::Waitany(c_req.len() as c_int, c_req.as_mut_ptr(), &mut c_index, &mut c_status);
+            put(ierr, rc);
+            if rc == abi::MPI_SUCCESS {
+                put(index, f_index(c_index));
+                if c_index != abi::MPI_UNDEFINED {
+                    let i = c_index as usize;
+                    put(requests.add(i), fortran::Request_c2f(c_req[i]));
+                }
+                put_status(&c_status, status);
+            }
+        }
+    }
+
+    /// `MPI_TESTANY(COUNT, ARRAY_OF_REQUESTS, INDEX, FLAG, STATUS, IERROR)`.
+    fn ompi_testany_f["testany", "TESTANY", "Testany"](count: *const MPI_Fint, requests: *mut MPI_Fint, index: *mut MPI_Fint, flag: *mut FLogical, status: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as in MPI_WAITALL.
+        unsafe {
+            let mut c_req = c_requests(count, requests);
+            let mut c_status = abi::MPI_Status::default();
+            let mut c_index: c_int = abi::MPI_UNDEFINED;
+            let mut c_flag: c_int = 0;
+            let rc = req::Testany(c_req.len() as c_int, c_req.as_mut_ptr(), &mut c_index, &mut c_flag, &mut c_status);
+            put(ierr, rc);
+            put(flag, if c_flag != 0 { F_TRUE } else { 0 });
+            if rc == abi::MPI_SUCCESS {
+                put(index, f_index(c_index));
+                if c_flag != 0 && c_index != abi::MPI_UNDEFINED {
+                    let i = c_index as usize;
+                    put(requests.add(i), fortran::Request_c2f(c_req[i]));
+                }
+                if c_flag != 0 {
+                    put_status(&c_status, status);
+                }
+            }
+        }
+    }
+
+    /// `MPI_WAITSOME(INCOUNT, ARRAY_OF_REQUESTS, OUTCOUNT, ARRAY_OF_INDICES, ARRAY_OF_STATUSES, IERROR)`.
+    fn ompi_waitsome_f["waitsome", "WAITSOME", "Waitsome"](incount: *const MPI_Fint, requests: *mut MPI_Fint, outcount: *mut MPI_Fint, indices: *mut MPI_Fint, statuses: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as in MPI_WAITALL.
+        unsafe { some(incount, requests, outcount, indices, statuses, ierr, true) }
+    }
+
+    /// `MPI_TESTSOME(INCOUNT, ARRAY_OF_REQUESTS, OUTCOUNT, ARRAY_OF_INDICES, ARRAY_OF_STATUSES, IERROR)`.
+    fn ompi_testsome_f["testsome", "TESTSOME", "Testsome"](incount: *const MPI_Fint, requests: *mut MPI_Fint, outcount: *mut MPI_Fint, indices: *mut MPI_Fint, statuses: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as in MPI_WAITALL.
+        unsafe { some(incount, requests, outcount, indices, statuses, ierr, false) }
+    }
+}
+
+/// `MPI_WAITSOME` (`block`) and `MPI_TESTSOME`: the completed requests' indices (one-based)
+/// and statuses go to the first `outcount` places of the Fortran arrays.
+///
+/// # Safety
+/// The Fortran arguments of those bindings.
+unsafe fn some(
+    incount: *const MPI_Fint,
+    requests: *mut MPI_Fint,
+    outcount: *mut MPI_Fint,
+    indices: *mut MPI_Fint,
+    statuses: *mut MPI_Fint,
+    ierr: *mut MPI_Fint,
+    block: bool,
+) {
+    // SAFETY: per the contract.
+    unsafe {
+        let mut c_req = c_requests(incount, requests);
+        let n = c_req.len();
+        let mut c_status = vec![abi::MPI_Status::default(); n];
+        let mut c_indices = vec![0 as c_int; n];
+        let mut c_out: c_int = 0;
+        let rc = if block {
+            req::Waitsome(n as c_int, c_req.as_mut_ptr(), &mut c_out, c_indices.as_mut_ptr(), c_status.as_mut_ptr())
+        } else {
+            req::Testsome(n as c_int, c_req.as_mut_ptr(), &mut c_out, c_indices.as_mut_ptr(), c_status.as_mut_ptr())
+        };
+        put(ierr, rc);
+        if rc != abi::MPI_SUCCESS && rc != abi::MPI_ERR_IN_STATUS {
+            return;
+        }
+        put(outcount, c_out);
+        let done = if c_out == abi::MPI_UNDEFINED { 0 } else { c_out as usize };
+        for (k, &i) in c_indices[..done].iter().enumerate() {
+            put(indices.add(k), f_index(i));
+        }
+        // The k-th completed request's status is the k-th of the arrays (§3.7.5).
+        put_back_all(&c_req, &c_status, 0..done, requests, statuses);
     }
 }
