@@ -3,7 +3,8 @@
 ! translate_ranks, union, compare, comm_create), Cartesian topologies (dims_create,
 ! cart_create, cart_coords/rank, cart_shift, cart_sub), communicator names, attributes
 ! (MPI_TAG_UB, comm_create_keyval/set_attr/get_attr/delete_attr/free_keyval, copying
-! on dup with MPI_COMM_DUP_FN and with Fortran user copy/delete callbacks) and MPI_ERRORS_RETURN.
+! on dup with MPI_COMM_DUP_FN and with Fortran user copy/delete callbacks, and the MPI-1
+! keyval_create/attr_put/attr_get/attr_delete/keyval_free) and MPI_ERRORS_RETURN.
 #include "check.h"
 module f_comm_callbacks
   implicit none
@@ -30,6 +31,25 @@ contains
     deleted = deleted + 1
     ierr = MPI_SUCCESS
   end subroutine count_delete
+
+  ! MPI-1 callbacks (MPI_KEYVAL_CREATE): default integers throughout.
+  subroutine copy_int(oldcomm, keyval, extra_state, val_in, val_out, flag, ierr)
+    use mpi, only: MPI_SUCCESS
+    integer :: oldcomm, keyval, extra_state, val_in, val_out, ierr
+    logical :: flag
+    if (oldcomm == keyval) continue
+    val_out = val_in + extra_state
+    flag = .true.
+    ierr = MPI_SUCCESS
+  end subroutine copy_int
+
+  subroutine delete_int(comm, keyval, val, extra_state, ierr)
+    use mpi, only: MPI_SUCCESS
+    integer :: comm, keyval, val, extra_state, ierr
+    if (comm == keyval .or. val == extra_state) continue
+    deleted = deleted + 1
+    ierr = MPI_SUCCESS
+  end subroutine delete_int
 end module f_comm_callbacks
 
 program f_comm
@@ -44,7 +64,7 @@ program f_comm
   integer, allocatable :: ranks(:), tr(:), vals(:)
   integer(kind=MPI_ADDRESS_KIND) :: aval, extra
   character(len=MPI_MAX_OBJECT_NAME) :: cname
-  integer :: nlen, buf(1), ecls, ecode
+  integer :: nlen, buf(1), ecls, ecode, ival
 
   call MPI_Init(ierr); MPI_OK
   call MPI_Comm_rank(MPI_COMM_WORLD, rank, ierr); MPI_OK
@@ -241,6 +261,22 @@ program f_comm
   call MPI_Comm_delete_attr(dup, keyval, ierr); MPI_OK
   CHECK(deleted == 3)
   call MPI_Comm_free_keyval(keyval, ierr); MPI_OK
+
+  ! The MPI-1 interface: MPI_KEYVAL_CREATE with integer callbacks, MPI_ATTR_PUT/GET/DELETE.
+  deleted = 0
+  call MPI_Keyval_create(copy_int, delete_int, keyval, 3, ierr); MPI_OK
+  call MPI_Attr_put(dup, keyval, 40 + rank, ierr); MPI_OK
+  call MPI_Comm_dup(dup, split, ierr); MPI_OK
+  call MPI_Attr_get(split, keyval, ival, flag, ierr); MPI_OK
+  CHECK(flag .and. ival == 43 + rank)
+  call MPI_Comm_free(split, ierr); MPI_OK
+  CHECK(deleted == 1)
+  call MPI_Attr_delete(dup, keyval, ierr); MPI_OK
+  CHECK(deleted == 2)
+  call MPI_Attr_get(dup, keyval, ival, flag, ierr); MPI_OK
+  CHECK(.not. flag)
+  call MPI_Keyval_free(keyval, ierr); MPI_OK
+  CHECK(keyval == MPI_KEYVAL_INVALID)
 
   ! MPI_ERRORS_RETURN: an invalid rank comes back as an error code of class MPI_ERR_RANK.
   call MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN, ierr); MPI_OK

@@ -11,7 +11,7 @@
 //!   `_DIFFERENCE` return the new group as `c_newgroup->grp_f_to_c_index`, a field read
 //!   through the C handle: a kawarimi group handle is no pointer, so that read crashed.
 //!   Here the new handle goes through `MPI_Group_c2f`.
-//! - `MPI_COMM_CREATE_KEYVAL`, `MPI_COMM_GET_ATTR`, `MPI_COMM_SET_ATTR` call
+//! - `MPI_COMM_CREATE_KEYVAL`, `MPI_KEYVAL_CREATE`, `MPI_COMM_GET_ATTR`, `MPI_COMM_SET_ATTR` call
 //!   `ompi_attr_create_keyval_aint`, `ompi_attr_get_aint` and `ompi_attr_set_aint` of the
 //!   uninitialised libmpi, reading `c_comm->c_keyhash` through the handle. Here they use
 //!   kawarimi's attributes through `MPI_Comm_create_keyval`/`_get_attr`/`_set_attr`.
@@ -197,14 +197,63 @@ pub type FortranDeleteFn = unsafe extern "C" fn(
     ierr: *mut MPI_Fint,
 );
 
+/// `ompi_fint_copy_attr_function`: the MPI-1 Fortran copy callback (`MPI_KEYVAL_CREATE`),
+/// every argument an `INTEGER` by reference.
+pub type FortranIntCopyFn = unsafe extern "C" fn(
+    oldcomm: *mut MPI_Fint,
+    keyval: *mut MPI_Fint,
+    extra_state: *mut MPI_Fint,
+    attr_in: *mut MPI_Fint,
+    attr_out: *mut MPI_Fint,
+    flag: *mut FLogical,
+    ierr: *mut MPI_Fint,
+);
+/// `ompi_fint_delete_attr_function`.
+pub type FortranIntDeleteFn = unsafe extern "C" fn(
+    comm: *mut MPI_Fint,
+    keyval: *mut MPI_Fint,
+    attr_in: *mut MPI_Fint,
+    extra_state: *mut MPI_Fint,
+    ierr: *mut MPI_Fint,
+);
+
+/// The Fortran callbacks of a keyval: MPI-2's on address-sized integers
+/// (`MPI_COMM_CREATE_KEYVAL`) or MPI-1's on default integers (`MPI_KEYVAL_CREATE`).
+#[derive(Debug, Clone, Copy)]
+pub enum FortranCallbacks {
+    Aint(Option<FortranCopyFn>, Option<FortranDeleteFn>),
+    Int(Option<FortranIntCopyFn>, Option<FortranIntDeleteFn>),
+}
+
 /// What a keyval made from Fortran keeps: its callbacks and the application's
 /// `extra_state`. One is allocated per keyval and never freed (a keyval's callbacks may run
 /// as long as an attribute of it lives, even after `MPI_COMM_FREE_KEYVAL`, §6.7.2).
 #[derive(Debug)]
 pub struct FortranKeyval {
-    pub copy: Option<FortranCopyFn>,
-    pub delete: Option<FortranDeleteFn>,
+    pub callbacks: FortranCallbacks,
     pub extra_state: MPI_Aint,
+}
+
+/// Registers a Fortran keyval with kawarimi: the C trampolines below call its callbacks.
+///
+/// # Safety
+/// `keyval` and `ierr` as in the bindings.
+unsafe fn fortran_keyval(
+    callbacks: FortranCallbacks,
+    extra_state: MPI_Aint,
+    keyval: *mut MPI_Fint,
+    ierr: *mut MPI_Fint,
+) {
+    let kv = Box::into_raw(Box::new(FortranKeyval { callbacks, extra_state }));
+    // SAFETY: kawarimi's own MPI_Comm_create_keyval; the trampolines have the C callback
+    // types and receive `kv` back as their extra_state.
+    let rc = unsafe { comm::Comm_create_keyval(Some(f_copy_trampoline), Some(f_delete_trampoline), keyval, kv.cast()) };
+    if rc != abi::MPI_SUCCESS {
+        // SAFETY: made above by Box::into_raw and not handed out.
+        drop(unsafe { Box::from_raw(kv) });
+    }
+    // SAFETY: output argument of the binding.
+    unsafe { put(ierr, rc) };
 }
 
 /// The C copy callback registered for a Fortran keyval: calls the Fortran one.
@@ -218,18 +267,31 @@ unsafe extern "C" fn f_copy_trampoline(
 ) -> c_int {
     // SAFETY: `extra_state` is the leaked FortranKeyval this keyval was registered with.
     let kv = unsafe { &*(extra_state as *const FortranKeyval) };
-    let Some(f) = kv.copy else {
-        // SAFETY: kawarimi's output argument.
-        unsafe { put(flag, 0) };
-        return abi::MPI_SUCCESS;
-    };
     // SAFETY: converting a kawarimi handle reads no memory.
     let mut fcomm = unsafe { fortran::Comm_c2f(oldcomm) };
-    let (mut k, mut extra, mut vin, mut vout, mut fflag, mut ierr) =
-        (keyval, kv.extra_state, attr_in as MPI_Aint, 0, 0, abi::MPI_SUCCESS);
-    // SAFETY: the application's Fortran copy function with references to locals that
-    // outlive the call, as Open MPI calls it (ompi/attribute/attribute.c, aint branch).
-    unsafe { f(&mut fcomm, &mut k, &mut extra, &mut vin, &mut vout, &mut fflag, &mut ierr) };
+    let (mut k, mut fflag, mut ierr) = (keyval, 0, abi::MPI_SUCCESS);
+    // The application's Fortran copy function with references to locals that outlive the
+    // call, as Open MPI calls it (ompi/attribute/attribute.c, aint and fint branches).
+    let vout: MPI_Aint = match kv.callbacks {
+        FortranCallbacks::Aint(Some(f), _) => {
+            let (mut extra, mut vin, mut vout) = (kv.extra_state, attr_in as MPI_Aint, 0);
+            // SAFETY: as above.
+            unsafe { f(&mut fcomm, &mut k, &mut extra, &mut vin, &mut vout, &mut fflag, &mut ierr) };
+            vout
+        }
+        FortranCallbacks::Int(Some(f), _) => {
+            // MPI-1 attributes are default integers: the stored value is one, widened.
+            let (mut extra, mut vin, mut vout) = (kv.extra_state as MPI_Fint, attr_in as MPI_Aint as MPI_Fint, 0);
+            // SAFETY: as above.
+            unsafe { f(&mut fcomm, &mut k, &mut extra, &mut vin, &mut vout, &mut fflag, &mut ierr) };
+            vout as MPI_Aint
+        }
+        _ => {
+            // SAFETY: kawarimi's output argument.
+            unsafe { put(flag, 0) };
+            return abi::MPI_SUCCESS;
+        }
+    };
     if ierr == abi::MPI_SUCCESS {
         // SAFETY: kawarimi's output arguments (a void* slot and an int).
         unsafe {
@@ -249,12 +311,22 @@ unsafe extern "C" fn f_delete_trampoline(
 ) -> c_int {
     // SAFETY: as in f_copy_trampoline.
     let kv = unsafe { &*(extra_state as *const FortranKeyval) };
-    let Some(f) = kv.delete else { return abi::MPI_SUCCESS };
     // SAFETY: converting a kawarimi handle reads no memory.
     let mut fcomm = unsafe { fortran::Comm_c2f(comm) };
-    let (mut k, mut v, mut extra, mut ierr) = (keyval, attr as MPI_Aint, kv.extra_state, abi::MPI_SUCCESS);
-    // SAFETY: the application's Fortran delete function, arguments by reference to locals.
-    unsafe { f(&mut fcomm, &mut k, &mut v, &mut extra, &mut ierr) };
+    let (mut k, mut ierr) = (keyval, abi::MPI_SUCCESS);
+    match kv.callbacks {
+        FortranCallbacks::Aint(_, Some(f)) => {
+            let (mut v, mut extra) = (attr as MPI_Aint, kv.extra_state);
+            // SAFETY: the application's Fortran delete function, arguments by reference to locals.
+            unsafe { f(&mut fcomm, &mut k, &mut v, &mut extra, &mut ierr) };
+        }
+        FortranCallbacks::Int(_, Some(f)) => {
+            let (mut v, mut extra) = (attr as MPI_Aint as MPI_Fint, kv.extra_state as MPI_Fint);
+            // SAFETY: as above.
+            unsafe { f(&mut fcomm, &mut k, &mut v, &mut extra, &mut ierr) };
+        }
+        _ => {}
+    }
     ierr
 }
 
@@ -302,18 +374,16 @@ fortran_binding! {
     /// `MPI_COMM_CREATE_KEYVAL(COMM_COPY_ATTR_FN, COMM_DELETE_ATTR_FN, COMM_KEYVAL,
     /// EXTRA_STATE, IERROR)`, `EXTRA_STATE` an `INTEGER(KIND=MPI_ADDRESS_KIND)`.
     fn ompi_comm_create_keyval_f["comm_create_keyval", "COMM_CREATE_KEYVAL", "Comm_create_keyval"](copy_fn: Option<FortranCopyFn>, delete_fn: Option<FortranDeleteFn>, keyval: *mut MPI_Fint, extra_state: *const MPI_Aint, ierr: *mut MPI_Fint) {
-        // SAFETY: Fortran arguments by reference.
-        let extra = unsafe { get(extra_state) };
-        let kv = Box::into_raw(Box::new(FortranKeyval { copy: copy_fn, delete: delete_fn, extra_state: extra }));
-        // SAFETY: kawarimi's own MPI_Comm_create_keyval; the trampolines have the C callback
-        // types and receive `kv` back as their extra_state.
-        let rc = unsafe { comm::Comm_create_keyval(Some(f_copy_trampoline), Some(f_delete_trampoline), keyval, kv.cast()) };
-        if rc != abi::MPI_SUCCESS {
-            // SAFETY: made above by Box::into_raw and not handed out.
-            drop(unsafe { Box::from_raw(kv) });
-        }
-        // SAFETY: output argument.
-        unsafe { put(ierr, rc) }
+        // SAFETY: Fortran arguments by reference; `keyval` and `ierr` as the helper wants.
+        unsafe { fortran_keyval(FortranCallbacks::Aint(copy_fn, delete_fn), get(extra_state), keyval, ierr) }
+    }
+
+    /// `MPI_KEYVAL_CREATE(COPY_FN, DELETE_FN, KEYVAL, EXTRA_STATE, IERROR)` (MPI-1): default
+    /// `INTEGER` values and extra state (ompi/mpi/fortran/mpif-h/keyval_create_f.c, which
+    /// calls libmpi's `ompi_attr_create_keyval_fint`).
+    fn ompi_keyval_create_f["keyval_create", "KEYVAL_CREATE", "Keyval_create"](copy_fn: Option<FortranIntCopyFn>, delete_fn: Option<FortranIntDeleteFn>, keyval: *mut MPI_Fint, extra_state: *const MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as in MPI_COMM_CREATE_KEYVAL.
+        unsafe { fortran_keyval(FortranCallbacks::Int(copy_fn, delete_fn), get(extra_state) as MPI_Aint, keyval, ierr) }
     }
 
     /// `MPI_COMM_GET_ATTR(COMM, COMM_KEYVAL, ATTRIBUTE_VAL, FLAG, IERROR)`.
