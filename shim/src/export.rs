@@ -225,10 +225,19 @@ fn raise(name: &'static str, e: Fail, handler: Handler, comm: Option<abi::MPI_Co
             let Some(f) = f else { die(name, &format!("{}: {}", e.class.name(), e.detail), code) };
             let mut c = comm.unwrap_or_else(world_handle);
             let mut code_arg = code;
-            // SAFETY: `f` is the application's handler made with MPI_Comm_create_errhandler;
-            // it receives pointers to a communicator handle and an error code that live for
-            // the call, as §8.3.1 specifies. The state lock is not held, so it may call MPI.
-            unsafe { f(&mut c, &mut code_arg) };
+            match f {
+                // SAFETY: `f` is the application's handler made with MPI_Comm_create_errhandler;
+                // it receives pointers to a communicator handle and an error code that live
+                // for the call, as §8.3.1 specifies. The state lock is not held, so it may
+                // call MPI.
+                crate::state::ErrhandlerFn::C(f) => unsafe { f(&mut c, &mut code_arg) },
+                crate::state::ErrhandlerFn::Fortran(f) => {
+                    // SAFETY: converting a handle reads no memory.
+                    let mut fc = unsafe { crate::api::fortran::Comm_c2f(c) };
+                    // SAFETY: as above, with the Fortran handle and code by reference.
+                    unsafe { f(&mut fc, &mut code_arg) }
+                }
+            }
             code
         }
     }

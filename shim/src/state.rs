@@ -156,6 +156,15 @@ pub enum CopyKind {
     User,
 }
 
+/// A user error handler: a C function, or a Fortran subroutine (made by the Fortran
+/// `MPI_COMM_CREATE_ERRHANDLER`), which takes its communicator as a Fortran handle.
+#[derive(Debug, Clone, Copy)]
+pub enum ErrhandlerFn {
+    C(abi::MPI_Comm_errhandler_function),
+    /// `SUBROUTINE HANDLER(COMM, ERROR_CODE)`, both `INTEGER` by reference.
+    Fortran(unsafe extern "C" fn(*mut abi::MPI_Fint, *mut abi::MPI_Fint)),
+}
+
 /// What a nonblocking collective does with its schedule's buffers when it completes:
 /// unpack them into the application's buffers (or, for `MPI_Comm_idup`, make the
 /// communicator).
@@ -237,7 +246,7 @@ pub struct State {
     pub requests: Table<RequestEntry>,
     pub ops: Table<OpEntry>,
     pub groups: Table<Arc<Group>>,
-    pub errhandlers: Table<abi::MPI_Comm_errhandler_function>,
+    pub errhandlers: Table<ErrhandlerFn>,
     /// Messages taken by matched probes (§3.8.2): the runtime's message and its communicator.
     pub messages: Table<(u64, Arc<Comm>, Handler)>,
     /// Info objects (§9): ordered (key, value) pairs.

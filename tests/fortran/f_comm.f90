@@ -4,12 +4,22 @@
 ! cart_create, cart_coords/rank, cart_shift, cart_sub), communicator names, attributes
 ! (MPI_TAG_UB, comm_create_keyval/set_attr/get_attr/delete_attr/free_keyval, copying
 ! on dup with MPI_COMM_DUP_FN and with Fortran user copy/delete callbacks, and the MPI-1
-! keyval_create/attr_put/attr_get/attr_delete/keyval_free) and MPI_ERRORS_RETURN.
+! keyval_create/attr_put/attr_get/attr_delete/keyval_free), a Fortran error handler
+! (comm_create_errhandler) and MPI_ERRORS_RETURN.
 #include "check.h"
 module f_comm_callbacks
   implicit none
   integer :: deleted = 0
+  integer :: handled_calls = 0, handled_code = 0, handled_comm = 0
 contains
+  ! A Fortran error handler: records what it was called with.
+  subroutine record_error(comm, code)
+    integer :: comm, code
+    handled_calls = handled_calls + 1
+    handled_code = code
+    handled_comm = comm
+  end subroutine record_error
+
   ! A user copy callback: the copy holds the value plus extra_state.
   subroutine copy_plus(oldcomm, keyval, extra_state, val_in, val_out, flag, ierr)
     use mpi, only: MPI_ADDRESS_KIND, MPI_SUCCESS
@@ -64,7 +74,7 @@ program f_comm
   integer, allocatable :: ranks(:), tr(:), vals(:)
   integer(kind=MPI_ADDRESS_KIND) :: aval, extra
   character(len=MPI_MAX_OBJECT_NAME) :: cname
-  integer :: nlen, buf(1), ecls, ecode, ival
+  integer :: nlen, buf(1), ecls, ecode, ival, eh
 
   call MPI_Init(ierr); MPI_OK
   call MPI_Comm_rank(MPI_COMM_WORLD, rank, ierr); MPI_OK
@@ -277,6 +287,15 @@ program f_comm
   CHECK(.not. flag)
   call MPI_Keyval_free(keyval, ierr); MPI_OK
   CHECK(keyval == MPI_KEYVAL_INVALID)
+
+  ! A Fortran error handler sees the communicator's Fortran handle and the code, and the
+  ! call still returns the code.
+  call MPI_Comm_create_errhandler(record_error, eh, ierr); MPI_OK
+  call MPI_Comm_set_errhandler(dup, eh, ierr); MPI_OK
+  call MPI_Send(buf, 1, MPI_INTEGER, nprocs, 0, dup, ecode)
+  CHECK(handled_calls == 1 .and. handled_comm == dup)
+  CHECK(ecode /= MPI_SUCCESS .and. ecode == handled_code)
+  call MPI_Errhandler_free(eh, ierr); MPI_OK
 
   ! MPI_ERRORS_RETURN: an invalid rank comes back as an error code of class MPI_ERR_RANK.
   call MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN, ierr); MPI_OK

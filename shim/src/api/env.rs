@@ -268,7 +268,7 @@ mpi_fn! {
     fn Comm_create_errhandler(function: Option<abi::MPI_Comm_errhandler_function>, errhandler: *mut MPI_Errhandler) -> c_int {
         call("MPI_Comm_create_errhandler", None, |s| {
             let Some(f) = function else { return fail(ErrorClass::Arg, "NULL error handler function") };
-            let i = s.errhandlers.insert(f).ok_or_else(|| crate::state::table_full("error handlers"))?;
+            let i = s.errhandlers.insert(crate::state::ErrhandlerFn::C(f)).ok_or_else(|| crate::state::table_full("error handlers"))?;
             let h = crate::state::encode(crate::state::Kind::Errhandler, i) as MPI_Errhandler;
             // SAFETY: caller's output argument.
             unsafe { out(errhandler, h) }

@@ -22,6 +22,9 @@
 //!   [`FortranKeyval`] that holds the Fortran functions and their `extra_state`.
 //!   Predefined attributes (`MPI_TAG_UB`, ...) are pointers to `int` in C and the integer
 //!   itself in Fortran (MPI-3.1 §6.7.2), as Open MPI stores them.
+//! - `MPI_COMM_CREATE_ERRHANDLER` and `MPI_ERRHANDLER_CREATE` call `ompi_errhandler_create`
+//!   of the uninitialised libmpi. Here the Fortran subroutine is registered with kawarimi,
+//!   which calls it with the communicator as a Fortran handle.
 //! - `MPI_WAIT`, `MPI_TEST` and `MPI_WAITALL/ANY/SOME`, `MPI_TESTALL/ANY/SOME` return each
 //!   request as `c_req->req_f_to_c_index`: fine for a completed non-persistent request (then
 //!   `MPI_REQUEST_NULL`, libmpi's own object), a crash for a persistent one. Here through
@@ -676,5 +679,46 @@ unsafe fn some(
         }
         // The k-th completed request's status is the k-th of the arrays (§3.7.5).
         put_back_all(&c_req, &c_status, 0..done, requests, statuses);
+    }
+}
+
+/// `SUBROUTINE HANDLER(COMM, ERROR_CODE)`: a Fortran error handler.
+pub type FortranErrhandlerFn = unsafe extern "C" fn(*mut MPI_Fint, *mut MPI_Fint);
+
+/// Registers a Fortran error handler and returns its Fortran handle.
+///
+/// # Safety
+/// `errhandler` and `ierr` as in the bindings below.
+unsafe fn fortran_errhandler(function: Option<FortranErrhandlerFn>, errhandler: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+    let rc = crate::export::call("MPI_Comm_create_errhandler", None, |s| {
+        let Some(f) = function else {
+            return crate::state::fail(kawarimi_runtime::error::ErrorClass::Arg, "NULL error handler");
+        };
+        let i = s
+            .errhandlers
+            .insert(crate::state::ErrhandlerFn::Fortran(f))
+            .ok_or_else(|| crate::state::table_full("error handlers"))?;
+        let h = crate::state::encode(crate::state::Kind::Errhandler, i) as abi::MPI_Errhandler;
+        // SAFETY: output argument of the binding; converting a handle reads no memory.
+        unsafe { put(errhandler, fortran::Errhandler_c2f(h)) };
+        Ok(())
+    });
+    // SAFETY: output argument of the binding.
+    unsafe { put(ierr, rc) };
+}
+
+// Error handlers: ompi/mpi/fortran/mpif-h/{comm_create_errhandler,errhandler_create}_f.c of
+// Open MPI v4.1.4.
+fortran_binding! {
+    /// `MPI_COMM_CREATE_ERRHANDLER(FUNCTION, ERRHANDLER, IERROR)`.
+    fn ompi_comm_create_errhandler_f["comm_create_errhandler", "COMM_CREATE_ERRHANDLER", "Comm_create_errhandler"](function: Option<FortranErrhandlerFn>, errhandler: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: Fortran arguments by reference.
+        unsafe { fortran_errhandler(function, errhandler, ierr) }
+    }
+
+    /// `MPI_ERRHANDLER_CREATE(FUNCTION, ERRHANDLER, IERROR)` (MPI-1 name).
+    fn ompi_errhandler_create_f["errhandler_create", "ERRHANDLER_CREATE", "Errhandler_create"](function: Option<FortranErrhandlerFn>, errhandler: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as above.
+        unsafe { fortran_errhandler(function, errhandler, ierr) }
     }
 }
