@@ -129,7 +129,8 @@ impl Engine {
     pub fn start_schedule(&mut self, s: Schedule<'static>) -> MpiResult<ReqId> {
         let id = self.core.new_external();
         self.schedules.push((id, s));
-        self.advance_schedules()?;
+        // Its first sends leave now (progress advances the schedules, then moves frames).
+        self.progress()?;
         Ok(id)
     }
 
@@ -306,6 +307,13 @@ impl Engine {
             self.switch_step()?;
             let did_work = self.progress()?;
             if done(&mut self.core) {
+                // What the condition itself queued (a collective's schedule that finishes on
+                // its last send) goes to the transport now: left in the outbox it would wait
+                // for the next MPI call, and a peer would wait for it through whatever the
+                // application computes meanwhile.
+                if self.core.has_transmit() {
+                    self.progress()?;
+                }
                 return Ok(());
             }
             if did_work {
