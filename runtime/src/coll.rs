@@ -99,7 +99,8 @@ pub fn reduce_schedule<'a>(comm: &Comm, root: i32, input: Vec<u8>, op: Box<dyn R
                 s.copy(theirs, acc);
             }
         } else {
-            s.send(((rel & !mask) + tree_root) % n, acc);
+            // A rank that sends its partial result up is done with it.
+            s.send_last(((rel & !mask) + tree_root) % n, acc);
             s.wait();
             break;
         }
@@ -183,7 +184,7 @@ pub fn gatherv_schedule<'a>(
     let mut s = Schedule::new(comm, kind::GATHER);
     if comm.rank != root {
         let m = s.slot(mine);
-        s.send(root, m);
+        s.send_last(root, m);
         return Ok((s, Vec::new()));
     }
     let n = comm.size();
@@ -233,7 +234,7 @@ pub fn scatterv_schedule<'a>(
             mine = Some(s.slot(piece));
         } else {
             let slot = s.slot(piece);
-            s.send(dst as i32, slot);
+            s.send_last(dst as i32, slot);
         }
     }
     let mine = mine.ok_or_else(|| crate::error::MpiError::new(ErrorClass::Intern, "root has no piece of its own"))?;
@@ -280,7 +281,7 @@ pub fn alltoallv_schedule<'a>(comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[usiz
     }
     for i in 0..n {
         let dst = (r + i) % n;
-        s.send(dst, send_slots[dst as usize]);
+        s.send_last(dst, send_slots[dst as usize]);
     }
     (s, recv_slots)
 }

@@ -35,8 +35,9 @@ pub type Slot = usize;
 
 #[derive(Debug, Clone, Copy)]
 enum Step {
-    /// Sends the current contents of `slot` to rank `to` of the communicator.
-    Send { to: i32, slot: Slot },
+    /// Sends the current contents of `slot` to rank `to` of the communicator; `moved`: the
+    /// slot is not used again, so its buffer goes to the send instead of a copy.
+    Send { to: i32, slot: Slot, moved: bool },
     /// Receives exactly `len` bytes from rank `from` into `slot` (replacing it).
     Recv { from: i32, slot: Slot, len: usize },
     /// Waits until everything posted so far has completed.
@@ -118,7 +119,12 @@ impl<'a> Schedule<'a> {
     }
 
     pub fn send(&mut self, to: i32, slot: Slot) {
-        self.steps.push(Step::Send { to, slot });
+        self.steps.push(Step::Send { to, slot, moved: false });
+    }
+
+    /// Sends `slot` for the last time: the buffer itself goes, the slot is left empty.
+    pub fn send_last(&mut self, to: i32, slot: Slot) {
+        self.steps.push(Step::Send { to, slot, moved: true });
     }
 
     pub fn recv(&mut self, from: i32, slot: Slot, len: usize) {
@@ -157,8 +163,8 @@ impl<'a> Schedule<'a> {
                 return self.complete_pending(core);
             };
             match step {
-                Step::Send { to, slot } => {
-                    let bytes = self.slots[slot].clone();
+                Step::Send { to, slot, moved } => {
+                    let bytes = if moved { std::mem::take(&mut self.slots[slot]) } else { self.slots[slot].clone() };
                     let id = core.isend(self.peer(to)?, self.ctx, self.tag, SendData::Owned(bytes), false)?;
                     self.pending.push((id, None));
                 }
