@@ -2,17 +2,23 @@
 //! written once as a [`Schedule`] builder: the nonblocking call (`MPI_Ibcast`, …) starts the
 //! schedule in the engine, the blocking one runs the same schedule to completion ([`run`]).
 //!
+//! On an inter-communicator the unrooted collectives (barrier, allreduce, allgather,
+//! all-to-all) dispatch to [`crate::intercoll`]; the rooted ones, whose root argument means
+//! something else there, are called from it directly.
+//!
 //! Every buffer here is *packed* bytes: the caller packs derived datatypes before and unpacks
 //! after, so the algorithms never see a type map.
 
 use crate::comm::Comm;
 use crate::engine::Engine;
 use crate::error::{err, ErrorClass, MpiResult};
+use crate::intercoll;
 pub use crate::sched::Reducer;
 use crate::sched::{kind, Schedule, Slot};
 
 /// Runs a schedule to completion (a blocking collective); returns its buffers.
 pub fn run(e: &mut Engine, mut s: Schedule<'_>) -> MpiResult<Vec<Vec<u8>>> {
+    s.start(false);
     let mut failure = None;
     e.block_until(|core| match s.advance(core) {
         Ok(done) => done,
@@ -34,6 +40,9 @@ pub fn take(slots_out: &mut [Vec<u8>], slots: &[Slot]) -> Vec<Vec<u8>> {
 
 /// §5.3 `MPI_Barrier`: dissemination, ⌈log2 n⌉ rounds.
 pub fn barrier_schedule<'a>(comm: &Comm) -> Schedule<'a> {
+    if comm.is_inter() {
+        return intercoll::barrier_schedule(comm);
+    }
     let mut s = Schedule::new(comm, kind::BARRIER);
     let (n, r) = (comm.size(), comm.rank);
     let empty = s.slot(Vec::new());
@@ -51,10 +60,16 @@ pub fn barrier_schedule<'a>(comm: &Comm) -> Schedule<'a> {
 /// §5.4 `MPI_Bcast`: binomial tree rooted at `root`; the result is in the returned slot.
 pub fn bcast_schedule<'a>(comm: &Comm, root: i32, buf: Vec<u8>) -> (Schedule<'a>, Slot) {
     let mut s = Schedule::new(comm, kind::BCAST);
-    let n = comm.size();
-    let rel = (comm.rank - root + n) % n;
     let len = buf.len();
     let data = s.slot(buf);
+    bcast_steps(&mut s, comm.size(), comm.rank, root, data, len);
+    (s, data)
+}
+
+/// The steps of a binomial-tree broadcast of `data` (`len` bytes) from `root` among the
+/// schedule's peers `0..n`, as seen by peer `rank`.
+pub(crate) fn bcast_steps(s: &mut Schedule<'_>, n: i32, rank: i32, root: i32, data: Slot, len: usize) {
+    let rel = (rank - root + n) % n;
     let mut mask = 1;
     while mask < n {
         if rel & mask != 0 {
@@ -71,7 +86,6 @@ pub fn bcast_schedule<'a>(comm: &Comm, root: i32, buf: Vec<u8>) -> (Schedule<'a>
         }
         mask >>= 1;
     }
-    (s, data)
 }
 
 /// §5.9.1 `MPI_Reduce`: binomial tree. A non-commutative op is reduced towards rank 0, where
@@ -81,11 +95,26 @@ pub fn reduce_schedule<'a>(comm: &Comm, root: i32, input: Vec<u8>, op: Box<dyn R
     let mut s = Schedule::new(comm, kind::REDUCE);
     let commutative = op.commutative();
     s.set_op(op);
-    let n = comm.size();
     let len = input.len();
     let tree_root = if commutative { root } else { 0 };
-    let rel = (comm.rank - tree_root + n) % n;
     let acc = s.slot(input);
+    reduce_steps(&mut s, comm.size(), comm.rank, tree_root, acc, len);
+    if tree_root != root {
+        if comm.rank == tree_root {
+            s.send(root, acc);
+        } else if comm.rank == root {
+            s.recv(tree_root, acc, len);
+        }
+    }
+    (s, acc)
+}
+
+/// The steps of a binomial-tree reduction of `acc` (`len` bytes; the schedule's op) among
+/// the schedule's peers `0..n` towards `tree_root`, as seen by peer `rank`. Towards peer 0
+/// every subtree covers a contiguous range of peers, so a non-commutative op keeps its
+/// order. The result ends up in `acc` at `tree_root`; elsewhere `acc` is spent.
+pub(crate) fn reduce_steps(s: &mut Schedule<'_>, n: i32, rank: i32, tree_root: i32, acc: Slot, len: usize) {
+    let rel = (rank - tree_root + n) % n;
     let theirs = s.slot(Vec::new());
     let mut mask = 1;
     while mask < n {
@@ -106,20 +135,15 @@ pub fn reduce_schedule<'a>(comm: &Comm, root: i32, input: Vec<u8>, op: Box<dyn R
         }
         mask <<= 1;
     }
-    if tree_root != root {
-        if comm.rank == tree_root {
-            s.send(root, acc);
-        } else if comm.rank == root {
-            s.recv(tree_root, acc, len);
-        }
-    }
-    (s, acc)
 }
 
 /// §5.9.6 `MPI_Allreduce`: recursive doubling with the non-power-of-two ranks folded in first
 /// (order-preserving, so it serves non-commutative ops too). The result is in the returned
 /// slot.
 pub fn allreduce_schedule<'a>(comm: &Comm, buf: Vec<u8>, op: Box<dyn Reducer + 'a>) -> (Schedule<'a>, Slot) {
+    if comm.is_inter() {
+        return intercoll::allreduce_schedule(comm, buf, op);
+    }
     let mut s = Schedule::new(comm, kind::ALLREDUCE);
     s.set_op(op);
     let (n, r) = (comm.size(), comm.rank);
@@ -244,6 +268,9 @@ pub fn scatterv_schedule<'a>(
 /// §5.7 `MPI_Allgatherv`: ring, n-1 steps; `lens` gives every rank's piece length. The pieces
 /// end up in the returned slots, in rank order.
 pub fn allgatherv_schedule<'a>(comm: &Comm, mine: Vec<u8>, lens: &[usize]) -> MpiResult<(Schedule<'a>, Vec<Slot>)> {
+    if comm.is_inter() {
+        return Ok(intercoll::allgatherv_schedule(comm, mine, lens));
+    }
     let mut s = Schedule::new(comm, kind::ALLGATHER);
     let (n, r) = (comm.size(), comm.rank);
     if mine.len() != lens[r as usize] {
@@ -270,6 +297,9 @@ pub fn allgatherv_schedule<'a>(comm: &Comm, mine: Vec<u8>, lens: &[usize]) -> Mp
 /// §5.8 `MPI_Alltoall(v,w)`: every pair exchanges directly; all receives are posted first.
 /// `send[i]` goes to rank i; `recv_lens[i]` is expected from rank i, into returned slot i.
 pub fn alltoallv_schedule<'a>(comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[usize]) -> (Schedule<'a>, Vec<Slot>) {
+    if comm.is_inter() {
+        return intercoll::alltoallv_schedule(comm, send, recv_lens);
+    }
     let mut s = Schedule::new(comm, kind::ALLTOALL);
     let (n, r) = (comm.size(), comm.rank);
     let recv_slots: Vec<Slot> = (0..n).map(|_| s.slot(Vec::new())).collect();

@@ -246,12 +246,15 @@ pub fn dims_create(nnodes: i32, dims: &mut [i32]) -> MpiResult<()> {
 /// collectives, `ctx + 2` for `MPI_Comm_create_group` among a subset of its members.
 pub const CTX_STRIDE: u32 = 3;
 
-/// An intra-communicator: a group, this process's rank in it, and the context ids that keep
-/// its traffic apart from every other communicator's.
+/// A communicator: a group, this process's rank in it, and the context ids that keep its
+/// traffic apart from every other communicator's. An intra-communicator's processes talk
+/// among themselves; an inter-communicator (§6.6) joins two disjoint groups, and its
+/// point-to-point ranks and rooted collectives name processes of the *remote* group.
 #[derive(Debug)]
 pub struct Comm {
     /// Context of point-to-point traffic; collectives use `ctx + 1`.
     pub ctx: u32,
+    /// The local group (the only group of an intra-communicator).
     pub group: Arc<Group>,
     /// This process's rank in `group`.
     pub rank: i32,
@@ -261,43 +264,104 @@ pub struct Comm {
     pub coll_tag_base: i32,
     /// Collectives started on this communicator so far: each one's tag carries its number, so
     /// that several in progress at once (nonblocking collectives) keep their messages apart.
-    pub coll_seq: std::sync::atomic::AtomicU32,
+    pub coll_seq: Arc<CollSeq>,
+    /// The other side of an inter-communicator; `None` for an intra-communicator.
+    pub inter: Option<Inter>,
+}
+
+/// The instance counters of a communicator's collectives, one for blocking and one for
+/// nonblocking ones. Every process starts a communicator's collectives in the same order
+/// (§5.12), so counting gives each instance a tag all its members agree on. Counting the two
+/// kinds apart, as Open MPI's separate blocking and nonblocking components do, also keeps
+/// programs working that start a nonblocking collective and a blocking one in different
+/// orders on different processes (mpi4py's `Iagree` test does).
+#[derive(Debug, Default)]
+pub struct CollSeq {
+    blocking: std::sync::atomic::AtomicU32,
+    nonblocking: std::sync::atomic::AtomicU32,
+}
+
+impl CollSeq {
+    /// The tag of the next collective of `kind` (1..16): `base + kind | nonblocking << 4 |
+    /// instance << 5`.
+    pub fn next_tag(&self, base: i32, kind: i32, nonblocking: bool) -> i32 {
+        let counter = if nonblocking { &self.nonblocking } else { &self.blocking };
+        let seq = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0x03FF_FFFF;
+        base.wrapping_add(kind | (i32::from(nonblocking) << 4) | (seq << 5) as i32)
+    }
+}
+
+/// What an inter-communicator has beyond its local group.
+#[derive(Debug)]
+pub struct Inter {
+    /// The remote group: point-to-point ranks are ranks in it.
+    pub remote: Arc<Group>,
+    /// The local group as an intra-communicator of its own whose collectives travel in context
+    /// `ctx + 2` (which an inter-communicator, having no `MPI_Comm_create_group`, leaves
+    /// free): used to agree among the local group when communicators are made from this one.
+    pub local: Arc<Comm>,
 }
 
 impl Comm {
     pub fn new(ctx: u32, group: Arc<Group>, rank: i32) -> Comm {
         debug_assert!(group.world_rank(rank).is_some());
-        Comm { ctx, group, rank, cart: None, coll_tag_base: 0, coll_seq: Default::default() }
+        Comm { ctx, group, rank, cart: None, coll_tag_base: 0, coll_seq: Arc::default(), inter: None }
     }
 
-    /// The tag of the next collective of `kind` (1..16) on this communicator. Every rank
-    /// starts a communicator's collectives in the same order (§5.12), so they agree on it.
-    pub fn next_coll_tag(&self, kind: i32) -> i32 {
-        let seq = self.coll_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0x07FF_FFFF;
-        self.coll_tag_base.wrapping_add(kind | (seq << 4) as i32)
+    /// An inter-communicator between the local `group` (where this process has `rank`) and
+    /// `remote`, in context `ctx`.
+    pub fn new_inter(ctx: u32, group: Arc<Group>, rank: i32, remote: Arc<Group>) -> Comm {
+        let local = Arc::new(Comm::new(ctx + 1, group.clone(), rank));
+        Comm { inter: Some(Inter { remote, local }), ..Comm::new(ctx, group, rank) }
     }
 
+    pub fn is_inter(&self) -> bool {
+        self.inter.is_some()
+    }
+
+    /// Size of the local group.
     pub fn size(&self) -> i32 {
         self.group.size()
+    }
+
+    /// The group point-to-point ranks refer to: the remote group of an inter-communicator.
+    pub fn p2p_group(&self) -> &Group {
+        self.inter.as_ref().map_or(&self.group, |i| &i.remote)
+    }
+
+    /// How many ranks point-to-point calls may name (`MPI_Comm_remote_size` on an
+    /// inter-communicator, `MPI_Comm_size` otherwise).
+    pub fn p2p_size(&self) -> i32 {
+        self.p2p_group().size()
     }
 
     pub fn coll_ctx(&self) -> u32 {
         self.ctx + 1
     }
 
-    /// World rank of communicator rank `r`, checked.
+    /// World rank of point-to-point rank `r` (in the remote group of an inter-communicator),
+    /// checked.
     pub fn peer(&self, r: i32) -> MpiResult<u32> {
-        self.group.world_rank(r).ok_or_else(|| {
+        self.p2p_group().world_rank(r).ok_or_else(|| {
             crate::error::MpiError::new(
                 ErrorClass::Rank,
-                format!("rank {r} is not in a communicator of {}", self.size()),
+                format!(
+                    "rank {r} is not in a {}group of {}",
+                    if self.is_inter() { "remote " } else { "" },
+                    self.p2p_size()
+                ),
             )
         })
     }
 
-    /// Communicator rank of world rank `w` (for status fields).
+    /// World rank of this process.
+    pub fn me(&self) -> u32 {
+        self.group.world_rank(self.rank).expect("own rank is in the group")
+    }
+
+    /// Point-to-point rank of world rank `w` (for status fields).
     pub fn rank_of_world(&self, w: u32) -> i32 {
-        self.group.rank_of(w).unwrap_or(-1)
+        self.p2p_group().rank_of(w).unwrap_or(-1)
     }
 }
 

@@ -126,7 +126,8 @@ impl Engine {
 
     /// Starts a nonblocking collective; returns the request that completes with it. Its
     /// buffers are then taken with [`Engine::take_schedule`].
-    pub fn start_schedule(&mut self, s: Schedule<'static>) -> MpiResult<ReqId> {
+    pub fn start_schedule(&mut self, mut s: Schedule<'static>) -> MpiResult<ReqId> {
+        s.start(true);
         let id = self.core.new_external();
         self.schedules.push((id, s));
         // Its first sends leave now (progress advances the schedules, then moves frames).

@@ -15,6 +15,7 @@ pub mod core;
 pub mod datatype;
 pub mod engine;
 pub mod error;
+pub mod intercoll;
 pub mod launch;
 pub mod op;
 pub mod sched;

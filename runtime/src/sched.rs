@@ -9,7 +9,7 @@
 //! §5.12, so they agree on it), so that several collectives in progress at once on one
 //! communicator never take each other's messages.
 
-use crate::comm::Comm;
+use crate::comm::{CollSeq, Comm};
 use crate::core::{Core, RecvBuf, ReqId, SendData};
 use crate::error::{err, ErrorClass, MpiError, MpiResult};
 
@@ -53,6 +53,9 @@ enum Step {
 pub struct Schedule<'a> {
     ctx: u32,
     tag: i32,
+    /// Where the tag comes from once the schedule starts, blocking or not (see
+    /// [`crate::comm::CollSeq`]): the communicator's counters, its tag base and the kind.
+    tag_source: Option<(std::sync::Arc<CollSeq>, i32, i32)>,
     /// World rank of each communicator rank.
     peers: Vec<u32>,
     slots: Vec<Vec<u8>>,
@@ -89,11 +92,35 @@ pub mod kind {
 impl<'a> Schedule<'a> {
     /// An empty schedule for one collective of `kind` on `comm` (takes the next instance
     /// number of `comm`).
+    ///
+    /// Steps name peers by index: the ranks of the (local) group, and on an
+    /// inter-communicator the remote group's ranks after them (remote rank `q` is index
+    /// `comm.size() + q`).
     pub fn new(comm: &Comm, kind: i32) -> Schedule<'a> {
-        let peers = (0..comm.size()).map(|r| comm.group.world_rank(r).expect("rank in group")).collect();
+        let mut peers: Vec<u32> = comm.group.members().to_vec();
+        if let Some(inter) = &comm.inter {
+            peers.extend_from_slice(inter.remote.members());
+        }
+        let mut s = Schedule::between(comm.coll_ctx(), 0, peers);
+        s.tag_source = Some((comm.coll_seq.clone(), comm.coll_tag_base, kind));
+        s
+    }
+
+    /// Gives the schedule its instance tag as it starts; a schedule made with an explicit tag
+    /// ([`Schedule::between`]) keeps it.
+    pub(crate) fn start(&mut self, nonblocking: bool) {
+        if let Some((seq, base, kind)) = self.tag_source.take() {
+            self.tag = seq.next_tag(base, kind, nonblocking);
+        }
+    }
+
+    /// An empty schedule whose messages travel in context `ctx` with `tag`, between this
+    /// process and the world ranks `peers` (named by index in steps).
+    pub fn between(ctx: u32, tag: i32, peers: Vec<u32>) -> Schedule<'a> {
         Schedule {
-            ctx: comm.coll_ctx(),
-            tag: comm.next_coll_tag(kind),
+            ctx,
+            tag,
+            tag_source: None,
             peers,
             slots: Vec::new(),
             steps: Vec::new(),
@@ -157,6 +184,7 @@ impl<'a> Schedule<'a> {
 
     /// Runs as far as it can without waiting. Returns whether it has finished.
     pub fn advance(&mut self, core: &mut Core) -> MpiResult<bool> {
+        debug_assert!(self.tag_source.is_none(), "a schedule advanced before it started");
         loop {
             let Some(&step) = self.steps.get(self.next) else {
                 // The end waits for everything still posted.

@@ -11,8 +11,9 @@ use crate::comm::{Comm, Group, CTX_STRIDE};
 use crate::core::{Core, CoreConfig, ReqId};
 use crate::engine::Engine;
 use crate::error::{err, ErrorClass, MpiError, MpiResult};
+use crate::intercoll;
 use crate::launch::{self, ProcInfo};
-use crate::sched::Slot;
+use crate::sched::{Schedule, Slot};
 
 /// How long the start-up wire-up may take before it fails naming what it waited for.
 pub const WIREUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -113,15 +114,26 @@ impl World {
     }
 
     /// Agrees on a context id for a new communicator over `parent`: the maximum of every
-    /// member's next free id. Collective over `parent`.
+    /// member's next free id (of both groups of an inter-communicator). Collective over
+    /// `parent`.
     pub fn alloc_ctx(&mut self, parent: &Comm) -> MpiResult<u32> {
         let mut buf = self.next_ctx.to_le_bytes();
-        coll::allreduce(&mut self.engine, parent, &mut buf, &MaxU32)?;
-        let ctx = u32::from_le_bytes(buf);
+        if parent.is_inter() {
+            let sched = intercoll::allreduce_both_schedule(parent, buf.to_vec(), Box::new(MaxU32));
+            let got = coll::run(&mut self.engine, sched.0)?;
+            buf.copy_from_slice(&got[sched.1]);
+        } else {
+            coll::allreduce(&mut self.engine, parent, &mut buf, &MaxU32)?;
+        }
+        self.take_ctx(u32::from_le_bytes(buf))
+    }
+
+    /// Records that the agreed context id `ctx` (and its stride) is used from now on.
+    fn take_ctx(&mut self, ctx: u32) -> MpiResult<u32> {
         if ctx > u32::MAX - 2 * CTX_STRIDE {
             return err(ErrorClass::Intern, "context ids exhausted");
         }
-        self.next_ctx = ctx + CTX_STRIDE;
+        self.next_ctx = self.next_ctx.max(ctx + CTX_STRIDE);
         if self.idups_pending > 0 {
             self.taken_during_idup.insert(ctx);
         }
@@ -139,7 +151,12 @@ impl World {
             return err(ErrorClass::Intern, "context ids exhausted");
         }
         self.next_ctx = mine + CTX_STRIDE;
-        let (sched, slot) = coll::allreduce_schedule(parent, mine.to_le_bytes().to_vec(), Box::new(MaxU32));
+        let mine = mine.to_le_bytes().to_vec();
+        let (sched, slot) = if parent.is_inter() {
+            intercoll::allreduce_both_schedule(parent, mine, Box::new(MaxU32))
+        } else {
+            coll::allreduce_schedule(parent, mine, Box::new(MaxU32))
+        };
         let id = self.engine.start_schedule(sched)?;
         self.idups_pending += 1;
         Ok((id, slot))
@@ -171,49 +188,155 @@ impl World {
             );
         }
         self.next_ctx = self.next_ctx.max(ctx + CTX_STRIDE);
-        Ok(Comm { cart: parent.cart.clone(), ..Comm::new(ctx, parent.group.clone(), parent.rank) })
+        Ok(Self::copy_of(parent, ctx))
     }
 
-    /// `MPI_Comm_dup` (§6.4.2).
+    /// A communicator over `parent`'s group(s) and topology in context `ctx`.
+    fn copy_of(parent: &Comm, ctx: u32) -> Comm {
+        match &parent.inter {
+            None => Comm { cart: parent.cart.clone(), ..Comm::new(ctx, parent.group.clone(), parent.rank) },
+            Some(inter) => Comm::new_inter(ctx, parent.group.clone(), parent.rank, inter.remote.clone()),
+        }
+    }
+
+    /// `MPI_Comm_dup` (§6.4.2); of an inter-communicator, an inter-communicator between the
+    /// same groups.
     pub fn comm_dup(&mut self, parent: &Comm) -> MpiResult<Comm> {
         let ctx = self.alloc_ctx(parent)?;
-        Ok(Comm { cart: parent.cart.clone(), ..Comm::new(ctx, parent.group.clone(), parent.rank) })
+        Ok(Self::copy_of(parent, ctx))
     }
 
     /// `MPI_Comm_split` (§6.4.2): ranks with the same `color` form a communicator ordered by
-    /// `(key, rank in parent)`; `UNDEFINED_COLOR` gets `None`.
+    /// `(key, rank in parent)`; `UNDEFINED_COLOR` gets `None`. Split of an inter-communicator
+    /// gives inter-communicators between the local and remote processes of each colour, and
+    /// `None` where the remote group has none of it.
     pub fn comm_split(&mut self, parent: &Comm, color: i32, key: i32) -> MpiResult<Option<Comm>> {
         if color < 0 && color != UNDEFINED_COLOR {
             return err(ErrorClass::Arg, format!("split colour {color} is negative"));
         }
-        let n = parent.size() as usize;
         let mut mine = color.to_le_bytes().to_vec();
         mine.extend_from_slice(&key.to_le_bytes());
-        let all = coll::allgatherv(&mut self.engine, parent, &mine, &vec![8; n])?;
+        let local_comm = parent.inter.as_ref().map_or(parent, |i| &i.local);
+        let local = coll::allgatherv(&mut self.engine, local_comm, &mine, &vec![8; parent.size() as usize])?;
+        let remote = match &parent.inter {
+            Some(_) => Some(coll::allgatherv(&mut self.engine, parent, &mine, &vec![8; parent.p2p_size() as usize])?),
+            None => None,
+        };
         let ctx = self.alloc_ctx(parent)?;
         if color == UNDEFINED_COLOR {
             return Ok(None);
         }
-        let mut members: Vec<(i32, i32)> = all
-            .iter()
-            .enumerate()
-            .filter_map(|(r, b)| {
-                let c = i32::from_le_bytes(b[0..4].try_into().expect("4 bytes"));
-                let k = i32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
-                (c == color).then_some((k, r as i32))
-            })
-            .collect();
-        members.sort_unstable();
-        let world_ranks = members.iter().map(|&(_, r)| parent.peer(r)).collect::<MpiResult<Vec<u32>>>()?;
-        let group = Group::new(world_ranks)?;
-        let rank = group.rank_of(parent.peer(parent.rank)?).expect("this process has the colour");
-        Ok(Some(Comm::new(ctx, Arc::new(group), rank)))
+        let group = Group::new(members_of_colour(&local, color, &parent.group))?;
+        let rank = group.rank_of(parent.me()).expect("this process has the colour");
+        let (Some(remote), Some(inter)) = (remote, &parent.inter) else {
+            return Ok(Some(Comm::new(ctx, Arc::new(group), rank)));
+        };
+        let remote_group = Group::new(members_of_colour(&remote, color, &inter.remote))?;
+        if remote_group.size() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Comm::new_inter(ctx, Arc::new(group), rank, Arc::new(remote_group))))
+    }
+
+    /// `MPI_Intercomm_create` (§6.6.2): collective over `local` (an intra-communicator); its
+    /// `local_leader` and the remote group's leader, rank `remote_leader` of `peer`, swap
+    /// their groups and context-id maxima over `peer` with `tag`.
+    pub fn intercomm_create(
+        &mut self,
+        local: &Comm,
+        local_leader: i32,
+        peer: &Comm,
+        remote_leader: i32,
+        tag: i32,
+    ) -> MpiResult<Comm> {
+        if local.is_inter() {
+            return err(ErrorClass::Comm, "the local communicator of MPI_Intercomm_create is an inter-communicator");
+        }
+        if !(0..local.size()).contains(&local_leader) {
+            return err(
+                ErrorClass::Rank,
+                format!("local leader {local_leader} is not in a communicator of {}", local.size()),
+            );
+        }
+        let mut max = self.next_ctx.to_le_bytes();
+        coll::allreduce(&mut self.engine, local, &mut max, &MaxU32)?;
+        // What the leader learns and passes on: the agreed id and the remote group's size, then
+        // the remote group's members.
+        let mut header = [0u8; 8];
+        let mut members = Vec::new();
+        if local.rank == local_leader {
+            if peer.is_inter() {
+                return err(ErrorClass::Comm, "the peer communicator of MPI_Intercomm_create is an inter-communicator");
+            }
+            let other = peer.peer(remote_leader)?;
+            let mine: Vec<u8> = local.group.members().iter().flat_map(|m| m.to_le_bytes()).collect();
+            let mut hdr = max.to_vec();
+            hdr.extend_from_slice(&(local.size() as u32).to_le_bytes());
+            let theirs = self.swap_with(peer.ctx, tag, other, hdr, 8)?;
+            let remote_size = u32::from_le_bytes(theirs[4..8].try_into().expect("4 bytes"));
+            members = self.swap_with(peer.ctx, tag, other, mine, remote_size as usize * 4)?;
+            MaxU32.reduce(&theirs[..4], &mut max)?;
+            header[..4].copy_from_slice(&max);
+            header[4..].copy_from_slice(&theirs[4..8]);
+        }
+        coll::bcast(&mut self.engine, local, local_leader, &mut header)?;
+        let remote_size = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+        if local.rank != local_leader {
+            members = vec![0; remote_size * 4];
+        }
+        coll::bcast(&mut self.engine, local, local_leader, &mut members)?;
+        let remote =
+            Group::new(members.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())?;
+        if let Some(&w) = remote.members().iter().find(|&&w| local.group.rank_of(w).is_some()) {
+            return err(
+                ErrorClass::Group,
+                format!("world rank {w} is in both groups of MPI_Intercomm_create: the groups must be disjoint"),
+            );
+        }
+        let ctx = self.take_ctx(u32::from_le_bytes(header[..4].try_into().expect("4 bytes")))?;
+        Ok(Comm::new_inter(ctx, local.group.clone(), local.rank, Arc::new(remote)))
+    }
+
+    /// Sends `bytes` to world rank `other` in context `ctx` with `tag` and receives exactly
+    /// `len` bytes from it: the leaders' exchange of `MPI_Intercomm_create`.
+    fn swap_with(&mut self, ctx: u32, tag: i32, other: u32, bytes: Vec<u8>, len: usize) -> MpiResult<Vec<u8>> {
+        let mut s = Schedule::between(ctx, tag, vec![other]);
+        let out = s.slot(bytes);
+        let back = s.slot(Vec::new());
+        s.recv(0, back, len);
+        s.send_last(0, out);
+        let mut slots = coll::run(&mut self.engine, s)?;
+        Ok(std::mem::take(&mut slots[back]))
+    }
+
+    /// `MPI_Intercomm_merge` (§6.6.2): an intra-communicator of both groups, the group that
+    /// passed `high == false` first; when both passed the same, the group whose leader has
+    /// the lower world rank.
+    pub fn intercomm_merge(&mut self, inter_comm: &Comm, high: bool) -> MpiResult<Comm> {
+        let Some(inter) = &inter_comm.inter else {
+            return err(ErrorClass::Comm, "MPI_Intercomm_merge needs an inter-communicator");
+        };
+        let ctx = self.alloc_ctx(inter_comm)?;
+        let theirs =
+            coll::allgatherv(&mut self.engine, inter_comm, &[u8::from(high)], &vec![1; inter.remote.size() as usize])?;
+        let their_high = theirs.first().is_some_and(|b| b == &[1]);
+        let (local, remote) = (&inter_comm.group, &inter.remote);
+        let local_first = if high == their_high { local.world_rank(0) < remote.world_rank(0) } else { !high };
+        let (first, second) = if local_first { (local, remote) } else { (remote, local) };
+        let mut members = first.members().to_vec();
+        members.extend_from_slice(second.members());
+        let group = Group::new(members)?;
+        let rank = group.rank_of(inter_comm.me()).expect("this process is in its own group");
+        Ok(Comm::new(ctx, Arc::new(group), rank))
     }
 
     /// `MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)` (§6.4.2): one communicator per host.
     /// A process that passed `MPI_UNDEFINED` takes part with `participate == false` and gets
     /// `None`: every member must run the same collectives.
     pub fn comm_split_shared(&mut self, parent: &Comm, key: i32, participate: bool) -> MpiResult<Option<Comm>> {
+        if parent.is_inter() {
+            return err(ErrorClass::Comm, "MPI_Comm_split_type of an inter-communicator is not supported");
+        }
         let n = parent.size() as usize;
         let mut name = [0u8; 256];
         let h = self.hostname.as_bytes();
@@ -229,8 +352,10 @@ impl World {
     /// agree on a context id among themselves, in `parent`'s group-creation context and
     /// tagged with `tag` so that concurrent creations with other tags stay apart.
     pub fn comm_create_group(&mut self, parent: &Comm, group: &Group, tag: i32) -> MpiResult<Comm> {
-        let me = parent.peer(parent.rank)?;
-        let Some(rank) = group.rank_of(me) else {
+        if parent.is_inter() {
+            return err(ErrorClass::Comm, "MPI_Comm_create_group needs an intra-communicator");
+        }
+        let Some(rank) = group.rank_of(parent.me()) else {
             return err(ErrorClass::Group, "the calling process is not in the group");
         };
         for &w in group.members() {
@@ -249,15 +374,33 @@ impl World {
     /// `MPI_Comm_create` (§6.4.2): collective over `parent`; members of `group` get the new
     /// communicator, the others `None`.
     pub fn comm_create(&mut self, parent: &Comm, group: &Group) -> MpiResult<Option<Comm>> {
+        if parent.is_inter() {
+            return err(ErrorClass::Comm, "MPI_Comm_create of an inter-communicator is not supported");
+        }
         for &w in group.members() {
             if parent.group.rank_of(w).is_none() {
                 return err(ErrorClass::Group, format!("process {w} of the group is not in the communicator"));
             }
         }
         let ctx = self.alloc_ctx(parent)?;
-        let me = parent.peer(parent.rank)?;
-        Ok(group.rank_of(me).map(|rank| Comm::new(ctx, Arc::new(group.clone()), rank)))
+        Ok(group.rank_of(parent.me()).map(|rank| Comm::new(ctx, Arc::new(group.clone()), rank)))
     }
+}
+
+/// The world ranks of `group` whose entry in `all` (colour, key: two little-endian i32 per
+/// rank) has `color`, ordered by key and then rank: the members of a split's new group.
+fn members_of_colour(all: &[Vec<u8>], color: i32, group: &Group) -> Vec<u32> {
+    let mut chosen: Vec<(i32, i32)> = all
+        .iter()
+        .enumerate()
+        .filter_map(|(r, b)| {
+            let c = i32::from_le_bytes(b[0..4].try_into().expect("4 bytes"));
+            let k = i32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
+            (c == color).then_some((k, r as i32))
+        })
+        .collect();
+    chosen.sort_unstable();
+    chosen.iter().map(|&(_, r)| group.world_rank(r).expect("rank of the group")).collect()
 }
 
 /// Reads a byte count from `var`, if set.

@@ -8,19 +8,6 @@
 
 static int rank, size;
 
-/* A non-commutative op on pairs (a, b): (a1,b1) o (a2,b2) = (a1*a2, b1*a2 + b2) (composition
- * of affine maps), so any reordering of operands shows. */
-static void affine(void *in, void *inout, int *len, MPI_Datatype *dt)
-{
-    (void)dt;
-    long *x = in, *y = inout;
-    for (int i = 0; i < *len; i++) {
-        long a = x[2 * i] * y[2 * i], b = x[2 * i + 1] * y[2 * i] + y[2 * i + 1];
-        y[2 * i] = a % 1000003;
-        y[2 * i + 1] = b % 1000003;
-    }
-}
-
 static void wait_by_test(MPI_Request *r)
 {
     int flag = 0;
@@ -285,6 +272,24 @@ int main(int argc, char **argv)
         for (int i = 0; i < 3; i++)
             MPI_OK(MPI_Comm_free(&all[i]));
         MPI_OK(MPI_Comm_free_keyval(&key));
+    }
+
+    /* A nonblocking collective and a blocking one started in different orders on different
+     * ranks: rank 0 starts an Iallreduce and then enters a Barrier, the others enter the
+     * Barrier first. Open MPI matches blocking and nonblocking collectives apart, and
+     * programs (mpi4py's Iagree test) rely on it. */
+    {
+        int in = rank + 1, sum = -1;
+        MPI_Request r;
+        if (rank == 0) {
+            MPI_OK(MPI_Iallreduce(&in, &sum, 1, MPI_INT, MPI_SUM, comm, &r));
+            MPI_OK(MPI_Barrier(comm));
+        } else {
+            MPI_OK(MPI_Barrier(comm));
+            MPI_OK(MPI_Iallreduce(&in, &sum, 1, MPI_INT, MPI_SUM, comm, &r));
+        }
+        MPI_OK(MPI_Wait(&r, MPI_STATUS_IGNORE));
+        CHECKF(sum == size * (size + 1) / 2, "iallreduce across a barrier: %d", sum);
     }
 
     MPI_OK(MPI_Comm_free(&comm));

@@ -8,8 +8,9 @@ use kawarimi_runtime::coll::{self, Reducer};
 use kawarimi_runtime::comm::Comm;
 use kawarimi_runtime::datatype::{Datatype, Primitive};
 use kawarimi_runtime::error::{ErrorClass, MpiResult};
+use kawarimi_runtime::intercoll::{self, InterRoot};
 use kawarimi_runtime::op;
-use kawarimi_runtime::sched::{Schedule, Slot};
+use kawarimi_runtime::sched::{kind, Schedule, Slot};
 
 use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Op, MPI_Request};
 use crate::api::p2p::{check_buffer, comm_of};
@@ -73,6 +74,40 @@ impl Typed {
 
 fn in_place(p: *const c_void) -> bool {
     p as usize == abi::MPI_IN_PLACE
+}
+
+/// Whether this process is the root of a rooted collective: on an inter-communicator the
+/// root passes `MPI_ROOT` (§5.2.2).
+fn is_root(comm: &Comm, root: c_int) -> bool {
+    if comm.is_inter() {
+        root == abi::MPI_ROOT
+    } else {
+        comm.rank == root
+    }
+}
+
+/// This process's part in a rooted collective on an inter-communicator (§5.2.2).
+fn inter_root(comm: &Comm, root: c_int) -> Res<InterRoot> {
+    match root {
+        abi::MPI_ROOT => Ok(InterRoot::Here),
+        abi::MPI_PROC_NULL => Ok(InterRoot::Idle),
+        q if (0..comm.p2p_size()).contains(&q) => Ok(InterRoot::Remote(q)),
+        _ => fail(
+            ErrorClass::Root,
+            format!(
+                "root {root} is neither MPI_ROOT, MPI_PROC_NULL nor a rank of the remote group of {}",
+                comm.p2p_size()
+            ),
+        ),
+    }
+}
+
+/// `MPI_IN_PLACE` has no meaning on an inter-communicator (§5.2.2).
+fn check_not_in_place(comm: &Comm, bufs: &[*const c_void]) -> Res<()> {
+    if comm.is_inter() && bufs.iter().any(|&b| in_place(b)) {
+        return fail(ErrorClass::Arg, "MPI_IN_PLACE cannot be used on an inter-communicator");
+    }
+    Ok(())
 }
 
 fn check_root(comm: &Comm, root: c_int) -> Res<()> {
@@ -276,6 +311,21 @@ unsafe fn bcast_plan(
     dt: MPI_Datatype,
     root: c_int,
 ) -> Res<Plan> {
+    if c.is_inter() {
+        let root = inter_root(c, root)?;
+        if root == InterRoot::Idle {
+            // The buffer arguments are not significant here (§5.4).
+            return Ok(Plan::nothing_after(intercoll::idle_schedule(c, kind::BCAST)));
+        }
+        let t = Typed::new(s, buffer, count, dt)?;
+        // SAFETY: per the contract.
+        let packed = if root == InterRoot::Here { unsafe { t.pack()? } } else { vec![0; t.packed_len()] };
+        let (sched, slot) = intercoll::bcast_schedule(c, root, packed);
+        return Ok(match root {
+            InterRoot::Remote(_) => Plan::new(sched, unpack_slot(t, slot)),
+            _ => Plan::nothing_after(sched),
+        });
+    }
     let t = Typed::new(s, buffer, count, dt)?;
     check_root(c, root)?;
     let is_root = c.rank == root;
@@ -299,6 +349,28 @@ unsafe fn reduce_plan(
     op: MPI_Op,
     root: c_int,
 ) -> Res<Plan> {
+    if c.is_inter() {
+        // The root receives the remote group's reduction.
+        check_not_in_place(c, &[sendbuf, recvbuf])?;
+        let root = inter_root(c, root)?;
+        if root == InterRoot::Idle {
+            // No argument but the root is significant here (§5.9.1).
+            return Ok(Plan::nothing_after(intercoll::idle_schedule(c, kind::REDUCE)));
+        }
+        let reducer = Box::new(ShimReducer::new(s, op, dt)?);
+        return Ok(match root {
+            InterRoot::Here => {
+                let recv = Typed::new(s, recvbuf, count, dt)?;
+                let (sched, slot) = intercoll::reduce_schedule(c, root, vec![0; recv.packed_len()], reducer);
+                Plan::new(sched, unpack_slot(recv, slot))
+            }
+            _ => {
+                // SAFETY: per the contract.
+                let input = unsafe { Typed::new(s, sendbuf, count, dt)?.pack()? };
+                Plan::nothing_after(intercoll::reduce_schedule(c, root, input, reducer).0)
+            }
+        });
+    }
     check_root(c, root)?;
     let reducer = ShimReducer::new(s, op, dt)?;
     let is_root = c.rank == root;
@@ -324,6 +396,10 @@ unsafe fn allreduce_plan(
     op: MPI_Op,
     scan: Option<bool>,
 ) -> Res<Plan> {
+    if c.is_inter() && scan.is_some() {
+        return fail(ErrorClass::Comm, "scans are not defined on an inter-communicator (MPI-3.1 §5.11)");
+    }
+    check_not_in_place(c, &[sendbuf])?;
     let reducer = Box::new(ShimReducer::new(s, op, dt)?);
     let recv = Typed::new(s, recvbuf, count, dt)?;
     // SAFETY: per the contract.
@@ -347,6 +423,7 @@ unsafe fn reduce_scatter_plan(
     dt: MPI_Datatype,
     op: MPI_Op,
 ) -> Res<Plan> {
+    check_not_in_place(c, &[sendbuf])?;
     let reducer = ShimReducer::new(s, op, dt)?;
     let total: usize = counts.iter().sum();
     // With MPI_IN_PLACE the input is in the receive buffer, `total` elements long (§5.10.1).
@@ -375,6 +452,24 @@ unsafe fn gatherv_plan(
     recvtype: MPI_Datatype,
     root: c_int,
 ) -> Res<Plan> {
+    if c.is_inter() {
+        check_not_in_place(c, &[sendbuf])?;
+        return Ok(match inter_root(c, root)? {
+            InterRoot::Here => {
+                let r = Typed::new(s, recvbuf, 0, recvtype)?;
+                let lens: Vec<usize> = cnts.iter().map(|&n| n * r.dt.size()).collect();
+                let (sched, slots) = intercoll::gatherv_schedule(c, InterRoot::Here, Vec::new(), &lens);
+                let targets = (0..cnts.len()).map(|i| (slots[i], r.at(dsp[i] * r.dt.extent(), cnts[i]))).collect();
+                Plan::new(sched, move |bufs| unpack_all(&bufs, targets))
+            }
+            InterRoot::Idle => Plan::nothing_after(intercoll::idle_schedule(c, kind::GATHER)),
+            remote => {
+                // SAFETY: per the contract.
+                let mine = unsafe { Typed::new(s, sendbuf, sendcount, sendtype)?.pack()? };
+                Plan::nothing_after(intercoll::gatherv_schedule(c, remote, mine, &[]).0)
+            }
+        });
+    }
     check_root(c, root)?;
     let is_root = c.rank == root;
     let recv = if is_root { Some(Typed::new(s, recvbuf, 0, recvtype)?) } else { None };
@@ -421,6 +516,26 @@ unsafe fn scatterv_plan(
     recvtype: MPI_Datatype,
     root: c_int,
 ) -> Res<Plan> {
+    if c.is_inter() {
+        check_not_in_place(c, &[recvbuf])?;
+        return Ok(match inter_root(c, root)? {
+            InterRoot::Here => {
+                let send = Typed::new(s, sendbuf, 0, sendtype)?;
+                let mut pieces = Vec::with_capacity(cnts.len());
+                for i in 0..cnts.len() {
+                    // SAFETY: per the contract.
+                    pieces.push(unsafe { send.at(dsp[i] * send.dt.extent(), cnts[i]).pack()? });
+                }
+                Plan::nothing_after(intercoll::scatterv_schedule(c, InterRoot::Here, pieces, 0).0)
+            }
+            InterRoot::Idle => Plan::nothing_after(intercoll::idle_schedule(c, kind::SCATTER)),
+            remote => {
+                let recv = Typed::new(s, recvbuf, recvcount, recvtype)?;
+                let (sched, slot) = intercoll::scatterv_schedule(c, remote, Vec::new(), recv.packed_len());
+                Plan::new(sched, unpack_slot(recv, slot))
+            }
+        });
+    }
     check_root(c, root)?;
     let is_root = c.rank == root;
     let keep_own = is_root && in_place(recvbuf);
@@ -456,6 +571,7 @@ unsafe fn allgatherv_plan(
     dsp: &[isize],
     recvtype: MPI_Datatype,
 ) -> Res<Plan> {
+    check_not_in_place(c, &[sendbuf])?;
     let recv = Typed::new(s, recvbuf, 0, recvtype)?;
     let me = c.rank as usize;
     let mine = if in_place(sendbuf) {
@@ -498,7 +614,8 @@ fn alltoall_parts(
     recvcount: c_int,
     recvtype: MPI_Datatype,
 ) -> Res<(Vec<Typed>, Vec<Typed>)> {
-    let n = c.size() as usize;
+    check_not_in_place(c, &[sendbuf])?;
+    let n = c.p2p_size() as usize;
     let st = if in_place(sendbuf) { recvtype } else { sendtype };
     let sc = if in_place(sendbuf) { recvcount } else { sendcount };
     let send = Typed::new(s, if in_place(sendbuf) { recvbuf } else { sendbuf }, sc, st)?;
@@ -520,7 +637,8 @@ fn alltoallv_parts(
     rdispls: *const c_int,
     recvtype: MPI_Datatype,
 ) -> Res<(Vec<Typed>, Vec<Typed>)> {
-    let n = c.size() as usize;
+    check_not_in_place(c, &[sendbuf])?;
+    let n = c.p2p_size() as usize;
     let (rc, rd) = (counts(recvcounts, n)?, displs(rdispls, n)?);
     let recv = Typed::new(s, recvbuf, 0, recvtype)?;
     let recv_parts: Vec<Typed> = (0..n).map(|i| recv.at(rd[i] * recv.dt.extent(), rc[i])).collect();
@@ -548,7 +666,8 @@ fn alltoallw_parts(
     rdispls: *const c_int,
     recvtypes: *const MPI_Datatype,
 ) -> Res<(Vec<Typed>, Vec<Typed>)> {
-    let n = c.size() as usize;
+    check_not_in_place(c, &[sendbuf])?;
+    let n = c.p2p_size() as usize;
     let (rc, rd) = (counts(recvcounts, n)?, displs(rdispls, n)?);
     // SAFETY: one datatype per rank (§5.8).
     let rt = unsafe { c_array(recvtypes, n)? };
@@ -708,7 +827,7 @@ mpi_fn! {
 
     fn Gather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
         coll_call("MPI_Gather", comm, None, |s, c| {
-            let (cnts, dsp) = if c.rank == root { uniform(c.size(), recvcount) } else { (Vec::new(), Vec::new()) };
+            let (cnts, dsp) = if is_root(c, root) { uniform(c.p2p_size(), recvcount) } else { (Vec::new(), Vec::new()) };
             // SAFETY: the application's buffers, valid until the collective completes (at once, or
             // at the Wait/Test of its request, §5.12).
             unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
@@ -717,7 +836,7 @@ mpi_fn! {
 
     fn Igather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         coll_call("MPI_Igather", comm, Some(request), |s, c| {
-            let (cnts, dsp) = if c.rank == root { uniform(c.size(), recvcount) } else { (Vec::new(), Vec::new()) };
+            let (cnts, dsp) = if is_root(c, root) { uniform(c.p2p_size(), recvcount) } else { (Vec::new(), Vec::new()) };
             // SAFETY: the application's buffers, valid until the collective completes (at once, or
             // at the Wait/Test of its request, §5.12).
             unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
@@ -726,8 +845,8 @@ mpi_fn! {
 
     fn Gatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
         coll_call("MPI_Gatherv", comm, None, |s, c| {
-            let n = c.size() as usize;
-            let (cnts, dsp) = if c.rank == root { (counts(recvcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
+            let n = c.p2p_size() as usize;
+            let (cnts, dsp) = if is_root(c, root) { (counts(recvcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
             // SAFETY: the application's buffers, valid until the collective completes (at once, or
             // at the Wait/Test of its request, §5.12).
             unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
@@ -736,8 +855,8 @@ mpi_fn! {
 
     fn Igatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         coll_call("MPI_Igatherv", comm, Some(request), |s, c| {
-            let n = c.size() as usize;
-            let (cnts, dsp) = if c.rank == root { (counts(recvcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
+            let n = c.p2p_size() as usize;
+            let (cnts, dsp) = if is_root(c, root) { (counts(recvcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
             // SAFETY: the application's buffers, valid until the collective completes (at once, or
             // at the Wait/Test of its request, §5.12).
             unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
@@ -746,7 +865,7 @@ mpi_fn! {
 
     fn Scatter(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
         coll_call("MPI_Scatter", comm, None, |s, c| {
-            let (cnts, dsp) = if c.rank == root { uniform(c.size(), sendcount) } else { (Vec::new(), Vec::new()) };
+            let (cnts, dsp) = if is_root(c, root) { uniform(c.p2p_size(), sendcount) } else { (Vec::new(), Vec::new()) };
             // SAFETY: the application's buffers, valid until the collective completes (at once, or
             // at the Wait/Test of its request, §5.12).
             unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
@@ -755,7 +874,7 @@ mpi_fn! {
 
     fn Iscatter(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         coll_call("MPI_Iscatter", comm, Some(request), |s, c| {
-            let (cnts, dsp) = if c.rank == root { uniform(c.size(), sendcount) } else { (Vec::new(), Vec::new()) };
+            let (cnts, dsp) = if is_root(c, root) { uniform(c.p2p_size(), sendcount) } else { (Vec::new(), Vec::new()) };
             // SAFETY: the application's buffers, valid until the collective completes (at once, or
             // at the Wait/Test of its request, §5.12).
             unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
@@ -764,8 +883,8 @@ mpi_fn! {
 
     fn Scatterv(sendbuf: *const c_void, sendcounts: *const c_int, displs_: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
         coll_call("MPI_Scatterv", comm, None, |s, c| {
-            let n = c.size() as usize;
-            let (cnts, dsp) = if c.rank == root { (counts(sendcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
+            let n = c.p2p_size() as usize;
+            let (cnts, dsp) = if is_root(c, root) { (counts(sendcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
             // SAFETY: the application's buffers, valid until the collective completes (at once, or
             // at the Wait/Test of its request, §5.12).
             unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
@@ -774,8 +893,8 @@ mpi_fn! {
 
     fn Iscatterv(sendbuf: *const c_void, sendcounts: *const c_int, displs_: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         coll_call("MPI_Iscatterv", comm, Some(request), |s, c| {
-            let n = c.size() as usize;
-            let (cnts, dsp) = if c.rank == root { (counts(sendcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
+            let n = c.p2p_size() as usize;
+            let (cnts, dsp) = if is_root(c, root) { (counts(sendcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
             // SAFETY: the application's buffers, valid until the collective completes (at once, or
             // at the Wait/Test of its request, §5.12).
             unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
@@ -784,7 +903,7 @@ mpi_fn! {
 
     fn Allgather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
         coll_call("MPI_Allgather", comm, None, |s, c| {
-            let (cnts, dsp) = uniform(c.size(), recvcount);
+            let (cnts, dsp) = uniform(c.p2p_size(), recvcount);
             // SAFETY: the application's buffers, valid until the collective completes (at once, or
             // at the Wait/Test of its request, §5.12).
             unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
@@ -793,7 +912,7 @@ mpi_fn! {
 
     fn Iallgather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         coll_call("MPI_Iallgather", comm, Some(request), |s, c| {
-            let (cnts, dsp) = uniform(c.size(), recvcount);
+            let (cnts, dsp) = uniform(c.p2p_size(), recvcount);
             // SAFETY: the application's buffers, valid until the collective completes (at once, or
             // at the Wait/Test of its request, §5.12).
             unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
@@ -802,7 +921,7 @@ mpi_fn! {
 
     fn Allgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
         coll_call("MPI_Allgatherv", comm, None, |s, c| {
-            let n = c.size() as usize;
+            let n = c.p2p_size() as usize;
             let (cnts, dsp) = (counts(recvcounts, n)?, displs(displs_, n)?);
             // SAFETY: the application's buffers, valid until the collective completes (at once, or
             // at the Wait/Test of its request, §5.12).
@@ -812,7 +931,7 @@ mpi_fn! {
 
     fn Iallgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         coll_call("MPI_Iallgatherv", comm, Some(request), |s, c| {
-            let n = c.size() as usize;
+            let n = c.p2p_size() as usize;
             let (cnts, dsp) = (counts(recvcounts, n)?, displs(displs_, n)?);
             // SAFETY: the application's buffers, valid until the collective completes (at once, or
             // at the Wait/Test of its request, §5.12).

@@ -448,9 +448,18 @@ mpi_fn! {
             let r = if i1 == i2 {
                 abi::MPI_IDENT
             } else {
-                match a.group.compare(&b.group) {
-                    Comparison::Ident => abi::MPI_CONGRUENT,
-                    other => comparison(other),
+                match (&a.inter, &b.inter) {
+                    (None, None) => match a.group.compare(&b.group) {
+                        Comparison::Ident => abi::MPI_CONGRUENT,
+                        other => comparison(other),
+                    },
+                    // Inter-communicators compare both their groups (§6.6.1).
+                    (Some(x), Some(y)) => match (a.group.compare(&b.group), x.remote.compare(&y.remote)) {
+                        (Comparison::Ident, Comparison::Ident) => abi::MPI_CONGRUENT,
+                        (Comparison::Unequal, _) | (_, Comparison::Unequal) => abi::MPI_UNEQUAL,
+                        _ => abi::MPI_SIMILAR,
+                    },
+                    _ => abi::MPI_UNEQUAL,
                 }
             };
             // SAFETY: caller's output argument.
@@ -469,9 +478,60 @@ mpi_fn! {
 
     fn Comm_test_inter(comm: MPI_Comm, flag: *mut c_int) -> c_int {
         call("MPI_Comm_test_inter", Some(comm), |s| {
-            s.comm_index(comm)?;
-            // SAFETY: caller's output argument. kawarimi has only intra-communicators.
-            unsafe { out(flag, 0) }
+            let inter = s.comm_entry(comm)?.comm.is_inter();
+            // SAFETY: caller's output argument.
+            unsafe { out(flag, c_int::from(inter)) }
+        })
+    }
+
+    fn Comm_remote_size(comm: MPI_Comm, size: *mut c_int) -> c_int {
+        call("MPI_Comm_remote_size", Some(comm), |s| {
+            let c = &s.comm_entry(comm)?.comm;
+            let Some(inter) = &c.inter else {
+                return fail(ErrorClass::Comm, "MPI_Comm_remote_size needs an inter-communicator");
+            };
+            let n = inter.remote.size();
+            // SAFETY: caller's output argument.
+            unsafe { out(size, n) }
+        })
+    }
+
+    fn Comm_remote_group(comm: MPI_Comm, group: *mut MPI_Group) -> c_int {
+        call("MPI_Comm_remote_group", Some(comm), |s| {
+            let c = &s.comm_entry(comm)?.comm;
+            let Some(inter) = &c.inter else {
+                return fail(ErrorClass::Comm, "MPI_Comm_remote_group needs an inter-communicator");
+            };
+            let g = (*inter.remote).clone();
+            let h = s.new_group(g)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(group, h) }
+        })
+    }
+
+    fn Intercomm_create(local_comm: MPI_Comm, local_leader: c_int, peer_comm: MPI_Comm, remote_leader: c_int, tag: c_int, newintercomm: *mut MPI_Comm) -> c_int {
+        call("MPI_Intercomm_create", Some(local_comm), |s| {
+            let (local, _) = comm_of(s, local_comm)?;
+            // The peer communicator is significant only at the local leader (§6.6.2).
+            let peer = if local.rank == local_leader { Some(comm_of(s, peer_comm)?.0) } else { None };
+            if peer.is_some() && tag < 0 {
+                return fail(ErrorClass::Tag, format!("tag {tag} is negative"));
+            }
+            let peer = peer.unwrap_or_else(|| local.clone());
+            let n = s.world()?.intercomm_create(&local, local_leader, &peer, remote_leader, tag)?;
+            let h = add_comm(s, local_comm, Some(n))?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newintercomm, h) }
+        })
+    }
+
+    fn Intercomm_merge(intercomm: MPI_Comm, high: c_int, newintracomm: *mut MPI_Comm) -> c_int {
+        call("MPI_Intercomm_merge", Some(intercomm), |s| {
+            let (c, _) = comm_of(s, intercomm)?;
+            let n = s.world()?.intercomm_merge(&c, high != 0)?;
+            let h = add_comm(s, intercomm, Some(n))?;
+            // SAFETY: caller's output argument.
+            unsafe { out(newintracomm, h) }
         })
     }
 
@@ -701,6 +761,9 @@ mpi_fn! {
     fn Cart_create(comm_old: MPI_Comm, ndims: c_int, dims: *const c_int, periods: *const c_int, _reorder: c_int, comm_cart: *mut MPI_Comm) -> c_int {
         call("MPI_Cart_create", Some(comm_old), |s| {
             let (c, _) = comm_of(s, comm_old)?;
+            if c.is_inter() {
+                return fail(ErrorClass::Comm, "MPI_Cart_create needs an intra-communicator");
+            }
             if ndims < 0 {
                 return fail(ErrorClass::Dims, format!("ndims {ndims} is negative"));
             }

@@ -115,10 +115,10 @@ fn check_tag(tag: c_int, recv: bool) -> Res<()> {
 }
 
 fn check_rank(comm: &Comm, r: c_int, recv: bool) -> Res<()> {
-    if r == abi::MPI_PROC_NULL || (recv && r == abi::MPI_ANY_SOURCE) || (0..comm.size()).contains(&r) {
+    if r == abi::MPI_PROC_NULL || (recv && r == abi::MPI_ANY_SOURCE) || (0..comm.p2p_size()).contains(&r) {
         return Ok(());
     }
-    fail(ErrorClass::Rank, format!("rank {r} is not in a communicator of {}", comm.size()))
+    fail(ErrorClass::Rank, format!("rank {r} is not in a communicator of {}", comm.p2p_size()))
 }
 
 /// A request that is complete from the start (`MPI_PROC_NULL`, §3.11).
