@@ -1,7 +1,8 @@
-//! The NAS Parallel Benchmarks kernels (EP, IS, CG, MG, FT) written for kawarimi in Rust on rsmpi
-//! (`examples/src/npb/`): classes S and W at 4 ranks, natively and preloaded with kawarimi,
-//! must report `VERIFICATION SUCCESSFUL` against NPB's official values; and each must still
-//! verify when its job is live-migrated twice in mid-run under `kawarimi run`.
+//! The NAS Parallel Benchmarks written for kawarimi in Rust on rsmpi (`examples/src/npb/`): the
+//! kernels EP, IS, CG, MG, FT and the pseudo-application LU. Classes S and W at 4 ranks,
+//! natively and preloaded with kawarimi, must report `VERIFICATION SUCCESSFUL` against NPB's
+//! official values; and each must still verify when its job is live-migrated twice in mid-run
+//! under `kawarimi run`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use kawarimi_runtime::control::proto::Reply;
 use kawarimi_tests::job::KawarimiJob;
 use kawarimi_tests::{kawarimi_lib, mpirun, workspace_root};
 
-const BENCHMARKS: &[&str] = &["ep", "is", "cg", "mg", "ft"];
+const BENCHMARKS: &[&str] = &["ep", "is", "cg", "mg", "ft", "lu"];
 const RANKS: u32 = 4;
 
 fn bin(name: &str) -> PathBuf {
@@ -109,7 +110,7 @@ fn migrate_twice(name: &str, class: &str) {
 #[test]
 fn every_kernel_verifies_after_two_migrations_in_mid_run() {
     // Classes long enough (seconds) that both migrations land inside the computation.
-    for (name, class) in [("ep", "W"), ("is", "A"), ("cg", "A"), ("mg", "A"), ("ft", "A")] {
+    for (name, class) in [("ep", "W"), ("is", "A"), ("cg", "A"), ("mg", "A"), ("ft", "A"), ("lu", "W")] {
         migrate_twice(name, class);
     }
 }

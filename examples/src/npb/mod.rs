@@ -26,10 +26,12 @@
 //! Result<Outcome, String>` and its binary is `fn main() { npb::run_main("EP", npb::ep::run) }`.
 
 // Benchmarks. CG and MG (written alongside) add `pub mod cg;` / `pub mod mg;` here.
+pub mod cfd;
 pub mod cg;
 pub mod ep;
 pub mod ft;
 pub mod is;
+pub mod lu;
 pub mod mg;
 
 use mpi::collective::SystemOperation;
