@@ -4,6 +4,8 @@
 //!   MPI's `mpirun` with `libkawarimi.so` preloaded into every rank, the coordinator's address
 //!   and a fresh per-job secret. Every flag is passed to `mpirun` unchanged.
 //! - `kawarimi ctl status` asks a running job's coordinator for the job's state.
+//! - `kawarimi devices` lists the verbs devices and active ports this host has now, as a rank
+//!   would find them when it (re)discovers its transports.
 
 mod ctl;
 mod run;
@@ -53,6 +55,40 @@ enum Cmd {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// List the verbs devices and active ports of this host (what rediscovery would find).
+    /// Exits 0 if at least one port is usable, 1 if none is.
+    Devices,
+}
+
+fn devices() -> ExitCode {
+    use kawarimi_transports::verbs;
+    let found = verbs::discover();
+    for p in &found.ports {
+        println!(
+            "{} port {}: {:?}, lid {}, gid[{}] {} ({:?}){}",
+            p.device,
+            p.port,
+            p.fabric,
+            p.lid,
+            p.gid.index,
+            p.gid.gid,
+            p.gid.kind,
+            p.netdev.as_deref().map(|n| format!(", netdev {n}")).unwrap_or_default()
+        );
+    }
+    for why in &found.skipped {
+        println!("skipped: {why}");
+    }
+    let held = verbs::open_uverbs_fds();
+    if !held.is_empty() {
+        eprintln!("kawarimi: discovery left uverbs descriptors open: {held:?}");
+        return ExitCode::from(2);
+    }
+    if found.ports.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn main() -> ExitCode {
@@ -60,6 +96,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Run { lib, mpirun, job_name, args } => run::run(lib, &mpirun, job_name, &args),
         Cmd::Ctl { command, job, timeout, json } => ctl::ctl(command, job.as_deref(), timeout, json),
+        Cmd::Devices => Ok(devices()),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod fuzzing;
 pub mod sim;
 pub mod tcp;
+pub mod verbs;
 pub mod wire;
 
 use std::time::Duration;
