@@ -8,6 +8,8 @@
 //! one). `sideway` loads libibverbs at run time, so on a host without rdma-core discovery
 //! finds nothing and kawarimi runs without verbs.
 
+pub mod channel;
+
 use std::net::Ipv6Addr;
 
 use sideway::ibverbs::address::GidType;
