@@ -9,6 +9,7 @@
 
 mod ctl;
 mod run;
+mod verbs_check;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,21 @@ enum Cmd {
     /// List the verbs devices and active ports of this host (what rediscovery would find).
     /// Exits 0 if at least one port is usable, 1 if none is.
     Devices,
+    /// Check kawarimi's verbs transport between two hosts without MPI: frames of every size
+    /// both ways, latency, bandwidth, and that dropping it leaves no uverbs descriptor open.
+    /// Run `--listen PORT` on one host, then `--connect HOST:PORT` on the other.
+    VerbsCheck {
+        /// The verbs device to use (default: the first with an active port).
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long, conflicts_with = "connect")]
+        listen: Option<u16>,
+        #[arg(long)]
+        connect: Option<String>,
+        /// Round trips for the latency figure.
+        #[arg(long, default_value_t = 1000)]
+        iterations: u32,
+    },
 }
 
 fn devices() -> ExitCode {
@@ -97,6 +113,10 @@ fn main() -> ExitCode {
         Cmd::Run { lib, mpirun, job_name, args } => run::run(lib, &mpirun, job_name, &args),
         Cmd::Ctl { command, job, timeout, json } => ctl::ctl(command, job.as_deref(), timeout, json),
         Cmd::Devices => Ok(devices()),
+        Cmd::VerbsCheck { device, listen, connect, iterations } => {
+            verbs_check::verbs_check(device.as_deref(), listen, connect.as_deref(), iterations.max(1))
+                .map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

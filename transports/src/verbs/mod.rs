@@ -9,6 +9,7 @@
 //! finds nothing and kawarimi runs without verbs.
 
 pub mod channel;
+pub mod device;
 
 use std::net::Ipv6Addr;
 
