@@ -290,7 +290,7 @@ impl Engine {
     /// job of one.
     pub fn transport_summary(&self) -> String {
         match &self.transport {
-            Some(t) => format!("{:?}", t.kind()).to_lowercase(),
+            Some(t) => t.summary(),
             None if self.core.size() == 1 => "none".into(),
             None => "detached".into(),
         }

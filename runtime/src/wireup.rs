@@ -13,15 +13,18 @@
 //! `KAWARIMI_WIREUP=coordinator` forces address exchange through the coordinator even
 //! where PMIx exists (for launchers whose PMIx is unusable, and for tests).
 //!
-//! Then every rank binds a TCP listener, publishes its address under [`TCP_ADDR_KEY`],
-//! fences, reads every peer's address, and connects the full mesh; each connection proves it
-//! holds the secret before carrying a frame.
+//! Then every rank binds a TCP listener and, when its host has a verbs port, opens a queue
+//! pair per peer; it publishes both under [`TCP_ADDR_KEY`] and [`VERBS_ADDR_KEY`], fences,
+//! reads every peer's, and connects: verbs to peers on the same fabric, TCP to the rest.
+//! Each TCP connection proves it holds the secret before carrying a frame.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use kawarimi_transports::auth::JobSecret;
 use kawarimi_transports::bootstrap::{self, Bootstrap, Pmix, Singleton};
+use kawarimi_transports::routed::Routed;
+use kawarimi_transports::verbs::{self, device::QpAddress, device::VerbsConfig, device::VerbsEndpoint};
 use kawarimi_transports::{tcp, Transport};
 
 use crate::control::client::{RankClient, COORD_ENV};
@@ -33,6 +36,9 @@ use crate::launch::ProcInfo;
 
 /// Bootstrap key under which a rank publishes its TCP listener address.
 pub const TCP_ADDR_KEY: &str = "kawarimi.tcp.addr";
+/// Bootstrap key under which a rank publishes its verbs fabric and, per peer, the address of
+/// its queue pair for that peer (empty when it has no usable verbs port).
+pub const VERBS_ADDR_KEY: &str = "kawarimi.verbs.addr";
 /// Bootstrap key under which a rank publishes its control group and, if it leads the group,
 /// where its relay listens (`group` `\n` `host:port`).
 pub const CTL_KEY: &str = "kawarimi.ctl";
@@ -114,7 +120,7 @@ pub struct Rewire {
 }
 
 /// The transports this build can open, in order of preference.
-pub const TRANSPORTS: &[&str] = &["tcp"];
+pub const TRANSPORTS: &[&str] = &["verbs", "tcp"];
 
 /// The transport forced by `ctl resume --transport` (`flag`) or by `KAWARIMI_TRANSPORT`, if
 /// any; an unknown one is an error rather than a silent fallback.
@@ -135,11 +141,12 @@ impl crate::switch::Reconnect for Rewire {
         transport: Option<&str>,
         timeout: Duration,
     ) -> MpiResult<Option<Box<dyn Transport>>> {
-        forced_transport(transport)?;
+        let forced = forced_transport(transport)?;
         if self.proc.size == 1 {
             return Ok(None);
         }
-        connect_tcp(&self.proc, self.bootstrap.as_mut(), &self.secret, epoch, timeout).map(Some)
+        connect_data_path(&self.proc, self.bootstrap.as_mut(), &self.secret, epoch, forced.as_deref(), timeout)
+            .map(Some)
     }
 }
 
@@ -267,7 +274,7 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
             ),
         ));
     }
-    forced_transport(None)?;
+    let forced = forced_transport(None)?;
     // The control tree: this rank's host leader runs a relay; its address rides on the
     // data path's own fence.
     let group = control.coordinator.map(|_| control_group(proc, &host)).transpose()?;
@@ -283,8 +290,11 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
         }
         bootstrap.put(CTL_KEY, value.as_bytes()).map_err(|e| boot_err("publish control group", e))?;
     }
-    let transport =
-        if proc.size == 1 { None } else { Some(connect_tcp(proc, bootstrap.as_mut(), &control.secret, 0, timeout)?) };
+    let transport = if proc.size == 1 {
+        None
+    } else {
+        Some(connect_data_path(proc, bootstrap.as_mut(), &control.secret, 0, forced.as_deref(), timeout)?)
+    };
     if let (Some((key, false)), None) = (&group, control.relay_addr) {
         control.relay_addr = Some(find_relay(proc, bootstrap.as_mut(), key)?);
     }
@@ -343,29 +353,103 @@ fn find_relay(proc: &ProcInfo, boot: &mut dyn Bootstrap, key: &str) -> MpiResult
     Err(boot_err("control group", format!("no rank leads group {key:?}")))
 }
 
-/// Publishes this rank's TCP address for `epoch`, learns everyone else's, and connects the
-/// mesh.
-fn connect_tcp(
+/// Publishes this rank's data-path addresses for `epoch` (TCP always; verbs when this host
+/// has a usable port now, found by a fresh discovery), learns everyone else's, and connects:
+/// verbs to every peer whose port is on the same fabric, TCP to the rest. Both ends of a
+/// pair read the same two entries, so they choose alike. `forced`: `verbs` fails unless
+/// every peer can be reached by verbs, `tcp` does not open verbs at all.
+fn connect_data_path(
     proc: &ProcInfo,
     boot: &mut dyn Bootstrap,
     secret: &JobSecret,
     epoch: u32,
+    forced: Option<&str>,
     timeout: Duration,
 ) -> MpiResult<Box<dyn Transport>> {
+    let peers: Vec<u32> = (0..proc.size).filter(|&r| r != proc.rank).collect();
+    let verbs = if forced == Some("tcp") { None } else { open_verbs(proc, &peers, forced == Some("verbs"))? };
     let endpoint = tcp::bind(proc.rank, data_ip()?, secret.clone()).map_err(|e| boot_err("bind", e))?;
-    let addr = endpoint.local_addr().to_string();
-    let key = format!("{TCP_ADDR_KEY}.{epoch}");
-    boot.put(&key, addr.as_bytes()).map_err(|e| boot_err("publish address", e))?;
+    let tcp_key = format!("{TCP_ADDR_KEY}.{epoch}");
+    let verbs_key = format!("{VERBS_ADDR_KEY}.{epoch}");
+    boot.put(&tcp_key, endpoint.local_addr().to_string().as_bytes()).map_err(|e| boot_err("publish address", e))?;
+    let mut mine = String::new();
+    if let Some((ep, fabric)) = &verbs {
+        mine.push_str(fabric);
+        for &p in &peers {
+            let a = ep.address_for(p).expect("a queue pair per peer");
+            mine.push_str(&format!("\n{p} {}", a.encode()));
+        }
+    }
+    boot.put(&verbs_key, mine.as_bytes()).map_err(|e| boot_err("publish verbs address", e))?;
     boot.commit().map_err(|e| boot_err("commit", e))?;
     boot.fence(timeout).map_err(|e| boot_err("fence", e))?;
-    let mut peers = Vec::with_capacity(proc.size as usize);
-    for r in (0..proc.size).filter(|&r| r != proc.rank) {
-        let raw = boot.get(r, &key).map_err(|e| boot_err(&format!("address of rank {r}"), e))?;
+    let mut tcp_peers = Vec::with_capacity(peers.len());
+    let mut verbs_peers = std::collections::BTreeMap::new();
+    for &r in &peers {
+        let raw = boot.get(r, &tcp_key).map_err(|e| boot_err(&format!("address of rank {r}"), e))?;
         let text = String::from_utf8_lossy(&raw);
         let sa: SocketAddr =
             text.parse().map_err(|_| boot_err(&format!("address of rank {r}"), format!("{text:?} is not ip:port")))?;
-        peers.push((r, sa));
+        let theirs = boot.get(r, &verbs_key).map_err(|e| boot_err(&format!("verbs address of rank {r}"), e))?;
+        match (&verbs, verbs_address_for(&String::from_utf8_lossy(&theirs), proc.rank)?) {
+            (Some((_, fabric)), Some((their_fabric, addr))) if *fabric == their_fabric => {
+                verbs_peers.insert(r, addr);
+            }
+            _ if forced == Some("verbs") => {
+                return Err(boot_err(
+                    "transport",
+                    format!("verbs was forced, but rank {r} has no verbs port on this rank's fabric"),
+                ))
+            }
+            _ => tcp_peers.push((r, sa)),
+        }
     }
-    let transport = endpoint.connect_all(&peers, timeout).map_err(|e| boot_err("connect", e))?;
-    Ok(Box::new(transport))
+    let tcp = endpoint.connect_all(&tcp_peers, timeout).map_err(|e| boot_err("connect", e))?;
+    let Some((ep, _)) = verbs.filter(|_| !verbs_peers.is_empty()) else {
+        return Ok(Box::new(tcp));
+    };
+    let verbs = ep.connect(&verbs_peers).map_err(|e| boot_err("verbs connect", e))?;
+    // Every queue pair must be ready to receive before anything is sent to it.
+    boot.commit().map_err(|e| boot_err("commit", e))?;
+    boot.fence(timeout).map_err(|e| boot_err("fence after verbs connect", e))?;
+    let tcp_ranks = tcp_peers.iter().map(|&(r, _)| r).collect();
+    Ok(Box::new(Routed::new(vec![
+        (Box::new(verbs) as Box<dyn Transport>, verbs_peers.keys().copied().collect()),
+        (Box::new(tcp), tcp_ranks),
+    ])))
+}
+
+/// Opens this rank's verbs endpoint on the first usable port, with its fabric id; `None`
+/// when the host has none now (an error instead when verbs is `required`).
+fn open_verbs(proc: &ProcInfo, peers: &[u32], required: bool) -> MpiResult<Option<(VerbsEndpoint, String)>> {
+    let found = verbs::discover();
+    let Some(port) = found.ports.first() else {
+        if required {
+            return Err(boot_err("transport", format!("verbs was forced, but {}", found.skipped.join("; "))));
+        }
+        return Ok(None);
+    };
+    match VerbsEndpoint::open(port, proc.rank, peers, VerbsConfig::default()) {
+        Ok(ep) => Ok(Some((ep, port.fabric_id()))),
+        Err(e) if required => Err(boot_err("verbs", e)),
+        Err(e) => {
+            tracing::warn!("rank {}: verbs port {} unusable, using TCP: {e}", proc.rank, port.device);
+            Ok(None)
+        }
+    }
+}
+
+/// Reads a peer's published verbs entry: its fabric and its queue pair's address for rank
+/// `me`, or `None` if it has no verbs.
+fn verbs_address_for(entry: &str, me: u32) -> MpiResult<Option<(String, QpAddress)>> {
+    let mut lines = entry.lines();
+    let Some(fabric) = lines.next().filter(|f| !f.is_empty()) else { return Ok(None) };
+    for line in lines {
+        let Some((peer, addr)) = line.split_once(' ') else { continue };
+        if peer.parse::<u32>().ok() == Some(me) {
+            let addr = QpAddress::decode(addr).map_err(|e| boot_err("verbs address", e))?;
+            return Ok(Some((fabric.to_string(), addr)));
+        }
+    }
+    Err(boot_err("verbs address", format!("a peer's verbs entry has no queue pair for rank {me}")))
 }

@@ -1,7 +1,8 @@
 //! Rust programs on rsmpi (the `mpi` crate) run on kawarimi both ways: preloaded like any
 //! binary, and linked (one dependency and `use kawarimi as _;`, no LD_PRELOAD). Each run
-//! also proves which MPI answered: with `KAWARIMI_TRANSPORT=verbs`, which this build cannot
-//! open, kawarimi refuses to start and says so, while native Open MPI ignores the variable.
+//! also proves which MPI answered: with `KAWARIMI_TRANSPORT=carrier-pigeon`, a transport no
+//! build has, kawarimi refuses to start and says so, while native Open MPI ignores the
+//! variable.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -38,7 +39,7 @@ fn run(exe: &PathBuf, ranks: u32, preload: bool, extra_env: &[(&str, &str)]) -> 
     (out.status.success(), text)
 }
 
-const REFUSED: &str = "\"verbs\" is not available";
+const REFUSED: &str = "\"carrier-pigeon\" is not available";
 
 #[test]
 fn plain_rsmpi_program_runs_natively_and_preloaded() {
@@ -50,9 +51,9 @@ fn plain_rsmpi_program_runs_natively_and_preloaded() {
         assert!(ok && out.contains("OK rsmpi ring"), "preloaded, {ranks} ranks:\n{out}");
     }
     // Natively the variable means nothing; preloaded, kawarimi is the one refusing.
-    let (ok, out) = run(&exe, 2, false, &[("KAWARIMI_TRANSPORT", "verbs")]);
+    let (ok, out) = run(&exe, 2, false, &[("KAWARIMI_TRANSPORT", "carrier-pigeon")]);
     assert!(ok && !out.contains(REFUSED), "native Open MPI answered:\n{out}");
-    let (ok, out) = run(&exe, 2, true, &[("KAWARIMI_TRANSPORT", "verbs")]);
+    let (ok, out) = run(&exe, 2, true, &[("KAWARIMI_TRANSPORT", "carrier-pigeon")]);
     assert!(!ok && out.contains(REFUSED), "kawarimi answered the preloaded program:\n{out}");
 }
 
@@ -63,6 +64,24 @@ fn linked_rsmpi_program_uses_kawarimi_without_preload() {
         let (ok, out) = run(&exe, ranks, false, &[]);
         assert!(ok && out.contains("OK rsmpi ring"), "linked, {ranks} ranks:\n{out}");
     }
-    let (ok, out) = run(&exe, 2, false, &[("KAWARIMI_TRANSPORT", "verbs")]);
+    let (ok, out) = run(&exe, 2, false, &[("KAWARIMI_TRANSPORT", "carrier-pigeon")]);
     assert!(!ok && out.contains(REFUSED), "kawarimi, linked in, answered without any preload:\n{out}");
+}
+
+/// Forcing verbs on a host that has no verbs port now ends MPI_Init with an error that says
+/// so, rather than a silent fall back to TCP. (On a host with a port, the VM lab's tests
+/// cover the verbs path; this one then has nothing to check.)
+#[test]
+fn forced_verbs_without_a_port_is_refused_with_the_reason() {
+    let kawarimi = workspace_root().join("target/release/kawarimi");
+    let devices = Command::new(&kawarimi).arg("devices").output().expect("run kawarimi devices");
+    if devices.status.code() != Some(1) {
+        eprintln!(
+            "SKIP: this host has a verbs port ({}); the VM lab checks forced verbs",
+            String::from_utf8_lossy(&devices.stdout)
+        );
+        return;
+    }
+    let (ok, out) = run(&example("rsmpi-ring"), 2, true, &[("KAWARIMI_TRANSPORT", "verbs")]);
+    assert!(!ok && out.contains("verbs was forced, but"), "forced verbs without a port:\n{out}");
 }

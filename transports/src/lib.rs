@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bootstrap;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod routed;
 pub mod sim;
 pub mod tcp;
 pub mod verbs;
@@ -125,5 +126,10 @@ pub trait Transport: Send {
     /// it when a switch command arrives). `None`: `wait` only ends on data or timeout.
     fn waker(&self) -> Option<Waker> {
         None
+    }
+    /// What carries the data, for `ctl status`: the kind, or with several the kinds and how
+    /// many peers each carries (`verbs:3+tcp:1`).
+    fn summary(&self) -> String {
+        format!("{:?}", self.kind()).to_lowercase()
     }
 }

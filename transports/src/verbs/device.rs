@@ -179,6 +179,9 @@ struct PeerQp {
     /// Where to write this rank's credit count in the peer's memory.
     remote_credit: Option<(u64, u32)>,
     down: bool,
+    /// Connected (a peer the wire-up gave to another transport keeps its idle queue pair
+    /// until the transport is dropped).
+    active: bool,
 }
 
 /// Everything the transport holds on the device, in teardown order.
@@ -270,6 +273,7 @@ impl VerbsEndpoint {
                 sq_used: 0,
                 remote_credit: None,
                 down: false,
+                active: false,
             });
         }
         let index = peers.iter().enumerate().map(|(i, &p)| (p, i)).collect();
@@ -308,10 +312,11 @@ impl VerbsEndpoint {
         })
     }
 
-    /// Connects every queue pair to its peer's (ready to receive, then to send).
+    /// Connects the queue pair of every peer in `remote` to that peer's (ready to receive,
+    /// then to send); the others stay unused.
     pub fn connect(mut self, remote: &BTreeMap<PeerId, QpAddress>) -> TransportResult<VerbsTransport> {
         for p in &mut self.res.peers {
-            let Some(r) = remote.get(&p.peer) else { return Err(TransportError::NoRoute { peer: p.peer }) };
+            let Some(r) = remote.get(&p.peer) else { continue };
             let mut av = AddressHandleAttribute::new();
             av.setup_dest_lid(r.lid).setup_port(self.port.port).setup_service_level(0);
             if self.port.fabric == Fabric::Ethernet || r.lid == 0 {
@@ -337,8 +342,11 @@ impl VerbsEndpoint {
                 .setup_max_read_atomic(4);
             p.qp.modify(&attr).map_err(|e| verbs_error(format!("queue pair for rank {} to RTS", p.peer), e))?;
             p.remote_credit = Some((r.credit_addr, r.credit_rkey));
+            p.active = true;
         }
-        Ok(VerbsTransport { res: self.res, config: self.config, index: self.index })
+        let mut index = self.index;
+        index.retain(|peer, _| remote.contains_key(peer));
+        Ok(VerbsTransport { res: self.res, config: self.config, index })
     }
 }
 
@@ -408,7 +416,7 @@ impl VerbsTransport {
         for i in 0..self.res.peers.len() {
             let credit = self.res.credit_buf.read_word(4 * i);
             let p = &mut self.res.peers[i];
-            if p.down {
+            if p.down || !p.active {
                 continue;
             }
             if let Err(e) = p.channel.on_credits(credit) {

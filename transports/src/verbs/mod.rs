@@ -88,6 +88,21 @@ fn is_link_local(gid: &Ipv6Addr) -> bool {
     gid.segments()[0] & 0xffc0 == 0xfe80
 }
 
+impl VerbsPort {
+    /// Which fabric the port is on, as text both ends of a connection compare: verbs is used
+    /// between two ranks only when theirs are equal. InfiniBand ports must share a subnet
+    /// (the GID prefix); RoCE v2 is routed over IP, so every RoCE v2 port is on one fabric.
+    pub fn fabric_id(&self) -> String {
+        match (self.fabric, self.gid.kind) {
+            (Fabric::InfiniBand, _) => {
+                let prefix: String = self.gid.gid.octets()[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("ib-{prefix}")
+            }
+            (Fabric::Ethernet, kind) => format!("roce-{kind:?}").to_lowercase(),
+        }
+    }
+}
+
 /// What discovery found: the active ports, and for every device or port it passed over, why.
 #[derive(Debug, Default)]
 pub struct Discovery {
