@@ -17,6 +17,9 @@ use kawarimi_transports::{Event, Payload, Transport};
 
 /// How long any one step may take before the check fails naming it.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Queued bytes above which a send first waits for the queue to drain (below the
+/// transport's per-peer limit).
+const QUEUE_HIGH_BYTES: usize = 8 << 20;
 
 /// Runs one side. `listen`: the port to accept the other side on; `connect`: `host:port` of
 /// the listening side. Prints what it measures; `Err` names the step that failed.
@@ -102,6 +105,15 @@ pub fn verbs_check(
     let mib_s = f64::from(frames) / start.elapsed().as_secs_f64();
     println!("latency 8 B: {half_rtt_us:.2} us (half round trip, {iterations} round trips)");
     println!("bandwidth 1 MiB frames: {mib_s:.1} MiB/s ({frames} frames)");
+    // Everything sent must have reached the other side before the queue pair goes.
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let mut events = Vec::new();
+    while t.queued_bytes() > 0 || t.sends_in_flight() > 0 {
+        if Instant::now() > deadline {
+            return Err(format!("sends still in flight after {STEP_TIMEOUT:?}"));
+        }
+        t.progress(&mut events).map_err(|e| e.to_string())?;
+    }
     // Detach: dropping the transport releases everything on the device.
     drop(t);
     let held = open_uverbs_fds();
@@ -128,6 +140,14 @@ impl Link<'_> {
         h.seq = self.seq;
         h.payload_len = payload.len() as u32;
         self.seq += 1;
+        // Keep the queue well below its limit: progress while the peer takes what is queued.
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        while self.t.queued_bytes() > QUEUE_HIGH_BYTES {
+            if Instant::now() > deadline {
+                return Err(format!("the send queue did not drain within {STEP_TIMEOUT:?}"));
+            }
+            self.t.progress(&mut self.events).map_err(|e| e.to_string())?;
+        }
         self.t.send(self.other, &h, Payload::Owned(payload)).map_err(|e| e.to_string())
     }
 

@@ -166,8 +166,9 @@ impl Channel {
         Ok(())
     }
 
-    /// Takes a message that arrived in one of this channel's receive buffers (which the
-    /// caller posts again), calling `emit` for each frame it completes.
+    /// Takes a message that arrived in one of this channel's receive buffers, calling `emit`
+    /// for each frame it completes. The caller posts the buffer again and then calls
+    /// [`Channel::buffer_reposted`].
     pub fn on_message<F: FnMut(Header, Vec<u8>)>(&mut self, msg: &[u8], emit: &mut F) -> Result<(), ChannelError> {
         if msg.len() < PREFIX_LEN {
             return Err(ChannelError::Short(msg.len()));
@@ -178,8 +179,12 @@ impl Channel {
             return Err(ChannelError::Length { said, has: msg.len() - PREFIX_LEN });
         }
         self.on_credits(credits)?;
-        self.reposted = self.reposted.wrapping_add(1);
         self.decoder.feed(&msg[PREFIX_LEN..], emit).map_err(ChannelError::Frame)
+    }
+
+    /// A receive buffer of this channel is posted again: the peer may use it once told.
+    pub fn buffer_reposted(&mut self) {
+        self.reposted = self.reposted.wrapping_add(1);
     }
 
     /// True while a frame is partly received.
@@ -266,6 +271,7 @@ mod tests {
             let Some(m) = self.wire[i].pop_front() else { return false };
             let got = &mut self.got[i];
             self.ends[i].on_message(&m, &mut |h, p| got.push((h, p))).unwrap();
+            self.ends[i].buffer_reposted();
             true
         }
     }

@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sideway::ibverbs::address::{AddressHandleAttribute, Gid};
-use sideway::ibverbs::completion::{ExtendedCompletionQueue, GenericCompletionQueue, WorkCompletionStatus};
+use sideway::ibverbs::completion::{BasicCompletionQueue, GenericCompletionQueue, WorkCompletionStatus};
 use sideway::ibverbs::device::{DeviceInfo, DeviceList};
 use sideway::ibverbs::device_context::{DeviceContext, Mtu};
 use sideway::ibverbs::memory_region::MemoryRegion;
 use sideway::ibverbs::protection_domain::ProtectionDomain;
 use sideway::ibverbs::queue_pair::{
-    ExtendedQueuePair, PostSendGuard, QueuePair, QueuePairAttribute, QueuePairState, SetInlineData,
+    ExtendedQueuePair, PostRecvError, PostSendGuard, QueuePair, QueuePairAttribute, QueuePairState,
     SetScatterGatherEntry, WorkRequestFlags,
 };
 use sideway::ibverbs::AccessFlags;
@@ -179,6 +179,12 @@ struct PeerQp {
     /// Where to write this rank's credit count in the peer's memory.
     remote_credit: Option<(u64, u32)>,
     down: bool,
+    /// A credit write is in flight (its source word must not change until it completes).
+    credit_in_flight: bool,
+    /// Receive buffers waiting to be posted again: the device can report a receive queue full
+    /// for a moment after the completion that freed an entry (Soft-RoCE does), so a failed
+    /// post is retried at the next progress rather than failing the link.
+    unposted: Vec<usize>,
     /// Connected (a peer the wire-up gave to another transport keeps its idle queue pair
     /// until the transport is dropped).
     active: bool,
@@ -187,13 +193,19 @@ struct PeerQp {
 /// Everything the transport holds on the device, in teardown order.
 struct Resources {
     peers: Vec<PeerQp>,
-    cq: Arc<ExtendedCompletionQueue>,
+    /// A basic (`ibv_poll_cq`) queue: Soft-RoCE's extended-poll completions came back with
+    /// zero work-request ids in the lab, the basic ones are right everywhere.
+    cq: Arc<BasicCompletionQueue>,
     recv_mr: Arc<MemoryRegion>,
     send_mr: Arc<MemoryRegion>,
     credit_mr: Arc<MemoryRegion>,
+    credit_src_mr: Arc<MemoryRegion>,
     recv_buf: DeviceBuffer,
     send_buf: DeviceBuffer,
     credit_buf: DeviceBuffer,
+    /// Where each peer's credit count is written from (Soft-RoCE fails an inline RDMA write
+    /// with a local QP operation error, so the write reads registered memory).
+    credit_src: DeviceBuffer,
     _pd: Arc<ProtectionDomain>,
     _context: Arc<DeviceContext>,
 }
@@ -231,22 +243,25 @@ impl VerbsEndpoint {
         let cq = context
             .create_cq_builder()
             .setup_cqe((2 * slots * n + n + 16) as u32)
-            .build_ex()
+            .build()
             .map_err(|e| verbs_error("completion queue".into(), e))?;
         let recv_buf = DeviceBuffer::new(per_peer * n)?;
         let send_buf = DeviceBuffer::new(per_peer * n)?;
         let credit_buf = DeviceBuffer::new(4 * n)?;
+        let credit_src = DeviceBuffer::new(4 * n)?;
         let local = AccessFlags::LocalWrite;
         // SAFETY: each buffer outlives its registration (field order of `Resources`).
-        let (recv_mr, send_mr, credit_mr) = unsafe {
+        let (recv_mr, send_mr, credit_mr, credit_src_mr) = unsafe {
             (
                 pd.reg_mr(recv_buf.addr(0) as usize, recv_buf.len, local),
                 pd.reg_mr(send_buf.addr(0) as usize, send_buf.len, local),
                 pd.reg_mr(credit_buf.addr(0) as usize, credit_buf.len, local | AccessFlags::RemoteWrite),
+                pd.reg_mr(credit_src.addr(0) as usize, credit_src.len, local),
             )
         };
         let reg = |r: Result<Arc<MemoryRegion>, _>| r.map_err(|e| verbs_error("memory registration".into(), e));
-        let (recv_mr, send_mr, credit_mr) = (reg(recv_mr)?, reg(send_mr)?, reg(credit_mr)?);
+        let (recv_mr, send_mr, credit_mr, credit_src_mr) =
+            (reg(recv_mr)?, reg(send_mr)?, reg(credit_mr)?, reg(credit_src_mr)?);
         let mut qps = Vec::with_capacity(n);
         for &peer in peers {
             let cq_handle = GenericCompletionQueue::from(Arc::clone(&cq));
@@ -256,7 +271,7 @@ impl VerbsEndpoint {
                 .setup_send_cq(cq_handle.clone())
                 .setup_recv_cq(cq_handle)
                 .setup_max_send_wr(config.slots + 4)
-                .setup_max_recv_wr(config.slots)
+                .setup_max_recv_wr(config.slots + 1)
                 .build_ex()
                 .map_err(|e| verbs_error(format!("queue pair for rank {peer}"), e))?;
             let mut attr = QueuePairAttribute::new();
@@ -273,6 +288,8 @@ impl VerbsEndpoint {
                 sq_used: 0,
                 remote_credit: None,
                 down: false,
+                credit_in_flight: false,
+                unposted: Vec::new(),
                 active: false,
             });
         }
@@ -283,15 +300,19 @@ impl VerbsEndpoint {
             recv_mr,
             send_mr,
             credit_mr,
+            credit_src_mr,
             recv_buf,
             send_buf,
             credit_buf,
+            credit_src,
             _pd: pd,
             _context: context,
         };
         for i in 0..n {
             for slot in 0..slots {
-                res.post_recv(&config, i, slot)?;
+                if !res.post_recv(&config, i, slot)? {
+                    return Err(verbs_error(format!("posting receive buffers for rank {}", peers[i]), "queue full"));
+                }
             }
         }
         // Different on every open, so a stale packet of an earlier connection never fits.
@@ -351,7 +372,8 @@ impl VerbsEndpoint {
 }
 
 impl Resources {
-    fn post_recv(&mut self, config: &VerbsConfig, i: usize, slot: usize) -> TransportResult<()> {
+    /// Posts receive buffer `slot` of peer `i`; `false` when the receive queue is full for now.
+    fn post_recv(&mut self, config: &VerbsConfig, i: usize, slot: usize) -> TransportResult<bool> {
         let offset = (i * config.slots as usize + slot) * config.slot_bytes;
         let (lkey, addr) = (self.recv_mr.lkey(), self.recv_buf.addr(offset));
         let p = &mut self.peers[i];
@@ -359,11 +381,34 @@ impl Resources {
         let wr = guard.construct_wr(wr_id(WR_RECV, i, slot));
         // SAFETY: the buffer is registered (`recv_mr`) and stays allocated while posted.
         unsafe { wr.setup_sge(lkey, addr, config.slot_bytes as u32) };
-        guard.post().map_err(|e| verbs_error(format!("posting a receive for rank {}", p.peer), e))
+        match guard.post() {
+            Ok(()) => Ok(true),
+            Err(PostRecvError::NotEnoughResources(_)) => Ok(false),
+            Err(e) => Err(verbs_error(format!("posting a receive for rank {}", p.peer), e)),
+        }
+    }
+
+    /// Posts peer `i`'s receive buffers that wait to go back, telling its channel of each.
+    fn repost(&mut self, config: &VerbsConfig, i: usize) -> TransportResult<()> {
+        while let Some(&slot) = self.peers[i].unposted.last() {
+            if !self.post_recv(config, i, slot)? {
+                break;
+            }
+            let p = &mut self.peers[i];
+            p.unposted.pop();
+            p.channel.buffer_reposted();
+        }
+        Ok(())
     }
 }
 
 impl VerbsTransport {
+    /// Sends and credit writes posted and not yet completed (on a reliable connection a send
+    /// completes once the peer's device has acknowledged it).
+    pub fn sends_in_flight(&self) -> u32 {
+        self.res.peers.iter().map(|p| p.sq_used).sum()
+    }
+
     /// Takes completions: arrived messages become frames, finished sends free their buffers.
     fn poll(&mut self, events: &mut Vec<Event>) -> TransportResult<()> {
         let slots = self.config.slots as usize;
@@ -379,8 +424,16 @@ impl VerbsTransport {
             if status != WorkCompletionStatus::Success as u32 {
                 if !p.down {
                     p.down = true;
+                    let what = match kind {
+                        WR_RECV => "receive",
+                        WR_SEND => "send",
+                        _ => "credit write",
+                    };
                     let why = format!("{:?}", WorkCompletionStatus::from(status));
-                    events.push(Event::LinkDown { peer: p.peer, reason: format!("verbs completion failed: {why}") });
+                    events.push(Event::LinkDown {
+                        peer: p.peer,
+                        reason: format!("verbs {what} failed: {why} (work request {id:#x}, {len} bytes)"),
+                    });
                 }
                 continue;
             }
@@ -389,7 +442,10 @@ impl VerbsTransport {
                     p.free_send.push(slot);
                     p.sq_used -= 1;
                 }
-                WR_CREDIT => p.sq_used -= 1,
+                WR_CREDIT => {
+                    p.sq_used -= 1;
+                    p.credit_in_flight = false;
+                }
                 WR_RECV => {
                     let offset = (i * slots + slot) * self.config.slot_bytes;
                     let msg = self.res.recv_buf.slice(offset, len as usize);
@@ -400,7 +456,7 @@ impl VerbsTransport {
                         events.push(Event::LinkDown { peer, reason: format!("bad verbs message: {e}") });
                         continue;
                     }
-                    self.res.post_recv(&self.config, i, slot)?;
+                    p.unposted.push(slot);
                 }
                 _ => {}
             }
@@ -414,6 +470,7 @@ impl VerbsTransport {
         let (slots, slot_bytes) = (self.config.slots as usize, self.config.slot_bytes);
         let send_lkey = self.res.send_mr.lkey();
         for i in 0..self.res.peers.len() {
+            self.res.repost(&self.config, i)?;
             let credit = self.res.credit_buf.read_word(4 * i);
             let p = &mut self.res.peers[i];
             if p.down || !p.active {
@@ -438,13 +495,20 @@ impl VerbsTransport {
                 guard.post().map_err(|e| verbs_error(format!("posting a send to rank {}", p.peer), e))?;
                 p.sq_used += 1;
             }
-            if p.sq_used < sq_limit {
+            if p.sq_used < sq_limit && !p.credit_in_flight {
                 if let (Some(count), Some((addr, rkey))) = (p.channel.credit_update(), p.remote_credit) {
+                    self.res.credit_src.slice_mut(4 * i, 4).copy_from_slice(&count.to_le_bytes());
+                    let src = self.res.credit_src.addr(4 * i);
+                    let lkey = self.res.credit_src_mr.lkey();
+                    let p = &mut self.res.peers[i];
                     let mut guard = p.qp.start_post_send();
                     let wr = guard.construct_wr(wr_id(WR_CREDIT, i, 0), WorkRequestFlags::Signaled);
-                    wr.setup_write(rkey, addr).setup_inline_data(&count.to_le_bytes());
+                    // SAFETY: the source word is registered and not written again until this
+                    // write completes (`credit_in_flight`).
+                    unsafe { wr.setup_write(rkey, addr).setup_sge(lkey, src, 4) };
                     guard.post().map_err(|e| verbs_error(format!("writing credits to rank {}", p.peer), e))?;
                     p.sq_used += 1;
+                    p.credit_in_flight = true;
                 }
             }
         }
