@@ -308,10 +308,10 @@ impl VerbsEndpoint {
             _pd: pd,
             _context: context,
         };
-        for i in 0..n {
+        for (i, peer) in peers.iter().enumerate() {
             for slot in 0..slots {
                 if !res.post_recv(&config, i, slot)? {
-                    return Err(verbs_error(format!("posting receive buffers for rank {}", peers[i]), "queue full"));
+                    return Err(verbs_error(format!("posting receive buffers for rank {peer}"), "queue full"));
                 }
             }
         }
