@@ -26,6 +26,8 @@
 //! Result<Outcome, String>` and its binary is `fn main() { npb::run_main("EP", npb::ep::run) }`.
 
 // Benchmarks. CG and MG (written alongside) add `pub mod cg;` / `pub mod mg;` here.
+pub mod adi;
+pub mod bt;
 pub mod cfd;
 pub mod cg;
 pub mod ep;
