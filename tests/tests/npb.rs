@@ -1,5 +1,5 @@
 //! The NAS Parallel Benchmarks written for kawarimi in Rust on rsmpi (`examples/src/npb/`): the
-//! kernels EP, IS, CG, MG, FT and the pseudo-applications LU and BT. Classes S and W at 4 ranks,
+//! kernels EP, IS, CG, MG, FT and the pseudo-applications LU, BT and SP. Classes S and W at 4 ranks,
 //! natively and preloaded with kawarimi, must report `VERIFICATION SUCCESSFUL` against NPB's
 //! official values; and each must still verify when its job is live-migrated twice in mid-run
 //! under `kawarimi run`.
@@ -14,7 +14,7 @@ use kawarimi_runtime::control::proto::Reply;
 use kawarimi_tests::job::KawarimiJob;
 use kawarimi_tests::{kawarimi_lib, mpirun, workspace_root};
 
-const BENCHMARKS: &[&str] = &["ep", "is", "cg", "mg", "ft", "lu", "bt"];
+const BENCHMARKS: &[&str] = &["ep", "is", "cg", "mg", "ft", "lu", "bt", "sp"];
 const RANKS: u32 = 4;
 
 fn bin(name: &str) -> PathBuf {
@@ -110,7 +110,9 @@ fn migrate_twice(name: &str, class: &str) {
 #[test]
 fn every_kernel_verifies_after_two_migrations_in_mid_run() {
     // Classes long enough (seconds) that both migrations land inside the computation.
-    for (name, class) in [("ep", "W"), ("is", "A"), ("cg", "A"), ("mg", "A"), ("ft", "A"), ("lu", "W"), ("bt", "W")] {
+    for (name, class) in
+        [("ep", "W"), ("is", "A"), ("cg", "A"), ("mg", "A"), ("ft", "A"), ("lu", "W"), ("bt", "W"), ("sp", "W")]
+    {
         migrate_twice(name, class);
     }
 }

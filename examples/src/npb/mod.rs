@@ -35,6 +35,7 @@ pub mod ft;
 pub mod is;
 pub mod lu;
 pub mod mg;
+pub mod sp;
 
 use mpi::collective::SystemOperation;
 use mpi::topology::{Communicator, SimpleCommunicator};
