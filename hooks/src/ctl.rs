@@ -150,10 +150,7 @@ pub fn ctl(cmd: CtlCmd, job: Option<&str>, timeout_s: f64, json: bool) -> Result
                     } else {
                         "LOST".into()
                     };
-                    println!(
-                        "  rank {:>5}  {:<20} pid {:<8} {:<10} transport {} to every peer",
-                        i.rank, i.host, i.pid, state, i.transport
-                    );
+                    println!("  rank {:>5}  {:<20} pid {:<8} {:<10} {}", i.rank, i.host, i.pid, state, i.transport);
                 }
             }
             Ok(ExitCode::SUCCESS)

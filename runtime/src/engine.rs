@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kawarimi_transports::{Event, Transport};
+use kawarimi_transports::{routed, Event, Transport};
 
 use crate::control::proto::{SwitchCommand, SwitchPhase};
 use crate::core::{Core, ReqId};
@@ -243,12 +243,16 @@ impl Engine {
                 }
                 let queued = self.transport.as_ref().map_or(0, |t| t.queued_bytes());
                 if self.core.is_drained() && queued == 0 {
+                    // What the epoch's networks carried, for `ctl status` while detached
+                    // (so a test can tell which network moved the data).
+                    let routes = self.transport_summary();
+                    let carried = self.transport.as_deref().map(routed::carried).unwrap_or_default();
                     // Detach: dropping the transport closes every socket and releases every
                     // device resource it held. Nothing of it is touched again.
                     self.transport = None;
                     self.refresh_waker();
                     let epoch = self.switch.as_ref().expect("checked").epoch;
-                    shared.set_transport(self.transport_summary());
+                    shared.set_transport(format!("detached; before switch {epoch}: ran {routes}, sent {carried}"));
                     shared.reached(SwitchPhase::Detached, epoch);
                 }
             }

@@ -405,14 +405,15 @@ fn connect_data_path(
         }
     }
     let tcp = endpoint.connect_all(&tcp_peers, timeout).map_err(|e| boot_err("connect", e))?;
+    let tcp_ranks = tcp_peers.iter().map(|&(r, _)| r).collect();
+    // Always behind `Routed`, even with TCP alone: it counts what each network carried.
     let Some((ep, _)) = verbs.filter(|_| !verbs_peers.is_empty()) else {
-        return Ok(Box::new(tcp));
+        return Ok(Box::new(Routed::new(vec![(Box::new(tcp) as Box<dyn Transport>, tcp_ranks)])));
     };
     let verbs = ep.connect(&verbs_peers).map_err(|e| boot_err("verbs connect", e))?;
     // Every queue pair must be ready to receive before anything is sent to it.
     boot.commit().map_err(|e| boot_err("commit", e))?;
     boot.fence(timeout).map_err(|e| boot_err("fence after verbs connect", e))?;
-    let tcp_ranks = tcp_peers.iter().map(|&(r, _)| r).collect();
     Ok(Box::new(Routed::new(vec![
         (Box::new(verbs) as Box<dyn Transport>, verbs_peers.keys().copied().collect()),
         (Box::new(tcp), tcp_ranks),

@@ -169,6 +169,18 @@ fn stress_survives_100_migrations_without_leaking() {
             other => panic!("quiesce {i}: {other:?}"),
         }
         last = pids.iter().map(|&p| assert_detached(p, &control)).collect();
+        if i == 0 {
+            // Every rank says what carried its data before the switch: TCP, the only
+            // network here, to its 3 peers, and a count of bytes that is not zero.
+            for r in &c.status().expect("status").ranks {
+                let t = &r.transport;
+                assert!(
+                    t.starts_with("detached; before switch 1: ran tcp:3, sent tcp ") && !t.ends_with(" 0 B"),
+                    "rank {}: {t}",
+                    r.rank
+                );
+            }
+        }
         // The baseline is taken once the program has been running a while (its own
         // allocations done), not in the first moments after MPI_Init.
         if i == 10 {

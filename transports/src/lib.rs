@@ -132,4 +132,9 @@ pub trait Transport: Send {
     fn summary(&self) -> String {
         format!("{:?}", self.kind()).to_lowercase()
     }
+    /// Frame bytes (headers included) handed to each kind of transport so far, best kind
+    /// first; empty when the transport does not count them ([`routed::Routed`] does).
+    fn sent_by_kind(&self) -> Vec<(TransportKind, u64)> {
+        Vec::new()
+    }
 }

@@ -236,7 +236,8 @@ pub struct RankInfo {
     pub switch_phase: SwitchPhase,
     /// Its control thread is subscribed (it can take part in a switch).
     pub subscribed: bool,
-    /// What carries its data path to its peers (`tcp`; `detached` while quiesced).
+    /// What carries its data path to its peers (`tcp:3`; while quiesced `detached; before
+    /// switch N: ran ROUTES, sent BYTES BY KIND`).
     pub transport: String,
 }
 
