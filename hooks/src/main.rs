@@ -74,12 +74,6 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         iterations: u32,
     },
-    /// Open the verbs transport's resources on the first usable port (queue pair, receive
-    /// buffers posted, memory registered), hold them for SECONDS, then release them and check
-    /// that no uverbs descriptor is left: the VM lab's hot-unplug proof with kawarimi holding
-    /// the device.
-    #[command(hide = true)]
-    VerbsHold { seconds: u64 },
 }
 
 fn devices() -> ExitCode {
@@ -119,7 +113,6 @@ fn main() -> ExitCode {
         Cmd::Run { lib, mpirun, job_name, args } => run::run(lib, &mpirun, job_name, &args),
         Cmd::Ctl { command, job, timeout, json } => ctl::ctl(command, job.as_deref(), timeout, json),
         Cmd::Devices => Ok(devices()),
-        Cmd::VerbsHold { seconds } => verbs_check::verbs_hold(seconds).map(|()| ExitCode::SUCCESS),
         Cmd::VerbsCheck { device, listen, connect, iterations } => {
             verbs_check::verbs_check(device.as_deref(), listen, connect.as_deref(), iterations.max(1))
                 .map(|()| ExitCode::SUCCESS)

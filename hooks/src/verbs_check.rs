@@ -170,22 +170,3 @@ impl Link<'_> {
         }
     }
 }
-
-/// Holds a verbs endpoint (for one would-be peer) for `seconds`, then drops it and checks
-/// that nothing of the device stays open. Prints `LAB: KAWARIMI HOLDING` / `LAB: KAWARIMI
-/// RELEASED` for the lab's host side.
-pub fn verbs_hold(seconds: u64) -> Result<(), String> {
-    let found = discover();
-    let port = found.ports.first().ok_or_else(|| format!("no usable verbs port ({})", found.skipped.join("; ")))?;
-    let endpoint = VerbsEndpoint::open(port, 0, &[1], VerbsConfig::default()).map_err(|e| e.to_string())?;
-    let held = open_uverbs_fds();
-    println!("LAB: KAWARIMI HOLDING {} ({} uverbs descriptor(s))", port.device, held.len());
-    std::thread::sleep(Duration::from_secs(seconds));
-    drop(endpoint);
-    let held = open_uverbs_fds();
-    if !held.is_empty() {
-        return Err(format!("after the release these uverbs descriptors are still open: {held:?}"));
-    }
-    println!("LAB: KAWARIMI RELEASED");
-    Ok(())
-}
