@@ -16,6 +16,8 @@ pub struct Routed {
     /// Frame bytes (header and payload) handed to each transport, so that `ctl status` can
     /// show which network carried the data, not just which one was chosen.
     sent_bytes: Vec<u64>,
+    /// The one transport that carries peers, when only one does (where `wait` sleeps).
+    sole_carrier: Option<usize>,
 }
 
 impl Routed {
@@ -30,7 +32,14 @@ impl Routed {
             transports.push(t);
         }
         let sent_bytes = vec![0; transports.len()];
-        Routed { transports, route, sent_bytes }
+        let mut carriers: Vec<usize> = route.values().copied().collect();
+        carriers.sort_unstable();
+        carriers.dedup();
+        let sole_carrier = match carriers.as_slice() {
+            [i] => Some(*i),
+            _ => None,
+        };
+        Routed { transports, route, sent_bytes, sole_carrier }
     }
 
     /// The kind of transport that carries `peer`.
@@ -87,12 +96,12 @@ impl Transport for Routed {
         Ok(())
     }
 
-    /// Waits in the last transport (TCP, whose wait is `poll(2)`) only when it is the only
-    /// one; with verbs present every wait is the short one verbs needs.
+    /// Waits in the only transport that carries peers; with several, in the first (verbs)
+    /// for a moment only, so that the others are looked at again soon.
     fn wait(&mut self, timeout: Duration) -> TransportResult<()> {
-        match self.transports.as_mut_slice() {
-            [only] => only.wait(timeout),
-            all => all[0].wait(timeout),
+        match self.sole_carrier {
+            Some(i) => self.transports[i].wait(timeout),
+            None => self.transports[0].wait(timeout.min(Duration::from_micros(50))),
         }
     }
 

@@ -14,11 +14,14 @@
 //! afterwards no uverbs descriptor is open ([`super::open_uverbs_fds`]).
 
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sideway::ibverbs::address::{AddressHandleAttribute, Gid};
-use sideway::ibverbs::completion::{BasicCompletionQueue, GenericCompletionQueue, WorkCompletionStatus};
+use sideway::ibverbs::completion::{
+    BasicCompletionQueue, CompletionChannel, CompletionQueue, GenericCompletionQueue, WorkCompletionStatus,
+};
 use sideway::ibverbs::device::{DeviceInfo, DeviceList};
 use sideway::ibverbs::device_context::{DeviceContext, Mtu};
 use sideway::ibverbs::memory_region::MemoryRegion;
@@ -168,6 +171,11 @@ fn verbs_error(context: String, e: impl std::fmt::Display) -> TransportError {
     TransportError::Io { context, source: std::io::Error::other(e.to_string()) }
 }
 
+/// How long `wait` sleeps when it cannot sleep on completion events.
+const SHORT_WAIT: Duration = Duration::from_micros(50);
+/// The longest sleep on completion events.
+const LONGEST_WAIT: Duration = Duration::from_millis(5);
+
 /// One peer: its queue pair, its channel, and the send buffers that are free.
 struct PeerQp {
     peer: PeerId,
@@ -196,6 +204,8 @@ struct Resources {
     /// A basic (`ibv_poll_cq`) queue: Soft-RoCE's extended-poll completions came back with
     /// zero work-request ids in the lab, the basic ones are right everywhere.
     cq: Arc<BasicCompletionQueue>,
+    /// Where the queue's completion events arrive (a descriptor `wait` sleeps on).
+    events: Arc<CompletionChannel>,
     recv_mr: Arc<MemoryRegion>,
     send_mr: Arc<MemoryRegion>,
     credit_mr: Arc<MemoryRegion>,
@@ -224,6 +234,9 @@ pub struct VerbsTransport {
     res: Resources,
     config: VerbsConfig,
     index: BTreeMap<PeerId, usize>,
+    /// Completions taken from the queue (work request id, status, bytes) and not yet handled:
+    /// `wait` must look at the queue after arming it, and what it finds waits here.
+    taken: Vec<(u64, u32, u32)>,
 }
 
 impl VerbsEndpoint {
@@ -240,9 +253,12 @@ impl VerbsEndpoint {
         let n = peers.len();
         let slots = config.slots as usize;
         let per_peer = slots * config.slot_bytes;
+        let events = CompletionChannel::new(&context).map_err(|e| verbs_error("completion channel".into(), e))?;
+        events.set_nonblocking(true).map_err(|e| io_error("completion channel", e))?;
         let cq = context
             .create_cq_builder()
             .setup_cqe((2 * slots * n + n + 16) as u32)
+            .setup_comp_channel(&events, 0)
             .build()
             .map_err(|e| verbs_error("completion queue".into(), e))?;
         let recv_buf = DeviceBuffer::new(per_peer * n)?;
@@ -297,6 +313,7 @@ impl VerbsEndpoint {
         let mut res = Resources {
             peers: qps,
             cq,
+            events,
             recv_mr,
             send_mr,
             credit_mr,
@@ -367,7 +384,7 @@ impl VerbsEndpoint {
         }
         let mut index = self.index;
         index.retain(|peer, _| remote.contains_key(peer));
-        Ok(VerbsTransport { res: self.res, config: self.config, index })
+        Ok(VerbsTransport { res: self.res, config: self.config, index, taken: Vec::new() })
     }
 }
 
@@ -409,16 +426,65 @@ impl VerbsTransport {
         self.res.peers.iter().map(|p| p.sq_used).sum()
     }
 
+    /// Moves what the completion queue holds to `taken`.
+    fn take_completions(&mut self) {
+        if let Ok(mut poller) = self.res.cq.start_poll() {
+            for wc in &mut poller {
+                self.taken.push((wc.wr_id(), wc.status(), wc.byte_len()));
+            }
+        }
+    }
+
+    /// Whether some peer has frames waiting that only credits can let go: credits come back
+    /// by RDMA write, which raises no completion event, so such a wait must look again soon.
+    fn waiting_for_credits(&self) -> bool {
+        self.res.peers.iter().any(|p| p.active && !p.down && p.channel.queued_bytes() > 0)
+    }
+
+    /// Sleeps on the completion channel until the next completion or `timeout`.
+    fn wait_for_event(&mut self, timeout: Duration) -> TransportResult<()> {
+        // SAFETY: the queue is alive (it is in `self.res`); arming only asks the provider to
+        // raise one event on the channel for the next completion.
+        let cq = unsafe { self.res.cq.cq() };
+        // SAFETY: as above; `cq` is a valid queue created with this channel.
+        if unsafe { rdma_mummy_sys::ibv_req_notify_cq(cq.as_ptr(), 0) } != 0 {
+            std::thread::sleep(timeout.min(SHORT_WAIT));
+            return Ok(());
+        }
+        // A completion that came before the arming raised no event: look once more.
+        self.take_completions();
+        if !self.taken.is_empty() {
+            return Ok(());
+        }
+        let fd = self.res.events.as_raw_fd();
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+        // SAFETY: one valid pollfd and timespec for the duration of the call; no signal mask.
+        let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.kind() == std::io::ErrorKind::Interrupted { Ok(()) } else { Err(io_error("poll", e)) };
+        }
+        if n > 0 {
+            let mut ev_cq: *mut rdma_mummy_sys::ibv_cq = std::ptr::null_mut();
+            let mut ev_ctx: *mut std::ffi::c_void = std::ptr::null_mut();
+            // SAFETY: the channel is alive and non-blocking; the out-pointers are valid. Every
+            // event taken is acknowledged at once (destroying the queue waits for that).
+            unsafe {
+                let channel = self.res.events.comp_channel();
+                if rdma_mummy_sys::ibv_get_cq_event(channel.as_ptr(), &mut ev_cq, &mut ev_ctx) == 0 {
+                    rdma_mummy_sys::ibv_ack_cq_events(ev_cq, 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Takes completions: arrived messages become frames, finished sends free their buffers.
     fn poll(&mut self, events: &mut Vec<Event>) -> TransportResult<()> {
         let slots = self.config.slots as usize;
-        let mut done = Vec::new();
-        if let Ok(mut poller) = self.res.cq.start_poll() {
-            for wc in &mut poller {
-                done.push((wc.wr_id(), wc.status(), wc.byte_len()));
-            }
-        }
-        for (id, status, len) in done {
+        self.take_completions();
+        for (id, status, len) in std::mem::take(&mut self.taken) {
             let (kind, i, slot) = split_wr_id(id);
             let Some(p) = self.res.peers.get_mut(i) else { continue };
             if status != WorkCompletionStatus::Success as u32 {
@@ -539,12 +605,18 @@ impl Transport for VerbsTransport {
         Ok(())
     }
 
+    /// Sleeps on the completion channel (at most `LONGEST_WAIT`, so that a switch command
+    /// that wakes only the TCP transport is seen soon), or briefly while frames wait for
+    /// credits, which arrive without an event.
     fn wait(&mut self, timeout: Duration) -> TransportResult<()> {
-        // sideway 0.4 has no completion-event API, and credit words arrive without a
-        // completion at all, so waiting is a short sleep; the engine's wait policy spins
-        // before it calls this.
-        std::thread::sleep(timeout.min(Duration::from_micros(50)));
-        Ok(())
+        if !self.taken.is_empty() {
+            return Ok(());
+        }
+        if self.waiting_for_credits() {
+            std::thread::sleep(timeout.min(SHORT_WAIT));
+            return Ok(());
+        }
+        self.wait_for_event(timeout.min(LONGEST_WAIT))
     }
 
     fn queued_bytes(&self) -> usize {
