@@ -39,7 +39,7 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 
 use super::cfd::exact_solution;
-use super::rel_ok;
+use super::{rel_ok, wtime, Class};
 
 /// The five conserved quantities at one point: `rho, rho u, rho v, rho w, rho e`.
 pub type Vec5 = [f64; 5];
@@ -225,6 +225,24 @@ pub struct Adi {
     pub t3: [f64; 3],
 }
 
+/// How a benchmark reduces its ranks' times, as its reference does.
+pub enum TimeReduction {
+    /// Every rank gets the slowest rank's time (BT).
+    AllRanks,
+    /// Rank 0 gets the slowest rank's time, the others 0 (SP).
+    RankZero,
+}
+
+/// What the timed part of an ADI benchmark ends with.
+pub struct TimedRun {
+    pub time_s: f64,
+    /// Residual norms (divided by dt) and error norms after the last step.
+    pub xcr: Vec5,
+    pub xce: Vec5,
+    /// The size and decomposition lines of the benchmark's report.
+    pub details: Vec<String>,
+}
+
 /// Size and first global index of cell `c` of `p` along an axis of `n` points: the first
 /// `n % p` cells get one point more than the others.
 fn cell_extent(n: usize, p: usize, c: usize) -> (usize, usize) {
@@ -302,6 +320,56 @@ impl Adi {
             t2: h.map(|d| 1.0 / (2.0 * d)),
             t3: h.map(|d| 1.0 / d),
         })
+    }
+
+    /// The driver BT and SP share: initialize, one untimed `step` to touch everything,
+    /// initialize again, `niter` timed steps, the error and residual norms, and the time of the
+    /// slowest rank reduced as `time` says.
+    pub fn timed_run<W>(
+        &self,
+        world: &SimpleCommunicator,
+        class: Class,
+        niter: usize,
+        work: &mut W,
+        step: impl Fn(&mut [CellFields], &mut W),
+        time: TimeReduction,
+    ) -> TimedRun {
+        let mut fields = self.new_fields();
+        self.initialize(&mut fields);
+        self.exact_rhs(&mut fields);
+        step(&mut fields, work);
+        self.initialize(&mut fields);
+        world.barrier();
+        let t0 = wtime();
+        for _ in 0..niter {
+            step(&mut fields, work);
+        }
+        let t_local = wtime() - t0;
+        let xce = self.error_norm(&fields);
+        self.copy_faces(&mut fields);
+        self.compute_rhs(&mut fields);
+        let xcr = self.rhs_norm(&fields).map(|x| x / self.dt);
+        let mut t = 0.0f64;
+        match time {
+            TimeReduction::AllRanks => world.all_reduce_into(&t_local, &mut t, SystemOperation::max()),
+            TimeReduction::RankZero if world.rank() == 0 => {
+                world.process_at_rank(0).reduce_into_root(&t_local, &mut t, SystemOperation::max())
+            }
+            TimeReduction::RankZero => world.process_at_rank(0).reduce_into(&t_local, SystemOperation::max()),
+        }
+        let (n, cell) = (self.grid[0], &self.cells[0]);
+        let details = vec![
+            format!("Size: {n}x{n}x{n} (class {}), iterations: {niter}, dt: {}", class.letter(), self.dt),
+            format!(
+                "Number of processes: {} ({p}x{p}x{p} cells, {p} per rank; rank 0's first cell {}x{}x{})",
+                world.size(),
+                cell.size[0],
+                cell.size[1],
+                cell.size[2],
+                p = self.ncells
+            ),
+        ];
+        TimedRun { time_s: t, xcr, xce, details }
     }
 
     /// Zeroed fields for every cell.

@@ -22,12 +22,12 @@
 //! at the next stage), and back-substitutes the same way in the opposite order, sending the
 //! first solution vector of each line to the predecessor. So all ranks work at every stage.
 
-use mpi::collective::SystemOperation;
 use mpi::topology::SimpleCommunicator;
-use mpi::traits::*;
 
-use super::adi::{verify_norms, Adi, Cell, CellFields, Lines, Vec5, C1, C1345, C2, C3C4, CON43, DIFFUSION};
-use super::{wtime, Class, Outcome};
+use super::adi::{
+    verify_norms, Adi, Cell, CellFields, Lines, TimeReduction, TimedRun, Vec5, C1, C1345, C2, C3C4, CON43, DIFFUSION,
+};
+use super::{Class, Outcome};
 
 /// A 5x5 block, `[row][column]`.
 type Mat5 = [[f64; 5]; 5];
@@ -412,43 +412,14 @@ pub fn run(world: &SimpleCommunicator, class: Class) -> Result<Outcome, String> 
     let prm = params(class);
     let bt = Bt { adi: Adi::new(world, "BT", prm.n, prm.dt)?, niter: prm.niter };
     let adi = &bt.adi;
-    let mut fields = adi.new_fields();
     let mut work = Work {
         lhsc: adi.cells.iter().map(|cell| vec![[[0.0; 5]; 5]; cell.array_len()]).collect(),
         outboxes: vec![Vec::new(); adi.ncells],
     };
-    adi.initialize(&mut fields);
-    adi.exact_rhs(&mut fields);
-    // One untimed step to touch everything, then start again.
-    bt.step(&mut fields, &mut work);
-    adi.initialize(&mut fields);
-    world.barrier();
-    let t0 = wtime();
-    for _ in 0..bt.niter {
-        bt.step(&mut fields, &mut work);
-    }
-    let t_local = wtime() - t0;
-    let mut t = 0.0f64;
-    world.all_reduce_into(&t_local, &mut t, SystemOperation::max());
-
-    let xce = adi.error_norm(&fields);
-    adi.copy_faces(&mut fields);
-    adi.compute_rhs(&mut fields);
-    let xcr = adi.rhs_norm(&fields).map(|x| x / prm.dt);
-
+    let step = |f: &mut [CellFields], w: &mut Work| bt.step(f, w);
+    let TimedRun { time_s: t, xcr, xce, mut details } =
+        adi.timed_run(world, class, bt.niter, &mut work, step, TimeReduction::AllRanks);
     let n = prm.n;
-    let cell = &adi.cells[0];
-    let mut details = vec![
-        format!("Size: {n}x{n}x{n} (class {}), iterations: {}, dt: {}", class.letter(), prm.niter, prm.dt),
-        format!(
-            "Number of processes: {} ({p}x{p}x{p} cells, {p} per rank; rank 0's first cell {}x{}x{})",
-            world.size(),
-            cell.size[0],
-            cell.size[1],
-            cell.size[2],
-            p = adi.ncells
-        ),
-    ];
     let verified = verify_norms(&mut details, &xcr, &prm.xcr, &xce, &prm.xce);
 
     let nf = n as f64;

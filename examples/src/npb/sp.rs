@@ -34,14 +34,13 @@
 //! each line (10 values) to the predecessor. The norms are `MPI_Allreduce` sums; the timing is
 //! the maximum over the ranks by `MPI_Reduce`.
 
-use mpi::collective::SystemOperation;
 use mpi::topology::SimpleCommunicator;
-use mpi::traits::*;
 
 use super::adi::{
-    verify_norms, Adi, Aux, Cell, CellFields, Lines, Vec5, C1, C1C5, C2, C3C4, CON43, DIFFUSION, DSSP, EPSILON,
+    verify_norms, Adi, Aux, Cell, CellFields, Lines, TimeReduction, TimedRun, Vec5, C1, C1C5, C2, C3C4, CON43,
+    DIFFUSION, DSSP, EPSILON,
 };
-use super::{wtime, Class, Outcome};
+use super::{Class, Outcome};
 
 /// `sqrt(1/2)`, the scaling of the eigenvector matrices (the reference's `bt`).
 const SQRT_HALF: f64 = std::f64::consts::FRAC_1_SQRT_2;
@@ -548,51 +547,16 @@ pub fn run(world: &SimpleCommunicator, class: Class) -> Result<Outcome, String> 
     let prm = params(class);
     let sp = Sp { adi: Adi::new(world, "SP", prm.n, prm.dt)?, niter: prm.niter };
     let adi = &sp.adi;
-    let mut fields = adi.new_fields();
     let mut work = Work {
         speed: adi.cells.iter().map(|cell| vec![0.0; cell.array_len()]).collect(),
         upper: adi.cells.iter().map(|cell| vec![[[0.0; 2]; 3]; cell.array_len()]).collect(),
         outboxes: vec![Vec::new(); adi.ncells],
     };
-    adi.initialize(&mut fields);
-    adi.exact_rhs(&mut fields);
-    // One untimed step to touch everything, then start again.
-    sp.step(&mut fields, &mut work);
-    adi.initialize(&mut fields);
-    world.barrier();
-    let t0 = wtime();
-    for _ in 0..sp.niter {
-        sp.step(&mut fields, &mut work);
-    }
-    let t_local = wtime() - t0;
-
-    let xce = adi.error_norm(&fields);
-    adi.copy_faces(&mut fields);
-    adi.compute_rhs(&mut fields);
-    let xcr = adi.rhs_norm(&fields).map(|x| x / prm.dt);
-
     // The slowest rank's time, on rank 0 (the others report 0 and print nothing).
-    let root = world.process_at_rank(0);
-    let mut t = 0.0f64;
-    if world.rank() == 0 {
-        root.reduce_into_root(&t_local, &mut t, SystemOperation::max());
-    } else {
-        root.reduce_into(&t_local, SystemOperation::max());
-    }
-
+    let step = |f: &mut [CellFields], w: &mut Work| sp.step(f, w);
+    let TimedRun { time_s: t, xcr, xce, mut details } =
+        adi.timed_run(world, class, sp.niter, &mut work, step, TimeReduction::RankZero);
     let n = prm.n;
-    let cell = &adi.cells[0];
-    let mut details = vec![
-        format!("Size: {n}x{n}x{n} (class {}), iterations: {}, dt: {}", class.letter(), prm.niter, prm.dt),
-        format!(
-            "Number of processes: {} ({p}x{p}x{p} cells, {p} per rank; rank 0's first cell {}x{}x{})",
-            world.size(),
-            cell.size[0],
-            cell.size[1],
-            cell.size[2],
-            p = adi.ncells
-        ),
-    ];
     let dt_ok = (prm.dt - prm.dt_ref).abs() <= EPSILON;
     details.push(format!(
         "{:<22} {:22.15e}  reference {:22.15e}{}",
