@@ -35,6 +35,8 @@ pub enum ChannelError {
     Length { said: usize, has: usize },
     #[error("peer returned {returned} credits with only {outstanding} messages outstanding")]
     Credits { returned: u32, outstanding: u32 },
+    #[error("peer says it read {done} payloads with only {exposed} exposed to it")]
+    Reads { done: u32, exposed: u32 },
     #[error("{0}")]
     Frame(DecodeError),
 }
@@ -71,6 +73,22 @@ pub struct Channel {
     queued_bytes: usize,
     queue_limit_bytes: usize,
     decoder: FrameDecoder,
+    /// Payloads this side has let the peer read (running count), and how many of them the
+    /// peer has said it finished reading.
+    exposed: u32,
+    exposed_read: u32,
+    /// Reads of the peer's payloads this side has finished (running count), and the count
+    /// last told to the peer.
+    reads_done: u32,
+    reads_done_advertised: u32,
+}
+
+/// What a credit update writes into the peer's memory: two running counts, the receive
+/// buffers re-posted and the peer's payloads read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditWord {
+    pub reposted: u32,
+    pub reads_done: u32,
 }
 
 impl Channel {
@@ -89,7 +107,31 @@ impl Channel {
             queued_bytes: 0,
             queue_limit_bytes,
             decoder: FrameDecoder::new(peer),
+            exposed: 0,
+            exposed_read: 0,
+            reads_done: 0,
+            reads_done_advertised: 0,
         }
+    }
+
+    /// This side let the peer read one more payload (its descriptor frame is queued).
+    pub fn payload_exposed(&mut self) {
+        self.exposed = self.exposed.wrapping_add(1);
+    }
+
+    /// Payloads the peer may still be reading: they must stay registered and unchanged.
+    pub fn exposed_unread(&self) -> u32 {
+        self.exposed.wrapping_sub(self.exposed_read)
+    }
+
+    /// This side finished reading one of the peer's payloads.
+    pub fn read_done(&mut self) {
+        self.reads_done = self.reads_done.wrapping_add(1);
+    }
+
+    /// Finished reads the peer has not been told of yet.
+    pub fn reads_unreported(&self) -> bool {
+        self.reads_done != self.reads_done_advertised
     }
 
     /// Queues a frame. `false` (and nothing queued) when the queue is past its limit; an
@@ -141,14 +183,33 @@ impl Channel {
         Some(PREFIX_LEN + used)
     }
 
-    /// The running count of re-posted buffers to write into the peer's memory, when half the
-    /// buffers are waiting to be told about and no message has carried the news.
-    pub fn credit_update(&mut self) -> Option<u32> {
-        if self.reposted.wrapping_sub(self.advertised) < self.slots.div_ceil(2) {
+    /// The counts to write into the peer's memory: when half the buffers are waiting to be
+    /// told about and no message has carried the news, or at once when a read of the peer's
+    /// payload has finished (the peer holds that memory until it hears).
+    pub fn credit_update(&mut self) -> Option<CreditWord> {
+        let reads_news = self.reads_done != self.reads_done_advertised;
+        if !reads_news && self.reposted.wrapping_sub(self.advertised) < self.slots.div_ceil(2) {
             return None;
         }
         self.advertised = self.reposted;
-        Some(self.reposted)
+        self.reads_done_advertised = self.reads_done;
+        Some(CreditWord { reposted: self.reposted, reads_done: self.reads_done })
+    }
+
+    /// Takes what the peer's credit update wrote: re-posted buffers (see
+    /// [`Channel::on_credits`]) and payloads of this side it finished reading. Returns how
+    /// many more of those are read (in the order they were exposed: the peer reads in order).
+    pub fn on_credit_word(&mut self, word: CreditWord) -> Result<u32, ChannelError> {
+        self.on_credits(word.reposted)?;
+        let newly = word.reads_done.wrapping_sub(self.exposed_read);
+        if newly > u32::MAX / 2 {
+            return Ok(0);
+        }
+        if newly > self.exposed_unread() {
+            return Err(ChannelError::Reads { done: newly, exposed: self.exposed_unread() });
+        }
+        self.exposed_read = word.reads_done;
+        Ok(newly)
     }
 
     /// Takes a running count of re-posted buffers from the peer (a message's prefix, or what
@@ -222,7 +283,7 @@ mod tests {
         /// Messages in flight towards end i.
         wire: [VecDeque<Vec<u8>>; 2],
         /// The credit count written into end i's memory (an RDMA write lands whole, at once).
-        written: [Option<u32>; 2],
+        written: [Option<CreditWord>; 2],
         slots: u32,
         got: [Vec<(Header, Vec<u8>)>; 2],
         max_outstanding: u32,
@@ -254,15 +315,15 @@ mod tests {
 
         /// End `i` writes a credit update if it has one due.
         fn update(&mut self, i: usize) -> bool {
-            let Some(n) = self.ends[i].credit_update() else { return false };
-            self.written[1 - i] = Some(n);
+            let Some(w) = self.ends[i].credit_update() else { return false };
+            self.written[1 - i] = Some(w);
             true
         }
 
         /// End `i` reads the credit count written into its memory.
         fn read_credits(&mut self, i: usize) -> bool {
-            let Some(n) = self.written[i].take() else { return false };
-            self.ends[i].on_credits(n).unwrap();
+            let Some(w) = self.written[i].take() else { return false };
+            assert_eq!(self.ends[i].on_credit_word(w), Ok(0), "no payload was exposed");
             true
         }
 
@@ -377,5 +438,30 @@ mod tests {
         assert!(c.queue_frame(&h, Payload::Owned(p.clone())));
         assert!(!c.queue_frame(&h, Payload::Owned(p)), "past the limit");
         assert_eq!(c.queued_bytes(), HEADER_LEN + 900);
+    }
+
+    /// Reads of exposed payloads are reported back at once, counted in order, and a peer
+    /// that claims more reads than there were payloads is refused.
+    #[test]
+    fn finished_reads_go_back_at_once_and_release_in_order() {
+        let (mut a, mut b) = (Channel::new(1, 8, 256, 1 << 20), Channel::new(0, 8, 256, 1 << 20));
+        for _ in 0..3 {
+            a.payload_exposed();
+        }
+        assert_eq!(a.exposed_unread(), 3);
+        assert_eq!(b.credit_update(), None, "nothing to report yet");
+        b.read_done();
+        let w = b.credit_update().expect("a finished read is news at once");
+        assert_eq!(w, CreditWord { reposted: 0, reads_done: 1 });
+        assert_eq!(a.on_credit_word(w), Ok(1));
+        assert_eq!(a.on_credit_word(w), Ok(0), "an old word again is no news");
+        b.read_done();
+        b.read_done();
+        let w = b.credit_update().unwrap();
+        assert_eq!(a.on_credit_word(w), Ok(2));
+        assert_eq!(a.exposed_unread(), 0);
+        b.read_done();
+        let w = b.credit_update().unwrap();
+        assert!(matches!(a.on_credit_word(w), Err(ChannelError::Reads { done: 1, exposed: 0 })));
     }
 }

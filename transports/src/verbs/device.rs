@@ -13,7 +13,7 @@
 //! memory registrations, the buffers, the protection domain and last the device context, so
 //! afterwards no uverbs descriptor is open ([`super::open_uverbs_fds`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +32,7 @@ use sideway::ibverbs::queue_pair::{
 };
 use sideway::ibverbs::AccessFlags;
 
-use super::channel::Channel;
+use super::channel::{Channel, CreditWord};
 use super::{Fabric, VerbsPort};
 use crate::{wire, Event, Payload, PeerId, Transport, TransportError, TransportKind, TransportResult};
 
@@ -45,11 +45,23 @@ pub struct VerbsConfig {
     pub slot_bytes: usize,
     /// Frame bytes that may wait for credits per peer before `send` answers `QueueFull`.
     pub queue_limit_bytes: usize,
+    /// Payloads of at least this many bytes are not copied through the buffers: the peer
+    /// reads them by RDMA read from where they are (registered for the purpose).
+    pub read_min_bytes: usize,
+    /// Payloads one peer may be reading at once (each holds a memory registration); past it
+    /// large payloads go through the buffers.
+    pub max_exposed: usize,
 }
 
 impl Default for VerbsConfig {
     fn default() -> VerbsConfig {
-        VerbsConfig { slots: 32, slot_bytes: 16 << 10, queue_limit_bytes: 64 << 20 }
+        VerbsConfig {
+            slots: 32,
+            slot_bytes: 16 << 10,
+            queue_limit_bytes: 64 << 20,
+            read_min_bytes: 64 << 10,
+            max_exposed: 16,
+        }
     }
 }
 
@@ -98,6 +110,72 @@ impl QpAddress {
 const WR_RECV: u64 = 1;
 const WR_SEND: u64 = 2;
 const WR_CREDIT: u64 = 3;
+const WR_READ: u64 = 4;
+
+/// In a frame's header flags (which the runtime leaves zero): the payload is not in the
+/// stream but a [`ReadDescriptor`] of where the peer may read it.
+const FLAG_READ: u32 = 1 << 31;
+/// Bytes of a credit word: re-posted buffers, then payloads read (two running counts).
+const CREDIT_WORD_LEN: usize = 8;
+
+/// Where a payload lies in the sender's memory, for the receiver's RDMA read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReadDescriptor {
+    addr: u64,
+    rkey: u32,
+    len: u32,
+}
+
+impl ReadDescriptor {
+    const LEN: usize = 16;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(Self::LEN);
+        b.extend_from_slice(&self.addr.to_le_bytes());
+        b.extend_from_slice(&self.rkey.to_le_bytes());
+        b.extend_from_slice(&self.len.to_le_bytes());
+        b
+    }
+
+    /// The descriptor a frame carries, refused unless it is one and names a payload the
+    /// wire allows.
+    fn decode(payload: &[u8]) -> Result<ReadDescriptor, String> {
+        if payload.len() != Self::LEN {
+            return Err(format!("read descriptor of {} bytes, not {}", payload.len(), Self::LEN));
+        }
+        let d = ReadDescriptor {
+            addr: u64::from_le_bytes(payload[..8].try_into().expect("8 bytes")),
+            rkey: u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes")),
+            len: u32::from_le_bytes(payload[12..16].try_into().expect("4 bytes")),
+        };
+        if d.len == 0 || d.len > wire::MAX_PAYLOAD_LEN {
+            return Err(format!("read descriptor of {} bytes of payload", d.len));
+        }
+        Ok(d)
+    }
+}
+
+/// A payload the peer may be reading: registered, held unchanged until the peer says it has
+/// read it. (The registration is dropped before the memory: field order.)
+struct Exposed {
+    _mr: Arc<MemoryRegion>,
+    payload: Payload,
+}
+
+/// A frame from the peer, in arrival order: ready, or with its payload still to be read.
+enum Arrival {
+    Ready(wire::Header, Vec<u8>),
+    Reading(Reading),
+}
+
+/// A payload being read from the peer into `buf` (registered by `mr` once posted).
+struct Reading {
+    mr: Option<Arc<MemoryRegion>>,
+    buf: Vec<u8>,
+    header: wire::Header,
+    from: ReadDescriptor,
+    done: bool,
+}
 
 fn wr_id(kind: u64, peer_index: usize, slot: usize) -> u64 {
     (kind << 56) | ((peer_index as u64) << 24) | slot as u64
@@ -196,6 +274,11 @@ struct PeerQp {
     /// Connected (a peer the wire-up gave to another transport keeps its idle queue pair
     /// until the transport is dropped).
     active: bool,
+    /// This side's payloads the peer may be reading, oldest first (it reads in order).
+    exposed: VecDeque<Exposed>,
+    exposed_bytes: usize,
+    /// Frames from the peer not yet handed on: a frame waits for the reads before it.
+    arrivals: VecDeque<Arrival>,
 }
 
 /// Everything the transport holds on the device, in teardown order.
@@ -216,7 +299,7 @@ struct Resources {
     /// Where each peer's credit count is written from (Soft-RoCE fails an inline RDMA write
     /// with a local QP operation error, so the write reads registered memory).
     credit_src: DeviceBuffer,
-    _pd: Arc<ProtectionDomain>,
+    pd: Arc<ProtectionDomain>,
     _context: Arc<DeviceContext>,
 }
 
@@ -263,8 +346,8 @@ impl VerbsEndpoint {
             .map_err(|e| verbs_error("completion queue".into(), e))?;
         let recv_buf = DeviceBuffer::new(per_peer * n)?;
         let send_buf = DeviceBuffer::new(per_peer * n)?;
-        let credit_buf = DeviceBuffer::new(4 * n)?;
-        let credit_src = DeviceBuffer::new(4 * n)?;
+        let credit_buf = DeviceBuffer::new(CREDIT_WORD_LEN * n)?;
+        let credit_src = DeviceBuffer::new(CREDIT_WORD_LEN * n)?;
         let local = AccessFlags::LocalWrite;
         // SAFETY: each buffer outlives its registration (field order of `Resources`).
         let (recv_mr, send_mr, credit_mr, credit_src_mr) = unsafe {
@@ -307,6 +390,9 @@ impl VerbsEndpoint {
                 credit_in_flight: false,
                 unposted: Vec::new(),
                 active: false,
+                exposed: VecDeque::new(),
+                exposed_bytes: 0,
+                arrivals: VecDeque::new(),
             });
         }
         let index = peers.iter().enumerate().map(|(i, &p)| (p, i)).collect();
@@ -322,7 +408,7 @@ impl VerbsEndpoint {
             send_buf,
             credit_buf,
             credit_src,
-            _pd: pd,
+            pd,
             _context: context,
         };
         for (i, peer) in peers.iter().enumerate() {
@@ -345,7 +431,7 @@ impl VerbsEndpoint {
             gid: self.port.gid.gid.octets(),
             qpn: self.res.peers[i].qp.qp_number(),
             psn: self.psn,
-            credit_addr: self.res.credit_buf.addr(4 * i),
+            credit_addr: self.res.credit_buf.addr(CREDIT_WORD_LEN * i),
             credit_rkey: self.res.credit_mr.rkey(),
         })
     }
@@ -435,10 +521,11 @@ impl VerbsTransport {
         }
     }
 
-    /// Whether some peer has frames waiting that only credits can let go: credits come back
-    /// by RDMA write, which raises no completion event, so such a wait must look again soon.
+    /// Whether some peer has frames waiting that only credits can let go, or payloads it is
+    /// reading: credits and read reports come back by RDMA write, which raises no completion
+    /// event, so such a wait must look again soon.
     fn waiting_for_credits(&self) -> bool {
-        self.res.peers.iter().any(|p| p.active && !p.down && p.channel.queued_bytes() > 0)
+        self.res.peers.iter().any(|p| p.active && !p.down && (p.channel.queued_bytes() > 0 || !p.exposed.is_empty()))
     }
 
     /// Sleeps on the completion channel until the next completion or `timeout`.
@@ -495,6 +582,7 @@ impl VerbsTransport {
                         WR_SEND => "send",
                         _ => "credit write",
                     };
+                    let what = if kind == WR_READ { "read" } else { what };
                     let why = format!("{:?}", WorkCompletionStatus::from(status));
                     events.push(Event::LinkDown {
                         peer: p.peer,
@@ -515,17 +603,98 @@ impl VerbsTransport {
                 WR_RECV => {
                     let offset = (i * slots + slot) * self.config.slot_bytes;
                     let msg = self.res.recv_buf.slice(offset, len as usize);
-                    let peer = p.peer;
-                    let mut emit = |header, payload| events.push(Event::Frame { peer, header, payload });
-                    if let Err(e) = p.channel.on_message(msg, &mut emit) {
+                    let mut bad = None;
+                    let arrivals = &mut p.arrivals;
+                    let mut emit = |header: wire::Header, payload: Vec<u8>| {
+                        if header.flags & FLAG_READ == 0 {
+                            return arrivals.push_back(Arrival::Ready(header, payload));
+                        }
+                        match ReadDescriptor::decode(&payload) {
+                            Ok(from) => {
+                                let header =
+                                    wire::Header { flags: header.flags & !FLAG_READ, payload_len: from.len, ..header };
+                                let buf = vec![0; from.len as usize];
+                                arrivals.push_back(Arrival::Reading(Reading {
+                                    mr: None,
+                                    buf,
+                                    header,
+                                    from,
+                                    done: false,
+                                }));
+                            }
+                            Err(e) => bad = Some(e),
+                        }
+                    };
+                    let result = p.channel.on_message(msg, &mut emit).map_err(|e| e.to_string());
+                    if let Some(e) = result.err().or(bad) {
                         p.down = true;
-                        events.push(Event::LinkDown { peer, reason: format!("bad verbs message: {e}") });
+                        events.push(Event::LinkDown { peer: p.peer, reason: format!("bad verbs message: {e}") });
                         continue;
                     }
                     p.unposted.push(slot);
                 }
+                WR_READ => {
+                    p.sq_used -= 1;
+                    // Reads on one queue pair complete in the order they were posted.
+                    let first = p.arrivals.iter_mut().find_map(|a| match a {
+                        Arrival::Reading(r) if r.mr.is_some() && !r.done => Some(r),
+                        _ => None,
+                    });
+                    if let Some(r) = first {
+                        r.done = true;
+                        r.mr = None;
+                        p.channel.read_done();
+                    }
+                }
                 _ => {}
             }
+        }
+        for p in &mut self.res.peers {
+            while let Some(a) = p.arrivals.front() {
+                if matches!(a, Arrival::Reading(r) if !r.done) {
+                    break;
+                }
+                let (header, payload) = match p.arrivals.pop_front().expect("front exists") {
+                    Arrival::Ready(h, v) => (h, v),
+                    Arrival::Reading(r) => (r.header, r.buf),
+                };
+                events.push(Event::Frame { peer: p.peer, header, payload });
+            }
+        }
+        Ok(())
+    }
+
+    /// Posts the reads of peer `i`'s payloads that wait for room on the send queue, each into
+    /// its own buffer, registered for it.
+    fn post_reads(&mut self, i: usize) -> TransportResult<()> {
+        let sq_limit = self.config.slots + 4;
+        let pd = Arc::clone(&self.res.pd);
+        let p = &mut self.res.peers[i];
+        if p.down || !p.active {
+            return Ok(());
+        }
+        for a in p.arrivals.iter_mut() {
+            if p.sq_used >= sq_limit {
+                break;
+            }
+            let Arrival::Reading(r) = a else { continue };
+            if r.mr.is_some() || r.done {
+                continue;
+            }
+            let (addr, len) = (r.buf.as_mut_ptr() as usize, r.buf.len());
+            // SAFETY: `buf` is neither moved nor freed while registered: the registration
+            // is dropped when the read completes, before the frame (and `buf`) is handed on,
+            // or with the transport, before `buf` (field order of `Reading`).
+            let mr = unsafe { pd.reg_mr(addr, len, AccessFlags::LocalWrite) }
+                .map_err(|e| verbs_error(format!("registering a read buffer for rank {}", p.peer), e))?;
+            let mut guard = p.qp.start_post_send();
+            let wr = guard.construct_wr(wr_id(WR_READ, i, 0), WorkRequestFlags::Signaled);
+            // SAFETY: the local buffer is registered (above) and untouched until the read
+            // completes; the remote range is what the peer registered for this read.
+            unsafe { wr.setup_read(r.from.rkey, r.from.addr).setup_sge(mr.lkey(), addr as u64, len as u32) };
+            guard.post().map_err(|e| verbs_error(format!("posting a read from rank {}", p.peer), e))?;
+            r.mr = Some(mr);
+            p.sq_used += 1;
         }
         Ok(())
     }
@@ -537,14 +706,26 @@ impl VerbsTransport {
         let send_lkey = self.res.send_mr.lkey();
         for i in 0..self.res.peers.len() {
             self.res.repost(&self.config, i)?;
-            let credit = self.res.credit_buf.read_word(4 * i);
+            let word = CreditWord {
+                reposted: self.res.credit_buf.read_word(CREDIT_WORD_LEN * i),
+                reads_done: self.res.credit_buf.read_word(CREDIT_WORD_LEN * i + 4),
+            };
+            self.post_reads(i)?;
             let p = &mut self.res.peers[i];
             if p.down || !p.active {
                 continue;
             }
-            if let Err(e) = p.channel.on_credits(credit) {
-                p.down = true;
-                return Err(TransportError::LinkDown { peer: p.peer, reason: e.to_string() });
+            match p.channel.on_credit_word(word) {
+                Ok(read) => {
+                    for _ in 0..read {
+                        let e = p.exposed.pop_front().expect("the channel counts what is exposed");
+                        p.exposed_bytes -= e.payload.len();
+                    }
+                }
+                Err(e) => {
+                    p.down = true;
+                    return Err(TransportError::LinkDown { peer: p.peer, reason: e.to_string() });
+                }
             }
             let sq_limit = self.config.slots + 4;
             while p.sq_used < sq_limit {
@@ -562,16 +743,18 @@ impl VerbsTransport {
                 p.sq_used += 1;
             }
             if p.sq_used < sq_limit && !p.credit_in_flight {
-                if let (Some(count), Some((addr, rkey))) = (p.channel.credit_update(), p.remote_credit) {
-                    self.res.credit_src.slice_mut(4 * i, 4).copy_from_slice(&count.to_le_bytes());
-                    let src = self.res.credit_src.addr(4 * i);
+                if let (Some(word), Some((addr, rkey))) = (p.channel.credit_update(), p.remote_credit) {
+                    let dst = self.res.credit_src.slice_mut(CREDIT_WORD_LEN * i, CREDIT_WORD_LEN);
+                    dst[..4].copy_from_slice(&word.reposted.to_le_bytes());
+                    dst[4..].copy_from_slice(&word.reads_done.to_le_bytes());
+                    let src = self.res.credit_src.addr(CREDIT_WORD_LEN * i);
                     let lkey = self.res.credit_src_mr.lkey();
                     let p = &mut self.res.peers[i];
                     let mut guard = p.qp.start_post_send();
                     let wr = guard.construct_wr(wr_id(WR_CREDIT, i, 0), WorkRequestFlags::Signaled);
                     // SAFETY: the source word is registered and not written again until this
                     // write completes (`credit_in_flight`).
-                    unsafe { wr.setup_write(rkey, addr).setup_sge(lkey, src, 4) };
+                    unsafe { wr.setup_write(rkey, addr).setup_sge(lkey, src, CREDIT_WORD_LEN as u32) };
                     guard.post().map_err(|e| verbs_error(format!("writing credits to rank {}", p.peer), e))?;
                     p.sq_used += 1;
                     p.credit_in_flight = true;
@@ -593,9 +776,33 @@ impl Transport for VerbsTransport {
         if p.down {
             return Err(TransportError::LinkDown { peer, reason: "verbs queue pair failed".into() });
         }
-        if !p.channel.queue_frame(header, payload) {
+        // A large payload the transport can hold stays where it is and the peer reads it; an
+        // application buffer (`Static`) is copied through the buffers, as is everything past
+        // the bound on registrations.
+        let readable = !matches!(payload, Payload::Static(_))
+            && payload.len() >= self.config.read_min_bytes
+            && p.exposed.len() < self.config.max_exposed;
+        if !readable {
+            if !p.channel.queue_frame(header, payload) {
+                return Err(TransportError::QueueFull { peer, limit: self.config.queue_limit_bytes });
+            }
+            return Ok(());
+        }
+        let bytes = payload.as_slice();
+        let (addr, len) = (bytes.as_ptr() as usize, bytes.len());
+        // SAFETY: the payload is kept in `exposed`, unmoved (its bytes live on the heap) and
+        // unchanged, until the peer says it has read it; the registration is dropped first.
+        let mr = unsafe { self.res.pd.reg_mr(addr, len, AccessFlags::LocalWrite | AccessFlags::RemoteRead) }
+            .map_err(|e| verbs_error(format!("registering a payload for rank {peer}"), e))?;
+        let from = ReadDescriptor { addr: addr as u64, rkey: mr.rkey(), len: len as u32 };
+        let described =
+            wire::Header { flags: header.flags | FLAG_READ, payload_len: ReadDescriptor::LEN as u32, ..*header };
+        if !p.channel.queue_frame(&described, Payload::Owned(from.encode())) {
             return Err(TransportError::QueueFull { peer, limit: self.config.queue_limit_bytes });
         }
+        p.channel.payload_exposed();
+        p.exposed_bytes += len;
+        p.exposed.push_back(Exposed { _mr: mr, payload });
         Ok(())
     }
 
@@ -619,14 +826,29 @@ impl Transport for VerbsTransport {
         self.wait_for_event(timeout.min(LONGEST_WAIT))
     }
 
+    /// Frame bytes not yet sent, payloads the peers have not finished reading, and (as one
+    /// byte) a report of finished reads not yet in the peer's memory: the peer waits for it
+    /// before it may let go of its payloads, so a drain must not end without it.
     fn queued_bytes(&self) -> usize {
-        self.res.peers.iter().map(|p| p.channel.queued_bytes()).sum()
+        let unreported = |p: &PeerQp| usize::from(p.channel.reads_unreported() || p.credit_in_flight);
+        self.res.peers.iter().map(|p| p.channel.queued_bytes() + p.exposed_bytes + unreported(p)).sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_descriptors_round_trip_and_bad_ones_are_refused() {
+        let d = ReadDescriptor { addr: 0x7f12_3456_7000, rkey: 0xabcd, len: 1 << 20 };
+        assert_eq!(ReadDescriptor::decode(&d.encode()), Ok(d));
+        assert!(ReadDescriptor::decode(&d.encode()[..15]).is_err(), "short");
+        let empty = ReadDescriptor { len: 0, ..d };
+        assert!(ReadDescriptor::decode(&empty.encode()).is_err(), "nothing to read");
+        let huge = ReadDescriptor { len: wire::MAX_PAYLOAD_LEN + 1, ..d };
+        assert!(ReadDescriptor::decode(&huge.encode()).is_err(), "more than a frame may carry");
+    }
 
     #[test]
     fn addresses_round_trip_as_text() {
