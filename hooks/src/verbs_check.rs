@@ -161,6 +161,8 @@ impl Link<'_> {
                     Event::LinkDown { reason, .. } => {
                         return Err(format!("link down while waiting for {what}: {reason}"))
                     }
+                    // Never asked for (no `ask_placement` here): payloads arrive in frames.
+                    Event::Incoming { .. } => return Err(format!("a placement request while waiting for {what}")),
                 }
             }
             self.t.progress(&mut self.events).map_err(|e| e.to_string())?;

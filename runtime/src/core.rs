@@ -24,8 +24,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use kawarimi_transports::wire::{FrameKind, Header, MAX_PAYLOAD_LEN};
-use kawarimi_transports::{Payload, PeerId};
+use kawarimi_transports::wire::{FrameKind, Header, FLAG_PLACED, MAX_PAYLOAD_LEN};
+use kawarimi_transports::{Payload, PeerId, Placement};
 
 use crate::error::{err, ErrorClass, MpiResult};
 
@@ -648,7 +648,11 @@ impl Core {
                 self.arrive(u)?;
             }
             FrameKind::Cts => self.handle_cts(peer, header.msg_id, header.arg)?,
-            FrameKind::Data => self.handle_data(peer, header.msg_id, header.arg as usize, payload)?,
+            FrameKind::Data => {
+                // A placed payload is already in the receive buffer; the frame carries none.
+                let placed = (header.flags & FLAG_PLACED != 0).then_some(header.payload_len as usize);
+                self.handle_data(peer, header.msg_id, header.arg as usize, payload, placed)?
+            }
             FrameKind::SyncAck => match self.requests.get_mut(&header.msg_id) {
                 Some(Req::Send(s)) if matches!(s.phase, SendPhase::AwaitSyncAck) && s.peer == peer => {
                     s.phase = SendPhase::Done;
@@ -782,21 +786,49 @@ impl Core {
         Ok(())
     }
 
-    fn handle_data(&mut self, peer: PeerId, recv_id: u64, offset: usize, payload: Vec<u8>) -> MpiResult<()> {
+    /// Where the payload of rendezvous data `header` from `peer` should land, if straight in
+    /// the application's receive buffer: a contiguous buffer of a receive that expects it,
+    /// with room for all of it (a truncating receive takes it through a copy). The buffer
+    /// stays untouched here until the frame is delivered with [`FLAG_PLACED`].
+    pub fn placement(&mut self, peer: PeerId, header: &Header) -> Option<Placement> {
+        if header.kind != FrameKind::Data {
+            return None;
+        }
+        let Some(Req::Recv(r)) = self.requests.get_mut(&header.msg_id) else { return None };
+        let RecvPhase::Receiving { total, .. } = r.phase else { return None };
+        let (offset, len) = (header.arg as usize, header.payload_len as usize);
+        let RecvBuf::Static(buf) = r.buf.as_mut()? else { return None };
+        if r.status.source != peer as i32 || offset + len > total || offset + len > buf.len() || len == 0 {
+            return None;
+        }
+        Some(Placement { ptr: buf[offset..].as_mut_ptr(), len })
+    }
+
+    /// Takes rendezvous data: `payload`, or `placed` bytes the transport already wrote into
+    /// the receive buffer where [`Core::placement`] said.
+    fn handle_data(
+        &mut self,
+        peer: PeerId,
+        recv_id: u64,
+        offset: usize,
+        payload: Vec<u8>,
+        placed: Option<usize>,
+    ) -> MpiResult<()> {
         let Some(Req::Recv(r)) = self.requests.get_mut(&recv_id) else {
             return err(ErrorClass::Intern, format!("Data from rank {peer} for unknown receive {recv_id}"));
         };
         let RecvPhase::Receiving { total, received } = &mut r.phase else {
             return err(ErrorClass::Intern, format!("Data from rank {peer} for receive {recv_id} not receiving"));
         };
-        if r.status.source != peer as i32 || offset + payload.len() > *total {
+        let n_payload = placed.unwrap_or(payload.len());
+        if r.status.source != peer as i32 || offset + n_payload > *total {
             return err(
                 ErrorClass::Intern,
-                format!("Data from rank {peer} at {offset}+{} outside message of {total} bytes", payload.len()),
+                format!("Data from rank {peer} at {offset}+{n_payload} outside message of {total} bytes"),
             );
         }
-        let n_payload = payload.len();
         match r.buf.as_mut().expect("receiving request holds its buffer") {
+            _ if placed.is_some() => {}
             // A whole message in one frame into a staging buffer of exactly its size: take the
             // frame's bytes instead of copying them.
             RecvBuf::Owned(v) if offset == 0 && n_payload == *total && v.len() == n_payload => *v = payload,

@@ -98,7 +98,11 @@ pub struct Engine {
 
 impl Engine {
     /// `transport` may be `None` only for a job of one rank.
-    pub fn new(core: Core, transport: Option<Box<dyn Transport>>) -> Engine {
+    pub fn new(core: Core, mut transport: Option<Box<dyn Transport>>) -> Engine {
+        // Payloads a transport reads from its peers land straight in receive buffers.
+        if let Some(t) = transport.as_mut() {
+            t.ask_placement();
+        }
         assert!(transport.is_some() || core.size() == 1, "a job of several ranks needs a transport");
         Engine {
             core,
@@ -197,6 +201,12 @@ impl Engine {
                         return Err(self.fail(e));
                     }
                 }
+                Event::Incoming { peer, token, header } => {
+                    let at = self.core.placement(peer, &header);
+                    if let Err(e) = transport.place(peer, token, at) {
+                        return Err(self.fail(MpiError::new(ErrorClass::Other, e.to_string())));
+                    }
+                }
                 Event::LinkDown { peer, reason } => {
                     // A peer closes its links once it has finalized, or once it has drained
                     // (its marker arrived, so nothing more can come on this link).
@@ -263,8 +273,11 @@ impl Engine {
                     let sw = self.switch.as_mut().expect("checked");
                     let timeout = sw.reconnect_timeout;
                     match sw.reconnect.reconnect(epoch, transport.as_deref(), timeout) {
-                        Ok(t) => {
+                        Ok(mut t) => {
                             self.core.resume(epoch);
+                            if let Some(t) = t.as_mut() {
+                                t.ask_placement();
+                            }
                             self.transport = t;
                             self.refresh_waker();
                             shared.set_transport(self.transport_summary());

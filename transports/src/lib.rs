@@ -82,7 +82,24 @@ pub enum Event {
     Frame { peer: PeerId, header: wire::Header, payload: Vec<u8> },
     /// The link to `peer` failed or was closed by the other side; `reason` says how.
     LinkDown { peer: PeerId, reason: String },
+    /// (Only after [`Transport::ask_placement`].) The payload of this frame from `peer` is
+    /// about to be read from the peer's memory: the runtime answers with
+    /// [`Transport::place`], naming where it should land or leaving it to the transport.
+    Incoming { peer: PeerId, token: u64, header: wire::Header },
 }
+
+/// Where a payload should land: `len` bytes at `ptr` in the application's receive buffer,
+/// which stays valid and untouched by the runtime until the frame is delivered.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    pub ptr: *mut u8,
+    pub len: usize,
+}
+
+// SAFETY: a placement is an address the runtime hands to its own transport; the memory is
+// written only by the device, for the transport, while the runtime leaves that range alone,
+// whichever thread drives the two.
+unsafe impl Send for Placement {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -131,6 +148,16 @@ pub trait Transport: Send {
     /// many peers each carries (`verbs:3+tcp:1`).
     fn summary(&self) -> String {
         format!("{:?}", self.kind()).to_lowercase()
+    }
+    /// Asks the transport to report payloads it reads from a peer before reading them
+    /// ([`Event::Incoming`]), so that they can land in the application's buffer. A transport
+    /// that reads nothing ignores it.
+    fn ask_placement(&mut self) {}
+    /// Answers an [`Event::Incoming`]: where its payload goes (`None`: into a buffer of the
+    /// transport's, delivered in the frame as usual). Delivered with [`wire::FLAG_PLACED`]
+    /// and no payload when placed.
+    fn place(&mut self, _peer: PeerId, _token: u64, _at: Option<Placement>) -> TransportResult<()> {
+        Ok(())
     }
     /// Frame bytes (headers included) handed to each kind of transport so far, best kind
     /// first; empty when the transport does not count them ([`routed::Routed`] does).

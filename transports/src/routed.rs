@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::{wire, Event, Payload, PeerId, Transport, TransportError, TransportKind, TransportResult, Waker};
+use crate::{
+    wire, Event, Payload, PeerId, Placement, Transport, TransportError, TransportKind, TransportResult, Waker,
+};
 
 pub struct Routed {
     /// The transports, best first.
@@ -107,6 +109,17 @@ impl Transport for Routed {
 
     fn queued_bytes(&self) -> usize {
         self.transports.iter().map(|t| t.queued_bytes()).sum()
+    }
+
+    fn ask_placement(&mut self) {
+        for t in &mut self.transports {
+            t.ask_placement();
+        }
+    }
+
+    fn place(&mut self, peer: PeerId, token: u64, at: Option<Placement>) -> TransportResult<()> {
+        let &i = self.route.get(&peer).ok_or(TransportError::NoRoute { peer })?;
+        self.transports[i].place(peer, token, at)
     }
 
     fn waker(&self) -> Option<Waker> {

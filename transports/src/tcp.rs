@@ -1246,6 +1246,7 @@ mod tests {
                         received += 1;
                     }
                     Event::LinkDown { peer, reason } => panic!("rank {me}: link to {peer} down: {reason}"),
+                    Event::Incoming { peer, .. } => panic!("rank {me}: TCP asked where to read from {peer}"),
                 }
             }
             let all_in = expect_seq.values().all(|&s| s as usize == sizes.len());

@@ -31,6 +31,9 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 56;
 /// The largest payload one frame may carry. Rendezvous data is cut into chunks below this.
 pub const MAX_PAYLOAD_LEN: u32 = 8 << 20;
+/// In a delivered frame's flags (never on the wire): the transport has already written the
+/// payload where the runtime said ([`crate::Transport::place`]); the frame carries none.
+pub const FLAG_PLACED: u32 = 1 << 30;
 
 /// What a frame is for. The numbering is part of the wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

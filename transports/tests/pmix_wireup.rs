@@ -66,6 +66,7 @@ fn probe() -> Result<String, String> {
                     got.insert(peer);
                 }
                 Event::LinkDown { peer, reason } => return Err(format!("rank {me}: link to {peer} down: {reason}")),
+                Event::Incoming { peer, .. } => return Err(format!("rank {me}: TCP asked where to read from {peer}")),
             }
         }
         t.wait(Duration::from_millis(20)).map_err(e)?;

@@ -34,7 +34,7 @@ use sideway::ibverbs::AccessFlags;
 
 use super::channel::{Channel, CreditWord};
 use super::{Fabric, VerbsPort};
-use crate::{wire, Event, Payload, PeerId, Transport, TransportError, TransportKind, TransportResult};
+use crate::{wire, Event, Payload, PeerId, Placement, Transport, TransportError, TransportKind, TransportResult};
 
 /// Sizes of the transport.
 #[derive(Debug, Clone, Copy)]
@@ -168,13 +168,25 @@ enum Arrival {
     Reading(Reading),
 }
 
-/// A payload being read from the peer into `buf` (registered by `mr` once posted).
+/// A payload being read from the peer (into memory registered by `mr` once posted).
 struct Reading {
     mr: Option<Arc<MemoryRegion>>,
-    buf: Vec<u8>,
+    target: Target,
     header: wire::Header,
     from: ReadDescriptor,
+    /// Names it in [`Event::Incoming`] and [`Transport::place`].
+    token: u64,
     done: bool,
+}
+
+/// Where a payload read from the peer lands.
+enum Target {
+    /// The runtime has been asked and has not answered yet: not read until it does.
+    Undecided,
+    /// A buffer of the transport's, handed on in the frame.
+    Own(Vec<u8>),
+    /// The application's receive buffer, as the runtime said.
+    User(Placement),
 }
 
 fn wr_id(kind: u64, peer_index: usize, slot: usize) -> u64 {
@@ -279,6 +291,7 @@ struct PeerQp {
     exposed_bytes: usize,
     /// Frames from the peer not yet handed on: a frame waits for the reads before it.
     arrivals: VecDeque<Arrival>,
+    next_token: u64,
 }
 
 /// Everything the transport holds on the device, in teardown order.
@@ -320,6 +333,8 @@ pub struct VerbsTransport {
     /// Completions taken from the queue (work request id, status, bytes) and not yet handled:
     /// `wait` must look at the queue after arming it, and what it finds waits here.
     taken: Vec<(u64, u32, u32)>,
+    /// Report payloads to be read to the runtime first ([`Transport::ask_placement`]).
+    ask_placement: bool,
 }
 
 impl VerbsEndpoint {
@@ -393,6 +408,7 @@ impl VerbsEndpoint {
                 exposed: VecDeque::new(),
                 exposed_bytes: 0,
                 arrivals: VecDeque::new(),
+                next_token: 0,
             });
         }
         let index = peers.iter().enumerate().map(|(i, &p)| (p, i)).collect();
@@ -470,7 +486,7 @@ impl VerbsEndpoint {
         }
         let mut index = self.index;
         index.retain(|peer, _| remote.contains_key(peer));
-        Ok(VerbsTransport { res: self.res, config: self.config, index, taken: Vec::new() })
+        Ok(VerbsTransport { res: self.res, config: self.config, index, taken: Vec::new(), ask_placement: false })
     }
 }
 
@@ -604,7 +620,8 @@ impl VerbsTransport {
                     let offset = (i * slots + slot) * self.config.slot_bytes;
                     let msg = self.res.recv_buf.slice(offset, len as usize);
                     let mut bad = None;
-                    let arrivals = &mut p.arrivals;
+                    let (peer, ask) = (p.peer, self.ask_placement);
+                    let (arrivals, next_token) = (&mut p.arrivals, &mut p.next_token);
                     let mut emit = |header: wire::Header, payload: Vec<u8>| {
                         if header.flags & FLAG_READ == 0 {
                             return arrivals.push_back(Arrival::Ready(header, payload));
@@ -613,14 +630,16 @@ impl VerbsTransport {
                             Ok(from) => {
                                 let header =
                                     wire::Header { flags: header.flags & !FLAG_READ, payload_len: from.len, ..header };
-                                let buf = vec![0; from.len as usize];
-                                arrivals.push_back(Arrival::Reading(Reading {
-                                    mr: None,
-                                    buf,
-                                    header,
-                                    from,
-                                    done: false,
-                                }));
+                                let token = *next_token;
+                                *next_token += 1;
+                                let target = if ask {
+                                    events.push(Event::Incoming { peer, token, header });
+                                    Target::Undecided
+                                } else {
+                                    Target::Own(vec![0; from.len as usize])
+                                };
+                                let r = Reading { mr: None, target, header, from, token, done: false };
+                                arrivals.push_back(Arrival::Reading(r));
                             }
                             Err(e) => bad = Some(e),
                         }
@@ -656,7 +675,10 @@ impl VerbsTransport {
                 }
                 let (header, payload) = match p.arrivals.pop_front().expect("front exists") {
                     Arrival::Ready(h, v) => (h, v),
-                    Arrival::Reading(r) => (r.header, r.buf),
+                    Arrival::Reading(Reading { header, target: Target::Own(buf), .. }) => (header, buf),
+                    Arrival::Reading(Reading { header, .. }) => {
+                        (wire::Header { flags: header.flags | wire::FLAG_PLACED, ..header }, Vec::new())
+                    }
                 };
                 events.push(Event::Frame { peer: p.peer, header, payload });
             }
@@ -681,10 +703,16 @@ impl VerbsTransport {
             if r.mr.is_some() || r.done {
                 continue;
             }
-            let (addr, len) = (r.buf.as_mut_ptr() as usize, r.buf.len());
-            // SAFETY: `buf` is neither moved nor freed while registered: the registration
-            // is dropped when the read completes, before the frame (and `buf`) is handed on,
-            // or with the transport, before `buf` (field order of `Reading`).
+            let (addr, len) = match &mut r.target {
+                Target::Undecided => continue,
+                Target::Own(buf) => (buf.as_mut_ptr() as usize, buf.len()),
+                Target::User(at) => (at.ptr as usize, at.len),
+            };
+            // SAFETY: the memory is neither moved nor freed while registered. An own buffer:
+            // the registration is dropped when the read completes, before the frame (and the
+            // buffer) is handed on, or with the transport, before the buffer (field order of
+            // `Reading`). The application's: the runtime keeps the receive buffer valid and
+            // leaves it alone until the frame is delivered, which is after the read.
             let mr = unsafe { pd.reg_mr(addr, len, AccessFlags::LocalWrite) }
                 .map_err(|e| verbs_error(format!("registering a read buffer for rank {}", p.peer), e))?;
             let mut guard = p.qp.start_post_send();
@@ -809,6 +837,32 @@ impl Transport for VerbsTransport {
     fn progress(&mut self, events: &mut Vec<Event>) -> TransportResult<()> {
         self.poll(events)?;
         self.post_sends()?;
+        Ok(())
+    }
+
+    fn ask_placement(&mut self) {
+        self.ask_placement = true;
+    }
+
+    fn place(&mut self, peer: PeerId, token: u64, at: Option<Placement>) -> TransportResult<()> {
+        let &i = self.index.get(&peer).ok_or(TransportError::NoRoute { peer })?;
+        let reading = self.res.peers[i].arrivals.iter_mut().find_map(|a| match a {
+            Arrival::Reading(r) if r.token == token && matches!(r.target, Target::Undecided) => Some(r),
+            _ => None,
+        });
+        let Some(r) = reading else {
+            return Err(verbs_error(format!("placing payload {token} from rank {peer}"), "no such read waits"));
+        };
+        r.target = match at {
+            Some(at) if at.len == r.from.len as usize => Target::User(at),
+            Some(at) => {
+                return Err(verbs_error(
+                    format!("placing payload {token} from rank {peer}"),
+                    format!("{} bytes offered for {}", at.len, r.from.len),
+                ))
+            }
+            None => Target::Own(vec![0; r.from.len as usize]),
+        };
         Ok(())
     }
 

@@ -1,0 +1,76 @@
+//! Rendezvous data placed straight into the receive buffer by the transport
+//! (`Core::placement`, frames delivered with `FLAG_PLACED`): the core names exactly the
+//! range each chunk belongs in, only for a contiguous application buffer with room for it,
+//! and completes the receive from placed chunks without touching the buffer itself.
+
+use kawarimi_runtime::core::{Core, CoreConfig, RecvBuf, SendData};
+use kawarimi_transports::wire::{FrameKind, FLAG_PLACED};
+
+const LEN: usize = 200;
+const CHUNK: usize = 64;
+
+fn pair() -> (Core, Core) {
+    let config = CoreConfig { eager_limit_bytes: 16, chunk_bytes: CHUNK, ..CoreConfig::default() };
+    (Core::new(0, 2, config.clone()), Core::new(1, 2, config))
+}
+
+/// Runs one rendezvous message from rank 0 to rank 1's receive into `buf` of `capacity`
+/// bytes, placing every Data chunk the core agrees to place. Returns the placements
+/// (offset into the buffer, length) and rank 1's status.
+fn run(buf: RecvBuf, buf_addr: usize) -> (Vec<(usize, usize)>, kawarimi_runtime::core::Status) {
+    let (mut a, mut b) = pair();
+    let data: Vec<u8> = (0..LEN).map(|i| i as u8).collect();
+    let s = a.isend(1, 0, 5, SendData::Owned(data), false).unwrap();
+    let r = b.irecv(0, 0, 5, buf).unwrap();
+    let mut placed = Vec::new();
+    for _ in 0..100 {
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit() {
+            moved = true;
+            let mut header = t.header;
+            let mut payload = t.payload.into_vec();
+            if header.kind == FrameKind::Data {
+                if let Some(at) = b.placement(0, &header) {
+                    assert_eq!(at.len, payload.len(), "a placement covers exactly the chunk");
+                    placed.push((at.ptr as usize - buf_addr, at.len));
+                    header.flags |= FLAG_PLACED;
+                    payload = Vec::new();
+                }
+            }
+            b.handle_frame(0, header, payload).unwrap();
+        }
+        while let Some(t) = b.poll_transmit() {
+            moved = true;
+            a.handle_frame(1, t.header, t.payload.into_vec()).unwrap();
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(a.is_complete(s) && b.is_complete(r), "the message went through");
+    (placed, b.peek_status(r).unwrap())
+}
+
+#[test]
+fn every_chunk_is_placed_at_its_offset_into_a_buffer_with_room() {
+    let buf: &'static mut [u8] = Box::leak(vec![0u8; LEN].into_boxed_slice());
+    let addr = buf.as_ptr() as usize;
+    let (placed, status) = run(RecvBuf::Static(buf), addr);
+    let expected: Vec<(usize, usize)> = (0..LEN).step_by(CHUNK).map(|o| (o, CHUNK.min(LEN - o))).collect();
+    assert_eq!(placed, expected);
+    assert_eq!((status.len, status.error), (LEN, None), "placed chunks count as received");
+}
+
+#[test]
+fn a_truncating_receive_or_a_staging_buffer_gets_no_placement() {
+    let small: &'static mut [u8] = Box::leak(vec![0u8; LEN - 10].into_boxed_slice());
+    let addr = small.as_ptr() as usize;
+    let (placed, status) = run(RecvBuf::Static(small), addr);
+    // The chunks that fit whole could be placed; the last one, past the end, must not be.
+    assert!(placed.iter().all(|&(o, n)| o + n <= LEN - 10), "nothing placed past the buffer: {placed:?}");
+    assert!(placed.len() < LEN.div_ceil(CHUNK), "the chunk that overflows is copied: {placed:?}");
+    assert_eq!(status.error, Some(kawarimi_runtime::error::ErrorClass::Truncate));
+    let (placed, status) = run(RecvBuf::Owned(vec![0; LEN]), 0);
+    assert!(placed.is_empty(), "a staging buffer is the runtime's to fill: {placed:?}");
+    assert_eq!(status.len, LEN);
+}
