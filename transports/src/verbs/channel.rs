@@ -196,6 +196,12 @@ impl Channel {
         Some(CreditWord { reposted: self.reposted, reads_done: self.reads_done })
     }
 
+    /// The counts last told to the peer, to write again as a keep-alive: a peer whose link is
+    /// gone shows only when something is posted to it, and this is news to nobody.
+    pub fn last_credit_word(&self) -> CreditWord {
+        CreditWord { reposted: self.advertised, reads_done: self.reads_done_advertised }
+    }
+
     /// Takes what the peer's credit update wrote: re-posted buffers (see
     /// [`Channel::on_credits`]) and payloads of this side it finished reading. Returns how
     /// many more of those are read (in the order they were exposed: the peer reads in order).

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sideway::ibverbs::address::{AddressHandleAttribute, Gid};
 use sideway::ibverbs::completion::{
@@ -265,6 +265,9 @@ fn verbs_error(context: String, e: impl std::fmt::Display) -> TransportError {
 const SHORT_WAIT: Duration = Duration::from_micros(50);
 /// The longest sleep on completion events.
 const LONGEST_WAIT: Duration = Duration::from_millis(5);
+/// After this long without a completion, every idle peer gets its credit word written again:
+/// a rank that only waits posts nothing, and a link that died under it would never show.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
 
 /// One peer: its queue pair, its channel, and the send buffers that are free.
 struct PeerQp {
@@ -335,6 +338,8 @@ pub struct VerbsTransport {
     taken: Vec<(u64, u32, u32)>,
     /// Report payloads to be read to the runtime first ([`Transport::ask_placement`]).
     ask_placement: bool,
+    /// When the last completion came (or the last keep-alive went).
+    last_activity: Instant,
 }
 
 impl VerbsEndpoint {
@@ -486,7 +491,14 @@ impl VerbsEndpoint {
         }
         let mut index = self.index;
         index.retain(|peer, _| remote.contains_key(peer));
-        Ok(VerbsTransport { res: self.res, config: self.config, index, taken: Vec::new(), ask_placement: false })
+        Ok(VerbsTransport {
+            res: self.res,
+            config: self.config,
+            index,
+            taken: Vec::new(),
+            ask_placement: false,
+            last_activity: Instant::now(),
+        })
     }
 }
 
@@ -530,10 +542,14 @@ impl VerbsTransport {
 
     /// Moves what the completion queue holds to `taken`.
     fn take_completions(&mut self) {
+        let before = self.taken.len();
         if let Ok(mut poller) = self.res.cq.start_poll() {
             for wc in &mut poller {
                 self.taken.push((wc.wr_id(), wc.status(), wc.byte_len()));
             }
+        }
+        if self.taken.len() > before {
+            self.last_activity = Instant::now();
         }
     }
 
@@ -732,6 +748,10 @@ impl VerbsTransport {
     fn post_sends(&mut self) -> TransportResult<()> {
         let (slots, slot_bytes) = (self.config.slots as usize, self.config.slot_bytes);
         let send_lkey = self.res.send_mr.lkey();
+        let keepalive = self.last_activity.elapsed() >= KEEPALIVE_IDLE;
+        if keepalive {
+            self.last_activity = Instant::now();
+        }
         for i in 0..self.res.peers.len() {
             self.res.repost(&self.config, i)?;
             let word = CreditWord {
@@ -771,7 +791,9 @@ impl VerbsTransport {
                 p.sq_used += 1;
             }
             if p.sq_used < sq_limit && !p.credit_in_flight {
-                if let (Some(word), Some((addr, rkey))) = (p.channel.credit_update(), p.remote_credit) {
+                let idle = keepalive && p.sq_used == 0;
+                let word = p.channel.credit_update().or_else(|| idle.then(|| p.channel.last_credit_word()));
+                if let (Some(word), Some((addr, rkey))) = (word, p.remote_credit) {
                     let dst = self.res.credit_src.slice_mut(CREDIT_WORD_LEN * i, CREDIT_WORD_LEN);
                     dst[..4].copy_from_slice(&word.reposted.to_le_bytes());
                     dst[4..].copy_from_slice(&word.reads_done.to_le_bytes());
