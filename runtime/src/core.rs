@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use kawarimi_transports::wire::{FrameKind, Header, FLAG_PLACED, MAX_PAYLOAD_LEN};
+use kawarimi_transports::wire::{FrameKind, Header, FLAG_PLACED, FLAG_REPLAY, MAX_PAYLOAD_LEN};
 use kawarimi_transports::{Payload, PeerId, Placement};
 
 use crate::error::{err, ErrorClass, MpiResult};
@@ -208,7 +208,8 @@ impl Unexpected {
     }
 }
 
-/// Per-peer channel state: the sequence numbers that give exactly-once, in-order delivery.
+/// Per-peer channel state: the sequence numbers that give exactly-once, in-order delivery,
+/// and the frames kept until the peer confirms them, which a repair sends again.
 #[derive(Debug, Default)]
 struct Channel {
     next_send_seq: u64,
@@ -217,6 +218,30 @@ struct Channel {
     said_bye: bool,
     /// The peer's drain marker of the current switch arrived.
     marker_seen: bool,
+    /// Numbered frames sent (or queued) to the peer that its `ack` does not cover yet, in
+    /// sequence order. A link that dies may take any of them with it.
+    unconfirmed: VecDeque<Transmit>,
+    /// The peer has taken every frame numbered below this.
+    confirmed_seq: u64,
+    /// The `next_recv_seq` last told to the peer, and the payload bytes taken since: past
+    /// [`ACK_EVERY_FRAMES`] or [`ACK_EVERY_BYTES`] a frame of its own (`Ack`) tells it.
+    ack_told: u64,
+    bytes_since_ack: usize,
+    /// The link to the peer died (see [`Core::mark_broken`]).
+    broken: bool,
+}
+
+/// How many frames, or payload bytes, a rank takes from a peer at most before it tells the
+/// peer so in an `Ack` of its own, when no frame of its own goes there to carry it. The
+/// bound on what a sender keeps unconfirmed while its peer is in MPI.
+pub const ACK_EVERY_FRAMES: u64 = 64;
+pub const ACK_EVERY_BYTES: usize = 4 << 20;
+
+/// Whether frames of this kind take a sequence number (and are kept until confirmed). A
+/// marker names a position in the stream and an `Ack` only carries its field: neither is
+/// worth sending again after a link died.
+fn numbered(kind: FrameKind) -> bool {
+    !matches!(kind, FrameKind::Marker | FrameKind::Ack)
 }
 
 /// Result of a probe (`MPI_Iprobe`).
@@ -254,6 +279,8 @@ pub struct Core {
     held: VecDeque<Transmit>,
     /// Messages taken by a matched probe, waiting for their `mrecv`.
     probed: HashMap<u64, Unexpected>,
+    /// Frames kept unconfirmed, over all channels (bounded like the outbox).
+    unconfirmed_frames: usize,
 }
 
 fn tag_matches(want: i32, got: i32) -> bool {
@@ -286,6 +313,7 @@ impl Core {
             holding: false,
             held: VecDeque::new(),
             probed: HashMap::new(),
+            unconfirmed_frames: 0,
         }
     }
 
@@ -323,23 +351,41 @@ impl Core {
         Ok(peer as PeerId)
     }
 
-    /// Queues a frame for `peer`, stamping the channel's epoch and sequence number.
-    fn emit(&mut self, peer: PeerId, mut header: Header, payload: Payload) -> MpiResult<()> {
-        if self.outbox.len() + self.held.len() >= self.config.outbox_limit_frames {
+    /// Queues a frame for `peer`, stamping the channel's epoch, sequence number and `ack`. A
+    /// numbered frame to another rank is also kept until the peer confirms it.
+    fn emit(&mut self, peer: PeerId, mut header: Header, mut payload: Payload) -> MpiResult<()> {
+        let limit = self.config.outbox_limit_frames;
+        if self.outbox.len() + self.held.len() >= limit {
+            return err(ErrorClass::Intern, format!("outbox holds {limit} frames, the limit"));
+        }
+        if self.unconfirmed_frames >= 2 * limit {
             return err(
                 ErrorClass::Intern,
-                format!("outbox holds {} frames, the limit", self.config.outbox_limit_frames),
+                format!("{} frames sent are not confirmed by their receivers, the limit", self.unconfirmed_frames),
             );
         }
         let chan = &mut self.channels[peer as usize];
         header.epoch = self.epoch;
         header.src = self.me;
         header.seq = chan.next_send_seq;
-        chan.next_send_seq += 1;
+        header.ack = chan.next_recv_seq as u32;
+        chan.ack_told = chan.next_recv_seq;
+        chan.bytes_since_ack = 0;
         header.payload_len = payload.len() as u32;
+        let numbered = numbered(header.kind);
+        if numbered {
+            chan.next_send_seq += 1;
+        }
         if peer == self.me {
             self.loopback.push_back((header, payload.into_vec()));
-        } else if self.holding {
+            return Ok(());
+        }
+        if numbered {
+            let kept = Transmit { peer, header, payload: payload.share() };
+            chan.unconfirmed.push_back(kept);
+            self.unconfirmed_frames += 1;
+        }
+        if self.holding {
             self.held.push_back(Transmit { peer, header, payload });
         } else {
             self.outbox.push_back(Transmit { peer, header, payload });
@@ -356,7 +402,8 @@ impl Core {
     pub fn begin_drain(&mut self) -> MpiResult<()> {
         assert!(!self.holding, "begin_drain while already draining");
         let me = self.me;
-        for peer in (0..self.size).filter(|&p| p != me) {
+        let reachable: Vec<PeerId> = (0..self.size).filter(|&p| p != me && !self.channels[p as usize].broken).collect();
+        for peer in reachable {
             self.emit(peer, Header::new(FrameKind::Marker), Payload::Empty)?;
         }
         self.holding = true;
@@ -367,9 +414,31 @@ impl Core {
         self.holding
     }
 
-    /// Peers whose drain marker has not arrived yet.
+    /// Peers whose drain marker has not arrived yet (a broken link's never will).
     pub fn markers_missing(&self) -> Vec<PeerId> {
-        (0..self.size).filter(|&p| p != self.me && !self.channels[p as usize].marker_seen).collect()
+        let missing = |c: &Channel| !c.marker_seen && !c.broken;
+        (0..self.size).filter(|&p| p != self.me && missing(&self.channels[p as usize])).collect()
+    }
+
+    /// The link to `peer` died without a drain: whatever was in flight on it may be lost.
+    /// Frames for it stay here (the outbox drops them, [`Core::poll_transmit`]), its marker
+    /// is not awaited, and [`Core::resume`] sends it again every frame it has not confirmed
+    /// once the two ranks agree the pair was broken.
+    pub fn mark_broken(&mut self, peer: PeerId) {
+        if let Some(c) = self.channels.get_mut(peer as usize).filter(|_| peer != self.me) {
+            c.broken = true;
+            self.outbox.retain(|t| t.peer != peer);
+        }
+    }
+
+    /// Peers whose link this rank saw die since the last switch.
+    pub fn broken_peers(&self) -> Vec<PeerId> {
+        (0..self.size).filter(|&p| self.channels[p as usize].broken).collect()
+    }
+
+    /// Frames sent to `peer` that it has not confirmed yet.
+    pub fn unconfirmed(&self, peer: PeerId) -> usize {
+        self.channels.get(peer as usize).map_or(0, |c| c.unconfirmed.len())
     }
 
     /// Whether the core has nothing left to send on the old transport and has received
@@ -380,13 +449,32 @@ impl Core {
 
     /// Ends a switch: frames held since the markers go out on the new transport, stamped with
     /// `new_epoch`, in the order they were emitted (their sequence numbers continue).
-    pub fn resume(&mut self, new_epoch: u32) {
+    ///
+    /// `repaired` are the peers whose link died in the epoch that ends (by either end's
+    /// account: the coordinator tells both). To each of them every frame it has not
+    /// confirmed goes out again first, flagged [`FLAG_REPLAY`], in order: it drops those it
+    /// already has and takes the rest, so nothing is lost or taken twice.
+    pub fn resume(&mut self, new_epoch: u32, repaired: &[PeerId]) {
         assert!(self.is_drained(), "resume before the drain completed");
         assert!(new_epoch > self.epoch, "epoch must advance: {} -> {new_epoch}", self.epoch);
         self.epoch = new_epoch;
         self.holding = false;
         for c in &mut self.channels {
             c.marker_seen = false;
+            c.broken = false;
+        }
+        let me = self.me;
+        let repaired: Vec<PeerId> = repaired.iter().copied().filter(|&p| p != me && p < self.size).collect();
+        self.held.retain(|t| !repaired.contains(&t.peer));
+        for &p in &repaired {
+            let chan = &mut self.channels[p as usize];
+            for t in &mut chan.unconfirmed {
+                let mut header = t.header;
+                header.epoch = new_epoch;
+                header.flags |= FLAG_REPLAY;
+                header.ack = chan.next_recv_seq as u32;
+                self.outbox.push_back(Transmit { peer: p, header, payload: t.payload.share() });
+            }
         }
         for mut t in self.held.drain(..) {
             t.header.epoch = new_epoch;
@@ -583,9 +671,16 @@ impl Core {
         self.channels.get(peer as usize).is_some_and(|c| c.said_bye)
     }
 
-    /// Next frame to hand to the transport.
+    /// Next frame to hand to the transport. Frames for a peer whose link is broken are
+    /// dropped on the way: the numbered ones are kept unconfirmed and go again after the
+    /// repair.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.outbox.pop_front()
+        loop {
+            let t = self.outbox.pop_front()?;
+            if !self.channels[t.peer as usize].broken {
+                return Some(t);
+            }
+        }
     }
 
     /// Puts back a frame the transport could not take yet (its queue was full), so that
@@ -620,13 +715,26 @@ impl Core {
             );
         }
         let chan = &mut self.channels[peer as usize];
+        if header.flags & FLAG_REPLAY != 0 && header.seq < chan.next_recv_seq && numbered(header.kind) {
+            // Sent again by a repair, and taken before the link died.
+            return Ok(());
+        }
         if header.seq != chan.next_recv_seq {
             return err(
                 ErrorClass::Intern,
                 format!("channel from rank {peer}: expected seq {}, got {} ({header})", chan.next_recv_seq, header.seq),
             );
         }
-        chan.next_recv_seq += 1;
+        self.take_ack(peer, header.ack)?;
+        let chan = &mut self.channels[peer as usize];
+        if numbered(header.kind) {
+            chan.next_recv_seq += 1;
+            chan.bytes_since_ack += payload.len();
+            let behind = chan.next_recv_seq - chan.ack_told;
+            if peer != self.me && (behind >= ACK_EVERY_FRAMES || chan.bytes_since_ack >= ACK_EVERY_BYTES) {
+                self.emit(peer, Header::new(FrameKind::Ack), Payload::Empty)?;
+            }
+        }
         match header.kind {
             FrameKind::Eager | FrameKind::EagerSync => {
                 let sync_msg_id = (header.kind == FrameKind::EagerSync).then_some(header.msg_id);
@@ -670,6 +778,7 @@ impl Core {
                 let msg = String::from_utf8_lossy(&payload);
                 return err(ErrorClass::Other, format!("rank {peer} aborted the job (code {}): {msg}", header.arg));
             }
+            FrameKind::Ack => {}
             FrameKind::Marker => {
                 let chan = &mut self.channels[peer as usize];
                 if std::mem::replace(&mut chan.marker_seen, true) {
@@ -681,6 +790,30 @@ impl Core {
             }
         }
         self.reap_detached();
+        Ok(())
+    }
+
+    /// `peer` has taken every frame of ours whose sequence number's low 32 bits are below
+    /// `ack` (serial-number arithmetic: the unconfirmed window is far below 2^31 frames, so
+    /// an older `ack`, carried by a frame that waited in a queue, reads as behind).
+    fn take_ack(&mut self, peer: PeerId, ack: u32) -> MpiResult<()> {
+        let chan = &mut self.channels[peer as usize];
+        let ahead = ack.wrapping_sub(chan.confirmed_seq as u32) as i32;
+        if ahead <= 0 {
+            return Ok(());
+        }
+        let confirmed = chan.confirmed_seq + ahead as u64;
+        if confirmed > chan.next_send_seq {
+            return err(
+                ErrorClass::Intern,
+                format!("rank {peer} confirms frame {confirmed} of a channel that sent {}", chan.next_send_seq),
+            );
+        }
+        chan.confirmed_seq = confirmed;
+        while chan.unconfirmed.front().is_some_and(|t| t.header.seq < confirmed) {
+            chan.unconfirmed.pop_front();
+            self.unconfirmed_frames -= 1;
+        }
         Ok(())
     }
 

@@ -6,9 +6,9 @@
 //! transport's descriptors; the kernel wakes it when data arrives.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use kawarimi_transports::{routed, Event, Transport};
+use kawarimi_transports::{routed, Event, PeerId, Transport, TransportError};
 
 use crate::control::proto::{SwitchCommand, SwitchPhase};
 use crate::core::{Core, ReqId};
@@ -28,11 +28,25 @@ pub struct EngineSwitch {
     pub reconnect_timeout: Duration,
     /// The epoch of the switch in progress.
     epoch: u32,
+    /// How long a rank whose data link died goes on without it before the switch that
+    /// repairs it must have begun; past it the rank fails, naming the peer it lost.
+    pub repair_wait: Duration,
+    /// Data links that died outside a drain, and how, until the switch that repairs them.
+    lost: Vec<(PeerId, String)>,
+    repair_deadline: Option<Instant>,
 }
 
 impl EngineSwitch {
     pub fn new(shared: Arc<SwitchShared>, reconnect: Box<dyn Reconnect>, reconnect_timeout: Duration) -> EngineSwitch {
-        EngineSwitch { shared, reconnect, reconnect_timeout, epoch: 0 }
+        EngineSwitch {
+            shared,
+            reconnect,
+            reconnect_timeout,
+            epoch: 0,
+            repair_wait: Duration::from_secs(30),
+            lost: Vec::new(),
+            repair_deadline: None,
+        }
     }
 }
 
@@ -174,17 +188,25 @@ impl Engine {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        self.check_repair_deadline()?;
         let scheduled = self.advance_schedules()?;
         let Some(transport) = self.transport.as_mut() else {
             return Ok(scheduled);
         };
         let mut did_work = scheduled;
+        let mut lost = Vec::new();
         // Frames wait in the core's (bounded) outbox while the transport holds more than
         // `send_window_bytes`, so the transport's own queue bound is never hit.
         while transport.queued_bytes() < self.send_window_bytes {
             let Some(t) = self.core.poll_transmit() else { break };
-            if let Err(e) = transport.send(t.peer, &t.header, t.payload) {
-                return Err(self.fail(MpiError::new(ErrorClass::Other, e.to_string())));
+            match transport.send(t.peer, &t.header, t.payload) {
+                Ok(()) => {}
+                // The core keeps the frame until the peer confirms it: the repair sends it.
+                Err(TransportError::LinkDown { peer, reason }) => {
+                    self.core.mark_broken(peer);
+                    lost.push((peer, reason));
+                }
+                Err(e) => return Err(self.fail(MpiError::new(ErrorClass::Other, e.to_string()))),
             }
             did_work = true;
         }
@@ -207,17 +229,56 @@ impl Engine {
                         return Err(self.fail(MpiError::new(ErrorClass::Other, e.to_string())));
                     }
                 }
-                Event::LinkDown { peer, reason } => {
-                    // A peer closes its links once it has finalized, or once it has drained
-                    // (its marker arrived, so nothing more can come on this link).
-                    let expected = self.core.peer_said_bye(peer) || self.core.peer_marker_seen(peer);
-                    if !expected {
-                        return Err(self.fail(MpiError::new(ErrorClass::Other, format!("lost rank {peer}: {reason}"))));
-                    }
-                }
+                Event::LinkDown { peer, reason } => lost.push((peer, reason)),
             }
         }
+        for (peer, reason) in lost {
+            self.link_lost(peer, reason)?;
+        }
         Ok(did_work)
+    }
+
+    /// The data link to `peer` went down. Expected once the peer has finalized, or once it
+    /// has drained (its marker arrived, so nothing more can come on this link, and it
+    /// detaches only once it holds all of ours). Otherwise frames may be lost on it: a rank
+    /// that can be switched keeps going with its other peers and asks for a switch that
+    /// repairs the pair (the core sends the peer again whatever it has not confirmed); one
+    /// that cannot fails, naming the peer.
+    fn link_lost(&mut self, peer: PeerId, reason: String) -> MpiResult<()> {
+        if self.core.peer_said_bye(peer) || self.core.peer_marker_seen(peer) {
+            return Ok(());
+        }
+        let Some(sw) = self.switch.as_mut().filter(|s| s.shared.control_alive()) else {
+            return Err(self.fail(MpiError::new(ErrorClass::Other, format!("lost rank {peer}: {reason}"))));
+        };
+        if sw.lost.iter().any(|(p, _)| *p == peer) {
+            return Ok(());
+        }
+        let me = self.core.rank();
+        eprintln!(
+            "kawarimi: rank {me}: lost its data link to rank {peer} ({reason}); the job goes on once it is repaired"
+        );
+        self.core.mark_broken(peer);
+        if sw.shared.phase() == SwitchPhase::Running {
+            // During a switch the report on detach carries the loss instead.
+            sw.shared.ask_repair(peer, reason.clone());
+            sw.repair_deadline.get_or_insert(Instant::now() + sw.repair_wait);
+        }
+        sw.lost.push((peer, reason));
+        Ok(())
+    }
+
+    /// Fails the rank when a link died and no switch came to repair it in time.
+    fn check_repair_deadline(&mut self) -> MpiResult<()> {
+        let Some(sw) = self.switch.as_ref() else { return Ok(()) };
+        let Some(deadline) = sw.repair_deadline else { return Ok(()) };
+        if sw.shared.phase() != SwitchPhase::Running || Instant::now() < deadline {
+            return Ok(());
+        }
+        let (peer, reason) = sw.lost.first().cloned().unwrap_or_default();
+        let wait = sw.repair_wait;
+        let msg = format!("lost rank {peer}: {reason}; no switch came to repair the link within {wait:?}");
+        Err(self.fail(MpiError::new(ErrorClass::Other, msg)))
     }
 
     /// Runs the switch step the control thread asked for, if any: begins the drain, detaches
@@ -261,6 +322,7 @@ impl Engine {
                     // device resource it held. Nothing of it is touched again.
                     self.transport = None;
                     self.refresh_waker();
+                    shared.set_broken(self.core.broken_peers());
                     let epoch = self.switch.as_ref().expect("checked").epoch;
                     shared.set_transport(format!("detached; before switch {epoch}: ran {routes}, sent {carried}"));
                     shared.reached(SwitchPhase::Detached, epoch);
@@ -268,13 +330,14 @@ impl Engine {
             }
             SwitchPhase::Detached => {
                 let _ = shared.take_command(SwitchCommand::Quiesce);
-                if let Some(Command::Resume { epoch, transport }) = shared.take_command(SwitchCommand::Resume) {
+                if let Some(Command::Resume { epoch, transport, repair }) = shared.take_command(SwitchCommand::Resume) {
                     shared.reached(SwitchPhase::Reconnecting, epoch);
                     let sw = self.switch.as_mut().expect("checked");
                     let timeout = sw.reconnect_timeout;
-                    match sw.reconnect.reconnect(epoch, transport.as_deref(), timeout) {
+                    match sw.reconnect.reconnect(epoch, transport.as_deref(), &repair, timeout) {
                         Ok(mut t) => {
-                            self.core.resume(epoch);
+                            (sw.lost, sw.repair_deadline) = (Vec::new(), None);
+                            self.core.resume(epoch, &repair);
                             if let Some(t) = t.as_mut() {
                                 t.ask_placement();
                             }

@@ -30,12 +30,14 @@ use crate::error::MpiResult;
 /// Rediscovers the networks a rank has now and connects it to its peers again.
 pub trait Reconnect: Send {
     /// Publishes this rank's new addresses for `epoch`, learns its peers', and connects.
-    /// `transport` forces a kind (`"tcp"`, for tests); `None` lets the rank choose.
-    /// Returns `None` for a job of one rank.
+    /// `transport` forces a kind (`"tcp"`, for tests); `None` lets the rank choose. The
+    /// peers in `by_tcp` are reached by TCP whatever else both ends have (their link died
+    /// in the epoch that ends; they get the same list). Returns `None` for a job of one rank.
     fn reconnect(
         &mut self,
         epoch: u32,
         transport: Option<&str>,
+        by_tcp: &[u32],
         timeout: Duration,
     ) -> MpiResult<Option<Box<dyn Transport>>>;
 }
@@ -43,8 +45,15 @@ pub trait Reconnect: Send {
 /// A step the coordinator asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Quiesce { epoch: u32 },
-    Resume { epoch: u32, transport: Option<String> },
+    Quiesce {
+        epoch: u32,
+    },
+    /// `repair`: the peers whose link to this rank died in the epoch that ends.
+    Resume {
+        epoch: u32,
+        transport: Option<String>,
+        repair: Vec<u32>,
+    },
 }
 
 #[derive(Debug)]
@@ -60,6 +69,13 @@ struct Inner {
     error: Option<String>,
     /// What carries the data path now (reported to the coordinator).
     transport: String,
+    /// Peers whose data link died under this rank in this epoch (reported on detach).
+    broken: Vec<u32>,
+    /// A link that died outside a switch, for the control thread to ask a repair for:
+    /// `(peer, reason)`.
+    repair_request: Option<(u32, String)>,
+    /// The control thread runs (it lost its connection, or the rank finalizes, when not).
+    control_alive: bool,
 }
 
 /// What the control thread and the engine share.
@@ -94,6 +110,9 @@ impl Default for SwitchShared {
                 last_step: Duration::ZERO,
                 error: None,
                 transport: "?".into(),
+                broken: Vec::new(),
+                repair_request: None,
+                control_alive: false,
             }),
             changed: Condvar::new(),
             pending: AtomicBool::new(false),
@@ -111,6 +130,10 @@ impl SwitchShared {
     /// Hands a command to the engine, waking it if it sleeps in the transport.
     pub fn command(&self, c: Command) {
         let mut g = self.inner.lock();
+        if matches!(c, Command::Quiesce { .. }) {
+            // This switch repairs every link lost so far: a request not yet sent is moot.
+            g.repair_request = None;
+        }
         g.command = Some(c);
         g.step_started = Some(Instant::now());
         self.pending.store(true, Ordering::Release);
@@ -183,6 +206,39 @@ impl SwitchShared {
         self.inner.lock().transport.clone()
     }
 
+    /// Records the peers whose link died in this epoch, for the report on detach.
+    pub(crate) fn set_broken(&self, peers: Vec<u32>) {
+        self.inner.lock().broken = peers;
+    }
+
+    /// The peers whose link died in the epoch this rank detached from (what the detach
+    /// report carries).
+    pub fn broken(&self) -> Vec<u32> {
+        self.inner.lock().broken.clone()
+    }
+
+    /// Asks the control thread to request a switch that repairs the link to `peer`.
+    pub(crate) fn ask_repair(&self, peer: u32, reason: String) {
+        let mut g = self.inner.lock();
+        g.repair_request.get_or_insert((peer, reason));
+        self.changed.notify_all();
+    }
+
+    /// The repair request the engine left for the control thread, if any (taken once).
+    pub fn take_repair_request(&self) -> Option<(u32, String)> {
+        self.inner.lock().repair_request.take()
+    }
+
+    /// Whether a control thread runs that can ask for a repair.
+    pub fn control_alive(&self) -> bool {
+        self.inner.lock().control_alive
+    }
+
+    /// Set by the control thread while it runs (a simulator that mirrors it sets it too).
+    pub fn set_control_alive(&self, alive: bool) {
+        self.inner.lock().control_alive = alive;
+    }
+
     pub(crate) fn failed(&self, why: String) {
         let mut g = self.inner.lock();
         g.phase = SwitchPhase::Failed;
@@ -226,10 +282,26 @@ pub fn spawn_control_thread(
         Some(Reply::Welcome { .. }) => {}
         other => return Err(std::io::Error::other(format!("the relay at {addr} refused the subscription: {other:?}"))),
     }
-    std::thread::Builder::new().name(format!("kawarimi-control-{rank}")).spawn(move || loop {
+    shared.set_control_alive(true);
+    std::thread::Builder::new().name(format!("kawarimi-control-{rank}")).spawn(move || {
+        control_loop(rank, &mut line, &shared, &*poke);
+        shared.set_control_alive(false);
+    })?;
+    Ok(())
+}
+
+/// The control thread's work until the rank finalizes or loses the control plane.
+fn control_loop(rank: u32, line: &mut Line, shared: &SwitchShared, poke: &dyn Fn()) {
+    loop {
         if shared.is_shut_down() {
             let _ = line.send(&Request::Goodbye {});
             return;
+        }
+        if let Some((peer, reason)) = shared.take_repair_request() {
+            if line.send(&Request::Repair { rank, peer, reason }).is_err() {
+                log(rank, "lost the control plane while asking for a repair");
+                return;
+            }
         }
         let reply = match line.recv_within(Duration::from_millis(100)) {
             Ok(r) => r,
@@ -239,10 +311,13 @@ pub fn spawn_control_thread(
                 return;
             }
         };
-        let Some(Reply::Command { command, epoch, transport, .. }) = reply else { continue };
+        let Some(Reply::Command { command, epoch, transport, repair, .. }) = reply else { continue };
         let (cmd, goal) = match command {
             SwitchCommand::Quiesce => (Command::Quiesce { epoch }, SwitchPhase::Detached),
-            SwitchCommand::Resume => (Command::Resume { epoch, transport }, SwitchPhase::Running),
+            SwitchCommand::Resume => {
+                let repair = repair_peers(rank, &repair);
+                (Command::Resume { epoch, transport, repair }, SwitchPhase::Running)
+            }
         };
         shared.command(cmd);
         // Drive the step until the engine reaches the goal or fails. Each round gives the
@@ -253,7 +328,8 @@ pub fn spawn_control_thread(
             if g.phase == goal && !shared.is_pending() {
                 let millis = g.last_step.as_secs_f64() * 1e3;
                 let transport = Some(g.transport.clone());
-                break Request::Report { epoch, phase: goal, millis, detail: None, transport };
+                let broken = if goal == SwitchPhase::Detached { g.broken.clone() } else { Vec::new() };
+                break Request::Report { epoch, phase: goal, millis, detail: None, transport, broken };
             }
             if g.phase == SwitchPhase::Failed {
                 break Request::Report {
@@ -262,6 +338,7 @@ pub fn spawn_control_thread(
                     millis: 0.0,
                     detail: g.error.clone(),
                     transport: None,
+                    broken: Vec::new(),
                 };
             }
             drop(g);
@@ -271,6 +348,20 @@ pub fn spawn_control_thread(
             log(rank, "lost the control plane while reporting; the job runs on, but can no longer be switched");
             return;
         }
-    })?;
-    Ok(())
+    }
+}
+
+/// The peers of `rank` in the `pairs` a resume repairs.
+pub fn repair_peers(rank: u32, pairs: &[(u32, u32)]) -> Vec<u32> {
+    let mut peers: Vec<u32> = pairs
+        .iter()
+        .filter_map(|&(a, b)| match (a == rank, b == rank) {
+            (true, false) => Some(b),
+            (false, true) => Some(a),
+            _ => None,
+        })
+        .collect();
+    peers.sort_unstable();
+    peers.dedup();
+    peers
 }

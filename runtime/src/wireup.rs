@@ -139,14 +139,15 @@ impl crate::switch::Reconnect for Rewire {
         &mut self,
         epoch: u32,
         transport: Option<&str>,
+        by_tcp: &[u32],
         timeout: Duration,
     ) -> MpiResult<Option<Box<dyn Transport>>> {
         let forced = forced_transport(transport)?;
         if self.proc.size == 1 {
             return Ok(None);
         }
-        connect_data_path(&self.proc, self.bootstrap.as_mut(), &self.secret, epoch, forced.as_deref(), timeout)
-            .map(Some)
+        let choice = Choice { forced: forced.as_deref(), by_tcp };
+        connect_data_path(&self.proc, self.bootstrap.as_mut(), &self.secret, epoch, choice, timeout).map(Some)
     }
 }
 
@@ -293,7 +294,14 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
     let transport = if proc.size == 1 {
         None
     } else {
-        Some(connect_data_path(proc, bootstrap.as_mut(), &control.secret, 0, forced.as_deref(), timeout)?)
+        Some(connect_data_path(
+            proc,
+            bootstrap.as_mut(),
+            &control.secret,
+            0,
+            Choice { forced: forced.as_deref(), by_tcp: &[] },
+            timeout,
+        )?)
     };
     if let (Some((key, false)), None) = (&group, control.relay_addr) {
         control.relay_addr = Some(find_relay(proc, bootstrap.as_mut(), key)?);
@@ -353,19 +361,30 @@ fn find_relay(proc: &ProcInfo, boot: &mut dyn Bootstrap, key: &str) -> MpiResult
     Err(boot_err("control group", format!("no rank leads group {key:?}")))
 }
 
+/// What decides the network of each peer besides what both ends have.
+#[derive(Debug, Clone, Copy, Default)]
+struct Choice<'a> {
+    /// `verbs` fails unless every peer can be reached by verbs, `tcp` does not open verbs
+    /// at all.
+    forced: Option<&'a str>,
+    /// Peers reached by TCP whatever else both ends have: their link died in the epoch that
+    /// ends (both ends get the same list from the coordinator, so they choose alike).
+    by_tcp: &'a [u32],
+}
+
 /// Publishes this rank's data-path addresses for `epoch` (TCP always; verbs when this host
 /// has a usable port now, found by a fresh discovery), learns everyone else's, and connects:
 /// verbs to every peer whose port is on the same fabric, TCP to the rest. Both ends of a
-/// pair read the same two entries, so they choose alike. `forced`: `verbs` fails unless
-/// every peer can be reached by verbs, `tcp` does not open verbs at all.
+/// pair read the same two entries, so they choose alike.
 fn connect_data_path(
     proc: &ProcInfo,
     boot: &mut dyn Bootstrap,
     secret: &JobSecret,
     epoch: u32,
-    forced: Option<&str>,
+    choice: Choice,
     timeout: Duration,
 ) -> MpiResult<Box<dyn Transport>> {
+    let forced = choice.forced;
     let peers: Vec<u32> = (0..proc.size).filter(|&r| r != proc.rank).collect();
     let verbs = if forced == Some("tcp") { None } else { open_verbs(proc, &peers, forced == Some("verbs"))? };
     let endpoint = tcp::bind(proc.rank, data_ip()?, secret.clone()).map_err(|e| boot_err("bind", e))?;
@@ -392,7 +411,15 @@ fn connect_data_path(
             text.parse().map_err(|_| boot_err(&format!("address of rank {r}"), format!("{text:?} is not ip:port")))?;
         let theirs = boot.get(r, &verbs_key).map_err(|e| boot_err(&format!("verbs address of rank {r}"), e))?;
         match (&verbs, verbs_address_for(&String::from_utf8_lossy(&theirs), proc.rank)?) {
-            (Some((_, fabric)), Some((their_fabric, addr))) if *fabric == their_fabric => {
+            _ if choice.by_tcp.contains(&r) && forced == Some("verbs") => {
+                return Err(boot_err(
+                    "transport",
+                    format!("verbs was forced, but the data link to rank {r} died and is repaired by TCP"),
+                ))
+            }
+            (Some((_, fabric)), Some((their_fabric, addr)))
+                if *fabric == their_fabric && !choice.by_tcp.contains(&r) =>
+            {
                 verbs_peers.insert(r, addr);
             }
             _ if forced == Some("verbs") => {

@@ -887,6 +887,7 @@ impl<'p> Sim<'p> {
                         ensure!(self.p.msgs[i].sync, "t{now}: {h} acknowledges m{i}, which is not synchronous");
                         self.msgs[i].frames += 1;
                     }
+                    FrameKind::Ack => ensure!(bytes.is_empty(), "t{now}: {h} carries a payload"),
                     FrameKind::Marker | FrameKind::Bye | FrameKind::Abort => {
                         return Err(format!("t{now}: rank {r} sends {h}, which no input asked for"));
                     }

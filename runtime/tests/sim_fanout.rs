@@ -164,7 +164,14 @@ impl Sim {
                     SwitchCommand::Quiesce => SwitchPhase::Detached,
                     SwitchCommand::Resume => SwitchPhase::Running,
                 };
-                let req = Request::Report { epoch, phase, millis: 1.0, detail: None, transport: Some("tcp".into()) };
+                let req = Request::Report {
+                    epoch,
+                    phase,
+                    millis: 1.0,
+                    detail: None,
+                    transport: Some("tcp".into()),
+                    broken: vec![],
+                };
                 self.in_flight.push_back(Msg::Up { conn, req });
             }
             Node::Coordinator => unreachable!(),

@@ -429,6 +429,7 @@ impl Reconnect for SimReconnect {
         &mut self,
         epoch: u32,
         _transport: Option<&str>,
+        _by_tcp: &[u32],
         _timeout: Duration,
     ) -> MpiResult<Option<Box<dyn Transport>>> {
         Ok(Some(take_endpoint(&self.fabrics, self.rank, epoch)))
@@ -1286,7 +1287,9 @@ impl Sim {
                 };
                 let (cmd, goal) = match command {
                     SwitchCommand::Quiesce => (Command::Quiesce { epoch }, SwitchPhase::Detached),
-                    SwitchCommand::Resume => (Command::Resume { epoch, transport }, SwitchPhase::Running),
+                    SwitchCommand::Resume => {
+                        (Command::Resume { epoch, transport, repair: Vec::new() }, SwitchPhase::Running)
+                    }
                 };
                 self.ranks[r].shared.command(cmd);
                 self.ranks[r].ctl = CtlState::Driving { epoch, goal, since_us: now };
@@ -1299,10 +1302,24 @@ impl Sim {
                 let rank = &self.ranks[r];
                 let phase = rank.shared.phase();
                 let report = if phase == goal && !rank.shared.is_pending() {
-                    Request::Report { epoch, phase: goal, millis: 0.0, detail: None, transport: None }
+                    Request::Report {
+                        epoch,
+                        phase: goal,
+                        millis: 0.0,
+                        detail: None,
+                        transport: None,
+                        broken: Vec::new(),
+                    }
                 } else if phase == SwitchPhase::Failed {
                     let detail = rank.engine.failure().map(|e| e.to_string());
-                    Request::Report { epoch, phase: SwitchPhase::Failed, millis: 0.0, detail, transport: None }
+                    Request::Report {
+                        epoch,
+                        phase: SwitchPhase::Failed,
+                        millis: 0.0,
+                        detail,
+                        transport: None,
+                        broken: Vec::new(),
+                    }
                 } else {
                     self.check_failure_reported(r, since_us);
                     return false;

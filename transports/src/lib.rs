@@ -67,6 +67,24 @@ impl Payload {
             other => other.as_slice().to_vec(),
         }
     }
+    /// A second handle on the same bytes, for a sender that keeps what it sent: an owned
+    /// payload becomes shared in place (moved, not copied); a `Static` one is copied once,
+    /// because the application may reuse its buffer as soon as its send completes.
+    pub fn share(&mut self) -> Payload {
+        let data = match std::mem::replace(self, Payload::Empty) {
+            Payload::Empty => return Payload::Empty,
+            Payload::Owned(v) => std::sync::Arc::new(v),
+            Payload::Static(s) => std::sync::Arc::new(s.to_vec()),
+            Payload::Shared { data, start, len } => {
+                *self = Payload::Shared { data: data.clone(), start, len };
+                return Payload::Shared { data, start, len };
+            }
+        };
+        let len = data.len();
+        *self = Payload::Shared { data: data.clone(), start: 0, len };
+        Payload::Shared { data, start: 0, len }
+    }
+
     pub fn len(&self) -> usize {
         self.as_slice().len()
     }

@@ -22,18 +22,26 @@
 //! | 32 | msg_id | u64 |
 //! | 40 | arg (kind-specific: total length, offset, receiver's id) | u64 |
 //! | 48 | payload_len | u32 |
-//! | 52 | reserved, must be zero | u32 |
+//! | 52 | ack: the low 32 bits of how many frames of the reverse channel the sender has taken | u32 |
+//!
+//! Version 2 gave the last field to `ack` (version 1 kept it zero): the sender of a frame
+//! keeps every frame it sent until the peer's `ack` covers it, so that after a link dies the
+//! frames the peer never took can be sent again on another network.
 
 use std::fmt;
 
 pub const MAGIC: u16 = 0x4B57;
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 56;
 /// The largest payload one frame may carry. Rendezvous data is cut into chunks below this.
 pub const MAX_PAYLOAD_LEN: u32 = 8 << 20;
 /// In a delivered frame's flags (never on the wire): the transport has already written the
 /// payload where the runtime said ([`crate::Transport::place`]); the frame carries none.
 pub const FLAG_PLACED: u32 = 1 << 30;
+/// On the wire: the frame is sent again after its link died (a repair), and the receiver may
+/// already hold it: it drops such a frame when its sequence number is behind, and takes it
+/// like any other when it is the next.
+pub const FLAG_REPLAY: u32 = 1 << 0;
 
 /// What a frame is for. The numbering is part of the wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,6 +65,8 @@ pub enum FrameKind {
     Bye = 8,
     /// The sending rank is aborting the job; `arg` is the error code, payload a message.
     Abort = 9,
+    /// Only carries `ack`: the receiver took many frames and has nothing to send back.
+    Ack = 10,
 }
 
 impl FrameKind {
@@ -71,6 +81,7 @@ impl FrameKind {
             7 => FrameKind::Marker,
             8 => FrameKind::Bye,
             9 => FrameKind::Abort,
+            10 => FrameKind::Ack,
             _ => return None,
         })
     }
@@ -89,6 +100,10 @@ pub struct Header {
     pub msg_id: u64,
     pub arg: u64,
     pub payload_len: u32,
+    /// Low 32 bits of the sequence number the sender of this frame expects next from its
+    /// receiver: every frame below it has been taken. (A sender never has 2^32 frames
+    /// unconfirmed, so the low bits name the number.)
+    pub ack: u32,
 }
 
 /// Why a header was rejected: each variant names what was expected and what arrived.
@@ -104,8 +119,6 @@ pub enum WireError {
     UnknownKind { got: u8 },
     #[error("payload of {got} bytes exceeds the limit of {max}")]
     PayloadTooLarge { max: u32, got: u32 },
-    #[error("reserved header field must be zero, got {got:#x}")]
-    Reserved { got: u32 },
     #[error("frame kind {kind:?} must not carry a payload, got {got} bytes")]
     UnexpectedPayload { kind: FrameKind, got: u32 },
 }
@@ -113,7 +126,7 @@ pub enum WireError {
 impl Header {
     /// A header of `kind` with every other field zero.
     pub fn new(kind: FrameKind) -> Header {
-        Header { kind, flags: 0, epoch: 0, src: 0, seq: 0, ctx: 0, tag: 0, msg_id: 0, arg: 0, payload_len: 0 }
+        Header { kind, flags: 0, epoch: 0, src: 0, seq: 0, ctx: 0, tag: 0, msg_id: 0, arg: 0, payload_len: 0, ack: 0 }
     }
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {
@@ -130,6 +143,7 @@ impl Header {
         b[32..40].copy_from_slice(&self.msg_id.to_le_bytes());
         b[40..48].copy_from_slice(&self.arg.to_le_bytes());
         b[48..52].copy_from_slice(&self.payload_len.to_le_bytes());
+        b[52..56].copy_from_slice(&self.ack.to_le_bytes());
         b
     }
 
@@ -157,10 +171,6 @@ impl Header {
         if payload_len > MAX_PAYLOAD_LEN {
             return Err(WireError::PayloadTooLarge { max: MAX_PAYLOAD_LEN, got: payload_len });
         }
-        let reserved = u32_at(52);
-        if reserved != 0 {
-            return Err(WireError::Reserved { got: reserved });
-        }
         let carries_payload =
             matches!(kind, FrameKind::Eager | FrameKind::EagerSync | FrameKind::Data | FrameKind::Abort);
         if !carries_payload && payload_len != 0 {
@@ -177,6 +187,7 @@ impl Header {
             msg_id: u64_at(32),
             arg: u64_at(40),
             payload_len,
+            ack: u32_at(52),
         })
     }
 }
@@ -185,8 +196,17 @@ impl fmt::Display for Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:?}(epoch={} src={} seq={} ctx={} tag={} msg={} arg={} len={})",
-            self.kind, self.epoch, self.src, self.seq, self.ctx, self.tag, self.msg_id, self.arg, self.payload_len
+            "{:?}(epoch={} src={} seq={} ctx={} tag={} msg={} arg={} len={} ack={})",
+            self.kind,
+            self.epoch,
+            self.src,
+            self.seq,
+            self.ctx,
+            self.tag,
+            self.msg_id,
+            self.arg,
+            self.payload_len,
+            self.ack
         )
     }
 }
@@ -208,6 +228,7 @@ mod tests {
             msg_id: 42,
             arg: 1 << 40,
             payload_len: 0,
+            ack: 0xdead_beef,
         };
         assert_eq!(Header::decode(&h.encode()), Ok(h));
     }
@@ -228,9 +249,6 @@ mod tests {
         let mut b = good;
         b[48..52].copy_from_slice(&(MAX_PAYLOAD_LEN + 1).to_le_bytes());
         assert!(matches!(Header::decode(&b), Err(WireError::PayloadTooLarge { .. })));
-        let mut b = good;
-        b[52] = 1;
-        assert_eq!(Header::decode(&b), Err(WireError::Reserved { got: 1 }));
         let b = Header { payload_len: 4, ..Header::new(FrameKind::Cts) }.encode();
         assert_eq!(Header::decode(&b), Err(WireError::UnexpectedPayload { kind: FrameKind::Cts, got: 4 }));
     }

@@ -32,6 +32,9 @@ pub struct CoordinatorConfig {
     /// Most relays attached to the coordinator, and to each relay: host leaders beyond
     /// that are redirected below earlier ones, making a tree of this arity.
     pub relay_fanout: usize,
+    /// Budget of each step of a repair (the switch a rank asks for when a data link died
+    /// under it). The drain waits for the other end of the pair to notice the loss too.
+    pub repair_step_timeout: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -43,6 +46,7 @@ impl Default for CoordinatorConfig {
             max_value_len: 64 << 10,
             max_ranks: 1 << 20,
             relay_fanout: 32,
+            repair_step_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -102,8 +106,9 @@ impl JobPhase {
 /// A switch step in progress (the fan-out tracks who has answered).
 #[derive(Debug)]
 struct SwitchOp {
-    /// The control client that asked; it gets the answer.
-    ctl: ConnId,
+    /// The control client that asked; it gets the answer. `None`: a repair, which the
+    /// coordinator runs (quiesce, then resume at once) for a rank whose link died.
+    ctl: Option<ConnId>,
     started: Instant,
 }
 
@@ -134,6 +139,11 @@ pub struct Coordinator {
     epoch: u32,
     phase: JobPhase,
     op: Option<SwitchOp>,
+    /// Pairs of ranks whose data link died, as the ranks reported them when they detached;
+    /// the next resume repairs them.
+    broken_pairs: BTreeSet<(u32, u32)>,
+    /// Repairs run so far (for the log).
+    repairs: u32,
     /// Replies, closes and log lines for the IO to carry out.
     pub out: Outbox,
 }
@@ -154,6 +164,8 @@ impl Coordinator {
             epoch: 0,
             phase: JobPhase::Running,
             op: None,
+            broken_pairs: BTreeSet::new(),
+            repairs: 0,
             out: Outbox::default(),
         }
     }
@@ -212,13 +224,13 @@ impl Coordinator {
                 self.join(conn, version, size, leader, listen)
             }
             (Role::New, other) => self.refuse(conn, format!("expected hello, got {other:?}")),
-            (Role::Subscriber(r), Request::Report { epoch, phase, millis, detail, transport }) => {
+            (Role::Subscriber(r), Request::Report { epoch, phase, millis, detail, transport, broken }) => {
                 let outcome = if phase == SwitchPhase::Failed {
                     self.set_phase(r, phase);
                     let why = format!("rank {r} failed: {}", detail.unwrap_or_default());
                     self.fanout.on_failed(conn, epoch, vec![r], why)
                 } else {
-                    self.fanout.on_done(conn, epoch, phase, vec![RankDone { rank: r, millis, transport }])
+                    self.fanout.on_done(conn, epoch, phase, vec![RankDone { rank: r, millis, transport, broken }])
                 };
                 self.finish_switch(outcome, now);
             }
@@ -238,11 +250,15 @@ impl Coordinator {
                 let outcome = self.fanout.on_group_report(conn, report);
                 self.finish_switch(outcome, now);
             }
+            (Role::Subscriber(r), Request::Repair { rank, peer, reason }) if rank == r => {
+                self.repair(rank, peer, &reason, now)
+            }
+            (Role::Relay, Request::Repair { rank, peer, reason }) => self.repair(rank, peer, &reason, now),
             (Role::Ctl, Request::Quiesce { timeout_ms }) => {
-                self.start_switch(conn, SwitchCommand::Quiesce, timeout_ms, None, now)
+                self.start_switch(Some(conn), SwitchCommand::Quiesce, timeout_ms, None, now)
             }
             (Role::Ctl, Request::Resume { timeout_ms, transport }) => {
-                self.start_switch(conn, SwitchCommand::Resume, timeout_ms, transport, now)
+                self.start_switch(Some(conn), SwitchCommand::Resume, timeout_ms, transport, now)
             }
             (Role::Rank(r), Request::Put { key, value }) => self.put(conn, r, key, value),
             (Role::Rank(r), Request::Fence { seq }) => self.fence(conn, r, seq, now),
@@ -415,10 +431,38 @@ impl Coordinator {
         depth.into_iter().max().unwrap_or(0)
     }
 
+    /// Rank `rank` lost its data link to `peer` outside a switch: a switch repairs it. While
+    /// the job is running, the coordinator quiesces it (the pair's ends drain without each
+    /// other) and resumes it at once, and the resume tells both ends to send each other again
+    /// what the other may have lost and to connect by TCP. During a switch nothing more is
+    /// needed: the ranks report the loss when they detach, and the resume repairs it.
+    fn repair(&mut self, rank: u32, peer: u32, reason: &str, now: Instant) {
+        if self.size.is_none_or(|s| rank >= s || peer >= s) || rank == peer {
+            let why = format!("ignored a repair request for ranks {rank} and {peer}: not a pair of this job");
+            return self.out.log(why);
+        }
+        self.out.log(format!("rank {rank} lost its data link to rank {peer}: {reason}"));
+        if self.phase != JobPhase::Running || self.op.is_some() {
+            return self.out.log(format!("the job is {}: the next resume repairs the link", self.phase.name()));
+        }
+        self.repairs += 1;
+        self.out.log(format!("repair {}: quiescing the job to move the pair off that link", self.repairs));
+        let timeout_ms = self.config.repair_step_timeout.as_millis() as u64;
+        self.start_switch(None, SwitchCommand::Quiesce, timeout_ms, None, now);
+    }
+
+    /// Answers whoever asked for the step (a repair logs instead).
+    fn answer(&mut self, ctl: Option<ConnId>, r: Reply) {
+        match ctl {
+            Some(conn) => self.reply(conn, r),
+            None => self.out.log(format!("repair {}: {r:?}", self.repairs)),
+        }
+    }
+
     /// Starts a quiesce or resume: the command goes down the tree to every rank.
     fn start_switch(
         &mut self,
-        ctl: ConnId,
+        ctl: Option<ConnId>,
         command: SwitchCommand,
         timeout_ms: u64,
         transport: Option<String>,
@@ -431,10 +475,10 @@ impl Coordinator {
         let epoch = self.epoch + 1;
         if self.phase != expected {
             let why = format!("cannot {command:?} a job that is {}", self.phase.name());
-            return self.reply(ctl, Reply::SwitchFailed { epoch, missing: Vec::new(), reason: why });
+            return self.answer(ctl, Reply::SwitchFailed { epoch, missing: Vec::new(), reason: why });
         }
         let Some(size) = self.size else {
-            return self.reply(
+            return self.answer(
                 ctl,
                 Reply::SwitchFailed { epoch, missing: Vec::new(), reason: "no rank has connected yet".into() },
             );
@@ -442,13 +486,17 @@ impl Coordinator {
         let missing: Vec<u32> = (0..size).filter(|&r| !self.fanout.reaches(r)).collect();
         if !missing.is_empty() {
             let reason = "these ranks have no control thread connected (not started, finished, or lost)".to_string();
-            return self.reply(ctl, Reply::SwitchFailed { epoch, missing, reason });
+            return self.answer(ctl, Reply::SwitchFailed { epoch, missing, reason });
         }
         let timeout = Duration::from_millis(timeout_ms.clamp(1, 24 * 3600 * 1000));
         self.phase = next;
         self.op = Some(SwitchOp { ctl, started: now });
         let margin = level_margin(timeout, self.relay_depth());
-        let outcome = self.fanout.start(command, epoch, transport, now, timeout, margin);
+        let repair: Vec<(u32, u32)> = match command {
+            SwitchCommand::Resume => self.broken_pairs.iter().copied().collect(),
+            SwitchCommand::Quiesce => Vec::new(),
+        };
+        let outcome = self.fanout.start(command, epoch, transport, &repair, now, timeout, margin);
         while let Some((conn, c)) = self.fanout.poll_command() {
             self.reply(conn, c);
         }
@@ -466,6 +514,9 @@ impl Coordinator {
                 let ranks = done.len() as u32;
                 let phase = goal_phase(command);
                 for d in done {
+                    for &peer in &d.broken {
+                        self.broken_pairs.insert((d.rank.min(peer), d.rank.max(peer)));
+                    }
                     let info = self.rank_info(d.rank);
                     info.switch_phase = phase;
                     if let Some(t) = d.transport {
@@ -480,10 +531,19 @@ impl Coordinator {
                     SwitchCommand::Resume => {
                         self.phase = JobPhase::Running;
                         self.epoch = epoch;
+                        if !self.broken_pairs.is_empty() {
+                            let pairs = std::mem::take(&mut self.broken_pairs);
+                            self.out.log(format!("switch {epoch} repaired the links of rank pairs {pairs:?}"));
+                        }
                         Reply::Resumed { epoch, ranks, total_ms, slowest_rank_ms }
                     }
                 };
-                self.reply(op.ctl, reply);
+                self.answer(op.ctl, reply);
+                if op.ctl.is_none() && command == SwitchCommand::Quiesce {
+                    // A repair goes on at once: nothing outside the job has to happen between.
+                    let timeout_ms = self.config.repair_step_timeout.as_millis() as u64;
+                    self.start_switch(None, SwitchCommand::Resume, timeout_ms, None, now);
+                }
             }
             Outcome::Failed { command, epoch, missing, reason, .. } => {
                 self.out.log(format!("switch {epoch} ({command:?}) failed: {reason}; ranks {missing:?}"));
@@ -491,7 +551,7 @@ impl Coordinator {
                 // be asked for again. (A failed quiesce leaves the job quiescing: the ranks
                 // that detached wait for a resume, and one that died ends the job.)
                 self.phase = JobPhase::Quiesced;
-                self.reply(op.ctl, Reply::SwitchFailed { epoch, missing, reason });
+                self.answer(op.ctl, Reply::SwitchFailed { epoch, missing, reason });
             }
         }
     }
@@ -755,8 +815,9 @@ mod tests {
         c.handle_request(99, Request::Quiesce { timeout_ms: 8000 }, now);
         let sent: Vec<_> = std::iter::from_fn(|| c.out.poll_reply()).collect();
         assert_eq!(sent.len(), 2, "one command per attached relay: {sent:?}");
-        let done =
-            |ranks: &[u32]| ranks.iter().map(|&rank| RankDone { rank, millis: rank as f64, transport: None }).collect();
+        let done = |ranks: &[u32]| {
+            ranks.iter().map(|&rank| RankDone { rank, millis: rank as f64, transport: None, broken: vec![] }).collect()
+        };
         let report = |d| Request::GroupReport {
             epoch: 1,
             phase: SwitchPhase::Detached,

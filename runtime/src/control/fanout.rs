@@ -169,15 +169,17 @@ impl Fanout {
         self.step.is_some()
     }
 
-    /// Sends `command` to every child. The children get `timeout - margin` as their own
-    /// budget, so that they report first, and pass `margin` on. With no rank to wait for,
-    /// the step is done at once.
+    /// Sends `command` to every child, with the pairs in `repair` that concern a rank below
+    /// it. The children get `timeout - margin` as their own budget, so that they report
+    /// first, and pass `margin` on. With no rank to wait for, the step is done at once.
     #[must_use]
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         &mut self,
         command: SwitchCommand,
         epoch: u32,
         transport: Option<String>,
+        repair: &[(u32, u32)],
         now: Instant,
         timeout: Duration,
         margin: Duration,
@@ -188,7 +190,8 @@ impl Fanout {
         let margin_ms = Some(margin.as_millis() as u64);
         for (&conn, ranks) in &self.children {
             if !ranks.is_empty() {
-                let c = Reply::Command { command, epoch, transport: transport.clone(), timeout_ms, margin_ms };
+                let repair = repair.iter().copied().filter(|(a, b)| ranks.contains(a) || ranks.contains(b)).collect();
+                let c = Reply::Command { command, epoch, transport: transport.clone(), timeout_ms, margin_ms, repair };
                 self.commands.push_back((conn, c));
             }
         }
@@ -396,7 +399,7 @@ mod tests {
     use super::*;
 
     fn done(r: u32) -> RankDone {
-        RankDone { rank: r, millis: 1.0, transport: Some("tcp".into()) }
+        RankDone { rank: r, millis: 1.0, transport: Some("tcp".into()), broken: vec![] }
     }
 
     /// Two children: a rank (conn 1 → rank 0) and a relay (conn 2 → ranks 1..4).
@@ -415,7 +418,7 @@ mod tests {
         let mut f = two_children();
         assert!(f.add(1, 2).is_err(), "a rank has one route");
         assert!(f
-            .start(SwitchCommand::Quiesce, 1, None, now, Duration::from_secs(8), Duration::from_secs(1))
+            .start(SwitchCommand::Quiesce, 1, None, &[], now, Duration::from_secs(8), Duration::from_secs(1))
             .is_none());
         let mut sent: Vec<ConnId> = std::iter::from_fn(|| f.poll_command()).map(|(c, _)| c).collect();
         sent.sort();
@@ -438,7 +441,9 @@ mod tests {
     fn a_lost_child_or_a_timeout_names_the_unfinished_ranks() {
         let now = Instant::now();
         let mut f = two_children();
-        assert!(f.start(SwitchCommand::Resume, 2, None, now, Duration::from_secs(8), Duration::from_secs(1)).is_none());
+        assert!(f
+            .start(SwitchCommand::Resume, 2, None, &[], now, Duration::from_secs(8), Duration::from_secs(1))
+            .is_none());
         f.on_done(2, 2, SwitchPhase::Running, vec![done(1)]);
         match f.remove_child(2, "lost its control connection") {
             (ranks, Some(Outcome::Failed { missing, reason, .. })) => {
@@ -449,7 +454,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(f
-            .start(SwitchCommand::Quiesce, 3, None, now, Duration::from_secs(8), Duration::from_secs(1))
+            .start(SwitchCommand::Quiesce, 3, None, &[], now, Duration::from_secs(8), Duration::from_secs(1))
             .is_none());
         assert_eq!(f.deadline(), Some(now + Duration::from_secs(8)));
         assert_eq!(f.on_timeout(now + Duration::from_secs(7)), None);
@@ -469,7 +474,7 @@ mod tests {
             }
         }
         assert!(f
-            .start(SwitchCommand::Quiesce, 1, None, now, Duration::from_secs(8), Duration::from_secs(1))
+            .start(SwitchCommand::Quiesce, 1, None, &[], now, Duration::from_secs(8), Duration::from_secs(1))
             .is_none());
         let t = "timed out after 7s".to_string();
         assert_eq!(f.on_timed_out(1, 1, vec![done(0), done(1)], vec![2], t.clone()), None, "child 2 has not answered");
@@ -481,7 +486,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A child that times out while another finishes: the step fails naming only the late.
-        assert!(f.start(SwitchCommand::Resume, 2, None, now, Duration::from_secs(8), Duration::from_secs(1)).is_none());
+        assert!(f
+            .start(SwitchCommand::Resume, 2, None, &[], now, Duration::from_secs(8), Duration::from_secs(1))
+            .is_none());
         assert_eq!(f.on_timed_out(1, 2, vec![], vec![0, 1, 2], "late".into()), None);
         let all = (3..6).map(done).collect();
         assert!(
@@ -494,7 +501,7 @@ mod tests {
         let now = Instant::now();
         let mut f = two_children();
         assert!(f
-            .start(SwitchCommand::Quiesce, 1, None, now, Duration::from_secs(8), Duration::from_secs(1))
+            .start(SwitchCommand::Quiesce, 1, None, &[], now, Duration::from_secs(8), Duration::from_secs(1))
             .is_none());
         // A child may only blame ranks it reaches; with none named, its unfinished ones.
         match f.on_failed(2, 1, vec![0], "x".into()) {
@@ -502,7 +509,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(f
-            .start(SwitchCommand::Quiesce, 2, None, now, Duration::from_secs(8), Duration::from_secs(1))
+            .start(SwitchCommand::Quiesce, 2, None, &[], now, Duration::from_secs(8), Duration::from_secs(1))
             .is_none());
         match f.on_failed(2, 2, vec![3], "rank 3 failed: drain error".into()) {
             Some(Outcome::Failed { missing, reason, .. }) => {

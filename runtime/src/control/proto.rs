@@ -80,7 +80,14 @@ pub enum Request {
         detail: Option<String>,
         #[serde(default)]
         transport: Option<String>,
+        /// (With `detached`) the peers whose data link died under this rank in the epoch
+        /// that ends: the resume repairs each such pair (see `Reply::Command::repair`).
+        #[serde(default)]
+        broken: Vec<u32>,
     },
+    /// A rank's data link to `peer` died outside a switch (`reason` says how): it asks for a
+    /// switch that repairs it. Relays pass it up as it is.
+    Repair { rank: u32, peer: u32, reason: String },
     /// (ctl) Quiesce the job: every rank drains and releases every device resource. Answered
     /// by `SafeToUnplug` or `SwitchFailed`.
     Quiesce { timeout_ms: u64 },
@@ -140,6 +147,11 @@ pub enum Reply {
         /// by the coordinator from the tree's depth).
         #[serde(default)]
         margin_ms: Option<u64>,
+        /// (With `resume`) pairs of ranks whose link died in the epoch that ends, by either
+        /// end's account: both ends send each other again what the other has not confirmed,
+        /// and reach each other by TCP. Each child gets the pairs that concern its ranks.
+        #[serde(default)]
+        repair: Vec<(u32, u32)>,
     },
     /// (to a relay that joined) Attach under the relay listening at `parent` instead.
     Redirect {
@@ -192,6 +204,9 @@ pub struct RankDone {
     pub rank: u32,
     pub millis: f64,
     pub transport: Option<String>,
+    /// Peers whose link died under this rank (see `Request::Report::broken`).
+    #[serde(default)]
+    pub broken: Vec<u32>,
 }
 
 /// What `kawarimi ctl status` shows.

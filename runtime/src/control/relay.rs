@@ -174,7 +174,7 @@ impl Relay {
                 }
                 self.finish(outcome);
             }
-            (Child::Rank(r), Request::Report { epoch, phase, millis, detail, transport }) => {
+            (Child::Rank(r), Request::Report { epoch, phase, millis, detail, transport, broken }) => {
                 if let (Some(t), Some(m)) = (&transport, self.members.get_mut(&r)) {
                     m.transport = t.clone();
                 }
@@ -182,9 +182,15 @@ impl Relay {
                     let why = format!("rank {r} failed: {}", detail.unwrap_or_default());
                     self.fanout.on_failed(conn, epoch, vec![r], why)
                 } else {
-                    self.fanout.on_done(conn, epoch, phase, vec![RankDone { rank: r, millis, transport }])
+                    self.fanout.on_done(conn, epoch, phase, vec![RankDone { rank: r, millis, transport, broken }])
                 };
                 self.finish(outcome);
+            }
+            (Child::Rank(r), Request::Repair { rank, peer, reason }) if rank == r => {
+                self.up.push_back(Request::Repair { rank, peer, reason });
+            }
+            (Child::Relay, Request::Repair { rank, peer, reason }) => {
+                self.up.push_back(Request::Repair { rank, peer, reason });
             }
             (Child::Relay, Request::GroupReport { epoch, phase, done, missing, detail, timed_out }) => {
                 for d in &done {
@@ -232,7 +238,7 @@ impl Relay {
     /// A reply from the parent (after [`Relay::handle_attached`]).
     pub fn handle_parent(&mut self, reply: Reply, now: Instant) {
         match reply {
-            Reply::Command { command, epoch, transport, timeout_ms, margin_ms } => {
+            Reply::Command { command, epoch, transport, timeout_ms, margin_ms, repair } => {
                 let budget = timeout_ms.map_or(DEFAULT_STEP_TIMEOUT, Duration::from_millis);
                 let margin = margin_ms.map_or_else(|| level_margin(budget, 0), Duration::from_millis);
                 if self.fanout.busy() {
@@ -241,7 +247,7 @@ impl Relay {
                         self.leader
                     ));
                 }
-                let outcome = self.fanout.start(command, epoch, transport, now, budget, margin);
+                let outcome = self.fanout.start(command, epoch, transport, &repair, now, budget, margin);
                 while let Some(c) = self.fanout.poll_command() {
                     self.out.reply(c.0, c.1);
                 }
@@ -309,7 +315,14 @@ mod tests {
     }
 
     fn command(command: SwitchCommand, epoch: u32) -> Reply {
-        Reply::Command { command, epoch, transport: None, timeout_ms: Some(8000), margin_ms: Some(1000) }
+        Reply::Command {
+            command,
+            epoch,
+            transport: None,
+            timeout_ms: Some(8000),
+            margin_ms: Some(1000),
+            repair: vec![],
+        }
     }
 
     #[test]
@@ -334,8 +347,14 @@ mod tests {
         );
         for r in 0..4 {
             assert_eq!(relay.poll_up(), None, "one answer for the whole host");
-            let rep =
-                Request::Report { epoch: 1, phase: SwitchPhase::Detached, millis: 1.5, detail: None, transport: None };
+            let rep = Request::Report {
+                epoch: 1,
+                phase: SwitchPhase::Detached,
+                millis: 1.5,
+                detail: None,
+                transport: None,
+                broken: vec![],
+            };
             relay.handle_request(r as u64 + 1, rep, now);
         }
         match relay.poll_up() {
@@ -396,7 +415,7 @@ mod tests {
         relay.handle_parent(command(SwitchCommand::Resume, 2), now);
         let sent: Vec<_> = std::iter::from_fn(|| relay.out.poll_reply()).collect();
         assert_eq!(sent.len(), 2, "one command per child, not per rank");
-        let done = (4..7).map(|rank| RankDone { rank, millis: 1.0, transport: None }).collect();
+        let done = (4..7).map(|rank| RankDone { rank, millis: 1.0, transport: None, broken: vec![] }).collect();
         relay.handle_request(
             2,
             Request::GroupReport {
@@ -409,7 +428,14 @@ mod tests {
             },
             now,
         );
-        let rep = Request::Report { epoch: 2, phase: SwitchPhase::Running, millis: 1.0, detail: None, transport: None };
+        let rep = Request::Report {
+            epoch: 2,
+            phase: SwitchPhase::Running,
+            millis: 1.0,
+            detail: None,
+            transport: None,
+            broken: vec![],
+        };
         relay.handle_request(1, rep, now);
         while let Some(Request::Members { .. }) = relay.poll_up() {}
         let deadline = relay.poll_timeout().unwrap();

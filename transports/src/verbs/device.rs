@@ -744,71 +744,80 @@ impl VerbsTransport {
     }
 
     /// Posts what the channels have to send: messages while send buffers and credits last,
-    /// then credit updates.
-    fn post_sends(&mut self) -> TransportResult<()> {
-        let (slots, slot_bytes) = (self.config.slots as usize, self.config.slot_bytes);
-        let send_lkey = self.res.send_mr.lkey();
+    /// then credit updates. A peer whose posting fails (its queue pair broke, its device is
+    /// gone) is reported down; the others go on.
+    fn post_sends(&mut self, events: &mut Vec<Event>) {
         let keepalive = self.last_activity.elapsed() >= KEEPALIVE_IDLE;
         if keepalive {
             self.last_activity = Instant::now();
         }
         for i in 0..self.res.peers.len() {
-            self.res.repost(&self.config, i)?;
-            let word = CreditWord {
-                reposted: self.res.credit_buf.read_word(CREDIT_WORD_LEN * i),
-                reads_done: self.res.credit_buf.read_word(CREDIT_WORD_LEN * i + 4),
-            };
-            self.post_reads(i)?;
-            let p = &mut self.res.peers[i];
-            if p.down || !p.active {
+            if self.res.peers[i].down {
                 continue;
             }
-            match p.channel.on_credit_word(word) {
-                Ok(read) => {
-                    for _ in 0..read {
-                        let e = p.exposed.pop_front().expect("the channel counts what is exposed");
-                        p.exposed_bytes -= e.payload.len();
-                    }
-                }
-                Err(e) => {
-                    p.down = true;
-                    return Err(TransportError::LinkDown { peer: p.peer, reason: e.to_string() });
-                }
+            if let Err(e) = self.post_peer(i, keepalive) {
+                let p = &mut self.res.peers[i];
+                p.down = true;
+                events.push(Event::LinkDown { peer: p.peer, reason: e.to_string() });
             }
-            let sq_limit = self.config.slots + 4;
-            while p.sq_used < sq_limit {
-                let Some(&slot) = p.free_send.last() else { break };
-                let offset = (i * slots + slot) * slot_bytes;
-                let Some(n) = p.channel.fill_message(self.res.send_buf.slice_mut(offset, slot_bytes)) else { break };
-                p.free_send.pop();
-                let addr = self.res.send_buf.addr(offset);
+        }
+    }
+
+    /// [`VerbsTransport::post_sends`] for peer `i`.
+    fn post_peer(&mut self, i: usize, keepalive: bool) -> TransportResult<()> {
+        let (slots, slot_bytes) = (self.config.slots as usize, self.config.slot_bytes);
+        let send_lkey = self.res.send_mr.lkey();
+        self.res.repost(&self.config, i)?;
+        let word = CreditWord {
+            reposted: self.res.credit_buf.read_word(CREDIT_WORD_LEN * i),
+            reads_done: self.res.credit_buf.read_word(CREDIT_WORD_LEN * i + 4),
+        };
+        self.post_reads(i)?;
+        let p = &mut self.res.peers[i];
+        if p.down || !p.active {
+            return Ok(());
+        }
+        let read = p
+            .channel
+            .on_credit_word(word)
+            .map_err(|e| TransportError::LinkDown { peer: p.peer, reason: format!("bad credit word: {e}") })?;
+        for _ in 0..read {
+            let e = p.exposed.pop_front().expect("the channel counts what is exposed");
+            p.exposed_bytes -= e.payload.len();
+        }
+        let sq_limit = self.config.slots + 4;
+        while p.sq_used < sq_limit {
+            let Some(&slot) = p.free_send.last() else { break };
+            let offset = (i * slots + slot) * slot_bytes;
+            let Some(n) = p.channel.fill_message(self.res.send_buf.slice_mut(offset, slot_bytes)) else { break };
+            p.free_send.pop();
+            let addr = self.res.send_buf.addr(offset);
+            let mut guard = p.qp.start_post_send();
+            let wr = guard.construct_wr(wr_id(WR_SEND, i, slot), WorkRequestFlags::Signaled).setup_send();
+            // SAFETY: the send buffer is registered and not written again until this send
+            // completes (it is off the free list until then).
+            unsafe { wr.setup_sge(send_lkey, addr, n as u32) };
+            guard.post().map_err(|e| verbs_error(format!("posting a send to rank {}", p.peer), e))?;
+            p.sq_used += 1;
+        }
+        if p.sq_used < sq_limit && !p.credit_in_flight {
+            let idle = keepalive && p.sq_used == 0;
+            let word = p.channel.credit_update().or_else(|| idle.then(|| p.channel.last_credit_word()));
+            if let (Some(word), Some((addr, rkey))) = (word, p.remote_credit) {
+                let dst = self.res.credit_src.slice_mut(CREDIT_WORD_LEN * i, CREDIT_WORD_LEN);
+                dst[..4].copy_from_slice(&word.reposted.to_le_bytes());
+                dst[4..].copy_from_slice(&word.reads_done.to_le_bytes());
+                let src = self.res.credit_src.addr(CREDIT_WORD_LEN * i);
+                let lkey = self.res.credit_src_mr.lkey();
+                let p = &mut self.res.peers[i];
                 let mut guard = p.qp.start_post_send();
-                let wr = guard.construct_wr(wr_id(WR_SEND, i, slot), WorkRequestFlags::Signaled).setup_send();
-                // SAFETY: the send buffer is registered and not written again until this send
-                // completes (it is off the free list until then).
-                unsafe { wr.setup_sge(send_lkey, addr, n as u32) };
-                guard.post().map_err(|e| verbs_error(format!("posting a send to rank {}", p.peer), e))?;
+                let wr = guard.construct_wr(wr_id(WR_CREDIT, i, 0), WorkRequestFlags::Signaled);
+                // SAFETY: the source word is registered and not written again until this
+                // write completes (`credit_in_flight`).
+                unsafe { wr.setup_write(rkey, addr).setup_sge(lkey, src, CREDIT_WORD_LEN as u32) };
+                guard.post().map_err(|e| verbs_error(format!("writing credits to rank {}", p.peer), e))?;
                 p.sq_used += 1;
-            }
-            if p.sq_used < sq_limit && !p.credit_in_flight {
-                let idle = keepalive && p.sq_used == 0;
-                let word = p.channel.credit_update().or_else(|| idle.then(|| p.channel.last_credit_word()));
-                if let (Some(word), Some((addr, rkey))) = (word, p.remote_credit) {
-                    let dst = self.res.credit_src.slice_mut(CREDIT_WORD_LEN * i, CREDIT_WORD_LEN);
-                    dst[..4].copy_from_slice(&word.reposted.to_le_bytes());
-                    dst[4..].copy_from_slice(&word.reads_done.to_le_bytes());
-                    let src = self.res.credit_src.addr(CREDIT_WORD_LEN * i);
-                    let lkey = self.res.credit_src_mr.lkey();
-                    let p = &mut self.res.peers[i];
-                    let mut guard = p.qp.start_post_send();
-                    let wr = guard.construct_wr(wr_id(WR_CREDIT, i, 0), WorkRequestFlags::Signaled);
-                    // SAFETY: the source word is registered and not written again until this
-                    // write completes (`credit_in_flight`).
-                    unsafe { wr.setup_write(rkey, addr).setup_sge(lkey, src, CREDIT_WORD_LEN as u32) };
-                    guard.post().map_err(|e| verbs_error(format!("writing credits to rank {}", p.peer), e))?;
-                    p.sq_used += 1;
-                    p.credit_in_flight = true;
-                }
+                p.credit_in_flight = true;
             }
         }
         Ok(())
@@ -858,7 +867,7 @@ impl Transport for VerbsTransport {
 
     fn progress(&mut self, events: &mut Vec<Event>) -> TransportResult<()> {
         self.poll(events)?;
-        self.post_sends()?;
+        self.post_sends(events);
         Ok(())
     }
 
@@ -907,7 +916,10 @@ impl Transport for VerbsTransport {
     /// before it may let go of its payloads, so a drain must not end without it.
     fn queued_bytes(&self) -> usize {
         let unreported = |p: &PeerQp| usize::from(p.channel.reads_unreported() || p.credit_in_flight);
-        self.res.peers.iter().map(|p| p.channel.queued_bytes() + p.exposed_bytes + unreported(p)).sum()
+        // A peer whose link is down takes nothing more: what it holds is lost with the link
+        // (the runtime keeps its own copy of every frame until the peer confirms it).
+        let live = self.res.peers.iter().filter(|p| !p.down);
+        live.map(|p| p.channel.queued_bytes() + p.exposed_bytes + unreported(p)).sum()
     }
 }
 
