@@ -255,9 +255,11 @@ impl Engine {
             return Ok(());
         }
         let me = self.core.rank();
-        eprintln!(
-            "kawarimi: rank {me}: lost its data link to rank {peer} ({reason}); the job goes on once it is repaired"
+        // One write, so that the lines of ranks that lose a link together do not interleave.
+        let line = format!(
+            "kawarimi: rank {me}: lost its data link to rank {peer} ({reason}); the job goes on once it is repaired\n"
         );
+        std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes()).ok();
         self.core.mark_broken(peer);
         if sw.shared.phase() == SwitchPhase::Running {
             // During a switch the report on detach carries the loss instead.

@@ -633,3 +633,65 @@ fn ranks_move_to_new_subnets_while_detached_and_reconnect_on_them() {
         t0.elapsed() - t_done
     );
 }
+
+/// A data link that dies under the running job, with no quiesce (both ends' sockets reset,
+/// as when a NIC or a switch port fails; here `ss -K` in rank 0's namespace kills its
+/// connection to rank 1): rank 0 and rank 1 ask for a repair, the coordinator runs a switch
+/// by itself (epoch 1 without any `ctl`), both ends send each other again what the other had
+/// not confirmed, over a new TCP connection, and the stress program, which checksums every
+/// message, ends with `OK stress`.
+#[test]
+fn a_data_link_reset_under_the_running_job_is_repaired_and_loses_nothing() {
+    let net = match network() {
+        Ok(n) => n,
+        Err(why) if in_ci() => panic!("CI=true, but this host cannot run the network-namespace test: {why}"),
+        Err(why) => {
+            let _ = writeln!(std::io::stderr(), "netns_migration: SKIPPED: {why}");
+            return;
+        }
+    };
+    let exe = compiled("stress", build_dir());
+    if let Err(e) = preflight(&net) {
+        panic!("the test's own network does not work (not a kawarimi failure; a host firewall?): {e}");
+    }
+    let mut job = start_job(&net, &exe);
+    let (mut ctl, _pids, _coord) = job.ready(RANKS, Duration::from_secs(30));
+    // Let messages flow on the link first, so that some are in flight when it dies.
+    thread::sleep(Duration::from_secs(1));
+    let peer = data_ip(0, 1).to_string();
+    let t = Instant::now();
+    let killed = run_bounded(
+        Command::new(&net.ip).args(["netns", "exec", &net.ns(0), "ss", "-K", "-t", "dst", &peer]),
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| fail(&mut job, format!("ss -K: {e}")));
+    if !killed.contains(&peer) {
+        fail(&mut job, format!("ss -K killed no connection to {peer}:\n{killed}"));
+    }
+    let repaired = loop {
+        match ctl.status() {
+            Ok(st) if st.epoch >= 1 && st.phase == "running" => break t.elapsed(),
+            Ok(_) if t.elapsed() < Duration::from_secs(60) => thread::sleep(Duration::from_millis(50)),
+            other => fail(&mut job, format!("no repair switch within 60 s of the reset: {other:?}")),
+        }
+    };
+    let (ok, out, err) = job.finish(Duration::from_secs(90));
+    assert!(
+        ok && out.lines().any(|l| l.trim_end() == "OK stress"),
+        "stress failed after its link was reset:\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    assert!(
+        err.contains("lost its data link to rank"),
+        "no rank said it lost its link (so nothing was repaired?):\n{err}"
+    );
+    let story: Vec<&str> = err.lines().filter(|l| l.contains("repair") || l.contains("lost its data link")).collect();
+    assert!(
+        story.iter().any(|l| l.contains("repaired the links of rank pairs {(0, 1)}")),
+        "the coordinator did not report the pair (0, 1) repaired:\n{err}"
+    );
+    eprintln!(
+        "link reset: job running again in epoch 1 {repaired:?} after `ss -K`; {}\n{}",
+        err.lines().find(|l| l.starts_with("stress:")).unwrap_or("?"),
+        story.join("\n")
+    );
+}
