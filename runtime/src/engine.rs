@@ -294,6 +294,12 @@ impl Engine {
                     return Ok(());
                 }
                 if let Some(Command::Quiesce { epoch }) = shared.take_command(SwitchCommand::Quiesce) {
+                    // (Not `link_lost`: this switch is the repair, none is to be asked for.)
+                    for peer in shared.take_reported_broken() {
+                        if !self.core.peer_said_bye(peer) {
+                            self.core.mark_broken(peer);
+                        }
+                    }
                     if let Err(e) = self.core.begin_drain() {
                         shared.failed(e.to_string());
                         return Err(self.fail(e));

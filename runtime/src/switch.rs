@@ -71,6 +71,9 @@ struct Inner {
     transport: String,
     /// Peers whose data link died under this rank in this epoch (reported on detach).
     broken: Vec<u32>,
+    /// Peers whose link to this rank the other end reported dead, named by the coordinator
+    /// in the quiesce that repairs them (taken by the engine when it begins the drain).
+    reported_broken: Vec<u32>,
     /// A link that died outside a switch, for the control thread to ask a repair for:
     /// `(peer, reason)`.
     repair_request: Option<(u32, String)>,
@@ -111,6 +114,7 @@ impl Default for SwitchShared {
                 error: None,
                 transport: "?".into(),
                 broken: Vec::new(),
+                reported_broken: Vec::new(),
                 repair_request: None,
                 control_alive: false,
             }),
@@ -224,6 +228,16 @@ impl SwitchShared {
         self.changed.notify_all();
     }
 
+    /// Names the peers whose link to this rank their other end reported dead (the quiesce
+    /// of a repair carries them): the drain does not wait for their markers.
+    pub fn set_reported_broken(&self, peers: Vec<u32>) {
+        self.inner.lock().reported_broken = peers;
+    }
+
+    pub(crate) fn take_reported_broken(&self) -> Vec<u32> {
+        std::mem::take(&mut self.inner.lock().reported_broken)
+    }
+
     /// The repair request the engine left for the control thread, if any (taken once).
     pub fn take_repair_request(&self) -> Option<(u32, String)> {
         self.inner.lock().repair_request.take()
@@ -313,7 +327,10 @@ fn control_loop(rank: u32, line: &mut Line, shared: &SwitchShared, poke: &dyn Fn
         };
         let Some(Reply::Command { command, epoch, transport, repair, .. }) = reply else { continue };
         let (cmd, goal) = match command {
-            SwitchCommand::Quiesce => (Command::Quiesce { epoch }, SwitchPhase::Detached),
+            SwitchCommand::Quiesce => {
+                shared.set_reported_broken(repair_peers(rank, &repair));
+                (Command::Quiesce { epoch }, SwitchPhase::Detached)
+            }
             SwitchCommand::Resume => {
                 let repair = repair_peers(rank, &repair);
                 (Command::Resume { epoch, transport, repair }, SwitchPhase::Running)

@@ -445,6 +445,9 @@ impl Coordinator {
         if self.phase != JobPhase::Running || self.op.is_some() {
             return self.out.log(format!("the job is {}: the next resume repairs the link", self.phase.name()));
         }
+        // Named in the quiesce, so that the other end does not wait for a marker from a rank
+        // that no longer sends on that link (it may not have noticed the loss yet).
+        self.broken_pairs.insert((rank.min(peer), rank.max(peer)));
         self.repairs += 1;
         self.out.log(format!("repair {}: quiescing the job to move the pair off that link", self.repairs));
         let timeout_ms = self.config.repair_step_timeout.as_millis() as u64;
@@ -492,10 +495,7 @@ impl Coordinator {
         self.phase = next;
         self.op = Some(SwitchOp { ctl, started: now });
         let margin = level_margin(timeout, self.relay_depth());
-        let repair: Vec<(u32, u32)> = match command {
-            SwitchCommand::Resume => self.broken_pairs.iter().copied().collect(),
-            SwitchCommand::Quiesce => Vec::new(),
-        };
+        let repair: Vec<(u32, u32)> = self.broken_pairs.iter().copied().collect();
         let outcome = self.fanout.start(command, epoch, transport, &repair, now, timeout, margin);
         while let Some((conn, c)) = self.fanout.poll_command() {
             self.reply(conn, c);

@@ -268,6 +268,11 @@ const LONGEST_WAIT: Duration = Duration::from_millis(5);
 /// After this long without a completion, every idle peer gets its credit word written again:
 /// a rank that only waits posts nothing, and a link that died under it would never show.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
+/// A peer whose device completes none of this side's posted work requests for this long is
+/// down. The queue pairs' own bound (ack timeout 2^14 x 4.096 us, 7 retries: about 0.5 s) ends
+/// such requests with an error on a hardware HCA, but Soft-RoCE (Linux 6.1) retransmits to a
+/// vanished peer for ever; with the keep-alive an idle peer always has a request posted.
+const STALLED_AFTER: Duration = Duration::from_secs(5);
 
 /// One peer: its queue pair, its channel, and the send buffers that are free.
 struct PeerQp {
@@ -277,6 +282,9 @@ struct PeerQp {
     free_send: Vec<usize>,
     /// Send-queue entries in use (sends and credit writes not yet completed).
     sq_used: u32,
+    /// When the peer's device last completed a request of ours, or when one was posted with
+    /// none in flight: what [`STALLED_AFTER`] is measured from.
+    last_progress: Instant,
     /// Where to write this rank's credit count in the peer's memory.
     remote_credit: Option<(u64, u32)>,
     down: bool,
@@ -405,6 +413,7 @@ impl VerbsEndpoint {
                 channel: Channel::new(peer, config.slots, config.slot_bytes, config.queue_limit_bytes),
                 free_send: (0..slots).rev().collect(),
                 sq_used: 0,
+                last_progress: Instant::now(),
                 remote_credit: None,
                 down: false,
                 credit_in_flight: false,
@@ -603,9 +612,11 @@ impl VerbsTransport {
     fn poll(&mut self, events: &mut Vec<Event>) -> TransportResult<()> {
         let slots = self.config.slots as usize;
         self.take_completions();
+        let now = Instant::now();
         for (id, status, len) in std::mem::take(&mut self.taken) {
             let (kind, i, slot) = split_wr_id(id);
             let Some(p) = self.res.peers.get_mut(i) else { continue };
+            p.last_progress = now;
             if status != WorkCompletionStatus::Success as u32 {
                 if !p.down {
                     p.down = true;
@@ -758,7 +769,11 @@ impl VerbsTransport {
             if let Err(e) = self.post_peer(i, keepalive) {
                 let p = &mut self.res.peers[i];
                 p.down = true;
-                events.push(Event::LinkDown { peer: p.peer, reason: e.to_string() });
+                let reason = match e {
+                    TransportError::LinkDown { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                events.push(Event::LinkDown { peer: p.peer, reason });
             }
         }
     }
@@ -776,6 +791,15 @@ impl VerbsTransport {
         let p = &mut self.res.peers[i];
         if p.down || !p.active {
             return Ok(());
+        }
+        if p.sq_used == 0 {
+            p.last_progress = Instant::now();
+        } else if p.last_progress.elapsed() > STALLED_AFTER {
+            let reason = format!(
+                "rank {}'s device completed none of {} posted work requests for {STALLED_AFTER:?}",
+                p.peer, p.sq_used
+            );
+            return Err(TransportError::LinkDown { peer: p.peer, reason });
         }
         let read = p
             .channel
