@@ -774,6 +774,91 @@ mod tests {
     }
 
     #[test]
+    fn a_repair_is_a_quiesce_and_a_resume_the_coordinator_runs_itself_naming_the_pair() {
+        let now = Instant::now();
+        let mut c = Coordinator::new("j", CoordinatorConfig::default());
+        // Three ranks subscribed directly (conns 1..=3); a ctl client on 99.
+        for r in 0..3u32 {
+            hello(&mut c, 10 + r as u64, r, 3, now);
+            let conn = 1 + r as u64;
+            c.handle_connect(conn);
+            let sub = Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None, host: None, pid: None };
+            c.handle_request(conn, sub, now);
+            assert!(matches!(c.out.poll_reply(), Some((_, Reply::Welcome { .. }))));
+        }
+        // A rank may only speak for itself.
+        c.handle_request(1, Request::Repair { rank: 2, peer: 1, reason: "x".into() }, now);
+        assert!(matches!(c.out.poll_reply(), Some((1, Reply::Error { .. }))), "rank 0 cannot ask for rank 2");
+        let mut c = Coordinator::new("j", CoordinatorConfig::default());
+        for r in 0..3u32 {
+            hello(&mut c, 10 + r as u64, r, 3, now);
+            let conn = 1 + r as u64;
+            c.handle_connect(conn);
+            let sub = Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None, host: None, pid: None };
+            c.handle_request(conn, sub, now);
+            c.out.poll_reply();
+        }
+        c.handle_request(2, Request::Repair { rank: 1, peer: 0, reason: "verbs send failed".into() }, now);
+        let quiesce: Vec<_> = std::iter::from_fn(|| c.out.poll_reply()).collect();
+        assert_eq!(quiesce.len(), 3, "a quiesce to every rank: {quiesce:?}");
+        for (conn, cmd) in &quiesce {
+            let Reply::Command { command: SwitchCommand::Quiesce, epoch: 1, repair, .. } = cmd else {
+                panic!("{cmd:?}")
+            };
+            // Each child hears of the pairs of its own ranks: rank 2 (conn 3) of none.
+            let want = if *conn == 3 { vec![] } else { vec![(0, 1)] };
+            assert_eq!(repair, &want, "the quiesce to conn {conn}");
+        }
+        // A second request for the same loss during the repair starts nothing more.
+        c.handle_request(1, Request::Repair { rank: 0, peer: 1, reason: "reset".into() }, now);
+        assert_eq!(c.out.poll_reply(), None);
+        let report = |broken: Vec<u32>| Request::Report {
+            epoch: 1,
+            phase: SwitchPhase::Detached,
+            millis: 1.0,
+            detail: None,
+            transport: None,
+            broken,
+        };
+        c.handle_request(1, report(vec![1]), now);
+        c.handle_request(2, report(vec![0]), now);
+        assert_eq!(c.out.poll_reply(), None, "no resume before every rank detached");
+        c.handle_request(3, report(vec![]), now);
+        let resume: Vec<_> = std::iter::from_fn(|| c.out.poll_reply()).collect();
+        assert_eq!(resume.len(), 3, "the resume follows at once, with no ctl client: {resume:?}");
+        for (conn, cmd) in &resume {
+            let Reply::Command { command: SwitchCommand::Resume, epoch: 1, repair, .. } = cmd else {
+                panic!("{cmd:?}")
+            };
+            let want = if *conn == 3 { vec![] } else { vec![(0, 1)] };
+            assert_eq!(repair, &want, "the resume to conn {conn}");
+        }
+        for conn in 1..=3 {
+            let rep = Request::Report {
+                epoch: 1,
+                phase: SwitchPhase::Running,
+                millis: 1.0,
+                detail: None,
+                transport: Some("tcp:2".into()),
+                broken: vec![],
+            };
+            c.handle_request(conn, rep, now);
+        }
+        assert_eq!(c.status().phase, "running");
+        assert_eq!(c.status().epoch, 1);
+        let log: Vec<String> = std::iter::from_fn(|| c.out.poll_log()).collect();
+        assert!(log.iter().any(|l| l.contains("repaired the links of rank pairs {(0, 1)}")), "{log:?}");
+        // The pairs were repaired: an operator's next switch names none.
+        c.handle_connect(99);
+        c.handle_request(99, Request::CtlHello { version: CONTROL_VERSION }, now);
+        c.out.poll_reply();
+        c.handle_request(99, Request::Quiesce { timeout_ms: 8000 }, now);
+        for (_, cmd) in std::iter::from_fn(|| c.out.poll_reply()) {
+            assert!(matches!(cmd, Reply::Command { ref repair, .. } if repair.is_empty()), "{cmd:?}");
+        }
+    }
+
+    #[test]
     fn relays_beyond_the_fanout_are_placed_below_earlier_ones_and_a_switch_is_one_message_each() {
         let now = Instant::now();
         let cfg = CoordinatorConfig { relay_fanout: 2, ..Default::default() };
