@@ -20,11 +20,14 @@
 //!   synchronous send uses `EagerSync`, answered by `SyncAck` when it is matched.
 //! - Rendezvous: `Rts` carries the envelope and length; when a receive matches it the receiver
 //!   answers `Cts` naming its request; the sender then streams `Data` chunks of at most
-//!   `chunk_bytes`. The send completes when every chunk has been handed over.
+//!   `chunk_bytes`. Chunks of an application buffer (`SendData::Static`) are sent from it
+//!   without a copy, and the send completes when the receiver confirms the last one (it asks
+//!   for that with `FLAG_CONFIRM`); chunks of an owned buffer share it, and the send completes
+//!   when they are queued.
 
 use std::collections::{HashMap, VecDeque};
 
-use kawarimi_transports::wire::{FrameKind, Header, FLAG_PLACED, FLAG_REPLAY, MAX_PAYLOAD_LEN};
+use kawarimi_transports::wire::{FrameKind, Header, FLAG_CONFIRM, FLAG_PLACED, FLAG_REPLAY, MAX_PAYLOAD_LEN};
 use kawarimi_transports::{Payload, PeerId, Placement};
 
 use crate::error::{err, ErrorClass, MpiResult};
@@ -65,7 +68,8 @@ pub type ReqId = u64;
 /// The data a send reads.
 ///
 /// `Static` is an application buffer the shim has vouched for: MPI forbids the application
-/// to modify it until the send completes, and the core copies out of it before completing.
+/// to modify it until the send completes. An eager send copies it; a rendezvous send reads it
+/// in place and completes once the receiver has confirmed every byte.
 #[derive(Debug)]
 pub enum SendData {
     Owned(Vec<u8>),
@@ -140,6 +144,8 @@ enum SendPhase {
     AwaitSyncAck,
     /// `Rts` sent, waiting for `Cts`.
     AwaitCts,
+    /// Data sent from the application's buffer, waiting for the receiver to confirm it.
+    AwaitConfirm,
     Done,
 }
 
@@ -229,6 +235,8 @@ struct Channel {
     bytes_since_ack: usize,
     /// The link to the peer died (see [`Core::mark_broken`]).
     broken: bool,
+    /// Sends that complete once the peer confirms the frame numbered here, in order.
+    confirm_waiters: VecDeque<(u64, ReqId)>,
 }
 
 /// How many frames, or payload bytes, a rank takes from a peer at most before it tells the
@@ -731,7 +739,8 @@ impl Core {
             chan.next_recv_seq += 1;
             chan.bytes_since_ack += payload.len();
             let behind = chan.next_recv_seq - chan.ack_told;
-            if peer != self.me && (behind >= ACK_EVERY_FRAMES || chan.bytes_since_ack >= ACK_EVERY_BYTES) {
+            let asked = header.flags & FLAG_CONFIRM != 0;
+            if peer != self.me && (asked || behind >= ACK_EVERY_FRAMES || chan.bytes_since_ack >= ACK_EVERY_BYTES) {
                 self.emit(peer, Header::new(FrameKind::Ack), Payload::Empty)?;
             }
         }
@@ -813,6 +822,13 @@ impl Core {
         while chan.unconfirmed.front().is_some_and(|t| t.header.seq < confirmed) {
             chan.unconfirmed.pop_front();
             self.unconfirmed_frames -= 1;
+        }
+        while chan.confirm_waiters.front().is_some_and(|&(seq, _)| seq < confirmed) {
+            let (_, id) = chan.confirm_waiters.pop_front().expect("front exists");
+            if let Some(Req::Send(s)) = self.requests.get_mut(&id) {
+                s.phase = SendPhase::Done;
+                s.data = SendData::Owned(Vec::new());
+            }
         }
         Ok(())
     }
@@ -900,12 +916,31 @@ impl Core {
         if s.peer != peer || !matches!(s.phase, SendPhase::AwaitCts) {
             return err(ErrorClass::Intern, format!("Cts from rank {peer} for send {msg_id} in phase {:?}", s.phase));
         }
+        let (ctx, tag) = (s.ctx, s.tag);
+        let data_header =
+            |start: usize| Header { ctx, tag, msg_id: recv_id, arg: start as u64, ..Header::new(FrameKind::Data) };
+        if let (SendData::Static(buf), false) = (&s.data, peer == self.me) {
+            // Straight from the application's buffer: the send completes when the receiver
+            // confirms the last chunk (MPI forbids touching the buffer until then).
+            let buf: &'static [u8] = buf;
+            s.phase = SendPhase::AwaitConfirm;
+            let total = buf.len();
+            for start in (0..total).step_by(chunk) {
+                let len = chunk.min(total - start);
+                let mut h = data_header(start);
+                if start + len == total {
+                    h.flags |= FLAG_CONFIRM;
+                }
+                self.emit(peer, h, Payload::Static(&buf[start..start + len]))?;
+            }
+            let chan = &mut self.channels[peer as usize];
+            chan.confirm_waiters.push_back((chan.next_send_seq - 1, msg_id));
+            return Ok(());
+        }
         s.phase = SendPhase::Done;
         let data = std::mem::replace(&mut s.data, SendData::Owned(Vec::new()));
-        let (ctx, tag) = (s.ctx, s.tag);
-        // The send is complete once its chunks are queued, so they must not borrow the
-        // application's buffer: a `Static` one is copied once; an owned one is shared by its
-        // chunks without copying.
+        // Complete once its chunks are queued: an owned buffer is shared by its chunks
+        // without copying; a `Static` one to this very rank is copied once.
         let data = match data {
             SendData::Owned(v) => std::sync::Arc::new(v),
             SendData::Static(s) => std::sync::Arc::new(s.to_vec()),
@@ -913,8 +948,7 @@ impl Core {
         let total = data.len();
         for start in (0..total).step_by(chunk) {
             let len = chunk.min(total - start);
-            let h = Header { ctx, tag, msg_id: recv_id, arg: start as u64, ..Header::new(FrameKind::Data) };
-            self.emit(peer, h, Payload::Shared { data: data.clone(), start, len })?;
+            self.emit(peer, data_header(start), Payload::Shared { data: data.clone(), start, len })?;
         }
         Ok(())
     }

@@ -35,7 +35,9 @@ pub enum TransportKind {
 /// `Static` lets the runtime send straight from an application buffer. Whoever builds one
 /// promises that the memory stays valid and unmodified until the transport reports the frame
 /// written ([`Transport::queued_bytes`] drops), which is what MPI's rules on send buffers
-/// guarantee until the send request completes.
+/// guarantee until the send request completes. (The runtime completes such a send only once
+/// the peer has confirmed every frame of it, so the memory also outlives its own copy of the
+/// frame, kept for a repair.)
 #[derive(Debug)]
 pub enum Payload {
     Empty,
@@ -68,13 +70,16 @@ impl Payload {
         }
     }
     /// A second handle on the same bytes, for a sender that keeps what it sent: an owned
-    /// payload becomes shared in place (moved, not copied); a `Static` one is copied once,
-    /// because the application may reuse its buffer as soon as its send completes.
+    /// payload becomes shared in place (moved, not copied); a `Static` one is the same
+    /// reference again (its promise covers the sender's copy too, see [`Payload`]).
     pub fn share(&mut self) -> Payload {
         let data = match std::mem::replace(self, Payload::Empty) {
             Payload::Empty => return Payload::Empty,
             Payload::Owned(v) => std::sync::Arc::new(v),
-            Payload::Static(s) => std::sync::Arc::new(s.to_vec()),
+            Payload::Static(s) => {
+                *self = Payload::Static(s);
+                return Payload::Static(s);
+            }
             Payload::Shared { data, start, len } => {
                 *self = Payload::Shared { data: data.clone(), start, len };
                 return Payload::Shared { data, start, len };

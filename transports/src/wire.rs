@@ -42,6 +42,10 @@ pub const FLAG_PLACED: u32 = 1 << 30;
 /// already hold it: it drops such a frame when its sequence number is behind, and takes it
 /// like any other when it is the next.
 pub const FLAG_REPLAY: u32 = 1 << 0;
+/// On the wire: the sender waits for this frame to be confirmed (its send completes then, so
+/// that the frame could be sent from the application's buffer without a copy): the receiver
+/// answers with an `Ack` as soon as it has taken it.
+pub const FLAG_CONFIRM: u32 = 1 << 1;
 
 /// What a frame is for. The numbering is part of the wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -859,24 +859,23 @@ impl Transport for VerbsTransport {
         if p.down {
             return Err(TransportError::LinkDown { peer, reason: "verbs queue pair failed".into() });
         }
-        // A large payload the transport can hold stays where it is and the peer reads it; an
-        // application buffer (`Static`) is copied through the buffers, as is everything past
-        // the bound on registrations.
-        let readable = !matches!(payload, Payload::Static(_))
-            && payload.len() >= self.config.read_min_bytes
-            && p.exposed.len() < self.config.max_exposed;
-        if !readable {
+        // A large payload stays where it is (the runtime's memory or, `Static`, the
+        // application's) and the peer reads it; smaller ones, those past the bound on
+        // registrations, and memory that cannot be registered go through the buffers.
+        let readable = payload.len() >= self.config.read_min_bytes && p.exposed.len() < self.config.max_exposed;
+        let bytes = payload.as_slice();
+        let (addr, len) = (bytes.as_ptr() as usize, bytes.len());
+        // SAFETY: the payload is kept in `exposed`, unmoved (owned bytes live on the heap, a
+        // `Static` buffer by its promise) and unchanged, until the peer says it has read it;
+        // the registration is dropped first. Remote read only: the memory may be read-only
+        // (a send from a constant), which a writable registration would refuse.
+        let registered = readable.then(|| unsafe { self.res.pd.reg_mr(addr, len, AccessFlags::RemoteRead) });
+        let Some(Ok(mr)) = registered else {
             if !p.channel.queue_frame(header, payload) {
                 return Err(TransportError::QueueFull { peer, limit: self.config.queue_limit_bytes });
             }
             return Ok(());
-        }
-        let bytes = payload.as_slice();
-        let (addr, len) = (bytes.as_ptr() as usize, bytes.len());
-        // SAFETY: the payload is kept in `exposed`, unmoved (its bytes live on the heap) and
-        // unchanged, until the peer says it has read it; the registration is dropped first.
-        let mr = unsafe { self.res.pd.reg_mr(addr, len, AccessFlags::LocalWrite | AccessFlags::RemoteRead) }
-            .map_err(|e| verbs_error(format!("registering a payload for rank {peer}"), e))?;
+        };
         let from = ReadDescriptor { addr: addr as u64, rkey: mr.rkey(), len: len as u32 };
         let described =
             wire::Header { flags: header.flags | FLAG_READ, payload_len: ReadDescriptor::LEN as u32, ..*header };
