@@ -1,10 +1,13 @@
-//! Rendezvous data placed straight into the receive buffer by the transport
-//! (`Core::placement`, frames delivered with `FLAG_PLACED`): the core names exactly the
-//! range each chunk belongs in, only for a contiguous application buffer with room for it,
-//! and completes the receive from placed chunks without touching the buffer itself.
+//! Rendezvous data without copies. Receiving: data placed straight into the receive buffer by
+//! the transport (`Core::placement`, frames delivered with `FLAG_PLACED`): the core names
+//! exactly the range each chunk belongs in, only for a contiguous application buffer with room
+//! for it, and completes the receive from placed chunks without touching the buffer itself.
+//! Sending: chunks are slices of the application's buffer, and the send waits for the
+//! receiver's confirmation.
 
 use kawarimi_runtime::core::{Core, CoreConfig, RecvBuf, SendData};
-use kawarimi_transports::wire::{FrameKind, FLAG_PLACED};
+use kawarimi_transports::wire::{FrameKind, FLAG_CONFIRM, FLAG_PLACED};
+use kawarimi_transports::Payload;
 
 const LEN: usize = 200;
 const CHUNK: usize = 64;
@@ -73,4 +76,41 @@ fn a_truncating_receive_or_a_staging_buffer_gets_no_placement() {
     let (placed, status) = run(RecvBuf::Owned(vec![0; LEN]), 0);
     assert!(placed.is_empty(), "a staging buffer is the runtime's to fill: {placed:?}");
     assert_eq!(status.len, LEN);
+}
+
+/// The sending side's half: a rendezvous send from the application's buffer goes out of that
+/// very buffer (every chunk a `Static` slice of it, no copy), and completes only once the
+/// receiver has confirmed the last chunk, which it does at once (`FLAG_CONFIRM`, `Ack`).
+#[test]
+fn a_send_from_the_application_buffer_is_not_copied_and_completes_on_confirmation() {
+    let (mut a, mut b) = pair();
+    let data: &'static [u8] = Box::leak((0..LEN).map(|i| i as u8).collect::<Vec<_>>().into_boxed_slice());
+    let s = a.isend(1, 0, 5, SendData::Static(data), false).unwrap();
+    let r = b.irecv(0, 0, 5, RecvBuf::Owned(vec![0; LEN])).unwrap();
+    let rts = a.poll_transmit().unwrap();
+    b.handle_frame(0, rts.header, rts.payload.into_vec()).unwrap();
+    let cts = b.poll_transmit().unwrap();
+    a.handle_frame(1, cts.header, cts.payload.into_vec()).unwrap();
+    let chunks: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    assert_eq!(chunks.len(), LEN.div_ceil(CHUNK));
+    let range = data.as_ptr_range();
+    for (i, t) in chunks.iter().enumerate() {
+        let Payload::Static(p) = &t.payload else { panic!("chunk {i} is a copy: {:?}", t.payload) };
+        assert!(range.contains(&p.as_ptr()), "chunk {i} points outside the application's buffer");
+        let last = i + 1 == chunks.len();
+        assert_eq!(t.header.flags & FLAG_CONFIRM != 0, last, "only the last chunk asks for confirmation");
+    }
+    assert!(!a.is_complete(s), "complete before the receiver had any of it");
+    for t in chunks {
+        b.handle_frame(0, t.header, t.payload.into_vec()).unwrap();
+    }
+    assert!(b.is_complete(r));
+    assert!(!a.is_complete(s), "complete before the confirmation arrived");
+    let ack = b.poll_transmit().expect("the receiver confirms at once");
+    assert_eq!(ack.header.kind, FrameKind::Ack);
+    a.handle_frame(1, ack.header, Vec::new()).unwrap();
+    assert!(a.is_complete(s), "the confirmation completes the send");
+    let got = b.take_completion(r).unwrap();
+    let Some(RecvBuf::Owned(buf)) = got.recv_buf else { panic!("the receive buffer comes back") };
+    assert_eq!(&buf[..], data);
 }
