@@ -89,7 +89,7 @@ fn run(seed: u64) {
         for r in 0..2 {
             if posted[r] < count && rng.below(3) == 0 {
                 let len = rng.below(200) as usize;
-                sides[r].exchange(posted[r], len, posted[r] % 5 == 0);
+                sides[r].exchange(posted[r], len, posted[r].is_multiple_of(5));
                 posted[r] += 1;
             }
         }
