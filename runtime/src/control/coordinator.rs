@@ -552,6 +552,14 @@ impl Coordinator {
                 // that detached wait for a resume, and one that died ends the job.)
                 self.phase = JobPhase::Quiesced;
                 self.answer(op.ctl, Reply::SwitchFailed { epoch, missing, reason });
+                if op.ctl.is_none() && command == SwitchCommand::Quiesce {
+                    // No operator will decide for a repair: the ranks that detached are resumed
+                    // at once. Without the late ranks their reconnection fence fails, naming
+                    // them, and the job ends with that error instead of waiting for ever.
+                    self.out.log(format!("repair {}: resuming the ranks that detached", self.repairs));
+                    let timeout_ms = self.config.repair_step_timeout.as_millis() as u64;
+                    self.start_switch(None, SwitchCommand::Resume, timeout_ms, None, now);
+                }
             }
         }
     }
@@ -856,6 +864,44 @@ mod tests {
         for (_, cmd) in std::iter::from_fn(|| c.out.poll_reply()) {
             assert!(matches!(cmd, Reply::Command { ref repair, .. } if repair.is_empty()), "{cmd:?}");
         }
+    }
+
+    #[test]
+    fn a_repair_whose_quiesce_fails_resumes_the_ranks_rather_than_leave_them_waiting() {
+        let now = Instant::now();
+        let mut c = Coordinator::new("j", CoordinatorConfig::default());
+        for r in 0..2u32 {
+            hello(&mut c, 10 + r as u64, r, 2, now);
+            c.handle_connect(1 + r as u64);
+            let sub = Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None, host: None, pid: None };
+            c.handle_request(1 + r as u64, sub, now);
+            c.out.poll_reply();
+        }
+        c.handle_request(1, Request::Repair { rank: 0, peer: 1, reason: "reset".into() }, now);
+        assert_eq!(std::iter::from_fn(|| c.out.poll_reply()).count(), 2, "the repair's quiesce");
+        let detached = Request::Report {
+            epoch: 1,
+            phase: SwitchPhase::Detached,
+            millis: 1.0,
+            detail: None,
+            transport: None,
+            broken: vec![1],
+        };
+        c.handle_request(1, detached, now);
+        let failed = Request::Report {
+            epoch: 1,
+            phase: SwitchPhase::Failed,
+            millis: 0.0,
+            detail: Some("drain stuck".into()),
+            transport: None,
+            broken: vec![],
+        };
+        c.handle_request(2, failed, now);
+        let resume: Vec<_> = std::iter::from_fn(|| c.out.poll_reply()).collect();
+        assert_eq!(resume.len(), 2, "both ranks are told to resume: {resume:?}");
+        assert!(resume.iter().all(|(_, r)| matches!(r, Reply::Command { command: SwitchCommand::Resume, .. })));
+        let log: Vec<String> = std::iter::from_fn(|| c.out.poll_log()).collect();
+        assert!(log.iter().any(|l| l.contains("failed") && l.contains("drain stuck")), "{log:?}");
     }
 
     #[test]
