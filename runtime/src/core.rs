@@ -472,7 +472,9 @@ impl Core {
             c.broken = false;
         }
         let me = self.me;
-        let repaired: Vec<PeerId> = repaired.iter().copied().filter(|&p| p != me && p < self.size).collect();
+        let mut repaired: Vec<PeerId> = repaired.iter().copied().filter(|&p| p != me && p < self.size).collect();
+        repaired.sort_unstable();
+        repaired.dedup();
         self.held.retain(|t| !repaired.contains(&t.peer));
         for &p in &repaired {
             let chan = &mut self.channels[p as usize];

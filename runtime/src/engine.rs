@@ -255,15 +255,16 @@ impl Engine {
             return Ok(());
         }
         let me = self.core.rank();
-        // One write, so that the lines of ranks that lose a link together do not interleave.
+        // Formatted first and written as one piece, so that the lines of ranks that lose a
+        // link together do not interleave (and test harnesses capture it).
         let line = format!(
             "kawarimi: rank {me}: lost its data link to rank {peer} ({reason}); the job goes on once it is repaired\n"
         );
-        std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes()).ok();
+        eprint!("{line}");
         self.core.mark_broken(peer);
         if sw.shared.phase() == SwitchPhase::Running {
             // During a switch the report on detach carries the loss instead.
-            sw.shared.ask_repair(peer, reason.clone());
+            sw.shared.ask_repair(peer, reason.clone(), self.core.epoch());
             sw.repair_deadline.get_or_insert(Instant::now() + sw.repair_wait);
         }
         sw.lost.push((peer, reason));
@@ -345,7 +346,13 @@ impl Engine {
                     match sw.reconnect.reconnect(epoch, transport.as_deref(), &repair, timeout) {
                         Ok(mut t) => {
                             (sw.lost, sw.repair_deadline) = (Vec::new(), None);
-                            self.core.resume(epoch, &repair);
+                            // Also to the peers this rank saw break that the coordinator did
+                            // not name (a report of a failed step that came too late): a
+                            // replayed frame the peer has is dropped, one it lacks fills the
+                            // gap the dead link left.
+                            let mut replay = repair;
+                            replay.extend(self.core.broken_peers());
+                            self.core.resume(epoch, &replay);
                             if let Some(t) = t.as_mut() {
                                 t.ask_placement();
                             }

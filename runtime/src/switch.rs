@@ -76,7 +76,7 @@ struct Inner {
     reported_broken: Vec<u32>,
     /// A link that died outside a switch, for the control thread to ask a repair for:
     /// `(peer, reason)`.
-    repair_request: Option<(u32, String)>,
+    repair_request: Option<(u32, String, u32)>,
     /// The control thread runs (it lost its connection, or the rank finalizes, when not).
     control_alive: bool,
 }
@@ -222,9 +222,9 @@ impl SwitchShared {
     }
 
     /// Asks the control thread to request a switch that repairs the link to `peer`.
-    pub(crate) fn ask_repair(&self, peer: u32, reason: String) {
+    pub(crate) fn ask_repair(&self, peer: u32, reason: String, epoch: u32) {
         let mut g = self.inner.lock();
-        g.repair_request.get_or_insert((peer, reason));
+        g.repair_request.get_or_insert((peer, reason, epoch));
         self.changed.notify_all();
     }
 
@@ -239,7 +239,8 @@ impl SwitchShared {
     }
 
     /// The repair request the engine left for the control thread, if any (taken once).
-    pub fn take_repair_request(&self) -> Option<(u32, String)> {
+    /// `(peer, reason, epoch)`: the epoch the link died in.
+    pub fn take_repair_request(&self) -> Option<(u32, String, u32)> {
         self.inner.lock().repair_request.take()
     }
 
@@ -311,8 +312,8 @@ fn control_loop(rank: u32, line: &mut Line, shared: &SwitchShared, poke: &dyn Fn
             let _ = line.send(&Request::Goodbye {});
             return;
         }
-        if let Some((peer, reason)) = shared.take_repair_request() {
-            if line.send(&Request::Repair { rank, peer, reason }).is_err() {
+        if let Some((peer, reason, epoch)) = shared.take_repair_request() {
+            if line.send(&Request::Repair { rank, peer, reason, epoch }).is_err() {
                 log(rank, "lost the control plane while asking for a repair");
                 return;
             }

@@ -142,6 +142,12 @@ pub struct Coordinator {
     /// Pairs of ranks whose data link died, as the ranks reported them when they detached;
     /// the next resume repairs them.
     broken_pairs: BTreeSet<(u32, u32)>,
+    /// Pairs whose link died in the epoch a resume under way starts (or reported after that
+    /// resume began): a repair follows the resume.
+    pending_repairs: BTreeSet<(u32, u32)>,
+    /// The pairs the last completed resume repaired, and its epoch (a duplicate or late
+    /// report of them is no new loss).
+    last_repaired: (u32, BTreeSet<(u32, u32)>),
     /// Repairs run so far (for the log).
     repairs: u32,
     /// Replies, closes and log lines for the IO to carry out.
@@ -165,6 +171,8 @@ impl Coordinator {
             phase: JobPhase::Running,
             op: None,
             broken_pairs: BTreeSet::new(),
+            pending_repairs: BTreeSet::new(),
+            last_repaired: (0, BTreeSet::new()),
             repairs: 0,
             out: Outbox::default(),
         }
@@ -225,6 +233,8 @@ impl Coordinator {
             }
             (Role::New, other) => self.refuse(conn, format!("expected hello, got {other:?}")),
             (Role::Subscriber(r), Request::Report { epoch, phase, millis, detail, transport, broken }) => {
+                self.note_broken(r, &broken, epoch);
+                self.start_pending_repair(now);
                 let outcome = if phase == SwitchPhase::Failed {
                     self.set_phase(r, phase);
                     let why = format!("rank {r} failed: {}", detail.unwrap_or_default());
@@ -241,6 +251,10 @@ impl Coordinator {
             }
             (Role::Relay, Request::Members { members }) => self.members(conn, members, now),
             (Role::Relay, Request::GroupReport { epoch, phase, done, missing, detail, timed_out }) => {
+                for d in &done {
+                    self.note_broken(d.rank, &d.broken, epoch);
+                }
+                self.start_pending_repair(now);
                 if phase == SwitchPhase::Failed {
                     for &r in &missing {
                         self.set_phase(r, SwitchPhase::Failed);
@@ -250,10 +264,12 @@ impl Coordinator {
                 let outcome = self.fanout.on_group_report(conn, report);
                 self.finish_switch(outcome, now);
             }
-            (Role::Subscriber(r), Request::Repair { rank, peer, reason }) if rank == r => {
-                self.repair(rank, peer, &reason, now)
+            (Role::Subscriber(r), Request::Repair { rank, peer, reason, epoch }) if rank == r => {
+                self.repair(rank, peer, &reason, epoch, now)
             }
-            (Role::Relay, Request::Repair { rank, peer, reason }) => self.repair(rank, peer, &reason, now),
+            (Role::Relay, Request::Repair { rank, peer, reason, epoch }) => {
+                self.repair(rank, peer, &reason, epoch, now)
+            }
             (Role::Ctl, Request::Quiesce { timeout_ms }) => {
                 self.start_switch(Some(conn), SwitchCommand::Quiesce, timeout_ms, None, now)
             }
@@ -436,20 +452,78 @@ impl Coordinator {
     /// other) and resumes it at once, and the resume tells both ends to send each other again
     /// what the other may have lost and to connect by TCP. During a switch nothing more is
     /// needed: the ranks report the loss when they detach, and the resume repairs it.
-    fn repair(&mut self, rank: u32, peer: u32, reason: &str, now: Instant) {
+    fn repair(&mut self, rank: u32, peer: u32, reason: &str, epoch: u32, now: Instant) {
         if self.size.is_none_or(|s| rank >= s || peer >= s) || rank == peer {
             let why = format!("ignored a repair request for ranks {rank} and {peer}: not a pair of this job");
             return self.out.log(why);
         }
-        self.out.log(format!("rank {rank} lost its data link to rank {peer}: {reason}"));
-        if self.phase != JobPhase::Running || self.op.is_some() {
-            return self.out.log(format!("the job is {}: the next resume repairs the link", self.phase.name()));
+        self.out.log(format!("rank {rank} lost its data link to rank {peer} in epoch {epoch}: {reason}"));
+        let pair = (rank.min(peer), rank.max(peer));
+        // The epoch the job runs, or the one a resume under way starts: a loss in an earlier
+        // epoch was reported when its ranks detached and repaired by the resume after it
+        // (the request was on its way meanwhile).
+        let current = if self.phase == JobPhase::Resuming { self.epoch + 1 } else { self.epoch };
+        if epoch < current {
+            return self.out.log(format!("(a switch since epoch {epoch} repaired it)"));
+        }
+        match self.phase {
+            JobPhase::Quiescing | JobPhase::Quiesced => {
+                self.broken_pairs.insert(pair);
+                return self.out.log(format!("the job is {}: the next resume repairs the link", self.phase.name()));
+            }
+            JobPhase::Resuming => {
+                // The link died in the epoch this resume starts: its commands are out, so
+                // the repair follows it.
+                self.pending_repairs.insert(pair);
+                return self.out.log("a resume is under way: a repair follows it".to_string());
+            }
+            JobPhase::Running => {}
         }
         // Named in the quiesce, so that the other end does not wait for a marker from a rank
         // that no longer sends on that link (it may not have noticed the loss yet).
-        self.broken_pairs.insert((rank.min(peer), rank.max(peer)));
+        self.broken_pairs.insert(pair);
         self.repairs += 1;
         self.out.log(format!("repair {}: quiescing the job to move the pair off that link", self.repairs));
+        let timeout_ms = self.config.repair_step_timeout.as_millis() as u64;
+        self.start_switch(None, SwitchCommand::Quiesce, timeout_ms, None, now);
+    }
+
+    /// Records the peers `rank` reported broken when it detached. Normally the resume of that
+    /// switch repairs them; a report that comes after the resume began (late, from a step
+    /// that failed) is repaired by a repair that follows the resume.
+    fn note_broken(&mut self, rank: u32, peers: &[u32], epoch: u32) {
+        for &peer in peers.iter().filter(|&&p| p != rank && self.size.is_none_or(|s| p < s)) {
+            let pair = (rank.min(peer), rank.max(peer));
+            match self.phase {
+                JobPhase::Quiescing | JobPhase::Quiesced => {
+                    self.broken_pairs.insert(pair);
+                }
+                // Named by the resume under way (a report sent twice), or late: its quiesce
+                // failed and the resume does not name it.
+                JobPhase::Resuming if self.broken_pairs.contains(&pair) => {}
+                JobPhase::Resuming => {
+                    self.pending_repairs.insert(pair);
+                }
+                JobPhase::Running => {
+                    let (repaired_epoch, repaired) = &self.last_repaired;
+                    if epoch == self.epoch && !(*repaired_epoch == epoch && repaired.contains(&pair)) {
+                        self.pending_repairs.insert(pair);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the repair of the links that died while a resume was under way (or were
+    /// reported late), once the job runs with no step under way.
+    fn start_pending_repair(&mut self, now: Instant) {
+        if self.phase != JobPhase::Running || self.op.is_some() || self.pending_repairs.is_empty() {
+            return;
+        }
+        self.broken_pairs = std::mem::take(&mut self.pending_repairs);
+        self.repairs += 1;
+        let pairs = &self.broken_pairs;
+        self.out.log(format!("repair {}: the links of rank pairs {pairs:?} died during the last resume", self.repairs));
         let timeout_ms = self.config.repair_step_timeout.as_millis() as u64;
         self.start_switch(None, SwitchCommand::Quiesce, timeout_ms, None, now);
     }
@@ -514,9 +588,6 @@ impl Coordinator {
                 let ranks = done.len() as u32;
                 let phase = goal_phase(command);
                 for d in done {
-                    for &peer in &d.broken {
-                        self.broken_pairs.insert((d.rank.min(peer), d.rank.max(peer)));
-                    }
                     let info = self.rank_info(d.rank);
                     info.switch_phase = phase;
                     if let Some(t) = d.transport {
@@ -531,10 +602,11 @@ impl Coordinator {
                     SwitchCommand::Resume => {
                         self.phase = JobPhase::Running;
                         self.epoch = epoch;
-                        if !self.broken_pairs.is_empty() {
-                            let pairs = std::mem::take(&mut self.broken_pairs);
+                        let pairs = std::mem::take(&mut self.broken_pairs);
+                        if !pairs.is_empty() {
                             self.out.log(format!("switch {epoch} repaired the links of rank pairs {pairs:?}"));
                         }
+                        self.last_repaired = (epoch, pairs);
                         Reply::Resumed { epoch, ranks, total_ms, slowest_rank_ms }
                     }
                 };
@@ -544,6 +616,7 @@ impl Coordinator {
                     let timeout_ms = self.config.repair_step_timeout.as_millis() as u64;
                     self.start_switch(None, SwitchCommand::Resume, timeout_ms, None, now);
                 }
+                self.start_pending_repair(now);
             }
             Outcome::Failed { command, epoch, missing, reason, .. } => {
                 self.out.log(format!("switch {epoch} ({command:?}) failed: {reason}; ranks {missing:?}"));
@@ -551,6 +624,9 @@ impl Coordinator {
                 // be asked for again. (A failed quiesce leaves the job quiescing: the ranks
                 // that detached wait for a resume, and one that died ends the job.)
                 self.phase = JobPhase::Quiesced;
+                // (Links that died while a resume was under way stay pending: their ranks run
+                // already, and a resume, which they ignore, cannot repair them; a repair
+                // follows the next resume that completes.)
                 self.answer(op.ctl, Reply::SwitchFailed { epoch, missing, reason });
                 if op.ctl.is_none() && command == SwitchCommand::Quiesce {
                     // No operator will decide for a repair: the ranks that detached are resumed
@@ -795,7 +871,7 @@ mod tests {
             assert!(matches!(c.out.poll_reply(), Some((_, Reply::Welcome { .. }))));
         }
         // A rank may only speak for itself.
-        c.handle_request(1, Request::Repair { rank: 2, peer: 1, reason: "x".into() }, now);
+        c.handle_request(1, Request::Repair { rank: 2, peer: 1, reason: "x".into(), epoch: 0 }, now);
         assert!(matches!(c.out.poll_reply(), Some((1, Reply::Error { .. }))), "rank 0 cannot ask for rank 2");
         let mut c = Coordinator::new("j", CoordinatorConfig::default());
         for r in 0..3u32 {
@@ -806,7 +882,7 @@ mod tests {
             c.handle_request(conn, sub, now);
             c.out.poll_reply();
         }
-        c.handle_request(2, Request::Repair { rank: 1, peer: 0, reason: "verbs send failed".into() }, now);
+        c.handle_request(2, Request::Repair { rank: 1, peer: 0, reason: "verbs send failed".into(), epoch: 0 }, now);
         let quiesce: Vec<_> = std::iter::from_fn(|| c.out.poll_reply()).collect();
         assert_eq!(quiesce.len(), 3, "a quiesce to every rank: {quiesce:?}");
         for (conn, cmd) in &quiesce {
@@ -818,7 +894,7 @@ mod tests {
             assert_eq!(repair, &want, "the quiesce to conn {conn}");
         }
         // A second request for the same loss during the repair starts nothing more.
-        c.handle_request(1, Request::Repair { rank: 0, peer: 1, reason: "reset".into() }, now);
+        c.handle_request(1, Request::Repair { rank: 0, peer: 1, reason: "reset".into(), epoch: 0 }, now);
         assert_eq!(c.out.poll_reply(), None);
         let report = |broken: Vec<u32>| Request::Report {
             epoch: 1,
@@ -877,7 +953,7 @@ mod tests {
             c.handle_request(1 + r as u64, sub, now);
             c.out.poll_reply();
         }
-        c.handle_request(1, Request::Repair { rank: 0, peer: 1, reason: "reset".into() }, now);
+        c.handle_request(1, Request::Repair { rank: 0, peer: 1, reason: "reset".into(), epoch: 0 }, now);
         assert_eq!(std::iter::from_fn(|| c.out.poll_reply()).count(), 2, "the repair's quiesce");
         let detached = Request::Report {
             epoch: 1,

@@ -85,9 +85,15 @@ pub enum Request {
         #[serde(default)]
         broken: Vec<u32>,
     },
-    /// A rank's data link to `peer` died outside a switch (`reason` says how): it asks for a
-    /// switch that repairs it. Relays pass it up as it is.
-    Repair { rank: u32, peer: u32, reason: String },
+    /// A rank's data link to `peer` died outside a switch (`reason` says how), in the rank's
+    /// `epoch`: it asks for a switch that repairs it. Relays pass it up as it is.
+    Repair {
+        rank: u32,
+        peer: u32,
+        reason: String,
+        #[serde(default)]
+        epoch: u32,
+    },
     /// (ctl) Quiesce the job: every rank drains and releases every device resource. Answered
     /// by `SafeToUnplug` or `SwitchFailed`.
     Quiesce { timeout_ms: u64 },

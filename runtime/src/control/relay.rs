@@ -186,11 +186,11 @@ impl Relay {
                 };
                 self.finish(outcome);
             }
-            (Child::Rank(r), Request::Repair { rank, peer, reason }) if rank == r => {
-                self.up.push_back(Request::Repair { rank, peer, reason });
+            (Child::Rank(r), Request::Repair { rank, peer, reason, epoch }) if rank == r => {
+                self.up.push_back(Request::Repair { rank, peer, reason, epoch });
             }
-            (Child::Relay, Request::Repair { rank, peer, reason }) => {
-                self.up.push_back(Request::Repair { rank, peer, reason });
+            (Child::Relay, Request::Repair { rank, peer, reason, epoch }) => {
+                self.up.push_back(Request::Repair { rank, peer, reason, epoch });
             }
             (Child::Relay, Request::GroupReport { epoch, phase, done, missing, detail, timed_out }) => {
                 for d in &done {
