@@ -178,11 +178,26 @@ impl Relay {
                 if let (Some(t), Some(m)) = (&transport, self.members.get_mut(&r)) {
                     m.transport = t.clone();
                 }
+                let done = RankDone { rank: r, millis, transport, broken };
+                if phase == SwitchPhase::Detached && !done.broken.is_empty() && !self.fanout.busy() {
+                    // Late (this relay's step already failed): the coordinator still needs the
+                    // broken links it names, to repair them.
+                    let done = vec![done.clone()];
+                    let detail = None;
+                    self.up.push_back(Request::GroupReport {
+                        epoch,
+                        phase,
+                        done,
+                        missing: vec![],
+                        detail,
+                        timed_out: false,
+                    });
+                }
                 let outcome = if phase == SwitchPhase::Failed {
                     let why = format!("rank {r} failed: {}", detail.unwrap_or_default());
                     self.fanout.on_failed(conn, epoch, vec![r], why)
                 } else {
-                    self.fanout.on_done(conn, epoch, phase, vec![RankDone { rank: r, millis, transport, broken }])
+                    self.fanout.on_done(conn, epoch, phase, vec![done])
                 };
                 self.finish(outcome);
             }
