@@ -237,7 +237,16 @@ struct Channel {
     broken: bool,
     /// Sends that complete once the peer confirms the frame numbered here, in order.
     confirm_waiters: VecDeque<(u64, ReqId)>,
+    /// Frames from the peer went missing (see [`Core::take_gaps`]); later ones are dropped
+    /// until the repair sends them all again.
+    gap: bool,
+    /// Gaps found since the last repair that filled one: past [`MAX_GAP_REPAIRS`] a gap is a
+    /// fatal error (the sender cannot fill it, so repairing again would not end).
+    gap_repairs: u32,
 }
+
+/// How many repairs a channel's gap may take before it is a protocol error.
+const MAX_GAP_REPAIRS: u32 = 3;
 
 /// How many frames, or payload bytes, a rank takes from a peer at most before it tells the
 /// peer so in an `Ack` of its own, when no frame of its own goes there to carry it. The
@@ -289,6 +298,8 @@ pub struct Core {
     probed: HashMap<u64, Unexpected>,
     /// Frames kept unconfirmed, over all channels (bounded like the outbox).
     unconfirmed_frames: usize,
+    /// Peers whose frames went missing, and how, for the engine to have repaired.
+    gaps: Vec<(PeerId, String)>,
 }
 
 fn tag_matches(want: i32, got: i32) -> bool {
@@ -322,6 +333,7 @@ impl Core {
             held: VecDeque::new(),
             probed: HashMap::new(),
             unconfirmed_frames: 0,
+            gaps: Vec::new(),
         }
     }
 
@@ -444,6 +456,13 @@ impl Core {
         (0..self.size).filter(|&p| self.channels[p as usize].broken).collect()
     }
 
+    /// Peers whose frames went missing since the last call, with what arrived instead: the
+    /// frames that follow are dropped until a repair (as for a broken link) sends them all
+    /// again. A gap the repairs do not fill becomes a protocol error.
+    pub fn take_gaps(&mut self) -> Vec<(PeerId, String)> {
+        std::mem::take(&mut self.gaps)
+    }
+
     /// Frames sent to `peer` that it has not confirmed yet.
     pub fn unconfirmed(&self, peer: PeerId) -> usize {
         self.channels.get(peer as usize).map_or(0, |c| c.unconfirmed.len())
@@ -470,6 +489,7 @@ impl Core {
         for c in &mut self.channels {
             c.marker_seen = false;
             c.broken = false;
+            c.gap = false;
         }
         let me = self.me;
         let mut repaired: Vec<PeerId> = repaired.iter().copied().filter(|&p| p != me && p < self.size).collect();
@@ -729,6 +749,17 @@ impl Core {
             // Sent again by a repair, and taken before the link died.
             return Ok(());
         }
+        if header.seq > chan.next_recv_seq && peer != self.me && chan.gap_repairs < MAX_GAP_REPAIRS {
+            // Frames went missing: a link of an earlier epoch lost them, and the switch after
+            // it did not send them again (its two ends learned of the loss too late to be
+            // named in it). The sender still keeps them until confirmed: a repair sends them.
+            if !std::mem::replace(&mut chan.gap, true) {
+                chan.gap_repairs += 1;
+                let why = format!("frames went missing: expected seq {}, got {header}", chan.next_recv_seq);
+                self.gaps.push((peer, why));
+            }
+            return Ok(());
+        }
         if header.seq != chan.next_recv_seq {
             return err(
                 ErrorClass::Intern,
@@ -738,6 +769,10 @@ impl Core {
         self.take_ack(peer, header.ack)?;
         let chan = &mut self.channels[peer as usize];
         if numbered(header.kind) {
+            if header.flags & FLAG_REPLAY != 0 {
+                // A repair filled what went missing.
+                chan.gap_repairs = 0;
+            }
             chan.next_recv_seq += 1;
             chan.bytes_since_ack += payload.len();
             let behind = chan.next_recv_seq - chan.ack_told;

@@ -233,7 +233,10 @@ impl Engine {
             }
         }
         for (peer, reason) in lost {
-            self.link_lost(peer, reason)?;
+            self.link_lost(peer, reason, true)?;
+        }
+        for (peer, reason) in self.core.take_gaps() {
+            self.link_lost(peer, reason, false)?;
         }
         Ok(did_work)
     }
@@ -244,8 +247,11 @@ impl Engine {
     /// that can be switched keeps going with its other peers and asks for a switch that
     /// repairs the pair (the core sends the peer again whatever it has not confirmed); one
     /// that cannot fails, naming the peer.
-    fn link_lost(&mut self, peer: PeerId, reason: String) -> MpiResult<()> {
-        if self.core.peer_said_bye(peer) || self.core.peer_marker_seen(peer) {
+    ///
+    /// A gap in what `peer` sent (`may_be_expected` false) is repaired the same way: the
+    /// repair sends the missing frames again.
+    fn link_lost(&mut self, peer: PeerId, reason: String, may_be_expected: bool) -> MpiResult<()> {
+        if may_be_expected && (self.core.peer_said_bye(peer) || self.core.peer_marker_seen(peer)) {
             return Ok(());
         }
         let Some(sw) = self.switch.as_mut().filter(|s| s.shared.control_alive()) else {

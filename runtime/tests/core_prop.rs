@@ -1458,10 +1458,21 @@ fn check_seq_case(c: &SeqCase) -> Check {
         cores[*d as usize].handle_frame(*s, *h, p.clone()).map_err(|e| format!("replay failed: {e}"))?;
     }
     let (_, _, h, p) = &log[bad];
+    // A frame from the past (a duplicate) is an error. One from the future means frames went
+    // missing: the core drops it and reports the gap, which the engine has repaired (the
+    // sender keeps every frame until confirmed and sends them again).
+    let ahead = bad > upto;
     match cores[d as usize].handle_frame(s, *h, p.clone()) {
+        Ok(()) if ahead => {
+            let gaps = cores[d as usize].take_gaps();
+            ensure!(
+                gaps.len() == 1 && gaps[0].0 == s && gaps[0].1.contains("went missing"),
+                "rank {d} dropped {h} (ahead; delivery {bad} offered at {f}) without reporting the gap: {gaps:?}"
+            );
+        }
         Ok(()) => return Err(format!("rank {d} accepted {h} out of order (delivery {bad} offered at {f})")),
         Err(e) => ensure!(
-            e.class == ErrorClass::Intern && e.detail.contains("expected seq"),
+            !ahead && e.class == ErrorClass::Intern && e.detail.contains("expected seq"),
             "rank {d} rejected {h} out of order with the wrong error: {e}"
         ),
     }
