@@ -192,6 +192,9 @@ struct Fab {
     taken: Vec<bool>,
     dropped: Vec<bool>,
     link_dead: Vec<bool>,
+    /// `src * n + dst`: a repair's quiesce named the pair broken, so its ends drain without
+    /// each other and what is on this link may be lost (the repair sends it again).
+    given_up: Vec<bool>,
     /// The coordinator said `SafeToUnplug` for this epoch: nothing may touch it any more.
     unplugged: bool,
     violations: Vec<String>,
@@ -215,6 +218,7 @@ impl Fab {
             taken: vec![false; n],
             dropped: vec![false; n],
             link_dead: vec![false; n * n],
+            given_up: vec![false; n * n],
             unplugged: false,
             violations: Vec::new(),
             frames_written: 0,
@@ -287,7 +291,7 @@ impl Fab {
             let word = mix(q as u64, self.epoch as u64);
             if self.dropped[dst] {
                 // (A killed link's frames never get here: its queues were emptied.)
-                if let NetKind::Frame(h, _) = &item.kind {
+                if let (NetKind::Frame(h, _), false) = (&item.kind, self.given_up[q]) {
                     self.violations.push(format!(
                         "epoch {}: frame {h} from rank {src} reached rank {dst} after it released its endpoint (lost)",
                         self.epoch
@@ -396,7 +400,7 @@ impl Drop for Ep {
             f.dropped[me] = true;
             let unwritten: usize = f.local[me]
                 .iter()
-                .filter(|x| !f.link_dead[me * f.n + x.0 as usize])
+                .filter(|x| !f.link_dead[me * f.n + x.0 as usize] && !f.given_up[me * f.n + x.0 as usize])
                 .map(|x| x.2.len() + HEADER_LEN)
                 .sum();
             if unwritten > 0 {
@@ -1450,6 +1454,26 @@ impl Sim {
         }
     }
 
+    /// A repair's quiesce names the pairs of rank `r` with `peers` broken: their ends drain
+    /// without each other, so what is on those links of the fabric `r` holds may be lost.
+    fn give_up(&mut self, r: usize, peers: &[u32]) {
+        if peers.is_empty() {
+            return;
+        }
+        let fab = {
+            let mut fs = self.fabrics.lock().expect("fabrics");
+            let Some(e) = fs.held[r] else { return };
+            fs.fab(e)
+        };
+        let mut f = fab.lock().expect("fab");
+        let n = f.n;
+        for &p in peers {
+            let (a, b) = (r, p as usize);
+            f.given_up[a * n + b] = true;
+            f.given_up[b * n + a] = true;
+        }
+    }
+
     // -----------------------------------------------------------------------------------------
     // The rank's control thread, mirrored from `switch::control_loop`.
 
@@ -1474,10 +1498,11 @@ impl Sim {
                 let Reply::Command { command, epoch, transport, repair, .. } = reply else {
                     return true;
                 };
-                let shared = &self.ranks[r].shared;
                 let (cmd, goal) = match command {
                     SwitchCommand::Quiesce => {
-                        shared.set_reported_broken(repair_peers(r as u32, &repair));
+                        let peers = repair_peers(r as u32, &repair);
+                        self.give_up(r, &peers);
+                        self.ranks[r].shared.set_reported_broken(peers);
                         (Command::Quiesce { epoch }, SwitchPhase::Detached)
                     }
                     SwitchCommand::Resume => {
@@ -1485,7 +1510,7 @@ impl Sim {
                         (Command::Resume { epoch, transport, repair }, SwitchPhase::Running)
                     }
                 };
-                shared.command(cmd);
+                self.ranks[r].shared.command(cmd);
                 self.ranks[r].ctl = CtlState::Driving { epoch, goal };
                 self.note(0xC0DE, (r as u64) << 32 | epoch as u64);
                 true

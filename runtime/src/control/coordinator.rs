@@ -459,25 +459,21 @@ impl Coordinator {
         }
         self.out.log(format!("rank {rank} lost its data link to rank {peer} in epoch {epoch}: {reason}"));
         let pair = (rank.min(peer), rank.max(peer));
-        // The epoch the job runs, or the one a resume under way starts: a loss in an earlier
-        // epoch was reported when its ranks detached and repaired by the resume after it
-        // (the request was on its way meanwhile).
-        let current = if self.phase == JobPhase::Resuming { self.epoch + 1 } else { self.epoch };
-        if epoch < current {
+        // Where the loss happened decides who repairs it. In the epoch a resume has started
+        // (under way, or failed with some ranks running it already): those ranks ignore a
+        // second resume, so a repair follows the next resume that completes. In the epoch
+        // being quiesced: its detach reports carry it, and the next resume repairs it.
+        // Earlier: a switch since has repaired it (the request was on its way meanwhile).
+        if epoch > self.epoch {
+            self.pending_repairs.insert(pair);
+            return self.out.log("its ranks run the epoch a resume started: a repair follows that resume".into());
+        }
+        if epoch < self.epoch || self.phase == JobPhase::Resuming {
             return self.out.log(format!("(a switch since epoch {epoch} repaired it)"));
         }
-        match self.phase {
-            JobPhase::Quiescing | JobPhase::Quiesced => {
-                self.broken_pairs.insert(pair);
-                return self.out.log(format!("the job is {}: the next resume repairs the link", self.phase.name()));
-            }
-            JobPhase::Resuming => {
-                // The link died in the epoch this resume starts: its commands are out, so
-                // the repair follows it.
-                self.pending_repairs.insert(pair);
-                return self.out.log("a resume is under way: a repair follows it".to_string());
-            }
-            JobPhase::Running => {}
+        if matches!(self.phase, JobPhase::Quiescing | JobPhase::Quiesced) {
+            self.broken_pairs.insert(pair);
+            return self.out.log(format!("the job is {}: the next resume repairs the link", self.phase.name()));
         }
         // Named in the quiesce, so that the other end does not wait for a marker from a rank
         // that no longer sends on that link (it may not have noticed the loss yet).
