@@ -179,9 +179,11 @@ impl Relay {
                     m.transport = t.clone();
                 }
                 let done = RankDone { rank: r, millis, transport, broken };
-                if phase == SwitchPhase::Detached && !done.broken.is_empty() && !self.fanout.busy() {
-                    // Late (this relay's step already failed): the coordinator still needs the
-                    // broken links it names, to repair them.
+                if phase == SwitchPhase::Detached && !done.broken.is_empty() {
+                    // Straight up, also when this relay's step is over (it failed, or a resume
+                    // follows already): the coordinator needs the broken links it names, to
+                    // repair them. (In time, it only tells the coordinator early that the rank
+                    // detached.)
                     let done = vec![done.clone()];
                     let detail = None;
                     self.up.push_back(Request::GroupReport {
@@ -212,6 +214,19 @@ impl Relay {
                     if let (Some(t), Some(m)) = (&d.transport, self.members.get_mut(&d.rank)) {
                         m.transport = t.clone();
                     }
+                }
+                // Broken links go straight up, as from a rank below (see there).
+                let broken: Vec<RankDone> = done.iter().filter(|d| !d.broken.is_empty()).cloned().collect();
+                if phase == SwitchPhase::Detached && !broken.is_empty() {
+                    let (missing, detail) = (vec![], None);
+                    self.up.push_back(Request::GroupReport {
+                        epoch,
+                        phase,
+                        done: broken,
+                        missing,
+                        detail,
+                        timed_out: false,
+                    });
                 }
                 let report = GroupReport { epoch, phase, done, missing, detail, timed_out };
                 let outcome = self.fanout.on_group_report(conn, report);
