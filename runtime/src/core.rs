@@ -503,8 +503,23 @@ impl Core {
                 header.epoch = new_epoch;
                 header.flags |= FLAG_REPLAY;
                 header.ack = chan.next_recv_seq as u32;
-                self.outbox.push_back(Transmit { peer: p, header, payload: t.payload.share() });
+                // A copy of an application buffer's slice: the peer may confirm the send (and
+                // the application reuse the buffer) while this replay still waits to be written.
+                let payload = match &t.payload {
+                    Payload::Static(s) => Payload::Owned(s.to_vec()),
+                    _ => t.payload.share(),
+                };
+                self.outbox.push_back(Transmit { peer: p, header, payload });
             }
+            // Our confirmation may have died with the link (the peer's zero-copy send waits
+            // for it, and drops our replays as duplicates without an answer): say it again.
+            let mut ack = Header::new(FrameKind::Ack);
+            ack.epoch = new_epoch;
+            ack.src = me;
+            ack.seq = chan.next_send_seq;
+            ack.ack = chan.next_recv_seq as u32;
+            chan.ack_told = chan.next_recv_seq;
+            self.outbox.push_back(Transmit { peer: p, header: ack, payload: Payload::Empty });
         }
         for mut t in self.held.drain(..) {
             t.header.epoch = new_epoch;
@@ -746,7 +761,11 @@ impl Core {
         }
         let chan = &mut self.channels[peer as usize];
         if header.flags & FLAG_REPLAY != 0 && header.seq < chan.next_recv_seq && numbered(header.kind) {
-            // Sent again by a repair, and taken before the link died.
+            // Sent again by a repair, and taken before the link died. A sender that waits for
+            // our confirmation of it gets one again.
+            if header.flags & FLAG_CONFIRM != 0 && peer != self.me {
+                self.emit(peer, Header::new(FrameKind::Ack), Payload::Empty)?;
+            }
             return Ok(());
         }
         if header.seq > chan.next_recv_seq && peer != self.me && chan.gap_repairs < MAX_GAP_REPAIRS {
@@ -774,7 +793,8 @@ impl Core {
                 chan.gap_repairs = 0;
             }
             chan.next_recv_seq += 1;
-            chan.bytes_since_ack += payload.len();
+            // (A placed payload arrived without bytes in the frame: its length counts.)
+            chan.bytes_since_ack += header.payload_len as usize;
             let behind = chan.next_recv_seq - chan.ack_told;
             let asked = header.flags & FLAG_CONFIRM != 0;
             if peer != self.me && (asked || behind >= ACK_EVERY_FRAMES || chan.bytes_since_ack >= ACK_EVERY_BYTES) {

@@ -190,26 +190,12 @@ impl Engine {
         }
         self.check_repair_deadline()?;
         let scheduled = self.advance_schedules()?;
-        let Some(transport) = self.transport.as_mut() else {
+        if self.transport.is_none() {
             return Ok(scheduled);
-        };
-        let mut did_work = scheduled;
-        let mut lost = Vec::new();
-        // Frames wait in the core's (bounded) outbox while the transport holds more than
-        // `send_window_bytes`, so the transport's own queue bound is never hit.
-        while transport.queued_bytes() < self.send_window_bytes {
-            let Some(t) = self.core.poll_transmit() else { break };
-            match transport.send(t.peer, &t.header, t.payload) {
-                Ok(()) => {}
-                // The core keeps the frame until the peer confirms it: the repair sends it.
-                Err(TransportError::LinkDown { peer, reason }) => {
-                    self.core.mark_broken(peer);
-                    lost.push((peer, reason));
-                }
-                Err(e) => return Err(self.fail(MpiError::new(ErrorClass::Other, e.to_string()))),
-            }
-            did_work = true;
         }
+        let mut lost = Vec::new();
+        let mut did_work = scheduled | self.send_queued(&mut lost)?;
+        let Some(transport) = self.transport.as_mut() else { return Ok(did_work) };
         self.events.clear();
         if let Err(e) = transport.progress(&mut self.events) {
             return Err(self.fail(MpiError::new(ErrorClass::Other, e.to_string())));
@@ -238,7 +224,36 @@ impl Engine {
         for (peer, reason) in self.core.take_gaps() {
             self.link_lost(peer, reason, false)?;
         }
+        // What the frames just taken made the core answer (a confirmation a sender waits for,
+        // a clear-to-send) goes out now: the application may leave MPI after this call (an
+        // `MPI_Test` that succeeded) and compute for a long time.
+        let mut lost = Vec::new();
+        self.send_queued(&mut lost)?;
+        for (peer, reason) in lost {
+            self.link_lost(peer, reason, true)?;
+        }
         Ok(did_work)
+    }
+
+    /// Hands the core's queued frames to the transport. Frames wait in the core's (bounded)
+    /// outbox while the transport holds more than `send_window_bytes`, so the transport's own
+    /// queue bound is never hit. A link found down goes into `lost` (the core keeps the frame
+    /// until the peer confirms it: the repair sends it). Returns whether anything was sent.
+    fn send_queued(&mut self, lost: &mut Vec<(PeerId, String)>) -> MpiResult<bool> {
+        let Some(transport) = self.transport.as_mut() else { return Ok(false) };
+        let mut sent = false;
+        while transport.queued_bytes() < self.send_window_bytes {
+            let Some(t) = self.core.poll_transmit() else { break };
+            match transport.send(t.peer, &t.header, t.payload) {
+                Ok(()) => sent = true,
+                Err(TransportError::LinkDown { peer, reason }) => {
+                    self.core.mark_broken(peer);
+                    lost.push((peer, reason));
+                }
+                Err(e) => return Err(self.fail(MpiError::new(ErrorClass::Other, e.to_string()))),
+            }
+        }
+        Ok(sent)
     }
 
     /// The data link to `peer` went down. Expected once the peer has finalized, or once it

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 
 use kawarimi_runtime::core::{Core, CoreConfig, RecvBuf, ReqId, SendData, ACK_EVERY_FRAMES};
 use kawarimi_transports::wire::{FrameKind, Header, FLAG_REPLAY};
+use kawarimi_transports::Payload;
 
 struct Rng(u64);
 
@@ -214,4 +215,50 @@ fn a_duplicate_is_dropped_only_when_flagged_as_a_replay() {
     b.handle_frame(0, replayed, payload.clone()).expect("a replayed duplicate is dropped quietly");
     let err = b.handle_frame(0, t.header, payload).expect_err("a plain duplicate is refused");
     assert!(err.to_string().contains("expected seq 1, got 0"), "{err}");
+}
+
+/// A send from the application's buffer whose confirmation died with the link: after the
+/// repair the receiver has every chunk (it drops the replays as duplicates) and must still
+/// confirm, or the send would wait for ever. The replays are copies: the send may complete,
+/// and the application reuse its buffer, while they still wait to be written.
+#[test]
+fn a_zero_copy_send_whose_confirmation_was_lost_completes_after_the_repair() {
+    let config = CoreConfig { eager_limit_bytes: 64, chunk_bytes: 48, ..CoreConfig::default() };
+    let (mut a, mut b) = (Core::new(0, 2, config.clone()), Core::new(1, 2, config));
+    let data: &'static [u8] = Box::leak(content(0, 0, 200).into_boxed_slice());
+    let s = a.isend(1, 0, 7, SendData::Static(data), false).unwrap();
+    let r = b.irecv(0, 0, 7, RecvBuf::Owned(vec![0; 200])).unwrap();
+    let (mut ab, mut ba) = (VecDeque::new(), VecDeque::new());
+    for _ in 0..10 {
+        transmit(&mut a, &mut ab, 100);
+        deliver(&mut b, 0, &mut ab, 100);
+        // Everything b sends back but its clear-to-send dies with the link.
+        if let Some(t) = b.poll_transmit() {
+            if t.header.kind == FrameKind::Cts {
+                ba.push_back((t.header, t.payload.into_vec()));
+            }
+        }
+        deliver(&mut a, 1, &mut ba, 100);
+    }
+    assert!(b.is_complete(r), "the receiver has the message");
+    assert!(!a.is_complete(s), "the confirmation was lost");
+    for (core, peer) in [(&mut a, 1), (&mut b, 0)] {
+        core.mark_broken(peer);
+        core.begin_drain().unwrap();
+        while core.poll_transmit().is_some() {}
+        core.resume(1, &[peer]);
+    }
+    let replays: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    assert!(replays.iter().any(|t| t.header.kind == FrameKind::Data), "a sends its chunks again");
+    for t in replays {
+        assert!(!matches!(t.payload, Payload::Static(_)), "a replay points into the application's buffer");
+        ab.push_back((t.header, t.payload.into_vec()));
+    }
+    for _ in 0..10 {
+        deliver(&mut b, 0, &mut ab, 100);
+        transmit(&mut b, &mut ba, 100);
+        deliver(&mut a, 1, &mut ba, 100);
+        transmit(&mut a, &mut ab, 100);
+    }
+    assert!(a.is_complete(s), "the send completes once the receiver confirms again");
 }
