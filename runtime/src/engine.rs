@@ -412,6 +412,15 @@ impl Engine {
         }
     }
 
+    /// What the data path ran on and carried since the last resume, and what its transports
+    /// counted: `ran verbs:1, sent verbs 12.0 MiB, tcp 0 B; registrations made 3, reused 97, ...`.
+    pub fn transport_report(&self) -> String {
+        let Some(t) = self.transport.as_deref() else { return format!("ran {}", self.transport_summary()) };
+        let counted = routed::counted(t);
+        let counted = if counted.is_empty() { String::new() } else { format!("; {counted}") };
+        format!("ran {}, sent {}{counted}", t.summary(), routed::carried(t))
+    }
+
     /// Whether a switch holds the data path (draining, detached or reconnecting).
     pub fn switching(&self) -> bool {
         self.switch.as_ref().is_some_and(|s| s.shared.phase() != SwitchPhase::Running)

@@ -92,6 +92,9 @@ impl World {
     /// of the control plane; dropping the PMIx client tells the launcher this rank ended
     /// cleanly, and a hosted coordinator stops last.
     pub fn finalize(&mut self) -> MpiResult<()> {
+        if std::env::var("KAWARIMI_REPORT").is_ok_and(|v| v != "0") {
+            eprintln!("kawarimi: rank {}: {}", self.engine.core.rank(), self.engine.transport_report());
+        }
         self.engine.finalize()?;
         // Drop order is teardown order: the wire-up service first (dropping the PMIx client
         // tells the launcher this rank ended cleanly), then the control thread (which says

@@ -10,6 +10,8 @@
 //! - [`state`]: kawarimi's handle tables and the runtime's world.
 //! - [`export`]: the C boundary (panics, error classes, error handlers, abort).
 //! - [`api`]: the MPI functions, one file per chapter of the standard.
+//! - [`memhooks`]: `munmap` and the other calls that give memory back, logged on their way to
+//!   libc for the verbs transport's registration cache.
 //! - Every other function libmpi exports is a generated stub that aborts naming itself.
 
 #[macro_use]
@@ -18,6 +20,7 @@ pub mod abi;
 pub mod api;
 mod longdouble;
 mod mem;
+pub mod memhooks;
 pub mod state;
 
 include!(concat!(env!("OUT_DIR"), "/unimplemented.rs"));

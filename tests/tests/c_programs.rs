@@ -38,14 +38,14 @@ mod native {
     use super::*;
     program_tests!(ModeKind::Native;
         p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
-        topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm);
+        topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, memory_reuse);
 }
 
 mod kawarimi {
     use super::*;
     program_tests!(ModeKind::Kawarimi;
         p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
-        topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm);
+        topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, memory_reuse);
 }
 
 /// The same programs under `kawarimi run`, wired up through its coordinator rather than

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bootstrap;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod memory;
 pub mod routed;
 pub mod sim;
 pub mod tcp;
@@ -185,6 +186,11 @@ pub trait Transport: Send {
     /// Frame bytes (headers included) handed to each kind of transport so far, best kind
     /// first; empty when the transport does not count them ([`routed::Routed`] does).
     fn sent_by_kind(&self) -> Vec<(TransportKind, u64)> {
+        Vec::new()
+    }
+    /// Counts of the transport's own work, for people (`("registrations reused", 97)`);
+    /// [`routed::Routed`] sums them by name. Empty when the transport counts nothing.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
 }

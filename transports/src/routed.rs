@@ -83,6 +83,17 @@ impl Transport for Routed {
         out
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<(&'static str, u64)> = Vec::new();
+        for (name, n) in self.transports.iter().flat_map(|t| t.counters()) {
+            match out.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, sum)) => *sum += n,
+                None => out.push((name, n)),
+            }
+        }
+        out
+    }
+
     fn send(&mut self, peer: PeerId, header: &wire::Header, payload: Payload) -> TransportResult<()> {
         let &i = self.route.get(&peer).ok_or(TransportError::NoRoute { peer })?;
         let bytes = (wire::HEADER_LEN + payload.len()) as u64;
@@ -138,6 +149,13 @@ pub fn carried(t: &dyn Transport) -> String {
     parts.join(", ")
 }
 
+/// `t`'s counters for people: `registrations made 3, registrations reused 97` (empty when it
+/// counts nothing).
+pub fn counted(t: &dyn Transport) -> String {
+    let parts: Vec<String> = t.counters().iter().map(|(name, n)| format!("{name} {n}")).collect();
+    parts.join(", ")
+}
+
 /// `bytes` for a person: `812 B`, `3.4 KiB`, `12.0 MiB`, `1.2 GiB`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
@@ -189,6 +207,39 @@ mod tests {
         let (one, two) = (HEADER_LEN + 100, 2 * HEADER_LEN + 10);
         assert_eq!(r.sent_by_kind(), vec![(TransportKind::Sim, (one + two) as u64)]);
         assert_eq!(carried(&r), format!("sim {}", human_bytes((one + two) as u64)));
+    }
+
+    /// Counts and nothing else.
+    struct Counting(u64);
+    impl Transport for Counting {
+        fn kind(&self) -> TransportKind {
+            TransportKind::Sim
+        }
+        fn send(&mut self, _: PeerId, _: &wire::Header, _: Payload) -> TransportResult<()> {
+            Ok(())
+        }
+        fn progress(&mut self, _: &mut Vec<Event>) -> TransportResult<()> {
+            Ok(())
+        }
+        fn wait(&mut self, _: Duration) -> TransportResult<()> {
+            Ok(())
+        }
+        fn queued_bytes(&self) -> usize {
+            0
+        }
+        fn counters(&self) -> Vec<(&'static str, u64)> {
+            vec![("made", self.0), ("reused", 10 * self.0)]
+        }
+    }
+
+    #[test]
+    fn counters_are_summed_by_name_over_the_transports() {
+        let r =
+            Routed::new(vec![(Box::new(Counting(1)) as Box<dyn Transport>, vec![1]), (Box::new(Counting(2)), vec![2])]);
+        assert_eq!(r.counters(), vec![("made", 3), ("reused", 30)]);
+        assert_eq!(counted(&r), "made 3, reused 30");
+        let none = Routed::new(vec![(Box::new(sim_fabric(2).remove(0)) as Box<dyn Transport>, vec![1])]);
+        assert_eq!(counted(&none), "", "a transport that counts nothing adds nothing");
     }
 
     #[test]

@@ -23,6 +23,8 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
         return fail(ErrorClass::Other, "MPI is already initialized");
     }
     let proc = World::detect()?;
+    // Before any transport: the verbs registration cache keeps only memory made stable here.
+    crate::memhooks::install();
     let wired = wireup::wire_up(&proc, WIREUP_TIMEOUT)?;
     let rank = proc.rank;
     let mut world = World::new(proc, wired.transport, kawarimi_runtime::world::config_from_env()?)?;

@@ -14,6 +14,7 @@
 //! afterwards no uverbs descriptor is open ([`super::open_uverbs_fds`]).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,8 +34,11 @@ use sideway::ibverbs::queue_pair::{
 use sideway::ibverbs::AccessFlags;
 
 use super::channel::{Channel, CreditWord};
+use super::regcache::{Access, RegCache};
 use super::{Fabric, VerbsPort};
-use crate::{wire, Event, Payload, PeerId, Placement, Transport, TransportError, TransportKind, TransportResult};
+use crate::{
+    memory, wire, Event, Payload, PeerId, Placement, Transport, TransportError, TransportKind, TransportResult,
+};
 
 /// Sizes of the transport.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +55,10 @@ pub struct VerbsConfig {
     /// Payloads one peer may be reading at once (each holds a memory registration); past it
     /// large payloads go through the buffers.
     pub max_exposed: usize,
+    /// Registrations of stable memory kept for use again ([`super::regcache`]), and the
+    /// memory they may pin together (further bounded by half of `RLIMIT_MEMLOCK`).
+    pub cache_max_entries: usize,
+    pub cache_max_bytes: usize,
 }
 
 impl Default for VerbsConfig {
@@ -61,6 +69,8 @@ impl Default for VerbsConfig {
             queue_limit_bytes: 64 << 20,
             read_min_bytes: 64 << 10,
             max_exposed: 16,
+            cache_max_entries: 128,
+            cache_max_bytes: 1 << 30,
         }
     }
 }
@@ -253,6 +263,46 @@ impl Drop for DeviceBuffer {
     }
 }
 
+/// A registration of `range` for `access`: kept by `cache` where the memory is stable
+/// ([`memory::is_stable`]), else made for this use.
+fn registration(
+    cache: &mut RegCache<Arc<MemoryRegion>>,
+    pd: &Arc<ProtectionDomain>,
+    range: Range<usize>,
+    access: Access,
+) -> Result<Arc<MemoryRegion>, String> {
+    let flags = match access {
+        Access::RemoteRead => AccessFlags::RemoteRead,
+        Access::LocalWrite => AccessFlags::LocalWrite,
+    };
+    let stable = memory::is_stable(&range);
+    cache.get(range, access, stable, |pages| {
+        // SAFETY: whole pages around memory the caller is using, so mapped. The device writes
+        // registered memory only where a posted read says, and reads it only for a peer's
+        // read of a payload in it; a registration kept after its use pins the pages, which
+        // stay the process's (and the cache drops it once they are given back).
+        unsafe { pd.reg_mr(pages.start, pages.len(), flags) }.map_err(|e| e.to_string())
+    })
+}
+
+/// What the cache may pin: the configured bound, and at most half of what the process may
+/// lock, the rest being for the buffers and the payloads in flight.
+fn cache_max_bytes(config: &VerbsConfig) -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct passed.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    // SAFETY: geteuid has no preconditions. (The kernel does not hold root, which has
+    // CAP_IPC_LOCK, to the limit when it pins memory for a registration.)
+    let root = unsafe { libc::geteuid() } == 0;
+    let lockable = match got {
+        0 if !root && limit.rlim_cur != libc::RLIM_INFINITY => {
+            usize::try_from(limit.rlim_cur / 2).unwrap_or(usize::MAX)
+        }
+        _ => usize::MAX,
+    };
+    config.cache_max_bytes.min(lockable)
+}
+
 fn io_error(context: &str, source: std::io::Error) -> TransportError {
     TransportError::Io { context: context.to_string(), source }
 }
@@ -317,6 +367,8 @@ struct Resources {
     send_mr: Arc<MemoryRegion>,
     credit_mr: Arc<MemoryRegion>,
     credit_src_mr: Arc<MemoryRegion>,
+    /// Registrations of the application's (and the runtime's) memory kept for use again.
+    cache: RegCache<Arc<MemoryRegion>>,
     recv_buf: DeviceBuffer,
     send_buf: DeviceBuffer,
     credit_buf: DeviceBuffer,
@@ -434,6 +486,12 @@ impl VerbsEndpoint {
             send_mr,
             credit_mr,
             credit_src_mr,
+            cache: RegCache::new(
+                &memory::PROCESS_LOG,
+                config.cache_max_entries,
+                cache_max_bytes(&config),
+                memory::page_size(),
+            ),
             recv_buf,
             send_buf,
             credit_buf,
@@ -717,7 +775,7 @@ impl VerbsTransport {
     /// its own buffer, registered for it.
     fn post_reads(&mut self, i: usize) -> TransportResult<()> {
         let sq_limit = self.config.slots + 4;
-        let pd = Arc::clone(&self.res.pd);
+        let (cache, pd) = (&mut self.res.cache, &self.res.pd);
         let p = &mut self.res.peers[i];
         if p.down || !p.active {
             return Ok(());
@@ -735,12 +793,11 @@ impl VerbsTransport {
                 Target::Own(buf) => (buf.as_mut_ptr() as usize, buf.len()),
                 Target::User(at) => (at.ptr as usize, at.len),
             };
-            // SAFETY: the memory is neither moved nor freed while registered. An own buffer:
-            // the registration is dropped when the read completes, before the frame (and the
-            // buffer) is handed on, or with the transport, before the buffer (field order of
-            // `Reading`). The application's: the runtime keeps the receive buffer valid and
-            // leaves it alone until the frame is delivered, which is after the read.
-            let mr = unsafe { pd.reg_mr(addr, len, AccessFlags::LocalWrite) }
+            // The device writes the buffer only where this read says, and the buffer stays put
+            // until the read completes: an own buffer is handed on after it (or dropped with
+            // the transport, after the queue pairs), and the runtime leaves the application's
+            // receive buffer alone until the frame is delivered, which is after the read.
+            let mr = registration(cache, pd, addr..addr + len, Access::LocalWrite)
                 .map_err(|e| verbs_error(format!("registering a read buffer for rank {}", p.peer), e))?;
             let mut guard = p.qp.start_post_send();
             let wr = guard.construct_wr(wr_id(WR_READ, i, 0), WorkRequestFlags::Signaled);
@@ -865,11 +922,13 @@ impl Transport for VerbsTransport {
         let readable = payload.len() >= self.config.read_min_bytes && p.exposed.len() < self.config.max_exposed;
         let bytes = payload.as_slice();
         let (addr, len) = (bytes.as_ptr() as usize, bytes.len());
-        // SAFETY: the payload is kept in `exposed`, unmoved (owned bytes live on the heap, a
-        // `Static` buffer by its promise) and unchanged, until the peer says it has read it;
-        // the registration is dropped first. Remote read only: the memory may be read-only
-        // (a send from a constant), which a writable registration would refuse.
-        let registered = readable.then(|| unsafe { self.res.pd.reg_mr(addr, len, AccessFlags::RemoteRead) });
+        // The payload is kept in `exposed`, unmoved (owned bytes live on the heap, a `Static`
+        // buffer by its promise) and unchanged, until the peer says it has read it. Remote
+        // read only: the memory may be read-only (a send from a constant), which a writable
+        // registration would refuse.
+        let registered =
+            readable.then(|| registration(&mut self.res.cache, &self.res.pd, addr..addr + len, Access::RemoteRead));
+        let p = &mut self.res.peers[i];
         let Some(Ok(mr)) = registered else {
             if !p.channel.queue_frame(header, payload) {
                 return Err(TransportError::QueueFull { peer, limit: self.config.queue_limit_bytes });
@@ -896,6 +955,16 @@ impl Transport for VerbsTransport {
 
     fn ask_placement(&mut self) {
         self.ask_placement = true;
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.res.cache.stats;
+        vec![
+            ("registrations made", s.made),
+            ("reused", s.reused),
+            ("dropped when their memory was given back", s.given_back),
+            ("evicted", s.evicted),
+        ]
     }
 
     fn place(&mut self, peer: PeerId, token: u64, at: Option<Placement>) -> TransportResult<()> {

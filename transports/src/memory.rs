@@ -1,0 +1,272 @@
+//! Which of the process's memory keeps its pages, so that a memory registration of it may be
+//! kept and used again, and the log of memory the process gave back.
+//!
+//! A registration pins the pages that back a range of addresses when it is made. If the range
+//! is later unmapped and mapped again (a large block freed, then another allocated at the same
+//! address), the addresses have new pages and a kept registration would let the peer read the
+//! old ones: a silent wrong answer. So registrations are kept ([`crate::verbs::regcache`]) only
+//! of memory whose pages cannot change behind kawarimi's back:
+//! - the main heap, from its start to the current break, once glibc's malloc has been told
+//!   ([`install`]) never to give memory back to the kernel (`M_TRIM_THRESHOLD`) and never to
+//!   map a large block on its own (`M_MMAP_MAX` 0), which is what Open MPI's `leave_pinned`
+//!   does too. Its pages then change only through a call the program makes itself;
+//! - the program's own data and bss segments, which live as long as the process.
+//!
+//! Every call that can change those pages (`munmap`, `mremap`, `mmap` at a fixed address,
+//! `madvise` that drops pages, `brk`/`sbrk`, `malloc_trim`) must be reported here by
+//! [`note_given_back`] before it returns. The shim does that for the whole process: it puts
+//! its own definitions of those functions in front of libc's. A program without the shim
+//! installs nothing, and nothing is kept. A program that changes malloc's settings
+//! (`mallopt`) afterwards makes everything unstable again ([`malloc_settings_changed`]).
+//!
+//! Threads' malloc arenas and blocks mapped on their own are outside these ranges: glibc can
+//! give them back from inside libc, where no interposition sees it.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// The ranges [`install`] found stable.
+struct Stable {
+    /// The program's writable segments, page-aligned.
+    segments: Vec<Range<usize>>,
+    /// Where the main heap starts; it ends at the current break.
+    heap_start: usize,
+}
+
+static STABLE: OnceLock<Stable> = OnceLock::new();
+/// Set for good once malloc's settings change after [`install`].
+static UNSTABLE: AtomicBool = AtomicBool::new(false);
+
+/// Ranges given back, kept until every cache has seen them, within a bound: a cache that
+/// falls further behind drops everything it holds (see [`GivenBack::take`]).
+pub struct GivenBackLog {
+    /// How many ranges were ever logged (read without the lock: the cheap check).
+    total: AtomicU64,
+    ring: Mutex<[(usize, usize); LOG_LEN]>,
+}
+
+/// Ranges the log keeps.
+const LOG_LEN: usize = 64;
+
+/// The process's log, which the shim's interposed calls write.
+pub static PROCESS_LOG: GivenBackLog = GivenBackLog::new();
+
+impl GivenBackLog {
+    pub const fn new() -> GivenBackLog {
+        GivenBackLog { total: AtomicU64::new(0), ring: Mutex::new([(0, 0); LOG_LEN]) }
+    }
+
+    /// Logs `range` as given back. Takes a lock for a moment and never allocates: it runs
+    /// inside `munmap` on any thread, also inside libraries kawarimi calls.
+    pub fn note(&self, range: Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let n = self.total.load(Ordering::Relaxed);
+        ring[(n % LOG_LEN as u64) as usize] = (range.start, range.end);
+        self.total.store(n + 1, Ordering::Release);
+    }
+}
+
+impl Default for GivenBackLog {
+    fn default() -> Self {
+        GivenBackLog::new()
+    }
+}
+
+/// What a cache must drop since it last looked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Changes {
+    None,
+    /// Whatever overlaps these ranges.
+    Ranges(Vec<Range<usize>>),
+    /// Everything: more was given back than the log keeps.
+    All,
+}
+
+/// One reader's place in a [`GivenBackLog`].
+pub struct GivenBack {
+    log: &'static GivenBackLog,
+    seen: u64,
+}
+
+impl GivenBack {
+    /// A reader that sees what is logged from now on.
+    pub fn new(log: &'static GivenBackLog) -> GivenBack {
+        GivenBack { log, seen: log.total.load(Ordering::Acquire) }
+    }
+
+    /// What was given back since the last call.
+    pub fn take(&mut self) -> Changes {
+        if self.log.total.load(Ordering::Acquire) == self.seen {
+            return Changes::None;
+        }
+        let ring = self.log.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let total = self.log.total.load(Ordering::Acquire);
+        let from = std::mem::replace(&mut self.seen, total);
+        if total - from > LOG_LEN as u64 {
+            return Changes::All;
+        }
+        Changes::Ranges((from..total).map(|i| ring[(i % LOG_LEN as u64) as usize]).map(|(s, e)| s..e).collect())
+    }
+}
+
+/// Reports that the pages of `[addr, addr + len)` may change (see the module's comment).
+pub fn note_given_back(addr: usize, len: usize) {
+    let page = page_size();
+    let start = addr & !(page - 1);
+    PROCESS_LOG.note(start..addr.saturating_add(len));
+}
+
+/// Reports that malloc's settings changed (`mallopt`): the heap may shrink again, so nothing
+/// is stable from now on, and whatever is kept goes.
+pub fn malloc_settings_changed() {
+    if STABLE.get().is_none() {
+        // Before `install`, whose own settings come last.
+        return;
+    }
+    UNSTABLE.store(true, Ordering::Release);
+    PROCESS_LOG.note(0..usize::MAX);
+}
+
+/// Makes the main heap and the program's writable segments stable (see the module's comment):
+/// sets malloc's options, then notes where the heap starts. Only for a process in which every
+/// call that gives memory back reaches [`note_given_back`]: one with the shim, or a program
+/// that makes no such call itself. Once per process; later calls change nothing. Returns
+/// whether the options took.
+pub fn install() -> bool {
+    let mut ok = true;
+    STABLE.get_or_init(|| {
+        // SAFETY: plain calls into libc's malloc configuration, allowed at any time.
+        ok = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, -1) == 1 && libc::mallopt(libc::M_MMAP_MAX, 0) == 1 };
+        let heap_start = heap_start().unwrap_or_else(current_break);
+        Stable {
+            segments: if ok { writable_segments() } else { Vec::new() },
+            heap_start: if ok { heap_start } else { 0 },
+        }
+    });
+    ok && STABLE.get().is_some_and(|s| s.heap_start != 0)
+}
+
+/// Whether the pages of `range` cannot change without a [`note_given_back`].
+pub fn is_stable(range: &Range<usize>) -> bool {
+    let Some(s) = STABLE.get() else { return false };
+    if UNSTABLE.load(Ordering::Acquire) || s.heap_start == 0 || range.is_empty() {
+        return false;
+    }
+    let within = |r: &Range<usize>| r.start <= range.start && range.end <= r.end;
+    within(&(s.heap_start..current_break())) || s.segments.iter().any(within)
+}
+
+pub fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096))
+}
+
+/// The program break (the end of the main heap).
+fn current_break() -> usize {
+    // SAFETY: sbrk(0) only reads the break.
+    unsafe { libc::sbrk(0) as usize }
+}
+
+/// Where `[heap]` starts in `/proc/self/maps`, if the process has one yet.
+fn heap_start() -> Option<usize> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|l| l.ends_with("[heap]"))?;
+    usize::from_str_radix(line.split('-').next()?, 16).ok()
+}
+
+/// The writable `PT_LOAD` segments of the program itself (data and bss), page-aligned.
+fn writable_segments() -> Vec<Range<usize>> {
+    unsafe extern "C" fn first_object(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        out: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `out` is the vector passed below; `info` and its program headers are valid
+        // for the duration of the callback (dl_iterate_phdr's contract).
+        let (out, info) = unsafe { (&mut *(out as *mut Vec<Range<usize>>), &*info) };
+        let page = page_size();
+        for i in 0..usize::from(info.dlpi_phnum) {
+            // SAFETY: `dlpi_phdr` has `dlpi_phnum` entries.
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W != 0 {
+                let start = info.dlpi_addr as usize + ph.p_vaddr as usize;
+                let end = start + ph.p_memsz as usize;
+                out.push(start.next_multiple_of(page)..end & !(page - 1));
+            }
+        }
+        // The first object is the program; stop there.
+        1
+    }
+    let mut out: Vec<Range<usize>> = Vec::new();
+    // SAFETY: the callback matches dl_iterate_phdr's signature and only writes `out`.
+    unsafe { libc::dl_iterate_phdr(Some(first_object), &mut out as *mut Vec<Range<usize>> as *mut libc::c_void) };
+    out.retain(|r| !r.is_empty());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaked_log() -> &'static GivenBackLog {
+        Box::leak(Box::new(GivenBackLog::new()))
+    }
+
+    #[test]
+    fn a_reader_sees_what_was_logged_since_it_last_looked() {
+        let log = leaked_log();
+        log.note(0x1000..0x2000);
+        let mut r = GivenBack::new(log);
+        assert_eq!(r.take(), Changes::None, "logged before the reader began");
+        log.note(0x3000..0x5000);
+        log.note(0x8000..0x8000);
+        log.note(0x9000..0xa000);
+        assert_eq!(r.take(), Changes::Ranges(vec![0x3000..0x5000, 0x9000..0xa000]));
+        assert_eq!(r.take(), Changes::None);
+    }
+
+    #[test]
+    fn a_reader_that_fell_behind_the_log_drops_everything() {
+        let log = leaked_log();
+        let mut r = GivenBack::new(log);
+        for i in 0..LOG_LEN {
+            log.note(i * 0x1000..(i + 1) * 0x1000);
+        }
+        assert!(matches!(r.take(), Changes::Ranges(v) if v.len() == LOG_LEN), "a full log is still complete");
+        for i in 0..=LOG_LEN {
+            log.note(i * 0x1000..(i + 1) * 0x1000);
+        }
+        assert_eq!(r.take(), Changes::All);
+    }
+
+    #[test]
+    fn only_installed_memory_is_stable_and_the_program_data_is() {
+        use std::sync::atomic::AtomicU8;
+        // Interior mutability puts it in the writable data segment (a plain constant array
+        // would be in read-only data, which is not counted).
+        static IN_DATA: [AtomicU8; 1 << 16] = [const { AtomicU8::new(1) }; 1 << 16];
+        let page = page_size();
+        let data = IN_DATA.as_ptr() as usize;
+        let inner = data.next_multiple_of(page)..data.next_multiple_of(page) + page;
+        let on_stack = [0u8; 64];
+        let stack = on_stack.as_ptr() as usize..on_stack.as_ptr() as usize + 64;
+        // A test binary has the process to itself, so installing here is sound: nothing in
+        // it gives heap memory back by a call of its own.
+        assert!(install(), "glibc takes the options");
+        assert!(is_stable(&inner), "a page of the program's data {inner:x?}: {:x?}", STABLE.get().map(|s| &s.segments));
+        // (Where a test thread's malloc puts a block depends on its arena; the lab's
+        // registration test checks a program's own heap through the shim.)
+        let s = STABLE.get().expect("installed");
+        let top = current_break();
+        assert!(top > s.heap_start, "the heap has pages");
+        assert!(is_stable(&(s.heap_start..top)), "the main heap up to the break");
+        assert!(!is_stable(&(s.heap_start..top + page)), "past the break");
+        assert!(!is_stable(&stack), "the stack is not vouched for");
+        assert!(!is_stable(&(s.heap_start..s.heap_start)), "an empty range");
+    }
+}
