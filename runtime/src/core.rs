@@ -434,9 +434,10 @@ impl Core {
         self.holding
     }
 
-    /// Peers whose drain marker has not arrived yet (a broken link's never will).
+    /// Peers whose drain marker has not arrived yet (a broken link's never will, nor will one
+    /// past a gap: it is dropped with everything after the gap).
     pub fn markers_missing(&self) -> Vec<PeerId> {
-        let missing = |c: &Channel| !c.marker_seen && !c.broken;
+        let missing = |c: &Channel| !c.marker_seen && !c.broken && !c.gap;
         (0..self.size).filter(|&p| p != self.me && missing(&self.channels[p as usize])).collect()
     }
 
@@ -451,9 +452,10 @@ impl Core {
         }
     }
 
-    /// Peers whose link this rank saw die since the last switch.
+    /// Peers whose link this rank saw die, or whose frames went missing, since the last
+    /// switch: the pairs a resume must repair.
     pub fn broken_peers(&self) -> Vec<PeerId> {
-        (0..self.size).filter(|&p| self.channels[p as usize].broken).collect()
+        (0..self.size).filter(|&p| self.channels[p as usize].broken || self.channels[p as usize].gap).collect()
     }
 
     /// Peers whose frames went missing since the last call, with what arrived instead: the

@@ -219,10 +219,10 @@ impl Engine {
             }
         }
         for (peer, reason) in lost {
-            self.link_lost(peer, reason, true)?;
+            self.link_lost(peer, reason, Loss::LinkDown)?;
         }
         for (peer, reason) in self.core.take_gaps() {
-            self.link_lost(peer, reason, false)?;
+            self.link_lost(peer, reason, Loss::Gap)?;
         }
         // What the frames just taken made the core answer (a confirmation a sender waits for,
         // a clear-to-send) goes out now: the application may leave MPI after this call (an
@@ -230,7 +230,7 @@ impl Engine {
         let mut lost = Vec::new();
         self.send_queued(&mut lost)?;
         for (peer, reason) in lost {
-            self.link_lost(peer, reason, true)?;
+            self.link_lost(peer, reason, Loss::LinkDown)?;
         }
         Ok(did_work)
     }
@@ -263,10 +263,11 @@ impl Engine {
     /// repairs the pair (the core sends the peer again whatever it has not confirmed); one
     /// that cannot fails, naming the peer.
     ///
-    /// A gap in what `peer` sent (`may_be_expected` false) is repaired the same way: the
-    /// repair sends the missing frames again.
-    fn link_lost(&mut self, peer: PeerId, reason: String, may_be_expected: bool) -> MpiResult<()> {
-        if may_be_expected && (self.core.peer_said_bye(peer) || self.core.peer_marker_seen(peer)) {
+    /// A gap in what `peer` sent is repaired the same way: the repair sends the missing frames
+    /// again. The link itself works, so frames for the peer (a drain marker among them) still
+    /// go: the peer may not know of the gap and wait for them.
+    fn link_lost(&mut self, peer: PeerId, reason: String, loss: Loss) -> MpiResult<()> {
+        if loss == Loss::LinkDown && (self.core.peer_said_bye(peer) || self.core.peer_marker_seen(peer)) {
             return Ok(());
         }
         let Some(sw) = self.switch.as_mut().filter(|s| s.shared.control_alive()) else {
@@ -282,7 +283,9 @@ impl Engine {
             "kawarimi: rank {me}: lost its data link to rank {peer} ({reason}); the job goes on once it is repaired\n"
         );
         eprint!("{line}");
-        self.core.mark_broken(peer);
+        if loss == Loss::LinkDown {
+            self.core.mark_broken(peer);
+        }
         if sw.shared.phase() == SwitchPhase::Running {
             // During a switch the report on detach carries the loss instead.
             sw.shared.ask_repair(peer, reason.clone(), self.core.epoch());
@@ -519,4 +522,13 @@ impl Engine {
             let _ = t.progress(&mut ev);
         }
     }
+}
+
+/// How frames from a peer were lost ([`Engine::link_lost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// The transport reports the link down: nothing more goes or comes on it.
+    LinkDown,
+    /// Frames went missing from what the peer sent ([`Core::take_gaps`]); the link works.
+    Gap,
 }

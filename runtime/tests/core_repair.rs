@@ -262,3 +262,45 @@ fn a_zero_copy_send_whose_confirmation_was_lost_completes_after_the_repair() {
     }
     assert!(a.is_complete(s), "the send completes once the receiver confirms again");
 }
+
+/// Frames lost on an earlier link show as a gap while the ranks drain. The rank that finds it
+/// must still send its marker (the link works, and the sender, which knows of no loss, waits
+/// for it), must not wait for the sender's marker (dropped with everything past the gap), and
+/// must name the pair for the repair, which fills the gap.
+#[test]
+fn a_gap_found_while_draining_holds_up_neither_end_and_the_repair_fills_it() {
+    let config = CoreConfig::default();
+    let (mut a, mut b) = (Core::new(0, 2, config.clone()), Core::new(1, 2, config));
+    let recvs: Vec<ReqId> = (0..3).map(|_| b.irecv(0, 0, 7, RecvBuf::Owned(vec![0; 16])).unwrap()).collect();
+    for i in 0..3 {
+        a.isend(1, 0, 7, SendData::Owned(content(0, i, 16)), false).unwrap();
+    }
+    let mut ab = VecDeque::new();
+    transmit(&mut a, &mut ab, 100);
+    ab.remove(1).expect("the second message is lost");
+    a.begin_drain().unwrap();
+    b.begin_drain().unwrap();
+    transmit(&mut a, &mut ab, 100);
+    deliver(&mut b, 0, &mut ab, 100);
+    assert_eq!(b.take_gaps().len(), 1, "b finds the gap");
+    assert_eq!(b.broken_peers(), vec![0], "and names the pair for the repair");
+    assert!(b.markers_missing().is_empty(), "a's marker came after the gap: b does not wait for it");
+    let mut ba = VecDeque::new();
+    transmit(&mut b, &mut ba, 100);
+    assert!(ba.iter().any(|(h, _)| h.kind == FrameKind::Marker), "b's marker goes to a");
+    deliver(&mut a, 1, &mut ba, 100);
+    assert!(a.is_drained() && b.is_drained(), "both ends drain");
+    a.resume(1, &[1]);
+    b.resume(1, &[0]);
+    for _ in 0..4 {
+        transmit(&mut a, &mut ab, 100);
+        deliver(&mut b, 0, &mut ab, 100);
+        transmit(&mut b, &mut ba, 100);
+        deliver(&mut a, 1, &mut ba, 100);
+    }
+    for (i, &r) in recvs.iter().enumerate() {
+        let c = b.take_completion(r).unwrap_or_else(|| panic!("message {i} never arrived"));
+        let Some(RecvBuf::Owned(buf)) = c.recv_buf else { panic!("the receive buffer comes back") };
+        assert_eq!(buf, content(0, i, 16), "message {i}, in order");
+    }
+}
