@@ -8,7 +8,7 @@
 //! [`Coordinator::poll_reply`], [`Coordinator::poll_close`], [`Coordinator::poll_log`], then
 //! [`Coordinator::poll_timeout`] for when to call `handle_timeout` next.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 pub use super::fanout::ConnId;
@@ -35,6 +35,12 @@ pub struct CoordinatorConfig {
     /// Budget of each step of a repair (the switch a rank asks for when a data link died
     /// under it). The drain waits for the other end of the pair to notice the loss too.
     pub repair_step_timeout: Duration,
+    /// A pair of ranks the coordinator has repaired this many times within
+    /// `pair_repair_window` is not repaired again: a link that keeps dying is a fault to fix,
+    /// not to hide behind switches. Its ranks then fail once their wait for a repair ends,
+    /// each naming the other.
+    pub pair_repair_limit: usize,
+    pub pair_repair_window: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -47,6 +53,8 @@ impl Default for CoordinatorConfig {
             max_ranks: 1 << 20,
             relay_fanout: 32,
             repair_step_timeout: Duration::from_secs(60),
+            pair_repair_limit: 5,
+            pair_repair_window: Duration::from_secs(600),
         }
     }
 }
@@ -148,6 +156,9 @@ pub struct Coordinator {
     /// The pairs the last completed resume repaired, and its epoch (a duplicate or late
     /// report of them is no new loss).
     last_repaired: (u32, BTreeSet<(u32, u32)>),
+    /// When the coordinator began each of its recent repairs of a pair (at most
+    /// `pair_repair_limit` each, none older than `pair_repair_window`).
+    pair_repairs: BTreeMap<(u32, u32), VecDeque<Instant>>,
     /// Repairs run so far (for the log).
     repairs: u32,
     /// Replies, closes and log lines for the IO to carry out.
@@ -173,6 +184,7 @@ impl Coordinator {
             broken_pairs: BTreeSet::new(),
             pending_repairs: BTreeSet::new(),
             last_repaired: (0, BTreeSet::new()),
+            pair_repairs: BTreeMap::new(),
             repairs: 0,
             out: Outbox::default(),
         }
@@ -475,6 +487,9 @@ impl Coordinator {
             self.broken_pairs.insert(pair);
             return self.out.log(format!("the job is {}: the next resume repairs the link", self.phase.name()));
         }
+        if !self.may_repair(pair, now) {
+            return;
+        }
         // Named in the quiesce, so that the other end does not wait for a marker from a rank
         // that no longer sends on that link (it may not have noticed the loss yet).
         self.broken_pairs.insert(pair);
@@ -516,12 +531,37 @@ impl Coordinator {
         if self.phase != JobPhase::Running || self.op.is_some() || self.pending_repairs.is_empty() {
             return;
         }
-        self.broken_pairs = std::mem::take(&mut self.pending_repairs);
+        let pending = std::mem::take(&mut self.pending_repairs);
+        self.broken_pairs = pending.into_iter().filter(|&pair| self.may_repair(pair, now)).collect();
+        if self.broken_pairs.is_empty() {
+            return;
+        }
         self.repairs += 1;
         let pairs = &self.broken_pairs;
         self.out.log(format!("repair {}: the links of rank pairs {pairs:?} died during the last resume", self.repairs));
         let timeout_ms = self.config.repair_step_timeout.as_millis() as u64;
         self.start_switch(None, SwitchCommand::Quiesce, timeout_ms, None, now);
+    }
+
+    /// Whether the coordinator may repair `pair` once more now ([`CoordinatorConfig::pair_repair_limit`]);
+    /// counts the repair if so.
+    fn may_repair(&mut self, pair: (u32, u32), now: Instant) -> bool {
+        let (limit, window) = (self.config.pair_repair_limit, self.config.pair_repair_window);
+        let times = self.pair_repairs.entry(pair).or_default();
+        while times.front().is_some_and(|&t| now.saturating_duration_since(t) > window) {
+            times.pop_front();
+        }
+        if times.len() >= limit {
+            let (a, b) = pair;
+            self.out.log(format!(
+                "not repairing ranks {a} and {b} again: their link was repaired {} times within {window:?}; \
+                 they fail once their wait for a repair ends",
+                times.len()
+            ));
+            return false;
+        }
+        times.push_back(now);
+        true
     }
 
     /// Answers whoever asked for the step (a repair logs instead).
@@ -557,9 +597,19 @@ impl Coordinator {
             );
         };
         let missing: Vec<u32> = (0..size).filter(|&r| !self.fanout.reaches(r)).collect();
-        if !missing.is_empty() {
+        // A repair's resume goes to the ranks it reaches even without some: they detached for
+        // the repair and must not wait for ever. Their reconnection fence then fails, naming
+        // the ranks that are gone, and the job ends with that error.
+        let repair_resume = ctl.is_none() && command == SwitchCommand::Resume;
+        if !missing.is_empty() && !repair_resume {
             let reason = "these ranks have no control thread connected (not started, finished, or lost)".to_string();
             return self.answer(ctl, Reply::SwitchFailed { epoch, missing, reason });
+        }
+        if !missing.is_empty() {
+            self.out.log(format!(
+                "repair {}: resuming without ranks {missing:?}, which have no control thread",
+                self.repairs
+            ));
         }
         let timeout = Duration::from_millis(timeout_ms.clamp(1, 24 * 3600 * 1000));
         self.phase = next;
@@ -750,6 +800,54 @@ mod tests {
         assert_eq!(c.out.poll_reply(), Some((conn, Reply::Welcome { job: "j".into() })));
     }
 
+    /// A coordinator whose `n` ranks said hello (conns 10..) and subscribed (conns 1..=n).
+    fn subscribed(n: u32, cfg: CoordinatorConfig, now: Instant) -> Coordinator {
+        let mut c = Coordinator::new("j", cfg);
+        for r in 0..n {
+            hello(&mut c, 10 + r as u64, r, n, now);
+            let conn = 1 + r as u64;
+            c.handle_connect(conn);
+            let sub = Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None, host: None, pid: None };
+            c.handle_request(conn, sub, now);
+            assert!(matches!(c.out.poll_reply(), Some((_, Reply::Welcome { .. }))));
+        }
+        c
+    }
+
+    /// A rank's report of a step of switch `epoch`.
+    fn report(
+        epoch: u32,
+        phase: SwitchPhase,
+        detail: Option<&str>,
+        transport: Option<&str>,
+        broken: Vec<u32>,
+    ) -> Request {
+        Request::Report {
+            epoch,
+            phase,
+            millis: 1.0,
+            detail: detail.map(String::from),
+            transport: transport.map(String::from),
+            broken,
+        }
+    }
+
+    /// Rank 0 asks for a repair of its link to rank 1: the quiesce goes to all `n` ranks.
+    fn repair_begins(c: &mut Coordinator, n: usize, now: Instant) {
+        c.handle_request(1, Request::Repair { rank: 0, peer: 1, reason: "reset".into(), epoch: 0 }, now);
+        assert_eq!(std::iter::from_fn(|| c.out.poll_reply()).count(), n, "the repair's quiesce");
+    }
+
+    /// Checks that `cmds` are `command` for epoch 1 to every subscribed child, each naming the
+    /// repaired pairs of its own ranks (`want(conn)`).
+    fn assert_repair_lists(cmds: &[(ConnId, Reply)], command: SwitchCommand, want: impl Fn(ConnId) -> Vec<(u32, u32)>) {
+        for (conn, cmd) in cmds {
+            let Reply::Command { command: got, epoch: 1, repair, .. } = cmd else { panic!("{cmd:?}") };
+            assert_eq!(*got, command, "to conn {conn}");
+            assert_eq!(repair, &want(*conn), "the {command:?} to conn {conn}");
+        }
+    }
+
     #[test]
     fn fence_completes_when_all_arrive_and_values_are_served() {
         let now = Instant::now();
@@ -856,73 +954,29 @@ mod tests {
     #[test]
     fn a_repair_is_a_quiesce_and_a_resume_the_coordinator_runs_itself_naming_the_pair() {
         let now = Instant::now();
-        let mut c = Coordinator::new("j", CoordinatorConfig::default());
         // Three ranks subscribed directly (conns 1..=3); a ctl client on 99.
-        for r in 0..3u32 {
-            hello(&mut c, 10 + r as u64, r, 3, now);
-            let conn = 1 + r as u64;
-            c.handle_connect(conn);
-            let sub = Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None, host: None, pid: None };
-            c.handle_request(conn, sub, now);
-            assert!(matches!(c.out.poll_reply(), Some((_, Reply::Welcome { .. }))));
-        }
+        let mut c = subscribed(3, CoordinatorConfig::default(), now);
         // A rank may only speak for itself.
         c.handle_request(1, Request::Repair { rank: 2, peer: 1, reason: "x".into(), epoch: 0 }, now);
         assert!(matches!(c.out.poll_reply(), Some((1, Reply::Error { .. }))), "rank 0 cannot ask for rank 2");
-        let mut c = Coordinator::new("j", CoordinatorConfig::default());
-        for r in 0..3u32 {
-            hello(&mut c, 10 + r as u64, r, 3, now);
-            let conn = 1 + r as u64;
-            c.handle_connect(conn);
-            let sub = Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None, host: None, pid: None };
-            c.handle_request(conn, sub, now);
-            c.out.poll_reply();
-        }
         c.handle_request(2, Request::Repair { rank: 1, peer: 0, reason: "verbs send failed".into(), epoch: 0 }, now);
         let quiesce: Vec<_> = std::iter::from_fn(|| c.out.poll_reply()).collect();
         assert_eq!(quiesce.len(), 3, "a quiesce to every rank: {quiesce:?}");
-        for (conn, cmd) in &quiesce {
-            let Reply::Command { command: SwitchCommand::Quiesce, epoch: 1, repair, .. } = cmd else {
-                panic!("{cmd:?}")
-            };
-            // Each child hears of the pairs of its own ranks: rank 2 (conn 3) of none.
-            let want = if *conn == 3 { vec![] } else { vec![(0, 1)] };
-            assert_eq!(repair, &want, "the quiesce to conn {conn}");
-        }
+        // Each child hears of the pairs of its own ranks: rank 2 (conn 3) of none.
+        let pairs_of = |conn| if conn == 3 { vec![] } else { vec![(0, 1)] };
+        assert_repair_lists(&quiesce, SwitchCommand::Quiesce, pairs_of);
         // A second request for the same loss during the repair starts nothing more.
         c.handle_request(1, Request::Repair { rank: 0, peer: 1, reason: "reset".into(), epoch: 0 }, now);
         assert_eq!(c.out.poll_reply(), None);
-        let report = |broken: Vec<u32>| Request::Report {
-            epoch: 1,
-            phase: SwitchPhase::Detached,
-            millis: 1.0,
-            detail: None,
-            transport: None,
-            broken,
-        };
-        c.handle_request(1, report(vec![1]), now);
-        c.handle_request(2, report(vec![0]), now);
+        c.handle_request(1, report(1, SwitchPhase::Detached, None, None, vec![1]), now);
+        c.handle_request(2, report(1, SwitchPhase::Detached, None, None, vec![0]), now);
         assert_eq!(c.out.poll_reply(), None, "no resume before every rank detached");
-        c.handle_request(3, report(vec![]), now);
+        c.handle_request(3, report(1, SwitchPhase::Detached, None, None, vec![]), now);
         let resume: Vec<_> = std::iter::from_fn(|| c.out.poll_reply()).collect();
         assert_eq!(resume.len(), 3, "the resume follows at once, with no ctl client: {resume:?}");
-        for (conn, cmd) in &resume {
-            let Reply::Command { command: SwitchCommand::Resume, epoch: 1, repair, .. } = cmd else {
-                panic!("{cmd:?}")
-            };
-            let want = if *conn == 3 { vec![] } else { vec![(0, 1)] };
-            assert_eq!(repair, &want, "the resume to conn {conn}");
-        }
+        assert_repair_lists(&resume, SwitchCommand::Resume, pairs_of);
         for conn in 1..=3 {
-            let rep = Request::Report {
-                epoch: 1,
-                phase: SwitchPhase::Running,
-                millis: 1.0,
-                detail: None,
-                transport: Some("tcp:2".into()),
-                broken: vec![],
-            };
-            c.handle_request(conn, rep, now);
+            c.handle_request(conn, report(1, SwitchPhase::Running, None, Some("tcp:2"), vec![]), now);
         }
         assert_eq!(c.status().phase, "running");
         assert_eq!(c.status().epoch, 1);
@@ -941,39 +995,72 @@ mod tests {
     #[test]
     fn a_repair_whose_quiesce_fails_resumes_the_ranks_rather_than_leave_them_waiting() {
         let now = Instant::now();
-        let mut c = Coordinator::new("j", CoordinatorConfig::default());
-        for r in 0..2u32 {
-            hello(&mut c, 10 + r as u64, r, 2, now);
-            c.handle_connect(1 + r as u64);
-            let sub = Request::Subscribe { version: CONTROL_VERSION, rank: r, transport: None, host: None, pid: None };
-            c.handle_request(1 + r as u64, sub, now);
-            c.out.poll_reply();
-        }
-        c.handle_request(1, Request::Repair { rank: 0, peer: 1, reason: "reset".into(), epoch: 0 }, now);
-        assert_eq!(std::iter::from_fn(|| c.out.poll_reply()).count(), 2, "the repair's quiesce");
-        let detached = Request::Report {
-            epoch: 1,
-            phase: SwitchPhase::Detached,
-            millis: 1.0,
-            detail: None,
-            transport: None,
-            broken: vec![1],
-        };
-        c.handle_request(1, detached, now);
-        let failed = Request::Report {
-            epoch: 1,
-            phase: SwitchPhase::Failed,
-            millis: 0.0,
-            detail: Some("drain stuck".into()),
-            transport: None,
-            broken: vec![],
-        };
-        c.handle_request(2, failed, now);
+        let mut c = subscribed(2, CoordinatorConfig::default(), now);
+        repair_begins(&mut c, 2, now);
+        c.handle_request(1, report(1, SwitchPhase::Detached, None, None, vec![1]), now);
+        c.handle_request(2, report(1, SwitchPhase::Failed, Some("drain stuck"), None, vec![]), now);
         let resume: Vec<_> = std::iter::from_fn(|| c.out.poll_reply()).collect();
         assert_eq!(resume.len(), 2, "both ranks are told to resume: {resume:?}");
         assert!(resume.iter().all(|(_, r)| matches!(r, Reply::Command { command: SwitchCommand::Resume, .. })));
         let log: Vec<String> = std::iter::from_fn(|| c.out.poll_log()).collect();
         assert!(log.iter().any(|l| l.contains("failed") && l.contains("drain stuck")), "{log:?}");
+    }
+
+    #[test]
+    fn a_repair_that_lost_a_rank_still_resumes_the_others() {
+        let now = Instant::now();
+        let mut c = subscribed(3, CoordinatorConfig::default(), now);
+        repair_begins(&mut c, 3, now);
+        c.handle_request(1, report(1, SwitchPhase::Detached, None, None, vec![1]), now);
+        c.handle_request(2, report(1, SwitchPhase::Detached, None, None, vec![0]), now);
+        // Rank 2's control thread goes (its process died, say) before it detached.
+        c.handle_disconnect(3, now);
+        c.handle_timeout(now + Duration::from_secs(61));
+        let resume: Vec<_> = std::iter::from_fn(|| c.out.poll_reply()).collect();
+        assert_eq!(resume.iter().map(|(conn, _)| *conn).collect::<Vec<_>>(), vec![1, 2], "{resume:?}");
+        assert_repair_lists(&resume, SwitchCommand::Resume, |_| vec![(0, 1)]);
+        let log: Vec<String> = std::iter::from_fn(|| c.out.poll_log()).collect();
+        assert!(log.iter().any(|l| l.contains("resuming without ranks [2]")), "{log:?}");
+    }
+
+    #[test]
+    fn a_pair_whose_link_keeps_dying_is_repaired_only_so_often() {
+        let t0 = Instant::now();
+        let cfg = CoordinatorConfig {
+            pair_repair_limit: 2,
+            pair_repair_window: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let mut c = subscribed(3, cfg, t0);
+        // Runs one whole repair of `pair` (asked by its first rank) at `now`; returns whether
+        // the coordinator began it.
+        let repair = |c: &mut Coordinator, (a, b): (u32, u32), now: Instant| -> bool {
+            let epoch = c.status().epoch;
+            let ask = Request::Repair { rank: a, peer: b, reason: "reset".into(), epoch };
+            c.handle_request(1 + a as u64, ask, now);
+            let quiesce: Vec<_> = std::iter::from_fn(|| c.out.poll_reply()).collect();
+            if quiesce.is_empty() {
+                return false;
+            }
+            let e = epoch + 1;
+            for r in 0..3u32 {
+                let broken = if r == a { vec![b] } else { vec![] };
+                c.handle_request(1 + r as u64, report(e, SwitchPhase::Detached, None, None, broken), now);
+            }
+            assert_eq!(std::iter::from_fn(|| c.out.poll_reply()).count(), 3, "the resume");
+            for r in 0..3u64 {
+                c.handle_request(1 + r, report(e, SwitchPhase::Running, None, Some("tcp:2"), vec![]), now);
+            }
+            assert_eq!(c.status().phase, "running");
+            true
+        };
+        assert!(repair(&mut c, (0, 1), t0));
+        assert!(repair(&mut c, (1, 0), t0 + Duration::from_secs(10)), "asked by the other end: the same pair");
+        assert!(!repair(&mut c, (0, 1), t0 + Duration::from_secs(20)), "a third time within the window");
+        let log: Vec<String> = std::iter::from_fn(|| c.out.poll_log()).collect();
+        assert!(log.iter().any(|l| l.contains("not repairing ranks 0 and 1 again")), "{log:?}");
+        assert!(repair(&mut c, (1, 2), t0 + Duration::from_secs(20)), "another pair is repaired");
+        assert!(repair(&mut c, (0, 1), t0 + Duration::from_secs(65)), "once the first repair left the window");
     }
 
     #[test]
