@@ -166,7 +166,10 @@ impl ReadDescriptor {
 }
 
 /// A payload the peer may be reading: registered, held unchanged until the peer says it has
-/// read it. (The registration is dropped before the memory: field order.)
+/// read it. (The registration is dropped before the memory: field order.) The peer's report
+/// of the read reaches this side before its confirmation of the frame does (see
+/// `post_peer`), so a send from the application's buffer is let go here before the runtime
+/// completes it.
 struct Exposed {
     _mr: Arc<MemoryRegion>,
     payload: Payload,
@@ -867,20 +870,6 @@ impl VerbsTransport {
             p.exposed_bytes -= e.payload.len();
         }
         let sq_limit = self.config.slots + 4;
-        while p.sq_used < sq_limit {
-            let Some(&slot) = p.free_send.last() else { break };
-            let offset = (i * slots + slot) * slot_bytes;
-            let Some(n) = p.channel.fill_message(self.res.send_buf.slice_mut(offset, slot_bytes)) else { break };
-            p.free_send.pop();
-            let addr = self.res.send_buf.addr(offset);
-            let mut guard = p.qp.start_post_send();
-            let wr = guard.construct_wr(wr_id(WR_SEND, i, slot), WorkRequestFlags::Signaled).setup_send();
-            // SAFETY: the send buffer is registered and not written again until this send
-            // completes (it is off the free list until then).
-            unsafe { wr.setup_sge(send_lkey, addr, n as u32) };
-            guard.post().map_err(|e| verbs_error(format!("posting a send to rank {}", p.peer), e))?;
-            p.sq_used += 1;
-        }
         if p.sq_used < sq_limit && !p.credit_in_flight {
             let idle = keepalive && p.sq_used == 0;
             let word = p.channel.credit_update().or_else(|| idle.then(|| p.channel.last_credit_word()));
@@ -900,6 +889,26 @@ impl VerbsTransport {
                 p.sq_used += 1;
                 p.credit_in_flight = true;
             }
+        }
+        // Messages wait while finished reads are not yet reported: the runtime answers the
+        // frame of a payload it read with a confirmation that lets the peer complete the send
+        // and reuse its buffer, so the peer must learn first that the read is done (it lets go
+        // of the payload and its registration then). On one queue pair the credit write lands
+        // in the peer's memory before a later send arrives there.
+        let p = &mut self.res.peers[i];
+        while p.sq_used < sq_limit && !p.channel.reads_unreported() {
+            let Some(&slot) = p.free_send.last() else { break };
+            let offset = (i * slots + slot) * slot_bytes;
+            let Some(n) = p.channel.fill_message(self.res.send_buf.slice_mut(offset, slot_bytes)) else { break };
+            p.free_send.pop();
+            let addr = self.res.send_buf.addr(offset);
+            let mut guard = p.qp.start_post_send();
+            let wr = guard.construct_wr(wr_id(WR_SEND, i, slot), WorkRequestFlags::Signaled).setup_send();
+            // SAFETY: the send buffer is registered and not written again until this send
+            // completes (it is off the free list until then).
+            unsafe { wr.setup_sge(send_lkey, addr, n as u32) };
+            guard.post().map_err(|e| verbs_error(format!("posting a send to rank {}", p.peer), e))?;
+            p.sq_used += 1;
         }
         Ok(())
     }
