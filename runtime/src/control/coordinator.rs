@@ -587,7 +587,16 @@ impl Coordinator {
         };
         let epoch = self.epoch + 1;
         if self.phase != expected {
-            let why = format!("cannot {command:?} a job that is {}", self.phase.name());
+            let repairing = self.op.as_ref().is_some_and(|op| op.ctl.is_none());
+            let why = match repairing {
+                true => format!(
+                    "cannot {command:?} a job that is {}: repair {} of rank pairs {:?} is under way",
+                    self.phase.name(),
+                    self.repairs,
+                    self.broken_pairs
+                ),
+                false => format!("cannot {command:?} a job that is {}", self.phase.name()),
+            };
             return self.answer(ctl, Reply::SwitchFailed { epoch, missing: Vec::new(), reason: why });
         }
         let Some(size) = self.size else {
@@ -968,6 +977,16 @@ mod tests {
         // A second request for the same loss during the repair starts nothing more.
         c.handle_request(1, Request::Repair { rank: 0, peer: 1, reason: "reset".into(), epoch: 0 }, now);
         assert_eq!(c.out.poll_reply(), None);
+        // An operator's quiesce meanwhile is refused, saying why.
+        c.handle_connect(99);
+        c.handle_request(99, Request::CtlHello { version: CONTROL_VERSION }, now);
+        c.out.poll_reply();
+        c.handle_request(99, Request::Quiesce { timeout_ms: 8000 }, now);
+        let refused = c.out.poll_reply();
+        assert!(
+            matches!(&refused, Some((99, Reply::SwitchFailed { reason, .. })) if reason.contains("repair 1 of rank pairs {(0, 1)} is under way")),
+            "{refused:?}"
+        );
         c.handle_request(1, report(1, SwitchPhase::Detached, None, None, vec![1]), now);
         c.handle_request(2, report(1, SwitchPhase::Detached, None, None, vec![0]), now);
         assert_eq!(c.out.poll_reply(), None, "no resume before every rank detached");
@@ -983,9 +1002,6 @@ mod tests {
         let log: Vec<String> = std::iter::from_fn(|| c.out.poll_log()).collect();
         assert!(log.iter().any(|l| l.contains("repaired the links of rank pairs {(0, 1)}")), "{log:?}");
         // The pairs were repaired: an operator's next switch names none.
-        c.handle_connect(99);
-        c.handle_request(99, Request::CtlHello { version: CONTROL_VERSION }, now);
-        c.out.poll_reply();
         c.handle_request(99, Request::Quiesce { timeout_ms: 8000 }, now);
         for (_, cmd) in std::iter::from_fn(|| c.out.poll_reply()) {
             assert!(matches!(cmd, Reply::Command { ref repair, .. } if repair.is_empty()), "{cmd:?}");
