@@ -390,6 +390,13 @@ impl Engine {
                             return Err(self.fail(e));
                         }
                     }
+                } else if !shared.control_alive() {
+                    // Only the control thread brings the resume: without it this rank would
+                    // wait detached for ever.
+                    let epoch = self.switch.as_ref().expect("checked").epoch;
+                    let msg = format!("lost the control plane while detached for switch {epoch}: no resume can come");
+                    shared.failed(msg.clone());
+                    return Err(self.fail(MpiError::new(ErrorClass::Other, msg)));
                 }
             }
             SwitchPhase::Reconnecting | SwitchPhase::Failed => {}

@@ -2541,6 +2541,22 @@ fn link_down_mid_drain_detaches_and_reports_the_peer() {
     assert_eq!(shared.take_repair_request(), None, "the switch under way repairs it: no repair is asked for");
 }
 
+/// A rank detached for a switch whose control thread then loses the control plane fails,
+/// saying so, rather than wait for a resume that cannot come.
+#[test]
+fn a_detached_rank_that_loses_the_control_plane_fails_rather_than_wait() {
+    let (mut engine, shared, res) = drain_then_lose_the_link(true);
+    res.expect("a lost link is repaired, not fatal");
+    while shared.phase() != SwitchPhase::Detached {
+        engine.switch_step().expect("drain");
+    }
+    engine.switch_step().expect("detached, waiting for the resume");
+    shared.set_control_alive(false);
+    let e = engine.switch_step().expect_err("no resume can come");
+    assert!(e.detail.contains("lost the control plane while detached for switch 1"), "{e}");
+    assert_eq!(shared.phase(), SwitchPhase::Failed);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Runtime bugs the simulator found with link faults, fixed; their seeds stay as tests.
 
