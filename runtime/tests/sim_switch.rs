@@ -984,6 +984,10 @@ impl Sim {
                 CoordinatorConfig {
                     relay_fanout: p.relay_fanout,
                     repair_step_timeout: Duration::from_millis(repair_timeout_ms),
+                    // The simulator kills links far more often than a real link dies (one
+                    // pair may be repaired dozens of times a simulated second); the limit on
+                    // repairs of a pair is the coordinator's unit tests' to check.
+                    pair_repair_limit: usize::MAX,
                     ..Default::default()
                 },
             ),
