@@ -14,20 +14,72 @@
 use std::ffi::{c_int, c_void, CStr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kawarimi_transports::memory::{self, note_given_back};
+use kawarimi_transports::memory;
 
-/// Makes the heap stable for the registration cache (unless the user turned the cache off).
+/// Makes the heap stable for the registration cache, unless the user turned the cache off or
+/// this library's definitions are not the ones the process calls (libmpi opened with
+/// `dlopen` after libc, as by a Python or Julia binding: then no call would be seen).
 pub fn install() {
     if std::env::var("KAWARIMI_REG_CACHE").is_ok_and(|v| v == "0") {
         return;
     }
-    memory::install();
+    let ours: [(&CStr, usize); 9] = [
+        (c"munmap", munmap as *const () as usize),
+        (c"mremap", mremap as *const () as usize),
+        (c"mmap", mmap as *const () as usize),
+        (c"mmap64", mmap64 as *const () as usize),
+        (c"madvise", madvise as *const () as usize),
+        (c"brk", brk as *const () as usize),
+        (c"sbrk", sbrk as *const () as usize),
+        (c"malloc_trim", malloc_trim as *const () as usize),
+        (c"mallopt", mallopt as *const () as usize),
+    ];
+    // SAFETY: NUL-terminated names; RTLD_DEFAULT looks the name up as a call would.
+    let seen = ours.iter().all(|&(name, f)| unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize == f);
+    if seen {
+        memory::install();
+    }
 }
 
-/// `madvise` advice after which a page reads back as new (zeroes or the file's contents).
-/// `MADV_DONTNEED_LOCKED` (Linux 5.18) is 24; the libc crate does not name it.
-fn drops_pages(advice: c_int) -> bool {
-    matches!(advice, libc::MADV_DONTNEED | libc::MADV_FREE | libc::MADV_REMOVE | 24)
+/// `madvise` advice that leaves a page's contents and mapping alone. Any other (those that
+/// drop pages, guard pages, poison, and whatever a later kernel adds) is logged.
+fn harmless(advice: c_int) -> bool {
+    use libc::*;
+    // MADV_WIPEONFORK, MADV_KEEPONFORK: they change the child's copy only.
+    let fork_only = [18, 19];
+    matches!(
+        advice,
+        MADV_NORMAL
+            | MADV_RANDOM
+            | MADV_SEQUENTIAL
+            | MADV_WILLNEED
+            | MADV_DONTFORK
+            | MADV_DOFORK
+            | MADV_MERGEABLE
+            | MADV_UNMERGEABLE
+            | MADV_HUGEPAGE
+            | MADV_NOHUGEPAGE
+            | MADV_DONTDUMP
+            | MADV_DODUMP
+    ) || fork_only.contains(&advice)
+}
+
+/// Runs `log` and leaves `errno` as the forwarded call set it (logging may take a lock, which
+/// can change it).
+fn keeping_errno(log: impl FnOnce()) {
+    // SAFETY: errno is this thread's.
+    let saved = unsafe { *libc::__errno_location() };
+    log();
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+}
+
+fn note_given_back(addr: usize, len: usize) {
+    keeping_errno(|| memory::note_given_back(addr, len));
+}
+
+fn note_unmapped(addr: usize, len: usize) {
+    keeping_errno(|| memory::note_unmapped(addr, len));
 }
 
 /// # Safety
@@ -36,13 +88,13 @@ fn drops_pages(advice: c_int) -> bool {
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: libc::size_t) -> c_int {
     // SAFETY: the caller's arguments, passed to the kernel as libc's wrapper would.
     let r = unsafe { libc::syscall(libc::SYS_munmap, addr, len) } as c_int;
-    note_given_back(addr as usize, len);
+    note_unmapped(addr as usize, len);
     r
 }
 
 /// `mremap` is variadic in C (`new_address` only with `MREMAP_FIXED`); on x86-64 a variadic
 /// pointer argument travels in the same register as a fixed fifth one, so this definition
-/// receives it, and reads it only when the flags say it was passed.
+/// receives it, and reads it only when the flags say it was passed (as glibc does).
 ///
 /// # Safety
 /// As libc's `mremap`.
@@ -54,13 +106,15 @@ pub unsafe extern "C" fn mremap(
     flags: c_int,
     new_address: *mut c_void,
 ) -> *mut c_void {
-    let fixed = flags & (libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP) != 0;
+    let fixed = flags & libc::MREMAP_FIXED != 0;
     let target = if fixed { new_address } else { std::ptr::null_mut() };
     // SAFETY: the caller's arguments, passed to the kernel as libc's wrapper would.
     let r = unsafe { libc::syscall(libc::SYS_mremap, old, old_len, new_len, flags, target) } as *mut c_void;
-    note_given_back(old as usize, old_len);
+    note_unmapped(old as usize, old_len);
     if fixed {
-        note_given_back(new_address as usize, new_len);
+        note_unmapped(new_address as usize, new_len);
+    } else if r != libc::MAP_FAILED {
+        note_unmapped(r as usize, new_len);
     }
     r
 }
@@ -79,9 +133,9 @@ pub unsafe extern "C" fn mmap(
     // SAFETY: the caller's arguments, passed to the kernel as libc's wrapper would (on
     // x86-64 the offset goes as it is).
     let r = unsafe { libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, offset) } as *mut c_void;
-    // A fixed mapping replaces whatever was there.
-    if flags & libc::MAP_FIXED != 0 && r != libc::MAP_FAILED {
-        note_given_back(addr as usize, len);
+    // A fixed mapping replaces whatever was there (a failed one may have unmapped it already).
+    if flags & libc::MAP_FIXED != 0 {
+        note_unmapped(addr as usize, len);
     }
     r
 }
@@ -107,7 +161,7 @@ pub unsafe extern "C" fn mmap64(
 pub unsafe extern "C" fn madvise(addr: *mut c_void, len: libc::size_t, advice: c_int) -> c_int {
     // SAFETY: the caller's arguments, passed to the kernel as libc's wrapper would.
     let r = unsafe { libc::syscall(libc::SYS_madvise, addr, len, advice) } as c_int;
-    if drops_pages(advice) {
+    if !harmless(advice) {
         note_given_back(addr as usize, len);
     }
     r
@@ -169,8 +223,11 @@ pub unsafe extern "C" fn malloc_trim(pad: libc::size_t) -> c_int {
     // SAFETY: the address of libc's `malloc_trim`, whose signature this is.
     let f: extern "C" fn(libc::size_t) -> c_int =
         unsafe { std::mem::transmute(next(c"malloc_trim", &LIBC_MALLOC_TRIM)) };
+    // Another thread may take memory it frees before it returns: nothing is vouched for
+    // while it runs.
+    memory::begin_giving_back();
     let r = f(pad);
-    note_given_back(0, usize::MAX);
+    keeping_errno(memory::end_giving_back);
     r
 }
 
@@ -181,14 +238,14 @@ pub unsafe extern "C" fn malloc_trim(pad: libc::size_t) -> c_int {
 pub unsafe extern "C" fn mallopt(param: c_int, value: c_int) -> c_int {
     // SAFETY: the address of libc's `mallopt`, whose signature this is.
     let f: extern "C" fn(c_int, c_int) -> c_int = unsafe { std::mem::transmute(next(c"mallopt", &LIBC_MALLOPT)) };
-    let r = f(param, value);
     let harmless = match param {
         libc::M_TRIM_THRESHOLD => value == -1,
         libc::M_MMAP_MAX => value == 0,
         _ => true,
     };
+    // Before the setting takes: another thread's free may act on it at once.
     if !harmless {
         memory::malloc_settings_changed();
     }
-    r
+    f(param, value)
 }

@@ -23,7 +23,7 @@
 //! give them back from inside libc, where no interposition sees it.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// The ranges [`install`] found stable.
@@ -35,8 +35,20 @@ struct Stable {
 }
 
 static STABLE: OnceLock<Stable> = OnceLock::new();
-/// Set for good once malloc's settings change after [`install`].
+/// Set for good once malloc's settings change after [`install`] (or too many holes were made).
 static UNSTABLE: AtomicBool = AtomicBool::new(false);
+/// The highest break [`is_stable`] has vouched up to: a range given back above it cannot
+/// overlap a kept registration, so it is not logged (the log is short; every `munmap` of the
+/// process would flood it).
+static HIGHEST_BREAK: AtomicUsize = AtomicUsize::new(0);
+/// Calls under way that give back memory from inside libc (`malloc_trim`): while one runs,
+/// nothing is vouched for ([`giving_back`]).
+static GIVING_BACK: AtomicUsize = AtomicUsize::new(0);
+/// Ranges unmapped inside the stable regions: libc may map something of its own there later
+/// (a thread's arena, a stack), where no call of the program's is seen. At most [`MAX_HOLES`];
+/// past that nothing is stable any more.
+static HOLES: Mutex<[(usize, usize); MAX_HOLES]> = Mutex::new([(0, 0); MAX_HOLES]);
+const MAX_HOLES: usize = 16;
 
 /// Ranges given back, kept until every cache has seen them, within a bound: a cache that
 /// falls further behind drops everything it holds (see [`GivenBack::take`]).
@@ -103,8 +115,12 @@ impl GivenBack {
         if self.log.total.load(Ordering::Acquire) == self.seen {
             return Changes::None;
         }
-        let ring = self.log.ring.lock().unwrap_or_else(|e| e.into_inner());
-        let total = self.log.total.load(Ordering::Acquire);
+        // Copied out under the lock without allocating: an allocator may give memory back
+        // (`madvise` through the shim, which takes this lock) from inside an allocation.
+        let (ring, total) = {
+            let ring = self.log.ring.lock().unwrap_or_else(|e| e.into_inner());
+            (*ring, self.log.total.load(Ordering::Acquire))
+        };
         let from = std::mem::replace(&mut self.seen, total);
         if total - from > LOG_LEN as u64 {
             return Changes::All;
@@ -115,13 +131,55 @@ impl GivenBack {
 
 /// Reports that the pages of `[addr, addr + len)` may change (see the module's comment).
 pub fn note_given_back(addr: usize, len: usize) {
-    let page = page_size();
-    let start = addr & !(page - 1);
-    PROCESS_LOG.note(start..addr.saturating_add(len));
+    if let Some(range) = relevant(addr, len) {
+        PROCESS_LOG.note(range);
+    }
+}
+
+/// Reports that `[addr, addr + len)` was unmapped (or mapped over): its pages may change, and
+/// if it lies in a stable region, the hole it leaves is not stable any more.
+pub fn note_unmapped(addr: usize, len: usize) {
+    let Some(range) = relevant(addr, len) else { return };
+    {
+        let mut holes = HOLES.lock().unwrap_or_else(|e| e.into_inner());
+        match holes.iter_mut().find(|h| h.0 == h.1) {
+            Some(free) => *free = (range.start, range.end),
+            None => UNSTABLE.store(true, Ordering::Release),
+        }
+    }
+    PROCESS_LOG.note(range);
+}
+
+/// The page-aligned range, if it may overlap memory a cache keeps: nothing is kept before
+/// [`install`], nor outside the program's segments and the heap up to the highest break seen.
+fn relevant(addr: usize, len: usize) -> Option<Range<usize>> {
+    let s = STABLE.get()?;
+    let range = addr & !(page_size() - 1)..addr.saturating_add(len);
+    let overlaps = |r: &Range<usize>| r.start < range.end && range.start < r.end;
+    let heap = s.heap_start..HIGHEST_BREAK.load(Ordering::Acquire);
+    (overlaps(&heap) || s.segments.iter().any(overlaps) || range.end == usize::MAX).then_some(range)
+}
+
+/// Brackets a call that gives memory back from inside libc, where the range is known only
+/// afterwards: nothing is vouched for until [`end_giving_back`], which logs `everything`.
+pub fn begin_giving_back() {
+    GIVING_BACK.fetch_add(1, Ordering::AcqRel);
+}
+
+pub fn end_giving_back() {
+    PROCESS_LOG.note(0..usize::MAX);
+    GIVING_BACK.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Whether memory is being given back right now from inside libc: a cache must neither
+/// answer from nor add to what it keeps.
+pub fn giving_back() -> bool {
+    GIVING_BACK.load(Ordering::Acquire) != 0
 }
 
 /// Reports that malloc's settings changed (`mallopt`): the heap may shrink again, so nothing
 /// is stable from now on, and whatever is kept goes.
+/// Called before the setting is made, so that nothing is vouched for once malloc may act on it.
 pub fn malloc_settings_changed() {
     if STABLE.get().is_none() {
         // Before `install`, whose own settings come last.
@@ -137,8 +195,11 @@ pub fn malloc_settings_changed() {
 /// that makes no such call itself. Once per process; later calls change nothing. Returns
 /// whether the options took.
 pub fn install() -> bool {
-    let mut ok = true;
+    let mut ok = fork_keeps_pinned_pages();
     STABLE.get_or_init(|| {
+        if !ok {
+            return Stable { segments: Vec::new(), heap_start: 0 };
+        }
         // SAFETY: plain calls into libc's malloc configuration, allowed at any time.
         ok = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, -1) == 1 && libc::mallopt(libc::M_MMAP_MAX, 0) == 1 };
         let heap_start = heap_start().unwrap_or_else(current_break);
@@ -153,11 +214,25 @@ pub fn install() -> bool {
 /// Whether the pages of `range` cannot change without a [`note_given_back`].
 pub fn is_stable(range: &Range<usize>) -> bool {
     let Some(s) = STABLE.get() else { return false };
-    if UNSTABLE.load(Ordering::Acquire) || s.heap_start == 0 || range.is_empty() {
+    if UNSTABLE.load(Ordering::Acquire) || s.heap_start == 0 || range.is_empty() || giving_back() {
         return false;
     }
+    let top = current_break();
+    HIGHEST_BREAK.fetch_max(top, Ordering::AcqRel);
     let within = |r: &Range<usize>| r.start <= range.start && range.end <= r.end;
-    within(&(s.heap_start..current_break())) || s.segments.iter().any(within)
+    let holes = *HOLES.lock().unwrap_or_else(|e| e.into_inner());
+    let in_hole = holes.iter().any(|&(a, b)| a < range.end && range.start < b);
+    !in_hole && (within(&(s.heap_start..top)) || s.segments.iter().any(within))
+}
+
+/// Whether a fork leaves this process its pinned pages: since Linux 5.9 the kernel copies a
+/// pinned page for the child at fork, while before it the parent's next write after a fork
+/// (`system()`, say) would give it a new page and a kept registration would hold the old one.
+fn fork_keeps_pinned_pages() -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else { return false };
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (5, 9)
 }
 
 pub fn page_size() -> usize {
@@ -268,5 +343,23 @@ mod tests {
         assert!(!is_stable(&(s.heap_start..top + page)), "past the break");
         assert!(!is_stable(&stack), "the stack is not vouched for");
         assert!(!is_stable(&(s.heap_start..s.heap_start)), "an empty range");
+        // While libc gives memory back by itself, nothing is vouched for.
+        begin_giving_back();
+        assert!(!is_stable(&inner));
+        end_giving_back();
+        assert!(is_stable(&inner));
+        // A range unmapped inside a stable region is a hole from then on (libc may map its
+        // own things there); its neighbours stay stable.
+        let next = inner.end..inner.end + page;
+        assert!(is_stable(&next));
+        note_unmapped(next.start + 8, 16);
+        assert!(!is_stable(&next), "the page holding the unmapped bytes");
+        assert!(is_stable(&inner), "the page before it");
+        // What cannot overlap stable memory is not logged (the log would flood).
+        let mut reader = GivenBack::new(&PROCESS_LOG);
+        let on_stack = stack.start;
+        note_given_back(on_stack, 64);
+        note_given_back(inner.start, 1);
+        assert_eq!(reader.take(), Changes::Ranges(std::iter::once(inner.start..inner.start + 1).collect()));
     }
 }

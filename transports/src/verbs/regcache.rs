@@ -71,7 +71,7 @@ impl<R: Clone> RegCache<R> {
 
     /// A registration covering `range` with `access`: a kept one, or one made by
     /// `register(pages)` (the whole pages around `range`), kept if `stable` says the memory
-    /// may be. A failed registration is retried once after dropping every kept one (it may
+    /// may be. Memory that is not stable is never answered from the kept ones. A failed registration is retried once after dropping every kept one (it may
     /// have failed for want of lockable memory).
     pub fn get<E>(
         &mut self,
@@ -83,9 +83,12 @@ impl<R: Clone> RegCache<R> {
         self.drop_given_back();
         self.clock += 1;
         let pages = range.start & !(self.page - 1)..range.end.next_multiple_of(self.page);
+        // Memory not stable now (in a hole, or while libc gives memory back) is not answered
+        // from what is kept either.
         let hit = self
             .entries
             .iter_mut()
+            .filter(|_| stable)
             .find(|e| e.access == access && e.pages.start <= pages.start && pages.end <= e.pages.end);
         if let Some(e) = hit {
             e.last_use = self.clock;
@@ -267,6 +270,13 @@ mod tests {
             drop(reg);
         }
         assert_eq!((f.cache.stats.made, f.cache.stats.reused, f.live.get()), (3, 0, 0));
+        f.get(0x1000..0x2000, Access::RemoteRead);
+        let reg = f.cache.get(0x1000..0x2000, Access::RemoteRead, false, |pages| -> Result<FakeReg, ()> {
+            live.set(live.get() + 1);
+            Ok(FakeReg { pages, _alive: Rc::new(Tracked(live.clone())) })
+        });
+        drop(reg);
+        assert_eq!((f.cache.stats.made, f.cache.stats.reused), (5, 0), "a kept one is not used for unstable memory");
     }
 
     #[test]
