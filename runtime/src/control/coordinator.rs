@@ -487,6 +487,12 @@ impl Coordinator {
             self.broken_pairs.insert(pair);
             return self.out.log(format!("the job is {}: the next resume repairs the link", self.phase.name()));
         }
+        let missing = self.unreachable_ranks();
+        if !missing.is_empty() {
+            let why =
+                format!("cannot repair it: ranks {missing:?} have no control thread (not started, finished, or lost)");
+            return self.out.log(why);
+        }
         if !self.may_repair(pair, now) {
             return;
         }
@@ -531,6 +537,10 @@ impl Coordinator {
         if self.phase != JobPhase::Running || self.op.is_some() || self.pending_repairs.is_empty() {
             return;
         }
+        if !self.unreachable_ranks().is_empty() {
+            // Kept for when every rank can take part again.
+            return;
+        }
         let pending = std::mem::take(&mut self.pending_repairs);
         self.broken_pairs = pending.into_iter().filter(|&pair| self.may_repair(pair, now)).collect();
         if self.broken_pairs.is_empty() {
@@ -541,6 +551,12 @@ impl Coordinator {
         self.out.log(format!("repair {}: the links of rank pairs {pairs:?} died during the last resume", self.repairs));
         let timeout_ms = self.config.repair_step_timeout.as_millis() as u64;
         self.start_switch(None, SwitchCommand::Quiesce, timeout_ms, None, now);
+    }
+
+    /// The ranks no switch command can reach (no control thread subscribed).
+    fn unreachable_ranks(&self) -> Vec<u32> {
+        let size = self.size.unwrap_or(0);
+        (0..size).filter(|&r| !self.fanout.reaches(r)).collect()
     }
 
     /// Whether the coordinator may repair `pair` once more now ([`CoordinatorConfig::pair_repair_limit`]);
@@ -599,13 +615,13 @@ impl Coordinator {
             };
             return self.answer(ctl, Reply::SwitchFailed { epoch, missing: Vec::new(), reason: why });
         }
-        let Some(size) = self.size else {
+        if self.size.is_none() {
             return self.answer(
                 ctl,
                 Reply::SwitchFailed { epoch, missing: Vec::new(), reason: "no rank has connected yet".into() },
             );
-        };
-        let missing: Vec<u32> = (0..size).filter(|&r| !self.fanout.reaches(r)).collect();
+        }
+        let missing = self.unreachable_ranks();
         // A repair's resume goes to the ranks it reaches even without some: they detached for
         // the repair and must not wait for ever. Their reconnection fence then fails, naming
         // the ranks that are gone, and the job ends with that error.
@@ -1037,6 +1053,23 @@ mod tests {
         assert_repair_lists(&resume, SwitchCommand::Resume, |_| vec![(0, 1)]);
         let log: Vec<String> = std::iter::from_fn(|| c.out.poll_log()).collect();
         assert!(log.iter().any(|l| l.contains("resuming without ranks [2]")), "{log:?}");
+    }
+
+    #[test]
+    fn a_repair_that_cannot_start_does_not_count_against_the_pair() {
+        let now = Instant::now();
+        let cfg = CoordinatorConfig { pair_repair_limit: 1, ..Default::default() };
+        let mut c = subscribed(3, cfg, now);
+        c.handle_disconnect(3, now);
+        c.handle_request(1, Request::Repair { rank: 0, peer: 1, reason: "reset".into(), epoch: 0 }, now);
+        assert_eq!(c.out.poll_reply(), None, "no quiesce without rank 2");
+        let log: Vec<String> = std::iter::from_fn(|| c.out.poll_log()).collect();
+        assert!(log.iter().any(|l| l.contains("cannot repair it: ranks [2] have no control thread")), "{log:?}");
+        c.handle_connect(4);
+        let sub = Request::Subscribe { version: CONTROL_VERSION, rank: 2, transport: None, host: None, pid: None };
+        c.handle_request(4, sub, now);
+        c.out.poll_reply();
+        repair_begins(&mut c, 3, now);
     }
 
     #[test]
