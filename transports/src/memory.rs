@@ -34,7 +34,8 @@ struct Stable {
     heap_start: usize,
 }
 
-static STABLE: OnceLock<Stable> = OnceLock::new();
+/// Set by [`install`]: `None` where the process could not be made stable.
+static STABLE: OnceLock<Option<Stable>> = OnceLock::new();
 /// Set for good once malloc's settings change after [`install`] (or too many holes were made).
 static UNSTABLE: AtomicBool = AtomicBool::new(false);
 /// The highest break [`is_stable`] has vouched up to: a range given back above it cannot
@@ -153,7 +154,7 @@ pub fn note_unmapped(addr: usize, len: usize) {
 /// The page-aligned range, if it may overlap memory a cache keeps: nothing is kept before
 /// [`install`], nor outside the program's segments and the heap up to the highest break seen.
 fn relevant(addr: usize, len: usize) -> Option<Range<usize>> {
-    let s = STABLE.get()?;
+    let s = STABLE.get()?.as_ref()?;
     let range = addr & !(page_size() - 1)..addr.saturating_add(len);
     let overlaps = |r: &Range<usize>| r.start < range.end && range.start < r.end;
     let heap = s.heap_start..HIGHEST_BREAK.load(Ordering::Acquire);
@@ -195,26 +196,23 @@ pub fn malloc_settings_changed() {
 /// that makes no such call itself. Once per process; later calls change nothing. Returns
 /// whether the options took.
 pub fn install() -> bool {
-    let mut ok = fork_keeps_pinned_pages();
-    STABLE.get_or_init(|| {
-        if !ok {
-            return Stable { segments: Vec::new(), heap_start: 0 };
-        }
-        // SAFETY: plain calls into libc's malloc configuration, allowed at any time.
-        ok = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, -1) == 1 && libc::mallopt(libc::M_MMAP_MAX, 0) == 1 };
-        let heap_start = heap_start().unwrap_or_else(current_break);
-        Stable {
-            segments: if ok { writable_segments() } else { Vec::new() },
-            heap_start: if ok { heap_start } else { 0 },
-        }
-    });
-    ok && STABLE.get().is_some_and(|s| s.heap_start != 0)
+    STABLE
+        .get_or_init(|| {
+            // SAFETY: plain calls into libc's malloc configuration, allowed at any time.
+            let set =
+                || unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, -1) == 1 && libc::mallopt(libc::M_MMAP_MAX, 0) == 1 };
+            (fork_keeps_pinned_pages() && set()).then(|| Stable {
+                segments: writable_segments(),
+                heap_start: heap_start().unwrap_or_else(current_break),
+            })
+        })
+        .is_some()
 }
 
 /// Whether the pages of `range` cannot change without a [`note_given_back`].
 pub fn is_stable(range: &Range<usize>) -> bool {
-    let Some(s) = STABLE.get() else { return false };
-    if UNSTABLE.load(Ordering::Acquire) || s.heap_start == 0 || range.is_empty() || giving_back() {
+    let Some(Some(s)) = STABLE.get() else { return false };
+    if UNSTABLE.load(Ordering::Acquire) || range.is_empty() || giving_back() {
         return false;
     }
     let top = current_break();
@@ -333,10 +331,14 @@ mod tests {
         // A test binary has the process to itself, so installing here is sound: nothing in
         // it gives heap memory back by a call of its own.
         assert!(install(), "glibc takes the options");
-        assert!(is_stable(&inner), "a page of the program's data {inner:x?}: {:x?}", STABLE.get().map(|s| &s.segments));
+        assert!(
+            is_stable(&inner),
+            "a page of the program's data {inner:x?}: {:x?}",
+            STABLE.get().and_then(Option::as_ref).map(|s| &s.segments)
+        );
         // (Where a test thread's malloc puts a block depends on its arena; the lab's
         // registration test checks a program's own heap through the shim.)
-        let s = STABLE.get().expect("installed");
+        let s = STABLE.get().and_then(Option::as_ref).expect("installed");
         let top = current_break();
         assert!(top > s.heap_start, "the heap has pages");
         assert!(is_stable(&(s.heap_start..top)), "the main heap up to the break");

@@ -88,8 +88,7 @@ impl<R: Clone> RegCache<R> {
         let hit = self
             .entries
             .iter_mut()
-            .filter(|_| stable)
-            .find(|e| e.access == access && e.pages.start <= pages.start && pages.end <= e.pages.end);
+            .find(|e| stable && e.access == access && e.pages.start <= pages.start && pages.end <= e.pages.end);
         if let Some(e) = hit {
             e.last_use = self.clock;
             self.stats.reused += 1;
