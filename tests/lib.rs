@@ -134,7 +134,8 @@ pub fn c_source_dir() -> PathBuf {
     Lang::C.source_dir()
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
+/// `name` looked up in `PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
@@ -495,6 +496,21 @@ fn job_processes(root: u32, session: Option<u32>) -> Vec<u32> {
     let mut v: Vec<u32> = set.into_iter().filter(|&p| p != me && p > 1).collect();
     v.sort_unstable();
     v
+}
+
+/// The live (non-zombie) processes of session `sid`: a job started in a session of its own
+/// keeps it in every process, even those re-parented to init when their launcher died.
+pub fn session_processes(sid: u32) -> Vec<u32> {
+    let me = std::process::id();
+    let mut v: Vec<u32> =
+        process_table().into_iter().filter(|&(p, _, s)| s == sid && p != me).map(|(p, _, _)| p).collect();
+    v.sort_unstable();
+    v
+}
+
+/// SIGKILL to every process in `pids` (cleaning up after a failed test).
+pub fn kill_all(pids: &[u32]) {
+    kill_pids("KILL", pids)
 }
 
 fn kill_pids(signal: &str, pids: &[u32]) {

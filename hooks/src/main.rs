@@ -2,13 +2,15 @@
 //!
 //! - `kawarimi run [mpirun flags] PROGRAM [ARGS]` starts the job's coordinator, then Open
 //!   MPI's `mpirun` with `libkawarimi.so` preloaded into every rank, the coordinator's address
-//!   and a fresh per-job secret. Every flag is passed to `mpirun` unchanged.
+//!   and a fresh per-job secret. kawarimi's own options (`--job-name`, `--lib`, `--mpirun`)
+//!   may stand anywhere before the program; every other word is passed to `mpirun` unchanged.
 //! - `kawarimi ctl status` asks a running job's coordinator for the job's state.
 //! - `kawarimi devices` lists the verbs devices and active ports this host has now, as a rank
 //!   would find them when it (re)discovers its transports.
 
 mod ctl;
 mod run;
+mod run_args;
 mod verbs_check;
 
 use std::path::PathBuf;
@@ -27,14 +29,15 @@ struct Cli {
 enum Cmd {
     /// Run an MPI program on kawarimi: `kawarimi run -np 4 ./prog args`. Takes mpirun's flags
     /// (`-np/-n`, `--oversubscribe`, `--allow-run-as-root`, `-x`, `--host`, `--hostfile`,
-    /// `--map-by`, `--bind-to`, ...) and passes them to mpirun unchanged.
+    /// `--map-by`, `--bind-to`, ...) and passes them to mpirun unchanged; kawarimi's own
+    /// options below may stand before them or among them, anywhere before the program.
     Run {
-        /// Path of libkawarimi.so (default: next to this executable).
-        #[arg(long, env = "KAWARIMI_LIB")]
+        /// Path of libkawarimi.so (default: $KAWARIMI_LIB, else next to this executable).
+        #[arg(long)]
         lib: Option<PathBuf>,
-        /// The mpirun launcher to wrap.
-        #[arg(long, default_value = "mpirun")]
-        mpirun: String,
+        /// The mpirun launcher to wrap (default: mpirun).
+        #[arg(long)]
+        mpirun: Option<String>,
         /// Name of the job, for `kawarimi ctl --job` (default: kw-<pid>).
         #[arg(long = "job-name")]
         job_name: Option<String>,
@@ -110,7 +113,20 @@ fn devices() -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Run { lib, mpirun, job_name, args } => run::run(lib, &mpirun, job_name, &args),
+        Cmd::Run { lib, mpirun, job_name, args } => {
+            run_args::split(&args).and_then(|mut a| {
+                // Options clap took (before mpirun's first word) and those found among mpirun's.
+                for (option, value) in
+                    [("--lib", lib.map(|l| l.display().to_string())), ("--mpirun", mpirun), ("--job-name", job_name)]
+                {
+                    if let Some(v) = value {
+                        a.set(option, v)?;
+                    }
+                }
+                let lib = a.lib.or_else(|| std::env::var_os("KAWARIMI_LIB").map(PathBuf::from));
+                run::run(lib, a.mpirun.as_deref().unwrap_or("mpirun"), a.job_name, &a.for_mpirun)
+            })
+        }
         Cmd::Ctl { command, job, timeout, json } => ctl::ctl(command, job.as_deref(), timeout, json),
         Cmd::Devices => Ok(devices()),
         Cmd::VerbsCheck { device, listen, connect, iterations } => {

@@ -71,6 +71,14 @@ pub fn detect_with(lookup: &dyn Fn(&str) -> Option<String>) -> Result<ProcInfo, 
     Ok(ProcInfo { rank: 0, size: 1, local_rank: 0, local_size: 1, launcher: "singleton" })
 }
 
+/// This host's name, as ranks compare it (the kernel's, so that every rank and `kawarimi run`
+/// on one host read the same).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
 /// Reads the process's place from the environment.
 pub fn detect() -> Result<ProcInfo, String> {
     detect_with(&|k| env::var(k).ok())

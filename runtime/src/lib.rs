@@ -6,6 +6,7 @@
 //! - [`datatype`], [`op`]: type maps, pack/unpack, reductions;
 //! - [`comm`], [`coll`]: groups, communicators, topologies, collectives over point-to-point;
 //! - [`launch`]: who this process is, from the launcher's environment;
+//! - [`lifeline`]: a rank ends when the launcher that started it is gone;
 //! - [`world`]: the process-wide MPI state the shim calls into.
 
 pub mod coll;
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod intercoll;
 pub mod launch;
+pub mod lifeline;
 pub mod op;
 pub mod sched;
 pub mod switch;

@@ -175,10 +175,6 @@ fn data_ip() -> MpiResult<Option<IpAddr>> {
     }
 }
 
-fn read_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
-}
-
 /// Rank 0 under plain `mpirun`: makes the secret and starts the coordinator.
 fn host_coordinator(proc: &ProcInfo) -> MpiResult<(JobSecret, HostedCoordinator)> {
     let secret = JobSecret::generate().map_err(|e| boot_err("secret", e))?;
@@ -187,7 +183,7 @@ fn host_coordinator(proc: &ProcInfo) -> MpiResult<(JobSecret, HostedCoordinator)
     let config = CoordinatorConfig::from_env().map_err(|e| boot_err("coordinator", e))?;
     let handle =
         server::spawn(None, ip, job.clone(), secret.clone(), config).map_err(|e| boot_err("start coordinator", e))?;
-    let jobfile = JobFile { job, coordinator: handle.addr(), secret: secret.to_hex(), pid: std::process::id() };
+    let jobfile = JobFile::new(job, handle.addr(), &secret);
     jobfile.write().map_err(|e| boot_err("write job file", e))?;
     debug_assert_eq!(proc.rank, 0);
     Ok((secret, HostedCoordinator { handle, jobfile }))
@@ -195,7 +191,7 @@ fn host_coordinator(proc: &ProcInfo) -> MpiResult<(JobSecret, HostedCoordinator)
 
 /// Finds the peers and connects this rank to every other rank of the job.
 pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
-    let host = read_hostname();
+    let host = crate::launch::hostname();
     let force_coordinator = std::env::var("KAWARIMI_WIREUP").is_ok_and(|v| v == "coordinator");
     let pmix = bootstrap::pmix_available() && !force_coordinator;
     let coord_addr = match std::env::var(COORD_ENV) {

@@ -59,12 +59,6 @@ impl Reducer for MaxU32 {
     }
 }
 
-fn read_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".to_string())
-}
-
 impl World {
     /// Builds the world of a process whose transport is already connected (or `None` for a
     /// job of one).
@@ -78,7 +72,7 @@ impl World {
         Ok(World {
             engine,
             proc,
-            hostname: read_hostname(),
+            hostname: crate::launch::hostname(),
             world: Arc::new(world),
             self_comm: Arc::new(self_comm),
             control: None,

@@ -145,6 +145,13 @@ fn whoami() -> String {
 /// Ends the whole job: says why on stderr, tells the peers, exits with `code`.
 /// The launcher sees a rank exit without finalizing and stops the others.
 pub fn die(name: &str, msg: &str, code: c_int) -> ! {
+    // A coordinator this rank hosts goes with it: its job file must not outlive the job.
+    // First, before anything that could fail or block.
+    kawarimi_runtime::control::jobfile::remove_owned();
+    // The process ends here either way: a stderr whose reader has gone (a launcher that was
+    // killed) must fail the write, not kill the process with SIGPIPE before it tells its peers.
+    // SAFETY: setting a signal's disposition to "ignore" has no other effect.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let line = format!("kawarimi: {name} on {}: {msg}\n", whoami());
     let _ = std::io::stderr().write_all(line.as_bytes());
     // Best effort: a lock held by this thread (a panic inside a call) is skipped.

@@ -10,6 +10,7 @@
 //! - [`state`]: kawarimi's handle tables and the runtime's world.
 //! - [`export`]: the C boundary (panics, error classes, error handlers, abort).
 //! - [`api`]: the MPI functions, one file per chapter of the standard.
+//! - [`cleanup`]: the hosted coordinator's job file, removed on a termination signal too.
 //! - [`memhooks`]: `munmap` and the other calls that give memory back, logged on their way to
 //!   libc for the verbs transport's registration cache.
 //! - Every other function libmpi exports is a generated stub that aborts naming itself.
@@ -18,6 +19,7 @@
 pub mod export;
 pub mod abi;
 pub mod api;
+mod cleanup;
 mod longdouble;
 mod mem;
 pub mod memhooks;

@@ -26,6 +26,16 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
     // Before any transport: the verbs registration cache keeps only memory made stable here.
     crate::memhooks::install();
     let wired = wireup::wire_up(&proc, WIREUP_TIMEOUT)?;
+    crate::cleanup::install();
+    if proc.launcher != "singleton" {
+        // A rank whose launcher is killed ends too, as under native Open MPI.
+        let host = kawarimi_runtime::launch::hostname();
+        kawarimi_runtime::lifeline::watch(&host, |why| die("the launcher watch", &why, 1)).map_err(|e| Fail {
+            class: ErrorClass::Other,
+            detail: e,
+            handler: Handler::Fatal,
+        })?;
+    }
     let rank = proc.rank;
     let mut world = World::new(proc, wired.transport, kawarimi_runtime::world::config_from_env()?)?;
     let shared = SwitchShared::new();
