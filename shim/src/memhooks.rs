@@ -14,7 +14,7 @@
 use std::ffi::{c_int, c_void, CStr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kawarimi_transports::memory;
+use kawarimi_transports::verbs::memory;
 
 /// Makes the heap stable for the registration cache, unless the user turned the cache off or
 /// this library's definitions are not the ones the process calls (libmpi opened with

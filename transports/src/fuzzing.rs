@@ -12,8 +12,7 @@
 //!   bytes carry a valid response (proved by recomputing it).
 
 use crate::auth::{compute_response, decode_hello, Handshake, JobSecret, Role, HELLO_LEN, RESPONSE_LEN};
-use crate::tcp::{DecodeError, FrameDecoder};
-use crate::wire::{Header, HEADER_LEN};
+use crate::wire::{DecodeError, FrameDecoder, Header, HEADER_LEN};
 
 /// The authenticated sender rank the decoder entry point expects.
 pub const FUZZ_SRC: u32 = 1;

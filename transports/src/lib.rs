@@ -10,7 +10,6 @@ pub mod auth;
 pub mod bootstrap;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod memory;
 pub mod routed;
 pub mod sim;
 pub mod tcp;

@@ -14,7 +14,7 @@
 //! 3. [`TcpTransport`] implements [`Transport`]: `send` queues (zero-copy for
 //!    [`Payload::Static`]) and writes at once when the queue was empty; `progress` flushes
 //!    with `sendmsg` over header+payload slices and reads in large chunks through the
-//!    socket-free [`FrameDecoder`]; `wait` is `poll(2)`.
+//!    socket-free [`FrameDecoder`] of [`crate::wire`]; `wait` is `poll(2)`.
 //!
 //! Teardown: dropping the [`TcpTransport`] closes every socket, in rank order; frames still
 //! queued are discarded (their `Static` borrows end with them). Nothing else is held.
@@ -28,7 +28,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, IoSlice, Read};
-use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -37,7 +36,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::auth::{random_nonce, Handshake, JobSecret, Role};
-use crate::wire::{Header, WireError, HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::wire::{FrameDecoder, Header, WireError, HEADER_LEN, MAX_PAYLOAD_LEN};
 use crate::{Event, Payload, PeerId, Transport, TransportError, TransportKind, TransportResult};
 
 /// Payload bytes still missing at or above which the reader reads straight into the frame's
@@ -174,146 +173,6 @@ pub fn select_addresses(ifs: &[IfAddr]) -> Vec<IpAddr> {
 
 fn is_ipv6_link_local(ip: &IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
-}
-
-// ---------------------------------------------------------------------------------------
-// The stream decoder (sans-IO)
-// ---------------------------------------------------------------------------------------
-
-/// Why the decoder rejected a stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecodeError {
-    Wire(WireError),
-    /// The header's `src` is not the rank that authenticated this connection.
-    WrongSource {
-        expected: PeerId,
-        got: u32,
-    },
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DecodeError::Wire(e) => write!(f, "{e}"),
-            DecodeError::WrongSource { expected, got } => {
-                write!(f, "header names sender rank {got}, but the connection authenticated rank {expected}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
-
-/// Splits a byte stream into validated frames. Knows nothing of sockets, so it can be fed
-/// from a test or a fuzzer. Every payload Vec is allocated once, at its exact size.
-#[derive(Debug)]
-pub struct FrameDecoder {
-    expected_src: PeerId,
-    hdr: [u8; HEADER_LEN],
-    hdr_have: usize,
-    body: Option<(Header, Vec<u8>)>,
-    failed: Option<DecodeError>,
-}
-
-impl FrameDecoder {
-    /// A decoder for a connection authenticated as rank `expected_src`.
-    pub fn new(expected_src: PeerId) -> FrameDecoder {
-        FrameDecoder { expected_src, hdr: [0; HEADER_LEN], hdr_have: 0, body: None, failed: None }
-    }
-
-    /// Feeds stream bytes, calling `emit` for each complete frame in order. After an error
-    /// the decoder stays failed (the stream cannot be resynchronised).
-    pub fn feed<F: FnMut(Header, Vec<u8>)>(&mut self, mut bytes: &[u8], emit: &mut F) -> Result<(), DecodeError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        while !bytes.is_empty() {
-            match &mut self.body {
-                Some((h, body)) => {
-                    let need = h.payload_len as usize - body.len();
-                    let take = need.min(bytes.len());
-                    body.extend_from_slice(&bytes[..take]);
-                    bytes = &bytes[take..];
-                    self.finish_body_if_complete(emit);
-                }
-                None => {
-                    let take = (HEADER_LEN - self.hdr_have).min(bytes.len());
-                    self.hdr[self.hdr_have..self.hdr_have + take].copy_from_slice(&bytes[..take]);
-                    self.hdr_have += take;
-                    bytes = &bytes[take..];
-                    if self.hdr_have == HEADER_LEN {
-                        self.hdr_have = 0;
-                        self.start_frame(emit)?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn start_frame<F: FnMut(Header, Vec<u8>)>(&mut self, emit: &mut F) -> Result<(), DecodeError> {
-        let h = match Header::decode(&self.hdr) {
-            Ok(h) => h,
-            Err(e) => return Err(self.fail(DecodeError::Wire(e))),
-        };
-        if h.src != self.expected_src {
-            return Err(self.fail(DecodeError::WrongSource { expected: self.expected_src, got: h.src }));
-        }
-        if h.payload_len == 0 {
-            emit(h, Vec::new());
-        } else {
-            self.body = Some((h, Vec::with_capacity(h.payload_len as usize)));
-        }
-        Ok(())
-    }
-
-    fn finish_body_if_complete<F: FnMut(Header, Vec<u8>)>(&mut self, emit: &mut F) {
-        if matches!(&self.body, Some((h, b)) if b.len() == h.payload_len as usize) {
-            if let Some((h, b)) = self.body.take() {
-                emit(h, b);
-            }
-        }
-    }
-
-    fn fail(&mut self, e: DecodeError) -> DecodeError {
-        self.failed = Some(e.clone());
-        e
-    }
-
-    /// True while a frame is partly received (an EOF now loses it).
-    pub fn mid_frame(&self) -> bool {
-        self.hdr_have > 0 || self.body.is_some()
-    }
-
-    /// When at least `min` payload bytes of the current frame are still missing: the
-    /// uninitialised tail of its Vec, to read into directly.
-    fn direct_buffer(&mut self, min: usize) -> Option<&mut [MaybeUninit<u8>]> {
-        if self.failed.is_some() {
-            return None;
-        }
-        match &mut self.body {
-            Some((h, body)) if h.payload_len as usize - body.len() >= min => {
-                let missing = h.payload_len as usize - body.len();
-                Some(&mut body.spare_capacity_mut()[..missing])
-            }
-            _ => None,
-        }
-    }
-
-    /// Records that `n` bytes were written into the buffer [`Self::direct_buffer`] returned.
-    ///
-    /// # Safety
-    /// The first `n` elements of that buffer must have been initialised, and `n` must not
-    /// exceed its length.
-    unsafe fn commit_direct<F: FnMut(Header, Vec<u8>)>(&mut self, n: usize, emit: &mut F) {
-        if let Some((h, body)) = &mut self.body {
-            let new_len = (body.len() + n).min(h.payload_len as usize);
-            // SAFETY: the caller initialised `n` bytes of the spare capacity right after the
-            // current length, and `new_len` never exceeds the capacity (payload_len).
-            unsafe { body.set_len(new_len) };
-        }
-        self.finish_body_if_complete(emit);
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1500,31 +1359,6 @@ mod tests {
             })
             .collect();
         assert_ne!(order[3], 2, "rank 2's small frame waited behind 24 MiB from rank 1: {order:?}");
-    }
-
-    #[test]
-    fn decoder_handles_any_split() {
-        let frames: Vec<(Header, Vec<u8>)> = (0..5u64)
-            .map(|i| (Header { src: 3, ..eager(i, i as usize * 100) }, vec![i as u8; i as usize * 100]))
-            .collect();
-        let mut stream = Vec::new();
-        for (h, p) in &frames {
-            stream.extend_from_slice(&h.encode());
-            stream.extend_from_slice(p);
-        }
-        for chunk in [1, 7, 56, 57, 1000, stream.len()] {
-            let mut d = FrameDecoder::new(3);
-            let mut got = Vec::new();
-            for c in stream.chunks(chunk) {
-                d.feed(c, &mut |h, p| got.push((h, p))).unwrap();
-            }
-            assert_eq!(got, frames, "chunk {chunk}");
-            assert!(!d.mid_frame());
-        }
-        let mut d = FrameDecoder::new(4);
-        let e = d.feed(&stream, &mut |_, _| {}).unwrap_err();
-        assert_eq!(e, DecodeError::WrongSource { expected: 4, got: 3 });
-        assert_eq!(d.feed(&[0], &mut |_, _| {}).unwrap_err(), e, "stays failed");
     }
 
     #[test]

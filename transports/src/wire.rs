@@ -27,8 +27,14 @@
 //! Version 2 gave the last field to `ack` (version 1 kept it zero): the sender of a frame
 //! keeps every frame it sent until the peer's `ack` covers it, so that after a link dies the
 //! frames the peer never took can be sent again on another network.
+//!
+//! [`FrameDecoder`] turns a byte stream into validated frames, with no socket in sight: the
+//! TCP transport, the verbs channel, the fuzzers and the tests all feed it.
 
 use std::fmt;
+use std::mem::MaybeUninit;
+
+use crate::PeerId;
 
 pub const MAGIC: u16 = 0x4B57;
 pub const VERSION: u8 = 2;
@@ -215,9 +221,181 @@ impl fmt::Display for Header {
     }
 }
 
+// The stream decoder (sans-IO): what every stream transport (TCP, the verbs channel) turns
+// its bytes into frames with.
+
+/// Why the decoder rejected a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    Wire(WireError),
+    /// The header's `src` is not the rank that authenticated this connection.
+    WrongSource {
+        expected: PeerId,
+        got: u32,
+    },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Wire(e) => write!(f, "{e}"),
+            DecodeError::WrongSource { expected, got } => {
+                write!(f, "header names sender rank {got}, but the connection authenticated rank {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Splits a byte stream into validated frames. Knows nothing of sockets, so it can be fed
+/// from a test or a fuzzer. Every payload Vec is allocated once, at its exact size.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    expected_src: PeerId,
+    hdr: [u8; HEADER_LEN],
+    hdr_have: usize,
+    body: Option<(Header, Vec<u8>)>,
+    failed: Option<DecodeError>,
+}
+
+impl FrameDecoder {
+    /// A decoder for a connection authenticated as rank `expected_src`.
+    pub fn new(expected_src: PeerId) -> FrameDecoder {
+        FrameDecoder { expected_src, hdr: [0; HEADER_LEN], hdr_have: 0, body: None, failed: None }
+    }
+
+    /// Feeds stream bytes, calling `emit` for each complete frame in order. After an error
+    /// the decoder stays failed (the stream cannot be resynchronised).
+    pub fn feed<F: FnMut(Header, Vec<u8>)>(&mut self, mut bytes: &[u8], emit: &mut F) -> Result<(), DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        while !bytes.is_empty() {
+            match &mut self.body {
+                Some((h, body)) => {
+                    let need = h.payload_len as usize - body.len();
+                    let take = need.min(bytes.len());
+                    body.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                    self.finish_body_if_complete(emit);
+                }
+                None => {
+                    let take = (HEADER_LEN - self.hdr_have).min(bytes.len());
+                    self.hdr[self.hdr_have..self.hdr_have + take].copy_from_slice(&bytes[..take]);
+                    self.hdr_have += take;
+                    bytes = &bytes[take..];
+                    if self.hdr_have == HEADER_LEN {
+                        self.hdr_have = 0;
+                        self.start_frame(emit)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_frame<F: FnMut(Header, Vec<u8>)>(&mut self, emit: &mut F) -> Result<(), DecodeError> {
+        let h = match Header::decode(&self.hdr) {
+            Ok(h) => h,
+            Err(e) => return Err(self.fail(DecodeError::Wire(e))),
+        };
+        if h.src != self.expected_src {
+            return Err(self.fail(DecodeError::WrongSource { expected: self.expected_src, got: h.src }));
+        }
+        if h.payload_len == 0 {
+            emit(h, Vec::new());
+        } else {
+            self.body = Some((h, Vec::with_capacity(h.payload_len as usize)));
+        }
+        Ok(())
+    }
+
+    fn finish_body_if_complete<F: FnMut(Header, Vec<u8>)>(&mut self, emit: &mut F) {
+        if matches!(&self.body, Some((h, b)) if b.len() == h.payload_len as usize) {
+            if let Some((h, b)) = self.body.take() {
+                emit(h, b);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: DecodeError) -> DecodeError {
+        self.failed = Some(e.clone());
+        e
+    }
+
+    /// True while a frame is partly received (an EOF now loses it).
+    pub fn mid_frame(&self) -> bool {
+        self.hdr_have > 0 || self.body.is_some()
+    }
+
+    /// When at least `min` payload bytes of the current frame are still missing: the
+    /// uninitialised tail of its Vec, to read into directly.
+    pub(crate) fn direct_buffer(&mut self, min: usize) -> Option<&mut [MaybeUninit<u8>]> {
+        if self.failed.is_some() {
+            return None;
+        }
+        match &mut self.body {
+            Some((h, body)) if h.payload_len as usize - body.len() >= min => {
+                let missing = h.payload_len as usize - body.len();
+                Some(&mut body.spare_capacity_mut()[..missing])
+            }
+            _ => None,
+        }
+    }
+
+    /// Records that `n` bytes were written into the buffer [`Self::direct_buffer`] returned.
+    ///
+    /// # Safety
+    /// The first `n` elements of that buffer must have been initialised, and `n` must not
+    /// exceed its length.
+    pub(crate) unsafe fn commit_direct<F: FnMut(Header, Vec<u8>)>(&mut self, n: usize, emit: &mut F) {
+        if let Some((h, body)) = &mut self.body {
+            let new_len = (body.len() + n).min(h.payload_len as usize);
+            // SAFETY: the caller initialised `n` bytes of the spare capacity right after the
+            // current length, and `new_len` never exceeds the capacity (payload_len).
+            unsafe { body.set_len(new_len) };
+        }
+        self.finish_body_if_complete(emit);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoder_handles_any_split() {
+        let frames: Vec<(Header, Vec<u8>)> = (0..5u64)
+            .map(|i| {
+                (
+                    Header {
+                        src: 3,
+                        ..Header { seq: i, tag: i as i32, payload_len: i as u32 * 100, ..Header::new(FrameKind::Eager) }
+                    },
+                    vec![i as u8; i as usize * 100],
+                )
+            })
+            .collect();
+        let mut stream = Vec::new();
+        for (h, p) in &frames {
+            stream.extend_from_slice(&h.encode());
+            stream.extend_from_slice(p);
+        }
+        for chunk in [1, 7, 56, 57, 1000, stream.len()] {
+            let mut d = FrameDecoder::new(3);
+            let mut got = Vec::new();
+            for c in stream.chunks(chunk) {
+                d.feed(c, &mut |h, p| got.push((h, p))).unwrap();
+            }
+            assert_eq!(got, frames, "chunk {chunk}");
+            assert!(!d.mid_frame());
+        }
+        let mut d = FrameDecoder::new(4);
+        let e = d.feed(&stream, &mut |_, _| {}).unwrap_err();
+        assert_eq!(e, DecodeError::WrongSource { expected: 4, got: 3 });
+        assert_eq!(d.feed(&[0], &mut |_, _| {}).unwrap_err(), e, "stays failed");
+    }
 
     #[test]
     fn round_trip() {

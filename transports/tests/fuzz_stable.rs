@@ -145,7 +145,7 @@ fn fuzz_bounded() {
 #[test]
 fn seeds_are_accepted() {
     // Sanity: the unmutated seeds exercise the accepting paths.
-    let mut d = kawarimi_transports::tcp::FrameDecoder::new(FUZZ_SRC);
+    let mut d = kawarimi_transports::wire::FrameDecoder::new(FUZZ_SRC);
     let mut n = 0;
     d.feed(&seeds()[0], &mut |_, _| n += 1).unwrap();
     assert_eq!(n, 4);

@@ -19,8 +19,7 @@
 
 use std::collections::VecDeque;
 
-use crate::tcp::{DecodeError, FrameDecoder};
-use crate::wire::{Header, HEADER_LEN};
+use crate::wire::{DecodeError, FrameDecoder, Header, HEADER_LEN};
 use crate::{Payload, PeerId};
 
 /// Bytes of the prefix of every message: credits returned, stream bytes carried.

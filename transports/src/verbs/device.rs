@@ -34,11 +34,10 @@ use sideway::ibverbs::queue_pair::{
 use sideway::ibverbs::AccessFlags;
 
 use super::channel::{Channel, CreditWord};
+use super::memory;
 use super::regcache::{Access, RegCache};
 use super::{Fabric, VerbsPort};
-use crate::{
-    memory, wire, Event, Payload, PeerId, Placement, Transport, TransportError, TransportKind, TransportResult,
-};
+use crate::{wire, Event, Payload, PeerId, Placement, Transport, TransportError, TransportKind, TransportResult};
 
 /// Sizes of the transport.
 #[derive(Debug, Clone, Copy)]

@@ -10,6 +10,7 @@
 
 pub mod channel;
 pub mod device;
+pub mod memory;
 pub mod regcache;
 
 use std::net::Ipv6Addr;

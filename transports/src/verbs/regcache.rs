@@ -1,7 +1,7 @@
 //! A bounded cache of memory registrations, so that a buffer sent or received again and again
 //! (a halo, a solver's vector) is registered once, not at every message.
 //!
-//! Only memory [`crate::memory`] calls stable is kept: its pages change only through a call
+//! Only memory [`super::memory`] calls stable is kept: its pages change only through a call
 //! that is logged, and the cache drops whatever overlaps a logged range before it answers
 //! again. Everything else is registered for one use, as without a cache. Registrations are
 //! whole pages, so a buffer that moves a little within the same pages is found again.
@@ -13,7 +13,7 @@
 
 use std::ops::Range;
 
-use crate::memory::{Changes, GivenBack, GivenBackLog};
+use super::memory::{Changes, GivenBack, GivenBackLog};
 
 /// What a registration allows. One entry per kind: a send buffer is registered for the peer
 /// to read (not writable, so a constant buffer can be sent), a receive buffer for the device

@@ -4,7 +4,7 @@
 //! A registration pins the pages that back a range of addresses when it is made. If the range
 //! is later unmapped and mapped again (a large block freed, then another allocated at the same
 //! address), the addresses have new pages and a kept registration would let the peer read the
-//! old ones: a silent wrong answer. So registrations are kept ([`crate::verbs::regcache`]) only
+//! old ones: a silent wrong answer. So registrations are kept ([`super::regcache`]) only
 //! of memory whose pages cannot change behind kawarimi's back:
 //! - the main heap, from its start to the current break, once glibc's malloc has been told
 //!   ([`install`]) never to give memory back to the kernel (`M_TRIM_THRESHOLD`) and never to
