@@ -841,8 +841,8 @@ pub mod job {
     use std::thread;
     use std::time::{Duration, Instant};
 
-    use kawarimi_runtime::control::client::CtlClient;
-    use kawarimi_runtime::control::jobfile::JobFile;
+    use kawarimi_control::client::CtlClient;
+    use kawarimi_control::jobfile::JobFile;
     use kawarimi_transports::auth::JobSecret;
 
     use crate::kawarimi_lib;

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use kawarimi_runtime::control::client::CtlClient;
-use kawarimi_runtime::control::jobfile::JobFile;
-use kawarimi_runtime::control::proto::Reply;
+use kawarimi_control::client::CtlClient;
+use kawarimi_control::jobfile::JobFile;
+use kawarimi_control::proto::Reply;
 use kawarimi_transports::auth::JobSecret;
 
 fn connect(job: Option<&str>, timeout: Duration) -> Result<(CtlClient, JobFile), String> {

@@ -4,10 +4,10 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use kawarimi_runtime::control::client::COORD_ENV;
-use kawarimi_runtime::control::coordinator::CoordinatorConfig;
-use kawarimi_runtime::control::jobfile::JobFile;
-use kawarimi_runtime::control::server;
+use kawarimi_control::client::COORD_ENV;
+use kawarimi_control::coordinator::CoordinatorConfig;
+use kawarimi_control::jobfile::JobFile;
+use kawarimi_control::server;
 use kawarimi_runtime::lifeline::{ProcessId, LAUNCHER_ENV};
 use kawarimi_runtime::wireup::public_ip;
 use kawarimi_transports::auth::{JobSecret, SECRET_ENV};

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use kawarimi_transports::{routed, Event, PeerId, Transport, TransportError};
 
-use crate::control::proto::{SwitchCommand, SwitchPhase};
 use crate::core::{Core, ReqId};
 use crate::error::{ErrorClass, MpiError, MpiResult};
 use crate::sched::Schedule;
 use crate::switch::{Command, Reconnect, SwitchShared};
+use kawarimi_control::proto::{SwitchCommand, SwitchPhase};
 
 /// Longest sleep in `poll(2)` of a rank that can be switched: how late a blocked rank may
 /// notice a quiesce command.

@@ -11,7 +11,6 @@
 
 pub mod coll;
 pub mod comm;
-pub mod control;
 pub mod core;
 pub mod datatype;
 pub mod engine;

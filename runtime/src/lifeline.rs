@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use crate::control::jobfile::process_start_ticks;
+use kawarimi_control::jobfile::process_start_ticks;
 
 /// Set by `kawarimi run` for every rank: `HOST/PID/START_TICKS` of the `kawarimi run` process.
 pub const LAUNCHER_ENV: &str = "KAWARIMI_LAUNCHER";

@@ -2,7 +2,7 @@
 //!
 //! Two threads share the work:
 //! - the rank's **control thread** ([`spawn_control_thread`]) holds a subscription to its
-//!   host leader's relay (see [`crate::control::relay`]), turns its commands into a
+//!   host leader's relay (see [`kawarimi_control::relay`]), turns its commands into a
 //!   [`Command`] in [`SwitchShared`], makes sure the engine runs (the application may be
 //!   computing for minutes without calling MPI), and reports each phase reached;
 //! - **whoever holds the engine** runs [`crate::engine::Engine::switch_step`]: the
@@ -23,9 +23,9 @@ use kawarimi_transports::auth::JobSecret;
 use kawarimi_transports::Transport;
 use parking_lot::{Condvar, Mutex};
 
-use crate::control::client::Line;
-use crate::control::proto::{Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION};
 use crate::error::MpiResult;
+use kawarimi_control::client::Line;
+use kawarimi_control::proto::{Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION};
 
 /// Rediscovers the networks a rank has now and connects it to its peers again.
 pub trait Reconnect: Send {

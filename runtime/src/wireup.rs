@@ -27,12 +27,12 @@ use kawarimi_transports::routed::Routed;
 use kawarimi_transports::verbs::{self, device::QpAddress, device::VerbsConfig, device::VerbsEndpoint};
 use kawarimi_transports::{tcp, Transport};
 
-use crate::control::client::{RankClient, COORD_ENV};
-use crate::control::coordinator::CoordinatorConfig;
-use crate::control::jobfile::JobFile;
-use crate::control::server::{self, CoordinatorHandle, RelayHandle};
 use crate::error::{ErrorClass, MpiError, MpiResult};
 use crate::launch::ProcInfo;
+use kawarimi_control::client::{RankClient, COORD_ENV};
+use kawarimi_control::coordinator::CoordinatorConfig;
+use kawarimi_control::jobfile::JobFile;
+use kawarimi_control::server::{self, CoordinatorHandle, RelayHandle};
 
 /// Bootstrap key under which a rank publishes its TCP listener address.
 pub const TCP_ADDR_KEY: &str = "kawarimi.tcp.addr";

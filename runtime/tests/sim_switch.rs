@@ -103,9 +103,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kawarimi_runtime::control::coordinator::{ConnId, Coordinator, CoordinatorConfig};
-use kawarimi_runtime::control::proto::{Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION};
-use kawarimi_runtime::control::relay::Relay;
+use kawarimi_control::coordinator::{ConnId, Coordinator, CoordinatorConfig};
+use kawarimi_control::proto::{Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION};
+use kawarimi_control::relay::Relay;
 use kawarimi_runtime::core::{Completion, Core, CoreConfig, RecvBuf, ReqId, SendData, ANY_SOURCE, ANY_TAG};
 use kawarimi_runtime::engine::{Engine, EngineSwitch};
 use kawarimi_runtime::error::{MpiError, MpiResult};

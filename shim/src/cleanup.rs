@@ -1,7 +1,7 @@
 //! What a rank cleans up when it ends in a way other than `MPI_Finalize`.
 //!
 //! The only thing kawarimi leaves on disk is the job file of a coordinator a rank hosts
-//! (rank 0 under plain `mpirun`; see `kawarimi_runtime::control::jobfile`). An abort or fatal
+//! (rank 0 under plain `mpirun`; see `kawarimi_control::jobfile`). An abort or fatal
 //! error removes it in [`crate::export::die`]. A launcher that ends a job sends its ranks
 //! SIGTERM (or the user's Ctrl-C or a hang-up arrives): for those, the hosting rank takes the
 //! termination signals whose disposition is still the default, removes the file, and dies of
@@ -11,7 +11,7 @@
 
 use std::ffi::c_int;
 
-use kawarimi_runtime::control::jobfile;
+use kawarimi_control::jobfile;
 
 const TERMINATING: [c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
 

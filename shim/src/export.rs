@@ -147,7 +147,7 @@ fn whoami() -> String {
 pub fn die(name: &str, msg: &str, code: c_int) -> ! {
     // A coordinator this rank hosts goes with it: its job file must not outlive the job.
     // First, before anything that could fail or block.
-    kawarimi_runtime::control::jobfile::remove_owned();
+    kawarimi_control::jobfile::remove_owned();
     // The process ends here either way: a stderr whose reader has gone (a launcher that was
     // killed) must fail the write, not kill the process with SIGPIPE before it tells its peers.
     // SAFETY: setting a signal's disposition to "ignore" has no other effect.

@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kawarimi_runtime::control::jobfile::process_start_ticks;
+use kawarimi_control::jobfile::process_start_ticks;
 use kawarimi_tests::{compiled, find_in_path, job::cli, kawarimi_lib, kill_all, mpirun, session_processes};
 
 const RANKS: u32 = 3;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kawarimi_runtime::control::proto::Reply;
+use kawarimi_control::proto::Reply;
 use kawarimi_tests::job::KawarimiJob;
 use kawarimi_tests::{kawarimi_lib, mpirun, workspace_root};
 

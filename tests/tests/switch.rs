@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
 
-use kawarimi_runtime::control::client::CtlClient;
-use kawarimi_runtime::control::proto::Reply;
+use kawarimi_control::client::CtlClient;
+use kawarimi_control::proto::Reply;
 use kawarimi_tests::compiled;
 use kawarimi_tests::job::KawarimiJob;
 

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use kawarimi_transports::auth::{authenticate_stream, JobSecret, Role};
 use parking_lot::Mutex;
 
-use super::client::Line;
-use super::coordinator::{ConnId, Coordinator, CoordinatorConfig};
-use super::fanout::Outbox;
-use super::proto::{to_line, Reply, Request, COORDINATOR_ID, MAX_LINE_BYTES};
-use super::relay::Relay;
+use crate::client::Line;
+use crate::coordinator::{ConnId, Coordinator, CoordinatorConfig};
+use crate::fanout::Outbox;
+use crate::proto::{to_line, Reply, Request, COORDINATOR_ID, MAX_LINE_BYTES};
+use crate::relay::Relay;
 use kawarimi_transports::{TransportError, TransportResult};
 
 /// How long a new connection has to pass authentication.
@@ -116,7 +116,7 @@ impl<N> ServerHandle<N> {
 
 impl CoordinatorHandle {
     /// The job's state as the coordinator sees it.
-    pub fn status(&self) -> super::proto::JobStatus {
+    pub fn status(&self) -> crate::proto::JobStatus {
         self.shared.lock().node.status()
     }
 }

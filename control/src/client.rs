@@ -9,7 +9,7 @@ use kawarimi_transports::auth::{authenticate_stream, JobSecret, Role};
 use kawarimi_transports::bootstrap::Bootstrap;
 use kawarimi_transports::{TransportError, TransportResult};
 
-use super::proto::{
+use crate::proto::{
     decode_hex, encode_hex, to_line, JobStatus, Reply, Request, CONTROL_VERSION, COORDINATOR_ID, CTL_CLIENT_ID,
     MAX_LINE_BYTES,
 };
@@ -23,7 +23,7 @@ fn err(what: impl Into<String>) -> TransportError {
 
 /// An authenticated line connection to a control-plane server (the coordinator, or a host
 /// leader's relay).
-pub(crate) struct Line {
+pub struct Line {
     writer: TcpStream,
     reader: BufReader<TcpStream>,
     addr: SocketAddr,
@@ -34,7 +34,7 @@ pub(crate) struct Line {
 }
 
 impl Line {
-    pub(crate) fn connect(
+    pub fn connect(
         addr: SocketAddr,
         peer: &'static str,
         id: u32,
@@ -49,20 +49,20 @@ impl Line {
         Ok(Line { writer: stream, reader, addr, peer, partial: Vec::new() })
     }
 
-    pub(crate) fn send(&mut self, r: &Request) -> TransportResult<()> {
+    pub fn send(&mut self, r: &Request) -> TransportResult<()> {
         self.writer
             .write_all(to_line(r).as_bytes())
             .map_err(|e| err(format!("lost the {} at {}: {e}", self.peer, self.addr)))
     }
 
     /// A second handle on the sending side (for a writer kept elsewhere).
-    pub(crate) fn writer(&self) -> std::io::Result<TcpStream> {
+    pub fn writer(&self) -> std::io::Result<TcpStream> {
         self.writer.try_clone()
     }
 
     /// Reads one reply if one arrives within `timeout`; `None` if none did. An `Error` reply
     /// is returned as a reply.
-    pub(crate) fn recv_within(&mut self, timeout: Duration) -> TransportResult<Option<Reply>> {
+    pub fn recv_within(&mut self, timeout: Duration) -> TransportResult<Option<Reply>> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -29,7 +29,7 @@ use std::time::Duration;
 use kawarimi_transports::auth::JobSecret;
 use serde::{Deserialize, Serialize};
 
-use super::client::CtlClient;
+use crate::client::CtlClient;
 
 /// How long `list` and `find` wait for one job's coordinator to answer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::proto::{Member, RankDone, Reply, Request, SwitchCommand, SwitchPhase};
+use crate::proto::{Member, RankDone, Reply, Request, SwitchCommand, SwitchPhase};
 
 /// Identifies one control connection.
 pub type ConnId = u64;

@@ -16,10 +16,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use kawarimi_runtime::control::coordinator::{Coordinator, CoordinatorConfig};
-use kawarimi_runtime::control::fanout::ConnId;
-use kawarimi_runtime::control::proto::{Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION};
-use kawarimi_runtime::control::relay::{Relay, MEMBERS_BATCH};
+use kawarimi_control::coordinator::{Coordinator, CoordinatorConfig};
+use kawarimi_control::fanout::ConnId;
+use kawarimi_control::proto::{Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION};
+use kawarimi_control::relay::{Relay, MEMBERS_BATCH};
 
 /// A node of the simulated control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -19,8 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::fanout::{level_margin, ConnId, Fanout, GroupReport, Outbox, Outcome};
-use super::proto::{Member, RankDone, Reply, Request, SwitchPhase, CONTROL_VERSION};
+use crate::fanout::{level_margin, ConnId, Fanout, GroupReport, Outbox, Outcome};
+use crate::proto::{Member, RankDone, Reply, Request, SwitchPhase, CONTROL_VERSION};
 
 /// Members news is batched for this long before going up, so a host whose ranks all start
 /// at once sends one message rather than one per rank.
@@ -329,7 +329,7 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::proto::SwitchCommand;
+    use crate::proto::SwitchCommand;
 
     fn subscribe(relay: &mut Relay, conn: ConnId, rank: u32, now: Instant) {
         relay.handle_connect(conn);

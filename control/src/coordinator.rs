@@ -1,5 +1,5 @@
 //! The job coordinator's logic, sans-IO: connections, requests and timers go in; replies and
-//! connection closes come out. [`super::server`] drives it over TCP.
+//! connection closes come out. [`crate::server`] drives it over TCP.
 //!
 //! # Use
 //! Inputs: [`Coordinator::handle_connect`], [`Coordinator::handle_request`],
@@ -11,9 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-pub use super::fanout::ConnId;
-use super::fanout::{goal_phase, level_margin, Fanout, GroupReport, Outbox, Outcome};
-use super::proto::{
+pub use crate::fanout::ConnId;
+use crate::fanout::{goal_phase, level_margin, Fanout, GroupReport, Outbox, Outcome};
+use crate::proto::{
     JobStatus, Member, RankDone, RankInfo, RelayInfo, Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION,
 };
 

@@ -6,10 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kawarimi_runtime::control::client::{CtlClient, RankClient};
-use kawarimi_runtime::control::coordinator::CoordinatorConfig;
-use kawarimi_runtime::control::proto::CTL_CLIENT_ID;
-use kawarimi_runtime::control::server::{self, CoordinatorHandle};
+use kawarimi_control::client::{CtlClient, RankClient};
+use kawarimi_control::coordinator::CoordinatorConfig;
+use kawarimi_control::proto::CTL_CLIENT_ID;
+use kawarimi_control::server::{self, CoordinatorHandle};
 use kawarimi_transports::auth::{authenticate_stream, JobSecret, Role};
 use kawarimi_transports::bootstrap::Bootstrap;
 
