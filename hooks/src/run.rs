@@ -8,15 +8,12 @@ use kawarimi_control::client::COORD_ENV;
 use kawarimi_control::coordinator::CoordinatorConfig;
 use kawarimi_control::jobfile::JobFile;
 use kawarimi_control::server;
-use kawarimi_runtime::lifeline::{ProcessId, LAUNCHER_ENV};
 use kawarimi_runtime::wireup::public_ip;
 use kawarimi_transports::auth::{JobSecret, SECRET_ENV};
 use nix::spawn::{posix_spawnp, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-
-const LD_PRELOAD: &str = "LD_PRELOAD";
 
 fn default_lib() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
@@ -29,7 +26,7 @@ fn default_lib() -> Option<PathBuf> {
 /// appears on a command line where other users could read it.
 pub fn mpirun_argv(mpirun: &str, user_args: &[String]) -> Vec<String> {
     let mut argv: Vec<String> = vec![mpirun.to_string()];
-    argv.extend(["-x", "LD_PRELOAD", "-x", SECRET_ENV, "-x", COORD_ENV, "-x", LAUNCHER_ENV].map(String::from));
+    argv.extend(["-x", "LD_PRELOAD", "-x", SECRET_ENV, "-x", COORD_ENV].map(String::from));
     argv.extend(user_args.iter().cloned());
     argv
 }
@@ -72,13 +69,9 @@ pub fn run(lib: Option<PathBuf>, mpirun: &str, job_name: Option<String>, args: &
     // mpirun is started with posix_spawn so that it gets an empty signal mask: a child
     // inherits its parent thread's mask (std's Command keeps it), and mpirun must receive
     // the signals this process forwards.
-    let mut env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| ![LD_PRELOAD, SECRET_ENV, COORD_ENV, LAUNCHER_ENV].contains(&k.as_str()))
-        .collect();
+    let mut env: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k != "LD_PRELOAD" && k != SECRET_ENV && k != COORD_ENV).collect();
     env.push(("LD_PRELOAD".into(), preload_value(&lib)));
-    // The ranks on this host end if this process is killed outright (see lifeline).
-    let me = ProcessId::current().ok_or("cannot read this process's start time from /proc")?;
-    env.push((LAUNCHER_ENV.into(), me.to_env(&kawarimi_runtime::launch::hostname())));
     env.push((SECRET_ENV.into(), secret.to_hex()));
     env.push((COORD_ENV.into(), coordinator.addr().to_string()));
     let child_pid = match spawn_unblocked(&mpirun_argv(mpirun, args), &env) {
@@ -132,8 +125,8 @@ mod tests {
     fn user_flags_follow_kawarimis_exports_unchanged() {
         let args: Vec<String> = ["-np", "4", "--oversubscribe", "-x", "FOO", "./prog", "-v"].map(String::from).to_vec();
         let argv = mpirun_argv("mpirun", &args);
-        assert_eq!(argv[..9], ["mpirun", "-x", "LD_PRELOAD", "-x", SECRET_ENV, "-x", COORD_ENV, "-x", LAUNCHER_ENV]);
-        assert_eq!(argv[9..], args[..]);
+        assert_eq!(argv[..7], ["mpirun", "-x", "LD_PRELOAD", "-x", SECRET_ENV, "-x", COORD_ENV]);
+        assert_eq!(argv[7..], args[..]);
         assert!(preload_value(Path::new("/x/libkawarimi.so")).starts_with("/x/libkawarimi.so"));
     }
 

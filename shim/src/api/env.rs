@@ -29,8 +29,7 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
     crate::cleanup::install();
     if proc.launcher != "singleton" {
         // A rank whose launcher is killed ends too, as under native Open MPI.
-        let host = kawarimi_runtime::launch::hostname();
-        kawarimi_runtime::lifeline::watch(&host, |why| die("the launcher watch", &why, 1)).map_err(|e| Fail {
+        kawarimi_runtime::lifeline::watch(|why| die("the launcher watch", &why, 1)).map_err(|e| Fail {
             class: ErrorClass::Other,
             detail: e,
             handler: Handler::Fatal,
