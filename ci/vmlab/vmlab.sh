@@ -162,6 +162,8 @@ vm_nic_add() {
 vmlab_start() {
   local t0 t1 g
   VMLAB_IMAGE=$("$VMLAB_DIR/image") || return 1
+  [ -f "$VMLAB_IMAGE/guest.raw" ] ||
+    { vmlab_say "ci/vmlab/image printed ${VMLAB_IMAGE@Q}, not an image directory (its stdout must hold the path alone)"; return 1; }
   VMLAB_WORK=$(mktemp -d /tmp/kawarimi-vmlab.XXXXXX)
   trap 'vmlab_stop; eval "${VMLAB_ON_EXIT:-}"' EXIT
   trap 'exit 130' INT
