@@ -7,6 +7,18 @@
 //! - Outputs: [`Core::poll_transmit`] yields the frames to hand to the transport, in order.
 //!   Call it until it returns `None` after every input.
 //! - Getters: [`Core::is_complete`], [`Core::take_completion`].
+//! - A switch (`drain.rs`): [`Core::begin_drain`] sends a `Marker` to every peer and holds
+//!   every later frame; [`Core::is_drained`] says when nothing is in flight either way
+//!   ([`Core::markers_missing`] names who holds it up); [`Core::resume`] stamps the new epoch
+//!   on the held frames and lets them out.
+//! - A repair (`drain.rs`, `channel.rs`): a link that dies is reported with
+//!   [`Core::mark_broken`], a frame that skips numbers shows in [`Core::take_gaps`];
+//!   [`Core::broken_peers`] are the pairs the next switch repairs, and [`Core::resume`] sends
+//!   each of them again every frame it had not confirmed ([`Core::unconfirmed`]).
+//!
+//! Files: this one holds the requests and the frame dispatch; `matching.rs` the matching and
+//! probes; `channel.rs` the per-peer sequence numbers and confirmations; `drain.rs` the
+//! switch and repair.
 //!
 //! # Matching (MPI-3.1 §3.5)
 //! A message is matched by `(ctx, source, tag)`; `source` and `tag` may be wildcards on the
@@ -31,6 +43,14 @@ use kawarimi_transports::wire::{FrameKind, Header, FLAG_CONFIRM, FLAG_PLACED, FL
 use kawarimi_transports::{Payload, PeerId, Placement};
 
 use crate::error::{err, ErrorClass, MpiResult};
+
+mod channel;
+mod drain;
+mod matching;
+
+use channel::{numbered, Channel, MAX_GAP_REPAIRS};
+pub use channel::{ACK_EVERY_BYTES, ACK_EVERY_FRAMES};
+use matching::{source_matches, tag_matches};
 
 /// `MPI_ANY_SOURCE` / `MPI_ANY_TAG` as the core sees them (wire values are world ranks and
 /// non-negative tags, so negative numbers are free).
@@ -214,53 +234,6 @@ impl Unexpected {
     }
 }
 
-/// Per-peer channel state: the sequence numbers that give exactly-once, in-order delivery,
-/// and the frames kept until the peer confirms them, which a repair sends again.
-#[derive(Debug, Default)]
-struct Channel {
-    next_send_seq: u64,
-    next_recv_seq: u64,
-    /// The peer finalized: its link going down is expected, not a failure.
-    said_bye: bool,
-    /// The peer's drain marker of the current switch arrived.
-    marker_seen: bool,
-    /// Numbered frames sent (or queued) to the peer that its `ack` does not cover yet, in
-    /// sequence order. A link that dies may take any of them with it.
-    unconfirmed: VecDeque<Transmit>,
-    /// The peer has taken every frame numbered below this.
-    confirmed_seq: u64,
-    /// The `next_recv_seq` last told to the peer, and the payload bytes taken since: past
-    /// [`ACK_EVERY_FRAMES`] or [`ACK_EVERY_BYTES`] a frame of its own (`Ack`) tells it.
-    ack_told: u64,
-    bytes_since_ack: usize,
-    /// The link to the peer died (see [`Core::mark_broken`]).
-    broken: bool,
-    /// Sends that complete once the peer confirms the frame numbered here, in order.
-    confirm_waiters: VecDeque<(u64, ReqId)>,
-    /// Frames from the peer went missing (see [`Core::take_gaps`]); later ones are dropped
-    /// until the repair sends them all again.
-    gap: bool,
-    /// Gaps found since the last repair that filled one: past [`MAX_GAP_REPAIRS`] a gap is a
-    /// fatal error (the sender cannot fill it, so repairing again would not end).
-    gap_repairs: u32,
-}
-
-/// How many repairs a channel's gap may take before it is a protocol error.
-const MAX_GAP_REPAIRS: u32 = 3;
-
-/// How many frames, or payload bytes, a rank takes from a peer at most before it tells the
-/// peer so in an `Ack` of its own, when no frame of its own goes there to carry it. The
-/// bound on what a sender keeps unconfirmed while its peer is in MPI.
-pub const ACK_EVERY_FRAMES: u64 = 64;
-pub const ACK_EVERY_BYTES: usize = 4 << 20;
-
-/// Whether frames of this kind take a sequence number (and are kept until confirmed). A
-/// marker names a position in the stream and an `Ack` only carries its field: neither is
-/// worth sending again after a link died.
-fn numbered(kind: FrameKind) -> bool {
-    !matches!(kind, FrameKind::Marker | FrameKind::Ack)
-}
-
 /// Result of a probe (`MPI_Iprobe`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeInfo {
@@ -300,14 +273,6 @@ pub struct Core {
     unconfirmed_frames: usize,
     /// Peers whose frames went missing, and how, for the engine to have repaired.
     gaps: Vec<(PeerId, String)>,
-}
-
-fn tag_matches(want: i32, got: i32) -> bool {
-    want == ANY_TAG || want == got
-}
-
-fn source_matches(want: i32, got: PeerId) -> bool {
-    want == ANY_SOURCE || want as u32 == got
 }
 
 impl Core {
@@ -413,122 +378,6 @@ impl Core {
         Ok(())
     }
 
-    /// Starts draining for a switch: a `Marker` goes to every peer behind everything already
-    /// queued, and every frame emitted from now on is held for the next transport. Once the
-    /// outbox is empty (the engine handed it all to the transport, and the transport wrote
-    /// it) and every peer's marker has arrived, nothing is in flight in either direction:
-    /// see [`Core::is_drained`]. Protocol state (unmatched rendezvous, partly received
-    /// messages) stays here and continues after [`Core::resume`].
-    pub fn begin_drain(&mut self) -> MpiResult<()> {
-        assert!(!self.holding, "begin_drain while already draining");
-        let me = self.me;
-        let reachable: Vec<PeerId> = (0..self.size).filter(|&p| p != me && !self.channels[p as usize].broken).collect();
-        for peer in reachable {
-            self.emit(peer, Header::new(FrameKind::Marker), Payload::Empty)?;
-        }
-        self.holding = true;
-        Ok(())
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.holding
-    }
-
-    /// Peers whose drain marker has not arrived yet (a broken link's never will, nor will one
-    /// past a gap: it is dropped with everything after the gap).
-    pub fn markers_missing(&self) -> Vec<PeerId> {
-        let missing = |c: &Channel| !c.marker_seen && !c.broken && !c.gap;
-        (0..self.size).filter(|&p| p != self.me && missing(&self.channels[p as usize])).collect()
-    }
-
-    /// The link to `peer` died without a drain: whatever was in flight on it may be lost.
-    /// Frames for it stay here (the outbox drops them, [`Core::poll_transmit`]), its marker
-    /// is not awaited, and [`Core::resume`] sends it again every frame it has not confirmed
-    /// once the two ranks agree the pair was broken.
-    pub fn mark_broken(&mut self, peer: PeerId) {
-        if let Some(c) = self.channels.get_mut(peer as usize).filter(|_| peer != self.me) {
-            c.broken = true;
-            self.outbox.retain(|t| t.peer != peer);
-        }
-    }
-
-    /// Peers whose link this rank saw die, or whose frames went missing, since the last
-    /// switch: the pairs a resume must repair.
-    pub fn broken_peers(&self) -> Vec<PeerId> {
-        (0..self.size).filter(|&p| self.channels[p as usize].broken || self.channels[p as usize].gap).collect()
-    }
-
-    /// Peers whose frames went missing since the last call, with what arrived instead: the
-    /// frames that follow are dropped until a repair (as for a broken link) sends them all
-    /// again. A gap the repairs do not fill becomes a protocol error.
-    pub fn take_gaps(&mut self) -> Vec<(PeerId, String)> {
-        std::mem::take(&mut self.gaps)
-    }
-
-    /// Frames sent to `peer` that it has not confirmed yet.
-    pub fn unconfirmed(&self, peer: PeerId) -> usize {
-        self.channels.get(peer as usize).map_or(0, |c| c.unconfirmed.len())
-    }
-
-    /// Whether the core has nothing left to send on the old transport and has received
-    /// every peer's marker. (The engine also waits for the transport's own queue to empty.)
-    pub fn is_drained(&self) -> bool {
-        self.holding && self.outbox.is_empty() && self.markers_missing().is_empty()
-    }
-
-    /// Ends a switch: frames held since the markers go out on the new transport, stamped with
-    /// `new_epoch`, in the order they were emitted (their sequence numbers continue).
-    ///
-    /// `repaired` are the peers whose link died in the epoch that ends (by either end's
-    /// account: the coordinator tells both). To each of them every frame it has not
-    /// confirmed goes out again first, flagged [`FLAG_REPLAY`], in order: it drops those it
-    /// already has and takes the rest, so nothing is lost or taken twice.
-    pub fn resume(&mut self, new_epoch: u32, repaired: &[PeerId]) {
-        assert!(self.is_drained(), "resume before the drain completed");
-        assert!(new_epoch > self.epoch, "epoch must advance: {} -> {new_epoch}", self.epoch);
-        self.epoch = new_epoch;
-        self.holding = false;
-        for c in &mut self.channels {
-            c.marker_seen = false;
-            c.broken = false;
-            c.gap = false;
-        }
-        let me = self.me;
-        let mut repaired: Vec<PeerId> = repaired.iter().copied().filter(|&p| p != me && p < self.size).collect();
-        repaired.sort_unstable();
-        repaired.dedup();
-        self.held.retain(|t| !repaired.contains(&t.peer));
-        for &p in &repaired {
-            let chan = &mut self.channels[p as usize];
-            for t in &mut chan.unconfirmed {
-                let mut header = t.header;
-                header.epoch = new_epoch;
-                header.flags |= FLAG_REPLAY;
-                header.ack = chan.next_recv_seq as u32;
-                // A copy of an application buffer's slice: the peer may confirm the send (and
-                // the application reuse the buffer) while this replay still waits to be written.
-                let payload = match &t.payload {
-                    Payload::Static(s) => Payload::Owned(s.to_vec()),
-                    _ => t.payload.share(),
-                };
-                self.outbox.push_back(Transmit { peer: p, header, payload });
-            }
-            // Our confirmation may have died with the link (the peer's zero-copy send waits
-            // for it, and drops our replays as duplicates without an answer): say it again.
-            let mut ack = Header::new(FrameKind::Ack);
-            ack.epoch = new_epoch;
-            ack.src = me;
-            ack.seq = chan.next_send_seq;
-            ack.ack = chan.next_recv_seq as u32;
-            chan.ack_told = chan.next_recv_seq;
-            self.outbox.push_back(Transmit { peer: p, header: ack, payload: Payload::Empty });
-        }
-        for mut t in self.held.drain(..) {
-            t.header.epoch = new_epoch;
-            self.outbox.push_back(t);
-        }
-    }
-
     /// Starts a send of `data` to world rank `dest` (MPI-3.1 §3.4, §3.7).
     /// `sync` selects synchronous mode: completion then implies the receive was matched.
     pub fn isend(&mut self, dest: i32, ctx: u32, tag: i32, data: SendData, sync: bool) -> MpiResult<ReqId> {
@@ -580,65 +429,6 @@ impl Core {
             None => self.posted.push_back(id),
         }
         Ok(id)
-    }
-
-    /// Looks for a message that a receive with this envelope would match (MPI-3.1 §3.8.1).
-    pub fn iprobe(&self, source: i32, ctx: u32, tag: i32) -> Option<ProbeInfo> {
-        self.unexpected
-            .iter()
-            .find(|u| u.ctx == ctx && source_matches(source, u.src) && tag_matches(tag, u.tag))
-            .map(|u| ProbeInfo { source: u.src as i32, tag: u.tag, len: u.len() })
-    }
-
-    /// Matched probe (`MPI_Improbe`, MPI-3.1 §3.8.2): removes the first message a receive with
-    /// this envelope would match from the queue, so that no other receive can take it, and
-    /// returns its handle for [`Core::mrecv`] together with its envelope.
-    pub fn improbe(&mut self, source: i32, ctx: u32, tag: i32) -> Option<(u64, ProbeInfo)> {
-        let i = self
-            .unexpected
-            .iter()
-            .position(|u| u.ctx == ctx && source_matches(source, u.src) && tag_matches(tag, u.tag))?;
-        let u = self.unexpected.remove(i).expect("index from position");
-        if let UnexpectedKind::Eager { data, .. } = &u.kind {
-            self.unexpected_bytes -= data.len();
-        }
-        let info = ProbeInfo { source: u.src as i32, tag: u.tag, len: u.len() };
-        let id = self.alloc_id();
-        self.probed.insert(id, u);
-        Some((id, info))
-    }
-
-    /// Receives the message a matched probe took (`MPI_Imrecv`, §3.8.3).
-    pub fn mrecv(&mut self, message: u64, buf: RecvBuf) -> MpiResult<ReqId> {
-        let Some(u) = self.probed.remove(&message) else {
-            return err(ErrorClass::Request, format!("message {message} does not exist or was already received"));
-        };
-        let id = self.alloc_id();
-        let req = RecvReq {
-            ctx: u.ctx,
-            source: u.src as i32,
-            tag: u.tag,
-            buf: Some(buf),
-            phase: RecvPhase::Posted,
-            status: Status::default(),
-        };
-        self.requests.insert(id, Req::Recv(req));
-        self.match_message(id, u)?;
-        Ok(id)
-    }
-
-    /// Cancels a receive that has not matched yet (MPI-3.1 §3.8.4). Returns whether it was
-    /// cancelled; a matched receive completes normally.
-    pub fn cancel_recv(&mut self, id: ReqId) -> bool {
-        let Some(pos) = self.posted.iter().position(|&p| p == id) else { return false };
-        self.posted.remove(pos);
-        if let Some(Req::Recv(r)) = self.requests.get_mut(&id) {
-            r.phase = RecvPhase::Done;
-            r.status.cancelled = true;
-            true
-        } else {
-            false
-        }
     }
 
     /// A request the engine completes itself ([`Core::complete_external`]).
@@ -859,112 +649,6 @@ impl Core {
         }
         self.reap_detached();
         Ok(())
-    }
-
-    /// `peer` has taken every frame of ours whose sequence number's low 32 bits are below
-    /// `ack` (serial-number arithmetic: the unconfirmed window is far below 2^31 frames, so
-    /// an older `ack`, carried by a frame that waited in a queue, reads as behind).
-    fn take_ack(&mut self, peer: PeerId, ack: u32) -> MpiResult<()> {
-        let chan = &mut self.channels[peer as usize];
-        let ahead = ack.wrapping_sub(chan.confirmed_seq as u32) as i32;
-        if ahead <= 0 {
-            return Ok(());
-        }
-        let confirmed = chan.confirmed_seq + ahead as u64;
-        if confirmed > chan.next_send_seq {
-            return err(
-                ErrorClass::Intern,
-                format!("rank {peer} confirms frame {confirmed} of a channel that sent {}", chan.next_send_seq),
-            );
-        }
-        chan.confirmed_seq = confirmed;
-        while chan.unconfirmed.front().is_some_and(|t| t.header.seq < confirmed) {
-            chan.unconfirmed.pop_front();
-            self.unconfirmed_frames -= 1;
-        }
-        while chan.confirm_waiters.front().is_some_and(|&(seq, _)| seq < confirmed) {
-            let (_, id) = chan.confirm_waiters.pop_front().expect("front exists");
-            if let Some(Req::Send(s)) = self.requests.get_mut(&id) {
-                s.phase = SendPhase::Done;
-                s.data = SendData::Owned(Vec::new());
-            }
-        }
-        Ok(())
-    }
-
-    /// A message arrived: match it against the posted receives or keep it as unexpected.
-    fn arrive(&mut self, u: Unexpected) -> MpiResult<()> {
-        let found = self.posted.iter().position(|id| match self.requests.get(id) {
-            Some(Req::Recv(r)) => r.ctx == u.ctx && source_matches(r.source, u.src) && tag_matches(r.tag, u.tag),
-            _ => false,
-        });
-        match found {
-            Some(i) => {
-                let id = self.posted.remove(i).expect("index from position");
-                self.match_message(id, u)
-            }
-            None => {
-                if let UnexpectedKind::Eager { data, .. } = &u.kind {
-                    self.unexpected_bytes += data.len();
-                    if self.unexpected_bytes > self.config.unexpected_limit_bytes {
-                        return err(
-                            ErrorClass::NoMem,
-                            format!(
-                                "{} bytes of unexpected messages exceed the limit of {} (raise KAWARIMI_UNEXPECTED_LIMIT_BYTES)",
-                                self.unexpected_bytes, self.config.unexpected_limit_bytes
-                            ),
-                        );
-                    }
-                }
-                self.unexpected.push_back(u);
-                Ok(())
-            }
-        }
-    }
-
-    /// Binds message `u` to the receive `id`.
-    fn match_message(&mut self, id: ReqId, u: Unexpected) -> MpiResult<()> {
-        let Some(Req::Recv(r)) = self.requests.get_mut(&id) else {
-            return err(ErrorClass::Intern, format!("receive {id} vanished while matching"));
-        };
-        r.status.source = u.src as i32;
-        r.status.tag = u.tag;
-        match u.kind {
-            UnexpectedKind::Eager { data, sync_msg_id } => {
-                let buf = r.buf.as_mut().expect("posted receive holds its buffer");
-                let cap = buf.capacity();
-                let dlen = data.len();
-                let n = dlen.min(cap);
-                match buf {
-                    // Same size staging buffer: take the message's bytes, no copy.
-                    RecvBuf::Owned(v) if v.len() == dlen => *v = data,
-                    _ => buf.as_mut_slice()[..n].copy_from_slice(&data[..n]),
-                }
-                r.status.len = n;
-                if dlen > cap {
-                    r.status.error = Some(ErrorClass::Truncate);
-                }
-                r.phase = RecvPhase::Done;
-                if let Some(msg_id) = sync_msg_id {
-                    let h = Header { msg_id, ..Header::new(FrameKind::SyncAck) };
-                    self.emit(u.src, h, Payload::Empty)?;
-                }
-            }
-            UnexpectedKind::Rts { msg_id, total } => {
-                r.phase = RecvPhase::Receiving { total, received: 0 };
-                let cap = r.buf.as_ref().map_or(0, RecvBuf::capacity);
-                r.status.len = total.min(cap);
-                if total > cap {
-                    r.status.error = Some(ErrorClass::Truncate);
-                }
-                if total == 0 {
-                    r.phase = RecvPhase::Done;
-                }
-                let h = Header { msg_id, arg: id, ..Header::new(FrameKind::Cts) };
-                self.emit(u.src, h, Payload::Empty)?;
-            }
-        }
-        self.deliver_loopback()
     }
 
     fn handle_cts(&mut self, peer: PeerId, msg_id: u64, recv_id: u64) -> MpiResult<()> {

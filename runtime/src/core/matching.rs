@@ -1,0 +1,148 @@
+//! MPI matching (MPI-3.1 §3.5): a message is matched by `(ctx, source, tag)`, receives in
+//! the order they were posted, messages in the order they arrived; and probes (§3.8).
+
+use super::*;
+
+pub(super) fn tag_matches(want: i32, got: i32) -> bool {
+    want == ANY_TAG || want == got
+}
+
+pub(super) fn source_matches(want: i32, got: PeerId) -> bool {
+    want == ANY_SOURCE || want as u32 == got
+}
+
+impl Core {
+    /// Looks for a message that a receive with this envelope would match (MPI-3.1 §3.8.1).
+    pub fn iprobe(&self, source: i32, ctx: u32, tag: i32) -> Option<ProbeInfo> {
+        self.unexpected
+            .iter()
+            .find(|u| u.ctx == ctx && source_matches(source, u.src) && tag_matches(tag, u.tag))
+            .map(|u| ProbeInfo { source: u.src as i32, tag: u.tag, len: u.len() })
+    }
+
+    /// Matched probe (`MPI_Improbe`, MPI-3.1 §3.8.2): removes the first message a receive with
+    /// this envelope would match from the queue, so that no other receive can take it, and
+    /// returns its handle for [`Core::mrecv`] together with its envelope.
+    pub fn improbe(&mut self, source: i32, ctx: u32, tag: i32) -> Option<(u64, ProbeInfo)> {
+        let i = self
+            .unexpected
+            .iter()
+            .position(|u| u.ctx == ctx && source_matches(source, u.src) && tag_matches(tag, u.tag))?;
+        let u = self.unexpected.remove(i).expect("index from position");
+        if let UnexpectedKind::Eager { data, .. } = &u.kind {
+            self.unexpected_bytes -= data.len();
+        }
+        let info = ProbeInfo { source: u.src as i32, tag: u.tag, len: u.len() };
+        let id = self.alloc_id();
+        self.probed.insert(id, u);
+        Some((id, info))
+    }
+
+    /// Receives the message a matched probe took (`MPI_Imrecv`, §3.8.3).
+    pub fn mrecv(&mut self, message: u64, buf: RecvBuf) -> MpiResult<ReqId> {
+        let Some(u) = self.probed.remove(&message) else {
+            return err(ErrorClass::Request, format!("message {message} does not exist or was already received"));
+        };
+        let id = self.alloc_id();
+        let req = RecvReq {
+            ctx: u.ctx,
+            source: u.src as i32,
+            tag: u.tag,
+            buf: Some(buf),
+            phase: RecvPhase::Posted,
+            status: Status::default(),
+        };
+        self.requests.insert(id, Req::Recv(req));
+        self.match_message(id, u)?;
+        Ok(id)
+    }
+
+    /// Cancels a receive that has not matched yet (MPI-3.1 §3.8.4). Returns whether it was
+    /// cancelled; a matched receive completes normally.
+    pub fn cancel_recv(&mut self, id: ReqId) -> bool {
+        let Some(pos) = self.posted.iter().position(|&p| p == id) else { return false };
+        self.posted.remove(pos);
+        if let Some(Req::Recv(r)) = self.requests.get_mut(&id) {
+            r.phase = RecvPhase::Done;
+            r.status.cancelled = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A message arrived: match it against the posted receives or keep it as unexpected.
+    pub(super) fn arrive(&mut self, u: Unexpected) -> MpiResult<()> {
+        let found = self.posted.iter().position(|id| match self.requests.get(id) {
+            Some(Req::Recv(r)) => r.ctx == u.ctx && source_matches(r.source, u.src) && tag_matches(r.tag, u.tag),
+            _ => false,
+        });
+        match found {
+            Some(i) => {
+                let id = self.posted.remove(i).expect("index from position");
+                self.match_message(id, u)
+            }
+            None => {
+                if let UnexpectedKind::Eager { data, .. } = &u.kind {
+                    self.unexpected_bytes += data.len();
+                    if self.unexpected_bytes > self.config.unexpected_limit_bytes {
+                        return err(
+                            ErrorClass::NoMem,
+                            format!(
+                                "{} bytes of unexpected messages exceed the limit of {} (raise KAWARIMI_UNEXPECTED_LIMIT_BYTES)",
+                                self.unexpected_bytes, self.config.unexpected_limit_bytes
+                            ),
+                        );
+                    }
+                }
+                self.unexpected.push_back(u);
+                Ok(())
+            }
+        }
+    }
+
+    /// Binds message `u` to the receive `id`.
+    pub(super) fn match_message(&mut self, id: ReqId, u: Unexpected) -> MpiResult<()> {
+        let Some(Req::Recv(r)) = self.requests.get_mut(&id) else {
+            return err(ErrorClass::Intern, format!("receive {id} vanished while matching"));
+        };
+        r.status.source = u.src as i32;
+        r.status.tag = u.tag;
+        match u.kind {
+            UnexpectedKind::Eager { data, sync_msg_id } => {
+                let buf = r.buf.as_mut().expect("posted receive holds its buffer");
+                let cap = buf.capacity();
+                let dlen = data.len();
+                let n = dlen.min(cap);
+                match buf {
+                    // Same size staging buffer: take the message's bytes, no copy.
+                    RecvBuf::Owned(v) if v.len() == dlen => *v = data,
+                    _ => buf.as_mut_slice()[..n].copy_from_slice(&data[..n]),
+                }
+                r.status.len = n;
+                if dlen > cap {
+                    r.status.error = Some(ErrorClass::Truncate);
+                }
+                r.phase = RecvPhase::Done;
+                if let Some(msg_id) = sync_msg_id {
+                    let h = Header { msg_id, ..Header::new(FrameKind::SyncAck) };
+                    self.emit(u.src, h, Payload::Empty)?;
+                }
+            }
+            UnexpectedKind::Rts { msg_id, total } => {
+                r.phase = RecvPhase::Receiving { total, received: 0 };
+                let cap = r.buf.as_ref().map_or(0, RecvBuf::capacity);
+                r.status.len = total.min(cap);
+                if total > cap {
+                    r.status.error = Some(ErrorClass::Truncate);
+                }
+                if total == 0 {
+                    r.phase = RecvPhase::Done;
+                }
+                let h = Header { msg_id, arg: id, ..Header::new(FrameKind::Cts) };
+                self.emit(u.src, h, Payload::Empty)?;
+            }
+        }
+        self.deliver_loopback()
+    }
+}
