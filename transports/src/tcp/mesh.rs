@@ -72,6 +72,14 @@ enum OutState {
     Done,
 }
 
+impl OutState {
+    /// A connected socket to `peer`, proving the secret as the initiator.
+    fn authenticating(sock: Socket, me: PeerId, peer: PeerId, secret: &JobSecret) -> TransportResult<OutState> {
+        let hs = Handshake::new(Role::Initiator, me, Some(peer), secret, random_nonce()?);
+        Ok(OutState::Auth { sock, hs: Box::new(hs) })
+    }
+}
+
 struct OutPeer {
     peer: PeerId,
     addr: SocketAddr,
@@ -240,16 +248,7 @@ impl TcpListenerEndpoint {
                         });
                     }
                     o.state = match start_connect(o.addr) {
-                        Ok((sock, true)) => OutState::Auth {
-                            sock,
-                            hs: Box::new(Handshake::new(
-                                Role::Initiator,
-                                me,
-                                Some(o.peer),
-                                &self.secret,
-                                random_nonce()?,
-                            )),
-                        },
+                        Ok((sock, true)) => OutState::authenticating(sock, me, o.peer, &self.secret)?,
                         Ok((sock, false)) => OutState::Connecting { sock },
                         Err(e) => {
                             o.last_error = format!("connect: {e}");
@@ -351,16 +350,9 @@ impl TcpListenerEndpoint {
                         let state = std::mem::replace(&mut o.state, OutState::Done);
                         o.state = match state {
                             OutState::Connecting { sock } => match sock.take_error() {
-                                Ok(None) if sock.peer_addr().is_ok() => OutState::Auth {
-                                    sock,
-                                    hs: Box::new(Handshake::new(
-                                        Role::Initiator,
-                                        me,
-                                        Some(o.peer),
-                                        &self.secret,
-                                        random_nonce()?,
-                                    )),
-                                },
+                                Ok(None) if sock.peer_addr().is_ok() => {
+                                    OutState::authenticating(sock, me, o.peer, &self.secret)?
+                                }
                                 Ok(Some(e)) | Err(e) => {
                                     o.last_error = format!("connect: {e}");
                                     OutState::Waiting { next_try: Instant::now() + retry }
