@@ -4,13 +4,14 @@
 #                                 suite, in one apt transaction.
 #   host_require WHO TOOL...      fails at once, naming each TOOL that is not on PATH.
 #
-# Why one transaction pinned to one suite: a machine image may ship a package of our set from
+# Why one transaction, at one release: a machine image may ship a package of our set from
 # a newer suite (the image this project runs on has qemu-utils 10.0 from bookworm-backports).
 # Asking apt for the missing part of the set alone (qemu-system-x86, Debian 12's 7.2) makes it
 # remove the newer package to satisfy the older one's dependencies, and a tool we need
 # (qemu-img) disappears. So a package of the set whose installed version is newer than any
-# that the configured sources offer is asked for again as PACKAGE/SUITE, in the same call as the missing ones, and apt
-# brings the whole set to one consistent suite (a downgrade where it must).
+# that the configured sources offer is asked for again, at the newest version they offer
+# (PACKAGE=VERSION), in the same call as the missing ones: apt brings the whole set to one
+# consistent release (a downgrade where it must).
 #
 # WHO prefixes every message, so that a failure says which script needed what.
 
@@ -25,14 +26,22 @@ host_installed() {
     awk -F'\t' '$1 == "install ok installed" { print $2 }'
 }
 
-# host_foreign PACKAGE VERSION: true when VERSION is newer than every version the configured
-# apt sources offer (it came from a newer suite). An older one is only superseded: apt
-# upgrades it within the suite when it must, and removes nothing for it.
-host_foreign() {
+# host_newest PACKAGE: the newest version the configured apt sources offer (any suite of this
+# release: main, -updates, -security), or nothing.
+host_newest() {
   local offered newest=""
   for offered in $(apt-cache madison "$1" 2>/dev/null | awk -F' [|] ' '{ print $2 }'); do
     if [ -z "$newest" ] || dpkg --compare-versions "$offered" gt "$newest"; then newest=$offered; fi
   done
+  echo "$newest"
+}
+
+# host_foreign PACKAGE VERSION: true when VERSION is newer than every version the configured
+# apt sources offer (it came from a newer suite). An older one is only superseded: apt
+# upgrades it within the suite when it must, and removes nothing for it.
+host_foreign() {
+  local newest
+  newest=$(host_newest "$1")
   [ -n "$newest" ] && dpkg --compare-versions "$2" gt "$newest"
 }
 
@@ -56,11 +65,13 @@ host_install() {
     if [ -n "$v" ] && host_foreign "$p" "$v"; then foreign+=("$p"); fi
   done
   suite=$(host_suite)
-  [ -n "$suite" ] || { echo "$who: cannot tell this machine's Debian suite from /etc/os-release" >&2; return 1; }
   local ask=("${missing[@]}")
   for p in "${foreign[@]}"; do
-    echo "$who: $p $(host_installed "$p") comes from outside $suite: installing $suite's with the rest, so that the set is consistent"
-    ask+=("$p/$suite")
+    # The newest version this machine's sources offer, which is what apt picks for the
+    # missing packages beside it (the same source package has the same version there).
+    v=$(host_newest "$p")
+    echo "$who: $p $(host_installed "$p") is newer than ${suite:-this release} offers: installing $v with the rest, so that the set is consistent"
+    ask+=("$p=$v")
   done
   echo "$who: installing ${ask[*]}"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends --allow-downgrades "${ask[@]}"
