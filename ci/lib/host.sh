@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Host set-up shared by every script the README's commands reach: `source ci/lib/host.sh`.
 #
 #   host_install WHO PACKAGE...   makes every PACKAGE installed, from this machine's own Debian
