@@ -1,5 +1,5 @@
-//! The seeded deterministic simulator of live switches (DESIGN.md, "a state machine you can
-//! test without a network"; STYLE.md, TigerBeetle).
+//! The seeded deterministic simulator of live switches (docs/design.md, "Protocol logic that
+//! can be tested without a network").
 //!
 //! # What is real and what is simulated
 //! - **Real**: every rank is a real [`Engine`] with a real [`Core`] and a real
