@@ -12,11 +12,8 @@
 #include "common.h"
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    bench_parse_scale(argc, argv);
     int rank, p;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &p);
+    bench_init(&argc, &argv, "allreduce", 1, &rank, &p);
     const size_t maxn = 4u << 20;
     double *in = xmalloc(maxn), *out = xmalloc(maxn);
     static const size_t sizes[] = {8, 64, 512, 4096, 32768, 262144, 1048576, 4194304};

@@ -11,11 +11,8 @@
 #include "common.h"
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    bench_parse_scale(argc, argv);
     int rank, p;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &p);
+    bench_init(&argc, &argv, "alltoall", 1, &rank, &p);
     static const size_t sizes[] = {1, 8, 64, 512, 4096, 32768, 262144, 1048576};
     const size_t maxn = 1u << 20;
     unsigned char *sbuf = xmalloc(maxn * (size_t)p), *rbuf = xmalloc(maxn * (size_t)p);

@@ -21,15 +21,8 @@ static const size_t sizes[] = {1, 8, 64, 512, 4096, 32768, 262144, 1048576, 4194
 #define WINDOW_BYTES (32u << 20) /* receive memory per size: window * size <= 32 MiB */
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    bench_parse_scale(argc, argv);
     int rank, nranks;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-    if (nranks < 2) {
-        if (rank == 0) fprintf(stderr, "bandwidth needs at least 2 ranks\n");
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
+    bench_init(&argc, &argv, "bandwidth", 2, &rank, &nranks);
     unsigned char *mem = (rank <= 1) ? xmalloc(WINDOW_BYTES) : NULL;
     MPI_Request reqs[MAX_WINDOW];
 

@@ -22,11 +22,8 @@ static double host_id(void) {
 }
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    bench_parse_scale(argc, argv);
     int rank, p;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &p);
+    bench_init(&argc, &argv, "barrier", 1, &rank, &p);
     int iters = scaled(5000, 50), warm = iters / 10;
     double *samples = xmalloc(sizeof(double) * (size_t)iters);
     MPI_Barrier(MPI_COMM_WORLD);

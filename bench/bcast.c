@@ -10,11 +10,8 @@
 #include "common.h"
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    bench_parse_scale(argc, argv);
     int rank, p;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &p);
+    bench_init(&argc, &argv, "bcast", 1, &rank, &p);
     static const size_t sizes[] = {1, 8, 64, 512, 4096, 32768, 262144, 1048576, 4194304};
     unsigned char *buf = xmalloc(4u << 20);
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {

@@ -32,6 +32,19 @@ static inline void bench_parse_scale(int argc, char **argv) {
     }
 }
 
+/* The start every benchmark shares: MPI_Init, the scale (argv[1]), this rank and the job's
+ * size. A job of fewer than min_ranks ranks aborts, naming the benchmark. */
+static inline void bench_init(int *argc, char ***argv, const char *name, int min_ranks, int *rank, int *size) {
+    MPI_Init(argc, argv);
+    bench_parse_scale(*argc, *argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, rank);
+    MPI_Comm_size(MPI_COMM_WORLD, size);
+    if (*size < min_ranks) {
+        if (*rank == 0) fprintf(stderr, "%s needs at least %d ranks\n", name, min_ranks);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+}
+
 static inline int scaled(int iters, int min) {
     double v = iters * bench_scale;
     return v < min ? min : (int)v;

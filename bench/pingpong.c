@@ -26,15 +26,8 @@ static int iters_for(size_t n) {
 }
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    bench_parse_scale(argc, argv);
     int rank, nranks;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-    if (nranks < 2) {
-        if (rank == 0) fprintf(stderr, "pingpong needs at least 2 ranks\n");
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
+    bench_init(&argc, &argv, "pingpong", 2, &rank, &nranks);
     size_t maxn = sizes[NSIZES - 1];
     size_t limit = argc > 2 ? (size_t)strtoull(argv[2], NULL, 10) : maxn;
     unsigned char *sbuf = xmalloc(maxn), *rbuf = xmalloc(maxn);
