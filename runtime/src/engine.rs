@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kawarimi_transports::{routed, Event, PeerId, Transport, TransportError};
 
-use crate::core::{Core, ReqId};
+use crate::core::{Completion, Core, ProbeInfo, RecvBuf, ReqId, SendData, Status};
 use crate::error::{ErrorClass, MpiError, MpiResult};
 use crate::sched::Schedule;
 use crate::switch::{Command, Reconnect, SwitchShared};
@@ -94,7 +94,7 @@ impl WaitPolicy {
 
 /// The rank's protocol core plus the transport that carries its frames.
 pub struct Engine {
-    pub core: Core,
+    pub(crate) core: Core,
     transport: Option<Box<dyn Transport>>,
     events: Vec<Event>,
     pub wait_policy: WaitPolicy,
@@ -437,7 +437,7 @@ impl Engine {
     }
 
     /// Drives progress until `done` holds, spinning, then yielding, then sleeping.
-    pub fn block_until(&mut self, mut done: impl FnMut(&mut Core) -> bool) -> MpiResult<()> {
+    pub(crate) fn block_until(&mut self, mut done: impl FnMut(&mut Core) -> bool) -> MpiResult<()> {
         let mut idle_rounds: u32 = 0;
         loop {
             self.switch_step()?;
@@ -488,6 +488,115 @@ impl Engine {
     /// Blocks until request `id` completes.
     pub fn wait(&mut self, id: ReqId) -> MpiResult<()> {
         self.block_until(|c| c.is_complete(id))
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Requests: the shim's one door into the point-to-point protocol. Each operation posts to
+    // the core and makes the progress that belongs with it, so no caller repeats the rule.
+    // ---------------------------------------------------------------------------------------
+
+    /// The protocol core, to read (rank, epoch, counts). Everything that changes it goes
+    /// through the engine.
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Starts a send (see [`Core::isend`]) and progresses once, so that an eager message
+    /// leaves now rather than at the next MPI call.
+    pub fn isend(&mut self, dest: i32, ctx: u32, tag: i32, data: SendData, sync: bool) -> MpiResult<ReqId> {
+        let id = self.core.isend(dest, ctx, tag, data, sync)?;
+        self.progress()?;
+        Ok(id)
+    }
+
+    /// Posts a receive (see [`Core::irecv`]). It is matched against what arrived already;
+    /// progress comes with the next test or wait.
+    pub fn irecv(&mut self, source: i32, ctx: u32, tag: i32, buf: RecvBuf) -> MpiResult<ReqId> {
+        self.core.irecv(source, ctx, tag, buf)
+    }
+
+    /// Posts the receive of a message taken by [`Engine::probe_matched`] (`MPI_Mrecv`).
+    pub fn mrecv(&mut self, message: u64, buf: RecvBuf) -> MpiResult<ReqId> {
+        self.core.mrecv(message, buf)
+    }
+
+    /// Whether request `id` is complete; progresses once first if it is not yet.
+    pub fn test(&mut self, id: ReqId) -> MpiResult<bool> {
+        if !self.core.is_complete(id) {
+            self.progress()?;
+        }
+        Ok(self.core.is_complete(id))
+    }
+
+    /// Progresses once, then says which requests are complete (`None`, a request the caller
+    /// completed itself, counts as complete): the one progress round of `MPI_Testall`,
+    /// `MPI_Testany` and `MPI_Waitany`'s polls.
+    pub fn test_each(&mut self, ids: &[Option<ReqId>]) -> MpiResult<Vec<bool>> {
+        self.progress()?;
+        Ok(ids.iter().map(|id| id.is_none_or(|id| self.core.is_complete(id))).collect())
+    }
+
+    /// Blocks until at least one of `ids` completes.
+    pub fn wait_any(&mut self, ids: &[ReqId]) -> MpiResult<()> {
+        self.block_until(|c| ids.iter().any(|&id| c.is_complete(id)))
+    }
+
+    /// The completion of a complete request, which the core then forgets.
+    pub fn take_completion(&mut self, id: ReqId) -> Option<Completion> {
+        self.core.take_completion(id)
+    }
+
+    /// Progresses once, then the status of request `id` if it is complete, without taking it
+    /// (`MPI_Request_get_status`).
+    pub fn status_now(&mut self, id: ReqId) -> MpiResult<Option<Status>> {
+        self.progress()?;
+        Ok(self.core.peek_status(id))
+    }
+
+    /// Progresses once, then takes and drops the completions of those of `ids` that are
+    /// complete; returns which were. For sends whose completion only frees resources
+    /// (buffered sends).
+    pub fn reap(&mut self, ids: &[ReqId]) -> MpiResult<Vec<bool>> {
+        self.progress()?;
+        Ok(ids.iter().map(|&id| self.core.take_completion(id).is_some()).collect())
+    }
+
+    /// Lets request `id` finish in the background and be forgotten (`MPI_Request_free`).
+    pub fn free_request(&mut self, id: ReqId) -> MpiResult<()> {
+        self.core.free_request(id)
+    }
+
+    /// Cancels receive `id` if it has not matched (`MPI_Cancel`); whether it was.
+    pub fn cancel_recv(&mut self, id: ReqId) -> bool {
+        self.core.cancel_recv(id)
+    }
+
+    /// Progresses once, then looks for a message matching `(source, ctx, tag)`; with `block`,
+    /// waits until one arrives (`MPI_Probe`/`MPI_Iprobe`).
+    pub fn probe(&mut self, source: i32, ctx: u32, tag: i32, block: bool) -> MpiResult<Option<ProbeInfo>> {
+        self.progress()?;
+        let found = self.core.iprobe(source, ctx, tag);
+        if found.is_some() || !block {
+            return Ok(found);
+        }
+        self.block_until(|c| c.iprobe(source, ctx, tag).is_some())?;
+        Ok(self.core.iprobe(source, ctx, tag))
+    }
+
+    /// As [`Engine::probe`], and takes the message out of matching for a later
+    /// [`Engine::mrecv`] (`MPI_Mprobe`/`MPI_Improbe`).
+    pub fn probe_matched(
+        &mut self,
+        source: i32,
+        ctx: u32,
+        tag: i32,
+        block: bool,
+    ) -> MpiResult<Option<(u64, ProbeInfo)>> {
+        self.progress()?;
+        if block {
+            self.block_until(|c| c.iprobe(source, ctx, tag).is_some())?;
+        }
+        Ok(self.core.improbe(source, ctx, tag))
     }
 
     /// Flushes every queued frame to the transport and the kernel (used before finalize).

@@ -81,18 +81,18 @@ fn p2p_body(w: &mut World) {
         for i in 0..50u32 {
             let len = (i as usize * 4099) % 200_000;
             let data: Vec<u8> = (0..len).map(|b| (b as u32 ^ i ^ me as u32) as u8).collect();
-            ids.push(w.engine.core.isend(0, comm.ctx, i as i32, SendData::Owned(data), i % 7 == 0).unwrap());
+            ids.push(w.engine.isend(0, comm.ctx, i as i32, SendData::Owned(data), i % 7 == 0).unwrap());
         }
         for id in ids {
             w.engine.wait(id).unwrap();
-            w.engine.core.take_completion(id).unwrap();
+            w.engine.take_completion(id).unwrap();
         }
     } else {
         let mut next = vec![0u32; n as usize];
         for _ in 0..50 * (n - 1) {
-            let id = w.engine.core.irecv(ANY_SOURCE, comm.ctx, ANY_TAG, RecvBuf::Owned(vec![0; 200_000])).unwrap();
+            let id = w.engine.irecv(ANY_SOURCE, comm.ctx, ANY_TAG, RecvBuf::Owned(vec![0; 200_000])).unwrap();
             w.engine.wait(id).unwrap();
-            let c = w.engine.core.take_completion(id).unwrap();
+            let c = w.engine.take_completion(id).unwrap();
             let src = c.status.source as usize;
             let i = c.status.tag as u32;
             assert_eq!(i, next[src], "non-overtaking violated for sender {src}");
@@ -110,13 +110,13 @@ fn p2p_body(w: &mut World) {
     // Truncation is reported, and the rest of the message is still consumed.
     if n >= 2 {
         if me == 1 {
-            let id = w.engine.core.isend(0, comm.ctx, 99, SendData::Owned(vec![7; 300_000]), false).unwrap();
+            let id = w.engine.isend(0, comm.ctx, 99, SendData::Owned(vec![7; 300_000]), false).unwrap();
             w.engine.wait(id).unwrap();
-            w.engine.core.take_completion(id);
+            w.engine.take_completion(id);
         } else if me == 0 {
-            let id = w.engine.core.irecv(1, comm.ctx, 99, RecvBuf::Owned(vec![0; 1000])).unwrap();
+            let id = w.engine.irecv(1, comm.ctx, 99, RecvBuf::Owned(vec![0; 1000])).unwrap();
             w.engine.wait(id).unwrap();
-            let c = w.engine.core.take_completion(id).unwrap();
+            let c = w.engine.take_completion(id).unwrap();
             assert_eq!(c.status.error, Some(ErrorClass::Truncate));
             assert_eq!(c.status.len, 1000);
         }
@@ -213,18 +213,18 @@ fn comm_body(w: &mut World) {
     assert_ne!(dup.ctx, half.ctx);
     // A message on the dup does not match a receive on the parent.
     if me == 0 {
-        let a = w.engine.core.isend(1, dup.ctx, 5, SendData::Owned(vec![1]), false).unwrap();
-        let b = w.engine.core.isend(1, world.ctx, 5, SendData::Owned(vec![2]), false).unwrap();
+        let a = w.engine.isend(1, dup.ctx, 5, SendData::Owned(vec![1]), false).unwrap();
+        let b = w.engine.isend(1, world.ctx, 5, SendData::Owned(vec![2]), false).unwrap();
         w.engine.wait(a).unwrap();
         w.engine.wait(b).unwrap();
     } else if me == 1 {
-        let id = w.engine.core.irecv(0, world.ctx, 5, RecvBuf::Owned(vec![0])).unwrap();
+        let id = w.engine.irecv(0, world.ctx, 5, RecvBuf::Owned(vec![0])).unwrap();
         w.engine.wait(id).unwrap();
-        let RecvBuf::Owned(v) = w.engine.core.take_completion(id).unwrap().recv_buf.unwrap() else { panic!() };
+        let RecvBuf::Owned(v) = w.engine.take_completion(id).unwrap().recv_buf.unwrap() else { panic!() };
         assert_eq!(v, vec![2]);
-        let id = w.engine.core.irecv(0, dup.ctx, 5, RecvBuf::Owned(vec![0])).unwrap();
+        let id = w.engine.irecv(0, dup.ctx, 5, RecvBuf::Owned(vec![0])).unwrap();
         w.engine.wait(id).unwrap();
-        let RecvBuf::Owned(v) = w.engine.core.take_completion(id).unwrap().recv_buf.unwrap() else { panic!() };
+        let RecvBuf::Owned(v) = w.engine.take_completion(id).unwrap().recv_buf.unwrap() else { panic!() };
         assert_eq!(v, vec![1]);
     }
     coll::barrier(&mut w.engine, &world).unwrap();

@@ -1198,8 +1198,8 @@ impl Sim {
             let mut i = 0;
             while i < rank.outstanding.len() {
                 let id = rank.outstanding[i].0;
-                if rank.engine.core.is_complete(id) {
-                    let c = rank.engine.core.take_completion(id).expect("complete");
+                if rank.engine.core().is_complete(id) {
+                    let c = rank.engine.take_completion(id).expect("complete");
                     let (_, pend) = rank.outstanding.swap_remove(i);
                     done.push((pend, c));
                 } else {
@@ -1230,11 +1230,7 @@ impl Sim {
                     let (dst, ctx, tag, sync) = (m.dst as i32, m.ctx, m.tag, m.sync);
                     self.stats.messages += 1;
                     self.stats.bytes += m.len as u64;
-                    self.ranks[r]
-                        .engine
-                        .core
-                        .isend(dst, ctx, tag, SendData::Owned(data), sync)
-                        .map(|id| (id, Pend::Send))
+                    self.ranks[r].engine.isend(dst, ctx, tag, SendData::Owned(data), sync).map(|id| (id, Pend::Send))
                 }
                 Op::Recv(i) => {
                     let m = &self.msgs[i];
@@ -1250,7 +1246,6 @@ impl Sim {
                     rank.post_pos += 1;
                     let pos = rank.post_pos;
                     rank.engine
-                        .core
                         .irecv(source, ctx, tag, RecvBuf::Owned(vec![0; cap]))
                         .map(|id| (id, Pend::Recv { ctx, expect, pos }))
                 }
@@ -1299,9 +1294,9 @@ impl Sim {
                 ((me + 1) % n, (me + n - 1) % n, data, len)
             }
         };
-        let core = &mut self.ranks[r].engine.core;
-        let recv = core.irecv(from as i32, COLL_CTX, tag, RecvBuf::Owned(vec![0; cap]))?;
-        let send = core.isend(to as i32, COLL_CTX, tag, SendData::Owned(data), false)?;
+        let engine = &mut self.ranks[r].engine;
+        let recv = engine.irecv(from as i32, COLL_CTX, tag, RecvBuf::Owned(vec![0; cap]))?;
+        let send = engine.isend(to as i32, COLL_CTX, tag, SendData::Owned(data), false)?;
         let run = self.ranks[r].coll.as_mut().expect("in a collective");
         run.send = Some(send);
         run.recv = Some(recv);
@@ -1313,16 +1308,16 @@ impl Sim {
         let me = r as u32;
         let rank = &mut self.ranks[r];
         let run = rank.coll.as_mut().expect("in a collective");
-        let core = &mut rank.engine.core;
+        let engine = &mut rank.engine;
         let mut did = false;
-        if let Some(id) = run.send.filter(|&id| core.is_complete(id)) {
-            core.take_completion(id);
+        if let Some(id) = run.send.filter(|&id| engine.core().is_complete(id)) {
+            engine.take_completion(id);
             run.send = None;
             did = true;
         }
         let mut got = None;
-        if let Some(id) = run.recv.filter(|&id| core.is_complete(id)) {
-            got = core.take_completion(id);
+        if let Some(id) = run.recv.filter(|&id| engine.core().is_complete(id)) {
+            got = engine.take_completion(id);
             run.recv = None;
             did = true;
         }
@@ -1452,7 +1447,7 @@ impl Sim {
                 }
             }
             _ => {
-                let epoch = self.ranks[r].engine.core.epoch();
+                let epoch = self.ranks[r].engine.core().epoch();
                 self.fail(&format!("rank {r} (epoch {epoch}): {who} got an error, which no fault here allows: {e}"));
             }
         }
@@ -1791,7 +1786,7 @@ impl Sim {
                 }
                 let timeout_ms = self.timeout_ms();
                 self.op = OpState::Quiescing { since_us: now, timeout_ms };
-                let epochs: Vec<u32> = self.ranks.iter().map(|r| r.engine.core.epoch()).collect();
+                let epochs: Vec<u32> = self.ranks.iter().map(|r| r.engine.core().epoch()).collect();
                 self.draining_epoch = epochs.iter().copied().max();
                 self.note(0x0001, timeout_ms);
                 self.log(|| format!("operator: quiesce, {timeout_ms} ms"));
@@ -2142,7 +2137,7 @@ impl Sim {
                             k.coll.as_ref().map(|c| (c.idx, c.round, c.send, c.recv)),
                             k.shared.phase(),
                             k.ctl,
-                            k.engine.core.epoch(),
+                            k.engine.core().epoch(),
                             k.app_error
                         )
                     })
@@ -2185,7 +2180,7 @@ impl Sim {
                         f.unplugged
                     );
                 }
-                let outbox: Vec<bool> = self.ranks.iter().map(|k| k.engine.core.has_transmit()).collect();
+                let outbox: Vec<bool> = self.ranks.iter().map(|k| k.engine.core().has_transmit()).collect();
                 let undone = format!(
                     "{undone:?} fabrics {fabs} outbox {outbox:?} held {:?}",
                     self.fabrics.lock().expect("fabrics").held
@@ -2283,16 +2278,17 @@ impl Sim {
         if status.phase != "running" {
             self.fail(&format!("the job ends {}", status.phase));
         }
-        let epoch = self.ranks[0].engine.core.epoch();
+        let epoch = self.ranks[0].engine.core().epoch();
         for (r, rank) in self.ranks.iter().enumerate() {
-            let (phase, e, live) = (rank.shared.phase(), rank.engine.core.epoch(), rank.engine.core.live_requests());
+            let (phase, e, live) =
+                (rank.shared.phase(), rank.engine.core().epoch(), rank.engine.core().live_requests());
             if phase != SwitchPhase::Running || e != epoch || live != 0 || rank.ctl != CtlState::Idle {
                 self.fail(&format!(
                     "rank {r} ends {phase:?} in epoch {e} (rank 0: {epoch}) with {live} live requests, control {:?}",
                     rank.ctl
                 ));
             }
-            let broken = rank.engine.core.broken_peers();
+            let broken = rank.engine.core().broken_peers();
             if !broken.is_empty() {
                 self.fail(&format!("rank {r} ends with its links to {broken:?} broken"));
             }

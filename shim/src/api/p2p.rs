@@ -210,9 +210,7 @@ unsafe fn post_send_checked(
     };
     let peer = comm.peer(dest)? as i32;
     let w = s.world()?;
-    let id = w.engine.core.isend(peer, comm.ctx, tag, data, mode == Mode::Synchronous)?;
-    // Progress once so that an eager message leaves at once rather than at the next call.
-    w.engine.progress()?;
+    let id = w.engine.isend(peer, comm.ctx, tag, data, mode == Mode::Synchronous)?;
     if mode == Mode::Buffered {
         // The data is already in the attached buffer: the send is complete at once (§3.6),
         // and the buffer space is released when the transfer ends (`reap_bsends`).
@@ -267,7 +265,7 @@ pub unsafe fn post_recv(
         let (target, finish) = unsafe { recv_target(buf, count as usize, &dt)? };
         let src = if source == abi::MPI_ANY_SOURCE { ANY_SOURCE } else { comm.peer(source)? as i32 };
         let tag = if tag == abi::MPI_ANY_TAG { ANY_TAG } else { tag };
-        let id = s.world()?.engine.core.irecv(src, comm.ctx, tag, target)?;
+        let id = s.world()?.engine.irecv(src, comm.ctx, tag, target)?;
         Ok(RequestEntry {
             core: Some(id),
             done: None,
@@ -287,20 +285,17 @@ fn reap_bsends(s: &mut State) -> Res<()> {
     if s.bsend_pending.is_empty() {
         return Ok(());
     }
-    let mut pending = std::mem::take(&mut s.bsend_pending);
+    let pending = std::mem::take(&mut s.bsend_pending);
+    let ids: Vec<_> = pending.iter().map(|&(id, _)| id).collect();
+    let done = s.world()?.engine.reap(&ids)?;
     let mut released = 0;
-    let w = s.world()?;
-    w.engine.progress()?;
-    pending.retain(|&(id, bytes)| {
-        if w.engine.core.is_complete(id) {
-            w.engine.core.take_completion(id);
+    for (&(id, bytes), done) in pending.iter().zip(done) {
+        if done {
             released += bytes;
-            false
         } else {
-            true
+            s.bsend_pending.push((id, bytes));
         }
-    });
-    s.bsend_pending = pending;
+    }
     if let Some((_, _, used)) = s.bsend_buffer.as_mut() {
         *used -= released;
     }
@@ -313,12 +308,8 @@ pub fn test_entry(s: &mut State, e: &mut RequestEntry) -> Res<Option<Status>> {
         return Ok(Some(st));
     }
     let id = e.core.expect("an active request has a runtime request");
-    let w = s.world()?;
-    if !w.engine.core.is_complete(id) {
-        w.engine.progress()?;
-        if !w.engine.core.is_complete(id) {
-            return Ok(None);
-        }
+    if !s.world()?.engine.test(id)? {
+        return Ok(None);
     }
     finish_entry(s, e).map(Some)
 }
@@ -336,7 +327,7 @@ pub fn wait_entry(s: &mut State, e: &mut RequestEntry) -> Res<Status> {
 /// Takes the runtime's completion of a completed request and does the shim's part.
 fn finish_entry(s: &mut State, e: &mut RequestEntry) -> Res<Status> {
     let id = e.core.take().expect("an active request has a runtime request");
-    let c = s.world()?.engine.core.take_completion(id).expect("request is complete");
+    let c = s.world()?.engine.take_completion(id).expect("request is complete");
     let mut st = c.status;
     if e.is_recv && !st.cancelled {
         st.source = e.comm.rank_of_world(st.source as u32);
@@ -598,7 +589,7 @@ mpi_fn! {
             for (id, _) in pending {
                 let w = s.world()?;
                 w.engine.wait(id)?;
-                w.engine.core.take_completion(id);
+                w.engine.take_completion(id);
             }
             let Some((addr, len, _)) = s.bsend_buffer.take() else {
                 return fail(ErrorClass::Buffer, "no buffer is attached");

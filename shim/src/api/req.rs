@@ -2,7 +2,7 @@
 
 use std::ffi::c_int;
 
-use kawarimi_runtime::core::{Status, ANY_SOURCE, ANY_TAG};
+use kawarimi_runtime::core::{ReqId, Status, ANY_SOURCE, ANY_TAG};
 use kawarimi_runtime::error::ErrorClass;
 
 use std::ffi::c_void;
@@ -133,6 +133,21 @@ unsafe fn write_status_at(statuses: *mut MPI_Status, k: usize, st: &Status, erro
     }
 }
 
+/// The runtime requests of the shim's requests at `indices`: `None` for one the shim has
+/// completed itself (a null-process or buffered send), which counts as complete.
+fn pending_ids<'a>(s: &State, indices: impl Iterator<Item = &'a usize>) -> Vec<Option<ReqId>> {
+    indices
+        .map(|&i| {
+            let e = s.requests.get(i).expect("checked");
+            if e.done.is_some() {
+                None
+            } else {
+                Some(e.core.expect("an active request has a runtime request"))
+            }
+        })
+        .collect()
+}
+
 /// Completes every request of `b`, blocking or not (all-or-nothing for `Testall`).
 ///
 /// # Safety
@@ -140,15 +155,9 @@ unsafe fn write_status_at(statuses: *mut MPI_Status, k: usize, st: &Status, erro
 unsafe fn all(s: &mut State, b: Batch<'_>, statuses: *mut MPI_Status, block: bool) -> Res<bool> {
     if !block {
         // Testall completes nothing unless everything can complete (§3.7.5).
-        let w = s.world()?;
-        w.engine.progress()?;
-        for i in b.indices.iter().flatten() {
-            let e = s.requests.get(*i).expect("checked");
-            let done = e.done.is_some()
-                || e.core.is_some_and(|id| s.world.as_ref().is_some_and(|w| w.engine.core.is_complete(id)));
-            if !done {
-                return Ok(false);
-            }
+        let ids = pending_ids(s, b.indices.iter().flatten());
+        if !s.world()?.engine.test_each(&ids)?.into_iter().all(|done| done) {
+            return Ok(false);
         }
     }
     let mut first_error = None;
@@ -193,23 +202,19 @@ fn any(s: &mut State, b: &mut Batch<'_>, block: bool) -> Res<Option<(usize, Comp
     if b.indices.iter().all(Option::is_none) {
         return Ok(None);
     }
+    let live: Vec<(usize, usize)> = b.indices.iter().enumerate().filter_map(|(k, idx)| idx.map(|i| (k, i))).collect();
     loop {
-        s.world()?.engine.progress()?;
-        for (k, idx) in b.indices.iter().enumerate() {
-            let Some(i) = *idx else { continue };
-            let e = s.requests.get(i).expect("checked");
-            let done = e.done.is_some()
-                || e.core.is_some_and(|id| s.world.as_ref().is_some_and(|w| w.engine.core.is_complete(id)));
-            if done {
-                let c = complete(s, i, &mut b.handles[k], true)?.expect("complete");
-                return Ok(Some((k, c)));
-            }
+        let ids = pending_ids(s, live.iter().map(|(_, i)| i));
+        let done = s.world()?.engine.test_each(&ids)?;
+        if let Some(&(k, i)) = live.iter().zip(&done).find(|(_, &d)| d).map(|(ki, _)| ki) {
+            let c = complete(s, i, &mut b.handles[k], true)?.expect("complete");
+            return Ok(Some((k, c)));
         }
         if !block {
             return Ok(None);
         }
-        let ids: Vec<_> = b.indices.iter().flatten().filter_map(|&i| s.requests.get(i).and_then(|e| e.core)).collect();
-        s.world()?.engine.block_until(|c| ids.iter().any(|&id| c.is_complete(id)))?;
+        let ids: Vec<_> = ids.into_iter().flatten().collect();
+        s.world()?.engine.wait_any(&ids)?;
     }
 }
 
@@ -345,7 +350,7 @@ mpi_fn! {
             let e = s.requests.remove(i).expect("checked");
             if let Some(id) = e.core {
                 // The runtime finishes it in the background and then forgets it.
-                s.world()?.engine.core.free_request(id)?;
+                s.world()?.engine.free_request(id)?;
             }
             // SAFETY: checked non-null by read_request.
             unsafe { *request = request_null() };
@@ -360,15 +365,18 @@ mpi_fn! {
                 unsafe { out(flag, 1)?; write_status(status, &empty_status()) };
                 return Ok(());
             };
-            s.world()?.engine.progress()?;
             let e = s.requests.get(i).expect("checked");
-            let done = e.done.or_else(|| {
-                let mut st = s.world.as_ref()?.engine.core.peek_status(e.core?)?;
-                if e.is_recv && !st.cancelled {
-                    st.source = e.comm.rank_of_world(st.source as u32);
-                }
-                Some(st)
-            });
+            let (done, core, is_recv, comm) = (e.done, e.core, e.is_recv, e.comm.clone());
+            let done = match (done, core) {
+                (Some(st), _) => Some(st),
+                (None, Some(id)) => s.world()?.engine.status_now(id)?.map(|mut st| {
+                    if is_recv && !st.cancelled {
+                        st.source = comm.rank_of_world(st.source as u32);
+                    }
+                    st
+                }),
+                (None, None) => None,
+            };
             // SAFETY: caller's output arguments.
             unsafe {
                 out(flag, done.is_some() as c_int)?;
@@ -390,7 +398,7 @@ mpi_fn! {
             // Only receives that have not matched can be cancelled; a send always completes
             // normally, which the standard allows (the cancel "fails").
             if let (true, Some(id)) = (e.is_recv, e.core) {
-                s.world.as_mut().expect("a live request implies MPI is up").engine.core.cancel_recv(id);
+                s.world.as_mut().expect("a live request implies MPI is up").engine.cancel_recv(id);
             }
             Ok(())
         })
@@ -620,12 +628,7 @@ fn matched_probe(
     }
     let src = if source == abi::MPI_ANY_SOURCE { ANY_SOURCE } else { c.peer(source)? as i32 };
     let tag = if tag == abi::MPI_ANY_TAG { ANY_TAG } else { tag };
-    let w = s.world()?;
-    w.engine.progress()?;
-    if block {
-        w.engine.block_until(|core| core.iprobe(src, c.ctx, tag).is_some())?;
-    }
-    let Some((id, p)) = w.engine.core.improbe(src, c.ctx, tag) else { return Ok(None) };
+    let Some((id, p)) = s.world()?.engine.probe_matched(src, c.ctx, tag, block)? else { return Ok(None) };
     let st = Status { source: c.rank_of_world(p.source as u32), tag: p.tag, len: p.len, cancelled: false, error: None };
     let i = s.messages.insert((id, c, handler)).ok_or_else(|| crate::state::table_full("messages"))?;
     Ok(Some((encode(Kind::Message, i) as MPI_Message, st)))
@@ -674,7 +677,7 @@ unsafe fn post_mrecv(
     };
     // SAFETY: per the contract.
     let (target, finish) = unsafe { recv_target(buf, count as usize, &dt)? };
-    let core_id = s.world()?.engine.core.mrecv(id, target)?;
+    let core_id = s.world()?.engine.mrecv(id, target)?;
     // SAFETY: as above.
     unsafe { *message = message_null() };
     Ok(RequestEntry {
@@ -705,13 +708,7 @@ fn probe(s: &mut State, source: c_int, tag: c_int, comm: MPI_Comm, block: bool) 
     }
     let src = if source == abi::MPI_ANY_SOURCE { ANY_SOURCE } else { comm.peer(source)? as i32 };
     let tag = if tag == abi::MPI_ANY_TAG { ANY_TAG } else { tag };
-    let w = s.world()?;
-    w.engine.progress()?;
-    let mut found = w.engine.core.iprobe(src, comm.ctx, tag);
-    if found.is_none() && block {
-        w.engine.block_until(|c| c.iprobe(src, comm.ctx, tag).is_some())?;
-        found = w.engine.core.iprobe(src, comm.ctx, tag);
-    }
+    let found = s.world()?.engine.probe(src, comm.ctx, tag, block)?;
     Ok(found.map(|p| Status {
         source: comm.rank_of_world(p.source as u32),
         tag: p.tag,
