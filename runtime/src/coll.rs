@@ -14,7 +14,7 @@ use crate::engine::Engine;
 use crate::error::{err, ErrorClass, MpiResult};
 use crate::intercoll;
 pub use crate::sched::Reducer;
-use crate::sched::{kind, Schedule, Slot};
+use crate::sched::{bcast_steps, kind, reduce_steps, Schedule, Slot};
 
 /// Runs a schedule to completion (a blocking collective); returns its buffers.
 pub fn run(e: &mut Engine, mut s: Schedule<'_>) -> MpiResult<Vec<Vec<u8>>> {
@@ -66,28 +66,6 @@ pub fn bcast_schedule<'a>(comm: &Comm, root: i32, buf: Vec<u8>) -> (Schedule<'a>
     (s, data)
 }
 
-/// The steps of a binomial-tree broadcast of `data` (`len` bytes) from `root` among the
-/// schedule's peers `0..n`, as seen by peer `rank`.
-pub(crate) fn bcast_steps(s: &mut Schedule<'_>, n: i32, rank: i32, root: i32, data: Slot, len: usize) {
-    let rel = (rank - root + n) % n;
-    let mut mask = 1;
-    while mask < n {
-        if rel & mask != 0 {
-            s.recv((rel - mask + root) % n, data, len);
-            s.wait();
-            break;
-        }
-        mask <<= 1;
-    }
-    mask >>= 1;
-    while mask > 0 {
-        if rel + mask < n {
-            s.send((rel + mask + root) % n, data);
-        }
-        mask >>= 1;
-    }
-}
-
 /// §5.9.1 `MPI_Reduce`: binomial tree. A non-commutative op is reduced towards rank 0, where
 /// every subtree covers a contiguous rank range, and then moved to `root`. The result (at
 /// `root`) is in the returned slot.
@@ -107,34 +85,6 @@ pub fn reduce_schedule<'a>(comm: &Comm, root: i32, input: Vec<u8>, op: Box<dyn R
         }
     }
     (s, acc)
-}
-
-/// The steps of a binomial-tree reduction of `acc` (`len` bytes; the schedule's op) among
-/// the schedule's peers `0..n` towards `tree_root`, as seen by peer `rank`. Towards peer 0
-/// every subtree covers a contiguous range of peers, so a non-commutative op keeps its
-/// order. The result ends up in `acc` at `tree_root`; elsewhere `acc` is spent.
-pub(crate) fn reduce_steps(s: &mut Schedule<'_>, n: i32, rank: i32, tree_root: i32, acc: Slot, len: usize) {
-    let rel = (rank - tree_root + n) % n;
-    let theirs = s.slot(Vec::new());
-    let mut mask = 1;
-    while mask < n {
-        if rel & mask == 0 {
-            let src = rel | mask;
-            if src < n {
-                s.recv((src + tree_root) % n, theirs, len);
-                s.wait();
-                // `theirs` covers higher ranks: acc = acc op theirs.
-                s.reduce(acc, theirs);
-                s.copy(theirs, acc);
-            }
-        } else {
-            // A rank that sends its partial result up is done with it.
-            s.send_last(((rel & !mask) + tree_root) % n, acc);
-            s.wait();
-            break;
-        }
-        mask <<= 1;
-    }
 }
 
 /// §5.9.6 `MPI_Allreduce`: recursive doubling with the non-power-of-two ranks folded in first

@@ -12,9 +12,8 @@
 //! *leader*), the two leaders swap results, and each leader broadcasts within its group;
 //! the gathers, scatters and all-to-alls exchange directly between the processes concerned.
 
-use crate::coll::{bcast_steps, reduce_steps, Reducer};
 use crate::comm::Comm;
-use crate::sched::{kind, Schedule, Slot};
+use crate::sched::{bcast_steps, kind, reduce_steps, Reducer, Schedule, Slot};
 
 /// A process's part in a rooted collective on an inter-communicator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -247,3 +247,53 @@ impl<'a> Schedule<'a> {
         Ok(true)
     }
 }
+
+/// The steps of a binomial-tree broadcast of `data` (`len` bytes) from `root` among the
+/// schedule's peers `0..n`, as seen by peer `rank`.
+pub(crate) fn bcast_steps(s: &mut Schedule<'_>, n: i32, rank: i32, root: i32, data: Slot, len: usize) {
+    let rel = (rank - root + n) % n;
+    let mut mask = 1;
+    while mask < n {
+        if rel & mask != 0 {
+            s.recv((rel - mask + root) % n, data, len);
+            s.wait();
+            break;
+        }
+        mask <<= 1;
+    }
+    mask >>= 1;
+    while mask > 0 {
+        if rel + mask < n {
+            s.send((rel + mask + root) % n, data);
+        }
+        mask >>= 1;
+    }
+}
+
+/// The steps of a binomial-tree reduction of `acc` (`len` bytes; the schedule's op) among
+/// the schedule's peers `0..n` towards `tree_root`, as seen by peer `rank`. Towards peer 0
+/// every subtree covers a contiguous range of peers, so a non-commutative op keeps its
+/// order. The result ends up in `acc` at `tree_root`; elsewhere `acc` is spent.
+pub(crate) fn reduce_steps(s: &mut Schedule<'_>, n: i32, rank: i32, tree_root: i32, acc: Slot, len: usize) {
+    let rel = (rank - tree_root + n) % n;
+    let theirs = s.slot(Vec::new());
+    let mut mask = 1;
+    while mask < n {
+        if rel & mask == 0 {
+            let src = rel | mask;
+            if src < n {
+                s.recv((src + tree_root) % n, theirs, len);
+                s.wait();
+                // `theirs` covers higher ranks: acc = acc op theirs.
+                s.reduce(acc, theirs);
+                s.copy(theirs, acc);
+            }
+        } else {
+            // A rank that sends its partial result up is done with it.
+            s.send_last(((rel & !mask) + tree_root) % n, acc);
+            s.wait();
+            break;
+        }
+        mask <<= 1;
+    }
+}

@@ -239,8 +239,7 @@ fn raise(name: &'static str, e: Fail, handler: Handler, comm: Option<abi::MPI_Co
                 // call MPI.
                 crate::state::ErrhandlerFn::C(f) => unsafe { f(&mut c, &mut code_arg) },
                 crate::state::ErrhandlerFn::Fortran(f) => {
-                    // SAFETY: converting a handle reads no memory.
-                    let mut fc = unsafe { crate::api::fortran::Comm_c2f(c) };
+                    let mut fc = crate::state::comm_c2f(c);
                     // SAFETY: as above, with the Fortran handle and code by reference.
                     unsafe { f(&mut fc, &mut code_arg) }
                 }

@@ -9,6 +9,7 @@
 //! addresses [`crate::abi::predefined`] recognises, and a handle of the wrong kind is caught.
 
 use std::collections::BTreeMap;
+use std::ffi::{c_int, c_void};
 use std::sync::Arc;
 
 use kawarimi_runtime::comm::{Comm, Group};
@@ -19,7 +20,7 @@ use kawarimi_runtime::op::PredefinedOp;
 use kawarimi_runtime::world::World;
 use parking_lot::Mutex;
 
-use crate::abi::{self, PredefDatatype};
+use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Fint, PredefDatatype};
 
 const TAG: usize = 0x4B57 << 48;
 const TAG_MASK: usize = 0xFFFF << 48;
@@ -51,6 +52,35 @@ pub fn decode(h: usize, kind: Kind) -> Option<usize> {
         return None;
     }
     Some(h & INDEX_MASK)
+}
+
+/// First Fortran value of a kawarimi-created handle.
+pub const FORTRAN_BASE: c_int = 1 << 20;
+
+/// `c2f`: the Fortran integer of a C handle of one kind, or -1 for a value that is no handle
+/// of that kind (the standard leaves it undefined; -1 is no valid handle, so a later use fails
+/// clearly).
+pub fn c2f(addr: usize, kind: Option<Kind>, predefined_f: impl Fn(usize) -> Option<c_int>) -> MPI_Fint {
+    if let Some(i) = kind.and_then(|k| decode(addr, k)) {
+        return c_int::try_from(i).ok().and_then(|i| i.checked_add(FORTRAN_BASE)).unwrap_or(-1);
+    }
+    predefined_f(addr).unwrap_or(-1)
+}
+
+/// `f2c`: the C handle of a Fortran integer of one kind; the kind's null handle for a value
+/// that is none.
+pub fn f2c(f: MPI_Fint, kind: Option<Kind>, predefined_c: impl Fn(c_int) -> Option<usize>, null: usize) -> *mut c_void {
+    let addr = match kind {
+        Some(k) if f >= FORTRAN_BASE => encode(k, (f - FORTRAN_BASE) as usize),
+        _ => predefined_c(f).unwrap_or(null),
+    };
+    addr as *mut c_void
+}
+
+/// `MPI_Comm_c2f`, which the error handlers of Fortran programs need as well.
+pub fn comm_c2f(handle: abi::MPI_Comm) -> MPI_Fint {
+    let p = abi::predefined();
+    c2f(handle as usize, Some(Kind::Comm), |a| p.comm(a).and_then(abi::PredefComm::fortran_handle))
 }
 
 /// A slab of handle objects: stable indices, reused after free.
@@ -193,6 +223,44 @@ pub enum Finish {
     },
 }
 
+/// The arguments of a persistent send or receive (§3.9), kept to be posted by each
+/// `MPI_Start`. Handles are kept as the application gave them.
+#[derive(Debug, Clone, Copy)]
+pub struct Persistent {
+    /// `None` for a receive.
+    pub send_mode: Option<Mode>,
+    pub buf: usize,
+    pub count: c_int,
+    pub datatype: usize,
+    /// Destination or source.
+    pub peer: c_int,
+    pub tag: c_int,
+    pub comm: usize,
+}
+
+impl Persistent {
+    pub fn new(
+        send_mode: Option<Mode>,
+        buf: *const c_void,
+        count: c_int,
+        datatype: MPI_Datatype,
+        peer: c_int,
+        tag: c_int,
+        comm: MPI_Comm,
+    ) -> Persistent {
+        Persistent { send_mode, buf: buf as usize, count, datatype: datatype as usize, peer, tag, comm: comm as usize }
+    }
+}
+
+/// Send modes of §3.4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Standard,
+    Synchronous,
+    Buffered,
+    Ready,
+}
+
 /// The sends of `MPI_Bsend` are tracked so that the attached buffer's space is released
 /// when they complete.
 #[derive(Debug)]
@@ -208,7 +276,7 @@ pub struct RequestEntry {
     /// Bytes of the attached buffer this buffered send holds.
     pub bsend_bytes: usize,
     /// The arguments of a persistent request (§3.9), which `MPI_Start` posts again.
-    pub persistent: Option<crate::api::p2p::Persistent>,
+    pub persistent: Option<Persistent>,
 }
 
 impl RequestEntry {

@@ -3,42 +3,18 @@
 //!
 //! A Fortran handle is an `INTEGER`. Open MPI's predefined objects keep the values its
 //! `mpif-handles.h` gives them (taken from that header at build time, never guessed).
-//! Handles kawarimi creates get [`FORTRAN_BASE`] plus their table index, well above every
+//! Handles kawarimi creates get [`crate::state::FORTRAN_BASE`] plus their table index, well above every
 //! predefined value, so the two never collide.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::c_int;
 
 use crate::abi::{self, MPI_Fint, MPI_Status};
-use crate::state::{decode, encode, Kind};
-
-/// First Fortran value of a kawarimi-created handle.
-pub const FORTRAN_BASE: c_int = 1 << 20;
-
-/// `c2f`: the Fortran integer of a C handle of one kind, or -1 for a value that is no handle
-/// of that kind (the standard leaves it undefined; -1 is no valid handle, so a later use fails
-/// clearly).
-fn c2f(addr: usize, kind: Option<Kind>, predefined_f: impl Fn(usize) -> Option<c_int>) -> MPI_Fint {
-    if let Some(i) = kind.and_then(|k| decode(addr, k)) {
-        return c_int::try_from(i).ok().and_then(|i| i.checked_add(FORTRAN_BASE)).unwrap_or(-1);
-    }
-    predefined_f(addr).unwrap_or(-1)
-}
-
-/// `f2c`: the C handle of a Fortran integer of one kind; the kind's null handle for a value
-/// that is none.
-fn f2c(f: MPI_Fint, kind: Option<Kind>, predefined_c: impl Fn(c_int) -> Option<usize>, null: usize) -> *mut c_void {
-    let addr = match kind {
-        Some(k) if f >= FORTRAN_BASE => encode(k, (f - FORTRAN_BASE) as usize),
-        _ => predefined_c(f).unwrap_or(null),
-    };
-    addr as *mut c_void
-}
+use crate::state::{c2f, comm_c2f, f2c, Kind};
 
 // One c2f/f2c pair per handle kind, each written out so that build.rs sees `fn Name(`.
 mpi_fn! {
     fn Comm_c2f(handle: abi::MPI_Comm) -> MPI_Fint {
-        let p = abi::predefined();
-        c2f(handle as usize, Some(Kind::Comm), |a| p.comm(a).and_then(abi::PredefComm::fortran_handle))
+        comm_c2f(handle)
     }
 
     fn Comm_f2c(f: MPI_Fint) -> abi::MPI_Comm {

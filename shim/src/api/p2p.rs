@@ -11,48 +11,10 @@ use kawarimi_runtime::error::ErrorClass;
 use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Request, MPI_Status};
 use crate::export::call;
 use crate::mem::{out, user_bytes, user_bytes_mut};
-use crate::state::{fail, Fail, Finish, Handler, RequestEntry, Res, State};
+use crate::state::{fail, Fail, Finish, Handler, Mode, Persistent, RequestEntry, Res, State};
 
 /// The largest tag kawarimi carries (`MPI_TAG_UB`): the wire's tag field is an i32.
 pub const TAG_UB: c_int = i32::MAX;
-
-/// The arguments of a persistent send or receive (§3.9), kept to be posted by each
-/// `MPI_Start`. Handles are kept as the application gave them.
-#[derive(Debug, Clone, Copy)]
-pub struct Persistent {
-    /// `None` for a receive.
-    pub send_mode: Option<Mode>,
-    pub buf: usize,
-    pub count: c_int,
-    pub datatype: usize,
-    /// Destination or source.
-    pub peer: c_int,
-    pub tag: c_int,
-    pub comm: usize,
-}
-
-impl Persistent {
-    pub fn new(
-        send_mode: Option<Mode>,
-        buf: *const c_void,
-        count: c_int,
-        datatype: MPI_Datatype,
-        peer: c_int,
-        tag: c_int,
-        comm: MPI_Comm,
-    ) -> Persistent {
-        Persistent { send_mode, buf: buf as usize, count, datatype: datatype as usize, peer, tag, comm: comm as usize }
-    }
-}
-
-/// Send modes of §3.4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Standard,
-    Synchronous,
-    Buffered,
-    Ready,
-}
 
 /// The communicator behind `h` and the handler its errors go to.
 pub fn comm_of(s: &State, h: MPI_Comm) -> Res<(Arc<Comm>, Handler)> {
