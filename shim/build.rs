@@ -452,7 +452,7 @@ fn gen_unimplemented(manifest: &Path, out: &Path) {
             println!("cargo:rerun-if-changed={}", f.display());
             let src = fs::read_to_string(&f).unwrap_or_default();
             for line in src.lines() {
-                if let Some(name) = implemented_fn_name(line) {
+                for name in implemented_twin_names(line).into_iter().flatten().chain(implemented_fn_name(line)) {
                     // `fn Send(` implements MPI_Send; `fn MPIX_Bcast_init(` implements MPIX_Bcast_init.
                     if name.starts_with("MPIX_") {
                         implemented.insert(name.to_string());
@@ -487,6 +487,18 @@ fn gen_unimplemented(manifest: &Path, out: &Path) {
     }
     let _ = writeln!(s, "    /// Number of exported stand-ins (MPI_ and PMPI_ counted separately).\n    pub const COUNT: usize = {n};\n}}");
     write_if_changed(&out.join("unimplemented.rs"), &s);
+}
+
+/// `^\s*fn ([A-Z]\w*) / ([A-Z]\w*)\[`: a blocking collective and its nonblocking twin, defined
+/// together by `coll_twins!` in src/api/coll.rs.
+fn implemented_twin_names(line: &str) -> Option<[&str; 2]> {
+    let rest = line.trim_start().strip_prefix("fn ")?;
+    let (first, rest) = rest.split_once(" / ")?;
+    let (second, _) = rest.split_once('[')?;
+    let is_name = |n: &str| {
+        n.starts_with(|c: char| c.is_ascii_uppercase()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    (is_name(first) && is_name(second)).then_some([first, second])
 }
 
 /// `^\s*(pub\s+)?fn ([A-Z][A-Za-z0-9_]*)\s*[(<]`, without a regex crate.

@@ -690,309 +690,147 @@ fn alltoallw_parts(
     Ok((send_parts, recv_parts))
 }
 
+/// Each blocking collective and its nonblocking twin (§5.12) from one definition:
+/// `fn Allreduce / Iallreduce[comm](ARGS) |s, c| BODY` defines `MPI_Allreduce(ARGS)` and
+/// `MPI_Iallreduce(ARGS, request)`. Both build the same plan with `BODY` (`s` the state, `c`
+/// the communicator named `comm` among the arguments): the first runs it at once, the second
+/// starts it behind a request. `shim/build.rs` reads a `fn A / B[` line as implementing both.
+macro_rules! coll_twins {
+    ($(
+        fn $blocking:ident / $nonblocking:ident[$comm:ident]($($arg:ident: $ty:ty),* $(,)?) |$s:ident, $c:ident| $body:block
+    )*) => {
+        mpi_fn! {$(
+            fn $blocking($($arg: $ty),*) -> c_int {
+                coll_call(concat!("MPI_", stringify!($blocking)), $comm, None, |$s, $c| $body)
+            }
+
+            fn $nonblocking($($arg: $ty,)* request: *mut MPI_Request) -> c_int {
+                coll_call(concat!("MPI_", stringify!($nonblocking)), $comm, Some(request), |$s, $c| $body)
+            }
+        )*}
+    };
+}
+
+coll_twins! {
+    fn Barrier / Ibarrier[comm](comm: MPI_Comm) |_s, c| {
+        Ok(barrier_plan(c))
+    }
+
+    fn Bcast / Ibcast[comm](buffer: *mut c_void, count: c_int, datatype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { bcast_plan(s, c, buffer, count, datatype, root) }
+    }
+
+    fn Reduce / Ireduce[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, root: c_int, comm: MPI_Comm) |s, c| {
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { reduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, root) }
+    }
+
+    fn Allreduce / Iallreduce[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, None) }
+    }
+
+    fn Scan / Iscan[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(false)) }
+    }
+
+    fn Exscan / Iexscan[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
+        // Rank 0's receive buffer is undefined after Exscan (§5.11.2): kawarimi leaves it
+        // holding the input, as Open MPI does.
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(true)) }
+    }
+
+    fn Reduce_scatter_block / Ireduce_scatter_block[comm](sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
+        let counts = vec![recvcount.max(0) as usize; c.size() as usize];
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { reduce_scatter_plan(s, c, sendbuf, recvbuf, recvcount, &counts, datatype, op) }
+    }
+
+    fn Reduce_scatter / Ireduce_scatter[comm](sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
+        let counts = counts(recvcounts, c.size() as usize)?;
+        let mine = counts[c.rank as usize] as c_int;
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { reduce_scatter_plan(s, c, sendbuf, recvbuf, mine, &counts, datatype, op) }
+    }
+
+    fn Gather / Igather[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
+        let (cnts, dsp) = if is_root(c, root) { uniform(c.p2p_size(), recvcount) } else { (Vec::new(), Vec::new()) };
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
+    }
+
+    fn Gatherv / Igatherv[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
+        let n = c.p2p_size() as usize;
+        let (cnts, dsp) = if is_root(c, root) { (counts(recvcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
+    }
+
+    fn Scatter / Iscatter[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
+        let (cnts, dsp) = if is_root(c, root) { uniform(c.p2p_size(), sendcount) } else { (Vec::new(), Vec::new()) };
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
+    }
+
+    fn Scatterv / Iscatterv[comm](sendbuf: *const c_void, sendcounts: *const c_int, displs_: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
+        let n = c.p2p_size() as usize;
+        let (cnts, dsp) = if is_root(c, root) { (counts(sendcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
+    }
+
+    fn Allgather / Iallgather[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
+        let (cnts, dsp) = uniform(c.p2p_size(), recvcount);
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
+    }
+
+    fn Allgatherv / Iallgatherv[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
+        let n = c.p2p_size() as usize;
+        let (cnts, dsp) = (counts(recvcounts, n)?, displs(displs_, n)?);
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
+    }
+
+    fn Alltoall / Ialltoall[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
+        let (send, recv) = alltoall_parts(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype)?;
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { alltoallw_plan(c, send, recv) }
+    }
+
+    fn Alltoallv / Ialltoallv[comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
+        let (send, recv) = alltoallv_parts(s, c, sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype)?;
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { alltoallw_plan(c, send, recv) }
+    }
+
+    fn Alltoallw / Ialltoallw[comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const MPI_Datatype, comm: MPI_Comm) |s, c| {
+        let (send, recv) = alltoallw_parts(s, c, sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes)?;
+        // SAFETY: the application's buffers, valid until the collective completes (at once, or
+        // at the Wait/Test of its request, §5.12).
+        unsafe { alltoallw_plan(c, send, recv) }
+    }
+}
+
 mpi_fn! {
-    fn Barrier(comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Barrier", comm, None, |_s, c| {
-            Ok(barrier_plan(c))
-        })
-    }
-
-    fn Ibarrier(comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Ibarrier", comm, Some(request), |_s, c| {
-            Ok(barrier_plan(c))
-        })
-    }
-
-    fn Bcast(buffer: *mut c_void, count: c_int, datatype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Bcast", comm, None, |s, c| {
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { bcast_plan(s, c, buffer, count, datatype, root) }
-        })
-    }
-
-    fn Ibcast(buffer: *mut c_void, count: c_int, datatype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Ibcast", comm, Some(request), |s, c| {
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { bcast_plan(s, c, buffer, count, datatype, root) }
-        })
-    }
-
-    fn Reduce(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, root: c_int, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Reduce", comm, None, |s, c| {
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { reduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, root) }
-        })
-    }
-
-    fn Ireduce(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Ireduce", comm, Some(request), |s, c| {
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { reduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, root) }
-        })
-    }
-
-    fn Allreduce(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Allreduce", comm, None, |s, c| {
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, None) }
-        })
-    }
-
-    fn Iallreduce(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Iallreduce", comm, Some(request), |s, c| {
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, None) }
-        })
-    }
-
-    fn Scan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Scan", comm, None, |s, c| {
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(false)) }
-        })
-    }
-
-    fn Iscan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Iscan", comm, Some(request), |s, c| {
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(false)) }
-        })
-    }
-
-    fn Exscan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Exscan", comm, None, |s, c| {
-            // Rank 0's receive buffer is undefined after Exscan (§5.11.2): kawarimi leaves it
-            // holding the input, as Open MPI does.
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(true)) }
-        })
-    }
-
-    fn Iexscan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Iexscan", comm, Some(request), |s, c| {
-            // Rank 0's receive buffer is undefined after Exscan (§5.11.2): kawarimi leaves it
-            // holding the input, as Open MPI does.
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(true)) }
-        })
-    }
-
-    fn Reduce_scatter_block(sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Reduce_scatter_block", comm, None, |s, c| {
-            let counts = vec![recvcount.max(0) as usize; c.size() as usize];
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { reduce_scatter_plan(s, c, sendbuf, recvbuf, recvcount, &counts, datatype, op) }
-        })
-    }
-
-    fn Ireduce_scatter_block(sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Ireduce_scatter_block", comm, Some(request), |s, c| {
-            let counts = vec![recvcount.max(0) as usize; c.size() as usize];
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { reduce_scatter_plan(s, c, sendbuf, recvbuf, recvcount, &counts, datatype, op) }
-        })
-    }
-
-    fn Reduce_scatter(sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Reduce_scatter", comm, None, |s, c| {
-            let counts = counts(recvcounts, c.size() as usize)?;
-            let mine = counts[c.rank as usize] as c_int;
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { reduce_scatter_plan(s, c, sendbuf, recvbuf, mine, &counts, datatype, op) }
-        })
-    }
-
-    fn Ireduce_scatter(sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Ireduce_scatter", comm, Some(request), |s, c| {
-            let counts = counts(recvcounts, c.size() as usize)?;
-            let mine = counts[c.rank as usize] as c_int;
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { reduce_scatter_plan(s, c, sendbuf, recvbuf, mine, &counts, datatype, op) }
-        })
-    }
-
-    fn Gather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Gather", comm, None, |s, c| {
-            let (cnts, dsp) = if is_root(c, root) { uniform(c.p2p_size(), recvcount) } else { (Vec::new(), Vec::new()) };
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
-        })
-    }
-
-    fn Igather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Igather", comm, Some(request), |s, c| {
-            let (cnts, dsp) = if is_root(c, root) { uniform(c.p2p_size(), recvcount) } else { (Vec::new(), Vec::new()) };
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
-        })
-    }
-
-    fn Gatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Gatherv", comm, None, |s, c| {
-            let n = c.p2p_size() as usize;
-            let (cnts, dsp) = if is_root(c, root) { (counts(recvcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
-        })
-    }
-
-    fn Igatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Igatherv", comm, Some(request), |s, c| {
-            let n = c.p2p_size() as usize;
-            let (cnts, dsp) = if is_root(c, root) { (counts(recvcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
-        })
-    }
-
-    fn Scatter(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Scatter", comm, None, |s, c| {
-            let (cnts, dsp) = if is_root(c, root) { uniform(c.p2p_size(), sendcount) } else { (Vec::new(), Vec::new()) };
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
-        })
-    }
-
-    fn Iscatter(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Iscatter", comm, Some(request), |s, c| {
-            let (cnts, dsp) = if is_root(c, root) { uniform(c.p2p_size(), sendcount) } else { (Vec::new(), Vec::new()) };
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
-        })
-    }
-
-    fn Scatterv(sendbuf: *const c_void, sendcounts: *const c_int, displs_: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Scatterv", comm, None, |s, c| {
-            let n = c.p2p_size() as usize;
-            let (cnts, dsp) = if is_root(c, root) { (counts(sendcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
-        })
-    }
-
-    fn Iscatterv(sendbuf: *const c_void, sendcounts: *const c_int, displs_: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Iscatterv", comm, Some(request), |s, c| {
-            let n = c.p2p_size() as usize;
-            let (cnts, dsp) = if is_root(c, root) { (counts(sendcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
-        })
-    }
-
-    fn Allgather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Allgather", comm, None, |s, c| {
-            let (cnts, dsp) = uniform(c.p2p_size(), recvcount);
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
-        })
-    }
-
-    fn Iallgather(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Iallgather", comm, Some(request), |s, c| {
-            let (cnts, dsp) = uniform(c.p2p_size(), recvcount);
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
-        })
-    }
-
-    fn Allgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Allgatherv", comm, None, |s, c| {
-            let n = c.p2p_size() as usize;
-            let (cnts, dsp) = (counts(recvcounts, n)?, displs(displs_, n)?);
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
-        })
-    }
-
-    fn Iallgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Iallgatherv", comm, Some(request), |s, c| {
-            let n = c.p2p_size() as usize;
-            let (cnts, dsp) = (counts(recvcounts, n)?, displs(displs_, n)?);
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
-        })
-    }
-
-    fn Alltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Alltoall", comm, None, |s, c| {
-            let (send, recv) = alltoall_parts(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype)?;
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { alltoallw_plan(c, send, recv) }
-        })
-    }
-
-    fn Ialltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Ialltoall", comm, Some(request), |s, c| {
-            let (send, recv) = alltoall_parts(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype)?;
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { alltoallw_plan(c, send, recv) }
-        })
-    }
-
-    fn Alltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Alltoallv", comm, None, |s, c| {
-            let (send, recv) = alltoallv_parts(s, c, sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype)?;
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { alltoallw_plan(c, send, recv) }
-        })
-    }
-
-    fn Ialltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Ialltoallv", comm, Some(request), |s, c| {
-            let (send, recv) = alltoallv_parts(s, c, sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype)?;
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { alltoallw_plan(c, send, recv) }
-        })
-    }
-
-    fn Alltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const MPI_Datatype, comm: MPI_Comm) -> c_int {
-        coll_call("MPI_Alltoallw", comm, None, |s, c| {
-            let (send, recv) = alltoallw_parts(s, c, sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes)?;
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { alltoallw_plan(c, send, recv) }
-        })
-    }
-
-    fn Ialltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const MPI_Datatype, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
-        coll_call("MPI_Ialltoallw", comm, Some(request), |s, c| {
-            let (send, recv) = alltoallw_parts(s, c, sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes)?;
-            // SAFETY: the application's buffers, valid until the collective completes (at once, or
-            // at the Wait/Test of its request, §5.12).
-            unsafe { alltoallw_plan(c, send, recv) }
-        })
-    }
-
     fn Reduce_local(inbuf: *const c_void, inoutbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op) -> c_int {
         call("MPI_Reduce_local", None, |s| {
             let reducer = ShimReducer::new(s, op, datatype)?;

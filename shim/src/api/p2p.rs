@@ -342,12 +342,14 @@ pub fn empty_status() -> Status {
     Status { source: abi::MPI_ANY_SOURCE, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None }
 }
 
-/// Runs a blocking send.
+/// Runs a send of any mode: blocking when `request` is `None` (it returns once the send
+/// completes), else nonblocking (it stores the request handle there).
 ///
 /// # Safety
-/// As for [`send_bytes`], for the duration of the call.
+/// As for [`send_bytes`], for the duration of the call, or until the request completes;
+/// `request`, when given, must be writable.
 #[allow(clippy::too_many_arguments)]
-unsafe fn blocking_send(
+unsafe fn send(
     name: &'static str,
     buf: *const c_void,
     count: c_int,
@@ -356,78 +358,61 @@ unsafe fn blocking_send(
     tag: c_int,
     comm: MPI_Comm,
     mode: Mode,
+    request: Option<*mut MPI_Request>,
 ) -> c_int {
     call(name, Some(comm), |s| {
         // SAFETY: forwarded contract.
         let mut e = unsafe { post_send(s, buf, count, dt, dest, tag, comm, mode)? };
-        wait_entry(s, &mut e).map(|_| ())
-    })
-}
-
-/// Starts a nonblocking send and stores its request handle.
-///
-/// # Safety
-/// As for [`send_bytes`], until the request completes; `request` must be writable.
-#[allow(clippy::too_many_arguments)]
-unsafe fn nonblocking_send(
-    name: &'static str,
-    buf: *const c_void,
-    count: c_int,
-    dt: MPI_Datatype,
-    dest: c_int,
-    tag: c_int,
-    comm: MPI_Comm,
-    mode: Mode,
-    request: *mut MPI_Request,
-) -> c_int {
-    call(name, Some(comm), |s| {
-        // SAFETY: forwarded contract.
-        let e = unsafe { post_send(s, buf, count, dt, dest, tag, comm, mode)? };
-        let h = s.new_request(e)?;
-        // SAFETY: caller's output argument.
-        unsafe { out(request, h) }
+        match request {
+            None => wait_entry(s, &mut e).map(|_| ()),
+            Some(request) => {
+                let h = s.new_request(e)?;
+                // SAFETY: caller's output argument.
+                unsafe { out(request, h) }
+            }
+        }
     })
 }
 
 mpi_fn! {
     fn Send(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm) -> c_int {
         // SAFETY: MPI_Send's buffer contract, for the duration of the call.
-        unsafe { blocking_send("MPI_Send", buf, count, datatype, dest, tag, comm, Mode::Standard) }
+        unsafe { send("MPI_Send", buf, count, datatype, dest, tag, comm, Mode::Standard, None) }
     }
 
     fn Ssend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm) -> c_int {
         // SAFETY: as MPI_Send.
-        unsafe { blocking_send("MPI_Ssend", buf, count, datatype, dest, tag, comm, Mode::Synchronous) }
+        unsafe { send("MPI_Ssend", buf, count, datatype, dest, tag, comm, Mode::Synchronous, None) }
     }
 
     fn Rsend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm) -> c_int {
         // SAFETY: as MPI_Send. A ready send may be a standard send (§3.4).
-        unsafe { blocking_send("MPI_Rsend", buf, count, datatype, dest, tag, comm, Mode::Ready) }
+        unsafe { send("MPI_Rsend", buf, count, datatype, dest, tag, comm, Mode::Ready, None) }
     }
 
     fn Bsend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm) -> c_int {
         // SAFETY: as MPI_Send; the data is copied before return.
-        unsafe { blocking_send("MPI_Bsend", buf, count, datatype, dest, tag, comm, Mode::Buffered) }
+        unsafe { send("MPI_Bsend", buf, count, datatype, dest, tag, comm, Mode::Buffered, None) }
     }
 
     fn Isend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         // SAFETY: MPI_Isend's buffer contract, until the request completes.
-        unsafe { nonblocking_send("MPI_Isend", buf, count, datatype, dest, tag, comm, Mode::Standard, request) }
+        unsafe { send("MPI_Isend", buf, count, datatype, dest, tag, comm, Mode::Standard, Some(request)) }
     }
 
     fn Issend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         // SAFETY: as MPI_Isend.
-        unsafe { nonblocking_send("MPI_Issend", buf, count, datatype, dest, tag, comm, Mode::Synchronous, request) }
+        unsafe { send("MPI_Issend", buf, count, datatype, dest, tag, comm, Mode::Synchronous, Some(request)) }
     }
 
     fn Irsend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         // SAFETY: as MPI_Isend.
-        unsafe { nonblocking_send("MPI_Irsend", buf, count, datatype, dest, tag, comm, Mode::Ready, request) }
+        unsafe { send("MPI_Irsend", buf, count, datatype, dest, tag, comm, Mode::Ready, Some(request)) }
     }
 
     fn Ibsend(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         // SAFETY: as MPI_Isend.
-        unsafe { nonblocking_send("MPI_Ibsend", buf, count, datatype, dest, tag, comm, Mode::Buffered, request) }
+        unsafe { send("MPI_Ibsend", buf, count, datatype, dest, tag, comm, Mode::Buffered, Some(request)) }
     }
 
     fn Recv(buf: *mut c_void, count: c_int, datatype: MPI_Datatype, source: c_int, tag: c_int, comm: MPI_Comm, status: *mut MPI_Status) -> c_int {
