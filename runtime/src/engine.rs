@@ -92,6 +92,10 @@ impl WaitPolicy {
     }
 }
 
+/// Where an engine reads the time: the real clock in a rank, a simulated one in the
+/// simulator, so that a seed can replay every deadline the engine keeps.
+pub type Clock = Box<dyn Fn() -> Instant + Send>;
+
 /// The rank's protocol core plus the transport that carries its frames.
 pub struct Engine {
     pub(crate) core: Core,
@@ -108,6 +112,8 @@ pub struct Engine {
     schedules: Vec<(ReqId, Schedule<'static>)>,
     /// Buffers (or the error) of finished nonblocking collectives, until their owner takes them.
     finished: std::collections::HashMap<ReqId, MpiResult<Vec<Vec<u8>>>>,
+    /// The time, for the engine's deadlines (the repair of a lost link).
+    clock: Clock,
 }
 
 impl Engine {
@@ -128,7 +134,13 @@ impl Engine {
             switch: None,
             schedules: Vec::new(),
             finished: Default::default(),
+            clock: Box::new(Instant::now),
         }
+    }
+
+    /// Reads the time from `clock` from now on (a simulator's).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     pub fn failure(&self) -> Option<&MpiError> {
@@ -289,7 +301,7 @@ impl Engine {
         if sw.shared.phase() == SwitchPhase::Running {
             // During a switch the report on detach carries the loss instead.
             sw.shared.ask_repair(peer, reason.clone(), self.core.epoch());
-            sw.repair_deadline.get_or_insert(Instant::now() + sw.repair_wait);
+            sw.repair_deadline.get_or_insert((self.clock)() + sw.repair_wait);
         }
         sw.lost.push((peer, reason));
         Ok(())
@@ -299,7 +311,7 @@ impl Engine {
     fn check_repair_deadline(&mut self) -> MpiResult<()> {
         let Some(sw) = self.switch.as_ref() else { return Ok(()) };
         let Some(deadline) = sw.repair_deadline else { return Ok(()) };
-        if sw.shared.phase() != SwitchPhase::Running || Instant::now() < deadline {
+        if sw.shared.phase() != SwitchPhase::Running || (self.clock)() < deadline {
             return Ok(());
         }
         let (peer, reason) = sw.lost.first().cloned().unwrap_or_default();

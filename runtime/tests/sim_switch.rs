@@ -7,8 +7,9 @@
 //!   coordinator is the real sans-IO [`Coordinator`].
 //! - **Simulated**, all single-threaded and driven by one `u64` seed (splitmix64, no OS
 //!   randomness, no threads; the only clock read is one `Instant` used as the base of the
-//!   simulated clock, and only differences from it are ever used; the engine's own deadline
-//!   for a repair to begin, 30 s of real time, never passes in a run):
+//!   simulated clock, and only differences from it are ever used; the engines read the
+//!   simulated clock too, and their deadline for a lost link's repair is set past every
+//!   run's budget, with a test of its own):
 //!   - the data path: each epoch gets a fresh fabric ([`Fab`]). A rank's endpoint ([`Ep`])
 //!     holds a local send buffer (what [`Transport::queued_bytes`] counts); `progress` writes a
 //!     random part of it into per-(src, dst) FIFO queues owned by the simulator, stamping each
@@ -1020,11 +1021,20 @@ impl Sim {
             let core = Core::new(r, n, config);
             let mut engine = Engine::new(core, Some(take_endpoint(&fabrics, r, 0)));
             engine.send_window_bytes = p.send_window;
+            // The engine's deadlines run on the simulated clock. The one for a lost link's
+            // repair to begin is set past every step budget of the runs: the simulator jumps
+            // its clock over idle time, and a resume it holds for its full budget (an hour in
+            // some runs) would otherwise fail, by deadline, a rank whose link died meanwhile
+            // (its repair waits for that resume). The deadline itself has a test of its own.
+            let (sim_clock, base) = (clock.clone(), sim.base);
+            engine.set_clock(Box::new(move || base + Duration::from_micros(sim_clock.load(Ordering::Relaxed))));
             let shared = SwitchShared::new();
             // As `spawn_control_thread` does: a rank that loses a link asks for a repair.
             shared.set_control_alive(true);
             let reconnect = Box::new(SimReconnect { rank: r, fabrics: fabrics.clone(), shared: shared.clone() });
-            engine.switch = Some(EngineSwitch::new(shared.clone(), reconnect, Duration::from_secs(10)));
+            let mut engine_switch = EngineSwitch::new(shared.clone(), reconnect, Duration::from_secs(10));
+            engine_switch.repair_wait = Duration::from_secs(24 * 3600);
+            engine.switch = Some(engine_switch);
             sim.ranks.push(Rank {
                 engine,
                 shared,
@@ -2511,6 +2521,35 @@ fn drain_then_lose_the_link(control_alive: bool) -> (Engine, Arc<SwitchShared>, 
     while fab.lock().expect("fab").deliver_one(&mut rng).is_some() {}
     let res = engine.switch_step();
     (engine, shared, res)
+}
+
+/// A data link that dies under a running job, with no switch coming to repair it, fails the
+/// rank once `repair_wait` of (simulated) time has passed, naming the peer, and not before:
+/// the engine reads the time from its clock, so the deadline is tested without waiting.
+#[test]
+fn a_lost_link_that_no_switch_repairs_fails_the_rank_at_its_deadline() {
+    let clock = Arc::new(AtomicU64::new(0));
+    let fabrics = Arc::new(Mutex::new(Fabrics::new(2, 1, clock.clone(), 0)));
+    let mut engine = Engine::new(Core::new(0, 2, CoreConfig::default()), Some(take_endpoint(&fabrics, 0, 0)));
+    let (sim_clock, base) = (clock.clone(), Instant::now());
+    engine.set_clock(Box::new(move || base + Duration::from_micros(sim_clock.load(Ordering::Relaxed))));
+    let shared = SwitchShared::new();
+    shared.set_control_alive(true);
+    let reconnect = Box::new(SimReconnect { rank: 0, fabrics: fabrics.clone(), shared: shared.clone() });
+    engine.switch = Some(EngineSwitch::new(shared.clone(), reconnect, Duration::from_secs(1)));
+    let wait = engine.switch.as_ref().expect("set").repair_wait;
+    let _peer = take_endpoint(&fabrics, 1, 0);
+    let fab = fabrics.lock().expect("fabrics").fab(0);
+    fab.lock().expect("fab").kill_link(0, 1, "test link failure");
+    let mut rng = Rng(7);
+    while fab.lock().expect("fab").deliver_one(&mut rng).is_some() {}
+    engine.progress().expect("a lost link waits for its repair");
+    assert!(shared.take_repair_request().is_some(), "the rank asks for the repair");
+    clock.store((wait - Duration::from_millis(1)).as_micros() as u64, Ordering::Relaxed);
+    engine.progress().expect("still within the deadline");
+    clock.store((wait + Duration::from_millis(1)).as_micros() as u64, Ordering::Relaxed);
+    let e = engine.progress().expect_err("the deadline passed");
+    assert!(e.detail.contains("lost rank 1") && e.detail.contains("no switch came to repair the link"), "{e}");
 }
 
 /// A rank without a control thread cannot be repaired: the switch fails, naming the peer,
