@@ -4,7 +4,8 @@
 //! - the rank's **control thread** ([`spawn_control_thread`]) holds a subscription to its
 //!   host leader's relay (see [`kawarimi_control::relay`]), turns its commands into a
 //!   [`Command`] in [`SwitchShared`], makes sure the engine runs (the application may be
-//!   computing for minutes without calling MPI), and reports each phase reached;
+//!   computing for minutes without calling MPI), and reports each phase reached. What it
+//!   sends and when is decided by [`RankControl`], sans-IO, which the simulator runs too;
 //! - **whoever holds the engine** runs [`crate::engine::Engine::switch_step`]: the
 //!   application thread inside a blocking MPI call (every round of its wait loop), or the
 //!   control thread itself, through the `poke` the shim gives it, when the application is
@@ -91,7 +92,12 @@ pub struct SwitchShared {
     shutdown: AtomicBool,
     /// Ends the engine's sleep in the transport's `poll(2)` when a command arrives.
     waker: Mutex<Option<kawarimi_transports::Waker>>,
+    /// Where the step durations in the reports are read: the real clock, or a simulator's.
+    clock: SharedClock,
 }
+
+/// A clock several threads read (see [`SwitchShared::with_clock`]).
+pub type SharedClock = Box<dyn Fn() -> Instant + Send + Sync>;
 
 impl std::fmt::Debug for SwitchShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,6 +128,7 @@ impl Default for SwitchShared {
             pending: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             waker: Mutex::new(None),
+            clock: Box::new(Instant::now),
         }
     }
 }
@@ -129,6 +136,12 @@ impl Default for SwitchShared {
 impl SwitchShared {
     pub fn new() -> Arc<SwitchShared> {
         Arc::new(SwitchShared::default())
+    }
+
+    /// Shared state whose step durations are read from `clock` (a simulator's), so that the
+    /// reports, and all that depends on them, replay from a seed.
+    pub fn with_clock(clock: SharedClock) -> Arc<SwitchShared> {
+        Arc::new(SwitchShared { clock, ..SwitchShared::default() })
     }
 
     /// Hands a command to the engine, waking it if it sleeps in the transport.
@@ -139,7 +152,7 @@ impl SwitchShared {
             g.repair_request = None;
         }
         g.command = Some(c);
-        g.step_started = Some(Instant::now());
+        g.step_started = Some((self.clock)());
         self.pending.store(true, Ordering::Release);
         self.changed.notify_all();
         drop(g);
@@ -196,7 +209,8 @@ impl SwitchShared {
         g.phase = phase;
         g.epoch = epoch;
         if matches!(phase, SwitchPhase::Detached | SwitchPhase::Running) {
-            g.last_step = g.step_started.take().map_or(Duration::ZERO, |t| t.elapsed());
+            let now = (self.clock)();
+            g.last_step = g.step_started.take().map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         }
         self.changed.notify_all();
     }
@@ -305,15 +319,102 @@ pub fn spawn_control_thread(
     Ok(())
 }
 
-/// The control thread's work until the rank finalizes or loses the control plane.
+/// The rank's side of the control protocol, decided without IO: the control thread runs it
+/// over its socket (with the engine run by whichever thread holds it), and the simulator over
+/// its simulated network (stepping the engine itself), so the two cannot drift apart.
+///
+/// Use: [`RankControl::poll_repair`] for a repair the engine asks for, at any time;
+/// [`RankControl::handle_reply`] for each line from the relay (a command hands the engine
+/// its step); then, while [`RankControl::is_driving`], run the engine and call
+/// [`RankControl::poll_report`] until it gives the report to send up.
+#[derive(Debug)]
+pub struct RankControl {
+    rank: u32,
+    /// The step under way: its epoch and the phase that completes it.
+    driving: Option<(u32, SwitchPhase)>,
+}
+
+/// A step a command started (see [`RankControl::handle_reply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub epoch: u32,
+    /// For a quiesce that repairs links: the peers of this rank whose link to it is repaired.
+    pub quiesce_repairs: Option<Vec<u32>>,
+}
+
+impl RankControl {
+    pub fn new(rank: u32) -> RankControl {
+        RankControl { rank, driving: None }
+    }
+
+    /// Whether a step runs, whose report is still to come.
+    pub fn is_driving(&self) -> bool {
+        self.driving.is_some()
+    }
+
+    /// The repair the engine asks for (a link that died outside a switch), to send up.
+    pub fn poll_repair(&self, shared: &SwitchShared) -> Option<Request> {
+        let (peer, reason, epoch) = shared.take_repair_request()?;
+        Some(Request::Repair { rank: self.rank, peer, reason, epoch })
+    }
+
+    /// Takes one reply from the relay. A command hands the engine its step and says which
+    /// step started; anything else changes nothing.
+    pub fn handle_reply(&mut self, reply: Reply, shared: &SwitchShared) -> Option<Started> {
+        let Reply::Command { command, epoch, transport, repair, .. } = reply else { return None };
+        let peers = repair_peers(self.rank, &repair);
+        let (cmd, goal, quiesce_repairs) = match command {
+            SwitchCommand::Quiesce => {
+                shared.set_reported_broken(peers.clone());
+                (Command::Quiesce { epoch }, SwitchPhase::Detached, Some(peers))
+            }
+            SwitchCommand::Resume => (Command::Resume { epoch, transport, repair: peers }, SwitchPhase::Running, None),
+        };
+        shared.command(cmd);
+        self.driving = Some((epoch, goal));
+        Some(Started { epoch, quiesce_repairs })
+    }
+
+    /// While a step runs: the report to send up once the engine reached the step's goal, or
+    /// failed; the client is idle again after it. `None` while the step goes on.
+    pub fn poll_report(&mut self, shared: &SwitchShared) -> Option<Request> {
+        let (epoch, goal) = self.driving?;
+        let g = shared.inner.lock();
+        let report = if g.phase == goal && !shared.is_pending() {
+            let millis = g.last_step.as_secs_f64() * 1e3;
+            let transport = Some(g.transport.clone());
+            let broken = if goal == SwitchPhase::Detached { g.broken.clone() } else { Vec::new() };
+            Request::Report { epoch, phase: goal, millis, detail: None, transport, broken }
+        } else if g.phase == SwitchPhase::Failed {
+            let detail = g.error.clone();
+            Request::Report {
+                epoch,
+                phase: SwitchPhase::Failed,
+                millis: 0.0,
+                detail,
+                transport: None,
+                broken: Vec::new(),
+            }
+        } else {
+            return None;
+        };
+        drop(g);
+        self.driving = None;
+        Some(report)
+    }
+}
+
+/// The control thread's work until the rank finalizes or loses the control plane: it carries
+/// [`RankControl`]'s requests over the socket, and pokes the engine while a step runs.
 fn control_loop(rank: u32, line: &mut Line, shared: &SwitchShared, poke: &dyn Fn()) {
+    let mut client = RankControl::new(rank);
     loop {
         if shared.is_shut_down() {
             let _ = line.send(&Request::Goodbye {});
             return;
         }
-        if let Some((peer, reason, epoch)) = shared.take_repair_request() {
-            if line.send(&Request::Repair { rank, peer, reason, epoch }).is_err() {
+        if let Some(repair) = client.poll_repair(shared) {
+            if line.send(&repair).is_err() {
                 log(rank, "lost the control plane while asking for a repair");
                 return;
             }
@@ -326,40 +427,17 @@ fn control_loop(rank: u32, line: &mut Line, shared: &SwitchShared, poke: &dyn Fn
                 return;
             }
         };
-        let Some(Reply::Command { command, epoch, transport, repair, .. }) = reply else { continue };
-        let (cmd, goal) = match command {
-            SwitchCommand::Quiesce => {
-                shared.set_reported_broken(repair_peers(rank, &repair));
-                (Command::Quiesce { epoch }, SwitchPhase::Detached)
-            }
-            SwitchCommand::Resume => {
-                let repair = repair_peers(rank, &repair);
-                (Command::Resume { epoch, transport, repair }, SwitchPhase::Running)
-            }
-        };
-        shared.command(cmd);
+        let Some(reply) = reply else { continue };
+        if client.handle_reply(reply, shared).is_none() {
+            continue;
+        }
         // Drive the step until the engine reaches the goal or fails. Each round gives the
         // engine to whichever thread can run it.
         let report = loop {
             poke();
-            let g = shared.inner.lock();
-            if g.phase == goal && !shared.is_pending() {
-                let millis = g.last_step.as_secs_f64() * 1e3;
-                let transport = Some(g.transport.clone());
-                let broken = if goal == SwitchPhase::Detached { g.broken.clone() } else { Vec::new() };
-                break Request::Report { epoch, phase: goal, millis, detail: None, transport, broken };
+            if let Some(report) = client.poll_report(shared) {
+                break report;
             }
-            if g.phase == SwitchPhase::Failed {
-                break Request::Report {
-                    epoch,
-                    phase: SwitchPhase::Failed,
-                    millis: 0.0,
-                    detail: g.error.clone(),
-                    transport: None,
-                    broken: Vec::new(),
-                };
-            }
-            drop(g);
             shared.wait_change(Duration::from_millis(2));
         };
         if line.send(&report).is_err() {

@@ -30,8 +30,9 @@
 //!     directly. Every control link (rank to relay, relay to its parent) is one FIFO queue per
 //!     direction, with random delays and random interleaving across links. The operator
 //!     (`kawarimi ctl`) talks to the coordinator directly.
-//!   - the rank's control thread ([`kawarimi_runtime::switch::spawn_control_thread`]) is
-//!     mirrored as [`Sim::ctl_step`]: it is alive (`SwitchShared::set_control_alive`), so a
+//!   - the rank's control thread ([`kawarimi_runtime::switch::spawn_control_thread`]) runs
+//!     the runtime's sans-IO [`RankControl`], and so does [`Sim::ctl_step`], with the
+//!     simulator as its socket and its thread: it is alive (`SwitchShared::set_control_alive`), so a
 //!     rank that loses a data link asks for a repair rather than failing; between commands it
 //!     sends the engine's repair request up (`Request::Repair`), reads one command (a
 //!     quiesce names the broken pairs to the ranks concerned, a resume the pairs to repair,
@@ -105,12 +106,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kawarimi_control::coordinator::{ConnId, Coordinator, CoordinatorConfig};
-use kawarimi_control::proto::{Reply, Request, SwitchCommand, SwitchPhase, CONTROL_VERSION};
+use kawarimi_control::proto::{Reply, Request, SwitchPhase, CONTROL_VERSION};
 use kawarimi_control::relay::Relay;
 use kawarimi_runtime::core::{Completion, Core, CoreConfig, RecvBuf, ReqId, SendData, ANY_SOURCE, ANY_TAG};
 use kawarimi_runtime::engine::{Engine, EngineSwitch};
 use kawarimi_runtime::error::{MpiError, MpiResult};
-use kawarimi_runtime::switch::{repair_peers, Command, Reconnect, SwitchShared};
+use kawarimi_runtime::switch::{Command, RankControl, Reconnect, SwitchShared};
 use kawarimi_transports::wire::{Header, HEADER_LEN};
 use kawarimi_transports::{Event, Payload, PeerId, Transport, TransportError, TransportKind, TransportResult};
 
@@ -617,16 +618,10 @@ fn ceil_log2(n: u32) -> u32 {
 // ---------------------------------------------------------------------------------------------
 // Ranks, control connections, the operator.
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum CtlState {
-    Idle,
-    Driving { epoch: u32, goal: SwitchPhase },
-}
-
 struct Rank {
     engine: Engine,
     shared: Arc<SwitchShared>,
-    ctl: CtlState,
+    ctl: RankControl,
     ctl_inbox: VecDeque<Reply>,
     ops: Vec<Op>,
     next_op: usize,
@@ -1028,7 +1023,10 @@ impl Sim {
             // (its repair waits for that resume). The deadline itself has a test of its own.
             let (sim_clock, base) = (clock.clone(), sim.base);
             engine.set_clock(Box::new(move || base + Duration::from_micros(sim_clock.load(Ordering::Relaxed))));
-            let shared = SwitchShared::new();
+            let (sim_clock, base) = (clock.clone(), sim.base);
+            let shared = SwitchShared::with_clock(Box::new(move || {
+                base + Duration::from_micros(sim_clock.load(Ordering::Relaxed))
+            }));
             // As `spawn_control_thread` does: a rank that loses a link asks for a repair.
             shared.set_control_alive(true);
             let reconnect = Box::new(SimReconnect { rank: r, fabrics: fabrics.clone(), shared: shared.clone() });
@@ -1038,7 +1036,7 @@ impl Sim {
             sim.ranks.push(Rank {
                 engine,
                 shared,
-                ctl: CtlState::Idle,
+                ctl: RankControl::new(r),
                 ctl_inbox: VecDeque::new(),
                 ops,
                 next_op: 0,
@@ -1486,87 +1484,61 @@ impl Sim {
     // -----------------------------------------------------------------------------------------
     // The rank's control thread, mirrored from `switch::control_loop`.
 
+    /// One step of rank `r`'s control client: the runtime's own [`RankControl`], with the
+    /// simulator as its socket and its thread (it runs the engine's switch step itself).
     fn ctl_step(&mut self, r: usize) -> bool {
         let now = self.now();
         if now < self.ranks[r].slow_until_us || self.ranks[r].ctl_dead {
             return false;
         }
-        match self.ranks[r].ctl {
-            CtlState::Idle => {
-                let mut did = false;
-                if let Some((peer, reason, epoch)) = self.ranks[r].shared.take_repair_request() {
-                    // The engine lost a link while running: ask for the switch that repairs it.
-                    self.note(0x4E9A, (r as u64) << 32 | peer as u64);
-                    self.log(|| format!("rank {r} asks for a repair of its link to rank {peer}"));
-                    self.send_up(r, Request::Repair { rank: r as u32, peer, reason, epoch });
-                    did = true;
-                }
-                let Some(reply) = self.ranks[r].ctl_inbox.pop_front() else {
-                    return did;
-                };
-                let Reply::Command { command, epoch, transport, repair, .. } = reply else {
-                    return true;
-                };
-                let (cmd, goal) = match command {
-                    SwitchCommand::Quiesce => {
-                        let peers = repair_peers(r as u32, &repair);
-                        self.give_up(r, &peers);
-                        self.ranks[r].shared.set_reported_broken(peers);
-                        (Command::Quiesce { epoch }, SwitchPhase::Detached)
-                    }
-                    SwitchCommand::Resume => {
-                        let repair = repair_peers(r as u32, &repair);
-                        (Command::Resume { epoch, transport, repair }, SwitchPhase::Running)
-                    }
-                };
-                self.ranks[r].shared.command(cmd);
-                self.ranks[r].ctl = CtlState::Driving { epoch, goal };
-                self.note(0xC0DE, (r as u64) << 32 | epoch as u64);
-                true
+        if !self.ranks[r].ctl.is_driving() {
+            let mut did = false;
+            let rank = &self.ranks[r];
+            if let Some(repair) = rank.ctl.poll_repair(&rank.shared) {
+                // The engine lost a link while running: ask for the switch that repairs it.
+                let Request::Repair { peer, .. } = repair else { unreachable!("poll_repair gives repairs") };
+                self.note(0x4E9A, (r as u64) << 32 | peer as u64);
+                self.log(|| format!("rank {r} asks for a repair of its link to rank {peer}"));
+                self.send_up(r, repair);
+                did = true;
             }
-            CtlState::Driving { epoch, goal } => {
-                // `poke`: one switch step; a failure is recorded by the engine.
-                if let Err(e) = self.ranks[r].engine.switch_step() {
-                    self.engine_failed(r, "a switch step its control thread drove", &e);
-                }
-                let rank = &self.ranks[r];
-                let phase = rank.shared.phase();
-                let report = if phase == goal && !rank.shared.is_pending() {
-                    let broken = if goal == SwitchPhase::Detached { rank.shared.broken() } else { Vec::new() };
-                    Request::Report { epoch, phase: goal, millis: 0.0, detail: None, transport: None, broken }
-                } else if phase == SwitchPhase::Failed {
-                    let detail = rank.engine.failure().map(|e| e.to_string());
-                    Request::Report {
-                        epoch,
-                        phase: SwitchPhase::Failed,
-                        millis: 0.0,
-                        detail,
-                        transport: None,
-                        broken: Vec::new(),
-                    }
-                } else {
-                    return false;
-                };
-                if goal == SwitchPhase::Detached && phase == goal {
-                    let held = self.fabrics.lock().expect("fabrics").held[r];
-                    if let Some(e) = held {
-                        self.fail(&format!(
-                            "rank {r} reports Detached for epoch {epoch} but holds its epoch-{e} endpoint"
-                        ));
-                    }
-                }
-                self.note(0xBE00 + phase as u64, (r as u64) << 32 | epoch as u64);
-                self.log(|| format!("rank {r} reports {report:?}"));
-                self.send_up(r, report.clone());
-                if self.phase == Phase::Faults && self.rng.chance(self.p.fault_permille * 5, 1000) {
-                    // A client that reconnects and resends its last report.
-                    self.stats.faults += 1;
-                    self.send_up(r, report);
-                }
-                self.ranks[r].ctl = CtlState::Idle;
-                true
+            let Some(reply) = self.ranks[r].ctl_inbox.pop_front() else {
+                return did;
+            };
+            let rank = &mut self.ranks[r];
+            let Some(started) = rank.ctl.handle_reply(reply, &rank.shared) else {
+                return true;
+            };
+            if let Some(peers) = &started.quiesce_repairs {
+                self.give_up(r, peers);
+            }
+            self.note(0xC0DE, (r as u64) << 32 | started.epoch as u64);
+            return true;
+        }
+        // `poke`: one switch step; a failure is recorded by the engine.
+        if let Err(e) = self.ranks[r].engine.switch_step() {
+            self.engine_failed(r, "a switch step its control thread drove", &e);
+        }
+        let rank = &mut self.ranks[r];
+        let Some(report) = rank.ctl.poll_report(&rank.shared) else {
+            return false;
+        };
+        let Request::Report { epoch, phase, .. } = report else { unreachable!("poll_report gives reports") };
+        if phase == SwitchPhase::Detached {
+            let held = self.fabrics.lock().expect("fabrics").held[r];
+            if let Some(e) = held {
+                self.fail(&format!("rank {r} reports Detached for epoch {epoch} but holds its epoch-{e} endpoint"));
             }
         }
+        self.note(0xBE00 + phase as u64, (r as u64) << 32 | epoch as u64);
+        self.log(|| format!("rank {r} reports {report:?}"));
+        self.send_up(r, report.clone());
+        if self.phase == Phase::Faults && self.rng.chance(self.p.fault_permille * 5, 1000) {
+            // A client that reconnects and resends its last report.
+            self.stats.faults += 1;
+            self.send_up(r, report);
+        }
+        true
     }
 
     fn ctl_delay(&mut self, timeout_ms: Option<u64>) -> u64 {
@@ -2012,7 +1984,7 @@ impl Sim {
         let (Some(fab), Some(e), Some(ep)) = (fab, held[r], held[peer as usize]) else {
             return;
         };
-        if e != epoch || ep != epoch || self.ranks[r].ctl != CtlState::Idle {
+        if e != epoch || ep != epoch || self.ranks[r].ctl.is_driving() {
             return;
         }
         let rank = &mut self.ranks[r];
@@ -2115,7 +2087,7 @@ impl Sim {
                     && self.ranks.iter().all(Rank::program_done)
                     // A retried resume reuses its epoch, so a rank's late report of the first one can
                     // complete the second before the rank has read it: let the control plane settle.
-                    && self.ranks.iter().all(|k| k.ctl == CtlState::Idle && k.ctl_inbox.is_empty())
+                    && self.ranks.iter().all(|k| !k.ctl.is_driving() && k.ctl_inbox.is_empty())
                     && self.conns.iter().all(|c| c.up.is_empty() && c.down.is_empty())
                     // (A late repair request, for a link an operator's switch repaired meanwhile,
                     // starts a repair that must end too.)
@@ -2292,7 +2264,7 @@ impl Sim {
         for (r, rank) in self.ranks.iter().enumerate() {
             let (phase, e, live) =
                 (rank.shared.phase(), rank.engine.core().epoch(), rank.engine.core().live_requests());
-            if phase != SwitchPhase::Running || e != epoch || live != 0 || rank.ctl != CtlState::Idle {
+            if phase != SwitchPhase::Running || e != epoch || live != 0 || rank.ctl.is_driving() {
                 self.fail(&format!(
                     "rank {r} ends {phase:?} in epoch {e} (rank 0: {epoch}) with {live} live requests, control {:?}",
                     rank.ctl
