@@ -2572,7 +2572,7 @@ fn a_detached_rank_that_loses_the_control_plane_fails_rather_than_wait() {
 // Runtime bugs the simulator found with link faults, fixed; their seeds stay as tests.
 
 /// Was a bug, fixed (the coordinator now takes broken links from every detach report, also
-/// those of a failed or finished step, `Coordinator::note_broken`) (`control/coordinator.rs`, `Coordinator::finish_switch`): the broken links a quiesce
+/// those of a failed or finished step, `Coordinator::note_broken`) (`control/src/coordinator/`, `Coordinator::finish_switch`): the broken links a quiesce
 /// finds are collected into `broken_pairs` only when the quiesce succeeds
 /// (`Outcome::Done`). When it fails (a deadline: a slow rank, a delayed report), the detach
 /// reports that did arrive are in `Outcome::Failed::done` and are dropped, and those that
@@ -2591,7 +2591,7 @@ fn regression_failed_quiesce_forgot_broken_links_seed_3() {
 
 /// Was a bug, fixed (such a loss is kept in `pending_repairs` and repaired by a repair that
 /// follows the resume; the request carries its epoch, so a stale one starts nothing)
-/// (`control/coordinator.rs`, `Coordinator::repair`, with `Engine::link_lost`): a link
+/// (`control/src/coordinator/`, `Coordinator::repair`, with `Engine::link_lost`): a link
 /// that dies after its ends have resumed, while the coordinator still waits for other
 /// ranks' reports of that resume, is never repaired by itself. Both ends ask for a repair;
 /// the coordinator, resuming, logs "the next resume repairs the link" and records nothing
