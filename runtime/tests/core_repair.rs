@@ -14,21 +14,8 @@ use kawarimi_runtime::core::{Core, CoreConfig, RecvBuf, ReqId, SendData, ACK_EVE
 use kawarimi_transports::wire::{FrameKind, Header, FLAG_REPLAY};
 use kawarimi_transports::Payload;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+mod kit;
+use kit::Rng;
 
 fn content(from: u32, index: usize, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u64 * 31 + index as u64 * 7 + from as u64) as u8).collect()

@@ -115,49 +115,8 @@ use kawarimi_runtime::switch::{Command, RankControl, Reconnect, SwitchShared};
 use kawarimi_transports::wire::{Header, HEADER_LEN};
 use kawarimi_transports::{Event, Payload, PeerId, Transport, TransportError, TransportKind, TransportResult};
 
-// ---------------------------------------------------------------------------------------------
-// Randomness and hashing.
-
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn mix(a: u64, b: u64) -> u64 {
-    splitmix(a ^ splitmix(b).rotate_left(17))
-}
-
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        splitmix(self.0)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        assert!(n > 0);
-        self.next() % n
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        assert!(lo <= hi);
-        lo + self.below(hi - lo + 1)
-    }
-    fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.below(den) < num
-    }
-}
-
-fn fnv(h: u64, bytes: &[u8]) -> u64 {
-    let mut h = h;
-    for &b in bytes {
-        h = (h ^ b as u64).wrapping_mul(0x100_0000_01B3);
-    }
-    h
-}
+mod kit;
+use kit::{fnv, mix, splitmix, Rng};
 
 // ---------------------------------------------------------------------------------------------
 // The simulated fabric of one epoch.
