@@ -1,17 +1,18 @@
-//! Groups, communicators, attributes (MPI-3.1 chapter 6) and Cartesian topologies (§7.5).
+//! Communicators and their attributes (MPI-3.1 chapter 6). Groups are in `group.rs`,
+//! Cartesian topologies in `topo.rs`.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use kawarimi_runtime::comm::{dims_create, Cartesian, Comm, Comparison, Group};
+use kawarimi_runtime::comm::{Comm, Comparison};
 use kawarimi_runtime::error::ErrorClass;
 use kawarimi_runtime::world::UNDEFINED_COLOR;
 
 use crate::abi::{self, MPI_Comm, MPI_Group, MPI_Info, MPI_Request};
 use crate::api::p2p::{comm_of, TAG_UB};
 use crate::export::{call, call_around};
-use crate::mem::{c_array, c_array_mut, c_string, out};
-use crate::state::{decode, fail, CopyKind, Keyval, Kind, RequestEntry, Res, State, SELF_INDEX, WORLD_INDEX};
+use crate::mem::{c_string, out};
+use crate::state::{fail, CopyKind, Keyval, RequestEntry, Res, State, SELF_INDEX, WORLD_INDEX};
 
 /// The values behind the predefined attributes (§8.1.2); `MPI_Comm_get_attr` hands out their
 /// addresses, so they live in statics.
@@ -35,13 +36,13 @@ fn comm_null() -> MPI_Comm {
     abi::predefined().comm_handle(abi::PredefComm::CommNull) as MPI_Comm
 }
 
-fn group_null() -> MPI_Group {
+pub(crate) fn group_null() -> MPI_Group {
     abi::predefined().group_handle(abi::PredefGroup::GroupNull) as MPI_Group
 }
 
 /// Stores a new communicator made from `parent`, with its error handler (§8.3.1), and
 /// returns its handle. Attributes are not copied (see [`dup_call`]).
-fn add_comm(s: &mut State, parent: MPI_Comm, comm: Option<Comm>) -> Res<MPI_Comm> {
+pub(crate) fn add_comm(s: &mut State, parent: MPI_Comm, comm: Option<Comm>) -> Res<MPI_Comm> {
     let Some(comm) = comm else { return Ok(comm_null()) };
     let parent_i = s.comm_index(parent)?;
     let handler = s.comms.get(parent_i).expect("checked").handler;
@@ -148,39 +149,13 @@ fn predefined_attr(k: c_int) -> Option<&'static AtomicI32> {
     })
 }
 
-fn comparison(c: Comparison) -> c_int {
+pub(crate) fn comparison(c: Comparison) -> c_int {
     match c {
         Comparison::Ident => abi::MPI_IDENT,
         Comparison::Congruent => abi::MPI_CONGRUENT,
         Comparison::Similar => abi::MPI_SIMILAR,
         Comparison::Unequal => abi::MPI_UNEQUAL,
     }
-}
-
-fn cart_of(s: &State, comm: MPI_Comm) -> Res<(std::sync::Arc<Comm>, Cartesian)> {
-    let (c, _) = comm_of(s, comm)?;
-    match &c.cart {
-        Some(cart) => {
-            let cart = cart.clone();
-            Ok((c, cart))
-        }
-        None => fail(ErrorClass::Topology, "communicator has no Cartesian topology"),
-    }
-}
-
-fn group_op(
-    group1: MPI_Group,
-    group2: MPI_Group,
-    newgroup: *mut MPI_Group,
-    name: &'static str,
-    f: fn(&Group, &Group) -> kawarimi_runtime::error::MpiResult<Group>,
-) -> c_int {
-    call(name, None, |s| {
-        let (a, b) = (s.group(group1)?, s.group(group2)?);
-        let g = s.new_group(f(&a, &b)?)?;
-        // SAFETY: caller's output argument.
-        unsafe { out(newgroup, g) }
-    })
 }
 
 fn keyval_create(
@@ -625,290 +600,4 @@ mpi_fn! {
         del_attr("MPI_Attr_delete", comm, keyval)
     }
 
-    fn Group_size(group: MPI_Group, size: *mut c_int) -> c_int {
-        call("MPI_Group_size", None, |s| {
-            let n = s.group(group)?.size();
-            // SAFETY: caller's output argument.
-            unsafe { out(size, n) }
-        })
-    }
-
-    fn Group_rank(group: MPI_Group, rank: *mut c_int) -> c_int {
-        call("MPI_Group_rank", None, |s| {
-            let g = s.group(group)?;
-            let me = s.world()?.proc.rank;
-            // SAFETY: caller's output argument.
-            unsafe { out(rank, g.rank_of(me).unwrap_or(abi::MPI_UNDEFINED)) }
-        })
-    }
-
-    fn Group_free(group: *mut MPI_Group) -> c_int {
-        call("MPI_Group_free", None, |s| {
-            if group.is_null() {
-                return fail(ErrorClass::Arg, "NULL group pointer");
-            }
-            // SAFETY: non-null in/out argument.
-            let h = unsafe { *group } as usize;
-            if let Some(i) = decode(h, Kind::Group) {
-                if s.groups.remove(i).is_none() {
-                    return fail(ErrorClass::Group, "group was already freed");
-                }
-            } else if abi::predefined().group(h) != Some(abi::PredefGroup::Empty) {
-                return fail(ErrorClass::Group, format!("{h:#x} is not a group"));
-            }
-            // SAFETY: as above.
-            unsafe { *group = group_null() };
-            Ok(())
-        })
-    }
-
-    fn Group_incl(group: MPI_Group, n: c_int, ranks: *const c_int, newgroup: *mut MPI_Group) -> c_int {
-        call("MPI_Group_incl", None, |s| {
-            let g = s.group(group)?;
-            // SAFETY: `n` ranks (§6.3.2).
-            let r = unsafe { c_array(ranks, n.max(0) as usize)? };
-            let h = s.new_group(g.incl(r)?)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newgroup, h) }
-        })
-    }
-
-    fn Group_excl(group: MPI_Group, n: c_int, ranks: *const c_int, newgroup: *mut MPI_Group) -> c_int {
-        call("MPI_Group_excl", None, |s| {
-            let g = s.group(group)?;
-            // SAFETY: `n` ranks (§6.3.2).
-            let r = unsafe { c_array(ranks, n.max(0) as usize)? };
-            let h = s.new_group(g.excl(r)?)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newgroup, h) }
-        })
-    }
-
-    fn Group_range_incl(group: MPI_Group, n: c_int, ranges: *const [c_int; 3], newgroup: *mut MPI_Group) -> c_int {
-        call("MPI_Group_range_incl", None, |s| {
-            let g = s.group(group)?;
-            // SAFETY: `n` triplets (§6.3.2).
-            let r = unsafe { c_array(ranges, n.max(0) as usize)? };
-            let ranks = g.expand_ranges(r)?;
-            let h = s.new_group(g.incl(&ranks)?)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newgroup, h) }
-        })
-    }
-
-    fn Group_range_excl(group: MPI_Group, n: c_int, ranges: *const [c_int; 3], newgroup: *mut MPI_Group) -> c_int {
-        call("MPI_Group_range_excl", None, |s| {
-            let g = s.group(group)?;
-            // SAFETY: `n` triplets (§6.3.2).
-            let r = unsafe { c_array(ranges, n.max(0) as usize)? };
-            let ranks = g.expand_ranges(r)?;
-            let h = s.new_group(g.excl(&ranks)?)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newgroup, h) }
-        })
-    }
-
-    fn Group_union(group1: MPI_Group, group2: MPI_Group, newgroup: *mut MPI_Group) -> c_int {
-        group_op(group1, group2, newgroup, "MPI_Group_union", Group::union)
-    }
-
-    fn Group_intersection(group1: MPI_Group, group2: MPI_Group, newgroup: *mut MPI_Group) -> c_int {
-        group_op(group1, group2, newgroup, "MPI_Group_intersection", Group::intersection)
-    }
-
-    fn Group_difference(group1: MPI_Group, group2: MPI_Group, newgroup: *mut MPI_Group) -> c_int {
-        group_op(group1, group2, newgroup, "MPI_Group_difference", Group::difference)
-    }
-
-    fn Group_translate_ranks(group1: MPI_Group, n: c_int, ranks1: *const c_int, group2: MPI_Group, ranks2: *mut c_int) -> c_int {
-        call("MPI_Group_translate_ranks", None, |s| {
-            let (a, b) = (s.group(group1)?, s.group(group2)?);
-            // SAFETY: `n` ranks in, `n` out (§6.3.1).
-            let (r1, r2) = unsafe { (c_array(ranks1, n.max(0) as usize)?, c_array_mut(ranks2, n.max(0) as usize)?) };
-            // MPI_PROC_NULL translates to itself (§6.3.1).
-            let real: Vec<i32> = r1.iter().copied().filter(|&r| r != abi::MPI_PROC_NULL).collect();
-            let mut translated = a.translate(&real, &b)?.into_iter();
-            for (o, &r) in r2.iter_mut().zip(r1) {
-                *o = if r == abi::MPI_PROC_NULL {
-                    abi::MPI_PROC_NULL
-                } else {
-                    translated.next().expect("one per rank").unwrap_or(abi::MPI_UNDEFINED)
-                };
-            }
-            Ok(())
-        })
-    }
-
-    fn Group_compare(group1: MPI_Group, group2: MPI_Group, result: *mut c_int) -> c_int {
-        call("MPI_Group_compare", None, |s| {
-            let (a, b) = (s.group(group1)?, s.group(group2)?);
-            // SAFETY: caller's output argument.
-            unsafe { out(result, comparison(a.compare(&b))) }
-        })
-    }
-
-    fn Dims_create(nnodes: c_int, ndims: c_int, dims: *mut c_int) -> c_int {
-        call("MPI_Dims_create", None, |_| {
-            if ndims < 0 {
-                return fail(ErrorClass::Dims, format!("ndims {ndims} is negative"));
-            }
-            // SAFETY: `ndims` entries (§7.5.2).
-            let d = unsafe { c_array_mut(dims, ndims as usize)? };
-            Ok(dims_create(nnodes, d)?)
-        })
-    }
-
-    fn Cart_create(comm_old: MPI_Comm, ndims: c_int, dims: *const c_int, periods: *const c_int, _reorder: c_int, comm_cart: *mut MPI_Comm) -> c_int {
-        call("MPI_Cart_create", Some(comm_old), |s| {
-            let (c, _) = comm_of(s, comm_old)?;
-            if c.is_inter() {
-                return fail(ErrorClass::Comm, "MPI_Cart_create needs an intra-communicator");
-            }
-            if ndims < 0 {
-                return fail(ErrorClass::Dims, format!("ndims {ndims} is negative"));
-            }
-            // SAFETY: `ndims` entries each (§7.5.1).
-            let (d, p) = unsafe { (c_array(dims, ndims as usize)?, c_array(periods, ndims as usize)?) };
-            if d.iter().any(|&x| x <= 0) {
-                return fail(ErrorClass::Dims, format!("dimensions {d:?} must be positive"));
-            }
-            let nodes: i64 = d.iter().map(|&x| x as i64).product();
-            if nodes > c.size() as i64 {
-                return fail(ErrorClass::Dims, format!("grid of {nodes} processes is larger than the communicator ({})", c.size()));
-            }
-            // Ranks are kept in order (reorder is allowed, not required); the ones beyond the
-            // grid get MPI_COMM_NULL.
-            let color = if (c.rank as i64) < nodes { 0 } else { UNDEFINED_COLOR };
-            let n = s.world()?.comm_split(&c, color, c.rank)?.map(|mut n| {
-                n.cart = Some(Cartesian { dims: d.to_vec(), periods: p.iter().map(|&x| x != 0).collect() });
-                n
-            });
-            let h = add_comm(s, comm_old, n)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(comm_cart, h) }
-        })
-    }
-
-    fn Cart_map(comm: MPI_Comm, ndims: c_int, dims: *const c_int, _periods: *const c_int, newrank: *mut c_int) -> c_int {
-        call("MPI_Cart_map", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            // SAFETY: `ndims` entries (§7.5.8).
-            let d = unsafe { c_array(dims, ndims.max(0) as usize)? };
-            let nodes: i64 = d.iter().map(|&x| x as i64).product();
-            if d.iter().any(|&x| x <= 0) || nodes > c.size() as i64 {
-                return fail(ErrorClass::Dims, format!("grid {d:?} does not fit a communicator of {}", c.size()));
-            }
-            // The identity mapping, as MPI_Cart_create with reorder = 0 uses.
-            let r = if (c.rank as i64) < nodes { c.rank } else { abi::MPI_UNDEFINED };
-            // SAFETY: caller's output argument.
-            unsafe { out(newrank, r) }
-        })
-    }
-
-    fn Cart_sub(comm: MPI_Comm, remain_dims: *const c_int, newcomm: *mut MPI_Comm) -> c_int {
-        call("MPI_Cart_sub", Some(comm), |s| {
-            let (c, cart) = cart_of(s, comm)?;
-            // SAFETY: one flag per dimension (§7.5.7).
-            let keep = unsafe { c_array(remain_dims, cart.dims.len())? };
-            let coords = cart.coords(c.rank);
-            // Processes that agree on every dropped coordinate share a sub-grid.
-            let mut color = 0i32;
-            for (i, &k) in keep.iter().enumerate() {
-                if k == 0 {
-                    color = color * cart.dims[i] + coords[i];
-                }
-            }
-            let sub = Cartesian {
-                dims: cart.dims.iter().zip(keep).filter(|(_, &k)| k != 0).map(|(&d, _)| d).collect(),
-                periods: cart.periods.iter().zip(keep).filter(|(_, &k)| k != 0).map(|(&p, _)| p).collect(),
-            };
-            let n = s.world()?.comm_split(&c, color, c.rank)?.map(|mut n| {
-                n.cart = Some(sub);
-                n
-            });
-            let h = add_comm(s, comm, n)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newcomm, h) }
-        })
-    }
-
-    fn Cart_coords(comm: MPI_Comm, rank: c_int, maxdims: c_int, coords: *mut c_int) -> c_int {
-        call("MPI_Cart_coords", Some(comm), |s| {
-            let (c, cart) = cart_of(s, comm)?;
-            if rank < 0 || rank >= c.size() {
-                return fail(ErrorClass::Rank, format!("rank {rank} is not in the grid"));
-            }
-            if (maxdims as usize) < cart.dims.len() {
-                return fail(ErrorClass::Arg, format!("maxdims {maxdims} < {} dimensions", cart.dims.len()));
-            }
-            // SAFETY: `maxdims` entries (§7.5.5).
-            let o = unsafe { c_array_mut(coords, cart.dims.len())? };
-            o.copy_from_slice(&cart.coords(rank));
-            Ok(())
-        })
-    }
-
-    fn Cart_rank(comm: MPI_Comm, coords: *const c_int, rank: *mut c_int) -> c_int {
-        call("MPI_Cart_rank", Some(comm), |s| {
-            let (_, cart) = cart_of(s, comm)?;
-            // SAFETY: one coordinate per dimension (§7.5.5).
-            let cs = unsafe { c_array(coords, cart.dims.len())? };
-            let Some(r) = cart.rank(cs)? else {
-                return fail(ErrorClass::Arg, format!("coordinates {cs:?} are outside the non-periodic grid"));
-            };
-            // SAFETY: caller's output argument.
-            unsafe { out(rank, r) }
-        })
-    }
-
-    fn Cart_shift(comm: MPI_Comm, direction: c_int, disp: c_int, rank_source: *mut c_int, rank_dest: *mut c_int) -> c_int {
-        call("MPI_Cart_shift", Some(comm), |s| {
-            let (c, cart) = cart_of(s, comm)?;
-            let dir = usize::try_from(direction).ok().filter(|&d| d < cart.dims.len());
-            let Some(dir) = dir else { return fail(ErrorClass::Arg, format!("direction {direction} is not a dimension")) };
-            let me = cart.coords(c.rank);
-            let at = |delta: i32| -> Res<c_int> {
-                let mut x = me.clone();
-                x[dir] += delta;
-                Ok(cart.rank(&x)?.unwrap_or(abi::MPI_PROC_NULL))
-            };
-            let (src, dst) = (at(-disp)?, at(disp)?);
-            // SAFETY: caller's output arguments.
-            unsafe { out(rank_source, src)?; out(rank_dest, dst) }
-        })
-    }
-
-    fn Cart_get(comm: MPI_Comm, maxdims: c_int, dims: *mut c_int, periods: *mut c_int, coords: *mut c_int) -> c_int {
-        call("MPI_Cart_get", Some(comm), |s| {
-            let (c, cart) = cart_of(s, comm)?;
-            let n = cart.dims.len();
-            if (maxdims as usize) < n {
-                return fail(ErrorClass::Arg, format!("maxdims {maxdims} < {n} dimensions"));
-            }
-            // SAFETY: `maxdims` entries each (§7.5.5).
-            let (d, p, x) = unsafe { (c_array_mut(dims, n)?, c_array_mut(periods, n)?, c_array_mut(coords, n)?) };
-            d.copy_from_slice(&cart.dims);
-            for (o, &b) in p.iter_mut().zip(&cart.periods) {
-                *o = b as c_int;
-            }
-            x.copy_from_slice(&cart.coords(c.rank));
-            Ok(())
-        })
-    }
-
-    fn Cartdim_get(comm: MPI_Comm, ndims: *mut c_int) -> c_int {
-        call("MPI_Cartdim_get", Some(comm), |s| {
-            let (_, cart) = cart_of(s, comm)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(ndims, cart.dims.len() as c_int) }
-        })
-    }
-
-    fn Topo_test(comm: MPI_Comm, status: *mut c_int) -> c_int {
-        call("MPI_Topo_test", Some(comm), |s| {
-            let t = if s.comm_entry(comm)?.comm.cart.is_some() { abi::MPI_CART } else { abi::MPI_UNDEFINED };
-            // SAFETY: caller's output argument.
-            unsafe { out(status, t) }
-        })
-    }
 }

@@ -140,43 +140,43 @@ fortran_binding! {
     /// `MPI_GROUP_INCL(GROUP, N, RANKS, NEWGROUP, IERROR)`.
     fn ompi_group_incl_f["group_incl", "GROUP_INCL", "Group_incl"](group: *const MPI_Fint, n: *const MPI_Fint, ranks: *const MPI_Fint, newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
         // SAFETY: Fortran arguments by reference (the binding's contract).
-        unsafe { new_group(newgroup, ierr, |g| comm::Group_incl(fortran::Group_f2c(get(group)), get(n), ranks, g)) }
+        unsafe { new_group(newgroup, ierr, |g| crate::api::group::Group_incl(fortran::Group_f2c(get(group)), get(n), ranks, g)) }
     }
 
     /// `MPI_GROUP_EXCL(GROUP, N, RANKS, NEWGROUP, IERROR)`.
     fn ompi_group_excl_f["group_excl", "GROUP_EXCL", "Group_excl"](group: *const MPI_Fint, n: *const MPI_Fint, ranks: *const MPI_Fint, newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
         // SAFETY: as above.
-        unsafe { new_group(newgroup, ierr, |g| comm::Group_excl(fortran::Group_f2c(get(group)), get(n), ranks, g)) }
+        unsafe { new_group(newgroup, ierr, |g| crate::api::group::Group_excl(fortran::Group_f2c(get(group)), get(n), ranks, g)) }
     }
 
     /// `MPI_GROUP_RANGE_INCL(GROUP, N, RANGES, NEWGROUP, IERROR)`, `RANGES(3, N)`.
     fn ompi_group_range_incl_f["group_range_incl", "GROUP_RANGE_INCL", "Group_range_incl"](group: *const MPI_Fint, n: *const MPI_Fint, ranges: *const [MPI_Fint; 3], newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
         // SAFETY: as above.
-        unsafe { new_group(newgroup, ierr, |g| comm::Group_range_incl(fortran::Group_f2c(get(group)), get(n), ranges, g)) }
+        unsafe { new_group(newgroup, ierr, |g| crate::api::group::Group_range_incl(fortran::Group_f2c(get(group)), get(n), ranges, g)) }
     }
 
     /// `MPI_GROUP_RANGE_EXCL(GROUP, N, RANGES, NEWGROUP, IERROR)`.
     fn ompi_group_range_excl_f["group_range_excl", "GROUP_RANGE_EXCL", "Group_range_excl"](group: *const MPI_Fint, n: *const MPI_Fint, ranges: *const [MPI_Fint; 3], newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
         // SAFETY: as above.
-        unsafe { new_group(newgroup, ierr, |g| comm::Group_range_excl(fortran::Group_f2c(get(group)), get(n), ranges, g)) }
+        unsafe { new_group(newgroup, ierr, |g| crate::api::group::Group_range_excl(fortran::Group_f2c(get(group)), get(n), ranges, g)) }
     }
 
     /// `MPI_GROUP_UNION(GROUP1, GROUP2, NEWGROUP, IERROR)`.
     fn ompi_group_union_f["group_union", "GROUP_UNION", "Group_union"](group1: *const MPI_Fint, group2: *const MPI_Fint, newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
         // SAFETY: as above.
-        unsafe { new_group(newgroup, ierr, |g| comm::Group_union(fortran::Group_f2c(get(group1)), fortran::Group_f2c(get(group2)), g)) }
+        unsafe { new_group(newgroup, ierr, |g| crate::api::group::Group_union(fortran::Group_f2c(get(group1)), fortran::Group_f2c(get(group2)), g)) }
     }
 
     /// `MPI_GROUP_INTERSECTION(GROUP1, GROUP2, NEWGROUP, IERROR)`.
     fn ompi_group_intersection_f["group_intersection", "GROUP_INTERSECTION", "Group_intersection"](group1: *const MPI_Fint, group2: *const MPI_Fint, newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
         // SAFETY: as above.
-        unsafe { new_group(newgroup, ierr, |g| comm::Group_intersection(fortran::Group_f2c(get(group1)), fortran::Group_f2c(get(group2)), g)) }
+        unsafe { new_group(newgroup, ierr, |g| crate::api::group::Group_intersection(fortran::Group_f2c(get(group1)), fortran::Group_f2c(get(group2)), g)) }
     }
 
     /// `MPI_GROUP_DIFFERENCE(GROUP1, GROUP2, NEWGROUP, IERROR)`.
     fn ompi_group_difference_f["group_difference", "GROUP_DIFFERENCE", "Group_difference"](group1: *const MPI_Fint, group2: *const MPI_Fint, newgroup: *mut MPI_Fint, ierr: *mut MPI_Fint) {
         // SAFETY: as above.
-        unsafe { new_group(newgroup, ierr, |g| comm::Group_difference(fortran::Group_f2c(get(group1)), fortran::Group_f2c(get(group2)), g)) }
+        unsafe { new_group(newgroup, ierr, |g| crate::api::group::Group_difference(fortran::Group_f2c(get(group1)), fortran::Group_f2c(get(group2)), g)) }
     }
 }
 

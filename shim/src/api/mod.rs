@@ -7,6 +7,8 @@ pub mod dtype;
 pub mod env;
 pub mod fortran;
 pub mod fortran_bindings;
+pub mod group;
 pub mod info;
 pub mod p2p;
 pub mod req;
+pub mod topo;
