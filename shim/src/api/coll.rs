@@ -6,17 +6,17 @@ use std::sync::Arc;
 
 use kawarimi_runtime::coll::{self, Reducer};
 use kawarimi_runtime::comm::Comm;
-use kawarimi_runtime::datatype::{Datatype, Primitive};
-use kawarimi_runtime::error::{ErrorClass, MpiResult};
+use kawarimi_runtime::datatype::Datatype;
+use kawarimi_runtime::error::ErrorClass;
 use kawarimi_runtime::intercoll::{self, InterRoot};
-use kawarimi_runtime::op;
 use kawarimi_runtime::sched::{kind, Schedule, Slot};
 
 use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Op, MPI_Request};
+use crate::api::op::ShimReducer;
 use crate::api::p2p::{check_buffer, comm_of};
 use crate::export::call;
 use crate::mem::{c_array, out, user_bytes, user_bytes_mut};
-use crate::state::{encode, fail, Kind, OpEntry, RequestEntry, Res, State, UserOp};
+use crate::state::{fail, RequestEntry, Res, State};
 
 /// `count` elements of a datatype at an address: one argument triple of a collective.
 #[derive(Clone)]
@@ -116,90 +116,6 @@ fn check_root(comm: &Comm, root: c_int) -> Res<()> {
     } else {
         fail(ErrorClass::Root, format!("root {root} is not in a communicator of {}", comm.size()))
     }
-}
-
-/// Applies an MPI op to packed elements of one datatype.
-struct ShimReducer {
-    op: OpEntry,
-    /// The primitive of a predefined op's operands.
-    prim: Primitive,
-    dt: Arc<Datatype>,
-    dt_handle: MPI_Datatype,
-}
-
-impl ShimReducer {
-    fn new(s: &mut State, op_h: MPI_Op, dt_h: MPI_Datatype) -> Res<ShimReducer> {
-        let op = s.op(op_h)?;
-        let dt = s.datatype(dt_h)?;
-        let prim = dt.primitives().unwrap_or(Primitive::Byte);
-        if let OpEntry::Predefined(p) = op {
-            if dt.primitives().is_none() {
-                return fail(ErrorClass::Op, format!("{} needs a datatype of one predefined type", p.name()));
-            }
-            op::check(p, prim)?;
-        }
-        Ok(ShimReducer { op, prim, dt, dt_handle: dt_h })
-    }
-}
-
-// SAFETY: the datatype handle is only an address handed back to the user function as its
-// datatype argument, never dereferenced here; every use happens under the shim's state lock,
-// one thread at a time.
-unsafe impl Send for ShimReducer {}
-// SAFETY: as above; the reducer is never mutated.
-unsafe impl Sync for ShimReducer {}
-
-impl Reducer for ShimReducer {
-    fn reduce(&self, input: &[u8], inout: &mut [u8]) -> MpiResult<()> {
-        match self.op {
-            OpEntry::Predefined(p) => op::apply(p, self.prim, input, inout),
-            OpEntry::User(u) => call_user_op(u, &self.dt, self.dt_handle, input, inout),
-        }
-    }
-    fn commutative(&self) -> bool {
-        match self.op {
-            OpEntry::Predefined(p) => p.is_commutative(),
-            OpEntry::User(u) => u.commutative,
-        }
-    }
-}
-
-/// Runs a user function (§5.9.5) on packed operands: they are laid out in the datatype's
-/// memory form first, since that is what the function reads.
-fn call_user_op(u: UserOp, dt: &Datatype, dt_handle: MPI_Datatype, input: &[u8], inout: &mut [u8]) -> MpiResult<()> {
-    let size = dt.size();
-    if size == 0 {
-        return Ok(());
-    }
-    let count = input.len() / size;
-    let mut len = count as c_int;
-    let mut h = dt_handle;
-    if dt.is_contiguous() {
-        // SAFETY: the user function reads `len` elements of `dt` at `input` and updates as
-        // many at `inout`; both slices hold exactly that many packed (= memory-form) elements.
-        unsafe { (u.function)(input.as_ptr() as *mut c_void, inout.as_mut_ptr() as *mut c_void, &mut len, &mut h) };
-        return Ok(());
-    }
-    let (lo, hi) = dt.span(count);
-    let origin = (-lo) as usize;
-    let mut a = vec![0u8; (hi - lo) as usize];
-    let mut b = vec![0u8; (hi - lo) as usize];
-    dt.unpack(input, &mut a, origin, count)?;
-    dt.unpack(inout, &mut b, origin, count)?;
-    // SAFETY: `a` and `b` each hold `count` elements of `dt` in memory form, addressed from
-    // `origin`, as the function expects.
-    unsafe {
-        (u.function)(
-            a.as_mut_ptr().add(origin) as *mut c_void,
-            b.as_mut_ptr().add(origin) as *mut c_void,
-            &mut len,
-            &mut h,
-        )
-    };
-    let mut packed = Vec::with_capacity(inout.len());
-    dt.pack(&b, origin, count, &mut packed);
-    inout.copy_from_slice(&packed);
-    Ok(())
 }
 
 /// A collective ready to run: its schedule, and what to do with the schedule's buffers when
@@ -841,44 +757,6 @@ mpi_fn! {
             reducer.reduce(&pa, &mut pb)?;
             // SAFETY: as above.
             unsafe { b.unpack(&pb) }
-        })
-    }
-
-    fn Op_create(function: Option<abi::MPI_User_function>, commute: c_int, op: *mut MPI_Op) -> c_int {
-        call("MPI_Op_create", None, |s| {
-            let Some(function) = function else { return fail(ErrorClass::Arg, "NULL user function") };
-            let i = s.ops.insert(OpEntry::User(UserOp { function, commutative: commute != 0 })).ok_or_else(|| crate::state::table_full("ops"))?;
-            // SAFETY: caller's output argument.
-            unsafe { out(op, encode(Kind::Op, i) as MPI_Op) }
-        })
-    }
-
-    fn Op_free(op: *mut MPI_Op) -> c_int {
-        call("MPI_Op_free", None, |s| {
-            if op.is_null() {
-                return fail(ErrorClass::Arg, "NULL op pointer");
-            }
-            // SAFETY: non-null in/out argument.
-            let h = unsafe { *op } as usize;
-            match crate::state::decode(h, Kind::Op) {
-                Some(i) if s.ops.remove(i).is_some() => {
-                    // SAFETY: as above.
-                    unsafe { *op = abi::predefined().op_handle(abi::PredefOp::OpNull) as MPI_Op };
-                    Ok(())
-                }
-                _ => fail(ErrorClass::Op, "only user-defined ops can be freed"),
-            }
-        })
-    }
-
-    fn Op_commutative(op: MPI_Op, commute: *mut c_int) -> c_int {
-        call("MPI_Op_commutative", None, |s| {
-            let c = match s.op(op)? {
-                OpEntry::Predefined(p) => p.is_commutative(),
-                OpEntry::User(u) => u.commutative,
-            };
-            // SAFETY: caller's output argument.
-            unsafe { out(commute, c as c_int) }
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod fortran;
 pub mod fortran_bindings;
 pub mod group;
 pub mod info;
+pub mod op;
 pub mod p2p;
 pub mod req;
 pub mod topo;
