@@ -4,11 +4,13 @@
 //! - [`core`]: the sans-IO point-to-point protocol (matching, eager, rendezvous, channels);
 //! - [`engine`]: drives the core over a real transport and blocks politely;
 //! - [`datatype`], [`op`]: type maps, pack/unpack, reductions;
+//! - [`bsend`]: the accounting of buffered sends;
 //! - [`comm`], [`coll`]: groups, communicators, topologies, collectives over point-to-point;
 //! - [`launch`]: who this process is, from the launcher's environment;
 //! - [`lifeline`]: a rank ends when the launcher that started it is gone;
 //! - [`world`]: the process-wide MPI state the shim calls into.
 
+pub mod bsend;
 pub mod coll;
 pub mod comm;
 pub mod core;

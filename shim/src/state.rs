@@ -273,8 +273,6 @@ pub struct RequestEntry {
     pub handler: Handler,
     pub is_recv: bool,
     pub finish: Finish,
-    /// Bytes of the attached buffer this buffered send holds.
-    pub bsend_bytes: usize,
     /// The arguments of a persistent request (§3.9), which `MPI_Start` posts again.
     pub persistent: Option<Persistent>,
 }
@@ -290,7 +288,6 @@ impl RequestEntry {
             handler,
             is_recv: false,
             finish: Finish::Collective(CollFinish(finish)),
-            bsend_bytes: 0,
             persistent: None,
         }
     }
@@ -327,14 +324,12 @@ pub struct State {
     pub next_keyval: i32,
     /// Predefined datatypes, built on first use, by `PredefDatatype::index()`.
     pub predef_types: Vec<Option<Arc<Datatype>>>,
-    /// `MPI_Buffer_attach`: (address, size, bytes in use).
-    pub bsend_buffer: Option<(usize, usize, usize)>,
+    /// `MPI_Buffer_attach`'s buffer and the buffered sends in flight.
+    pub bsend_buffer: Option<kawarimi_runtime::bsend::BsendBuffer>,
     pub main_thread: Option<std::thread::ThreadId>,
     /// Error classes and codes added by the application (§8.5): code `MPI_ERR_LASTCODE + 1 + i`
     /// is entry `i`, holding its class and its string.
     pub user_errors: Vec<UserError>,
-    /// Buffered sends in flight: (runtime request, attached-buffer bytes they hold).
-    pub bsend_pending: Vec<(ReqId, usize)>,
 }
 
 pub static STATE: Mutex<Option<State>> = Mutex::new(None);

@@ -3,6 +3,7 @@
 use std::ffi::{c_int, c_void};
 use std::sync::Arc;
 
+use kawarimi_runtime::bsend::BsendBuffer;
 use kawarimi_runtime::comm::Comm;
 use kawarimi_runtime::core::{RecvBuf, SendData, Status, ANY_SOURCE, ANY_TAG};
 use kawarimi_runtime::datatype::Datatype;
@@ -86,16 +87,7 @@ fn check_rank(comm: &Comm, r: c_int, recv: bool) -> Res<()> {
 /// A request that is complete from the start (`MPI_PROC_NULL`, §3.11).
 fn proc_null_request(comm: Arc<Comm>, handler: Handler, is_recv: bool) -> RequestEntry {
     let st = Status { source: abi::MPI_PROC_NULL, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None };
-    RequestEntry {
-        core: None,
-        done: Some(st),
-        comm,
-        handler,
-        is_recv,
-        finish: Finish::Nothing,
-        bsend_bytes: 0,
-        persistent: None,
-    }
+    RequestEntry { core: None, done: Some(st), comm, handler, is_recv, finish: Finish::Nothing, persistent: None }
 }
 
 fn with_handler<T>(r: Res<T>, handler: Handler) -> Res<T> {
@@ -147,21 +139,15 @@ unsafe fn post_send_checked(
     }
     // SAFETY: forwarded contract.
     let data = unsafe { send_bytes(buf, count as usize, &dt)? };
-    let mut bsend_bytes = 0;
-    let data = if mode == Mode::Buffered {
-        let need = count as usize * dt.size() + abi::MPI_BSEND_OVERHEAD as usize;
-        reap_bsends(s)?;
-        let Some((_, size, used)) = s.bsend_buffer.as_mut() else {
+    let buffered = mode == Mode::Buffered;
+    let need = count as usize * dt.size() + abi::MPI_BSEND_OVERHEAD as usize;
+    let data = if buffered {
+        s.world()?; // MPI is up (its error otherwise)
+        let w = s.world.as_mut().expect("checked");
+        let Some(b) = s.bsend_buffer.as_mut() else {
             return fail(ErrorClass::Buffer, "MPI_Bsend without an attached buffer (MPI_Buffer_attach)");
         };
-        if *used + need > *size {
-            return fail(
-                ErrorClass::Buffer,
-                format!("attached buffer of {size} bytes has {} free, the message needs {need}", *size - *used),
-            );
-        }
-        *used += need;
-        bsend_bytes = need;
+        b.reserve(&mut w.engine, need)?;
         // The copy is the buffering: the application may reuse its buffer at once.
         match data {
             SendData::Static(b) => SendData::Owned(b.to_vec()),
@@ -173,10 +159,10 @@ unsafe fn post_send_checked(
     let peer = comm.peer(dest)? as i32;
     let w = s.world()?;
     let id = w.engine.isend(peer, comm.ctx, tag, data, mode == Mode::Synchronous)?;
-    if mode == Mode::Buffered {
+    if buffered {
         // The data is already in the attached buffer: the send is complete at once (§3.6),
-        // and the buffer space is released when the transfer ends (`reap_bsends`).
-        s.bsend_pending.push((id, bsend_bytes));
+        // and the buffer space is released when the transfer ends.
+        s.bsend_buffer.as_mut().expect("reserved above").hold(id, need);
         let done = Some(Status::default());
         return Ok(RequestEntry {
             core: None,
@@ -185,7 +171,6 @@ unsafe fn post_send_checked(
             handler,
             is_recv: false,
             finish: Finish::Nothing,
-            bsend_bytes,
             persistent: None,
         });
     }
@@ -196,7 +181,6 @@ unsafe fn post_send_checked(
         handler,
         is_recv: false,
         finish: Finish::Nothing,
-        bsend_bytes,
         persistent: None,
     })
 }
@@ -235,33 +219,10 @@ pub unsafe fn post_recv(
             handler,
             is_recv: true,
             finish,
-            bsend_bytes: 0,
             persistent: None,
         })
     })();
     with_handler(r, handler)
-}
-
-/// Releases the attached-buffer space of buffered sends that have completed.
-fn reap_bsends(s: &mut State) -> Res<()> {
-    if s.bsend_pending.is_empty() {
-        return Ok(());
-    }
-    let pending = std::mem::take(&mut s.bsend_pending);
-    let ids: Vec<_> = pending.iter().map(|&(id, _)| id).collect();
-    let done = s.world()?.engine.reap(&ids)?;
-    let mut released = 0;
-    for (&(id, bytes), done) in pending.iter().zip(done) {
-        if done {
-            released += bytes;
-        } else {
-            s.bsend_pending.push((id, bytes));
-        }
-    }
-    if let Some((_, _, used)) = s.bsend_buffer.as_mut() {
-        *used -= released;
-    }
-    Ok(())
 }
 
 /// Checks a request for completion; when complete, finishes it and returns its status.
@@ -524,7 +485,7 @@ mpi_fn! {
             }
             // kawarimi copies buffered messages into its own memory; the attached buffer only
             // bounds how much may be outstanding, as the standard's accounting requires.
-            s.bsend_buffer = Some((buffer as usize, size as usize, 0));
+            s.bsend_buffer = Some(BsendBuffer::new(buffer as usize, size as usize));
             Ok(())
         })
     }
@@ -532,15 +493,10 @@ mpi_fn! {
     fn Buffer_detach(buffer_addr: *mut c_void, size: *mut c_int) -> c_int {
         call("MPI_Buffer_detach", None, |s| {
             // Blocks until every buffered message has been transmitted (§3.6.1).
-            let pending = std::mem::take(&mut s.bsend_pending);
-            for (id, _) in pending {
-                let w = s.world()?;
-                w.engine.wait(id)?;
-                w.engine.take_completion(id);
-            }
-            let Some((addr, len, _)) = s.bsend_buffer.take() else {
+            let Some(b) = s.bsend_buffer.take() else {
                 return fail(ErrorClass::Buffer, "no buffer is attached");
             };
+            let (addr, len) = b.detach(&mut s.world()?.engine)?;
             // SAFETY: `buffer_addr` is a `void**` output argument (§3.6.1).
             unsafe { out(buffer_addr as *mut *mut c_void, addr as *mut c_void)? };
             // SAFETY: caller's output argument.
@@ -570,7 +526,6 @@ unsafe fn persistent_init(name: &'static str, p: Persistent, request: *mut MPI_R
             handler,
             is_recv: p.send_mode.is_none(),
             finish: Finish::Nothing,
-            bsend_bytes: 0,
             persistent: Some(p),
         };
         let h = s.new_request(e)?;

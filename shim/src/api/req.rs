@@ -665,7 +665,6 @@ unsafe fn post_mrecv(
             handler: crate::state::Handler::Fatal,
             is_recv: true,
             finish: Finish::Nothing,
-            bsend_bytes: 0,
             persistent: None,
         });
     }
@@ -680,16 +679,7 @@ unsafe fn post_mrecv(
     let core_id = s.world()?.engine.mrecv(id, target)?;
     // SAFETY: as above.
     unsafe { *message = message_null() };
-    Ok(RequestEntry {
-        core: Some(core_id),
-        done: None,
-        comm,
-        handler,
-        is_recv: true,
-        finish,
-        bsend_bytes: 0,
-        persistent: None,
-    })
+    Ok(RequestEntry { core: Some(core_id), done: None, comm, handler, is_recv: true, finish, persistent: None })
 }
 
 fn probe(s: &mut State, source: c_int, tag: c_int, comm: MPI_Comm, block: bool) -> Res<Option<Status>> {
