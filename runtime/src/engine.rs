@@ -13,8 +13,7 @@ use kawarimi_transports::{routed, Event, PeerId, Transport, TransportError};
 use crate::core::{Completion, Core, ProbeInfo, RecvBuf, ReqId, SendData, Status};
 use crate::error::{ErrorClass, MpiError, MpiResult};
 use crate::sched::Schedule;
-use crate::switch::{Command, Reconnect, SwitchShared};
-use kawarimi_control::proto::{SwitchCommand, SwitchPhase};
+use crate::switch::{Phase, Reconnect, SwitchShared};
 
 /// Longest sleep in `poll(2)` of a rank that can be switched: how late a blocked rank may
 /// notice a quiesce command.
@@ -298,7 +297,7 @@ impl Engine {
         if loss == Loss::LinkDown {
             self.core.mark_broken(peer);
         }
-        if sw.shared.phase() == SwitchPhase::Running {
+        if sw.shared.phase() == Phase::Running {
             // During a switch the report on detach carries the loss instead.
             sw.shared.ask_repair(peer, reason.clone(), self.core.epoch());
             sw.repair_deadline.get_or_insert((self.clock)() + sw.repair_wait);
@@ -311,7 +310,7 @@ impl Engine {
     fn check_repair_deadline(&mut self) -> MpiResult<()> {
         let Some(sw) = self.switch.as_ref() else { return Ok(()) };
         let Some(deadline) = sw.repair_deadline else { return Ok(()) };
-        if sw.shared.phase() != SwitchPhase::Running || (self.clock)() < deadline {
+        if sw.shared.phase() != Phase::Running || (self.clock)() < deadline {
             return Ok(());
         }
         let (peer, reason) = sw.lost.first().cloned().unwrap_or_default();
@@ -326,11 +325,11 @@ impl Engine {
         let Some(sw) = self.switch.as_ref() else { return Ok(()) };
         let shared = sw.shared.clone();
         match shared.phase() {
-            SwitchPhase::Running => {
+            Phase::Running => {
                 if !shared.is_pending() {
                     return Ok(());
                 }
-                if let Some(Command::Quiesce { epoch }) = shared.take_command(SwitchCommand::Quiesce) {
+                if let Some(epoch) = shared.take_quiesce() {
                     // (Not `link_lost`: this switch is the repair, none is to be asked for.)
                     for peer in shared.take_reported_broken() {
                         if !self.core.peer_said_bye(peer) {
@@ -342,15 +341,15 @@ impl Engine {
                         return Err(self.fail(e));
                     }
                     self.switch.as_mut().expect("checked").epoch = epoch;
-                    shared.reached(SwitchPhase::Draining, epoch);
-                } else if shared.take_command(SwitchCommand::Resume).is_some() {
+                    shared.reached(Phase::Draining, epoch);
+                } else if shared.take_resume().is_some() {
                     // Not quiesced (a quiesce that failed elsewhere): already running.
-                    shared.reached(SwitchPhase::Running, self.core.epoch());
+                    shared.reached(Phase::Running, self.core.epoch());
                 }
             }
-            SwitchPhase::Draining => {
+            Phase::Draining => {
                 // A duplicated quiesce (a client that retried) changes nothing.
-                let _ = shared.take_command(SwitchCommand::Quiesce);
+                let _ = shared.take_quiesce();
                 if let Err(e) = self.progress() {
                     // The control thread must learn of it and report it, naming the cause
                     // (a peer lost before its marker), rather than wait for a timeout.
@@ -370,13 +369,13 @@ impl Engine {
                     shared.set_broken(self.core.broken_peers());
                     let epoch = self.switch.as_ref().expect("checked").epoch;
                     shared.set_transport(format!("detached; before switch {epoch}: ran {routes}, sent {carried}"));
-                    shared.reached(SwitchPhase::Detached, epoch);
+                    shared.reached(Phase::Detached, epoch);
                 }
             }
-            SwitchPhase::Detached => {
-                let _ = shared.take_command(SwitchCommand::Quiesce);
-                if let Some(Command::Resume { epoch, transport, repair }) = shared.take_command(SwitchCommand::Resume) {
-                    shared.reached(SwitchPhase::Reconnecting, epoch);
+            Phase::Detached => {
+                let _ = shared.take_quiesce();
+                if let Some((epoch, transport, repair)) = shared.take_resume() {
+                    shared.reached(Phase::Reconnecting, epoch);
                     let sw = self.switch.as_mut().expect("checked");
                     let timeout = sw.reconnect_timeout;
                     match sw.reconnect.reconnect(epoch, transport.as_deref(), &repair, timeout) {
@@ -395,7 +394,7 @@ impl Engine {
                             self.transport = t;
                             self.refresh_waker();
                             shared.set_transport(self.transport_summary());
-                            shared.reached(SwitchPhase::Running, epoch);
+                            shared.reached(Phase::Running, epoch);
                         }
                         Err(e) => {
                             shared.failed(e.to_string());
@@ -411,7 +410,7 @@ impl Engine {
                     return Err(self.fail(MpiError::new(ErrorClass::Other, msg)));
                 }
             }
-            SwitchPhase::Reconnecting | SwitchPhase::Failed => {}
+            Phase::Reconnecting | Phase::Failed => {}
         }
         Ok(())
     }
@@ -445,7 +444,7 @@ impl Engine {
 
     /// Whether a switch holds the data path (draining, detached or reconnecting).
     pub fn switching(&self) -> bool {
-        self.switch.as_ref().is_some_and(|s| s.shared.phase() != SwitchPhase::Running)
+        self.switch.as_ref().is_some_and(|s| s.shared.phase() != Phase::Running)
     }
 
     /// Drives progress until `done` holds, spinning, then yielding, then sleeping.

@@ -57,10 +57,36 @@ pub enum Command {
     },
 }
 
+/// Where the rank stands in a switch. The control protocol reports it as its
+/// [`SwitchPhase`]; the engine sees only this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    Draining,
+    /// Drained and every data-path resource released: safe to unplug.
+    Detached,
+    Reconnecting,
+    /// The step failed; the error says why.
+    Failed,
+}
+
+impl Phase {
+    /// The phase as the control protocol carries it.
+    pub fn to_wire(self) -> SwitchPhase {
+        match self {
+            Phase::Running => SwitchPhase::Running,
+            Phase::Draining => SwitchPhase::Draining,
+            Phase::Detached => SwitchPhase::Detached,
+            Phase::Reconnecting => SwitchPhase::Reconnecting,
+            Phase::Failed => SwitchPhase::Failed,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     command: Option<Command>,
-    phase: SwitchPhase,
+    phase: Phase,
     /// The epoch of the step the phase belongs to.
     epoch: u32,
     /// When the current step started, for the report.
@@ -113,7 +139,7 @@ impl Default for SwitchShared {
         SwitchShared {
             inner: Mutex::new(Inner {
                 command: None,
-                phase: SwitchPhase::Running,
+                phase: Phase::Running,
                 epoch: 0,
                 step_started: None,
                 last_step: Duration::ZERO,
@@ -184,19 +210,30 @@ impl SwitchShared {
         self.pending.load(Ordering::Acquire)
     }
 
-    pub fn phase(&self) -> SwitchPhase {
+    pub fn phase(&self) -> Phase {
         self.inner.lock().phase
     }
 
-    /// Takes the command if it is the one that applies in `phase`.
-    pub(crate) fn take_command(&self, want: SwitchCommand) -> Option<Command> {
+    /// Takes the command waiting, if it is a quiesce: the epoch of its switch.
+    pub(crate) fn take_quiesce(&self) -> Option<u32> {
+        match self.take_command(|c| matches!(c, Command::Quiesce { .. }))? {
+            Command::Quiesce { epoch } => Some(epoch),
+            Command::Resume { .. } => unreachable!("only a quiesce is taken"),
+        }
+    }
+
+    /// Takes the command waiting, if it is a resume: its epoch, forced transport and the
+    /// peers whose links it repairs.
+    pub(crate) fn take_resume(&self) -> Option<(u32, Option<String>, Vec<u32>)> {
+        match self.take_command(|c| matches!(c, Command::Resume { .. }))? {
+            Command::Resume { epoch, transport, repair } => Some((epoch, transport, repair)),
+            Command::Quiesce { .. } => unreachable!("only a resume is taken"),
+        }
+    }
+
+    fn take_command(&self, wanted: impl Fn(&Command) -> bool) -> Option<Command> {
         let mut g = self.inner.lock();
-        let matches = matches!(
-            (&g.command, want),
-            (Some(Command::Quiesce { .. }), SwitchCommand::Quiesce)
-                | (Some(Command::Resume { .. }), SwitchCommand::Resume)
-        );
-        if !matches {
+        if !g.command.as_ref().is_some_and(wanted) {
             return None;
         }
         self.pending.store(false, Ordering::Release);
@@ -204,11 +241,11 @@ impl SwitchShared {
     }
 
     /// Records that the engine reached `phase` of switch `epoch`.
-    pub(crate) fn reached(&self, phase: SwitchPhase, epoch: u32) {
+    pub(crate) fn reached(&self, phase: Phase, epoch: u32) {
         let mut g = self.inner.lock();
         g.phase = phase;
         g.epoch = epoch;
-        if matches!(phase, SwitchPhase::Detached | SwitchPhase::Running) {
+        if matches!(phase, Phase::Detached | Phase::Running) {
             let now = (self.clock)();
             g.last_step = g.step_started.take().map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         }
@@ -270,7 +307,7 @@ impl SwitchShared {
 
     pub(crate) fn failed(&self, why: String) {
         let mut g = self.inner.lock();
-        g.phase = SwitchPhase::Failed;
+        g.phase = Phase::Failed;
         g.error = Some(why);
         self.changed.notify_all();
     }
@@ -331,7 +368,7 @@ pub fn spawn_control_thread(
 pub struct RankControl {
     rank: u32,
     /// The step under way: its epoch and the phase that completes it.
-    driving: Option<(u32, SwitchPhase)>,
+    driving: Option<(u32, Phase)>,
 }
 
 /// A step a command started (see [`RankControl::handle_reply`]).
@@ -366,9 +403,9 @@ impl RankControl {
         let (cmd, goal, quiesce_repairs) = match command {
             SwitchCommand::Quiesce => {
                 shared.set_reported_broken(peers.clone());
-                (Command::Quiesce { epoch }, SwitchPhase::Detached, Some(peers))
+                (Command::Quiesce { epoch }, Phase::Detached, Some(peers))
             }
-            SwitchCommand::Resume => (Command::Resume { epoch, transport, repair: peers }, SwitchPhase::Running, None),
+            SwitchCommand::Resume => (Command::Resume { epoch, transport, repair: peers }, Phase::Running, None),
         };
         shared.command(cmd);
         self.driving = Some((epoch, goal));
@@ -383,9 +420,9 @@ impl RankControl {
         let report = if g.phase == goal && !shared.is_pending() {
             let millis = g.last_step.as_secs_f64() * 1e3;
             let transport = Some(g.transport.clone());
-            let broken = if goal == SwitchPhase::Detached { g.broken.clone() } else { Vec::new() };
-            Request::Report { epoch, phase: goal, millis, detail: None, transport, broken }
-        } else if g.phase == SwitchPhase::Failed {
+            let broken = if goal == Phase::Detached { g.broken.clone() } else { Vec::new() };
+            Request::Report { epoch, phase: goal.to_wire(), millis, detail: None, transport, broken }
+        } else if g.phase == Phase::Failed {
             let detail = g.error.clone();
             Request::Report {
                 epoch,

@@ -111,7 +111,7 @@ use kawarimi_control::relay::Relay;
 use kawarimi_runtime::core::{Completion, Core, CoreConfig, RecvBuf, ReqId, SendData, ANY_SOURCE, ANY_TAG};
 use kawarimi_runtime::engine::{Engine, EngineSwitch};
 use kawarimi_runtime::error::{MpiError, MpiResult};
-use kawarimi_runtime::switch::{Command, RankControl, Reconnect, SwitchShared};
+use kawarimi_runtime::switch::{Command, Phase as RankPhase, RankControl, Reconnect, SwitchShared};
 use kawarimi_transports::wire::{Header, HEADER_LEN};
 use kawarimi_transports::{Event, Payload, PeerId, Transport, TransportError, TransportKind, TransportResult};
 
@@ -1815,7 +1815,7 @@ impl Sim {
         let held = self.fabrics.lock().expect("fabrics").held.clone();
         for (r, rank) in self.ranks.iter().enumerate() {
             let phase = rank.shared.phase();
-            if phase != SwitchPhase::Detached || held[r].is_some() {
+            if phase != RankPhase::Detached || held[r].is_some() {
                 self.fail(&format!("SafeToUnplug epoch {epoch}, but rank {r} is {phase:?} holding {:?}", held[r]));
             }
         }
@@ -2223,7 +2223,7 @@ impl Sim {
         for (r, rank) in self.ranks.iter().enumerate() {
             let (phase, e, live) =
                 (rank.shared.phase(), rank.engine.core().epoch(), rank.engine.core().live_requests());
-            if phase != SwitchPhase::Running || e != epoch || live != 0 || rank.ctl.is_driving() {
+            if phase != RankPhase::Running || e != epoch || live != 0 || rank.ctl.is_driving() {
                 self.fail(&format!(
                     "rank {r} ends {phase:?} in epoch {e} (rank 0: {epoch}) with {live} live requests, control {:?}",
                     rank.ctl
@@ -2445,7 +2445,7 @@ fn drain_then_lose_the_link(control_alive: bool) -> (Engine, Arc<SwitchShared>, 
     let _peer = take_endpoint(&fabrics, 1, 0);
     shared.command(Command::Quiesce { epoch: 1 });
     engine.switch_step().expect("begin drain");
-    assert_eq!(shared.phase(), SwitchPhase::Draining);
+    assert_eq!(shared.phase(), RankPhase::Draining);
     let fab = fabrics.lock().expect("fabrics").fab(0);
     fab.lock().expect("fab").kill_link(0, 1, "test link failure");
     let mut rng = Rng(7);
@@ -2491,7 +2491,7 @@ fn regression_link_down_mid_drain_marks_switch_failed() {
     let e = res.expect_err("the peer was lost before its marker");
     assert!(e.detail.contains("lost rank 1"), "{e}");
     // What the control thread looks at: it must see Failed to report it.
-    assert_eq!(shared.phase(), SwitchPhase::Failed, "the switch failed ({e}) but the control thread cannot know");
+    assert_eq!(shared.phase(), RankPhase::Failed, "the switch failed ({e}) but the control thread cannot know");
 }
 
 /// With a control thread, the drain goes on without the peer's marker and the detach report
@@ -2501,12 +2501,12 @@ fn link_down_mid_drain_detaches_and_reports_the_peer() {
     let (mut engine, shared, res) = drain_then_lose_the_link(true);
     res.expect("a lost link is repaired, not fatal");
     for _ in 0..100 {
-        if shared.phase() == SwitchPhase::Detached {
+        if shared.phase() == RankPhase::Detached {
             break;
         }
         engine.switch_step().expect("drain");
     }
-    assert_eq!(shared.phase(), SwitchPhase::Detached);
+    assert_eq!(shared.phase(), RankPhase::Detached);
     assert_eq!(shared.broken(), vec![1]);
     assert_eq!(shared.take_repair_request(), None, "the switch under way repairs it: no repair is asked for");
 }
@@ -2517,14 +2517,14 @@ fn link_down_mid_drain_detaches_and_reports_the_peer() {
 fn a_detached_rank_that_loses_the_control_plane_fails_rather_than_wait() {
     let (mut engine, shared, res) = drain_then_lose_the_link(true);
     res.expect("a lost link is repaired, not fatal");
-    while shared.phase() != SwitchPhase::Detached {
+    while shared.phase() != RankPhase::Detached {
         engine.switch_step().expect("drain");
     }
     engine.switch_step().expect("detached, waiting for the resume");
     shared.set_control_alive(false);
     let e = engine.switch_step().expect_err("no resume can come");
     assert!(e.detail.contains("lost the control plane while detached for switch 1"), "{e}");
-    assert_eq!(shared.phase(), SwitchPhase::Failed);
+    assert_eq!(shared.phase(), RankPhase::Failed);
 }
 
 // ---------------------------------------------------------------------------------------------
