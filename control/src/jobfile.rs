@@ -105,18 +105,9 @@ pub fn remove_owned() {
     }
 }
 
-/// What reading a job file found.
-enum Found {
-    File(JobFile),
-    /// Not a job file of ours (unreadable or malformed): left alone.
-    Other,
-}
-
-fn read(path: &Path) -> Found {
-    match fs::read_to_string(path).ok().and_then(|t| serde_json::from_str::<JobFile>(&t).ok()) {
-        Some(j) => Found::File(j),
-        None => Found::Other,
-    }
+/// The job file at `path`; `None` for one that cannot be read or is not ours (left alone).
+fn read(path: &Path) -> Option<JobFile> {
+    fs::read_to_string(path).ok().and_then(|t| serde_json::from_str::<JobFile>(&t).ok())
 }
 
 impl JobFile {
@@ -152,7 +143,7 @@ impl JobFile {
     pub fn write(&self) -> std::io::Result<PathBuf> {
         Self::reclaim()?;
         let path = self.path()?;
-        if let Found::File(other) = read(&path) {
+        if let Some(other) = read(&path) {
             if other.owner_alive() && other.answers(PROBE_TIMEOUT) {
                 return Err(std::io::Error::other(format!(
                     "a running job is already named {} (pid {}); choose another name",
@@ -195,14 +186,26 @@ impl JobFile {
             .is_ok_and(|st| st.job == self.job)
     }
 
-    /// Removes the files (and half-written `.tmp` files) of jobs whose owner process is gone;
-    /// returns how many it removed.
-    pub fn reclaim() -> std::io::Result<usize> {
-        let mut removed = 0;
+    /// Removes the files (and half-written `.tmp` files) of jobs whose owner process is gone.
+    pub fn reclaim() -> std::io::Result<()> {
+        Self::scan().map(drop)
+    }
+
+    /// One pass over the jobs directory: removes what [`JobFile::reclaim`] removes and
+    /// returns the files whose owner lives.
+    fn scan() -> std::io::Result<Vec<JobFile>> {
+        let mut live = Vec::new();
         for e in fs::read_dir(jobs_dir()?)? {
             let p = e?.path();
             let dead = match p.extension().and_then(|x| x.to_str()) {
-                Some("json") => matches!(read(&p), Found::File(j) if !j.owner_alive()),
+                Some("json") => match read(&p) {
+                    Some(j) if j.owner_alive() => {
+                        live.push(j);
+                        false
+                    }
+                    Some(_) => true,
+                    None => false,
+                },
                 // A writer that died between create and rename; one still writing is younger
                 // than a minute.
                 Some("tmp") => fs::metadata(&p)
@@ -210,32 +213,21 @@ impl JobFile {
                     .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(60))),
                 _ => false,
             };
-            if dead && fs::remove_file(&p).is_ok() {
-                removed += 1;
+            if dead {
+                let _ = fs::remove_file(&p);
             }
         }
-        Ok(removed)
+        Ok(live)
     }
 
     /// Every running job of this user on this host: whose owner lives and whose coordinator
     /// answers as that job. Reclaims dead jobs' files on the way.
     pub fn list() -> std::io::Result<Vec<JobFile>> {
-        Self::reclaim()?;
-        let mut candidates = Vec::new();
-        for e in fs::read_dir(jobs_dir()?)? {
-            let p = e?.path();
-            if p.extension().is_some_and(|x| x == "json") {
-                if let Found::File(j) = read(&p) {
-                    candidates.push(j);
-                }
-            }
-        }
+        let candidates = Self::scan()?;
         // Probe in parallel: one silent coordinator must not make the listing slow.
         let mut jobs: Vec<JobFile> = std::thread::scope(|s| {
-            let probes: Vec<_> = candidates
-                .into_iter()
-                .map(|j| s.spawn(move || (j.owner_alive() && j.answers(PROBE_TIMEOUT)).then_some(j)))
-                .collect();
+            let probes: Vec<_> =
+                candidates.into_iter().map(|j| s.spawn(move || j.answers(PROBE_TIMEOUT).then_some(j))).collect();
             probes.into_iter().filter_map(|h| h.join().ok().flatten()).collect()
         });
         jobs.sort_by(|a, b| a.job.cmp(&b.job));
@@ -249,8 +241,8 @@ impl JobFile {
             Some(name) => {
                 Self::reclaim().map_err(dir_err)?;
                 match read(&Self::path_of(name).map_err(|e| e.to_string())?) {
-                    Found::File(j) if j.job == name && j.owner_alive() && j.answers(PROBE_TIMEOUT) => Ok(j),
-                    Found::File(j) if j.job == name && j.owner_alive() => {
+                    Some(j) if j.job == name && j.owner_alive() && j.answers(PROBE_TIMEOUT) => Ok(j),
+                    Some(j) if j.job == name && j.owner_alive() => {
                         Err(format!("job {name} (pid {}) does not answer at {}", j.pid, j.coordinator))
                     }
                     _ => Err(format!("no running job named {name}")),

@@ -34,7 +34,7 @@ enum Cmd {
     Run {
         /// Path of libkawarimi.so (default: $KAWARIMI_LIB, else next to this executable).
         #[arg(long)]
-        lib: Option<PathBuf>,
+        lib: Option<String>,
         /// The mpirun launcher to wrap (default: mpirun).
         #[arg(long)]
         mpirun: Option<String>,
@@ -116,14 +116,12 @@ fn main() -> ExitCode {
         Cmd::Run { lib, mpirun, job_name, args } => {
             run_args::split(&args).and_then(|mut a| {
                 // Options clap took (before mpirun's first word) and those found among mpirun's.
-                for (option, value) in
-                    [("--lib", lib.map(|l| l.display().to_string())), ("--mpirun", mpirun), ("--job-name", job_name)]
-                {
+                for (option, value) in [("--lib", lib), ("--mpirun", mpirun), ("--job-name", job_name)] {
                     if let Some(v) = value {
                         a.set(option, v)?;
                     }
                 }
-                let lib = a.lib.or_else(|| std::env::var_os("KAWARIMI_LIB").map(PathBuf::from));
+                let lib = a.lib.map(PathBuf::from).or_else(|| std::env::var_os("KAWARIMI_LIB").map(PathBuf::from));
                 run::run(lib, a.mpirun.as_deref().unwrap_or("mpirun"), a.job_name, &a.for_mpirun)
             })
         }

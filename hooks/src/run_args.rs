@@ -7,8 +7,6 @@
 //! option is then taken for the program while kawarimi's options come after it, that reading
 //! may be wrong, and it is refused with a message that says so instead of guessed.
 
-use std::path::PathBuf;
-
 /// kawarimi's own options of `kawarimi run`; each takes one value.
 pub const OWN: [&str; 3] = ["--job-name", "--lib", "--mpirun"];
 
@@ -107,7 +105,8 @@ fn mpirun_values(word: &str) -> Option<usize> {
 /// `kawarimi run`'s options, and the words for mpirun.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RunArgs {
-    pub lib: Option<PathBuf>,
+    /// libkawarimi.so, as given (a path).
+    pub lib: Option<String>,
     pub mpirun: Option<String>,
     pub job_name: Option<String>,
     /// mpirun's options, the program and its arguments, in the order given.
@@ -120,13 +119,8 @@ impl RunArgs {
         let slot = match option {
             "--job-name" => &mut self.job_name,
             "--mpirun" => &mut self.mpirun,
-            _ => {
-                if self.lib.is_some() {
-                    return Err(format!("kawarimi run: {option} is given twice"));
-                }
-                self.lib = Some(PathBuf::from(value));
-                return Ok(());
-            }
+            "--lib" => &mut self.lib,
+            _ => return Err(format!("kawarimi run: {option} is not an option of kawarimi's")),
         };
         if slot.is_some() {
             return Err(format!("kawarimi run: {option} is given twice"));
@@ -232,7 +226,7 @@ mod tests {
             assert_eq!(a.for_mpirun, words("--oversubscribe -np 4 ./prog -v"), "{line}");
         }
         let a = split(&words("-x FOO --lib /l.so -mca btl self --mpirun /bin/mpirun prog")).unwrap();
-        assert_eq!(a.lib, Some(PathBuf::from("/l.so")));
+        assert_eq!(a.lib.as_deref(), Some("/l.so"));
         assert_eq!(a.mpirun.as_deref(), Some("/bin/mpirun"));
         assert_eq!(a.for_mpirun, words("-x FOO -mca btl self prog"));
     }

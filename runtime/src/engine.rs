@@ -13,7 +13,7 @@ use kawarimi_transports::{routed, Event, PeerId, Transport, TransportError};
 use crate::core::{Completion, Core, ProbeInfo, RecvBuf, ReqId, SendData, Status};
 use crate::error::{ErrorClass, MpiError, MpiResult};
 use crate::sched::Schedule;
-use crate::switch::{Phase, Reconnect, SwitchShared};
+use crate::switch::{Clock, Phase, Reconnect, SwitchShared};
 
 /// Longest sleep in `poll(2)` of a rank that can be switched: how late a blocked rank may
 /// notice a quiesce command.
@@ -90,10 +90,6 @@ impl WaitPolicy {
         p
     }
 }
-
-/// Where an engine reads the time: the real clock in a rank, a simulated one in the
-/// simulator, so that a seed can replay every deadline the engine keeps.
-pub type Clock = Box<dyn Fn() -> Instant + Send>;
 
 /// The rank's protocol core plus the transport that carries its frames.
 pub struct Engine {

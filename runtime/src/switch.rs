@@ -119,11 +119,13 @@ pub struct SwitchShared {
     /// Ends the engine's sleep in the transport's `poll(2)` when a command arrives.
     waker: Mutex<Option<kawarimi_transports::Waker>>,
     /// Where the step durations in the reports are read: the real clock, or a simulator's.
-    clock: SharedClock,
+    clock: Clock,
 }
 
-/// A clock several threads read (see [`SwitchShared::with_clock`]).
-pub type SharedClock = Box<dyn Fn() -> Instant + Send + Sync>;
+/// Where the rank side reads the time: the real clock in a rank, a simulated one in the
+/// simulator, so that a seed replays every deadline and every reported duration
+/// ([`SwitchShared::with_clock`], [`crate::engine::Engine::set_clock`]).
+pub type Clock = Box<dyn Fn() -> Instant + Send + Sync>;
 
 impl std::fmt::Debug for SwitchShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,7 +168,7 @@ impl SwitchShared {
 
     /// Shared state whose step durations are read from `clock` (a simulator's), so that the
     /// reports, and all that depends on them, replay from a seed.
-    pub fn with_clock(clock: SharedClock) -> Arc<SwitchShared> {
+    pub fn with_clock(clock: Clock) -> Arc<SwitchShared> {
         Arc::new(SwitchShared { clock, ..SwitchShared::default() })
     }
 
