@@ -553,11 +553,11 @@ impl Engine {
         self.core.take_completion(id)
     }
 
-    /// Progresses once, then the status of request `id` if it is complete, without taking it
-    /// (`MPI_Request_get_status`).
-    pub fn status_now(&mut self, id: ReqId) -> MpiResult<Option<Status>> {
+    /// Progresses once, then the status of request `id` (if one is given) if it is complete,
+    /// without taking it (`MPI_Request_get_status`, which progresses whatever it is asked).
+    pub fn status_now(&mut self, id: Option<ReqId>) -> MpiResult<Option<Status>> {
         self.progress()?;
-        Ok(self.core.peek_status(id))
+        Ok(id.and_then(|id| self.core.peek_status(id)))
     }
 
     /// Progresses once, then takes and drops the completions of those of `ids` that are

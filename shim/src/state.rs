@@ -292,6 +292,15 @@ impl RequestEntry {
         }
     }
 
+    /// The status the application sees of this request's runtime status: a receive's source
+    /// as a rank of the request's communicator, not of the world.
+    pub fn status_for_caller(&self, mut st: kawarimi_runtime::core::Status) -> kawarimi_runtime::core::Status {
+        if self.is_recv && !st.cancelled {
+            st.source = self.comm.rank_of_world(st.source as u32);
+        }
+        st
+    }
+
     /// A persistent request not started, or completed since its last start: Wait and Test
     /// treat it as a null request (§3.9).
     pub fn is_inactive(&self) -> bool {

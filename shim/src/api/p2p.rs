@@ -251,10 +251,7 @@ pub fn wait_entry(s: &mut State, e: &mut RequestEntry) -> Res<Status> {
 fn finish_entry(s: &mut State, e: &mut RequestEntry) -> Res<Status> {
     let id = e.core.take().expect("an active request has a runtime request");
     let c = s.world()?.engine.take_completion(id).expect("request is complete");
-    let mut st = c.status;
-    if e.is_recv && !st.cancelled {
-        st.source = e.comm.rank_of_world(st.source as u32);
-    }
+    let st = e.status_for_caller(c.status);
     if let Finish::Collective(_) = &e.finish {
         let Finish::Collective(f) = std::mem::replace(&mut e.finish, Finish::Nothing) else { unreachable!() };
         let status = Status { source: abi::MPI_ANY_SOURCE, tag: abi::MPI_ANY_TAG, ..Status::default() };

@@ -365,18 +365,12 @@ mpi_fn! {
                 unsafe { out(flag, 1)?; write_status(status, &empty_status()) };
                 return Ok(());
             };
+            // Progresses in any case, as a test does; only an active request is peeked at.
             let e = s.requests.get(i).expect("checked");
-            let (done, core, is_recv, comm) = (e.done, e.core, e.is_recv, e.comm.clone());
-            let done = match (done, core) {
-                (Some(st), _) => Some(st),
-                (None, Some(id)) => s.world()?.engine.status_now(id)?.map(|mut st| {
-                    if is_recv && !st.cancelled {
-                        st.source = comm.rank_of_world(st.source as u32);
-                    }
-                    st
-                }),
-                (None, None) => None,
-            };
+            let pending = e.core.filter(|_| e.done.is_none());
+            let peeked = s.world()?.engine.status_now(pending)?;
+            let e = s.requests.get(i).expect("checked");
+            let done = e.done.or_else(|| peeked.map(|st| e.status_for_caller(st)));
             // SAFETY: caller's output arguments.
             unsafe {
                 out(flag, done.is_some() as c_int)?;
