@@ -26,6 +26,8 @@
 # guest prints nothing at all, with or without KAWARIMI_VMLAB_CPU=host), KAWARIMI_VMLAB_CPU
 # (QEMU's -cpu), KAWARIMI_VMLAB_CACHE (image cache), KAWARIMI_VMLAB_MAX_S (a guest's longest
 # life in s, default 3600: a safety net if this shell is killed without its traps running),
+# KAWARIMI_VMLAB_RUN_S (the longest a command run in a guest may take, default 900; vm_run
+# takes a shorter limit where it is given one),
 # KAWARIMI_VMLAB_KEEP=1 (keep the temporary directory, for the consoles),
 # KAWARIMI_VMLAB_RXE_NET=socket (QEMU's TCP socket network for the rxe NICs instead of a
 # stream over a unix socket: it adds ~22 ms to every verbs round trip; for comparison only).
@@ -140,10 +142,20 @@ vm_wait() {
   done
 }
 
+# vm_run [--limit S] NAME CMD...: runs the shell command CMD in guest NAME and returns its
+# status. Every command has a time limit (KAWARIMI_VMLAB_RUN_S, default 900 s, or S): a program
+# that hangs in a guest (a CI run once lost an hour to perftest's ib_read_bw stuck on Soft-RoCE)
+# is ended there by timeout(1), with its whole process group, and the status is then 124. The
+# host's own timeout is a backstop for a guest that stops answering altogether.
 vm_run() {
-  local name=$1; shift
+  local limit=${KAWARIMI_VMLAB_RUN_S:-900} name rc=0
+  if [ "$1" = --limit ]; then limit=$2; shift 2; fi
+  name=$1; shift
   # shellcheck disable=SC2046
-  ssh $(vm_ssh_opts "$name") -o ControlMaster=no root@127.0.0.1 "$*"
+  timeout -k 5 $((limit + 30)) ssh $(vm_ssh_opts "$name") -o ControlMaster=no root@127.0.0.1 \
+    "timeout -k 10 $limit bash -c $(printf %q "$*")" || rc=$?
+  [ "$rc" != 124 ] || vmlab_say "guest $name: this command did not finish within $limit s, so it was ended: $*"
+  return "$rc"
 }
 
 vm_qmp() {
