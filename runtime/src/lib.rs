@@ -4,6 +4,7 @@
 //! - [`core`]: the sans-IO point-to-point protocol (matching, eager, rendezvous, channels);
 //! - [`engine`]: drives the core over a real transport and blocks politely;
 //! - [`datatype`], [`op`]: type maps, pack/unpack, reductions;
+//! - [`request`]: the application's requests: completion, unpacking, persistence;
 //! - [`bsend`]: the accounting of buffered sends;
 //! - [`comm`], [`coll`]: groups, communicators, topologies, collectives over point-to-point;
 //! - [`launch`]: who this process is, from the launcher's environment;
@@ -21,6 +22,7 @@ pub mod intercoll;
 pub mod launch;
 pub mod lifeline;
 pub mod op;
+pub mod request;
 pub mod sched;
 pub mod switch;
 pub mod wireup;

@@ -153,6 +153,9 @@ const _: () = {
     assert!(size_of::<MPI_Count>() == OMPI_SIZEOF_COUNT && OMPI_COUNT_IS_SIGNED == 1);
     assert!(size_of::<MPI_Fint>() == OMPI_SIZEOF_FINT && OMPI_FINT_IS_SIGNED == 1);
     assert!(size_of::<MPI_Comm>() == OMPI_SIZEOF_HANDLE);
+    // The runtime's wildcards reach the program unchanged in the statuses of empty requests
+    // and wildcard receives (kawarimi_runtime::request::empty_status).
+    assert!(MPI_ANY_SOURCE == kawarimi_runtime::core::ANY_SOURCE && MPI_ANY_TAG == kawarimi_runtime::core::ANY_TAG);
 };
 
 // ------------------------------------------------------------------------------------

@@ -207,22 +207,6 @@ impl std::fmt::Debug for CollFinish {
     }
 }
 
-/// What completing a request still has to do, besides the runtime's part.
-#[derive(Debug)]
-pub enum Finish {
-    Nothing,
-    /// A nonblocking collective: take its buffers from the engine and unpack them.
-    Collective(CollFinish),
-    /// Unpack the staged bytes into the application's buffer.
-    Unpack {
-        dt: Arc<Datatype>,
-        base: usize,
-        lo: isize,
-        hi: isize,
-        count: usize,
-    },
-}
-
 /// The arguments of a persistent send or receive (§3.9), kept to be posted by each
 /// `MPI_Start`. Handles are kept as the application gave them.
 #[derive(Debug, Clone, Copy)]
@@ -261,50 +245,22 @@ pub enum Mode {
     Ready,
 }
 
-/// The sends of `MPI_Bsend` are tracked so that the attached buffer's space is released
-/// when they complete.
+/// The runtime's application request, finished by the shim's collective finishers and
+/// restarted from the arguments the program gave its `*_init` call.
+pub type Request = kawarimi_runtime::request::Request<CollFinish, Persistent>;
+
+/// A request in the handle table: the runtime's request and the handler its errors go to.
 #[derive(Debug)]
 pub struct RequestEntry {
-    /// The runtime's request; `None` once completed (or for one that never needed it).
-    pub core: Option<ReqId>,
-    /// Set when the request is already complete without the runtime (e.g. `MPI_PROC_NULL`).
-    pub done: Option<kawarimi_runtime::core::Status>,
-    pub comm: Arc<Comm>,
+    pub req: Request,
     pub handler: Handler,
-    pub is_recv: bool,
-    pub finish: Finish,
-    /// The arguments of a persistent request (§3.9), which `MPI_Start` posts again.
-    pub persistent: Option<Persistent>,
 }
 
 impl RequestEntry {
-    /// The request of a nonblocking collective (or `MPI_Comm_idup`): the core's external
-    /// request `id`, finished by `finish`.
+    /// The request of a nonblocking collective (or `MPI_Comm_idup`): the engine's request
+    /// `id`, finished by `finish`.
     pub fn collective(id: ReqId, comm: Arc<Comm>, handler: Handler, finish: CollFinishFn) -> RequestEntry {
-        RequestEntry {
-            core: Some(id),
-            done: None,
-            comm,
-            handler,
-            is_recv: false,
-            finish: Finish::Collective(CollFinish(finish)),
-            persistent: None,
-        }
-    }
-
-    /// The status the application sees of this request's runtime status: a receive's source
-    /// as a rank of the request's communicator, not of the world.
-    pub fn status_for_caller(&self, mut st: kawarimi_runtime::core::Status) -> kawarimi_runtime::core::Status {
-        if self.is_recv && !st.cancelled {
-            st.source = self.comm.rank_of_world(st.source as u32);
-        }
-        st
-    }
-
-    /// A persistent request not started, or completed since its last start: Wait and Test
-    /// treat it as a null request (§3.9).
-    pub fn is_inactive(&self) -> bool {
-        self.persistent.is_some() && self.core.is_none() && self.done.is_none()
+        RequestEntry { req: Request::collective(id, comm, CollFinish(finish)), handler }
     }
 }
 

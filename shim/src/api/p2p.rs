@@ -7,12 +7,13 @@ use kawarimi_runtime::bsend::BsendBuffer;
 use kawarimi_runtime::comm::Comm;
 use kawarimi_runtime::core::{RecvBuf, SendData, Status, ANY_SOURCE, ANY_TAG};
 use kawarimi_runtime::datatype::Datatype;
-use kawarimi_runtime::error::ErrorClass;
+use kawarimi_runtime::error::{ErrorClass, MpiError};
+use kawarimi_runtime::request::{self, Finish, Outcome};
 
 use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Request, MPI_Status};
 use crate::export::call;
 use crate::mem::{out, user_bytes, user_bytes_mut};
-use crate::state::{fail, Fail, Finish, Handler, Mode, Persistent, RequestEntry, Res, State};
+use crate::state::{fail, CollFinish, Fail, Handler, Mode, Persistent, Request, RequestEntry, Res, State};
 
 /// The largest tag kawarimi carries (`MPI_TAG_UB`): the wire's tag field is an i32.
 pub const TAG_UB: c_int = i32::MAX;
@@ -53,20 +54,18 @@ pub unsafe fn send_bytes(buf: *const c_void, count: usize, dt: &Datatype) -> Res
     Ok(SendData::Owned(packed))
 }
 
-/// Where a receive of `count` × `dt` into `buf` lands, and what remains to do at completion.
+/// Where a receive of `count` × `dt` into `buf` lands, and what remains to do at completion
+/// (see [`kawarimi_runtime::request::recv_target`]).
 ///
 /// # Safety
 /// `buf` must describe `count` elements of `dt` that the application leaves alone until the
 /// receive completes.
-pub unsafe fn recv_target(buf: *mut c_void, count: usize, dt: &Arc<Datatype>) -> Res<(RecvBuf, Finish)> {
-    if dt.is_contiguous() {
-        // SAFETY: per this function's contract.
-        let bytes = unsafe { user_bytes_mut(buf, 0, (count * dt.size()) as isize)? };
-        return Ok((RecvBuf::Static(bytes), Finish::Nothing));
-    }
-    let (lo, hi) = dt.span(count);
-    let staged = vec![0u8; count * dt.size()];
-    Ok((RecvBuf::Owned(staged), Finish::Unpack { dt: dt.clone(), base: buf as usize, lo, hi, count }))
+pub unsafe fn recv_target(buf: *mut c_void, count: usize, dt: &Arc<Datatype>) -> Res<(RecvBuf, Finish<CollFinish>)> {
+    Ok(request::recv_target(dt, count, |lo, hi| {
+        // SAFETY: the span of the receive's type map from the program's buffer, which MPI's
+        // receive-buffer rule leaves to kawarimi until completion (this function's contract).
+        unsafe { user_bytes_mut(buf, lo, hi) }.map_err(|f| MpiError::new(f.class, f.detail))
+    })?)
 }
 
 fn check_tag(tag: c_int, recv: bool) -> Res<()> {
@@ -87,7 +86,7 @@ fn check_rank(comm: &Comm, r: c_int, recv: bool) -> Res<()> {
 /// A request that is complete from the start (`MPI_PROC_NULL`, §3.11).
 fn proc_null_request(comm: Arc<Comm>, handler: Handler, is_recv: bool) -> RequestEntry {
     let st = Status { source: abi::MPI_PROC_NULL, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None };
-    RequestEntry { core: None, done: Some(st), comm, handler, is_recv, finish: Finish::Nothing, persistent: None }
+    RequestEntry { req: Request::complete(st, comm, is_recv), handler }
 }
 
 fn with_handler<T>(r: Res<T>, handler: Handler) -> Res<T> {
@@ -163,26 +162,9 @@ unsafe fn post_send_checked(
         // The data is already in the attached buffer: the send is complete at once (§3.6),
         // and the buffer space is released when the transfer ends.
         s.bsend_buffer.as_mut().expect("reserved above").hold(id, need);
-        let done = Some(Status::default());
-        return Ok(RequestEntry {
-            core: None,
-            done,
-            comm,
-            handler,
-            is_recv: false,
-            finish: Finish::Nothing,
-            persistent: None,
-        });
+        return Ok(RequestEntry { req: Request::complete(Status::default(), comm, false), handler });
     }
-    Ok(RequestEntry {
-        core: Some(id),
-        done: None,
-        comm,
-        handler,
-        is_recv: false,
-        finish: Finish::Nothing,
-        persistent: None,
-    })
+    Ok(RequestEntry { req: Request::posted(id, comm, false, Finish::Nothing), handler })
 }
 
 /// Starts a receive.
@@ -212,71 +194,44 @@ pub unsafe fn post_recv(
         let src = if source == abi::MPI_ANY_SOURCE { ANY_SOURCE } else { comm.peer(source)? as i32 };
         let tag = if tag == abi::MPI_ANY_TAG { ANY_TAG } else { tag };
         let id = s.world()?.engine.irecv(src, comm.ctx, tag, target)?;
-        Ok(RequestEntry {
-            core: Some(id),
-            done: None,
-            comm: comm.clone(),
-            handler,
-            is_recv: true,
-            finish,
-            persistent: None,
-        })
+        Ok(RequestEntry { req: Request::posted(id, comm.clone(), true, finish), handler })
     })();
     with_handler(r, handler)
 }
 
-/// Checks a request for completion; when complete, finishes it and returns its status.
-pub fn test_entry(s: &mut State, e: &mut RequestEntry) -> Res<Option<Status>> {
-    if let Some(st) = e.done {
-        return Ok(Some(st));
-    }
-    let id = e.core.expect("an active request has a runtime request");
-    if !s.world()?.engine.test(id)? {
-        return Ok(None);
-    }
-    finish_entry(s, e).map(Some)
+/// Completes a request if it can (blocking when `block`), including the shim's part of a
+/// collective: `None` while it is in progress; else its status, and the error it completed
+/// with (a truncated receive, a failed collective), which goes to its handler.
+pub fn complete_entry(s: &mut State, e: &mut RequestEntry, block: bool) -> Res<Option<(Status, Option<Fail>)>> {
+    let with = |handler, err: Fail| Fail { handler, ..err };
+    // An engine failure is the job's, not the request's: it goes to the fatal handler as before.
+    let outcome = e.req.progress(&mut s.world()?.engine, block)?;
+    Ok(outcome.map(|o| match o {
+        Outcome::Done(st) => (st, None),
+        Outcome::Failed(st, err) => (st, Some(with(e.handler, err.into()))),
+        Outcome::Collective(finish, buffers) => {
+            let st = request::empty_status();
+            (st, (finish.0)(s, buffers).err().map(|err| with(e.handler, err)))
+        }
+    }))
 }
 
-/// Blocks until the request completes; finishes it and returns its status.
+/// Blocks until the request completes and writes its status, also when it completed with an
+/// error (a truncated receive, §3.2.5).
+///
+/// # Safety
+/// `status` as for [`write_status`].
+pub unsafe fn wait_into(s: &mut State, e: &mut RequestEntry, status: *mut MPI_Status) -> Res<()> {
+    let (st, error) = complete_entry(s, e, true)?.expect("a blocking completion completes");
+    // SAFETY: per the contract.
+    unsafe { write_status(status, &st) };
+    error.map_or(Ok(()), Err)
+}
+
+/// Blocks until the request completes; its status, or the error it completed with.
 pub fn wait_entry(s: &mut State, e: &mut RequestEntry) -> Res<Status> {
-    if let Some(st) = e.done {
-        return Ok(st);
-    }
-    let id = e.core.expect("an active request has a runtime request");
-    s.world()?.engine.wait(id)?;
-    finish_entry(s, e)
-}
-
-/// Takes the runtime's completion of a completed request and does the shim's part.
-fn finish_entry(s: &mut State, e: &mut RequestEntry) -> Res<Status> {
-    let id = e.core.take().expect("an active request has a runtime request");
-    let c = s.world()?.engine.take_completion(id).expect("request is complete");
-    let st = e.status_for_caller(c.status);
-    if let Finish::Collective(_) = &e.finish {
-        let Finish::Collective(f) = std::mem::replace(&mut e.finish, Finish::Nothing) else { unreachable!() };
-        let status = Status { source: abi::MPI_ANY_SOURCE, tag: abi::MPI_ANY_TAG, ..Status::default() };
-        e.done = Some(status);
-        return match s.world()?.engine.take_schedule(id) {
-            Some(Ok(slots)) => (f.0)(s, slots).map(|()| status).map_err(|x| Fail { handler: e.handler, ..x }),
-            Some(Err(x)) => Err(Fail { handler: e.handler, ..Fail::from(x) }),
-            None => fail(ErrorClass::Intern, "a finished collective lost its buffers"),
-        };
-    }
-    if let (Finish::Unpack { dt, base, lo, hi, count }, Some(RecvBuf::Owned(staged))) = (&e.finish, c.recv_buf) {
-        // SAFETY: the receive's buffer, described when it was posted; the application has
-        // not touched it since (MPI's receive-buffer rule), and nothing else borrows it.
-        let user = unsafe { user_bytes_mut(*base as *mut c_void, *lo, *hi)? };
-        dt.unpack(&staged[..st.len], user, (-*lo) as usize, *count)?;
-    }
-    e.done = Some(st);
-    if let Some(class) = st.error {
-        return Err(Fail {
-            class,
-            detail: format!("message of more than {} bytes from rank {} tag {}", st.len, st.source, st.tag),
-            handler: e.handler,
-        });
-    }
-    Ok(st)
+    let (st, error) = complete_entry(s, e, true)?.expect("a blocking completion completes");
+    error.map_or(Ok(st), Err)
 }
 
 /// Writes a status for the application (§3.2.5). `_ucount` holds the received byte count.
@@ -293,11 +248,6 @@ pub unsafe fn write_status(p: *mut MPI_Status, st: &Status) {
     p.MPI_TAG = st.tag;
     p._cancelled = st.cancelled as c_int;
     p._ucount = st.len;
-}
-
-/// The status of an empty (null or inactive) request (§3.7.3).
-pub fn empty_status() -> Status {
-    Status { source: abi::MPI_ANY_SOURCE, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None }
 }
 
 /// Runs a send of any mode: blocking when `request` is `None` (it returns once the send
@@ -377,12 +327,8 @@ mpi_fn! {
         call("MPI_Recv", Some(comm), |s| {
             // SAFETY: MPI_Recv's buffer contract, for the duration of the call.
             let mut e = unsafe { post_recv(s, buf, count, datatype, source, tag, comm)? };
-            let r = wait_entry(s, &mut e);
-            if let Some(st) = e.done {
-                // SAFETY: caller's status argument. Written on truncation too (§3.2.5).
-                unsafe { write_status(status, &st) };
-            }
-            r.map(|_| ())
+            // SAFETY: the caller's status argument.
+            unsafe { wait_into(s, &mut e, status) }
         })
     }
 
@@ -407,12 +353,8 @@ mpi_fn! {
             // SAFETY: as above.
             let mut w = unsafe { post_send(s, sendbuf, sendcount, sendtype, dest, sendtag, comm, Mode::Standard)? };
             wait_entry(s, &mut w)?;
-            let res = wait_entry(s, &mut r);
-            if let Some(st) = r.done {
-                // SAFETY: caller's status argument.
-                unsafe { write_status(status, &st) };
-            }
-            res.map(|_| ())
+            // SAFETY: the caller's status argument.
+            unsafe { wait_into(s, &mut r, status) }
         })
     }
 
@@ -437,13 +379,10 @@ mpi_fn! {
             // SAFETY: the caller's buffer, for the duration of the call.
             let mut r = unsafe { post_recv(s, buf, count, datatype, source, recvtag, comm)? };
             with_handler(wait_entry(s, &mut w), handler)?;
-            let res = wait_entry(s, &mut r);
+            // SAFETY: the caller's status argument.
+            let res = unsafe { wait_into(s, &mut r, status) };
             drop(data);
-            if let Some(st) = r.done {
-                // SAFETY: caller's status argument.
-                unsafe { write_status(status, &st) };
-            }
-            res.map(|_| ())
+            res
         })
     }
 
@@ -516,15 +455,7 @@ unsafe fn persistent_init(name: &'static str, p: Persistent, request: *mut MPI_R
             check_rank(&c, p.peer, p.send_mode.is_none())
         })();
         with_handler(checked, handler)?;
-        let e = RequestEntry {
-            core: None,
-            done: None,
-            comm: c,
-            handler,
-            is_recv: p.send_mode.is_none(),
-            finish: Finish::Nothing,
-            persistent: Some(p),
-        };
+        let e = RequestEntry { req: Request::persistent(c, p.send_mode.is_none(), p), handler };
         let h = s.new_request(e)?;
         // SAFETY: caller's output argument.
         unsafe { out(request, h) }
@@ -534,12 +465,8 @@ unsafe fn persistent_init(name: &'static str, p: Persistent, request: *mut MPI_R
 /// `MPI_Start` of the persistent request at table index `i` (§3.9).
 pub fn start(s: &mut State, i: usize) -> Res<()> {
     let e = s.requests.get(i).expect("checked index");
-    let Some(p) = e.persistent else {
-        return fail(ErrorClass::Request, "MPI_Start of a request that is not persistent");
-    };
-    if !e.is_inactive() {
-        return fail(ErrorClass::Request, "MPI_Start of a persistent request that is still active");
-    }
+    e.req.can_start()?;
+    let p = *e.req.persistent_args().expect("checked by can_start");
     let comm = p.comm as MPI_Comm;
     let dt = p.datatype as MPI_Datatype;
     // SAFETY: the buffer given to the *_init call, under MPI's rules until completion.
@@ -549,10 +476,7 @@ pub fn start(s: &mut State, i: usize) -> Res<()> {
             None => post_recv(s, p.buf as *mut c_void, p.count, dt, p.peer, p.tag, comm)?,
         }
     };
-    let e = s.requests.get_mut(i).expect("checked index");
-    e.core = fresh.core;
-    e.done = fresh.done;
-    e.finish = fresh.finish;
+    s.requests.get_mut(i).expect("checked index").req.start(fresh.req);
     Ok(())
 }
 

@@ -8,10 +8,12 @@ use kawarimi_runtime::error::ErrorClass;
 use std::ffi::c_void;
 
 use crate::abi::{self, MPI_Comm, MPI_Count, MPI_Datatype, MPI_Message, MPI_Request, MPI_Status};
-use crate::api::p2p::{check_buffer, comm_of, empty_status, recv_target, start, test_entry, wait_entry, write_status};
+use kawarimi_runtime::request::empty_status;
+
+use crate::api::p2p::{check_buffer, comm_of, complete_entry, recv_target, start, wait_into, write_status};
 use crate::export::call;
 use crate::mem::{c_array_mut, out};
-use crate::state::{decode, encode, fail, request_null, Fail, Finish, Kind, RequestEntry, Res, State};
+use crate::state::{decode, encode, fail, request_null, Fail, Kind, Request, RequestEntry, Res, State};
 
 /// Reads the request handle at `p`; `None` for `MPI_REQUEST_NULL`.
 ///
@@ -29,41 +31,27 @@ unsafe fn read_request(s: &State, p: *const MPI_Request) -> Res<Option<usize>> {
 /// which goes to the request's communicator's handler after the status is written.
 type Completed = (Status, Option<Fail>);
 
-/// Completes request `i` (blocking or not); on completion frees it, sets the handle to
-/// `MPI_REQUEST_NULL` and returns its status.
+/// Completes request `i` (blocking or not); on completion frees it (a persistent request
+/// stays, inactive), sets the handle to `MPI_REQUEST_NULL` and returns its status.
 fn complete(s: &mut State, i: usize, handle: &mut MPI_Request, block: bool) -> Res<Option<Completed>> {
     let mut e = s.requests.remove(i).expect("request index checked");
-    if e.is_inactive() {
-        put_back(s, i, e);
-        return Ok(Some((empty_status(), None)));
-    }
-    let r = if block { wait_entry(s, &mut e).map(Some) } else { test_entry(s, &mut e) };
-    let done = match r {
-        Ok(None) => {
+    let done = match complete_entry(s, &mut e, block) {
+        Ok(Some(done)) => done,
+        other => {
             put_back(s, i, e);
-            return Ok(None);
+            return other;
         }
-        Ok(Some(st)) => Some((st, None)),
-        Err(err) => match e.done {
-            Some(st) => Some((st, Some(err))),
-            // An engine failure: no status to report.
-            None => return Err(err),
-        },
     };
-    if e.persistent.is_some() {
-        // A persistent request stays allocated, inactive, for the next MPI_Start (§3.9).
-        e.core = None;
-        e.done = None;
-        e.finish = crate::state::Finish::Nothing;
+    if e.req.retire() {
         put_back(s, i, e);
     } else {
         *handle = request_null();
     }
-    Ok(done)
+    Ok(Some(done))
 }
 
 /// Returns an entry to the slot it was taken from, so its handle stays valid.
-fn put_back(s: &mut State, i: usize, e: crate::state::RequestEntry) {
+fn put_back(s: &mut State, i: usize, e: RequestEntry) {
     let j = s.requests.insert(e).expect("slot just freed");
     debug_assert_eq!(i, j, "the table reuses the slot just freed");
 }
@@ -109,7 +97,7 @@ unsafe fn batch<'a>(s: &State, n: c_int, p: *mut MPI_Request) -> Res<Batch<'a>> 
     let mut indices = handles.iter().map(|&h| s.request_index(h)).collect::<Res<Vec<_>>>()?;
     // Inactive persistent requests count as null ones (§3.9).
     for idx in indices.iter_mut() {
-        if idx.is_some_and(|i| s.requests.get(i).is_some_and(|e| e.is_inactive())) {
+        if idx.is_some_and(|i| s.requests.get(i).is_some_and(|e| e.req.is_inactive())) {
             *idx = None;
         }
     }
@@ -136,16 +124,7 @@ unsafe fn write_status_at(statuses: *mut MPI_Status, k: usize, st: &Status, erro
 /// The runtime requests of the shim's requests at `indices`: `None` for one the shim has
 /// completed itself (a null-process or buffered send), which counts as complete.
 fn pending_ids<'a>(s: &State, indices: impl Iterator<Item = &'a usize>) -> Vec<Option<ReqId>> {
-    indices
-        .map(|&i| {
-            let e = s.requests.get(i).expect("checked");
-            if e.done.is_some() {
-                None
-            } else {
-                Some(e.core.expect("an active request has a runtime request"))
-            }
-        })
-        .collect()
+    indices.map(|&i| s.requests.get(i).expect("checked").req.pending()).collect()
 }
 
 /// Completes every request of `b`, blocking or not (all-or-nothing for `Testall`).
@@ -348,10 +327,8 @@ mpi_fn! {
                 return fail(ErrorClass::Request, "MPI_REQUEST_NULL cannot be freed");
             };
             let e = s.requests.remove(i).expect("checked");
-            if let Some(id) = e.core {
-                // The runtime finishes it in the background and then forgets it.
-                s.world()?.engine.free_request(id)?;
-            }
+            // The runtime finishes it in the background and then forgets it.
+            e.req.free(&mut s.world()?.engine)?;
             // SAFETY: checked non-null by read_request.
             unsafe { *request = request_null() };
             Ok(())
@@ -365,12 +342,10 @@ mpi_fn! {
                 unsafe { out(flag, 1)?; write_status(status, &empty_status()) };
                 return Ok(());
             };
-            // Progresses in any case, as a test does; only an active request is peeked at.
-            let e = s.requests.get(i).expect("checked");
-            let pending = e.core.filter(|_| e.done.is_none());
-            let peeked = s.world()?.engine.status_now(pending)?;
-            let e = s.requests.get(i).expect("checked");
-            let done = e.done.or_else(|| peeked.map(|st| e.status_for_caller(st)));
+            // Progresses in any case, as a test does, without completing the request.
+            s.world()?;
+            let w = s.world.as_mut().expect("checked");
+            let done = s.requests.get(i).expect("checked").req.peek(&mut w.engine)?;
             // SAFETY: caller's output arguments.
             unsafe {
                 out(flag, done.is_some() as c_int)?;
@@ -388,12 +363,9 @@ mpi_fn! {
             let Some(i) = (unsafe { read_request(s, request)? }) else {
                 return fail(ErrorClass::Request, "MPI_REQUEST_NULL cannot be cancelled");
             };
-            let e = s.requests.get(i).expect("checked");
-            // Only receives that have not matched can be cancelled; a send always completes
-            // normally, which the standard allows (the cancel "fails").
-            if let (true, Some(id)) = (e.is_recv, e.core) {
-                s.world.as_mut().expect("a live request implies MPI is up").engine.cancel_recv(id);
-            }
+            s.world()?;
+            let w = s.world.as_mut().expect("checked");
+            s.requests.get(i).expect("checked").req.cancel(&mut w.engine);
             Ok(())
         })
     }
@@ -484,12 +456,8 @@ mpi_fn! {
         call("MPI_Mrecv", None, |s| {
             // SAFETY: the receive buffer and message handle of §3.8.3, for the call.
             let mut e = unsafe { post_mrecv(s, buf, count, datatype, message)? };
-            let r = wait_entry(s, &mut e);
-            if let Some(st) = e.done {
-                // SAFETY: caller's status argument.
-                unsafe { write_status(status, &st) };
-            }
-            r.map(|_| ())
+            // SAFETY: the caller's status argument.
+            unsafe { wait_into(s, &mut e, status) }
         })
     }
 
@@ -652,15 +620,7 @@ unsafe fn post_mrecv(
         unsafe { *message = message_null() };
         let st = Status { source: abi::MPI_PROC_NULL, tag: abi::MPI_ANY_TAG, len: 0, cancelled: false, error: None };
         let world = s.world()?.world.clone();
-        return Ok(RequestEntry {
-            core: None,
-            done: Some(st),
-            comm: world,
-            handler: crate::state::Handler::Fatal,
-            is_recv: true,
-            finish: Finish::Nothing,
-            persistent: None,
-        });
+        return Ok(RequestEntry { req: Request::complete(st, world, true), handler: crate::state::Handler::Fatal });
     }
     let Some(i) = decode(h, Kind::Message) else {
         return fail(ErrorClass::Request, format!("{h:#x} is not a message handle"));
@@ -673,7 +633,7 @@ unsafe fn post_mrecv(
     let core_id = s.world()?.engine.mrecv(id, target)?;
     // SAFETY: as above.
     unsafe { *message = message_null() };
-    Ok(RequestEntry { core: Some(core_id), done: None, comm, handler, is_recv: true, finish, persistent: None })
+    Ok(RequestEntry { req: Request::posted(core_id, comm, true, finish), handler })
 }
 
 fn probe(s: &mut State, source: c_int, tag: c_int, comm: MPI_Comm, block: bool) -> Res<Option<Status>> {
