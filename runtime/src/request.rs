@@ -375,6 +375,7 @@ mod tests {
         let mut r: Req = Request::persistent(c.clone(), true, 42);
         assert!(r.is_inactive());
         assert_eq!(r.pending(), None);
+        assert_eq!(r.peek(&mut e).unwrap(), Some(empty_status()), "MPI_Request_get_status: complete, empty");
         let Some(Outcome::Done(st)) = r.progress(&mut e, true).unwrap() else { panic!() };
         assert_eq!(st, empty_status(), "an inactive request completes at once, empty");
         for round in 0..3 {

@@ -1,7 +1,11 @@
 //! Building the mesh: the lower rank of each pair connects, the higher accepts, and every
-//! connection authenticates (see [`crate::auth`]) before it carries a frame; one poll loop
-//! drives every connect, accept and handshake, so that ranks that start at different times
-//! never deadlock each other.
+//! connection authenticates (see [`crate::auth`]) before it carries a frame. Each connection
+//! is a small state machine ([`Dial`] for the ranks this one connects to, [`Accepted`] for
+//! those that connect to it); one poll loop ([`Mesh::step`]) drives them all, so that ranks
+//! that start at different times never deadlock each other, and every wait has a bound
+//! (attempts, authentication time, the wire-up deadline).
+
+use std::os::fd::BorrowedFd;
 
 use super::*;
 
@@ -65,41 +69,350 @@ pub fn bind_with_config(
     Ok(TcpListenerEndpoint { me, secret, config, listener, publish: publish_all[0], publish_all })
 }
 
-enum OutState {
+/// A rank this rank dials (every higher rank): connect, then prove the secret as the
+/// initiator. A refused connect or a handshake cut short is tried again after
+/// `connect_retry_interval_ms`, at most `connect_max_attempts` times; a peer that fails the
+/// challenge is fatal.
+struct Dial {
+    peer: PeerId,
+    addr: SocketAddr,
+    attempts: u32,
+    last_error: String,
+    state: DialState,
+}
+
+enum DialState {
     Waiting { next_try: Instant },
     Connecting { sock: Socket },
     Auth { sock: Socket, hs: Box<Handshake> },
     Done,
 }
 
-impl OutState {
-    /// A connected socket to `peer`, proving the secret as the initiator.
-    fn authenticating(sock: Socket, me: PeerId, peer: PeerId, secret: &JobSecret) -> TransportResult<OutState> {
-        let hs = Handshake::new(Role::Initiator, me, Some(peer), secret, random_nonce()?);
-        Ok(OutState::Auth { sock, hs: Box::new(hs) })
+impl Dial {
+    fn new(peer: PeerId, addr: SocketAddr, now: Instant) -> Dial {
+        Dial { peer, addr, attempts: 0, last_error: String::new(), state: DialState::Waiting { next_try: now } }
+    }
+
+    /// Starts the connect when its time has come; returns when it next wants to be woken.
+    fn tick(&mut self, now: Instant, m: &MeshParams<'_>) -> TransportResult<Option<Instant>> {
+        let DialState::Waiting { next_try } = self.state else { return Ok(None) };
+        if now < next_try {
+            return Ok(Some(next_try));
+        }
+        self.attempts += 1;
+        if self.attempts > m.cfg.connect_max_attempts {
+            return Err(TransportError::Io {
+                context: format!(
+                    "tcp wire-up of rank {}: rank {} at {} unreachable after {} attempts: {}",
+                    m.me, self.peer, self.addr, m.cfg.connect_max_attempts, self.last_error
+                ),
+                source: io::Error::from(io::ErrorKind::TimedOut),
+            });
+        }
+        self.state = match start_connect(self.addr) {
+            Ok((sock, true)) => self.authenticating(sock, m)?,
+            Ok((sock, false)) => DialState::Connecting { sock },
+            Err(e) => return Ok(Some(self.retry(format!("connect: {e}"), now, m))),
+        };
+        Ok(None)
+    }
+
+    /// A connected socket: the handshake starts.
+    fn authenticating(&self, sock: Socket, m: &MeshParams<'_>) -> TransportResult<DialState> {
+        let hs = Handshake::new(Role::Initiator, m.me, Some(self.peer), m.secret, random_nonce()?);
+        Ok(DialState::Auth { sock, hs: Box::new(hs) })
+    }
+
+    /// Back to waiting after a failure; returns the time of the next try.
+    fn retry(&mut self, why: String, now: Instant, m: &MeshParams<'_>) -> Instant {
+        self.last_error = why;
+        let next_try = now + m.retry;
+        self.state = DialState::Waiting { next_try };
+        next_try
+    }
+
+    /// The socket and the readiness this dial waits for, if it waits on one.
+    fn interest(&self) -> Option<(BorrowedFd<'_>, PollFlags)> {
+        match &self.state {
+            DialState::Connecting { sock } => Some((sock.as_fd(), PollFlags::POLLOUT)),
+            DialState::Auth { sock, hs } => Some((sock.as_fd(), handshake_interest(hs))),
+            _ => None,
+        }
+    }
+
+    /// Its socket is ready: moves on; returns the authenticated socket once done.
+    fn ready(&mut self, now: Instant, m: &MeshParams<'_>) -> TransportResult<Option<Socket>> {
+        match std::mem::replace(&mut self.state, DialState::Done) {
+            DialState::Connecting { sock } => match sock.take_error() {
+                Ok(None) if sock.peer_addr().is_ok() => self.state = self.authenticating(sock, m)?,
+                Ok(Some(e)) | Err(e) => _ = self.retry(format!("connect: {e}"), now, m),
+                Ok(None) => _ = self.retry("connect: not connected".into(), now, m),
+            },
+            DialState::Auth { sock, mut hs } => match drive_handshake(&sock, &mut hs) {
+                Drive::Pending => self.state = DialState::Auth { sock, hs },
+                Drive::Done => return Ok(Some(sock)),
+                Drive::Failed(why, true) => {
+                    return Err(TransportError::Auth(format!(
+                        "rank {} refused rank {} at {}: {why}",
+                        m.me, self.peer, self.addr
+                    )));
+                }
+                // Closed or reset mid-handshake: the peer may be restarting its listener.
+                Drive::Failed(why, false) => _ = self.retry(format!("authentication: {why}"), now, m),
+            },
+            other => self.state = other,
+        }
+        Ok(None)
     }
 }
 
-struct OutPeer {
-    peer: PeerId,
-    addr: SocketAddr,
-    attempts: u32,
-    last_error: String,
-    state: OutState,
-}
-
-struct InConn {
+/// A connection accepted from some lower rank, proving the secret as the responder; it must
+/// finish within `auth_timeout_ms`.
+struct Accepted {
     sock: Socket,
     addr: SocketAddr,
     hs: Box<Handshake>,
     started: Instant,
 }
 
+/// What became of an accepted connection whose socket was ready.
+enum AcceptStep {
+    Pending,
+    /// Authenticated as this rank.
+    Authenticated(PeerId),
+    Refused(String),
+}
+
+impl Accepted {
+    fn ready(&mut self) -> AcceptStep {
+        match drive_handshake(&self.sock, &mut self.hs) {
+            Drive::Pending => AcceptStep::Pending,
+            Drive::Done => AcceptStep::Authenticated(self.hs.peer_rank().unwrap_or(u32::MAX)),
+            Drive::Failed(why, _) => AcceptStep::Refused(format!("peer {}: {why}", self.addr)),
+        }
+    }
+}
+
+/// What the readiness of a handshake's socket is awaited for.
+fn handshake_interest(hs: &Handshake) -> PollFlags {
+    if hs.pending_output().is_empty() {
+        PollFlags::POLLIN
+    } else {
+        PollFlags::POLLIN | PollFlags::POLLOUT
+    }
+}
+
+/// What every connection of one wire-up shares.
+struct MeshParams<'a> {
+    me: PeerId,
+    cfg: &'a TcpConfig,
+    secret: &'a JobSecret,
+    retry: Duration,
+}
+
+/// A mesh being built: the ranks this rank dials, the ranks that dial it, and the
+/// connections that are up.
+struct Mesh<'a> {
+    params: MeshParams<'a>,
+    dials: Vec<Dial>,
+    /// The lower ranks, which connect to this one.
+    expect_in: Vec<PeerId>,
+    incoming: Vec<Accepted>,
+    established: HashMap<PeerId, (Socket, SocketAddr)>,
+    /// Why connections were refused (the latest 64), for the error if the mesh never completes.
+    rejected: Vec<String>,
+    /// Every peer, with the address it published.
+    addr_of: HashMap<PeerId, SocketAddr>,
+}
+
+/// Which connection a poll entry belongs to.
 #[derive(Clone, Copy)]
 enum PollRef {
     Listener,
-    Out(usize),
-    In(usize),
+    Dial(usize),
+    Accepted(usize),
+}
+
+/// The most refusals a mesh remembers for its error message.
+const REFUSALS_KEPT: usize = 64;
+
+impl<'a> Mesh<'a> {
+    fn new(params: MeshParams<'a>, peers: &[(PeerId, SocketAddr)], now: Instant) -> Mesh<'a> {
+        let me = params.me;
+        let mut mesh = Mesh {
+            params,
+            dials: Vec::new(),
+            expect_in: Vec::new(),
+            incoming: Vec::new(),
+            established: HashMap::new(),
+            rejected: Vec::new(),
+            addr_of: HashMap::new(),
+        };
+        for &(p, addr) in peers {
+            if p == me || mesh.addr_of.insert(p, addr).is_some() {
+                continue;
+            }
+            if p > me {
+                mesh.dials.push(Dial::new(p, addr, now));
+            } else {
+                mesh.expect_in.push(p);
+            }
+        }
+        mesh
+    }
+
+    fn is_complete(&self) -> bool {
+        self.established.len() == self.addr_of.len()
+    }
+
+    /// The error of a mesh that did not complete within `timeout`: the ranks missing, the
+    /// last error of each dial, and the connections refused (then an authentication error).
+    fn incomplete(&self, timeout: Duration) -> TransportError {
+        let mut missing: Vec<PeerId> =
+            self.addr_of.keys().copied().filter(|p| !self.established.contains_key(p)).collect();
+        missing.sort_unstable();
+        let details: Vec<String> = self
+            .dials
+            .iter()
+            .filter(|d| !matches!(d.state, DialState::Done) && !d.last_error.is_empty())
+            .map(|d| format!("rank {} at {}: {}", d.peer, d.addr, d.last_error))
+            .collect();
+        let mut msg = format!(
+            "tcp wire-up of rank {}: rank(s) {missing:?} never connected within {} ms",
+            self.params.me,
+            timeout.as_millis()
+        );
+        if !details.is_empty() {
+            msg.push_str(&format!(" (last errors: {})", details.join("; ")));
+        }
+        if !self.rejected.is_empty() {
+            msg.push_str(&format!(" (refused connections: {})", self.rejected.join("; ")));
+            return TransportError::Auth(msg);
+        }
+        TransportError::Io { context: msg, source: io::Error::from(io::ErrorKind::TimedOut) }
+    }
+
+    fn refuse(&mut self, why: String) {
+        tracing::warn!(rank = self.params.me, "refused connection: {why}");
+        self.rejected.push(why);
+        if self.rejected.len() > REFUSALS_KEPT {
+            self.rejected.drain(..self.rejected.len() - REFUSALS_KEPT);
+        }
+    }
+
+    /// One round: starts the connects that are due, drops accepted connections that took
+    /// too long, waits (until `deadline` at most) for any socket to be ready, and moves each
+    /// ready one on.
+    fn step(&mut self, listener: &Socket, now: Instant, deadline: Instant) -> TransportResult<()> {
+        let me = self.params.me;
+        let auth_timeout = Duration::from_millis(self.params.cfg.auth_timeout_ms);
+        let mut next_wake = deadline;
+        for d in self.dials.iter_mut() {
+            if let Some(t) = d.tick(now, &self.params)? {
+                next_wake = next_wake.min(t);
+            }
+        }
+        self.incoming.retain(|c| {
+            let keep = now.duration_since(c.started) < auth_timeout;
+            if !keep {
+                tracing::warn!(rank = me, peer = %c.addr, "dropping connection that did not authenticate in time");
+            }
+            keep
+        });
+        for c in &self.incoming {
+            next_wake = next_wake.min(c.started + auth_timeout);
+        }
+
+        let mut refs: Vec<PollRef> = Vec::new();
+        let revents: Vec<PollFlags> = {
+            let mut fds: Vec<PollFd<'_>> = Vec::new();
+            if self.incoming.len() < self.params.cfg.max_pending_accepts {
+                fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+                refs.push(PollRef::Listener);
+            }
+            for (i, d) in self.dials.iter().enumerate() {
+                if let Some((fd, flags)) = d.interest() {
+                    fds.push(PollFd::new(fd, flags));
+                    refs.push(PollRef::Dial(i));
+                }
+            }
+            for (i, c) in self.incoming.iter().enumerate() {
+                fds.push(PollFd::new(c.sock.as_fd(), handshake_interest(&c.hs)));
+                refs.push(PollRef::Accepted(i));
+            }
+            let wait = next_wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+            match nix::poll::poll(&mut fds, poll_timeout(wait)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    return Err(TransportError::Io {
+                        context: format!("tcp wire-up of rank {me}: poll"),
+                        source: io::Error::from(e),
+                    })
+                }
+            }
+            fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect()
+        };
+
+        // Accepted connections whose handshake ended: the rank they proved, or why not.
+        let mut finished: Vec<(usize, Result<PeerId, String>)> = Vec::new();
+        for (r, ev) in refs.iter().zip(revents) {
+            if ev.is_empty() {
+                continue;
+            }
+            match *r {
+                PollRef::Listener => self.accept(listener)?,
+                PollRef::Dial(i) => {
+                    let d = &mut self.dials[i];
+                    if let Some(sock) = d.ready(Instant::now(), &self.params)? {
+                        self.established.insert(d.peer, (sock, d.addr));
+                    }
+                }
+                PollRef::Accepted(i) => match self.incoming[i].ready() {
+                    AcceptStep::Pending => {}
+                    AcceptStep::Authenticated(rank) => finished.push((i, Ok(rank))),
+                    AcceptStep::Refused(why) => finished.push((i, Err(why))),
+                },
+            }
+        }
+        // Highest index first keeps the others valid.
+        finished.sort_unstable_by_key(|(i, _)| *i);
+        for (i, outcome) in finished.into_iter().rev() {
+            let c = self.incoming.swap_remove(i);
+            match outcome {
+                Ok(claimed) if !self.expect_in.contains(&claimed) => self.refuse(format!(
+                    "peer {} authenticated as rank {claimed}, which must not connect to rank {me}",
+                    c.addr
+                )),
+                Ok(claimed) if self.established.contains_key(&claimed) => {
+                    self.refuse(format!("peer {} is a second connection from rank {claimed}", c.addr))
+                }
+                Ok(claimed) => _ = self.established.insert(claimed, (c.sock, c.addr)),
+                Err(why) => self.refuse(why),
+            }
+        }
+        Ok(())
+    }
+
+    /// Accepts what the listener holds, up to `max_pending_accepts` handshakes at once.
+    fn accept(&mut self, listener: &Socket) -> TransportResult<()> {
+        let me = self.params.me;
+        while self.incoming.len() < self.params.cfg.max_pending_accepts {
+            match listener.accept() {
+                Ok((sock, addr)) => {
+                    let addr = addr.as_socket().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                    if let Err(e) = sock.set_nonblocking(true).and_then(|_| sock.set_cloexec(true)) {
+                        tracing::warn!(rank = me, peer = %addr, "accepted socket setup failed: {e}");
+                        continue;
+                    }
+                    let hs = Handshake::new(Role::Responder, me, None, self.params.secret, random_nonce()?);
+                    self.incoming.push(Accepted { sock, addr, hs: Box::new(hs), started: Instant::now() });
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Result of driving a handshake on a non-blocking socket.
@@ -176,267 +489,24 @@ impl TcpListenerEndpoint {
         let me = self.me;
         let cfg = self.config.clone();
         let deadline = Instant::now() + timeout;
-        let retry = Duration::from_millis(cfg.connect_retry_interval_ms);
-        let auth_timeout = Duration::from_millis(cfg.auth_timeout_ms);
-
-        let mut outs: Vec<OutPeer> = Vec::new();
-        let mut expect_in: Vec<PeerId> = Vec::new();
-        let mut addr_of: HashMap<PeerId, SocketAddr> = HashMap::new();
-        for &(p, addr) in peers {
-            if p == me || addr_of.contains_key(&p) {
-                continue;
-            }
-            addr_of.insert(p, addr);
-            if p > me {
-                outs.push(OutPeer {
-                    peer: p,
-                    addr,
-                    attempts: 0,
-                    last_error: String::new(),
-                    state: OutState::Waiting { next_try: Instant::now() },
-                });
-            } else {
-                expect_in.push(p);
-            }
-        }
-        let total = outs.len() + expect_in.len();
-        let mut established: HashMap<PeerId, (Socket, SocketAddr)> = HashMap::new();
-        let mut incoming: Vec<InConn> = Vec::new();
-        let mut rejected: Vec<String> = Vec::new();
-
-        while established.len() < total {
+        let params = MeshParams {
+            me,
+            cfg: &cfg,
+            secret: &self.secret,
+            retry: Duration::from_millis(cfg.connect_retry_interval_ms),
+        };
+        let mut mesh = Mesh::new(params, peers, Instant::now());
+        while !mesh.is_complete() {
             let now = Instant::now();
             if now >= deadline {
-                let mut missing: Vec<PeerId> =
-                    addr_of.keys().copied().filter(|p| !established.contains_key(p)).collect();
-                missing.sort_unstable();
-                let details: Vec<String> = outs
-                    .iter()
-                    .filter(|o| !matches!(o.state, OutState::Done) && !o.last_error.is_empty())
-                    .map(|o| format!("rank {} at {}: {}", o.peer, o.addr, o.last_error))
-                    .collect();
-                let mut msg = format!(
-                    "tcp wire-up of rank {me}: rank(s) {missing:?} never connected within {} ms",
-                    timeout.as_millis()
-                );
-                if !details.is_empty() {
-                    msg.push_str(&format!(" (last errors: {})", details.join("; ")));
-                }
-                if !rejected.is_empty() {
-                    msg.push_str(&format!(" (refused connections: {})", rejected.join("; ")));
-                    return Err(TransportError::Auth(msg));
-                }
-                return Err(TransportError::Io { context: msg, source: io::Error::from(io::ErrorKind::TimedOut) });
+                return Err(mesh.incomplete(timeout));
             }
-
-            // Start (or restart) connects whose retry time has come.
-            let mut next_wake = deadline;
-            for o in outs.iter_mut() {
-                if let OutState::Waiting { next_try } = o.state {
-                    if now < next_try {
-                        next_wake = next_wake.min(next_try);
-                        continue;
-                    }
-                    o.attempts += 1;
-                    if o.attempts > cfg.connect_max_attempts {
-                        return Err(TransportError::Io {
-                            context: format!(
-                                "tcp wire-up of rank {me}: rank {} at {} unreachable after {} attempts: {}",
-                                o.peer, o.addr, cfg.connect_max_attempts, o.last_error
-                            ),
-                            source: io::Error::from(io::ErrorKind::TimedOut),
-                        });
-                    }
-                    o.state = match start_connect(o.addr) {
-                        Ok((sock, true)) => OutState::authenticating(sock, me, o.peer, &self.secret)?,
-                        Ok((sock, false)) => OutState::Connecting { sock },
-                        Err(e) => {
-                            o.last_error = format!("connect: {e}");
-                            next_wake = next_wake.min(now + retry);
-                            OutState::Waiting { next_try: now + retry }
-                        }
-                    };
-                }
-            }
-            // Drop accepted connections that did not authenticate in time.
-            incoming.retain(|c| {
-                let keep = now.duration_since(c.started) < auth_timeout;
-                if !keep {
-                    tracing::warn!(rank = me, peer = %c.addr, "dropping connection that did not authenticate in time");
-                }
-                keep
-            });
-            for c in &incoming {
-                next_wake = next_wake.min(c.started + auth_timeout);
-            }
-
-            // Poll everything that can make progress.
-            let mut refs: Vec<PollRef> = Vec::new();
-            let revents: Vec<PollFlags> = {
-                let mut fds: Vec<PollFd<'_>> = Vec::new();
-                if incoming.len() < cfg.max_pending_accepts {
-                    fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
-                    refs.push(PollRef::Listener);
-                }
-                for (i, o) in outs.iter().enumerate() {
-                    match &o.state {
-                        OutState::Connecting { sock } => {
-                            fds.push(PollFd::new(sock.as_fd(), PollFlags::POLLOUT));
-                            refs.push(PollRef::Out(i));
-                        }
-                        OutState::Auth { sock, hs } => {
-                            let mut fl = PollFlags::POLLIN;
-                            if !hs.pending_output().is_empty() {
-                                fl |= PollFlags::POLLOUT;
-                            }
-                            fds.push(PollFd::new(sock.as_fd(), fl));
-                            refs.push(PollRef::Out(i));
-                        }
-                        _ => {}
-                    }
-                }
-                for (i, c) in incoming.iter().enumerate() {
-                    let mut fl = PollFlags::POLLIN;
-                    if !c.hs.pending_output().is_empty() {
-                        fl |= PollFlags::POLLOUT;
-                    }
-                    fds.push(PollFd::new(c.sock.as_fd(), fl));
-                    refs.push(PollRef::In(i));
-                }
-                let wait = next_wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
-                match nix::poll::poll(&mut fds, poll_timeout(wait)) {
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => {
-                        return Err(TransportError::Io {
-                            context: format!("tcp wire-up of rank {me}: poll"),
-                            source: io::Error::from(e),
-                        })
-                    }
-                }
-                fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect()
-            };
-
-            let mut retired_in: Vec<usize> = Vec::new();
-            for (r, ev) in refs.iter().zip(revents) {
-                if ev.is_empty() {
-                    continue;
-                }
-                match *r {
-                    PollRef::Listener => {
-                        while incoming.len() < cfg.max_pending_accepts {
-                            match self.listener.accept() {
-                                Ok((sock, addr)) => {
-                                    let addr = addr.as_socket().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-                                    if let Err(e) = sock.set_nonblocking(true).and_then(|_| sock.set_cloexec(true)) {
-                                        tracing::warn!(rank = me, peer = %addr, "accepted socket setup failed: {e}");
-                                        continue;
-                                    }
-                                    let hs = Box::new(Handshake::new(
-                                        Role::Responder,
-                                        me,
-                                        None,
-                                        &self.secret,
-                                        random_nonce()?,
-                                    ));
-                                    incoming.push(InConn { sock, addr, hs, started: Instant::now() });
-                                }
-                                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    PollRef::Out(i) => {
-                        let o = &mut outs[i];
-                        let state = std::mem::replace(&mut o.state, OutState::Done);
-                        o.state = match state {
-                            OutState::Connecting { sock } => match sock.take_error() {
-                                Ok(None) if sock.peer_addr().is_ok() => {
-                                    OutState::authenticating(sock, me, o.peer, &self.secret)?
-                                }
-                                Ok(Some(e)) | Err(e) => {
-                                    o.last_error = format!("connect: {e}");
-                                    OutState::Waiting { next_try: Instant::now() + retry }
-                                }
-                                Ok(None) => {
-                                    o.last_error = "connect: not connected".into();
-                                    OutState::Waiting { next_try: Instant::now() + retry }
-                                }
-                            },
-                            OutState::Auth { sock, mut hs } => match drive_handshake(&sock, &mut hs) {
-                                Drive::Pending => OutState::Auth { sock, hs },
-                                Drive::Done => {
-                                    established.insert(o.peer, (sock, o.addr));
-                                    OutState::Done
-                                }
-                                Drive::Failed(why, true) => {
-                                    return Err(TransportError::Auth(format!(
-                                        "rank {me} refused rank {} at {}: {why}",
-                                        o.peer, o.addr
-                                    )));
-                                }
-                                Drive::Failed(why, false) => {
-                                    // Closed or reset mid-handshake: the peer may be restarting
-                                    // its listener; retry within the bounds.
-                                    o.last_error = format!("authentication: {why}");
-                                    OutState::Waiting { next_try: Instant::now() + retry }
-                                }
-                            },
-                            other => other,
-                        };
-                    }
-                    PollRef::In(i) => {
-                        let c = &mut incoming[i];
-                        match drive_handshake(&c.sock, &mut c.hs) {
-                            Drive::Pending => {}
-                            Drive::Done => {
-                                retired_in.push(i);
-                                let claimed = c.hs.peer_rank().unwrap_or(u32::MAX);
-                                if !expect_in.contains(&claimed) {
-                                    let why = format!(
-                                        "peer {} authenticated as rank {claimed}, which must not connect to rank {me}",
-                                        c.addr
-                                    );
-                                    tracing::warn!(rank = me, "{why}");
-                                    rejected.push(why);
-                                } else if established.contains_key(&claimed) {
-                                    let why = format!("peer {} is a second connection from rank {claimed}", c.addr);
-                                    tracing::warn!(rank = me, "{why}");
-                                    rejected.push(why);
-                                }
-                                // An expected, first connection is moved into `established`
-                                // when retired below.
-                            }
-                            Drive::Failed(why, _) => {
-                                let why = format!("peer {}: {why}", c.addr);
-                                tracing::warn!(rank = me, "refused connection: {why}");
-                                rejected.push(why);
-                                retired_in.push(i);
-                            }
-                        }
-                    }
-                }
-            }
-            // Retire finished incoming connections (highest index first keeps indices valid).
-            retired_in.sort_unstable();
-            for i in retired_in.into_iter().rev() {
-                let c = incoming.swap_remove(i);
-                if c.hs.is_done() {
-                    let claimed = c.hs.peer_rank().unwrap_or(u32::MAX);
-                    if expect_in.contains(&claimed) && !established.contains_key(&claimed) {
-                        established.insert(claimed, (c.sock, c.addr));
-                    }
-                }
-            }
-            if rejected.len() > 64 {
-                rejected.drain(..rejected.len() - 64);
-            }
+            mesh.step(&self.listener, now, deadline)?;
         }
-
-        let mut ranks: Vec<PeerId> = established.keys().copied().collect();
-        ranks.sort_unstable();
-        let mut conns = Vec::with_capacity(ranks.len());
-        for p in ranks {
-            let Some((sock, addr)) = established.remove(&p) else { continue };
+        let mut established: Vec<_> = mesh.established.into_iter().collect();
+        established.sort_unstable_by_key(|(p, _)| *p);
+        let mut conns = Vec::with_capacity(established.len());
+        for (p, (sock, addr)) in established {
             let ctx = |what: &str| format!("tcp link {me}->{p} ({addr}): {what}");
             sock.set_nonblocking(true).map_err(|e| TransportError::Io { context: ctx("nonblocking"), source: e })?;
             sock.set_tcp_nodelay(true).map_err(|e| TransportError::Io { context: ctx("TCP_NODELAY"), source: e })?;
