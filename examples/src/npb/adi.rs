@@ -38,34 +38,14 @@ use mpi::collective::SystemOperation;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 
-use super::cfd::exact_solution;
+use super::cfd::{exact_solution, Vec5, C1, C1C5, C2, C3C4, CON43, DIFFUSION, DSSP, EPSILON};
 use super::{rel_ok, wtime, Class};
-
-/// The five conserved quantities at one point: `rho, rho u, rho v, rho w, rho e`.
-pub type Vec5 = [f64; 5];
 
 /// A half-open box of array coordinates, `[(start, end); 3]` for x, y, z.
 pub type Box3 = [(usize, usize); 3];
 
-/// Gas constants of the spec: `gamma` and `gamma - 1`, then the viscous-term factors.
-pub const C1: f64 = 1.4;
-pub const C2: f64 = 0.4;
-/// `C3 C4` (`C3 = 0.1`, `C4 = 1`) and `C1 C5` (`C5 = 1.4`).
-pub const C3C4: f64 = 0.1;
-pub const C1C5: f64 = C1 * 1.4;
-/// `C1 C3 C4 C5`.
-pub const C1345: f64 = C1C5 * C3C4;
-/// `4/3`, the factor of the normal viscous stress.
-pub const CON43: f64 = 4.0 / 3.0;
-/// Second-difference (artificial diffusion) coefficient along x, y, z, the same for all five
-/// equations (the reference's `dx1..dx5`, `dy1..dy5`, `dz1..dz5`).
-pub const DIFFUSION: [f64; 3] = [0.75, 0.75, 1.0];
-/// Fourth-difference dissipation coefficient, `max(DIFFUSION) / 4`.
-pub const DSSP: f64 = 0.25;
 /// Ghost layers on each side of a cell (the dissipation stencil reaches two points out).
 pub const GHOST: usize = 2;
-/// Verification tolerance (relative).
-pub const EPSILON: f64 = 1.0e-8;
 
 /// Tags of the line-solve messages on `comm_solve`, per axis, forward and backward; plus the
 /// cell's position on the other two axes.

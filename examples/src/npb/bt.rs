@@ -24,13 +24,9 @@
 
 use mpi::topology::SimpleCommunicator;
 
-use super::adi::{
-    verify_norms, Adi, Cell, CellFields, Lines, TimeReduction, TimedRun, Vec5, C1, C1345, C2, C3C4, CON43, DIFFUSION,
-};
+use super::adi::{verify_norms, Adi, Cell, CellFields, Lines, TimeReduction, TimedRun};
+use super::cfd::{flux_jacobian, viscous_jacobian, Mat5, Vec5, DIFFUSION};
 use super::{Class, Outcome};
-
-/// A 5x5 block, `[row][column]`.
-type Mat5 = [[f64; 5]; 5];
 
 /// Class parameters and published verification values.
 struct Params {
@@ -146,60 +142,6 @@ fn params(class: Class) -> Params {
             ],
         },
     }
-}
-
-/// The Jacobian of the inviscid flux along `axis` at `w` (the reference's `fjac`), given
-/// `rho_i = 1/rho` and `qs = |rho V|^2 / (2 rho^2)`.
-fn flux_jacobian(axis: usize, w: &Vec5, rho_i: f64, qs: f64) -> Mat5 {
-    let n = axis + 1;
-    let rho_i2 = rho_i * rho_i;
-    let vn = w[n] * rho_i;
-    let mut f = [[0.0; 5]; 5];
-    f[0][n] = 1.0;
-    for (m, row) in f.iter_mut().enumerate().take(4).skip(1) {
-        if m == n {
-            // The momentum along the axis also carries the pressure.
-            row[0] = -(w[n] * rho_i2 * w[n]) + C2 * qs;
-            for l in 1..4 {
-                row[l] = -C2 * (w[l] * rho_i);
-            }
-            row[n] = (2.0 - C2) * vn;
-            row[4] = C2;
-        } else {
-            row[0] = -(w[n] * w[m]) * rho_i2;
-            row[m] = vn;
-            row[n] = w[m] * rho_i;
-        }
-    }
-    let energy = &mut f[4];
-    energy[0] = (C2 * 2.0 * qs - C1 * (w[4] * rho_i)) * vn;
-    for l in 1..4 {
-        energy[l] = -C2 * (w[l] * w[n]) * rho_i2;
-    }
-    energy[n] = C1 * w[4] * rho_i - C2 * (w[n] * w[n] * rho_i2 + qs);
-    energy[4] = C1 * vn;
-    f
-}
-
-/// The spec's linearization of the viscous terms along `axis` at `w` (the reference's `njac`),
-/// given `rho_i = 1/rho`. The mass equation has none.
-fn viscous_jacobian(axis: usize, w: &Vec5, rho_i: f64) -> Mat5 {
-    let n = axis + 1;
-    let rho_i2 = rho_i * rho_i;
-    let rho_i3 = rho_i2 * rho_i;
-    // Viscosity factor of each velocity component: the normal stress carries 4/3.
-    let nu = [1, 2, 3].map(|m| if m == n { CON43 * C3C4 } else { C3C4 });
-    let mut v = [[0.0; 5]; 5];
-    let mut energy_rho = 0.0;
-    for (m, &c) in (1..4).zip(&nu) {
-        v[m][0] = -c * rho_i2 * w[m];
-        v[m][m] = c * rho_i;
-        v[4][m] = (c - C1345) * rho_i2 * w[m];
-        energy_rho -= (c - C1345) * rho_i3 * (w[m] * w[m]);
-    }
-    v[4][0] = energy_rho - C1345 * rho_i2 * w[4];
-    v[4][4] = C1345 * rho_i;
-    v
 }
 
 /// `y -= a x`.
@@ -455,39 +397,6 @@ mod tests {
         for (ur, vr) in xm.iter().zip(c) {
             for (u, v) in ur.iter().zip(vr) {
                 assert!((u - v).abs() < 1e-13);
-            }
-        }
-    }
-
-    /// The inviscid flux along `axis`, written with the pressure `p`: `(rho, rho V, rho e) v_n`
-    /// plus `p` in the normal momentum and `p v_n` in the energy.
-    fn flux(axis: usize, w: &Vec5) -> Vec5 {
-        let n = axis + 1;
-        let vn = w[n] / w[0];
-        let pressure = C2 * (w[4] - 0.5 * (w[1] * w[1] + w[2] * w[2] + w[3] * w[3]) / w[0]);
-        let mut f = w.map(|x| x * vn);
-        f[n] += pressure;
-        f[4] += pressure * vn;
-        f
-    }
-
-    #[test]
-    fn flux_jacobian_matches_central_differences() {
-        let w = [1.3, 0.2, -0.4, 0.7, 4.1];
-        let rho_i = 1.0 / w[0];
-        let qs = 0.5 * (w[1] * w[1] + w[2] * w[2] + w[3] * w[3]) * rho_i * rho_i;
-        for axis in 0..3 {
-            let jac = flux_jacobian(axis, &w, rho_i, qs);
-            for c in 0..5 {
-                let eps = 1e-6;
-                let (mut wp, mut wm) = (w, w);
-                wp[c] += eps;
-                wm[c] -= eps;
-                let (fp, fm) = (flux(axis, &wp), flux(axis, &wm));
-                for r in 0..5 {
-                    let fd = (fp[r] - fm[r]) / (2.0 * eps);
-                    assert!((fd - jac[r][c]).abs() < 1e-7, "axis {axis} [{r}][{c}]: {fd} vs {}", jac[r][c]);
-                }
             }
         }
     }

@@ -36,10 +36,8 @@
 
 use mpi::topology::SimpleCommunicator;
 
-use super::adi::{
-    verify_norms, Adi, Aux, Cell, CellFields, Lines, TimeReduction, TimedRun, Vec5, C1, C1C5, C2, C3C4, CON43,
-    DIFFUSION, DSSP, EPSILON,
-};
+use super::adi::{verify_norms, Adi, Aux, Cell, CellFields, Lines, TimeReduction, TimedRun};
+use super::cfd::{Vec5, C1, C1C5, C2, C3C4, CON43, DIFFUSION, DSSP, EPSILON};
 use super::{Class, Outcome};
 
 /// `sqrt(1/2)`, the scaling of the eigenvector matrices (the reference's `bt`).
