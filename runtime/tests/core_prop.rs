@@ -5,7 +5,7 @@
 //! # The network
 //! N cores (2..=5), each with its own small eager limit (0..=64 bytes) and chunk size
 //! (1..=32 bytes), so that eager, synchronous eager, rendezvous and chunked data all run.
-//! Frames from `poll_transmit` go into one FIFO queue per (src, dst) pair. A generated
+//! Frames from `poll_transmit` go onto the kit's `Wires`, one FIFO queue per (src, dst) pair. A generated
 //! schedule decides, step by step, whether a rank runs the next operation of its program or
 //! which non-empty queue delivers its head: per-pair FIFO as the transport guarantees,
 //! anything across pairs. When the schedule runs out, a fixed policy drives the rest.
@@ -52,7 +52,7 @@
 //! `KAWARIMI_PROP_CASES=N cargo test -p kawarimi-runtime --test core_prop -- --ignored`
 //! runs the soak variants with N cases each.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 
 use kawarimi_runtime::core::{Core, CoreConfig, ProbeInfo, RecvBuf, ReqId, SendData, Status, ANY_SOURCE, ANY_TAG};
@@ -60,6 +60,9 @@ use kawarimi_runtime::error::ErrorClass;
 use kawarimi_transports::wire::{FrameKind, Header};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+
+mod kit;
+use kit::Wires;
 
 /// Returns `Err(message)` from the enclosing check when `cond` is false.
 macro_rules! ensure {
@@ -516,8 +519,8 @@ impl Stats {
 struct Sim<'p> {
     p: &'p Program,
     cores: Vec<Core>,
-    /// Frame queue of pair (src, dst) at `src * n + dst`.
-    queues: Vec<VecDeque<(Header, Vec<u8>)>>,
+    /// Frames on their way, a FIFO per pair of ranks.
+    wires: Wires,
     msgs: Vec<MsgState>,
     recvs: Vec<RecvState>,
     next_op: Vec<usize>,
@@ -572,7 +575,7 @@ impl<'p> Sim<'p> {
         Sim {
             p,
             cores: (0..p.n).map(|r| Core::new(r, p.n, p.configs[r as usize].clone())).collect(),
-            queues: (0..n * n).map(|_| VecDeque::new()).collect(),
+            wires: Wires::new(p.n),
             msgs,
             recvs,
             next_op: vec![0; n],
@@ -590,16 +593,11 @@ impl<'p> Sim<'p> {
     }
 
     fn enabled(&self) -> Vec<Action> {
-        let n = self.n();
-        let mut acts: Vec<Action> =
-            (0..n).filter(|&r| self.next_op[r as usize] < self.p.ops[r as usize].len()).map(Action::App).collect();
-        for s in 0..n {
-            for d in 0..n {
-                if !self.queues[(s * n + d) as usize].is_empty() {
-                    acts.push(Action::Deliver(s, d));
-                }
-            }
-        }
+        let mut acts: Vec<Action> = (0..self.n())
+            .filter(|&r| self.next_op[r as usize] < self.p.ops[r as usize].len())
+            .map(Action::App)
+            .collect();
+        acts.extend(self.wires.busy().map(|(s, d)| Action::Deliver(s, d)));
         acts
     }
 
@@ -784,8 +782,7 @@ impl<'p> Sim<'p> {
     }
 
     fn deliver(&mut self, s: u32, d: u32) -> Check {
-        let n = self.n();
-        let (h, payload) = self.queues[(s * n + d) as usize].pop_front().expect("only non-empty queues deliver");
+        let (h, payload) = self.wires.link(s, d).pop_front().expect("only busy links deliver");
         if matches!(h.kind, FrameKind::Eager | FrameKind::EagerSync | FrameKind::Rts) {
             let Some(&i) = self.send_ids.get(&(s, h.msg_id)) else {
                 return Err(format!("t{}: frame {h} from rank {s} names no send", self.now));
@@ -892,7 +889,7 @@ impl<'p> Sim<'p> {
                         return Err(format!("t{now}: rank {r} sends {h}, which no input asked for"));
                     }
                 }
-                self.queues[(r * n + t.peer) as usize].push_back((h, bytes));
+                self.wires.link(r, t.peer).push_back((h, bytes));
             }
         }
         Ok(())
@@ -1411,23 +1408,18 @@ fn seq_start(c: &SeqCase) -> Check<(Vec<Core>, Vec<ReqId>)> {
     Ok((cores, recvs))
 }
 
-fn outbox(cores: &mut [Core], queues: &mut [VecDeque<Delivery>; 2]) {
-    for (r, core) in cores.iter_mut().enumerate() {
-        while let Some(t) = core.poll_transmit() {
-            queues[r].push_back((r as u32, t.peer, t.header, t.payload.as_slice().to_vec()));
-        }
-    }
-}
-
 /// Runs the exchange with a fixed alternation and records every delivery in order.
 fn seq_record(c: &SeqCase) -> Check<Vec<Delivery>> {
     let (mut cores, _) = seq_start(c)?;
-    let mut queues: [VecDeque<Delivery>; 2] = Default::default();
+    let mut wires = Wires::new(2);
     let mut log = Vec::new();
-    for turn in 0usize.. {
-        outbox(&mut cores, &mut queues);
-        let from = if queues[turn % 2].is_empty() { (turn + 1) % 2 } else { turn % 2 };
-        let Some((s, d, h, p)) = queues[from].pop_front() else { break };
+    for turn in 0u32.. {
+        for core in cores.iter_mut() {
+            wires.transmit(core, usize::MAX);
+        }
+        let s = if wires.link(turn % 2, 1 - turn % 2).is_empty() { 1 - turn % 2 } else { turn % 2 };
+        let d = 1 - s;
+        let Some((h, p)) = wires.link(s, d).pop_front() else { break };
         cores[d as usize].handle_frame(s, h, p.clone()).map_err(|e| format!("in-order delivery failed: {e}"))?;
         // An `Ack` takes no sequence number and only confirms: delivered twice or late it
         // changes nothing, so it is no misordering to offer; the exchange needs none.

@@ -8,35 +8,15 @@
 //! written yet too. Each end notices at its own time (the other may send more meanwhile),
 //! both drain without each other, and both resume with the pair repaired.
 
-use std::collections::VecDeque;
-
 use kawarimi_runtime::core::{Core, CoreConfig, RecvBuf, ReqId, SendData, ACK_EVERY_FRAMES};
 use kawarimi_transports::wire::{FrameKind, Header, FLAG_REPLAY};
 use kawarimi_transports::Payload;
 
 mod kit;
-use kit::Rng;
+use kit::{Rng, Wires};
 
 fn content(from: u32, index: usize, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u64 * 31 + index as u64 * 7 + from as u64) as u8).collect()
-}
-
-type Wire = VecDeque<(Header, Vec<u8>)>;
-
-/// Moves up to `n` frames from `from`'s outbox onto `wire` (what its transport wrote).
-fn transmit(from: &mut Core, wire: &mut Wire, n: usize) {
-    for _ in 0..n {
-        let Some(t) = from.poll_transmit() else { return };
-        wire.push_back((t.header, t.payload.into_vec()));
-    }
-}
-
-/// Delivers up to `n` frames from `wire` to `to`.
-fn deliver(to: &mut Core, from: u32, wire: &mut Wire, n: usize) {
-    for _ in 0..n {
-        let Some((h, p)) = wire.pop_front() else { return };
-        to.handle_frame(from, h, p).unwrap_or_else(|e| panic!("rank {} rejected {h}: {e}", to.rank()));
-    }
 }
 
 struct Side {
@@ -66,7 +46,7 @@ fn run(seed: u64) {
     let config = CoreConfig { eager_limit_bytes: 64, chunk_bytes: 48, ..CoreConfig::default() };
     let mut sides =
         [0u32, 1].map(|r| Side { core: Core::new(r, 2, config.clone()), sends: vec![], lens: vec![], recvs: vec![] });
-    let mut wires: [Wire; 2] = [VecDeque::new(), VecDeque::new()];
+    let mut wires = Wires::new(2);
     let count = 40 + rng.below(40) as usize;
     let die_at = rng.below(count as u64 * 2) as usize;
     let mut noticed = [false, false];
@@ -84,24 +64,24 @@ fn run(seed: u64) {
         let (a, b) = sides.split_at_mut(1);
         let (a, b) = (&mut a[0].core, &mut b[0].core);
         if !noticed[0] {
-            transmit(a, &mut wires[0], rng.below(4) as usize);
+            wires.transmit(a, rng.below(4) as usize);
         }
         if !noticed[1] {
-            transmit(b, &mut wires[1], rng.below(4) as usize);
+            wires.transmit(b, rng.below(4) as usize);
         }
         if step < die_at {
-            deliver(b, 0, &mut wires[0], rng.below(4) as usize);
-            deliver(a, 1, &mut wires[1], rng.below(4) as usize);
+            wires.deliver(0, b, rng.below(4) as usize);
+            wires.deliver(1, a, rng.below(4) as usize);
         } else if step == die_at {
-            for w in &mut wires {
+            for (src, dst) in [(0, 1), (1, 0)] {
+                let w = wires.link(src, dst);
                 let keep = rng.below(w.len() as u64 + 1) as usize;
                 w.truncate(keep);
             }
         } else {
             // The link is dead: frames still on it reach nobody, each end notices at random.
-            for w in &mut wires {
-                w.clear();
-            }
+            wires.link(0, 1).clear();
+            wires.link(1, 0).clear();
             for (r, core) in [(0usize, &mut *a), (1, &mut *b)] {
                 if !noticed[r] && rng.below(3) == 0 {
                     noticed[r] = true;
@@ -133,11 +113,11 @@ fn run(seed: u64) {
         }
         let (a, b) = sides.split_at_mut(1);
         let (a, b) = (&mut a[0].core, &mut b[0].core);
-        transmit(a, &mut wires[0], 8);
-        transmit(b, &mut wires[1], 8);
-        deliver(b, 0, &mut wires[0], 8);
-        deliver(a, 1, &mut wires[1], 8);
-        if posted == [count, count] && !a.has_transmit() && !b.has_transmit() && wires.iter().all(|w| w.is_empty()) {
+        wires.transmit(a, 8);
+        wires.transmit(b, 8);
+        wires.deliver(0, b, 8);
+        wires.deliver(1, a, 8);
+        if posted == [count, count] && !a.has_transmit() && !b.has_transmit() && wires.is_empty() {
             break;
         }
     }
@@ -172,15 +152,15 @@ fn a_link_that_dies_loses_nothing_once_both_ends_are_repaired() {
 fn acknowledgements_bound_what_a_sender_keeps() {
     let config = CoreConfig::default();
     let (mut a, mut b) = (Core::new(0, 2, config.clone()), Core::new(1, 2, config));
-    let (mut ab, mut ba) = (VecDeque::new(), VecDeque::new());
+    let mut wires = Wires::new(2);
     let mut most = 0;
     for i in 0..10_000 {
         a.isend(1, 0, 1, SendData::Owned(vec![i as u8; 8]), false).unwrap();
         b.irecv(0, 0, 1, RecvBuf::Owned(vec![0; 8])).unwrap();
-        transmit(&mut a, &mut ab, 4);
-        deliver(&mut b, 0, &mut ab, 4);
-        transmit(&mut b, &mut ba, 4);
-        deliver(&mut a, 1, &mut ba, 4);
+        wires.transmit(&mut a, 4);
+        wires.deliver(0, &mut b, 4);
+        wires.transmit(&mut b, 4);
+        wires.deliver(1, &mut a, 4);
         most = most.max(a.unconfirmed(1));
     }
     assert!(most <= ACK_EVERY_FRAMES as usize + 1, "rank 0 kept {most} frames unconfirmed");
@@ -215,17 +195,17 @@ fn a_zero_copy_send_whose_confirmation_was_lost_completes_after_the_repair() {
     let data: &'static [u8] = Box::leak(content(0, 0, 200).into_boxed_slice());
     let s = a.isend(1, 0, 7, SendData::Static(data), false).unwrap();
     let r = b.irecv(0, 0, 7, RecvBuf::Owned(vec![0; 200])).unwrap();
-    let (mut ab, mut ba) = (VecDeque::new(), VecDeque::new());
+    let mut wires = Wires::new(2);
     for _ in 0..10 {
-        transmit(&mut a, &mut ab, 100);
-        deliver(&mut b, 0, &mut ab, 100);
+        wires.transmit(&mut a, 100);
+        wires.deliver(0, &mut b, 100);
         // Everything b sends back but its clear-to-send dies with the link.
         if let Some(t) = b.poll_transmit() {
             if t.header.kind == FrameKind::Cts {
-                ba.push_back((t.header, t.payload.into_vec()));
+                wires.link(1, 0).push_back((t.header, t.payload.into_vec()));
             }
         }
-        deliver(&mut a, 1, &mut ba, 100);
+        wires.deliver(1, &mut a, 100);
     }
     assert!(b.is_complete(r), "the receiver has the message");
     assert!(!a.is_complete(s), "the confirmation was lost");
@@ -239,13 +219,13 @@ fn a_zero_copy_send_whose_confirmation_was_lost_completes_after_the_repair() {
     assert!(replays.iter().any(|t| t.header.kind == FrameKind::Data), "a sends its chunks again");
     for t in replays {
         assert!(!matches!(t.payload, Payload::Static(_)), "a replay points into the application's buffer");
-        ab.push_back((t.header, t.payload.into_vec()));
+        wires.link(0, 1).push_back((t.header, t.payload.into_vec()));
     }
     for _ in 0..10 {
-        deliver(&mut b, 0, &mut ab, 100);
-        transmit(&mut b, &mut ba, 100);
-        deliver(&mut a, 1, &mut ba, 100);
-        transmit(&mut a, &mut ab, 100);
+        wires.deliver(0, &mut b, 100);
+        wires.transmit(&mut b, 100);
+        wires.deliver(1, &mut a, 100);
+        wires.transmit(&mut a, 100);
     }
     assert!(a.is_complete(s), "the send completes once the receiver confirms again");
 }
@@ -262,28 +242,27 @@ fn a_gap_found_while_draining_holds_up_neither_end_and_the_repair_fills_it() {
     for i in 0..3 {
         a.isend(1, 0, 7, SendData::Owned(content(0, i, 16)), false).unwrap();
     }
-    let mut ab = VecDeque::new();
-    transmit(&mut a, &mut ab, 100);
-    ab.remove(1).expect("the second message is lost");
+    let mut wires = Wires::new(2);
+    wires.transmit(&mut a, 100);
+    wires.link(0, 1).remove(1).expect("the second message is lost");
     a.begin_drain().unwrap();
     b.begin_drain().unwrap();
-    transmit(&mut a, &mut ab, 100);
-    deliver(&mut b, 0, &mut ab, 100);
+    wires.transmit(&mut a, 100);
+    wires.deliver(0, &mut b, 100);
     assert_eq!(b.take_gaps().len(), 1, "b finds the gap");
     assert_eq!(b.broken_peers(), vec![0], "and names the pair for the repair");
     assert!(b.markers_missing().is_empty(), "a's marker came after the gap: b does not wait for it");
-    let mut ba = VecDeque::new();
-    transmit(&mut b, &mut ba, 100);
-    assert!(ba.iter().any(|(h, _)| h.kind == FrameKind::Marker), "b's marker goes to a");
-    deliver(&mut a, 1, &mut ba, 100);
+    wires.transmit(&mut b, 100);
+    assert!(wires.link(1, 0).iter().any(|(h, _)| h.kind == FrameKind::Marker), "b's marker goes to a");
+    wires.deliver(1, &mut a, 100);
     assert!(a.is_drained() && b.is_drained(), "both ends drain");
     a.resume(1, &[1]);
     b.resume(1, &[0]);
     for _ in 0..4 {
-        transmit(&mut a, &mut ab, 100);
-        deliver(&mut b, 0, &mut ab, 100);
-        transmit(&mut b, &mut ba, 100);
-        deliver(&mut a, 1, &mut ba, 100);
+        wires.transmit(&mut a, 100);
+        wires.deliver(0, &mut b, 100);
+        wires.transmit(&mut b, 100);
+        wires.deliver(1, &mut a, 100);
     }
     for (i, &r) in recvs.iter().enumerate() {
         let c = b.take_completion(r).unwrap_or_else(|| panic!("message {i} never arrived"));

@@ -1,9 +1,73 @@
 //! The test kit the runtime's simulations share: one seeded generator and one hash, so that a
-//! seed means the same in every simulation and none carries its own copy.
+//! seed means the same in every simulation and none carries its own copy, and the wires
+//! between cores of the simulations that run the protocol core without an engine.
 //!
 //! Each test binary includes this module (`mod kit;`) and uses the part it needs, hence the
 //! `dead_code` allowance.
 #![allow(dead_code)]
+
+use std::collections::VecDeque;
+
+use kawarimi_runtime::core::Core;
+use kawarimi_transports::wire::Header;
+
+/// A frame on a wire: its header and payload.
+pub type Frame = (Header, Vec<u8>);
+
+/// The links between the cores of a core-level simulation: one FIFO of frames per ordered pair
+/// of ranks, as a transport keeps each link's order and nothing across links. A test reaches
+/// into a link ([`Wires::link`]) to lose, cut or replay frames.
+pub struct Wires {
+    n: u32,
+    links: Vec<VecDeque<Frame>>,
+}
+
+impl Wires {
+    /// The links among `n` ranks, all empty.
+    pub fn new(n: u32) -> Wires {
+        Wires { n, links: (0..n * n).map(|_| VecDeque::new()).collect() }
+    }
+
+    /// The link from `src` to `dst`.
+    pub fn link(&mut self, src: u32, dst: u32) -> &mut VecDeque<Frame> {
+        assert!(src < self.n && dst < self.n && src != dst, "no link {src} -> {dst} among {} ranks", self.n);
+        &mut self.links[(src * self.n + dst) as usize]
+    }
+
+    /// The links that hold frames, as `(src, dst)`, in rank order.
+    pub fn busy(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let n = self.n;
+        (0..n * n).filter(|&i| !self.links[i as usize].is_empty()).map(move |i| (i / n, i % n))
+    }
+
+    /// No frame on any link.
+    pub fn is_empty(&self) -> bool {
+        self.links.iter().all(VecDeque::is_empty)
+    }
+
+    /// Moves up to `limit` frames from `core`'s outbox onto its links (what its transport
+    /// wrote); returns how many.
+    pub fn transmit(&mut self, core: &mut Core, limit: usize) -> usize {
+        let src = core.rank();
+        for moved in 0..limit {
+            let Some(t) = core.poll_transmit() else { return moved };
+            self.link(src, t.peer).push_back((t.header, t.payload.into_vec()));
+        }
+        limit
+    }
+
+    /// Delivers up to `limit` frames of the link from `src` to `to`; returns how many. A frame
+    /// the core rejects fails the test, naming it.
+    pub fn deliver(&mut self, src: u32, to: &mut Core, limit: usize) -> usize {
+        let link = self.link(src, to.rank());
+        for moved in 0..limit {
+            let Some((h, p)) = link.pop_front() else { return moved };
+            to.handle_frame(src, h, p)
+                .unwrap_or_else(|e| panic!("rank {} rejected {h} from rank {src}: {e}", to.rank()));
+        }
+        limit
+    }
+}
 
 /// One step of splitmix64: a well-mixed 64-bit value from any `x`.
 pub fn splitmix(x: u64) -> u64 {
