@@ -31,7 +31,7 @@
 //! quantities the implicit factors are built from), the benchmark's solves along x, y, z,
 //! typically one [`Adi::pipeline`] pass up and one down per axis over [`Cell::lines`], then
 //! [`Adi::add`]. Verification: [`Adi::error_norm`], then `copy_faces` + `compute_rhs` and
-//! [`Adi::rhs_norm`] (divided by `dt`), checked by [`verify_norms`]. (SP's speed of sound,
+//! [`Adi::rhs_norm`] (divided by `dt`), checked by [`outcome`]. (SP's speed of sound,
 //! `sqrt(C1 C2 (u[4] - square) / rho)`, is not in [`Aux`]: BT does not need it.)
 
 use mpi::collective::SystemOperation;
@@ -39,7 +39,7 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 
 use super::cfd::{exact_solution, Vec5, C1, C1C5, C2, C3C4, CON43, DIFFUSION, DSSP, EPSILON};
-use super::{rel_ok, wtime, Class};
+use super::{rel_ok, wtime, Class, Outcome};
 
 /// A half-open box of array coordinates, `[(start, end); 3]` for x, y, z.
 pub type Box3 = [(usize, usize); 3];
@@ -704,12 +704,38 @@ fn compute_aux(cell: &Cell, u: &[Vec5], aux: &mut Aux) {
     });
 }
 
-/// Compares the final residual (`xcr`) and error (`xce`) norms with the published ones,
-/// appends one line per norm to `details` and returns whether all agree to [`EPSILON`].
-pub fn verify_norms(details: &mut Vec<String>, xcr: &Vec5, xcr_ref: &Vec5, xce: &Vec5, xce_ref: &Vec5) -> bool {
-    let mut verified = true;
+/// A class of BT or SP: its size, and the values published for it that a run is verified
+/// against.
+pub struct Params {
+    /// Grid points per axis.
+    pub n: usize,
+    pub niter: usize,
+    /// Time step of the run.
+    pub dt: f64,
+    /// Time step the reference values were computed with.
+    pub dt_ref: f64,
+    /// RMS norms of the final residual, over `dt`.
+    pub xcr: Vec5,
+    /// RMS norms of the final error.
+    pub xce: Vec5,
+}
+
+/// The end of a BT or SP run: verified when the time step is the reference's and each of the
+/// ten norms is within [`EPSILON`] of its published value (every comparison is reported in
+/// the details); Mop/s from the benchmark's count of operations per step.
+pub fn outcome(prm: &Params, run: TimedRun, work_per_step: f64) -> Outcome {
+    let TimedRun { time_s, xcr, xce, mut details } = run;
+    let dt_ok = (prm.dt - prm.dt_ref).abs() <= EPSILON;
+    details.push(format!(
+        "{:<22} {:22.15e}  reference {:22.15e}{}",
+        "Time step dt",
+        prm.dt,
+        prm.dt_ref,
+        if dt_ok { "" } else { "  FAILED" }
+    ));
+    let mut verified = dt_ok;
     let rows =
-        xcr.iter().zip(xcr_ref).map(|v| ("RMS residual", v)).chain(xce.iter().zip(xce_ref).map(|v| ("RMS error", v)));
+        xcr.iter().zip(&prm.xcr).map(|v| ("RMS residual", v)).chain(xce.iter().zip(&prm.xce).map(|v| ("RMS error", v)));
     for (k, (what, (&value, &reference))) in rows.enumerate() {
         let ok = rel_ok(value, reference, EPSILON);
         verified &= ok;
@@ -720,12 +746,35 @@ pub fn verify_norms(details: &mut Vec<String>, xcr: &Vec5, xcr_ref: &Vec5, xce: 
             if ok { "" } else { "  FAILED" }
         ));
     }
-    verified
+    let mops = if time_s > 0.0 { 1.0e-6 * prm.niter as f64 * work_per_step / time_s } else { 0.0 };
+    Outcome { verified, time_s, mops, details }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run verifies only with the reference time step and all ten norms within EPSILON, and
+    /// the details say which comparison failed.
+    #[test]
+    fn outcome_verifies_every_norm_and_the_time_step() {
+        let run = |xcr: Vec5, dt: f64| {
+            let prm = Params { n: 12, niter: 2, dt, dt_ref: 0.01, xcr: [1.0; 5], xce: [2.0; 5] };
+            let run = TimedRun { time_s: 1.0, xcr, xce: [2.0; 5], details: Vec::new() };
+            outcome(&prm, run, 1.0e6)
+        };
+        let good = run([1.0 + 1e-12; 5], 0.01);
+        assert!(good.verified, "{:?}", good.details);
+        assert_eq!(good.details.len(), 11);
+        assert_eq!(good.mops, 2.0, "2 steps of 1e6 operations in 1 s");
+        let bad = run([1.0, 1.0, 1.0 + 1e-6, 1.0, 1.0], 0.01);
+        assert!(!bad.verified);
+        assert_eq!(bad.details.iter().filter(|d| d.ends_with("FAILED")).count(), 1);
+        assert!(bad.details.iter().any(|d| d.starts_with("RMS residual, pde 3") && d.ends_with("FAILED")));
+        let wrong_dt = run([1.0; 5], 0.02);
+        assert!(!wrong_dt.verified);
+        assert!(wrong_dt.details[0].starts_with("Time step dt") && wrong_dt.details[0].ends_with("FAILED"));
+    }
 
     /// Every cell of the `p^3` grid belongs to exactly one rank, each rank has one cell in every
     /// slab of every axis, and the neighbours are those holding the adjacent cells.
