@@ -13,10 +13,11 @@ use kawarimi_transports::wire::{FrameKind, Header, FLAG_REPLAY};
 use kawarimi_transports::Payload;
 
 mod kit;
-use kit::{Rng, Wires};
+use kit::{pattern, Rng, Wires};
 
+/// The bytes of message `index` from rank `from`.
 fn content(from: u32, index: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u64 * 31 + index as u64 * 7 + from as u64) as u8).collect()
+    pattern(index as u64, from as u64, len)
 }
 
 struct Side {

@@ -116,7 +116,7 @@ use kawarimi_transports::wire::{Header, HEADER_LEN};
 use kawarimi_transports::{Event, Payload, PeerId, Transport, TransportError, TransportKind, TransportResult};
 
 mod kit;
-use kit::{fnv, mix, splitmix, Rng};
+use kit::{fnv, mix, pattern, Rng};
 
 // The simulator's parts, in runtime/tests/sim_switch/ (a test target's root takes its
 // modules from beside it unless told).

@@ -91,6 +91,21 @@ pub fn fnv(h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
+/// The bytes of a test message of `len` bytes: `key`'s little-endian bytes first (so messages
+/// with keys below 256 differ in their first byte), then a splitmix stream from `key` and
+/// `salt`. A pure function, so a receiver can check every byte it got.
+pub fn pattern(key: u64, salt: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len + 8);
+    v.extend_from_slice(&key.to_le_bytes());
+    let mut x = mix(key, salt);
+    while v.len() < len {
+        x = splitmix(x);
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
 /// The seeded generator of every simulation: splitmix64 over a counter, so a seed replays.
 #[derive(Debug, Clone)]
 pub struct Rng(pub u64);

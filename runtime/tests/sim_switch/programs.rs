@@ -40,15 +40,7 @@ pub(crate) enum Op {
 /// The bytes of message `idx`: a pure function of (src, dst, idx); the first 8 bytes are the
 /// index itself.
 pub(crate) fn payload_of(m: &Msg, idx: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(m.len + 8);
-    v.extend_from_slice(&(idx as u64).to_le_bytes());
-    let mut x = mix(idx as u64, ((m.src as u64) << 32) | m.dst as u64);
-    while v.len() < m.len {
-        x = splitmix(x);
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(m.len);
-    v
+    pattern(idx as u64, ((m.src as u64) << 32) | m.dst as u64, m.len)
 }
 
 pub(crate) fn block_of(seq: usize, idx: u32, len: usize) -> Vec<u8> {
