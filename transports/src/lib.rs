@@ -11,6 +11,7 @@ pub mod bootstrap;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod routed;
+pub mod shm;
 pub mod sim;
 pub mod tcp;
 pub mod verbs;

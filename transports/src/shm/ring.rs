@@ -1,0 +1,423 @@
+//! A single-producer single-consumer ring of frames in memory that two processes share: the
+//! small-message path of the shared-memory transport, one ring per ordered pair of ranks.
+//!
+//! Layout of a ring of `capacity` bytes (a power of two), `region_bytes(capacity)` in all:
+//!
+//! ```text
+//!   0  head: u64   the consumer's position (bytes consumed, ever); only the consumer writes it
+//!  64  tail: u64   the producer's position (bytes published, ever); only the producer writes it
+//! 128  data[capacity]
+//! ```
+//!
+//! Head and tail sit on separate cache lines, so the two ends never write the same line, and
+//! each end keeps the last value it read of the other's, so that the fast path touches the
+//! other's line only when the ring looks full (producer) or empty (consumer). No lock and no
+//! system call: a push is a copy and one release store, a pop a copy and one release store.
+//!
+//! A record is the frame's length as a little-endian u64, then the frame, then padding to a
+//! multiple of 8; records start on multiples of 8, so a length word never wraps, while a
+//! frame may (it is then copied in two pieces). Positions are `u64` byte counts that never
+//! wrap in practice (2^64 bytes).
+//!
+//! The consumer trusts nothing it reads: a length that does not fit what the producer
+//! published is refused as a corrupt ring, naming the position, and the ring is then dead.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bytes of the header before the data: head and tail, a cache line each.
+pub const HEADER_BYTES: usize = 128;
+const TAIL_OFFSET: usize = 64;
+/// The length word of a record.
+const LEN_BYTES: usize = 8;
+/// Records start on multiples of this.
+const ALIGN: u64 = 8;
+
+/// Bytes of shared memory a ring of `capacity` data bytes needs.
+pub fn region_bytes(capacity: usize) -> usize {
+    HEADER_BYTES + capacity
+}
+
+/// The largest frame a ring of `capacity` bytes carries (an empty ring holds exactly one).
+pub fn max_frame_bytes(capacity: usize) -> usize {
+    capacity - LEN_BYTES
+}
+
+/// Why a ring refused a frame or stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    #[error("a frame of {len} bytes exceeds the ring's largest, {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("corrupt ring at position {at}: {what}")]
+    Corrupt { at: u64, what: String },
+}
+
+/// The mapping both ends address: its header and data area.
+#[derive(Debug)]
+struct Region {
+    base: *mut u8,
+    /// Data bytes, a power of two.
+    capacity: usize,
+}
+
+// SAFETY: a `Region` is a pointer into memory mapped for as long as the end that owns it lives
+// (the contract of `producer`/`consumer`); each end is used by one thread at a time.
+unsafe impl Send for Region {}
+
+impl Region {
+    /// # Safety
+    /// As for [`producer`].
+    unsafe fn new(base: *mut u8, capacity: usize) -> Region {
+        assert!(capacity.is_power_of_two() && capacity >= 64, "ring capacity {capacity} is not a power of two >= 64");
+        assert_eq!(base as usize % 64, 0, "ring region not aligned to a cache line");
+        Region { base, capacity }
+    }
+
+    fn head(&self) -> &AtomicU64 {
+        // SAFETY: the first 8 bytes of the region, aligned, mapped while `self` lives, and only
+        // ever accessed atomically by both ends.
+        unsafe { &*(self.base as *const AtomicU64) }
+    }
+
+    fn tail(&self) -> &AtomicU64 {
+        // SAFETY: as for `head`, at offset 64.
+        unsafe { &*(self.base.add(TAIL_OFFSET) as *const AtomicU64) }
+    }
+
+    fn offset(&self, pos: u64) -> usize {
+        (pos as usize) & (self.capacity - 1)
+    }
+
+    /// Copies `bytes` into the data area from position `pos`, wrapping at the end.
+    ///
+    /// # Safety
+    /// `[pos, pos + bytes.len())` must be free space that only this producer writes.
+    unsafe fn write(&self, pos: u64, bytes: &[u8]) {
+        let at = self.offset(pos);
+        let first = bytes.len().min(self.capacity - at);
+        // SAFETY: both pieces lie inside the data area (`at + first <= capacity`, the rest
+        // from its start), which the consumer does not read until the tail passes them.
+        unsafe {
+            let data = self.base.add(HEADER_BYTES);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(at), first);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), data, bytes.len() - first);
+        }
+    }
+
+    /// The `len` bytes from position `pos` as one or two slices (two when they wrap).
+    ///
+    /// # Safety
+    /// `[pos, pos + len)` must be published data this consumer has not consumed.
+    unsafe fn read(&self, pos: u64, len: usize) -> (&[u8], &[u8]) {
+        let at = self.offset(pos);
+        let first = len.min(self.capacity - at);
+        // SAFETY: inside the data area, and the producer does not write it again until the
+        // head passes it.
+        unsafe {
+            let data = self.base.add(HEADER_BYTES);
+            (std::slice::from_raw_parts(data.add(at), first), std::slice::from_raw_parts(data, len - first))
+        }
+    }
+}
+
+fn record_bytes(len: usize) -> u64 {
+    (LEN_BYTES as u64 + len as u64).next_multiple_of(ALIGN)
+}
+
+/// A frame as it lies in the ring: its bytes in one slice, or in two when it wraps (the
+/// second then starts at the data area's beginning).
+pub type InRing<'a> = (&'a [u8], &'a [u8]);
+
+/// The producing end of a ring.
+#[derive(Debug)]
+pub struct Producer {
+    region: Region,
+    /// Where the next record goes; published to the consumer by the tail.
+    tail: u64,
+    /// The consumer's head as last read.
+    head_seen: u64,
+}
+
+/// The consuming end of a ring.
+#[derive(Debug)]
+pub struct Consumer {
+    region: Region,
+    /// Where the next record starts; published to the producer by the head.
+    head: u64,
+    /// The producer's tail as last read.
+    tail_seen: u64,
+    /// The length of the frame [`Consumer::front`] last returned, until it is consumed.
+    front_len: Option<u64>,
+    /// Set once the ring was found corrupt: it is never read again.
+    dead: Option<RingError>,
+}
+
+/// The producing end of the ring at `base`.
+///
+/// # Safety
+/// `base` must point to `region_bytes(capacity)` bytes, aligned to 64, that stay mapped while
+/// the returned end lives and were zeroed before either end first used them (a new mapping
+/// is); exactly one producer and one consumer may use one ring.
+pub unsafe fn producer(base: *mut u8, capacity: usize) -> Producer {
+    // SAFETY: forwarded contract.
+    let region = unsafe { Region::new(base, capacity) };
+    let tail = region.tail().load(Ordering::Relaxed);
+    let head_seen = region.head().load(Ordering::Acquire);
+    Producer { region, tail, head_seen }
+}
+
+/// The consuming end of the ring at `base`.
+///
+/// # Safety
+/// As for [`producer`].
+pub unsafe fn consumer(base: *mut u8, capacity: usize) -> Consumer {
+    // SAFETY: forwarded contract.
+    let region = unsafe { Region::new(base, capacity) };
+    let head = region.head().load(Ordering::Relaxed);
+    let tail_seen = region.tail().load(Ordering::Acquire);
+    Consumer { region, head, tail_seen, front_len: None, dead: None }
+}
+
+impl Producer {
+    /// Appends one frame, the concatenation of `parts` (a header and its payload, say).
+    /// `Ok(false)` when the ring has no room for it now: nothing was written, and the caller
+    /// keeps the frame and tries again once the consumer has read.
+    pub fn push(&mut self, parts: &[&[u8]]) -> Result<bool, RingError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let max = max_frame_bytes(self.region.capacity);
+        if len > max {
+            return Err(RingError::TooLarge { len, max });
+        }
+        let need = record_bytes(len);
+        let capacity = self.region.capacity as u64;
+        if self.tail - self.head_seen + need > capacity {
+            self.head_seen = self.region.head().load(Ordering::Acquire);
+            if self.tail - self.head_seen + need > capacity {
+                return Ok(false);
+            }
+        }
+        let mut pos = self.tail;
+        // SAFETY: `[tail, tail + need)` is free: the consumer's head is at most `capacity`
+        // behind it, and only this producer writes past the tail.
+        unsafe {
+            self.region.write(pos, &(len as u64).to_le_bytes());
+            pos += LEN_BYTES as u64;
+            for p in parts {
+                self.region.write(pos, p);
+                pos += p.len() as u64;
+            }
+        }
+        self.tail += need;
+        // Release: the record's bytes are visible before the tail that publishes them.
+        self.region.tail().store(self.tail, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Whether the consumer has read everything published.
+    pub fn is_drained(&mut self) -> bool {
+        self.head_seen = self.region.head().load(Ordering::Acquire);
+        self.head_seen == self.tail
+    }
+}
+
+impl Consumer {
+    /// The next frame, as one slice or two (when it wraps), without taking it; `Ok(None)` when
+    /// none is published. [`Consumer::consume`] then frees its space.
+    pub fn front(&mut self) -> Result<Option<InRing<'_>>, RingError> {
+        if let Some(e) = &self.dead {
+            return Err(e.clone());
+        }
+        if self.head == self.tail_seen {
+            // Acquire: the records before the tail are visible once the tail is.
+            self.tail_seen = self.region.tail().load(Ordering::Acquire);
+            if self.head == self.tail_seen {
+                return Ok(None);
+            }
+        }
+        let published = self.tail_seen - self.head;
+        if published > self.region.capacity as u64 || !published.is_multiple_of(ALIGN) {
+            return Err(self.die(format!("the producer published {published} bytes")));
+        }
+        // SAFETY: at least one record (8 bytes or more) is published from `head`, which is a
+        // multiple of 8, so its length word does not wrap.
+        let (word, _) = unsafe { self.region.read(self.head, LEN_BYTES) };
+        let len = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        if len > published - LEN_BYTES as u64 {
+            return Err(self.die(format!("a frame of {len} bytes where {published} are published")));
+        }
+        self.front_len = Some(len);
+        // SAFETY: the frame lies inside what was published, checked just above.
+        Ok(Some(unsafe { self.region.read(self.head + LEN_BYTES as u64, len as usize) }))
+    }
+
+    /// Frees the space of the frame [`Consumer::front`] returned.
+    ///
+    /// # Panics
+    /// If `front` returned no frame since the last `consume`.
+    pub fn consume(&mut self) {
+        let len = self.front_len.take().expect("consume of a frame front did not return");
+        self.head += record_bytes(len as usize);
+        // Release: the producer reuses the space only after every read of it is done.
+        self.region.head().store(self.head, Ordering::Release);
+    }
+
+    /// Copies the next frame into `out` (replacing what it held) and frees its space; whether
+    /// there was one.
+    pub fn pop_into(&mut self, out: &mut Vec<u8>) -> Result<bool, RingError> {
+        let Some((a, b)) = self.front()? else { return Ok(false) };
+        out.clear();
+        out.extend_from_slice(a);
+        out.extend_from_slice(b);
+        self.consume();
+        Ok(true)
+    }
+
+    fn die(&mut self, what: String) -> RingError {
+        let e = RingError::Corrupt { at: self.head, what };
+        self.dead = Some(e.clone());
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// One cache line (only its memory is used).
+    #[derive(Clone)]
+    #[repr(C, align(64))]
+    struct Line {
+        _bytes: [u8; 64],
+    }
+
+    /// A zeroed, cache-line-aligned region for a ring of `capacity` bytes, as a mapping is.
+    struct TestRegion(Vec<Line>);
+
+    impl TestRegion {
+        fn new(capacity: usize) -> TestRegion {
+            TestRegion(vec![Line { _bytes: [0; 64] }; region_bytes(capacity).div_ceil(64)])
+        }
+        fn base(&mut self) -> *mut u8 {
+            self.0.as_mut_ptr() as *mut u8
+        }
+        fn ends(&mut self, capacity: usize) -> (Producer, Consumer) {
+            // SAFETY: the region outlives both ends in every test, is zeroed and aligned.
+            unsafe { (producer(self.base(), capacity), consumer(self.base(), capacity)) }
+        }
+    }
+
+    /// A small deterministic generator (the tests need no crate for it).
+    fn next(x: &mut u64) -> u64 {
+        *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn frame(i: u64, len: usize) -> Vec<u8> {
+        (0..len).map(|j| (i as usize * 131 + j * 7) as u8).collect()
+    }
+
+    /// Random pushes and pops against a model queue: FIFO, every byte intact, and a push is
+    /// refused exactly when the record does not fit beside what is unread.
+    #[test]
+    fn frames_cross_in_order_and_full_is_exact() {
+        for capacity in [64usize, 256, 4096] {
+            let mut region = TestRegion::new(capacity);
+            let (mut tx, mut rx) = region.ends(capacity);
+            let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+            let mut used = 0u64;
+            let mut seed = capacity as u64;
+            let mut out = Vec::new();
+            for i in 0..20_000u64 {
+                if next(&mut seed).is_multiple_of(2) {
+                    let len = (next(&mut seed) % (max_frame_bytes(capacity) as u64 + 1)) as usize;
+                    let f = frame(i, len);
+                    let (head, tail) = f.split_at(len / 3);
+                    let fits = used + record_bytes(len) <= capacity as u64;
+                    assert_eq!(tx.push(&[head, tail]).unwrap(), fits, "capacity {capacity}, used {used}, len {len}");
+                    if fits {
+                        used += record_bytes(len);
+                        model.push_back(f);
+                    }
+                } else {
+                    let got = rx.pop_into(&mut out).unwrap();
+                    assert_eq!(got, !model.is_empty());
+                    if let Some(want) = model.pop_front() {
+                        assert_eq!(out, want, "frame {i} of capacity {capacity}");
+                        used -= record_bytes(want.len());
+                    }
+                }
+            }
+            while let Some(want) = model.pop_front() {
+                assert!(rx.pop_into(&mut out).unwrap());
+                assert_eq!(out, want);
+            }
+            assert!(!rx.pop_into(&mut out).unwrap());
+            assert!(tx.is_drained());
+        }
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_ring_is_refused_by_size() {
+        let mut region = TestRegion::new(64);
+        let (mut tx, _rx) = region.ends(64);
+        assert_eq!(tx.push(&[&[0; 57]]), Err(RingError::TooLarge { len: 57, max: 56 }));
+        assert_eq!(tx.push(&[&[0; 56]]), Ok(true), "the largest fits an empty ring");
+    }
+
+    /// What a broken or hostile peer writes is refused, not read past the published bytes.
+    #[test]
+    fn a_corrupt_length_or_tail_is_refused_and_the_ring_stays_dead() {
+        let mut region = TestRegion::new(256);
+        let (mut tx, mut rx) = region.ends(256);
+        tx.push(&[b"hello"]).unwrap();
+        // The length word says 200 bytes where one 16-byte record was published.
+        // SAFETY: the test's own region; no end is reading or writing concurrently.
+        unsafe { std::ptr::write(region.base().add(HEADER_BYTES) as *mut u64, 200u64.to_le()) };
+        let err = rx.front().unwrap_err();
+        assert!(err.to_string().contains("a frame of 200 bytes where 16 are published"), "{err}");
+        assert_eq!(rx.front().unwrap_err(), err, "a dead ring stays dead");
+
+        let mut region = TestRegion::new(256);
+        let (_tx, mut rx) = region.ends(256);
+        // SAFETY: as above; a tail far past anything the ring can hold.
+        unsafe { (*(region.base().add(TAIL_OFFSET) as *const AtomicU64)).store(1 << 20, Ordering::Release) };
+        let err = rx.front().unwrap_err();
+        assert!(err.to_string().contains("published 1048576 bytes"), "{err}");
+    }
+
+    /// Two threads, one at each end, a ring small enough to wrap constantly: every frame
+    /// arrives once, in order, intact. Each wait is bounded.
+    #[test]
+    fn two_threads_stream_through_a_small_ring() {
+        const FRAMES: u64 = 50_000;
+        let capacity = 256;
+        let mut region = TestRegion::new(capacity);
+        let (mut tx, mut rx) = region.ends(capacity);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut seed = 7;
+                for i in 0..FRAMES {
+                    let f = frame(i, (next(&mut seed) % 120) as usize);
+                    while !tx.push(&[&f]).unwrap() {
+                        assert!(std::time::Instant::now() < deadline, "the consumer stopped reading");
+                        std::thread::yield_now();
+                    }
+                }
+            });
+            let mut seed = 7;
+            let mut out = Vec::new();
+            for i in 0..FRAMES {
+                while !rx.pop_into(&mut out).unwrap() {
+                    assert!(std::time::Instant::now() < deadline, "frame {i} never came");
+                    std::thread::yield_now();
+                }
+                assert_eq!(out, frame(i, (next(&mut seed) % 120) as usize), "frame {i}");
+            }
+        });
+    }
+}
