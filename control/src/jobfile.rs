@@ -68,16 +68,6 @@ pub fn jobs_dir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// When process `pid` started (clock ticks after boot), or `None` when there is no such
-/// process.
-pub fn process_start_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces or ')': the fields
-    // after it start past the last ')'. Field 22 is the 20th after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// The job file this process wrote and still owns, for removal where no allocation or lock
 /// may happen (a signal handler, an abort).
 static OWNED_PATH: OnceLock<CString> = OnceLock::new();
@@ -114,7 +104,13 @@ impl JobFile {
     /// The job file of a coordinator this process hosts.
     pub fn new(job: String, coordinator: SocketAddr, secret: &JobSecret) -> JobFile {
         let pid = std::process::id();
-        JobFile { job, coordinator, secret: secret.to_hex(), pid, started: process_start_ticks(pid).unwrap_or(0) }
+        JobFile {
+            job,
+            coordinator,
+            secret: secret.to_hex(),
+            pid,
+            started: kawarimi_transports::process::start_ticks(pid).unwrap_or(0),
+        }
     }
 
     pub fn path(&self) -> std::io::Result<PathBuf> {
@@ -171,10 +167,7 @@ impl JobFile {
     /// Whether the process that wrote the file still runs: the same pid with the same start
     /// time (a file without a start time: the pid alone).
     pub fn owner_alive(&self) -> bool {
-        match process_start_ticks(self.pid) {
-            None => false,
-            Some(t) => self.started == 0 || t == self.started,
-        }
+        kawarimi_transports::process::is_alive(self.pid, self.started)
     }
 
     /// Whether the job's coordinator answers within `timeout`, proving it holds the file's
@@ -277,15 +270,6 @@ impl JobFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn start_ticks_name_this_process_and_no_dead_one() {
-        let me = process_start_ticks(std::process::id()).expect("own start time");
-        assert!(me > 0);
-        assert_eq!(process_start_ticks(std::process::id()), Some(me), "stable");
-        // pid_max is at most 2^22 on Linux.
-        assert_eq!(process_start_ticks(u32::MAX - 1), None);
-    }
 
     #[test]
     fn a_reused_pid_is_not_the_owner() {

@@ -22,8 +22,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kawarimi_control::jobfile::process_start_ticks;
 use kawarimi_tests::{compiled, find_in_path, job::cli, kawarimi_lib, kill_all, mpirun, session_processes};
+use kawarimi_transports::process::start_ticks;
 
 const RANKS: u32 = 3;
 /// How long the ranks may take to notice: the launcher watch polls every 200 ms, and a
@@ -290,7 +290,7 @@ fn ctl_tells_running_jobs_by_their_coordinator_and_reclaims_dead_ones() {
     job.wait_up();
     let jobs = dir.0.join("kawarimi");
     let me = std::process::id();
-    let my_start = process_start_ticks(me).unwrap();
+    let my_start = start_ticks(me).unwrap();
     let unused_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let secret = "00".repeat(32);
     let stale = |name: &str, pid: u32, started: Option<u64>| {

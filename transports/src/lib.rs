@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bootstrap;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod process;
 pub mod routed;
 pub mod shm;
 pub mod sim;
