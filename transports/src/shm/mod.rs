@@ -1,6 +1,11 @@
-//! Shared memory between ranks on one host (being built; see issue 16 and docs/shm.md once
-//! the transport exists). Today: the ring that will carry small frames between a pair of
-//! co-located ranks ([`ring`]), with its tests. The transport around it (segments tied to the
-//! job, co-location discovery, single-copy large messages, drain and detach) comes next.
+//! Shared memory between ranks on one host (being built, issue 16). So far:
+//! - [`ring`]: the single-producer single-consumer ring that carries small frames from one
+//!   co-located rank to another;
+//! - [`segment`]: `/dev/shm` segments that name their owner (pid and start time), unlinked
+//!   once every peer has mapped them, and reclaimed from owners that are gone.
+//!
+//! Next: the transport around them (a segment of inbound rings per rank, co-location
+//! discovery, single-copy large messages, waking an idle receiver, drain and detach).
 
 pub mod ring;
+pub mod segment;
