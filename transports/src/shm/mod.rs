@@ -9,3 +9,4 @@
 
 pub mod ring;
 pub mod segment;
+pub mod transport;

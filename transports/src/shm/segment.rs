@@ -37,6 +37,10 @@ pub struct Segment {
 
 // SAFETY: a `Segment` owns its mapping; moving it to another thread moves that ownership.
 unsafe impl Send for Segment {}
+// SAFETY: through `&Segment` only the name, length and address are read; every access to the
+// memory goes through `as_ptr` under the caller's own `unsafe` and synchronisation (atomics,
+// the rings' protocol).
+unsafe impl Sync for Segment {}
 
 fn io_error(context: String) -> impl FnOnce(nix::Error) -> io::Error {
     move |e| io::Error::new(io::Error::from(e).kind(), format!("{context}: {e}"))
@@ -94,20 +98,30 @@ impl Segment {
 
     /// Maps the segment `name` another process created, which must be `len` bytes.
     pub fn open(name: &str, len: usize) -> io::Result<Segment> {
+        Segment::open_sized(name, Some(len))
+    }
+
+    /// Maps the whole segment `name` another process created, whatever its size (which its
+    /// contents must then vouch for).
+    pub fn open_whole(name: &str) -> io::Result<Segment> {
+        Segment::open_sized(name, None)
+    }
+
+    fn open_sized(name: &str, expected: Option<usize>) -> io::Result<Segment> {
         if owner_of(name).is_none() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?} is not a kawarimi segment")));
         }
-        let size =
-            NonZeroUsize::new(len).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty segment"))?;
         let fd = shm_open(format!("/{name}").as_str(), OFlag::O_RDWR, Mode::empty())
             .map_err(io_error(format!("shm_open {name}")))?;
         let actual = nix::sys::stat::fstat(&fd).map_err(io_error(format!("fstat {name}")))?.st_size;
+        let len = expected.unwrap_or(actual.max(0) as usize);
         if actual != len as i64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("segment {name} has {actual} bytes, not the {len} expected"),
             ));
         }
+        let size = NonZeroUsize::new(len).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "empty segment"))?;
         // SAFETY: a new shared mapping of the whole object, whose size was just checked.
         let ptr =
             unsafe { mmap(None, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, &fd, 0) }
