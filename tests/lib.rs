@@ -105,6 +105,12 @@ pub enum Mode {
         /// Path of `libkawarimi.so`.
         lib: PathBuf,
     },
+    /// As `Kawarimi`, with shared memory between the ranks (`KAWARIMI_SHM=1`) and each rank's
+    /// report of what carried its data (`KAWARIMI_REPORT=1`), which the checks read.
+    KawarimiShm {
+        /// Path of `libkawarimi.so`.
+        lib: PathBuf,
+    },
     /// `kawarimi run` (its own coordinator, then mpirun), with the ranks exchanging their
     /// addresses through that coordinator instead of PMIx (`KAWARIMI_WIREUP=coordinator`).
     KawarimiRun {
@@ -118,6 +124,7 @@ impl fmt::Display for Mode {
         match self {
             Mode::Native => write!(f, "native"),
             Mode::Kawarimi { lib } => write!(f, "kawarimi ({})", lib.display()),
+            Mode::KawarimiShm { lib } => write!(f, "kawarimi, shared memory ({})", lib.display()),
             Mode::KawarimiRun { cli } => write!(f, "kawarimi run, coordinator wire-up ({})", cli.display()),
         }
     }
@@ -410,7 +417,10 @@ pub fn mpirun_args(mode: &Mode, ranks: u32) -> Vec<OsString> {
     }
     args.extend(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np"].iter().map(OsString::from));
     args.push(ranks.to_string().into());
-    if let Mode::Kawarimi { lib } = mode {
+    if let Mode::KawarimiShm { .. } = mode {
+        args.extend(["-x", "KAWARIMI_SHM=1", "-x", "KAWARIMI_REPORT=1"].iter().map(OsString::from));
+    }
+    if let Mode::Kawarimi { lib } | Mode::KawarimiShm { lib } = mode {
         let mut preload = OsString::from("LD_PRELOAD=");
         preload.push(lib.as_os_str());
         args.push("-x".into());
@@ -680,6 +690,8 @@ pub enum ModeKind {
     Kawarimi,
     /// `kawarimi run` with coordinator wire-up.
     KawarimiRun,
+    /// kawarimi preloaded, shared memory between the ranks.
+    KawarimiShm,
 }
 
 /// Resolves a [`ModeKind`] into a [`Mode`], panicking with instructions when
@@ -689,6 +701,10 @@ pub fn mode(kind: ModeKind) -> Mode {
         ModeKind::Native => Mode::Native,
         ModeKind::Kawarimi => match kawarimi_lib() {
             Ok(lib) => Mode::Kawarimi { lib },
+            Err(e) => panic!("{e}"),
+        },
+        ModeKind::KawarimiShm => match kawarimi_lib() {
+            Ok(lib) => Mode::KawarimiShm { lib },
             Err(e) => panic!("{e}"),
         },
         ModeKind::KawarimiRun => match kawarimi_lib() {
@@ -721,6 +737,20 @@ pub fn compiled_lang(lang: Lang, name: &str, build_dir: &Path) -> PathBuf {
     }
 }
 
+/// In shared-memory mode, the ranks whose report does not show every peer carried by shared
+/// memory (`kawarimi: rank R: ran shm:N`, N the other ranks); empty in other modes.
+pub fn missing_shm_reports(mode: &Mode, output: &str, ranks: u32) -> Vec<u32> {
+    if !matches!(mode, Mode::KawarimiShm { .. }) {
+        return Vec::new();
+    }
+    (0..ranks)
+        .filter(|r| {
+            let line = format!("kawarimi: rank {r}: ran shm:{},", ranks - 1);
+            !output.lines().any(|l| l.starts_with(&line))
+        })
+        .collect()
+}
+
 /// Runs the self-checking C program `name` at every count in [`RANK_COUNTS`]
 /// and panics, with the full output, unless each run exits 0 and prints
 /// `OK <name>`.
@@ -738,13 +768,16 @@ pub fn check_program_lang(lang: Lang, name: &str, kind: ModeKind, build_dir: &Pa
         let out = run(&exe, &mode, ranks, timeout);
         let ok_line = format!("OK {name}");
         let printed_ok = out.stdout.lines().any(|l| l.trim_end() == ok_line);
-        if out.success() && printed_ok {
+        let carried = missing_shm_reports(&mode, &out.combined(), ranks);
+        if out.success() && printed_ok && carried.is_empty() {
             eprintln!("{name} [{}] {ranks} ranks: ok in {:.2} s", mode, out.elapsed.as_secs_f64());
         } else {
             let why = if out.timed_out {
                 "timed out".to_string()
             } else if !out.success() {
                 "non-zero exit".to_string()
+            } else if !carried.is_empty() {
+                format!("ranks {carried:?} did not report every peer on shared memory (`ran shm:{}`)", ranks - 1)
             } else {
                 format!("exit 0 but no `{ok_line}` line on stdout")
             };

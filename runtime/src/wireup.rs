@@ -24,6 +24,7 @@ use std::time::Duration;
 use kawarimi_transports::auth::JobSecret;
 use kawarimi_transports::bootstrap::{self, Bootstrap, Pmix, Singleton};
 use kawarimi_transports::routed::Routed;
+use kawarimi_transports::shm::{self, transport::ShmEndpoint};
 use kawarimi_transports::verbs::{self, device::QpAddress, device::VerbsConfig, device::VerbsEndpoint};
 use kawarimi_transports::{tcp, Transport};
 
@@ -39,6 +40,12 @@ pub const TCP_ADDR_KEY: &str = "kawarimi.tcp.addr";
 /// Bootstrap key under which a rank publishes its verbs fabric and, per peer, the address of
 /// its queue pair for that peer (empty when it has no usable verbs port).
 pub const VERBS_ADDR_KEY: &str = "kawarimi.verbs.addr";
+/// Bootstrap keys of the shared-memory wire-up (per epoch): the host identity a rank offers
+/// shared memory under (empty: none), its segment's name, and the peers whose segments it
+/// mapped.
+pub const SHM_ID_KEY: &str = "kawarimi.shm.id";
+pub const SHM_NAME_KEY: &str = "kawarimi.shm.name";
+pub const SHM_OK_KEY: &str = "kawarimi.shm.ok";
 /// Bootstrap key under which a rank publishes its control group and, if it leads the group,
 /// where its relay listens (`group` `\n` `host:port`).
 pub const CTL_KEY: &str = "kawarimi.ctl";
@@ -387,6 +394,9 @@ fn connect_data_path(
     let tcp_key = format!("{TCP_ADDR_KEY}.{epoch}");
     let verbs_key = format!("{VERBS_ADDR_KEY}.{epoch}");
     boot.put(&tcp_key, endpoint.local_addr().to_string().as_bytes()).map_err(|e| boot_err("publish address", e))?;
+    let identity = if shm_wanted(forced) { shm::host_identity() } else { String::new() };
+    boot.put(&format!("{SHM_ID_KEY}.{epoch}"), identity.as_bytes())
+        .map_err(|e| boot_err("publish host identity", e))?;
     let mut mine = String::new();
     if let Some((ep, fabric)) = &verbs {
         mine.push_str(fabric);
@@ -398,6 +408,8 @@ fn connect_data_path(
     boot.put(&verbs_key, mine.as_bytes()).map_err(|e| boot_err("publish verbs address", e))?;
     boot.commit().map_err(|e| boot_err("commit", e))?;
     boot.fence(timeout).map_err(|e| boot_err("fence", e))?;
+    let shm = connect_shm(proc, boot, epoch, &identity, &peers, choice.by_tcp, timeout)?;
+    let by_shm: &[u32] = shm.as_ref().map_or(&[], |(_, p)| p);
     let mut tcp_peers = Vec::with_capacity(peers.len());
     let mut verbs_peers = std::collections::BTreeMap::new();
     for &r in &peers {
@@ -407,6 +419,7 @@ fn connect_data_path(
             text.parse().map_err(|_| boot_err(&format!("address of rank {r}"), format!("{text:?} is not ip:port")))?;
         let theirs = boot.get(r, &verbs_key).map_err(|e| boot_err(&format!("verbs address of rank {r}"), e))?;
         match (&verbs, verbs_address_for(&String::from_utf8_lossy(&theirs), proc.rank)?) {
+            _ if by_shm.contains(&r) => {}
             _ if choice.by_tcp.contains(&r) && forced == Some("verbs") => {
                 return Err(boot_err(
                     "transport",
@@ -430,17 +443,104 @@ fn connect_data_path(
     let tcp = endpoint.connect_all(&tcp_peers, timeout).map_err(|e| boot_err("connect", e))?;
     let tcp_ranks = tcp_peers.iter().map(|&(r, _)| r).collect();
     // Always behind `Routed`, even with TCP alone: it counts what each network carried.
-    let Some((ep, _)) = verbs.filter(|_| !verbs_peers.is_empty()) else {
-        return Ok(Box::new(Routed::new(vec![(Box::new(tcp) as Box<dyn Transport>, tcp_ranks)])));
+    let mut parts: Vec<(Box<dyn Transport>, Vec<u32>)> = Vec::new();
+    if let Some((t, peers)) = shm {
+        parts.push((Box::new(t), peers));
+    }
+    if let Some((ep, _)) = verbs.filter(|_| !verbs_peers.is_empty()) {
+        let verbs = ep.connect(&verbs_peers).map_err(|e| boot_err("verbs connect", e))?;
+        // Every queue pair must be ready to receive before anything is sent to it.
+        boot.commit().map_err(|e| boot_err("commit", e))?;
+        boot.fence(timeout).map_err(|e| boot_err("fence after verbs connect", e))?;
+        parts.push((Box::new(verbs), verbs_peers.keys().copied().collect()));
+    }
+    parts.push((Box::new(tcp), tcp_ranks));
+    Ok(Box::new(Routed::new(parts)))
+}
+
+/// Whether this rank offers shared memory to its co-located peers: `KAWARIMI_SHM=1` (the
+/// transport is being built, issue 16, and stays opt-in until it is complete), and no
+/// transport forced for every peer.
+fn shm_wanted(forced: Option<&str>) -> bool {
+    forced.is_none() && std::env::var("KAWARIMI_SHM").is_ok_and(|v| v == "1")
+}
+
+/// The shared-memory part of a wire-up, after the first fence has published every rank's
+/// host identity (empty where a rank offers none). Ranks with this rank's identity are
+/// candidates; each creates its segment of inbound rings for them, maps theirs, and says
+/// which it could map; a pair uses shared memory when both ends mapped the other's segment,
+/// so both choose alike. The two rounds this takes are fences, collective over the job: every
+/// rank takes them when any rank offers shared memory, none when none does. A segment that
+/// cannot be made or mapped is not an error: that pair stays on the network.
+fn connect_shm(
+    proc: &ProcInfo,
+    boot: &mut dyn Bootstrap,
+    epoch: u32,
+    identity: &str,
+    peers: &[u32],
+    by_tcp: &[u32],
+    timeout: Duration,
+) -> MpiResult<Option<(kawarimi_transports::shm::transport::ShmTransport, Vec<u32>)>> {
+    let me = proc.rank;
+    let get = |boot: &mut dyn Bootstrap, r: u32, key: &str| -> MpiResult<String> {
+        let raw = boot.get(r, &format!("{key}.{epoch}")).map_err(|e| boot_err(&format!("{key} of rank {r}"), e))?;
+        Ok(String::from_utf8_lossy(&raw).into_owned())
     };
-    let verbs = ep.connect(&verbs_peers).map_err(|e| boot_err("verbs connect", e))?;
-    // Every queue pair must be ready to receive before anything is sent to it.
+    let mut ids = Vec::with_capacity(peers.len());
+    for &r in peers {
+        ids.push((r, get(boot, r, SHM_ID_KEY)?));
+    }
+    if identity.is_empty() && ids.iter().all(|(_, id)| id.is_empty()) {
+        return Ok(None);
+    }
+    let local: Vec<u32> = if identity.is_empty() {
+        Vec::new()
+    } else {
+        ids.iter().filter(|(r, id)| id == identity && !by_tcp.contains(r)).map(|&(r, _)| r).collect()
+    };
+    let mut endpoint = None;
+    if !local.is_empty() {
+        let max_frame = crate::core::CoreConfig::from_env().map_or(1 << 20, |c| c.chunk_bytes.max(c.eager_limit_bytes))
+            + kawarimi_transports::wire::HEADER_LEN;
+        match ShmEndpoint::create(me, &local, max_frame, &format!("e{epoch}")) {
+            Ok(ep) => endpoint = Some(ep),
+            Err(e) => tracing::warn!(rank = me, "no shared memory: {e}"),
+        }
+    }
+    let name = endpoint.as_ref().map_or(String::new(), |ep| ep.segment_name().to_string());
+    boot.put(&format!("{SHM_NAME_KEY}.{epoch}"), name.as_bytes()).map_err(|e| boot_err("publish segment", e))?;
     boot.commit().map_err(|e| boot_err("commit", e))?;
-    boot.fence(timeout).map_err(|e| boot_err("fence after verbs connect", e))?;
-    Ok(Box::new(Routed::new(vec![
-        (Box::new(verbs) as Box<dyn Transport>, verbs_peers.keys().copied().collect()),
-        (Box::new(tcp), tcp_ranks),
-    ])))
+    boot.fence(timeout).map_err(|e| boot_err("fence after shared-memory segments", e))?;
+    let mut mapped = Vec::new();
+    if let Some(ep) = endpoint.as_mut() {
+        for &r in &local {
+            let theirs = get(boot, r, SHM_NAME_KEY)?;
+            if theirs.is_empty() {
+                continue;
+            }
+            match ep.attach(r, &theirs) {
+                Ok(()) => mapped.push(r),
+                Err(why) => tracing::warn!(rank = me, peer = r, "no shared memory with this peer: {why}"),
+            }
+        }
+    }
+    let ok: Vec<String> = mapped.iter().map(u32::to_string).collect();
+    boot.put(&format!("{SHM_OK_KEY}.{epoch}"), ok.join(",").as_bytes()).map_err(|e| boot_err("publish mapped", e))?;
+    boot.commit().map_err(|e| boot_err("commit", e))?;
+    boot.fence(timeout).map_err(|e| boot_err("fence after shared-memory mapping", e))?;
+    let mut both = Vec::new();
+    for &r in &mapped {
+        let theirs = get(boot, r, SHM_OK_KEY)?;
+        if theirs.split(',').any(|p| p == me.to_string()) {
+            both.push(r);
+        }
+    }
+    let Some(ep) = endpoint else { return Ok(None) };
+    if both.is_empty() {
+        return Ok(None);
+    }
+    let t = ep.connect(&both).map_err(|e| boot_err("shared-memory connect", e))?;
+    Ok(Some((t, both)))
 }
 
 /// Opens this rank's verbs endpoint on the first usable port, with its fabric id; `None`

@@ -87,7 +87,10 @@ impl World {
     /// cleanly, and a hosted coordinator stops last.
     pub fn finalize(&mut self) -> MpiResult<()> {
         if std::env::var("KAWARIMI_REPORT").is_ok_and(|v| v != "0") {
-            eprintln!("kawarimi: rank {}: {}", self.engine.core.rank(), self.engine.transport_report());
+            // One write of the whole line: the ranks' stderr meet in the launcher's, and a line
+            // written in pieces (as `eprintln!` may) gets interleaved with the others'.
+            let line = format!("kawarimi: rank {}: {}\n", self.engine.core.rank(), self.engine.transport_report());
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         }
         self.engine.finalize()?;
         // Drop order is teardown order: the wire-up service first (dropping the PMIx client
@@ -398,36 +401,4 @@ fn members_of_colour(all: &[Vec<u8>], color: i32, group: &Group) -> Vec<u32> {
         .collect();
     chosen.sort_unstable();
     chosen.iter().map(|&(_, r)| group.world_rank(r).expect("rank of the group")).collect()
-}
-
-/// Reads a byte count from `var`, if set.
-fn env_bytes(var: &str) -> MpiResult<Option<usize>> {
-    match std::env::var(var) {
-        Err(_) => Ok(None),
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| MpiError::new(ErrorClass::Arg, format!("{var}={v:?} is not a byte count"))),
-    }
-}
-
-/// The protocol's tunables, with the environment's overrides:
-/// `KAWARIMI_EAGER_LIMIT_BYTES`, `KAWARIMI_CHUNK_BYTES`, `KAWARIMI_UNEXPECTED_LIMIT_BYTES`.
-pub fn config_from_env() -> MpiResult<CoreConfig> {
-    let mut c = CoreConfig::default();
-    if let Some(v) = env_bytes("KAWARIMI_EAGER_LIMIT_BYTES")? {
-        c.eager_limit_bytes = v;
-    }
-    if let Some(v) = env_bytes("KAWARIMI_CHUNK_BYTES")? {
-        c.chunk_bytes = v;
-    }
-    if let Some(v) = env_bytes("KAWARIMI_UNEXPECTED_LIMIT_BYTES")? {
-        c.unexpected_limit_bytes = v;
-    }
-    let max = kawarimi_transports::wire::MAX_PAYLOAD_LEN as usize;
-    if c.chunk_bytes == 0 || c.chunk_bytes > max || c.eager_limit_bytes > max {
-        return err(ErrorClass::Arg, format!("eager limit and chunk size must be in 1..={max} bytes"));
-    }
-    Ok(c)
 }

@@ -48,6 +48,15 @@ mod kawarimi {
         topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, memory_reuse);
 }
 
+/// The same programs with shared memory between the ranks (all on this host): every rank
+/// must report each of its peers carried by shared memory.
+mod kawarimi_shm {
+    use super::*;
+    program_tests!(ModeKind::KawarimiShm;
+        p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
+        topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, memory_reuse);
+}
+
 /// The same programs under `kawarimi run`, wired up through its coordinator rather than
 /// mpirun's PMIx server: the path a launcher without PMIx takes.
 mod kawarimi_run {

@@ -156,8 +156,21 @@ fn assert_detached(pid: u32, control: &[u16]) -> Holdings {
 
 #[test]
 fn stress_survives_100_migrations_without_leaking() {
+    stress_survives_100_migrations("switch-stress", &[], "tcp");
+}
+
+/// The same with the ranks on shared memory: each switch unmaps every segment (checked with
+/// the rest of the detach) and each resume maps new ones.
+#[test]
+fn stress_survives_100_migrations_on_shared_memory() {
+    stress_survives_100_migrations("switch-stress-shm", &[("KAWARIMI_SHM", "1")], "shm");
+}
+
+/// 100 quiesce/resume cycles under the stress program, which checks every byte; `carrier` is
+/// the transport every rank must report for its 3 peers before the first switch.
+fn stress_survives_100_migrations(name: &str, env: &[(&str, &str)], carrier: &str) {
     const RANKS: u32 = 4;
-    let mut job = start("switch-stress", RANKS, "stress", &["15"]);
+    let mut job = start_with(name, RANKS, "stress", &["15"], env);
     let (mut c, pids, coord) = job.ready(RANKS, UP_BOUND);
     let control = control_ports(&mut c, coord);
     let mut first: Option<Vec<Holdings>> = None;
@@ -170,15 +183,12 @@ fn stress_survives_100_migrations_without_leaking() {
         }
         last = pids.iter().map(|&p| assert_detached(p, &control)).collect();
         if i == 0 {
-            // Every rank says what carried its data before the switch: TCP, the only
-            // network here, to its 3 peers, and a count of bytes that is not zero.
+            // Every rank says what carried its data before the switch: `carrier`, to its 3
+            // peers, and a count of bytes that is not zero.
             for r in &c.status().expect("status").ranks {
                 let t = &r.transport;
-                assert!(
-                    t.starts_with("detached; before switch 1: ran tcp:3, sent tcp ") && !t.ends_with(" 0 B"),
-                    "rank {}: {t}",
-                    r.rank
-                );
+                let want = format!("detached; before switch 1: ran {carrier}:3, sent {carrier} ");
+                assert!(t.starts_with(&want) && !t.contains(&format!("sent {carrier} 0 B")), "rank {}: {t}", r.rank);
             }
         }
         // The baseline is taken once the program has been running a while (its own

@@ -133,8 +133,11 @@ impl Transport for Routed {
         self.transports[i].place(peer, token, at)
     }
 
+    /// The waker of the transport `wait` sleeps in when only one carries peers; otherwise
+    /// `wait` sleeps for moments only and any transport's waker will do.
     fn waker(&self) -> Option<Waker> {
-        self.transports.last().and_then(|t| t.waker())
+        let sole = self.sole_carrier.and_then(|i| self.transports[i].waker());
+        sole.or_else(|| self.transports.iter().rev().find_map(|t| t.waker()))
     }
 }
 

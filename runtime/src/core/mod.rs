@@ -42,7 +42,7 @@ use std::collections::{HashMap, VecDeque};
 use kawarimi_transports::wire::{FrameKind, Header, FLAG_CONFIRM, FLAG_PLACED, FLAG_REPLAY, MAX_PAYLOAD_LEN};
 use kawarimi_transports::{Payload, PeerId, Placement};
 
-use crate::error::{err, ErrorClass, MpiResult};
+use crate::error::{err, ErrorClass, MpiError, MpiResult};
 
 mod channel;
 mod drain;
@@ -79,6 +79,40 @@ impl Default for CoreConfig {
             unexpected_limit_bytes: 1 << 30,
             outbox_limit_frames: 1 << 20,
         }
+    }
+}
+
+impl CoreConfig {
+    /// The protocol's tunables, with the environment's overrides:
+    /// `KAWARIMI_EAGER_LIMIT_BYTES`, `KAWARIMI_CHUNK_BYTES`, `KAWARIMI_UNEXPECTED_LIMIT_BYTES`.
+    pub fn from_env() -> MpiResult<CoreConfig> {
+        let mut c = CoreConfig::default();
+        if let Some(v) = env_bytes("KAWARIMI_EAGER_LIMIT_BYTES")? {
+            c.eager_limit_bytes = v;
+        }
+        if let Some(v) = env_bytes("KAWARIMI_CHUNK_BYTES")? {
+            c.chunk_bytes = v;
+        }
+        if let Some(v) = env_bytes("KAWARIMI_UNEXPECTED_LIMIT_BYTES")? {
+            c.unexpected_limit_bytes = v;
+        }
+        let max = kawarimi_transports::wire::MAX_PAYLOAD_LEN as usize;
+        if c.chunk_bytes == 0 || c.chunk_bytes > max || c.eager_limit_bytes > max {
+            return err(ErrorClass::Arg, format!("eager limit and chunk size must be in 1..={max} bytes"));
+        }
+        Ok(c)
+    }
+}
+
+/// Reads a byte count from `var`, if set.
+fn env_bytes(var: &str) -> MpiResult<Option<usize>> {
+    match std::env::var(var) {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| MpiError::new(ErrorClass::Arg, format!("{var}={v:?} is not a byte count"))),
     }
 }
 

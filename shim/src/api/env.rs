@@ -36,7 +36,7 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
         })?;
     }
     let rank = proc.rank;
-    let mut world = World::new(proc, wired.transport, kawarimi_runtime::world::config_from_env()?)?;
+    let mut world = World::new(proc, wired.transport, kawarimi_runtime::core::CoreConfig::from_env()?)?;
     let shared = SwitchShared::new();
     shared.set_transport(world.engine.transport_summary());
     world.engine.switch = Some(EngineSwitch::new(shared.clone(), Box::new(wired.rewire), WIREUP_TIMEOUT));

@@ -10,3 +10,17 @@
 pub mod ring;
 pub mod segment;
 pub mod transport;
+
+/// What two processes must share for one's segment to be mappable by the other: the kernel
+/// (its boot id), the IPC and mount namespaces, and the user. Ranks with equal identities are
+/// candidates for shared memory; [`transport::ShmEndpoint::attach`] then proves it by mapping
+/// the peer's segment. Not the host name: two containers on one host may share a name and no
+/// memory, and a migrated VM keeps its name.
+pub fn host_identity() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns =
+        |n: &str| std::fs::read_link(format!("/proc/self/ns/{n}")).map(|p| p.display().to_string()).unwrap_or_default();
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    format!("{} {} {} uid {uid}", boot.trim(), ns("ipc"), ns("mnt"))
+}
