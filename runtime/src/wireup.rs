@@ -500,6 +500,10 @@ fn connect_shm(
     };
     let mut endpoint = None;
     if !local.is_empty() {
+        // What jobs killed during their wire-up left in /dev/shm goes before this one adds.
+        for name in shm::segment::reclaim() {
+            tracing::debug!(rank = me, "removed {name}, a shared-memory segment whose owner is gone");
+        }
         let max_frame = crate::core::CoreConfig::from_env().map_or(1 << 20, |c| c.chunk_bytes.max(c.eager_limit_bytes))
             + kawarimi_transports::wire::HEADER_LEN;
         match ShmEndpoint::create(me, &local, max_frame, &format!("e{epoch}")) {

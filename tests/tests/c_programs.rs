@@ -57,6 +57,36 @@ mod kawarimi_shm {
         topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, memory_reuse);
 }
 
+/// A segment left in /dev/shm by a job killed during its wire-up (its owner is gone) is
+/// removed by the next job that uses shared memory, which itself leaves nothing behind.
+#[test]
+fn a_dead_jobs_segment_is_reclaimed_by_the_next_job() {
+    use kawarimi_tests::{compiled, mode, run, timeout_or, DEFAULT_TIMEOUT};
+    // A pid that cannot exist (pid_max is at most 2^22) stands for the killed owner.
+    let orphan = std::path::Path::new("/dev/shm").join(format!("kawarimi.{}.1.r0-e0", u32::MAX - 5));
+    std::fs::write(&orphan, b"left by a killed job").unwrap();
+    let out = run(&compiled("p2p_basic", build_dir()), &mode(ModeKind::KawarimiShm), 2, timeout_or(DEFAULT_TIMEOUT));
+    assert!(out.success(), "{}", out.report());
+    let left = orphan.exists();
+    let _ = std::fs::remove_file(&orphan);
+    assert!(!left, "the orphaned segment is still there after a job on shared memory");
+    // Other tests' jobs may hold segments for a moment during their wire-up; none may be left
+    // by a process that is gone, as this job's ranks now are.
+    let orphans: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| {
+            let mut p = n.strip_prefix("kawarimi.").unwrap_or("").split('.');
+            match (p.next().and_then(|x| x.parse().ok()), p.next().and_then(|x| x.parse().ok())) {
+                (Some(pid), Some(started)) => !kawarimi_transports::process::is_alive(pid, started),
+                _ => false,
+            }
+        })
+        .collect();
+    assert!(orphans.is_empty(), "segments of processes that are gone: {orphans:?}");
+}
+
 /// The same programs under `kawarimi run`, wired up through its coordinator rather than
 /// mpirun's PMIx server: the path a launcher without PMIx takes.
 mod kawarimi_run {
