@@ -394,7 +394,7 @@ fn connect_data_path(
     let tcp_key = format!("{TCP_ADDR_KEY}.{epoch}");
     let verbs_key = format!("{VERBS_ADDR_KEY}.{epoch}");
     boot.put(&tcp_key, endpoint.local_addr().to_string().as_bytes()).map_err(|e| boot_err("publish address", e))?;
-    let identity = if shm_wanted(forced) { shm::host_identity() } else { String::new() };
+    let identity = if shm_wanted(forced) { shm::host_identity(proc.rank) } else { String::new() };
     boot.put(&format!("{SHM_ID_KEY}.{epoch}"), identity.as_bytes())
         .map_err(|e| boot_err("publish host identity", e))?;
     let mut mine = String::new();

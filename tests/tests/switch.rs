@@ -227,6 +227,46 @@ fn stress_survives_100_migrations(name: &str, env: &[(&str, &str)], carrier: &st
     assert!(ok && out.contains("OK stress"), "stress failed after migrations:\nstdout:\n{out}\nstderr:\n{err}");
 }
 
+/// A resume rediscovers co-location: the ranks' host identities change across a switch (one
+/// machine cannot change its kernel, so `KAWARIMI_HOST_ID_FILE` adds a label per rank), and
+/// the pairs move from shared memory to TCP and back while the stress program checks every
+/// byte.
+#[test]
+fn a_resume_moves_pairs_between_shared_memory_and_tcp_as_the_hosts_change() {
+    const RANKS: u32 = 4;
+    let dir = build_dir().join(format!("host-ids-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let labels = dir.join("labels");
+    fs::write(&labels, "a a a a").unwrap();
+    let env = [("KAWARIMI_SHM", "1"), ("KAWARIMI_HOST_ID_FILE", labels.to_str().unwrap())];
+    let mut job = start_with("switch-hosts", RANKS, "stress", &["8"], &env);
+    let (mut c, _, _) = job.ready(RANKS, UP_BOUND);
+    let carriers = |c: &mut CtlClient| -> Vec<String> {
+        c.status().expect("status").ranks.iter().map(|r| r.transport.clone()).collect::<Vec<_>>()
+    };
+    let all_running = |got: &[String], want: &str| got.iter().all(|t| t.ends_with(want));
+    assert!(all_running(&carriers(&mut c), "shm:3"), "one host: {:?}", carriers(&mut c));
+    // Ranks 0 and 1 on one host, 2 and 3 on another; then all on one host again.
+    for (hosts, want) in [("a a b b", "shm:1+tcp:2"), ("a a a a", "shm:3"), ("a b a b", "shm:1+tcp:2")] {
+        match c.quiesce(Duration::from_secs(30)) {
+            Ok(Reply::SafeToUnplug { .. }) => {}
+            other => panic!("quiesce before moving to {hosts:?}: {other:?}"),
+        }
+        fs::write(&labels, hosts).unwrap();
+        match c.resume(Duration::from_secs(30), None) {
+            Ok(Reply::Resumed { .. }) => {}
+            other => panic!("resume on {hosts:?}: {other:?}"),
+        }
+        let got = carriers(&mut c);
+        assert!(all_running(&got, want), "hosts {hosts:?}: every rank should run on {want}: {got:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(c);
+    let (ok, out, err) = job.finish(Duration::from_secs(120));
+    let _ = fs::remove_dir_all(&dir);
+    assert!(ok && out.contains("OK stress"), "stress failed across the moves:\nstdout:\n{out}\nstderr:\n{err}");
+}
+
 #[test]
 fn a_rank_killed_mid_quiesce_fails_the_quiesce_naming_it_and_the_job_ends() {
     const RANKS: u32 = 4;
