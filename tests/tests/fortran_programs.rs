@@ -33,3 +33,9 @@ mod kawarimi {
     use super::*;
     program_tests!(ModeKind::Kawarimi; f_p2p, f_coll, f_comm, f_types, f08_basic);
 }
+
+/// With shared memory between the ranks: every rank must report each peer on it.
+mod kawarimi_shm {
+    use super::*;
+    program_tests!(ModeKind::KawarimiShm; f_p2p, f_coll, f_comm, f_types, f08_basic);
+}
