@@ -49,7 +49,7 @@ pub fn verbs_check(
         _ => return Err("give exactly one of --listen PORT and --connect HOST:PORT".into()),
     };
     stream.set_read_timeout(Some(STEP_TIMEOUT)).map_err(|e| e.to_string())?;
-    let endpoint = VerbsEndpoint::open(&port, me, &[other], VerbsConfig::default()).map_err(|e| e.to_string())?;
+    let endpoint = VerbsEndpoint::open(&port, me, &[other], VerbsConfig::from_env()?).map_err(|e| e.to_string())?;
     let mine = endpoint.address_for(other).expect("a queue pair for the other side");
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     writeln!(writer, "{}", mine.encode()).map_err(|e| format!("sending the address: {e}"))?;

@@ -557,7 +557,7 @@ fn open_verbs(proc: &ProcInfo, peers: &[u32], required: bool) -> MpiResult<Optio
         }
         return Ok(None);
     };
-    match VerbsEndpoint::open(port, proc.rank, peers, VerbsConfig::default()) {
+    match VerbsEndpoint::open(port, proc.rank, peers, VerbsConfig::from_env().map_err(|e| boot_err("verbs", e))?) {
         Ok(ep) => Ok(Some((ep, port.fabric_id()))),
         Err(e) if required => Err(boot_err("verbs", e)),
         Err(e) => {

@@ -61,6 +61,14 @@ pub struct VerbsConfig {
     /// memory they may pin together (further bounded by half of `RLIMIT_MEMLOCK`).
     pub cache_max_entries: usize,
     pub cache_max_bytes: usize,
+    /// A peer whose device completes none of this side's posted work requests for this long
+    /// is down. The queue pairs' own bound (ack timeout 2^14 x 4.096 us, 7 retries: about
+    /// 0.5 s) ends such requests with an error on a hardware HCA, but Soft-RoCE (Linux 6.1)
+    /// retransmits to a vanished peer for ever; with the keep-alive an idle peer always has a
+    /// request posted. Default 5 s; `KAWARIMI_VERBS_STALL_MS` ([`VerbsConfig::from_env`])
+    /// sets it, e.g. longer for emulated guests on a loaded host, whose devices can pause for
+    /// seconds.
+    pub stall_after: Duration,
 }
 
 impl Default for VerbsConfig {
@@ -73,7 +81,23 @@ impl Default for VerbsConfig {
             max_exposed: 16,
             cache_max_entries: 128,
             cache_max_bytes: 1 << 30,
+            stall_after: Duration::from_secs(5),
         }
+    }
+}
+
+impl VerbsConfig {
+    /// The defaults with the environment's overrides: `KAWARIMI_VERBS_STALL_MS`.
+    pub fn from_env() -> Result<VerbsConfig, String> {
+        let mut c = VerbsConfig::default();
+        if let Ok(v) = std::env::var("KAWARIMI_VERBS_STALL_MS") {
+            let ms: u64 = v.trim().parse().map_err(|_| format!("KAWARIMI_VERBS_STALL_MS={v:?} is not milliseconds"))?;
+            if ms == 0 {
+                return Err("KAWARIMI_VERBS_STALL_MS must be more than 0".into());
+            }
+            c.stall_after = Duration::from_millis(ms);
+        }
+        Ok(c)
     }
 }
 
@@ -323,11 +347,6 @@ const LONGEST_WAIT: Duration = Duration::from_millis(5);
 /// After this long without a completion, every idle peer gets its credit word written again:
 /// a rank that only waits posts nothing, and a link that died under it would never show.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
-/// A peer whose device completes none of this side's posted work requests for this long is
-/// down. The queue pairs' own bound (ack timeout 2^14 x 4.096 us, 7 retries: about 0.5 s) ends
-/// such requests with an error on a hardware HCA, but Soft-RoCE (Linux 6.1) retransmits to a
-/// vanished peer for ever; with the keep-alive an idle peer always has a request posted.
-const STALLED_AFTER: Duration = Duration::from_secs(5);
 
 /// One peer: its queue pair, its channel, and the send buffers that are free.
 struct PeerQp {
@@ -338,7 +357,7 @@ struct PeerQp {
     /// Send-queue entries in use (sends and credit writes not yet completed).
     sq_used: u32,
     /// When the peer's device last completed a request of ours, or when one was posted with
-    /// none in flight: what [`STALLED_AFTER`] is measured from.
+    /// none in flight: what [`VerbsConfig::stall_after`] is measured from.
     last_progress: Instant,
     /// Where to write this rank's credit count in the peer's memory.
     remote_credit: Option<(u64, u32)>,

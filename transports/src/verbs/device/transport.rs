@@ -254,10 +254,10 @@ impl VerbsTransport {
         }
         if p.sq_used == 0 {
             p.last_progress = Instant::now();
-        } else if p.last_progress.elapsed() > STALLED_AFTER {
+        } else if p.last_progress.elapsed() > self.config.stall_after {
             let reason = format!(
-                "rank {}'s device completed none of {} posted work requests for {STALLED_AFTER:?}",
-                p.peer, p.sq_used
+                "rank {}'s device completed none of {} posted work requests for {:?}",
+                p.peer, p.sq_used, self.config.stall_after
             );
             return Err(TransportError::LinkDown { peer: p.peer, reason });
         }
