@@ -18,11 +18,16 @@ fn hpcc() -> PathBuf {
     p
 }
 
-/// Runs hpcc in a fresh folder; returns its summary file's text.
-fn run(preload: bool) -> String {
+/// Runs hpcc in a fresh folder (on kawarimi when `preload`, with shared memory between the
+/// ranks too when `shm`); returns its summary file's text and what the ranks wrote to stderr.
+fn run(preload: bool, shm: bool) -> (String, String) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "hpcc-{}-{}",
-        if preload { "kawarimi" } else { "native" },
+        match (preload, shm) {
+            (false, _) => "native",
+            (true, false) => "kawarimi",
+            (true, true) => "kawarimi-shm",
+        },
         std::process::id()
     ));
     let _ = fs::remove_dir_all(&dir);
@@ -32,6 +37,9 @@ fn run(preload: bool) -> String {
     cmd.args(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", "4"]);
     if preload {
         cmd.arg("-x").arg(format!("LD_PRELOAD={}", kawarimi_lib().unwrap_or_else(|e| panic!("{e}")).display()));
+    }
+    if shm {
+        cmd.args(["-x", "KAWARIMI_SHM=1", "-x", "KAWARIMI_REPORT=1"]);
     }
     let mut child = cmd
         .arg(hpcc())
@@ -53,7 +61,9 @@ fn run(preload: bool) -> String {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "hpcc failed (preload={preload}):\n{err}");
-    fs::read_to_string(dir.join("hpccoutf.txt")).unwrap_or_else(|e| panic!("no hpccoutf.txt: {e}\n{err}"))
+    let summary =
+        fs::read_to_string(dir.join("hpccoutf.txt")).unwrap_or_else(|e| panic!("no hpccoutf.txt: {e}\n{err}"));
+    (summary, err.into_owned())
 }
 
 fn check(text: &str, mode: &str) {
@@ -80,6 +90,17 @@ fn check(text: &str, mode: &str) {
 
 #[test]
 fn hpcc_passes_every_check_natively_and_on_kawarimi() {
-    check(&run(false), "native");
-    check(&run(true), "kawarimi");
+    check(&run(false, false).0, "native");
+    check(&run(true, false).0, "kawarimi");
+}
+
+/// hpcc on shared memory: every check passes and every rank reports its 3 peers on it.
+#[test]
+fn hpcc_passes_every_check_on_shared_memory() {
+    let (summary, stderr) = run(true, true);
+    check(&summary, "kawarimi on shared memory");
+    for r in 0..4 {
+        let report = format!("kawarimi: rank {r}: ran shm:3,");
+        assert!(stderr.lines().any(|l| l.starts_with(&report)), "no `{report}` in:\n{stderr}");
+    }
 }

@@ -47,11 +47,23 @@ fn wait_output(mut child: std::process::Child, bound: Duration, what: &str) -> (
     (status.success(), reader.join().unwrap())
 }
 
-fn mpirun_npb(name: &str, class: &str, preload: bool) -> (bool, String) {
+/// How a benchmark runs: natively, on kawarimi, or on kawarimi with shared memory between
+/// the ranks (which then report what carried their data).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Run {
+    Native,
+    Kawarimi,
+    KawarimiShm,
+}
+
+fn mpirun_npb(name: &str, class: &str, how: Run) -> (bool, String) {
     let mut cmd = Command::new(mpirun().unwrap());
     cmd.args(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", &RANKS.to_string()]);
-    if preload {
+    if how != Run::Native {
         cmd.arg("-x").arg(format!("LD_PRELOAD={}", kawarimi_lib().unwrap_or_else(|e| panic!("{e}")).display()));
+    }
+    if how == Run::KawarimiShm {
+        cmd.args(["-x", "KAWARIMI_SHM=1", "-x", "KAWARIMI_REPORT=1"]);
     }
     cmd.arg(bin(name))
         .arg(class)
@@ -59,7 +71,7 @@ fn mpirun_npb(name: &str, class: &str, preload: bool) -> (bool, String) {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let what = format!("npb-{name} class {class} (preload={preload})");
+    let what = format!("npb-{name} class {class} ({how:?})");
     wait_output(cmd.spawn().unwrap(), Duration::from_secs(300), &what)
 }
 
@@ -67,14 +79,30 @@ fn mpirun_npb(name: &str, class: &str, preload: bool) -> (bool, String) {
 fn classes_s_and_w_verify_natively_and_on_kawarimi() {
     for name in BENCHMARKS {
         for class in ["S", "W"] {
-            for preload in [false, true] {
-                let (ok, out) = mpirun_npb(name, class, preload);
+            for how in [Run::Native, Run::Kawarimi] {
+                let (ok, out) = mpirun_npb(name, class, how);
                 assert!(
                     ok && out.contains("VERIFICATION SUCCESSFUL"),
-                    "npb-{name} class {class} at {RANKS} ranks (kawarimi: {preload}):\n{out}"
+                    "npb-{name} class {class} at {RANKS} ranks ({how:?}):\n{out}"
                 );
                 let line = out.lines().find(|l| l.starts_with("npb=")).unwrap_or("");
-                eprintln!("{} {line}", if preload { "kawarimi" } else { "native  " });
+                eprintln!("{how:?} {line}");
+            }
+        }
+    }
+}
+
+/// The same on shared memory: each benchmark verifies, and every rank reports each of its
+/// peers carried by shared memory.
+#[test]
+fn classes_s_and_w_verify_on_shared_memory() {
+    for name in BENCHMARKS {
+        for class in ["S", "W"] {
+            let (ok, out) = mpirun_npb(name, class, Run::KawarimiShm);
+            assert!(ok && out.contains("VERIFICATION SUCCESSFUL"), "npb-{name} class {class} on shared memory:\n{out}");
+            for r in 0..RANKS {
+                let report = format!("kawarimi: rank {r}: ran shm:{},", RANKS - 1);
+                assert!(out.lines().any(|l| l.starts_with(&report)), "npb-{name} class {class}: no `{report}`:\n{out}");
             }
         }
     }
