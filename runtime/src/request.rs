@@ -203,10 +203,7 @@ impl<C, P> Request<C, P> {
                 }
             }));
         }
-        let mut st = c.status;
-        if self.is_recv && !st.cancelled {
-            st.source = self.comm.rank_of_world(st.source as u32);
-        }
+        let st = self.for_caller(c.status);
         self.done = Some(st);
         if let (Finish::Unpack(mut u), Some(RecvBuf::Owned(staged))) = (finish, c.recv_buf) {
             let (dt, origin, count) = (&u.dt, u.origin, u.count);
@@ -262,14 +259,16 @@ impl<C, P> Request<C, P> {
         if self.is_inactive() {
             return Ok(Some(empty_status()));
         }
-        Ok(self.done.or_else(|| {
-            peeked.map(|mut st| {
-                if self.is_recv && !st.cancelled {
-                    st.source = self.comm.rank_of_world(st.source as u32);
-                }
-                st
-            })
-        }))
+        Ok(self.done.or_else(|| peeked.map(|st| self.for_caller(st))))
+    }
+
+    /// The engine's status as the application sees it: a receive's source as a rank of the
+    /// request's communicator, not of the world.
+    fn for_caller(&self, mut st: Status) -> Status {
+        if self.is_recv && !st.cancelled {
+            st.source = self.comm.rank_of_world(st.source as u32);
+        }
+        st
     }
 
     /// `MPI_Cancel`: a receive that has not matched is cancelled; a send always completes

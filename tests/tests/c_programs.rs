@@ -72,18 +72,7 @@ fn a_dead_jobs_segment_is_reclaimed_by_the_next_job() {
     assert!(!left, "the orphaned segment is still there after a job on shared memory");
     // Other tests' jobs may hold segments for a moment during their wire-up; none may be left
     // by a process that is gone, as this job's ranks now are.
-    let orphans: Vec<String> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| {
-            let mut p = n.strip_prefix("kawarimi.").unwrap_or("").split('.');
-            match (p.next().and_then(|x| x.parse().ok()), p.next().and_then(|x| x.parse().ok())) {
-                (Some(pid), Some(started)) => !kawarimi_transports::process::is_alive(pid, started),
-                _ => false,
-            }
-        })
-        .collect();
+    let orphans = kawarimi_transports::shm::segment::orphans();
     assert!(orphans.is_empty(), "segments of processes that are gone: {orphans:?}");
 }
 

@@ -166,23 +166,28 @@ impl Drop for Segment {
     }
 }
 
-/// Unlinks every kawarimi segment in `/dev/shm` whose owner is gone (a job killed before it
-/// unlinked its segments); returns their names. Segments of live processes, and files that
-/// are not kawarimi segments or belong to another user, are left alone.
-pub fn reclaim() -> Vec<String> {
+/// The names of this user's kawarimi segments in `/dev/shm` whose owner is gone (a job killed
+/// before it unlinked its segments). Segments of live processes, and files that are not
+/// kawarimi segments or belong to another user, are not among them.
+pub fn orphans() -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(SHM_DIR) else { return Vec::new() };
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
-    let mut removed = Vec::new();
-    for entry in entries.flatten() {
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
-        let Some((pid, started)) = owner_of(&name) else { continue };
-        let mine = entry.metadata().is_ok_and(|m| m.uid() == uid);
-        if mine && !process::is_alive(pid, started) && shm_unlink(format!("/{name}").as_str()).is_ok() {
-            tracing::debug!("removed the shared-memory segment {name} of a process that is gone");
-            removed.push(name);
-        }
+    entries
+        .flatten()
+        .filter(|entry| entry.metadata().is_ok_and(|m| m.uid() == uid))
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| owner_of(name).is_some_and(|(pid, started)| !process::is_alive(pid, started)))
+        .collect()
+}
+
+/// Unlinks every [`orphans`] segment; returns the names it removed.
+pub fn reclaim() -> Vec<String> {
+    let mut removed = orphans();
+    removed.retain(|name| shm_unlink(format!("/{name}").as_str()).is_ok());
+    for name in &removed {
+        tracing::debug!("removed the shared-memory segment {name} of a process that is gone");
     }
     removed
 }

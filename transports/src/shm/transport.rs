@@ -109,8 +109,8 @@ pub struct ShmEndpoint {
     capacity: usize,
     /// The peers with a slot in `own`, slot order.
     slots: Vec<PeerId>,
-    /// The peers' segments mapped so far.
-    mapped: Vec<(PeerId, Segment)>,
+    /// The peers' segments mapped so far, with the slot of this rank's ring in each.
+    mapped: Vec<(PeerId, Segment, usize)>,
 }
 
 impl std::fmt::Debug for ShmEndpoint {
@@ -181,14 +181,14 @@ impl ShmEndpoint {
                 self.capacity
             ));
         }
-        if !(0..slots).any(|i| read(SLOT_TABLE + 4 * i) == self.me) {
+        let Some(slot) = (0..slots).find(|&i| read(SLOT_TABLE + 4 * i) == self.me) else {
             return Err(format!("segment {name} of rank {peer} has no ring for rank {}", self.me));
-        }
+        };
         if seg.len() != segment_bytes(slots, capacity) {
             let want = segment_bytes(slots, capacity);
             return Err(format!("segment {name} has {} bytes, not the {want} its header gives", seg.len()));
         }
-        self.mapped.push((peer, seg));
+        self.mapped.push((peer, seg, slot));
         Ok(())
     }
 
@@ -210,16 +210,10 @@ impl ShmEndpoint {
             inbound.push(Inbound { peer, rx, decoder: FrameDecoder::new(peer) });
         }
         let mut outbound = Vec::new();
-        for (peer, seg) in self.mapped {
+        for (peer, seg, slot) in self.mapped {
             if !peers.contains(&peer) {
                 continue;
             }
-            // SAFETY: read from the header checked in `attach`.
-            let slots = unsafe { std::ptr::read(seg.as_ptr().add(12) as *const u32) } as usize;
-            let slot = (0..slots)
-                // SAFETY: as above.
-                .find(|&i| unsafe { std::ptr::read(seg.as_ptr().add(SLOT_TABLE + 4 * i) as *const u32) } == self.me)
-                .expect("checked by attach");
             // SAFETY: the ring `peer` keeps for this rank in its segment, mapped by `seg` for
             // as long as the `Outbound` holding both; this rank is its one producer.
             let tx = unsafe { ring::producer(ring_base(&seg, slot, self.capacity), self.capacity) };
