@@ -737,12 +737,9 @@ pub fn compiled_lang(lang: Lang, name: &str, build_dir: &Path) -> PathBuf {
     }
 }
 
-/// In shared-memory mode, the ranks whose report does not show every peer carried by shared
-/// memory (`kawarimi: rank R: ran shm:N`, N the other ranks); empty in other modes.
-pub fn missing_shm_reports(mode: &Mode, output: &str, ranks: u32) -> Vec<u32> {
-    if !matches!(mode, Mode::KawarimiShm { .. }) {
-        return Vec::new();
-    }
+/// The ranks of a job of `ranks` whose `KAWARIMI_REPORT` line in `output` does not show
+/// every peer carried by shared memory (`kawarimi: rank R: ran shm:N,`, N the other ranks).
+pub fn ranks_not_on_shm(output: &str, ranks: u32) -> Vec<u32> {
     (0..ranks)
         .filter(|r| {
             let line = format!("kawarimi: rank {r}: ran shm:{},", ranks - 1);
@@ -768,7 +765,10 @@ pub fn check_program_lang(lang: Lang, name: &str, kind: ModeKind, build_dir: &Pa
         let out = run(&exe, &mode, ranks, timeout);
         let ok_line = format!("OK {name}");
         let printed_ok = out.stdout.lines().any(|l| l.trim_end() == ok_line);
-        let carried = missing_shm_reports(&mode, &out.combined(), ranks);
+        let carried = match mode {
+            Mode::KawarimiShm { .. } => ranks_not_on_shm(&out.combined(), ranks),
+            _ => Vec::new(),
+        };
         if out.success() && printed_ok && carried.is_empty() {
             eprintln!("{name} [{}] {ranks} ranks: ok in {:.2} s", mode, out.elapsed.as_secs_f64());
         } else {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kawarimi_tests::{kawarimi_lib, mpirun, workspace_root};
+use kawarimi_tests::{kawarimi_lib, mpirun, ranks_not_on_shm, workspace_root};
 
 fn hpcc() -> PathBuf {
     let p = PathBuf::from("/usr/bin/hpcc");
@@ -99,8 +99,6 @@ fn hpcc_passes_every_check_natively_and_on_kawarimi() {
 fn hpcc_passes_every_check_on_shared_memory() {
     let (summary, stderr) = run(true, true);
     check(&summary, "kawarimi on shared memory");
-    for r in 0..4 {
-        let report = format!("kawarimi: rank {r}: ran shm:3,");
-        assert!(stderr.lines().any(|l| l.starts_with(&report)), "no `{report}` in:\n{stderr}");
-    }
+    let off = ranks_not_on_shm(&stderr, 4);
+    assert!(off.is_empty(), "ranks {off:?} not all on shared memory:\n{stderr}");
 }

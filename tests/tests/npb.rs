@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kawarimi_control::proto::Reply;
 use kawarimi_tests::job::KawarimiJob;
-use kawarimi_tests::{kawarimi_lib, mpirun, workspace_root};
+use kawarimi_tests::{kawarimi_lib, mpirun, ranks_not_on_shm, workspace_root};
 
 const BENCHMARKS: &[&str] = &["ep", "is", "cg", "mg", "ft", "lu", "bt", "sp"];
 const RANKS: u32 = 4;
@@ -100,10 +100,8 @@ fn classes_s_and_w_verify_on_shared_memory() {
         for class in ["S", "W"] {
             let (ok, out) = mpirun_npb(name, class, Run::KawarimiShm);
             assert!(ok && out.contains("VERIFICATION SUCCESSFUL"), "npb-{name} class {class} on shared memory:\n{out}");
-            for r in 0..RANKS {
-                let report = format!("kawarimi: rank {r}: ran shm:{},", RANKS - 1);
-                assert!(out.lines().any(|l| l.starts_with(&report)), "npb-{name} class {class}: no `{report}`:\n{out}");
-            }
+            let off = ranks_not_on_shm(&out, RANKS);
+            assert!(off.is_empty(), "npb-{name} class {class}: ranks {off:?} not all on shared memory:\n{out}");
         }
     }
 }
