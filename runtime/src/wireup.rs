@@ -60,6 +60,12 @@ fn boot_err(what: &str, e: impl std::fmt::Display) -> MpiError {
     MpiError::new(ErrorClass::Other, format!("wire-up: {what}: {e}"))
 }
 
+/// The text rank `rank` published under `key`; `what` names it in the error.
+fn read_text(boot: &mut dyn Bootstrap, rank: u32, key: &str, what: &str) -> MpiResult<String> {
+    let raw = boot.get(rank, key).map_err(|e| boot_err(what, e))?;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
 /// A coordinator hosted by this rank, and the job file that lets `kawarimi ctl` find it.
 /// Dropping it removes the file and stops the coordinator.
 pub struct HostedCoordinator {
@@ -239,8 +245,7 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
                     (JobSecret::from_bytes(b), None)
                 }
             };
-            let raw = boot.get(0, COORD_KEY).map_err(|e| boot_err("read coordinator address", e))?;
-            let text = String::from_utf8_lossy(&raw);
+            let text = read_text(&mut boot, 0, COORD_KEY, "read coordinator address")?;
             let addr: SocketAddr = text.parse().map_err(|_| boot_err("coordinator address", format!("{text:?}")))?;
             (
                 Box::new(boot) as Box<dyn Bootstrap>,
@@ -350,8 +355,7 @@ fn find_relay(proc: &ProcInfo, boot: &mut dyn Bootstrap, key: &str) -> MpiResult
     };
     let candidates = std::iter::once(guess).chain((0..proc.size).filter(|&r| r != guess));
     for r in candidates {
-        let raw = boot.get(r, CTL_KEY).map_err(|e| boot_err(&format!("control group of rank {r}"), e))?;
-        let text = String::from_utf8_lossy(&raw);
+        let text = read_text(boot, r, CTL_KEY, &format!("control group of rank {r}"))?;
         let Some((group, relay)) = text.split_once('\n') else {
             continue;
         };
@@ -413,12 +417,11 @@ fn connect_data_path(
     let mut tcp_peers = Vec::with_capacity(peers.len());
     let mut verbs_peers = std::collections::BTreeMap::new();
     for &r in &peers {
-        let raw = boot.get(r, &tcp_key).map_err(|e| boot_err(&format!("address of rank {r}"), e))?;
-        let text = String::from_utf8_lossy(&raw);
+        let text = read_text(boot, r, &tcp_key, &format!("address of rank {r}"))?;
         let sa: SocketAddr =
             text.parse().map_err(|_| boot_err(&format!("address of rank {r}"), format!("{text:?} is not ip:port")))?;
-        let theirs = boot.get(r, &verbs_key).map_err(|e| boot_err(&format!("verbs address of rank {r}"), e))?;
-        match (&verbs, verbs_address_for(&String::from_utf8_lossy(&theirs), proc.rank)?) {
+        let theirs = read_text(boot, r, &verbs_key, &format!("verbs address of rank {r}"))?;
+        match (&verbs, verbs_address_for(&theirs, proc.rank)?) {
             _ if by_shm.contains(&r) => {}
             _ if choice.by_tcp.contains(&r) && forced == Some("verbs") => {
                 return Err(boot_err(
@@ -482,9 +485,8 @@ fn connect_shm(
     timeout: Duration,
 ) -> MpiResult<Option<(kawarimi_transports::shm::transport::ShmTransport, Vec<u32>)>> {
     let me = proc.rank;
-    let get = |boot: &mut dyn Bootstrap, r: u32, key: &str| -> MpiResult<String> {
-        let raw = boot.get(r, &format!("{key}.{epoch}")).map_err(|e| boot_err(&format!("{key} of rank {r}"), e))?;
-        Ok(String::from_utf8_lossy(&raw).into_owned())
+    let get = |boot: &mut dyn Bootstrap, r: u32, key: &str| {
+        read_text(boot, r, &format!("{key}.{epoch}"), &format!("{key} of rank {r}"))
     };
     let mut ids = Vec::with_capacity(peers.len());
     for &r in peers {
@@ -501,9 +503,7 @@ fn connect_shm(
     let mut endpoint = None;
     if !local.is_empty() {
         // What jobs killed during their wire-up left in /dev/shm goes before this one adds.
-        for name in shm::segment::reclaim() {
-            tracing::debug!(rank = me, "removed {name}, a shared-memory segment whose owner is gone");
-        }
+        shm::segment::reclaim();
         let max_frame = crate::core::CoreConfig::from_env().map_or(1 << 20, |c| c.chunk_bytes.max(c.eager_limit_bytes))
             + kawarimi_transports::wire::HEADER_LEN;
         match ShmEndpoint::create(me, &local, max_frame, &format!("e{epoch}")) {
