@@ -110,6 +110,9 @@ pub enum Mode {
     KawarimiShm {
         /// Path of `libkawarimi.so`.
         lib: PathBuf,
+        /// How large payloads cross (`KAWARIMI_SHM_COPY`): `auto`, or `single` (for every
+        /// payload, however small) or `two` forced.
+        copy: &'static str,
     },
     /// `kawarimi run` (its own coordinator, then mpirun), with the ranks exchanging their
     /// addresses through that coordinator instead of PMIx (`KAWARIMI_WIREUP=coordinator`).
@@ -124,7 +127,7 @@ impl fmt::Display for Mode {
         match self {
             Mode::Native => write!(f, "native"),
             Mode::Kawarimi { lib } => write!(f, "kawarimi ({})", lib.display()),
-            Mode::KawarimiShm { lib } => write!(f, "kawarimi, shared memory ({})", lib.display()),
+            Mode::KawarimiShm { lib, copy } => write!(f, "kawarimi, shared memory, copy {copy} ({})", lib.display()),
             Mode::KawarimiRun { cli } => write!(f, "kawarimi run, coordinator wire-up ({})", cli.display()),
         }
     }
@@ -417,10 +420,14 @@ pub fn mpirun_args(mode: &Mode, ranks: u32) -> Vec<OsString> {
     }
     args.extend(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np"].iter().map(OsString::from));
     args.push(ranks.to_string().into());
-    if let Mode::KawarimiShm { .. } = mode {
+    if let Mode::KawarimiShm { copy, .. } = mode {
         args.extend(["-x", "KAWARIMI_SHM=1", "-x", "KAWARIMI_REPORT=1"].iter().map(OsString::from));
+        args.extend(["-x".into(), format!("KAWARIMI_SHM_COPY={copy}").into()]);
+        if *copy == "single" {
+            args.extend(["-x", "KAWARIMI_SHM_SINGLE_COPY_MIN_BYTES=1"].iter().map(OsString::from));
+        }
     }
-    if let Mode::Kawarimi { lib } | Mode::KawarimiShm { lib } = mode {
+    if let Mode::Kawarimi { lib } | Mode::KawarimiShm { lib, .. } = mode {
         let mut preload = OsString::from("LD_PRELOAD=");
         preload.push(lib.as_os_str());
         args.push("-x".into());
@@ -692,6 +699,10 @@ pub enum ModeKind {
     KawarimiRun,
     /// kawarimi preloaded, shared memory between the ranks.
     KawarimiShm,
+    /// As `KawarimiShm`, every payload read by single copy from the sender's memory.
+    KawarimiShmSingleCopy,
+    /// As `KawarimiShm`, every payload through the rings (two copies).
+    KawarimiShmTwoCopy,
 }
 
 /// Resolves a [`ModeKind`] into a [`Mode`], panicking with instructions when
@@ -703,10 +714,17 @@ pub fn mode(kind: ModeKind) -> Mode {
             Ok(lib) => Mode::Kawarimi { lib },
             Err(e) => panic!("{e}"),
         },
-        ModeKind::KawarimiShm => match kawarimi_lib() {
-            Ok(lib) => Mode::KawarimiShm { lib },
-            Err(e) => panic!("{e}"),
-        },
+        ModeKind::KawarimiShm | ModeKind::KawarimiShmSingleCopy | ModeKind::KawarimiShmTwoCopy => {
+            let copy = match kind {
+                ModeKind::KawarimiShmSingleCopy => "single",
+                ModeKind::KawarimiShmTwoCopy => "two",
+                _ => "auto",
+            };
+            match kawarimi_lib() {
+                Ok(lib) => Mode::KawarimiShm { lib, copy },
+                Err(e) => panic!("{e}"),
+            }
+        }
         ModeKind::KawarimiRun => match kawarimi_lib() {
             Ok(lib) => {
                 let cli = lib.with_file_name("kawarimi");

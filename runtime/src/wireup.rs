@@ -24,7 +24,10 @@ use std::time::Duration;
 use kawarimi_transports::auth::JobSecret;
 use kawarimi_transports::bootstrap::{self, Bootstrap, Pmix, Singleton};
 use kawarimi_transports::routed::Routed;
-use kawarimi_transports::shm::{self, transport::ShmEndpoint};
+use kawarimi_transports::shm::{
+    self,
+    transport::{ShmConfig, ShmEndpoint},
+};
 use kawarimi_transports::verbs::{self, device::QpAddress, device::VerbsConfig, device::VerbsEndpoint};
 use kawarimi_transports::{tcp, Transport};
 
@@ -506,7 +509,8 @@ fn connect_shm(
         shm::segment::reclaim();
         let max_frame = crate::core::CoreConfig::from_env().map_or(1 << 20, |c| c.chunk_bytes.max(c.eager_limit_bytes))
             + kawarimi_transports::wire::HEADER_LEN;
-        match ShmEndpoint::create(me, &local, max_frame, &format!("e{epoch}")) {
+        let config = ShmConfig::from_env(max_frame).map_err(|e| boot_err("shared memory", e))?;
+        match ShmEndpoint::create(me, &local, config, &format!("e{epoch}")) {
             Ok(ep) => endpoint = Some(ep),
             Err(e) => tracing::warn!(rank = me, "no shared memory: {e}"),
         }
@@ -527,6 +531,10 @@ fn connect_shm(
                 Err(why) => tracing::warn!(rank = me, peer = r, "no shared memory with this peer: {why}"),
             }
         }
+        ep.check_single_copy().map_err(|e| boot_err("shared memory", e))?;
+        for (r, why) in ep.unreadable() {
+            tracing::debug!(rank = me, peer = r, "large messages from this peer take two copies: {why}");
+        }
     }
     let ok: Vec<String> = mapped.iter().map(u32::to_string).collect();
     boot.put(&format!("{SHM_OK_KEY}.{epoch}"), ok.join(",").as_bytes()).map_err(|e| boot_err("publish mapped", e))?;
@@ -544,6 +552,11 @@ fn connect_shm(
         return Ok(None);
     }
     let t = ep.connect(&both).map_err(|e| boot_err("shared-memory connect", e))?;
+    tracing::debug!(
+        rank = me,
+        "shared memory with ranks {both:?}; single copy (process_vm_readv) from {:?}",
+        t.single_copy_peers()
+    );
     Ok(Some((t, both)))
 }
 

@@ -34,27 +34,42 @@ macro_rules! program_tests {
     };
 }
 
+/// [`program_tests!`] for every program in `tests/c`.
+macro_rules! every_program {
+    ($kind:expr) => {
+        program_tests!($kind;
+            p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
+            topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, memory_reuse);
+    };
+}
+
 mod native {
     use super::*;
-    program_tests!(ModeKind::Native;
-        p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
-        topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, memory_reuse);
+    every_program!(ModeKind::Native);
 }
 
 mod kawarimi {
     use super::*;
-    program_tests!(ModeKind::Kawarimi;
-        p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
-        topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, memory_reuse);
+    every_program!(ModeKind::Kawarimi);
 }
 
 /// The same programs with shared memory between the ranks (all on this host): every rank
 /// must report each of its peers carried by shared memory.
 mod kawarimi_shm {
     use super::*;
-    program_tests!(ModeKind::KawarimiShm;
-        p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
-        topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, memory_reuse);
+    every_program!(ModeKind::KawarimiShm);
+}
+
+/// The same programs with each way large payloads cross forced: single copy for every payload
+/// (a wire-up that cannot read a peer's memory fails), and everything through the rings.
+mod kawarimi_shm_single_copy {
+    use super::*;
+    every_program!(ModeKind::KawarimiShmSingleCopy);
+}
+
+mod kawarimi_shm_two_copy {
+    use super::*;
+    every_program!(ModeKind::KawarimiShmTwoCopy);
 }
 
 /// A segment left in /dev/shm by a job killed during its wire-up (its owner is gone) is

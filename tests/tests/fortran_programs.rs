@@ -39,3 +39,13 @@ mod kawarimi_shm {
     use super::*;
     program_tests!(ModeKind::KawarimiShm; f_p2p, f_coll, f_comm, f_types, f08_basic);
 }
+
+mod kawarimi_shm_single_copy {
+    use super::*;
+    program_tests!(ModeKind::KawarimiShmSingleCopy; f_p2p, f_coll, f_comm, f_types, f08_basic);
+}
+
+mod kawarimi_shm_two_copy {
+    use super::*;
+    program_tests!(ModeKind::KawarimiShmTwoCopy; f_p2p, f_coll, f_comm, f_types, f08_basic);
+}

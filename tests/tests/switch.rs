@@ -160,10 +160,13 @@ fn stress_survives_100_migrations_without_leaking() {
 }
 
 /// The same with the ranks on shared memory: each switch unmaps every segment (checked with
-/// the rest of the detach) and each resume maps new ones.
+/// the rest of the detach) and each resume maps new ones. Every payload crosses by single
+/// copy, so each drain also waits for peers to finish reading payloads from the sender's
+/// memory.
 #[test]
 fn stress_survives_100_migrations_on_shared_memory() {
-    stress_survives_100_migrations("switch-stress-shm", &[("KAWARIMI_SHM", "1")], "shm");
+    let env = [("KAWARIMI_SHM", "1"), ("KAWARIMI_SHM_COPY", "single"), ("KAWARIMI_SHM_SINGLE_COPY_MIN_BYTES", "1")];
+    stress_survives_100_migrations("switch-stress-shm", &env, "shm");
 }
 
 /// 100 quiesce/resume cycles under the stress program, which checks every byte; `carrier` is

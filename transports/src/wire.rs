@@ -44,6 +44,11 @@ pub const MAX_PAYLOAD_LEN: u32 = 8 << 20;
 /// In a delivered frame's flags (never on the wire): the transport has already written the
 /// payload where the runtime said ([`crate::Transport::place`]); the frame carries none.
 pub const FLAG_PLACED: u32 = 1 << 30;
+/// On the wire, set only by the transport that carries the frame (the runtime leaves it
+/// zero): the payload is not in the frame but a description of where in the sender's memory
+/// the receiving transport reads it (verbs: an RDMA read; shared memory: a single copy).
+/// The receiving transport clears it and delivers the payload itself.
+pub const FLAG_DESCRIBED: u32 = 1 << 31;
 /// On the wire: the frame is sent again after its link died (a repair), and the receiver may
 /// already hold it: it drops such a frame when its sequence number is behind, and takes it
 /// like any other when it is the next.

@@ -1,11 +1,11 @@
-//! Shared memory between ranks on one host (being built, issue 16). So far:
-//! - [`ring`]: the single-producer single-consumer ring that carries small frames from one
+//! Shared memory between ranks on one host:
+//! - [`ring`]: the single-producer single-consumer ring that carries frames from one
 //!   co-located rank to another;
 //! - [`segment`]: `/dev/shm` segments that name their owner (pid and start time), unlinked
-//!   once every peer has mapped them, and reclaimed from owners that are gone.
-//!
-//! Next: the transport around them (a segment of inbound rings per rank, co-location
-//! discovery, single-copy large messages, waking an idle receiver, drain and detach).
+//!   once every peer has mapped them, and reclaimed from owners that are gone;
+//! - [`transport`]: a segment of inbound rings per rank, proof of co-location by mapping,
+//!   single-copy large payloads (`process_vm_readv`) where the kernel allows them, and a
+//!   futex doorbell that wakes an idle receiver.
 
 pub mod ring;
 pub mod segment;

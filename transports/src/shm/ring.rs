@@ -5,6 +5,7 @@
 //!
 //! ```text
 //!   0  head: u64   the consumer's position (bytes consumed, ever); only the consumer writes it
+//!   8  notes: [u64; NOTES]  words the consumer writes for the producer (see below)
 //!  64  tail: u64   the producer's position (bytes published, ever); only the producer writes it
 //! 128  data[capacity]
 //! ```
@@ -19,6 +20,11 @@
 //! frame may (it is then copied in two pieces). Positions are `u64` byte counts that never
 //! wrap in practice (2^64 bytes).
 //!
+//! The notes share the head's cache line because the consumer alone writes both: the layer
+//! above uses them to tell the producer things that are not frames (the transport: how many
+//! of the producer's payloads it has finished reading from the producer's own memory, and
+//! whether it can read them there at all).
+//!
 //! The consumer trusts nothing it reads: a length that does not fit what the producer
 //! published is refused as a corrupt ring, naming the position, and the ring is then dead.
 
@@ -27,6 +33,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Bytes of the header before the data: head and tail, a cache line each.
 pub const HEADER_BYTES: usize = 128;
 const TAIL_OFFSET: usize = 64;
+/// Words on the consumer's cache line after the head, for [`Consumer::set_note`].
+pub const NOTES: usize = 7;
 /// The length word of a record.
 const LEN_BYTES: usize = 8;
 /// Records start on multiples of this.
@@ -76,6 +84,13 @@ impl Region {
         // SAFETY: the first 8 bytes of the region, aligned, mapped while `self` lives, and only
         // ever accessed atomically by both ends.
         unsafe { &*(self.base as *const AtomicU64) }
+    }
+
+    fn note(&self, i: usize) -> &AtomicU64 {
+        assert!(i < NOTES, "note {i} of {NOTES}");
+        // SAFETY: word `1 + i` of the head's line (i < NOTES = 7), aligned, mapped while
+        // `self` lives, and only ever accessed atomically by both ends.
+        unsafe { &*(self.base.add(8 * (1 + i)) as *const AtomicU64) }
     }
 
     fn tail(&self) -> &AtomicU64 {
@@ -212,6 +227,11 @@ impl Producer {
         Ok(true)
     }
 
+    /// The consumer's note `i` (zero until it sets one).
+    pub fn note(&self, i: usize) -> u64 {
+        self.region.note(i).load(Ordering::Acquire)
+    }
+
     /// Whether the consumer has read everything published.
     pub fn is_drained(&mut self) -> bool {
         self.head_seen = self.region.head().load(Ordering::Acquire);
@@ -269,6 +289,12 @@ impl Consumer {
         out.extend_from_slice(b);
         self.consume();
         Ok(true)
+    }
+
+    /// Publishes `value` as note `i` to the producer. Release: whatever this end did before
+    /// (a read of the producer's memory) happens before the producer sees the note.
+    pub fn set_note(&self, i: usize, value: u64) {
+        self.region.note(i).store(value, Ordering::Release);
     }
 
     fn die(&mut self, what: String) -> RingError {
@@ -366,6 +392,28 @@ mod tests {
         let (mut tx, _rx) = region.ends(64);
         assert_eq!(tx.push(&[&[0; 57]]), Err(RingError::TooLarge { len: 57, max: 56 }));
         assert_eq!(tx.push(&[&[0; 56]]), Ok(true), "the largest fits an empty ring");
+    }
+
+    /// Notes travel from the consumer to the producer beside the frames and never disturb
+    /// them: every note keeps its own value while frames come and go.
+    #[test]
+    fn notes_reach_the_producer_and_leave_the_frames_alone() {
+        let mut region = TestRegion::new(256);
+        let (mut tx, mut rx) = region.ends(256);
+        assert!((0..NOTES).all(|i| tx.note(i) == 0), "zero until set");
+        let mut out = Vec::new();
+        for round in 1..100u64 {
+            for i in 0..NOTES {
+                rx.set_note(i, round * 10 + i as u64);
+            }
+            assert!(tx.push(&[&frame(round, 50)]).unwrap());
+            assert!(rx.pop_into(&mut out).unwrap());
+            assert_eq!(out, frame(round, 50));
+            for i in 0..NOTES {
+                assert_eq!(tx.note(i), round * 10 + i as u64, "note {i} in round {round}");
+            }
+        }
+        assert!(tx.is_drained());
     }
 
     /// What a broken or hostile peer writes is refused, not read past the published bytes.

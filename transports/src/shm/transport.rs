@@ -7,10 +7,21 @@
 //! to the same [`FrameDecoder`] the stream transports use, so a frame is validated exactly as
 //! one from TCP or verbs, and a record that is not exactly one frame takes the link down.
 //!
+//! Large payloads (from `single_copy_min_bytes`) cross in one copy where the kernel allows it:
+//! the sender leaves the payload where it is (the application's buffer, or the runtime's) and
+//! puts only its address in the ring ([`wire::FLAG_DESCRIBED`]); the receiver copies it
+//! straight from the sender's memory into the receive buffer with `process_vm_readv`, after
+//! asking the runtime where it goes ([`Event::Incoming`]). It then counts the read in a note
+//! of the ring ([`ring::Consumer::set_note`]), and the sender lets go of payloads up to that
+//! count. Whether this rank can read a peer is tried at wire-up on a probe word whose address
+//! the peer's segment header gives; a peer it cannot read (ptrace forbidden, say) gets every
+//! payload through the ring: two copies, pipelined in chunks by the runtime's rendezvous.
+//!
 //! Segment layout (`SEGMENT_HEADER_BYTES`, then the rings):
 //!
 //! ```text
 //!    0  magic "KWRMSHM1"     8  owner rank: u32   12  slots: u32   16  ring capacity: u64
+//!   24  owner pid: u32      32  address of the owner's probe word, for single-copy reads: u64
 //!   64  doorbell: u32 (futex; producers bump it to wake a sleeping owner)
 //!  128  sleeping: u32 (the owner sleeps on the doorbell)
 //!  256  slot table: the rank of each slot's producer, u32 each
@@ -29,12 +40,14 @@ use std::time::Duration;
 
 use super::ring::{self, Consumer, Producer};
 use super::segment::Segment;
-use crate::wire::{FrameDecoder, Header, HEADER_LEN};
-use crate::{Event, Payload, PeerId, Transport, TransportError, TransportKind, TransportResult, Waker};
+use crate::wire::{self, FrameDecoder, Header, FLAG_DESCRIBED, HEADER_LEN};
+use crate::{Event, Payload, PeerId, Placement, Transport, TransportError, TransportKind, TransportResult, Waker};
 
 const MAGIC: &[u8; 8] = b"KWRMSHM1";
 /// The segment's header, before the first ring (a page, so rings start page-aligned).
 pub const SEGMENT_HEADER_BYTES: usize = 4096;
+const OWNER_PID: usize = 24;
+const PROBE_ADDR: usize = 32;
 const DOORBELL: usize = 64;
 const SLEEPING: usize = 128;
 const SLOT_TABLE: usize = 256;
@@ -44,6 +57,89 @@ pub const MAX_SLOTS: usize = (SEGMENT_HEADER_BYTES - SLOT_TABLE) / 4;
 const QUEUE_LIMIT_BYTES: usize = 256 << 20;
 /// Frames read from one peer per progress, so that one busy peer cannot starve the others.
 const FRAMES_PER_PEER: usize = 64;
+/// Ring notes (written by the ring's consumer, read by its producer): how many of the
+/// producer's described payloads the consumer has finished reading (running count), and 1
+/// once the consumer has read the producer's probe word, so single copy works between them.
+const NOTE_READS_DONE: usize = 0;
+const NOTE_CAN_READ: usize = 1;
+/// What a peer reads at the address its segment header gives, to prove it can read this
+/// process's memory.
+static PROBE: [u8; 16] = *b"kawarimi-cma-ok!";
+
+/// How large payloads cross between co-located ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMode {
+    /// Single copy to every peer whose memory this rank can read, two copies to the others.
+    Auto,
+    /// Single copy, and a wire-up that fails when some peer cannot be read.
+    Single,
+    /// Always through the rings.
+    Two,
+}
+
+/// The shared-memory transport's tunables.
+#[derive(Debug, Clone)]
+pub struct ShmConfig {
+    /// Largest frame (header included) a ring must carry.
+    pub max_frame: usize,
+    pub copy: CopyMode,
+    /// Payloads of at least this many bytes go by single copy where it works.
+    pub single_copy_min_bytes: usize,
+}
+
+impl ShmConfig {
+    /// The defaults for frames of up to `max_frame` bytes, with the environment's overrides:
+    /// `KAWARIMI_SHM_COPY` (`auto`, `single`, `two`) and `KAWARIMI_SHM_SINGLE_COPY_MIN_BYTES`.
+    pub fn from_env(max_frame: usize) -> Result<ShmConfig, String> {
+        let copy = match std::env::var("KAWARIMI_SHM_COPY").as_deref().map(str::trim) {
+            Err(_) | Ok("auto") => CopyMode::Auto,
+            Ok("single") => CopyMode::Single,
+            Ok("two") => CopyMode::Two,
+            Ok(other) => return Err(format!("KAWARIMI_SHM_COPY={other:?} is not auto, single or two")),
+        };
+        let single_copy_min_bytes = match std::env::var("KAWARIMI_SHM_SINGLE_COPY_MIN_BYTES") {
+            // Below this the rings win on the machines measured: `process_vm_readv` costs a few
+            // microseconds a call (it pins the peer's pages), and the ring's two copies of a
+            // chunk run on both ranks' cores at once (docs/shm.md has the figures).
+            Err(_) => 256 << 10,
+            Ok(v) => {
+                v.trim().parse().map_err(|_| format!("KAWARIMI_SHM_SINGLE_COPY_MIN_BYTES={v:?} is not a byte count"))?
+            }
+        };
+        Ok(ShmConfig { max_frame, copy, single_copy_min_bytes: single_copy_min_bytes.max(1) })
+    }
+}
+
+/// Where a described payload lies in the sender's memory: the ring carries this in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Described {
+    addr: u64,
+    len: u32,
+}
+
+impl Described {
+    const LEN: usize = 16;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(Self::LEN);
+        b.extend_from_slice(&self.addr.to_le_bytes());
+        b.extend_from_slice(&u64::from(self.len).to_le_bytes());
+        b
+    }
+
+    /// Refused unless it is one and names a payload the wire allows.
+    fn decode(payload: &[u8]) -> Result<Described, String> {
+        if payload.len() != Self::LEN {
+            return Err(format!("a payload description of {} bytes, not {}", payload.len(), Self::LEN));
+        }
+        let addr = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+        let len = u64::from_le_bytes(payload[8..].try_into().expect("8 bytes"));
+        if len == 0 || len > u64::from(wire::MAX_PAYLOAD_LEN) {
+            return Err(format!("a payload description of {len} bytes of payload"));
+        }
+        Ok(Described { addr, len: len as u32 })
+    }
+}
 
 /// Ring capacity for frames of up to `max_frame` bytes (header included): room for two, so a
 /// sender can fill one while the reader drains the other.
@@ -105,12 +201,25 @@ fn futex_wait(word: &AtomicU32, seen: u32, timeout: Duration) {
 /// before the peers know its name, and the peers' segments it has mapped.
 pub struct ShmEndpoint {
     me: PeerId,
-    own: Segment,
+    config: ShmConfig,
     capacity: usize,
-    /// The peers with a slot in `own`, slot order.
+    /// The peers with a slot in `own`, slot order, and the consuming end of each one's ring
+    /// (taken by `connect`). Declared before `own`: the ends go before the mapping.
     slots: Vec<PeerId>,
-    /// The peers' segments mapped so far, with the slot of this rank's ring in each.
-    mapped: Vec<(PeerId, Segment, usize)>,
+    rx: Vec<Option<Consumer>>,
+    own: Segment,
+    /// The peers' segments mapped so far: the slot of this rank's ring in each, and the
+    /// peer's pid when this rank can read its memory (single copy).
+    mapped: Vec<Mapped>,
+    /// Why this rank cannot read some peers' memory.
+    unreadable: Vec<(PeerId, String)>,
+}
+
+struct Mapped {
+    peer: PeerId,
+    seg: Segment,
+    slot: usize,
+    readable_pid: Option<u32>,
 }
 
 impl std::fmt::Debug for ShmEndpoint {
@@ -120,17 +229,16 @@ impl std::fmt::Debug for ShmEndpoint {
 }
 
 impl ShmEndpoint {
-    /// Creates rank `me`'s segment with a ring for each of `peers` (the co-located ranks),
-    /// each taking frames of up to `max_frame` bytes; `tag` keeps segments of different
-    /// wire-ups apart (an epoch).
-    pub fn create(me: PeerId, peers: &[PeerId], max_frame: usize, tag: &str) -> TransportResult<ShmEndpoint> {
+    /// Creates rank `me`'s segment with a ring for each of `peers` (the co-located ranks);
+    /// `tag` keeps segments of different wire-ups apart (an epoch).
+    pub fn create(me: PeerId, peers: &[PeerId], config: ShmConfig, tag: &str) -> TransportResult<ShmEndpoint> {
         if peers.len() > MAX_SLOTS {
             return Err(TransportError::Bootstrap(format!(
                 "{} co-located peers is more than one segment's {MAX_SLOTS}",
                 peers.len()
             )));
         }
-        let capacity = ring_capacity(max_frame);
+        let capacity = ring_capacity(config.max_frame);
         let own = Segment::create(&format!("r{me}-{tag}"), segment_bytes(peers.len(), capacity))
             .map_err(io(format!("shared-memory segment of rank {me}")))?;
         // SAFETY: the new segment's header page, which no other process has mapped yet.
@@ -140,11 +248,27 @@ impl ShmEndpoint {
             std::ptr::write(p.add(8) as *mut u32, me);
             std::ptr::write(p.add(12) as *mut u32, peers.len() as u32);
             std::ptr::write(p.add(16) as *mut u64, capacity as u64);
+            std::ptr::write(p.add(OWNER_PID) as *mut u32, std::process::id());
+            std::ptr::write(p.add(PROBE_ADDR) as *mut u64, PROBE.as_ptr() as u64);
             for (i, &peer) in peers.iter().enumerate() {
                 std::ptr::write(p.add(SLOT_TABLE + 4 * i) as *mut u32, peer);
             }
         }
-        Ok(ShmEndpoint { me, own, capacity, slots: peers.to_vec(), mapped: Vec::new() })
+        // SAFETY: slot `i`'s ring in this rank's segment, which `own` keeps mapped for as long
+        // as the endpoint and then the transport (ends are dropped first, by field order);
+        // this rank is its one consumer and `peers[i]` its one producer.
+        let rx =
+            (0..peers.len()).map(|i| Some(unsafe { ring::consumer(ring_base(&own, i, capacity), capacity) })).collect();
+        Ok(ShmEndpoint {
+            me,
+            config,
+            capacity,
+            slots: peers.to_vec(),
+            rx,
+            own,
+            mapped: Vec::new(),
+            unreadable: Vec::new(),
+        })
     }
 
     /// The name peers map this rank's segment by.
@@ -154,7 +278,11 @@ impl ShmEndpoint {
 
     /// Maps `peer`'s segment `name` and checks it is the segment rank `peer` made for this
     /// rank's frames: its magic, owner, ring size and a slot for this rank. Proof that the
-    /// two processes share memory, not just a host name.
+    /// two processes share memory, not just a host name. Then, unless the copy mode is
+    /// [`CopyMode::Two`], tries to read the peer's probe word from its memory, and tells the
+    /// peer (a note in the ring it produces into) when that works: it then describes large
+    /// payloads instead of copying them. Why it does not work is kept for
+    /// [`ShmEndpoint::unreadable`].
     pub fn attach(&mut self, peer: PeerId, name: &str) -> Result<(), String> {
         let seg = Segment::open_whole(name).map_err(|e| e.to_string())?;
         if seg.len() < SEGMENT_HEADER_BYTES {
@@ -166,14 +294,16 @@ impl ShmEndpoint {
             // published the name.
             unsafe { std::ptr::read(header.as_ptr().add(at) as *const u32) }
         };
+        let read64 = |at: usize| {
+            // SAFETY: as above.
+            unsafe { std::ptr::read(header.as_ptr().add(at) as *const u64) }
+        };
         // SAFETY: as above.
         let magic = unsafe { std::slice::from_raw_parts(header.as_ptr(), 8) };
         if magic != MAGIC {
             return Err(format!("segment {name} is not a kawarimi ring segment"));
         }
-        let (owner, slots) = (read(8), read(12) as usize);
-        // SAFETY: as above.
-        let capacity = unsafe { std::ptr::read(header.as_ptr().add(16) as *const u64) } as usize;
+        let (owner, slots, capacity) = (read(8), read(12) as usize, read64(16) as usize);
         if owner != peer || slots > MAX_SLOTS || capacity != self.capacity {
             return Err(format!(
                 "segment {name} belongs to rank {owner} with {slots} rings of {capacity} bytes, \
@@ -188,8 +318,42 @@ impl ShmEndpoint {
             let want = segment_bytes(slots, capacity);
             return Err(format!("segment {name} has {} bytes, not the {want} its header gives", seg.len()));
         }
-        self.mapped.push((peer, seg, slot));
+        let (pid, probe) = (read(OWNER_PID), read64(PROBE_ADDR));
+        let readable_pid = match self.config.copy {
+            CopyMode::Two => None,
+            CopyMode::Auto | CopyMode::Single => match probe_peer(pid, probe) {
+                Ok(()) => Some(pid),
+                Err(why) => {
+                    self.unreadable.push((peer, why));
+                    None
+                }
+            },
+        };
+        if readable_pid.is_some() {
+            if let Some(rx) = self.slots.iter().position(|&p| p == peer).and_then(|i| self.rx[i].as_ref()) {
+                rx.set_note(NOTE_CAN_READ, 1);
+            }
+        }
+        self.mapped.push(Mapped { peer, seg, slot, readable_pid });
         Ok(())
+    }
+
+    /// The peers whose memory this rank cannot read, and why: they get large payloads
+    /// through the rings (an error for the wire-up when the copy mode is
+    /// [`CopyMode::Single`]).
+    pub fn unreadable(&self) -> &[(PeerId, String)] {
+        &self.unreadable
+    }
+
+    /// An error naming the first peer this rank cannot read when single copy was forced
+    /// ([`CopyMode::Single`]).
+    pub fn check_single_copy(&self) -> Result<(), String> {
+        match self.unreadable.first() {
+            Some((peer, why)) if self.config.copy == CopyMode::Single => {
+                Err(format!("single copy was forced, but rank {} cannot read rank {peer}'s memory: {why}", self.me))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The transport to `peers` (those whose segments this rank mapped and that mapped this
@@ -197,31 +361,70 @@ impl ShmEndpoint {
     /// it has it mapped, and nothing of it then outlives the processes.
     pub fn connect(mut self, peers: &[PeerId]) -> TransportResult<ShmTransport> {
         self.own.unlink().map_err(io(format!("unlinking the segment of rank {}", self.me)))?;
-        let own = Arc::new(self.own);
         let mut inbound = Vec::new();
         for (slot, &peer) in self.slots.iter().enumerate() {
+            let Some(m) = self.mapped.iter().find(|m| m.peer == peer) else { continue };
             if !peers.contains(&peer) {
                 continue;
             }
-            // SAFETY: slot `slot`'s ring in this rank's segment, which `own` keeps mapped for
-            // as long as the transport (the rings are dropped first, see `ShmTransport`);
-            // this rank is its one consumer and `peer` its one producer.
-            let rx = unsafe { ring::consumer(ring_base(&own, slot, self.capacity), self.capacity) };
-            inbound.push(Inbound { peer, rx, decoder: FrameDecoder::new(peer) });
+            let rx = self.rx[slot].take().expect("each ring's end is taken once");
+            inbound.push(Inbound {
+                peer,
+                rx,
+                decoder: FrameDecoder::new(peer),
+                readable_pid: m.readable_pid,
+                reads_done: 0,
+                reading: None,
+            });
         }
         let mut outbound = Vec::new();
-        for (peer, seg, slot) in self.mapped {
+        for Mapped { peer, seg, slot, .. } in self.mapped {
             if !peers.contains(&peer) {
                 continue;
             }
             // SAFETY: the ring `peer` keeps for this rank in its segment, mapped by `seg` for
             // as long as the `Outbound` holding both; this rank is its one producer.
             let tx = unsafe { ring::producer(ring_base(&seg, slot, self.capacity), self.capacity) };
-            outbound.push(Outbound { peer, tx, queue: VecDeque::new(), queued_bytes: 0, seg });
+            // The peer set the note in its attach, before the fence this rank passed since.
+            let single_copy = self.config.copy != CopyMode::Two && tx.note(NOTE_CAN_READ) == 1;
+            outbound.push(Outbound {
+                peer,
+                tx,
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                single_copy,
+                exposed: VecDeque::new(),
+                exposed_bytes: 0,
+                exposed_count: 0,
+                seg,
+            });
         }
         inbound.sort_by_key(|i| i.peer);
         outbound.sort_by_key(|o| o.peer);
-        Ok(ShmTransport { me: self.me, inbound, outbound, own, frame: Vec::new(), next_start: 0 })
+        // The ends of rings no peer connected go before the segment they point into.
+        drop(std::mem::take(&mut self.rx));
+        Ok(ShmTransport {
+            me: self.me,
+            config: self.config,
+            inbound,
+            outbound,
+            own: Arc::new(self.own),
+            frame: Vec::new(),
+            next_start: 0,
+            ask_placement: false,
+            next_token: 0,
+            single_copy_reads: 0,
+        })
+    }
+}
+
+/// Reads `PROBE` at `addr` in process `pid`: whether this rank can read that peer's memory.
+fn probe_peer(pid: u32, addr: u64) -> Result<(), String> {
+    let mut got = [0u8; PROBE.len()];
+    match crate::process::read_memory(pid, addr, &mut got) {
+        Ok(()) if got == PROBE => Ok(()),
+        Ok(()) => Err(format!("process {pid}'s probe word reads {got:?}")),
+        Err(e) => Err(format!("process_vm_readv of process {pid}: {e}")),
     }
 }
 
@@ -234,6 +437,30 @@ struct Inbound {
     peer: PeerId,
     rx: Consumer,
     decoder: FrameDecoder,
+    /// The peer's pid, when this rank can read the peer's memory (single copy).
+    readable_pid: Option<u32>,
+    /// Described payloads of the peer's read so far (the running count in the ring's note).
+    reads_done: u64,
+    /// A described payload waiting for the runtime to say where it goes; the ring is not
+    /// read past it, so frames stay in order.
+    reading: Option<Reading>,
+}
+
+struct Reading {
+    header: Header,
+    from: Described,
+    token: u64,
+    target: Target,
+}
+
+/// Where a described payload lands.
+enum Target {
+    /// The runtime has been asked and has not answered yet.
+    Undecided,
+    /// A buffer of the transport's, handed on in the frame.
+    Own,
+    /// The application's receive buffer, as the runtime said.
+    User(Placement),
 }
 
 struct Outbound {
@@ -242,6 +469,13 @@ struct Outbound {
     /// Frames the ring had no room for, in order.
     queue: VecDeque<([u8; HEADER_LEN], Payload)>,
     queued_bytes: usize,
+    /// Whether the peer reads large payloads from this rank's memory.
+    single_copy: bool,
+    /// Described payloads the peer may still be reading, oldest first: kept unchanged until
+    /// its note counts them read. `exposed_count` counts every payload ever described.
+    exposed: VecDeque<Payload>,
+    exposed_bytes: usize,
+    exposed_count: u64,
     /// The peer's segment; declared after `tx`, so it is unmapped after the ring end goes.
     seg: Segment,
 }
@@ -261,6 +495,40 @@ impl Outbound {
         Ok(moved)
     }
 
+    /// Queues one frame, straight into the ring when nothing waits before it.
+    fn put(&mut self, h: [u8; HEADER_LEN], payload: Payload) -> TransportResult<()> {
+        if self.queue.is_empty() && self.tx.push(&[&h, payload.as_slice()]).map_err(|e| self.down(e))? {
+            self.nudge();
+            return Ok(());
+        }
+        if self.queued_bytes + HEADER_LEN + payload.len() > QUEUE_LIMIT_BYTES {
+            return Err(TransportError::QueueFull { peer: self.peer, limit: QUEUE_LIMIT_BYTES });
+        }
+        self.queued_bytes += HEADER_LEN + payload.len();
+        self.queue.push_back((h, payload));
+        Ok(())
+    }
+
+    /// Lets go of the payloads the peer has finished reading.
+    fn release_read(&mut self) -> TransportResult<()> {
+        let done = self.tx.note(NOTE_READS_DONE);
+        let released = self.exposed_count - self.exposed.len() as u64;
+        if done < released || done > self.exposed_count {
+            return Err(TransportError::LinkDown {
+                peer: self.peer,
+                reason: format!(
+                    "the peer says it read {done} payloads of this rank's, with {released} read before and {} described",
+                    self.exposed_count
+                ),
+            });
+        }
+        for _ in released..done {
+            let p = self.exposed.pop_front().expect("counted above");
+            self.exposed_bytes -= p.len();
+        }
+        Ok(())
+    }
+
     fn down(&self, e: ring::RingError) -> TransportError {
         TransportError::LinkDown { peer: self.peer, reason: format!("shared-memory ring: {e}") }
     }
@@ -278,6 +546,7 @@ impl Outbound {
 /// Frames to and from the co-located peers through shared memory.
 pub struct ShmTransport {
     me: PeerId,
+    config: ShmConfig,
     // Rings before segments: fields drop in declaration order.
     inbound: Vec<Inbound>,
     outbound: Vec<Outbound>,
@@ -286,6 +555,11 @@ pub struct ShmTransport {
     frame: Vec<u8>,
     /// The inbound ring read first next time, turning, for fairness.
     next_start: usize,
+    /// Whether the runtime places described payloads ([`Transport::ask_placement`]).
+    ask_placement: bool,
+    /// Names the next [`Event::Incoming`].
+    next_token: u64,
+    single_copy_reads: u64,
 }
 
 impl std::fmt::Debug for ShmTransport {
@@ -294,25 +568,63 @@ impl std::fmt::Debug for ShmTransport {
     }
 }
 
+/// What reading an inbound ring did.
+#[derive(Default)]
+struct Read {
+    /// Described payloads read from the peer's memory: the peer may be waiting to let go.
+    payloads: bool,
+}
+
 impl ShmTransport {
     fn anything_to_read(&mut self) -> bool {
-        self.inbound.iter_mut().any(|i| !matches!(i.rx.front(), Ok(None)))
+        self.inbound.iter_mut().any(|i| {
+            matches!(i.reading, Some(Reading { target: Target::Own | Target::User(_), .. }))
+                || !matches!(i.rx.front(), Ok(None))
+        })
     }
 
-    /// Reads up to `FRAMES_PER_PEER` frames from inbound ring `k`.
-    fn read_from(&mut self, k: usize, events: &mut Vec<Event>) {
+    /// The peers whose memory this rank reads large payloads from.
+    pub fn single_copy_peers(&self) -> Vec<PeerId> {
+        self.inbound.iter().filter(|i| i.readable_pid.is_some()).map(|i| i.peer).collect()
+    }
+
+    /// Reads up to `FRAMES_PER_PEER` frames from inbound ring `k`, first finishing the read
+    /// of a described payload the runtime has placed.
+    fn read_from(&mut self, k: usize, events: &mut Vec<Event>) -> Read {
+        let mut did = Read::default();
+        let ask = self.ask_placement;
         let inb = &mut self.inbound[k];
         let peer = inb.peer;
         for _ in 0..FRAMES_PER_PEER {
+            if let Some(r) = &inb.reading {
+                if matches!(r.target, Target::Undecided) {
+                    return did;
+                }
+                let r = inb.reading.take().expect("just seen");
+                if let Err(e) = inb.read_payload(r, events) {
+                    events.push(Event::LinkDown { peer, reason: e });
+                    return did;
+                }
+                self.single_copy_reads += 1;
+                did.payloads = true;
+                continue;
+            }
             let (a, b) = match inb.rx.front() {
                 Ok(Some(parts)) => parts,
-                Ok(None) => return,
+                Ok(None) => return did,
                 Err(e) => {
                     events.push(Event::LinkDown { peer, reason: format!("shared-memory ring: {e}") });
-                    return;
+                    return did;
                 }
             };
-            let mut emit = |header: Header, payload: Vec<u8>| events.push(Event::Frame { peer, header, payload });
+            let mut described = None;
+            let mut emit = |header: Header, payload: Vec<u8>| {
+                if header.flags & FLAG_DESCRIBED == 0 {
+                    events.push(Event::Frame { peer, header, payload })
+                } else {
+                    described = Some((header, payload));
+                }
+            };
             let fed = if b.is_empty() {
                 inb.decoder.feed(a, &mut emit)
             } else {
@@ -326,16 +638,70 @@ impl ShmTransport {
             if let Err(e) = fed {
                 events
                     .push(Event::LinkDown { peer, reason: format!("malformed frame in the shared-memory ring: {e}") });
-                return;
+                return did;
             }
             if !whole {
                 events.push(Event::LinkDown {
                     peer,
                     reason: "a shared-memory record that is not one whole frame".into(),
                 });
-                return;
+                return did;
             }
+            let Some((header, payload)) = described else { continue };
+            let from = match Described::decode(&payload) {
+                Ok(_) if inb.readable_pid.is_none() => {
+                    Err("a described payload from a peer whose memory this rank cannot read".into())
+                }
+                other => other,
+            };
+            let from = match from {
+                Ok(from) => from,
+                Err(e) => {
+                    events.push(Event::LinkDown { peer, reason: format!("shared-memory ring: {e}") });
+                    return did;
+                }
+            };
+            let header = Header { flags: header.flags & !FLAG_DESCRIBED, payload_len: from.len, ..header };
+            let token = self.next_token;
+            self.next_token += 1;
+            let target = if ask {
+                events.push(Event::Incoming { peer, token, header });
+                Target::Undecided
+            } else {
+                Target::Own
+            };
+            inb.reading = Some(Reading { header, from, token, target });
         }
+        did
+    }
+}
+
+impl Inbound {
+    /// Copies a described payload from the peer's memory where `r` says, counts it read for
+    /// the peer, and delivers its frame.
+    fn read_payload(&mut self, r: Reading, events: &mut Vec<Event>) -> Result<(), String> {
+        let pid = self.readable_pid.expect("described payloads come only from readable peers");
+        let len = r.from.len as usize;
+        let mut own = Vec::new();
+        let (dst, header) = match r.target {
+            Target::User(at) => {
+                // SAFETY: the runtime placed the payload in `len` bytes at `at.ptr` of the
+                // application's receive buffer (checked equal to the payload's length in
+                // `place`), which nothing else touches until this frame is delivered.
+                let dst = unsafe { std::slice::from_raw_parts_mut(at.ptr, len) };
+                (dst, Header { flags: r.header.flags | wire::FLAG_PLACED, ..r.header })
+            }
+            Target::Own | Target::Undecided => {
+                own = vec![0; len];
+                (&mut own[..], r.header)
+            }
+        };
+        crate::process::read_memory(pid, r.from.addr, dst)
+            .map_err(|e| format!("single-copy read of {len} bytes from rank {}'s memory: {e}", self.peer))?;
+        self.reads_done += 1;
+        self.rx.set_note(NOTE_READS_DONE, self.reads_done);
+        events.push(Event::Frame { peer: self.peer, header, payload: own });
+        Ok(())
     }
 }
 
@@ -346,28 +712,39 @@ impl Transport for ShmTransport {
 
     fn send(&mut self, peer: PeerId, header: &Header, payload: Payload) -> TransportResult<()> {
         let out = self.outbound.iter_mut().find(|o| o.peer == peer).ok_or(TransportError::NoRoute { peer })?;
-        let h = header.encode();
-        if out.queue.is_empty() && out.tx.push(&[&h, payload.as_slice()]).map_err(|e| out.down(e))? {
-            out.nudge();
-            return Ok(());
+        if !(out.single_copy && payload.len() >= self.config.single_copy_min_bytes) {
+            return out.put(header.encode(), payload);
         }
-        if out.queued_bytes + HEADER_LEN + payload.len() > QUEUE_LIMIT_BYTES {
-            return Err(TransportError::QueueFull { peer, limit: QUEUE_LIMIT_BYTES });
-        }
-        out.queued_bytes += HEADER_LEN + payload.len();
-        out.queue.push_back((h, payload));
+        // The payload stays where it is (owned bytes on the heap, a `Static` buffer by its
+        // promise) and unchanged in `exposed` until the peer has read it.
+        let from = Described { addr: payload.as_slice().as_ptr() as u64, len: payload.len() as u32 };
+        let described = Header { flags: header.flags | FLAG_DESCRIBED, payload_len: Described::LEN as u32, ..*header };
+        out.put(described.encode(), Payload::Owned(from.encode()))?;
+        out.exposed_bytes += payload.len();
+        out.exposed_count += 1;
+        out.exposed.push_back(payload);
         Ok(())
     }
 
     fn progress(&mut self, events: &mut Vec<Event>) -> TransportResult<()> {
         for out in &mut self.outbound {
+            if !out.exposed.is_empty() {
+                out.release_read()?;
+            }
             if !out.queue.is_empty() && out.flush()? {
                 out.nudge();
             }
         }
         let n = self.inbound.len();
         for j in 0..n {
-            self.read_from((self.next_start + j) % n, events);
+            let k = (self.next_start + j) % n;
+            if self.read_from(k, events).payloads {
+                // A sender waiting to let go of its payloads (a drain) may be asleep.
+                let peer = self.inbound[k].peer;
+                if let Some(out) = self.outbound.iter().find(|o| o.peer == peer) {
+                    out.nudge();
+                }
+            }
         }
         if n > 0 {
             self.next_start = (self.next_start + 1) % n;
@@ -397,8 +774,10 @@ impl Transport for ShmTransport {
         Ok(())
     }
 
+    /// Frame bytes not yet in a ring, and payloads the peers have not finished reading: a
+    /// drain must wait for both.
     fn queued_bytes(&self) -> usize {
-        self.outbound.iter().map(|o| o.queued_bytes).sum()
+        self.outbound.iter().map(|o| o.queued_bytes + o.exposed_bytes).sum()
     }
 
     fn waker(&self) -> Option<Waker> {
@@ -411,6 +790,34 @@ impl Transport for ShmTransport {
             }
         }))
     }
+
+    fn ask_placement(&mut self) {
+        self.ask_placement = true;
+    }
+
+    fn place(&mut self, peer: PeerId, token: u64, at: Option<Placement>) -> TransportResult<()> {
+        let what = || format!("placing payload {token} from rank {peer}");
+        let reading = self.inbound.iter_mut().find(|i| i.peer == peer).and_then(|i| i.reading.as_mut());
+        let Some(r) = reading.filter(|r| r.token == token && matches!(r.target, Target::Undecided)) else {
+            return Err(TransportError::Io { context: what(), source: std::io::Error::other("no such read waits") });
+        };
+        r.target = match at {
+            None => Target::Own,
+            Some(at) if at.len == r.from.len as usize => Target::User(at),
+            Some(at) => {
+                let why = format!("{} bytes offered for {}", at.len, r.from.len);
+                return Err(TransportError::Io { context: what(), source: std::io::Error::other(why) });
+            }
+        };
+        Ok(())
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("single-copy peers", self.single_copy_peers().len() as u64),
+            ("single-copy reads", self.single_copy_reads),
+        ]
+    }
 }
 
 #[cfg(test)]
@@ -418,12 +825,21 @@ mod tests {
     use super::*;
     use crate::wire::FrameKind;
 
-    /// Ranks 0..n of one process, wired to each other through real segments.
+    fn config(max_frame: usize, copy: CopyMode) -> ShmConfig {
+        ShmConfig { max_frame, copy, single_copy_min_bytes: 16 << 10 }
+    }
+
+    /// Ranks 0..n of one process, wired to each other through real segments, large payloads
+    /// through the rings.
     fn mesh(n: u32, max_frame: usize, tag: &str) -> Vec<ShmTransport> {
+        mesh_with(n, config(max_frame, CopyMode::Two), tag)
+    }
+
+    fn mesh_with(n: u32, config: ShmConfig, tag: &str) -> Vec<ShmTransport> {
         let mut eps: Vec<ShmEndpoint> = (0..n)
             .map(|r| {
                 let peers: Vec<PeerId> = (0..n).filter(|&p| p != r).collect();
-                ShmEndpoint::create(r, &peers, max_frame, tag).unwrap()
+                ShmEndpoint::create(r, &peers, config.clone(), tag).unwrap()
             })
             .collect();
         let names: Vec<String> = eps.iter().map(|e| e.segment_name().to_string()).collect();
@@ -532,13 +948,13 @@ mod tests {
 
     #[test]
     fn a_segment_for_someone_else_is_refused_and_nothing_stays_in_dev_shm() {
-        let mut a = ShmEndpoint::create(0, &[1], 4096, "t-refuse").unwrap();
-        let b = ShmEndpoint::create(1, &[2], 4096, "t-refuse").unwrap();
+        let mut a = ShmEndpoint::create(0, &[1], config(4096, CopyMode::Auto), "t-refuse").unwrap();
+        let b = ShmEndpoint::create(1, &[2], config(4096, CopyMode::Auto), "t-refuse").unwrap();
         let err = a.attach(1, b.segment_name()).unwrap_err();
         assert!(err.contains("has no ring for rank 0"), "{err}");
         let err = a.attach(2, b.segment_name()).unwrap_err();
         assert!(err.contains("belongs to rank 1"), "{err}");
-        let c = ShmEndpoint::create(1, &[0], 1 << 20, "t-refuse2").unwrap();
+        let c = ShmEndpoint::create(1, &[0], config(1 << 20, CopyMode::Auto), "t-refuse2").unwrap();
         let err = a.attach(1, c.segment_name()).unwrap_err();
         assert!(err.contains("rings of"), "{err}");
         let names = [a.segment_name().to_string(), b.segment_name().to_string(), c.segment_name().to_string()];
@@ -560,5 +976,123 @@ mod tests {
             matches!(&events[..], [Event::LinkDown { peer: 0, reason }] if reason.contains("malformed")),
             "{events:?}"
         );
+    }
+
+    /// Drives `from` and `to` until `to` reports an event, and returns those events.
+    fn next_events(t: &mut [ShmTransport], from: usize, to: usize) -> Vec<Event> {
+        for _ in 0..1000 {
+            let mut events = Vec::new();
+            t[from].progress(&mut events).unwrap();
+            assert!(events.is_empty(), "{events:?}");
+            t[to].progress(&mut events).unwrap();
+            if !events.is_empty() {
+                return events;
+            }
+        }
+        panic!("no event at rank {to}");
+    }
+
+    /// Large payloads cross by one copy from the sender's memory: into the buffer the runtime
+    /// names when it places them, into the transport's own otherwise. The sender keeps each
+    /// payload (counted as queued, so a drain waits) until the receiver has read it; small
+    /// frames keep their order around the large ones.
+    #[test]
+    fn a_large_payload_is_read_from_the_senders_memory_where_the_runtime_places_it() {
+        let mut t = mesh_with(2, config(64 << 10, CopyMode::Auto), "t-single");
+        assert_eq!(t[1].single_copy_peers(), vec![0], "this process can read itself");
+        t[1].ask_placement();
+        let (h_big, p_big) = frame(0, 1, 200_000);
+        let want = p_big.as_slice().to_vec();
+        let (h_small, p_small) = frame(0, 2, 100);
+        t[0].send(1, &h_big, p_big).unwrap();
+        t[0].send(1, &h_small, p_small).unwrap();
+        assert_eq!(t[0].queued_bytes(), 200_000, "the payload waits in the sender's memory");
+        let events = next_events(&mut t, 0, 1);
+        let [Event::Incoming { peer: 0, token, header }] = events.as_slice() else { panic!("{events:?}") };
+        assert_eq!(header.payload_len, 200_000);
+        assert_eq!(header.flags & FLAG_DESCRIBED, 0, "the transport's own flag is not the runtime's");
+        let mut buf = vec![0u8; 200_000];
+        t[1].place(0, *token, Some(Placement { ptr: buf.as_mut_ptr(), len: buf.len() })).unwrap();
+        let events = next_events(&mut t, 0, 1);
+        let [Event::Frame { header: placed, payload, .. }, Event::Frame { header: small, .. }] = events.as_slice()
+        else {
+            panic!("{events:?}")
+        };
+        assert!(placed.flags & wire::FLAG_PLACED != 0 && payload.is_empty() && placed.seq == 1);
+        assert_eq!(small.seq, 2, "the small frame after the large one, in order");
+        assert_eq!(buf, want);
+        t[0].progress(&mut Vec::new()).unwrap();
+        assert_eq!(t[0].queued_bytes(), 0, "read, so let go");
+        assert_eq!(t[1].counters()[1], ("single-copy reads", 1));
+
+        // Not placed: the transport reads it into a buffer of its own.
+        let (h_big, p_big) = frame(0, 3, 50_000);
+        let want = p_big.as_slice().to_vec();
+        t[0].send(1, &h_big, p_big).unwrap();
+        let events = next_events(&mut t, 0, 1);
+        let [Event::Incoming { token, .. }] = events.as_slice() else { panic!("{events:?}") };
+        t[1].place(0, *token, None).unwrap();
+        let err = t[1].place(0, *token, None).unwrap_err();
+        assert!(err.to_string().contains("no such read waits"), "{err}");
+        let events = next_events(&mut t, 0, 1);
+        let [Event::Frame { header, payload, .. }] = events.as_slice() else { panic!("{events:?}") };
+        assert_eq!((header.flags & wire::FLAG_PLACED, payload), (0, &want));
+    }
+
+    /// Copy mode `two`, or a peer whose memory cannot be read: every payload goes through
+    /// the rings, and forcing single copy then is an error that names the peer.
+    #[test]
+    fn a_peer_that_cannot_be_read_gets_its_payloads_through_the_ring() {
+        let mut t = mesh_with(2, config(64 << 10, CopyMode::Two), "t-two");
+        assert!(t[1].single_copy_peers().is_empty());
+        let (h, p) = frame(0, 1, 60_000);
+        let want = p.as_slice().to_vec();
+        t[0].send(1, &h, p).unwrap();
+        let events = next_events(&mut t, 0, 1);
+        assert!(matches!(events.as_slice(), [Event::Frame { payload, .. }] if *payload == want), "{events:?}");
+
+        for copy in [CopyMode::Auto, CopyMode::Single] {
+            let mut a = ShmEndpoint::create(0, &[1], config(4096, copy), "t-unreadable").unwrap();
+            let b = ShmEndpoint::create(1, &[0], config(4096, copy), "t-unreadable").unwrap();
+            // Rank 1's header names a process that does not exist.
+            // SAFETY: rank 1's header page, which no one else reads or writes now.
+            unsafe { std::ptr::write(b.own.as_ptr().add(OWNER_PID) as *mut u32, u32::MAX / 2) };
+            a.attach(1, b.segment_name()).unwrap();
+            assert_eq!(a.unreadable().len(), 1);
+            assert!(a.unreadable()[0].1.contains("process_vm_readv of process"), "{:?}", a.unreadable());
+            let forced = a.check_single_copy();
+            match copy {
+                CopyMode::Single => {
+                    let e = forced.unwrap_err();
+                    assert!(e.contains("single copy was forced, but rank 0 cannot read rank 1's memory"), "{e}");
+                }
+                _ => forced.unwrap(),
+            }
+        }
+    }
+
+    /// A peer that describes a payload to a rank that said it cannot read it, or that claims
+    /// more reads than were described, takes its link down.
+    #[test]
+    fn described_payloads_and_read_counts_from_a_broken_peer_are_refused() {
+        let mut t = mesh_with(2, config(64 << 10, CopyMode::Two), "t-lie");
+        let (mut h, _) = frame(0, 1, 0);
+        h.flags |= FLAG_DESCRIBED;
+        h.payload_len = Described::LEN as u32;
+        let d = Described { addr: 4096, len: 100 }.encode();
+        t[0].outbound[0].put(h.encode(), Payload::Owned(d)).unwrap();
+        let events = next_events(&mut t, 0, 1);
+        assert!(
+            matches!(&events[..], [Event::LinkDown { peer: 0, reason }] if reason.contains("cannot read")),
+            "{events:?}"
+        );
+
+        let mut t = mesh_with(2, config(64 << 10, CopyMode::Auto), "t-lie2");
+        t[1].inbound[0].rx.set_note(NOTE_READS_DONE, 3);
+        let (h, p) = frame(0, 1, 20_000);
+        t[0].send(1, &h, p).unwrap();
+        let err = t[0].progress(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("says it read 3 payloads"), "{err}");
+        assert!(Described::decode(&[0; 15]).is_err() && Described::decode(&[0; 16]).is_err());
     }
 }

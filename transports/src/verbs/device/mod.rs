@@ -148,9 +148,9 @@ const WR_SEND: u64 = 2;
 const WR_CREDIT: u64 = 3;
 const WR_READ: u64 = 4;
 
-/// In a frame's header flags (which the runtime leaves zero): the payload is not in the
-/// stream but a [`ReadDescriptor`] of where the peer may read it.
-const FLAG_READ: u32 = 1 << 31;
+/// In a frame's header flags: the payload is not in the stream but a [`ReadDescriptor`] of
+/// where the peer may read it.
+const FLAG_READ: u32 = wire::FLAG_DESCRIBED;
 /// Bytes of a credit word: re-posted buffers, then payloads read (two running counts).
 const CREDIT_WORD_LEN: usize = 8;
 
