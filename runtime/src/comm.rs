@@ -1,6 +1,6 @@
 //! Groups and communicators (MPI-3.1 chapter 6) and Cartesian topologies (§7.5).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use crate::error::{err, ErrorClass, MpiResult};
@@ -9,7 +9,7 @@ use crate::error::{err, ErrorClass, MpiResult};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     members: Vec<u32>,
-    index: HashMap<u32, i32>,
+    index: FxHashMap<u32, i32>,
 }
 
 /// `MPI_IDENT`, `MPI_CONGRUENT`, `MPI_SIMILAR`, `MPI_UNEQUAL` (§6.3.1, §6.4.1).
@@ -23,7 +23,7 @@ pub enum Comparison {
 
 impl Group {
     pub fn new(members: Vec<u32>) -> MpiResult<Group> {
-        let mut index = HashMap::with_capacity(members.len());
+        let mut index = FxHashMap::with_capacity_and_hasher(members.len(), Default::default());
         for (i, &m) in members.iter().enumerate() {
             if index.insert(m, i as i32).is_some() {
                 return err(ErrorClass::Group, format!("process {m} appears twice in a group"));
@@ -33,7 +33,7 @@ impl Group {
     }
 
     pub fn empty() -> Group {
-        Group { members: Vec::new(), index: HashMap::new() }
+        Group { members: Vec::new(), index: FxHashMap::default() }
     }
 
     pub fn size(&self) -> i32 {

@@ -249,7 +249,8 @@ impl Engine {
     fn send_queued(&mut self, lost: &mut Vec<(PeerId, String)>) -> MpiResult<bool> {
         let Some(transport) = self.transport.as_mut() else { return Ok(false) };
         let mut sent = false;
-        while transport.queued_bytes() < self.send_window_bytes {
+        // The outbox first: it is empty on most rounds of a wait, and cheaper to look at.
+        while self.core.has_transmit() && transport.queued_bytes() < self.send_window_bytes {
             let Some(t) = self.core.poll_transmit() else { break };
             match transport.send(t.peer, &t.header, t.payload) {
                 Ok(()) => sent = true,
@@ -319,6 +320,10 @@ impl Engine {
     /// once drained, or rediscovers and reconnects on resume. Cheap when nothing is asked.
     pub fn switch_step(&mut self) -> MpiResult<()> {
         let Some(sw) = self.switch.as_ref() else { return Ok(()) };
+        // The data path's check, once per progress round: two loads, no lock.
+        if sw.shared.is_running() && !sw.shared.is_pending() {
+            return Ok(());
+        }
         let shared = sw.shared.clone();
         match shared.phase() {
             Phase::Running => {
@@ -440,7 +445,7 @@ impl Engine {
 
     /// Whether a switch holds the data path (draining, detached or reconnecting).
     pub fn switching(&self) -> bool {
-        self.switch.as_ref().is_some_and(|s| s.shared.phase() != Phase::Running)
+        self.switch.as_ref().is_some_and(|s| !s.shared.is_running())
     }
 
     /// Drives progress until `done` holds, spinning, then yielding, then sleeping.

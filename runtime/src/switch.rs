@@ -114,6 +114,9 @@ pub struct SwitchShared {
     changed: Condvar,
     /// Set while a command waits for the engine: the one check on the data path.
     pending: AtomicBool,
+    /// Whether the phase is `Running` (written with it, under the lock), so that the data
+    /// path's check takes no lock.
+    running: AtomicBool,
     /// Set at `MPI_Finalize`: the control thread leaves quietly.
     shutdown: AtomicBool,
     /// Ends the engine's sleep in the transport's `poll(2)` when a command arrives.
@@ -154,6 +157,7 @@ impl Default for SwitchShared {
             }),
             changed: Condvar::new(),
             pending: AtomicBool::new(false),
+            running: AtomicBool::new(true),
             shutdown: AtomicBool::new(false),
             waker: Mutex::new(None),
             clock: Box::new(Instant::now),
@@ -212,6 +216,11 @@ impl SwitchShared {
         self.pending.load(Ordering::Acquire)
     }
 
+    /// Whether the phase is `Running`, without the lock.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
     pub fn phase(&self) -> Phase {
         self.inner.lock().phase
     }
@@ -246,6 +255,7 @@ impl SwitchShared {
     pub(crate) fn reached(&self, phase: Phase, epoch: u32) {
         let mut g = self.inner.lock();
         g.phase = phase;
+        self.running.store(phase == Phase::Running, Ordering::Release);
         g.epoch = epoch;
         if matches!(phase, Phase::Detached | Phase::Running) {
             let now = (self.clock)();
@@ -310,6 +320,7 @@ impl SwitchShared {
     pub(crate) fn failed(&self, why: String) {
         let mut g = self.inner.lock();
         g.phase = Phase::Failed;
+        self.running.store(false, Ordering::Release);
         g.error = Some(why);
         self.changed.notify_all();
     }

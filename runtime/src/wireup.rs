@@ -447,7 +447,7 @@ fn connect_data_path(
         }
     }
     let tcp = endpoint.connect_all(&tcp_peers, timeout).map_err(|e| boot_err("connect", e))?;
-    let tcp_ranks = tcp_peers.iter().map(|&(r, _)| r).collect();
+    let tcp_ranks: Vec<u32> = tcp_peers.iter().map(|&(r, _)| r).collect();
     // Always behind `Routed`, even with TCP alone: it counts what each network carried.
     let mut parts: Vec<(Box<dyn Transport>, Vec<u32>)> = Vec::new();
     if let Some((t, peers)) = shm {
@@ -460,7 +460,11 @@ fn connect_data_path(
         boot.fence(timeout).map_err(|e| boot_err("fence after verbs connect", e))?;
         parts.push((Box::new(verbs), verbs_peers.keys().copied().collect()));
     }
-    parts.push((Box::new(tcp), tcp_ranks));
+    // A TCP transport that carries no peer (all on shared memory or verbs) would only cost
+    // every progress round a look at it.
+    if !tcp_ranks.is_empty() || parts.is_empty() {
+        parts.push((Box::new(tcp), tcp_ranks));
+    }
     Ok(Box::new(Routed::new(parts)))
 }
 

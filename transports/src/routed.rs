@@ -3,7 +3,6 @@
 //! sees a single [`Transport`]. Dropping it drops every transport it holds, which is the
 //! detach of all of them.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::{
@@ -13,8 +12,8 @@ use crate::{
 pub struct Routed {
     /// The transports, best first.
     transports: Vec<Box<dyn Transport>>,
-    /// Index into `transports` for each peer.
-    route: HashMap<PeerId, usize>,
+    /// Index into `transports` for each peer, by rank (looked up once per frame sent).
+    route: Vec<Option<usize>>,
     /// Frame bytes (header and payload) handed to each transport, so that `ctl status` can
     /// show which network carried the data, not just which one was chosen.
     sent_bytes: Vec<u64>,
@@ -25,16 +24,20 @@ pub struct Routed {
 impl Routed {
     /// `transports` with the peers each one carries; a peer listed twice goes by the first.
     pub fn new(parts: Vec<(Box<dyn Transport>, Vec<PeerId>)>) -> Routed {
-        let mut route = HashMap::new();
+        let mut route = Vec::new();
         let mut transports = Vec::with_capacity(parts.len());
         for (i, (t, peers)) in parts.into_iter().enumerate() {
             for p in peers {
-                route.entry(p).or_insert(i);
+                let p = p as usize;
+                if route.len() <= p {
+                    route.resize(p + 1, None);
+                }
+                route[p].get_or_insert(i);
             }
             transports.push(t);
         }
         let sent_bytes = vec![0; transports.len()];
-        let mut carriers: Vec<usize> = route.values().copied().collect();
+        let mut carriers: Vec<usize> = route.iter().flatten().copied().collect();
         carriers.sort_unstable();
         carriers.dedup();
         let sole_carrier = match carriers.as_slice() {
@@ -46,7 +49,11 @@ impl Routed {
 
     /// The kind of transport that carries `peer`.
     pub fn kind_for(&self, peer: PeerId) -> Option<TransportKind> {
-        self.route.get(&peer).map(|&i| self.transports[i].kind())
+        self.carrier(peer).map(|i| self.transports[i].kind())
+    }
+
+    fn carrier(&self, peer: PeerId) -> Option<usize> {
+        self.route.get(peer as usize).copied().flatten()
     }
 }
 
@@ -58,7 +65,7 @@ impl Transport for Routed {
 
     fn summary(&self) -> String {
         let mut counts: Vec<(TransportKind, usize)> = Vec::new();
-        for &i in self.route.values() {
+        for &i in self.route.iter().flatten() {
             let k = self.transports[i].kind();
             match counts.iter_mut().find(|(c, _)| *c == k) {
                 Some((_, n)) => *n += 1,
@@ -95,7 +102,7 @@ impl Transport for Routed {
     }
 
     fn send(&mut self, peer: PeerId, header: &wire::Header, payload: Payload) -> TransportResult<()> {
-        let &i = self.route.get(&peer).ok_or(TransportError::NoRoute { peer })?;
+        let i = self.carrier(peer).ok_or(TransportError::NoRoute { peer })?;
         let bytes = (wire::HEADER_LEN + payload.len()) as u64;
         self.transports[i].send(peer, header, payload)?;
         self.sent_bytes[i] += bytes;
@@ -129,7 +136,7 @@ impl Transport for Routed {
     }
 
     fn place(&mut self, peer: PeerId, token: u64, at: Option<Placement>) -> TransportResult<()> {
-        let &i = self.route.get(&peer).ok_or(TransportError::NoRoute { peer })?;
+        let i = self.carrier(peer).ok_or(TransportError::NoRoute { peer })?;
         self.transports[i].place(peer, token, at)
     }
 

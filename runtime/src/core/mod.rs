@@ -38,7 +38,9 @@
 //!   for that with `FLAG_CONFIRM`); chunks of an owned buffer share it, and the send completes
 //!   when they are queued.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use kawarimi_transports::wire::{FrameKind, Header, FLAG_CONFIRM, FLAG_PLACED, FLAG_REPLAY, MAX_PAYLOAD_LEN};
 use kawarimi_transports::{Payload, PeerId, Placement};
@@ -228,7 +230,7 @@ pub struct Core {
     epoch: u32,
     config: CoreConfig,
     channels: Vec<Channel>,
-    requests: HashMap<ReqId, Req>,
+    requests: FxHashMap<ReqId, Req>,
     next_req_id: ReqId,
     /// Receives not yet matched, in posting order.
     posted: VecDeque<ReqId>,
@@ -246,7 +248,7 @@ pub struct Core {
     /// Frames emitted after this rank's drain markers, in order, for after the switch.
     held: VecDeque<Transmit>,
     /// Messages taken by a matched probe, waiting for their `mrecv`.
-    probed: HashMap<u64, Unexpected>,
+    probed: FxHashMap<u64, Unexpected>,
     /// Frames kept unconfirmed, over all channels (bounded like the outbox).
     unconfirmed_frames: usize,
     /// Peers whose frames went missing, and how, for the engine to have repaired.
@@ -264,7 +266,7 @@ impl Core {
             epoch: 0,
             config,
             channels: (0..size).map(|_| Channel::default()).collect(),
-            requests: HashMap::new(),
+            requests: FxHashMap::default(),
             next_req_id: 1,
             posted: VecDeque::new(),
             unexpected: VecDeque::new(),
@@ -274,7 +276,7 @@ impl Core {
             detached: Vec::new(),
             holding: false,
             held: VecDeque::new(),
-            probed: HashMap::new(),
+            probed: FxHashMap::default(),
             unconfirmed_frames: 0,
             gaps: Vec::new(),
         }
