@@ -10,6 +10,7 @@
 //! after, so the algorithms never see a type map.
 
 use crate::comm::Comm;
+use crate::core::{RecvBuf, SendData};
 use crate::engine::Engine;
 use crate::error::{err, ErrorClass, MpiResult};
 use crate::intercoll;
@@ -245,19 +246,22 @@ pub fn allgatherv_schedule<'a>(comm: &Comm, mine: Vec<u8>, lens: &[usize]) -> Mp
 }
 
 /// §5.8 `MPI_Alltoall(v,w)`: every pair exchanges directly; all receives are posted first.
-/// `send[i]` goes to rank i; `recv_lens[i]` is expected from rank i, into returned slot i.
-pub fn alltoallv_schedule<'a>(comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[usize]) -> (Schedule<'a>, Vec<Slot>) {
+/// `send[i]` goes to rank i and `recv[i]` takes what rank i sends, each straight from or into
+/// the application's memory when given as such (no staging copy); a staged receive's bytes
+/// are in returned slot i.
+pub fn alltoallv_schedule<'a>(comm: &Comm, send: Vec<SendData>, recv: Vec<RecvBuf>) -> (Schedule<'a>, Vec<Slot>) {
     if comm.is_inter() {
-        return intercoll::alltoallv_schedule(comm, send, recv_lens);
+        return intercoll::alltoallv_schedule(comm, send, recv);
     }
     let mut s = Schedule::new(comm, kind::ALLTOALL);
     let (n, r) = (comm.size(), comm.rank);
-    let recv_slots: Vec<Slot> = (0..n).map(|_| s.slot(Vec::new())).collect();
-    let send_slots: Vec<Slot> = send.into_iter().map(|b| s.slot(b)).collect();
+    let lens: Vec<usize> = recv.iter().map(RecvBuf::len).collect();
+    let recv_slots: Vec<Slot> = recv.into_iter().map(|b| s.slot_receiving(b)).collect();
+    let send_slots: Vec<Slot> = send.into_iter().map(|d| s.slot_sending(d)).collect();
     for i in 0..n {
         // Start with the nearest ranks so that pairs proceed in step rather than all at rank 0.
         let src = (r - i + n) % n;
-        s.recv(src, recv_slots[src as usize], recv_lens[src as usize]);
+        s.recv(src, recv_slots[src as usize], lens[src as usize]);
     }
     for i in 0..n {
         let dst = (r + i) % n;
@@ -357,7 +361,9 @@ pub fn allgatherv(e: &mut Engine, comm: &Comm, mine: &[u8], lens: &[usize]) -> M
 }
 
 pub fn alltoallv(e: &mut Engine, comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
-    run_many(e, alltoallv_schedule(comm, send, recv_lens))
+    let send = send.into_iter().map(SendData::Owned).collect();
+    let recv = recv_lens.iter().map(|&len| RecvBuf::Owned(vec![0; len])).collect();
+    run_many(e, alltoallv_schedule(comm, send, recv))
 }
 
 pub fn scan(e: &mut Engine, comm: &Comm, buf: &mut [u8], op: &dyn Reducer, exclusive: bool) -> MpiResult<()> {

@@ -13,6 +13,7 @@
 //! the gathers, scatters and all-to-alls exchange directly between the processes concerned.
 
 use crate::comm::Comm;
+use crate::core::{RecvBuf, SendData};
 use crate::sched::{bcast_steps, kind, reduce_steps, Reducer, Schedule, Slot};
 
 /// A process's part in a rooted collective on an inter-communicator.
@@ -207,13 +208,19 @@ pub fn allgatherv_schedule<'a>(comm: &Comm, mine: Vec<u8>, lens: &[usize]) -> (S
     (s, slots)
 }
 
-/// `MPI_Alltoall(v,w)`: `send[q]` goes to remote rank `q`; `recv_lens[q]` bytes come from it
-/// into returned slot `q`.
-pub fn alltoallv_schedule<'a>(comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[usize]) -> (Schedule<'a>, Vec<Slot>) {
+/// `MPI_Alltoall(v,w)`: `send[q]` goes to remote rank `q`; `recv[q]` takes what comes from it
+/// (a staged receive's bytes in returned slot `q`).
+pub fn alltoallv_schedule<'a>(comm: &Comm, send: Vec<SendData>, recv: Vec<RecvBuf>) -> (Schedule<'a>, Vec<Slot>) {
     let mut s = Schedule::new(comm, kind::ALLTOALL);
-    let recv_slots = recv_from_each_remote(&mut s, comm, recv_lens);
+    let mut recv_slots = Vec::with_capacity(recv.len());
+    for (q, buf) in recv.into_iter().enumerate() {
+        let len = buf.len();
+        let slot = s.slot_receiving(buf);
+        s.recv(remote(comm, q as i32), slot, len);
+        recv_slots.push(slot);
+    }
     for (q, part) in send.into_iter().enumerate() {
-        let slot = s.slot(part);
+        let slot = s.slot_sending(part);
         s.send_last(remote(comm, q as i32), slot);
     }
     (s, recv_slots)

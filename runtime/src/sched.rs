@@ -33,6 +33,14 @@ impl<R: Reducer + ?Sized> Reducer for &R {
 /// A buffer of a schedule.
 pub type Slot = usize;
 
+/// A slot whose bytes are not the schedule's own: what a send step sends as it is (the
+/// application's buffer, so no staging copy is made), or where a receive step lands (the
+/// application's buffer, which then holds the bytes and leaves the slot empty).
+enum Outside {
+    Send(SendData),
+    Recv(RecvBuf),
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Step {
     /// Sends the current contents of `slot` to rank `to` of the communicator; `moved`: the
@@ -59,6 +67,8 @@ pub struct Schedule<'a> {
     /// World rank of each communicator rank.
     peers: Vec<u32>,
     slots: Vec<Vec<u8>>,
+    /// Per slot: memory outside the schedule that the slot stands for, if any.
+    outside: Vec<Option<Outside>>,
     steps: Vec<Step>,
     next: usize,
     /// Posted and not yet completed: the request, and for a receive where it goes.
@@ -123,6 +133,7 @@ impl<'a> Schedule<'a> {
             tag_source: None,
             peers,
             slots: Vec::new(),
+            outside: Vec::new(),
             steps: Vec::new(),
             next: 0,
             pending: Vec::new(),
@@ -138,7 +149,27 @@ impl<'a> Schedule<'a> {
 
     pub fn slot(&mut self, bytes: Vec<u8>) -> Slot {
         self.slots.push(bytes);
+        self.outside.push(None);
         self.slots.len() - 1
+    }
+
+    /// A slot that sends `data` as it is: the application's contiguous buffer
+    /// ([`SendData::Static`]) goes to the peer without a staging copy. Only send steps may
+    /// use it.
+    pub fn slot_sending(&mut self, data: SendData) -> Slot {
+        let slot = self.slot(Vec::new());
+        self.outside[slot] = Some(Outside::Send(data));
+        slot
+    }
+
+    /// A slot whose receive lands in `buf`: in the application's buffer
+    /// ([`RecvBuf::Static`], straight from the transport where it can place it; the slot
+    /// then stays empty), or in a staging buffer that becomes the slot's bytes. Only one
+    /// receive step may use it.
+    pub fn slot_receiving(&mut self, buf: RecvBuf) -> Slot {
+        let slot = self.slot(Vec::new());
+        self.outside[slot] = Some(Outside::Recv(buf));
+        slot
     }
 
     pub fn set_op(&mut self, op: Box<dyn Reducer + 'a>) {
@@ -192,18 +223,28 @@ impl<'a> Schedule<'a> {
             };
             match step {
                 Step::Send { to, slot, moved } => {
-                    let bytes = if moved { std::mem::take(&mut self.slots[slot]) } else { self.slots[slot].clone() };
-                    let id = core.isend(self.peer(to)?, self.ctx, self.tag, SendData::Owned(bytes), false)?;
+                    let data = self.outgoing(slot, moved)?;
+                    let id = core.isend(self.peer(to)?, self.ctx, self.tag, data, false)?;
                     self.pending.push((id, None));
                 }
                 Step::Recv { from, slot, len } => {
-                    let id = core.irecv(self.peer(from)?, self.ctx, self.tag, RecvBuf::Owned(vec![0; len]))?;
+                    let buf = match self.outside[slot].take() {
+                        Some(Outside::Recv(buf)) => buf,
+                        None => RecvBuf::Owned(vec![0; len]),
+                        Some(Outside::Send(_)) => {
+                            return err(ErrorClass::Intern, "a schedule receives into a send slot")
+                        }
+                    };
+                    let id = core.irecv(self.peer(from)?, self.ctx, self.tag, buf)?;
                     self.pending.push((id, Some((slot, len))));
                 }
                 Step::Wait => {
                     if !self.complete_pending(core)? {
                         return Ok(false);
                     }
+                }
+                Step::Reduce { .. } | Step::Copy { .. } if self.touches_outside(step) => {
+                    return err(ErrorClass::Intern, "a schedule reduces or copies a slot it does not hold");
                 }
                 Step::Reduce { input, inout } => {
                     let op =
@@ -216,6 +257,36 @@ impl<'a> Schedule<'a> {
             }
             self.next += 1;
         }
+    }
+
+    /// What a send step of `slot` sends: the outside data it stands for, or its bytes
+    /// (moved when the slot is not used again).
+    fn outgoing(&mut self, slot: Slot, moved: bool) -> MpiResult<SendData> {
+        match self.outside[slot].take() {
+            None if moved => Ok(SendData::Owned(std::mem::take(&mut self.slots[slot]))),
+            None => Ok(SendData::Owned(self.slots[slot].clone())),
+            Some(Outside::Send(SendData::Static(s))) => {
+                // A reference: sending it again costs nothing.
+                self.outside[slot] = Some(Outside::Send(SendData::Static(s)));
+                Ok(SendData::Static(s))
+            }
+            Some(Outside::Send(SendData::Owned(v))) if !moved => {
+                let copy = v.clone();
+                self.outside[slot] = Some(Outside::Send(SendData::Owned(v)));
+                Ok(SendData::Owned(copy))
+            }
+            Some(Outside::Send(data)) => Ok(data),
+            Some(Outside::Recv(_)) => err(ErrorClass::Intern, "a schedule sends from a receive slot"),
+        }
+    }
+
+    fn touches_outside(&self, step: Step) -> bool {
+        let (a, b) = match step {
+            Step::Reduce { input, inout } => (input, inout),
+            Step::Copy { from, to } => (from, to),
+            _ => return false,
+        };
+        self.outside[a].is_some() || self.outside[b].is_some()
     }
 
     /// Takes every posted request if all have completed, storing what receives brought.
@@ -241,7 +312,9 @@ impl<'a> Schedule<'a> {
                     v.truncate(len);
                     self.slots[slot] = v;
                 }
-                _ => return err(ErrorClass::Intern, "collective receive lost its buffer"),
+                // The bytes are where the application wanted them.
+                Some(RecvBuf::Static(_)) => {}
+                None => return err(ErrorClass::Intern, "collective receive lost its buffer"),
             }
         }
         Ok(true)

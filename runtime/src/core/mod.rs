@@ -95,6 +95,18 @@ pub enum RecvBuf {
 }
 
 impl RecvBuf {
+    /// The most bytes it takes.
+    pub fn len(&self) -> usize {
+        match self {
+            RecvBuf::Static(s) => s.len(),
+            RecvBuf::Owned(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn as_mut_slice(&mut self) -> &mut [u8] {
         match self {
             RecvBuf::Static(s) => s,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kawarimi_runtime::coll::{self, Reducer};
 use kawarimi_runtime::comm::Comm;
+use kawarimi_runtime::core::{RecvBuf, SendData};
 use kawarimi_runtime::datatype::Datatype;
 use kawarimi_runtime::error::ErrorClass;
 use kawarimi_runtime::intercoll::{self, InterRoot};
@@ -13,7 +14,7 @@ use kawarimi_runtime::sched::{kind, Schedule, Slot};
 
 use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Op, MPI_Request};
 use crate::api::op::ShimReducer;
-use crate::api::p2p::{check_buffer, comm_of};
+use crate::api::p2p::{check_buffer, comm_of, send_bytes};
 use crate::export::call;
 use crate::mem::{c_array, out, user_bytes, user_bytes_mut};
 use crate::state::{fail, RequestEntry, Res, State};
@@ -504,17 +505,38 @@ unsafe fn allgatherv_plan(
 }
 
 /// The general all-to-all: part `i` of `send` goes to rank `i`, part `i` of `recv` comes
-/// from rank `i`. With `MPI_IN_PLACE` the two lists describe the same memory, which is safe
-/// because everything is packed before anything is unpacked.
-unsafe fn alltoallw_plan(c: &Comm, send: Vec<Typed>, recv: Vec<Typed>) -> Res<Plan> {
+/// from rank `i`. A contiguous part goes straight from or into the application's buffer (the
+/// transport may then copy it once, from the sender's buffer to the receiver's); the others
+/// are packed and unpacked. With `MPI_IN_PLACE` (`in_place`) the two lists describe the same
+/// memory, so every part to send is packed before anything is received.
+///
+/// # Safety
+/// As for [`Typed::contiguous_mut`], until the collective completes.
+unsafe fn alltoallw_plan(c: &Comm, send: Vec<Typed>, recv: Vec<Typed>, in_place: bool) -> Res<Plan> {
     let mut out_parts = Vec::with_capacity(send.len());
     for t in &send {
-        // SAFETY: per the contract.
-        out_parts.push(unsafe { t.pack()? });
+        out_parts.push(if in_place {
+            // SAFETY: per the contract.
+            SendData::Owned(unsafe { t.pack()? })
+        } else {
+            // SAFETY: per the contract: unmodified until the collective completes.
+            unsafe { send_bytes(t.addr as *const c_void, t.count, &t.dt)? }
+        });
     }
-    let lens: Vec<usize> = recv.iter().map(Typed::packed_len).collect();
-    let (sched, slots) = coll::alltoallv_schedule(c, out_parts, &lens);
-    let targets = slots.into_iter().zip(recv).collect();
+    let mut landing = Vec::with_capacity(recv.len());
+    let mut staged = Vec::new();
+    for (i, t) in recv.into_iter().enumerate() {
+        if t.dt.is_contiguous() {
+            // SAFETY: per the contract: the application leaves it alone until completion.
+            landing
+                .push(RecvBuf::Static(unsafe { user_bytes_mut(t.addr as *mut c_void, 0, t.packed_len() as isize)? }));
+        } else {
+            landing.push(RecvBuf::Owned(vec![0; t.packed_len()]));
+            staged.push((i, t));
+        }
+    }
+    let (sched, slots) = coll::alltoallv_schedule(c, out_parts, landing);
+    let targets = staged.into_iter().map(|(i, t)| (slots[i], t)).collect();
     Ok(Plan::new(sched, move |bufs| unpack_all(&bufs, targets)))
 }
 
@@ -728,21 +750,21 @@ coll_twins! {
         let (send, recv) = alltoall_parts(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype)?;
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
-        unsafe { alltoallw_plan(c, send, recv) }
+        unsafe { alltoallw_plan(c, send, recv, in_place(sendbuf)) }
     }
 
     fn Alltoallv / Ialltoallv[comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
         let (send, recv) = alltoallv_parts(s, c, sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype)?;
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
-        unsafe { alltoallw_plan(c, send, recv) }
+        unsafe { alltoallw_plan(c, send, recv, in_place(sendbuf)) }
     }
 
     fn Alltoallw / Ialltoallw[comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const MPI_Datatype, comm: MPI_Comm) |s, c| {
         let (send, recv) = alltoallw_parts(s, c, sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes)?;
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
-        unsafe { alltoallw_plan(c, send, recv) }
+        unsafe { alltoallw_plan(c, send, recv, in_place(sendbuf)) }
     }
 }
 
