@@ -49,43 +49,47 @@ impl EngineSwitch {
     }
 }
 
-/// How a blocked wait behaves.
+/// How a blocked wait behaves: it busy-polls, then polls with a `sched_yield` between rounds,
+/// then sleeps in the transport until data comes. Measured in time, not rounds: a round on
+/// shared memory costs tens of nanoseconds, one on TCP a system call.
 #[derive(Debug, Clone)]
 pub struct WaitPolicy {
-    /// Progress rounds that busy-poll before yielding the core.
-    pub spin_rounds: u32,
-    /// Further rounds that call `sched_yield` before sleeping.
-    pub yield_rounds: u32,
-    /// Longest single sleep in `poll(2)`; short so that a wait re-checks its condition.
+    /// How long a wait busy-polls before it starts yielding the core.
+    pub spin: Duration,
+    /// How long it then yields between rounds before it sleeps.
+    pub yield_for: Duration,
+    /// Longest single sleep in the transport; short so that a wait re-checks its condition.
     pub sleep_ms: u64,
 }
 
 impl Default for WaitPolicy {
     fn default() -> Self {
-        WaitPolicy { spin_rounds: 200, yield_rounds: 50, sleep_ms: 50 }
+        WaitPolicy { spin: Duration::from_micros(50), yield_for: Duration::from_micros(50), sleep_ms: 50 }
     }
 }
 
 impl WaitPolicy {
     /// The policy for `local_ranks` ranks sharing `cores` cores.
     ///
-    /// With a core each, a waiting rank busy-polls for a long while: the answer usually comes
+    /// With a core each, a waiting rank busy-polls for a while: the answer usually comes
     /// within microseconds and nobody else needs the core. With more ranks than cores the
-    /// rank it waits for may be waiting for this very core, so it yields after a few rounds
-    /// (each `sched_yield` still makes one progress round), and sleeps in `poll(2)` after
-    /// that. Environment overrides: `KAWARIMI_SPIN_ROUNDS`, `KAWARIMI_YIELD_ROUNDS`.
+    /// rank it waits for may be waiting for this very core, so it yields almost at once (each
+    /// `sched_yield` still makes one progress round). Either way it sleeps after a few
+    /// milliseconds, so an idle rank (blocked in `MPI_Recv` for a long computation elsewhere)
+    /// uses almost no CPU. Environment overrides: `KAWARIMI_SPIN_US`, `KAWARIMI_YIELD_US`.
     pub fn for_host(local_ranks: u32, cores: u32) -> WaitPolicy {
+        let us = Duration::from_micros;
         let mut p = if local_ranks > cores.max(1) {
-            WaitPolicy { spin_rounds: 4, yield_rounds: 400, sleep_ms: 50 }
+            WaitPolicy { spin: us(2), yield_for: us(2000), sleep_ms: 50 }
         } else {
-            WaitPolicy { spin_rounds: 20_000, yield_rounds: 100, sleep_ms: 50 }
+            WaitPolicy { spin: us(2000), yield_for: us(1000), sleep_ms: 50 }
         };
-        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u32>().ok());
-        if let Some(v) = env("KAWARIMI_SPIN_ROUNDS") {
-            p.spin_rounds = v;
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u64>().ok()).map(us);
+        if let Some(v) = env("KAWARIMI_SPIN_US") {
+            p.spin = v;
         }
-        if let Some(v) = env("KAWARIMI_YIELD_ROUNDS") {
-            p.yield_rounds = v;
+        if let Some(v) = env("KAWARIMI_YIELD_US") {
+            p.yield_for = v;
         }
         p
     }
@@ -450,7 +454,9 @@ impl Engine {
 
     /// Drives progress until `done` holds, spinning, then yielding, then sleeping.
     pub(crate) fn block_until(&mut self, mut done: impl FnMut(&mut Core) -> bool) -> MpiResult<()> {
-        let mut idle_rounds: u32 = 0;
+        // When this wait last found nothing to do after doing something. The real clock, not
+        // the engine's: this is about the core's time, and no simulator blocks here.
+        let mut idle_since: Option<Instant> = None;
         loop {
             self.switch_step()?;
             let did_work = self.progress()?;
@@ -464,15 +470,17 @@ impl Engine {
                 }
                 return Ok(());
             }
-            if did_work {
-                idle_rounds = 0;
+            // Frames the condition queued (a schedule's next sends) are work too: asleep, this
+            // rank would hold them back from peers that wait for them.
+            if did_work || self.core.has_transmit() {
+                idle_since = None;
                 continue;
             }
-            idle_rounds = idle_rounds.saturating_add(1);
+            let idle = idle_since.get_or_insert_with(Instant::now).elapsed();
             let p = &self.wait_policy;
-            if idle_rounds <= p.spin_rounds {
+            if idle < p.spin {
                 std::hint::spin_loop();
-            } else if idle_rounds <= p.spin_rounds + p.yield_rounds {
+            } else if idle < p.spin + p.yield_for {
                 std::thread::yield_now();
             } else if let Some(t) = self.transport.as_mut() {
                 // A command from the control thread wakes poll(2) through the transport's
