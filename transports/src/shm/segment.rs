@@ -18,6 +18,11 @@ use nix::fcntl::OFlag;
 use nix::sys::mman::{mmap, munmap, shm_open, shm_unlink, MapFlags, ProtFlags};
 use nix::sys::stat::Mode;
 
+/// How every segment is mapped: shared, and populated at once, so that the first frames
+/// through a ring do not each pay for the page faults of the ring's fresh pages (a 4 KiB
+/// message landed on a new page every time until the ring wrapped).
+const MAPPING: MapFlags = MapFlags::MAP_SHARED.union(MapFlags::MAP_POPULATE);
+
 use crate::process;
 
 /// Where POSIX shared memory lives on Linux.
@@ -84,7 +89,7 @@ impl Segment {
             nix::unistd::ftruncate(&fd, len as i64).map_err(io_error(format!("sizing {name} to {len} bytes")))?;
             // SAFETY: a new shared mapping of the whole object just sized; nothing else in this
             // process refers to that address range.
-            unsafe { mmap(None, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, &fd, 0) }
+            unsafe { mmap(None, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MAPPING, &fd, 0) }
                 .map_err(io_error(format!("mapping {name}")))
         })();
         match mapped {
@@ -123,9 +128,8 @@ impl Segment {
         }
         let size = NonZeroUsize::new(len).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "empty segment"))?;
         // SAFETY: a new shared mapping of the whole object, whose size was just checked.
-        let ptr =
-            unsafe { mmap(None, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, &fd, 0) }
-                .map_err(io_error(format!("mapping {name}")))?;
+        let ptr = unsafe { mmap(None, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MAPPING, &fd, 0) }
+            .map_err(io_error(format!("mapping {name}")))?;
         Ok(Segment { name: name.to_string(), ptr, len, owned_name: false })
     }
 
