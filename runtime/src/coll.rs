@@ -15,7 +15,7 @@ use crate::engine::Engine;
 use crate::error::{err, ErrorClass, MpiResult};
 use crate::intercoll;
 pub use crate::sched::Reducer;
-use crate::sched::{bcast_steps, kind, reduce_steps, Schedule, Slot};
+use crate::sched::{bcast_steps, kind, reduce_steps, Outside, Schedule, Slot};
 
 /// Runs a schedule to completion (a blocking collective); returns its buffers.
 pub fn run(e: &mut Engine, mut s: Schedule<'_>) -> MpiResult<Vec<Vec<u8>>> {
@@ -58,11 +58,13 @@ pub fn barrier_schedule<'a>(comm: &Comm) -> Schedule<'a> {
     s
 }
 
-/// §5.4 `MPI_Bcast`: binomial tree rooted at `root`; the result is in the returned slot.
-pub fn bcast_schedule<'a>(comm: &Comm, root: i32, buf: Vec<u8>) -> (Schedule<'a>, Slot) {
+/// §5.4 `MPI_Bcast`: binomial tree rooted at `root`. `buf` is what the root sends
+/// ([`Outside::Send`]) or where every other rank receives ([`Outside::Recv`]); a staged
+/// receive's bytes are in the returned slot.
+pub fn bcast_schedule<'a>(comm: &Comm, root: i32, buf: Outside) -> (Schedule<'a>, Slot) {
     let mut s = Schedule::new(comm, kind::BCAST);
     let len = buf.len();
-    let data = s.slot(buf);
+    let data = s.slot_outside(buf);
     bcast_steps(&mut s, comm.size(), comm.rank, root, data, len);
     (s, data)
 }
@@ -256,8 +258,8 @@ pub fn alltoallv_schedule<'a>(comm: &Comm, send: Vec<SendData>, recv: Vec<RecvBu
     let mut s = Schedule::new(comm, kind::ALLTOALL);
     let (n, r) = (comm.size(), comm.rank);
     let lens: Vec<usize> = recv.iter().map(RecvBuf::len).collect();
-    let recv_slots: Vec<Slot> = recv.into_iter().map(|b| s.slot_receiving(b)).collect();
-    let send_slots: Vec<Slot> = send.into_iter().map(|d| s.slot_sending(d)).collect();
+    let recv_slots: Vec<Slot> = recv.into_iter().map(|b| s.slot_outside(Outside::Recv(b))).collect();
+    let send_slots: Vec<Slot> = send.into_iter().map(|d| s.slot_outside(Outside::Send(d))).collect();
     for i in 0..n {
         // Start with the nearest ranks so that pairs proceed in step rather than all at rank 0.
         let src = (r - i + n) % n;
@@ -320,8 +322,15 @@ pub fn barrier(e: &mut Engine, comm: &Comm) -> MpiResult<()> {
 }
 
 pub fn bcast(e: &mut Engine, comm: &Comm, root: i32, buf: &mut [u8]) -> MpiResult<()> {
-    let got = run_one(e, bcast_schedule(comm, root, buf.to_vec()))?;
-    buf.copy_from_slice(&got);
+    let part = if comm.rank == root {
+        Outside::Send(SendData::Owned(buf.to_vec()))
+    } else {
+        Outside::Recv(RecvBuf::Owned(vec![0; buf.len()]))
+    };
+    let got = run_one(e, bcast_schedule(comm, root, part))?;
+    if comm.rank != root {
+        buf.copy_from_slice(&got);
+    }
     Ok(())
 }
 

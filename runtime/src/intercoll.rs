@@ -14,7 +14,7 @@
 
 use crate::comm::Comm;
 use crate::core::{RecvBuf, SendData};
-use crate::sched::{bcast_steps, kind, reduce_steps, Reducer, Schedule, Slot};
+use crate::sched::{bcast_steps, kind, reduce_steps, Outside, Reducer, Schedule, Slot};
 
 /// A process's part in a rooted collective on an inter-communicator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,12 +215,12 @@ pub fn alltoallv_schedule<'a>(comm: &Comm, send: Vec<SendData>, recv: Vec<RecvBu
     let mut recv_slots = Vec::with_capacity(recv.len());
     for (q, buf) in recv.into_iter().enumerate() {
         let len = buf.len();
-        let slot = s.slot_receiving(buf);
+        let slot = s.slot_outside(Outside::Recv(buf));
         s.recv(remote(comm, q as i32), slot, len);
         recv_slots.push(slot);
     }
     for (q, part) in send.into_iter().enumerate() {
-        let slot = s.slot_sending(part);
+        let slot = s.slot_outside(Outside::Send(part));
         s.send_last(remote(comm, q as i32), slot);
     }
     (s, recv_slots)

@@ -35,10 +35,25 @@ pub type Slot = usize;
 
 /// A slot whose bytes are not the schedule's own: what a send step sends as it is (the
 /// application's buffer, so no staging copy is made), or where a receive step lands (the
-/// application's buffer, which then holds the bytes and leaves the slot empty).
-enum Outside {
+/// application's buffer, which then holds the bytes and leaves the slot empty; later send
+/// steps of the slot send them from there).
+pub enum Outside {
     Send(SendData),
     Recv(RecvBuf),
+}
+
+impl Outside {
+    /// Bytes it sends or takes.
+    pub fn len(&self) -> usize {
+        match self {
+            Outside::Send(d) => d.len(),
+            Outside::Recv(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,22 +168,15 @@ impl<'a> Schedule<'a> {
         self.slots.len() - 1
     }
 
-    /// A slot that sends `data` as it is: the application's contiguous buffer
-    /// ([`SendData::Static`]) goes to the peer without a staging copy. Only send steps may
-    /// use it.
-    pub fn slot_sending(&mut self, data: SendData) -> Slot {
+    /// A slot that stands for `outside`. `Outside::Send`: send steps send it as it is (the
+    /// application's contiguous buffer, [`SendData::Static`], goes to the peer without a
+    /// staging copy). `Outside::Recv`: one receive step lands in it (the application's
+    /// buffer, [`RecvBuf::Static`], straight from the transport where it can place it, after
+    /// which send steps send from there; or a staging buffer that becomes the slot's bytes).
+    /// Reduce and copy steps refuse such a slot.
+    pub fn slot_outside(&mut self, outside: Outside) -> Slot {
         let slot = self.slot(Vec::new());
-        self.outside[slot] = Some(Outside::Send(data));
-        slot
-    }
-
-    /// A slot whose receive lands in `buf`: in the application's buffer
-    /// ([`RecvBuf::Static`], straight from the transport where it can place it; the slot
-    /// then stays empty), or in a staging buffer that becomes the slot's bytes. Only one
-    /// receive step may use it.
-    pub fn slot_receiving(&mut self, buf: RecvBuf) -> Slot {
-        let slot = self.slot(Vec::new());
-        self.outside[slot] = Some(Outside::Recv(buf));
+        self.outside[slot] = Some(outside);
         slot
     }
 
@@ -312,8 +320,8 @@ impl<'a> Schedule<'a> {
                     v.truncate(len);
                     self.slots[slot] = v;
                 }
-                // The bytes are where the application wanted them.
-                Some(RecvBuf::Static(_)) => {}
+                // The bytes are where the application wanted them, and are sent on from there.
+                Some(RecvBuf::Static(s)) => self.outside[slot] = Some(Outside::Send(SendData::Static(s))),
                 None => return err(ErrorClass::Intern, "collective receive lost its buffer"),
             }
         }

@@ -77,6 +77,14 @@ pub enum SendData {
 }
 
 impl SendData {
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn as_slice(&self) -> &[u8] {
         match self {
             SendData::Owned(v) => v,

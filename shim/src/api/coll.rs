@@ -10,7 +10,7 @@ use kawarimi_runtime::core::{RecvBuf, SendData};
 use kawarimi_runtime::datatype::Datatype;
 use kawarimi_runtime::error::ErrorClass;
 use kawarimi_runtime::intercoll::{self, InterRoot};
-use kawarimi_runtime::sched::{kind, Schedule, Slot};
+use kawarimi_runtime::sched::{kind, Outside, Schedule, Slot};
 
 use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Op, MPI_Request};
 use crate::api::op::ShimReducer;
@@ -245,13 +245,19 @@ unsafe fn bcast_plan(
     }
     let t = Typed::new(s, buffer, count, dt)?;
     check_root(c, root)?;
-    let is_root = c.rank == root;
-    // SAFETY: per the contract.
-    let packed = if is_root { unsafe { t.pack()? } } else { vec![0; t.packed_len()] };
-    let (sched, slot) = coll::bcast_schedule(c, root, packed);
-    if is_root {
-        return Ok(Plan::nothing_after(sched));
+    if c.rank == root {
+        // SAFETY: per the contract: unmodified until the collective completes. A contiguous
+        // buffer is sent from where it is.
+        let data = unsafe { send_bytes(buffer, t.count, &t.dt)? };
+        return Ok(Plan::nothing_after(coll::bcast_schedule(c, root, Outside::Send(data)).0));
     }
+    if t.dt.is_contiguous() {
+        // SAFETY: per the contract: the application leaves it alone until completion. The
+        // message lands there, and is forwarded to this rank's subtree from there.
+        let buf = unsafe { user_bytes_mut(buffer, 0, t.packed_len() as isize)? };
+        return Ok(Plan::nothing_after(coll::bcast_schedule(c, root, Outside::Recv(RecvBuf::Static(buf))).0));
+    }
+    let (sched, slot) = coll::bcast_schedule(c, root, Outside::Recv(RecvBuf::Owned(vec![0; t.packed_len()])));
     Ok(Plan::new(sched, unpack_slot(t, slot)))
 }
 
