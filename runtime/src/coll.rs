@@ -97,31 +97,17 @@ pub fn allreduce_schedule<'a>(comm: &Comm, buf: Vec<u8>, op: Box<dyn Reducer + '
     if comm.is_inter() {
         return intercoll::allreduce_schedule(comm, buf, op);
     }
+    let elem = op.elem_bytes();
+    if op.commutative() && elem > 0 && buf.len() >= LARGE_ALLREDUCE_BYTES && buf.len() / elem >= comm.size() as usize {
+        return allreduce_large_schedule(comm, buf, op, elem);
+    }
     let mut s = Schedule::new(comm, kind::ALLREDUCE);
     s.set_op(op);
     let (n, r) = (comm.size(), comm.rank);
     let len = buf.len();
     let acc = s.slot(buf);
     let theirs = s.slot(Vec::new());
-    let mut pof2 = 1;
-    while pof2 * 2 <= n {
-        pof2 *= 2;
-    }
-    let rem = n - pof2;
-    let newrank = if r < 2 * rem {
-        if r % 2 == 0 {
-            s.send(r + 1, acc);
-            s.wait();
-            -1
-        } else {
-            s.recv(r - 1, theirs, len);
-            s.wait();
-            s.reduce(theirs, acc);
-            r / 2
-        }
-    } else {
-        r - rem
-    };
+    let Folded { pof2, rem, newrank } = fold_in(&mut s, n, r, acc, len);
     if newrank >= 0 {
         let mut mask = 1;
         while mask < pof2 {
@@ -139,6 +125,47 @@ pub fn allreduce_schedule<'a>(comm: &Comm, buf: Vec<u8>, op: Box<dyn Reducer + '
             mask <<= 1;
         }
     }
+    fold_out(&mut s, r, rem, acc, len);
+    (s, acc)
+}
+
+/// Where a rank stands in an allreduce among the largest power of two of ranks, `pof2`:
+/// the first `2 * rem` ranks pair up, the even one of each pair folding its input into the
+/// odd one and sitting out (`newrank` -1); the others take part as `newrank`.
+struct Folded {
+    pof2: i32,
+    rem: i32,
+    newrank: i32,
+}
+
+/// The fold before an allreduce among a power of two of ranks (see [`Folded`]): rank `r` of
+/// `n` sends or takes and reduces `acc` (`len` bytes).
+fn fold_in(s: &mut Schedule<'_>, n: i32, r: i32, acc: Slot, len: usize) -> Folded {
+    let mut pof2 = 1;
+    while pof2 * 2 <= n {
+        pof2 *= 2;
+    }
+    let rem = n - pof2;
+    let newrank = if r < 2 * rem {
+        if r % 2 == 0 {
+            s.send_last(r + 1, acc);
+            s.wait();
+            -1
+        } else {
+            let theirs = s.slot(Vec::new());
+            s.recv(r - 1, theirs, len);
+            s.wait();
+            s.reduce(theirs, acc);
+            r / 2
+        }
+    } else {
+        r - rem
+    };
+    Folded { pof2, rem, newrank }
+}
+
+/// The result back to the ranks that sat out (see [`fold_in`]).
+fn fold_out(s: &mut Schedule<'_>, r: i32, rem: i32, acc: Slot, len: usize) {
     if r < 2 * rem {
         if r % 2 == 1 {
             s.send(r - 1, acc);
@@ -146,6 +173,76 @@ pub fn allreduce_schedule<'a>(comm: &Comm, buf: Vec<u8>, op: Box<dyn Reducer + '
             s.recv(r + 1, acc, len);
         }
     }
+}
+
+/// From this size a commutative allreduce moves each byte about twice rather than log2(n)
+/// times (Rabenseifner's reduce-scatter and allgather).
+const LARGE_ALLREDUCE_BYTES: usize = 64 << 10;
+
+/// A large commutative `MPI_Allreduce` (Rabenseifner): ranks beyond the largest power of two
+/// first fold their input into a neighbour, as in [`allreduce_schedule`]. Among the `p`
+/// others the buffer is cut into `p` blocks of whole elements; a reduce-scatter by recursive
+/// halving leaves each rank with one block fully reduced (each step sends the half of its
+/// blocks the partner keeps and reduces the half it keeps), and an allgather by recursive
+/// doubling brings every rank every block. Each rank sends and receives about twice the
+/// buffer in all, where recursive doubling sends all of it log2(p) times.
+fn allreduce_large_schedule<'a>(
+    comm: &Comm,
+    buf: Vec<u8>,
+    op: Box<dyn Reducer + 'a>,
+    elem: usize,
+) -> (Schedule<'a>, Slot) {
+    let mut s = Schedule::new(comm, kind::ALLREDUCE);
+    s.set_op(op);
+    let (n, r) = (comm.size(), comm.rank);
+    let len = buf.len();
+    let acc = s.slot(buf);
+    let Folded { pof2, rem, newrank } = fold_in(&mut s, n, r, acc, len);
+    if newrank >= 0 {
+        let p = pof2 as usize;
+        let real = |newdst: i32| if newdst < rem { newdst * 2 + 1 } else { newdst + rem };
+        let block_len = |k: usize| crate::sched::block_range(len, elem, p, k).len();
+        let mine = s.split(acc, p, elem);
+        let theirs: Vec<Slot> = (0..p).map(|_| s.slot(Vec::new())).collect();
+        // Reduce-scatter: the blocks [lo, lo + size) are this rank's to reduce.
+        let (mut lo, mut size) = (0usize, p);
+        let mut mask = pof2 / 2;
+        while mask > 0 {
+            let dst = real(newrank ^ mask);
+            size /= 2;
+            let (keep, give) = if newrank & mask == 0 { (lo, lo + size) } else { (lo + size, lo) };
+            for (k, &slot) in theirs.iter().enumerate().skip(keep).take(size) {
+                s.recv(dst, slot, block_len(k));
+            }
+            for k in give..give + size {
+                s.send_last(dst, mine + k);
+            }
+            s.wait();
+            for (k, &slot) in theirs.iter().enumerate().skip(keep).take(size) {
+                s.reduce(slot, mine + k);
+            }
+            lo = keep;
+            mask /= 2;
+        }
+        // Allgather: this rank holds blocks [lo, lo + size) and gets the partner's as many.
+        let mut mask = 1;
+        while mask < pof2 {
+            let dst = real(newrank ^ mask);
+            let theirs_lo = lo ^ (mask as usize);
+            for k in theirs_lo..theirs_lo + size {
+                s.recv(dst, mine + k, block_len(k));
+            }
+            for k in lo..lo + size {
+                s.send(dst, mine + k);
+            }
+            s.wait();
+            lo = lo.min(theirs_lo);
+            size *= 2;
+            mask *= 2;
+        }
+        s.join(mine, p, acc);
+    }
+    fold_out(&mut s, r, rem, acc, len);
     (s, acc)
 }
 

@@ -18,6 +18,11 @@ pub trait Reducer: Send + Sync {
     /// `inout[i] = input[i] op inout[i]` (MPI-3.1 §5.9.5 argument order).
     fn reduce(&self, input: &[u8], inout: &mut [u8]) -> MpiResult<()>;
     fn commutative(&self) -> bool;
+    /// Bytes of one element it reduces: a buffer may be cut into blocks at multiples of it
+    /// and each block reduced on its own. 0 (the default): never cut.
+    fn elem_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// A borrowed reducer serves a blocking collective's schedule.
@@ -27,6 +32,9 @@ impl<R: Reducer + ?Sized> Reducer for &R {
     }
     fn commutative(&self) -> bool {
         (**self).commutative()
+    }
+    fn elem_bytes(&self) -> usize {
+        (**self).elem_bytes()
     }
 }
 
@@ -69,6 +77,21 @@ enum Step {
     Reduce { input: Slot, inout: Slot },
     /// `slots[to] = slots[from]`.
     Copy { from: Slot, to: Slot },
+    /// Cuts `slots[from]` into `count` blocks of whole `elem`-byte elements, into slots
+    /// `first..first + count` (see [`block_range`]).
+    Split { from: Slot, first: Slot, count: usize, elem: usize },
+    /// `slots[to]` = slots `first..first + count` end to end.
+    Join { first: Slot, count: usize, to: Slot },
+}
+
+/// The bytes of block `k` of `count` when `len` bytes of `elem`-byte elements are cut as
+/// evenly as whole elements allow (the first blocks take one more element).
+pub fn block_range(len: usize, elem: usize, count: usize, k: usize) -> std::ops::Range<usize> {
+    let elems = len / elem.max(1);
+    let (base, extra) = (elems / count, elems % count);
+    let start = k * base + k.min(extra);
+    let n = base + usize::from(k < extra);
+    start * elem..(start + n) * elem
 }
 
 /// One collective's steps and buffers. Build with the methods below, then run it with
@@ -209,6 +232,22 @@ impl<'a> Schedule<'a> {
         self.steps.push(Step::Copy { from, to });
     }
 
+    /// Cuts `from` into `count` blocks of whole `elem`-byte elements, into `count` new
+    /// consecutive slots; returns the first.
+    pub fn split(&mut self, from: Slot, count: usize, elem: usize) -> Slot {
+        let first = self.slots.len();
+        for _ in 0..count {
+            self.slot(Vec::new());
+        }
+        self.steps.push(Step::Split { from, first, count, elem });
+        first
+    }
+
+    /// Puts slots `first..first + count` end to end into `to`.
+    pub fn join(&mut self, first: Slot, count: usize, to: Slot) {
+        self.steps.push(Step::Join { first, count, to });
+    }
+
     /// The buffers, once the schedule has finished.
     pub fn into_slots(self) -> Vec<Vec<u8>> {
         self.slots
@@ -251,8 +290,13 @@ impl<'a> Schedule<'a> {
                         return Ok(false);
                     }
                 }
-                Step::Reduce { .. } | Step::Copy { .. } if self.touches_outside(step) => {
-                    return err(ErrorClass::Intern, "a schedule reduces or copies a slot it does not hold");
+                Step::Reduce { .. } | Step::Copy { .. } | Step::Split { .. } | Step::Join { .. }
+                    if self.touches_outside(step) =>
+                {
+                    return err(
+                        ErrorClass::Intern,
+                        "a schedule reduces, copies, splits or joins a slot it does not hold",
+                    );
                 }
                 Step::Reduce { input, inout } => {
                     let op =
@@ -262,6 +306,19 @@ impl<'a> Schedule<'a> {
                     self.slots[inout] = acc;
                 }
                 Step::Copy { from, to } => self.slots[to] = self.slots[from].clone(),
+                Step::Split { from, first, count, elem } => {
+                    let whole = std::mem::take(&mut self.slots[from]);
+                    for k in 0..count {
+                        self.slots[first + k] = whole[block_range(whole.len(), elem, count, k)].to_vec();
+                    }
+                }
+                Step::Join { first, count, to } => {
+                    let mut whole = Vec::with_capacity((first..first + count).map(|k| self.slots[k].len()).sum());
+                    for k in first..first + count {
+                        whole.extend_from_slice(&self.slots[k]);
+                    }
+                    self.slots[to] = whole;
+                }
             }
             self.next += 1;
         }
@@ -292,6 +349,8 @@ impl<'a> Schedule<'a> {
         let (a, b) = match step {
             Step::Reduce { input, inout } => (input, inout),
             Step::Copy { from, to } => (from, to),
+            Step::Split { from, .. } => (from, from),
+            Step::Join { to, .. } => (to, to),
             _ => return false,
         };
         self.outside[a].is_some() || self.outside[b].is_some()

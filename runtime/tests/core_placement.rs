@@ -64,8 +64,10 @@ fn every_chunk_is_placed_at_its_offset_into_a_buffer_with_room() {
     assert_eq!((status.len, status.error), (LEN, None), "placed chunks count as received");
 }
 
+/// A truncating receive gets no placement past its end; a staging buffer (a receive that
+/// unpacks, or a collective's) is placed like the application's own, chunk by chunk.
 #[test]
-fn a_truncating_receive_or_a_staging_buffer_gets_no_placement() {
+fn a_truncating_receive_gets_no_placement_past_its_end_and_a_staging_buffer_gets_placed() {
     let small: &'static mut [u8] = Box::leak(vec![0u8; LEN - 10].into_boxed_slice());
     let addr = small.as_ptr() as usize;
     let (placed, status) = run(RecvBuf::Static(small), addr);
@@ -73,9 +75,12 @@ fn a_truncating_receive_or_a_staging_buffer_gets_no_placement() {
     assert!(placed.iter().all(|&(o, n)| o + n <= LEN - 10), "nothing placed past the buffer: {placed:?}");
     assert!(placed.len() < LEN.div_ceil(CHUNK), "the chunk that overflows is copied: {placed:?}");
     assert_eq!(status.error, Some(kawarimi_runtime::error::ErrorClass::Truncate));
-    let (placed, status) = run(RecvBuf::Owned(vec![0; LEN]), 0);
-    assert!(placed.is_empty(), "a staging buffer is the runtime's to fill: {placed:?}");
-    assert_eq!(status.len, LEN);
+    let staging = vec![0u8; LEN];
+    let addr = staging.as_ptr() as usize;
+    let (placed, status) = run(RecvBuf::Owned(staging), addr);
+    let expected: Vec<(usize, usize)> = (0..LEN).step_by(CHUNK).map(|o| (o, CHUNK.min(LEN - o))).collect();
+    assert_eq!(placed, expected, "the staging buffer's heap block does not move while it receives");
+    assert_eq!((status.len, status.error), (LEN, None));
 }
 
 /// The sending side's half: a rendezvous send from the application's buffer goes out of that

@@ -48,6 +48,22 @@ impl Reducer for SumI64 {
     }
 }
 
+/// `SumI64` that lets a collective cut its buffers into blocks of whole elements (as the
+/// shim's reducers do), so that large allreduces take the reduce-scatter/allgather path.
+struct SumI64Blocks;
+impl Reducer for SumI64Blocks {
+    fn reduce(&self, input: &[u8], inout: &mut [u8]) -> MpiResult<()> {
+        assert!(input.len().is_multiple_of(8) && input.len() == inout.len(), "blocks of whole elements");
+        SumI64.reduce(input, inout)
+    }
+    fn commutative(&self) -> bool {
+        true
+    }
+    fn elem_bytes(&self) -> usize {
+        8
+    }
+}
+
 /// A non-commutative op: concatenation of rank lists kept in fixed-size slots; the result
 /// records the order in which operands were combined.
 struct Concat;
@@ -157,6 +173,15 @@ fn coll_body(w: &mut World) {
     let mut buf = i64s(&[me as i64 + 1; 1000]);
     coll::allreduce(&mut w.engine, &comm, &mut buf, &SumI64).unwrap();
     assert_eq!(buf, i64s(&[(n * (n + 1) / 2) as i64; 1000]));
+    // Large enough for reduce-scatter and allgather, with element counts that do not divide
+    // evenly into the blocks: every element summed once from every rank.
+    for elems in [8192usize, 8192 + 5, 100_003] {
+        let mut buf: Vec<u8> = (0..elems).flat_map(|i| (i as i64 * 1000 + me as i64).to_le_bytes()).collect();
+        coll::allreduce(&mut w.engine, &comm, &mut buf, &SumI64Blocks).unwrap();
+        let want: Vec<u8> =
+            (0..elems).flat_map(|i| (i as i64 * 1000 * n as i64 + (n * (n - 1) / 2) as i64).to_le_bytes()).collect();
+        assert!(buf == want, "large allreduce of {elems} elements at {n} ranks");
+    }
     let mut slot = [0u8; 16];
     slot[0] = 1;
     slot[1] = me as u8;

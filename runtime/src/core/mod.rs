@@ -697,9 +697,11 @@ impl Core {
     }
 
     /// Where the payload of rendezvous data `header` from `peer` should land, if straight in
-    /// the application's receive buffer: a contiguous buffer of a receive that expects it,
-    /// with room for all of it (a truncating receive takes it through a copy). The buffer
-    /// stays untouched here until the frame is delivered with [`FLAG_PLACED`].
+    /// the receive's buffer: the application's contiguous buffer, or the staging buffer of a
+    /// receive that unpacks or of a collective (a heap block that does not move while the
+    /// receive holds it), with room for all of it (a truncating receive takes it through a
+    /// copy). The buffer stays untouched here until the frame is delivered with
+    /// [`FLAG_PLACED`].
     pub fn placement(&mut self, peer: PeerId, header: &Header) -> Option<Placement> {
         if header.kind != FrameKind::Data {
             return None;
@@ -707,7 +709,7 @@ impl Core {
         let Some(Req::Recv(r)) = self.requests.get_mut(&header.msg_id) else { return None };
         let RecvPhase::Receiving { total, .. } = r.phase else { return None };
         let (offset, len) = (header.arg as usize, header.payload_len as usize);
-        let RecvBuf::Static(buf) = r.buf.as_mut()? else { return None };
+        let buf = r.buf.as_mut()?.as_mut_slice();
         if r.status.source != peer as i32 || offset + len > total || offset + len > buf.len() || len == 0 {
             return None;
         }

@@ -58,6 +58,9 @@ impl Reducer for ShimReducer {
             OpEntry::User(u) => u.commutative,
         }
     }
+    fn elem_bytes(&self) -> usize {
+        self.dt.size()
+    }
 }
 
 /// Runs a user function (§5.9.5) on packed operands: they are laid out in the datatype's
