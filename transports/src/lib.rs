@@ -52,11 +52,38 @@ pub enum Payload {
         start: usize,
         len: usize,
     },
+    /// A small payload held in place: a copy of it costs no allocation, where a small
+    /// message would otherwise take two (its bytes, and the handle the sender keeps).
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_BYTES],
+    },
 }
 
+/// The largest payload [`Payload::copied`] holds inline.
+pub const INLINE_BYTES: usize = 48;
+
 impl Payload {
+    /// A copy of `bytes`: inline when small, else owned.
+    pub fn copied(bytes: &[u8]) -> Payload {
+        if bytes.len() <= INLINE_BYTES {
+            let mut inline = [0; INLINE_BYTES];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            return Payload::Inline { len: bytes.len() as u8, bytes: inline };
+        }
+        Payload::Owned(bytes.to_vec())
+    }
+
+    /// Whether the bytes stay at their address when the payload is moved: what a transport
+    /// that lets the peer read them from this process's memory needs. Not an inline payload,
+    /// which moves with its handle.
+    pub fn stays_put(&self) -> bool {
+        !matches!(self, Payload::Inline { .. })
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         match self {
+            Payload::Inline { len, bytes } => &bytes[..*len as usize],
             Payload::Empty => &[],
             Payload::Owned(v) => v,
             Payload::Static(s) => s,
@@ -81,6 +108,10 @@ impl Payload {
             Payload::Static(s) => {
                 *self = Payload::Static(s);
                 return Payload::Static(s);
+            }
+            Payload::Inline { len, bytes } => {
+                *self = Payload::Inline { len, bytes };
+                return Payload::Inline { len, bytes };
             }
             Payload::Shared { data, start, len } => {
                 *self = Payload::Shared { data: data.clone(), start, len };

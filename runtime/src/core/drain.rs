@@ -99,7 +99,7 @@ impl Core {
                 // A copy of an application buffer's slice: the peer may confirm the send (and
                 // the application reuse the buffer) while this replay still waits to be written.
                 let payload = match &t.payload {
-                    Payload::Static(s) => Payload::Owned(s.to_vec()),
+                    Payload::Static(s) => Payload::copied(s),
                     _ => t.payload.share(),
                 };
                 self.outbox.push_back(Transmit { peer: p, header, payload });

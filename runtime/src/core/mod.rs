@@ -390,7 +390,7 @@ impl Core {
             // The frame owns a copy, so the send is complete as soon as it is queued.
             let payload = match data {
                 SendData::Owned(v) => Payload::Owned(v),
-                SendData::Static(s) => Payload::Owned(s.to_vec()),
+                SendData::Static(s) => Payload::copied(s),
             };
             self.emit(peer, header, payload)?;
             let phase = if sync { SendPhase::AwaitSyncAck } else { SendPhase::Done };

@@ -712,7 +712,7 @@ impl Transport for ShmTransport {
 
     fn send(&mut self, peer: PeerId, header: &Header, payload: Payload) -> TransportResult<()> {
         let out = self.outbound.iter_mut().find(|o| o.peer == peer).ok_or(TransportError::NoRoute { peer })?;
-        if !(out.single_copy && payload.len() >= self.config.single_copy_min_bytes) {
+        if !(out.single_copy && payload.len() >= self.config.single_copy_min_bytes && payload.stays_put()) {
             return out.put(header.encode(), payload);
         }
         // The payload stays where it is (owned bytes on the heap, a `Static` buffer by its
@@ -1037,6 +1037,21 @@ mod tests {
         let events = next_events(&mut t, 0, 1);
         let [Event::Frame { header, payload, .. }] = events.as_slice() else { panic!("{events:?}") };
         assert_eq!((header.flags & wire::FLAG_PLACED, payload), (0, &want));
+    }
+
+    /// An inline payload moves with its handle, so it is never described, whatever the
+    /// threshold: it crosses in the ring, intact.
+    #[test]
+    fn an_inline_payload_is_copied_into_the_ring_even_when_everything_else_is_described() {
+        let mut t = mesh_with(2, ShmConfig { single_copy_min_bytes: 1, ..config(4096, CopyMode::Single) }, "t-inline");
+        t[1].ask_placement();
+        let (h, _) = frame(0, 1, 40);
+        let p = Payload::copied(&[7; 40]);
+        assert!(!p.stays_put());
+        t[0].send(1, &h, p).unwrap();
+        assert_eq!(t[0].queued_bytes(), 0, "nothing exposed");
+        let events = next_events(&mut t, 0, 1);
+        assert!(matches!(events.as_slice(), [Event::Frame { payload, .. }] if *payload == [7; 40]), "{events:?}");
     }
 
     /// Copy mode `two`, or a peer whose memory cannot be read: every payload goes through

@@ -328,7 +328,9 @@ impl Transport for VerbsTransport {
         // A large payload stays where it is (the runtime's memory or, `Static`, the
         // application's) and the peer reads it; smaller ones, those past the bound on
         // registrations, and memory that cannot be registered go through the buffers.
-        let readable = payload.len() >= self.config.read_min_bytes && p.exposed.len() < self.config.max_exposed;
+        let readable = payload.len() >= self.config.read_min_bytes
+            && p.exposed.len() < self.config.max_exposed
+            && payload.stays_put();
         let bytes = payload.as_slice();
         let (addr, len) = (bytes.as_ptr() as usize, bytes.len());
         // The payload is kept in `exposed`, unmoved (owned bytes live on the heap, a `Static`
