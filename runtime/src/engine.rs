@@ -454,9 +454,14 @@ impl Engine {
 
     /// Drives progress until `done` holds, spinning, then yielding, then sleeping.
     pub(crate) fn block_until(&mut self, mut done: impl FnMut(&mut Core) -> bool) -> MpiResult<()> {
-        // When this wait last found nothing to do after doing something. The real clock, not
-        // the engine's: this is about the core's time, and no simulator blocks here.
+        // Rounds without work since the last that had some, and when the clock was first read
+        // in that stretch (the real clock, not the engine's: this is about the core's time,
+        // and no simulator blocks here). The clock is read every `CLOCK_EVERY` idle rounds
+        // only: most waits end within a few rounds, and a read costs as much as a round.
+        const CLOCK_EVERY: u32 = 32;
+        let mut idle_rounds: u32 = 0;
         let mut idle_since: Option<Instant> = None;
+        let mut idle = Duration::ZERO;
         loop {
             self.switch_step()?;
             let did_work = self.progress()?;
@@ -473,10 +478,13 @@ impl Engine {
             // Frames the condition queued (a schedule's next sends) are work too: asleep, this
             // rank would hold them back from peers that wait for them.
             if did_work || self.core.has_transmit() {
-                idle_since = None;
+                (idle_rounds, idle_since, idle) = (0, None, Duration::ZERO);
                 continue;
             }
-            let idle = idle_since.get_or_insert_with(Instant::now).elapsed();
+            idle_rounds = idle_rounds.wrapping_add(1);
+            if idle_rounds.is_multiple_of(CLOCK_EVERY) {
+                idle = idle_since.get_or_insert_with(Instant::now).elapsed();
+            }
             let p = &self.wait_policy;
             if idle < p.spin {
                 std::hint::spin_loop();
