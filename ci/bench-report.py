@@ -197,7 +197,8 @@ def targets():
         hn, hk = heat_times(native), heat_times(kaw)
         row("heat demo loop ≤ 1.0× native", title, ratio(hk, hn), lambda r: r <= 1.0)
     doc += ["", "NPB class A at 4 ranks, the remaining target, is measured by `ci/npb-bench` into "
-            "[npb.md](npb.md).", ""]
+            "[npb.md](npb.md). Where the time of a small message goes, step by step, before and after the "
+            "fast-path work: [fast-path.md](fast-path.md).", ""]
     return doc
 
 
