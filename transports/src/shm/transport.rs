@@ -22,6 +22,7 @@
 //! ```text
 //!    0  magic "KWRMSHM1"     8  owner rank: u32   12  slots: u32   16  ring capacity: u64
 //!   24  owner pid: u32      32  address of the owner's probe word, for single-copy reads: u64
+//!   40  owner's start time (clock ticks after boot): u64
 //!   64  doorbell: u32 (futex; producers bump it to wake a sleeping owner)
 //!  128  sleeping: u32 (the owner sleeps on the doorbell)
 //!  256  slot table: the rank of each slot's producer, u32 each
@@ -48,6 +49,11 @@ const MAGIC: &[u8; 8] = b"KWRMSHM1";
 pub const SEGMENT_HEADER_BYTES: usize = 4096;
 const OWNER_PID: usize = 24;
 const PROBE_ADDR: usize = 32;
+const OWNER_STARTED: usize = 40;
+/// How often a rank that sleeps waiting for frames checks that its peers' processes still
+/// run: a peer that died without closing anything (a ring has no end to close) would
+/// otherwise leave it waiting forever.
+const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 const DOORBELL: usize = 64;
 const SLEEPING: usize = 128;
 const SLOT_TABLE: usize = 256;
@@ -220,6 +226,8 @@ struct Mapped {
     seg: Segment,
     slot: usize,
     readable_pid: Option<u32>,
+    /// The peer's process: pid and start time, to tell whether it still runs.
+    owner: (u32, u64),
 }
 
 impl std::fmt::Debug for ShmEndpoint {
@@ -250,6 +258,8 @@ impl ShmEndpoint {
             std::ptr::write(p.add(16) as *mut u64, capacity as u64);
             std::ptr::write(p.add(OWNER_PID) as *mut u32, std::process::id());
             std::ptr::write(p.add(PROBE_ADDR) as *mut u64, PROBE.as_ptr() as u64);
+            let started = crate::process::start_ticks(std::process::id()).unwrap_or(0);
+            std::ptr::write(p.add(OWNER_STARTED) as *mut u64, started);
             for (i, &peer) in peers.iter().enumerate() {
                 std::ptr::write(p.add(SLOT_TABLE + 4 * i) as *mut u32, peer);
             }
@@ -318,7 +328,7 @@ impl ShmEndpoint {
             let want = segment_bytes(slots, capacity);
             return Err(format!("segment {name} has {} bytes, not the {want} its header gives", seg.len()));
         }
-        let (pid, probe) = (read(OWNER_PID), read64(PROBE_ADDR));
+        let (pid, probe, started) = (read(OWNER_PID), read64(PROBE_ADDR), read64(OWNER_STARTED));
         let readable_pid = match self.config.copy {
             CopyMode::Two => None,
             CopyMode::Auto | CopyMode::Single => match probe_peer(pid, probe) {
@@ -334,7 +344,7 @@ impl ShmEndpoint {
                 rx.set_note(NOTE_CAN_READ, 1);
             }
         }
-        self.mapped.push(Mapped { peer, seg, slot, readable_pid });
+        self.mapped.push(Mapped { peer, seg, slot, readable_pid, owner: (pid, started) });
         Ok(())
     }
 
@@ -373,6 +383,8 @@ impl ShmEndpoint {
                 rx,
                 decoder: FrameDecoder::new(peer),
                 readable_pid: m.readable_pid,
+                owner: m.owner,
+                gone: None,
                 reads_done: 0,
                 reading: None,
             });
@@ -412,6 +424,7 @@ impl ShmEndpoint {
             frame: Vec::new(),
             next_start: 0,
             ask_placement: false,
+            liveness_checked: std::time::Instant::now(),
             next_token: 0,
             single_copy_reads: 0,
         })
@@ -439,11 +452,20 @@ struct Inbound {
     decoder: FrameDecoder,
     /// The peer's pid, when this rank can read the peer's memory (single copy).
     readable_pid: Option<u32>,
+    /// The peer's process (pid, start time), and why it is known to be gone: reported once
+    /// as the link going down.
+    owner: (u32, u64),
+    gone: Option<Gone>,
     /// Described payloads of the peer's read so far (the running count in the ring's note).
     reads_done: u64,
     /// A described payload waiting for the runtime to say where it goes; the ring is not
     /// read past it, so frames stay in order.
     reading: Option<Reading>,
+}
+
+enum Gone {
+    Unreported(String),
+    Reported,
 }
 
 struct Reading {
@@ -557,6 +579,8 @@ pub struct ShmTransport {
     next_start: usize,
     /// Whether the runtime places described payloads ([`Transport::ask_placement`]).
     ask_placement: bool,
+    /// When the peers' processes were last checked (see `LIVENESS_EVERY`).
+    liveness_checked: std::time::Instant,
     /// Names the next [`Event::Incoming`].
     next_token: u64,
     single_copy_reads: u64,
@@ -579,8 +603,26 @@ impl ShmTransport {
     fn anything_to_read(&mut self) -> bool {
         self.inbound.iter_mut().any(|i| {
             matches!(i.reading, Some(Reading { target: Target::Own | Target::User(_), .. }))
+                || matches!(i.gone, Some(Gone::Unreported(_)))
                 || !matches!(i.rx.front(), Ok(None))
         })
+    }
+
+    /// Notes the peers whose processes are gone (at most every `LIVENESS_EVERY`, and only
+    /// from `wait`, so the fast path never pays for it); the next progress reports each
+    /// one's link down once it has read what the peer published.
+    fn check_liveness(&mut self) {
+        if self.liveness_checked.elapsed() < LIVENESS_EVERY {
+            return;
+        }
+        self.liveness_checked = std::time::Instant::now();
+        for inb in self.inbound.iter_mut().filter(|i| i.gone.is_none()) {
+            let (pid, started) = inb.owner;
+            if !crate::process::is_alive(pid, started) {
+                let why = format!("the process of rank {} (pid {pid}) is gone, and its ring with it", inb.peer);
+                inb.gone = Some(Gone::Unreported(why));
+            }
+        }
     }
 
     /// The peers whose memory this rank reads large payloads from.
@@ -595,6 +637,14 @@ impl ShmTransport {
         let ask = self.ask_placement;
         let inb = &mut self.inbound[k];
         let peer = inb.peer;
+        // What the peer published before it died is read first: frames after the last one
+        // can never come.
+        if matches!(inb.gone, Some(Gone::Unreported(_))) && matches!(inb.rx.front(), Ok(None)) {
+            if let Some(Gone::Unreported(reason)) = inb.gone.replace(Gone::Reported) {
+                events.push(Event::LinkDown { peer, reason });
+            }
+            return did;
+        }
         for _ in 0..FRAMES_PER_PEER {
             if let Some(r) = &inb.reading {
                 if matches!(r.target, Target::Undecided) {
@@ -771,6 +821,7 @@ impl Transport for ShmTransport {
             futex_wait(b.doorbell, seen, timeout);
         }
         b.sleeping.store(0, Ordering::SeqCst);
+        self.check_liveness();
         Ok(())
     }
 
@@ -1084,6 +1135,49 @@ mod tests {
                 _ => forced.unwrap(),
             }
         }
+    }
+
+    /// A peer whose process is gone is noticed by a rank that waits for frames (a ring has
+    /// no end that closes): what it published is still delivered, then its link goes down,
+    /// once, naming it.
+    #[test]
+    fn a_peer_whose_process_is_gone_takes_its_link_down_after_its_last_frame() {
+        let config = config(4096, CopyMode::Two);
+        let mut a = ShmEndpoint::create(0, &[1], config.clone(), "t-gone").unwrap();
+        let mut b = ShmEndpoint::create(1, &[0], config, "t-gone").unwrap();
+        // Rank 1's header names a process that does not exist: rank 0 sees it as gone.
+        // SAFETY: rank 1's header page, which no one else reads or writes now.
+        unsafe { std::ptr::write(b.own.as_ptr().add(OWNER_PID) as *mut u32, u32::MAX / 2) };
+        let (na, nb) = (a.segment_name().to_string(), b.segment_name().to_string());
+        a.attach(1, &nb).unwrap();
+        b.attach(0, &na).unwrap();
+        let (mut a, mut b) = (a.connect(&[1]).unwrap(), b.connect(&[0]).unwrap());
+        let (h, p) = frame(1, 1, 10);
+        b.send(0, &h, p).unwrap();
+        let mut events = Vec::new();
+        let start = std::time::Instant::now();
+        while !events.iter().any(|e| matches!(e, Event::LinkDown { .. })) {
+            assert!(start.elapsed() < Duration::from_secs(10), "the dead peer was never noticed: {events:?}");
+            a.wait(Duration::from_millis(20)).unwrap();
+            a.progress(&mut events).unwrap();
+        }
+        assert!(matches!(&events[0], Event::Frame { peer: 1, .. }), "the last frame first: {events:?}");
+        let downs: Vec<_> = events.iter().filter(|e| matches!(e, Event::LinkDown { .. })).collect();
+        assert!(
+            matches!(downs.as_slice(), [Event::LinkDown { peer: 1, reason }] if reason.contains("rank 1") && reason.contains("is gone")),
+            "{downs:?}"
+        );
+        for _ in 0..10 {
+            a.wait(Duration::from_millis(20)).unwrap();
+            let mut more = Vec::new();
+            a.progress(&mut more).unwrap();
+            assert!(more.is_empty(), "reported once: {more:?}");
+        }
+        // The live side is never reported.
+        b.wait(Duration::from_millis(150)).unwrap();
+        let mut theirs = Vec::new();
+        b.progress(&mut theirs).unwrap();
+        assert!(theirs.is_empty(), "{theirs:?}");
     }
 
     /// A peer that describes a payload to a rank that said it cannot read it, or that claims
