@@ -475,9 +475,12 @@ impl Engine {
                 }
                 return Ok(());
             }
-            // Frames the condition queued (a schedule's next sends) are work too: asleep, this
-            // rank would hold them back from peers that wait for them.
-            if did_work || self.core.has_transmit() {
+            // Frames the condition queued (a schedule's next sends) go to the transport now:
+            // asleep, this rank would hold them back from peers that wait for them. Only what
+            // the transport took counts as work: with its window full they wait, and this
+            // rank must still yield and sleep rather than spin on them.
+            let did_work = did_work || (self.core.has_transmit() && self.progress()?);
+            if did_work {
                 (idle_rounds, idle_since, idle) = (0, None, Duration::ZERO);
                 continue;
             }
