@@ -90,43 +90,52 @@ pub fn reduce_schedule<'a>(comm: &Comm, root: i32, input: Vec<u8>, op: Box<dyn R
     (s, acc)
 }
 
-/// §5.9.6 `MPI_Allreduce`: recursive doubling with the non-power-of-two ranks folded in first
-/// (order-preserving, so it serves non-commutative ops too). The result is in the returned
-/// slot.
+/// §5.9.6 `MPI_Allreduce`: the ranks beyond the largest power of two fold their input into
+/// a neighbour first; among the others, recursive doubling (order-preserving, so it serves
+/// non-commutative ops too), or from `LARGE_ALLREDUCE_BYTES` for a commutative op that can
+/// be cut into blocks, reduce-scatter and allgather. The result is in the returned slot.
 pub fn allreduce_schedule<'a>(comm: &Comm, buf: Vec<u8>, op: Box<dyn Reducer + 'a>) -> (Schedule<'a>, Slot) {
     if comm.is_inter() {
         return intercoll::allreduce_schedule(comm, buf, op);
     }
     let elem = op.elem_bytes();
-    if op.commutative() && elem > 0 && buf.len() >= LARGE_ALLREDUCE_BYTES && buf.len() / elem >= comm.size() as usize {
-        return allreduce_large_schedule(comm, buf, op, elem);
-    }
+    let large =
+        op.commutative() && elem > 0 && buf.len() >= LARGE_ALLREDUCE_BYTES && buf.len() / elem >= comm.size() as usize;
     let mut s = Schedule::new(comm, kind::ALLREDUCE);
     s.set_op(op);
     let (n, r) = (comm.size(), comm.rank);
     let len = buf.len();
     let acc = s.slot(buf);
-    let theirs = s.slot(Vec::new());
-    let Folded { pof2, rem, newrank } = fold_in(&mut s, n, r, acc, len);
-    if newrank >= 0 {
-        let mut mask = 1;
-        while mask < pof2 {
-            let newdst = newrank ^ mask;
-            let dst = if newdst < rem { newdst * 2 + 1 } else { newdst + rem };
-            s.recv(dst, theirs, len);
-            s.send(dst, acc);
-            s.wait();
-            if dst < r {
-                s.reduce(theirs, acc);
-            } else {
-                s.reduce(acc, theirs);
-                s.copy(theirs, acc);
-            }
-            mask <<= 1;
+    let fold = fold_in(&mut s, n, r, acc, len);
+    if fold.newrank >= 0 {
+        if large {
+            reduce_scatter_allgather_steps(&mut s, &fold, acc, len, elem);
+        } else {
+            recursive_doubling_steps(&mut s, &fold, r, acc, len);
         }
     }
-    fold_out(&mut s, r, rem, acc, len);
+    fold_out(&mut s, r, fold.rem, acc, len);
     (s, acc)
+}
+
+/// Recursive doubling among the power of two of ranks (`fold.newrank` >= 0): log2(p)
+/// exchanges of the whole buffer, reduced in rank order, so non-commutative ops keep theirs.
+fn recursive_doubling_steps(s: &mut Schedule<'_>, fold: &Folded, r: i32, acc: Slot, len: usize) {
+    let theirs = s.slot(Vec::new());
+    let mut mask = 1;
+    while mask < fold.pof2 {
+        let dst = fold.rank_of(fold.newrank ^ mask);
+        s.recv(dst, theirs, len);
+        s.send(dst, acc);
+        s.wait();
+        if dst < r {
+            s.reduce(theirs, acc);
+        } else {
+            s.reduce(acc, theirs);
+            s.copy(theirs, acc);
+        }
+        mask <<= 1;
+    }
 }
 
 /// Where a rank stands in an allreduce among the largest power of two of ranks, `pof2`:
@@ -136,6 +145,17 @@ struct Folded {
     pof2: i32,
     rem: i32,
     newrank: i32,
+}
+
+impl Folded {
+    /// The communicator rank that takes part as `newrank`.
+    fn rank_of(&self, newrank: i32) -> i32 {
+        if newrank < self.rem {
+            newrank * 2 + 1
+        } else {
+            newrank + self.rem
+        }
+    }
 }
 
 /// The fold before an allreduce among a power of two of ranks (see [`Folded`]): rank `r` of
@@ -179,71 +199,56 @@ fn fold_out(s: &mut Schedule<'_>, r: i32, rem: i32, acc: Slot, len: usize) {
 /// times (Rabenseifner's reduce-scatter and allgather).
 const LARGE_ALLREDUCE_BYTES: usize = 64 << 10;
 
-/// A large commutative `MPI_Allreduce` (Rabenseifner): ranks beyond the largest power of two
-/// first fold their input into a neighbour, as in [`allreduce_schedule`]. Among the `p`
-/// others the buffer is cut into `p` blocks of whole elements; a reduce-scatter by recursive
-/// halving leaves each rank with one block fully reduced (each step sends the half of its
-/// blocks the partner keeps and reduces the half it keeps), and an allgather by recursive
-/// doubling brings every rank every block. Each rank sends and receives about twice the
-/// buffer in all, where recursive doubling sends all of it log2(p) times.
-fn allreduce_large_schedule<'a>(
-    comm: &Comm,
-    buf: Vec<u8>,
-    op: Box<dyn Reducer + 'a>,
-    elem: usize,
-) -> (Schedule<'a>, Slot) {
-    let mut s = Schedule::new(comm, kind::ALLREDUCE);
-    s.set_op(op);
-    let (n, r) = (comm.size(), comm.rank);
-    let len = buf.len();
-    let acc = s.slot(buf);
-    let Folded { pof2, rem, newrank } = fold_in(&mut s, n, r, acc, len);
-    if newrank >= 0 {
-        let p = pof2 as usize;
-        let real = |newdst: i32| if newdst < rem { newdst * 2 + 1 } else { newdst + rem };
-        let block_len = |k: usize| crate::sched::block_range(len, elem, p, k).len();
-        let mine = s.split(acc, p, elem);
-        let theirs: Vec<Slot> = (0..p).map(|_| s.slot(Vec::new())).collect();
-        // Reduce-scatter: the blocks [lo, lo + size) are this rank's to reduce.
-        let (mut lo, mut size) = (0usize, p);
-        let mut mask = pof2 / 2;
-        while mask > 0 {
-            let dst = real(newrank ^ mask);
-            size /= 2;
-            let (keep, give) = if newrank & mask == 0 { (lo, lo + size) } else { (lo + size, lo) };
-            for (k, &slot) in theirs.iter().enumerate().skip(keep).take(size) {
-                s.recv(dst, slot, block_len(k));
-            }
-            for k in give..give + size {
-                s.send_last(dst, mine + k);
-            }
-            s.wait();
-            for (k, &slot) in theirs.iter().enumerate().skip(keep).take(size) {
-                s.reduce(slot, mine + k);
-            }
-            lo = keep;
-            mask /= 2;
+/// A large commutative `MPI_Allreduce` (Rabenseifner) among the power of two of ranks
+/// (`fold.newrank` >= 0): the buffer is cut into `p` blocks of whole elements; a
+/// reduce-scatter by recursive halving leaves each rank with one block fully reduced (each
+/// step sends the half of its blocks the partner keeps and reduces the half it keeps), and an
+/// allgather by recursive doubling brings every rank every block. Each rank sends and
+/// receives about twice the buffer in all, where recursive doubling sends all of it log2(p)
+/// times.
+fn reduce_scatter_allgather_steps(s: &mut Schedule<'_>, fold: &Folded, acc: Slot, len: usize, elem: usize) {
+    let (pof2, newrank) = (fold.pof2, fold.newrank);
+    let p = pof2 as usize;
+    let block_len = |k: usize| crate::sched::block_range(len, elem, p, k).len();
+    let mine = s.split(acc, p, elem);
+    let theirs: Vec<Slot> = (0..p).map(|_| s.slot(Vec::new())).collect();
+    // Reduce-scatter: the blocks [lo, lo + size) are this rank's to reduce.
+    let (mut lo, mut size) = (0usize, p);
+    let mut mask = pof2 / 2;
+    while mask > 0 {
+        let dst = fold.rank_of(newrank ^ mask);
+        size /= 2;
+        let (keep, give) = if newrank & mask == 0 { (lo, lo + size) } else { (lo + size, lo) };
+        for (k, &slot) in theirs.iter().enumerate().skip(keep).take(size) {
+            s.recv(dst, slot, block_len(k));
         }
-        // Allgather: this rank holds blocks [lo, lo + size) and gets the partner's as many.
-        let mut mask = 1;
-        while mask < pof2 {
-            let dst = real(newrank ^ mask);
-            let theirs_lo = lo ^ (mask as usize);
-            for k in theirs_lo..theirs_lo + size {
-                s.recv(dst, mine + k, block_len(k));
-            }
-            for k in lo..lo + size {
-                s.send(dst, mine + k);
-            }
-            s.wait();
-            lo = lo.min(theirs_lo);
-            size *= 2;
-            mask *= 2;
+        for k in give..give + size {
+            s.send_last(dst, mine + k);
         }
-        s.join(mine, p, acc);
+        s.wait();
+        for (k, &slot) in theirs.iter().enumerate().skip(keep).take(size) {
+            s.reduce(slot, mine + k);
+        }
+        lo = keep;
+        mask /= 2;
     }
-    fold_out(&mut s, r, rem, acc, len);
-    (s, acc)
+    // Allgather: this rank holds blocks [lo, lo + size) and gets the partner's as many.
+    let mut mask = 1;
+    while mask < pof2 {
+        let dst = fold.rank_of(newrank ^ mask);
+        let theirs_lo = lo ^ (mask as usize);
+        for k in theirs_lo..theirs_lo + size {
+            s.recv(dst, mine + k, block_len(k));
+        }
+        for k in lo..lo + size {
+            s.send(dst, mine + k);
+        }
+        s.wait();
+        lo = lo.min(theirs_lo);
+        size *= 2;
+        mask *= 2;
+    }
+    s.join(mine, p, acc);
 }
 
 /// §5.5 `MPI_Gatherv`: every rank's packed piece reaches `root`, which gets them in rank

@@ -465,22 +465,17 @@ impl Engine {
         loop {
             self.switch_step()?;
             let did_work = self.progress()?;
-            if done(&mut self.core) {
-                // What the condition itself queued (a collective's schedule that finishes on
-                // its last send) goes to the transport now: left in the outbox it would wait
-                // for the next MPI call, and a peer would wait for it through whatever the
-                // application computes meanwhile.
-                if self.core.has_transmit() {
-                    self.progress()?;
-                }
+            let finished = done(&mut self.core);
+            // What the condition itself queued (a schedule's next sends, or the last send of
+            // one that finishes) goes to the transport now: left in the outbox it would wait
+            // for the next MPI call, or for this rank's sleep, while peers wait for it. Only
+            // what the transport took counts as work: with its window full the frames wait,
+            // and this rank must still yield and sleep rather than spin on them.
+            let flushed = self.core.has_transmit() && self.progress()?;
+            if finished {
                 return Ok(());
             }
-            // Frames the condition queued (a schedule's next sends) go to the transport now:
-            // asleep, this rank would hold them back from peers that wait for them. Only what
-            // the transport took counts as work: with its window full they wait, and this
-            // rank must still yield and sleep rather than spin on them.
-            let did_work = did_work || (self.core.has_transmit() && self.progress()?);
-            if did_work {
+            if did_work || flushed {
                 (idle_rounds, idle_since, idle) = (0, None, Duration::ZERO);
                 continue;
             }
