@@ -60,6 +60,21 @@ impl Typed {
         Ok(v)
     }
 
+    /// Where a receive of this triple lands: in the application's buffer itself when the
+    /// layout is contiguous (`false`), else in a staging buffer to unpack afterwards (`true`).
+    ///
+    /// # Safety
+    /// The triple must describe the application's receive buffer, which it leaves alone
+    /// until the receive completes.
+    unsafe fn landing(&self) -> Res<(RecvBuf, bool)> {
+        if self.dt.is_contiguous() {
+            // SAFETY: per the contract: the application leaves it alone until completion.
+            let buf = unsafe { user_bytes_mut(self.addr as *mut c_void, 0, self.packed_len() as isize)? };
+            return Ok((RecvBuf::Static(buf), false));
+        }
+        Ok((RecvBuf::Owned(vec![0; self.packed_len()]), true))
+    }
+
     /// Writes packed bytes into the buffer.
     ///
     /// # Safety
@@ -251,13 +266,13 @@ unsafe fn bcast_plan(
         let data = unsafe { send_bytes(buffer, t.count, &t.dt)? };
         return Ok(Plan::nothing_after(coll::bcast_schedule(c, root, Outside::Send(data)).0));
     }
-    if t.dt.is_contiguous() {
-        // SAFETY: per the contract: the application leaves it alone until completion. The
-        // message lands there, and is forwarded to this rank's subtree from there.
-        let buf = unsafe { user_bytes_mut(buffer, 0, t.packed_len() as isize)? };
-        return Ok(Plan::nothing_after(coll::bcast_schedule(c, root, Outside::Recv(RecvBuf::Static(buf))).0));
+    // SAFETY: per the contract. A contiguous buffer takes the message itself, and this rank
+    // forwards it to its subtree from there.
+    let (buf, staged) = unsafe { t.landing()? };
+    let (sched, slot) = coll::bcast_schedule(c, root, Outside::Recv(buf));
+    if !staged {
+        return Ok(Plan::nothing_after(sched));
     }
-    let (sched, slot) = coll::bcast_schedule(c, root, Outside::Recv(RecvBuf::Owned(vec![0; t.packed_len()])));
     Ok(Plan::new(sched, unpack_slot(t, slot)))
 }
 
@@ -517,7 +532,8 @@ unsafe fn allgatherv_plan(
 /// memory, so every part to send is packed before anything is received.
 ///
 /// # Safety
-/// As for [`Typed::contiguous_mut`], until the collective completes.
+/// The triples must describe the application's buffers, valid (and the receive parts left
+/// alone) until the collective completes.
 unsafe fn alltoallw_plan(c: &Comm, send: Vec<Typed>, recv: Vec<Typed>, in_place: bool) -> Res<Plan> {
     let mut out_parts = Vec::with_capacity(send.len());
     for t in &send {
@@ -532,12 +548,10 @@ unsafe fn alltoallw_plan(c: &Comm, send: Vec<Typed>, recv: Vec<Typed>, in_place:
     let mut landing = Vec::with_capacity(recv.len());
     let mut staged = Vec::new();
     for (i, t) in recv.into_iter().enumerate() {
-        if t.dt.is_contiguous() {
-            // SAFETY: per the contract: the application leaves it alone until completion.
-            landing
-                .push(RecvBuf::Static(unsafe { user_bytes_mut(t.addr as *mut c_void, 0, t.packed_len() as isize)? }));
-        } else {
-            landing.push(RecvBuf::Owned(vec![0; t.packed_len()]));
+        // SAFETY: per the contract.
+        let (buf, is_staged) = unsafe { t.landing()? };
+        landing.push(buf);
+        if is_staged {
             staged.push((i, t));
         }
     }
