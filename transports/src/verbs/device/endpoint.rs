@@ -18,9 +18,13 @@ impl VerbsEndpoint {
         let per_peer = slots * config.slot_bytes;
         let events = CompletionChannel::new(&context).map_err(|e| verbs_error("completion channel".into(), e))?;
         events.set_nonblocking(true).map_err(|e| io_error("completion channel", e))?;
+        // Room for a completion of every request that can be outstanding at once: each
+        // queue pair's receive and send queues full. A queue that overflows loses
+        // completions, and the requests behind them would never be seen to finish.
+        let (max_send_wr, max_recv_wr) = (config.send_queue_depth(), config.recv_queue_depth());
         let cq = context
             .create_cq_builder()
-            .setup_cqe((2 * slots * n + n + 16) as u32)
+            .setup_cqe(n as u32 * (max_send_wr + max_recv_wr) + 16)
             .setup_comp_channel(&events, 0)
             .build()
             .map_err(|e| verbs_error("completion queue".into(), e))?;
@@ -49,8 +53,8 @@ impl VerbsEndpoint {
                 .setup_max_inline_data(16)
                 .setup_send_cq(cq_handle.clone())
                 .setup_recv_cq(cq_handle)
-                .setup_max_send_wr(config.slots + 4)
-                .setup_max_recv_wr(config.slots + 1)
+                .setup_max_send_wr(max_send_wr)
+                .setup_max_recv_wr(max_recv_wr)
                 .build_ex()
                 .map_err(|e| verbs_error(format!("queue pair for rank {peer}"), e))?;
             let mut attr = QueuePairAttribute::new();
@@ -148,7 +152,7 @@ impl VerbsEndpoint {
             let mut attr = QueuePairAttribute::new();
             attr.setup_state(QueuePairState::ReadyToSend)
                 .setup_sq_psn(self.psn)
-                .setup_timeout(14)
+                .setup_timeout(self.config.ack_timeout_exponent())
                 .setup_retry_cnt(7)
                 .setup_rnr_retry(7)
                 .setup_max_read_atomic(4);

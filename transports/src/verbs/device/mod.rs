@@ -61,9 +61,16 @@ pub struct VerbsConfig {
     /// memory they may pin together (further bounded by half of `RLIMIT_MEMLOCK`).
     pub cache_max_entries: usize,
     pub cache_max_bytes: usize,
+    /// How long a queue pair waits for the peer's device to acknowledge a request before it
+    /// sends it again (7 times, then the request fails). The device rounds it up to
+    /// 4.096 us x 2^n ([`VerbsConfig::ack_timeout_exponent`]). Default 67 ms (n = 14);
+    /// `KAWARIMI_VERBS_ACK_TIMEOUT_MS` sets it. Emulated guests, whose acknowledgements can
+    /// lag by more than that, want longer: every needless retransmission is work for a slow
+    /// device, and Soft-RoCE's retransmission paths are where it has been seen to wedge.
+    pub ack_timeout: Duration,
     /// A peer whose device completes none of this side's posted work requests for this long
-    /// is down. The queue pairs' own bound (ack timeout 2^14 x 4.096 us, 7 retries: about
-    /// 0.5 s) ends such requests with an error on a hardware HCA, but Soft-RoCE (Linux 6.1)
+    /// is down. The queue pairs' own bound (the ack timeout, 7 retries: about 0.5 s by
+    /// default) ends such requests with an error on a hardware HCA, but Soft-RoCE (Linux 6.1)
     /// retransmits to a vanished peer for ever; with the keep-alive an idle peer always has a
     /// request posted. Default 5 s; `KAWARIMI_VERBS_STALL_MS` ([`VerbsConfig::from_env`])
     /// sets it, e.g. longer for emulated guests on a loaded host, whose devices can pause for
@@ -81,23 +88,58 @@ impl Default for VerbsConfig {
             max_exposed: 16,
             cache_max_entries: 128,
             cache_max_bytes: 1 << 30,
+            ack_timeout: Duration::from_micros(4096 * (1 << 14) / 1000),
             stall_after: Duration::from_secs(5),
         }
     }
 }
 
 impl VerbsConfig {
-    /// The defaults with the environment's overrides: `KAWARIMI_VERBS_STALL_MS`.
+    /// The defaults with the environment's overrides: `KAWARIMI_VERBS_STALL_MS` and
+    /// `KAWARIMI_VERBS_ACK_TIMEOUT_MS`.
     pub fn from_env() -> Result<VerbsConfig, String> {
         let mut c = VerbsConfig::default();
-        if let Ok(v) = std::env::var("KAWARIMI_VERBS_STALL_MS") {
-            let ms: u64 = v.trim().parse().map_err(|_| format!("KAWARIMI_VERBS_STALL_MS={v:?} is not milliseconds"))?;
-            if ms == 0 {
-                return Err("KAWARIMI_VERBS_STALL_MS must be more than 0".into());
-            }
+        if let Some(ms) = positive_ms_from_env("KAWARIMI_VERBS_STALL_MS")? {
             c.stall_after = Duration::from_millis(ms);
         }
+        if let Some(ms) = positive_ms_from_env("KAWARIMI_VERBS_ACK_TIMEOUT_MS")? {
+            c.ack_timeout = Duration::from_millis(ms);
+            if c.ack_timeout > MAX_ACK_TIMEOUT {
+                return Err(format!("KAWARIMI_VERBS_ACK_TIMEOUT_MS={ms} is more than a device can wait (8796093 ms)"));
+            }
+        }
         Ok(c)
+    }
+
+    /// Requests one queue pair may have on its send queue: a message per send buffer, and
+    /// room for credit writes and reads beside them.
+    pub fn send_queue_depth(&self) -> u32 {
+        self.slots + 4
+    }
+
+    /// Receives one queue pair keeps posted: one per receive buffer, and one spare.
+    pub fn recv_queue_depth(&self) -> u32 {
+        self.slots + 1
+    }
+
+    /// The queue pair's timeout attribute: the least n in 1..=31 with 4.096 us x 2^n at least
+    /// [`VerbsConfig::ack_timeout`] (0 would mean "wait for ever", which no setting asks for).
+    pub fn ack_timeout_exponent(&self) -> u8 {
+        let ns = self.ack_timeout.as_nanos();
+        (1u8..=31).find(|&n| 4096u128 << n >= ns).unwrap_or(31)
+    }
+}
+
+/// The longest ack timeout a queue pair can hold: 4.096 us x 2^31.
+const MAX_ACK_TIMEOUT: Duration = Duration::from_nanos(4096 << 31);
+
+/// A positive count of milliseconds from the environment variable `name`, if it is set.
+fn positive_ms_from_env(name: &str) -> Result<Option<u64>, String> {
+    let Ok(v) = std::env::var(name) else { return Ok(None) };
+    match v.trim().parse::<u64>() {
+        Ok(0) => Err(format!("{name} must be more than 0")),
+        Ok(ms) => Ok(Some(ms)),
+        Err(_) => Err(format!("{name}={v:?} is not milliseconds")),
     }
 }
 
@@ -463,6 +505,24 @@ impl Resources {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ack_timeout_rounds_up_to_the_next_power_of_two() {
+        let exponent = |ms: u64| {
+            VerbsConfig { ack_timeout: Duration::from_millis(ms), ..VerbsConfig::default() }.ack_timeout_exponent()
+        };
+        assert_eq!(VerbsConfig::default().ack_timeout_exponent(), 14, "the default: 67 ms");
+        assert_eq!(exponent(67), 14);
+        assert_eq!(exponent(68), 15, "4.096 us x 2^14 is 67.1 ms; 68 ms needs 2^15");
+        assert_eq!(exponent(1000), 18, "1 s: 2^18 x 4.096 us = 1.07 s");
+        assert_eq!(exponent(1), 8, "1 ms: 2^8 x 4.096 us = 1.05 ms");
+        assert_eq!(
+            VerbsConfig { ack_timeout: Duration::ZERO, ..VerbsConfig::default() }.ack_timeout_exponent(),
+            1,
+            "never 0, which is no timeout"
+        );
+        assert_eq!(VerbsConfig { ack_timeout: MAX_ACK_TIMEOUT, ..VerbsConfig::default() }.ack_timeout_exponent(), 31);
+    }
 
     #[test]
     fn read_descriptors_round_trip_and_bad_ones_are_refused() {

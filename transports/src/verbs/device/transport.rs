@@ -177,7 +177,7 @@ impl VerbsTransport {
     /// Posts the reads of peer `i`'s payloads that wait for room on the send queue, each into
     /// its own buffer, registered for it.
     fn post_reads(&mut self, i: usize) -> TransportResult<()> {
-        let sq_limit = self.config.slots + 4;
+        let sq_limit = self.config.send_queue_depth();
         let (cache, pd) = (&mut self.res.cache, &self.res.pd);
         let p = &mut self.res.peers[i];
         if p.down || !p.active {
@@ -269,7 +269,7 @@ impl VerbsTransport {
             let e = p.exposed.pop_front().expect("the channel counts what is exposed");
             p.exposed_bytes -= e.payload.len();
         }
-        let sq_limit = self.config.slots + 4;
+        let sq_limit = self.config.send_queue_depth();
         if p.sq_used < sq_limit && !p.credit_in_flight {
             let idle = keepalive && p.sq_used == 0;
             let word = p.channel.credit_update().or_else(|| idle.then(|| p.channel.last_credit_word()));
