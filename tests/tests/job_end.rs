@@ -5,7 +5,8 @@
 //! re-parented to init is still found) and with a job directory of its own
 //! (`XDG_RUNTIME_DIR`), ends it one way (its launcher killed with SIGTERM as `timeout` does,
 //! or with SIGKILL; `MPI_Abort`; a fatal MPI error), and then requires every process of the
-//! session to end by itself within [`GONE_BOUND`] and the job directory to be empty. The
+//! session to end by itself within [`GONE_BOUND`], the job directory to be empty and no
+//! segment of its ranks in `/dev/shm` (some of the jobs run on shared memory). The
 //! harness's own clean-up (which kills leftovers) is not used here, so a survivor fails.
 //!
 //! A SIGTERM'd `mpirun` kills its ranks itself when it has the time; under load it may exit
@@ -86,17 +87,28 @@ impl Drop for JobsDir {
     }
 }
 
+/// What carries the ranks' data: each way a job ends must leave nothing on either.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Carrier {
+    Tcp,
+    /// Shared memory (`KAWARIMI_SHM=1`): the segments in `/dev/shm` must go too.
+    Shm,
+}
+
 struct Job {
     child: Child,
     /// The session of the job's processes (the launcher's pid: setsid execs it).
     session: u32,
+    /// The session's processes once every rank is up (the ranks among them).
+    pids: Vec<u32>,
+    carrier: Carrier,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
     what: String,
 }
 
 impl Job {
-    fn start(launcher: Launcher, how: &str, job_name: Option<&str>, dir: &JobsDir) -> Job {
+    fn start(launcher: Launcher, carrier: Carrier, how: &str, job_name: Option<&str>, dir: &JobsDir) -> Job {
         let exe = compiled("job_end", build_dir());
         let setsid = find_in_path("setsid").expect("setsid (util-linux) not found");
         let mut cmd = Command::new(setsid);
@@ -117,9 +129,12 @@ impl Job {
                 }
             }
         }
+        if carrier == Carrier::Shm {
+            cmd.args(["-x", "KAWARIMI_SHM=1"]);
+        }
         cmd.args(["-np", &RANKS.to_string()]).arg(&exe).arg(how);
         cmd.env("XDG_RUNTIME_DIR", &dir.0).env_remove("LD_PRELOAD");
-        let what = format!("{launcher:?} job_end {how}");
+        let what = format!("{launcher:?} job_end {how} on {carrier:?}");
         let mut child =
             cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the job");
         let (tx, lines) = mpsc::channel();
@@ -135,7 +150,7 @@ impl Job {
             });
         }
         let session = child.id();
-        Job { child, session, lines, seen: Vec::new(), what }
+        Job { child, session, pids: Vec::new(), carrier, lines, seen: Vec::new(), what }
     }
 
     fn drain(&mut self) {
@@ -164,6 +179,15 @@ impl Job {
             if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(100)) {
                 self.seen.push(l);
             }
+        }
+        self.pids = session_processes(self.session);
+        if self.carrier == Carrier::Shm {
+            // The ranks' rings are in segments they map (unlinked from /dev/shm once every
+            // peer has mapped them, so the mapping is what shows them).
+            let mapped =
+                |pid: &u32| fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("/kawarimi."));
+            let n = self.pids.iter().filter(|p| mapped(p)).count();
+            assert_eq!(n, RANKS as usize, "{}: ranks mapping kawarimi segments: {n} of {RANKS}", self.what);
         }
     }
 
@@ -196,6 +220,15 @@ impl Job {
             panic!("{}: processes still alive {GONE_BOUND:?} after the job ended: {left:?}\n{out}", self.what);
         }
         let _ = self.child.wait();
+        // A segment is named `kawarimi.<owner pid>.<start ticks>.<tag>`.
+        let segments: Vec<String> = fs::read_dir("/dev/shm")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| self.pids.iter().any(|pid| name.starts_with(&format!("kawarimi.{pid}."))))
+            .collect();
+        assert!(segments.is_empty(), "{}: segments of its ranks left in /dev/shm: {segments:?}", self.what);
     }
 }
 
@@ -207,9 +240,9 @@ impl Drop for Job {
     }
 }
 
-fn kill_launcher_of_hanging_job(launcher: Launcher, sig: nix::sys::signal::Signal) -> JobsDir {
-    let dir = JobsDir::new(&format!("{launcher:?}-{sig:?}"));
-    let mut job = Job::start(launcher, "hang", None, &dir);
+fn kill_launcher_of_hanging_job(launcher: Launcher, carrier: Carrier, sig: nix::sys::signal::Signal) -> JobsDir {
+    let dir = JobsDir::new(&format!("{launcher:?}-{carrier:?}-{sig:?}"));
+    let mut job = Job::start(launcher, carrier, "hang", None, &dir);
     job.wait_up();
     assert_eq!(dir.files().iter().filter(|f| f.ends_with(".json")).count(), 1, "one job file while it runs");
     job.signal_launcher(sig);
@@ -219,19 +252,21 @@ fn kill_launcher_of_hanging_job(launcher: Launcher, sig: nix::sys::signal::Signa
 
 #[test]
 fn ranks_end_when_mpirun_is_terminated() {
-    let dir = kill_launcher_of_hanging_job(Launcher::Preloaded, nix::sys::signal::Signal::SIGTERM);
+    let dir = kill_launcher_of_hanging_job(Launcher::Preloaded, Carrier::Tcp, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(dir.files(), Vec::<String>::new(), "rank 0's job file is removed");
 }
 
 #[test]
 fn ranks_end_when_mpirun_is_killed() {
-    let dir = kill_launcher_of_hanging_job(Launcher::Preloaded, nix::sys::signal::Signal::SIGKILL);
-    assert_eq!(dir.files(), Vec::<String>::new(), "rank 0's job file is removed");
+    for carrier in [Carrier::Tcp, Carrier::Shm] {
+        let dir = kill_launcher_of_hanging_job(Launcher::Preloaded, carrier, nix::sys::signal::Signal::SIGKILL);
+        assert_eq!(dir.files(), Vec::<String>::new(), "rank 0's job file is removed");
+    }
 }
 
 #[test]
 fn ranks_end_when_kawarimi_run_is_terminated() {
-    let dir = kill_launcher_of_hanging_job(Launcher::KawarimiRun, nix::sys::signal::Signal::SIGTERM);
+    let dir = kill_launcher_of_hanging_job(Launcher::KawarimiRun, Carrier::Shm, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(dir.files(), Vec::<String>::new(), "kawarimi run removes its job file");
 }
 
@@ -241,7 +276,7 @@ fn ranks_end_when_kawarimi_run_is_terminated() {
 #[test]
 fn a_killed_kawarimi_runs_file_is_reclaimed_and_its_job_ends_with_mpirun() {
     let dir = JobsDir::new("run-killed");
-    let mut job = Job::start(Launcher::KawarimiRun, "hang", None, &dir);
+    let mut job = Job::start(Launcher::KawarimiRun, Carrier::Tcp, "hang", None, &dir);
     job.wait_up();
     job.signal_launcher(nix::sys::signal::Signal::SIGKILL);
     let _ = job.child.wait();
@@ -258,9 +293,9 @@ fn a_killed_kawarimi_runs_file_is_reclaimed_and_its_job_ends_with_mpirun() {
     job.require_all_gone();
 }
 
-fn end_by_itself(launcher: Launcher, how: &str, expect_in_output: &str) {
-    let dir = JobsDir::new(&format!("{launcher:?}-{how}"));
-    let mut job = Job::start(launcher, how, None, &dir);
+fn end_by_itself(launcher: Launcher, carrier: Carrier, how: &str, expect_in_output: &str) {
+    let dir = JobsDir::new(&format!("{launcher:?}-{carrier:?}-{how}"));
+    let mut job = Job::start(launcher, carrier, how, None, &dir);
     job.wait_up();
     job.require_all_gone();
     let out = job.output();
@@ -270,13 +305,14 @@ fn end_by_itself(launcher: Launcher, how: &str, expect_in_output: &str) {
 
 #[test]
 fn an_aborted_job_leaves_nothing() {
-    end_by_itself(Launcher::Preloaded, "abort", "MPI_Abort");
-    end_by_itself(Launcher::KawarimiRun, "abort", "MPI_Abort");
+    end_by_itself(Launcher::Preloaded, Carrier::Tcp, "abort", "MPI_Abort");
+    end_by_itself(Launcher::KawarimiRun, Carrier::Shm, "abort", "MPI_Abort");
 }
 
 #[test]
 fn a_job_ended_by_a_fatal_error_leaves_nothing() {
-    end_by_itself(Launcher::Preloaded, "error", "MPI_Send");
+    end_by_itself(Launcher::Preloaded, Carrier::Tcp, "error", "MPI_Send");
+    end_by_itself(Launcher::Preloaded, Carrier::Shm, "error", "MPI_Send");
 }
 
 /// A stale file whose pid a live process has taken again, a dead pid's file and a leftover
@@ -286,7 +322,7 @@ fn a_job_ended_by_a_fatal_error_leaves_nothing() {
 #[test]
 fn ctl_tells_running_jobs_by_their_coordinator_and_reclaims_dead_ones() {
     let dir = JobsDir::new("reclaim");
-    let mut job = Job::start(Launcher::KawarimiRun, "hang", Some("end-running"), &dir);
+    let mut job = Job::start(Launcher::KawarimiRun, Carrier::Tcp, "hang", Some("end-running"), &dir);
     job.wait_up();
     let jobs = dir.0.join("kawarimi");
     let me = std::process::id();

@@ -2,7 +2,7 @@
 //! kernels EP, IS, CG, MG, FT and the pseudo-applications LU, BT and SP. Classes S and W at 4 ranks,
 //! natively and preloaded with kawarimi, must report `VERIFICATION SUCCESSFUL` against NPB's
 //! official values; and each must still verify when its job is live-migrated twice in mid-run
-//! under `kawarimi run`.
+//! under `kawarimi run`, also when the migrations move it between shared memory and TCP.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -106,13 +106,48 @@ fn classes_s_and_w_verify_on_shared_memory() {
     }
 }
 
-/// Runs one benchmark under `kawarimi run` and migrates it twice while it computes.
-fn migrate_twice(name: &str, class: &str) {
+/// Where the ranks of a job live across its two migrations, as `KAWARIMI_HOST_ID_FILE` labels
+/// (one machine cannot change its kernel, so a label per rank stands for the host): before
+/// the first, after the first, after the second, with what every rank must then report as
+/// carrying its data.
+struct HostMoves {
+    labels: [&'static str; 3],
+    carriers: [&'static str; 3],
+}
+
+/// On one host on shared memory; split over two hosts (each pair across them on TCP); back.
+const SHM_TCP_SHM: HostMoves =
+    HostMoves { labels: ["a a a a", "a a b b", "a a a a"], carriers: ["shm:3", "shm:1+tcp:2", "shm:3"] };
+
+/// Runs one benchmark under `kawarimi run` and migrates it twice while it computes; with
+/// `moves`, on shared memory, the ranks' hosts changing at each migration as it says.
+fn migrate_twice(name: &str, class: &str, moves: Option<&HostMoves>) {
     let job_name = format!("npb-{name}-{}", std::process::id());
     let exe = bin(name).display().to_string();
     let words = ["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", &RANKS.to_string(), &exe, class];
-    let mut job = KawarimiJob::start(&job_name, &words, |_| {});
+    let labels = std::env::temp_dir().join(format!("{job_name}.hosts"));
+    if let Some(m) = moves {
+        std::fs::write(&labels, m.labels[0]).unwrap();
+    }
+    let mut job = KawarimiJob::start(&job_name, &words, |cmd| {
+        if moves.is_some() {
+            cmd.env("KAWARIMI_SHM", "1").env("KAWARIMI_HOST_ID_FILE", &labels);
+        }
+    });
     let (mut ctl, _, _) = job.ready(RANKS, Duration::from_secs(30));
+    let mut carried = Vec::new();
+    let mut carriers = |ctl: &mut kawarimi_control::client::CtlClient, round: usize| {
+        let Some(m) = moves else { return };
+        let got: Vec<String> = ctl.status().expect("status").ranks.iter().map(|r| r.transport.clone()).collect();
+        let want = m.carriers[round];
+        assert!(
+            got.iter().all(|t| t.ends_with(want)),
+            "npb-{name} on {:?}: every rank should run on {want}: {got:?}",
+            m.labels[round]
+        );
+        carried.push(want);
+    };
+    carriers(&mut ctl, 0);
     // Both switches land early in the run: the shortest kernel here (CG class A) computes for
     // about 0.35 s at 4 ranks on a 2-core machine, and a faster machine halves that.
     for (round, delay_ms) in [(1u32, 100), (2, 50)] {
@@ -121,18 +156,24 @@ fn migrate_twice(name: &str, class: &str) {
             Ok(Reply::SafeToUnplug { .. }) => {}
             other => panic!("npb-{name}: quiesce {round}: {other:?} (did the run end before it? use a larger class)"),
         }
+        if let Some(m) = moves {
+            std::fs::write(&labels, m.labels[round as usize]).unwrap();
+        }
         match ctl.resume(Duration::from_secs(30), None) {
             Ok(Reply::Resumed { epoch, .. }) => assert_eq!(epoch, round),
             other => panic!("npb-{name}: resume {round}: {other:?}"),
         }
+        carriers(&mut ctl, round as usize);
     }
     drop(ctl);
     let (ok, out, err) = job.finish(Duration::from_secs(300));
+    let _ = std::fs::remove_file(&labels);
     assert!(
         ok && out.contains("VERIFICATION SUCCESSFUL"),
         "npb-{name} class {class} after two migrations:\n{out}\n{err}"
     );
-    eprintln!("migrated twice: {}", out.lines().find(|l| l.starts_with("npb=")).unwrap_or(""));
+    let line = out.lines().find(|l| l.starts_with("npb=")).unwrap_or("");
+    eprintln!("migrated twice ({}): {line}", if carried.is_empty() { "tcp".to_string() } else { carried.join(" -> ") });
 }
 
 #[test]
@@ -141,6 +182,16 @@ fn every_kernel_verifies_after_two_migrations_in_mid_run() {
     for (name, class) in
         [("ep", "W"), ("is", "A"), ("cg", "A"), ("mg", "A"), ("ft", "A"), ("lu", "W"), ("bt", "W"), ("sp", "W")]
     {
-        migrate_twice(name, class);
+        migrate_twice(name, class, None);
+    }
+}
+
+/// A resume rediscovers co-location under the NPB kernels too: the job starts on shared
+/// memory, the first migration splits the ranks over two hosts and the second brings them
+/// back, each in mid-run, and every kernel still verifies.
+#[test]
+fn kernels_verify_when_migrations_move_them_between_shared_memory_and_tcp() {
+    for (name, class) in [("is", "A"), ("cg", "A"), ("mg", "A"), ("ft", "A"), ("lu", "W")] {
+        migrate_twice(name, class, Some(&SHM_TCP_SHM));
     }
 }
