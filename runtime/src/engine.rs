@@ -213,8 +213,10 @@ impl Engine {
         if let Err(e) = transport.progress(&mut self.events) {
             return Err(self.fail(MpiError::new(ErrorClass::Other, e.to_string())));
         }
-        let events = std::mem::take(&mut self.events);
-        for ev in events {
+        // Taken out to be drained, and put back with its capacity for the next round: a vector
+        // dropped here would be allocated again by every round that brings a frame.
+        let mut events = std::mem::take(&mut self.events);
+        for ev in events.drain(..) {
             did_work = true;
             match ev {
                 Event::Frame { peer, header, payload } => {
@@ -231,6 +233,7 @@ impl Engine {
                 Event::LinkDown { peer, reason } => lost.push((peer, reason)),
             }
         }
+        self.events = events;
         for (peer, reason) in lost {
             self.link_lost(peer, reason, Loss::LinkDown)?;
         }
@@ -456,10 +459,12 @@ impl Engine {
 
     /// Drives progress until `done` holds, spinning, then yielding, then sleeping.
     pub(crate) fn block_until(&mut self, mut done: impl FnMut(&mut Core) -> bool) -> MpiResult<()> {
-        // Rounds without work since the last that had some, and when that stretch began (the
-        // real clock, not the engine's: this is about the core's time, and no simulator blocks
-        // here). The clock is read at the first idle round and then every `CLOCK_EVERY` only:
-        // a read costs as much as a round.
+        // Rounds without work since the last that had some, and when the clock was first read
+        // in that stretch (the real clock, not the engine's: this is about the core's time,
+        // and no simulator blocks here). The clock is read every `CLOCK_EVERY` idle rounds
+        // only, as a read costs as much as a round and most waits end within a few; at the
+        // first idle round too when there is no spin to time, since the yields that follow
+        // cost far more than a read (a spin of S so lasts S plus `CLOCK_EVERY` rounds).
         const CLOCK_EVERY: u32 = 32;
         let mut idle_rounds: u32 = 0;
         let mut idle_since: Option<Instant> = None;
@@ -481,11 +486,11 @@ impl Engine {
                 (idle_rounds, idle_since, idle) = (0, None, Duration::ZERO);
                 continue;
             }
-            if idle_rounds.is_multiple_of(CLOCK_EVERY) {
+            let p = &self.wait_policy;
+            if idle_rounds.is_multiple_of(CLOCK_EVERY) && (idle_rounds > 0 || p.spin.is_zero()) {
                 idle = idle_since.get_or_insert_with(Instant::now).elapsed();
             }
             idle_rounds = idle_rounds.wrapping_add(1);
-            let p = &self.wait_policy;
             if idle < p.spin {
                 std::hint::spin_loop();
             } else if idle < p.spin + p.yield_for {
