@@ -132,7 +132,7 @@ fn recursive_doubling_steps(s: &mut Schedule<'_>, fold: &Folded, r: i32, acc: Sl
             s.reduce(theirs, acc);
         } else {
             s.reduce(acc, theirs);
-            s.copy(theirs, acc);
+            s.swap(theirs, acc);
         }
         mask <<= 1;
     }

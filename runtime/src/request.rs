@@ -403,12 +403,12 @@ mod tests {
         let mut s = Schedule::new(&one, 1);
         let from = s.slot(vec![1, 2, 3]);
         let to = s.slot(vec![0; 3]);
-        s.copy(from, to);
+        s.swap(from, to);
         let id = e.start_schedule(s).unwrap();
         let mut r: Req = Request::collective(id, c, "finish me");
         let Some(Outcome::Collective(finish, buffers)) = r.progress(&mut e, true).unwrap() else { panic!() };
         assert_eq!(finish, "finish me");
-        assert_eq!(buffers[1], vec![1, 2, 3]);
+        assert_eq!(buffers, vec![vec![0; 3], vec![1, 2, 3]]);
         assert_eq!(r.status(), Some(empty_status()));
     }
 

@@ -75,8 +75,9 @@ enum Step {
     Wait,
     /// `slots[inout] = slots[input] op slots[inout]`.
     Reduce { input: Slot, inout: Slot },
-    /// `slots[to] = slots[from]`.
-    Copy { from: Slot, to: Slot },
+    /// `slots[to]` takes the bytes of `slots[from]`, which is left with `to`'s old bytes:
+    /// for a buffer that is written again before it is read (its allocation is reused then).
+    Swap { from: Slot, to: Slot },
     /// Cuts `slots[from]` into `count` blocks of whole `elem`-byte elements, into slots
     /// `first..first + count` (see [`block_range`]).
     Split { from: Slot, first: Slot, count: usize, elem: usize },
@@ -102,8 +103,10 @@ pub struct Schedule<'a> {
     /// Where the tag comes from once the schedule starts, blocking or not (see
     /// [`crate::comm::CollSeq`]): the communicator's counters, its tag base and the kind.
     tag_source: Option<(std::sync::Arc<CollSeq>, i32, i32)>,
-    /// World rank of each communicator rank.
-    peers: Vec<u32>,
+    /// World rank of each communicator rank: the local group's, then on an
+    /// inter-communicator the remote group's (shared with the communicator, not copied).
+    peers: std::sync::Arc<crate::comm::Group>,
+    remote: Option<std::sync::Arc<crate::comm::Group>>,
     slots: Vec<Vec<u8>>,
     /// Per slot: memory outside the schedule that the slot stands for, if any.
     outside: Vec<Option<Outside>>,
@@ -145,11 +148,8 @@ impl<'a> Schedule<'a> {
     /// inter-communicator the remote group's ranks after them (remote rank `q` is index
     /// `comm.size() + q`).
     pub fn new(comm: &Comm, kind: i32) -> Schedule<'a> {
-        let mut peers: Vec<u32> = comm.group.members().to_vec();
-        if let Some(inter) = &comm.inter {
-            peers.extend_from_slice(inter.remote.members());
-        }
-        let mut s = Schedule::between(comm.coll_ctx(), 0, peers);
+        let mut s = Schedule::among(comm.coll_ctx(), 0, comm.group.clone());
+        s.remote = comm.inter.as_ref().map(|inter| inter.remote.clone());
         s.tag_source = Some((comm.coll_seq.clone(), comm.coll_tag_base, kind));
         s
     }
@@ -164,15 +164,21 @@ impl<'a> Schedule<'a> {
 
     /// An empty schedule whose messages travel in context `ctx` with `tag`, between this
     /// process and the world ranks `peers` (named by index in steps).
-    pub fn between(ctx: u32, tag: i32, peers: Vec<u32>) -> Schedule<'a> {
+    pub fn between(ctx: u32, tag: i32, peers: Vec<u32>) -> MpiResult<Schedule<'a>> {
+        Ok(Schedule::among(ctx, tag, std::sync::Arc::new(crate::comm::Group::new(peers)?)))
+    }
+
+    fn among(ctx: u32, tag: i32, peers: std::sync::Arc<crate::comm::Group>) -> Schedule<'a> {
         Schedule {
             ctx,
             tag,
             tag_source: None,
             peers,
+            remote: None,
             slots: Vec::new(),
             outside: Vec::new(),
-            steps: Vec::new(),
+            // Room for the steps of the common small collectives at once, rather than growing.
+            steps: Vec::with_capacity(8),
             next: 0,
             pending: Vec::new(),
             op: None,
@@ -196,7 +202,7 @@ impl<'a> Schedule<'a> {
     /// staging copy). `Outside::Recv`: one receive step lands in it (the application's
     /// buffer, [`RecvBuf::Static`], straight from the transport where it can place it, after
     /// which send steps send from there; or a staging buffer that becomes the slot's bytes).
-    /// Reduce and copy steps refuse such a slot.
+    /// Reduce and swap steps refuse such a slot.
     pub fn slot_outside(&mut self, outside: Outside) -> Slot {
         let slot = self.slot(Vec::new());
         self.outside[slot] = Some(outside);
@@ -228,8 +234,8 @@ impl<'a> Schedule<'a> {
         self.steps.push(Step::Reduce { input, inout });
     }
 
-    pub fn copy(&mut self, from: Slot, to: Slot) {
-        self.steps.push(Step::Copy { from, to });
+    pub fn swap(&mut self, from: Slot, to: Slot) {
+        self.steps.push(Step::Swap { from, to });
     }
 
     /// Cuts `from` into `count` blocks of whole `elem`-byte elements, into `count` new
@@ -254,9 +260,15 @@ impl<'a> Schedule<'a> {
     }
 
     fn peer(&self, r: i32) -> MpiResult<i32> {
-        match self.peers.get(r as usize) {
-            Some(&w) if r >= 0 => Ok(w as i32),
-            _ => err(ErrorClass::Rank, format!("collective peer {r} is not in a communicator of {}", self.peers.len())),
+        let local = self.peers.members();
+        let remote = self.remote.as_ref().map_or(&[][..], |g| g.members());
+        let world = usize::try_from(r).ok().and_then(|i| local.get(i).or_else(|| remote.get(i - local.len())));
+        match world {
+            Some(&w) => Ok(w as i32),
+            None => err(
+                ErrorClass::Rank,
+                format!("collective peer {r} is not in a communicator of {}", local.len() + remote.len()),
+            ),
         }
     }
 
@@ -277,7 +289,13 @@ impl<'a> Schedule<'a> {
                 Step::Recv { from, slot, len } => {
                     let buf = match self.outside[slot].take() {
                         Some(Outside::Recv(buf)) => buf,
-                        None => RecvBuf::Owned(vec![0; len]),
+                        None => {
+                            // The slot's old bytes (a swap leaves some) hold the new ones.
+                            let mut v = std::mem::take(&mut self.slots[slot]);
+                            v.clear();
+                            v.resize(len, 0);
+                            RecvBuf::Owned(v)
+                        }
                         Some(Outside::Send(_)) => {
                             return err(ErrorClass::Intern, "a schedule receives into a send slot")
                         }
@@ -290,12 +308,12 @@ impl<'a> Schedule<'a> {
                         return Ok(false);
                     }
                 }
-                Step::Reduce { .. } | Step::Copy { .. } | Step::Split { .. } | Step::Join { .. }
+                Step::Reduce { .. } | Step::Swap { .. } | Step::Split { .. } | Step::Join { .. }
                     if self.touches_outside(step) =>
                 {
                     return err(
                         ErrorClass::Intern,
-                        "a schedule reduces, copies, splits or joins a slot it does not hold",
+                        "a schedule reduces, swaps, splits or joins a slot it does not hold",
                     );
                 }
                 Step::Reduce { input, inout } => {
@@ -305,7 +323,7 @@ impl<'a> Schedule<'a> {
                     op.reduce(&self.slots[input], &mut acc)?;
                     self.slots[inout] = acc;
                 }
-                Step::Copy { from, to } => self.slots[to] = self.slots[from].clone(),
+                Step::Swap { from, to } => self.slots.swap(from, to),
                 Step::Split { from, first, count, elem } => {
                     let whole = std::mem::take(&mut self.slots[from]);
                     for k in 0..count {
@@ -348,7 +366,7 @@ impl<'a> Schedule<'a> {
     fn touches_outside(&self, step: Step) -> bool {
         let (a, b) = match step {
             Step::Reduce { input, inout } => (input, inout),
-            Step::Copy { from, to } => (from, to),
+            Step::Swap { from, to } => (from, to),
             Step::Split { from, .. } => (from, from),
             Step::Join { to, .. } => (to, to),
             _ => return false,
@@ -426,7 +444,7 @@ pub(crate) fn reduce_steps(s: &mut Schedule<'_>, n: i32, rank: i32, tree_root: i
                 s.wait();
                 // `theirs` covers higher ranks: acc = acc op theirs.
                 s.reduce(acc, theirs);
-                s.copy(theirs, acc);
+                s.swap(theirs, acc);
             }
         } else {
             // A rank that sends its partial result up is done with it.

@@ -300,7 +300,7 @@ impl World {
     /// Sends `bytes` to world rank `other` in context `ctx` with `tag` and receives exactly
     /// `len` bytes from it: the leaders' exchange of `MPI_Intercomm_create`.
     fn swap_with(&mut self, ctx: u32, tag: i32, other: u32, bytes: Vec<u8>, len: usize) -> MpiResult<Vec<u8>> {
-        let mut s = Schedule::between(ctx, tag, vec![other]);
+        let mut s = Schedule::between(ctx, tag, vec![other])?;
         let out = s.slot(bytes);
         let back = s.slot(Vec::new());
         s.recv(0, back, len);

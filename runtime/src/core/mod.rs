@@ -388,8 +388,11 @@ impl Core {
             let kind = if sync { FrameKind::EagerSync } else { FrameKind::Eager };
             let header = Header { ctx, tag, msg_id: id, ..Header::new(kind) };
             // The frame owns a copy, so the send is complete as soon as it is queued.
+            // A small one is held inline: the handle the core keeps until the peer confirms
+            // it is then a copy, where a vector would be shared behind a new allocation.
             let payload = match data {
-                SendData::Owned(v) => Payload::Owned(v),
+                SendData::Owned(v) if v.len() > kawarimi_transports::INLINE_BYTES => Payload::Owned(v),
+                SendData::Owned(v) => Payload::copied(&v),
                 SendData::Static(s) => Payload::copied(s),
             };
             self.emit(peer, header, payload)?;
