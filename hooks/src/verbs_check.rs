@@ -157,7 +157,7 @@ impl Link<'_> {
         loop {
             if !self.events.is_empty() {
                 match self.events.remove(0) {
-                    Event::Frame { payload, .. } => return Ok(payload),
+                    Event::Frame { payload, .. } => return Ok(payload.into_vec()),
                     Event::LinkDown { reason, .. } => {
                         return Err(format!("link down while waiting for {what}: {reason}"))
                     }

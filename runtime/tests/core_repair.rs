@@ -178,10 +178,10 @@ fn a_duplicate_is_dropped_only_when_flagged_as_a_replay() {
     let t = a.poll_transmit().unwrap();
     assert_eq!(t.header.kind, FrameKind::Eager);
     let payload = t.payload.into_vec();
-    b.handle_frame(0, t.header, payload.clone()).unwrap();
+    b.handle_frame(0, t.header, Payload::Owned(payload.clone())).unwrap();
     let replayed = Header { flags: t.header.flags | FLAG_REPLAY, ..t.header };
-    b.handle_frame(0, replayed, payload.clone()).expect("a replayed duplicate is dropped quietly");
-    let err = b.handle_frame(0, t.header, payload).expect_err("a plain duplicate is refused");
+    b.handle_frame(0, replayed, Payload::Owned(payload.clone())).expect("a replayed duplicate is dropped quietly");
+    let err = b.handle_frame(0, t.header, Payload::Owned(payload)).expect_err("a plain duplicate is refused");
     assert!(err.to_string().contains("expected seq 1, got 0"), "{err}");
 }
 

@@ -26,7 +26,7 @@ fn decode_all(data: &[u8], chunk: usize) -> (Vec<(Header, Vec<u8>)>, Option<Deco
     let mut frames = Vec::new();
     let mut err = None;
     for c in data.chunks(chunk.max(1)) {
-        if let Err(e) = d.feed(c, &mut |h, p| frames.push((h, p))) {
+        if let Err(e) = d.feed(c, &mut |h, p: crate::Payload| frames.push((h, p.into_vec()))) {
             err = Some(e);
             break;
         }

@@ -60,6 +60,12 @@ pub enum Payload {
     },
 }
 
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Payload {
+        Payload::Owned(v)
+    }
+}
+
 /// The largest payload [`Payload::copied`] holds inline.
 pub const INLINE_BYTES: usize = 48;
 
@@ -134,8 +140,9 @@ impl Payload {
 /// What a transport reports from [`Transport::progress`].
 #[derive(Debug)]
 pub enum Event {
-    /// A complete, validated frame from `peer`.
-    Frame { peer: PeerId, header: wire::Header, payload: Vec<u8> },
+    /// A complete, validated frame from `peer`. A small payload arrives inline
+    /// ([`Payload::Inline`], no allocation per frame), a larger one owned.
+    Frame { peer: PeerId, header: wire::Header, payload: Payload },
     /// The link to `peer` failed or was closed by the other side; `reason` says how.
     LinkDown { peer: PeerId, reason: String },
     /// (Only after [`Transport::ask_placement`].) The payload of this frame from `peer` is

@@ -49,7 +49,11 @@ impl Transport for SimTransport {
 
     fn progress(&mut self, events: &mut Vec<Event>) -> TransportResult<()> {
         let mut q = self.inboxes[self.me as usize].frames.lock().expect("sim inbox lock");
-        events.extend(q.drain(..).map(|(peer, header, payload)| Event::Frame { peer, header, payload }));
+        events.extend(q.drain(..).map(|(peer, header, payload)| Event::Frame {
+            peer,
+            header,
+            payload: Payload::Owned(payload),
+        }));
         Ok(())
     }
 

@@ -34,6 +34,8 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 
+use crate::Payload;
+
 use crate::PeerId;
 
 pub const MAGIC: u16 = 0x4B57;
@@ -254,7 +256,9 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// Splits a byte stream into validated frames. Knows nothing of sockets, so it can be fed
-/// from a test or a fuzzer. Every payload Vec is allocated once, at its exact size.
+/// from a test or a fuzzer. A payload of at most [`crate::INLINE_BYTES`] that comes whole
+/// with its header is emitted inline; every other payload Vec is allocated once, at its
+/// exact size.
 #[derive(Debug)]
 pub struct FrameDecoder {
     expected_src: PeerId,
@@ -272,7 +276,7 @@ impl FrameDecoder {
 
     /// Feeds stream bytes, calling `emit` for each complete frame in order. After an error
     /// the decoder stays failed (the stream cannot be resynchronised).
-    pub fn feed<F: FnMut(Header, Vec<u8>)>(&mut self, mut bytes: &[u8], emit: &mut F) -> Result<(), DecodeError> {
+    pub fn feed<F: FnMut(Header, Payload)>(&mut self, mut bytes: &[u8], emit: &mut F) -> Result<(), DecodeError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -292,7 +296,16 @@ impl FrameDecoder {
                     bytes = &bytes[take..];
                     if self.hdr_have == HEADER_LEN {
                         self.hdr_have = 0;
-                        self.start_frame(emit)?;
+                        let h = self.start_frame()?;
+                        let len = h.payload_len as usize;
+                        if len == 0 {
+                            emit(h, Payload::Empty);
+                        } else if len <= crate::INLINE_BYTES && bytes.len() >= len {
+                            emit(h, Payload::copied(&bytes[..len]));
+                            bytes = &bytes[len..];
+                        } else {
+                            self.body = Some((h, Vec::with_capacity(len)));
+                        }
                     }
                 }
             }
@@ -300,7 +313,8 @@ impl FrameDecoder {
         Ok(())
     }
 
-    fn start_frame<F: FnMut(Header, Vec<u8>)>(&mut self, emit: &mut F) -> Result<(), DecodeError> {
+    /// The header just completed, validated.
+    fn start_frame(&mut self) -> Result<Header, DecodeError> {
         let h = match Header::decode(&self.hdr) {
             Ok(h) => h,
             Err(e) => return Err(self.fail(DecodeError::Wire(e))),
@@ -308,18 +322,13 @@ impl FrameDecoder {
         if h.src != self.expected_src {
             return Err(self.fail(DecodeError::WrongSource { expected: self.expected_src, got: h.src }));
         }
-        if h.payload_len == 0 {
-            emit(h, Vec::new());
-        } else {
-            self.body = Some((h, Vec::with_capacity(h.payload_len as usize)));
-        }
-        Ok(())
+        Ok(h)
     }
 
-    fn finish_body_if_complete<F: FnMut(Header, Vec<u8>)>(&mut self, emit: &mut F) {
+    fn finish_body_if_complete<F: FnMut(Header, Payload)>(&mut self, emit: &mut F) {
         if matches!(&self.body, Some((h, b)) if b.len() == h.payload_len as usize) {
             if let Some((h, b)) = self.body.take() {
-                emit(h, b);
+                emit(h, Payload::Owned(b));
             }
         }
     }
@@ -354,7 +363,7 @@ impl FrameDecoder {
     /// # Safety
     /// The first `n` elements of that buffer must have been initialised, and `n` must not
     /// exceed its length.
-    pub(crate) unsafe fn commit_direct<F: FnMut(Header, Vec<u8>)>(&mut self, n: usize, emit: &mut F) {
+    pub(crate) unsafe fn commit_direct<F: FnMut(Header, Payload)>(&mut self, n: usize, emit: &mut F) {
         if let Some((h, body)) = &mut self.body {
             let new_len = (body.len() + n).min(h.payload_len as usize);
             // SAFETY: the caller initialised `n` bytes of the spare capacity right after the
@@ -391,7 +400,7 @@ mod tests {
             let mut d = FrameDecoder::new(3);
             let mut got = Vec::new();
             for c in stream.chunks(chunk) {
-                d.feed(c, &mut |h, p| got.push((h, p))).unwrap();
+                d.feed(c, &mut |h, p: Payload| got.push((h, p.into_vec()))).unwrap();
             }
             assert_eq!(got, frames, "chunk {chunk}");
             assert!(!d.mid_frame());

@@ -60,7 +60,7 @@ fn probe() -> Result<String, String> {
         for ev in events.drain(..) {
             match ev {
                 Event::Frame { peer, header, payload } => {
-                    if header.tag != 77 || payload != format!("hello {peer}->{me}").into_bytes() {
+                    if header.tag != 77 || payload.as_slice() != format!("hello {peer}->{me}").as_bytes() {
                         return Err(format!("rank {me}: bad frame from {peer}: {header}"));
                     }
                     got.insert(peer);

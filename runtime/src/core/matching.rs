@@ -116,8 +116,8 @@ impl Core {
                 let n = dlen.min(cap);
                 match buf {
                     // Same size staging buffer: take the message's bytes, no copy.
-                    RecvBuf::Owned(v) if v.len() == dlen => *v = data,
-                    _ => buf.as_mut_slice()[..n].copy_from_slice(&data[..n]),
+                    RecvBuf::Owned(v) if v.len() == dlen && matches!(data, Payload::Owned(_)) => *v = data.into_vec(),
+                    _ => buf.as_mut_slice()[..n].copy_from_slice(&data.as_slice()[..n]),
                 }
                 r.status.len = n;
                 if dlen > cap {

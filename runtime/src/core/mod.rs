@@ -221,7 +221,7 @@ struct Unexpected {
 
 #[derive(Debug)]
 enum UnexpectedKind {
-    Eager { data: Vec<u8>, sync_msg_id: Option<u64> },
+    Eager { data: Payload, sync_msg_id: Option<u64> },
     Rts { msg_id: u64, total: usize },
 }
 
@@ -537,13 +537,14 @@ impl Core {
         // Bounded by the frames queued so far: handling a frame may queue more (a Cts answer),
         // which the loop then also delivers; each message produces a finite exchange.
         while let Some((h, p)) = self.loopback.pop_front() {
-            self.handle_frame(self.me, h, p)?;
+            self.handle_frame(self.me, h, Payload::Owned(p))?;
         }
         Ok(())
     }
 
     /// Handles one frame a transport delivered from `peer`.
-    pub fn handle_frame(&mut self, peer: PeerId, header: Header, payload: Vec<u8>) -> MpiResult<()> {
+    pub fn handle_frame(&mut self, peer: PeerId, header: Header, payload: impl Into<Payload>) -> MpiResult<()> {
+        let payload = payload.into();
         if peer >= self.size || header.src != peer {
             return err(ErrorClass::Intern, format!("frame claims source {} but arrived from rank {peer}", header.src));
         }
@@ -636,7 +637,7 @@ impl Core {
             },
             FrameKind::Bye => self.channels[peer as usize].said_bye = true,
             FrameKind::Abort => {
-                let msg = String::from_utf8_lossy(&payload);
+                let msg = String::from_utf8_lossy(payload.as_slice());
                 return err(ErrorClass::Other, format!("rank {peer} aborted the job (code {}): {msg}", header.arg));
             }
             FrameKind::Ack => {}
@@ -726,7 +727,7 @@ impl Core {
         peer: PeerId,
         recv_id: u64,
         offset: usize,
-        payload: Vec<u8>,
+        payload: Payload,
         placed: Option<usize>,
     ) -> MpiResult<()> {
         let Some(Req::Recv(r)) = self.requests.get_mut(&recv_id) else {
@@ -746,14 +747,21 @@ impl Core {
             _ if placed.is_some() => {}
             // A whole message in one frame into a staging buffer of exactly its size: take the
             // frame's bytes instead of copying them.
-            RecvBuf::Owned(v) if offset == 0 && n_payload == *total && v.len() == n_payload => *v = payload,
+            RecvBuf::Owned(v)
+                if offset == 0
+                    && n_payload == *total
+                    && v.len() == n_payload
+                    && matches!(payload, Payload::Owned(_)) =>
+            {
+                *v = payload.into_vec()
+            }
             buf => {
                 let buf = buf.as_mut_slice();
                 // Bytes past the buffer's end are dropped: the status already says
                 // MPI_ERR_TRUNCATE.
                 if offset < buf.len() {
                     let n = n_payload.min(buf.len() - offset);
-                    buf[offset..offset + n].copy_from_slice(&payload[..n]);
+                    buf[offset..offset + n].copy_from_slice(&payload.as_slice()[..n]);
                 }
             }
         }

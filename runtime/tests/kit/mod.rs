@@ -62,7 +62,7 @@ impl Wires {
         let link = self.link(src, to.rank());
         for moved in 0..limit {
             let Some((h, p)) = link.pop_front() else { return moved };
-            to.handle_frame(src, h, p)
+            to.handle_frame(src, h, kawarimi_transports::Payload::Owned(p))
                 .unwrap_or_else(|e| panic!("rank {} rejected {h} from rank {src}: {e}", to.rank()));
         }
         limit

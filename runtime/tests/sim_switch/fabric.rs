@@ -146,7 +146,11 @@ impl Fab {
             match item.kind {
                 NetKind::Frame(header, payload) => {
                     let w = mix(word, header.seq ^ (header.kind as u64) << 56);
-                    self.inbox[dst].push_back(Event::Frame { peer: src as PeerId, header, payload });
+                    self.inbox[dst].push_back(Event::Frame {
+                        peer: src as PeerId,
+                        header,
+                        payload: kawarimi_transports::Payload::Owned(payload),
+                    });
                     return Some(w);
                 }
                 NetKind::Close(reason) => {

@@ -668,7 +668,7 @@ impl ShmTransport {
                 }
             };
             let mut described = None;
-            let mut emit = |header: Header, payload: Vec<u8>| {
+            let mut emit = |header: Header, payload: Payload| {
                 if header.flags & FLAG_DESCRIBED == 0 {
                     events.push(Event::Frame { peer, header, payload })
                 } else {
@@ -698,7 +698,7 @@ impl ShmTransport {
                 return did;
             }
             let Some((header, payload)) = described else { continue };
-            let from = match Described::decode(&payload) {
+            let from = match Described::decode(payload.as_slice()) {
                 Ok(_) if inb.readable_pid.is_none() => {
                     Err("a described payload from a peer whose memory this rank cannot read".into())
                 }
@@ -750,7 +750,7 @@ impl Inbound {
             .map_err(|e| format!("single-copy read of {len} bytes from rank {}'s memory: {e}", self.peer))?;
         self.reads_done += 1;
         self.rx.set_note(NOTE_READS_DONE, self.reads_done);
-        events.push(Event::Frame { peer: self.peer, header, payload: own });
+        events.push(Event::Frame { peer: self.peer, header, payload: Payload::Owned(own) });
         Ok(())
     }
 }
@@ -946,7 +946,7 @@ mod tests {
                         let dst = (header.seq / 1_000_000) as usize;
                         let (want_h, want_p) = frame(0, header.seq, payload.len());
                         assert_eq!(header, want_h);
-                        assert_eq!(payload, want_p.as_slice());
+                        assert_eq!(payload.as_slice(), want_p.as_slice());
                         got[dst].push(header.seq % 1_000_000);
                     }
                     other => panic!("unexpected {other:?}"),
@@ -1087,7 +1087,7 @@ mod tests {
         assert!(err.to_string().contains("no such read waits"), "{err}");
         let events = next_events(&mut t, 0, 1);
         let [Event::Frame { header, payload, .. }] = events.as_slice() else { panic!("{events:?}") };
-        assert_eq!((header.flags & wire::FLAG_PLACED, payload), (0, &want));
+        assert_eq!((header.flags & wire::FLAG_PLACED, payload.as_slice()), (0, want.as_slice()));
     }
 
     /// An inline payload moves with its handle, so it is never described, whatever the
@@ -1102,7 +1102,10 @@ mod tests {
         t[0].send(1, &h, p).unwrap();
         assert_eq!(t[0].queued_bytes(), 0, "nothing exposed");
         let events = next_events(&mut t, 0, 1);
-        assert!(matches!(events.as_slice(), [Event::Frame { payload, .. }] if *payload == [7; 40]), "{events:?}");
+        assert!(
+            matches!(events.as_slice(), [Event::Frame { payload, .. }] if payload.as_slice() == [7; 40]),
+            "{events:?}"
+        );
     }
 
     /// Copy mode `two`, or a peer whose memory cannot be read: every payload goes through
@@ -1115,7 +1118,10 @@ mod tests {
         let want = p.as_slice().to_vec();
         t[0].send(1, &h, p).unwrap();
         let events = next_events(&mut t, 0, 1);
-        assert!(matches!(events.as_slice(), [Event::Frame { payload, .. }] if *payload == want), "{events:?}");
+        assert!(
+            matches!(events.as_slice(), [Event::Frame { payload, .. }] if payload.as_slice() == want),
+            "{events:?}"
+        );
 
         for copy in [CopyMode::Auto, CopyMode::Single] {
             let mut a = ShmEndpoint::create(0, &[1], config(4096, copy), "t-unreadable").unwrap();

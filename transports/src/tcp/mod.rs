@@ -194,7 +194,7 @@ impl Conn {
         let peer = self.peer;
         let Some(sock) = &self.sock else { return Ok(()) };
         let decoder = &mut self.decoder;
-        let mut emit = |header: Header, payload: Vec<u8>| events.push(Event::Frame { peer, header, payload });
+        let mut emit = |header: Header, payload: Payload| events.push(Event::Frame { peer, header, payload });
         let mut got = 0usize;
         while got < budget {
             let res = if let Some(spare) = decoder.direct_buffer(DIRECT_READ_MIN_BYTES) {
@@ -523,7 +523,7 @@ mod tests {
                         let len = sizes[*s as usize];
                         assert_eq!(payload.len(), len);
                         assert!(
-                            payload == content(peer, me, *s, len),
+                            payload.as_slice() == content(peer, me, *s, len),
                             "rank {me}: corrupt payload from {peer} seq {s}"
                         );
                         *s += 1;
@@ -678,7 +678,7 @@ mod tests {
         t2.send(0, &eager(0, 3), Payload::Owned(vec![1, 2, 3])).unwrap();
         evs.iter_mut().for_each(Vec::clear);
         drive(&mut [&mut t0, &mut t1, &mut t2], &mut evs, Duration::from_secs(10), |e| !e[0].is_empty());
-        assert!(matches!(&evs[0][0], Event::Frame { peer: 2, payload, .. } if payload == &[1, 2, 3]));
+        assert!(matches!(&evs[0][0], Event::Frame { peer: 2, payload, .. } if payload.as_slice() == [1, 2, 3]));
         // Rank 2 forges a header claiming to be rank 1: rejected.
         let forged = Header { src: 1, ..eager(1, 0) }.encode();
         let s2 = t2.conns[0].sock.as_ref().unwrap();

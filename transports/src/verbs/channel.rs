@@ -235,7 +235,7 @@ impl Channel {
     /// Takes a message that arrived in one of this channel's receive buffers, calling `emit`
     /// for each frame it completes. The caller posts the buffer again and then calls
     /// [`Channel::buffer_reposted`].
-    pub fn on_message<F: FnMut(Header, Vec<u8>)>(&mut self, msg: &[u8], emit: &mut F) -> Result<(), ChannelError> {
+    pub fn on_message<F: FnMut(Header, Payload)>(&mut self, msg: &[u8], emit: &mut F) -> Result<(), ChannelError> {
         if msg.len() < PREFIX_LEN {
             return Err(ChannelError::Short(msg.len()));
         }
@@ -336,7 +336,7 @@ mod tests {
         fn deliver(&mut self, i: usize) -> bool {
             let Some(m) = self.wire[i].pop_front() else { return false };
             let got = &mut self.got[i];
-            self.ends[i].on_message(&m, &mut |h, p| got.push((h, p))).unwrap();
+            self.ends[i].on_message(&m, &mut |h, p: Payload| got.push((h, p.into_vec()))).unwrap();
             self.ends[i].buffer_reposted();
             true
         }
@@ -419,7 +419,7 @@ mod tests {
     #[test]
     fn bad_messages_are_rejected() {
         let mut c = Channel::new(3, 4, 64, 1 << 20);
-        let mut sink = |_: Header, _: Vec<u8>| {};
+        let mut sink = |_: Header, _: Payload| {};
         assert_eq!(c.on_message(&[0; 5], &mut sink), Err(ChannelError::Short(5)));
         let mut m = vec![0u8; 12];
         m[4] = 9;

@@ -245,7 +245,7 @@ struct Exposed {
 
 /// A frame from the peer, in arrival order: ready, or with its payload still to be read.
 enum Arrival {
-    Ready(wire::Header, Vec<u8>),
+    Ready(wire::Header, Payload),
     Reading(Reading),
 }
 

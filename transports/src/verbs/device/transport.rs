@@ -110,11 +110,11 @@ impl VerbsTransport {
                     let mut bad = None;
                     let (peer, ask) = (p.peer, self.ask_placement);
                     let (arrivals, next_token) = (&mut p.arrivals, &mut p.next_token);
-                    let mut emit = |header: wire::Header, payload: Vec<u8>| {
+                    let mut emit = |header: wire::Header, payload: Payload| {
                         if header.flags & FLAG_READ == 0 {
                             return arrivals.push_back(Arrival::Ready(header, payload));
                         }
-                        match ReadDescriptor::decode(&payload) {
+                        match ReadDescriptor::decode(payload.as_slice()) {
                             Ok(from) => {
                                 let header =
                                     wire::Header { flags: header.flags & !FLAG_READ, payload_len: from.len, ..header };
@@ -163,9 +163,9 @@ impl VerbsTransport {
                 }
                 let (header, payload) = match p.arrivals.pop_front().expect("front exists") {
                     Arrival::Ready(h, v) => (h, v),
-                    Arrival::Reading(Reading { header, target: Target::Own(buf), .. }) => (header, buf),
+                    Arrival::Reading(Reading { header, target: Target::Own(buf), .. }) => (header, Payload::Owned(buf)),
                     Arrival::Reading(Reading { header, .. }) => {
-                        (wire::Header { flags: header.flags | wire::FLAG_PLACED, ..header }, Vec::new())
+                        (wire::Header { flags: header.flags | wire::FLAG_PLACED, ..header }, Payload::Empty)
                     }
                 };
                 events.push(Event::Frame { peer: p.peer, header, payload });
