@@ -49,6 +49,11 @@ impl Core {
         (0..self.size).filter(|&p| self.channels[p as usize].broken || self.channels[p as usize].gap).collect()
     }
 
+    /// Whether [`Core::take_gaps`] has anything to take.
+    pub fn has_gaps(&self) -> bool {
+        !self.gaps.is_empty()
+    }
+
     /// Peers whose frames went missing since the last call, with what arrived instead: the
     /// frames that follow are dropped until a repair (as for a broken link) sends them all
     /// again. A gap the repairs do not fill becomes a protocol error.
