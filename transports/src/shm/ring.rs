@@ -25,6 +25,13 @@
 //! of the producer's payloads it has finished reading from the producer's own memory, and
 //! whether it can read them there at all).
 //!
+//! A *skip record* has the top bit of its length word set and covers the rest of its lap of
+//! the data area (the low bits give its bytes, length word included): the next record starts
+//! at the data area's beginning. A producer set to rewind ([`Producer::rewind_when_empty_past`])
+//! writes one when it finds the ring empty past a given offset, so that traffic the consumer
+//! keeps up with stays in the head of the ring: pages already faulted in and lines still in
+//! cache, where it would otherwise stream through every page of the ring.
+//!
 //! The consumer trusts nothing it reads: a length that does not fit what the producer
 //! published is refused as a corrupt ring, naming the position, and the ring is then dead.
 
@@ -39,6 +46,12 @@ pub const NOTES: usize = 7;
 const LEN_BYTES: usize = 8;
 /// Records start on multiples of this.
 const ALIGN: u64 = 8;
+/// The length word's top bit: a skip record, not a frame.
+const SKIP: u64 = 1 << 63;
+/// A producer looking for an empty ring to rewind reads the consumer's head at most once per
+/// this many bytes it publishes (the head's line is the consumer's to write), or per a
+/// sixteenth of a smaller ring.
+const REWIND_LOOK_EVERY: u64 = 4096;
 
 /// Bytes of shared memory a ring of `capacity` data bytes needs.
 pub fn region_bytes(capacity: usize) -> usize {
@@ -150,6 +163,12 @@ pub struct Producer {
     tail: u64,
     /// The consumer's head as last read.
     head_seen: u64,
+    /// Past this offset in a lap, an empty ring is rewound (the capacity: never).
+    rewind_after: usize,
+    /// Bytes published between two looks at the head for an empty ring.
+    rewind_look_every: u64,
+    /// The tail when the head was last read to look for an empty ring.
+    rewind_looked: u64,
 }
 
 /// The consuming end of a ring.
@@ -177,7 +196,8 @@ pub unsafe fn producer(base: *mut u8, capacity: usize) -> Producer {
     let region = unsafe { Region::new(base, capacity) };
     let tail = region.tail().load(Ordering::Relaxed);
     let head_seen = region.head().load(Ordering::Acquire);
-    Producer { region, tail, head_seen }
+    let rewind_look_every = REWIND_LOOK_EVERY.min(capacity as u64 / 16);
+    Producer { region, tail, head_seen, rewind_after: capacity, rewind_look_every, rewind_looked: tail }
 }
 
 /// The consuming end of the ring at `base`.
@@ -204,6 +224,7 @@ impl Producer {
         }
         let need = record_bytes(len);
         let capacity = self.region.capacity as u64;
+        self.rewind_if_empty();
         if self.tail - self.head_seen + need > capacity {
             self.head_seen = self.region.head().load(Ordering::Acquire);
             if self.tail - self.head_seen + need > capacity {
@@ -225,6 +246,35 @@ impl Producer {
         // Release: the record's bytes are visible before the tail that publishes them.
         self.region.tail().store(self.tail, Ordering::Release);
         Ok(true)
+    }
+
+    /// Makes the producer start again at the beginning of the data area whenever it finds
+    /// the ring empty past `offset` bytes into a lap (see the module doc).
+    pub fn rewind_when_empty_past(&mut self, offset: usize) {
+        self.rewind_after = offset.min(self.region.capacity);
+    }
+
+    /// Writes and publishes a skip record to the end of the lap when the ring is found empty
+    /// past `rewind_after`.
+    fn rewind_if_empty(&mut self) {
+        let at = self.region.offset(self.tail);
+        if at == 0 || at < self.rewind_after || self.tail < self.rewind_looked + self.rewind_look_every {
+            return;
+        }
+        self.rewind_looked = self.tail;
+        self.head_seen = self.region.head().load(Ordering::Acquire);
+        if self.head_seen != self.tail {
+            return;
+        }
+        let skip = (self.region.capacity - at) as u64;
+        // SAFETY: the ring is empty, so all of it is free; the length word does not wrap (the
+        // tail is a multiple of 8, and so is the capacity).
+        unsafe { self.region.write(self.tail, &(SKIP | skip).to_le_bytes()) };
+        self.tail += skip;
+        self.rewind_looked = self.tail;
+        // Published on its own: the frame after it may not fit until the consumer has passed
+        // the skip.
+        self.region.tail().store(self.tail, Ordering::Release);
     }
 
     /// The consumer's note `i` (zero until it sets one).
@@ -261,6 +311,19 @@ impl Consumer {
         // multiple of 8, so its length word does not wrap.
         let (word, _) = unsafe { self.region.read(self.head, LEN_BYTES) };
         let len = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        if len & SKIP != 0 {
+            let skip = len & !SKIP;
+            let lap_rest = (self.region.capacity - self.region.offset(self.head)) as u64;
+            if skip != lap_rest || skip > published {
+                return Err(self.die(format!(
+                    "a skip of {skip} bytes where the lap has {lap_rest} left and {published} are published"
+                )));
+            }
+            self.head += skip;
+            // Release, as for a consumed frame: the producer may write there again.
+            self.region.head().store(self.head, Ordering::Release);
+            return self.front();
+        }
         if len > published - LEN_BYTES as u64 {
             return Err(self.die(format!("a frame of {len} bytes where {published} are published")));
         }
@@ -437,14 +500,69 @@ mod tests {
         assert!(err.to_string().contains("published 1048576 bytes"), "{err}");
     }
 
+    /// A producer set to rewind keeps traffic its consumer keeps up with in the head of the
+    /// ring: frames cross in order and intact, and nearly every record starts before the
+    /// rewind offset plus one look's worth of bytes (a look that finds the ring busy waits for
+    /// the next; it is a best effort, bounded in what it reads of the consumer's line), while
+    /// the producer goes round many laps.
+    #[test]
+    fn an_empty_ring_is_rewound_and_frames_still_cross_in_order() {
+        let capacity = 4096;
+        let mut region = TestRegion::new(capacity);
+        let (mut tx, mut rx) = region.ends(capacity);
+        tx.rewind_when_empty_past(1024);
+        let (mut seed, mut out) = (3u64, Vec::new());
+        let (mut records, mut far) = (0u64, 0u64);
+        for i in 0..20_000u64 {
+            // One or two frames at a time, then all read: the ring is often empty.
+            let burst = 1 + next(&mut seed) % 2;
+            let frames: Vec<Vec<u8>> = (0..burst).map(|k| frame(i * 2 + k, (next(&mut seed) % 200) as usize)).collect();
+            for f in &frames {
+                assert!(tx.push(&[f]).unwrap(), "an emptied ring takes a small frame");
+                records += 1;
+                far += u64::from(tx.region.offset(tx.tail - record_bytes(f.len())) > 1024 + capacity / 16 + 216);
+            }
+            for f in &frames {
+                assert!(rx.pop_into(&mut out).unwrap());
+                assert_eq!(&out, f, "round {i}");
+            }
+            assert!(!rx.pop_into(&mut out).unwrap());
+        }
+        assert!(far * 20 < records, "{far} of {records} records started past the head the ring keeps to");
+        assert!(tx.tail > 50 * capacity as u64, "only {} bytes published: it never rewound", tx.tail);
+        assert!(tx.is_drained());
+    }
+
+    /// A skip record must end its lap exactly and lie inside what was published.
+    #[test]
+    fn a_skip_that_does_not_end_its_lap_is_refused() {
+        let mut region = TestRegion::new(256);
+        let (mut tx, mut rx) = region.ends(256);
+        tx.push(&[&[1; 24]]).unwrap();
+        // SAFETY: the test's own region; no end is reading or writing concurrently.
+        unsafe { std::ptr::write(region.base().add(HEADER_BYTES) as *mut u64, (SKIP | 32).to_le()) };
+        let err = rx.front().unwrap_err();
+        assert!(err.to_string().contains("a skip of 32 bytes where the lap has 256 left"), "{err}");
+    }
+
     /// Two threads, one at each end, a ring small enough to wrap constantly: every frame
-    /// arrives once, in order, intact. Each wait is bounded.
+    /// arrives once, in order, intact, with the producer rewinding an empty ring or not.
+    /// Each wait is bounded.
     #[test]
     fn two_threads_stream_through_a_small_ring() {
+        for rewind in [false, true] {
+            two_threads_stream(rewind);
+        }
+    }
+
+    fn two_threads_stream(rewind: bool) {
         const FRAMES: u64 = 50_000;
         let capacity = 256;
         let mut region = TestRegion::new(capacity);
         let (mut tx, mut rx) = region.ends(capacity);
+        if rewind {
+            tx.rewind_when_empty_past(64);
+        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         std::thread::scope(|s| {
             s.spawn(move || {
