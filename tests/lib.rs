@@ -100,7 +100,8 @@ pub const INSTALL_SCRIPT: &str = "ci/install-deps";
 pub enum Mode {
     /// Plain Open MPI.
     Native,
-    /// Open MPI's `mpirun` with kawarimi preloaded into every rank.
+    /// Open MPI's `mpirun` with kawarimi preloaded into every rank, every pair on TCP
+    /// (`KAWARIMI_SHM=0`: shared memory is the default between ranks on one host).
     Kawarimi {
         /// Path of `libkawarimi.so`.
         lib: PathBuf,
@@ -420,6 +421,10 @@ pub fn mpirun_args(mode: &Mode, ranks: u32) -> Vec<OsString> {
     }
     args.extend(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np"].iter().map(OsString::from));
     args.push(ranks.to_string().into());
+    if let Mode::Kawarimi { .. } = mode {
+        // Shared memory is the default between ranks on one host: this mode is the TCP one.
+        args.extend(["-x", "KAWARIMI_SHM=0"].iter().map(OsString::from));
+    }
     if let Mode::KawarimiShm { copy, .. } = mode {
         args.extend(["-x", "KAWARIMI_SHM=1", "-x", "KAWARIMI_REPORT=1"].iter().map(OsString::from));
         args.extend(["-x".into(), format!("KAWARIMI_SHM_COPY={copy}").into()]);
@@ -693,7 +698,7 @@ pub fn run(exe: &Path, mode: &Mode, ranks: u32, timeout: Duration) -> RunOutput 
 pub enum ModeKind {
     /// Plain Open MPI.
     Native,
-    /// kawarimi preloaded.
+    /// kawarimi preloaded, every pair on TCP.
     Kawarimi,
     /// `kawarimi run` with coordinator wire-up.
     KawarimiRun,

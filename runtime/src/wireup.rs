@@ -401,7 +401,7 @@ fn connect_data_path(
     let tcp_key = format!("{TCP_ADDR_KEY}.{epoch}");
     let verbs_key = format!("{VERBS_ADDR_KEY}.{epoch}");
     boot.put(&tcp_key, endpoint.local_addr().to_string().as_bytes()).map_err(|e| boot_err("publish address", e))?;
-    let identity = if shm_wanted(forced) { shm::host_identity(proc.rank) } else { String::new() };
+    let identity = if shm_wanted(forced)? { shm::host_identity(proc.rank) } else { String::new() };
     boot.put(&format!("{SHM_ID_KEY}.{epoch}"), identity.as_bytes())
         .map_err(|e| boot_err("publish host identity", e))?;
     let mut mine = String::new();
@@ -468,11 +468,15 @@ fn connect_data_path(
     Ok(Box::new(Routed::new(parts)))
 }
 
-/// Whether this rank offers shared memory to its co-located peers: `KAWARIMI_SHM=1` (the
-/// transport is being built, issue 16, and stays opt-in until it is complete), and no
-/// transport forced for every peer.
-fn shm_wanted(forced: Option<&str>) -> bool {
-    forced.is_none() && std::env::var("KAWARIMI_SHM").is_ok_and(|v| v == "1")
+/// Whether this rank offers shared memory to its co-located peers: yes unless
+/// `KAWARIMI_SHM=0` says no or a transport is forced for every peer.
+fn shm_wanted(forced: Option<&str>) -> MpiResult<bool> {
+    let wanted = match std::env::var("KAWARIMI_SHM").as_deref() {
+        Err(_) | Ok("1") => true,
+        Ok("0") => false,
+        Ok(other) => return Err(boot_err("KAWARIMI_SHM", format!("{other:?} is neither 0 nor 1"))),
+    };
+    Ok(wanted && forced.is_none())
 }
 
 /// The shared-memory part of a wire-up, after the first fence has published every rank's

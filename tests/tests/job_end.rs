@@ -129,9 +129,7 @@ impl Job {
                 }
             }
         }
-        if carrier == Carrier::Shm {
-            cmd.args(["-x", "KAWARIMI_SHM=1"]);
-        }
+        cmd.args(["-x", if carrier == Carrier::Shm { "KAWARIMI_SHM=1" } else { "KAWARIMI_SHM=0" }]);
         cmd.args(["-np", &RANKS.to_string()]).arg(&exe).arg(how);
         cmd.env("XDG_RUNTIME_DIR", &dir.0).env_remove("LD_PRELOAD");
         let what = format!("{launcher:?} job_end {how} on {carrier:?}");

@@ -360,7 +360,9 @@ fn start_job(net: &Net, exe: &Path) -> KawarimiJob {
     let launch = r#"ns="$1$OMPI_COMM_WORLD_RANK"; shift; exec "$0" netns exec "$ns" "$@""#;
     let mut words: Vec<std::ffi::OsString> = ["--oversubscribe", "--allow-run-as-root", "--bind-to", "none"]
         .iter()
-        .chain(&["-x", "KAWARIMI_WIREUP=coordinator", "-x", "KAWARIMI_TCP_IF=data", "-np"])
+        // The namespaces share one kernel and IPC namespace, so shared memory would carry
+        // every pair by default; this test is about TCP moving between subnets.
+        .chain(&["-x", "KAWARIMI_WIREUP=coordinator", "-x", "KAWARIMI_TCP_IF=data", "-x", "KAWARIMI_SHM=0", "-np"])
         .map(|s| s.into())
         .collect();
     words.push(RANKS.to_string().into());

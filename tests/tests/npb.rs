@@ -62,9 +62,11 @@ fn mpirun_npb(name: &str, class: &str, how: Run) -> (bool, String) {
     if how != Run::Native {
         cmd.arg("-x").arg(format!("LD_PRELOAD={}", kawarimi_lib().unwrap_or_else(|e| panic!("{e}")).display()));
     }
-    if how == Run::KawarimiShm {
-        cmd.args(["-x", "KAWARIMI_SHM=1", "-x", "KAWARIMI_REPORT=1"]);
-    }
+    match how {
+        Run::KawarimiShm => cmd.args(["-x", "KAWARIMI_SHM=1", "-x", "KAWARIMI_REPORT=1"]),
+        Run::Kawarimi => cmd.args(["-x", "KAWARIMI_SHM=0"]),
+        Run::Native => &mut cmd,
+    };
     cmd.arg(bin(name))
         .arg(class)
         .env_remove("LD_PRELOAD")
@@ -132,6 +134,8 @@ fn migrate_twice(name: &str, class: &str, moves: Option<&HostMoves>) {
     let mut job = KawarimiJob::start(&job_name, &words, |cmd| {
         if moves.is_some() {
             cmd.env("KAWARIMI_SHM", "1").env("KAWARIMI_HOST_ID_FILE", &labels);
+        } else {
+            cmd.env("KAWARIMI_SHM", "0");
         }
     });
     let (mut ctl, _, _) = job.ready(RANKS, Duration::from_secs(30));

@@ -156,7 +156,7 @@ fn assert_detached(pid: u32, control: &[u16]) -> Holdings {
 
 #[test]
 fn stress_survives_100_migrations_without_leaking() {
-    stress_survives_100_migrations("switch-stress", &[], "tcp");
+    stress_survives_100_migrations("switch-stress", &[("KAWARIMI_SHM", "0")], "tcp");
 }
 
 /// The same with the ranks on shared memory: each switch unmaps every segment (checked with
