@@ -91,6 +91,37 @@ fn a_dead_jobs_segment_is_reclaimed_by_the_next_job() {
     assert!(orphans.is_empty(), "segments of processes that are gone: {orphans:?}");
 }
 
+/// With nothing said, ranks on one host talk through shared memory; `KAWARIMI_SHM` other than
+/// 0 or 1 is refused at start-up with an error that names it.
+#[test]
+fn shared_memory_is_the_default_and_a_bad_setting_is_named() {
+    use kawarimi_tests::{compiled, kawarimi_lib, mpirun, ranks_not_on_shm};
+    let exe = compiled("p2p_basic", build_dir());
+    let lib = kawarimi_lib().unwrap_or_else(|e| panic!("{e}"));
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new("timeout")
+            .arg("120")
+            .arg(mpirun().unwrap())
+            .args(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", "2"])
+            .arg("-x")
+            .arg(format!("LD_PRELOAD={}", lib.display()))
+            .args(["-x", "KAWARIMI_REPORT=1"])
+            .args(extra)
+            .arg(&exe)
+            .env_remove("LD_PRELOAD")
+            .env_remove("KAWARIMI_SHM")
+            .output()
+            .expect("run mpirun");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let (ok, out) = run(&[]);
+    assert!(ok && out.contains("OK p2p_basic"), "{out}");
+    assert_eq!(ranks_not_on_shm(&out, 2), Vec::<u32>::new(), "ranks not on shared memory by default:\n{out}");
+    let (ok, out) = run(&["-x", "KAWARIMI_SHM=yes"]);
+    assert!(!ok && out.contains("KAWARIMI_SHM") && out.contains("neither 0 nor 1"), "{out}");
+}
+
 /// The same programs under `kawarimi run`, wired up through its coordinator rather than
 /// mpirun's PMIx server: the path a launcher without PMIx takes.
 mod kawarimi_run {
