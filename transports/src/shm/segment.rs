@@ -18,11 +18,10 @@ use nix::fcntl::OFlag;
 use nix::sys::mman::{mmap, munmap, shm_open, shm_unlink, MapFlags, ProtFlags};
 use nix::sys::stat::Mode;
 
-/// How every segment is mapped: shared, and not populated as a whole. A populated segment
-/// spared the first frames through a ring their page faults (a 4 KiB message landed on a new
-/// page every time until the ring wrapped), but every switch then allocated and freed all of
-/// every ring: at 4 ranks a quiesce took 14 ms instead of 4.7, a resume 45 ms instead of 24.
-/// The transport populates the head of each ring instead ([`Segment::populate`]).
+/// How every segment is mapped: shared, not populated. Populated segments spared the first
+/// frames through a ring their page faults, but every switch then allocated and freed all of
+/// every ring (at 4 ranks a quiesce took 14 ms instead of 4.7, a resume 45 ms instead of 24);
+/// the rings keep their traffic on a few warm pages instead (see the shm transport).
 const MAPPING: MapFlags = MapFlags::MAP_SHARED;
 
 use crate::process;
@@ -101,22 +100,6 @@ impl Segment {
                 Err(e)
             }
         }
-    }
-
-    /// Gives `range` of the segment its pages now (`MADV_POPULATE_WRITE`), so that the first
-    /// writes there take no page fault. Best effort: a kernel without it (before Linux 5.14)
-    /// leaves the pages to be faulted in as they are used.
-    pub fn populate(&self, range: std::ops::Range<usize>) {
-        let start = range.start.min(self.len) & !4095;
-        let end = range.end.min(self.len);
-        if end <= start {
-            return;
-        }
-        // SAFETY: the range lies inside this mapping (clamped above, start page-aligned as the
-        // mapping itself is); populating changes no byte of it.
-        let _ = unsafe {
-            libc::madvise(self.ptr.as_ptr().cast::<u8>().add(start).cast(), end - start, libc::MADV_POPULATE_WRITE)
-        };
     }
 
     /// Maps the segment `name` another process created, which must be `len` bytes.

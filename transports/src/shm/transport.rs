@@ -264,9 +264,6 @@ impl ShmEndpoint {
                 std::ptr::write(p.add(SLOT_TABLE + 4 * i) as *mut u32, peer);
             }
         }
-        for i in 0..peers.len() {
-            own.populate(ring_head(i, capacity));
-        }
         // SAFETY: slot `i`'s ring in this rank's segment, which `own` keeps mapped for as long
         // as the endpoint and then the transport (ends are dropped first, by field order);
         // this rank is its one consumer and `peers[i]` its one producer.
@@ -331,8 +328,6 @@ impl ShmEndpoint {
             let want = segment_bytes(slots, capacity);
             return Err(format!("segment {name} has {} bytes, not the {want} its header gives", seg.len()));
         }
-        // The head of the ring this rank writes into: its owner gave it pages, this maps them.
-        seg.populate(ring_head(slot, capacity));
         let (pid, probe, started) = (read(OWNER_PID), read64(PROBE_ADDR), read64(OWNER_STARTED));
         let readable_pid = match self.config.copy {
             CopyMode::Two => None,
@@ -402,8 +397,8 @@ impl ShmEndpoint {
             // SAFETY: the ring `peer` keeps for this rank in its segment, mapped by `seg` for
             // as long as the `Outbound` holding both; this rank is its one producer.
             let mut tx = unsafe { ring::producer(ring_base(&seg, slot, self.capacity), self.capacity) };
-            // Traffic the peer keeps up with stays in the populated head of the ring.
-            tx.rewind_when_empty_past(POPULATED_RING_BYTES / 2);
+            // Traffic the peer keeps up with stays in the warm head of the ring.
+            tx.rewind_when_empty_past(REWIND_PAST_BYTES);
             // The peer set the note in its attach, before the fence this rank passed since.
             let single_copy = self.config.copy != CopyMode::Two && tx.note(NOTE_CAN_READ) == 1;
             outbound.push(Outbound {
@@ -448,18 +443,13 @@ fn probe_peer(pid: u32, addr: u64) -> Result<(), String> {
     }
 }
 
-/// The bytes of a ring, from the start of its region, that are given their pages when the
-/// ring is made, and in which a producer whose consumer keeps up stays (it rewinds an empty
-/// ring past half of them): small messages and chunks then take no page fault (a fault costs
-/// about 3.5 us on the machines measured; a 32 KiB ping-pong on fresh pages took 28 us
-/// instead of 3.6), and the rest of the ring gets pages only where a burst reaches it.
-const POPULATED_RING_BYTES: usize = 512 << 10;
-
-/// The head of slot `slot`'s ring region in a segment: what [`POPULATED_RING_BYTES`] covers.
-fn ring_head(slot: usize, capacity: usize) -> std::ops::Range<usize> {
-    let start = SEGMENT_HEADER_BYTES + slot * ring::region_bytes(capacity);
-    start..start + ring::region_bytes(capacity).min(POPULATED_RING_BYTES)
-}
+/// Past this offset a producer that finds its ring empty starts again at the ring's head
+/// ([`ring::Producer::rewind_when_empty_past`]): traffic the consumer keeps up with then stays
+/// on pages already faulted in and lines still in cache. Streamed through all 4 MiB of fresh
+/// ring, each small message paid a page fault per page on every first pass (about 3.5 us a
+/// fault here: a 32 KiB ping-pong took 28 us instead of 3.6), and populating whole rings at
+/// wire-up instead made every switch allocate and free all of them.
+const REWIND_PAST_BYTES: usize = 64 << 10;
 
 fn ring_base(seg: &Segment, slot: usize, capacity: usize) -> *mut u8 {
     // SAFETY: inside the segment, sized for every slot by `segment_bytes`.
