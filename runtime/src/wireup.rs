@@ -133,6 +133,8 @@ pub struct Rewire {
     proc: ProcInfo,
     bootstrap: Box<dyn Bootstrap>,
     secret: JobSecret,
+    /// [`crate::core::CoreConfig::largest_frame_bytes`] of this rank's core.
+    largest_frame: usize,
 }
 
 /// The transports this build can open, in order of preference.
@@ -163,7 +165,8 @@ impl crate::switch::Reconnect for Rewire {
             return Ok(None);
         }
         let choice = Choice { forced: forced.as_deref(), by_tcp };
-        connect_data_path(&self.proc, self.bootstrap.as_mut(), &self.secret, epoch, choice, timeout).map(Some)
+        let path = DataPath { epoch, choice, largest_frame: self.largest_frame };
+        connect_data_path(&self.proc, self.bootstrap.as_mut(), &self.secret, path, timeout).map(Some)
     }
 }
 
@@ -205,8 +208,10 @@ fn host_coordinator(proc: &ProcInfo) -> MpiResult<(JobSecret, HostedCoordinator)
     Ok((secret, HostedCoordinator { handle, jobfile }))
 }
 
-/// Finds the peers and connects this rank to every other rank of the job.
-pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
+/// Finds the peers and connects this rank to every other rank of the job, with transports
+/// that carry frames of up to `largest_frame` bytes
+/// ([`crate::core::CoreConfig::largest_frame_bytes`]).
+pub fn wire_up(proc: &ProcInfo, timeout: Duration, largest_frame: usize) -> MpiResult<Wired> {
     let host = crate::launch::hostname();
     let force_coordinator = std::env::var("KAWARIMI_WIREUP").is_ok_and(|v| v == "coordinator");
     let pmix = bootstrap::pmix_available() && !force_coordinator;
@@ -305,19 +310,13 @@ pub fn wire_up(proc: &ProcInfo, timeout: Duration) -> MpiResult<Wired> {
     let transport = if proc.size == 1 {
         None
     } else {
-        Some(connect_data_path(
-            proc,
-            bootstrap.as_mut(),
-            &control.secret,
-            0,
-            Choice { forced: forced.as_deref(), by_tcp: &[] },
-            timeout,
-        )?)
+        let path = DataPath { epoch: 0, choice: Choice { forced: forced.as_deref(), by_tcp: &[] }, largest_frame };
+        Some(connect_data_path(proc, bootstrap.as_mut(), &control.secret, path, timeout)?)
     };
     if let (Some((key, false)), None) = (&group, control.relay_addr) {
         control.relay_addr = Some(find_relay(proc, bootstrap.as_mut(), key)?);
     }
-    let rewire = Rewire { proc: proc.clone(), bootstrap, secret: control.secret.clone() };
+    let rewire = Rewire { proc: proc.clone(), bootstrap, secret: control.secret.clone(), largest_frame };
     Ok(Wired { transport, control, rewire })
 }
 
@@ -382,7 +381,16 @@ struct Choice<'a> {
     by_tcp: &'a [u32],
 }
 
-/// Publishes this rank's data-path addresses for `epoch` (TCP always; verbs when this host
+/// One wire-up of the data path: its epoch, the choice of networks, and the largest frame
+/// its transports must carry.
+#[derive(Debug, Clone, Copy)]
+struct DataPath<'a> {
+    epoch: u32,
+    choice: Choice<'a>,
+    largest_frame: usize,
+}
+
+/// Publishes this rank's data-path addresses for `path.epoch` (TCP always; verbs when this host
 /// has a usable port now, found by a fresh discovery), learns everyone else's, and connects:
 /// verbs to every peer whose port is on the same fabric, TCP to the rest. Both ends of a
 /// pair read the same two entries, so they choose alike.
@@ -390,10 +398,10 @@ fn connect_data_path(
     proc: &ProcInfo,
     boot: &mut dyn Bootstrap,
     secret: &JobSecret,
-    epoch: u32,
-    choice: Choice,
+    path: DataPath,
     timeout: Duration,
 ) -> MpiResult<Box<dyn Transport>> {
+    let DataPath { epoch, choice, .. } = path;
     let forced = choice.forced;
     let peers: Vec<u32> = (0..proc.size).filter(|&r| r != proc.rank).collect();
     let verbs = if forced == Some("tcp") { None } else { open_verbs(proc, &peers, forced == Some("verbs"))? };
@@ -415,7 +423,7 @@ fn connect_data_path(
     boot.put(&verbs_key, mine.as_bytes()).map_err(|e| boot_err("publish verbs address", e))?;
     boot.commit().map_err(|e| boot_err("commit", e))?;
     boot.fence(timeout).map_err(|e| boot_err("fence", e))?;
-    let shm = connect_shm(proc, boot, epoch, &identity, &peers, choice.by_tcp, timeout)?;
+    let shm = connect_shm(proc, boot, &path, &identity, &peers, timeout)?;
     let by_shm: &[u32] = shm.as_ref().map_or(&[], |(_, p)| p);
     let mut tcp_peers = Vec::with_capacity(peers.len());
     let mut verbs_peers = std::collections::BTreeMap::new();
@@ -489,13 +497,12 @@ fn shm_wanted(forced: Option<&str>) -> MpiResult<bool> {
 fn connect_shm(
     proc: &ProcInfo,
     boot: &mut dyn Bootstrap,
-    epoch: u32,
+    path: &DataPath,
     identity: &str,
     peers: &[u32],
-    by_tcp: &[u32],
     timeout: Duration,
 ) -> MpiResult<Option<(kawarimi_transports::shm::transport::ShmTransport, Vec<u32>)>> {
-    let me = proc.rank;
+    let (me, epoch, by_tcp, largest_frame) = (proc.rank, path.epoch, path.choice.by_tcp, path.largest_frame);
     let get = |boot: &mut dyn Bootstrap, r: u32, key: &str| {
         read_text(boot, r, &format!("{key}.{epoch}"), &format!("{key} of rank {r}"))
     };
@@ -515,9 +522,7 @@ fn connect_shm(
     if !local.is_empty() {
         // What jobs killed during their wire-up left in /dev/shm goes before this one adds.
         shm::segment::reclaim();
-        let max_frame = crate::core::CoreConfig::from_env().map_or(1 << 20, |c| c.chunk_bytes.max(c.eager_limit_bytes))
-            + kawarimi_transports::wire::HEADER_LEN;
-        let config = ShmConfig::from_env(max_frame).map_err(|e| boot_err("shared memory", e))?;
+        let config = ShmConfig::from_env(largest_frame).map_err(|e| boot_err("shared memory", e))?;
         match ShmEndpoint::create(me, &local, config, &format!("e{epoch}")) {
             Ok(ep) => endpoint = Some(ep),
             Err(e) => tracing::warn!(rank = me, "no shared memory: {e}"),

@@ -28,6 +28,12 @@ impl Default for CoreConfig {
 }
 
 impl CoreConfig {
+    /// The largest frame the protocol sends, header included: what a transport with bounded
+    /// buffers (the shared-memory rings) must carry.
+    pub fn largest_frame_bytes(&self) -> usize {
+        self.chunk_bytes.max(self.eager_limit_bytes) + kawarimi_transports::wire::HEADER_LEN
+    }
+
     /// The protocol's tunables, with the environment's overrides:
     /// `KAWARIMI_EAGER_LIMIT_BYTES`, `KAWARIMI_CHUNK_BYTES`, `KAWARIMI_UNEXPECTED_LIMIT_BYTES`.
     pub fn from_env() -> MpiResult<CoreConfig> {

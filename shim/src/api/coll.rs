@@ -50,7 +50,8 @@ impl Typed {
     /// A packed copy.
     ///
     /// # Safety
-    /// As for [`Typed::contiguous_mut`].
+    /// The triple must describe memory of the application's that is readable over the type
+    /// map's whole span for the duration of the call.
     unsafe fn pack(&self) -> Res<Vec<u8>> {
         let (lo, hi) = self.dt.span(self.count);
         // SAFETY: per the contract; the span covers every byte of the type map.
@@ -78,7 +79,8 @@ impl Typed {
     /// Writes packed bytes into the buffer.
     ///
     /// # Safety
-    /// As for [`Typed::contiguous_mut`].
+    /// The triple must describe memory of the application's that is writable over the type
+    /// map's whole span, and that nothing else uses during the call.
     unsafe fn unpack(&self, packed: &[u8]) -> Res<()> {
         let (lo, hi) = self.dt.span(self.count);
         // SAFETY: per the contract.

@@ -25,7 +25,8 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
     let proc = World::detect()?;
     // Before any transport: the verbs registration cache keeps only memory made stable here.
     crate::memhooks::install();
-    let wired = wireup::wire_up(&proc, WIREUP_TIMEOUT)?;
+    let core_config = kawarimi_runtime::core::CoreConfig::from_env()?;
+    let wired = wireup::wire_up(&proc, WIREUP_TIMEOUT, core_config.largest_frame_bytes())?;
     crate::cleanup::install();
     if proc.launcher != "singleton" {
         // A rank whose launcher is killed ends too, as under native Open MPI.
@@ -36,7 +37,7 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
         })?;
     }
     let rank = proc.rank;
-    let mut world = World::new(proc, wired.transport, kawarimi_runtime::core::CoreConfig::from_env()?)?;
+    let mut world = World::new(proc, wired.transport, core_config)?;
     let shared = SwitchShared::new();
     shared.set_transport(world.engine.transport_summary());
     world.engine.switch = Some(EngineSwitch::new(shared.clone(), Box::new(wired.rewire), WIREUP_TIMEOUT));
