@@ -432,17 +432,13 @@ fn connect_data_path(
         let sa: SocketAddr =
             text.parse().map_err(|_| boot_err(&format!("address of rank {r}"), format!("{text:?} is not ip:port")))?;
         let theirs = read_text(boot, r, &verbs_key, &format!("verbs address of rank {r}"))?;
+        // A pair whose link died goes on over TCP; with verbs forced it gets new queue pairs on
+        // the devices both ends found again instead (a device that is gone is not found, and
+        // the pair then fails below, naming the peer).
+        let avoid_verbs = choice.by_tcp.contains(&r) && forced != Some("verbs");
         match (&verbs, verbs_address_for(&theirs, proc.rank)?) {
             _ if by_shm.contains(&r) => {}
-            _ if choice.by_tcp.contains(&r) && forced == Some("verbs") => {
-                return Err(boot_err(
-                    "transport",
-                    format!("verbs was forced, but the data link to rank {r} died and is repaired by TCP"),
-                ))
-            }
-            (Some((_, fabric)), Some((their_fabric, addr)))
-                if *fabric == their_fabric && !choice.by_tcp.contains(&r) =>
-            {
+            (Some((_, fabric)), Some((their_fabric, addr))) if *fabric == their_fabric && !avoid_verbs => {
                 verbs_peers.insert(r, addr);
             }
             _ if forced == Some("verbs") => {
