@@ -99,23 +99,74 @@ pub fn allreduce_schedule<'a>(comm: &Comm, buf: Vec<u8>, op: Box<dyn Reducer + '
         return intercoll::allreduce_schedule(comm, buf, op);
     }
     let elem = op.elem_bytes();
-    let large =
-        op.commutative() && elem > 0 && buf.len() >= LARGE_ALLREDUCE_BYTES && buf.len() / elem >= comm.size() as usize;
+    let large = is_large_allreduce(&*op, buf.len(), comm.size());
     let mut s = Schedule::new(comm, kind::ALLREDUCE);
     s.set_op(op);
     let (n, r) = (comm.size(), comm.rank);
     let len = buf.len();
+    if large {
+        let blocks = large_allreduce_steps(
+            &mut s,
+            n,
+            r,
+            Outside::Send(SendData::Owned(buf)),
+            Outside::Recv(RecvBuf::Owned(Vec::new())),
+            elem,
+        );
+        let acc = s.slot(Vec::new());
+        s.wait();
+        s.join(blocks, Folded::of(n, r).pof2 as usize, acc);
+        return (s, acc);
+    }
     let acc = s.slot(buf);
     let fold = fold_in(&mut s, n, r, acc, len);
     if fold.newrank >= 0 {
-        if large {
-            reduce_scatter_allgather_steps(&mut s, &fold, acc, len, elem);
-        } else {
-            recursive_doubling_steps(&mut s, &fold, r, acc, len);
-        }
+        recursive_doubling_steps(&mut s, &fold, r, acc, len);
     }
     fold_out(&mut s, r, fold.rem, acc, len);
     (s, acc)
+}
+
+/// `MPI_Allreduce` of `input` into `out`, the application's contiguous receive buffer of as
+/// many bytes. A large commutative reduction sends its first blocks from `input` as it is,
+/// lands each finished block straight in `out` and sends it on from there, so no byte is
+/// staged or unpacked; any other reduction runs as [`allreduce_schedule`] and lands its
+/// result in `out` at the end.
+pub fn allreduce_into_schedule<'a>(
+    comm: &Comm,
+    input: SendData,
+    out: &'static mut [u8],
+    op: Box<dyn Reducer + 'a>,
+) -> MpiResult<Schedule<'a>> {
+    if input.len() != out.len() {
+        return err(
+            ErrorClass::Intern,
+            format!("an allreduce of {} bytes into a buffer of {}", input.len(), out.len()),
+        );
+    }
+    if !comm.is_inter() && is_large_allreduce(&*op, input.len(), comm.size()) {
+        let elem = op.elem_bytes();
+        let mut s = Schedule::new(comm, kind::ALLREDUCE);
+        s.set_op(op);
+        large_allreduce_steps(
+            &mut s,
+            comm.size(),
+            comm.rank,
+            Outside::Send(input),
+            Outside::Recv(RecvBuf::Static(out)),
+            elem,
+        );
+        return Ok(s);
+    }
+    let input = match input {
+        SendData::Owned(v) => v,
+        SendData::Static(bytes) => bytes.to_vec(),
+    };
+    let (mut s, acc) = allreduce_schedule(comm, input, op);
+    let to = s.slot_outside(Outside::Recv(RecvBuf::Static(out)));
+    s.wait();
+    s.land(acc, to);
+    Ok(s)
 }
 
 /// Recursive doubling among the power of two of ranks (`fold.newrank` >= 0): log2(p)
@@ -148,6 +199,30 @@ struct Folded {
 }
 
 impl Folded {
+    /// Rank `r`'s place among `n`.
+    fn of(n: i32, r: i32) -> Folded {
+        let mut pof2 = 1;
+        while pof2 * 2 <= n {
+            pof2 *= 2;
+        }
+        let rem = n - pof2;
+        let newrank = if r < 2 * rem {
+            if r % 2 == 0 {
+                -1
+            } else {
+                r / 2
+            }
+        } else {
+            r - rem
+        };
+        Folded { pof2, rem, newrank }
+    }
+
+    /// Whether rank `r` takes part for itself and the neighbour below it.
+    fn takes_in(&self, r: i32) -> bool {
+        r < 2 * self.rem && self.newrank >= 0
+    }
+
     /// The communicator rank that takes part as `newrank`.
     fn rank_of(&self, newrank: i32) -> i32 {
         if newrank < self.rem {
@@ -161,27 +236,17 @@ impl Folded {
 /// The fold before an allreduce among a power of two of ranks (see [`Folded`]): rank `r` of
 /// `n` sends or takes and reduces `acc` (`len` bytes).
 fn fold_in(s: &mut Schedule<'_>, n: i32, r: i32, acc: Slot, len: usize) -> Folded {
-    let mut pof2 = 1;
-    while pof2 * 2 <= n {
-        pof2 *= 2;
+    let fold = Folded::of(n, r);
+    if fold.newrank < 0 {
+        s.send_last(r + 1, acc);
+        s.wait();
+    } else if fold.takes_in(r) {
+        let theirs = s.slot(Vec::new());
+        s.recv(r - 1, theirs, len);
+        s.wait();
+        s.reduce(theirs, acc);
     }
-    let rem = n - pof2;
-    let newrank = if r < 2 * rem {
-        if r % 2 == 0 {
-            s.send_last(r + 1, acc);
-            s.wait();
-            -1
-        } else {
-            let theirs = s.slot(Vec::new());
-            s.recv(r - 1, theirs, len);
-            s.wait();
-            s.reduce(theirs, acc);
-            r / 2
-        }
-    } else {
-        r - rem
-    };
-    Folded { pof2, rem, newrank }
+    fold
 }
 
 /// The result back to the ranks that sat out (see [`fold_in`]).
@@ -199,56 +264,102 @@ fn fold_out(s: &mut Schedule<'_>, r: i32, rem: i32, acc: Slot, len: usize) {
 /// times (Rabenseifner's reduce-scatter and allgather).
 const LARGE_ALLREDUCE_BYTES: usize = 64 << 10;
 
-/// A large commutative `MPI_Allreduce` (Rabenseifner) among the power of two of ranks
-/// (`fold.newrank` >= 0): the buffer is cut into `p` blocks of whole elements; a
-/// reduce-scatter by recursive halving leaves each rank with one block fully reduced (each
-/// step sends the half of its blocks the partner keeps and reduces the half it keeps), and an
-/// allgather by recursive doubling brings every rank every block. Each rank sends and
-/// receives about twice the buffer in all, where recursive doubling sends all of it log2(p)
-/// times.
-fn reduce_scatter_allgather_steps(s: &mut Schedule<'_>, fold: &Folded, acc: Slot, len: usize, elem: usize) {
-    let (pof2, newrank) = (fold.pof2, fold.newrank);
-    let p = pof2 as usize;
+/// Whether an allreduce of `len` bytes among `n` ranks goes by [`large_allreduce_steps`]:
+/// large, commutative, and cut into blocks of at least one whole element each.
+fn is_large_allreduce(op: &dyn Reducer, len: usize, n: i32) -> bool {
+    let elem = op.elem_bytes();
+    op.commutative() && elem > 0 && len >= LARGE_ALLREDUCE_BYTES && len / elem >= n as usize
+}
+
+/// A large commutative `MPI_Allreduce` (Rabenseifner) of `input` into `out` among `n` ranks,
+/// as rank `r`. Both buffers are cut into `p` blocks of whole `elem`-byte elements, `p` the
+/// largest power of two of ranks; every block travels as a message of its own. A rank
+/// beyond the power of two gives its blocks to the neighbour above it and later takes the
+/// result from it. Among the others, a reduce-scatter by recursive halving leaves each rank
+/// with one block fully reduced (each step sends the half of its blocks the partner keeps and
+/// reduces the half it keeps into what it receives), which lands in `out`; an allgather by
+/// recursive doubling then brings every rank every block, straight into `out`. Each rank
+/// sends and receives about twice the buffer in all, where recursive doubling sends all of it
+/// log2(p) times. Returns the slot of `out`'s first block (see
+/// [`Schedule::slots_outside_cut`]).
+fn large_allreduce_steps(s: &mut Schedule<'_>, n: i32, r: i32, input: Outside, out: Outside, elem: usize) -> Slot {
+    let fold = Folded::of(n, r);
+    let p = fold.pof2 as usize;
+    let len = input.len();
     let block_len = |k: usize| crate::sched::block_range(len, elem, p, k).len();
-    let mine = s.split(acc, p, elem);
-    let theirs: Vec<Slot> = (0..p).map(|_| s.slot(Vec::new())).collect();
-    // Reduce-scatter: the blocks [lo, lo + size) are this rank's to reduce.
-    let (mut lo, mut size) = (0usize, p);
-    let mut mask = pof2 / 2;
-    while mask > 0 {
-        let dst = fold.rank_of(newrank ^ mask);
-        size /= 2;
-        let (keep, give) = if newrank & mask == 0 { (lo, lo + size) } else { (lo + size, lo) };
-        for (k, &slot) in theirs.iter().enumerate().skip(keep).take(size) {
-            s.recv(dst, slot, block_len(k));
+    let inp = s.slots_outside_cut(input, p, elem);
+    let outb = s.slots_outside_cut(out, p, elem);
+    if fold.newrank < 0 {
+        for k in 0..p {
+            s.send(r + 1, inp + k);
         }
-        for k in give..give + size {
-            s.send_last(dst, mine + k);
+        for k in 0..p {
+            s.recv(r + 1, outb + k, block_len(k));
+        }
+        return outb;
+    }
+    // The slot holding each block's partial reduction so far.
+    let mut cur: Vec<Slot> = (inp..inp + p).collect();
+    if fold.takes_in(r) {
+        for (k, c) in cur.iter_mut().enumerate() {
+            *c = s.slot(Vec::new());
+            s.recv(r - 1, *c, block_len(k));
         }
         s.wait();
-        for (k, &slot) in theirs.iter().enumerate().skip(keep).take(size) {
-            s.reduce(slot, mine + k);
+        for (k, &c) in cur.iter().enumerate() {
+            s.reduce(inp + k, c);
+        }
+    }
+    let newrank = fold.newrank as usize;
+    // Reduce-scatter: the blocks [lo, lo + size) are this rank's to reduce.
+    let (mut lo, mut size) = (0usize, p);
+    let mut mask = p / 2;
+    while mask > 0 {
+        let dst = fold.rank_of((newrank ^ mask) as i32);
+        size /= 2;
+        let (keep, give) = if newrank & mask == 0 { (lo, lo + size) } else { (lo + size, lo) };
+        let theirs: Vec<Slot> = (keep..keep + size)
+            .map(|k| {
+                let t = s.slot(Vec::new());
+                s.recv(dst, t, block_len(k));
+                t
+            })
+            .collect();
+        for &c in &cur[give..give + size] {
+            s.send_last(dst, c);
+        }
+        s.wait();
+        for (k, t) in (keep..keep + size).zip(theirs) {
+            s.reduce(cur[k], t);
+            cur[k] = t;
         }
         lo = keep;
         mask /= 2;
     }
+    // Block `lo` is fully reduced here.
+    s.land(cur[lo], outb + lo);
     // Allgather: this rank holds blocks [lo, lo + size) and gets the partner's as many.
     let mut mask = 1;
-    while mask < pof2 {
-        let dst = fold.rank_of(newrank ^ mask);
-        let theirs_lo = lo ^ (mask as usize);
+    while mask < p {
+        let dst = fold.rank_of((newrank ^ mask) as i32);
+        let theirs_lo = lo ^ mask;
         for k in theirs_lo..theirs_lo + size {
-            s.recv(dst, mine + k, block_len(k));
+            s.recv(dst, outb + k, block_len(k));
         }
         for k in lo..lo + size {
-            s.send(dst, mine + k);
+            s.send(dst, outb + k);
         }
         s.wait();
         lo = lo.min(theirs_lo);
         size *= 2;
         mask *= 2;
     }
-    s.join(mine, p, acc);
+    if fold.takes_in(r) {
+        for k in 0..p {
+            s.send(r - 1, outb + k);
+        }
+    }
+    outb
 }
 
 /// §5.5 `MPI_Gatherv`: every rank's packed piece reaches `root`, which gets them in rank

@@ -73,14 +73,15 @@ enum Step {
     Recv { from: i32, slot: Slot, len: usize },
     /// Waits until everything posted so far has completed.
     Wait,
-    /// `slots[inout] = slots[input] op slots[inout]`.
+    /// `slots[inout] = slots[input] op slots[inout]`; `input` may stand for outside bytes
+    /// it sends.
     Reduce { input: Slot, inout: Slot },
+    /// `to`, a slot standing for an outside receive buffer, takes the bytes of `from` as a
+    /// receive would (later send steps of `to` send them from there).
+    Land { from: Slot, to: Slot },
     /// `slots[to]` takes the bytes of `slots[from]`, which is left with `to`'s old bytes:
     /// for a buffer that is written again before it is read (its allocation is reused then).
     Swap { from: Slot, to: Slot },
-    /// Cuts `slots[from]` into `count` blocks of whole `elem`-byte elements, into slots
-    /// `first..first + count` (see [`block_range`]).
-    Split { from: Slot, first: Slot, count: usize, elem: usize },
     /// `slots[to]` = slots `first..first + count` end to end.
     Join { first: Slot, count: usize, to: Slot },
 }
@@ -209,6 +210,43 @@ impl<'a> Schedule<'a> {
         slot
     }
 
+    /// `outside` cut into `count` blocks of whole `elem`-byte elements (see [`block_range`]),
+    /// each a slot of its own, consecutive; returns the first. The application's buffers are
+    /// cut where they are (each block stands for its part of them); owned bytes to send are
+    /// copied into the blocks, and a staging receive buffer becomes `count` empty slots of
+    /// the schedule's own.
+    pub fn slots_outside_cut(&mut self, outside: Outside, count: usize, elem: usize) -> Slot {
+        let first = self.slots.len();
+        let len = outside.len();
+        let range = |k| block_range(len, elem, count, k);
+        match outside {
+            Outside::Send(SendData::Static(all)) => {
+                for k in 0..count {
+                    self.slot_outside(Outside::Send(SendData::Static(&all[range(k)])));
+                }
+            }
+            Outside::Send(SendData::Owned(all)) => {
+                for k in 0..count {
+                    self.slot(all[range(k)].to_vec());
+                }
+            }
+            Outside::Recv(RecvBuf::Static(mut rest)) => {
+                for k in 0..count {
+                    let (block, tail) = std::mem::take(&mut rest).split_at_mut(range(k).len());
+                    rest = tail;
+                    self.slot_outside(Outside::Recv(RecvBuf::Static(block)));
+                }
+            }
+            // A staging buffer: the blocks are the schedule's own.
+            Outside::Recv(RecvBuf::Owned(_)) => {
+                for _ in 0..count {
+                    self.slot(Vec::new());
+                }
+            }
+        }
+        first
+    }
+
     pub fn set_op(&mut self, op: Box<dyn Reducer + 'a>) {
         self.op = Some(op);
     }
@@ -234,19 +272,14 @@ impl<'a> Schedule<'a> {
         self.steps.push(Step::Reduce { input, inout });
     }
 
-    pub fn swap(&mut self, from: Slot, to: Slot) {
-        self.steps.push(Step::Swap { from, to });
+    /// `to` (a slot made from an [`Outside::Recv`], or one of the schedule's own) takes the
+    /// bytes of `from`, which is not used again.
+    pub fn land(&mut self, from: Slot, to: Slot) {
+        self.steps.push(Step::Land { from, to });
     }
 
-    /// Cuts `from` into `count` blocks of whole `elem`-byte elements, into `count` new
-    /// consecutive slots; returns the first.
-    pub fn split(&mut self, from: Slot, count: usize, elem: usize) -> Slot {
-        let first = self.slots.len();
-        for _ in 0..count {
-            self.slot(Vec::new());
-        }
-        self.steps.push(Step::Split { from, first, count, elem });
-        first
+    pub fn swap(&mut self, from: Slot, to: Slot) {
+        self.steps.push(Step::Swap { from, to });
     }
 
     /// Puts slots `first..first + count` end to end into `to`.
@@ -308,28 +341,18 @@ impl<'a> Schedule<'a> {
                         return Ok(false);
                     }
                 }
-                Step::Reduce { .. } | Step::Swap { .. } | Step::Split { .. } | Step::Join { .. }
-                    if self.touches_outside(step) =>
-                {
-                    return err(
-                        ErrorClass::Intern,
-                        "a schedule reduces, swaps, splits or joins a slot it does not hold",
-                    );
+                Step::Reduce { .. } | Step::Swap { .. } | Step::Join { .. } if self.touches_outside(step) => {
+                    return err(ErrorClass::Intern, "a schedule reduces, swaps or joins a slot it does not hold");
                 }
                 Step::Reduce { input, inout } => {
                     let op =
                         self.op.as_ref().ok_or_else(|| MpiError::new(ErrorClass::Intern, "schedule without an op"))?;
                     let mut acc = std::mem::take(&mut self.slots[inout]);
-                    op.reduce(&self.slots[input], &mut acc)?;
+                    op.reduce(self.bytes_of(input)?, &mut acc)?;
                     self.slots[inout] = acc;
                 }
+                Step::Land { from, to } => self.land_now(from, to)?,
                 Step::Swap { from, to } => self.slots.swap(from, to),
-                Step::Split { from, first, count, elem } => {
-                    let whole = std::mem::take(&mut self.slots[from]);
-                    for k in 0..count {
-                        self.slots[first + k] = whole[block_range(whole.len(), elem, count, k)].to_vec();
-                    }
-                }
                 Step::Join { first, count, to } => {
                     let mut whole = Vec::with_capacity((first..first + count).map(|k| self.slots[k].len()).sum());
                     for k in first..first + count {
@@ -363,11 +386,47 @@ impl<'a> Schedule<'a> {
         }
     }
 
+    /// The bytes `slot` holds: its own, or the outside bytes it sends.
+    fn bytes_of(&self, slot: Slot) -> MpiResult<&[u8]> {
+        match &self.outside[slot] {
+            None => Ok(&self.slots[slot]),
+            Some(Outside::Send(data)) => Ok(data.as_slice()),
+            Some(Outside::Recv(_)) => err(ErrorClass::Intern, "a schedule reads a receive slot before its receive"),
+        }
+    }
+
+    fn land_now(&mut self, from: Slot, to: Slot) -> MpiResult<()> {
+        let landed = match self.outside[to].take() {
+            Some(Outside::Recv(RecvBuf::Static(buf))) => {
+                let bytes = self.bytes_of(from)?;
+                if bytes.len() != buf.len() {
+                    return err(
+                        ErrorClass::Intern,
+                        format!("a schedule lands {} bytes in a buffer of {}", bytes.len(), buf.len()),
+                    );
+                }
+                buf.copy_from_slice(bytes);
+                Some(Outside::Send(SendData::Static(buf)))
+            }
+            Some(Outside::Recv(RecvBuf::Owned(_))) | None => {
+                self.slots[to] = match self.outside[from] {
+                    None => std::mem::take(&mut self.slots[from]),
+                    Some(_) => self.bytes_of(from)?.to_vec(),
+                };
+                None
+            }
+            Some(Outside::Send(_)) => return err(ErrorClass::Intern, "a schedule lands bytes in a send slot"),
+        };
+        self.outside[to] = landed;
+        Ok(())
+    }
+
     fn touches_outside(&self, step: Step) -> bool {
         let (a, b) = match step {
+            // The input of a reduction may be bytes the slot sends.
+            Step::Reduce { input, inout } if matches!(self.outside[input], Some(Outside::Send(_))) => (inout, inout),
             Step::Reduce { input, inout } => (input, inout),
             Step::Swap { from, to } => (from, to),
-            Step::Split { from, .. } => (from, from),
             Step::Join { to, .. } => (to, to),
             _ => return false,
         };

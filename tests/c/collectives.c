@@ -709,6 +709,40 @@ static void user_op_tests(void)
     MPI_OK(MPI_Type_free(&mat_type));
 }
 
+/* Large allreduces of doubles (reduce-scatter and allgather, each block landing in the
+ * receive buffer): element counts that do not cut evenly into blocks, the send buffer read
+ * where it is and MPI_IN_PLACE, and two nonblocking ones in flight at once. */
+static double lg(int r, int i) { return (double)(r + 1) * 0.5 + (double)(i % 1009); }
+static double lg_sum(int i) { return 0.25 * size * (size + 1) + (double)size * (i % 1009); }
+
+static void large_allreduce_tests(void)
+{
+    const int ns[] = {8192 + 3, 100003};
+    for (int t = 0; t < 2; t++) {
+        int n = ns[t];
+        double *in = xmalloc(sizeof(double) * (size_t)n), *out = xmalloc(sizeof(double) * (size_t)n);
+        double *out2 = xmalloc(sizeof(double) * (size_t)n);
+        for (int i = 0; i < n; i++) in[i] = lg(rank, i);
+        MPI_OK(MPI_Allreduce(in, out, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+        for (int i = 0; i < n; i++) CHECKF(out[i] == lg_sum(i), "large allreduce n %d elem %d: %g", n, i, out[i]);
+        for (int i = 0; i < n; i++) CHECKF(in[i] == lg(rank, i), "large allreduce n %d changed the send buffer at %d", n, i);
+        memcpy(out, in, sizeof(double) * (size_t)n);
+        MPI_OK(MPI_Allreduce(MPI_IN_PLACE, out, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+        for (int i = 0; i < n; i++) CHECKF(out[i] == lg_sum(i), "large in-place allreduce n %d elem %d: %g", n, i, out[i]);
+        MPI_Request rq[2];
+        MPI_OK(MPI_Iallreduce(in, out, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &rq[0]));
+        MPI_OK(MPI_Iallreduce(in, out2, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD, &rq[1]));
+        MPI_OK(MPI_Waitall(2, rq, MPI_STATUSES_IGNORE));
+        for (int i = 0; i < n; i++) {
+            CHECKF(out[i] == lg_sum(i), "large iallreduce n %d elem %d: %g", n, i, out[i]);
+            CHECKF(out2[i] == lg(size - 1, i), "large iallreduce MAX n %d elem %d: %g", n, i, out2[i]);
+        }
+        free(in);
+        free(out);
+        free(out2);
+    }
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -727,5 +761,6 @@ int main(int argc, char **argv)
     reduce_scatter_tests();
     scan_tests();
     user_op_tests();
+    large_allreduce_tests();
     return finish("collectives");
 }

@@ -85,7 +85,7 @@ impl SendData {
         self.len() == 0
     }
 
-    fn as_slice(&self) -> &[u8] {
+    pub fn as_slice(&self) -> &[u8] {
         match self {
             SendData::Owned(v) => v,
             SendData::Static(s) => s,

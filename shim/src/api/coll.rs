@@ -68,12 +68,23 @@ impl Typed {
     /// The triple must describe the application's receive buffer, which it leaves alone
     /// until the receive completes.
     unsafe fn landing(&self) -> Res<(RecvBuf, bool)> {
-        if self.dt.is_contiguous() {
-            // SAFETY: per the contract: the application leaves it alone until completion.
-            let buf = unsafe { user_bytes_mut(self.addr as *mut c_void, 0, self.packed_len() as isize)? };
-            return Ok((RecvBuf::Static(buf), false));
+        // SAFETY: per the contract.
+        Ok(match unsafe { self.contiguous_mut()? } {
+            Some(buf) => (RecvBuf::Static(buf), false),
+            None => (RecvBuf::Owned(vec![0; self.packed_len()]), true),
+        })
+    }
+
+    /// The application's buffer itself when the layout is contiguous.
+    ///
+    /// # Safety
+    /// As [`Typed::landing`].
+    unsafe fn contiguous_mut(&self) -> Res<Option<&'static mut [u8]>> {
+        if !self.dt.is_contiguous() {
+            return Ok(None);
         }
-        Ok((RecvBuf::Owned(vec![0; self.packed_len()]), true))
+        // SAFETY: per the contract: the application leaves it alone until completion.
+        Ok(Some(unsafe { user_bytes_mut(self.addr as *mut c_void, 0, self.packed_len() as isize)? }))
     }
 
     /// Writes packed bytes into the buffer.
@@ -342,6 +353,24 @@ unsafe fn allreduce_plan(
     check_not_in_place(c, &[sendbuf])?;
     let reducer = Box::new(ShimReducer::new(s, op, dt)?);
     let recv = Typed::new(s, recvbuf, count, dt)?;
+    if scan.is_none() && recv.dt.is_contiguous() {
+        // The result goes straight into the receive buffer; the send buffer is read where it
+        // is unless it is the receive buffer (`MPI_IN_PLACE`) or overlaps it (then a packed
+        // copy, made before the receive buffer is lent out).
+        let (lo, hi) = recv.dt.span(recv.count);
+        let overlaps = (sendbuf as isize) < recvbuf as isize + hi && recvbuf as isize + lo < sendbuf as isize + hi;
+        let input = if in_place(sendbuf) || overlaps {
+            // SAFETY: per the contract.
+            SendData::Owned(unsafe { reduction_input(sendbuf, &recv)? })
+        } else {
+            // SAFETY: per the contract: the send buffer, unchanged until completion.
+            unsafe { send_bytes(sendbuf, recv.count, &recv.dt)? }
+        };
+        // SAFETY: per the contract.
+        if let Some(out) = unsafe { recv.contiguous_mut()? } {
+            return Ok(Plan::nothing_after(coll::allreduce_into_schedule(c, input, out, reducer)?));
+        }
+    }
     // SAFETY: per the contract.
     let input = unsafe { reduction_input(sendbuf, &recv)? };
     let (sched, slot) = match scan {
