@@ -473,15 +473,17 @@ pub fn alltoallv_schedule<'a>(comm: &Comm, send: Vec<SendData>, recv: Vec<RecvBu
     let lens: Vec<usize> = recv.iter().map(RecvBuf::len).collect();
     let recv_slots: Vec<Slot> = recv.into_iter().map(|b| s.slot_outside(Outside::Recv(b))).collect();
     let send_slots: Vec<Slot> = send.into_iter().map(|d| s.slot_outside(Outside::Send(d))).collect();
-    for i in 0..n {
-        // Start with the nearest ranks so that pairs proceed in step rather than all at rank 0.
+    // Start with the nearest ranks so that pairs proceed in step rather than all at rank 0;
+    // this rank's own part is copied across, not sent to itself.
+    for i in 1..n {
         let src = (r - i + n) % n;
         s.recv(src, recv_slots[src as usize], lens[src as usize]);
     }
-    for i in 0..n {
+    for i in 1..n {
         let dst = (r + i) % n;
         s.send_last(dst, send_slots[dst as usize]);
     }
+    s.land(send_slots[r as usize], recv_slots[r as usize]);
     (s, recv_slots)
 }
 

@@ -396,28 +396,36 @@ impl<'a> Schedule<'a> {
     }
 
     fn land_now(&mut self, from: Slot, to: Slot) -> MpiResult<()> {
-        let landed = match self.outside[to].take() {
+        let target = self.outside[to].take();
+        let expected = match &target {
+            Some(Outside::Recv(b)) => Some(b.len()),
+            None => None,
+            Some(Outside::Send(_)) => return err(ErrorClass::Intern, "a schedule lands bytes in a send slot"),
+        };
+        let given = self.bytes_of(from)?.len();
+        if expected.is_some_and(|len| len != given) {
+            return err(
+                ErrorClass::Truncate,
+                format!(
+                    "collective expected {} bytes from this rank itself but it gave {given}: the counts or \
+                     types passed do not agree",
+                    expected.unwrap_or_default()
+                ),
+            );
+        }
+        self.outside[to] = match target {
             Some(Outside::Recv(RecvBuf::Static(buf))) => {
-                let bytes = self.bytes_of(from)?;
-                if bytes.len() != buf.len() {
-                    return err(
-                        ErrorClass::Intern,
-                        format!("a schedule lands {} bytes in a buffer of {}", bytes.len(), buf.len()),
-                    );
-                }
-                buf.copy_from_slice(bytes);
+                buf.copy_from_slice(self.bytes_of(from)?);
                 Some(Outside::Send(SendData::Static(buf)))
             }
-            Some(Outside::Recv(RecvBuf::Owned(_))) | None => {
+            _ => {
                 self.slots[to] = match self.outside[from] {
                     None => std::mem::take(&mut self.slots[from]),
                     Some(_) => self.bytes_of(from)?.to_vec(),
                 };
                 None
             }
-            Some(Outside::Send(_)) => return err(ErrorClass::Intern, "a schedule lands bytes in a send slot"),
         };
-        self.outside[to] = landed;
         Ok(())
     }
 
