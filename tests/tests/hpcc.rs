@@ -1,14 +1,15 @@
 //! Debian's `hpcc` (HPC Challenge, built by Debian against Open MPI; nobody here wrote it) at
-//! 4 ranks with a small input (`tests/hpcc/hpccinf.txt`), natively and under kawarimi: every
-//! check it makes must pass (HPL's scaled residuals, PTRANS, RandomAccess and FFT error
-//! counts, and its overall `Success=1`).
+//! 4 ranks with a small input (`tests/hpcc/hpccinf.txt`), natively and under kawarimi (over TCP,
+//! and over shared memory with each way of moving large payloads): every check it makes must
+//! pass (HPL's scaled residuals, PTRANS, RandomAccess and FFT error counts, and its overall
+//! `Success=1`).
 
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kawarimi_tests::{kawarimi_lib, mpirun, ranks_not_on_shm, workspace_root};
+use kawarimi_tests::{mode, mpirun, mpirun_args, ranks_not_on_shm, workspace_root, ModeKind};
 
 fn hpcc() -> PathBuf {
     let p = PathBuf::from("/usr/bin/hpcc");
@@ -18,30 +19,15 @@ fn hpcc() -> PathBuf {
     p
 }
 
-/// Runs hpcc in a fresh folder (on kawarimi when `preload`, with shared memory between the
-/// ranks too when `shm`); returns its summary file's text and what the ranks wrote to stderr.
-fn run(preload: bool, shm: bool) -> (String, String) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "hpcc-{}-{}",
-        match (preload, shm) {
-            (false, _) => "native",
-            (true, false) => "kawarimi",
-            (true, true) => "kawarimi-shm",
-        },
-        std::process::id()
-    ));
+/// Runs hpcc in a fresh folder in mode `kind`; returns its summary file's text and what the
+/// ranks wrote to stderr.
+fn run(kind: ModeKind) -> (String, String) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hpcc-{kind:?}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     fs::copy(workspace_root().join("tests/hpcc/hpccinf.txt"), dir.join("hpccinf.txt")).unwrap();
-    let mut cmd = Command::new(mpirun().unwrap());
-    cmd.args(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", "4"]);
-    if preload {
-        cmd.arg("-x").arg(format!("LD_PRELOAD={}", kawarimi_lib().unwrap_or_else(|e| panic!("{e}")).display()));
-    }
-    if shm {
-        cmd.args(["-x", "KAWARIMI_SHM=1", "-x", "KAWARIMI_REPORT=1"]);
-    }
-    let mut child = cmd
+    let mut child = Command::new(mpirun().unwrap())
+        .args(mpirun_args(&mode(kind), 4))
         .arg(hpcc())
         .current_dir(&dir)
         .env_remove("LD_PRELOAD")
@@ -54,13 +40,13 @@ fn run(preload: bool, shm: bool) -> (String, String) {
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("hpcc did not finish in 300 s");
+            panic!("hpcc did not finish in 300 s ({kind:?})");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "hpcc failed (preload={preload}):\n{err}");
+    assert!(out.status.success(), "hpcc failed ({kind:?}):\n{err}");
     let summary =
         fs::read_to_string(dir.join("hpccoutf.txt")).unwrap_or_else(|e| panic!("no hpccoutf.txt: {e}\n{err}"));
     (summary, err.into_owned())
@@ -89,16 +75,20 @@ fn check(text: &str, mode: &str) {
 }
 
 #[test]
-fn hpcc_passes_every_check_natively_and_on_kawarimi() {
-    check(&run(false, false).0, "native");
-    check(&run(true, false).0, "kawarimi");
+fn hpcc_passes_every_check_natively_and_on_kawarimi_over_tcp() {
+    check(&run(ModeKind::Native).0, "native");
+    check(&run(ModeKind::Kawarimi).0, "kawarimi over TCP");
 }
 
-/// hpcc on shared memory: every check passes and every rank reports its 3 peers on it.
+/// hpcc on shared memory, with large payloads crossing as kawarimi chooses, every payload by
+/// single copy, and every payload through the rings: every check passes and every rank
+/// reports its 3 peers on shared memory.
 #[test]
 fn hpcc_passes_every_check_on_shared_memory() {
-    let (summary, stderr) = run(true, true);
-    check(&summary, "kawarimi on shared memory");
-    let off = ranks_not_on_shm(&stderr, 4);
-    assert!(off.is_empty(), "ranks {off:?} not all on shared memory:\n{stderr}");
+    for kind in [ModeKind::KawarimiShm, ModeKind::KawarimiShmSingleCopy, ModeKind::KawarimiShmTwoCopy] {
+        let (summary, stderr) = run(kind);
+        check(&summary, &format!("{kind:?}"));
+        let off = ranks_not_on_shm(&stderr, 4);
+        assert!(off.is_empty(), "{kind:?}: ranks {off:?} not all on shared memory:\n{stderr}");
+    }
 }

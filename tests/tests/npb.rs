@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kawarimi_control::proto::Reply;
 use kawarimi_tests::job::KawarimiJob;
-use kawarimi_tests::{kawarimi_lib, mpirun, ranks_not_on_shm, workspace_root};
+use kawarimi_tests::{mode, mpirun, mpirun_args, ranks_not_on_shm, workspace_root, ModeKind};
 
 const BENCHMARKS: &[&str] = &["ep", "is", "cg", "mg", "ft", "lu", "bt", "sp"];
 const RANKS: u32 = 4;
@@ -47,49 +47,47 @@ fn wait_output(mut child: std::process::Child, bound: Duration, what: &str) -> (
     (status.success(), reader.join().unwrap())
 }
 
-/// How a benchmark runs: natively, on kawarimi, or on kawarimi with shared memory between
-/// the ranks (which then report what carried their data).
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Run {
-    Native,
-    Kawarimi,
-    KawarimiShm,
-}
-
-fn mpirun_npb(name: &str, class: &str, how: Run) -> (bool, String) {
+fn mpirun_npb(name: &str, class: &str, kind: ModeKind) -> (bool, String) {
     let mut cmd = Command::new(mpirun().unwrap());
-    cmd.args(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", &RANKS.to_string()]);
-    if how != Run::Native {
-        cmd.arg("-x").arg(format!("LD_PRELOAD={}", kawarimi_lib().unwrap_or_else(|e| panic!("{e}")).display()));
-    }
-    match how {
-        Run::KawarimiShm => cmd.args(["-x", "KAWARIMI_SHM=1", "-x", "KAWARIMI_REPORT=1"]),
-        Run::Kawarimi => cmd.args(["-x", "KAWARIMI_SHM=0"]),
-        Run::Native => &mut cmd,
-    };
-    cmd.arg(bin(name))
+    cmd.args(mpirun_args(&mode(kind), RANKS))
+        .arg(bin(name))
         .arg(class)
         .env_remove("LD_PRELOAD")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let what = format!("npb-{name} class {class} ({how:?})");
+    let what = format!("npb-{name} class {class} ({kind:?})");
     wait_output(cmd.spawn().unwrap(), Duration::from_secs(300), &what)
 }
 
+/// Natively and on kawarimi over TCP.
 #[test]
-fn classes_s_and_w_verify_natively_and_on_kawarimi() {
+fn classes_s_and_w_verify_natively_and_on_kawarimi_over_tcp() {
     for name in BENCHMARKS {
         for class in ["S", "W"] {
-            for how in [Run::Native, Run::Kawarimi] {
-                let (ok, out) = mpirun_npb(name, class, how);
+            for kind in [ModeKind::Native, ModeKind::Kawarimi] {
+                let (ok, out) = mpirun_npb(name, class, kind);
                 assert!(
                     ok && out.contains("VERIFICATION SUCCESSFUL"),
-                    "npb-{name} class {class} at {RANKS} ranks ({how:?}):\n{out}"
+                    "npb-{name} class {class} at {RANKS} ranks ({kind:?}):\n{out}"
                 );
                 let line = out.lines().find(|l| l.starts_with("npb=")).unwrap_or("");
-                eprintln!("{how:?} {line}");
+                eprintln!("{kind:?} {line}");
             }
+        }
+    }
+}
+
+fn verify_on_shared_memory(kind: ModeKind, classes: &[&str]) {
+    for name in BENCHMARKS {
+        for class in classes {
+            let (ok, out) = mpirun_npb(name, class, kind);
+            assert!(ok && out.contains("VERIFICATION SUCCESSFUL"), "npb-{name} class {class} ({kind:?}):\n{out}");
+            let off = ranks_not_on_shm(&out, RANKS);
+            assert!(
+                off.is_empty(),
+                "npb-{name} class {class} ({kind:?}): ranks {off:?} not all on shared memory:\n{out}"
+            );
         }
     }
 }
@@ -98,14 +96,19 @@ fn classes_s_and_w_verify_natively_and_on_kawarimi() {
 /// peers carried by shared memory.
 #[test]
 fn classes_s_and_w_verify_on_shared_memory() {
-    for name in BENCHMARKS {
-        for class in ["S", "W"] {
-            let (ok, out) = mpirun_npb(name, class, Run::KawarimiShm);
-            assert!(ok && out.contains("VERIFICATION SUCCESSFUL"), "npb-{name} class {class} on shared memory:\n{out}");
-            let off = ranks_not_on_shm(&out, RANKS);
-            assert!(off.is_empty(), "npb-{name} class {class}: ranks {off:?} not all on shared memory:\n{out}");
-        }
-    }
+    verify_on_shared_memory(ModeKind::KawarimiShm, &["S", "W"]);
+}
+
+/// Class W on shared memory with every payload read by single copy from the sender's memory.
+#[test]
+fn class_w_verifies_on_shared_memory_by_single_copy() {
+    verify_on_shared_memory(ModeKind::KawarimiShmSingleCopy, &["W"]);
+}
+
+/// Class W on shared memory with every payload through the rings (two copies).
+#[test]
+fn class_w_verifies_on_shared_memory_by_two_copies() {
+    verify_on_shared_memory(ModeKind::KawarimiShmTwoCopy, &["W"]);
 }
 
 /// Where the ranks of a job live across its two migrations, as `KAWARIMI_HOST_ID_FILE` labels
