@@ -431,14 +431,28 @@ pub fn scatterv_schedule<'a>(
     Ok((s, mine))
 }
 
-/// §5.7 `MPI_Allgatherv`: ring, n-1 steps; `lens` gives every rank's piece length. The pieces
-/// end up in the returned slots, in rank order.
-pub fn allgatherv_schedule<'a>(comm: &Comm, mine: Vec<u8>, lens: &[usize]) -> MpiResult<(Schedule<'a>, Vec<Slot>)> {
+/// §5.7 `MPI_Allgatherv`: ring, n-1 steps. `recv[i]` takes rank i's piece, straight into
+/// the application's memory when given as such, from where it is sent on to the next rank (no
+/// staging copy); this rank's own piece `mine` is copied into `recv[r]`, or with `None` there
+/// (`MPI_IN_PLACE`: `mine` is already in place) sent from where it is. A staged receive's
+/// bytes are in returned slot i.
+pub fn allgatherv_schedule<'a>(
+    comm: &Comm,
+    mine: SendData,
+    recv: Vec<Option<RecvBuf>>,
+) -> MpiResult<(Schedule<'a>, Vec<Slot>)> {
+    const MISSING: &str = "an allgather without a receive buffer for a peer";
     if comm.is_inter() {
-        return Ok(intercoll::allgatherv_schedule(comm, mine, lens));
+        let recv = recv
+            .into_iter()
+            .map(|b| b.ok_or(()))
+            .collect::<Result<Vec<_>, ()>>()
+            .or_else(|()| err(ErrorClass::Intern, MISSING))?;
+        return Ok(intercoll::allgatherv_schedule(comm, mine, recv));
     }
     let mut s = Schedule::new(comm, kind::ALLGATHER);
     let (n, r) = (comm.size(), comm.rank);
+    let lens: Vec<usize> = recv.iter().map(|b| b.as_ref().map_or(mine.len(), RecvBuf::len)).collect();
     if mine.len() != lens[r as usize] {
         return err(
             ErrorClass::Truncate,
@@ -446,8 +460,20 @@ pub fn allgatherv_schedule<'a>(comm: &Comm, mine: Vec<u8>, lens: &[usize]) -> Mp
         );
     }
     let mut mine = Some(mine);
-    let slots: Vec<Slot> =
-        (0..n).map(|i| s.slot(if i == r { mine.take().expect("once") } else { Vec::new() })).collect();
+    let mut slots = Vec::with_capacity(n as usize);
+    for (i, buf) in recv.into_iter().enumerate() {
+        let slot = match buf {
+            Some(buf) => s.slot_outside(Outside::Recv(buf)),
+            // In place: sent on from where it is.
+            None if i == r as usize => s.slot_outside(Outside::Send(mine.take().expect("once"))),
+            None => return err(ErrorClass::Intern, MISSING),
+        };
+        slots.push(slot);
+    }
+    if let Some(mine) = mine {
+        let from = s.slot_outside(Outside::Send(mine));
+        s.land(from, slots[r as usize]);
+    }
     let right = (r + 1) % n;
     let left = (r - 1 + n) % n;
     for step in 0..n - 1 {
@@ -581,7 +607,8 @@ pub fn scatterv(e: &mut Engine, comm: &Comm, root: i32, pieces: Vec<Vec<u8>>, le
 }
 
 pub fn allgatherv(e: &mut Engine, comm: &Comm, mine: &[u8], lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
-    run_many(e, allgatherv_schedule(comm, mine.to_vec(), lens)?)
+    let recv = lens.iter().map(|&len| Some(RecvBuf::Owned(vec![0; len]))).collect();
+    run_many(e, allgatherv_schedule(comm, SendData::Owned(mine.to_vec()), recv)?)
 }
 
 pub fn alltoallv(e: &mut Engine, comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {

@@ -196,12 +196,21 @@ fn recv_from_each_remote(s: &mut Schedule<'_>, comm: &Comm, lens: &[usize]) -> V
         .collect()
 }
 
-/// `MPI_Allgatherv`: every process sends its piece to every remote process and receives
-/// `lens[q]` bytes from remote rank `q` into returned slot `q`.
-pub fn allgatherv_schedule<'a>(comm: &Comm, mine: Vec<u8>, lens: &[usize]) -> (Schedule<'a>, Vec<Slot>) {
+/// `MPI_Allgatherv`: every process sends its piece to every remote process and receives what
+/// remote rank `q` sends into `recv[q]` (a staged receive's bytes in returned slot `q`).
+pub fn allgatherv_schedule<'a>(comm: &Comm, mine: SendData, recv: Vec<RecvBuf>) -> (Schedule<'a>, Vec<Slot>) {
     let mut s = Schedule::new(comm, kind::ALLGATHER);
-    let slots = recv_from_each_remote(&mut s, comm, lens);
-    let own = s.slot(mine);
+    let slots = recv
+        .into_iter()
+        .enumerate()
+        .map(|(q, buf)| {
+            let len = buf.len();
+            let slot = s.slot_outside(Outside::Recv(buf));
+            s.recv(remote(comm, q as i32), slot, len);
+            slot
+        })
+        .collect();
+    let own = s.slot_outside(Outside::Send(mine));
     for q in 0..remote_size(comm) {
         s.send(remote(comm, q), own);
     }

@@ -542,17 +542,35 @@ unsafe fn allgatherv_plan(
 ) -> Res<Plan> {
     check_not_in_place(c, &[sendbuf])?;
     let recv = Typed::new(s, recvbuf, 0, recvtype)?;
-    let me = c.rank as usize;
+    // On an inter-communicator every part comes from the remote group.
+    let me = (!c.is_inter()).then_some(c.rank as usize);
+    let part = |i: usize| recv.at(dsp[i] * recv.dt.extent(), cnts[i]);
     let mine = if in_place(sendbuf) {
-        // SAFETY: per the contract.
-        unsafe { recv.at(dsp[me] * recv.dt.extent(), cnts[me]).pack()? }
+        let own = part(me.unwrap_or_default());
+        // SAFETY: per the contract: with MPI_IN_PLACE this rank's part of the receive buffer
+        // is its input, not received into.
+        unsafe { send_bytes(own.addr as *const c_void, own.count, &own.dt)? }
     } else {
-        // SAFETY: per the contract.
-        unsafe { Typed::new(s, sendbuf, sendcount, sendtype)?.pack()? }
+        let t = Typed::new(s, sendbuf, sendcount, sendtype)?;
+        // SAFETY: per the contract: unmodified until the collective completes.
+        unsafe { send_bytes(sendbuf, t.count, &t.dt)? }
     };
-    let lens: Vec<usize> = cnts.iter().map(|&n| n * recv.dt.size()).collect();
-    let (sched, slots) = coll::allgatherv_schedule(c, mine, &lens)?;
-    let targets = (0..cnts.len()).map(|i| (slots[i], recv.at(dsp[i] * recv.dt.extent(), cnts[i]))).collect();
+    let mut landing = Vec::with_capacity(cnts.len());
+    let mut staged = Vec::new();
+    for i in 0..cnts.len() {
+        if in_place(sendbuf) && Some(i) == me {
+            landing.push(None);
+            continue;
+        }
+        // SAFETY: per the contract.
+        let (buf, is_staged) = unsafe { part(i).landing()? };
+        landing.push(Some(buf));
+        if is_staged {
+            staged.push(i);
+        }
+    }
+    let (sched, slots) = coll::allgatherv_schedule(c, mine, landing)?;
+    let targets = staged.into_iter().map(|i| (slots[i], part(i))).collect();
     Ok(Plan::new(sched, move |bufs| unpack_all(&bufs, targets)))
 }
 
