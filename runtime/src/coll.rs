@@ -12,7 +12,7 @@
 use crate::comm::Comm;
 use crate::core::{RecvBuf, SendData};
 use crate::engine::Engine;
-use crate::error::{err, ErrorClass, MpiResult};
+use crate::error::{err, ErrorClass, MpiError, MpiResult};
 use crate::intercoll;
 pub use crate::sched::Reducer;
 use crate::sched::{bcast_steps, kind, reduce_steps, Outside, Schedule, Slot};
@@ -362,72 +362,87 @@ fn large_allreduce_steps(s: &mut Schedule<'_>, n: i32, r: i32, input: Outside, o
     outb
 }
 
-/// §5.5 `MPI_Gatherv`: every rank's packed piece reaches `root`, which gets them in rank
-/// order in the returned slots (none elsewhere). `lens` (significant at root) gives the
-/// expected length of each piece.
+/// §5.5 `MPI_Gatherv`: every rank's piece `mine` reaches `root`, where `recv[i]` takes rank
+/// i's, straight into the application's memory when given as such (no staging copy; a staged
+/// receive's bytes are in returned slot i). The root's own piece is copied into `recv[root]`,
+/// or with `None` there (`MPI_IN_PLACE`, `mine` then unused) is already in place. `recv` is
+/// significant at the root only.
 pub fn gatherv_schedule<'a>(
     comm: &Comm,
     root: i32,
-    mine: Vec<u8>,
-    lens: &[usize],
+    mine: SendData,
+    recv: Vec<Option<RecvBuf>>,
 ) -> MpiResult<(Schedule<'a>, Vec<Slot>)> {
     let mut s = Schedule::new(comm, kind::GATHER);
     if comm.rank != root {
-        let m = s.slot(mine);
+        let m = s.slot_outside(Outside::Send(mine));
         s.send_last(root, m);
         return Ok((s, Vec::new()));
     }
-    let n = comm.size();
-    if mine.len() != lens[root as usize] {
-        return err(
-            ErrorClass::Truncate,
-            format!("root contributes {} bytes, expects {}", mine.len(), lens[root as usize]),
-        );
+    if let Some(Some(own)) = recv.get(root as usize) {
+        if own.len() != mine.len() {
+            return err(ErrorClass::Truncate, format!("root contributes {} bytes, expects {}", mine.len(), own.len()));
+        }
     }
     let mut mine = Some(mine);
-    let mut slots = Vec::with_capacity(n as usize);
-    for src in 0..n {
-        if src == root {
-            slots.push(s.slot(mine.take().expect("root's piece once")));
-        } else {
-            let slot = s.slot(Vec::new());
-            s.recv(src, slot, lens[src as usize]);
-            slots.push(slot);
-        }
+    let mut slots = Vec::with_capacity(recv.len());
+    for (src, buf) in recv.into_iter().enumerate() {
+        let slot = match buf {
+            Some(buf) => {
+                let len = buf.len();
+                let slot = s.slot_outside(Outside::Recv(buf));
+                if src == root as usize {
+                    let from = s.slot_outside(Outside::Send(mine.take().expect("the root's piece once")));
+                    s.land(from, slot);
+                } else {
+                    s.recv(src as i32, slot, len);
+                }
+                slot
+            }
+            None if src == root as usize => s.slot(Vec::new()),
+            None => return err(ErrorClass::Intern, "a gather without a receive buffer for a rank"),
+        };
+        slots.push(slot);
     }
     Ok((s, slots))
 }
 
-/// §5.6 `MPI_Scatterv`: `pieces` (significant at root) go to each rank in order; this rank's
-/// piece of `len` bytes ends up in the returned slot.
+/// §5.6 `MPI_Scatterv`: at `root`, `pieces[i]` goes to rank i (straight from the
+/// application's memory when given as such); every rank's piece lands in `recv`, the root's
+/// copied there, or with `None` (`MPI_IN_PLACE` at the root) left where it is. A staged
+/// receive's bytes are in the returned slot. `pieces` is significant at the root only.
 pub fn scatterv_schedule<'a>(
     comm: &Comm,
     root: i32,
-    pieces: Vec<Vec<u8>>,
-    len: usize,
+    pieces: Vec<SendData>,
+    recv: Option<RecvBuf>,
 ) -> MpiResult<(Schedule<'a>, Slot)> {
     let mut s = Schedule::new(comm, kind::SCATTER);
+    let len = recv.as_ref().map(RecvBuf::len);
+    let mine = match recv {
+        Some(buf) => s.slot_outside(Outside::Recv(buf)),
+        None => s.slot(Vec::new()),
+    };
     if comm.rank != root {
-        let slot = s.slot(Vec::new());
-        s.recv(root, slot, len);
-        return Ok((s, slot));
+        let len = len.ok_or_else(|| MpiError::new(ErrorClass::Intern, "a scatter without a receive buffer"))?;
+        s.recv(root, mine, len);
+        return Ok((s, mine));
     }
-    let mut mine = None;
     for (dst, piece) in pieces.into_iter().enumerate() {
-        if dst as i32 == root {
+        if dst as i32 != root {
+            let slot = s.slot_outside(Outside::Send(piece));
+            s.send_last(dst as i32, slot);
+        } else if let Some(len) = len {
             if piece.len() != len {
                 return err(
                     ErrorClass::Truncate,
                     format!("root's own piece is {} bytes, its receive takes {len}", piece.len()),
                 );
             }
-            mine = Some(s.slot(piece));
-        } else {
-            let slot = s.slot(piece);
-            s.send_last(dst as i32, slot);
+            let from = s.slot_outside(Outside::Send(piece));
+            s.land(from, mine);
         }
     }
-    let mine = mine.ok_or_else(|| crate::error::MpiError::new(ErrorClass::Intern, "root has no piece of its own"))?;
     Ok((s, mine))
 }
 
@@ -599,11 +614,13 @@ pub fn allreduce(e: &mut Engine, comm: &Comm, buf: &mut [u8], op: &dyn Reducer) 
 }
 
 pub fn gatherv(e: &mut Engine, comm: &Comm, root: i32, mine: &[u8], lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
-    run_many(e, gatherv_schedule(comm, root, mine.to_vec(), lens)?)
+    let recv = lens.iter().map(|&len| Some(RecvBuf::Owned(vec![0; len]))).collect();
+    run_many(e, gatherv_schedule(comm, root, SendData::Owned(mine.to_vec()), recv)?)
 }
 
 pub fn scatterv(e: &mut Engine, comm: &Comm, root: i32, pieces: Vec<Vec<u8>>, len: usize) -> MpiResult<Vec<u8>> {
-    run_one(e, scatterv_schedule(comm, root, pieces, len)?)
+    let pieces = pieces.into_iter().map(SendData::Owned).collect();
+    run_one(e, scatterv_schedule(comm, root, pieces, Some(RecvBuf::Owned(vec![0; len])))?)
 }
 
 pub fn allgatherv(e: &mut Engine, comm: &Comm, mine: &[u8], lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {

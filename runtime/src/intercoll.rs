@@ -151,16 +151,21 @@ pub fn reduce_schedule<'a>(
     (s, acc)
 }
 
-/// `MPI_Gatherv`: every process of the remote group sends its piece to the root, which
-/// expects `lens[q]` bytes from remote rank `q` and gets them in the returned slots.
-pub fn gatherv_schedule<'a>(comm: &Comm, root: InterRoot, mine: Vec<u8>, lens: &[usize]) -> (Schedule<'a>, Vec<Slot>) {
+/// `MPI_Gatherv`: a process of the root's group sends `mine` to the root, which receives
+/// what remote rank `q` sends into `recv[q]` (a staged receive's bytes in returned slot `q`).
+pub fn gatherv_schedule<'a>(
+    comm: &Comm,
+    root: InterRoot,
+    mine: SendData,
+    recv: Vec<RecvBuf>,
+) -> (Schedule<'a>, Vec<Slot>) {
     let mut s = Schedule::new(comm, kind::GATHER);
     let mut slots = Vec::new();
     match root {
-        InterRoot::Here => slots = recv_from_each_remote(&mut s, comm, lens),
+        InterRoot::Here => slots = recv_from_each_remote(&mut s, comm, recv),
         InterRoot::Idle => {}
         InterRoot::Remote(q) => {
-            let m = s.slot(mine);
+            let m = s.slot_outside(Outside::Send(mine));
             s.send_last(remote(comm, q), m);
         }
     }
@@ -168,14 +173,23 @@ pub fn gatherv_schedule<'a>(comm: &Comm, root: InterRoot, mine: Vec<u8>, lens: &
 }
 
 /// `MPI_Scatterv`: the root sends `pieces[q]` to remote rank `q`; a receiving process's
-/// piece of `len` bytes is in the returned slot.
-pub fn scatterv_schedule<'a>(comm: &Comm, root: InterRoot, pieces: Vec<Vec<u8>>, len: usize) -> (Schedule<'a>, Slot) {
+/// piece lands in `recv` (a staged receive's bytes in the returned slot).
+pub fn scatterv_schedule<'a>(
+    comm: &Comm,
+    root: InterRoot,
+    pieces: Vec<SendData>,
+    recv: Option<RecvBuf>,
+) -> (Schedule<'a>, Slot) {
     let mut s = Schedule::new(comm, kind::SCATTER);
-    let mine = s.slot(Vec::new());
+    let len = recv.as_ref().map_or(0, RecvBuf::len);
+    let mine = match recv {
+        Some(buf) => s.slot_outside(Outside::Recv(buf)),
+        None => s.slot(Vec::new()),
+    };
     match root {
         InterRoot::Here => {
             for (q, piece) in pieces.into_iter().enumerate() {
-                let slot = s.slot(piece);
+                let slot = s.slot_outside(Outside::Send(piece));
                 s.send_last(remote(comm, q as i32), slot);
             }
         }
@@ -185,12 +199,14 @@ pub fn scatterv_schedule<'a>(comm: &Comm, root: InterRoot, pieces: Vec<Vec<u8>>,
     (s, mine)
 }
 
-/// Posts a receive of `lens[q]` bytes from every remote rank `q`; returns their slots.
-fn recv_from_each_remote(s: &mut Schedule<'_>, comm: &Comm, lens: &[usize]) -> Vec<Slot> {
-    (0..remote_size(comm))
-        .map(|q| {
-            let slot = s.slot(Vec::new());
-            s.recv(remote(comm, q), slot, lens[q as usize]);
+/// Posts a receive from every remote rank `q` into `recv[q]`; returns their slots.
+fn recv_from_each_remote(s: &mut Schedule<'_>, comm: &Comm, recv: Vec<RecvBuf>) -> Vec<Slot> {
+    recv.into_iter()
+        .enumerate()
+        .map(|(q, buf)| {
+            let len = buf.len();
+            let slot = s.slot_outside(Outside::Recv(buf));
+            s.recv(remote(comm, q as i32), slot, len);
             slot
         })
         .collect()
@@ -200,16 +216,7 @@ fn recv_from_each_remote(s: &mut Schedule<'_>, comm: &Comm, lens: &[usize]) -> V
 /// remote rank `q` sends into `recv[q]` (a staged receive's bytes in returned slot `q`).
 pub fn allgatherv_schedule<'a>(comm: &Comm, mine: SendData, recv: Vec<RecvBuf>) -> (Schedule<'a>, Vec<Slot>) {
     let mut s = Schedule::new(comm, kind::ALLGATHER);
-    let slots = recv
-        .into_iter()
-        .enumerate()
-        .map(|(q, buf)| {
-            let len = buf.len();
-            let slot = s.slot_outside(Outside::Recv(buf));
-            s.recv(remote(comm, q as i32), slot, len);
-            slot
-        })
-        .collect();
+    let slots = recv_from_each_remote(&mut s, comm, recv);
     let own = s.slot_outside(Outside::Send(mine));
     for q in 0..remote_size(comm) {
         s.send(remote(comm, q), own);

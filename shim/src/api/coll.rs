@@ -426,41 +426,83 @@ unsafe fn gatherv_plan(
         return Ok(match inter_root(c, root)? {
             InterRoot::Here => {
                 let r = Typed::new(s, recvbuf, 0, recvtype)?;
-                let lens: Vec<usize> = cnts.iter().map(|&n| n * r.dt.size()).collect();
-                let (sched, slots) = intercoll::gatherv_schedule(c, InterRoot::Here, Vec::new(), &lens);
-                let targets = (0..cnts.len()).map(|i| (slots[i], r.at(dsp[i] * r.dt.extent(), cnts[i]))).collect();
-                Plan::new(sched, move |bufs| unpack_all(&bufs, targets))
+                // SAFETY: per the contract.
+                let l = unsafe { landings(&r, cnts, dsp, None)? };
+                let recv = l.bufs.into_iter().flatten().collect();
+                let (sched, slots) = intercoll::gatherv_schedule(c, InterRoot::Here, SendData::Owned(Vec::new()), recv);
+                Plan::new(sched, Landings::finish(l.staged, slots))
             }
             InterRoot::Idle => Plan::nothing_after(intercoll::idle_schedule(c, kind::GATHER)),
             remote => {
-                // SAFETY: per the contract.
-                let mine = unsafe { Typed::new(s, sendbuf, sendcount, sendtype)?.pack()? };
-                Plan::nothing_after(intercoll::gatherv_schedule(c, remote, mine, &[]).0)
+                let t = Typed::new(s, sendbuf, sendcount, sendtype)?;
+                // SAFETY: per the contract: unmodified until the collective completes.
+                let mine = unsafe { send_bytes(sendbuf, t.count, &t.dt)? };
+                Plan::nothing_after(intercoll::gatherv_schedule(c, remote, mine, Vec::new()).0)
             }
         });
     }
     check_root(c, root)?;
-    let is_root = c.rank == root;
-    let recv = if is_root { Some(Typed::new(s, recvbuf, 0, recvtype)?) } else { None };
-    let mine = match (&recv, in_place(sendbuf)) {
-        (Some(r), true) => {
-            let me = c.rank as usize;
-            // SAFETY: per the contract.
-            unsafe { r.at(dsp[me] * r.dt.extent(), cnts[me]).pack()? }
+    if c.rank != root {
+        let t = Typed::new(s, sendbuf, sendcount, sendtype)?;
+        // SAFETY: per the contract: unmodified until the collective completes.
+        let mine = unsafe { send_bytes(sendbuf, t.count, &t.dt)? };
+        return Ok(Plan::nothing_after(coll::gatherv_schedule(c, root, mine, Vec::new())?.0));
+    }
+    let r = Typed::new(s, recvbuf, 0, recvtype)?;
+    // With MPI_IN_PLACE the root's part is in place already and its send buffer is not read.
+    let (mine, in_place_at) = if in_place(sendbuf) {
+        (SendData::Owned(Vec::new()), Some(root as usize))
+    } else {
+        let t = Typed::new(s, sendbuf, sendcount, sendtype)?;
+        // SAFETY: per the contract: unmodified until the collective completes.
+        (unsafe { send_bytes(sendbuf, t.count, &t.dt)? }, None)
+    };
+    // SAFETY: per the contract.
+    let l = unsafe { landings(&r, cnts, dsp, in_place_at)? };
+    let (sched, slots) = coll::gatherv_schedule(c, root, mine, l.bufs)?;
+    Ok(Plan::new(sched, Landings::finish(l.staged, slots)))
+}
+
+/// Where each part `i` of a `v` receive (`cnts[i]` elements of `r` at `dsp[i]` extents) lands:
+/// the application's memory itself where the layout is contiguous, else a staging buffer,
+/// which is listed (with its part) for unpacking. Part `skip` gets no landing (`None`): it is
+/// this rank's own part, in place already.
+///
+/// # Safety
+/// The parts must describe the application's receive buffer, left alone until the collective
+/// completes.
+unsafe fn landings(r: &Typed, cnts: &[usize], dsp: &[isize], skip: Option<usize>) -> Res<Landings> {
+    let mut landing = Vec::with_capacity(cnts.len());
+    let mut staged = Vec::new();
+    for i in 0..cnts.len() {
+        if Some(i) == skip {
+            landing.push(None);
+            continue;
         }
+        let part = r.at(dsp[i] * r.dt.extent(), cnts[i]);
         // SAFETY: per the contract.
-        _ => unsafe { Typed::new(s, sendbuf, sendcount, sendtype)?.pack()? },
-    };
-    let Some(r) = recv else {
-        return Ok(Plan::nothing_after(coll::gatherv_schedule(c, root, mine, &[])?.0));
-    };
-    let lens: Vec<usize> = cnts.iter().map(|&n| n * r.dt.size()).collect();
-    let (sched, slots) = coll::gatherv_schedule(c, root, mine, &lens)?;
-    let targets: Vec<(Slot, Typed)> = (0..cnts.len())
-        .filter(|&i| !(i as c_int == root && in_place(sendbuf)))
-        .map(|i| (slots[i], r.at(dsp[i] * r.dt.extent(), cnts[i])))
-        .collect();
-    Ok(Plan::new(sched, move |bufs| unpack_all(&bufs, targets)))
+        let (buf, is_staged) = unsafe { part.landing()? };
+        landing.push(Some(buf));
+        if is_staged {
+            staged.push((i, part));
+        }
+    }
+    Ok(Landings { bufs: landing, staged })
+}
+
+/// See [`landings`].
+struct Landings {
+    bufs: Vec<Option<RecvBuf>>,
+    /// The parts received into staging buffers, by index, to unpack.
+    staged: Vec<(usize, Typed)>,
+}
+
+impl Landings {
+    /// What finishes the collective once part `i` is in slot `slots[i]`: the staged parts
+    /// unpacked.
+    fn finish(staged: Vec<(usize, Typed)>, slots: Vec<Slot>) -> impl FnOnce(Vec<Vec<u8>>) -> Res<()> + Send {
+        move |bufs| unpack_all(&bufs, staged.into_iter().map(|(i, t)| (slots[i], t)).collect())
+    }
 }
 
 /// Unpacks each `(slot, target)` of a finished schedule.
@@ -485,47 +527,55 @@ unsafe fn scatterv_plan(
     recvtype: MPI_Datatype,
     root: c_int,
 ) -> Res<Plan> {
+    // The root's pieces, each sent from where it is when contiguous.
+    let pieces = |s: &mut State, skip: Option<usize>| -> Res<Vec<SendData>> {
+        let send = Typed::new(s, sendbuf, 0, sendtype)?;
+        (0..cnts.len())
+            .map(|i| {
+                if Some(i) == skip {
+                    return Ok(SendData::Owned(Vec::new()));
+                }
+                let part = send.at(dsp[i] * send.dt.extent(), cnts[i]);
+                // SAFETY: per the contract: unmodified until the collective completes.
+                unsafe { send_bytes(part.addr as *const c_void, part.count, &part.dt) }
+            })
+            .collect()
+    };
     if c.is_inter() {
         check_not_in_place(c, &[recvbuf])?;
         return Ok(match inter_root(c, root)? {
             InterRoot::Here => {
-                let send = Typed::new(s, sendbuf, 0, sendtype)?;
-                let mut pieces = Vec::with_capacity(cnts.len());
-                for i in 0..cnts.len() {
-                    // SAFETY: per the contract.
-                    pieces.push(unsafe { send.at(dsp[i] * send.dt.extent(), cnts[i]).pack()? });
-                }
-                Plan::nothing_after(intercoll::scatterv_schedule(c, InterRoot::Here, pieces, 0).0)
+                Plan::nothing_after(intercoll::scatterv_schedule(c, InterRoot::Here, pieces(s, None)?, None).0)
             }
             InterRoot::Idle => Plan::nothing_after(intercoll::idle_schedule(c, kind::SCATTER)),
             remote => {
                 let recv = Typed::new(s, recvbuf, recvcount, recvtype)?;
-                let (sched, slot) = intercoll::scatterv_schedule(c, remote, Vec::new(), recv.packed_len());
-                Plan::new(sched, unpack_slot(recv, slot))
+                // SAFETY: per the contract.
+                let (buf, staged) = unsafe { recv.landing()? };
+                let (sched, slot) = intercoll::scatterv_schedule(c, remote, Vec::new(), Some(buf));
+                Plan::new(sched, unpack_if(staged, recv, slot))
             }
         });
     }
     check_root(c, root)?;
     let is_root = c.rank == root;
+    // With MPI_IN_PLACE at the root its own piece stays where it is.
     let keep_own = is_root && in_place(recvbuf);
-    let mut pieces = Vec::new();
-    if is_root {
-        let send = Typed::new(s, sendbuf, 0, sendtype)?;
-        for i in 0..cnts.len() {
-            if keep_own && i as c_int == root {
-                pieces.push(Vec::new());
-                continue;
-            }
-            // SAFETY: per the contract.
-            pieces.push(unsafe { send.at(dsp[i] * send.dt.extent(), cnts[i]).pack()? });
-        }
-    }
+    let pieces = if is_root { pieces(s, keep_own.then_some(root as usize))? } else { Vec::new() };
     if keep_own {
-        return Ok(Plan::nothing_after(coll::scatterv_schedule(c, root, pieces, 0)?.0));
+        return Ok(Plan::nothing_after(coll::scatterv_schedule(c, root, pieces, None)?.0));
     }
     let recv = Typed::new(s, recvbuf, recvcount, recvtype)?;
-    let (sched, slot) = coll::scatterv_schedule(c, root, pieces, recv.packed_len())?;
-    Ok(Plan::new(sched, unpack_slot(recv, slot)))
+    // SAFETY: per the contract.
+    let (buf, staged) = unsafe { recv.landing()? };
+    let (sched, slot) = coll::scatterv_schedule(c, root, pieces, Some(buf))?;
+    Ok(Plan::new(sched, unpack_if(staged, recv, slot)))
+}
+
+/// Unpacks slot `slot` into `t` if the receive was `staged` (else it landed in place).
+fn unpack_if(staged: bool, t: Typed, slot: Slot) -> impl FnOnce(Vec<Vec<u8>>) -> Res<()> + Send {
+    let unpack = unpack_slot(t, slot);
+    move |slots| if staged { unpack(slots) } else { Ok(()) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -555,23 +605,10 @@ unsafe fn allgatherv_plan(
         // SAFETY: per the contract: unmodified until the collective completes.
         unsafe { send_bytes(sendbuf, t.count, &t.dt)? }
     };
-    let mut landing = Vec::with_capacity(cnts.len());
-    let mut staged = Vec::new();
-    for i in 0..cnts.len() {
-        if in_place(sendbuf) && Some(i) == me {
-            landing.push(None);
-            continue;
-        }
-        // SAFETY: per the contract.
-        let (buf, is_staged) = unsafe { part(i).landing()? };
-        landing.push(Some(buf));
-        if is_staged {
-            staged.push(i);
-        }
-    }
-    let (sched, slots) = coll::allgatherv_schedule(c, mine, landing)?;
-    let targets = staged.into_iter().map(|i| (slots[i], part(i))).collect();
-    Ok(Plan::new(sched, move |bufs| unpack_all(&bufs, targets)))
+    // SAFETY: per the contract.
+    let l = unsafe { landings(&recv, cnts, dsp, me.filter(|_| in_place(sendbuf)))? };
+    let (sched, slots) = coll::allgatherv_schedule(c, mine, l.bufs)?;
+    Ok(Plan::new(sched, Landings::finish(l.staged, slots)))
 }
 
 /// The general all-to-all: part `i` of `send` goes to rank `i`, part `i` of `recv` comes
