@@ -90,6 +90,44 @@ pub fn reduce_schedule<'a>(comm: &Comm, root: i32, input: Vec<u8>, op: Box<dyn R
     (s, acc)
 }
 
+/// `MPI_Reduce` of `input` towards `root`, whose result lands in `out` (the application's
+/// contiguous receive buffer of as many bytes, at the root; `None` elsewhere). A large
+/// commutative reduction sends its first blocks from `input` as it is and the root receives
+/// each finished block straight into `out` ([`large_reduce_steps`]); any other runs as
+/// [`reduce_schedule`] and lands its result in `out` at the end.
+pub fn reduce_into_schedule<'a>(
+    comm: &Comm,
+    root: i32,
+    input: SendData,
+    out: Option<&'static mut [u8]>,
+    op: Box<dyn Reducer + 'a>,
+) -> MpiResult<Schedule<'a>> {
+    match &out {
+        Some(out) if comm.rank == root && input.len() == out.len() => {}
+        None if comm.rank != root => {}
+        _ => return err(ErrorClass::Intern, "a reduce with a receive buffer of another size, or one not at the root"),
+    }
+    if is_large_allreduce(&*op, input.len(), comm.size()) {
+        let elem = op.elem_bytes();
+        let mut s = Schedule::new(comm, kind::REDUCE);
+        s.set_op(op);
+        let out = out.map(|o| Outside::Recv(RecvBuf::Static(o)));
+        large_reduce_steps(&mut s, comm.size(), comm.rank, root, Outside::Send(input), out, elem);
+        return Ok(s);
+    }
+    let input = match input {
+        SendData::Owned(v) => v,
+        SendData::Static(bytes) => bytes.to_vec(),
+    };
+    let (mut s, acc) = reduce_schedule(comm, root, input, op);
+    if let Some(out) = out {
+        let to = s.slot_outside(Outside::Recv(RecvBuf::Static(out)));
+        s.wait();
+        s.land(acc, to);
+    }
+    Ok(s)
+}
+
 /// §5.9.6 `MPI_Allreduce`: the ranks beyond the largest power of two fold their input into
 /// a neighbour first; among the others, recursive doubling (order-preserving, so it serves
 /// non-commutative ops too), or from `LARGE_ALLREDUCE_BYTES` for a commutative op that can
@@ -272,31 +310,102 @@ fn is_large_allreduce(op: &dyn Reducer, len: usize, n: i32) -> bool {
 }
 
 /// A large commutative `MPI_Allreduce` (Rabenseifner) of `input` into `out` among `n` ranks,
-/// as rank `r`. Both buffers are cut into `p` blocks of whole `elem`-byte elements, `p` the
-/// largest power of two of ranks; every block travels as a message of its own. A rank
-/// beyond the power of two gives its blocks to the neighbour above it and later takes the
-/// result from it. Among the others, a reduce-scatter by recursive halving leaves each rank
-/// with one block fully reduced (each step sends the half of its blocks the partner keeps and
-/// reduces the half it keeps into what it receives), which lands in `out`; an allgather by
-/// recursive doubling then brings every rank every block, straight into `out`. Each rank
-/// sends and receives about twice the buffer in all, where recursive doubling sends all of it
-/// log2(p) times. Returns the slot of `out`'s first block (see
+/// as rank `r`: [`reduce_scatter_steps`], the block this rank reduced lands in `out`, and an
+/// allgather by recursive doubling brings every rank every block straight into `out` (the
+/// ranks beyond the power of two take them from the neighbour they gave their input to). Each
+/// rank sends and receives about twice the buffer in all, where recursive doubling sends all
+/// of it log2(p) times. Returns the slot of `out`'s first block (see
 /// [`Schedule::slots_outside_cut`]).
 fn large_allreduce_steps(s: &mut Schedule<'_>, n: i32, r: i32, input: Outside, out: Outside, elem: usize) -> Slot {
     let fold = Folded::of(n, r);
     let p = fold.pof2 as usize;
     let len = input.len();
     let block_len = |k: usize| crate::sched::block_range(len, elem, p, k).len();
-    let inp = s.slots_outside_cut(input, p, elem);
     let outb = s.slots_outside_cut(out, p, elem);
-    if fold.newrank < 0 {
-        for k in 0..p {
-            s.send(r + 1, inp + k);
-        }
+    let Some(mine) = reduce_scatter_steps(s, &fold, r, input, elem) else {
         for k in 0..p {
             s.recv(r + 1, outb + k, block_len(k));
         }
         return outb;
+    };
+    // This rank reduced block `newrank`.
+    let (mut lo, mut size) = (fold.newrank as usize, 1);
+    s.land(mine, outb + lo);
+    // Allgather: this rank holds blocks [lo, lo + size) and gets the partner's as many.
+    let mut mask = 1;
+    while mask < p {
+        let dst = fold.rank_of((fold.newrank as usize ^ mask) as i32);
+        let theirs_lo = lo ^ mask;
+        for k in theirs_lo..theirs_lo + size {
+            s.recv(dst, outb + k, block_len(k));
+        }
+        for k in lo..lo + size {
+            s.send(dst, outb + k);
+        }
+        s.wait();
+        lo = lo.min(theirs_lo);
+        size *= 2;
+        mask *= 2;
+    }
+    if fold.takes_in(r) {
+        for k in 0..p {
+            s.send(r - 1, outb + k);
+        }
+    }
+    outb
+}
+
+/// A large commutative `MPI_Reduce` of `input` towards `root`, whose result lands in `out`
+/// (significant at the root): [`reduce_scatter_steps`], then every rank that reduced a block
+/// sends it to the root, which receives each straight into its place in `out`.
+fn large_reduce_steps(
+    s: &mut Schedule<'_>,
+    n: i32,
+    r: i32,
+    root: i32,
+    input: Outside,
+    out: Option<Outside>,
+    elem: usize,
+) {
+    let fold = Folded::of(n, r);
+    let p = fold.pof2 as usize;
+    let len = input.len();
+    let mine = reduce_scatter_steps(s, &fold, r, input, elem);
+    // (The caller gives `out` at the root only.)
+    let Some(out) = out else {
+        if let Some(mine) = mine {
+            s.send_last(root, mine);
+        }
+        return;
+    };
+    let outb = s.slots_outside_cut(out, p, elem);
+    for k in 0..p {
+        // Block k was reduced by the rank taking part as k.
+        match mine {
+            Some(mine) if k == fold.newrank as usize => s.land(mine, outb + k),
+            _ => s.recv(fold.rank_of(k as i32), outb + k, crate::sched::block_range(len, elem, p, k).len()),
+        }
+    }
+}
+
+/// The reduce-scatter of Rabenseifner's algorithms for a commutative op, of `input` among the
+/// `n` ranks (`fold`: rank `r`'s place): `input` is cut into `p` blocks of whole `elem`-byte
+/// elements, `p` the largest power of two of ranks, and every block travels as a message of
+/// its own. A rank beyond the power of two gives its blocks to the neighbour above it, which
+/// reduces them into its own, and is done (`None`). Among the others, recursive halving: each
+/// step sends the half of its blocks the partner keeps and reduces the half it keeps into what
+/// it receives, which leaves the rank taking part as `k` with block `k` fully reduced, in the
+/// returned slot.
+fn reduce_scatter_steps(s: &mut Schedule<'_>, fold: &Folded, r: i32, input: Outside, elem: usize) -> Option<Slot> {
+    let p = fold.pof2 as usize;
+    let len = input.len();
+    let block_len = |k: usize| crate::sched::block_range(len, elem, p, k).len();
+    let inp = s.slots_outside_cut(input, p, elem);
+    if fold.newrank < 0 {
+        for k in 0..p {
+            s.send(r + 1, inp + k);
+        }
+        return None;
     }
     // The slot holding each block's partial reduction so far.
     let mut cur: Vec<Slot> = (inp..inp + p).collect();
@@ -311,7 +420,7 @@ fn large_allreduce_steps(s: &mut Schedule<'_>, n: i32, r: i32, input: Outside, o
         }
     }
     let newrank = fold.newrank as usize;
-    // Reduce-scatter: the blocks [lo, lo + size) are this rank's to reduce.
+    // The blocks [lo, lo + size) are this rank's to reduce.
     let (mut lo, mut size) = (0usize, p);
     let mut mask = p / 2;
     while mask > 0 {
@@ -336,30 +445,8 @@ fn large_allreduce_steps(s: &mut Schedule<'_>, n: i32, r: i32, input: Outside, o
         lo = keep;
         mask /= 2;
     }
-    // Block `lo` is fully reduced here.
-    s.land(cur[lo], outb + lo);
-    // Allgather: this rank holds blocks [lo, lo + size) and gets the partner's as many.
-    let mut mask = 1;
-    while mask < p {
-        let dst = fold.rank_of((newrank ^ mask) as i32);
-        let theirs_lo = lo ^ mask;
-        for k in theirs_lo..theirs_lo + size {
-            s.recv(dst, outb + k, block_len(k));
-        }
-        for k in lo..lo + size {
-            s.send(dst, outb + k);
-        }
-        s.wait();
-        lo = lo.min(theirs_lo);
-        size *= 2;
-        mask *= 2;
-    }
-    if fold.takes_in(r) {
-        for k in 0..p {
-            s.send(r - 1, outb + k);
-        }
-    }
-    outb
+    debug_assert_eq!(lo, newrank, "recursive halving leaves block newrank");
+    Some(cur[lo])
 }
 
 /// §5.5 `MPI_Gatherv`: every rank's piece `mine` reaches `root`, where `recv[i]` takes rank

@@ -709,9 +709,10 @@ static void user_op_tests(void)
     MPI_OK(MPI_Type_free(&mat_type));
 }
 
-/* Large allreduces of doubles (reduce-scatter and allgather, each block landing in the
- * receive buffer): element counts that do not cut evenly into blocks, the send buffer read
- * where it is and MPI_IN_PLACE, and two nonblocking ones in flight at once. */
+/* Large allreduces and reduces of doubles (a reduce-scatter, then an allgather or a gather to
+ * the root, each block landing in the receive buffer): element counts that do not cut evenly
+ * into blocks, the send buffer read where it is and MPI_IN_PLACE, every root, and two
+ * nonblocking allreduces in flight at once. */
 static double lg(int r, int i) { return (double)(r + 1) * 0.5 + (double)(i % 1009); }
 static double lg_sum(int i) { return 0.25 * size * (size + 1) + (double)size * (i % 1009); }
 
@@ -729,6 +730,17 @@ static void large_allreduce_tests(void)
         memcpy(out, in, sizeof(double) * (size_t)n);
         MPI_OK(MPI_Allreduce(MPI_IN_PLACE, out, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
         for (int i = 0; i < n; i++) CHECKF(out[i] == lg_sum(i), "large in-place allreduce n %d elem %d: %g", n, i, out[i]);
+        for (int root = 0; root < size; root++) {
+            for (int i = 0; i < n; i++) out[i] = -1.0;
+            if (rank == root && root % 2) {
+                memcpy(out, in, sizeof(double) * (size_t)n);
+                MPI_OK(MPI_Reduce(MPI_IN_PLACE, out, n, MPI_DOUBLE, MPI_SUM, root, MPI_COMM_WORLD));
+            } else {
+                MPI_OK(MPI_Reduce(in, out, n, MPI_DOUBLE, MPI_SUM, root, MPI_COMM_WORLD));
+            }
+            for (int i = 0; i < n; i++)
+                CHECKF(out[i] == (rank == root ? lg_sum(i) : -1.0), "large reduce n %d root %d elem %d: %g", n, root, i, out[i]);
+        }
         MPI_Request rq[2];
         MPI_OK(MPI_Iallreduce(in, out, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &rq[0]));
         MPI_OK(MPI_Iallreduce(in, out2, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD, &rq[1]));

@@ -213,6 +213,24 @@ unsafe fn reduction_input(sendbuf: *const c_void, recv: &Typed) -> Res<Vec<u8>> 
     unsafe { source.pack() }
 }
 
+/// The input of a reduction into `recv` as it is sent: the send buffer read where it is,
+/// unless it is the receive buffer itself (`MPI_IN_PLACE`) or overlaps it; then a packed
+/// copy, made before the receive buffer is lent out to be written.
+///
+/// # Safety
+/// Application buffers valid, the send buffer unmodified, until the collective completes.
+unsafe fn reduction_send(sendbuf: *const c_void, recv: &Typed) -> Res<SendData> {
+    let (lo, hi) = recv.dt.span(recv.count);
+    let (send_at, recv_at) = (sendbuf as isize, recv.addr as isize);
+    let overlaps = send_at < recv_at + hi && recv_at + lo < send_at + hi;
+    if in_place(sendbuf) || overlaps {
+        // SAFETY: per the contract.
+        return Ok(SendData::Owned(unsafe { reduction_input(sendbuf, recv)? }));
+    }
+    // SAFETY: per the contract.
+    unsafe { send_bytes(sendbuf, recv.count, &recv.dt) }
+}
+
 /// Unpacks slot `slot` of a finished schedule into `t`.
 fn unpack_slot(t: Typed, slot: Slot) -> impl FnOnce(Vec<Vec<u8>>) -> Res<()> + Send {
     // SAFETY: the application's buffer, valid until the collective completes (§5.12).
@@ -323,16 +341,26 @@ unsafe fn reduce_plan(
         });
     }
     check_root(c, root)?;
-    let reducer = ShimReducer::new(s, op, dt)?;
-    let is_root = c.rank == root;
-    let src = if is_root && in_place(sendbuf) { recvbuf as *const c_void } else { sendbuf };
-    // SAFETY: per the contract.
-    let input = unsafe { Typed::new(s, src, count, dt)?.pack()? };
-    let (sched, slot) = coll::reduce_schedule(c, root, input, Box::new(reducer));
-    if !is_root {
-        return Ok(Plan::nothing_after(sched));
+    let reducer = Box::new(ShimReducer::new(s, op, dt)?);
+    if c.rank != root {
+        let t = Typed::new(s, sendbuf, count, dt)?;
+        // SAFETY: per the contract: unmodified until the collective completes.
+        let input = unsafe { send_bytes(sendbuf, t.count, &t.dt)? };
+        return Ok(Plan::nothing_after(coll::reduce_into_schedule(c, root, input, None, reducer)?));
     }
-    Ok(Plan::new(sched, unpack_slot(Typed::new(s, recvbuf, count, dt)?, slot)))
+    let recv = Typed::new(s, recvbuf, count, dt)?;
+    if recv.dt.is_contiguous() {
+        // SAFETY: per the contract.
+        let input = unsafe { reduction_send(sendbuf, &recv)? };
+        // SAFETY: per the contract.
+        if let Some(out) = unsafe { recv.contiguous_mut()? } {
+            return Ok(Plan::nothing_after(coll::reduce_into_schedule(c, root, input, Some(out), reducer)?));
+        }
+    }
+    // SAFETY: per the contract.
+    let input = unsafe { reduction_input(sendbuf, &recv)? };
+    let (sched, slot) = coll::reduce_schedule(c, root, input, reducer);
+    Ok(Plan::new(sched, unpack_slot(recv, slot)))
 }
 
 /// `Allreduce`, `Scan` (`Some(false)`) and `Exscan` (`Some(true)`).
@@ -354,18 +382,9 @@ unsafe fn allreduce_plan(
     let reducer = Box::new(ShimReducer::new(s, op, dt)?);
     let recv = Typed::new(s, recvbuf, count, dt)?;
     if scan.is_none() && recv.dt.is_contiguous() {
-        // The result goes straight into the receive buffer; the send buffer is read where it
-        // is unless it is the receive buffer (`MPI_IN_PLACE`) or overlaps it (then a packed
-        // copy, made before the receive buffer is lent out).
-        let (lo, hi) = recv.dt.span(recv.count);
-        let overlaps = (sendbuf as isize) < recvbuf as isize + hi && recvbuf as isize + lo < sendbuf as isize + hi;
-        let input = if in_place(sendbuf) || overlaps {
-            // SAFETY: per the contract.
-            SendData::Owned(unsafe { reduction_input(sendbuf, &recv)? })
-        } else {
-            // SAFETY: per the contract: the send buffer, unchanged until completion.
-            unsafe { send_bytes(sendbuf, recv.count, &recv.dt)? }
-        };
+        // The result goes straight into the receive buffer.
+        // SAFETY: per the contract.
+        let input = unsafe { reduction_send(sendbuf, &recv)? };
         // SAFETY: per the contract.
         if let Some(out) = unsafe { recv.contiguous_mut()? } {
             return Ok(Plan::nothing_after(coll::allreduce_into_schedule(c, input, out, reducer)?));
