@@ -27,10 +27,12 @@
 //!
 //! A *skip record* has the top bit of its length word set and covers the rest of its lap of
 //! the data area (the low bits give its bytes, length word included): the next record starts
-//! at the data area's beginning. A producer set to rewind ([`Producer::rewind_when_empty_past`])
-//! writes one when it finds the ring empty past a given offset, so that traffic the consumer
-//! keeps up with stays in the head of the ring: pages already faulted in and lines still in
-//! cache, where it would otherwise stream through every page of the ring.
+//! at the data area's beginning. A producer set to rewind ([`Producer::rewind_when_idle_past`])
+//! writes one when it finds the ring empty, or holding no more than [`REWIND_UNREAD_BYTES`]
+//! unread, past a given offset, so that traffic the consumer keeps up with stays in the head of
+//! the ring: pages already faulted in and lines still in cache, where it would otherwise stream
+//! through every page of the ring. (A frame still unread is read before the skip record that
+//! follows it, and the space accounting keeps the records after the skip clear of it.)
 //!
 //! The consumer trusts nothing it reads: a length that does not fit what the producer
 //! published is refused as a corrupt ring, naming the position, and the ring is then dead.
@@ -48,9 +50,13 @@ const LEN_BYTES: usize = 8;
 const ALIGN: u64 = 8;
 /// The length word's top bit: a skip record, not a frame.
 const SKIP: u64 = 1 << 63;
-/// A producer looking for an empty ring to rewind reads the consumer's head at most once per
+/// A producer rewinds a ring that holds at most this many bytes unread: a collective's small
+/// frame is often still in flight when the next large one goes (a barrier's before a
+/// broadcast), so a producer that waited for an empty ring never rewound under that traffic.
+pub const REWIND_UNREAD_BYTES: u64 = 4096;
+/// A producer looking for an idle ring to rewind reads the consumer's head at most once per
 /// this many bytes it publishes (the head's line is the consumer's to write), or per a
-/// sixteenth of a smaller ring.
+/// sixteenth of a smaller ring, and before every record at least as large.
 const REWIND_LOOK_EVERY: u64 = 4096;
 
 /// Bytes of shared memory a ring of `capacity` data bytes needs.
@@ -224,7 +230,7 @@ impl Producer {
         }
         let need = record_bytes(len);
         let capacity = self.region.capacity as u64;
-        self.rewind_if_empty();
+        self.rewind_if_idle(need);
         if self.tail - self.head_seen + need > capacity {
             self.head_seen = self.region.head().load(Ordering::Acquire);
             if self.tail - self.head_seen + need > capacity {
@@ -249,26 +255,34 @@ impl Producer {
     }
 
     /// Makes the producer start again at the beginning of the data area whenever it finds
-    /// the ring empty past `offset` bytes into a lap (see the module doc).
-    pub fn rewind_when_empty_past(&mut self, offset: usize) {
+    /// the ring empty, or nearly ([`REWIND_UNREAD_BYTES`]), past `offset` bytes into a lap
+    /// (see the module doc).
+    pub fn rewind_when_idle_past(&mut self, offset: usize) {
         self.rewind_after = offset.min(self.region.capacity);
     }
 
     /// Writes and publishes a skip record to the end of the lap when the ring is found empty
-    /// past `rewind_after`.
-    fn rewind_if_empty(&mut self) {
+    /// or nearly past `rewind_after`, before a record of `need` bytes. A record of a look's
+    /// worth or more always looks: the look is cheap beside writing it, and a look made before
+    /// a small record (a barrier's, say) while a large one was still being read must not leave
+    /// the next large one streaming on.
+    fn rewind_if_idle(&mut self, need: u64) {
         let at = self.region.offset(self.tail);
-        if at == 0 || at < self.rewind_after || self.tail < self.rewind_looked + self.rewind_look_every {
+        let look_due = self.tail >= self.rewind_looked + self.rewind_look_every || need >= self.rewind_look_every;
+        if at == 0 || at < self.rewind_after || !look_due {
             return;
         }
         self.rewind_looked = self.tail;
         self.head_seen = self.region.head().load(Ordering::Acquire);
-        if self.head_seen != self.tail {
+        // What is unread must also be at most `at`: the skip and what is unread together are
+        // then at most a ring's worth, as the consumer requires of what is published.
+        if self.tail - self.head_seen > REWIND_UNREAD_BYTES.min(at as u64) {
             return;
         }
         let skip = (self.region.capacity - at) as u64;
-        // SAFETY: the ring is empty, so all of it is free; the length word does not wrap (the
-        // tail is a multiple of 8, and so is the capacity).
+        // SAFETY: at most `at` bytes are unread and `at` is a multiple of 8 below the capacity,
+        // so the 8 bytes at the tail are free; the length word does not wrap (the tail is a
+        // multiple of 8, and so is the capacity).
         unsafe { self.region.write(self.tail, &(SKIP | skip).to_le_bytes()) };
         self.tail += skip;
         self.rewind_looked = self.tail;
@@ -510,7 +524,7 @@ mod tests {
         let capacity = 4096;
         let mut region = TestRegion::new(capacity);
         let (mut tx, mut rx) = region.ends(capacity);
-        tx.rewind_when_empty_past(1024);
+        tx.rewind_when_idle_past(1024);
         let (mut seed, mut out) = (3u64, Vec::new());
         let (mut records, mut far) = (0u64, 0u64);
         for i in 0..20_000u64 {
@@ -531,6 +545,43 @@ mod tests {
         assert!(far * 20 < records, "{far} of {records} records started past the head the ring keeps to");
         assert!(tx.tail > 50 * capacity as u64, "only {} bytes published: it never rewound", tx.tail);
         assert!(tx.is_drained());
+    }
+
+    /// A collective's traffic: the producer's small frame after a large one (a barrier's after
+    /// a broadcast's) goes while the large one is still being read, and the next large one
+    /// while a small one is unread. The producer rewinds all the same, so records stay in the
+    /// head of the ring (one that waited for an empty ring, or looked only once per 4 KiB
+    /// published, never rewound here and faulted in every page of its ring on the first lap),
+    /// and every frame crosses once, in order, intact.
+    #[test]
+    fn a_ring_with_a_small_frame_unread_is_rewound_too() {
+        let capacity = 1 << 16;
+        let mut region = TestRegion::new(capacity);
+        let (mut tx, mut rx) = region.ends(capacity);
+        tx.rewind_when_idle_past(8192);
+        let (mut records, mut far, mut out) = (0u64, 0u64, Vec::new());
+        let mut unread: Vec<Vec<u8>> = Vec::new();
+        for i in 0..5000u64 {
+            // Larger than a look's worth: the small frame after it is due a look.
+            let big = frame(3 * i, 5000);
+            assert!(tx.push(&[&big]).unwrap(), "round {i}: the ring has room");
+            records += 1;
+            far += u64::from(tx.region.offset(tx.tail - record_bytes(big.len())) > 8192 + 5008);
+            // A small frame while the large one is unread.
+            let small = frame(3 * i + 1, 16);
+            assert!(tx.push(&[&small]).unwrap());
+            unread.extend([big, small]);
+            for f in unread.drain(..) {
+                assert!(rx.pop_into(&mut out).unwrap());
+                assert_eq!(out, f, "round {i}");
+            }
+            // And one left unread when the next large one goes.
+            let small = frame(3 * i + 2, 16);
+            assert!(tx.push(&[&small]).unwrap());
+            unread.push(small);
+        }
+        assert!(far * 20 < records, "{far} of {records} large records started past the head the ring keeps to");
+        assert!(tx.tail > 50 * capacity as u64, "only {} bytes published: too few laps to tell", tx.tail);
     }
 
     /// A skip record must end its lap exactly and lie inside what was published.
@@ -561,7 +612,7 @@ mod tests {
         let mut region = TestRegion::new(capacity);
         let (mut tx, mut rx) = region.ends(capacity);
         if rewind {
-            tx.rewind_when_empty_past(64);
+            tx.rewind_when_idle_past(64);
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         std::thread::scope(|s| {

@@ -398,7 +398,7 @@ impl ShmEndpoint {
             // as long as the `Outbound` holding both; this rank is its one producer.
             let mut tx = unsafe { ring::producer(ring_base(&seg, slot, self.capacity), self.capacity) };
             // Traffic the peer keeps up with stays in the warm head of the ring.
-            tx.rewind_when_empty_past(REWIND_PAST_BYTES);
+            tx.rewind_when_idle_past(REWIND_PAST_BYTES);
             // The peer set the note in its attach, before the fence this rank passed since.
             let single_copy = self.config.copy != CopyMode::Two && tx.note(NOTE_CAN_READ) == 1;
             outbound.push(Outbound {
@@ -443,8 +443,8 @@ fn probe_peer(pid: u32, addr: u64) -> Result<(), String> {
     }
 }
 
-/// Past this offset a producer that finds its ring empty starts again at the ring's head
-/// ([`ring::Producer::rewind_when_empty_past`]): traffic the consumer keeps up with then stays
+/// Past this offset a producer that finds its ring empty, or nearly, starts again at the ring's
+/// head ([`ring::Producer::rewind_when_idle_past`]): traffic the consumer keeps up with then stays
 /// on pages already faulted in and lines still in cache. Streamed through all 4 MiB of fresh
 /// ring, each small message paid a page fault per page on every first pass (about 3.5 us a
 /// fault here: a 32 KiB ping-pong took 28 us instead of 3.6), and populating whole rings at
