@@ -207,6 +207,44 @@ pub fn allreduce_into_schedule<'a>(
     Ok(s)
 }
 
+/// Whether [`reduce_scatter_block_schedule`] serves a reduce-scatter of `len` bytes in all
+/// among the ranks of `comm`, each rank's part the same size: on an intra-communicator of a
+/// power of two of ranks, for a large commutative reduction cut at whole elements (the
+/// blocks of Rabenseifner's reduce-scatter are then exactly the ranks' parts).
+pub fn reduce_scatter_blocks_fit(comm: &Comm, len: usize, op: &dyn Reducer) -> bool {
+    let n = comm.size();
+    let elem = op.elem_bytes();
+    !comm.is_inter()
+        && n.count_ones() == 1
+        && is_large_allreduce(op, len, n)
+        && len.is_multiple_of(n as usize)
+        && (len / n as usize).is_multiple_of(elem)
+}
+
+/// `MPI_Reduce_scatter_block` of `input` (this rank's contribution to every part, end to
+/// end) by Rabenseifner's reduce-scatter alone: rank i reduces part i, which lands in `out`
+/// (a staged receive's bytes in the returned slot). Only where
+/// [`reduce_scatter_blocks_fit`]; the general case is an allreduce of everything.
+pub fn reduce_scatter_block_schedule<'a>(
+    comm: &Comm,
+    input: SendData,
+    out: RecvBuf,
+    op: Box<dyn Reducer + 'a>,
+) -> MpiResult<(Schedule<'a>, Slot)> {
+    if !reduce_scatter_blocks_fit(comm, input.len(), &*op) {
+        return err(ErrorClass::Intern, "a reduce-scatter by blocks where the blocks are not the ranks' parts");
+    }
+    let elem = op.elem_bytes();
+    let mut s = Schedule::new(comm, kind::ALLREDUCE);
+    s.set_op(op);
+    let fold = Folded::of(comm.size(), comm.rank);
+    let to = s.slot_outside(Outside::Recv(out));
+    if let Some(mine) = reduce_scatter_steps(&mut s, &fold, comm.rank, Outside::Send(input), elem) {
+        s.land(mine, to);
+    }
+    Ok((s, to))
+}
+
 /// Recursive doubling among the power of two of ranks (`fold.newrank` >= 0): log2(p)
 /// exchanges of the whole buffer, reduced in rank order, so non-commutative ops keep theirs.
 fn recursive_doubling_steps(s: &mut Schedule<'_>, fold: &Folded, r: i32, acc: Slot, len: usize) {

@@ -753,6 +753,21 @@ static void large_allreduce_tests(void)
         free(out);
         free(out2);
     }
+    /* Large reduce-scatters with every part the same size (by blocks at a power of two of
+     * ranks): Reduce_scatter with equal counts and Reduce_scatter_block. */
+    int m = 20000;
+    double *sb = xmalloc(sizeof(double) * (size_t)m * (size_t)size), *rb = xmalloc(sizeof(double) * (size_t)m);
+    int *rc = xmalloc(sizeof(int) * (size_t)size);
+    for (int i = 0; i < m * size; i++) sb[i] = lg(rank, i);
+    for (int r = 0; r < size; r++) rc[r] = m;
+    MPI_OK(MPI_Reduce_scatter(sb, rb, rc, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    for (int i = 0; i < m; i++) CHECKF(rb[i] == lg_sum(rank * m + i), "large reduce_scatter elem %d: %g", i, rb[i]);
+    MPI_OK(MPI_Reduce_scatter_block(sb, rb, m, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    for (int i = 0; i < m; i++)
+        CHECKF(rb[i] == lg_sum(rank * m + i), "large reduce_scatter_block elem %d: %g", i, rb[i]);
+    free(sb);
+    free(rb);
+    free(rc);
 }
 
 int main(int argc, char **argv)

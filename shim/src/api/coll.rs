@@ -399,7 +399,9 @@ unsafe fn allreduce_plan(
     Ok(Plan::new(sched, unpack_slot(recv, slot)))
 }
 
-/// `Reduce_scatter(_block)`: an allreduce of everything, of which this rank keeps its part.
+/// `Reduce_scatter(_block)`: with parts of one size on a power of two of ranks (large and
+/// commutative), Rabenseifner's reduce-scatter, each rank's part landing in its receive
+/// buffer; otherwise an allreduce of everything, of which this rank keeps its part.
 #[allow(clippy::too_many_arguments)]
 unsafe fn reduce_scatter_plan(
     s: &mut State,
@@ -417,6 +419,22 @@ unsafe fn reduce_scatter_plan(
     // With MPI_IN_PLACE the input is in the receive buffer, `total` elements long (§5.10.1).
     let src = if in_place(sendbuf) { recvbuf as *const c_void } else { sendbuf };
     let input = Typed::new(s, src, total as c_int, dt)?;
+    let same_parts = counts.iter().all(|&k| k == counts[0]);
+    if same_parts && coll::reduce_scatter_blocks_fit(c, total * input.dt.size(), &reducer) {
+        let data = if in_place(sendbuf) {
+            // Packed before the receive buffer, where it is, is lent out to be written.
+            // SAFETY: per the contract.
+            SendData::Owned(unsafe { input.pack()? })
+        } else {
+            // SAFETY: per the contract: unmodified until the collective completes.
+            unsafe { send_bytes(sendbuf, input.count, &input.dt)? }
+        };
+        let out = Typed::new(s, recvbuf, mine, dt)?;
+        // SAFETY: per the contract.
+        let (buf, staged) = unsafe { out.landing()? };
+        let (sched, slot) = coll::reduce_scatter_block_schedule(c, data, buf, Box::new(reducer))?;
+        return Ok(Plan::new(sched, unpack_if(staged, out, slot)));
+    }
     // SAFETY: per the contract.
     let all = unsafe { input.pack()? };
     let size = input.dt.size();
