@@ -115,15 +115,9 @@ pub fn reduce_into_schedule<'a>(
         large_reduce_steps(&mut s, comm.size(), comm.rank, root, Outside::Send(input), out, elem);
         return Ok(s);
     }
-    let input = match input {
-        SendData::Owned(v) => v,
-        SendData::Static(bytes) => bytes.to_vec(),
-    };
-    let (mut s, acc) = reduce_schedule(comm, root, input, op);
+    let (mut s, acc) = reduce_schedule(comm, root, input.into_vec(), op);
     if let Some(out) = out {
-        let to = s.slot_outside(Outside::Recv(RecvBuf::Static(out)));
-        s.wait();
-        s.land(acc, to);
+        land_result(&mut s, acc, out);
     }
     Ok(s)
 }
@@ -196,15 +190,17 @@ pub fn allreduce_into_schedule<'a>(
         );
         return Ok(s);
     }
-    let input = match input {
-        SendData::Owned(v) => v,
-        SendData::Static(bytes) => bytes.to_vec(),
-    };
-    let (mut s, acc) = allreduce_schedule(comm, input, op);
+    let (mut s, acc) = allreduce_schedule(comm, input.into_vec(), op);
+    land_result(&mut s, acc, out);
+    Ok(s)
+}
+
+/// Ends a schedule whose result is in `acc` by landing it in `out`, once everything posted
+/// has completed.
+fn land_result(s: &mut Schedule<'_>, acc: Slot, out: &'static mut [u8]) {
     let to = s.slot_outside(Outside::Recv(RecvBuf::Static(out)));
     s.wait();
     s.land(acc, to);
-    Ok(s)
 }
 
 /// Whether [`reduce_scatter_block_schedule`] serves a reduce-scatter of `len` bytes in all

@@ -76,8 +76,9 @@ enum Step {
     /// `slots[inout] = slots[input] op slots[inout]`; `input` may stand for outside bytes
     /// it sends.
     Reduce { input: Slot, inout: Slot },
-    /// `to`, a slot standing for an outside receive buffer, takes the bytes of `from` as a
-    /// receive would (later send steps of `to` send them from there).
+    /// `to` takes the bytes of `from` (not used again) as a receive would: a slot standing
+    /// for an outside receive buffer gets them written there (later send steps of `to` send
+    /// them from there), one of the schedule's own holds them.
     Land { from: Slot, to: Slot },
     /// `slots[to]` takes the bytes of `slots[from]`, which is left with `to`'s old bytes:
     /// for a buffer that is written again before it is read (its allocation is reused then).
@@ -403,13 +404,12 @@ impl<'a> Schedule<'a> {
             Some(Outside::Send(_)) => return err(ErrorClass::Intern, "a schedule lands bytes in a send slot"),
         };
         let given = self.bytes_of(from)?.len();
-        if expected.is_some_and(|len| len != given) {
+        if let Some(len) = expected.filter(|&len| len != given) {
             return err(
                 ErrorClass::Truncate,
                 format!(
-                    "collective expected {} bytes from this rank itself but it gave {given}: the counts or \
-                     types passed do not agree",
-                    expected.unwrap_or_default()
+                    "collective expected {len} bytes from this rank itself but it gave {given}: the counts or \
+                     types passed do not agree"
                 ),
             );
         }

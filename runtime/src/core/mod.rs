@@ -85,6 +85,14 @@ impl SendData {
         self.len() == 0
     }
 
+    /// The bytes as a vector of their own: an owned one as it is, a static one copied.
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            SendData::Owned(v) => v,
+            SendData::Static(s) => s.to_vec(),
+        }
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         match self {
             SendData::Owned(v) => v,

@@ -16,7 +16,7 @@ use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Op, MPI_Request};
 use crate::api::op::ShimReducer;
 use crate::api::p2p::{check_buffer, comm_of, send_bytes};
 use crate::export::call;
-use crate::mem::{c_array, out, user_bytes, user_bytes_mut};
+use crate::mem::{c_array, out, user_bytes_mut};
 use crate::state::{fail, RequestEntry, Res, State};
 
 /// `count` elements of a datatype at an address: one argument triple of a collective.
@@ -47,18 +47,30 @@ impl Typed {
         Typed { addr: self.addr.wrapping_add_signed(disp_bytes), count, dt: self.dt.clone() }
     }
 
+    /// Part `i` of a `v` argument: `counts[i]` elements `displs[i]` extents on.
+    fn part(&self, counts: &[usize], displs: &[isize], i: usize) -> Typed {
+        self.at(displs[i] * self.dt.extent(), counts[i])
+    }
+
+    /// What a send of the triple sends: the buffer itself when the layout is contiguous, else
+    /// a packed copy.
+    ///
+    /// # Safety
+    /// The triple must describe memory of the application's, left unmodified until the send
+    /// completes.
+    unsafe fn sent(&self) -> Res<SendData> {
+        // SAFETY: per the contract.
+        unsafe { send_bytes(self.addr as *const c_void, self.count, &self.dt) }
+    }
+
     /// A packed copy.
     ///
     /// # Safety
     /// The triple must describe memory of the application's that is readable over the type
     /// map's whole span for the duration of the call.
     unsafe fn pack(&self) -> Res<Vec<u8>> {
-        let (lo, hi) = self.dt.span(self.count);
-        // SAFETY: per the contract; the span covers every byte of the type map.
-        let base = unsafe { user_bytes(self.addr as *const c_void, lo, hi)? };
-        let mut v = Vec::with_capacity(self.packed_len());
-        self.dt.pack(base, (-lo) as usize, self.count, &mut v);
-        Ok(v)
+        // SAFETY: per the contract (read during the call only: the bytes are copied).
+        Ok(unsafe { self.sent()? }.into_vec())
     }
 
     /// Where a receive of this triple lands: in the application's buffer itself when the
@@ -228,7 +240,7 @@ unsafe fn reduction_send(sendbuf: *const c_void, recv: &Typed) -> Res<SendData> 
         return Ok(SendData::Owned(unsafe { reduction_input(sendbuf, recv)? }));
     }
     // SAFETY: per the contract.
-    unsafe { send_bytes(sendbuf, recv.count, &recv.dt) }
+    unsafe { recv.at(sendbuf as isize - recv.addr as isize, recv.count).sent() }
 }
 
 /// Unpacks slot `slot` of a finished schedule into `t`.
@@ -294,7 +306,7 @@ unsafe fn bcast_plan(
     if c.rank == root {
         // SAFETY: per the contract: unmodified until the collective completes. A contiguous
         // buffer is sent from where it is.
-        let data = unsafe { send_bytes(buffer, t.count, &t.dt)? };
+        let data = unsafe { t.sent()? };
         return Ok(Plan::nothing_after(coll::bcast_schedule(c, root, Outside::Send(data)).0));
     }
     // SAFETY: per the contract. A contiguous buffer takes the message itself, and this rank
@@ -343,9 +355,8 @@ unsafe fn reduce_plan(
     check_root(c, root)?;
     let reducer = Box::new(ShimReducer::new(s, op, dt)?);
     if c.rank != root {
-        let t = Typed::new(s, sendbuf, count, dt)?;
         // SAFETY: per the contract: unmodified until the collective completes.
-        let input = unsafe { send_bytes(sendbuf, t.count, &t.dt)? };
+        let input = unsafe { Typed::new(s, sendbuf, count, dt)?.sent()? };
         return Ok(Plan::nothing_after(coll::reduce_into_schedule(c, root, input, None, reducer)?));
     }
     let recv = Typed::new(s, recvbuf, count, dt)?;
@@ -427,7 +438,7 @@ unsafe fn reduce_scatter_plan(
             SendData::Owned(unsafe { input.pack()? })
         } else {
             // SAFETY: per the contract: unmodified until the collective completes.
-            unsafe { send_bytes(sendbuf, input.count, &input.dt)? }
+            unsafe { input.sent()? }
         };
         let out = Typed::new(s, recvbuf, mine, dt)?;
         // SAFETY: per the contract.
@@ -464,25 +475,23 @@ unsafe fn gatherv_plan(
             InterRoot::Here => {
                 let r = Typed::new(s, recvbuf, 0, recvtype)?;
                 // SAFETY: per the contract.
-                let l = unsafe { landings(&r, cnts, dsp, None)? };
+                let l = unsafe { landings(v_parts(&r, cnts, dsp, None))? };
                 let recv = l.bufs.into_iter().flatten().collect();
                 let (sched, slots) = intercoll::gatherv_schedule(c, InterRoot::Here, SendData::Owned(Vec::new()), recv);
                 Plan::new(sched, Landings::finish(l.staged, slots))
             }
             InterRoot::Idle => Plan::nothing_after(intercoll::idle_schedule(c, kind::GATHER)),
             remote => {
-                let t = Typed::new(s, sendbuf, sendcount, sendtype)?;
                 // SAFETY: per the contract: unmodified until the collective completes.
-                let mine = unsafe { send_bytes(sendbuf, t.count, &t.dt)? };
+                let mine = unsafe { Typed::new(s, sendbuf, sendcount, sendtype)?.sent()? };
                 Plan::nothing_after(intercoll::gatherv_schedule(c, remote, mine, Vec::new()).0)
             }
         });
     }
     check_root(c, root)?;
     if c.rank != root {
-        let t = Typed::new(s, sendbuf, sendcount, sendtype)?;
         // SAFETY: per the contract: unmodified until the collective completes.
-        let mine = unsafe { send_bytes(sendbuf, t.count, &t.dt)? };
+        let mine = unsafe { Typed::new(s, sendbuf, sendcount, sendtype)?.sent()? };
         return Ok(Plan::nothing_after(coll::gatherv_schedule(c, root, mine, Vec::new())?.0));
     }
     let r = Typed::new(s, recvbuf, 0, recvtype)?;
@@ -490,33 +499,30 @@ unsafe fn gatherv_plan(
     let (mine, in_place_at) = if in_place(sendbuf) {
         (SendData::Owned(Vec::new()), Some(root as usize))
     } else {
-        let t = Typed::new(s, sendbuf, sendcount, sendtype)?;
         // SAFETY: per the contract: unmodified until the collective completes.
-        (unsafe { send_bytes(sendbuf, t.count, &t.dt)? }, None)
+        (unsafe { Typed::new(s, sendbuf, sendcount, sendtype)?.sent()? }, None)
     };
     // SAFETY: per the contract.
-    let l = unsafe { landings(&r, cnts, dsp, in_place_at)? };
+    let l = unsafe { landings(v_parts(&r, cnts, dsp, in_place_at))? };
     let (sched, slots) = coll::gatherv_schedule(c, root, mine, l.bufs)?;
     Ok(Plan::new(sched, Landings::finish(l.staged, slots)))
 }
 
-/// Where each part `i` of a `v` receive (`cnts[i]` elements of `r` at `dsp[i]` extents) lands:
-/// the application's memory itself where the layout is contiguous, else a staging buffer,
-/// which is listed (with its part) for unpacking. Part `skip` gets no landing (`None`): it is
-/// this rank's own part, in place already.
+/// Where each part of a receive lands: the application's memory itself where the layout is
+/// contiguous, else a staging buffer, which is listed (with its part, by index) for unpacking.
+/// A part given as `None` gets no landing: it is this rank's own part, in place already.
 ///
 /// # Safety
 /// The parts must describe the application's receive buffer, left alone until the collective
 /// completes.
-unsafe fn landings(r: &Typed, cnts: &[usize], dsp: &[isize], skip: Option<usize>) -> Res<Landings> {
-    let mut landing = Vec::with_capacity(cnts.len());
+unsafe fn landings(parts: impl IntoIterator<Item = Option<Typed>>) -> Res<Landings> {
+    let mut landing = Vec::new();
     let mut staged = Vec::new();
-    for i in 0..cnts.len() {
-        if Some(i) == skip {
+    for (i, part) in parts.into_iter().enumerate() {
+        let Some(part) = part else {
             landing.push(None);
             continue;
-        }
-        let part = r.at(dsp[i] * r.dt.extent(), cnts[i]);
+        };
         // SAFETY: per the contract.
         let (buf, is_staged) = unsafe { part.landing()? };
         landing.push(Some(buf));
@@ -525,6 +531,16 @@ unsafe fn landings(r: &Typed, cnts: &[usize], dsp: &[isize], skip: Option<usize>
         }
     }
     Ok(Landings { bufs: landing, staged })
+}
+
+/// The parts of a `v` receive into `r` (see [`Typed::part`]), but none for part `skip`.
+fn v_parts<'a>(
+    r: &'a Typed,
+    cnts: &'a [usize],
+    dsp: &'a [isize],
+    skip: Option<usize>,
+) -> impl Iterator<Item = Option<Typed>> + 'a {
+    (0..cnts.len()).map(move |i| (Some(i) != skip).then(|| r.part(cnts, dsp, i)))
 }
 
 /// See [`landings`].
@@ -572,9 +588,8 @@ unsafe fn scatterv_plan(
                 if Some(i) == skip {
                     return Ok(SendData::Owned(Vec::new()));
                 }
-                let part = send.at(dsp[i] * send.dt.extent(), cnts[i]);
                 // SAFETY: per the contract: unmodified until the collective completes.
-                unsafe { send_bytes(part.addr as *const c_void, part.count, &part.dt) }
+                unsafe { send.part(cnts, dsp, i).sent() }
             })
             .collect()
     };
@@ -631,19 +646,16 @@ unsafe fn allgatherv_plan(
     let recv = Typed::new(s, recvbuf, 0, recvtype)?;
     // On an inter-communicator every part comes from the remote group.
     let me = (!c.is_inter()).then_some(c.rank as usize);
-    let part = |i: usize| recv.at(dsp[i] * recv.dt.extent(), cnts[i]);
     let mine = if in_place(sendbuf) {
-        let own = part(me.unwrap_or_default());
         // SAFETY: per the contract: with MPI_IN_PLACE this rank's part of the receive buffer
         // is its input, not received into.
-        unsafe { send_bytes(own.addr as *const c_void, own.count, &own.dt)? }
+        unsafe { recv.part(cnts, dsp, me.unwrap_or_default()).sent()? }
     } else {
-        let t = Typed::new(s, sendbuf, sendcount, sendtype)?;
         // SAFETY: per the contract: unmodified until the collective completes.
-        unsafe { send_bytes(sendbuf, t.count, &t.dt)? }
+        unsafe { Typed::new(s, sendbuf, sendcount, sendtype)?.sent()? }
     };
     // SAFETY: per the contract.
-    let l = unsafe { landings(&recv, cnts, dsp, me.filter(|_| in_place(sendbuf)))? };
+    let l = unsafe { landings(v_parts(&recv, cnts, dsp, me.filter(|_| in_place(sendbuf))))? };
     let (sched, slots) = coll::allgatherv_schedule(c, mine, l.bufs)?;
     Ok(Plan::new(sched, Landings::finish(l.staged, slots)))
 }
@@ -665,22 +677,13 @@ unsafe fn alltoallw_plan(c: &Comm, send: Vec<Typed>, recv: Vec<Typed>, in_place:
             SendData::Owned(unsafe { t.pack()? })
         } else {
             // SAFETY: per the contract: unmodified until the collective completes.
-            unsafe { send_bytes(t.addr as *const c_void, t.count, &t.dt)? }
+            unsafe { t.sent()? }
         });
     }
-    let mut landing = Vec::with_capacity(recv.len());
-    let mut staged = Vec::new();
-    for (i, t) in recv.into_iter().enumerate() {
-        // SAFETY: per the contract.
-        let (buf, is_staged) = unsafe { t.landing()? };
-        landing.push(buf);
-        if is_staged {
-            staged.push((i, t));
-        }
-    }
-    let (sched, slots) = coll::alltoallv_schedule(c, out_parts, landing);
-    let targets = staged.into_iter().map(|(i, t)| (slots[i], t)).collect();
-    Ok(Plan::new(sched, move |bufs| unpack_all(&bufs, targets)))
+    // SAFETY: per the contract.
+    let l = unsafe { landings(recv.into_iter().map(Some))? };
+    let (sched, slots) = coll::alltoallv_schedule(c, out_parts, l.bufs.into_iter().flatten().collect());
+    Ok(Plan::new(sched, Landings::finish(l.staged, slots)))
 }
 
 /// The parts of `MPI_Alltoall`: `count` elements per rank, back to back.
@@ -722,13 +725,13 @@ fn alltoallv_parts(
     let n = c.p2p_size() as usize;
     let (rc, rd) = (counts(recvcounts, n)?, displs(rdispls, n)?);
     let recv = Typed::new(s, recvbuf, 0, recvtype)?;
-    let recv_parts: Vec<Typed> = (0..n).map(|i| recv.at(rd[i] * recv.dt.extent(), rc[i])).collect();
+    let recv_parts: Vec<Typed> = (0..n).map(|i| recv.part(&rc, &rd, i)).collect();
     let send_parts: Vec<Typed> = if in_place(sendbuf) {
         recv_parts.clone()
     } else {
         let (sc, sd) = (counts(sendcounts, n)?, displs(sdispls, n)?);
         let send = Typed::new(s, sendbuf, 0, sendtype)?;
-        (0..n).map(|i| send.at(sd[i] * send.dt.extent(), sc[i])).collect()
+        (0..n).map(|i| send.part(&sc, &sd, i)).collect()
     };
     Ok((send_parts, recv_parts))
 }

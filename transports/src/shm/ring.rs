@@ -169,11 +169,11 @@ pub struct Producer {
     tail: u64,
     /// The consumer's head as last read.
     head_seen: u64,
-    /// Past this offset in a lap, an empty ring is rewound (the capacity: never).
+    /// Past this offset in a lap, an idle ring is rewound (the capacity: never).
     rewind_after: usize,
-    /// Bytes published between two looks at the head for an empty ring.
+    /// Bytes published between two looks at the head for an idle ring.
     rewind_look_every: u64,
-    /// The tail when the head was last read to look for an empty ring.
+    /// The tail when the head was last read to look for an idle ring.
     rewind_looked: u64,
 }
 
