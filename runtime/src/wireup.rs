@@ -459,6 +459,17 @@ fn connect_data_path(
     }
     if let Some((ep, _)) = verbs.filter(|_| !verbs_peers.is_empty()) {
         let verbs = ep.connect(&verbs_peers).map_err(|e| boot_err("verbs connect", e))?;
+        for slow in verbs.slow_routes() {
+            // One write, so that the lines of ranks that say this together do not interleave.
+            let line = format!(
+                "kawarimi: rank {}: the route to rank {} resolved after {} attempts ({:.1} s): a cold neighbour table or slow ARP on the RDMA network\n",
+                proc.rank,
+                slow.peer,
+                slow.attempts,
+                slow.took.as_secs_f64()
+            );
+            eprint!("{line}");
+        }
         // Every queue pair must be ready to receive before anything is sent to it.
         boot.commit().map_err(|e| boot_err("commit", e))?;
         boot.fence(timeout).map_err(|e| boot_err("fence after verbs connect", e))?;

@@ -131,6 +131,7 @@ impl VerbsEndpoint {
     /// Connects the queue pair of every peer in `remote` to that peer's (ready to receive,
     /// then to send); the others stay unused.
     pub fn connect(mut self, remote: &BTreeMap<PeerId, QpAddress>) -> TransportResult<VerbsTransport> {
+        let mut slow_routes = Vec::new();
         for p in &mut self.res.peers {
             let Some(r) = remote.get(&p.peer) else { continue };
             let mut av = AddressHandleAttribute::new();
@@ -148,7 +149,10 @@ impl VerbsEndpoint {
                 .setup_max_dest_read_atomic(4)
                 .setup_min_rnr_timer(12)
                 .setup_address_vector(&av);
-            p.qp.modify(&attr).map_err(|e| verbs_error(format!("queue pair for rank {} to RTR", p.peer), e))?;
+            let (attempts, took) = ready_to_receive(&mut p.qp, &attr, p.peer)?;
+            if attempts > 1 {
+                slow_routes.push(SlowRoute { peer: p.peer, attempts, took });
+            }
             let mut attr = QueuePairAttribute::new();
             attr.setup_state(QueuePairState::ReadyToSend)
                 .setup_sq_psn(self.psn)
@@ -169,6 +173,49 @@ impl VerbsEndpoint {
             taken: Vec::new(),
             ask_placement: false,
             last_activity: Instant::now(),
+            slow_routes,
         })
+    }
+}
+
+/// How long a queue pair may take to find its peer's Ethernet address (RoCE) before the
+/// connect fails. The kernel resolves the peer's address during the move to RTR and gives up
+/// after 1 s; with a cold neighbour table on a busy host (an ARP request to a guest that is
+/// starting its ranks, under emulation) one attempt can miss that, although the next finds the
+/// reply the first one asked for.
+const ROUTE_RESOLVE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Moves `qp` to ready-to-receive, trying again while the kernel times out resolving the
+/// route to `peer` (a failed modify leaves the queue pair as it was), within
+/// [`ROUTE_RESOLVE_LIMIT`]. Returns how many attempts it took and how long.
+fn ready_to_receive(
+    qp: &mut ExtendedQueuePair,
+    attr: &QueuePairAttribute,
+    peer: PeerId,
+) -> TransportResult<(u32, Duration)> {
+    let started = Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        match qp.modify(attr) {
+            Ok(()) => return Ok((attempts, started.elapsed())),
+            Err(e)
+                if matches!(e.0, ModifyQueuePairErrorKind::ResolveRouteTimedout { .. })
+                    && started.elapsed() < ROUTE_RESOLVE_LIMIT =>
+            {
+                // The kernel's attempt blocks for its own timeout; this pause only bounds the
+                // loop should a device report the timeout at once.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(verbs_error(
+                    format!(
+                        "queue pair for rank {peer} to RTR ({attempts} attempts in {:.1} s)",
+                        started.elapsed().as_secs_f64()
+                    ),
+                    e,
+                ))
+            }
+        }
     }
 }

@@ -31,8 +31,8 @@ use sideway::ibverbs::device_context::{DeviceContext, Mtu};
 use sideway::ibverbs::memory_region::MemoryRegion;
 use sideway::ibverbs::protection_domain::ProtectionDomain;
 use sideway::ibverbs::queue_pair::{
-    ExtendedQueuePair, PostRecvError, PostSendGuard, QueuePair, QueuePairAttribute, QueuePairState,
-    SetScatterGatherEntry, WorkRequestFlags,
+    ExtendedQueuePair, ModifyQueuePairErrorKind, PostRecvError, PostSendGuard, QueuePair, QueuePairAttribute,
+    QueuePairState, SetScatterGatherEntry, WorkRequestFlags,
 };
 use sideway::ibverbs::AccessFlags;
 
@@ -466,6 +466,25 @@ pub struct VerbsTransport {
     ask_placement: bool,
     /// When the last completion came (or the last keep-alive went).
     last_activity: Instant,
+    /// Peers whose route took the kernel more than one attempt to resolve at connect.
+    slow_routes: Vec<SlowRoute>,
+}
+
+/// A peer whose queue pair needed several attempts to resolve its route (see
+/// `ROUTE_RESOLVE_LIMIT` in `endpoint`); worth telling an operator, since it usually means a
+/// cold neighbour table on a busy or slow network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowRoute {
+    pub peer: PeerId,
+    pub attempts: u32,
+    pub took: Duration,
+}
+
+impl VerbsTransport {
+    /// The peers whose route resolved only after several attempts when this transport connected.
+    pub fn slow_routes(&self) -> &[SlowRoute] {
+        &self.slow_routes
+    }
 }
 
 mod endpoint;
