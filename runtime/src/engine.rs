@@ -18,6 +18,10 @@ use crate::switch::{Clock, Phase, Reconnect, SwitchShared};
 /// Longest sleep in `poll(2)` of a rank that can be switched: how late a blocked rank may
 /// notice a quiesce command.
 const SWITCH_POLL_MS: u64 = 5;
+/// A drain takes milliseconds; one still going after this long says on stderr what it waits
+/// for, so that the rank a switch's timeout names has told why (the coordinator only knows
+/// that it did not report).
+const DRAIN_SLOW_AFTER: Duration = Duration::from_secs(10);
 
 /// What the engine needs to take part in switches.
 pub struct EngineSwitch {
@@ -33,6 +37,9 @@ pub struct EngineSwitch {
     /// Data links that died outside a drain, and how, until the switch that repairs them.
     lost: Vec<(PeerId, String)>,
     repair_deadline: Option<Instant>,
+    /// When this rank began draining for the switch in progress, and whether it has said
+    /// what holds the drain up (see `DRAIN_SLOW_AFTER`).
+    drain_began: Option<(Instant, bool)>,
 }
 
 impl EngineSwitch {
@@ -45,6 +52,7 @@ impl EngineSwitch {
             repair_wait: Duration::from_secs(30),
             lost: Vec::new(),
             repair_deadline: None,
+            drain_began: None,
         }
     }
 }
@@ -355,7 +363,9 @@ impl Engine {
                         shared.failed(e.to_string());
                         return Err(self.fail(e));
                     }
-                    self.switch.as_mut().expect("checked").epoch = epoch;
+                    let now = (self.clock)();
+                    let sw = self.switch.as_mut().expect("checked");
+                    (sw.epoch, sw.drain_began) = (epoch, Some((now, false)));
                     shared.reached(Phase::Draining, epoch);
                 } else if shared.take_resume().is_some() {
                     // Not quiesced (a quiesce that failed elsewhere): already running.
@@ -372,7 +382,11 @@ impl Engine {
                     return Err(e);
                 }
                 let queued = self.transport.as_ref().map_or(0, |t| t.queued_bytes());
-                if self.core.is_drained() && queued == 0 {
+                let drained = self.core.is_drained() && queued == 0;
+                if !drained {
+                    self.say_if_drain_slow(queued);
+                }
+                if drained {
                     // What the epoch's networks carried, for `ctl status` while detached
                     // (so a test can tell which network moved the data).
                     let routes = self.transport_summary();
@@ -428,6 +442,34 @@ impl Engine {
             Phase::Reconnecting | Phase::Failed => {}
         }
         Ok(())
+    }
+
+    /// Once per switch, when the drain has gone on past `DRAIN_SLOW_AFTER`: what it waits for.
+    fn say_if_drain_slow(&mut self, queued_bytes: usize) {
+        let now = (self.clock)();
+        let Some((began, said)) = self.switch.as_mut().and_then(|sw| sw.drain_began.as_mut()) else { return };
+        if *said || now.duration_since(*began) < DRAIN_SLOW_AFTER {
+            return;
+        }
+        *said = true;
+        let waited = now.duration_since(*began).as_secs_f64();
+        let (me, epoch) = (self.core.rank(), self.switch.as_ref().map_or(0, |sw| sw.epoch));
+        let line = format!(
+            "kawarimi: rank {me}: the drain of switch {epoch} has gone on for {waited:.1} s: {}\n",
+            self.drain_holdup(queued_bytes)
+        );
+        eprint!("{line}");
+    }
+
+    /// What a drain that has not finished waits for.
+    pub fn drain_holdup(&self, queued_bytes: usize) -> String {
+        format!(
+            "markers missing from ranks {:?}, {} frames not yet handed to the transport, {queued_bytes} bytes the transport ({}) has not written out, broken links to ranks {:?}",
+            self.core.markers_missing(),
+            self.core.outbox_frames(),
+            self.transport.as_deref().map_or("none".into(), |t| t.summary()),
+            self.core.broken_peers(),
+        )
     }
 
     /// Lets the control thread wake this engine's transport sleep (call after the transport

@@ -1129,6 +1129,27 @@ fn a_lost_link_that_no_switch_repairs_fails_the_rank_at_its_deadline() {
     assert!(e.detail.contains("lost rank 1") && e.detail.contains("no switch came to repair the link"), "{e}");
 }
 
+/// A drain that cannot finish (the peer never drains) says what it waits for: the peer's
+/// marker. That is what a rank prints once its drain has gone on for `DRAIN_SLOW_AFTER`.
+#[test]
+fn a_drain_that_cannot_finish_names_the_marker_it_waits_for() {
+    let clock = Arc::new(AtomicU64::new(0));
+    let fabrics = Arc::new(Mutex::new(Fabrics::new(2, 1, clock, 0)));
+    let mut engine = Engine::new(Core::new(0, 2, CoreConfig::default()), Some(take_endpoint(&fabrics, 0, 0)));
+    let shared = SwitchShared::new();
+    shared.set_control_alive(true);
+    let reconnect = Box::new(SimReconnect { rank: 0, fabrics: fabrics.clone(), shared: shared.clone() });
+    engine.switch = Some(EngineSwitch::new(shared.clone(), reconnect, Duration::from_secs(1)));
+    let _peer = take_endpoint(&fabrics, 1, 0);
+    shared.command(Command::Quiesce { epoch: 1 });
+    for _ in 0..10 {
+        engine.switch_step().expect("drain");
+    }
+    assert_eq!(shared.phase(), RankPhase::Draining, "the peer never drains, so neither can this rank");
+    let why = engine.drain_holdup(0);
+    assert!(why.starts_with("markers missing from ranks [1], 0 frames"), "{why}");
+}
+
 /// A rank without a control thread cannot be repaired: the switch fails, naming the peer,
 /// and says so where its control thread would look (it was the bug of seed 3).
 #[test]

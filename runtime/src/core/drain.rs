@@ -66,6 +66,11 @@ impl Core {
         self.channels.get(peer as usize).map_or(0, |c| c.unconfirmed.len())
     }
 
+    /// Frames queued for the transport and not yet handed to it.
+    pub fn outbox_frames(&self) -> usize {
+        self.outbox.len()
+    }
+
     /// Whether the core has nothing left to send on the old transport and has received
     /// every peer's marker. (The engine also waits for the transport's own queue to empty.)
     pub fn is_drained(&self) -> bool {
