@@ -1077,10 +1077,9 @@ fn regression_deep_tree_keeps_its_budget_seed_12110237672137018812() {
     assert!(o.stats.migrations > 0, "{}", summary(&o.stats));
 }
 
-/// Two ranks draining, without the simulator loop: rank 0 drains, the link to rank 1 dies
-/// before rank 1's marker arrived. Returns rank 0's engine and what it shares with its
-/// control thread once the loss has been seen.
-fn drain_then_lose_the_link(control_alive: bool) -> (Engine, Arc<SwitchShared>, MpiResult<()>) {
+/// Rank 0 of two on the simulated fabric, told to quiesce and draining; rank 1's endpoint
+/// exists but nothing drives it.
+fn rank_0_draining(control_alive: bool) -> (Engine, Arc<SwitchShared>, Arc<Mutex<Fabrics>>) {
     let clock = Arc::new(AtomicU64::new(0));
     let fabrics = Arc::new(Mutex::new(Fabrics::new(2, 1, clock, 0)));
     let mut engine = Engine::new(Core::new(0, 2, CoreConfig::default()), Some(take_endpoint(&fabrics, 0, 0)));
@@ -1092,6 +1091,14 @@ fn drain_then_lose_the_link(control_alive: bool) -> (Engine, Arc<SwitchShared>, 
     shared.command(Command::Quiesce { epoch: 1 });
     engine.switch_step().expect("begin drain");
     assert_eq!(shared.phase(), RankPhase::Draining);
+    (engine, shared, fabrics)
+}
+
+/// Two ranks draining, without the simulator loop: rank 0 drains, the link to rank 1 dies
+/// before rank 1's marker arrived. Returns rank 0's engine and what it shares with its
+/// control thread once the loss has been seen.
+fn drain_then_lose_the_link(control_alive: bool) -> (Engine, Arc<SwitchShared>, MpiResult<()>) {
+    let (mut engine, shared, fabrics) = rank_0_draining(control_alive);
     let fab = fabrics.lock().expect("fabrics").fab(0);
     fab.lock().expect("fab").kill_link(0, 1, "test link failure");
     let mut rng = Rng(7);
@@ -1133,15 +1140,7 @@ fn a_lost_link_that_no_switch_repairs_fails_the_rank_at_its_deadline() {
 /// marker. That is what a rank prints once its drain has gone on for `DRAIN_SLOW_AFTER`.
 #[test]
 fn a_drain_that_cannot_finish_names_the_marker_it_waits_for() {
-    let clock = Arc::new(AtomicU64::new(0));
-    let fabrics = Arc::new(Mutex::new(Fabrics::new(2, 1, clock, 0)));
-    let mut engine = Engine::new(Core::new(0, 2, CoreConfig::default()), Some(take_endpoint(&fabrics, 0, 0)));
-    let shared = SwitchShared::new();
-    shared.set_control_alive(true);
-    let reconnect = Box::new(SimReconnect { rank: 0, fabrics: fabrics.clone(), shared: shared.clone() });
-    engine.switch = Some(EngineSwitch::new(shared.clone(), reconnect, Duration::from_secs(1)));
-    let _peer = take_endpoint(&fabrics, 1, 0);
-    shared.command(Command::Quiesce { epoch: 1 });
+    let (mut engine, shared, _fabrics) = rank_0_draining(true);
     for _ in 0..10 {
         engine.switch_step().expect("drain");
     }
