@@ -123,7 +123,15 @@ pub struct Engine {
     finished: std::collections::HashMap<ReqId, MpiResult<Vec<Vec<u8>>>>,
     /// The time, for the engine's deadlines (the repair of a lost link).
     clock: Clock,
+    /// Sends started since the last full progress round (see [`Engine::isend`]).
+    sends_unprogressed: u32,
 }
+
+/// A send hands its frame to the transport without a full progress round (reading what came
+/// in would only delay the caller), but every this many sends, or when the transport cannot
+/// take the frame, it makes one: a rank that only sends still reads the confirmations that
+/// let the core forget its frames, and still pushes a full ring's queue on.
+const SENDS_PER_PROGRESS: u32 = 16;
 
 impl Engine {
     /// `transport` may be `None` only for a job of one rank.
@@ -144,6 +152,7 @@ impl Engine {
             schedules: Vec::new(),
             finished: Default::default(),
             clock: Box::new(Instant::now),
+            sends_unprogressed: 0,
         }
     }
 
@@ -209,6 +218,7 @@ impl Engine {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        self.sends_unprogressed = 0;
         self.check_repair_deadline()?;
         let scheduled = self.advance_schedules()?;
         if self.transport.is_none() {
@@ -256,12 +266,18 @@ impl Engine {
         // What the frames just taken made the core answer (a confirmation a sender waits for,
         // a clear-to-send) goes out now: the application may leave MPI after this call (an
         // `MPI_Test` that succeeded) and compute for a long time.
+        self.send_outbox()?;
+        Ok(did_work)
+    }
+
+    /// [`Engine::send_queued`], then a link found down is lost.
+    fn send_outbox(&mut self) -> MpiResult<()> {
         let mut lost = Vec::new();
         self.send_queued(&mut lost)?;
         for (peer, reason) in lost {
             self.link_lost(peer, reason, Loss::LinkDown)?;
         }
-        Ok(did_work)
+        Ok(())
     }
 
     /// Hands the core's queued frames to the transport. Frames wait in the core's (bounded)
@@ -567,6 +583,11 @@ impl Engine {
 
     /// Blocks until request `id` completes.
     pub fn wait(&mut self, id: ReqId) -> MpiResult<()> {
+        // A request already complete (an eager send, a receive whose message was there) needs
+        // no progress round: that round would only delay the caller's next message.
+        if self.core.is_complete(id) {
+            return Ok(());
+        }
         self.block_until(|c| c.is_complete(id))
     }
 
@@ -581,12 +602,34 @@ impl Engine {
         &self.core
     }
 
-    /// Starts a send (see [`Core::isend`]) and progresses once, so that an eager message
-    /// leaves now rather than at the next MPI call.
+    /// Starts a send (see [`Core::isend`]) and hands its frame to the transport at once, so
+    /// that an eager message leaves now rather than at the next MPI call (see
+    /// `SENDS_PER_PROGRESS` for when it also progresses).
     pub fn isend(&mut self, dest: i32, ctx: u32, tag: i32, data: SendData, sync: bool) -> MpiResult<ReqId> {
         let id = self.core.isend(dest, ctx, tag, data, sync)?;
-        self.progress()?;
+        self.sent()?;
         Ok(id)
+    }
+
+    /// A standard-mode send that completes at once if it goes eagerly (see [`Core::send_now`]);
+    /// else `data` comes back for [`Engine::isend`]. Its frame leaves as for `isend`.
+    pub fn send_now(&mut self, dest: i32, ctx: u32, tag: i32, data: SendData) -> MpiResult<Result<(), SendData>> {
+        let r = self.core.send_now(dest, ctx, tag, data)?;
+        if r.is_ok() {
+            self.sent()?;
+        }
+        Ok(r)
+    }
+
+    /// After a send was queued: its frame goes to the transport, with a progress round when
+    /// due (`SENDS_PER_PROGRESS`).
+    fn sent(&mut self) -> MpiResult<()> {
+        self.sends_unprogressed += 1;
+        self.send_outbox()?;
+        if self.core.has_transmit() || self.sends_unprogressed >= SENDS_PER_PROGRESS {
+            self.progress()?;
+        }
+        Ok(())
     }
 
     /// Posts a receive (see [`Core::irecv`]). It is matched against what arrived already;

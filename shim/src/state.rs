@@ -289,6 +289,10 @@ pub struct State {
     pub next_keyval: i32,
     /// Predefined datatypes, built on first use, by `PredefDatatype::index()`.
     pub predef_types: Vec<Option<Arc<Datatype>>>,
+    /// The handle of the predefined datatype looked up last, and which it is: a program's
+    /// calls mostly use one or two types, and finding a handle among the predefined ones is
+    /// a binary search (see [`State::datatype`]).
+    pub last_predef_datatype: Option<(usize, PredefDatatype)>,
     /// `MPI_Buffer_attach`'s buffer and the buffered sends in flight.
     pub bsend_buffer: Option<kawarimi_runtime::bsend::BsendBuffer>,
     pub main_thread: Option<std::thread::ThreadId>,
@@ -377,8 +381,15 @@ impl State {
                 handler: Handler::Fatal,
             });
         }
-        let Some(pd) = abi::predefined().datatype(addr) else {
-            return fail(ErrorClass::Type, format!("{addr:#x} is not a datatype handle"));
+        let pd = match self.last_predef_datatype {
+            Some((last, pd)) if last == addr => pd,
+            _ => {
+                let Some(pd) = abi::predefined().datatype(addr) else {
+                    return fail(ErrorClass::Type, format!("{addr:#x} is not a datatype handle"));
+                };
+                self.last_predef_datatype = Some((addr, pd));
+                pd
+            }
         };
         self.predef_datatype(pd)
     }

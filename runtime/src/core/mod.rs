@@ -393,17 +393,7 @@ impl Core {
         let id = self.alloc_id();
         let len = data.as_slice().len();
         let phase = if len <= self.config.eager_limit_bytes {
-            let kind = if sync { FrameKind::EagerSync } else { FrameKind::Eager };
-            let header = Header { ctx, tag, msg_id: id, ..Header::new(kind) };
-            // The frame owns a copy, so the send is complete as soon as it is queued.
-            // A small one is held inline: the handle the core keeps until the peer confirms
-            // it is then a copy, where a vector would be shared behind a new allocation.
-            let payload = match data {
-                SendData::Owned(v) if v.len() > kawarimi_transports::INLINE_BYTES => Payload::Owned(v),
-                SendData::Owned(v) => Payload::copied(&v),
-                SendData::Static(s) => Payload::copied(s),
-            };
-            self.emit(peer, header, payload)?;
+            self.emit_eager(peer, ctx, tag, id, data, sync)?;
             let phase = if sync { SendPhase::AwaitSyncAck } else { SendPhase::Done };
             (phase, SendData::Owned(Vec::new()))
         } else {
@@ -415,6 +405,35 @@ impl Core {
         self.requests.insert(id, Req::Send(SendReq { peer, ctx, tag, data, phase }));
         self.deliver_loopback()?;
         Ok(id)
+    }
+
+    /// Sends `data` to world rank `dest` in standard mode if it goes eagerly, which completes
+    /// the send at once: no request is made (a blocking `MPI_Send` of a small message). Gives
+    /// `data` back when it is too large for that (the caller then uses [`Core::isend`]).
+    pub fn send_now(&mut self, dest: i32, ctx: u32, tag: i32, data: SendData) -> MpiResult<Result<(), SendData>> {
+        let peer = self.check_peer(dest)?;
+        if data.as_slice().len() > self.config.eager_limit_bytes {
+            return Ok(Err(data));
+        }
+        let id = self.alloc_id();
+        self.emit_eager(peer, ctx, tag, id, data, false)?;
+        self.deliver_loopback()?;
+        Ok(Ok(()))
+    }
+
+    /// Queues the eager frame of message `id`.
+    fn emit_eager(&mut self, peer: PeerId, ctx: u32, tag: i32, id: ReqId, data: SendData, sync: bool) -> MpiResult<()> {
+        let kind = if sync { FrameKind::EagerSync } else { FrameKind::Eager };
+        let header = Header { ctx, tag, msg_id: id, ..Header::new(kind) };
+        // The frame owns a copy, so the send is complete as soon as it is queued. A small one
+        // is held inline: the handle the core keeps until the peer confirms it is then a
+        // copy, where a vector would be shared behind a new allocation.
+        let payload = match data {
+            SendData::Owned(v) if v.len() > kawarimi_transports::INLINE_BYTES => Payload::Owned(v),
+            SendData::Owned(v) => Payload::copied(&v),
+            SendData::Static(s) => Payload::copied(s),
+        };
+        self.emit(peer, header, payload)
     }
 
     /// Posts a receive from world rank `source` (or `ANY_SOURCE`) (MPI-3.1 §3.4, §3.7).

@@ -133,7 +133,10 @@ impl Region {
         unsafe {
             let data = self.base.add(HEADER_BYTES);
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(at), first);
-            std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), data, bytes.len() - first);
+            // Most writes do not wrap: no second call.
+            if first < bytes.len() {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), data, bytes.len() - first);
+            }
         }
     }
 

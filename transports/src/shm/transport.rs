@@ -796,8 +796,9 @@ impl Transport for ShmTransport {
             }
         }
         let n = self.inbound.len();
-        for j in 0..n {
-            let k = (self.next_start + j) % n;
+        // Rings from `next_start` round to just before it (no division: this runs every
+        // round of a wait).
+        for k in (self.next_start..n).chain(0..self.next_start) {
             if self.read_from(k, events).payloads {
                 // A sender waiting to let go of its payloads (a drain) may be asleep.
                 let peer = self.inbound[k].peer;
@@ -806,8 +807,9 @@ impl Transport for ShmTransport {
                 }
             }
         }
-        if n > 0 {
-            self.next_start = (self.next_start + 1) % n;
+        self.next_start += 1;
+        if self.next_start >= n {
+            self.next_start = 0;
         }
         Ok(())
     }
