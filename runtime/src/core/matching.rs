@@ -44,14 +44,7 @@ impl Core {
             return err(ErrorClass::Request, format!("message {message} does not exist or was already received"));
         };
         let id = self.alloc_id();
-        let req = RecvReq {
-            ctx: u.ctx,
-            source: u.src as i32,
-            tag: u.tag,
-            buf: Some(buf),
-            phase: RecvPhase::Posted,
-            status: Status::default(),
-        };
+        let req = RecvReq { buf: Some(buf), phase: RecvPhase::Posted, status: Status::default() };
         self.requests.insert(id, Req::Recv(req));
         self.match_message(id, u)?;
         Ok(id)
@@ -60,7 +53,7 @@ impl Core {
     /// Cancels a receive that has not matched yet (MPI-3.1 §3.8.4). Returns whether it was
     /// cancelled; a matched receive completes normally.
     pub fn cancel_recv(&mut self, id: ReqId) -> bool {
-        let Some(pos) = self.posted.iter().position(|&p| p == id) else { return false };
+        let Some(pos) = self.posted.iter().position(|p| p.id == id) else { return false };
         self.posted.remove(pos);
         if let Some(Req::Recv(r)) = self.requests.get_mut(&id) {
             r.phase = RecvPhase::Done;
@@ -73,14 +66,14 @@ impl Core {
 
     /// A message arrived: match it against the posted receives or keep it as unexpected.
     pub(super) fn arrive(&mut self, u: Unexpected) -> MpiResult<()> {
-        let found = self.posted.iter().position(|id| match self.requests.get(id) {
-            Some(Req::Recv(r)) => r.ctx == u.ctx && source_matches(r.source, u.src) && tag_matches(r.tag, u.tag),
-            _ => false,
-        });
+        let found = self
+            .posted
+            .iter()
+            .position(|p| p.ctx == u.ctx && source_matches(p.source, u.src) && tag_matches(p.tag, u.tag));
         match found {
             Some(i) => {
-                let id = self.posted.remove(i).expect("index from position");
-                self.match_message(id, u)
+                let p = self.posted.remove(i).expect("index from position");
+                self.match_message(p.id, u)
             }
             None => {
                 if let UnexpectedKind::Eager { data, .. } = &u.kind {

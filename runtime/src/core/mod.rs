@@ -200,13 +200,19 @@ enum RecvPhase {
 
 #[derive(Debug)]
 struct RecvReq {
+    buf: Option<RecvBuf>,
+    phase: RecvPhase,
+    status: Status,
+}
+
+/// A receive in the posted queue and what it matches.
+#[derive(Debug, Clone, Copy)]
+struct Posted {
+    id: ReqId,
     ctx: u32,
     /// World rank or ANY_SOURCE.
     source: i32,
     tag: i32,
-    buf: Option<RecvBuf>,
-    phase: RecvPhase,
-    status: Status,
 }
 
 #[derive(Debug)]
@@ -260,8 +266,9 @@ pub struct Core {
     channels: Vec<Channel>,
     requests: FxHashMap<ReqId, Req>,
     next_req_id: ReqId,
-    /// Receives not yet matched, in posting order.
-    posted: VecDeque<ReqId>,
+    /// Receives not yet matched, in posting order, with what they match: a message is
+    /// matched without looking its candidates up in `requests`.
+    posted: VecDeque<Posted>,
     /// Messages not yet matched, in arrival order.
     unexpected: VecDeque<Unexpected>,
     unexpected_bytes: usize,
@@ -442,7 +449,7 @@ impl Core {
             self.check_peer(source)?;
         }
         let id = self.alloc_id();
-        let req = RecvReq { ctx, source, tag, buf: Some(buf), phase: RecvPhase::Posted, status: Status::default() };
+        let req = RecvReq { buf: Some(buf), phase: RecvPhase::Posted, status: Status::default() };
         self.requests.insert(id, Req::Recv(req));
         let found = self
             .unexpected
@@ -456,7 +463,7 @@ impl Core {
                 }
                 self.match_message(id, u)?;
             }
-            None => self.posted.push_back(id),
+            None => self.posted.push_back(Posted { id, ctx, source, tag }),
         }
         Ok(id)
     }
