@@ -564,6 +564,18 @@ fn kill_job(child: &mut Child, session: Option<u32>) -> Vec<u32> {
 /// killed, including ranks that Open MPI put in process groups of their own
 /// or that were orphaned.
 pub fn run(exe: &Path, mode: &Mode, ranks: u32, timeout: Duration) -> RunOutput {
+    run_in(exe, &[], None, mode, ranks, timeout)
+}
+
+/// [`run`] with arguments for the program and, when given, a working directory for the job.
+pub fn run_in(
+    exe: &Path,
+    exe_args: &[&str],
+    dir: Option<&Path>,
+    mode: &Mode,
+    ranks: u32,
+    timeout: Duration,
+) -> RunOutput {
     let program = exe
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
@@ -608,12 +620,16 @@ pub fn run(exe: &Path, mode: &Mode, ranks: u32, timeout: Duration) -> RunOutput 
             c
         }
     };
-    cmd.args(&args).arg(exe).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(&args).arg(exe).args(exe_args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
     // The harness's own process must never carry kawarimi.
     cmd.env_remove("LD_PRELOAD");
     out.command = std::iter::once(launcher.as_os_str())
         .chain(args.iter().map(|a| a.as_os_str()))
         .chain(std::iter::once(exe.as_os_str()))
+        .chain(exe_args.iter().map(std::ffi::OsStr::new))
         .map(|s| s.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");

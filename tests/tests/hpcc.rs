@@ -6,10 +6,9 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kawarimi_tests::{mode, mpirun, mpirun_args, ranks_not_on_shm, workspace_root, ModeKind};
+use kawarimi_tests::{mode, ranks_not_on_shm, run_in, workspace_root, ModeKind};
 
 fn hpcc() -> PathBuf {
     let p = PathBuf::from("/usr/bin/hpcc");
@@ -26,30 +25,12 @@ fn run(kind: ModeKind) -> (String, String) {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     fs::copy(workspace_root().join("tests/hpcc/hpccinf.txt"), dir.join("hpccinf.txt")).unwrap();
-    let mut child = Command::new(mpirun().unwrap())
-        .args(mpirun_args(&mode(kind), 4))
-        .arg(hpcc())
-        .current_dir(&dir)
-        .env_remove("LD_PRELOAD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("hpcc did not finish in 300 s ({kind:?})");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "hpcc failed ({kind:?}):\n{err}");
+    let out = run_in(&hpcc(), &[], Some(&dir), &mode(kind), 4, Duration::from_secs(300));
+    let err = out.stderr.clone();
+    assert!(out.success(), "hpcc failed ({kind:?}):\n{}", out.report());
     let summary =
         fs::read_to_string(dir.join("hpccoutf.txt")).unwrap_or_else(|e| panic!("no hpccoutf.txt: {e}\n{err}"));
-    (summary, err.into_owned())
+    (summary, err)
 }
 
 fn check(text: &str, mode: &str) {

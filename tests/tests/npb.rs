@@ -4,15 +4,13 @@
 //! official values; and each must still verify when its job is live-migrated twice in mid-run
 //! under `kawarimi run`, also when the migrations move it between shared memory and TCP.
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kawarimi_control::proto::Reply;
 use kawarimi_tests::job::KawarimiJob;
-use kawarimi_tests::{mode, mpirun, mpirun_args, ranks_not_on_shm, workspace_root, ModeKind};
+use kawarimi_tests::{mode, ranks_not_on_shm, run_in, workspace_root, ModeKind};
 
 const BENCHMARKS: &[&str] = &["ep", "is", "cg", "mg", "ft", "lu", "bt", "sp"];
 const RANKS: u32 = 4;
@@ -23,41 +21,10 @@ fn bin(name: &str) -> PathBuf {
     p
 }
 
-fn wait_output(mut child: std::process::Child, bound: Duration, what: &str) -> (bool, String) {
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        let mut e = String::new();
-        let _ = err.read_to_string(&mut e);
-        s + &e
-    });
-    let deadline = Instant::now() + bound;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what} did not finish within {bound:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    (status.success(), reader.join().unwrap())
-}
-
 fn mpirun_npb(name: &str, class: &str, kind: ModeKind) -> (bool, String) {
-    let mut cmd = Command::new(mpirun().unwrap());
-    cmd.args(mpirun_args(&mode(kind), RANKS))
-        .arg(bin(name))
-        .arg(class)
-        .env_remove("LD_PRELOAD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let what = format!("npb-{name} class {class} ({kind:?})");
-    wait_output(cmd.spawn().unwrap(), Duration::from_secs(300), &what)
+    let out = run_in(&bin(name), &[class], None, &mode(kind), RANKS, Duration::from_secs(300));
+    assert!(!out.timed_out, "npb-{name} class {class} ({kind:?}) did not finish:\n{}", out.report());
+    (out.success(), out.combined())
 }
 
 /// Natively and on kawarimi over TCP.
