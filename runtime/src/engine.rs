@@ -398,11 +398,7 @@ impl Engine {
                     return Err(e);
                 }
                 let queued = self.transport.as_ref().map_or(0, |t| t.queued_bytes());
-                let drained = self.core.is_drained() && queued == 0;
-                if !drained {
-                    self.say_if_drain_slow(queued);
-                }
-                if drained {
+                if self.core.is_drained() && queued == 0 {
                     // What the epoch's networks carried, for `ctl status` while detached
                     // (so a test can tell which network moved the data).
                     let routes = self.transport_summary();
@@ -415,6 +411,8 @@ impl Engine {
                     let epoch = self.switch.as_ref().expect("checked").epoch;
                     shared.set_transport(format!("detached; before switch {epoch}: ran {routes}, sent {carried}"));
                     shared.reached(Phase::Detached, epoch);
+                } else {
+                    self.say_if_drain_slow(queued);
                 }
             }
             Phase::Detached => {

@@ -26,8 +26,8 @@ fn run(kind: ModeKind) -> (String, String) {
     fs::create_dir_all(&dir).unwrap();
     fs::copy(workspace_root().join("tests/hpcc/hpccinf.txt"), dir.join("hpccinf.txt")).unwrap();
     let out = run_in(&hpcc(), &[], Some(&dir), &mode(kind), 4, Duration::from_secs(300));
-    let err = out.stderr.clone();
     assert!(out.success(), "hpcc failed ({kind:?}):\n{}", out.report());
+    let err = out.stderr;
     let summary =
         fs::read_to_string(dir.join("hpccoutf.txt")).unwrap_or_else(|e| panic!("no hpccoutf.txt: {e}\n{err}"));
     (summary, err)
