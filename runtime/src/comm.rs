@@ -279,7 +279,15 @@ pub struct Comm {
 pub struct CollSeq {
     blocking: std::sync::atomic::AtomicU32,
     nonblocking: std::sync::atomic::AtomicU32,
+    /// Whether the blocking collectives go through the shared-memory slots, as the members
+    /// agreed for one switch epoch ([`crate::slotcoll`]): `epoch + 1` in the high half (0:
+    /// never agreed), the slot area in the low half ([`NO_SLOTS`]: point-to-point).
+    slots: std::sync::atomic::AtomicU64,
+    /// Collectives completed through the slots: the next one is instance `slot_seq + 1`.
+    slot_seq: std::sync::atomic::AtomicU64,
 }
+
+const NO_SLOTS: u64 = 0xFFFF_FFFF;
 
 impl CollSeq {
     /// The tag of the next collective of `kind` (1..16): `base + kind | nonblocking << 4 |
@@ -288,6 +296,35 @@ impl CollSeq {
         let counter = if nonblocking { &self.nonblocking } else { &self.blocking };
         let seq = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0x03FF_FFFF;
         base.wrapping_add(kind | (i32::from(nonblocking) << 4) | (seq << 5) as i32)
+    }
+
+    /// What the members agreed that holds in `epoch`: `Some(Some(area))` the slots' area (for
+    /// that epoch only), `Some(None)` point-to-point (for good: see [`crate::slotcoll`]),
+    /// `None` nothing yet.
+    pub fn slots(&self, epoch: u32) -> Option<Option<usize>> {
+        let v = self.slots.load(std::sync::atomic::Ordering::Relaxed);
+        if v != 0 && v & NO_SLOTS == NO_SLOTS {
+            return Some(None);
+        }
+        if v >> 32 != u64::from(epoch) + 1 {
+            return None;
+        }
+        Some(Some((v & NO_SLOTS) as usize))
+    }
+
+    pub fn set_slots(&self, epoch: u32, area: Option<usize>) {
+        let low = area.map_or(NO_SLOTS, |a| a as u64);
+        self.slots.store((u64::from(epoch) + 1) << 32 | low, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The instance number of the next collective through the slots.
+    pub fn next_slot_seq(&self) -> u64 {
+        self.slot_seq.load(std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// Counts one collective completed through the slots.
+    pub fn slot_done(&self) {
+        self.slot_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kawarimi_transports::shm::slots::{CollSlots, SlotWait};
 use kawarimi_transports::{routed, Event, PeerId, Transport, TransportError};
+
+use crate::comm::Group;
 
 use crate::core::{Completion, Core, ProbeInfo, RecvBuf, ReqId, SendData, Status};
 use crate::error::{ErrorClass, MpiError, MpiResult};
@@ -125,6 +128,43 @@ pub struct Engine {
     clock: Clock,
     /// Sends started since the last full progress round (see [`Engine::isend`]).
     sends_unprogressed: u32,
+    /// The collective this rank has published in the shared-memory slots and waits in.
+    in_slots: Option<InSlots>,
+    /// The slot areas communicators have taken in one switch epoch: the epoch, a bit per area.
+    slot_areas: (u32, u64),
+    /// Collectives through the slots: completed, of them completed from parts saved at a
+    /// detach, and runs a switch interrupted (for `KAWARIMI_REPORT`).
+    slot_counts: [u64; 3],
+}
+
+/// A small blocking collective this rank has published in the slots ([`crate::slotcoll`])
+/// and waits in. A switch that comes meanwhile must not lose it: before the detach unmaps the
+/// slots, every peer has sent its marker and so publishes nothing more until the resume;
+/// either every member has published this instance (then the parts this rank needs are saved
+/// here, and it completes from them: every member does the same) or some member has not (then
+/// no member can have completed it, and every one runs it again after the resume, on whatever
+/// the new epoch offers).
+struct InSlots {
+    area: usize,
+    seq: u64,
+    members: Arc<Group>,
+    /// The members whose parts this rank reads, and the length of each.
+    reads: Vec<(PeerId, usize)>,
+    /// Set at the detach: the parts of `reads`, or why they could not be read.
+    saved: Option<Result<Vec<Vec<u8>>, String>>,
+    /// Set at the detach: some member had not published.
+    lost: bool,
+}
+
+/// How a collective's wait in the slots ended.
+pub enum Gathered {
+    /// Every member has published: read the parts with [`Engine::coll_slots`].
+    InSlots,
+    /// A switch took the slots away after every member had published: the parts read before.
+    Saved(Vec<Vec<u8>>),
+    /// A switch took the slots away, or was under way, before every member had published: run
+    /// the collective again.
+    Again,
 }
 
 /// A send hands its frame to the transport without a full progress round (reading what came
@@ -153,6 +193,9 @@ impl Engine {
             finished: Default::default(),
             clock: Box::new(Instant::now),
             sends_unprogressed: 0,
+            in_slots: None,
+            slot_areas: (0, 0),
+            slot_counts: [0; 3],
         }
     }
 
@@ -399,6 +442,7 @@ impl Engine {
                 }
                 let queued = self.transport.as_ref().map_or(0, |t| t.queued_bytes());
                 if self.core.is_drained() && queued == 0 {
+                    self.save_slots_before_detach();
                     // What the epoch's networks carried, for `ctl status` while detached
                     // (so a test can tell which network moved the data).
                     let routes = self.transport_summary();
@@ -510,7 +554,13 @@ impl Engine {
         let Some(t) = self.transport.as_deref() else { return format!("ran {}", self.transport_summary()) };
         let counted = routed::counted(t);
         let counted = if counted.is_empty() { String::new() } else { format!("; {counted}") };
-        format!("ran {}, sent {}{counted}", t.summary(), routed::carried(t))
+        let [done, saved, again] = self.slot_counts;
+        let slots = if done + again == 0 {
+            String::new()
+        } else {
+            format!("; collectives through the slots {done} (completed from saved parts {saved}, run again after a switch {again})")
+        };
+        format!("ran {}, sent {}{counted}{slots}", t.summary(), routed::carried(t))
     }
 
     /// Whether a switch holds the data path (draining, detached or reconnecting).
@@ -520,6 +570,12 @@ impl Engine {
 
     /// Drives progress until `done` holds, spinning, then yielding, then sleeping.
     pub(crate) fn block_until(&mut self, mut done: impl FnMut(&mut Core) -> bool) -> MpiResult<()> {
+        self.block_on(|e| done(&mut e.core), None)
+    }
+
+    /// [`Engine::block_until`] with the whole engine to look at, sleeping so that publishers
+    /// of the slots `slots` waits for wake it.
+    fn block_on(&mut self, mut done: impl FnMut(&mut Engine) -> bool, slots: Option<&SlotWait<'_>>) -> MpiResult<()> {
         // Rounds without work since the last that had some, and when the clock was first read
         // in that stretch (the real clock, not the engine's: this is about the core's time,
         // and no simulator blocks here). The clock is read every `CLOCK_EVERY` idle rounds
@@ -533,7 +589,7 @@ impl Engine {
         loop {
             self.switch_step()?;
             let did_work = self.progress()?;
-            let finished = done(&mut self.core);
+            let finished = done(self);
             // What the condition itself queued (a schedule's next sends, or the last send of
             // one that finishes) goes to the transport now: left in the outbox it would wait
             // for the next MPI call, or for this rank's sleep, while peers wait for it. Only
@@ -560,8 +616,12 @@ impl Engine {
                 // A command from the control thread wakes poll(2) through the transport's
                 // waker; a transport without one gets a short sleep to keep a quiesce prompt.
                 let wakeable = self.switch.as_ref().is_none_or(|s| s.shared.has_waker());
-                let sleep_ms = if wakeable { p.sleep_ms } else { p.sleep_ms.min(SWITCH_POLL_MS) };
-                if let Err(e) = t.wait(Duration::from_millis(sleep_ms)) {
+                let sleep = Duration::from_millis(if wakeable { p.sleep_ms } else { p.sleep_ms.min(SWITCH_POLL_MS) });
+                let slept = match slots {
+                    Some(w) => t.wait_slots(sleep, w),
+                    None => t.wait(sleep),
+                };
+                if let Err(e) = slept {
                     return Err(self.fail(MpiError::new(ErrorClass::Other, e.to_string())));
                 }
             } else if self.switching() {
@@ -577,6 +637,109 @@ impl Engine {
                 ));
             }
         }
+    }
+
+    /// The collective slots shared with the co-located peers, while the transport has them.
+    pub fn coll_slots(&self) -> Option<&CollSlots> {
+        self.transport.as_deref().and_then(|t| t.coll_slots())
+    }
+
+    /// Waits while a switch is under way (a blocking call made meanwhile waits for its end).
+    pub fn settle(&mut self) -> MpiResult<()> {
+        if self.switching() {
+            self.block_on(|e| !e.switching(), None)?;
+        }
+        Ok(())
+    }
+
+    /// The slot areas free in `epoch`, a bit each.
+    pub fn free_slot_areas(&self, epoch: u32) -> u64 {
+        let all = u64::MAX >> (64 - kawarimi_transports::shm::slots::AREAS);
+        if self.slot_areas.0 == epoch {
+            all & !self.slot_areas.1
+        } else {
+            all
+        }
+    }
+
+    /// Takes slot area `area` in `epoch` for good: a communicator's last collective may still
+    /// be read by a slow member after it is freed, so an area is not given to another
+    /// communicator before the next switch brings new segments.
+    pub fn claim_slot_area(&mut self, epoch: u32, area: usize) {
+        if self.slot_areas.0 != epoch {
+            self.slot_areas = (epoch, 0);
+        }
+        self.slot_areas.1 |= 1 << area;
+    }
+
+    /// Publishes `mine` as this rank's part of instance `seq` in slot area `area`, then waits
+    /// until every member of `members` has published it. A switch under way, or one that takes
+    /// the slots away before then, makes it [`Gathered::Again`]; one that comes after saves
+    /// the parts of `reads` (members and their lengths) first ([`Gathered::Saved`]).
+    pub fn gather_in_slots(
+        &mut self,
+        area: usize,
+        seq: u64,
+        members: &Arc<Group>,
+        mine: &[u8],
+        reads: &[(PeerId, usize)],
+    ) -> MpiResult<Gathered> {
+        if self.switching() {
+            return Ok(Gathered::Again);
+        }
+        let Some(slots) = self.coll_slots() else { return Ok(Gathered::Again) };
+        slots.publish(area, seq, mine, members.members());
+        let want = SlotWait { area, seq, members: members.members() };
+        if slots.ready(&want) {
+            self.slot_counts[0] += 1;
+            return Ok(Gathered::InSlots);
+        }
+        self.in_slots =
+            Some(InSlots { area, seq, members: members.clone(), reads: reads.to_vec(), saved: None, lost: false });
+        let waited = self.block_on(
+            |e| match &e.in_slots {
+                Some(InSlots { saved: Some(_), .. }) => true,
+                Some(InSlots { lost: true, .. }) => !e.switching(),
+                _ => e.coll_slots().is_some_and(|s| s.ready(&want)),
+            },
+            Some(&want),
+        );
+        let state = self.in_slots.take().expect("set above");
+        waited?;
+        let gathered = match (state.saved, state.lost) {
+            (Some(Ok(parts)), _) => Gathered::Saved(parts),
+            (Some(Err(why)), _) => return Err(MpiError::new(ErrorClass::Other, why)),
+            (None, true) => Gathered::Again,
+            (None, false) => Gathered::InSlots,
+        };
+        self.count_slots(&gathered);
+        Ok(gathered)
+    }
+
+    fn count_slots(&mut self, g: &Gathered) {
+        match g {
+            Gathered::InSlots => self.slot_counts[0] += 1,
+            Gathered::Saved(_) => {
+                self.slot_counts[0] += 1;
+                self.slot_counts[1] += 1;
+            }
+            Gathered::Again => self.slot_counts[2] += 1,
+        }
+    }
+
+    /// Before the detach: saves what the collective waiting in the slots needs, or marks it
+    /// to run again (see [`InSlots`]).
+    fn save_slots_before_detach(&mut self) {
+        let Some(mut state) = self.in_slots.take() else { return };
+        let (area, seq) = (state.area, state.seq);
+        match self.coll_slots() {
+            Some(slots) if slots.ready(&SlotWait { area, seq, members: state.members.members() }) => {
+                let parts = state.reads.iter().map(|&(rank, len)| slots.part(rank, area, seq, len).map(<[u8]>::to_vec));
+                state.saved = Some(parts.collect());
+            }
+            _ => state.lost = true,
+        }
+        self.in_slots = Some(state);
     }
 
     /// Blocks until request `id` completes.

@@ -24,6 +24,7 @@ pub mod lifeline;
 pub mod op;
 pub mod request;
 pub mod sched;
+pub mod slotcoll;
 pub mod switch;
 pub mod wireup;
 pub mod world;

@@ -6,15 +6,6 @@
  * drains it), and the messages must arrive intact after the resume. */
 #include "check.h"
 
-#include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);

@@ -165,7 +165,12 @@ fn stress_survives_100_migrations_without_leaking() {
 /// memory.
 #[test]
 fn stress_survives_100_migrations_on_shared_memory() {
-    let env = [("KAWARIMI_SHM", "1"), ("KAWARIMI_SHM_COPY", "single"), ("KAWARIMI_SHM_SINGLE_COPY_MIN_BYTES", "1")];
+    let env = [
+        ("KAWARIMI_SHM", "1"),
+        ("KAWARIMI_SHM_COPY", "single"),
+        ("KAWARIMI_SHM_SINGLE_COPY_MIN_BYTES", "1"),
+        ("KAWARIMI_REPORT", "1"),
+    ];
     stress_survives_100_migrations("switch-stress-shm", &env, "shm");
 }
 
@@ -228,6 +233,30 @@ fn stress_survives_100_migrations(name: &str, env: &[(&str, &str)], carrier: &st
     drop(c);
     let (ok, out, err) = job.finish(Duration::from_secs(120));
     assert!(ok && out.contains("OK stress"), "stress failed after migrations:\nstdout:\n{out}\nstderr:\n{err}");
+    // How the switches met the collectives through the slots (shared memory only).
+    for line in err.lines().filter(|l| l.contains("through the slots")) {
+        eprintln!("{line}");
+    }
+}
+
+/// One switch that moves the ranks to the hosts `hosts` names (one label per rank, written to
+/// the `KAWARIMI_HOST_ID_FILE` `labels` while the ranks are detached).
+fn switch_to_hosts(c: &mut CtlClient, labels: &Path, hosts: &str) {
+    match c.quiesce(Duration::from_secs(30)) {
+        Ok(Reply::SafeToUnplug { .. }) => {}
+        other => panic!("quiesce before moving to {hosts:?}: {other:?}"),
+    }
+    fs::write(labels, hosts).unwrap();
+    match c.resume(Duration::from_secs(30), None) {
+        Ok(Reply::Resumed { .. }) => {}
+        other => panic!("resume on {hosts:?}: {other:?}"),
+    }
+}
+
+/// The sum over the ranks' `KAWARIMI_REPORT` lines in `stderr` of the count after `label`
+/// (up to `end`).
+fn report_sum(stderr: &str, label: &str, end: char) -> u64 {
+    stderr.split(label).skip(1).filter_map(|rest| rest.split(end).next()?.parse::<u64>().ok()).sum()
 }
 
 /// A resume rediscovers co-location: the ranks' host identities change across a switch (one
@@ -251,15 +280,7 @@ fn a_resume_moves_pairs_between_shared_memory_and_tcp_as_the_hosts_change() {
     assert!(all_running(&carriers(&mut c), "shm:3"), "one host: {:?}", carriers(&mut c));
     // Ranks 0 and 1 on one host, 2 and 3 on another; then all on one host again.
     for (hosts, want) in [("a a b b", "shm:1+tcp:2"), ("a a a a", "shm:3"), ("a b a b", "shm:1+tcp:2")] {
-        match c.quiesce(Duration::from_secs(30)) {
-            Ok(Reply::SafeToUnplug { .. }) => {}
-            other => panic!("quiesce before moving to {hosts:?}: {other:?}"),
-        }
-        fs::write(&labels, hosts).unwrap();
-        match c.resume(Duration::from_secs(30), None) {
-            Ok(Reply::Resumed { .. }) => {}
-            other => panic!("resume on {hosts:?}: {other:?}"),
-        }
+        switch_to_hosts(&mut c, &labels, hosts);
         let got = carriers(&mut c);
         assert!(all_running(&got, want), "hosts {hosts:?}: every rank should run on {want}: {got:?}");
         std::thread::sleep(Duration::from_millis(500));
@@ -394,4 +415,69 @@ fn quiesce_reaches_a_rank_that_computes_without_calling_mpi() {
     drop(c);
     let (ok, out, err) = job.finish(Duration::from_secs(60));
     assert!(ok && out.contains("OK compute_gap"), "stdout:\n{out}\nstderr:\n{err}");
+}
+
+/// A small allreduce that ranks wait in through the shared-memory slots while rank 0 still
+/// computes, interrupted by a switch that moves the ranks apart: the waiting ranks run it again
+/// over TCP after the resume and get the right sum. Then rounds of collectives on the world and
+/// on a split communicator move back onto the slots and off again, each result checked.
+#[test]
+fn a_collective_waiting_in_the_slots_runs_again_after_a_switch_moves_the_ranks_apart() {
+    const RANKS: u32 = 4;
+    let dir = build_dir().join(format!("slot-hosts-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let labels = dir.join("labels");
+    fs::write(&labels, "a a a a").unwrap();
+    let env = [("KAWARIMI_SHM", "1"), ("KAWARIMI_HOST_ID_FILE", labels.to_str().unwrap()), ("KAWARIMI_REPORT", "1")];
+    let mut job = start_with("switch-slots", RANKS, "slot_switch", &["5", "6"], &env);
+    let (mut c, _, _) = job.ready(RANKS, UP_BOUND);
+    // Ranks 1 to 3 wait in the allreduce, rank 0 computes.
+    thread::sleep(Duration::from_millis(2000));
+    for (hosts, pause_ms) in [("a a b b", 5000), ("a a a a", 1500), ("a b a b", 1500)] {
+        switch_to_hosts(&mut c, &labels, hosts);
+        thread::sleep(Duration::from_millis(pause_ms));
+    }
+    drop(c);
+    let (ok, out, err) = job.finish(Duration::from_secs(120));
+    let _ = fs::remove_dir_all(&dir);
+    assert!(ok && out.contains("OK slot_switch"), "stdout:\n{out}\nstderr:\n{err}");
+    // Each rank's report counts the runs a switch interrupted: ranks 1 to 3 waited in one.
+    let again = report_sum(&err, "run again after a switch ", ')');
+    assert!(again >= 3, "ranks 1 to 3 ran the interrupted allreduce again ({again} counted):\n{err}");
+}
+
+/// A quiesce while rank 0 sits inside a long MPI call (a slow user-defined op) and the others
+/// wait for it in an allreduce through the slots: the quiesce waits for rank 0 to leave the
+/// call, and the allreduce must come out right. When the long call returns, either rank 0's
+/// control thread takes the quiesce first (rank 0 has not published: every waiting rank runs
+/// the allreduce again after the resume) or its application thread publishes first (every
+/// waiting rank completes it, from the slots or from parts saved before its detach). Which one
+/// varies from run to run; that the waiting ranks all take the same one does not.
+#[test]
+fn a_quiesce_that_waits_for_a_rank_inside_a_long_call_leaves_the_slot_collective_whole() {
+    const RANKS: u32 = 4;
+    let env = [("KAWARIMI_SHM", "1"), ("KAWARIMI_REPORT", "1")];
+    let mut job = start_with("switch-slots-inside", RANKS, "slot_switch", &["3", "2", "inside"], &env);
+    let (mut c, _, _) = job.ready(RANKS, UP_BOUND);
+    thread::sleep(Duration::from_millis(1000));
+    let t = Instant::now();
+    match c.quiesce(Duration::from_secs(30)) {
+        Ok(Reply::SafeToUnplug { .. }) => {}
+        other => panic!("quiesce while rank 0 is inside MPI: {other:?}"),
+    }
+    let took = t.elapsed();
+    assert!(took > Duration::from_millis(1000), "the quiesce must wait for rank 0's long call; took {took:?}");
+    match c.resume(Duration::from_secs(30), None) {
+        Ok(Reply::Resumed { .. }) => {}
+        other => panic!("resume: {other:?}"),
+    }
+    drop(c);
+    let (ok, out, err) = job.finish(Duration::from_secs(120));
+    assert!(ok && out.contains("OK slot_switch"), "stdout:\n{out}\nstderr:\n{err}");
+    let saved = report_sum(&err, "completed from saved parts ", ',');
+    let again = report_sum(&err, "run again after a switch ", ')');
+    assert!(
+        again == 0 || again == 3,
+        "ranks 1 to 3 must all run the allreduce again or none ({saved} saved, {again} run again):\n{err}"
+    );
 }

@@ -232,4 +232,14 @@ pub trait Transport: Send {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// The collective slots this rank shares with its co-located peers (the shared-memory
+    /// transport's, [`shm::slots`]); `None` where no peer shares memory with it.
+    fn coll_slots(&self) -> Option<&shm::slots::CollSlots> {
+        None
+    }
+    /// As [`Transport::wait`], and also returns once every member in `want` has published
+    /// (a transport with slots checks it before it sleeps, and publishers wake it).
+    fn wait_slots(&mut self, timeout: Duration, _want: &shm::slots::SlotWait<'_>) -> TransportResult<()> {
+        self.wait(timeout)
+    }
 }

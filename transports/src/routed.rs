@@ -129,6 +129,20 @@ impl Transport for Routed {
         self.transports.iter().map(|t| t.queued_bytes()).sum()
     }
 
+    fn coll_slots(&self) -> Option<&crate::shm::slots::CollSlots> {
+        self.transports.iter().find_map(|t| t.coll_slots())
+    }
+
+    /// As `wait`: the transport it sleeps in is the one with the slots when shared memory
+    /// carries any peer (it is the best kind, first), and a moment's sleep elsewhere is
+    /// short enough.
+    fn wait_slots(&mut self, timeout: Duration, want: &crate::shm::slots::SlotWait<'_>) -> TransportResult<()> {
+        match self.sole_carrier {
+            Some(i) => self.transports[i].wait_slots(timeout, want),
+            None => self.transports[0].wait_slots(timeout.min(Duration::from_micros(50)), want),
+        }
+    }
+
     fn ask_placement(&mut self) {
         for t in &mut self.transports {
             t.ask_placement();

@@ -8,9 +8,11 @@ use kawarimi_runtime::coll::{self, Reducer};
 use kawarimi_runtime::comm::Comm;
 use kawarimi_runtime::core::{RecvBuf, SendData};
 use kawarimi_runtime::datatype::Datatype;
+use kawarimi_runtime::engine::Engine;
 use kawarimi_runtime::error::ErrorClass;
 use kawarimi_runtime::intercoll::{self, InterRoot};
 use kawarimi_runtime::sched::{kind, Outside, Schedule, Slot};
+use kawarimi_runtime::slotcoll;
 
 use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Op, MPI_Request};
 use crate::api::op::ShimReducer;
@@ -195,16 +197,21 @@ fn start(s: &mut State, comm: MPI_Comm, plan: Plan, request: *mut MPI_Request) -
     unsafe { out(request, h) }
 }
 
-/// Runs a collective call: `make` checks the arguments and plans the collective; it then runs
-/// at once (`request` is `None`) or is started behind a request.
+/// Runs a collective call: a blocking one first tries `direct` (the shared-memory slots, which
+/// says whether it ran the collective); otherwise `make` checks the arguments and plans the
+/// collective, which then runs at once (`request` is `None`) or is started behind a request.
 fn coll_call(
     name: &'static str,
     comm: MPI_Comm,
     request: Option<*mut MPI_Request>,
+    direct: impl FnOnce(&mut State, &Arc<Comm>) -> Res<bool>,
     make: impl FnOnce(&mut State, &Arc<Comm>) -> Res<Plan>,
 ) -> c_int {
     call(name, Some(comm), |s| {
         let (c, _) = comm_of(s, comm)?;
+        if request.is_none() && direct(s, &c)? {
+            return Ok(());
+        }
         let plan = make(s, &c)?;
         match request {
             None => execute(s, plan),
@@ -273,6 +280,100 @@ fn displs(p: *const c_int, n: usize) -> Res<Vec<isize>> {
 // Plans, one per algorithm family. Each is `unsafe` for the same reason: the buffers are the
 // application's and must stay valid until the collective completes (at once for a blocking
 // call, at its Wait/Test for a nonblocking one).
+
+/// `MPI_Bcast` through the shared-memory slots ([`slotcoll`]), where they apply: the
+/// application's buffer itself when contiguous, else packed and unpacked.
+///
+/// # Safety
+/// The application's buffer, valid for the call.
+unsafe fn bcast_in_slots(
+    s: &mut State,
+    c: &Comm,
+    buffer: *mut c_void,
+    count: c_int,
+    dt: MPI_Datatype,
+    root: c_int,
+) -> Res<bool> {
+    if c.is_inter() {
+        return Ok(false);
+    }
+    let t = Typed::new(s, buffer, count, dt)?;
+    check_root(c, root)?;
+    if t.packed_len() > slotcoll::MAX_BYTES {
+        return Ok(false);
+    }
+    let engine = &mut s.world()?.engine;
+    // SAFETY: per the contract.
+    if let Some(buf) = unsafe { t.contiguous_mut()? } {
+        return Ok(slotcoll::bcast(engine, c, root, buf)?);
+    }
+    // SAFETY: per the contract.
+    let mut packed = if c.rank == root { unsafe { t.pack()? } } else { vec![0; t.packed_len()] };
+    if !slotcoll::bcast(engine, c, root, &mut packed)? {
+        return Ok(false);
+    }
+    if c.rank != root {
+        // SAFETY: per the contract.
+        unsafe { t.unpack(&packed)? };
+    }
+    Ok(true)
+}
+
+/// `MPI_Reduce` (towards `root`) or `MPI_Allreduce` (`None`) through the shared-memory slots
+/// ([`slotcoll`]), where they apply: the result lands in the receive buffer itself when it is
+/// contiguous, else it is unpacked there.
+///
+/// # Safety
+/// The application's buffers, valid for the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn reduce_in_slots(
+    s: &mut State,
+    c: &Comm,
+    sendbuf: *const c_void,
+    recvbuf: *mut c_void,
+    count: c_int,
+    dt: MPI_Datatype,
+    op: MPI_Op,
+    root: Option<c_int>,
+) -> Res<bool> {
+    if c.is_inter() {
+        return Ok(false);
+    }
+    if let Some(root) = root {
+        check_root(c, root)?;
+    } else {
+        check_not_in_place(c, &[sendbuf])?;
+    }
+    let reducer = ShimReducer::new(s, op, dt)?;
+    let gets_result = root.is_none_or(|r| r == c.rank);
+    let recv = if gets_result { Typed::new(s, recvbuf, count, dt)? } else { Typed::new(s, sendbuf, count, dt)? };
+    if recv.packed_len() > slotcoll::MAX_BYTES {
+        return Ok(false);
+    }
+    let engine = &mut s.world()?.engine;
+    if !gets_result {
+        // SAFETY: per the contract.
+        let input = unsafe { recv.sent()? };
+        return Ok(slotcoll::reduce(engine, c, input.as_slice(), None, &reducer)?);
+    }
+    // SAFETY: per the contract.
+    let input = unsafe { reduction_send(sendbuf, &recv)? };
+    let into_place = |out: &mut [u8], e: &mut Engine| match root {
+        Some(_) => slotcoll::reduce(e, c, input.as_slice(), Some(out), &reducer),
+        None => slotcoll::allreduce(e, c, input.as_slice(), out, &reducer),
+    };
+    // SAFETY: per the contract.
+    if let Some(out) = unsafe { recv.contiguous_mut()? } {
+        return Ok(into_place(out, engine)?);
+    }
+    let mut packed = vec![0; recv.packed_len()];
+    if !into_place(&mut packed, engine)? {
+        return Ok(false);
+    }
+    // SAFETY: per the contract.
+    unsafe { recv.unpack(&packed)? };
+    Ok(true)
+}
 
 fn barrier_plan(c: &Comm) -> Plan {
     Plan::nothing_after(coll::barrier_schedule(c))
@@ -778,44 +879,69 @@ fn alltoallw_parts(
 /// `fn Allreduce / Iallreduce[comm](ARGS) |s, c| BODY` defines `MPI_Allreduce(ARGS)` and
 /// `MPI_Iallreduce(ARGS, request)`. Both build the same plan with `BODY` (`s` the state, `c`
 /// the communicator named `comm` among the arguments): the first runs it at once, the second
-/// starts it behind a request. `shim/build.rs` reads a `fn A / B[` line as implementing both.
+/// starts it behind a request. A definition may add `slots |s, c| DIRECT`, which the blocking
+/// call tries first ([`coll_call`]). `shim/build.rs` reads a `fn A / B[` line as implementing
+/// both.
 macro_rules! coll_twins {
     ($(
         fn $blocking:ident / $nonblocking:ident[$comm:ident]($($arg:ident: $ty:ty),* $(,)?) |$s:ident, $c:ident| $body:block
+        $(slots |$ds:ident, $dc:ident| $direct:block)?
     )*) => {
         mpi_fn! {$(
             fn $blocking($($arg: $ty),*) -> c_int {
-                coll_call(concat!("MPI_", stringify!($blocking)), $comm, None, |$s, $c| $body)
+                let direct = direct_or_not!($(|$ds, $dc| $direct)?);
+                coll_call(concat!("MPI_", stringify!($blocking)), $comm, None, direct, |$s, $c| $body)
             }
 
             fn $nonblocking($($arg: $ty,)* request: *mut MPI_Request) -> c_int {
-                coll_call(concat!("MPI_", stringify!($nonblocking)), $comm, Some(request), |$s, $c| $body)
+                coll_call(concat!("MPI_", stringify!($nonblocking)), $comm, Some(request), |_, _| Ok(false), |$s, $c| $body)
             }
         )*}
+    };
+}
+
+/// The `direct` of [`coll_call`] a [`coll_twins`] definition gives, or one that never runs.
+macro_rules! direct_or_not {
+    () => {
+        |_: &mut State, _: &Arc<Comm>| Ok(false)
+    };
+    (|$s:ident, $c:ident| $direct:block) => {
+        |$s: &mut State, $c: &Arc<Comm>| -> Res<bool> { $direct }
     };
 }
 
 coll_twins! {
     fn Barrier / Ibarrier[comm](comm: MPI_Comm) |_s, c| {
         Ok(barrier_plan(c))
+    } slots |s, c| {
+        Ok(slotcoll::barrier(&mut s.world()?.engine, c)?)
     }
 
     fn Bcast / Ibcast[comm](buffer: *mut c_void, count: c_int, datatype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { bcast_plan(s, c, buffer, count, datatype, root) }
+    } slots |s, c| {
+        // SAFETY: the application's buffer, valid for the call.
+        unsafe { bcast_in_slots(s, c, buffer, count, datatype, root) }
     }
 
     fn Reduce / Ireduce[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, root: c_int, comm: MPI_Comm) |s, c| {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { reduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, root) }
+    } slots |s, c| {
+        // SAFETY: the application's buffers, valid for the call.
+        unsafe { reduce_in_slots(s, c, sendbuf, recvbuf, count, datatype, op, Some(root)) }
     }
 
     fn Allreduce / Iallreduce[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, None) }
+    } slots |s, c| {
+        // SAFETY: the application's buffers, valid for the call.
+        unsafe { reduce_in_slots(s, c, sendbuf, recvbuf, count, datatype, op, None) }
     }
 
     fn Scan / Iscan[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {

@@ -3,12 +3,15 @@
 //!   co-located rank to another;
 //! - [`segment`]: `/dev/shm` segments that name their owner (pid and start time), unlinked
 //!   once every peer has mapped them, and reclaimed from owners that are gone;
+//! - [`slots`]: the slots in each segment where small blocking collectives are published and
+//!   read in place;
 //! - [`transport`]: a segment of inbound rings per rank, proof of co-location by mapping,
 //!   single-copy large payloads (`process_vm_readv`) where the kernel allows them, and a
 //!   futex doorbell that wakes an idle receiver.
 
 pub mod ring;
 pub mod segment;
+pub mod slots;
 pub mod transport;
 
 /// What two processes must share for one's segment to be mappable by the other: the kernel

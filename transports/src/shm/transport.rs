@@ -17,7 +17,8 @@
 //! the peer's segment header gives; a peer it cannot read (ptrace forbidden, say) gets every
 //! payload through the ring: two copies, pipelined in chunks by the runtime's rendezvous.
 //!
-//! Segment layout (`SEGMENT_HEADER_BYTES`, then the rings):
+//! Segment layout (`SEGMENT_HEADER_BYTES`, the collective slots of [`super::slots`], then the
+//! rings):
 //!
 //! ```text
 //!    0  magic "KWRMSHM1"     8  owner rank: u32   12  slots: u32   16  ring capacity: u64
@@ -26,7 +27,8 @@
 //!   64  doorbell: u32 (futex; producers bump it to wake a sleeping owner)
 //!  128  sleeping: u32 (the owner sleeps on the doorbell)
 //!  256  slot table: the rank of each slot's producer, u32 each
-//! 4096  ring of slot 0, ring of slot 1, ...
+//! 4096  collective slots (`slots::REGION_BYTES`)
+//!  ...  ring of slot 0, ring of slot 1, ...
 //! ```
 //!
 //! A rank that waits for frames sleeps on its doorbell (a futex in the shared segment, so
@@ -41,6 +43,7 @@ use std::time::Duration;
 
 use super::ring::{self, Consumer, Producer};
 use super::segment::Segment;
+use super::slots::{self, CollSlots, SlotWait};
 use crate::wire::{self, FrameDecoder, Header, FLAG_DESCRIBED, HEADER_LEN};
 use crate::{Event, Payload, PeerId, Placement, Transport, TransportError, TransportKind, TransportResult, Waker};
 
@@ -153,8 +156,11 @@ pub fn ring_capacity(max_frame: usize) -> usize {
     (2 * (max_frame + 64)).next_power_of_two().max(4096)
 }
 
+/// Where the rings start: after the header and the collective slots.
+const RINGS_AT: usize = SEGMENT_HEADER_BYTES + slots::REGION_BYTES;
+
 fn segment_bytes(slots: usize, capacity: usize) -> usize {
-    SEGMENT_HEADER_BYTES + slots * ring::region_bytes(capacity)
+    RINGS_AT + slots * ring::region_bytes(capacity)
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> TransportError {
@@ -162,12 +168,12 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> TransportError {
 }
 
 /// The parts of a segment's header both ends use.
-struct Bell<'a> {
+pub(crate) struct Bell<'a> {
     doorbell: &'a AtomicU32,
-    sleeping: &'a AtomicU32,
+    pub(crate) sleeping: &'a AtomicU32,
 }
 
-fn bell(seg: &Segment) -> Bell<'_> {
+pub(crate) fn bell(seg: &Segment) -> Bell<'_> {
     // SAFETY: both words lie in the segment's header page, aligned, mapped while `seg` lives,
     // and are only ever accessed atomically, by every process that maps the segment.
     unsafe {
@@ -180,7 +186,7 @@ fn bell(seg: &Segment) -> Bell<'_> {
 
 impl Bell<'_> {
     /// Wakes the segment's owner if it sleeps (or is about to).
-    fn ring(&self) {
+    pub(crate) fn ring(&self) {
         self.doorbell.fetch_add(1, Ordering::SeqCst);
         futex_wake(self.doorbell);
     }
@@ -410,19 +416,22 @@ impl ShmEndpoint {
                 exposed: VecDeque::new(),
                 exposed_bytes: 0,
                 exposed_count: 0,
-                seg,
+                seg: Arc::new(seg),
             });
         }
         inbound.sort_by_key(|i| i.peer);
         outbound.sort_by_key(|o| o.peer);
         // The ends of rings no peer connected go before the segment they point into.
         drop(std::mem::take(&mut self.rx));
+        let own = Arc::new(self.own);
+        let peer_segments = outbound.iter().map(|o| (o.peer, o.seg.clone())).collect();
         Ok(ShmTransport {
             me: self.me,
             config: self.config,
+            slots: CollSlots::new(self.me, own.clone(), peer_segments),
             inbound,
             outbound,
-            own: Arc::new(self.own),
+            own,
             frame: Vec::new(),
             next_start: 0,
             ask_placement: false,
@@ -453,7 +462,7 @@ const REWIND_PAST_BYTES: usize = 64 << 10;
 
 fn ring_base(seg: &Segment, slot: usize, capacity: usize) -> *mut u8 {
     // SAFETY: inside the segment, sized for every slot by `segment_bytes`.
-    unsafe { seg.as_ptr().add(SEGMENT_HEADER_BYTES + slot * ring::region_bytes(capacity)) }
+    unsafe { seg.as_ptr().add(RINGS_AT + slot * ring::region_bytes(capacity)) }
 }
 
 struct Inbound {
@@ -508,8 +517,9 @@ struct Outbound {
     exposed: VecDeque<Payload>,
     exposed_bytes: usize,
     exposed_count: u64,
-    /// The peer's segment; declared after `tx`, so it is unmapped after the ring end goes.
-    seg: Segment,
+    /// The peer's segment (shared with the collective slots); declared after `tx`, so it is
+    /// unmapped after the ring end goes.
+    seg: Arc<Segment>,
 }
 
 impl Outbound {
@@ -579,6 +589,8 @@ impl Outbound {
 pub struct ShmTransport {
     me: PeerId,
     config: ShmConfig,
+    /// The collective slots of this rank and of every peer it produces into.
+    slots: CollSlots,
     // Rings before segments: fields drop in declaration order.
     inbound: Vec<Inbound>,
     outbound: Vec<Outbound>,
@@ -633,6 +645,31 @@ impl ShmTransport {
                 inb.gone = Some(Gone::Unreported(why));
             }
         }
+    }
+
+    /// Sleeps on the doorbell until a frame comes, `want` (if any) is met, the waker rings, or
+    /// `timeout` passes.
+    fn wait_until(&mut self, timeout: Duration, want: Option<&SlotWait<'_>>) -> TransportResult<()> {
+        if self.anything_to_read() || timeout.is_zero() || want.is_some_and(|w| self.slots.ready(w)) {
+            return Ok(());
+        }
+        // A sender with a full ring must come back soon to push the rest: sleep briefly then.
+        let timeout = if self.outbound.iter().any(|o| !o.queue.is_empty()) {
+            timeout.min(Duration::from_micros(50))
+        } else {
+            timeout
+        };
+        let own = self.own.clone();
+        let b = bell(&own);
+        let seen = b.doorbell.load(Ordering::SeqCst);
+        b.sleeping.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !self.anything_to_read() && !want.is_some_and(|w| self.slots.ready(w)) {
+            futex_wait(b.doorbell, seen, timeout);
+        }
+        b.sleeping.store(0, Ordering::SeqCst);
+        self.check_liveness();
+        Ok(())
     }
 
     /// The peers whose memory this rank reads large payloads from.
@@ -815,26 +852,15 @@ impl Transport for ShmTransport {
     }
 
     fn wait(&mut self, timeout: Duration) -> TransportResult<()> {
-        if self.anything_to_read() || timeout.is_zero() {
-            return Ok(());
-        }
-        // A sender with a full ring must come back soon to push the rest: sleep briefly then.
-        let timeout = if self.outbound.iter().any(|o| !o.queue.is_empty()) {
-            timeout.min(Duration::from_micros(50))
-        } else {
-            timeout
-        };
-        let own = self.own.clone();
-        let b = bell(&own);
-        let seen = b.doorbell.load(Ordering::SeqCst);
-        b.sleeping.store(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if !self.anything_to_read() {
-            futex_wait(b.doorbell, seen, timeout);
-        }
-        b.sleeping.store(0, Ordering::SeqCst);
-        self.check_liveness();
-        Ok(())
+        self.wait_until(timeout, None)
+    }
+
+    fn coll_slots(&self) -> Option<&CollSlots> {
+        Some(&self.slots)
+    }
+
+    fn wait_slots(&mut self, timeout: Duration, want: &SlotWait<'_>) -> TransportResult<()> {
+        self.wait_until(timeout, Some(want))
     }
 
     /// Frame bytes not yet in a ring, and payloads the peers have not finished reading: a

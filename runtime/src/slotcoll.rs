@@ -1,0 +1,201 @@
+//! Small blocking collectives through the shared-memory slots
+//! ([`kawarimi_transports::shm::slots`]): on a communicator whose members all share memory
+//! with each other, each member publishes its part of a barrier, broadcast, reduction or
+//! allreduce in its slot, waits until every member has published, and reads the parts it
+//! needs in place. One publish and one look per member replaces a tree of messages, each of
+//! which costs a frame through a ring at both ends.
+//!
+//! Which communicators use the slots is agreed among their members at the first such
+//! collective (a point-to-point allreduce of "every member shares memory with me", the slot
+//! areas free here, and the epoch). "Yes, in area A" holds until the next switch, which may
+//! move the members apart: they agree again at their next collective. "No" holds for good.
+//! Every member must run each collective instance the same way, and a switch can fall between
+//! two members' calls of one instance: an instance through the slots that a switch interrupts
+//! is simply run again by every member (nobody can have finished it), so agreeing again after
+//! a switch is safe; an instance already under way point-to-point cannot be taken back, so a
+//! member that called it after the switch must not agree again and choose the slots. (Agreeing
+//! again safely would need a point where every member is known to be in the same epoch;
+//! communicators whose members come together on one host by a switch stay point-to-point.)
+//!
+//! Every function here returns `Ok(false)` when the slots do not apply (too large, an
+//! inter-communicator, members not all on shared memory, no area left): the caller then runs
+//! the point-to-point schedule of [`crate::coll`].
+
+use kawarimi_transports::shm::slots::SLOT_DATA_BYTES;
+
+use crate::coll;
+use crate::comm::Comm;
+use crate::engine::{Engine, Gathered};
+use crate::error::{ErrorClass, MpiError, MpiResult};
+use crate::sched::Reducer;
+
+/// The largest part per member a collective through the slots takes.
+pub const MAX_BYTES: usize = SLOT_DATA_BYTES;
+
+/// Agreement rounds in a row that a switch may spoil before the collective goes
+/// point-to-point this once.
+const AGREE_TRIES: usize = 4;
+
+/// Whether a collective of `len` bytes per member on `comm` may use the slots at all.
+fn fits(comm: &Comm, len: usize) -> bool {
+    len <= MAX_BYTES && !comm.is_inter() && comm.size() > 1
+}
+
+/// `MPI_Barrier`.
+pub fn barrier(e: &mut Engine, comm: &Comm) -> MpiResult<bool> {
+    if !fits(comm, 0) {
+        return Ok(false);
+    }
+    through_slots(e, comm, &[], &[], |_| Ok(()))
+}
+
+/// `MPI_Bcast` of the contiguous `buf` from `root`.
+pub fn bcast(e: &mut Engine, comm: &Comm, root: i32, buf: &mut [u8]) -> MpiResult<bool> {
+    if !fits(comm, buf.len()) {
+        return Ok(false);
+    }
+    let from = world(comm, root);
+    if comm.rank == root {
+        return through_slots(e, comm, buf, &[], |_| Ok(()));
+    }
+    let len = buf.len();
+    through_slots(e, comm, &[], &[(from, len)], |parts| {
+        buf.copy_from_slice(parts.get(0)?);
+        Ok(())
+    })
+}
+
+/// `MPI_Allreduce` of `input` into the contiguous `out` (as long).
+pub fn allreduce(e: &mut Engine, comm: &Comm, input: &[u8], out: &mut [u8], op: &dyn Reducer) -> MpiResult<bool> {
+    if !fits(comm, input.len()) {
+        return Ok(false);
+    }
+    let reads = every_member(comm, input.len());
+    through_slots(e, comm, input, &reads, |parts| fold(parts, reads.len(), out, op))
+}
+
+/// `MPI_Reduce` of `input`, whose result lands in `out` (given at the root only).
+pub fn reduce(e: &mut Engine, comm: &Comm, input: &[u8], out: Option<&mut [u8]>, op: &dyn Reducer) -> MpiResult<bool> {
+    if !fits(comm, input.len()) {
+        return Ok(false);
+    }
+    let Some(out) = out else { return through_slots(e, comm, input, &[], |_| Ok(())) };
+    let reads = every_member(comm, input.len());
+    through_slots(e, comm, input, &reads, |parts| fold(parts, reads.len(), out, op))
+}
+
+fn world(comm: &Comm, rank: i32) -> u32 {
+    comm.group.world_rank(rank).expect("a rank of the communicator")
+}
+
+fn every_member(comm: &Comm, len: usize) -> Vec<(u32, usize)> {
+    comm.group.members().iter().map(|&m| (m, len)).collect()
+}
+
+/// `out` = part 0 op (part 1 op (... op part n-1)): the members' order, whatever the op's
+/// commutativity, so every member that folds gets the same bits.
+fn fold(parts: &Parts<'_>, n: usize, out: &mut [u8], op: &dyn Reducer) -> MpiResult<()> {
+    out.copy_from_slice(parts.get(n - 1)?);
+    for i in (0..n - 1).rev() {
+        op.reduce(parts.get(i)?, out)?;
+    }
+    Ok(())
+}
+
+/// The parts a collective reads: in the slots, or saved before a switch took them away.
+enum Parts<'a> {
+    Slots { e: &'a Engine, area: usize, seq: u64, reads: &'a [(u32, usize)] },
+    Saved(Vec<Vec<u8>>),
+}
+
+impl Parts<'_> {
+    /// The part of `reads[i]`.
+    fn get(&self, i: usize) -> MpiResult<&[u8]> {
+        match self {
+            Parts::Slots { e, area, seq, reads } => {
+                let (rank, len) = reads[i];
+                let slots = e.coll_slots().ok_or_else(|| MpiError::new(ErrorClass::Intern, "the slots went away"))?;
+                slots.part(rank, *area, *seq, len).map_err(|why| MpiError::new(ErrorClass::Other, why))
+            }
+            Parts::Saved(parts) => Ok(&parts[i]),
+        }
+    }
+}
+
+/// Runs one collective instance through the slots: publishes `mine`, waits for every member,
+/// then `finish`es with the parts of `reads`. Runs it again when a switch interrupts it before
+/// every member has published (see [`Engine::gather_in_slots`]), and returns `Ok(false)`
+/// without running it when the members do not (or no longer) all share memory.
+fn through_slots(
+    e: &mut Engine,
+    comm: &Comm,
+    mine: &[u8],
+    reads: &[(u32, usize)],
+    mut finish: impl FnMut(&Parts<'_>) -> MpiResult<()>,
+) -> MpiResult<bool> {
+    loop {
+        e.settle()?;
+        let epoch = e.core().epoch();
+        let area = match comm.coll_seq.slots(epoch) {
+            Some(known) => known,
+            None => agree(e, comm)?,
+        };
+        let Some(area) = area else { return Ok(false) };
+        if e.core().epoch() != epoch || comm.coll_seq.slots(epoch).is_none() {
+            // A switch came during the agreement: agree again for the new epoch.
+            continue;
+        }
+        let seq = comm.coll_seq.next_slot_seq();
+        let parts = match e.gather_in_slots(area, seq, &comm.group, mine, reads)? {
+            Gathered::Again => continue,
+            Gathered::InSlots => Parts::Slots { e, area, seq, reads },
+            Gathered::Saved(saved) => Parts::Saved(saved),
+        };
+        let finished = finish(&parts);
+        comm.coll_seq.slot_done();
+        return finished.map(|()| true);
+    }
+}
+
+/// Agrees among `comm`'s members whether its collectives use the slots in this epoch, and
+/// in which area (the lowest free at every member); records it in the communicator.
+fn agree(e: &mut Engine, comm: &Comm) -> MpiResult<Option<usize>> {
+    for _ in 0..AGREE_TRIES {
+        let epoch = e.core().epoch();
+        let reach = e.coll_slots().is_some_and(|s| comm.group.members().iter().all(|&m| s.reaches(m)));
+        let mine = [e.free_slot_areas(epoch), u64::from(reach), u64::from(epoch), !u64::from(epoch)];
+        let bytes: Vec<u8> = mine.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let (schedule, slot) = coll::allreduce_schedule(comm, bytes, Box::new(BitAnd));
+        let all = coll::run(e, schedule)?;
+        let word = |i: usize| u64::from_le_bytes(all[slot][8 * i..8 * i + 8].try_into().expect("8 bytes"));
+        let (free, reach, epoch_and, epoch_and_not) = (word(0), word(1), word(2), word(3));
+        if epoch_and_not != !epoch_and {
+            // The members began in different epochs (a switch came between them).
+            continue;
+        }
+        let epoch = epoch_and as u32;
+        let area = (reach == 1 && free != 0).then(|| free.trailing_zeros() as usize);
+        if let Some(area) = area {
+            e.claim_slot_area(epoch, area);
+        }
+        comm.coll_seq.set_slots(epoch, area);
+        return Ok(area);
+    }
+    Ok(None)
+}
+
+/// Bitwise and of 64-bit words, for the agreement.
+struct BitAnd;
+
+impl Reducer for BitAnd {
+    fn reduce(&self, input: &[u8], inout: &mut [u8]) -> MpiResult<()> {
+        for (o, i) in inout.iter_mut().zip(input) {
+            *o &= i;
+        }
+        Ok(())
+    }
+
+    fn commutative(&self) -> bool {
+        true
+    }
+}
