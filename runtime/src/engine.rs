@@ -148,12 +148,42 @@ struct InSlots {
     area: usize,
     seq: u64,
     members: Arc<Group>,
-    /// The members whose parts this rank reads, and the length of each.
-    reads: Vec<(PeerId, usize)>,
+    /// Whose parts this rank reads.
+    reads: Reads,
     /// Set at the detach: the parts of `reads`, or why they could not be read.
     saved: Option<Result<Vec<Vec<u8>>, String>>,
     /// Set at the detach: some member had not published.
     lost: bool,
+}
+
+/// Whose parts a collective through the slots reads, and how long each is.
+#[derive(Debug, Clone, Copy)]
+pub enum Reads {
+    Nothing,
+    /// One member's (a broadcast's root, by world rank).
+    One(PeerId, usize),
+    /// Every member's, in rank order.
+    Every(usize),
+}
+
+impl Reads {
+    /// How many parts, of a communicator with `members`.
+    pub fn count(self, members: &[PeerId]) -> usize {
+        match self {
+            Reads::Nothing => 0,
+            Reads::One(..) => 1,
+            Reads::Every(_) => members.len(),
+        }
+    }
+
+    /// The member and length of part `i`.
+    pub fn nth(self, members: &[PeerId], i: usize) -> (PeerId, usize) {
+        match self {
+            Reads::One(rank, len) if i == 0 => (rank, len),
+            Reads::Every(len) => (members[i], len),
+            _ => panic!("part {i} of {self:?}"),
+        }
+    }
 }
 
 /// How a collective's wait in the slots ended.
@@ -675,14 +705,14 @@ impl Engine {
     /// Publishes `mine` as this rank's part of instance `seq` in slot area `area`, then waits
     /// until every member of `members` has published it. A switch under way, or one that takes
     /// the slots away before then, makes it [`Gathered::Again`]; one that comes after saves
-    /// the parts of `reads` (members and their lengths) first ([`Gathered::Saved`]).
+    /// the parts of `reads` first ([`Gathered::Saved`]).
     pub fn gather_in_slots(
         &mut self,
         area: usize,
         seq: u64,
         members: &Arc<Group>,
         mine: &[u8],
-        reads: &[(PeerId, usize)],
+        reads: Reads,
     ) -> MpiResult<Gathered> {
         if self.switching() {
             return Ok(Gathered::Again);
@@ -694,8 +724,7 @@ impl Engine {
             self.slot_counts[0] += 1;
             return Ok(Gathered::InSlots);
         }
-        self.in_slots =
-            Some(InSlots { area, seq, members: members.clone(), reads: reads.to_vec(), saved: None, lost: false });
+        self.in_slots = Some(InSlots { area, seq, members: members.clone(), reads, saved: None, lost: false });
         let waited = self.block_on(
             |e| match &e.in_slots {
                 Some(InSlots { saved: Some(_), .. }) => true,
@@ -734,7 +763,11 @@ impl Engine {
         let (area, seq) = (state.area, state.seq);
         match self.coll_slots() {
             Some(slots) if slots.ready(&SlotWait { area, seq, members: state.members.members() }) => {
-                let parts = state.reads.iter().map(|&(rank, len)| slots.part(rank, area, seq, len).map(<[u8]>::to_vec));
+                let members = state.members.members();
+                let parts = (0..state.reads.count(members)).map(|i| {
+                    let (rank, len) = state.reads.nth(members, i);
+                    slots.part(rank, area, seq, len).map(<[u8]>::to_vec)
+                });
                 state.saved = Some(parts.collect());
             }
             _ => state.lost = true,

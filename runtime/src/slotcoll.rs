@@ -1,7 +1,7 @@
 //! Small blocking collectives through the shared-memory slots
 //! ([`kawarimi_transports::shm::slots`]): on a communicator whose members all share memory
-//! with each other, each member publishes its part of a barrier, broadcast, reduction or
-//! allreduce in its slot, waits until every member has published, and reads the parts it
+//! with each other, each member publishes its part of a barrier, broadcast, reduction,
+//! allreduce, allgather or all-to-all in its slot, waits until every member has published, and reads the parts it
 //! needs in place. One publish and one look per member replaces a tree of messages, each of
 //! which costs a frame through a ring at both ends.
 //!
@@ -21,11 +21,11 @@
 //! inter-communicator, members not all on shared memory, no area left): the caller then runs
 //! the point-to-point schedule of [`crate::coll`].
 
-use kawarimi_transports::shm::slots::SLOT_DATA_BYTES;
+use kawarimi_transports::shm::slots::{CollSlots, SLOT_DATA_BYTES};
 
 use crate::coll;
 use crate::comm::Comm;
-use crate::engine::{Engine, Gathered};
+use crate::engine::{Engine, Gathered, Reads};
 use crate::error::{ErrorClass, MpiError, MpiResult};
 use crate::sched::Reducer;
 
@@ -46,20 +46,24 @@ pub fn barrier(e: &mut Engine, comm: &Comm) -> MpiResult<bool> {
     if !fits(comm, 0) {
         return Ok(false);
     }
-    through_slots(e, comm, &[], &[], |_| Ok(()))
+    through_slots(e, comm, &[], Reads::Nothing, |_| Ok(()))
 }
 
-/// `MPI_Bcast` of the contiguous `buf` from `root`.
+/// `MPI_Bcast` at the root: sends `data`.
+pub fn bcast_from_root(e: &mut Engine, comm: &Comm, data: &[u8]) -> MpiResult<bool> {
+    if !fits(comm, data.len()) {
+        return Ok(false);
+    }
+    through_slots(e, comm, data, Reads::Nothing, |_| Ok(()))
+}
+
+/// `MPI_Bcast` elsewhere than at `root`: receives into `buf`.
 pub fn bcast(e: &mut Engine, comm: &Comm, root: i32, buf: &mut [u8]) -> MpiResult<bool> {
     if !fits(comm, buf.len()) {
         return Ok(false);
     }
-    let from = world(comm, root);
-    if comm.rank == root {
-        return through_slots(e, comm, buf, &[], |_| Ok(()));
-    }
-    let len = buf.len();
-    through_slots(e, comm, &[], &[(from, len)], |parts| {
+    let reads = Reads::One(world(comm, root), buf.len());
+    through_slots(e, comm, &[], reads, |parts| {
         buf.copy_from_slice(parts.get(0)?);
         Ok(())
     })
@@ -70,8 +74,7 @@ pub fn allreduce(e: &mut Engine, comm: &Comm, input: &[u8], out: &mut [u8], op: 
     if !fits(comm, input.len()) {
         return Ok(false);
     }
-    let reads = every_member(comm, input.len());
-    through_slots(e, comm, input, &reads, |parts| fold(parts, reads.len(), out, op))
+    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, out, op))
 }
 
 /// `MPI_Reduce` of `input`, whose result lands in `out` (given at the root only).
@@ -79,22 +82,49 @@ pub fn reduce(e: &mut Engine, comm: &Comm, input: &[u8], out: Option<&mut [u8]>,
     if !fits(comm, input.len()) {
         return Ok(false);
     }
-    let Some(out) = out else { return through_slots(e, comm, input, &[], |_| Ok(())) };
-    let reads = every_member(comm, input.len());
-    through_slots(e, comm, input, &reads, |parts| fold(parts, reads.len(), out, op))
+    let Some(out) = out else { return through_slots(e, comm, input, Reads::Nothing, |_| Ok(())) };
+    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, out, op))
+}
+
+/// `MPI_Allgather` of this rank's block `mine` into `out`: every member's block, in rank order.
+pub fn allgather(e: &mut Engine, comm: &Comm, mine: &[u8], out: &mut [u8]) -> MpiResult<bool> {
+    if !fits(comm, mine.len()) || out.len() != mine.len() * comm.size() as usize {
+        return Ok(false);
+    }
+    let block = mine.len();
+    let n = comm.size() as usize;
+    through_slots(e, comm, mine, Reads::Every(block), |parts| {
+        for (i, to) in out.chunks_exact_mut(block.max(1)).enumerate().take(n) {
+            to.copy_from_slice(parts.get(i)?);
+        }
+        Ok(())
+    })
+}
+
+/// `MPI_Alltoall`: `mine` holds a block for each member in rank order; `out` gets, in rank
+/// order, the block each member holds for this rank.
+pub fn alltoall(e: &mut Engine, comm: &Comm, mine: &[u8], out: &mut [u8]) -> MpiResult<bool> {
+    let n = comm.size() as usize;
+    if !fits(comm, mine.len()) || out.len() != mine.len() || !mine.len().is_multiple_of(n) {
+        return Ok(false);
+    }
+    let (block, me) = (mine.len() / n, comm.rank as usize);
+    through_slots(e, comm, mine, Reads::Every(mine.len()), |parts| {
+        for (i, to) in out.chunks_exact_mut(block.max(1)).enumerate().take(n) {
+            to.copy_from_slice(&parts.get(i)?[me * block..(me + 1) * block]);
+        }
+        Ok(())
+    })
 }
 
 fn world(comm: &Comm, rank: i32) -> u32 {
     comm.group.world_rank(rank).expect("a rank of the communicator")
 }
 
-fn every_member(comm: &Comm, len: usize) -> Vec<(u32, usize)> {
-    comm.group.members().iter().map(|&m| (m, len)).collect()
-}
-
 /// `out` = part 0 op (part 1 op (... op part n-1)): the members' order, whatever the op's
 /// commutativity, so every member that folds gets the same bits.
-fn fold(parts: &Parts<'_>, n: usize, out: &mut [u8], op: &dyn Reducer) -> MpiResult<()> {
+fn fold(parts: &Parts<'_>, out: &mut [u8], op: &dyn Reducer) -> MpiResult<()> {
+    let n = parts.count();
     out.copy_from_slice(parts.get(n - 1)?);
     for i in (0..n - 1).rev() {
         op.reduce(parts.get(i)?, out)?;
@@ -104,17 +134,23 @@ fn fold(parts: &Parts<'_>, n: usize, out: &mut [u8], op: &dyn Reducer) -> MpiRes
 
 /// The parts a collective reads: in the slots, or saved before a switch took them away.
 enum Parts<'a> {
-    Slots { e: &'a Engine, area: usize, seq: u64, reads: &'a [(u32, usize)] },
+    Slots { slots: &'a CollSlots, area: usize, seq: u64, members: &'a [u32], reads: Reads },
     Saved(Vec<Vec<u8>>),
 }
 
 impl Parts<'_> {
-    /// The part of `reads[i]`.
+    fn count(&self) -> usize {
+        match self {
+            Parts::Slots { members, reads, .. } => reads.count(members),
+            Parts::Saved(parts) => parts.len(),
+        }
+    }
+
+    /// Part `i` of what the collective reads.
     fn get(&self, i: usize) -> MpiResult<&[u8]> {
         match self {
-            Parts::Slots { e, area, seq, reads } => {
-                let (rank, len) = reads[i];
-                let slots = e.coll_slots().ok_or_else(|| MpiError::new(ErrorClass::Intern, "the slots went away"))?;
+            Parts::Slots { slots, area, seq, members, reads } => {
+                let (rank, len) = reads.nth(members, i);
                 slots.part(rank, *area, *seq, len).map_err(|why| MpiError::new(ErrorClass::Other, why))
             }
             Parts::Saved(parts) => Ok(&parts[i]),
@@ -130,7 +166,7 @@ fn through_slots(
     e: &mut Engine,
     comm: &Comm,
     mine: &[u8],
-    reads: &[(u32, usize)],
+    reads: Reads,
     mut finish: impl FnMut(&Parts<'_>) -> MpiResult<()>,
 ) -> MpiResult<bool> {
     loop {
@@ -148,7 +184,10 @@ fn through_slots(
         let seq = comm.coll_seq.next_slot_seq();
         let parts = match e.gather_in_slots(area, seq, &comm.group, mine, reads)? {
             Gathered::Again => continue,
-            Gathered::InSlots => Parts::Slots { e, area, seq, reads },
+            Gathered::InSlots => {
+                let slots = e.coll_slots().ok_or_else(|| MpiError::new(ErrorClass::Intern, "the slots went away"))?;
+                Parts::Slots { slots, area, seq, members: comm.group.members(), reads }
+            }
             Gathered::Saved(saved) => Parts::Saved(saved),
         };
         let finished = finish(&parts);

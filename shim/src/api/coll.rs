@@ -9,7 +9,7 @@ use kawarimi_runtime::comm::Comm;
 use kawarimi_runtime::core::{RecvBuf, SendData};
 use kawarimi_runtime::datatype::Datatype;
 use kawarimi_runtime::engine::Engine;
-use kawarimi_runtime::error::ErrorClass;
+use kawarimi_runtime::error::{ErrorClass, MpiResult};
 use kawarimi_runtime::intercoll::{self, InterRoot};
 use kawarimi_runtime::sched::{kind, Outside, Schedule, Slot};
 use kawarimi_runtime::slotcoll;
@@ -303,20 +303,75 @@ unsafe fn bcast_in_slots(
         return Ok(false);
     }
     let engine = &mut s.world()?.engine;
-    // SAFETY: per the contract.
-    if let Some(buf) = unsafe { t.contiguous_mut()? } {
-        return Ok(slotcoll::bcast(engine, c, root, buf)?);
+    if c.rank == root {
+        // SAFETY: per the contract.
+        let data = unsafe { t.sent()? };
+        return Ok(slotcoll::bcast_from_root(engine, c, data.as_slice())?);
     }
     // SAFETY: per the contract.
-    let mut packed = if c.rank == root { unsafe { t.pack()? } } else { vec![0; t.packed_len()] };
-    if !slotcoll::bcast(engine, c, root, &mut packed)? {
+    unsafe { into_recv(&t, engine, |buf, e| slotcoll::bcast(e, c, root, buf)) }
+}
+
+/// Runs `run` with the receive buffer `recv` as bytes: the application's buffer itself when
+/// contiguous, else a staging buffer unpacked into it once `run` says it ran.
+///
+/// # Safety
+/// `recv` describes the application's buffer, valid for the call.
+unsafe fn into_recv(
+    recv: &Typed,
+    engine: &mut Engine,
+    run: impl FnOnce(&mut [u8], &mut Engine) -> MpiResult<bool>,
+) -> Res<bool> {
+    // SAFETY: per the contract.
+    if let Some(out) = unsafe { recv.contiguous_mut()? } {
+        return Ok(run(out, engine)?);
+    }
+    let mut packed = vec![0; recv.packed_len()];
+    if !run(&mut packed, engine)? {
         return Ok(false);
     }
-    if c.rank != root {
-        // SAFETY: per the contract.
-        unsafe { t.unpack(&packed)? };
-    }
+    // SAFETY: per the contract.
+    unsafe { recv.unpack(&packed)? };
     Ok(true)
+}
+
+/// `MPI_Allgather` (`all_to_all` false) or `MPI_Alltoall` (true) through the shared-memory
+/// slots ([`slotcoll`]), where they apply (not with `MPI_IN_PLACE`).
+///
+/// # Safety
+/// The application's buffers, valid for the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn exchange_in_slots(
+    s: &mut State,
+    c: &Comm,
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: MPI_Datatype,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: MPI_Datatype,
+    all_to_all: bool,
+) -> Res<bool> {
+    let n = c.size();
+    let counts = (if all_to_all { sendcount.checked_mul(n) } else { Some(sendcount) }, recvcount.checked_mul(n));
+    let (Some(send_count), Some(recv_count)) = counts else { return Ok(false) };
+    if c.is_inter() || in_place(sendbuf) {
+        return Ok(false);
+    }
+    let send = Typed::new(s, sendbuf, send_count, sendtype)?;
+    let recv = Typed::new(s, recvbuf, recv_count, recvtype)?;
+    if send.packed_len() > slotcoll::MAX_BYTES {
+        return Ok(false);
+    }
+    let engine = &mut s.world()?.engine;
+    // SAFETY: per the contract.
+    let mine = unsafe { send.sent()? };
+    let run = |out: &mut [u8], e: &mut Engine| match all_to_all {
+        true => slotcoll::alltoall(e, c, mine.as_slice(), out),
+        false => slotcoll::allgather(e, c, mine.as_slice(), out),
+    };
+    // SAFETY: per the contract.
+    unsafe { into_recv(&recv, engine, run) }
 }
 
 /// `MPI_Reduce` (towards `root`) or `MPI_Allreduce` (`None`) through the shared-memory slots
@@ -358,21 +413,12 @@ unsafe fn reduce_in_slots(
     }
     // SAFETY: per the contract.
     let input = unsafe { reduction_send(sendbuf, &recv)? };
-    let into_place = |out: &mut [u8], e: &mut Engine| match root {
+    let run = |out: &mut [u8], e: &mut Engine| match root {
         Some(_) => slotcoll::reduce(e, c, input.as_slice(), Some(out), &reducer),
         None => slotcoll::allreduce(e, c, input.as_slice(), out, &reducer),
     };
     // SAFETY: per the contract.
-    if let Some(out) = unsafe { recv.contiguous_mut()? } {
-        return Ok(into_place(out, engine)?);
-    }
-    let mut packed = vec![0; recv.packed_len()];
-    if !into_place(&mut packed, engine)? {
-        return Ok(false);
-    }
-    // SAFETY: per the contract.
-    unsafe { recv.unpack(&packed)? };
-    Ok(true)
+    unsafe { into_recv(&recv, engine, run) }
 }
 
 fn barrier_plan(c: &Comm) -> Plan {
@@ -1008,6 +1054,9 @@ coll_twins! {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
+    } slots |s, c| {
+        // SAFETY: the application's buffers, valid for the call.
+        unsafe { exchange_in_slots(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, false) }
     }
 
     fn Allgatherv / Iallgatherv[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
@@ -1023,6 +1072,9 @@ coll_twins! {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { alltoallw_plan(c, send, recv, in_place(sendbuf)) }
+    } slots |s, c| {
+        // SAFETY: the application's buffers, valid for the call.
+        unsafe { exchange_in_slots(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, true) }
     }
 
     fn Alltoallv / Ialltoallv[comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
