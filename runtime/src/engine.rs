@@ -132,69 +132,24 @@ pub struct Engine {
     in_slots: Option<InSlots>,
     /// The slot areas communicators have taken in one switch epoch: the epoch, a bit per area.
     slot_areas: (u32, u64),
-    /// Collectives through the slots: completed, of them completed from parts saved at a
-    /// detach, and runs a switch interrupted (for `KAWARIMI_REPORT`).
-    slot_counts: [u64; 3],
+    /// Collectives through the slots: completed, and runs a switch interrupted (for
+    /// `KAWARIMI_REPORT`).
+    slot_counts: [u64; 2],
 }
 
 /// A small blocking collective this rank has published in the slots ([`crate::slotcoll`])
-/// and waits in. A switch that comes meanwhile must not lose it: before the detach unmaps the
-/// slots, every peer has sent its marker and so publishes nothing more until the resume;
-/// either every member has published this instance (then the parts this rank needs are saved
-/// here, and it completes from them: every member does the same) or some member has not (then
-/// no member can have completed it, and every one runs it again after the resume, on whatever
-/// the new epoch offers).
+/// and waits in. A switch that comes meanwhile must not lose it. When this rank has drained,
+/// every peer has sent its marker and so publishes nothing more until the resume; then either
+/// every member has published this instance (the detach waits one round, in which the
+/// collective reads the slots and completes: every member does the same) or some member has
+/// not (no member can have completed it, and every one runs it again after the resume, on
+/// whatever the new epoch offers).
 struct InSlots {
     area: usize,
     seq: u64,
     members: Arc<Group>,
-    /// Whose parts this rank reads.
-    reads: Reads,
-    /// Set at the detach: the parts of `reads`, or why they could not be read.
-    saved: Option<Result<Vec<Vec<u8>>, String>>,
     /// Set at the detach: some member had not published.
     lost: bool,
-}
-
-/// Whose parts a collective through the slots reads, and how long each is.
-#[derive(Debug, Clone, Copy)]
-pub enum Reads {
-    Nothing,
-    /// One member's (a broadcast's root, by world rank).
-    One(PeerId, usize),
-    /// Every member's, in rank order.
-    Every(usize),
-}
-
-impl Reads {
-    /// How many parts, of a communicator with `members`.
-    pub fn count(self, members: &[PeerId]) -> usize {
-        match self {
-            Reads::Nothing => 0,
-            Reads::One(..) => 1,
-            Reads::Every(_) => members.len(),
-        }
-    }
-
-    /// The member and length of part `i`.
-    pub fn nth(self, members: &[PeerId], i: usize) -> (PeerId, usize) {
-        match self {
-            Reads::One(rank, len) if i == 0 => (rank, len),
-            Reads::Every(len) => (members[i], len),
-            _ => panic!("part {i} of {self:?}"),
-        }
-    }
-}
-
-/// How a collective's wait in the slots ended.
-pub enum Gathered {
-    /// Every member has published: read the parts with [`Engine::coll_slots`].
-    InSlots,
-    /// A switch took the slots away after every member had published: the parts read before.
-    Saved(Vec<Vec<u8>>),
-    /// A switch took the slots away, or was under way, before every member had published: run
-    /// the collective again.
-    Again,
 }
 
 /// A send hands its frame to the transport without a full progress round (reading what came
@@ -225,7 +180,7 @@ impl Engine {
             sends_unprogressed: 0,
             in_slots: None,
             slot_areas: (0, 0),
-            slot_counts: [0; 3],
+            slot_counts: [0; 2],
         }
     }
 
@@ -471,8 +426,7 @@ impl Engine {
                     return Err(e);
                 }
                 let queued = self.transport.as_ref().map_or(0, |t| t.queued_bytes());
-                if self.core.is_drained() && queued == 0 {
-                    self.save_slots_before_detach();
+                if self.core.is_drained() && queued == 0 && !self.slots_hold_detach() {
                     // What the epoch's networks carried, for `ctl status` while detached
                     // (so a test can tell which network moved the data).
                     let routes = self.transport_summary();
@@ -584,11 +538,11 @@ impl Engine {
         let Some(t) = self.transport.as_deref() else { return format!("ran {}", self.transport_summary()) };
         let counted = routed::counted(t);
         let counted = if counted.is_empty() { String::new() } else { format!("; {counted}") };
-        let [done, saved, again] = self.slot_counts;
+        let [done, again] = self.slot_counts;
         let slots = if done + again == 0 {
             String::new()
         } else {
-            format!("; collectives through the slots {done} (completed from saved parts {saved}, run again after a switch {again})")
+            format!("; collectives through the slots {done} (run again after a switch {again})")
         };
         format!("ran {}, sent {}{counted}{slots}", t.summary(), routed::carried(t))
     }
@@ -703,76 +657,48 @@ impl Engine {
     }
 
     /// Publishes `mine` as this rank's part of instance `seq` in slot area `area`, then waits
-    /// until every member of `members` has published it. A switch under way, or one that takes
-    /// the slots away before then, makes it [`Gathered::Again`]; one that comes after saves
-    /// the parts of `reads` first ([`Gathered::Saved`]).
-    pub fn gather_in_slots(
-        &mut self,
-        area: usize,
-        seq: u64,
-        members: &Arc<Group>,
-        mine: &[u8],
-        reads: Reads,
-    ) -> MpiResult<Gathered> {
+    /// until every member of `members` has published it: `true`, and the parts are to be read
+    /// with [`Engine::coll_slots`] at once. `false` when a switch under way kept this rank from
+    /// publishing, or one took the slots away before every member had published: the
+    /// collective is to be run again.
+    pub fn gather_in_slots(&mut self, area: usize, seq: u64, members: &Arc<Group>, mine: &[u8]) -> MpiResult<bool> {
         if self.switching() {
-            return Ok(Gathered::Again);
+            return Ok(false);
         }
-        let Some(slots) = self.coll_slots() else { return Ok(Gathered::Again) };
+        let Some(slots) = self.coll_slots() else { return Ok(false) };
         slots.publish(area, seq, mine, members.members());
         let want = SlotWait { area, seq, members: members.members() };
-        if slots.ready(&want) {
-            self.slot_counts[0] += 1;
-            return Ok(Gathered::InSlots);
-        }
-        self.in_slots = Some(InSlots { area, seq, members: members.clone(), reads, saved: None, lost: false });
-        let waited = self.block_on(
-            |e| match &e.in_slots {
-                Some(InSlots { saved: Some(_), .. }) => true,
-                Some(InSlots { lost: true, .. }) => !e.switching(),
-                _ => e.coll_slots().is_some_and(|s| s.ready(&want)),
-            },
-            Some(&want),
-        );
-        let state = self.in_slots.take().expect("set above");
-        waited?;
-        let gathered = match (state.saved, state.lost) {
-            (Some(Ok(parts)), _) => Gathered::Saved(parts),
-            (Some(Err(why)), _) => return Err(MpiError::new(ErrorClass::Other, why)),
-            (None, true) => Gathered::Again,
-            (None, false) => Gathered::InSlots,
-        };
-        self.count_slots(&gathered);
-        Ok(gathered)
-    }
-
-    fn count_slots(&mut self, g: &Gathered) {
-        match g {
-            Gathered::InSlots => self.slot_counts[0] += 1,
-            Gathered::Saved(_) => {
-                self.slot_counts[0] += 1;
+        if !slots.ready(&want) {
+            self.in_slots = Some(InSlots { area, seq, members: members.clone(), lost: false });
+            let waited = self.block_on(
+                |e| match &e.in_slots {
+                    Some(InSlots { lost: true, .. }) => !e.switching(),
+                    _ => e.coll_slots().is_some_and(|s| s.ready(&want)),
+                },
+                Some(&want),
+            );
+            let lost = self.in_slots.take().is_some_and(|s| s.lost);
+            waited?;
+            if lost {
                 self.slot_counts[1] += 1;
+                return Ok(false);
             }
-            Gathered::Again => self.slot_counts[2] += 1,
         }
+        self.slot_counts[0] += 1;
+        Ok(true)
     }
 
-    /// Before the detach: saves what the collective waiting in the slots needs, or marks it
+    /// Before the detach: whether it must wait a round, for the collective waiting in the
+    /// slots to read them (every member has published it); otherwise marks that collective
     /// to run again (see [`InSlots`]).
-    fn save_slots_before_detach(&mut self) {
-        let Some(mut state) = self.in_slots.take() else { return };
-        let (area, seq) = (state.area, state.seq);
-        match self.coll_slots() {
-            Some(slots) if slots.ready(&SlotWait { area, seq, members: state.members.members() }) => {
-                let members = state.members.members();
-                let parts = (0..state.reads.count(members)).map(|i| {
-                    let (rank, len) = state.reads.nth(members, i);
-                    slots.part(rank, area, seq, len).map(<[u8]>::to_vec)
-                });
-                state.saved = Some(parts.collect());
-            }
-            _ => state.lost = true,
+    fn slots_hold_detach(&mut self) -> bool {
+        let Some(state) = self.in_slots.as_ref() else { return false };
+        let want = SlotWait { area: state.area, seq: state.seq, members: state.members.members() };
+        let readable = self.coll_slots().is_some_and(|s| s.ready(&want));
+        if !readable {
+            self.in_slots.as_mut().expect("just seen").lost = true;
         }
-        self.in_slots = Some(state);
+        readable
     }
 
     /// Blocks until request `id` completes.

@@ -25,7 +25,7 @@ use kawarimi_transports::shm::slots::{CollSlots, SLOT_DATA_BYTES};
 
 use crate::coll;
 use crate::comm::Comm;
-use crate::engine::{Engine, Gathered, Reads};
+use crate::engine::Engine;
 use crate::error::{ErrorClass, MpiError, MpiResult};
 use crate::sched::Reducer;
 
@@ -132,29 +132,42 @@ fn fold(parts: &Parts<'_>, out: &mut [u8], op: &dyn Reducer) -> MpiResult<()> {
     Ok(())
 }
 
-/// The parts a collective reads: in the slots, or saved before a switch took them away.
-enum Parts<'a> {
-    Slots { slots: &'a CollSlots, area: usize, seq: u64, members: &'a [u32], reads: Reads },
-    Saved(Vec<Vec<u8>>),
+/// Whose parts a collective through the slots reads, and how long each is.
+#[derive(Debug, Clone, Copy)]
+enum Reads {
+    Nothing,
+    /// One member's (a broadcast's root, by world rank).
+    One(u32, usize),
+    /// Every member's, in rank order.
+    Every(usize),
+}
+
+/// The parts a finished collective reads, in the slots.
+struct Parts<'a> {
+    slots: &'a CollSlots,
+    area: usize,
+    seq: u64,
+    members: &'a [u32],
+    reads: Reads,
 }
 
 impl Parts<'_> {
     fn count(&self) -> usize {
-        match self {
-            Parts::Slots { members, reads, .. } => reads.count(members),
-            Parts::Saved(parts) => parts.len(),
+        match self.reads {
+            Reads::Nothing => 0,
+            Reads::One(..) => 1,
+            Reads::Every(_) => self.members.len(),
         }
     }
 
     /// Part `i` of what the collective reads.
     fn get(&self, i: usize) -> MpiResult<&[u8]> {
-        match self {
-            Parts::Slots { slots, area, seq, members, reads } => {
-                let (rank, len) = reads.nth(members, i);
-                slots.part(rank, *area, *seq, len).map_err(|why| MpiError::new(ErrorClass::Other, why))
-            }
-            Parts::Saved(parts) => Ok(&parts[i]),
-        }
+        let (rank, len) = match self.reads {
+            Reads::One(rank, len) if i == 0 => (rank, len),
+            Reads::Every(len) => (self.members[i], len),
+            _ => return Err(MpiError::new(ErrorClass::Intern, format!("part {i} of {:?}", self.reads))),
+        };
+        self.slots.part(rank, self.area, self.seq, len).map_err(|why| MpiError::new(ErrorClass::Other, why))
     }
 }
 
@@ -182,14 +195,11 @@ fn through_slots(
             continue;
         }
         let seq = comm.coll_seq.next_slot_seq();
-        let parts = match e.gather_in_slots(area, seq, &comm.group, mine, reads)? {
-            Gathered::Again => continue,
-            Gathered::InSlots => {
-                let slots = e.coll_slots().ok_or_else(|| MpiError::new(ErrorClass::Intern, "the slots went away"))?;
-                Parts::Slots { slots, area, seq, members: comm.group.members(), reads }
-            }
-            Gathered::Saved(saved) => Parts::Saved(saved),
-        };
+        if !e.gather_in_slots(area, seq, &comm.group, mine)? {
+            continue;
+        }
+        let slots = e.coll_slots().ok_or_else(|| MpiError::new(ErrorClass::Intern, "the slots went away"))?;
+        let parts = Parts { slots, area, seq, members: comm.group.members(), reads };
         let finished = finish(&parts);
         comm.coll_seq.slot_done();
         return finished.map(|()| true);

@@ -8,7 +8,7 @@
  *   whatever the resumed job offers (TCP, if the switch moved the ranks apart).
  * - "inside": inside MPI_Reduce_local with a slow user-defined op, so that a quiesce must wait
  *   for rank 0 to leave it. If rank 0 then publishes its part before it takes the quiesce,
- *   the waiting ranks complete the allreduce from parts saved before their detach; if its
+ *   the waiting ranks complete the allreduce before they detach; if its
  *   control thread takes the quiesce first, they run it again.
  * Either way the sum must be right. Then every rank runs rounds of allreduce, bcast, reduce and
  * barrier, on the world and on a split communicator, for argv[2] seconds (default 4), checking
