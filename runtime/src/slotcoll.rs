@@ -1,7 +1,7 @@
 //! Small blocking collectives through the shared-memory slots
 //! ([`kawarimi_transports::shm::slots`]): on a communicator whose members all share memory
 //! with each other, each member publishes its part of a barrier, broadcast, reduction,
-//! allreduce, allgather or all-to-all in its slot, waits until every member has published, and reads the parts it
+//! allreduce, scan, gather, scatter, allgather or all-to-all in its slot, waits until every member has published, and reads the parts it
 //! needs in place. One publish and one look per member replaces a tree of messages, each of
 //! which costs a frame through a ring at both ends.
 //!
@@ -74,7 +74,17 @@ pub fn allreduce(e: &mut Engine, comm: &Comm, input: &[u8], out: &mut [u8], op: 
     if !fits(comm, input.len()) {
         return Ok(false);
     }
-    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, out, op))
+    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, parts.count(), out, op))
+}
+
+/// `MPI_Scan` of `input` into the contiguous `out` (as long): the reduction of the parts of
+/// members 0 to this one.
+pub fn scan(e: &mut Engine, comm: &Comm, input: &[u8], out: &mut [u8], op: &dyn Reducer) -> MpiResult<bool> {
+    if !fits(comm, input.len()) {
+        return Ok(false);
+    }
+    let upto = comm.rank as usize + 1;
+    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, upto, out, op))
 }
 
 /// `MPI_Reduce` of `input`, whose result lands in `out` (given at the root only).
@@ -83,30 +93,104 @@ pub fn reduce(e: &mut Engine, comm: &Comm, input: &[u8], out: Option<&mut [u8]>,
         return Ok(false);
     }
     let Some(out) = out else { return through_slots(e, comm, input, Reads::Nothing, |_| Ok(())) };
-    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, out, op))
+    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, parts.count(), out, op))
 }
 
 /// `MPI_Allgather` of this rank's block `mine` into `out`: every member's block, in rank order.
 pub fn allgather(e: &mut Engine, comm: &Comm, mine: &[u8], out: &mut [u8]) -> MpiResult<bool> {
-    if !fits(comm, mine.len()) || out.len() != mine.len() * comm.size() as usize {
+    if !fits(comm, mine.len()) {
         return Ok(false);
     }
-    let block = mine.len();
-    let n = comm.size() as usize;
-    through_slots(e, comm, mine, Reads::Every(block), |parts| {
-        for (i, to) in out.chunks_exact_mut(block.max(1)).enumerate().take(n) {
-            to.copy_from_slice(parts.get(i)?);
-        }
+    blocks_match(out.len(), mine.len(), comm)?;
+    through_slots(e, comm, mine, Reads::Every(mine.len()), |parts| land_blocks(parts, out))
+}
+
+/// `MPI_Gather` of this rank's block `mine` towards the root, whose `out` (given there only)
+/// gets every member's block in rank order.
+pub fn gather(e: &mut Engine, comm: &Comm, mine: &[u8], out: Option<&mut [u8]>) -> MpiResult<bool> {
+    if !fits(comm, mine.len()) {
+        return Ok(false);
+    }
+    let Some(out) = out else { return through_slots(e, comm, mine, Reads::Nothing, |_| Ok(())) };
+    blocks_match(out.len(), mine.len(), comm)?;
+    through_slots(e, comm, mine, Reads::Every(mine.len()), |parts| land_blocks(parts, out))
+}
+
+/// `MPI_Scatter` at the root: `all` holds a block for each member in rank order; the root's
+/// own lands in `own` (`None`: it stays where it is, `MPI_IN_PLACE`).
+pub fn scatter_from_root(e: &mut Engine, comm: &Comm, all: &[u8], own: Option<&mut [u8]>) -> MpiResult<bool> {
+    if !fits(comm, all.len()) {
+        return Ok(false);
+    }
+    let block = all.len() / comm.size() as usize;
+    if let Some(own) = &own {
+        blocks_match(all.len(), own.len(), comm)?;
+    }
+    if !through_slots(e, comm, all, Reads::Nothing, |_| Ok(()))? {
+        return Ok(false);
+    }
+    if let Some(own) = own {
+        let me = comm.rank as usize;
+        own.copy_from_slice(&all[me * block..(me + 1) * block]);
+    }
+    Ok(true)
+}
+
+/// `MPI_Scatter` elsewhere than at `root`: `out` gets this rank's block of the root's.
+pub fn scatter(e: &mut Engine, comm: &Comm, root: i32, out: &mut [u8]) -> MpiResult<bool> {
+    let (block, me) = (out.len(), comm.rank as usize);
+    let all = block * comm.size() as usize;
+    if !fits(comm, all) {
+        return Ok(false);
+    }
+    through_slots(e, comm, &[], Reads::One(world(comm, root), all), |parts| {
+        out.copy_from_slice(&parts.get(0)?[me * block..(me + 1) * block]);
         Ok(())
     })
+}
+
+/// Every member's part, one block each, in rank order into `out`.
+fn land_blocks(parts: &Parts<'_>, out: &mut [u8]) -> MpiResult<()> {
+    let n = parts.count();
+    let block = out.len() / n;
+    for i in 0..n {
+        out[i * block..(i + 1) * block].copy_from_slice(parts.get(i)?);
+    }
+    Ok(())
+}
+
+/// That `whole` bytes are one block of `block` bytes per member: the counts and types this
+/// rank passed agree with each other (otherwise an error, not a quiet fallback to another
+/// algorithm than the other members').
+fn blocks_match(whole: usize, block: usize, comm: &Comm) -> MpiResult<()> {
+    if whole == block * comm.size() as usize {
+        return Ok(());
+    }
+    Err(MpiError::new(
+        ErrorClass::Truncate,
+        format!(
+            "{whole} bytes are not one block of {block} bytes for each of {} ranks: the counts or types differ",
+            comm.size()
+        ),
+    ))
 }
 
 /// `MPI_Alltoall`: `mine` holds a block for each member in rank order; `out` gets, in rank
 /// order, the block each member holds for this rank.
 pub fn alltoall(e: &mut Engine, comm: &Comm, mine: &[u8], out: &mut [u8]) -> MpiResult<bool> {
     let n = comm.size() as usize;
-    if !fits(comm, mine.len()) || out.len() != mine.len() || !mine.len().is_multiple_of(n) {
+    if !fits(comm, mine.len()) {
         return Ok(false);
+    }
+    if out.len() != mine.len() || !mine.len().is_multiple_of(n) {
+        return Err(MpiError::new(
+            ErrorClass::Truncate,
+            format!(
+                "all-to-all of {} bytes out and {} in among {n} ranks: the counts or types differ",
+                mine.len(),
+                out.len()
+            ),
+        ));
     }
     let (block, me) = (mine.len() / n, comm.rank as usize);
     through_slots(e, comm, mine, Reads::Every(mine.len()), |parts| {
@@ -123,8 +207,7 @@ fn world(comm: &Comm, rank: i32) -> u32 {
 
 /// `out` = part 0 op (part 1 op (... op part n-1)): the members' order, whatever the op's
 /// commutativity, so every member that folds gets the same bits.
-fn fold(parts: &Parts<'_>, out: &mut [u8], op: &dyn Reducer) -> MpiResult<()> {
-    let n = parts.count();
+fn fold(parts: &Parts<'_>, n: usize, out: &mut [u8], op: &dyn Reducer) -> MpiResult<()> {
     out.copy_from_slice(parts.get(n - 1)?);
     for i in (0..n - 1).rev() {
         op.reduce(parts.get(i)?, out)?;

@@ -770,6 +770,84 @@ static void large_allreduce_tests(void)
     free(rc);
 }
 
+/* Small collectives with a strided datatype (every other int) on one side and a contiguous
+ * one on the other, and insignificant arguments left as garbage: on one host these run through
+ * kawarimi's shared-memory slots, which must pack, unpack and ignore exactly as the standard
+ * says. */
+static void strided_small_tests(void)
+{
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    enum { N = 3 };
+    MPI_Datatype every_other;
+    MPI_OK(MPI_Type_vector(N, 1, 2, MPI_INT, &every_other));
+    MPI_OK(MPI_Type_commit(&every_other));
+    int wide[2 * N * 8], flat[N * 8];
+    for (int root = 0; root < size; root++) {
+        /* Bcast: the root sends strided, the others receive strided. */
+        for (int i = 0; i < 2 * N; i++)
+            wide[i] = rank == root ? (i % 2 ? -7 : 100 * root + i) : -1;
+        MPI_OK(MPI_Bcast(wide, 1, every_other, root, MPI_COMM_WORLD));
+        for (int i = 0; i < 2 * N; i++)
+            CHECKF(wide[i] == (i % 2 ? (rank == root ? -7 : -1) : 100 * root + i), "strided bcast root %d [%d] = %d",
+                   root, i, wide[i]);
+        /* Gather: contiguous blocks in, one strided element per rank at the root; the
+         * non-roots' receive arguments are garbage. */
+        int mine[N];
+        for (int i = 0; i < N; i++)
+            mine[i] = 10 * rank + i;
+        for (int i = 0; i < 2 * N * size; i++)
+            wide[i] = -1;
+        if (rank == root)
+            MPI_OK(MPI_Gather(mine, N, MPI_INT, wide, 1, every_other, root, MPI_COMM_WORLD));
+        else
+            MPI_OK(MPI_Gather(mine, N, MPI_INT, NULL, -5, MPI_DATATYPE_NULL, root, MPI_COMM_WORLD));
+        if (rank == root)
+            for (int r = 0; r < size; r++)
+                for (int i = 0; i < 2 * N; i++) {
+                    /* Element r of the vector type spans 2N-1 ints; consecutive ones follow at
+                     * its extent (2N - 1). */
+                    int at = r * (2 * N - 1) + i;
+                    if (i % 2 == 0)
+                        CHECKF(wide[at] == 10 * r + i / 2, "strided gather root %d from %d [%d] = %d", root, r, i,
+                               wide[at]);
+                }
+        /* Scatter: strided blocks out of the root, contiguous in; the non-roots' send
+         * arguments are garbage, and the root keeps its own block in place. */
+        for (int i = 0; i < 2 * N * size; i++)
+            wide[i] = i;
+        for (int i = 0; i < N; i++)
+            flat[i] = -1;
+        if (rank == root)
+            MPI_OK(MPI_Scatter(wide, 1, every_other, MPI_IN_PLACE, N, MPI_INT, root, MPI_COMM_WORLD));
+        else
+            MPI_OK(MPI_Scatter(NULL, -3, MPI_DATATYPE_NULL, flat, N, MPI_INT, root, MPI_COMM_WORLD));
+        if (rank != root)
+            for (int i = 0; i < N; i++)
+                CHECKF(flat[i] == rank * (2 * N - 1) + 2 * i, "strided scatter root %d [%d] = %d", root, i, flat[i]);
+    }
+    /* Allgather and alltoall with strided receive buffers. */
+    for (int i = 0; i < 2 * N * size; i++)
+        wide[i] = -1;
+    int one[N];
+    for (int i = 0; i < N; i++)
+        one[i] = rank * 1000 + i;
+    MPI_OK(MPI_Allgather(one, N, MPI_INT, wide, 1, every_other, MPI_COMM_WORLD));
+    for (int r = 0; r < size; r++)
+        for (int i = 0; i < N; i++)
+            CHECKF(wide[r * (2 * N - 1) + 2 * i] == r * 1000 + i, "strided allgather from %d [%d]", r, i);
+    for (int i = 0; i < N * size; i++)
+        flat[i] = rank * 100 + i;
+    for (int i = 0; i < 2 * N * size; i++)
+        wide[i] = -1;
+    MPI_OK(MPI_Alltoall(flat, N, MPI_INT, wide, 1, every_other, MPI_COMM_WORLD));
+    for (int r = 0; r < size; r++)
+        for (int i = 0; i < N; i++)
+            CHECKF(wide[r * (2 * N - 1) + 2 * i] == r * 100 + rank * N + i, "strided alltoall from %d [%d]", r, i);
+    MPI_OK(MPI_Type_free(&every_other));
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -789,5 +867,6 @@ int main(int argc, char **argv)
     scan_tests();
     user_op_tests();
     large_allreduce_tests();
+    strided_small_tests();
     return finish("collectives");
 }

@@ -335,13 +335,23 @@ unsafe fn into_recv(
     Ok(true)
 }
 
-/// `MPI_Allgather` (`all_to_all` false) or `MPI_Alltoall` (true) through the shared-memory
-/// slots ([`slotcoll`]), where they apply (not with `MPI_IN_PLACE`).
+/// Which collective of blocks (one per member) runs through the slots.
+#[derive(Clone, Copy)]
+enum Blocks {
+    Allgather,
+    Alltoall,
+    Gather(c_int),
+    Scatter(c_int),
+}
+
+/// `MPI_Allgather`, `MPI_Alltoall`, `MPI_Gather` or `MPI_Scatter` through the shared-memory
+/// slots ([`slotcoll`]), where they apply: the buffers as they are when contiguous, else packed
+/// and unpacked.
 ///
 /// # Safety
 /// The application's buffers, valid for the call.
 #[allow(clippy::too_many_arguments)]
-unsafe fn exchange_in_slots(
+unsafe fn blocks_in_slots(
     s: &mut State,
     c: &Comm,
     sendbuf: *const c_void,
@@ -350,33 +360,95 @@ unsafe fn exchange_in_slots(
     recvbuf: *mut c_void,
     recvcount: c_int,
     recvtype: MPI_Datatype,
-    all_to_all: bool,
+    how: Blocks,
 ) -> Res<bool> {
-    let n = c.size();
-    let counts = (if all_to_all { sendcount.checked_mul(n) } else { Some(sendcount) }, recvcount.checked_mul(n));
-    let (Some(send_count), Some(recv_count)) = counts else { return Ok(false) };
-    if c.is_inter() || in_place(sendbuf) {
+    if c.is_inter() {
         return Ok(false);
     }
-    let send = Typed::new(s, sendbuf, send_count, sendtype)?;
-    let recv = Typed::new(s, recvbuf, recv_count, recvtype)?;
-    if send.packed_len() > slotcoll::MAX_BYTES {
+    let n = c.size();
+    let root = match how {
+        Blocks::Gather(root) | Blocks::Scatter(root) => {
+            check_root(c, root)?;
+            Some(root)
+        }
+        Blocks::Allgather | Blocks::Alltoall => None,
+    };
+    let at_root = root == Some(c.rank);
+    // The elements each buffer holds: a block, or a block for every member.
+    let (send_count, recv_count) = match how {
+        Blocks::Allgather => (Some(sendcount), recvcount.checked_mul(n)),
+        Blocks::Alltoall => (sendcount.checked_mul(n), recvcount.checked_mul(n)),
+        Blocks::Gather(_) => (Some(sendcount), if at_root { recvcount.checked_mul(n) } else { Some(recvcount) }),
+        Blocks::Scatter(_) => (if at_root { sendcount.checked_mul(n) } else { Some(sendcount) }, Some(recvcount)),
+    };
+    let (Some(send_count), Some(recv_count)) = (send_count, recv_count) else { return Ok(false) };
+    // The receive arguments, where they are significant (not at a gather's non-roots, nor at
+    // a scatter's root with MPI_IN_PLACE).
+    let recv = match how {
+        Blocks::Gather(_) if !at_root => None,
+        Blocks::Scatter(_) if at_root && in_place(recvbuf) => None,
+        _ => Some(Typed::new(s, recvbuf, recv_count, recvtype)?),
+    };
+    // What this rank publishes, and the largest part a member publishes (the same number at
+    // every member: it decides for all of them whether the slots apply).
+    let (mine, largest) = match how {
+        Blocks::Allgather | Blocks::Alltoall if in_place(sendbuf) => return Ok(false),
+        Blocks::Scatter(_) if !at_root => {
+            (SendData::Owned(Vec::new()), recv.as_ref().map_or(0, Typed::packed_len) * n as usize)
+        }
+        Blocks::Gather(root) if at_root && in_place(sendbuf) => {
+            // The root's own block is in the receive buffer already: a copy, as the buffer is
+            // written whole.
+            let recv = recv.as_ref().expect("significant at the root");
+            let own = recv.at(root as isize * recvcount as isize * recv.dt.extent(), recvcount as usize);
+            // SAFETY: per the contract.
+            let own = SendData::Owned(unsafe { own.pack()? });
+            let len = own.len();
+            (own, len)
+        }
+        _ => {
+            // SAFETY: per the contract.
+            let mine = unsafe { Typed::new(s, sendbuf, send_count, sendtype)?.sent()? };
+            let len = mine.len();
+            (mine, len)
+        }
+    };
+    if largest > slotcoll::MAX_BYTES {
         return Ok(false);
     }
     let engine = &mut s.world()?.engine;
-    // SAFETY: per the contract.
-    let mine = unsafe { send.sent()? };
-    let run = |out: &mut [u8], e: &mut Engine| match all_to_all {
-        true => slotcoll::alltoall(e, c, mine.as_slice(), out),
-        false => slotcoll::allgather(e, c, mine.as_slice(), out),
+    let mine = mine.as_slice();
+    let Some(recv) = recv else {
+        return Ok(match how {
+            Blocks::Gather(_) => slotcoll::gather(engine, c, mine, None)?,
+            _ => slotcoll::scatter_from_root(engine, c, mine, None)?,
+        });
+    };
+    let run = |out: &mut [u8], e: &mut Engine| match how {
+        Blocks::Gather(_) => slotcoll::gather(e, c, mine, Some(out)),
+        Blocks::Scatter(_) if at_root => slotcoll::scatter_from_root(e, c, mine, Some(out)),
+        Blocks::Scatter(root) => slotcoll::scatter(e, c, root, out),
+        Blocks::Allgather => slotcoll::allgather(e, c, mine, out),
+        Blocks::Alltoall => slotcoll::alltoall(e, c, mine, out),
     };
     // SAFETY: per the contract.
     unsafe { into_recv(&recv, engine, run) }
 }
 
-/// `MPI_Reduce` (towards `root`) or `MPI_Allreduce` (`None`) through the shared-memory slots
-/// ([`slotcoll`]), where they apply: the result lands in the receive buffer itself when it is
-/// contiguous, else it is unpacked there.
+/// What a reduction through the slots computes, and where.
+#[derive(Clone, Copy)]
+enum Reduction {
+    /// `MPI_Reduce`: the result at this root.
+    To(c_int),
+    /// `MPI_Allreduce`.
+    All,
+    /// `MPI_Scan`.
+    Scan,
+}
+
+/// `MPI_Reduce`, `MPI_Allreduce` or `MPI_Scan` through the shared-memory slots ([`slotcoll`]),
+/// where they apply: the result lands in the receive buffer itself when it is contiguous,
+/// else it is unpacked there.
 ///
 /// # Safety
 /// The application's buffers, valid for the call.
@@ -389,16 +461,18 @@ unsafe fn reduce_in_slots(
     count: c_int,
     dt: MPI_Datatype,
     op: MPI_Op,
-    root: Option<c_int>,
+    what: Reduction,
 ) -> Res<bool> {
     if c.is_inter() {
         return Ok(false);
     }
-    if let Some(root) = root {
-        check_root(c, root)?;
-    } else {
-        check_not_in_place(c, &[sendbuf])?;
-    }
+    let root = match what {
+        Reduction::To(root) => {
+            check_root(c, root)?;
+            Some(root)
+        }
+        Reduction::All | Reduction::Scan => None,
+    };
     let reducer = ShimReducer::new(s, op, dt)?;
     let gets_result = root.is_none_or(|r| r == c.rank);
     let recv = if gets_result { Typed::new(s, recvbuf, count, dt)? } else { Typed::new(s, sendbuf, count, dt)? };
@@ -413,9 +487,10 @@ unsafe fn reduce_in_slots(
     }
     // SAFETY: per the contract.
     let input = unsafe { reduction_send(sendbuf, &recv)? };
-    let run = |out: &mut [u8], e: &mut Engine| match root {
-        Some(_) => slotcoll::reduce(e, c, input.as_slice(), Some(out), &reducer),
-        None => slotcoll::allreduce(e, c, input.as_slice(), out, &reducer),
+    let run = |out: &mut [u8], e: &mut Engine| match what {
+        Reduction::To(_) => slotcoll::reduce(e, c, input.as_slice(), Some(out), &reducer),
+        Reduction::All => slotcoll::allreduce(e, c, input.as_slice(), out, &reducer),
+        Reduction::Scan => slotcoll::scan(e, c, input.as_slice(), out, &reducer),
     };
     // SAFETY: per the contract.
     unsafe { into_recv(&recv, engine, run) }
@@ -978,7 +1053,7 @@ coll_twins! {
         unsafe { reduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, root) }
     } slots |s, c| {
         // SAFETY: the application's buffers, valid for the call.
-        unsafe { reduce_in_slots(s, c, sendbuf, recvbuf, count, datatype, op, Some(root)) }
+        unsafe { reduce_in_slots(s, c, sendbuf, recvbuf, count, datatype, op, Reduction::To(root)) }
     }
 
     fn Allreduce / Iallreduce[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
@@ -987,13 +1062,16 @@ coll_twins! {
         unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, None) }
     } slots |s, c| {
         // SAFETY: the application's buffers, valid for the call.
-        unsafe { reduce_in_slots(s, c, sendbuf, recvbuf, count, datatype, op, None) }
+        unsafe { reduce_in_slots(s, c, sendbuf, recvbuf, count, datatype, op, Reduction::All) }
     }
 
     fn Scan / Iscan[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(false)) }
+    } slots |s, c| {
+        // SAFETY: the application's buffers, valid for the call.
+        unsafe { reduce_in_slots(s, c, sendbuf, recvbuf, count, datatype, op, Reduction::Scan) }
     }
 
     fn Exscan / Iexscan[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
@@ -1024,6 +1102,9 @@ coll_twins! {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
+    } slots |s, c| {
+        // SAFETY: the application's buffers, valid for the call.
+        unsafe { blocks_in_slots(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, Blocks::Gather(root)) }
     }
 
     fn Gatherv / Igatherv[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
@@ -1039,6 +1120,9 @@ coll_twins! {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
+    } slots |s, c| {
+        // SAFETY: the application's buffers, valid for the call.
+        unsafe { blocks_in_slots(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, Blocks::Scatter(root)) }
     }
 
     fn Scatterv / Iscatterv[comm](sendbuf: *const c_void, sendcounts: *const c_int, displs_: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
@@ -1056,7 +1140,7 @@ coll_twins! {
         unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
     } slots |s, c| {
         // SAFETY: the application's buffers, valid for the call.
-        unsafe { exchange_in_slots(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, false) }
+        unsafe { blocks_in_slots(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, Blocks::Allgather) }
     }
 
     fn Allgatherv / Iallgatherv[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
@@ -1074,7 +1158,7 @@ coll_twins! {
         unsafe { alltoallw_plan(c, send, recv, in_place(sendbuf)) }
     } slots |s, c| {
         // SAFETY: the application's buffers, valid for the call.
-        unsafe { exchange_in_slots(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, true) }
+        unsafe { blocks_in_slots(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, Blocks::Alltoall) }
     }
 
     fn Alltoallv / Ialltoallv[comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
