@@ -650,6 +650,10 @@ impl Engine {
     /// be read by a slow member after it is freed, so an area is not given to another
     /// communicator before the next switch brings new segments.
     pub fn claim_slot_area(&mut self, epoch: u32, area: usize) {
+        if epoch < self.slot_areas.0 {
+            // An epoch already over: its segments, and the area with them, are gone.
+            return;
+        }
         if self.slot_areas.0 != epoch {
             self.slot_areas = (epoch, 0);
         }

@@ -1,7 +1,7 @@
 //! Small blocking collectives through the shared-memory slots
 //! ([`kawarimi_transports::shm::slots`]): on a communicator whose members all share memory
 //! with each other, each member publishes its part of a barrier, broadcast, reduction,
-//! allreduce, scan, gather, scatter, allgather or all-to-all in its slot, waits until every member has published, and reads the parts it
+//! allreduce, scan, reduce-scatter, gather, scatter, allgather or all-to-all in its slot, waits until every member has published, and reads the parts it
 //! needs in place. One publish and one look per member replaces a tree of messages, each of
 //! which costs a frame through a ring at both ends.
 //!
@@ -74,7 +74,24 @@ pub fn allreduce(e: &mut Engine, comm: &Comm, input: &[u8], out: &mut [u8], op: 
     if !fits(comm, input.len()) {
         return Ok(false);
     }
-    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, parts.count(), out, op))
+    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, parts.count(), 0, out, op))
+}
+
+/// `MPI_Reduce_scatter_block`: `input` holds a block for each member in rank order; `out` gets
+/// the reduction of every member's block for this rank.
+pub fn reduce_scatter_block(
+    e: &mut Engine,
+    comm: &Comm,
+    input: &[u8],
+    out: &mut [u8],
+    op: &dyn Reducer,
+) -> MpiResult<bool> {
+    if !fits(comm, input.len()) {
+        return Ok(false);
+    }
+    blocks_match(input.len(), out.len(), comm)?;
+    let at = comm.rank as usize * out.len();
+    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, parts.count(), at, out, op))
 }
 
 /// `MPI_Scan` of `input` into the contiguous `out` (as long): the reduction of the parts of
@@ -84,7 +101,7 @@ pub fn scan(e: &mut Engine, comm: &Comm, input: &[u8], out: &mut [u8], op: &dyn 
         return Ok(false);
     }
     let upto = comm.rank as usize + 1;
-    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, upto, out, op))
+    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, upto, 0, out, op))
 }
 
 /// `MPI_Reduce` of `input`, whose result lands in `out` (given at the root only).
@@ -93,7 +110,7 @@ pub fn reduce(e: &mut Engine, comm: &Comm, input: &[u8], out: Option<&mut [u8]>,
         return Ok(false);
     }
     let Some(out) = out else { return through_slots(e, comm, input, Reads::Nothing, |_| Ok(())) };
-    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, parts.count(), out, op))
+    through_slots(e, comm, input, Reads::Every(input.len()), |parts| fold(parts, parts.count(), 0, out, op))
 }
 
 /// `MPI_Allgather` of this rank's block `mine` into `out`: every member's block, in rank order.
@@ -205,12 +222,14 @@ fn world(comm: &Comm, rank: i32) -> u32 {
     comm.group.world_rank(rank).expect("a rank of the communicator")
 }
 
-/// `out` = part 0 op (part 1 op (... op part n-1)): the members' order, whatever the op's
-/// commutativity, so every member that folds gets the same bits.
-fn fold(parts: &Parts<'_>, n: usize, out: &mut [u8], op: &dyn Reducer) -> MpiResult<()> {
-    out.copy_from_slice(parts.get(n - 1)?);
+/// `out` = part 0 op (part 1 op (... op part n-1)), of the bytes of each part from `at` on (as
+/// many as `out` holds): the members' order, whatever the op's commutativity, so every member
+/// that folds gets the same bits.
+fn fold(parts: &Parts<'_>, n: usize, at: usize, out: &mut [u8], op: &dyn Reducer) -> MpiResult<()> {
+    let len = out.len();
+    out.copy_from_slice(&parts.get(n - 1)?[at..at + len]);
     for i in (0..n - 1).rev() {
-        op.reduce(parts.get(i)?, out)?;
+        op.reduce(&parts.get(i)?[at..at + len], out)?;
     }
     Ok(())
 }

@@ -435,6 +435,44 @@ unsafe fn blocks_in_slots(
     unsafe { into_recv(&recv, engine, run) }
 }
 
+/// `MPI_Reduce_scatter_block` through the shared-memory slots ([`slotcoll`]), where they
+/// apply.
+///
+/// # Safety
+/// The application's buffers, valid for the call.
+unsafe fn reduce_scatter_block_in_slots(
+    s: &mut State,
+    c: &Comm,
+    sendbuf: *const c_void,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    dt: MPI_Datatype,
+    op: MPI_Op,
+) -> Res<bool> {
+    let Some(total) = recvcount.checked_mul(c.size()) else { return Ok(false) };
+    if c.is_inter() {
+        return Ok(false);
+    }
+    let reducer = ShimReducer::new(s, op, dt)?;
+    let input = if in_place(sendbuf) {
+        // Every block is in the receive buffer, whose first block the result overwrites: a
+        // copy.
+        // SAFETY: per the contract.
+        SendData::Owned(unsafe { Typed::new(s, recvbuf, total, dt)?.pack()? })
+    } else {
+        // SAFETY: per the contract.
+        unsafe { Typed::new(s, sendbuf, total, dt)?.sent()? }
+    };
+    if input.len() > slotcoll::MAX_BYTES {
+        return Ok(false);
+    }
+    let recv = Typed::new(s, recvbuf, recvcount, dt)?;
+    let engine = &mut s.world()?.engine;
+    let input = input.as_slice();
+    // SAFETY: per the contract.
+    unsafe { into_recv(&recv, engine, |out, e| slotcoll::reduce_scatter_block(e, c, input, out, &reducer)) }
+}
+
 /// What a reduction through the slots computes, and where.
 #[derive(Clone, Copy)]
 enum Reduction {
@@ -1087,6 +1125,9 @@ coll_twins! {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { reduce_scatter_plan(s, c, sendbuf, recvbuf, recvcount, &counts, datatype, op) }
+    } slots |s, c| {
+        // SAFETY: the application's buffers, valid for the call.
+        unsafe { reduce_scatter_block_in_slots(s, c, sendbuf, recvbuf, recvcount, datatype, op) }
     }
 
     fn Reduce_scatter / Ireduce_scatter[comm](sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
