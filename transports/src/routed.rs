@@ -52,6 +52,16 @@ impl Routed {
         self.carrier(peer).map(|i| self.transports[i].kind())
     }
 
+    /// Where `wait` sleeps, and for how long: in the only transport that carries peers; with
+    /// several, in the first (the best) for a moment only, so that the others are looked at
+    /// again soon.
+    fn sleeper(&mut self, timeout: Duration) -> (&mut dyn Transport, Duration) {
+        match self.sole_carrier {
+            Some(i) => (self.transports[i].as_mut(), timeout),
+            None => (self.transports[0].as_mut(), timeout.min(Duration::from_micros(50))),
+        }
+    }
+
     fn carrier(&self, peer: PeerId) -> Option<usize> {
         self.route.get(peer as usize).copied().flatten()
     }
@@ -116,13 +126,9 @@ impl Transport for Routed {
         Ok(())
     }
 
-    /// Waits in the only transport that carries peers; with several, in the first (verbs)
-    /// for a moment only, so that the others are looked at again soon.
     fn wait(&mut self, timeout: Duration) -> TransportResult<()> {
-        match self.sole_carrier {
-            Some(i) => self.transports[i].wait(timeout),
-            None => self.transports[0].wait(timeout.min(Duration::from_micros(50))),
-        }
+        let (t, timeout) = self.sleeper(timeout);
+        t.wait(timeout)
     }
 
     fn queued_bytes(&self) -> usize {
@@ -137,10 +143,8 @@ impl Transport for Routed {
     /// carries any peer (it is the best kind, first), and a moment's sleep elsewhere is
     /// short enough.
     fn wait_slots(&mut self, timeout: Duration, want: &crate::shm::slots::SlotWait<'_>) -> TransportResult<()> {
-        match self.sole_carrier {
-            Some(i) => self.transports[i].wait_slots(timeout, want),
-            None => self.transports[0].wait_slots(timeout.min(Duration::from_micros(50)), want),
-        }
+        let (t, timeout) = self.sleeper(timeout);
+        t.wait_slots(timeout, want)
     }
 
     fn ask_placement(&mut self) {

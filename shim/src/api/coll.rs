@@ -454,15 +454,10 @@ unsafe fn reduce_scatter_block_in_slots(
         return Ok(false);
     }
     let reducer = ShimReducer::new(s, op, dt)?;
-    let input = if in_place(sendbuf) {
-        // Every block is in the receive buffer, whose first block the result overwrites: a
-        // copy.
-        // SAFETY: per the contract.
-        SendData::Owned(unsafe { Typed::new(s, recvbuf, total, dt)?.pack()? })
-    } else {
-        // SAFETY: per the contract.
-        unsafe { Typed::new(s, sendbuf, total, dt)?.sent()? }
-    };
+    // With MPI_IN_PLACE every block is in the receive buffer, whose first block the result
+    // overwrites: a copy.
+    // SAFETY: per the contract.
+    let input = unsafe { reduction_send(sendbuf, &Typed::new(s, recvbuf, total, dt)?)? };
     if input.len() > slotcoll::MAX_BYTES {
         return Ok(false);
     }
