@@ -13,7 +13,7 @@ use kawarimi_transports::{routed, Event, PeerId, Transport, TransportError};
 
 use crate::comm::Group;
 
-use crate::core::{Completion, Core, ProbeInfo, RecvBuf, ReqId, SendData, Status};
+use crate::core::{Completion, Core, EagerSend, ProbeInfo, RecvBuf, ReqId, SendData, Status};
 use crate::error::{ErrorClass, MpiError, MpiResult};
 use crate::sched::Schedule;
 use crate::switch::{Clock, Phase, Reconnect, SwitchShared};
@@ -735,14 +735,37 @@ impl Engine {
         Ok(id)
     }
 
-    /// A standard-mode send that completes at once if it goes eagerly (see [`Core::send_now`]);
-    /// else `data` comes back for [`Engine::isend`]. Its frame leaves as for `isend`.
-    pub fn send_now(&mut self, dest: i32, ctx: u32, tag: i32, data: SendData) -> MpiResult<Result<(), SendData>> {
-        let r = self.core.send_now(dest, ctx, tag, data)?;
-        if r.is_ok() {
-            self.sent()?;
+    /// A standard-mode send of `bytes` that completes at once if it goes eagerly (see
+    /// [`Core::send_eager`]); `false` when it is too large for that (the caller then uses
+    /// [`Engine::isend`]). Its frame leaves now, as for `isend`: straight from `bytes` into
+    /// the transport when nothing queued must go first.
+    pub fn send_eager(&mut self, dest: i32, ctx: u32, tag: i32, bytes: &[u8]) -> MpiResult<bool> {
+        // A transport that holds more than its window takes no frame past the outbox.
+        let window = self.send_window_bytes;
+        let may_go_direct = self.transport.as_ref().is_some_and(|t| t.queued_bytes() < window);
+        let (peer, header) = match self.core.send_eager(dest, ctx, tag, bytes, may_go_direct)? {
+            None => return Ok(false),
+            Some(EagerSend::Queued) => {
+                self.sent()?;
+                return Ok(true);
+            }
+            Some(EagerSend::Direct { peer, header }) => (peer, header),
+        };
+        let t = self.transport.as_mut().expect("may_go_direct");
+        match t.send_copy(peer, &header, bytes) {
+            Ok(()) => {}
+            Err(TransportError::LinkDown { peer, reason }) => {
+                // The core keeps the frame until the peer confirms it: the repair sends it.
+                self.core.mark_broken(peer);
+                self.link_lost(peer, reason, Loss::LinkDown)?;
+            }
+            Err(e) => return Err(self.fail(MpiError::new(ErrorClass::Other, e.to_string()))),
         }
-        Ok(r)
+        self.sends_unprogressed += 1;
+        if self.sends_unprogressed >= SENDS_PER_PROGRESS {
+            self.progress()?;
+        }
+        Ok(true)
     }
 
     /// After a send was queued: its frame goes to the transport, with a progress round when

@@ -196,6 +196,12 @@ pub trait Transport: Send {
     fn kind(&self) -> TransportKind;
     /// Queues one frame for `peer`. Fails with `QueueFull` past the per-peer bound.
     fn send(&mut self, peer: PeerId, header: &wire::Header, payload: Payload) -> TransportResult<()>;
+    /// As `send`, with the payload copied from `bytes` before it returns (a small message
+    /// leaving from the application's buffer). A transport that can write the frame where it
+    /// goes at once overrides this to save the copy into a payload of its own.
+    fn send_copy(&mut self, peer: PeerId, header: &wire::Header, bytes: &[u8]) -> TransportResult<()> {
+        self.send(peer, header, Payload::copied(bytes))
+    }
     /// Non-blocking: flush queued frames, read arrived ones.
     fn progress(&mut self, events: &mut Vec<Event>) -> TransportResult<()>;
     /// Blocks until there is something to read or write, or `timeout` passes.

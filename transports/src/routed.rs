@@ -119,6 +119,13 @@ impl Transport for Routed {
         Ok(())
     }
 
+    fn send_copy(&mut self, peer: PeerId, header: &wire::Header, bytes: &[u8]) -> TransportResult<()> {
+        let i = self.carrier(peer).ok_or(TransportError::NoRoute { peer })?;
+        self.transports[i].send_copy(peer, header, bytes)?;
+        self.sent_bytes[i] += (wire::HEADER_LEN + bytes.len()) as u64;
+        Ok(())
+    }
+
     fn progress(&mut self, events: &mut Vec<Event>) -> TransportResult<()> {
         for t in &mut self.transports {
             t.progress(events)?;

@@ -166,6 +166,16 @@ pub struct Transmit {
     pub payload: Payload,
 }
 
+/// How [`Core::send_eager`] sent a message.
+#[derive(Debug)]
+pub enum EagerSend {
+    /// The frame is stamped and kept: the caller hands `header` and the bytes to the
+    /// transport now.
+    Direct { peer: PeerId, header: Header },
+    /// The frame went the usual way (the outbox, the held frames, or loopback).
+    Queued,
+}
+
 #[derive(Debug)]
 enum SendPhase {
     /// Eager frame queued; complete for a standard send, waiting for `SyncAck` for a sync one.
@@ -353,7 +363,33 @@ impl Core {
 
     /// Queues a frame for `peer`, stamping the channel's epoch, sequence number and `ack`. A
     /// numbered frame to another rank is also kept until the peer confirms it.
-    fn emit(&mut self, peer: PeerId, mut header: Header, mut payload: Payload) -> MpiResult<()> {
+    fn emit(&mut self, peer: PeerId, header: Header, mut payload: Payload) -> MpiResult<()> {
+        let header = self.stamp(peer, header, payload.len())?;
+        if peer == self.me {
+            self.loopback.push_back((header, payload.into_vec()));
+            return Ok(());
+        }
+        if numbered(header.kind) {
+            self.keep_unconfirmed(Transmit { peer, header, payload: payload.share() });
+        }
+        if self.holding {
+            self.held.push_back(Transmit { peer, header, payload });
+        } else {
+            self.outbox.push_back(Transmit { peer, header, payload });
+        }
+        Ok(())
+    }
+
+    /// Keeps a numbered frame sent to another rank until that rank confirms it (a repair
+    /// sends it again).
+    fn keep_unconfirmed(&mut self, kept: Transmit) {
+        self.channels[kept.peer as usize].unconfirmed.push_back(kept);
+        self.unconfirmed_frames += 1;
+    }
+
+    /// Fills in the channel's part of a frame for `peer` about to be emitted (epoch, source,
+    /// sequence number, `ack`), within the bounds on frames queued and unconfirmed.
+    fn stamp(&mut self, peer: PeerId, mut header: Header, payload_len: usize) -> MpiResult<Header> {
         let limit = self.config.outbox_limit_frames;
         if self.outbox.len() + self.held.len() >= limit {
             return err(ErrorClass::Intern, format!("outbox holds {limit} frames, the limit"));
@@ -371,26 +407,11 @@ impl Core {
         header.ack = chan.next_recv_seq as u32;
         chan.ack_told = chan.next_recv_seq;
         chan.bytes_since_ack = 0;
-        header.payload_len = payload.len() as u32;
-        let numbered = numbered(header.kind);
-        if numbered {
+        header.payload_len = payload_len as u32;
+        if numbered(header.kind) {
             chan.next_send_seq += 1;
         }
-        if peer == self.me {
-            self.loopback.push_back((header, payload.into_vec()));
-            return Ok(());
-        }
-        if numbered {
-            let kept = Transmit { peer, header, payload: payload.share() };
-            chan.unconfirmed.push_back(kept);
-            self.unconfirmed_frames += 1;
-        }
-        if self.holding {
-            self.held.push_back(Transmit { peer, header, payload });
-        } else {
-            self.outbox.push_back(Transmit { peer, header, payload });
-        }
-        Ok(())
+        Ok(header)
     }
 
     /// Starts a send of `data` to world rank `dest` (MPI-3.1 §3.4, §3.7).
@@ -414,18 +435,38 @@ impl Core {
         Ok(id)
     }
 
-    /// Sends `data` to world rank `dest` in standard mode if it goes eagerly, which completes
-    /// the send at once: no request is made (a blocking `MPI_Send` of a small message). Gives
-    /// `data` back when it is too large for that (the caller then uses [`Core::isend`]).
-    pub fn send_now(&mut self, dest: i32, ctx: u32, tag: i32, data: SendData) -> MpiResult<Result<(), SendData>> {
+    /// Sends `bytes` to world rank `dest` in standard mode if they go eagerly, which completes
+    /// the send at once: no request is made (a blocking `MPI_Send` of a small message).
+    /// `None` when they are too large for that (the caller then uses [`Core::isend`]).
+    ///
+    /// When the caller's transport `may_go_direct` and nothing queued may have to go before
+    /// the frame (the outbox is empty and no drain holds frames back), the frame is not
+    /// queued: [`EagerSend::Direct`] gives its header,
+    /// and the caller hands it and `bytes` to the transport at once (one copy, from the
+    /// application's buffer into the transport). The core keeps its own copy until the peer
+    /// confirms it, as for every numbered frame.
+    pub fn send_eager(
+        &mut self,
+        dest: i32,
+        ctx: u32,
+        tag: i32,
+        bytes: &[u8],
+        may_go_direct: bool,
+    ) -> MpiResult<Option<EagerSend>> {
         let peer = self.check_peer(dest)?;
-        if data.as_slice().len() > self.config.eager_limit_bytes {
-            return Ok(Err(data));
+        if bytes.len() > self.config.eager_limit_bytes {
+            return Ok(None);
         }
         let id = self.alloc_id();
-        self.emit_eager(peer, ctx, tag, id, data, false)?;
-        self.deliver_loopback()?;
-        Ok(Ok(()))
+        let header = Header { ctx, tag, msg_id: id, ..Header::new(FrameKind::Eager) };
+        if !may_go_direct || peer == self.me || self.holding || !self.outbox.is_empty() {
+            self.emit(peer, header, Payload::copied(bytes))?;
+            self.deliver_loopback()?;
+            return Ok(Some(EagerSend::Queued));
+        }
+        let header = self.stamp(peer, header, bytes.len())?;
+        self.keep_unconfirmed(Transmit { peer, header, payload: Payload::copied(bytes) });
+        Ok(Some(EagerSend::Direct { peer, header }))
     }
 
     /// Queues the eager frame of message `id`.

@@ -159,14 +159,9 @@ unsafe fn post_send_checked(
     let w = s.world()?;
     // A standard send (a ready one may be one, §3.4) of an eager message is complete as its
     // frame is queued: the engine makes no request for it, and the caller's is complete.
-    let data = if matches!(mode, Mode::Standard | Mode::Ready) {
-        match w.engine.send_now(peer, comm.ctx, tag, data)? {
-            Ok(()) => return Ok(RequestEntry { req: Request::complete(Status::default(), comm, false), handler }),
-            Err(data) => data,
-        }
-    } else {
-        data
-    };
+    if matches!(mode, Mode::Standard | Mode::Ready) && w.engine.send_eager(peer, comm.ctx, tag, data.as_slice())? {
+        return Ok(RequestEntry { req: Request::complete(Status::default(), comm, false), handler });
+    }
     let id = w.engine.isend(peer, comm.ctx, tag, data, mode == Mode::Synchronous)?;
     if buffered {
         // The data is already in the attached buffer: the send is complete at once (§3.6),

@@ -539,10 +539,30 @@ impl Outbound {
 
     /// Queues one frame, straight into the ring when nothing waits before it.
     fn put(&mut self, h: [u8; HEADER_LEN], payload: Payload) -> TransportResult<()> {
-        if self.queue.is_empty() && self.tx.push(&[&h, payload.as_slice()]).map_err(|e| self.down(e))? {
-            self.nudge();
+        if self.try_push(&h, payload.as_slice())? {
             return Ok(());
         }
+        self.enqueue(h, payload)
+    }
+
+    /// As `put`, with the payload copied from `bytes` only when it must wait in the queue.
+    fn put_copy(&mut self, h: [u8; HEADER_LEN], bytes: &[u8]) -> TransportResult<()> {
+        if self.try_push(&h, bytes)? {
+            return Ok(());
+        }
+        self.enqueue(h, Payload::copied(bytes))
+    }
+
+    /// Writes the frame into the ring if nothing waits before it and it fits now.
+    fn try_push(&mut self, h: &[u8; HEADER_LEN], payload: &[u8]) -> TransportResult<bool> {
+        if self.queue.is_empty() && self.tx.push(&[h, payload]).map_err(|e| self.down(e))? {
+            self.nudge();
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn enqueue(&mut self, h: [u8; HEADER_LEN], payload: Payload) -> TransportResult<()> {
         if self.queued_bytes + HEADER_LEN + payload.len() > QUEUE_LIMIT_BYTES {
             return Err(TransportError::QueueFull { peer: self.peer, limit: QUEUE_LIMIT_BYTES });
         }
@@ -821,6 +841,13 @@ impl Transport for ShmTransport {
         out.exposed_count += 1;
         out.exposed.push_back(payload);
         Ok(())
+    }
+
+    /// Straight into the ring when nothing waits before it; never described for a single
+    /// copy (the bytes are the application's only until this returns).
+    fn send_copy(&mut self, peer: PeerId, header: &Header, bytes: &[u8]) -> TransportResult<()> {
+        let out = self.outbound.iter_mut().find(|o| o.peer == peer).ok_or(TransportError::NoRoute { peer })?;
+        out.put_copy(header.encode(), bytes)
     }
 
     fn progress(&mut self, events: &mut Vec<Event>) -> TransportResult<()> {
