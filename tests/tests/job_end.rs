@@ -105,6 +105,8 @@ struct Job {
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
     what: String,
+    /// The file whose creation lets the ranks go on past "up".
+    go: PathBuf,
 }
 
 impl Job {
@@ -130,7 +132,10 @@ impl Job {
             }
         }
         cmd.args(["-x", if carrier == Carrier::Shm { "KAWARIMI_SHM=1" } else { "KAWARIMI_SHM=0" }]);
-        cmd.args(["-np", &RANKS.to_string()]).arg(&exe).arg(how);
+        // The ranks wait for this file once up: `wait_up` looks at them before any may end.
+        let go = dir.0.join("go");
+        let _ = fs::remove_file(&go);
+        cmd.args(["-np", &RANKS.to_string()]).arg(&exe).arg(how).arg(&go);
         cmd.env("XDG_RUNTIME_DIR", &dir.0).env_remove("LD_PRELOAD");
         let what = format!("{launcher:?} job_end {how} on {carrier:?}");
         let mut child =
@@ -148,7 +153,7 @@ impl Job {
             });
         }
         let session = child.id();
-        Job { child, session, pids: Vec::new(), carrier, lines, seen: Vec::new(), what }
+        Job { child, session, pids: Vec::new(), carrier, lines, seen: Vec::new(), what, go }
     }
 
     fn drain(&mut self) {
@@ -187,6 +192,7 @@ impl Job {
             let n = self.pids.iter().filter(|p| mapped(p)).count();
             assert_eq!(n, RANKS as usize, "{}: ranks mapping kawarimi segments: {n} of {RANKS}", self.what);
         }
+        fs::write(&self.go, b"").expect("create the file that lets the ranks go on");
     }
 
     fn signal_launcher(&self, sig: nix::sys::signal::Signal) {
