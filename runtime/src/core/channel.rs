@@ -75,7 +75,7 @@ impl Core {
         }
         while chan.confirm_waiters.front().is_some_and(|&(seq, _)| seq < confirmed) {
             let (_, id) = chan.confirm_waiters.pop_front().expect("front exists");
-            if let Some(Req::Send(s)) = self.requests.get_mut(&id) {
+            if let Some(Req::Send(s)) = self.requests.get_mut(id) {
                 s.phase = SendPhase::Done;
                 s.data = SendData::Owned(Vec::new());
             }

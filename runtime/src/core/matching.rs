@@ -33,7 +33,7 @@ impl Core {
             self.unexpected_bytes -= data.len();
         }
         let info = ProbeInfo { source: u.src as i32, tag: u.tag, len: u.len() };
-        let id = self.alloc_id();
+        let id = self.alloc_message_id();
         self.probed.insert(id, u);
         Some((id, info))
     }
@@ -43,9 +43,8 @@ impl Core {
         let Some(u) = self.probed.remove(&message) else {
             return err(ErrorClass::Request, format!("message {message} does not exist or was already received"));
         };
-        let id = self.alloc_id();
         let req = RecvReq { buf: Some(buf), phase: RecvPhase::Posted, status: Status::default() };
-        self.requests.insert(id, Req::Recv(req));
+        let id = self.requests.insert(Req::Recv(req));
         self.match_message(id, u)?;
         Ok(id)
     }
@@ -55,7 +54,7 @@ impl Core {
     pub fn cancel_recv(&mut self, id: ReqId) -> bool {
         let Some(pos) = self.posted.iter().position(|p| p.id == id) else { return false };
         self.posted.remove(pos);
-        if let Some(Req::Recv(r)) = self.requests.get_mut(&id) {
+        if let Some(Req::Recv(r)) = self.requests.get_mut(id) {
             r.phase = RecvPhase::Done;
             r.status.cancelled = true;
             true
@@ -96,7 +95,7 @@ impl Core {
 
     /// Binds message `u` to the receive `id`.
     pub(super) fn match_message(&mut self, id: ReqId, u: Unexpected) -> MpiResult<()> {
-        let Some(Req::Recv(r)) = self.requests.get_mut(&id) else {
+        let Some(Req::Recv(r)) = self.requests.get_mut(id) else {
             return err(ErrorClass::Intern, format!("receive {id} vanished while matching"));
         };
         r.status.source = u.src as i32;

@@ -51,11 +51,13 @@ mod channel;
 mod config;
 mod drain;
 mod matching;
+mod slab;
 
 use channel::{numbered, Channel, MAX_GAP_REPAIRS};
 pub use channel::{ACK_EVERY_BYTES, ACK_EVERY_FRAMES};
 pub use config::CoreConfig;
 use matching::{source_matches, tag_matches};
+use slab::Slab;
 
 /// `MPI_ANY_SOURCE` / `MPI_ANY_TAG` as the core sees them (wire values are world ranks and
 /// non-negative tags, so negative numbers are free).
@@ -274,8 +276,10 @@ pub struct Core {
     epoch: u32,
     config: CoreConfig,
     channels: Vec<Channel>,
-    requests: FxHashMap<ReqId, Req>,
-    next_req_id: ReqId,
+    requests: Slab<Req>,
+    /// Numbers the messages that have no request (a blocking eager send's frame, a message a
+    /// matched probe took) for logs and `MPI_Message` handles.
+    next_message_id: u64,
     /// Receives not yet matched, in posting order, with what they match: a message is
     /// matched without looking its candidates up in `requests`.
     posted: VecDeque<Posted>,
@@ -311,8 +315,8 @@ impl Core {
             epoch: 0,
             config,
             channels: (0..size).map(|_| Channel::default()).collect(),
-            requests: FxHashMap::default(),
-            next_req_id: 1,
+            requests: Slab::default(),
+            next_message_id: 1,
             posted: VecDeque::new(),
             unexpected: VecDeque::new(),
             unexpected_bytes: 0,
@@ -348,9 +352,9 @@ impl Core {
         self.requests.len()
     }
 
-    fn alloc_id(&mut self) -> ReqId {
-        let id = self.next_req_id;
-        self.next_req_id += 1;
+    fn alloc_message_id(&mut self) -> u64 {
+        let id = self.next_message_id;
+        self.next_message_id += 1;
         id
     }
 
@@ -418,7 +422,7 @@ impl Core {
     /// `sync` selects synchronous mode: completion then implies the receive was matched.
     pub fn isend(&mut self, dest: i32, ctx: u32, tag: i32, data: SendData, sync: bool) -> MpiResult<ReqId> {
         let peer = self.check_peer(dest)?;
-        let id = self.alloc_id();
+        let id = self.requests.next_id();
         let len = data.as_slice().len();
         let phase = if len <= self.config.eager_limit_bytes {
             self.emit_eager(peer, ctx, tag, id, data, sync)?;
@@ -430,7 +434,8 @@ impl Core {
             (SendPhase::AwaitCts, data)
         };
         let (phase, data) = phase;
-        self.requests.insert(id, Req::Send(SendReq { peer, ctx, tag, data, phase }));
+        let stored = self.requests.insert(Req::Send(SendReq { peer, ctx, tag, data, phase }));
+        debug_assert_eq!(stored, id, "emitting frames stores no request");
         self.deliver_loopback()?;
         Ok(id)
     }
@@ -457,7 +462,7 @@ impl Core {
         if bytes.len() > self.config.eager_limit_bytes {
             return Ok(None);
         }
-        let id = self.alloc_id();
+        let id = self.alloc_message_id();
         let header = Header { ctx, tag, msg_id: id, ..Header::new(FrameKind::Eager) };
         if !may_go_direct || peer == self.me || self.holding || !self.outbox.is_empty() {
             self.emit(peer, header, Payload::copied(bytes))?;
@@ -489,9 +494,8 @@ impl Core {
         if source != ANY_SOURCE {
             self.check_peer(source)?;
         }
-        let id = self.alloc_id();
         let req = RecvReq { buf: Some(buf), phase: RecvPhase::Posted, status: Status::default() };
-        self.requests.insert(id, Req::Recv(req));
+        let id = self.requests.insert(Req::Recv(req));
         let found = self
             .unexpected
             .iter()
@@ -511,21 +515,19 @@ impl Core {
 
     /// A request the engine completes itself ([`Core::complete_external`]).
     pub fn new_external(&mut self) -> ReqId {
-        let id = self.alloc_id();
-        self.requests.insert(id, Req::External(None));
-        id
+        self.requests.insert(Req::External(None))
     }
 
     /// Completes an external request with `status`.
     pub fn complete_external(&mut self, id: ReqId, status: Status) {
-        if let Some(Req::External(s)) = self.requests.get_mut(&id) {
+        if let Some(Req::External(s)) = self.requests.get_mut(id) {
             *s = Some(status);
         }
         self.reap_detached();
     }
 
     pub fn is_complete(&self, id: ReqId) -> bool {
-        match self.requests.get(&id) {
+        match self.requests.get(id) {
             Some(Req::Send(s)) => matches!(s.phase, SendPhase::Done),
             Some(Req::Recv(r)) => matches!(r.phase, RecvPhase::Done),
             Some(Req::External(s)) => s.is_some(),
@@ -538,7 +540,7 @@ impl Core {
         if !self.is_complete(id) {
             return None;
         }
-        match self.requests.get(&id)? {
+        match self.requests.get(id)? {
             Req::Send(_) => Some(Status::default()),
             Req::Recv(r) => Some(r.status),
             Req::External(s) => *s,
@@ -550,7 +552,7 @@ impl Core {
         if !self.is_complete(id) {
             return None;
         }
-        match self.requests.remove(&id)? {
+        match self.requests.remove(id)? {
             Req::Send(_) => Some(Completion { status: Status::default(), recv_buf: None }),
             Req::Recv(mut r) => Some(Completion { status: r.status, recv_buf: r.buf.take() }),
             Req::External(s) => Some(Completion { status: s.unwrap_or_default(), recv_buf: None }),
@@ -698,7 +700,7 @@ impl Core {
                 let placed = (header.flags & FLAG_PLACED != 0).then_some(header.payload_len as usize);
                 self.handle_data(peer, header.msg_id, header.arg as usize, payload, placed)?
             }
-            FrameKind::SyncAck => match self.requests.get_mut(&header.msg_id) {
+            FrameKind::SyncAck => match self.requests.get_mut(header.msg_id) {
                 Some(Req::Send(s)) if matches!(s.phase, SendPhase::AwaitSyncAck) && s.peer == peer => {
                     s.phase = SendPhase::Done;
                     s.data = SendData::Owned(Vec::new());
@@ -732,7 +734,7 @@ impl Core {
 
     fn handle_cts(&mut self, peer: PeerId, msg_id: u64, recv_id: u64) -> MpiResult<()> {
         let chunk = self.config.chunk_bytes;
-        let Some(Req::Send(s)) = self.requests.get_mut(&msg_id) else {
+        let Some(Req::Send(s)) = self.requests.get_mut(msg_id) else {
             return err(ErrorClass::Intern, format!("Cts from rank {peer} for unknown send {msg_id}"));
         };
         if s.peer != peer || !matches!(s.phase, SendPhase::AwaitCts) {
@@ -785,7 +787,7 @@ impl Core {
         if header.kind != FrameKind::Data {
             return None;
         }
-        let Some(Req::Recv(r)) = self.requests.get_mut(&header.msg_id) else { return None };
+        let Some(Req::Recv(r)) = self.requests.get_mut(header.msg_id) else { return None };
         let RecvPhase::Receiving { total, .. } = r.phase else { return None };
         let (offset, len) = (header.arg as usize, header.payload_len as usize);
         let buf = r.buf.as_mut()?.as_mut_slice();
@@ -805,7 +807,7 @@ impl Core {
         payload: Payload,
         placed: Option<usize>,
     ) -> MpiResult<()> {
-        let Some(Req::Recv(r)) = self.requests.get_mut(&recv_id) else {
+        let Some(Req::Recv(r)) = self.requests.get_mut(recv_id) else {
             return err(ErrorClass::Intern, format!("Data from rank {peer} for unknown receive {recv_id}"));
         };
         let RecvPhase::Receiving { total, received } = &mut r.phase else {
@@ -850,10 +852,10 @@ impl Core {
     /// Frees a request the application will not wait for (`MPI_Request_free`): a completed one
     /// is dropped now; an active send finishes in the background and is dropped then.
     pub fn free_request(&mut self, id: ReqId) -> MpiResult<()> {
-        match self.requests.get(&id) {
+        match self.requests.get(id) {
             None => err(ErrorClass::Request, format!("request {id} does not exist")),
             Some(_) if self.is_complete(id) => {
-                self.requests.remove(&id);
+                self.requests.remove(id);
                 Ok(())
             }
             Some(_) => {
@@ -871,7 +873,7 @@ impl Core {
         let mut detached = std::mem::take(&mut self.detached);
         detached.retain(|&id| {
             if self.is_complete(id) {
-                self.requests.remove(&id);
+                self.requests.remove(id);
                 false
             } else {
                 true
