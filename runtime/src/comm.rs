@@ -51,6 +51,11 @@ impl Group {
 
     /// Group rank of world rank `w`.
     pub fn rank_of(&self, w: u32) -> Option<i32> {
+        // The world and its duplicates hold every rank at its own place: no lookup (this runs
+        // for every message received). Members are unique, so a match there is the answer.
+        if self.members.get(w as usize) == Some(&w) {
+            return Some(w as i32);
+        }
         self.index.get(&w).copied()
     }
 
@@ -405,6 +410,18 @@ impl Comm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rank_of_finds_every_member_of_a_permuted_group_and_nobody_else() {
+        // Ranks 1 and 4 sit at their own places, the others do not.
+        let g = Group::new(vec![3, 1, 0, 2, 4]).unwrap();
+        for (r, &w) in g.members().iter().enumerate() {
+            assert_eq!(g.rank_of(w), Some(r as i32), "world rank {w}");
+        }
+        assert_eq!((g.rank_of(5), g.rank_of(u32::MAX)), (None, None));
+        let sub = Group::new(vec![2, 5]).unwrap();
+        assert_eq!((sub.rank_of(0), sub.rank_of(1), sub.rank_of(2), sub.rank_of(5)), (None, None, Some(0), Some(1)));
+    }
 
     #[test]
     fn dims_create_matches_the_standard_examples() {
