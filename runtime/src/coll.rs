@@ -651,18 +651,18 @@ pub fn alltoallv_schedule<'a>(comm: &Comm, send: Vec<SendData>, recv: Vec<RecvBu
 
 /// §5.11.1 `MPI_Scan` (inclusive, `exclusive == false`) and §5.11.2 `MPI_Exscan`: a chain in
 /// rank order, so non-commutative ops keep their order. The result is in the returned slot;
-/// for `Exscan` rank 0's result is undefined by the standard and is its own input.
+/// `None` for `Exscan` at rank 0, whose receive buffer the standard leaves undefined: nothing
+/// is written there (as Open MPI and MPICH leave it, and programs check that they do).
 pub fn scan_schedule<'a>(
     comm: &Comm,
     buf: Vec<u8>,
     op: Box<dyn Reducer + 'a>,
     exclusive: bool,
-) -> (Schedule<'a>, Slot) {
+) -> (Schedule<'a>, Option<Slot>) {
     let mut s = Schedule::new(comm, kind::SCAN);
     s.set_op(op);
     let (n, r) = (comm.size(), comm.rank);
     let len = buf.len();
-    let own = s.slot(buf.clone());
     let inclusive = s.slot(buf);
     // `prefix` = x_0 op … op x_{r-1}, received from the left neighbour.
     let prefix = s.slot(Vec::new());
@@ -675,9 +675,9 @@ pub fn scan_schedule<'a>(
         s.send(r + 1, inclusive);
     }
     let result = match (exclusive, r > 0) {
-        (true, true) => prefix,
-        (true, false) => own,
-        (false, _) => inclusive,
+        (true, true) => Some(prefix),
+        (true, false) => None,
+        (false, _) => Some(inclusive),
     };
     (s, result)
 }
@@ -755,8 +755,12 @@ pub fn alltoallv(e: &mut Engine, comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[u
     run_many(e, alltoallv_schedule(comm, send, recv))
 }
 
+/// `MPI_Scan`, or `MPI_Exscan` when `exclusive` (which leaves rank 0's `buf` as it was).
 pub fn scan(e: &mut Engine, comm: &Comm, buf: &mut [u8], op: &dyn Reducer, exclusive: bool) -> MpiResult<()> {
-    let got = run_one(e, scan_schedule(comm, buf.to_vec(), Box::new(op), exclusive))?;
-    buf.copy_from_slice(&got);
+    let (s, slot) = scan_schedule(comm, buf.to_vec(), Box::new(op), exclusive);
+    let slots = run(e, s)?;
+    if let Some(slot) = slot {
+        buf.copy_from_slice(&slots[slot]);
+    }
     Ok(())
 }

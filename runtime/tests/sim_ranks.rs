@@ -201,6 +201,9 @@ fn coll_body(w: &mut World) {
     if me > 0 {
         assert_eq!(x[0] as i32, me);
         assert!((0..me as usize).all(|i| x[1 + i] == i as u8));
+    } else {
+        // Undefined by the standard, and left alone.
+        assert_eq!((x[0], x[1]), (1, 0), "Exscan wrote rank 0's buffer");
     }
     // Gatherv / Scatterv / Allgatherv / Alltoallv with uneven lengths.
     let lens: Vec<usize> = (0..n as usize).map(|r| r * 10 + 1).collect();

@@ -20,7 +20,7 @@ use kawarimi_runtime::op::PredefinedOp;
 use kawarimi_runtime::world::World;
 use parking_lot::Mutex;
 
-use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Fint, PredefDatatype};
+use crate::abi::{self, MPI_Fint, PredefDatatype};
 
 const TAG: usize = 0x4B57 << 48;
 const TAG_MASK: usize = 0xFFFF << 48;
@@ -208,32 +208,18 @@ impl std::fmt::Debug for CollFinish {
 }
 
 /// The arguments of a persistent send or receive (§3.9), kept to be posted by each
-/// `MPI_Start`. Handles are kept as the application gave them.
-#[derive(Debug, Clone, Copy)]
+/// `MPI_Start`. The datatype is kept itself, not its handle (and the request keeps its
+/// communicator): the program may free either after the `*_init` call.
+#[derive(Debug, Clone)]
 pub struct Persistent {
     /// `None` for a receive.
     pub send_mode: Option<Mode>,
     pub buf: usize,
     pub count: c_int,
-    pub datatype: usize,
+    pub datatype: Arc<Datatype>,
     /// Destination or source.
     pub peer: c_int,
     pub tag: c_int,
-    pub comm: usize,
-}
-
-impl Persistent {
-    pub fn new(
-        send_mode: Option<Mode>,
-        buf: *const c_void,
-        count: c_int,
-        datatype: MPI_Datatype,
-        peer: c_int,
-        tag: c_int,
-        comm: MPI_Comm,
-    ) -> Persistent {
-        Persistent { send_mode, buf: buf as usize, count, datatype: datatype as usize, peer, tag, comm: comm as usize }
-    }
 }
 
 /// Send modes of §3.4.

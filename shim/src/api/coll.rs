@@ -660,7 +660,11 @@ unsafe fn allreduce_plan(
     let input = unsafe { reduction_input(sendbuf, &recv)? };
     let (sched, slot) = match scan {
         None => coll::allreduce_schedule(c, input, reducer),
-        Some(exclusive) => coll::scan_schedule(c, input, reducer, exclusive),
+        Some(exclusive) => match coll::scan_schedule(c, input, reducer, exclusive) {
+            (sched, Some(slot)) => (sched, slot),
+            // Exscan at rank 0: its receive buffer stays as it was.
+            (sched, None) => return Ok(Plan::nothing_after(sched)),
+        },
     };
     Ok(Plan::new(sched, unpack_slot(recv, slot)))
 }
@@ -1108,8 +1112,8 @@ coll_twins! {
     }
 
     fn Exscan / Iexscan[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
-        // Rank 0's receive buffer is undefined after Exscan (§5.11.2): kawarimi leaves it
-        // holding the input, as Open MPI does.
+        // Rank 0's receive buffer is undefined after Exscan (§5.11.2): kawarimi does not
+        // write it, as Open MPI and MPICH do not.
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(true)) }

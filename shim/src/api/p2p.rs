@@ -114,23 +114,28 @@ pub unsafe fn post_send(
     mode: Mode,
 ) -> Res<RequestEntry> {
     let (comm, handler) = comm_of(s, comm)?;
+    let dt = with_handler(check_buffer(s, count, dt), handler)?;
     // SAFETY: forwarded contract.
     with_handler(unsafe { post_send_checked(s, buf, count, dt, dest, tag, comm, handler, mode) }, handler)
 }
 
+/// [`post_send`] with the communicator and datatype already found (a persistent request
+/// keeps them: the program may free their handles after its `*_init` call, §3.9).
+///
+/// # Safety
+/// As for [`send_bytes`].
 #[allow(clippy::too_many_arguments)]
 unsafe fn post_send_checked(
     s: &mut State,
     buf: *const c_void,
     count: c_int,
-    dt: MPI_Datatype,
+    dt: Arc<Datatype>,
     dest: c_int,
     tag: c_int,
     comm: Arc<Comm>,
     handler: Handler,
     mode: Mode,
 ) -> Res<RequestEntry> {
-    let dt = check_buffer(s, count, dt)?;
     check_tag(tag, false)?;
     check_rank(&comm, dest, false)?;
     if dest == abi::MPI_PROC_NULL {
@@ -187,8 +192,27 @@ pub unsafe fn post_recv(
     comm: MPI_Comm,
 ) -> Res<RequestEntry> {
     let (comm, handler) = comm_of(s, comm)?;
+    let dt = with_handler(check_buffer(s, count, dt), handler)?;
+    // SAFETY: forwarded contract.
+    unsafe { post_recv_checked(s, buf, count, dt, source, tag, comm, handler) }
+}
+
+/// [`post_recv`] with the communicator and datatype already found (see [`post_send_checked`]).
+///
+/// # Safety
+/// As for [`recv_target`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn post_recv_checked(
+    s: &mut State,
+    buf: *mut c_void,
+    count: c_int,
+    dt: Arc<Datatype>,
+    source: c_int,
+    tag: c_int,
+    comm: Arc<Comm>,
+    handler: Handler,
+) -> Res<RequestEntry> {
     let r = (|| {
-        let dt = check_buffer(s, count, dt)?;
         check_tag(tag, true)?;
         check_rank(&comm, source, true)?;
         if source == abi::MPI_PROC_NULL {
@@ -393,27 +417,27 @@ mpi_fn! {
 
     fn Send_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         // SAFETY: MPI_Send_init's buffer contract.
-        unsafe { persistent_init("MPI_Send_init", Persistent::new(Some(Mode::Standard), buf, count, datatype, dest, tag, comm), request) }
+        unsafe { persistent_init("MPI_Send_init", Some(Mode::Standard), buf, count, datatype, dest, tag, comm, request) }
     }
 
     fn Ssend_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         // SAFETY: as MPI_Send_init.
-        unsafe { persistent_init("MPI_Ssend_init", Persistent::new(Some(Mode::Synchronous), buf, count, datatype, dest, tag, comm), request) }
+        unsafe { persistent_init("MPI_Ssend_init", Some(Mode::Synchronous), buf, count, datatype, dest, tag, comm, request) }
     }
 
     fn Rsend_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         // SAFETY: as MPI_Send_init.
-        unsafe { persistent_init("MPI_Rsend_init", Persistent::new(Some(Mode::Ready), buf, count, datatype, dest, tag, comm), request) }
+        unsafe { persistent_init("MPI_Rsend_init", Some(Mode::Ready), buf, count, datatype, dest, tag, comm, request) }
     }
 
     fn Bsend_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         // SAFETY: as MPI_Send_init.
-        unsafe { persistent_init("MPI_Bsend_init", Persistent::new(Some(Mode::Buffered), buf, count, datatype, dest, tag, comm), request) }
+        unsafe { persistent_init("MPI_Bsend_init", Some(Mode::Buffered), buf, count, datatype, dest, tag, comm, request) }
     }
 
     fn Recv_init(buf: *mut c_void, count: c_int, datatype: MPI_Datatype, source: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
         // SAFETY: MPI_Recv_init's buffer contract.
-        unsafe { persistent_init("MPI_Recv_init", Persistent::new(None, buf, count, datatype, source, tag, comm), request) }
+        unsafe { persistent_init("MPI_Recv_init", None, buf, count, datatype, source, tag, comm, request) }
     }
 
     fn Buffer_attach(buffer: *mut c_void, size: c_int) -> c_int {
@@ -450,17 +474,29 @@ mpi_fn! {
 ///
 /// # Safety
 /// The buffer must obey MPI's rules from each `MPI_Start` until the request completes.
-unsafe fn persistent_init(name: &'static str, p: Persistent, request: *mut MPI_Request) -> c_int {
-    let comm = p.comm as MPI_Comm;
+#[allow(clippy::too_many_arguments)]
+unsafe fn persistent_init(
+    name: &'static str,
+    send_mode: Option<Mode>,
+    buf: *const c_void,
+    count: c_int,
+    datatype: MPI_Datatype,
+    peer: c_int,
+    tag: c_int,
+    comm: MPI_Comm,
+    request: *mut MPI_Request,
+) -> c_int {
     call(name, Some(comm), |s| {
         let (c, handler) = comm_of(s, comm)?;
         let checked = (|| {
-            check_buffer(s, p.count, p.datatype as MPI_Datatype)?;
-            check_tag(p.tag, p.send_mode.is_none())?;
-            check_rank(&c, p.peer, p.send_mode.is_none())
+            let dt = check_buffer(s, count, datatype)?;
+            check_tag(tag, send_mode.is_none())?;
+            check_rank(&c, peer, send_mode.is_none())?;
+            Ok(dt)
         })();
-        with_handler(checked, handler)?;
-        let e = RequestEntry { req: Request::persistent(c, p.send_mode.is_none(), p), handler };
+        let datatype = with_handler(checked, handler)?;
+        let p = Persistent { send_mode, buf: buf as usize, count, datatype, peer, tag };
+        let e = RequestEntry { req: Request::persistent(c, send_mode.is_none(), p), handler };
         let h = s.new_request(e)?;
         // SAFETY: caller's output argument.
         unsafe { out(request, h) }
@@ -471,16 +507,18 @@ unsafe fn persistent_init(name: &'static str, p: Persistent, request: *mut MPI_R
 pub fn start(s: &mut State, i: usize) -> Res<()> {
     let e = s.requests.get(i).expect("checked index");
     e.req.can_start()?;
-    let p = *e.req.persistent_args().expect("checked by can_start");
-    let comm = p.comm as MPI_Comm;
-    let dt = p.datatype as MPI_Datatype;
+    let p = e.req.persistent_args().expect("checked by can_start").clone();
+    let (comm, handler) = (e.req.comm().clone(), e.handler);
     // SAFETY: the buffer given to the *_init call, under MPI's rules until completion.
     let fresh = unsafe {
         match p.send_mode {
-            Some(mode) => post_send(s, p.buf as *const c_void, p.count, dt, p.peer, p.tag, comm, mode)?,
-            None => post_recv(s, p.buf as *mut c_void, p.count, dt, p.peer, p.tag, comm)?,
+            Some(mode) => {
+                post_send_checked(s, p.buf as *const c_void, p.count, p.datatype, p.peer, p.tag, comm, handler, mode)
+            }
+            None => post_recv_checked(s, p.buf as *mut c_void, p.count, p.datatype, p.peer, p.tag, comm, handler),
         }
     };
+    let fresh = with_handler(fresh, handler)?;
     s.requests.get_mut(i).expect("checked index").req.start(fresh.req);
     Ok(())
 }

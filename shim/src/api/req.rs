@@ -386,7 +386,7 @@ mpi_fn! {
         call("MPI_Get_count", None, |s| {
             let n = status_units(s, status, datatype, false)?;
             // SAFETY: caller's output argument.
-            unsafe { out(count, n) }
+            unsafe { out(count, as_int_count(n)) }
         })
     }
 
@@ -394,15 +394,16 @@ mpi_fn! {
         call("MPI_Get_elements", None, |s| {
             let n = status_units(s, status, datatype, true)?;
             // SAFETY: caller's output argument.
-            unsafe { out(count, n) }
+            unsafe { out(count, as_int_count(n)) }
         })
     }
 
     fn Get_elements_x(status: *const MPI_Status, datatype: MPI_Datatype, count: *mut MPI_Count) -> c_int {
         call("MPI_Get_elements_x", None, |s| {
             let n = status_units(s, status, datatype, true)?;
+            let n = n.and_then(|n| MPI_Count::try_from(n).ok()).unwrap_or(abi::MPI_UNDEFINED as MPI_Count);
             // SAFETY: caller's output argument.
-            unsafe { out(count, n as MPI_Count) }
+            unsafe { out(count, n) }
         })
     }
 
@@ -550,21 +551,35 @@ fn set_elements(s: &mut State, status: *mut MPI_Status, datatype: MPI_Datatype, 
     let dt = s.datatype(datatype)?;
     // Elements are primitives: a type's size over its primitive count gives bytes each.
     let per = dt.size().checked_div(dt.elements_per_type()).unwrap_or(0);
+    let Some(bytes) = usize::try_from(count).ok().and_then(|c| c.checked_mul(per)) else {
+        return fail(ErrorClass::Count, format!("{count} elements of {per} bytes do not fit a status"));
+    };
     // SAFETY: a writable status (§12.3).
-    unsafe { (*status)._ucount = count as usize * per };
+    unsafe { (*status)._ucount = bytes };
     Ok(())
 }
 
-/// `MPI_Get_count` (whole datatypes) or `MPI_Get_elements` (primitive elements) of a status.
-fn status_units(s: &mut State, status: *const MPI_Status, datatype: MPI_Datatype, elements: bool) -> Res<c_int> {
+/// A count for the `int` forms: `MPI_UNDEFINED` when there is none or it does not fit (the
+/// `_x` forms give it whole).
+fn as_int_count(n: Option<usize>) -> c_int {
+    n.and_then(|n| c_int::try_from(n).ok()).unwrap_or(abi::MPI_UNDEFINED)
+}
+
+/// `MPI_Get_count` (whole datatypes) or `MPI_Get_elements` (primitive elements) of a status;
+/// `None` when the bytes are not a whole number of them.
+fn status_units(
+    s: &mut State,
+    status: *const MPI_Status,
+    datatype: MPI_Datatype,
+    elements: bool,
+) -> Res<Option<usize>> {
     if status.is_null() || status as usize == abi::MPI_STATUS_IGNORE {
         return fail(ErrorClass::Arg, "status is NULL or MPI_STATUS_IGNORE");
     }
     let dt = s.datatype(datatype)?;
     // SAFETY: non-null status the application passes back to us.
     let bytes = unsafe { (*status)._ucount };
-    let n = if elements { dt.elements_in(bytes) } else { dt.count_in(bytes) };
-    Ok(n.map_or(abi::MPI_UNDEFINED, |n| n.min(c_int::MAX as usize) as c_int))
+    Ok(if elements { dt.elements_in(bytes) } else { dt.count_in(bytes) })
 }
 
 fn message_null() -> MPI_Message {

@@ -1,0 +1,112 @@
+/* conformance: behaviour the standard (or every common implementation) defines and that
+ * third-party MPI test suites check, each found wrong in kawarimi once. Only behaviour that
+ * native Open MPI 4.1 shows is asserted (the program must pass natively too).
+ *   - MPI_Exscan leaves rank 0's receive buffer alone (blocking and nonblocking);
+ *   - a persistent request keeps its datatype and communicator: the program may free both
+ *     handles after the *_init call (§3.9) and start the request again and again;
+ *   - counts beyond 2^31 survive MPI_Status_set_elements_x / MPI_Get_elements_x, and the
+ *     int forms say MPI_UNDEFINED rather than a truncated number. */
+#include "check.h"
+
+static int rank, size;
+
+static void exscan_leaves_rank0_alone(void)
+{
+    int in = rank + 1, out = -77;
+    MPI_OK(MPI_Exscan(&in, &out, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
+    if (rank == 0)
+        CHECKF(out == -77, "rank 0's Exscan buffer became %d", out);
+    else
+        CHECKF(out == rank * (rank + 1) / 2, "Exscan gave %d", out);
+    long pair[2] = {rank + 2, rank}, got[2] = {-5, -6};
+    MPI_Op affine_op;
+    MPI_OK(MPI_Op_create(affine, 0, &affine_op));
+    MPI_Datatype two_longs;
+    MPI_OK(MPI_Type_contiguous(2, MPI_LONG, &two_longs));
+    MPI_OK(MPI_Type_commit(&two_longs));
+    MPI_Request r;
+    MPI_OK(MPI_Iexscan(pair, got, 1, two_longs, affine_op, MPI_COMM_WORLD, &r));
+    MPI_OK(MPI_Wait(&r, MPI_STATUS_IGNORE));
+    if (rank == 0)
+        CHECKF(got[0] == -5 && got[1] == -6, "rank 0's Iexscan buffer became (%ld, %ld)", got[0], got[1]);
+    else {
+        /* (x_0 o x_1 o ... o x_{r-1}) folded in rank order. */
+        long a = 2, b = 0;
+        for (int k = 1; k < rank; k++) {
+            long na = a * (k + 2) % 1000003, nb = (b * (k + 2) + k) % 1000003;
+            a = na, b = nb;
+        }
+        CHECKF(got[0] == a && got[1] == b, "Iexscan gave (%ld, %ld), want (%ld, %ld)", got[0], got[1], a, b);
+    }
+    MPI_OK(MPI_Op_free(&affine_op));
+    MPI_OK(MPI_Type_free(&two_longs));
+}
+
+static void persistent_requests_keep_their_objects(void)
+{
+    int peer = rank ^ 1;
+    if (peer >= size)
+        peer = MPI_PROC_NULL;
+    MPI_Datatype every_other;
+    MPI_OK(MPI_Type_vector(3, 1, 2, MPI_INT, &every_other));
+    MPI_OK(MPI_Type_commit(&every_other));
+    MPI_Comm dup;
+    MPI_OK(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
+    int sbuf[6], rbuf[6];
+    MPI_Request rq[2];
+    MPI_OK(MPI_Send_init(sbuf, 1, every_other, peer, 9, dup, &rq[0]));
+    MPI_OK(MPI_Recv_init(rbuf, 1, every_other, peer, 9, dup, &rq[1]));
+    MPI_OK(MPI_Type_free(&every_other));
+    MPI_OK(MPI_Comm_free(&dup));
+    CHECK(every_other == MPI_DATATYPE_NULL && dup == MPI_COMM_NULL);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 6; i++)
+            sbuf[i] = 100 * rank + 10 * round + i, rbuf[i] = -1;
+        MPI_OK(MPI_Startall(2, rq));
+        MPI_OK(MPI_Waitall(2, rq, MPI_STATUSES_IGNORE));
+        if (peer == MPI_PROC_NULL)
+            continue;
+        for (int i = 0; i < 6; i++) {
+            int want = i % 2 == 0 ? 100 * peer + 10 * round + i : -1;
+            CHECKF(rbuf[i] == want, "round %d: element %d is %d, want %d", round, i, rbuf[i], want);
+        }
+    }
+    MPI_OK(MPI_Request_free(&rq[0]));
+    MPI_OK(MPI_Request_free(&rq[1]));
+}
+
+static void large_counts_are_not_truncated(void)
+{
+    MPI_Status st;
+    MPI_Count big = ((MPI_Count)1 << 33) + 5, got = 0;
+    MPI_OK(MPI_Status_set_elements_x(&st, MPI_BYTE, big));
+    MPI_OK(MPI_Get_elements_x(&st, MPI_BYTE, &got));
+    CHECKF(got == big, "Get_elements_x gave %lld, want %lld", (long long)got, (long long)big);
+    int n = 0;
+    MPI_OK(MPI_Get_count(&st, MPI_BYTE, &n));
+    CHECKF(n == MPI_UNDEFINED, "Get_count of 2^33 + 5 bytes gave %d", n);
+    MPI_OK(MPI_Get_elements(&st, MPI_BYTE, &n));
+    CHECKF(n == MPI_UNDEFINED, "Get_elements of 2^33 + 5 bytes gave %d", n);
+    /* 2^31 + 1 ints: elements in the int form do not fit either. */
+    MPI_Count ints = ((MPI_Count)1 << 31) + 1;
+    MPI_OK(MPI_Status_set_elements_x(&st, MPI_INT, ints));
+    MPI_OK(MPI_Get_elements_x(&st, MPI_INT, &got));
+    CHECKF(got == ints, "Get_elements_x gave %lld ints, want %lld", (long long)got, (long long)ints);
+    MPI_OK(MPI_Get_count(&st, MPI_INT, &n));
+    CHECKF(n == MPI_UNDEFINED, "Get_count of 2^31 + 1 ints gave %d", n);
+    /* A count that fits still comes back whole. */
+    MPI_OK(MPI_Status_set_elements(&st, MPI_DOUBLE, 12345));
+    MPI_OK(MPI_Get_count(&st, MPI_DOUBLE, &n));
+    CHECKF(n == 12345, "Get_count gave %d", n);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    exscan_leaves_rank0_alone();
+    persistent_requests_keep_their_objects();
+    large_counts_are_not_truncated();
+    return finish("conformance");
+}
