@@ -189,10 +189,36 @@ pub fn call_around<T, U>(
     finish(name, comm, result)
 }
 
+/// Runs a query about datatype `h` (its size, extent, true extent). Inside a user reduction
+/// function, where the calling MPI call holds the state, it is answered from what that
+/// function was given (see [`crate::api::op::datatype_in_user_op`]) and an error is returned
+/// as its code; elsewhere it is an ordinary call.
+pub fn datatype_query(
+    name: &'static str,
+    h: abi::MPI_Datatype,
+    f: impl FnOnce(&kawarimi_runtime::datatype::Datatype) -> Res<()>,
+) -> c_int {
+    if IN_CALL.with(|c| c.get()) {
+        if let Some(dt) = crate::api::op::datatype_in_user_op(h) {
+            return match dt.and_then(|dt| f(&dt)) {
+                Ok(()) => abi::MPI_SUCCESS,
+                Err(e) => class_code(e.class),
+            };
+        }
+    }
+    call(name, None, |s| f(&*s.datatype(h)?))
+}
+
 /// Runs `f` on the state under its lock.
 fn locked<R>(name: &'static str, f: impl FnOnce(&mut State) -> Res<R>) -> Res<R> {
     if IN_CALL.with(|c| c.replace(true)) {
-        die(name, "called from inside a kawarimi callback (a user reduction op); not supported", 1);
+        die(
+            name,
+            "called from inside a user reduction function, while the MPI call that runs it holds kawarimi's \
+             state; only datatype queries (MPI_Type_size, MPI_Type_get_extent, MPI_Type_get_true_extent and \
+             their _x forms) are answered there",
+            1,
+        );
     }
     let result = {
         let mut guard = STATE.lock();

@@ -387,16 +387,7 @@ impl State {
         if let Some(dt) = &self.predef_types[pd.index()] {
             return Ok(dt.clone());
         }
-        let dt = match pd.layout() {
-            abi::PredefLayout::Prim(p) => Datatype::predefined_named(p, pd.mpi_name())?,
-            abi::PredefLayout::Special(abi::SpecialDatatype::Null) => {
-                return fail(ErrorClass::Type, "MPI_DATATYPE_NULL is not a datatype")
-            }
-            abi::PredefLayout::Special(s) => {
-                return fail(ErrorClass::Type, format!("{} ({s:?}) is not supported by kawarimi", pd.mpi_name()))
-            }
-        };
-        let dt = Arc::new(dt);
+        let dt = Arc::new(build_predef_datatype(pd)?);
         self.predef_types[pd.index()] = Some(dt.clone());
         Ok(dt)
     }
@@ -513,6 +504,19 @@ impl State {
     pub fn new_info(&mut self, pairs: Vec<(String, String)>) -> Res<abi::MPI_Info> {
         let i = self.infos.insert(pairs).ok_or_else(|| table_full("info objects"))?;
         Ok(encode(Kind::Info, i) as abi::MPI_Info)
+    }
+}
+
+/// The object a predefined datatype handle stands for.
+pub fn build_predef_datatype(pd: PredefDatatype) -> Res<Datatype> {
+    match pd.layout() {
+        abi::PredefLayout::Prim(p) => Ok(Datatype::predefined_named(p, pd.mpi_name())?),
+        abi::PredefLayout::Special(abi::SpecialDatatype::Null) => {
+            fail(ErrorClass::Type, "MPI_DATATYPE_NULL is not a datatype")
+        }
+        abi::PredefLayout::Special(s) => {
+            fail(ErrorClass::Type, format!("{} ({s:?}) is not supported by kawarimi", pd.mpi_name()))
+        }
     }
 }
 

@@ -5,7 +5,9 @@
  *   - a persistent request keeps its datatype and communicator: the program may free both
  *     handles after the *_init call (§3.9) and start the request again and again;
  *   - counts beyond 2^31 survive MPI_Status_set_elements_x / MPI_Get_elements_x, and the
- *     int forms say MPI_UNDEFINED rather than a truncated number. */
+ *     int forms say MPI_UNDEFINED rather than a truncated number;
+ *   - a user reduction function may ask the size and extent of the datatype it is given
+ *     (and of predefined ones): written once for several types, it finds its elements so. */
 #include "check.h"
 
 static int rank, size;
@@ -100,6 +102,47 @@ static void large_counts_are_not_truncated(void)
     CHECKF(n == 12345, "Get_count gave %d", n);
 }
 
+/* Sums elements of whatever integer type it is given, found by asking MPI about it. */
+static void sum_by_size(void *in, void *inout, int *len, MPI_Datatype *dt)
+{
+    int size = 0, int_size = 0;
+    MPI_Aint lb = -1, extent = 0, tlb = -1, textent = 0;
+    MPI_Count size_x = 0;
+    CHECK(MPI_Type_size(*dt, &size) == MPI_SUCCESS);
+    CHECK(MPI_Type_size_x(*dt, &size_x) == MPI_SUCCESS && size_x == size);
+    CHECK(MPI_Type_get_extent(*dt, &lb, &extent) == MPI_SUCCESS && lb == 0 && extent == size);
+    CHECK(MPI_Type_get_true_extent(*dt, &tlb, &textent) == MPI_SUCCESS && tlb == 0 && textent == size);
+    CHECK(MPI_Type_size(MPI_INT, &int_size) == MPI_SUCCESS && int_size == (int)sizeof(int));
+    for (int i = 0; i < *len; i++) {
+        if (size == (int)sizeof(int))
+            ((int *)inout)[i] += ((int *)in)[i];
+        else if (size == 2 * (int)sizeof(long)) {
+            ((long *)inout)[2 * i] += ((long *)in)[2 * i];
+            ((long *)inout)[2 * i + 1] += ((long *)in)[2 * i + 1];
+        } else
+            CHECKF(0, "unexpected datatype size %d", size);
+    }
+}
+
+static void user_op_queries_its_datatype(void)
+{
+    MPI_Op op;
+    MPI_OK(MPI_Op_create(sum_by_size, 1, &op));
+    int x[3] = {rank, 1, 2 * rank}, y[3];
+    MPI_OK(MPI_Allreduce(x, y, 3, MPI_INT, op, MPI_COMM_WORLD));
+    CHECKF(y[0] == size * (size - 1) / 2 && y[1] == size && y[2] == size * (size - 1), "ints: %d %d %d", y[0], y[1], y[2]);
+    MPI_Datatype two_longs;
+    MPI_OK(MPI_Type_contiguous(2, MPI_LONG, &two_longs));
+    MPI_OK(MPI_Type_commit(&two_longs));
+    long a[4] = {rank, 1, 10, rank * 3}, b[4];
+    MPI_OK(MPI_Reduce(a, b, 2, two_longs, op, 0, MPI_COMM_WORLD));
+    if (rank == 0)
+        CHECKF(b[0] == size * (size - 1) / 2 && b[1] == size && b[2] == 10 * size && b[3] == 3 * size * (size - 1) / 2,
+               "pairs: %ld %ld %ld %ld", b[0], b[1], b[2], b[3]);
+    MPI_OK(MPI_Type_free(&two_longs));
+    MPI_OK(MPI_Op_free(&op));
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -108,5 +151,6 @@ int main(int argc, char **argv)
     exscan_leaves_rank0_alone();
     persistent_requests_keep_their_objects();
     large_counts_are_not_truncated();
+    user_op_queries_its_datatype();
     return finish("conformance");
 }

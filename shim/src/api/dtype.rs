@@ -7,7 +7,7 @@ use kawarimi_runtime::datatype::{Combiner, Datatype, Distribution, Order};
 use kawarimi_runtime::error::ErrorClass;
 
 use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Count, MPI_Datatype};
-use crate::export::call;
+use crate::export::{call, datatype_query};
 use crate::mem::{c_array, c_array_mut, c_string, out, user_bytes, user_bytes_mut};
 use crate::state::{decode, fail, Kind, Res, State};
 
@@ -57,9 +57,12 @@ fn combiner_code(c: Combiner) -> c_int {
     }
 }
 
-fn extent_query(s: &mut State, datatype: MPI_Datatype, true_extent: bool) -> Res<(isize, isize)> {
-    let dt = s.datatype(datatype)?;
-    Ok(if true_extent { (dt.true_lb(), dt.true_extent()) } else { (dt.lb(), dt.extent()) })
+fn extent_of(dt: &Datatype, true_extent: bool) -> (isize, isize) {
+    if true_extent {
+        (dt.true_lb(), dt.true_extent())
+    } else {
+        (dt.lb(), dt.extent())
+    }
 }
 
 mpi_fn! {
@@ -240,8 +243,8 @@ mpi_fn! {
     }
 
     fn Type_size(datatype: MPI_Datatype, size: *mut c_int) -> c_int {
-        call("MPI_Type_size", None, |s| {
-            let n = s.datatype(datatype)?.size();
+        datatype_query("MPI_Type_size", datatype, |dt| {
+            let n = dt.size();
             let n = c_int::try_from(n).unwrap_or(abi::MPI_UNDEFINED);
             // SAFETY: caller's output argument.
             unsafe { out(size, n) }
@@ -249,64 +252,64 @@ mpi_fn! {
     }
 
     fn Type_size_x(datatype: MPI_Datatype, size: *mut MPI_Count) -> c_int {
-        call("MPI_Type_size_x", None, |s| {
-            let n = s.datatype(datatype)?.size();
+        datatype_query("MPI_Type_size_x", datatype, |dt| {
+            let n = dt.size();
             // SAFETY: caller's output argument.
             unsafe { out(size, n as MPI_Count) }
         })
     }
 
     fn Type_get_extent(datatype: MPI_Datatype, lb: *mut MPI_Aint, extent: *mut MPI_Aint) -> c_int {
-        call("MPI_Type_get_extent", None, |s| {
-            let (l, e) = extent_query(s, datatype, false)?;
+        datatype_query("MPI_Type_get_extent", datatype, |dt| {
+            let (l, e) = extent_of(dt, false);
             // SAFETY: caller's output arguments.
             unsafe { out(lb, l)?; out(extent, e) }
         })
     }
 
     fn Type_get_extent_x(datatype: MPI_Datatype, lb: *mut MPI_Count, extent: *mut MPI_Count) -> c_int {
-        call("MPI_Type_get_extent_x", None, |s| {
-            let (l, e) = extent_query(s, datatype, false)?;
+        datatype_query("MPI_Type_get_extent_x", datatype, |dt| {
+            let (l, e) = extent_of(dt, false);
             // SAFETY: caller's output arguments.
             unsafe { out(lb, l as MPI_Count)?; out(extent, e as MPI_Count) }
         })
     }
 
     fn Type_get_true_extent(datatype: MPI_Datatype, true_lb: *mut MPI_Aint, true_extent: *mut MPI_Aint) -> c_int {
-        call("MPI_Type_get_true_extent", None, |s| {
-            let (l, e) = extent_query(s, datatype, true)?;
+        datatype_query("MPI_Type_get_true_extent", datatype, |dt| {
+            let (l, e) = extent_of(dt, true);
             // SAFETY: caller's output arguments.
             unsafe { out(true_lb, l)?; out(true_extent, e) }
         })
     }
 
     fn Type_get_true_extent_x(datatype: MPI_Datatype, true_lb: *mut MPI_Count, true_extent: *mut MPI_Count) -> c_int {
-        call("MPI_Type_get_true_extent_x", None, |s| {
-            let (l, e) = extent_query(s, datatype, true)?;
+        datatype_query("MPI_Type_get_true_extent_x", datatype, |dt| {
+            let (l, e) = extent_of(dt, true);
             // SAFETY: caller's output arguments.
             unsafe { out(true_lb, l as MPI_Count)?; out(true_extent, e as MPI_Count) }
         })
     }
 
     fn Type_extent(datatype: MPI_Datatype, extent: *mut MPI_Aint) -> c_int {
-        call("MPI_Type_extent", None, |s| {
-            let (_, e) = extent_query(s, datatype, false)?;
+        datatype_query("MPI_Type_extent", datatype, |dt| {
+            let (_, e) = extent_of(dt, false);
             // SAFETY: caller's output argument.
             unsafe { out(extent, e) }
         })
     }
 
     fn Type_lb(datatype: MPI_Datatype, displacement: *mut MPI_Aint) -> c_int {
-        call("MPI_Type_lb", None, |s| {
-            let (l, _) = extent_query(s, datatype, false)?;
+        datatype_query("MPI_Type_lb", datatype, |dt| {
+            let (l, _) = extent_of(dt, false);
             // SAFETY: caller's output argument.
             unsafe { out(displacement, l) }
         })
     }
 
     fn Type_ub(datatype: MPI_Datatype, displacement: *mut MPI_Aint) -> c_int {
-        call("MPI_Type_ub", None, |s| {
-            let (l, e) = extent_query(s, datatype, false)?;
+        datatype_query("MPI_Type_ub", datatype, |dt| {
+            let (l, e) = extent_of(dt, false);
             // SAFETY: caller's output argument.
             unsafe { out(displacement, l + e) }
         })

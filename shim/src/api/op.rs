@@ -1,6 +1,7 @@
 //! Reduction operations (MPI-3.1 §5.9): the ops the collectives apply ([`ShimReducer`],
 //! predefined or the application's own), and the user-defined ops.
 
+use std::cell::RefCell;
 use std::ffi::{c_int, c_void};
 use std::sync::Arc;
 
@@ -49,7 +50,9 @@ impl Reducer for ShimReducer {
     fn reduce(&self, input: &[u8], inout: &mut [u8]) -> MpiResult<()> {
         match self.op {
             OpEntry::Predefined(p) => op::apply(p, self.prim, input, inout),
-            OpEntry::User(u) => call_user_op(u, &self.dt, self.dt_handle, input, inout),
+            OpEntry::User(u) => {
+                in_user_op(self.dt_handle, &self.dt, || call_user_op(u, &self.dt, self.dt_handle, input, inout))
+            }
         }
     }
     fn commutative(&self) -> bool {
@@ -61,6 +64,37 @@ impl Reducer for ShimReducer {
     fn elem_bytes(&self) -> usize {
         self.dt.size()
     }
+}
+
+thread_local! {
+    /// While this thread runs a user function (the state locked, inside an MPI call): the
+    /// datatype handle it was given and what it stands for.
+    static USER_OP_DATATYPE: RefCell<Option<(usize, Arc<Datatype>)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (which calls a user function) with `h`, `dt` known as its datatype.
+fn in_user_op<R>(h: MPI_Datatype, dt: &Arc<Datatype>, f: impl FnOnce() -> R) -> R {
+    let outer = USER_OP_DATATYPE.with(|c| c.replace(Some((h as usize, dt.clone()))));
+    let r = f();
+    USER_OP_DATATYPE.with(|c| *c.borrow_mut() = outer);
+    r
+}
+
+/// Inside a user function (and only there, `None` elsewhere): datatype `h` for the queries
+/// the function may make about its operands (§5.9.5 passes it the datatype, and reading its
+/// size or extent is how a function written for several types finds its elements). Its own
+/// datatype and the predefined ones are known without the state, which the running call
+/// holds; any other is refused.
+pub(crate) fn datatype_in_user_op(h: MPI_Datatype) -> Option<Res<Arc<Datatype>>> {
+    let own =
+        USER_OP_DATATYPE.with(|c| c.borrow().as_ref().map(|(own_h, dt)| (*own_h == h as usize).then(|| dt.clone())))?;
+    Some(match (own, abi::predefined().datatype(h as usize)) {
+        (Some(dt), _) => Ok(dt),
+        (None, Some(pd)) => crate::state::build_predef_datatype(pd).map(Arc::new),
+        (None, None) => {
+            fail(ErrorClass::Type, format!("{:#x} is not the user function's datatype or a predefined one", h as usize))
+        }
+    })
 }
 
 /// Runs a user function (§5.9.5) on packed operands: they are laid out in the datatype's
