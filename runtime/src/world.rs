@@ -372,18 +372,41 @@ impl World {
     }
 
     /// `MPI_Comm_create` (§6.4.2): collective over `parent`; members of `group` get the new
-    /// communicator, the others `None`.
+    /// communicator, the others `None`. Of an inter-communicator, each side gives a group of
+    /// its own processes, and the result is an inter-communicator between the two groups
+    /// (`None` also where the other side's group is empty).
     pub fn comm_create(&mut self, parent: &Comm, group: &Group) -> MpiResult<Option<Comm>> {
-        if parent.is_inter() {
-            return err(ErrorClass::Comm, "MPI_Comm_create of an inter-communicator is not supported");
-        }
         for &w in group.members() {
             if parent.group.rank_of(w).is_none() {
                 return err(ErrorClass::Group, format!("process {w} of the group is not in the communicator"));
             }
         }
+        let my_rank = group.rank_of(parent.me());
+        let remote = match &parent.inter {
+            None => None,
+            Some(inter) => {
+                // Each process tells the other side its rank in its side's group (-1: not in
+                // it): the other side's group, in its order, is the processes that have one.
+                let mine = my_rank.unwrap_or(-1).to_le_bytes();
+                let theirs = coll::allgatherv(&mut self.engine, parent, &mine, &vec![4; inter.remote.size() as usize])?;
+                let mut ranked: Vec<(i32, u32)> = theirs
+                    .iter()
+                    .zip(inter.remote.members())
+                    .map(|(b, &w)| (i32::from_le_bytes(b[..4].try_into().expect("4 bytes")), w))
+                    .filter(|&(r, _)| r >= 0)
+                    .collect();
+                ranked.sort_unstable();
+                Some(Group::new(ranked.into_iter().map(|(_, w)| w).collect())?)
+            }
+        };
         let ctx = self.alloc_ctx(parent)?;
-        Ok(group.rank_of(parent.me()).map(|rank| Comm::new(ctx, Arc::new(group.clone()), rank)))
+        let Some(rank) = my_rank else { return Ok(None) };
+        let group = Arc::new(group.clone());
+        Ok(match remote {
+            None => Some(Comm::new(ctx, group, rank)),
+            Some(remote) if remote.size() == 0 => None,
+            Some(remote) => Some(Comm::new_inter(ctx, group, rank, Arc::new(remote))),
+        })
     }
 }
 

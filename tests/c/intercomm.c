@@ -3,7 +3,8 @@
  * MPI_Intercomm_create over MPI_COMM_WORLD. Checked: remote size and group, point-to-point
  * naming remote ranks (with the status reporting them), every collective in its inter form
  * (MPI_ROOT / MPI_PROC_NULL roots, results from the *other* group), a non-commutative
- * reduction, nonblocking forms, MPI_Comm_dup and MPI_Comm_split of an inter-communicator,
+ * reduction, nonblocking forms, MPI_Comm_dup, MPI_Comm_split and MPI_Comm_create of an
+ * inter-communicator,
  * MPI_Intercomm_merge in both orders, MPI_Comm_compare, and the errors of calls that an
  * inter-communicator does not allow. */
 #include "check.h"
@@ -248,6 +249,58 @@ int main(int argc, char **argv)
         MPI_OK(MPI_Allreduce(&wrank, &sum, 1, MPI_INT, MPI_SUM, merged));
         CHECK(sum == wsize * (wsize - 1) / 2);
         MPI_Comm_free(&merged);
+    }
+
+    /* MPI_Comm_create of an inter-communicator: each side names a group of its own
+     * processes (here all but its rank 0 when it has others), and gets an inter-communicator
+     * between the two groups; a process left out gets MPI_COMM_NULL. (Groups in the
+     * parent's order: Open MPI 4.1 numbers the remote group in the parent's order whatever
+     * order the other side gave, which this test does not hold against either.) */
+    {
+        int lkeep = lsize > 1 ? lsize - 1 : 1, rkeep = rsize > 1 ? rsize - 1 : 1;
+        int ranks[64];
+        for (int i = 0; i < lkeep; i++)
+            ranks[i] = lsize > 1 ? i + 1 : 0;
+        MPI_Group lgroup, sub;
+        MPI_OK(MPI_Comm_group(inter, &lgroup));
+        MPI_OK(MPI_Group_incl(lgroup, lkeep, ranks, &sub));
+        MPI_Comm created;
+        MPI_OK(MPI_Comm_create(inter, sub, &created));
+        int in_sub = lsize == 1 || lrank != 0;
+        if (!in_sub) {
+            CHECK(created == MPI_COMM_NULL);
+        } else {
+            CHECK(created != MPI_COMM_NULL);
+            int is_inter = 0, cl, cr, crank;
+            MPI_OK(MPI_Comm_test_inter(created, &is_inter));
+            MPI_OK(MPI_Comm_size(created, &cl));
+            MPI_OK(MPI_Comm_remote_size(created, &cr));
+            MPI_OK(MPI_Comm_rank(created, &crank));
+            CHECKF(is_inter && cl == lkeep && cr == rkeep, "inter %d, sizes %d/%d, want %d/%d", is_inter, cl, cr,
+                   lkeep, rkeep);
+            CHECKF(crank == (lsize > 1 ? lrank - 1 : 0), "rank %d in the created communicator", crank);
+            /* The remote group: the other side's processes but its rank 0. */
+            MPI_Group rgroup_inter, rgroup_created;
+            MPI_OK(MPI_Comm_remote_group(inter, &rgroup_inter));
+            MPI_OK(MPI_Comm_remote_group(created, &rgroup_created));
+            for (int q = 0; q < rkeep; q++) {
+                int t = -1;
+                MPI_OK(MPI_Group_translate_ranks(rgroup_created, 1, &q, rgroup_inter, &t));
+                CHECKF(t == (rsize > 1 ? q + 1 : 0), "remote rank %d is %d of the parent's remote group", q, t);
+            }
+            /* Results come from the other side's group. */
+            int sum = -1, want = 0;
+            for (int q = 0; q < rsize; q++)
+                if (rsize == 1 || q != 0)
+                    want += REMOTE_WORLD(q);
+            MPI_OK(MPI_Allreduce(&wrank, &sum, 1, MPI_INT, MPI_SUM, created));
+            CHECKF(sum == want, "allreduce over the created inter-communicator: %d, want %d", sum, want);
+            MPI_Group_free(&rgroup_inter);
+            MPI_Group_free(&rgroup_created);
+            MPI_Comm_free(&created);
+        }
+        MPI_Group_free(&sub);
+        MPI_Group_free(&lgroup);
     }
 
     /* What an inter-communicator does not allow is refused with the right class. */
