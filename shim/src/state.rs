@@ -145,8 +145,47 @@ pub struct CommEntry {
     pub comm: Arc<Comm>,
     pub handler: Handler,
     pub name: String,
-    /// Cached attributes: keyval → the `void*` value.
-    pub attrs: BTreeMap<i32, usize>,
+    /// Cached attributes.
+    pub attrs: Attrs,
+}
+
+/// A communicator's cached attributes, keyval → the `void*` value, in the order they were
+/// set: `MPI_Finalize` deletes those of `MPI_COMM_SELF` newest first (§8.7.1), and setting
+/// an attribute again makes it the newest.
+#[derive(Debug, Default)]
+pub struct Attrs(Vec<(i32, usize)>);
+
+impl Attrs {
+    pub fn get(&self, keyval: i32) -> Option<usize> {
+        self.0.iter().find(|(k, _)| *k == keyval).map(|&(_, v)| v)
+    }
+
+    pub fn insert(&mut self, keyval: i32, value: usize) {
+        self.remove(keyval);
+        self.0.push((keyval, value));
+    }
+
+    pub fn remove(&mut self, keyval: i32) -> Option<usize> {
+        let i = self.0.iter().position(|(k, _)| *k == keyval)?;
+        Some(self.0.remove(i).1)
+    }
+
+    /// Oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (i32, usize)> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl Extend<(i32, usize)> for Attrs {
+    fn extend<I: IntoIterator<Item = (i32, usize)>>(&mut self, items: I) {
+        for (k, v) in items {
+            self.insert(k, v);
+        }
+    }
 }
 
 /// An error class or code added with `MPI_Add_error_class`/`MPI_Add_error_code`.
@@ -455,7 +494,7 @@ impl State {
 
     /// Adds a communicator; its handler starts as its parent's (§8.3.1).
     pub fn new_comm(&mut self, comm: Comm, handler: Handler) -> Res<abi::MPI_Comm> {
-        let entry = CommEntry { comm: Arc::new(comm), handler, name: String::new(), attrs: BTreeMap::new() };
+        let entry = CommEntry { comm: Arc::new(comm), handler, name: String::new(), attrs: Attrs::default() };
         let i = self.comms.insert(entry).ok_or_else(|| table_full("communicators"))?;
         Ok(self.comm_handle(i))
     }

@@ -7,7 +7,10 @@
  *   - counts beyond 2^31 survive MPI_Status_set_elements_x / MPI_Get_elements_x, and the
  *     int forms say MPI_UNDEFINED rather than a truncated number;
  *   - a user reduction function may ask the size and extent of the datatype it is given
- *     (and of predefined ones): written once for several types, it finds its elements so. */
+ *     (and of predefined ones): written once for several types, it finds its elements so;
+ *   - a user-defined error class or code without a string has the empty string (§8.5);
+ *   - MPI_Finalize deletes MPI_COMM_SELF's attributes in the reverse order of their setting,
+ *     an attribute set again counting as set then (§8.7.1). */
 #include "check.h"
 
 static int rank, size;
@@ -143,6 +146,59 @@ static void user_op_queries_its_datatype(void)
     MPI_OK(MPI_Op_free(&op));
 }
 
+static void user_error_strings(void)
+{
+    int cls, code, other, len = -1, c = -1;
+    char text[MPI_MAX_ERROR_STRING];
+    MPI_OK(MPI_Add_error_class(&cls));
+    MPI_OK(MPI_Add_error_code(cls, &code));
+    MPI_OK(MPI_Add_error_code(cls, &other));
+    MPI_OK(MPI_Error_string(cls, text, &len));
+    CHECKF(len == 0 && text[0] == 0, "a class without a string: \"%s\" (%d)", text, len);
+    MPI_OK(MPI_Add_error_string(code, "first words"));
+    MPI_OK(MPI_Add_error_string(code, "second words"));
+    MPI_OK(MPI_Error_string(code, text, &len));
+    CHECKF(len == 12 && strcmp(text, "second words") == 0, "a code's string: \"%s\" (%d)", text, len);
+    MPI_OK(MPI_Error_string(other, text, &len));
+    CHECKF(len == 0 && text[0] == 0, "a code without a string: \"%s\" (%d)", text, len);
+    MPI_OK(MPI_Error_class(other, &c));
+    CHECKF(c == cls, "class of a user code: %d, want %d", c, cls);
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    int rc = MPI_Add_error_string(MPI_ERR_COMM, "not mine");
+    CHECKF(rc != MPI_SUCCESS && err_class(rc) == MPI_ERR_ARG, "a string for a predefined code: %d", rc);
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+}
+
+/* The values MPI_COMM_SELF's delete callback must see, in this order: 10 when the
+ * attribute of keyval 0 is set again, then at MPI_Finalize newest setting first. */
+static const long self_deletions[] = {10, 20, 11, 13, 12};
+static int self_deleted;
+
+static int check_self_deletion(MPI_Comm comm, int keyval, void *value, void *extra)
+{
+    (void)comm, (void)keyval, (void)extra;
+    int n = (int)(sizeof self_deletions / sizeof self_deletions[0]);
+    CHECKF(self_deleted < n && (long)value == self_deletions[self_deleted],
+           "deletion %d of MPI_COMM_SELF's attributes has value %ld", self_deleted, (long)value);
+    self_deleted++;
+    return MPI_SUCCESS;
+}
+
+static void self_attributes_for_finalize(void)
+{
+    int k[4];
+    for (int i = 0; i < 4; i++)
+        MPI_OK(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, check_self_deletion, &k[i], NULL));
+    MPI_OK(MPI_Comm_set_attr(MPI_COMM_SELF, k[2], (void *)12L));
+    MPI_OK(MPI_Comm_set_attr(MPI_COMM_SELF, k[0], (void *)10L));
+    MPI_OK(MPI_Comm_set_attr(MPI_COMM_SELF, k[3], (void *)13L));
+    MPI_OK(MPI_Comm_set_attr(MPI_COMM_SELF, k[1], (void *)11L));
+    MPI_OK(MPI_Comm_set_attr(MPI_COMM_SELF, k[0], (void *)20L));
+    CHECKF(self_deleted == 1, "setting an attribute again deleted %d values", self_deleted);
+    /* A freed keyval's attribute is still deleted at MPI_Finalize. */
+    MPI_OK(MPI_Comm_free_keyval(&k[3]));
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -152,5 +208,13 @@ int main(int argc, char **argv)
     persistent_requests_keep_their_objects();
     large_counts_are_not_truncated();
     user_op_queries_its_datatype();
-    return finish("conformance");
+    user_error_strings();
+    self_attributes_for_finalize();
+    finish("conformance");
+    /* After "OK": a missing deletion makes the run fail by its exit status. */
+    if (self_deleted != 5) {
+        fprintf(stderr, "FAIL conformance: MPI_Finalize made %d of 4 deletions\n", self_deleted - 1);
+        return 1;
+    }
+    return 0;
 }

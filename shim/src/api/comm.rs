@@ -54,7 +54,7 @@ type AttrCall = (i32, usize, Keyval);
 
 fn attrs_with_keyvals(s: &State, comm: MPI_Comm) -> Res<Vec<AttrCall>> {
     let attrs = &s.comm_entry(comm)?.attrs;
-    Ok(attrs.iter().filter_map(|(&k, &v)| Some((k, v, s.keyvals.get(&k).copied()?))).collect())
+    Ok(attrs.iter().filter_map(|(k, v)| Some((k, v, s.keyvals.get(&k).copied()?))).collect())
 }
 
 /// `MPI_Comm_dup` and its variants: `make` creates the new communicator under the lock; the
@@ -197,7 +197,7 @@ fn set_attr(name: &'static str, comm: MPI_Comm, keyval: c_int, value: usize) -> 
             let Some(kv) = s.keyvals.get(&keyval).copied() else {
                 return fail(ErrorClass::Keyval, format!("keyval {keyval} does not exist or is predefined"));
             };
-            Ok(s.comm_entry(comm)?.attrs.get(&keyval).map(|&old| (old, kv)))
+            Ok(s.comm_entry(comm)?.attrs.get(keyval).map(|old| (old, kv)))
         },
         |old| old.map_or(Ok(()), |(v, kv)| delete_attr(comm, keyval, v, kv)),
         |s, ()| {
@@ -227,7 +227,7 @@ unsafe fn get_attr(
             return out(flag, 1);
         }
     }
-    let v = s.comm_entry(comm)?.attrs.get(&keyval).copied();
+    let v = s.comm_entry(comm)?.attrs.get(keyval);
     // SAFETY: caller's output arguments.
     unsafe {
         out(flag, v.is_some() as c_int)?;
@@ -244,7 +244,7 @@ fn del_attr(name: &'static str, comm: MPI_Comm, keyval: c_int) -> c_int {
         name,
         Some(comm),
         |s| {
-            let Some(&v) = s.comm_entry(comm)?.attrs.get(&keyval) else {
+            let Some(v) = s.comm_entry(comm)?.attrs.get(keyval) else {
                 return fail(ErrorClass::Keyval, format!("attribute {keyval} is not set on this communicator"));
             };
             Ok((v, s.keyvals.get(&keyval).copied()))
@@ -252,7 +252,7 @@ fn del_attr(name: &'static str, comm: MPI_Comm, keyval: c_int) -> c_int {
         |(v, kv)| kv.map_or(Ok(()), |kv| delete_attr(comm, keyval, v, kv)),
         |s, ()| {
             let i = s.comm_index(comm)?;
-            s.comms.get_mut(i).expect("checked").attrs.remove(&keyval);
+            s.comms.get_mut(i).expect("checked").attrs.remove(keyval);
             Ok(())
         },
     )

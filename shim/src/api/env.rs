@@ -119,9 +119,9 @@ mpi_fn! {
     }
 
     fn Finalize() -> c_int {
-        // MPI_Finalize first deletes the attributes of MPI_COMM_SELF, newest keyval first,
-        // running their delete callbacks (§8.7.1), which libraries use as a finalize hook
-        // and which may call MPI.
+        // MPI_Finalize first deletes the attributes of MPI_COMM_SELF, in the reverse order of
+        // their setting, running their delete callbacks (§8.7.1), which libraries use as a
+        // finalize hook and which may call MPI.
         let self_comm = abi::predefined().comm_handle(abi::PredefComm::SelfComm) as MPI_Comm;
         call_around(
             "MPI_Finalize",
@@ -129,7 +129,7 @@ mpi_fn! {
             |s| {
                 s.world()?;
                 let attrs = &s.comm_entry(self_comm)?.attrs;
-                Ok(attrs.iter().rev().filter_map(|(&k, &v)| Some((k, v, s.keyvals.get(&k).copied()?))).collect())
+                Ok(attrs.iter().rev().filter_map(|(k, v)| Some((k, v, s.keyvals.get(&k).copied()?))).collect())
             },
             |attrs: Vec<(c_int, usize, Keyval)>| {
                 attrs.into_iter().try_for_each(|(k, v, kv)| crate::api::comm::delete_attr(self_comm, k, v, kv))
@@ -227,7 +227,8 @@ mpi_fn! {
             let text = if errorcode == abi::MPI_SUCCESS {
                 "MPI_SUCCESS: no errors".to_string()
             } else if let Some(u) = user_error(s, errorcode) {
-                u.string.clone().unwrap_or_else(|| format!("user-defined error code {errorcode}"))
+                // No string added: the empty string (§8.5), as Open MPI and MPICH give.
+                u.string.clone().unwrap_or_default()
             } else {
                 match code_class(errorcode) {
                     Some(c) => format!("{}: {}", c.name(), describe(c)),
