@@ -383,11 +383,11 @@ fn main() {
     gen_predef(&out, &mpi_h_text, &fhandles_text);
 
     println!("cargo:rerun-if-changed=csrc/ompi_abi.c");
-    println!("cargo:rerun-if-changed=csrc/longdouble.c");
+    println!("cargo:rerun-if-changed=csrc/widefloat.c");
     let mut build = cc::Build::new();
     build
         .file(manifest.join("csrc/ompi_abi.c"))
-        .file(manifest.join("csrc/longdouble.c"))
+        .file(manifest.join("csrc/widefloat.c"))
         .include(&out)
         .warnings(true)
         .extra_warnings(true);

@@ -6,10 +6,10 @@
 //! pair types without their C padding. Slices may be at any alignment: elements are read
 //! with `from_le_bytes` on copies, never reinterpreted in place.
 //!
-//! C `long double` (x87 80-bit) has no Rust arithmetic. MIN/MAX/MINLOC/MAXLOC compare the
-//! 80-bit values exactly here; SUM/PROD go through a hook that the shim installs with a C
-//! implementation ([`set_long_double_math`]). Without the hook they fail with
-//! `ErrorClass::Op` rather than give an approximate answer.
+//! C `long double` (x87 80-bit) and Fortran `REAL*16` (IEEE binary128) have no Rust
+//! arithmetic. MIN/MAX/MINLOC/MAXLOC compare their values exactly here; SUM/PROD go through
+//! hooks that the shim installs with a C implementation ([`set_wide_float_math`]). Without
+//! a hook they fail with `ErrorClass::Op` rather than give an approximate answer.
 
 use std::sync::OnceLock;
 
@@ -104,9 +104,11 @@ fn category(prim: Primitive) -> Category {
         | Primitive::U32
         | Primitive::I64
         | Primitive::U64 => Category::Integer,
-        Primitive::F32 | Primitive::F64 | Primitive::LongDouble => Category::Floating,
+        Primitive::F32 | Primitive::F64 | Primitive::LongDouble | Primitive::F128 => Category::Floating,
         Primitive::CBool | Primitive::FLogical => Category::Logical,
-        Primitive::ComplexF32 | Primitive::ComplexF64 | Primitive::ComplexLongDouble => Category::Complex,
+        Primitive::ComplexF32 | Primitive::ComplexF64 | Primitive::ComplexLongDouble | Primitive::ComplexF128 => {
+            Category::Complex
+        }
         Primitive::Byte => Category::Byte,
         Primitive::FloatInt
         | Primitive::DoubleInt
@@ -139,21 +141,35 @@ pub fn check(op: PredefinedOp, prim: Primitive) -> MpiResult<()> {
     }
 }
 
-/// Arithmetic on x87 80-bit `long double`, in its 16-byte memory form (value in the low
-/// ten bytes), provided by the shim's C code.
+/// The 16-byte floating-point formats Rust has no arithmetic for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WideFloat {
+    /// C `long double` on x86-64: x87 80-bit extended in its 16-byte memory form (value in
+    /// the low ten bytes).
+    X87,
+    /// Fortran `REAL*16` (gfortran) and C `__float128`: IEEE 754 binary128.
+    Binary128,
+}
+
+/// Addition and multiplication of one [`WideFloat`] format, provided by the shim's C code.
 #[derive(Clone, Copy)]
-struct LongDoubleMath {
+struct WideMath {
     add: fn(&[u8; 16], &[u8; 16]) -> [u8; 16],
     mul: fn(&[u8; 16], &[u8; 16]) -> [u8; 16],
 }
 
-static LONG_DOUBLE_MATH: OnceLock<LongDoubleMath> = OnceLock::new();
+static WIDE_MATH: [OnceLock<WideMath>; 2] = [OnceLock::new(), OnceLock::new()];
 
-/// Installs `long double` addition and multiplication for SUM/PROD on MPI_LONG_DOUBLE and
-/// MPI_C_LONG_DOUBLE_COMPLEX. Process-wide; the first installation wins, later calls are
-/// ignored (the shim installs once at load).
-pub fn set_long_double_math(add: fn(&[u8; 16], &[u8; 16]) -> [u8; 16], mul: fn(&[u8; 16], &[u8; 16]) -> [u8; 16]) {
-    let _ = LONG_DOUBLE_MATH.set(LongDoubleMath { add, mul });
+/// Installs addition and multiplication of `format` for SUM/PROD on its real and complex
+/// types (MPI_LONG_DOUBLE and MPI_C_LONG_DOUBLE_COMPLEX; MPI_REAL16 and MPI_COMPLEX32).
+/// Process-wide; the first installation wins, later calls are ignored (the shim installs
+/// once at load).
+pub fn set_wide_float_math(
+    format: WideFloat,
+    add: fn(&[u8; 16], &[u8; 16]) -> [u8; 16],
+    mul: fn(&[u8; 16], &[u8; 16]) -> [u8; 16],
+) {
+    let _ = WIDE_MATH[format as usize].set(WideMath { add, mul });
 }
 
 /// `inoutvec[i] = invec[i] op inoutvec[i]` for every packed element (MPI-3.1 §5.9.1:
@@ -204,8 +220,10 @@ pub fn apply(op: PredefinedOp, prim: Primitive, invec: &[u8], inoutvec: &mut [u8
         Primitive::F64 => float_op::<f64>(op, invec, inoutvec),
         Primitive::ComplexF32 => complex_op::<f32>(op, invec, inoutvec),
         Primitive::ComplexF64 => complex_op::<f64>(op, invec, inoutvec),
-        Primitive::LongDouble => long_double_op(op, invec, inoutvec),
-        Primitive::ComplexLongDouble => complex_long_double_op(op, invec, inoutvec),
+        Primitive::LongDouble => wide_op::<LongDouble>(op, invec, inoutvec),
+        Primitive::ComplexLongDouble => complex_wide_op::<LongDouble>(op, invec, inoutvec),
+        Primitive::F128 => wide_op::<Binary128>(op, invec, inoutvec),
+        Primitive::ComplexF128 => complex_wide_op::<Binary128>(op, invec, inoutvec),
         Primitive::FloatInt => loc_op::<f32, i32>(op, invec, inoutvec),
         Primitive::DoubleInt => loc_op::<f64, i32>(op, invec, inoutvec),
         Primitive::LongInt => loc_op::<i64, i32>(op, invec, inoutvec),
@@ -479,12 +497,6 @@ impl LongDouble {
         }
         self.negative() == o.negative() && self.magnitude() == o.magnitude()
     }
-
-    fn negated(self) -> LongDouble {
-        let mut b = self.0;
-        b[9] ^= 0x80;
-        LongDouble(b)
-    }
 }
 
 impl Scalar for LongDouble {
@@ -505,46 +517,130 @@ impl Scalar for LongDouble {
     }
 }
 
-fn long_double_math(op: PredefinedOp, prim: &str) -> MpiResult<LongDoubleMath> {
-    match LONG_DOUBLE_MATH.get() {
-        Some(m) => Ok(*m),
-        None => err(
-            ErrorClass::Op,
-            format!("{} on {prim}: long double arithmetic is not available in this build", op.name()),
-        ),
+/// A 16-byte floating-point value whose arithmetic comes from a hook.
+trait Wide: Scalar {
+    const FORMAT: WideFloat;
+    /// The MPI names of its real and complex types, for messages.
+    const NAMES: (&'static str, &'static str);
+    /// The byte holding the sign bit (its top bit): negation is flipping it.
+    const SIGN_BYTE: usize;
+    fn bytes(self) -> [u8; 16];
+    fn from_bytes(b: [u8; 16]) -> Self;
+}
+
+impl Wide for LongDouble {
+    const FORMAT: WideFloat = WideFloat::X87;
+    const NAMES: (&'static str, &'static str) = ("MPI_LONG_DOUBLE", "MPI_C_LONG_DOUBLE_COMPLEX");
+    const SIGN_BYTE: usize = 9;
+    fn bytes(self) -> [u8; 16] {
+        self.0
+    }
+    fn from_bytes(b: [u8; 16]) -> Self {
+        LongDouble(b)
     }
 }
 
-fn long_double_op(op: PredefinedOp, invec: &[u8], inout: &mut [u8]) -> MpiResult<()> {
+impl Wide for Binary128 {
+    const FORMAT: WideFloat = WideFloat::Binary128;
+    const NAMES: (&'static str, &'static str) = ("MPI_REAL16", "MPI_COMPLEX32");
+    const SIGN_BYTE: usize = 15;
+    fn bytes(self) -> [u8; 16] {
+        self.0.to_le_bytes()
+    }
+    fn from_bytes(b: [u8; 16]) -> Self {
+        Binary128(u128::from_le_bytes(b))
+    }
+}
+
+fn wide_math<T: Wide>(op: PredefinedOp, name: &str) -> MpiResult<WideMath> {
+    match WIDE_MATH[T::FORMAT as usize].get() {
+        Some(m) => Ok(*m),
+        None => err(ErrorClass::Op, format!("{} on {name}: its arithmetic is not available in this build", op.name())),
+    }
+}
+
+fn wide_op<T: Wide>(op: PredefinedOp, invec: &[u8], inout: &mut [u8]) -> MpiResult<()> {
     match op {
-        PredefinedOp::Max => each::<LongDouble>(invec, inout, c_max),
-        PredefinedOp::Min => each::<LongDouble>(invec, inout, c_min),
+        PredefinedOp::Max => each::<T>(invec, inout, c_max),
+        PredefinedOp::Min => each::<T>(invec, inout, c_min),
         PredefinedOp::Sum | PredefinedOp::Prod => {
-            let m = long_double_math(op, "MPI_LONG_DOUBLE")?;
+            let m = wide_math::<T>(op, T::NAMES.0)?;
             let f = if op == PredefinedOp::Sum { m.add } else { m.mul };
-            each::<LongDouble>(invec, inout, |a, b| LongDouble(f(&a.0, &b.0)));
+            each::<T>(invec, inout, |a, b| T::from_bytes(f(&a.bytes(), &b.bytes())));
         }
-        _ => return unreachable_op(op, "long double"),
+        _ => return unreachable_op(op, T::NAMES.0),
     }
     Ok(())
 }
 
-fn complex_long_double_op(op: PredefinedOp, invec: &[u8], inout: &mut [u8]) -> MpiResult<()> {
-    let m = long_double_math(op, "MPI_C_LONG_DOUBLE_COMPLEX")?;
+fn complex_wide_op<T: Wide>(op: PredefinedOp, invec: &[u8], inout: &mut [u8]) -> MpiResult<()> {
+    let m = wide_math::<T>(op, T::NAMES.1)?;
     for (a, b) in invec.chunks_exact(32).zip(inout.chunks_exact_mut(32)) {
-        let (ar, ai) = (LongDouble::read(a).0, LongDouble::read(&a[16..]).0);
-        let (br, bi) = (LongDouble::read(b).0, LongDouble::read(&b[16..]).0);
+        let (ar, ai) = (T::read(a).bytes(), T::read(&a[16..]).bytes());
+        let (br, bi) = (T::read(b).bytes(), T::read(&b[16..]).bytes());
         let (r, i) = match op {
             PredefinedOp::Sum => ((m.add)(&ar, &br), (m.add)(&ai, &bi)),
             PredefinedOp::Prod => {
                 // Negation is exact (a sign flip), so subtraction is addition of it.
-                let bd = LongDouble((m.mul)(&ai, &bi)).negated();
-                ((m.add)(&(m.mul)(&ar, &br), &bd.0), (m.add)(&(m.mul)(&ar, &bi), &(m.mul)(&ai, &br)))
+                let mut bd = (m.mul)(&ai, &bi);
+                bd[T::SIGN_BYTE] ^= 0x80;
+                ((m.add)(&(m.mul)(&ar, &br), &bd), (m.add)(&(m.mul)(&ar, &bi), &(m.mul)(&ai, &br)))
             }
-            _ => return unreachable_op(op, "complex long double"),
+            _ => return unreachable_op(op, T::NAMES.1),
         };
         b[..16].copy_from_slice(&r);
         b[16..].copy_from_slice(&i);
     }
     Ok(())
+}
+
+/// An IEEE 754 binary128 value (Fortran `REAL*16`), as its bits: sign at bit 127, a 15-bit
+/// biased exponent, a 112-bit fraction.
+#[derive(Clone, Copy, Debug)]
+pub struct Binary128(pub u128);
+
+impl Binary128 {
+    const SIGN: u128 = 1 << 127;
+
+    /// The bits without the sign: for values that are not NaN, their order is the order of
+    /// the magnitudes (normals, subnormals, zero and infinity alike).
+    fn magnitude(self) -> u128 {
+        self.0 & !Self::SIGN
+    }
+
+    fn is_nan(self) -> bool {
+        self.magnitude() > 0x7fff_u128 << 112
+    }
+
+    fn negative(self) -> bool {
+        self.0 & Self::SIGN != 0
+    }
+}
+
+impl Scalar for Binary128 {
+    const N: usize = 16;
+    fn read(b: &[u8]) -> Self {
+        Binary128(u128::from_le_bytes(b[..16].try_into().expect("16 bytes")))
+    }
+    fn write(self, b: &mut [u8]) {
+        b[..16].copy_from_slice(&self.0.to_le_bytes());
+    }
+    /// C's `<` (+0 == -0, NaN unordered).
+    fn lt(self, o: Self) -> bool {
+        if self.is_nan() || o.is_nan() || (self.magnitude() == 0 && o.magnitude() == 0) {
+            return false;
+        }
+        match (self.negative() && self.magnitude() != 0, o.negative() && o.magnitude() != 0) {
+            (true, false) => true,
+            (false, true) => false,
+            (false, false) => self.magnitude() < o.magnitude(),
+            (true, true) => self.magnitude() > o.magnitude(),
+        }
+    }
+    fn eq(self, o: Self) -> bool {
+        if self.is_nan() || o.is_nan() {
+            return false;
+        }
+        self.magnitude() == o.magnitude() && (self.magnitude() == 0 || self.negative() == o.negative())
+    }
 }

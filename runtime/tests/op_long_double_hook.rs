@@ -1,10 +1,10 @@
-//! `long double` SUM/PROD through the hook the shim installs (`set_long_double_math`).
+//! `long double` SUM/PROD through the hook the shim installs (`set_wide_float_math`).
 //! The test hook computes through f64, exact for the operands used here (small dyadic
 //! values whose sums and products fit 53 bits); it checks the plumbing, including the
 //! complex product assembled from add/mul/negation.
 
 use kawarimi_runtime::datatype::Primitive;
-use kawarimi_runtime::op::{apply, set_long_double_math, PredefinedOp as Op};
+use kawarimi_runtime::op::{apply, set_wide_float_math, PredefinedOp as Op, WideFloat};
 
 fn to80(x: f64) -> [u8; 16] {
     let bits = x.to_bits();
@@ -45,7 +45,7 @@ fn enc(v: &[f64]) -> Vec<u8> {
 
 #[test]
 fn sum_and_prod_use_the_installed_hook() {
-    set_long_double_math(add, mul);
+    set_wide_float_math(WideFloat::X87, add, mul);
     let a = enc(&[1.5, -2.0, 0.25]);
     let mut b = enc(&[2.0, 8.0, -4.0]);
     apply(Op::Sum, Primitive::LongDouble, &a, &mut b).unwrap();

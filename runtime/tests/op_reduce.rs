@@ -22,8 +22,8 @@ fn run(op: Op, prim: Primitive, a: &[u8], b: &[u8]) -> Vec<u8> {
 fn allowed(op: Op, prim: Primitive) -> bool {
     use Primitive::*;
     let int = matches!(prim, I8 | U8 | I16 | U16 | I32 | U32 | I64 | U64);
-    let float = matches!(prim, F32 | F64 | LongDouble);
-    let complex = matches!(prim, ComplexF32 | ComplexF64 | ComplexLongDouble);
+    let float = matches!(prim, F32 | F64 | LongDouble | F128);
+    let complex = matches!(prim, ComplexF32 | ComplexF64 | ComplexLongDouble | ComplexF128);
     let logical = matches!(prim, CBool | FLogical);
     let pair = matches!(prim, FloatInt | DoubleInt | LongInt | TwoInt | ShortInt | LongDoubleInt | TwoF32 | TwoF64);
     match op {
@@ -286,15 +286,65 @@ fn long_double_min_max_are_exact() {
 }
 
 #[test]
-fn long_double_arithmetic_without_hook_is_refused() {
-    for (op, prim, n) in [
-        (Op::Sum, Primitive::LongDouble, 16),
-        (Op::Prod, Primitive::LongDouble, 16),
-        (Op::Sum, Primitive::ComplexLongDouble, 32),
-        (Op::Prod, Primitive::ComplexLongDouble, 32),
+fn wide_float_arithmetic_without_hook_is_refused() {
+    for (op, prim, n, name) in [
+        (Op::Sum, Primitive::LongDouble, 16, "MPI_LONG_DOUBLE"),
+        (Op::Prod, Primitive::LongDouble, 16, "MPI_LONG_DOUBLE"),
+        (Op::Sum, Primitive::ComplexLongDouble, 32, "MPI_C_LONG_DOUBLE_COMPLEX"),
+        (Op::Prod, Primitive::ComplexLongDouble, 32, "MPI_C_LONG_DOUBLE_COMPLEX"),
+        (Op::Sum, Primitive::F128, 16, "MPI_REAL16"),
+        (Op::Prod, Primitive::ComplexF128, 32, "MPI_COMPLEX32"),
     ] {
         let e = apply(op, prim, &vec![0; n], &mut vec![0; n]).unwrap_err();
         assert_eq!(e.class, ErrorClass::Op);
-        assert!(e.detail.contains("long double arithmetic is not available in this build"), "{}", e.detail);
+        assert!(
+            e.detail.contains(&format!("on {name}: its arithmetic is not available in this build")),
+            "{}",
+            e.detail
+        );
+    }
+}
+
+/// A binary128 value from its sign, biased exponent and 112-bit fraction.
+fn raw128(negative: bool, exponent: u16, fraction: u128) -> [u8; 16] {
+    ((u128::from(negative) << 127) | (u128::from(exponent) << 112) | fraction).to_le_bytes()
+}
+
+#[test]
+fn binary128_min_max_are_exact() {
+    // One unit in the last place of the 112-bit fraction apart: equal as f64 or x87.
+    let a = raw128(false, 16383, 1); // 1 + 2^-112
+    let b = raw128(false, 16383, 0); // 1
+    let c = raw128(true, 16383, 1); // -(1 + 2^-112)
+    let d = raw128(true, 16383, 0); // -1
+    let big = raw128(false, 16384, 0); // 2
+    let tiny = raw128(false, 0, 1); // the smallest subnormal
+    let negzero = raw128(true, 0, 0);
+    let zero = raw128(false, 0, 0);
+    let inf = raw128(false, 0x7fff, 0);
+    let neginf = raw128(true, 0x7fff, 0);
+    let ordered = [neginf, c, d, negzero, tiny, b, a, big, inf];
+    for (i, x) in ordered.iter().enumerate() {
+        for (j, y) in ordered.iter().enumerate() {
+            let max = run(Op::Max, Primitive::F128, x, y);
+            let min = run(Op::Min, Primitive::F128, x, y);
+            let (hi, lo) = if i > j {
+                (x, y)
+            } else if i < j {
+                (y, x)
+            } else {
+                (x, x)
+            };
+            assert_eq!(&max[..], &hi[..], "max of #{i} and #{j}");
+            assert_eq!(&min[..], &lo[..], "min of #{i} and #{j}");
+        }
+    }
+    // +0 and -0 compare equal: the result is `in`.
+    assert_eq!(run(Op::Max, Primitive::F128, &zero, &negzero), zero.to_vec());
+    assert_eq!(run(Op::Min, Primitive::F128, &negzero, &zero), negzero.to_vec());
+    // NaN (quiet or signalling): comparisons are false, so the result is `in`.
+    for nan in [raw128(false, 0x7fff, 1 << 111), raw128(true, 0x7fff, 1)] {
+        assert_eq!(run(Op::Max, Primitive::F128, &nan, &b), nan.to_vec());
+        assert_eq!(run(Op::Min, Primitive::F128, &b, &nan), b.to_vec());
     }
 }

@@ -183,8 +183,7 @@ pub enum SpecialDatatype {
     Ub,
     /// A type kawarimi does not support: Fortran kinds this Open MPI marks unavailable
     /// (`MPI_INTEGER16`, `MPI_REAL2`: size 0), kinds without a primitive in kawarimi
-    /// (`MPI_REAL16`/`MPI_COMPLEX32` are IEEE binary128 in gfortran, not x87;
-    /// `MPI_LOGICAL1/2/8`; `MPI_2COMPLEX`, `MPI_2DOUBLE_COMPLEX`), and unnamed legacy objects.
+    /// (`MPI_LOGICAL1/2/8`; `MPI_2COMPLEX`, `MPI_2DOUBLE_COMPLEX`), and unnamed legacy objects.
     Unsupported,
 }
 
@@ -200,8 +199,6 @@ impl PredefDatatype {
             D::Ub => return PredefLayout::Special(S::Ub),
             D::Integer16
             | D::Real2
-            | D::Real16
-            | D::Complex32
             | D::Logical1
             | D::Logical2
             | D::Logical8
@@ -221,6 +218,8 @@ impl PredefDatatype {
             D::Float | D::Real | D::Real4 => P::F32,
             D::Double | D::Real8 | D::DoublePrecision => P::F64,
             D::LongDouble => P::LongDouble,
+            D::Real16 => P::F128,
+            D::Complex32 => P::ComplexF128,
             D::CBool | D::CxxBool => P::CBool,
             D::Logical | D::Logical4 => P::FLogical,
             D::CFloatComplex | D::CComplexLegacy | D::CxxFloatComplex | D::Complex | D::Complex8 => P::ComplexF32,

@@ -20,10 +20,10 @@ pub mod export;
 pub mod abi;
 pub mod api;
 mod cleanup;
-mod longdouble;
 mod mem;
 pub mod memhooks;
 pub mod state;
+mod widefloat;
 
 include!(concat!(env!("OUT_DIR"), "/unimplemented.rs"));
 

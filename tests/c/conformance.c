@@ -10,7 +10,11 @@
  *     (and of predefined ones): written once for several types, it finds its elements so;
  *   - a user-defined error class or code without a string has the empty string (§8.5);
  *   - MPI_Finalize deletes MPI_COMM_SELF's attributes in the reverse order of their setting,
- *     an attribute set again counting as set then (§8.7.1). */
+ *     an attribute set again counting as set then (§8.7.1);
+ *   - MPI_Type_match_size finds a 16-byte real (MPI_REAL16, IEEE binary128 with gfortran),
+ *     which then moves and compares exactly. (Its MPI_SUM is not checked here: native Open
+ *     MPI 4.1 sums MPI_REAL16 in x87 precision and gets it wrong; kawarimi's sum is tested
+ *     in shim/src/widefloat.rs.) */
 #include "check.h"
 
 static int rank, size;
@@ -146,6 +150,28 @@ static void user_op_queries_its_datatype(void)
     MPI_OK(MPI_Op_free(&op));
 }
 
+static void real16_by_size(void)
+{
+    MPI_Datatype t;
+    int tsize = 0;
+    MPI_Aint lb = -1, extent = 0;
+    MPI_OK(MPI_Type_match_size(MPI_TYPECLASS_REAL, 16, &t));
+    MPI_OK(MPI_Type_size(t, &tsize));
+    MPI_OK(MPI_Type_get_extent(t, &lb, &extent));
+    CHECKF(t == MPI_REAL16 && tsize == 16 && lb == 0 && extent == 16, "REAL class of 16 bytes: size %d, extent %ld",
+           tsize, (long)extent);
+    MPI_OK(MPI_Type_size(MPI_COMPLEX32, &tsize));
+    CHECKF(tsize == 32, "MPI_COMPLEX32 has %d bytes", tsize);
+    /* 1 + (rank + 1) 2^-100: equal in every precision but binary128's. */
+    __float128 tiny = (__float128)1 / ((__float128)(1ULL << 50) * (1ULL << 50));
+    __float128 mine = 1 + (rank + 1) * tiny, most = 0, got[2] = {0, 0}, pair[2] = {mine, -mine};
+    MPI_OK(MPI_Allreduce(&mine, &most, 1, MPI_REAL16, MPI_MAX, MPI_COMM_WORLD));
+    CHECK(most == 1 + size * tiny);
+    MPI_OK(MPI_Bcast(pair, 2, MPI_REAL16, size - 1, MPI_COMM_WORLD));
+    memcpy(got, pair, sizeof got);
+    CHECK(got[0] == 1 + size * tiny && got[1] == -(1 + size * tiny));
+}
+
 static void user_error_strings(void)
 {
     int cls, code, other, len = -1, c = -1;
@@ -209,6 +235,7 @@ int main(int argc, char **argv)
     large_counts_are_not_truncated();
     user_op_queries_its_datatype();
     user_error_strings();
+    real16_by_size();
     self_attributes_for_finalize();
     finish("conformance");
     /* After "OK": a missing deletion makes the run fail by its exit status. */

@@ -62,6 +62,8 @@ pub enum Primitive {
     F64,
     /// x87 80-bit extended, stored in 16 bytes (C `long double` on x86-64).
     LongDouble,
+    /// IEEE 754 binary128 (Fortran `REAL*16` in gfortran, C `__float128`).
+    F128,
     /// C `_Bool`, C++ bool: one byte, logical ops only.
     CBool,
     /// Fortran LOGICAL: 4 bytes, zero is false.
@@ -70,6 +72,8 @@ pub enum Primitive {
     ComplexF32,
     ComplexF64,
     ComplexLongDouble,
+    /// Complex of two binary128 (Fortran `COMPLEX*32`).
+    ComplexF128,
     /// Pair types for MINLOC/MAXLOC: (value, int index), with C struct layout and padding.
     FloatInt,
     DoubleInt,
@@ -84,7 +88,7 @@ pub enum Primitive {
 
 impl Primitive {
     /// Every variant, in declaration order (for tests and for tables in the shim).
-    pub const ALL: [Primitive; 25] = [
+    pub const ALL: [Primitive; 27] = [
         Primitive::Byte,
         Primitive::I8,
         Primitive::U8,
@@ -97,11 +101,13 @@ impl Primitive {
         Primitive::F32,
         Primitive::F64,
         Primitive::LongDouble,
+        Primitive::F128,
         Primitive::CBool,
         Primitive::FLogical,
         Primitive::ComplexF32,
         Primitive::ComplexF64,
         Primitive::ComplexLongDouble,
+        Primitive::ComplexF128,
         Primitive::FloatInt,
         Primitive::DoubleInt,
         Primitive::LongInt,
@@ -121,10 +127,10 @@ impl Primitive {
             Primitive::I16 | Primitive::U16 => 2,
             Primitive::I32 | Primitive::U32 | Primitive::F32 | Primitive::FLogical => 4,
             Primitive::I64 | Primitive::U64 | Primitive::F64 => 8,
-            Primitive::LongDouble => 16,
+            Primitive::LongDouble | Primitive::F128 => 16,
             Primitive::ComplexF32 => 8,
             Primitive::ComplexF64 => 16,
-            Primitive::ComplexLongDouble => 32,
+            Primitive::ComplexLongDouble | Primitive::ComplexF128 => 32,
             Primitive::FloatInt | Primitive::TwoInt | Primitive::ShortInt => 8,
             Primitive::DoubleInt | Primitive::LongInt => 16,
             Primitive::LongDoubleInt => 32,
@@ -141,7 +147,11 @@ impl Primitive {
             Primitive::I16 | Primitive::U16 => 2,
             Primitive::I32 | Primitive::U32 | Primitive::F32 | Primitive::FLogical => 4,
             Primitive::I64 | Primitive::U64 | Primitive::F64 => 8,
-            Primitive::LongDouble | Primitive::ComplexLongDouble | Primitive::LongDoubleInt => 16,
+            Primitive::LongDouble
+            | Primitive::ComplexLongDouble
+            | Primitive::LongDoubleInt
+            | Primitive::F128
+            | Primitive::ComplexF128 => 16,
             Primitive::ComplexF32 => 4,
             Primitive::ComplexF64 => 8,
             Primitive::FloatInt | Primitive::TwoInt | Primitive::ShortInt | Primitive::TwoF32 => 4,
@@ -171,8 +181,8 @@ impl Primitive {
             Primitive::I16 | Primitive::U16 => &[2],
             Primitive::I32 | Primitive::U32 | Primitive::F32 | Primitive::FLogical => &[4],
             Primitive::I64 | Primitive::U64 | Primitive::F64 | Primitive::ComplexF32 => &[8],
-            Primitive::LongDouble | Primitive::ComplexF64 => &[16],
-            Primitive::ComplexLongDouble => &[32],
+            Primitive::LongDouble | Primitive::F128 | Primitive::ComplexF64 => &[16],
+            Primitive::ComplexLongDouble | Primitive::ComplexF128 => &[32],
         }
     }
 

@@ -71,7 +71,7 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
     s.initialized = true;
     s.thread_level = required.min(PROVIDED_THREAD_LEVEL);
     s.main_thread = Some(std::thread::current().id());
-    crate::longdouble::install();
+    crate::widefloat::install();
     Ok(())
 }
 
