@@ -242,6 +242,27 @@ fn raw80(negative: bool, exp: u16, mantissa: u64) -> [u8; 16] {
     b
 }
 
+/// MAX and MIN of every pair of `ordered` (strictly increasing values of `prim`) give the
+/// larger and the smaller, comparing the first `bytes` bytes of each.
+fn assert_min_max_follow(prim: Primitive, ordered: &[[u8; 16]], bytes: usize) {
+    for (i, x) in ordered.iter().enumerate() {
+        for (j, y) in ordered.iter().enumerate() {
+            let max = run(Op::Max, prim, x, y);
+            let min = run(Op::Min, prim, x, y);
+            // On equality `in` is kept, as C's expression does.
+            let (hi, lo) = if i > j {
+                (x, y)
+            } else if i < j {
+                (y, x)
+            } else {
+                (x, x)
+            };
+            assert_eq!(&max[..bytes], &hi[..bytes], "{prim:?}: max of #{i} and #{j}");
+            assert_eq!(&min[..bytes], &lo[..bytes], "{prim:?}: min of #{i} and #{j}");
+        }
+    }
+}
+
 #[test]
 fn long_double_min_max_are_exact() {
     // Values one unit in the last place of a 64-bit significand apart: equal as f64.
@@ -256,23 +277,8 @@ fn long_double_min_max_are_exact() {
     let negzero = raw80(true, 0, 0);
     let inf = raw80(false, 0x7fff, one);
     let neginf = raw80(true, 0x7fff, one);
-    let ordered = [neginf, c, d, negzero, tiny, b, a, big, inf];
-    for (i, x) in ordered.iter().enumerate() {
-        for (j, y) in ordered.iter().enumerate() {
-            let max = run(Op::Max, Primitive::LongDouble, x, y);
-            let min = run(Op::Min, Primitive::LongDouble, x, y);
-            // On equality (i == j, or the zeros) `in` is kept, as C's expression does.
-            let (hi, lo) = if i > j {
-                (x, y)
-            } else if i < j {
-                (y, x)
-            } else {
-                (x, x)
-            };
-            assert_eq!(&max[..10], &hi[..10], "max of #{i} and #{j}");
-            assert_eq!(&min[..10], &lo[..10], "min of #{i} and #{j}");
-        }
-    }
+    // The padding bytes are not compared: only the ten that hold the value.
+    assert_min_max_follow(Primitive::LongDouble, &[neginf, c, d, negzero, tiny, b, a, big, inf], 10);
     // +0 and -0 compare equal: the result is `in`.
     assert_eq!(run(Op::Max, Primitive::LongDouble, &zero, &negzero), zero.to_vec());
     assert_eq!(run(Op::Min, Primitive::LongDouble, &negzero, &zero), negzero.to_vec());
@@ -323,22 +329,7 @@ fn binary128_min_max_are_exact() {
     let zero = raw128(false, 0, 0);
     let inf = raw128(false, 0x7fff, 0);
     let neginf = raw128(true, 0x7fff, 0);
-    let ordered = [neginf, c, d, negzero, tiny, b, a, big, inf];
-    for (i, x) in ordered.iter().enumerate() {
-        for (j, y) in ordered.iter().enumerate() {
-            let max = run(Op::Max, Primitive::F128, x, y);
-            let min = run(Op::Min, Primitive::F128, x, y);
-            let (hi, lo) = if i > j {
-                (x, y)
-            } else if i < j {
-                (y, x)
-            } else {
-                (x, x)
-            };
-            assert_eq!(&max[..], &hi[..], "max of #{i} and #{j}");
-            assert_eq!(&min[..], &lo[..], "min of #{i} and #{j}");
-        }
-    }
+    assert_min_max_follow(Primitive::F128, &[neginf, c, d, negzero, tiny, b, a, big, inf], 16);
     // +0 and -0 compare equal: the result is `in`.
     assert_eq!(run(Op::Max, Primitive::F128, &zero, &negzero), zero.to_vec());
     assert_eq!(run(Op::Min, Primitive::F128, &negzero, &zero), negzero.to_vec());
