@@ -103,38 +103,6 @@ pub fn class_code(c: ErrorClass) -> c_int {
     }
 }
 
-/// The class of an Open MPI error code, for `MPI_Error_class` and `MPI_Error_string`.
-pub fn code_class(code: c_int) -> Option<ErrorClass> {
-    use ErrorClass as E;
-    [
-        E::Buffer,
-        E::Count,
-        E::Type,
-        E::Tag,
-        E::Comm,
-        E::Rank,
-        E::Request,
-        E::Root,
-        E::Group,
-        E::Op,
-        E::Topology,
-        E::Dims,
-        E::Arg,
-        E::Unknown,
-        E::Truncate,
-        E::Other,
-        E::Intern,
-        E::InStatus,
-        E::Pending,
-        E::Keyval,
-        E::NoMem,
-        E::Base,
-        E::Unsupported,
-    ]
-    .into_iter()
-    .find(|&c| class_code(c) == code)
-}
-
 /// Where this process is, for messages.
 fn whoami() -> String {
     let rank = std::env::var("OMPI_COMM_WORLD_RANK").unwrap_or_else(|_| "?".into());
@@ -249,13 +217,35 @@ fn resolve_handler(state: &State, e: &Fail, comm: Option<abi::MPI_Comm>) -> Hand
 
 /// Applies `handler` to error `e` raised by `name`; returns the code for the application.
 fn raise(name: &'static str, e: Fail, handler: Handler, comm: Option<abi::MPI_Comm>) -> c_int {
-    let code = class_code(e.class);
+    raise_code(name, class_code(e.class), &format!("{}: {}", e.class.name(), e.detail), handler, comm)
+}
+
+/// `MPI_Comm_call_errhandler`: applies `comm`'s error handler to `code` (any code: a user
+/// handler receives it as given, §8.3.5); returns what the call returns.
+pub fn call_errhandler(name: &'static str, comm: abi::MPI_Comm, code: c_int) -> c_int {
+    let found = STATE.lock().as_ref().map(|s| s.comm_entry(comm).map(|e| e.handler));
+    match found {
+        Some(Ok(handler)) => {
+            raise_code(name, code, &format!("error code {code}, raised by the application"), handler, Some(comm))
+        }
+        Some(Err(e)) => finish(name, None, Err(e)),
+        None => finish(
+            name,
+            None,
+            Err(Fail { class: ErrorClass::Other, detail: "MPI is not initialized".into(), handler: Handler::Fatal }),
+        ),
+    }
+}
+
+/// Applies `handler` to error `code` (described by `what`) raised by `name`; returns the
+/// code for the application.
+fn raise_code(name: &'static str, code: c_int, what: &str, handler: Handler, comm: Option<abi::MPI_Comm>) -> c_int {
     match handler {
         Handler::Return => code,
-        Handler::Fatal => die(name, &format!("{}: {}", e.class.name(), e.detail), code),
+        Handler::Fatal => die(name, what, code),
         Handler::User(i) => {
             let f = STATE.lock().as_ref().and_then(|s| s.errhandlers.get(i).copied());
-            let Some(f) = f else { die(name, &format!("{}: {}", e.class.name(), e.detail), code) };
+            let Some(f) = f else { die(name, what, code) };
             let mut c = comm.unwrap_or_else(world_handle);
             let mut code_arg = code;
             match f {

@@ -9,6 +9,8 @@
  *   - a user reduction function may ask the size and extent of the datatype it is given
  *     (and of predefined ones): written once for several types, it finds its elements so;
  *   - a user-defined error class or code without a string has the empty string (§8.5);
+ *     every predefined class (MPI_ERR_WIN, MPI_T_ERR_* included) is its own class and has
+ *     a string; MPI_Comm_call_errhandler hands a user handler the code it was given;
  *   - MPI_Finalize deletes MPI_COMM_SELF's attributes in the reverse order of their setting,
  *     an attribute set again counting as set then (§8.7.1);
  *   - MPI_Type_match_size finds a 16-byte real (MPI_REAL16, IEEE binary128 with gfortran),
@@ -172,8 +174,23 @@ static void real16_by_size(void)
     CHECK(got[0] == 1 + size * tiny && got[1] == -(1 + size * tiny));
 }
 
+static int handled_code = -1;
+
+static void remember_code(MPI_Comm *comm, int *code, ...)
+{
+    (void)comm;
+    handled_code = *code;
+}
+
 static void user_error_strings(void)
 {
+    for (int code = 0; code <= MPI_T_ERR_INVALID_NAME; code++) {
+        int c = -1, n = 0;
+        char s[MPI_MAX_ERROR_STRING] = "";
+        MPI_OK(MPI_Error_class(code, &c));
+        MPI_OK(MPI_Error_string(code, s, &n));
+        CHECKF(c == code && n > 0 && (int)strlen(s) == n, "predefined code %d: class %d, string \"%s\"", code, c, s);
+    }
     int cls, code, other, len = -1, c = -1;
     char text[MPI_MAX_ERROR_STRING];
     MPI_OK(MPI_Add_error_class(&cls));
@@ -193,6 +210,18 @@ static void user_error_strings(void)
     int rc = MPI_Add_error_string(MPI_ERR_COMM, "not mine");
     CHECKF(rc != MPI_SUCCESS && err_class(rc) == MPI_ERR_ARG, "a string for a predefined code: %d", rc);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+    /* The application raises its own code on a communicator of its own. */
+    MPI_Comm dup;
+    MPI_Errhandler h;
+    MPI_OK(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
+    MPI_OK(MPI_Comm_create_errhandler(remember_code, &h));
+    MPI_OK(MPI_Comm_set_errhandler(dup, h));
+    MPI_OK(MPI_Comm_call_errhandler(dup, other));
+    CHECKF(handled_code == other, "the handler got code %d, want %d", handled_code, other);
+    MPI_OK(MPI_Comm_call_errhandler(dup, MPI_ERR_WIN));
+    CHECKF(handled_code == MPI_ERR_WIN, "the handler got code %d, want MPI_ERR_WIN", handled_code);
+    MPI_OK(MPI_Errhandler_free(&h));
+    MPI_OK(MPI_Comm_free(&dup));
 }
 
 /* The values MPI_COMM_SELF's delete callback must see, in this order: 10 when the

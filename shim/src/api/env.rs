@@ -9,7 +9,7 @@ use kawarimi_runtime::wireup;
 use kawarimi_runtime::world::{World, WIREUP_TIMEOUT};
 
 use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Errhandler, MPI_Info};
-use crate::export::{call, call_around, class_code, code_class, die};
+use crate::export::{call, call_around, die};
 use crate::mem::{c_string, out};
 use crate::state::{fail, CommEntry, Fail, Handler, Keyval, Res, State, UserError, STATE};
 
@@ -207,15 +207,10 @@ mpi_fn! {
 
     fn Error_class(errorcode: c_int, errorclass: *mut c_int) -> c_int {
         call("MPI_Error_class", None, |s| {
-            let class = if errorcode == abi::MPI_SUCCESS {
-                abi::MPI_SUCCESS
-            } else if let Some(u) = user_error(s, errorcode) {
-                u.class
-            } else {
-                match code_class(errorcode) {
-                    Some(c) => class_code(c),
-                    None => return fail(ErrorClass::Arg, format!("{errorcode} is not an error code")),
-                }
+            let class = match (user_error(s, errorcode), predefined_error(errorcode)) {
+                (Some(u), _) => u.class,
+                (None, Some((class, _))) => class,
+                (None, None) => return fail(ErrorClass::Arg, format!("{errorcode} is not an error code")),
             };
             // SAFETY: caller's output argument.
             unsafe { out(errorclass, class) }
@@ -224,16 +219,11 @@ mpi_fn! {
 
     fn Error_string(errorcode: c_int, string: *mut c_char, resultlen: *mut c_int) -> c_int {
         call("MPI_Error_string", None, |s| {
-            let text = if errorcode == abi::MPI_SUCCESS {
-                "MPI_SUCCESS: no errors".to_string()
-            } else if let Some(u) = user_error(s, errorcode) {
+            let text = match (user_error(s, errorcode), predefined_error(errorcode)) {
                 // No string added: the empty string (§8.5), as Open MPI and MPICH give.
-                u.string.clone().unwrap_or_default()
-            } else {
-                match code_class(errorcode) {
-                    Some(c) => format!("{}: {}", c.name(), describe(c)),
-                    None => return fail(ErrorClass::Arg, format!("{errorcode} is not an error code")),
-                }
+                (Some(u), _) => u.string.clone().unwrap_or_default(),
+                (None, Some((_, text))) => text,
+                (None, None) => return fail(ErrorClass::Arg, format!("{errorcode} is not an error code")),
             };
             // SAFETY: `string` has MPI_MAX_ERROR_STRING bytes (§8.3.5).
             let n = unsafe { c_string(string, abi::MPI_MAX_ERROR_STRING as usize, &text)? };
@@ -252,7 +242,7 @@ mpi_fn! {
 
     fn Add_error_code(errorclass: c_int, errorcode: *mut c_int) -> c_int {
         call("MPI_Add_error_code", None, |s| {
-            let valid = code_class(errorclass).is_some_and(|c| class_code(c) == errorclass)
+            let valid = (1..PREDEFINED_ERRORS.len() as c_int).contains(&errorclass)
                 || user_error(s, errorclass).is_some_and(|u| u.class == errorclass);
             if !valid {
                 return fail(ErrorClass::Arg, format!("{errorclass} is not an error class"));
@@ -334,11 +324,9 @@ mpi_fn! {
     }
 
     fn Comm_call_errhandler(comm: MPI_Comm, errorcode: c_int) -> c_int {
-        let class = code_class(errorcode).unwrap_or(ErrorClass::Unknown);
-        call("MPI_Comm_call_errhandler", Some(comm), |s| {
-            s.comm_index(comm)?;
-            fail(class, format!("raised by the application with code {errorcode}"))
-        });
+        // The handler's own result is the call's only when it returns (§8.3.5): then this
+        // call succeeded.
+        crate::export::call_errhandler("MPI_Comm_call_errhandler", comm, errorcode);
         abi::MPI_SUCCESS
     }
 
@@ -400,37 +388,122 @@ fn handler_of(s: &State, h: MPI_Errhandler) -> Res<Handler> {
     }
 }
 
-fn describe(c: ErrorClass) -> &'static str {
-    use ErrorClass as E;
-    match c {
-        E::Buffer => "invalid buffer pointer",
-        E::Count => "invalid count argument",
-        E::Type => "invalid datatype",
-        E::Tag => "invalid tag",
-        E::Comm => "invalid communicator",
-        E::Rank => "invalid rank",
-        E::Request => "invalid request",
-        E::Root => "invalid root",
-        E::Group => "invalid group",
-        E::Op => "invalid reduce operation",
-        E::Topology => "invalid communicator topology",
-        E::Dims => "invalid dimension argument",
-        E::Arg => "invalid argument of some other kind",
-        E::Unknown => "unknown error",
-        E::Truncate => "message truncated",
-        E::Other => "known error not in this list",
-        E::Intern => "internal error",
-        E::InStatus => "error code is in status",
-        E::Pending => "pending request",
-        E::Keyval => "invalid keyval",
-        E::NoMem => "out of memory",
-        E::Base => "invalid base",
-        E::Unsupported => "operation not supported",
+/// Open MPI 4.1's predefined error classes, by code: each is its own class. The numbers
+/// are its ABI (`mpi.h`); codes after these up to `MPI_ERR_LASTCODE` are unused there.
+const PREDEFINED_ERRORS: [(&str, &str); 74] = [
+    ("MPI_SUCCESS", "no errors"),
+    ("MPI_ERR_BUFFER", "invalid buffer pointer"),
+    ("MPI_ERR_COUNT", "invalid count argument"),
+    ("MPI_ERR_TYPE", "invalid datatype"),
+    ("MPI_ERR_TAG", "invalid tag"),
+    ("MPI_ERR_COMM", "invalid communicator"),
+    ("MPI_ERR_RANK", "invalid rank"),
+    ("MPI_ERR_REQUEST", "invalid request"),
+    ("MPI_ERR_ROOT", "invalid root"),
+    ("MPI_ERR_GROUP", "invalid group"),
+    ("MPI_ERR_OP", "invalid reduce operation"),
+    ("MPI_ERR_TOPOLOGY", "invalid communicator topology"),
+    ("MPI_ERR_DIMS", "invalid topology dimension"),
+    ("MPI_ERR_ARG", "invalid argument of some other kind"),
+    ("MPI_ERR_UNKNOWN", "unknown error"),
+    ("MPI_ERR_TRUNCATE", "message truncated"),
+    ("MPI_ERR_OTHER", "known error not in list"),
+    ("MPI_ERR_INTERN", "internal error"),
+    ("MPI_ERR_IN_STATUS", "error code in status"),
+    ("MPI_ERR_PENDING", "pending request"),
+    ("MPI_ERR_ACCESS", "invalid access mode"),
+    ("MPI_ERR_AMODE", "invalid amode argument"),
+    ("MPI_ERR_ASSERT", "invalid assert argument"),
+    ("MPI_ERR_BAD_FILE", "bad file"),
+    ("MPI_ERR_BASE", "invalid base"),
+    ("MPI_ERR_CONVERSION", "error in data conversion"),
+    ("MPI_ERR_DISP", "invalid displacement"),
+    ("MPI_ERR_DUP_DATAREP", "error duplicating data representation"),
+    ("MPI_ERR_FILE_EXISTS", "file exists already"),
+    ("MPI_ERR_FILE_IN_USE", "file already in use"),
+    ("MPI_ERR_FILE", "invalid file"),
+    ("MPI_ERR_INFO_KEY", "invalid key argument for info object"),
+    ("MPI_ERR_INFO_NOKEY", "unknown key for given info object"),
+    ("MPI_ERR_INFO_VALUE", "invalid value argument for info object"),
+    ("MPI_ERR_INFO", "invalid info object"),
+    ("MPI_ERR_IO", "input/output error"),
+    ("MPI_ERR_KEYVAL", "invalid key value"),
+    ("MPI_ERR_LOCKTYPE", "invalid lock"),
+    ("MPI_ERR_NAME", "invalid name argument"),
+    ("MPI_ERR_NO_MEM", "out of memory"),
+    ("MPI_ERR_NOT_SAME", "objects are not identical"),
+    ("MPI_ERR_NO_SPACE", "no space left on device"),
+    ("MPI_ERR_NO_SUCH_FILE", "no such file or directory"),
+    ("MPI_ERR_PORT", "invalid port"),
+    ("MPI_ERR_QUOTA", "out of quota"),
+    ("MPI_ERR_READ_ONLY", "file is read only"),
+    ("MPI_ERR_RMA_CONFLICT", "rma conflict during operation"),
+    ("MPI_ERR_RMA_SYNC", "error executing rma sync"),
+    ("MPI_ERR_SERVICE", "unknown service name"),
+    ("MPI_ERR_SIZE", "invalid size"),
+    ("MPI_ERR_SPAWN", "could not spawn processes"),
+    ("MPI_ERR_UNSUPPORTED_DATAREP", "data representation not supported"),
+    ("MPI_ERR_UNSUPPORTED_OPERATION", "operation not supported"),
+    ("MPI_ERR_WIN", "invalid window"),
+    ("MPI_T_ERR_MEMORY", "out of memory"),
+    ("MPI_T_ERR_NOT_INITIALIZED", "interface not initialized"),
+    ("MPI_T_ERR_CANNOT_INIT", "interface not in the state to be initialized"),
+    ("MPI_T_ERR_INVALID_INDEX", "invalid index"),
+    ("MPI_T_ERR_INVALID_ITEM", "the item index queried is out of range"),
+    ("MPI_T_ERR_INVALID_HANDLE", "the handle is invalid"),
+    ("MPI_T_ERR_OUT_OF_HANDLES", "no more handles available"),
+    ("MPI_T_ERR_OUT_OF_SESSIONS", "no more sessions available"),
+    ("MPI_T_ERR_INVALID_SESSION", "session argument is not a valid session"),
+    ("MPI_T_ERR_CVAR_SET_NOT_NOW", "variable cannot be set at this moment"),
+    ("MPI_T_ERR_CVAR_SET_NEVER", "variable cannot be set until end of execution"),
+    ("MPI_T_ERR_PVAR_NO_STARTSTOP", "variable cannot be started or stopped"),
+    ("MPI_T_ERR_PVAR_NO_WRITE", "variable cannot be written or reset"),
+    ("MPI_T_ERR_PVAR_NO_ATOMIC", "variable cannot be read and written atomically"),
+    ("MPI_ERR_RMA_RANGE", "invalid RMA address range"),
+    ("MPI_ERR_RMA_ATTACH", "could not attach RMA segment"),
+    ("MPI_ERR_RMA_FLAVOR", "invalid type of window"),
+    ("MPI_ERR_RMA_SHARED", "memory cannot be shared"),
+    ("MPI_T_ERR_INVALID", "invalid use of the interface or bad parameter value(s)"),
+    ("MPI_T_ERR_INVALID_NAME", "the variable or category name is invalid"),
+];
+
+/// The class and the string of a code below the user-defined ones: a predefined class, or
+/// a code Open MPI leaves unused (class `MPI_ERR_UNKNOWN`, as there). `None` above
+/// `MPI_ERR_LASTCODE` and below 0.
+fn predefined_error(code: c_int) -> Option<(c_int, String)> {
+    if let Some((name, what)) = usize::try_from(code).ok().and_then(|i| PREDEFINED_ERRORS.get(i)) {
+        return Some((code, format!("{name}: {what}")));
     }
+    (0..=abi::MPI_ERR_LASTCODE)
+        .contains(&code)
+        .then(|| (abi::MPI_ERR_UNKNOWN, format!("MPI_ERR_UNKNOWN: error code {code} is not used")))
 }
 
 /// Seconds since an arbitrary fixed point in the past (CLOCK_MONOTONIC), as `MPI_Wtime`.
 pub fn wtime() -> f64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_table_agrees_with_the_classes_kawarimi_raises() {
+        use kawarimi_runtime::error::ErrorClass as E;
+        for c in [E::Buffer, E::Count, E::Type, E::Tag, E::Comm, E::Rank, E::Request, E::Root, E::Group, E::Op]
+            .into_iter()
+            .chain([E::Topology, E::Dims, E::Arg, E::Unknown, E::Truncate, E::Other, E::Intern, E::InStatus])
+            .chain([E::Pending, E::Keyval, E::NoMem, E::Base, E::Unsupported])
+        {
+            let code = crate::export::class_code(c);
+            assert_eq!(PREDEFINED_ERRORS[code as usize].0, c.name(), "code {code}");
+            assert_eq!(predefined_error(code).map(|(class, _)| class), Some(code));
+        }
+        assert_eq!(PREDEFINED_ERRORS.len() as c_int, abi::MPI_ERR_WIN + 21, "MPI_T_ERR_INVALID_NAME is the last");
+        assert_eq!(predefined_error(abi::MPI_ERR_LASTCODE).map(|(class, _)| class), Some(abi::MPI_ERR_UNKNOWN));
+        assert_eq!(predefined_error(abi::MPI_ERR_LASTCODE + 1), None);
+        assert_eq!(predefined_error(-1), None);
+    }
 }
