@@ -211,11 +211,22 @@ pub enum OpEntry {
 /// A keyval made with `MPI_Comm_create_keyval`.
 #[derive(Debug, Clone, Copy)]
 pub struct Keyval {
+    /// What its attributes may be set on.
+    pub object: AttrObject,
+    /// Copy and delete callbacks: a datatype's have the same C signature as a
+    /// communicator's (`MPI_Datatype` and `MPI_Comm` are both pointers to opaque objects).
     pub copy: Option<abi::MPI_Comm_copy_attr_function>,
     pub delete: Option<abi::MPI_Comm_delete_attr_function>,
     pub extra_state: usize,
     /// `MPI_COMM_DUP_FN` / `MPI_COMM_NULL_COPY_FN` are recognised by address and run here.
     pub copy_kind: CopyKind,
+}
+
+/// The kind of object a keyval's attributes go on (§6.7.2, §6.7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrObject {
+    Comm,
+    Datatype,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,6 +323,8 @@ pub struct State {
     pub f90_types: BTreeMap<(std::ffi::c_int, Vec<i64>), usize>,
     pub keyvals: BTreeMap<i32, Keyval>,
     pub next_keyval: i32,
+    /// Attributes cached on datatypes, by datatype handle (predefined ones too).
+    pub type_attrs: BTreeMap<usize, Attrs>,
     /// Predefined datatypes, built on first use, by `PredefDatatype::index()`.
     pub predef_types: Vec<Option<Arc<Datatype>>>,
     /// The handle of the predefined datatype looked up last, and which it is: a program's

@@ -13,6 +13,8 @@
  *     a string; MPI_Comm_call_errhandler hands a user handler the code it was given;
  *   - MPI_Finalize deletes MPI_COMM_SELF's attributes in the reverse order of their setting,
  *     an attribute set again counting as set then (§8.7.1);
+ *   - attributes on datatypes (§6.7.4): copied by their callback on MPI_Type_dup, deleted by
+ *     theirs on MPI_Type_delete_attr and MPI_Type_free, also on a predefined datatype;
  *   - MPI_Type_match_size finds a 16-byte real (MPI_REAL16, IEEE binary128 with gfortran),
  *     which then moves and compares exactly. (Its MPI_SUM is not checked here: native Open
  *     MPI 4.1 sums MPI_REAL16 in x87 precision and gets it wrong; kawarimi's sum is tested
@@ -174,6 +176,64 @@ static void real16_by_size(void)
     CHECK(got[0] == 1 + size * tiny && got[1] == -(1 + size * tiny));
 }
 
+static int type_copies, type_deletes;
+
+static int copy_type_attr(MPI_Datatype t, int keyval, void *extra, void *in, void *out, int *flag)
+{
+    (void)t, (void)keyval;
+    CHECK(extra == (void *)&type_copies);
+    *(long *)out = (long)in + 100;
+    *flag = 1;
+    type_copies++;
+    return MPI_SUCCESS;
+}
+
+static int delete_type_attr(MPI_Datatype t, int keyval, void *value, void *extra)
+{
+    (void)keyval, (void)extra;
+    int size = 0;
+    /* The datatype still exists while its attributes are deleted. */
+    CHECK(MPI_Type_size(t, &size) == MPI_SUCCESS && size == 3 * (int)sizeof(int));
+    CHECK((long)value == 7 || (long)value == 107);
+    type_deletes++;
+    return MPI_SUCCESS;
+}
+
+static void datatype_attributes(void)
+{
+    int k, flag = 0;
+    void *v = NULL;
+    MPI_Datatype three, copy;
+    MPI_OK(MPI_Type_create_keyval(copy_type_attr, delete_type_attr, &k, &type_copies));
+    MPI_OK(MPI_Type_contiguous(3, MPI_INT, &three));
+    MPI_OK(MPI_Type_get_attr(three, k, &v, &flag));
+    CHECK(flag == 0);
+    MPI_OK(MPI_Type_set_attr(three, k, (void *)7L));
+    MPI_OK(MPI_Type_dup(three, &copy));
+    CHECKF(type_copies == 1, "copy callback ran %d times", type_copies);
+    MPI_OK(MPI_Type_get_attr(copy, k, &v, &flag));
+    CHECKF(flag && (long)v == 107, "the duplicate's attribute: %d, %ld", flag, (long)v);
+    MPI_OK(MPI_Type_get_attr(three, k, &v, &flag));
+    CHECKF(flag && (long)v == 7, "the original's attribute: %d, %ld", flag, (long)v);
+    MPI_OK(MPI_Type_delete_attr(three, k));
+    CHECKF(type_deletes == 1, "delete callback ran %d times", type_deletes);
+    MPI_OK(MPI_Type_get_attr(three, k, &v, &flag));
+    CHECK(flag == 0);
+    MPI_OK(MPI_Type_free(&copy));
+    CHECKF(type_deletes == 2, "MPI_Type_free ran %d delete callbacks in all", type_deletes);
+    MPI_OK(MPI_Type_free(&three));
+    /* A predefined datatype caches attributes too; a keyval with no callbacks. */
+    int plain;
+    MPI_OK(MPI_Type_create_keyval(MPI_TYPE_NULL_COPY_FN, MPI_TYPE_NULL_DELETE_FN, &plain, NULL));
+    MPI_OK(MPI_Type_set_attr(MPI_DOUBLE, plain, (void *)42L));
+    MPI_OK(MPI_Type_get_attr(MPI_DOUBLE, plain, &v, &flag));
+    CHECKF(flag && (long)v == 42, "MPI_DOUBLE's attribute: %d, %ld", flag, (long)v);
+    MPI_OK(MPI_Type_delete_attr(MPI_DOUBLE, plain));
+    MPI_OK(MPI_Type_free_keyval(&plain));
+    MPI_OK(MPI_Type_free_keyval(&k));
+    CHECK(k == MPI_KEYVAL_INVALID && plain == MPI_KEYVAL_INVALID);
+}
+
 static int handled_code = -1;
 
 static void remember_code(MPI_Comm *comm, int *code, ...)
@@ -265,6 +325,7 @@ int main(int argc, char **argv)
     user_op_queries_its_datatype();
     user_error_strings();
     real16_by_size();
+    datatype_attributes();
     self_attributes_for_finalize();
     finish("conformance");
     /* After "OK": a missing deletion makes the run fail by its exit status. */

@@ -2,35 +2,19 @@
 //! Cartesian topologies in `topo.rs`.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use kawarimi_runtime::comm::{Comm, Comparison};
 use kawarimi_runtime::error::ErrorClass;
 use kawarimi_runtime::world::UNDEFINED_COLOR;
 
 use crate::abi::{self, MPI_Comm, MPI_Group, MPI_Info, MPI_Request};
-use crate::api::p2p::{comm_of, TAG_UB};
+use crate::api::attr::{
+    attrs_with_keyvals, copy_attrs, del_attr, delete_attrs, free_keyval, get_attr, keyval_create, set_attr, AttrOwner,
+};
+use crate::api::p2p::comm_of;
 use crate::export::{call, call_around};
 use crate::mem::{c_string, out};
-use crate::state::{fail, CopyKind, Keyval, RequestEntry, Res, State, SELF_INDEX, WORLD_INDEX};
-
-/// The values behind the predefined attributes (§8.1.2); `MPI_Comm_get_attr` hands out their
-/// addresses, so they live in statics.
-static ATTR_TAG_UB: AtomicI32 = AtomicI32::new(TAG_UB);
-static ATTR_HOST: AtomicI32 = AtomicI32::new(abi::MPI_PROC_NULL);
-static ATTR_IO: AtomicI32 = AtomicI32::new(abi::MPI_ANY_SOURCE);
-static ATTR_WTIME_IS_GLOBAL: AtomicI32 = AtomicI32::new(0);
-static ATTR_APPNUM: AtomicI32 = AtomicI32::new(0);
-static ATTR_UNIVERSE_SIZE: AtomicI32 = AtomicI32::new(1);
-static ATTR_LASTUSEDCODE: AtomicI32 = AtomicI32::new(abi::MPI_ERR_LASTCODE);
-
-/// Records the largest error code in use, for the `MPI_LASTUSEDCODE` attribute (§8.5).
-pub fn set_last_used_code(code: c_int) {
-    ATTR_LASTUSEDCODE.fetch_max(code, Ordering::Relaxed);
-}
-
-/// First keyval handed to the application; below it are the predefined ones.
-const FIRST_USER_KEYVAL: i32 = 1000;
+use crate::state::{fail, AttrObject, RequestEntry, Res, State, SELF_INDEX, WORLD_INDEX};
 
 fn comm_null() -> MPI_Comm {
     abi::predefined().comm_handle(abi::PredefComm::CommNull) as MPI_Comm
@@ -49,14 +33,6 @@ pub(crate) fn add_comm(s: &mut State, parent: MPI_Comm, comm: Option<Comm>) -> R
     s.new_comm(comm, handler)
 }
 
-/// An attribute with its keyval, taken under the lock for a callback run outside it.
-type AttrCall = (i32, usize, Keyval);
-
-fn attrs_with_keyvals(s: &State, comm: MPI_Comm) -> Res<Vec<AttrCall>> {
-    let attrs = &s.comm_entry(comm)?.attrs;
-    Ok(attrs.iter().filter_map(|(k, v)| Some((k, v, s.keyvals.get(&k).copied()?))).collect())
-}
-
 /// `MPI_Comm_dup` and its variants: `make` creates the new communicator under the lock; the
 /// attributes of `comm` are then copied by their copy callbacks, which run without the lock
 /// because they may call MPI (§6.7.2), and stored on the new communicator.
@@ -72,17 +48,9 @@ fn dup_call(
         |s| {
             let d = make(s)?;
             let h = add_comm(s, comm, Some(d))?;
-            Ok((h, attrs_with_keyvals(s, comm)?))
+            Ok((h, attrs_with_keyvals(s, AttrOwner::Comm(comm))?))
         },
-        |(h, attrs)| {
-            let mut copies = Vec::new();
-            for (k, v, kv) in attrs {
-                if let Some(c) = copy_attr(comm, k, v, kv)? {
-                    copies.push((k, c));
-                }
-            }
-            Ok((h, copies))
-        },
+        |(h, attrs)| Ok((h, copy_attrs(AttrOwner::Comm(comm), attrs)?)),
         |s, (h, copies)| {
             let i = s.comm_index(h)?;
             s.comms.get_mut(i).expect("checked").attrs.extend(copies);
@@ -92,63 +60,6 @@ fn dup_call(
     )
 }
 
-/// Runs the copy callback of attribute `k` (value `v`) of `parent`; `None` if it is not
-/// copied.
-fn copy_attr(parent: MPI_Comm, k: i32, v: usize, kv: Keyval) -> Res<Option<usize>> {
-    match kv.copy_kind {
-        CopyKind::Null => Ok(None),
-        CopyKind::Dup => Ok(Some(v)),
-        CopyKind::User => {
-            let f = kv.copy.expect("user copy kind has a function");
-            let mut new_val: usize = 0;
-            let mut flag: c_int = 0;
-            // SAFETY: the application's copy callback (§6.7.2) with the arguments it
-            // expects; the output pointers are locals that outlive the call. No lock is
-            // held, so it may call MPI.
-            let rc = unsafe {
-                f(
-                    parent,
-                    k,
-                    kv.extra_state as *mut c_void,
-                    v as *mut c_void,
-                    &mut new_val as *mut usize as *mut c_void,
-                    &mut flag,
-                )
-            };
-            if rc != abi::MPI_SUCCESS {
-                return fail(ErrorClass::Other, format!("attribute copy callback of keyval {k} returned {rc}"));
-            }
-            Ok((flag != 0).then_some(new_val))
-        }
-    }
-}
-
-/// Runs the delete callback of attribute `k` (value `v`) of communicator `h` (§6.7.2). Called
-/// without the state lock: the callback may call MPI.
-pub(crate) fn delete_attr(h: MPI_Comm, k: i32, v: usize, kv: Keyval) -> Res<()> {
-    if let Some(f) = kv.delete {
-        // SAFETY: the application's delete callback with the arguments §6.7.2 specifies.
-        let rc = unsafe { f(h, k, v as *mut c_void, kv.extra_state as *mut c_void) };
-        if rc != abi::MPI_SUCCESS {
-            return fail(ErrorClass::Other, format!("attribute delete callback of keyval {k} returned {rc}"));
-        }
-    }
-    Ok(())
-}
-
-fn predefined_attr(k: c_int) -> Option<&'static AtomicI32> {
-    Some(match k {
-        _ if k == abi::MPI_TAG_UB => &ATTR_TAG_UB,
-        _ if k == abi::MPI_HOST => &ATTR_HOST,
-        _ if k == abi::MPI_IO => &ATTR_IO,
-        _ if k == abi::MPI_WTIME_IS_GLOBAL => &ATTR_WTIME_IS_GLOBAL,
-        _ if k == abi::MPI_APPNUM => &ATTR_APPNUM,
-        _ if k == abi::MPI_UNIVERSE_SIZE => &ATTR_UNIVERSE_SIZE,
-        _ if k == abi::MPI_LASTUSEDCODE => &ATTR_LASTUSEDCODE,
-        _ => return None,
-    })
-}
-
 pub(crate) fn comparison(c: Comparison) -> c_int {
     match c {
         Comparison::Ident => abi::MPI_IDENT,
@@ -156,106 +67,6 @@ pub(crate) fn comparison(c: Comparison) -> c_int {
         Comparison::Similar => abi::MPI_SIMILAR,
         Comparison::Unequal => abi::MPI_UNEQUAL,
     }
-}
-
-fn keyval_create(
-    s: &mut State,
-    copy: Option<abi::MPI_Comm_copy_attr_function>,
-    delete: Option<abi::MPI_Comm_delete_attr_function>,
-    keyval: *mut c_int,
-    extra_state: *mut c_void,
-) -> Res<()> {
-    let p = abi::predefined();
-    let copy_addr = copy.map_or(0, |f| f as usize);
-    let copy_kind = match p.callback(copy_addr) {
-        _ if copy_addr == 0 => CopyKind::Null,
-        Some(abi::PredefCallback::CommNullCopyFn | abi::PredefCallback::NullCopyFn) => CopyKind::Null,
-        Some(abi::PredefCallback::CommDupFn | abi::PredefCallback::DupFn) => CopyKind::Dup,
-        _ => CopyKind::User,
-    };
-    let delete_addr = delete.map_or(0, |f| f as usize);
-    let delete = match p.callback(delete_addr) {
-        Some(abi::PredefCallback::CommNullDeleteFn | abi::PredefCallback::NullDeleteFn) => None,
-        _ => delete,
-    };
-    if s.next_keyval < FIRST_USER_KEYVAL {
-        s.next_keyval = FIRST_USER_KEYVAL;
-    }
-    let k = s.next_keyval;
-    s.next_keyval += 1;
-    s.keyvals.insert(k, Keyval { copy, delete, extra_state: extra_state as usize, copy_kind });
-    // SAFETY: caller's output argument.
-    unsafe { out(keyval, k) }
-}
-
-/// `MPI_Comm_set_attr`: a value already there is deleted first, by its callback.
-fn set_attr(name: &'static str, comm: MPI_Comm, keyval: c_int, value: usize) -> c_int {
-    call_around(
-        name,
-        Some(comm),
-        |s| {
-            let Some(kv) = s.keyvals.get(&keyval).copied() else {
-                return fail(ErrorClass::Keyval, format!("keyval {keyval} does not exist or is predefined"));
-            };
-            Ok(s.comm_entry(comm)?.attrs.get(keyval).map(|old| (old, kv)))
-        },
-        |old| old.map_or(Ok(()), |(v, kv)| delete_attr(comm, keyval, v, kv)),
-        |s, ()| {
-            let i = s.comm_index(comm)?;
-            s.comms.get_mut(i).expect("checked").attrs.insert(keyval, value);
-            Ok(())
-        },
-    )
-}
-
-/// # Safety
-/// `attribute_val` must be writable as a `void*`, `flag` as an int.
-unsafe fn get_attr(
-    s: &mut State,
-    comm: MPI_Comm,
-    keyval: c_int,
-    attribute_val: *mut c_void,
-    flag: *mut c_int,
-) -> Res<()> {
-    if let Some(a) = predefined_attr(keyval) {
-        if keyval == abi::MPI_UNIVERSE_SIZE {
-            ATTR_UNIVERSE_SIZE.store(s.world()?.proc.size as i32, Ordering::Relaxed);
-        }
-        // SAFETY: caller's output arguments; predefined attributes are pointers to int.
-        unsafe {
-            out(attribute_val as *mut *const AtomicI32, a as *const AtomicI32)?;
-            return out(flag, 1);
-        }
-    }
-    let v = s.comm_entry(comm)?.attrs.get(keyval);
-    // SAFETY: caller's output arguments.
-    unsafe {
-        out(flag, v.is_some() as c_int)?;
-        if let Some(v) = v {
-            out(attribute_val as *mut usize, v)?;
-        }
-    }
-    Ok(())
-}
-
-/// `MPI_Comm_delete_attr`: the callback runs, then the attribute goes.
-fn del_attr(name: &'static str, comm: MPI_Comm, keyval: c_int) -> c_int {
-    call_around(
-        name,
-        Some(comm),
-        |s| {
-            let Some(v) = s.comm_entry(comm)?.attrs.get(keyval) else {
-                return fail(ErrorClass::Keyval, format!("attribute {keyval} is not set on this communicator"));
-            };
-            Ok((v, s.keyvals.get(&keyval).copied()))
-        },
-        |(v, kv)| kv.map_or(Ok(()), |kv| delete_attr(comm, keyval, v, kv)),
-        |s, ()| {
-            let i = s.comm_index(comm)?;
-            s.comms.get_mut(i).expect("checked").attrs.remove(keyval);
-            Ok(())
-        },
-    )
 }
 
 mpi_fn! {
@@ -293,19 +104,11 @@ mpi_fn! {
                     return fail(ErrorClass::Arg, "NULL newcomm or request pointer");
                 }
                 let (c, handler) = comm_of(s, comm)?;
-                let attrs = attrs_with_keyvals(s, comm)?;
+                let attrs = attrs_with_keyvals(s, AttrOwner::Comm(comm))?;
                 let (id, slot) = s.world()?.comm_idup_start(&c)?;
                 Ok((c, handler, id, slot, attrs))
             },
-            |(c, handler, id, slot, attrs)| {
-                let mut copies = Vec::new();
-                for (k, v, kv) in attrs {
-                    if let Some(x) = copy_attr(comm, k, v, kv)? {
-                        copies.push((k, x));
-                    }
-                }
-                Ok((c, handler, id, slot, copies))
-            },
+            |(c, handler, id, slot, attrs)| Ok((c, handler, id, slot, copy_attrs(AttrOwner::Comm(comm), attrs)?)),
             |s, (c, handler, id, slot, copies)| {
                 let target = newcomm as usize;
                 let parent = c.clone();
@@ -402,10 +205,10 @@ mpi_fn! {
                 if i == WORLD_INDEX || i == SELF_INDEX {
                     return fail(ErrorClass::Comm, "MPI_COMM_WORLD and MPI_COMM_SELF cannot be freed");
                 }
-                Ok((h, attrs_with_keyvals(s, h)?))
+                Ok((h, attrs_with_keyvals(s, AttrOwner::Comm(h))?))
             },
             // The callbacks run while the communicator still exists: they may use it.
-            |(h, attrs)| attrs.into_iter().try_for_each(|(k, v, kv)| delete_attr(h, k, v, kv)).map(|()| h),
+            |(h, attrs)| delete_attrs(AttrOwner::Comm(h), attrs).map(|()| h),
             |s, h| {
                 let i = s.comm_index(h)?;
                 s.comms.remove(i);
@@ -544,29 +347,15 @@ mpi_fn! {
     }
 
     fn Comm_create_keyval(comm_copy_attr_fn: Option<abi::MPI_Comm_copy_attr_function>, comm_delete_attr_fn: Option<abi::MPI_Comm_delete_attr_function>, comm_keyval: *mut c_int, extra_state: *mut c_void) -> c_int {
-        call("MPI_Comm_create_keyval", None, |s| keyval_create(s, comm_copy_attr_fn, comm_delete_attr_fn, comm_keyval, extra_state))
+        call("MPI_Comm_create_keyval", None, |s| keyval_create(s, AttrObject::Comm, comm_copy_attr_fn, comm_delete_attr_fn, comm_keyval, extra_state))
     }
 
     fn Keyval_create(copy_fn: Option<abi::MPI_Copy_function>, delete_fn: Option<abi::MPI_Delete_function>, keyval: *mut c_int, extra_state: *mut c_void) -> c_int {
-        call("MPI_Keyval_create", None, |s| keyval_create(s, copy_fn, delete_fn, keyval, extra_state))
+        call("MPI_Keyval_create", None, |s| keyval_create(s, AttrObject::Comm, copy_fn, delete_fn, keyval, extra_state))
     }
 
     fn Comm_free_keyval(comm_keyval: *mut c_int) -> c_int {
-        call("MPI_Comm_free_keyval", None, |s| {
-            if comm_keyval.is_null() {
-                return fail(ErrorClass::Arg, "NULL keyval pointer");
-            }
-            // SAFETY: non-null in/out argument.
-            let k = unsafe { *comm_keyval };
-            // Attributes already set keep their callbacks until deleted (§6.7.2), so the
-            // keyval entry stays; only the caller's handle is reset.
-            if !s.keyvals.contains_key(&k) {
-                return fail(ErrorClass::Keyval, format!("keyval {k} does not exist"));
-            }
-            // SAFETY: as above.
-            unsafe { *comm_keyval = abi::MPI_KEYVAL_INVALID };
-            Ok(())
-        })
+        call("MPI_Comm_free_keyval", None, |s| free_keyval(s, AttrObject::Comm, comm_keyval))
     }
 
     fn Keyval_free(keyval: *mut c_int) -> c_int {
@@ -575,29 +364,29 @@ mpi_fn! {
     }
 
     fn Comm_set_attr(comm: MPI_Comm, comm_keyval: c_int, attribute_val: *mut c_void) -> c_int {
-        set_attr("MPI_Comm_set_attr", comm, comm_keyval, attribute_val as usize)
+        set_attr("MPI_Comm_set_attr", AttrOwner::Comm(comm), comm_keyval, attribute_val as usize)
     }
 
     fn Attr_put(comm: MPI_Comm, keyval: c_int, attribute_val: *mut c_void) -> c_int {
-        set_attr("MPI_Attr_put", comm, keyval, attribute_val as usize)
+        set_attr("MPI_Attr_put", AttrOwner::Comm(comm), keyval, attribute_val as usize)
     }
 
     fn Comm_get_attr(comm: MPI_Comm, comm_keyval: c_int, attribute_val: *mut c_void, flag: *mut c_int) -> c_int {
         // SAFETY: §6.7.2's output arguments.
-        call("MPI_Comm_get_attr", Some(comm), |s| unsafe { get_attr(s, comm, comm_keyval, attribute_val, flag) })
+        call("MPI_Comm_get_attr", Some(comm), |s| unsafe { get_attr(s, AttrOwner::Comm(comm), comm_keyval, attribute_val, flag) })
     }
 
     fn Attr_get(comm: MPI_Comm, keyval: c_int, attribute_val: *mut c_void, flag: *mut c_int) -> c_int {
         // SAFETY: §6.7.2's output arguments.
-        call("MPI_Attr_get", Some(comm), |s| unsafe { get_attr(s, comm, keyval, attribute_val, flag) })
+        call("MPI_Attr_get", Some(comm), |s| unsafe { get_attr(s, AttrOwner::Comm(comm), keyval, attribute_val, flag) })
     }
 
     fn Comm_delete_attr(comm: MPI_Comm, comm_keyval: c_int) -> c_int {
-        del_attr("MPI_Comm_delete_attr", comm, comm_keyval)
+        del_attr("MPI_Comm_delete_attr", AttrOwner::Comm(comm), comm_keyval)
     }
 
     fn Attr_delete(comm: MPI_Comm, keyval: c_int) -> c_int {
-        del_attr("MPI_Attr_delete", comm, keyval)
+        del_attr("MPI_Attr_delete", AttrOwner::Comm(comm), keyval)
     }
 
 }

@@ -7,9 +7,12 @@ use kawarimi_runtime::datatype::{Combiner, Datatype, Distribution, Order};
 use kawarimi_runtime::error::ErrorClass;
 
 use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Count, MPI_Datatype};
-use crate::export::{call, datatype_query};
+use crate::api::attr::{
+    attrs_with_keyvals, copy_attrs, del_attr, delete_attrs, free_keyval, get_attr, keyval_create, set_attr, AttrOwner,
+};
+use crate::export::{call, call_around, datatype_query};
 use crate::mem::{c_array, c_array_mut, c_string, out, user_bytes, user_bytes_mut};
-use crate::state::{decode, fail, Kind, Res, State};
+use crate::state::{decode, fail, AttrObject, Kind, Res, State};
 
 fn new_type(s: &mut State, newtype: *mut MPI_Datatype, make: impl FnOnce(&mut State) -> Res<Datatype>) -> Res<()> {
     let dt = make(s)?;
@@ -192,10 +195,22 @@ mpi_fn! {
     }
 
     fn Type_dup(oldtype: MPI_Datatype, newtype: *mut MPI_Datatype) -> c_int {
-        call("MPI_Type_dup", None, |s| new_type(s, newtype, |s| {
-            let old = s.datatype(oldtype)?;
-            Ok(Datatype::dup(&old)?)
-        }))
+        // The attributes are copied by their callbacks, outside the lock (§6.7.4).
+        let old = AttrOwner::Datatype(oldtype);
+        call_around(
+            "MPI_Type_dup",
+            None,
+            |s| {
+                let dt = Datatype::dup(&*s.datatype(oldtype)?)?;
+                Ok((s.new_datatype(dt)?, attrs_with_keyvals(s, old)?))
+            },
+            |(h, attrs)| Ok((h, copy_attrs(old, attrs)?)),
+            |s, (h, copies)| {
+                AttrOwner::Datatype(h).attrs(s)?.extend(copies);
+                // SAFETY: caller's output argument.
+                unsafe { out(newtype, h) }
+            },
+        )
     }
 
     fn Type_commit(datatype: *mut MPI_Datatype) -> c_int {
@@ -220,26 +235,59 @@ mpi_fn! {
     }
 
     fn Type_free(datatype: *mut MPI_Datatype) -> c_int {
-        call("MPI_Type_free", None, |s| {
-            if datatype.is_null() {
-                return fail(ErrorClass::Arg, "NULL datatype pointer");
-            }
-            // SAFETY: non-null in/out argument.
-            let h = unsafe { *datatype } as usize;
-            if s.datatype(h as MPI_Datatype).is_ok_and(|d| d.is_f90()) {
-                return fail(ErrorClass::Type, "a datatype from MPI_Type_create_f90_* is predefined and cannot be freed");
-            }
-            // Communication in progress keeps its own reference (an Arc), as §4.1.9 requires.
-            match decode(h, Kind::Datatype) {
-                Some(i) if s.datatypes.remove(i).is_some() => {
-                    // SAFETY: as above.
-                    unsafe { *datatype = abi::predefined().datatype_handle(abi::PredefDatatype::DatatypeNull) as MPI_Datatype };
-                    Ok(())
+        call_around(
+            "MPI_Type_free",
+            None,
+            |s| {
+                if datatype.is_null() {
+                    return fail(ErrorClass::Arg, "NULL datatype pointer");
                 }
-                Some(_) => fail(ErrorClass::Type, "datatype was already freed"),
-                None => fail(ErrorClass::Type, "predefined datatypes cannot be freed"),
-            }
-        })
+                // SAFETY: non-null in/out argument.
+                let h = unsafe { *datatype };
+                if s.datatype(h).is_ok_and(|d| d.is_f90()) {
+                    return fail(ErrorClass::Type, "a datatype from MPI_Type_create_f90_* is predefined and cannot be freed");
+                }
+                match decode(h as usize, Kind::Datatype) {
+                    Some(i) if s.datatypes.get(i).is_some() => Ok((h, attrs_with_keyvals(s, AttrOwner::Datatype(h))?)),
+                    Some(_) => fail(ErrorClass::Type, "datatype was already freed"),
+                    None => fail(ErrorClass::Type, "predefined datatypes cannot be freed"),
+                }
+            },
+            // The delete callbacks run while the datatype still exists: they may use it.
+            |(h, attrs)| delete_attrs(AttrOwner::Datatype(h), attrs).map(|()| h),
+            |s, h| {
+                let i = decode(h as usize, Kind::Datatype).expect("checked");
+                // Communication in progress keeps its own reference (an Arc), as §4.1.9
+                // requires. What the shim kept by handle goes: the handle may be reused.
+                s.datatypes.remove(i);
+                s.type_attrs.remove(&(h as usize));
+                s.type_names.remove(&(h as usize));
+                // SAFETY: as above.
+                unsafe { *datatype = abi::predefined().datatype_handle(abi::PredefDatatype::DatatypeNull) as MPI_Datatype };
+                Ok(())
+            },
+        )
+    }
+
+    fn Type_create_keyval(type_copy_attr_fn: Option<abi::MPI_Type_copy_attr_function>, type_delete_attr_fn: Option<abi::MPI_Type_delete_attr_function>, type_keyval: *mut c_int, extra_state: *mut c_void) -> c_int {
+        call("MPI_Type_create_keyval", None, |s| keyval_create(s, AttrObject::Datatype, type_copy_attr_fn, type_delete_attr_fn, type_keyval, extra_state))
+    }
+
+    fn Type_free_keyval(type_keyval: *mut c_int) -> c_int {
+        call("MPI_Type_free_keyval", None, |s| free_keyval(s, AttrObject::Datatype, type_keyval))
+    }
+
+    fn Type_set_attr(datatype: MPI_Datatype, type_keyval: c_int, attribute_val: *mut c_void) -> c_int {
+        set_attr("MPI_Type_set_attr", AttrOwner::Datatype(datatype), type_keyval, attribute_val as usize)
+    }
+
+    fn Type_get_attr(datatype: MPI_Datatype, type_keyval: c_int, attribute_val: *mut c_void, flag: *mut c_int) -> c_int {
+        // SAFETY: §6.7.4's output arguments.
+        call("MPI_Type_get_attr", None, |s| unsafe { get_attr(s, AttrOwner::Datatype(datatype), type_keyval, attribute_val, flag) })
+    }
+
+    fn Type_delete_attr(datatype: MPI_Datatype, type_keyval: c_int) -> c_int {
+        del_attr("MPI_Type_delete_attr", AttrOwner::Datatype(datatype), type_keyval)
     }
 
     fn Type_size(datatype: MPI_Datatype, size: *mut c_int) -> c_int {

@@ -9,9 +9,10 @@ use kawarimi_runtime::wireup;
 use kawarimi_runtime::world::{World, WIREUP_TIMEOUT};
 
 use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Errhandler, MPI_Info};
+use crate::api::attr::{attrs_with_keyvals, delete_attrs, AttrOwner};
 use crate::export::{call, call_around, die};
 use crate::mem::{c_string, out};
-use crate::state::{fail, CommEntry, Fail, Handler, Keyval, Res, State, UserError, STATE};
+use crate::state::{fail, CommEntry, Fail, Handler, Res, State, UserError, STATE};
 
 /// What `MPI_Init_thread` provides: the runtime is driven by whichever thread calls MPI, one
 /// at a time, so FUNNELED is honest; SERIALIZED would also hold (every call takes the state
@@ -128,12 +129,10 @@ mpi_fn! {
             None,
             |s| {
                 s.world()?;
-                let attrs = &s.comm_entry(self_comm)?.attrs;
-                Ok(attrs.iter().rev().filter_map(|(k, v)| Some((k, v, s.keyvals.get(&k).copied()?))).collect())
+                attrs_with_keyvals(s, AttrOwner::Comm(self_comm))
             },
-            |attrs: Vec<(c_int, usize, Keyval)>| {
-                attrs.into_iter().try_for_each(|(k, v, kv)| crate::api::comm::delete_attr(self_comm, k, v, kv))
-            },
+            // Newest setting first.
+            |attrs| delete_attrs(AttrOwner::Comm(self_comm), attrs),
             |s, ()| {
                 s.comms.get_mut(crate::state::SELF_INDEX).expect("MPI_COMM_SELF").attrs.clear();
                 s.world()?.finalize()?;
@@ -371,7 +370,7 @@ fn add_user_error(s: &mut State, class: Option<c_int>) -> Res<c_int> {
     }
     let code = abi::MPI_ERR_LASTCODE + 1 + s.user_errors.len() as c_int;
     s.user_errors.push(UserError { class: class.unwrap_or(code), string: None });
-    crate::api::comm::set_last_used_code(code);
+    crate::api::attr::set_last_used_code(code);
     Ok(code)
 }
 

@@ -1,6 +1,7 @@
 //! The exported MPI functions, one file per chapter of the standard. Each file defines its
 //! functions with `mpi_fn!`; `build.rs` reads these files to find which functions exist.
 
+pub mod attr;
 pub mod coll;
 pub mod comm;
 pub mod dtype;
