@@ -15,6 +15,8 @@
  *     an attribute set again counting as set then (§8.7.1);
  *   - attributes on datatypes (§6.7.4): copied by their callback on MPI_Type_dup, deleted by
  *     theirs on MPI_Type_delete_attr and MPI_Type_free, also on a predefined datatype;
+ *   - the tool interface (§14.3) works before MPI_Init, counts its initialisations, and
+ *     refuses an index past its variables and an unknown name (it must not abort);
  *   - MPI_Type_match_size finds a 16-byte real (MPI_REAL16, IEEE binary128 with gfortran),
  *     which then moves and compares exactly. (Its MPI_SUM is not checked here: native Open
  *     MPI 4.1 sums MPI_REAL16 in x87 precision and gets it wrong; kawarimi's sum is tested
@@ -314,9 +316,47 @@ static void self_attributes_for_finalize(void)
     MPI_OK(MPI_Comm_free_keyval(&k[3]));
 }
 
+/* Before MPI_Init, and again with MPI initialised; the counts are whatever the MPI has. */
+static void tool_interface_before_init(void)
+{
+    int provided = -1, n = -1, idx = -1, len = 0;
+    CHECK(MPI_T_cvar_get_num(&n) == MPI_T_ERR_NOT_INITIALIZED);
+    CHECK(MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) == MPI_SUCCESS && provided == MPI_THREAD_SINGLE);
+    CHECK(MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) == MPI_SUCCESS);
+    CHECK(MPI_T_cvar_get_num(&n) == MPI_SUCCESS && n >= 0);
+    char name[256], desc[256];
+    int verbosity, bind, scope, dlen = sizeof desc;
+    MPI_Datatype dt;
+    MPI_T_enum en;
+    len = sizeof name;
+    /* Open MPI answers MPI_T_ERR_INVALID here, the standard MPI_T_ERR_INVALID_INDEX. */
+    int rc = MPI_T_cvar_get_info(n, name, &len, &verbosity, &dt, &en, desc, &dlen, &bind, &scope);
+    CHECKF(rc == MPI_T_ERR_INVALID_INDEX || rc == MPI_T_ERR_INVALID, "cvar %d past the last: %d", n, rc);
+    CHECK(MPI_T_cvar_get_index("kawarimi_no_such_variable", &idx) == MPI_T_ERR_INVALID_NAME);
+    CHECK(MPI_T_pvar_get_num(&n) == MPI_SUCCESS && n >= 0);
+    CHECK(MPI_T_category_get_num(&n) == MPI_SUCCESS && n >= 0);
+    MPI_T_pvar_session session;
+    CHECK(MPI_T_pvar_session_create(&session) == MPI_SUCCESS);
+    CHECK(MPI_T_pvar_session_free(&session) == MPI_SUCCESS && session == MPI_T_PVAR_SESSION_NULL);
+    CHECK(MPI_T_finalize() == MPI_SUCCESS);
+    /* Still initialised once. */
+    CHECK(MPI_T_pvar_get_num(&n) == MPI_SUCCESS);
+}
+
+static void tool_interface_after_init(void)
+{
+    int n = -1;
+    CHECK(MPI_T_category_get_num(&n) == MPI_SUCCESS && n >= 0);
+    CHECK(MPI_T_finalize() == MPI_SUCCESS);
+    CHECK(MPI_T_finalize() == MPI_T_ERR_NOT_INITIALIZED);
+    CHECK(MPI_T_cvar_get_num(&n) == MPI_T_ERR_NOT_INITIALIZED);
+}
+
 int main(int argc, char **argv)
 {
+    tool_interface_before_init();
     MPI_Init(&argc, &argv);
+    tool_interface_after_init();
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     exscan_leaves_rank0_alone();

@@ -13,4 +13,5 @@ pub mod info;
 pub mod op;
 pub mod p2p;
 pub mod req;
+pub mod tool;
 pub mod topo;
