@@ -152,6 +152,42 @@ impl Group {
     }
 }
 
+/// The virtual topology attached to a communicator (§7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topology {
+    Cart(Cartesian),
+    Graph(Graph),
+    DistGraph(DistGraph),
+}
+
+/// A graph topology (§7.5.3), as `MPI_Graph_create` describes it: node `i`'s neighbours are
+/// `edges[index[i - 1]..index[i]]` (from 0 for node 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Graph {
+    pub index: Vec<i32>,
+    pub edges: Vec<i32>,
+}
+
+impl Graph {
+    /// The neighbours of node `rank`, `None` outside the graph.
+    pub fn neighbors(&self, rank: i32) -> Option<&[i32]> {
+        let r = usize::try_from(rank).ok().filter(|&r| r < self.index.len())?;
+        let start = if r == 0 { 0 } else { self.index[r - 1] as usize };
+        self.edges.get(start..self.index[r] as usize)
+    }
+}
+
+/// This process's part of a distributed graph topology (§7.5.4): the processes it receives
+/// from and sends to, in order, with their weights (empty when unweighted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistGraph {
+    pub sources: Vec<i32>,
+    pub source_weights: Vec<i32>,
+    pub destinations: Vec<i32>,
+    pub destination_weights: Vec<i32>,
+    pub weighted: bool,
+}
+
 /// A Cartesian topology attached to a communicator (§7.5.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cartesian {
@@ -263,7 +299,7 @@ pub struct Comm {
     pub group: Arc<Group>,
     /// This process's rank in `group`.
     pub rank: i32,
-    pub cart: Option<Cartesian>,
+    pub topo: Option<Topology>,
     /// Added to every collective tag; non-zero only for the transient communicator of an
     /// `MPI_Comm_create_group`, whose user tag keeps concurrent creations apart.
     pub coll_tag_base: i32,
@@ -347,7 +383,7 @@ pub struct Inter {
 impl Comm {
     pub fn new(ctx: u32, group: Arc<Group>, rank: i32) -> Comm {
         debug_assert!(group.world_rank(rank).is_some());
-        Comm { ctx, group, rank, cart: None, coll_tag_base: 0, coll_seq: Arc::default(), inter: None }
+        Comm { ctx, group, rank, topo: None, coll_tag_base: 0, coll_seq: Arc::default(), inter: None }
     }
 
     /// An inter-communicator between the local `group` (where this process has `rank`) and
@@ -402,6 +438,14 @@ impl Comm {
     }
 
     /// Point-to-point rank of world rank `w` (for status fields).
+    /// Its Cartesian topology, if it has one.
+    pub fn cart(&self) -> Option<&Cartesian> {
+        match &self.topo {
+            Some(Topology::Cart(c)) => Some(c),
+            _ => None,
+        }
+    }
+
     pub fn rank_of_world(&self, w: u32) -> i32 {
         self.p2p_group().rank_of(w).unwrap_or(-1)
     }

@@ -194,7 +194,7 @@ impl World {
     /// A communicator over `parent`'s group(s) and topology in context `ctx`.
     fn copy_of(parent: &Comm, ctx: u32) -> Comm {
         match &parent.inter {
-            None => Comm { cart: parent.cart.clone(), ..Comm::new(ctx, parent.group.clone(), parent.rank) },
+            None => Comm { topo: parent.topo.clone(), ..Comm::new(ctx, parent.group.clone(), parent.rank) },
             Some(inter) => Comm::new_inter(ctx, parent.group.clone(), parent.rank, inter.remote.clone()),
         }
     }

@@ -1,6 +1,9 @@
 /* topology: Dims_create, Cart_create (periodic and not, reorder = 0),
  * Cart_coords/Cart_rank/Cart_shift with a halo exchange over Sendrecv,
- * Cart_sub, Cart_get, Cartdim_get, Topo_test. */
+ * Cart_sub, Cart_get, Cartdim_get, Topo_test; a graph topology (Graph_create on all but
+ * the last rank: a ring with a chord, its queries, Graph_map) and a distributed graph
+ * (Dist_graph_create_adjacent: each rank hears from its two neighbours on a ring and
+ * speaks to the next, weighted; then unweighted), with a message along every edge. */
 #include "check.h"
 
 static int rank, size;
@@ -214,6 +217,76 @@ int main(int argc, char **argv)
         int d = size, per = 0, newrank;
         MPI_OK(MPI_Cart_map(MPI_COMM_WORLD, 1, &d, &per, &newrank));
         CHECK(newrank >= 0 && newrank < size);
+    }
+
+    /* ---- Graph_create: a ring over ranks 0..n-1 (n = size - 1 when size > 2, leaving the
+     * last rank out), plus a chord 0 -> n/2 when n > 2. ---- */
+    {
+        int n = size > 2 ? size - 1 : size;
+        int index[64], edges[192], e = 0;
+        for (int i = 0; i < n; i++) {
+            edges[e++] = (i + 1) % n;
+            edges[e++] = (i + n - 1) % n;
+            if (i == 0 && n > 2)
+                edges[e++] = n / 2;
+            index[i] = e;
+        }
+        MPI_Comm g;
+        MPI_OK(MPI_Graph_create(MPI_COMM_WORLD, n, index, edges, 0, &g));
+        if (rank >= n) {
+            CHECK(g == MPI_COMM_NULL);
+        } else {
+            int t, nn, ne, cnt, nb[8], gi[64], ge[192];
+            MPI_OK(MPI_Topo_test(g, &t));
+            CHECKF(t == MPI_GRAPH, "Topo_test of a graph: %d", t);
+            MPI_OK(MPI_Graphdims_get(g, &nn, &ne));
+            CHECKF(nn == n && ne == e, "Graphdims_get: %d nodes, %d edges", nn, ne);
+            MPI_OK(MPI_Graph_get(g, n, e, gi, ge));
+            CHECK(memcmp(gi, index, n * sizeof(int)) == 0 && memcmp(ge, edges, e * sizeof(int)) == 0);
+            MPI_OK(MPI_Graph_neighbors_count(g, rank, &cnt));
+            int want = 2 + (rank == 0 && n > 2);
+            CHECKF(cnt == want, "rank %d has %d neighbours, want %d", rank, cnt, want);
+            MPI_OK(MPI_Graph_neighbors(g, rank, 8, nb));
+            CHECK(nb[0] == (rank + 1) % n && nb[1] == (rank + n - 1) % n);
+            int newrank;
+            MPI_OK(MPI_Graph_map(MPI_COMM_WORLD, n, index, edges, &newrank));
+            CHECK(newrank == rank);
+            MPI_Comm d;
+            MPI_OK(MPI_Comm_dup(g, &d));
+            MPI_OK(MPI_Topo_test(d, &t));
+            CHECKF(t == MPI_GRAPH, "a duplicate keeps the graph: %d", t);
+            MPI_OK(MPI_Comm_free(&d));
+            MPI_OK(MPI_Comm_free(&g));
+        }
+    }
+
+    /* ---- Dist_graph_create_adjacent: hear from both ring neighbours, speak to the next. ---- */
+    for (int weighted = 1; weighted >= 0; weighted--) {
+        int next = (rank + 1) % size, prev = (rank + size - 1) % size;
+        int src[2] = {prev, next}, sw[2] = {10 * prev, 10 * next}, dst[2] = {next, prev}, dw[2] = {1, 2};
+        MPI_Comm dg;
+        MPI_OK(MPI_Dist_graph_create_adjacent(MPI_COMM_WORLD, 2, src, weighted ? sw : MPI_UNWEIGHTED, 2, dst,
+                                              weighted ? dw : MPI_UNWEIGHTED, MPI_INFO_NULL, 0, &dg));
+        int t, in, out, w, s2[2], sw2[2] = {-1, -1}, d2[2], dw2[2] = {-1, -1};
+        MPI_OK(MPI_Topo_test(dg, &t));
+        CHECKF(t == MPI_DIST_GRAPH, "Topo_test of a distributed graph: %d", t);
+        MPI_OK(MPI_Dist_graph_neighbors_count(dg, &in, &out, &w));
+        CHECKF(in == 2 && out == 2 && (w != 0) == weighted, "degrees %d/%d, weighted %d", in, out, w);
+        MPI_OK(MPI_Dist_graph_neighbors(dg, 2, s2, weighted ? sw2 : MPI_UNWEIGHTED, 2, d2, weighted ? dw2 : MPI_UNWEIGHTED));
+        CHECK(s2[0] == prev && s2[1] == next && d2[0] == next && d2[1] == prev);
+        if (weighted)
+            CHECK(sw2[0] == 10 * prev && sw2[1] == 10 * next && dw2[0] == 1 && dw2[1] == 2);
+        /* A message along each out-edge, received from each in-edge, by rank in dg. */
+        int got[2] = {-1, -1};
+        MPI_Request r[4];
+        for (int i = 0; i < 2; i++)
+            MPI_OK(MPI_Irecv(&got[i], 1, MPI_INT, s2[i], i, dg, &r[i]));
+        /* To the next rank I am its previous one (tag 0), to the previous its next (tag 1). */
+        MPI_OK(MPI_Isend(&rank, 1, MPI_INT, d2[0], 0, dg, &r[2]));
+        MPI_OK(MPI_Isend(&rank, 1, MPI_INT, d2[1], 1, dg, &r[3]));
+        MPI_OK(MPI_Waitall(4, r, MPI_STATUSES_IGNORE));
+        CHECK(got[0] == prev && got[1] == next);
+        MPI_OK(MPI_Comm_free(&dg));
     }
 
     return finish("topology");

@@ -1,12 +1,12 @@
-//! Cartesian topologies (MPI-3.1 §7.5).
+//! Virtual topologies (MPI-3.1 §7.5): Cartesian, graph and distributed graph.
 
 use std::ffi::c_int;
 
-use kawarimi_runtime::comm::{dims_create, Cartesian, Comm};
+use kawarimi_runtime::comm::{dims_create, Cartesian, Comm, DistGraph, Graph, Topology};
 use kawarimi_runtime::error::ErrorClass;
 use kawarimi_runtime::world::UNDEFINED_COLOR;
 
-use crate::abi::{self, MPI_Comm};
+use crate::abi::{self, MPI_Comm, MPI_Info};
 use crate::api::comm::add_comm;
 use crate::api::p2p::comm_of;
 use crate::export::call;
@@ -15,7 +15,7 @@ use crate::state::{fail, Res, State};
 
 fn cart_of(s: &State, comm: MPI_Comm) -> Res<(std::sync::Arc<Comm>, Cartesian)> {
     let (c, _) = comm_of(s, comm)?;
-    match &c.cart {
+    match c.cart() {
         Some(cart) => {
             let cart = cart.clone();
             Ok((c, cart))
@@ -24,7 +24,206 @@ fn cart_of(s: &State, comm: MPI_Comm) -> Res<(std::sync::Arc<Comm>, Cartesian)> 
     }
 }
 
+fn graph_of(s: &State, comm: MPI_Comm) -> Res<Graph> {
+    match &comm_of(s, comm)?.0.topo {
+        Some(Topology::Graph(g)) => Ok(g.clone()),
+        _ => fail(ErrorClass::Topology, "communicator has no graph topology"),
+    }
+}
+
+fn dist_graph_of(s: &State, comm: MPI_Comm) -> Res<DistGraph> {
+    match &comm_of(s, comm)?.0.topo {
+        Some(Topology::DistGraph(g)) => Ok(g.clone()),
+        _ => fail(ErrorClass::Topology, "communicator has no distributed graph topology"),
+    }
+}
+
+/// `n` neighbour ranks at `ranks` (and their weights at `weights` unless MPI_UNWEIGHTED or
+/// MPI_WEIGHTS_EMPTY), each a rank of a communicator of `size`.
+///
+/// # Safety
+/// `ranks` and a real `weights` must hold `n` entries.
+unsafe fn neighbour_list(
+    n: c_int,
+    ranks: *const c_int,
+    weights: *const c_int,
+    size: i32,
+) -> Res<(Vec<i32>, Option<Vec<i32>>)> {
+    let n = usize::try_from(n).or_else(|_| fail(ErrorClass::Arg, format!("degree {n} is negative")))?;
+    // SAFETY: per the contract.
+    let r = if n == 0 { Vec::new() } else { unsafe { c_array(ranks, n)? }.to_vec() };
+    if let Some(&bad) = r.iter().find(|&&x| !(0..size).contains(&x)) {
+        return fail(ErrorClass::Rank, format!("neighbour {bad} is not a rank of a communicator of {size}"));
+    }
+    let unweighted = weights as usize == abi::MPI_UNWEIGHTED;
+    let empty = weights as usize == abi::MPI_WEIGHTS_EMPTY;
+    let w = if unweighted || (empty && n == 0) {
+        None
+    } else if empty {
+        return fail(ErrorClass::Arg, "MPI_WEIGHTS_EMPTY for a process that has neighbours");
+    } else if n == 0 {
+        Some(Vec::new())
+    } else {
+        // SAFETY: per the contract.
+        Some(unsafe { c_array(weights, n)? }.to_vec())
+    };
+    Ok((r, w))
+}
+
+/// Copies at most `max` of `values` to `to` (the caller's array of `max` entries).
+///
+/// # Safety
+/// `to` must hold `max` writable entries (unless `max` is 0 or less).
+unsafe fn write_list(values: &[i32], max: c_int, to: *mut c_int) -> Res<()> {
+    let n = values.len().min(usize::try_from(max).unwrap_or(0));
+    if n > 0 {
+        // SAFETY: per the contract.
+        unsafe { c_array_mut(to, n)? }.copy_from_slice(&values[..n]);
+    }
+    Ok(())
+}
+
 mpi_fn! {
+    fn Graph_create(comm_old: MPI_Comm, nnodes: c_int, index: *const c_int, edges: *const c_int, _reorder: c_int, comm_graph: *mut MPI_Comm) -> c_int {
+        call("MPI_Graph_create", Some(comm_old), |s| {
+            let (c, _) = comm_of(s, comm_old)?;
+            if c.is_inter() {
+                return fail(ErrorClass::Comm, "MPI_Graph_create needs an intra-communicator");
+            }
+            if !(0..=c.size()).contains(&nnodes) {
+                return fail(ErrorClass::Arg, format!("{nnodes} nodes for a communicator of {}", c.size()));
+            }
+            // SAFETY: `nnodes` entries (§7.5.3).
+            let index = if nnodes == 0 { Vec::new() } else { unsafe { c_array(index, nnodes as usize)? }.to_vec() };
+            if index.windows(2).any(|w| w[1] < w[0]) || index.first().is_some_and(|&i| i < 0) {
+                return fail(ErrorClass::Arg, format!("index {index:?} is not non-decreasing from 0"));
+            }
+            let nedges = index.last().copied().unwrap_or(0) as usize;
+            // SAFETY: `index[nnodes - 1]` entries (§7.5.3).
+            let edges = if nedges == 0 { Vec::new() } else { unsafe { c_array(edges, nedges)? }.to_vec() };
+            if let Some(&bad) = edges.iter().find(|&&e| !(0..nnodes).contains(&e)) {
+                return fail(ErrorClass::Arg, format!("edge to {bad}, outside a graph of {nnodes} nodes"));
+            }
+            // Ranks are kept in order (reorder is allowed, not required); the ones beyond the
+            // graph get MPI_COMM_NULL.
+            let color = if c.rank < nnodes { 0 } else { UNDEFINED_COLOR };
+            let graph = Graph { index, edges };
+            let n = s.world()?.comm_split(&c, color, c.rank)?.map(|mut n| {
+                n.topo = Some(Topology::Graph(graph));
+                n
+            });
+            let h = add_comm(s, comm_old, n)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(comm_graph, h) }
+        })
+    }
+
+    fn Graphdims_get(comm: MPI_Comm, nnodes: *mut c_int, nedges: *mut c_int) -> c_int {
+        call("MPI_Graphdims_get", Some(comm), |s| {
+            let g = graph_of(s, comm)?;
+            // SAFETY: caller's output arguments.
+            unsafe { out(nnodes, g.index.len() as c_int)?; out(nedges, g.edges.len() as c_int) }
+        })
+    }
+
+    fn Graph_get(comm: MPI_Comm, maxindex: c_int, maxedges: c_int, index: *mut c_int, edges: *mut c_int) -> c_int {
+        call("MPI_Graph_get", Some(comm), |s| {
+            let g = graph_of(s, comm)?;
+            // SAFETY: arrays of `maxindex` and `maxedges` entries (§7.5.5).
+            unsafe { write_list(&g.index, maxindex, index)?; write_list(&g.edges, maxedges, edges) }
+        })
+    }
+
+    fn Graph_neighbors_count(comm: MPI_Comm, rank: c_int, nneighbors: *mut c_int) -> c_int {
+        call("MPI_Graph_neighbors_count", Some(comm), |s| {
+            let g = graph_of(s, comm)?;
+            let Some(n) = g.neighbors(rank) else { return fail(ErrorClass::Rank, format!("rank {rank} is not a node of the graph")) };
+            // SAFETY: caller's output argument.
+            unsafe { out(nneighbors, n.len() as c_int) }
+        })
+    }
+
+    fn Graph_neighbors(comm: MPI_Comm, rank: c_int, maxneighbors: c_int, neighbors: *mut c_int) -> c_int {
+        call("MPI_Graph_neighbors", Some(comm), |s| {
+            let g = graph_of(s, comm)?;
+            let Some(n) = g.neighbors(rank) else { return fail(ErrorClass::Rank, format!("rank {rank} is not a node of the graph")) };
+            // SAFETY: an array of `maxneighbors` entries (§7.5.5).
+            unsafe { write_list(n, maxneighbors, neighbors) }
+        })
+    }
+
+    fn Graph_map(comm: MPI_Comm, nnodes: c_int, _index: *const c_int, _edges: *const c_int, newrank: *mut c_int) -> c_int {
+        call("MPI_Graph_map", Some(comm), |s| {
+            let (c, _) = comm_of(s, comm)?;
+            if !(0..=c.size()).contains(&nnodes) {
+                return fail(ErrorClass::Arg, format!("{nnodes} nodes for a communicator of {}", c.size()));
+            }
+            // The identity placement, as MPI_Graph_create makes.
+            let r = if c.rank < nnodes { c.rank } else { abi::MPI_UNDEFINED };
+            // SAFETY: caller's output argument.
+            unsafe { out(newrank, r) }
+        })
+    }
+
+    fn Dist_graph_create_adjacent(comm_old: MPI_Comm, indegree: c_int, sources: *const c_int, sourceweights: *const c_int, outdegree: c_int, destinations: *const c_int, destweights: *const c_int, _info: MPI_Info, _reorder: c_int, comm_dist_graph: *mut MPI_Comm) -> c_int {
+        call("MPI_Dist_graph_create_adjacent", Some(comm_old), |s| {
+            let (c, _) = comm_of(s, comm_old)?;
+            if c.is_inter() {
+                return fail(ErrorClass::Comm, "MPI_Dist_graph_create_adjacent needs an intra-communicator");
+            }
+            // SAFETY: `indegree` and `outdegree` entries (§7.5.4).
+            let (sources, sw) = unsafe { neighbour_list(indegree, sources, sourceweights, c.size())? };
+            // SAFETY: as above.
+            let (destinations, dw) = unsafe { neighbour_list(outdegree, destinations, destweights, c.size())? };
+            let weighted = sw.is_some() || dw.is_some();
+            let graph = DistGraph {
+                sources,
+                source_weights: sw.unwrap_or_default(),
+                destinations,
+                destination_weights: dw.unwrap_or_default(),
+                weighted,
+            };
+            // Every process keeps its rank (reorder is allowed, not required).
+            let mut n = s.world()?.comm_dup(&c)?;
+            n.topo = Some(Topology::DistGraph(graph));
+            let h = add_comm(s, comm_old, Some(n))?;
+            // SAFETY: caller's output argument.
+            unsafe { out(comm_dist_graph, h) }
+        })
+    }
+
+    fn Dist_graph_neighbors_count(comm: MPI_Comm, indegree: *mut c_int, outdegree: *mut c_int, weighted: *mut c_int) -> c_int {
+        call("MPI_Dist_graph_neighbors_count", Some(comm), |s| {
+            let g = dist_graph_of(s, comm)?;
+            // SAFETY: caller's output arguments.
+            unsafe {
+                out(indegree, g.sources.len() as c_int)?;
+                out(outdegree, g.destinations.len() as c_int)?;
+                out(weighted, g.weighted as c_int)
+            }
+        })
+    }
+
+    fn Dist_graph_neighbors(comm: MPI_Comm, maxindegree: c_int, sources: *mut c_int, sourceweights: *mut c_int, maxoutdegree: c_int, destinations: *mut c_int, destweights: *mut c_int) -> c_int {
+        call("MPI_Dist_graph_neighbors", Some(comm), |s| {
+            let g = dist_graph_of(s, comm)?;
+            let real = |w: *mut c_int| w as usize != abi::MPI_UNWEIGHTED && w as usize != abi::MPI_WEIGHTS_EMPTY;
+            // SAFETY: arrays of `maxindegree` and `maxoutdegree` entries (§7.5.5); weights
+            // only when the caller passed arrays and the graph has them.
+            unsafe {
+                write_list(&g.sources, maxindegree, sources)?;
+                write_list(&g.destinations, maxoutdegree, destinations)?;
+                if g.weighted && real(sourceweights) {
+                    write_list(&g.source_weights, maxindegree, sourceweights)?;
+                }
+                if g.weighted && real(destweights) {
+                    write_list(&g.destination_weights, maxoutdegree, destweights)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn Dims_create(nnodes: c_int, ndims: c_int, dims: *mut c_int) -> c_int {
         call("MPI_Dims_create", None, |_| {
             if ndims < 0 {
@@ -58,7 +257,7 @@ mpi_fn! {
             // grid get MPI_COMM_NULL.
             let color = if (c.rank as i64) < nodes { 0 } else { UNDEFINED_COLOR };
             let n = s.world()?.comm_split(&c, color, c.rank)?.map(|mut n| {
-                n.cart = Some(Cartesian { dims: d.to_vec(), periods: p.iter().map(|&x| x != 0).collect() });
+                n.topo = Some(Topology::Cart(Cartesian { dims: d.to_vec(), periods: p.iter().map(|&x| x != 0).collect() }));
                 n
             });
             let h = add_comm(s, comm_old, n)?;
@@ -101,7 +300,7 @@ mpi_fn! {
                 periods: cart.periods.iter().zip(keep).filter(|(_, &k)| k != 0).map(|(&p, _)| p).collect(),
             };
             let n = s.world()?.comm_split(&c, color, c.rank)?.map(|mut n| {
-                n.cart = Some(sub);
+                n.topo = Some(Topology::Cart(sub));
                 n
             });
             let h = add_comm(s, comm, n)?;
@@ -184,7 +383,12 @@ mpi_fn! {
 
     fn Topo_test(comm: MPI_Comm, status: *mut c_int) -> c_int {
         call("MPI_Topo_test", Some(comm), |s| {
-            let t = if s.comm_entry(comm)?.comm.cart.is_some() { abi::MPI_CART } else { abi::MPI_UNDEFINED };
+            let t = match s.comm_entry(comm)?.comm.topo {
+                Some(Topology::Cart(_)) => abi::MPI_CART,
+                Some(Topology::Graph(_)) => abi::MPI_GRAPH,
+                Some(Topology::DistGraph(_)) => abi::MPI_DIST_GRAPH,
+                None => abi::MPI_UNDEFINED,
+            };
             // SAFETY: caller's output argument.
             unsafe { out(status, t) }
         })
