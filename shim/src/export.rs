@@ -217,35 +217,35 @@ fn resolve_handler(state: &State, e: &Fail, comm: Option<abi::MPI_Comm>) -> Hand
 
 /// Applies `handler` to error `e` raised by `name`; returns the code for the application.
 fn raise(name: &'static str, e: Fail, handler: Handler, comm: Option<abi::MPI_Comm>) -> c_int {
-    raise_code(name, class_code(e.class), &format!("{}: {}", e.class.name(), e.detail), handler, comm)
+    raise_code(name, class_code(e.class), || format!("{}: {}", e.class.name(), e.detail), handler, comm)
 }
 
 /// `MPI_Comm_call_errhandler`: applies `comm`'s error handler to `code` (any code: a user
 /// handler receives it as given, §8.3.5); returns what the call returns.
 pub fn call_errhandler(name: &'static str, comm: abi::MPI_Comm, code: c_int) -> c_int {
-    let found = STATE.lock().as_ref().map(|s| s.comm_entry(comm).map(|e| e.handler));
-    match found {
-        Some(Ok(handler)) => {
-            raise_code(name, code, &format!("error code {code}, raised by the application"), handler, Some(comm))
+    match locked(name, |s| Ok(s.comm_entry(comm)?.handler)) {
+        Ok(handler) => {
+            raise_code(name, code, || format!("error code {code}, raised by the application"), handler, Some(comm))
         }
-        Some(Err(e)) => finish(name, None, Err(e)),
-        None => finish(
-            name,
-            None,
-            Err(Fail { class: ErrorClass::Other, detail: "MPI is not initialized".into(), handler: Handler::Fatal }),
-        ),
+        Err(e) => finish(name, Some(comm), Err(e)),
     }
 }
 
-/// Applies `handler` to error `code` (described by `what`) raised by `name`; returns the
-/// code for the application.
-fn raise_code(name: &'static str, code: c_int, what: &str, handler: Handler, comm: Option<abi::MPI_Comm>) -> c_int {
+/// Applies `handler` to error `code` (described by `what`, made only when it is printed)
+/// raised by `name`; returns the code for the application.
+fn raise_code(
+    name: &'static str,
+    code: c_int,
+    what: impl FnOnce() -> String,
+    handler: Handler,
+    comm: Option<abi::MPI_Comm>,
+) -> c_int {
     match handler {
         Handler::Return => code,
-        Handler::Fatal => die(name, what, code),
+        Handler::Fatal => die(name, &what(), code),
         Handler::User(i) => {
             let f = STATE.lock().as_ref().and_then(|s| s.errhandlers.get(i).copied());
-            let Some(f) = f else { die(name, what, code) };
+            let Some(f) = f else { die(name, &what(), code) };
             let mut c = comm.unwrap_or_else(world_handle);
             let mut code_arg = code;
             match f {
