@@ -437,7 +437,6 @@ impl Comm {
         self.group.world_rank(self.rank).expect("own rank is in the group")
     }
 
-    /// Point-to-point rank of world rank `w` (for status fields).
     /// Its Cartesian topology, if it has one.
     pub fn cart(&self) -> Option<&Cartesian> {
         match &self.topo {
@@ -446,6 +445,7 @@ impl Comm {
         }
     }
 
+    /// Point-to-point rank of world rank `w` (for status fields).
     pub fn rank_of_world(&self, w: u32) -> i32 {
         self.p2p_group().rank_of(w).unwrap_or(-1)
     }

@@ -459,10 +459,6 @@ impl LongDouble {
         e != 0 && !integer_bit
     }
 
-    fn is_zero(self) -> bool {
-        self.exponent() == 0 && self.mantissa() == 0
-    }
-
     /// Magnitude order: exponent first, then significand. Exact for normals, denormals
     /// and infinities. (A pseudo-denormal, exponent 0 with the integer bit set, equals
     /// the value at exponent 1; it is ordered just below it, a deviation no compiler
@@ -471,32 +467,37 @@ impl LongDouble {
         (self.exponent(), self.mantissa())
     }
 
+    fn signed(self) -> (bool, (u16, u64)) {
+        (self.negative(), self.magnitude())
+    }
+
     /// C's `<` on long double.
     pub fn less(self, o: LongDouble) -> bool {
-        if self.is_unordered() || o.is_unordered() {
-            return false;
-        }
-        if self.is_zero() && o.is_zero() {
-            return false;
-        }
-        match (self.negative() && !self.is_zero(), o.negative() && !o.is_zero()) {
-            (true, false) => true,
-            (false, true) => false,
-            (false, false) => self.magnitude() < o.magnitude(),
-            (true, true) => self.magnitude() > o.magnitude(),
-        }
+        !self.is_unordered() && !o.is_unordered() && signed_less(self.signed(), o.signed())
     }
 
     /// C's `==` on long double (+0 == -0, NaN != NaN).
     pub fn equal(self, o: LongDouble) -> bool {
-        if self.is_unordered() || o.is_unordered() {
-            return false;
-        }
-        if self.is_zero() && o.is_zero() {
-            return true;
-        }
-        self.negative() == o.negative() && self.magnitude() == o.magnitude()
+        !self.is_unordered() && !o.is_unordered() && signed_equal(self.signed(), o.signed())
     }
+}
+
+/// C's `<` on two sign-and-magnitude floating-point values that are not NaN, each given as
+/// `(negative, magnitude)`: magnitudes order as the absolute values, zero is
+/// `M::default()`, and zeros of either sign are equal.
+fn signed_less<M: Ord + Default>((a_negative, a): (bool, M), (b_negative, b): (bool, M)) -> bool {
+    let zero = M::default();
+    match (a_negative && a != zero, b_negative && b != zero) {
+        (true, false) => true,
+        (false, true) => false,
+        (false, false) => a < b,
+        (true, true) => a > b,
+    }
+}
+
+/// C's `==` on the values of [`signed_less`].
+fn signed_equal<M: Ord + Default>((a_negative, a): (bool, M), (b_negative, b): (bool, M)) -> bool {
+    a == b && (a == M::default() || a_negative == b_negative)
 }
 
 impl Scalar for LongDouble {
@@ -612,8 +613,8 @@ impl Binary128 {
         self.magnitude() > 0x7fff_u128 << 112
     }
 
-    fn negative(self) -> bool {
-        self.0 & Self::SIGN != 0
+    fn signed(self) -> (bool, u128) {
+        (self.0 & Self::SIGN != 0, self.magnitude())
     }
 }
 
@@ -627,20 +628,9 @@ impl Scalar for Binary128 {
     }
     /// C's `<` (+0 == -0, NaN unordered).
     fn lt(self, o: Self) -> bool {
-        if self.is_nan() || o.is_nan() || (self.magnitude() == 0 && o.magnitude() == 0) {
-            return false;
-        }
-        match (self.negative() && self.magnitude() != 0, o.negative() && o.magnitude() != 0) {
-            (true, false) => true,
-            (false, true) => false,
-            (false, false) => self.magnitude() < o.magnitude(),
-            (true, true) => self.magnitude() > o.magnitude(),
-        }
+        !self.is_nan() && !o.is_nan() && signed_less(self.signed(), o.signed())
     }
     fn eq(self, o: Self) -> bool {
-        if self.is_nan() || o.is_nan() {
-            return false;
-        }
-        self.magnitude() == o.magnitude() && (self.magnitude() == 0 || self.negative() == o.negative())
+        !self.is_nan() && !o.is_nan() && signed_equal(self.signed(), o.signed())
     }
 }

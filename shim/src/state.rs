@@ -149,9 +149,9 @@ pub struct CommEntry {
     pub attrs: Attrs,
 }
 
-/// A communicator's cached attributes, keyval → the `void*` value, in the order they were
-/// set: `MPI_Finalize` deletes those of `MPI_COMM_SELF` newest first (§8.7.1), and setting
-/// an attribute again makes it the newest.
+/// The attributes cached on a communicator or a datatype, keyval → the `void*` value, in the
+/// order they were set: `MPI_Finalize` deletes those of `MPI_COMM_SELF` newest first
+/// (§8.7.1), and setting an attribute again makes it the newest.
 #[derive(Debug, Default)]
 pub struct Attrs(Vec<(i32, usize)>);
 
@@ -208,7 +208,8 @@ pub enum OpEntry {
     User(UserOp),
 }
 
-/// A keyval made with `MPI_Comm_create_keyval`.
+/// A keyval made with `MPI_Comm_create_keyval` (or its MPI-1 name) or
+/// `MPI_Type_create_keyval`.
 #[derive(Debug, Clone, Copy)]
 pub struct Keyval {
     /// What its attributes may be set on.

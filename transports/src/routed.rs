@@ -62,6 +62,20 @@ impl Routed {
         }
     }
 
+    /// Hands a frame for `peer` with `payload_len` bytes of payload to the transport that
+    /// carries the peer (`send`), and counts its bytes there.
+    fn via_carrier(
+        &mut self,
+        peer: PeerId,
+        payload_len: usize,
+        send: impl FnOnce(&mut dyn Transport) -> TransportResult<()>,
+    ) -> TransportResult<()> {
+        let i = self.carrier(peer).ok_or(TransportError::NoRoute { peer })?;
+        send(self.transports[i].as_mut())?;
+        self.sent_bytes[i] += (wire::HEADER_LEN + payload_len) as u64;
+        Ok(())
+    }
+
     fn carrier(&self, peer: PeerId) -> Option<usize> {
         self.route.get(peer as usize).copied().flatten()
     }
@@ -112,18 +126,12 @@ impl Transport for Routed {
     }
 
     fn send(&mut self, peer: PeerId, header: &wire::Header, payload: Payload) -> TransportResult<()> {
-        let i = self.carrier(peer).ok_or(TransportError::NoRoute { peer })?;
-        let bytes = (wire::HEADER_LEN + payload.len()) as u64;
-        self.transports[i].send(peer, header, payload)?;
-        self.sent_bytes[i] += bytes;
-        Ok(())
+        let len = payload.len();
+        self.via_carrier(peer, len, |t| t.send(peer, header, payload))
     }
 
     fn send_copy(&mut self, peer: PeerId, header: &wire::Header, bytes: &[u8]) -> TransportResult<()> {
-        let i = self.carrier(peer).ok_or(TransportError::NoRoute { peer })?;
-        self.transports[i].send_copy(peer, header, bytes)?;
-        self.sent_bytes[i] += (wire::HEADER_LEN + bytes.len()) as u64;
-        Ok(())
+        self.via_carrier(peer, bytes.len(), |t| t.send_copy(peer, header, bytes))
     }
 
     fn progress(&mut self, events: &mut Vec<Event>) -> TransportResult<()> {

@@ -50,9 +50,7 @@ impl Reducer for ShimReducer {
     fn reduce(&self, input: &[u8], inout: &mut [u8]) -> MpiResult<()> {
         match self.op {
             OpEntry::Predefined(p) => op::apply(p, self.prim, input, inout),
-            OpEntry::User(u) => {
-                in_user_op(self.dt_handle, &self.dt, || call_user_op(u, &self.dt, self.dt_handle, input, inout))
-            }
+            OpEntry::User(u) => call_user_op(u, &self.dt, self.dt_handle, input, inout),
         }
     }
     fn commutative(&self) -> bool {
@@ -72,14 +70,6 @@ thread_local! {
     static USER_OP_DATATYPE: RefCell<Option<(usize, Arc<Datatype>)>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` (which calls a user function) with `h`, `dt` known as its datatype.
-fn in_user_op<R>(h: MPI_Datatype, dt: &Arc<Datatype>, f: impl FnOnce() -> R) -> R {
-    let outer = USER_OP_DATATYPE.with(|c| c.replace(Some((h as usize, dt.clone()))));
-    let r = f();
-    USER_OP_DATATYPE.with(|c| *c.borrow_mut() = outer);
-    r
-}
-
 /// Inside a user function (and only there, `None` elsewhere): datatype `h` for the queries
 /// the function may make about its operands (§5.9.5 passes it the datatype, and reading its
 /// size or extent is how a function written for several types finds its elements). Its own
@@ -97,9 +87,24 @@ pub(crate) fn datatype_in_user_op(h: MPI_Datatype) -> Option<Res<Arc<Datatype>>>
     })
 }
 
-/// Runs a user function (§5.9.5) on packed operands: they are laid out in the datatype's
-/// memory form first, since that is what the function reads.
-fn call_user_op(u: UserOp, dt: &Datatype, dt_handle: MPI_Datatype, input: &[u8], inout: &mut [u8]) -> MpiResult<()> {
+/// Runs a user function (§5.9.5) on packed operands, with `dt_handle` and `dt` known as its
+/// datatype meanwhile (see [`datatype_in_user_op`]).
+fn call_user_op(
+    u: UserOp,
+    dt: &Arc<Datatype>,
+    dt_handle: MPI_Datatype,
+    input: &[u8],
+    inout: &mut [u8],
+) -> MpiResult<()> {
+    let outer = USER_OP_DATATYPE.with(|c| c.replace(Some((dt_handle as usize, dt.clone()))));
+    let r = run_user_op(u, dt, dt_handle, input, inout);
+    USER_OP_DATATYPE.with(|c| *c.borrow_mut() = outer);
+    r
+}
+
+/// [`call_user_op`]'s work: the operands are laid out in the datatype's memory form first,
+/// since that is what the function reads.
+fn run_user_op(u: UserOp, dt: &Datatype, dt_handle: MPI_Datatype, input: &[u8], inout: &mut [u8]) -> MpiResult<()> {
     let size = dt.size();
     if size == 0 {
         return Ok(());

@@ -31,6 +31,14 @@ fn graph_of(s: &State, comm: MPI_Comm) -> Res<Graph> {
     }
 }
 
+/// The neighbours of node `rank` of `comm`'s graph.
+fn graph_neighbors(s: &State, comm: MPI_Comm, rank: c_int) -> Res<Vec<i32>> {
+    match graph_of(s, comm)?.neighbors(rank) {
+        Some(n) => Ok(n.to_vec()),
+        None => fail(ErrorClass::Rank, format!("rank {rank} is not a node of the graph")),
+    }
+}
+
 fn dist_graph_of(s: &State, comm: MPI_Comm) -> Res<DistGraph> {
     match &comm_of(s, comm)?.0.topo {
         Some(Topology::DistGraph(g)) => Ok(g.clone()),
@@ -136,8 +144,7 @@ mpi_fn! {
 
     fn Graph_neighbors_count(comm: MPI_Comm, rank: c_int, nneighbors: *mut c_int) -> c_int {
         call("MPI_Graph_neighbors_count", Some(comm), |s| {
-            let g = graph_of(s, comm)?;
-            let Some(n) = g.neighbors(rank) else { return fail(ErrorClass::Rank, format!("rank {rank} is not a node of the graph")) };
+            let n = graph_neighbors(s, comm, rank)?;
             // SAFETY: caller's output argument.
             unsafe { out(nneighbors, n.len() as c_int) }
         })
@@ -145,10 +152,9 @@ mpi_fn! {
 
     fn Graph_neighbors(comm: MPI_Comm, rank: c_int, maxneighbors: c_int, neighbors: *mut c_int) -> c_int {
         call("MPI_Graph_neighbors", Some(comm), |s| {
-            let g = graph_of(s, comm)?;
-            let Some(n) = g.neighbors(rank) else { return fail(ErrorClass::Rank, format!("rank {rank} is not a node of the graph")) };
+            let n = graph_neighbors(s, comm, rank)?;
             // SAFETY: an array of `maxneighbors` entries (§7.5.5).
-            unsafe { write_list(n, maxneighbors, neighbors) }
+            unsafe { write_list(&n, maxneighbors, neighbors) }
         })
     }
 

@@ -822,13 +822,18 @@ impl Inbound {
     }
 }
 
+/// The outbound ring to `peer`, `NoRoute` when shared memory does not carry it.
+fn outbound_to(outbound: &mut [Outbound], peer: PeerId) -> TransportResult<&mut Outbound> {
+    outbound.iter_mut().find(|o| o.peer == peer).ok_or(TransportError::NoRoute { peer })
+}
+
 impl Transport for ShmTransport {
     fn kind(&self) -> TransportKind {
         TransportKind::Shm
     }
 
     fn send(&mut self, peer: PeerId, header: &Header, payload: Payload) -> TransportResult<()> {
-        let out = self.outbound.iter_mut().find(|o| o.peer == peer).ok_or(TransportError::NoRoute { peer })?;
+        let out = outbound_to(&mut self.outbound, peer)?;
         if !(out.single_copy && payload.len() >= self.config.single_copy_min_bytes && payload.stays_put()) {
             return out.put(header.encode(), payload);
         }
@@ -846,8 +851,7 @@ impl Transport for ShmTransport {
     /// Straight into the ring when nothing waits before it; never described for a single
     /// copy (the bytes are the application's only until this returns).
     fn send_copy(&mut self, peer: PeerId, header: &Header, bytes: &[u8]) -> TransportResult<()> {
-        let out = self.outbound.iter_mut().find(|o| o.peer == peer).ok_or(TransportError::NoRoute { peer })?;
-        out.put_copy(header.encode(), bytes)
+        outbound_to(&mut self.outbound, peer)?.put_copy(header.encode(), bytes)
     }
 
     fn progress(&mut self, events: &mut Vec<Event>) -> TransportResult<()> {
