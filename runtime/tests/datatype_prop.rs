@@ -2,6 +2,9 @@
 //! types (negative displacements and strides, resized extents, pair types with holes),
 //! whose type maps are listed by a direct recursive walk of the constructor tree
 //! (MPI-3.1 §4.1.2's definitions), and whose packed stream is then just those bytes.
+//! Every type is built under several flatten limits, from "every copy that does not merge
+//! is a repeat" to "every copy written out", so both descriptions and their mixtures meet
+//! the same reference.
 
 use kawarimi_runtime::datatype::{Datatype, Primitive};
 use kawarimi_runtime::error::ErrorClass;
@@ -170,8 +173,13 @@ struct Case {
     count: usize,
 }
 
-fn case(t: &Tree, count: usize) -> Case {
-    let dt = build(t);
+/// Flatten limits to build under: 0 makes every copy a repeat, `usize::MAX` none.
+fn limit() -> impl Strategy<Value = usize> {
+    prop::sample::select(vec![0, 1, 3, usize::MAX])
+}
+
+fn case(t: &Tree, count: usize, limit: usize) -> Case {
+    let dt = Datatype::with_flatten_limit(limit, || build(t));
     let (one, one_ends) = byte_map(t);
     let mut stream = vec![];
     let mut ends = vec![];
@@ -193,11 +201,17 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
 
     #[test]
-    fn type_map_size_and_span_match_reference(t in tree(), count in 0usize..4) {
-        let c = case(&t, count);
+    fn type_map_size_and_span_match_reference(t in tree(), count in 0usize..4, limit in limit()) {
+        let c = case(&t, count, limit);
         prop_assert_eq!(c.dt.size() * count, c.stream.len());
-        let blocks_len: usize = c.dt.blocks().iter().map(|b| b.count * b.prim.packed_size()).sum();
+        let mut blocks_len = 0;
+        let mut touched = vec![];
+        c.dt.for_each_block(|b| {
+            blocks_len += b.count * b.prim.packed_size();
+            touched.extend((0..b.count as isize).map(|k| (b.disp + k * b.prim.size() as isize, b.prim)));
+        });
         prop_assert_eq!(blocks_len, c.dt.size());
+        prop_assert_eq!(touched, entries(&t), "the expanded description is the type map");
         let (lo, hi) = c.dt.span(count);
         if c.stream.is_empty() {
             prop_assert_eq!((lo, hi), (0, 0));
@@ -213,8 +227,8 @@ proptest! {
     }
 
     #[test]
-    fn pack_matches_reference_and_round_trips(t in tree(), count in 0usize..4, seed in any::<u8>()) {
-        let c = case(&t, count);
+    fn pack_matches_reference_and_round_trips(t in tree(), count in 0usize..4, seed in any::<u8>(), limit in limit()) {
+        let c = case(&t, count, limit);
         let (base, origin) = buffer(&c, seed);
         let mut packed = vec![0xEE];
         c.dt.pack(&base, origin, count, &mut packed);
@@ -243,9 +257,10 @@ proptest! {
 
     #[test]
     fn windows_concatenate_to_the_full_stream(
-        t in tree(), count in 0usize..4, seed in any::<u8>(), cuts in prop::collection::vec(1usize..13, 1..40)
+        t in tree(), count in 0usize..4, seed in any::<u8>(), cuts in prop::collection::vec(1usize..13, 1..40),
+        limit in limit(),
     ) {
-        let c = case(&t, count);
+        let c = case(&t, count, limit);
         let (base, origin) = buffer(&c, seed);
         let mut full = vec![];
         c.dt.pack(&base, origin, count, &mut full);
@@ -277,8 +292,8 @@ proptest! {
     }
 
     #[test]
-    fn short_unpack_writes_whole_primitives_only(t in tree(), count in 1usize..4, seed in any::<u8>(), cut in any::<prop::sample::Index>()) {
-        let c = case(&t, count);
+    fn short_unpack_writes_whole_primitives_only(t in tree(), count in 1usize..4, seed in any::<u8>(), cut in any::<prop::sample::Index>(), limit in limit()) {
+        let c = case(&t, count, limit);
         prop_assume!(!c.stream.is_empty());
         let (base, origin) = buffer(&c, seed);
         let mut full = vec![];
@@ -300,8 +315,8 @@ proptest! {
     }
 
     #[test]
-    fn counts_and_elements(t in tree(), nbytes in 0usize..200) {
-        let dt = build(&t);
+    fn counts_and_elements(t in tree(), nbytes in 0usize..200, limit in limit()) {
+        let dt = Datatype::with_flatten_limit(limit, || build(&t));
         let per: usize = entries(&t).iter().map(|&(_, p)| p.members().len()).sum();
         prop_assert_eq!(dt.elements_per_type(), per);
         if dt.size() == 0 {

@@ -6,6 +6,9 @@
  *     handles after the *_init call (§3.9) and start the request again and again;
  *   - counts beyond 2^31 survive MPI_Status_set_elements_x / MPI_Get_elements_x, and the
  *     int forms say MPI_UNDEFINED rather than a truncated number;
+ *   - datatypes with very large counts are made (MPI_Type_vector of 10^8 and of 2^30
+ *     blocks: sizes beyond 2^31 bytes through MPI_Type_size_x), and a vector of 2^23
+ *     separate bytes moves between ranks, packed and unpacked, byte for byte;
  *   - a user reduction function may ask the size and extent of the datatype it is given
  *     (and of predefined ones): written once for several types, it finds its elements so;
  *   - a user-defined error class or code without a string has the empty string (§8.5);
@@ -113,6 +116,54 @@ static void large_counts_are_not_truncated(void)
     MPI_OK(MPI_Status_set_elements(&st, MPI_DOUBLE, 12345));
     MPI_OK(MPI_Get_count(&st, MPI_DOUBLE, &n));
     CHECKF(n == 12345, "Get_count gave %d", n);
+}
+
+static void large_count_datatypes(void)
+{
+    MPI_Datatype v;
+    MPI_OK(MPI_Type_vector(100000000, 1, 2, MPI_INT, &v));
+    MPI_OK(MPI_Type_commit(&v));
+    MPI_Count size_x = 0, lb_x = -1, extent_x = 0;
+    MPI_OK(MPI_Type_size_x(v, &size_x));
+    CHECKF(size_x == 400000000, "size of 10^8 ints: %lld", (long long)size_x);
+    MPI_OK(MPI_Type_get_extent_x(v, &lb_x, &extent_x));
+    CHECKF(lb_x == 0 && extent_x == (MPI_Count)(2 * 100000000 - 1) * 4, "lb %lld extent %lld", (long long)lb_x,
+           (long long)extent_x);
+    MPI_OK(MPI_Type_free(&v));
+    /* 2^30 pairs of ints: 2^33 bytes of data. */
+    MPI_OK(MPI_Type_vector(1 << 30, 2, 3, MPI_INT, &v));
+    MPI_OK(MPI_Type_commit(&v));
+    int int_size = 0;
+    MPI_OK(MPI_Type_size(v, &int_size));
+    CHECKF(int_size == MPI_UNDEFINED, "MPI_Type_size of 2^33 bytes gave %d", int_size);
+    MPI_OK(MPI_Type_size_x(v, &size_x));
+    CHECKF(size_x == (MPI_Count)1 << 33, "size_x %lld", (long long)size_x);
+    MPI_OK(MPI_Type_free(&v));
+
+    /* Every other byte of a 2^24-byte buffer, sent as one element to the next rank, which
+     * receives it both as plain bytes and through the same vector. */
+    const int n = 1 << 23;
+    MPI_OK(MPI_Type_vector(n, 1, 2, MPI_CHAR, &v));
+    MPI_OK(MPI_Type_commit(&v));
+    unsigned char *sparse = malloc(2 * (size_t)n), *dense = malloc(n), *back = malloc(2 * (size_t)n);
+    CHECK(sparse && dense && back);
+    for (size_t i = 0; i < 2 * (size_t)n; i++)
+        sparse[i] = (unsigned char)(i % 2 ? 0xEE : (i / 2 * 7 + rank) % 251);
+    int next = (rank + 1) % size, prev = (rank + size - 1) % size;
+    MPI_OK(MPI_Sendrecv(sparse, 1, v, next, 31, dense, n, MPI_CHAR, prev, 31, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    size_t wrong = 0;
+    for (size_t i = 0; i < (size_t)n; i++)
+        wrong += dense[i] != (unsigned char)((i * 7 + prev) % 251);
+    CHECKF(wrong == 0, "%zu of %d bytes wrong through a vector of 2^23 blocks", wrong, n);
+    memset(back, 0x55, 2 * (size_t)n);
+    MPI_OK(MPI_Sendrecv(dense, n, MPI_CHAR, prev, 32, back, 1, v, next, 32, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    for (size_t i = 0; i < 2 * (size_t)n; i++)
+        wrong += back[i] != (i % 2 ? 0x55 : sparse[i]);
+    CHECKF(wrong == 0, "%zu bytes wrong unpacking into a vector of 2^23 blocks", wrong);
+    free(sparse);
+    free(dense);
+    free(back);
+    MPI_OK(MPI_Type_free(&v));
 }
 
 /* Sums elements of whatever integer type it is given, found by asking MPI about it. */
@@ -362,6 +413,7 @@ int main(int argc, char **argv)
     exscan_leaves_rank0_alone();
     persistent_requests_keep_their_objects();
     large_counts_are_not_truncated();
+    large_count_datatypes();
     user_op_queries_its_datatype();
     user_error_strings();
     real16_by_size();

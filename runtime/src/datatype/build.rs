@@ -1,13 +1,26 @@
 //! The datatype constructors (MPI-3.1 §4.1): each is a sequence of adds to a [`Builder`],
 //! which keeps Open MPI's bounds (see the module doc of [`super`]).
 
+use std::cell::Cell;
+
 use super::*;
+
+thread_local! {
+    /// Replaces [`FLATTEN_LIMIT`] on this thread while [`Datatype::with_flatten_limit`]
+    /// runs: the property tests build every type both fully flattened and with as many
+    /// repeats as possible, and check both against the standard's definitions.
+    static FLATTEN_LIMIT_OVERRIDE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+fn flatten_limit() -> usize {
+    FLATTEN_LIMIT_OVERRIDE.with(|l| l.get()).unwrap_or(FLATTEN_LIMIT)
+}
 
 /// Accumulates a type map the way Open MPI's `opal_datatype_add` does (see module doc).
 struct Builder {
-    blocks: Vec<Block>,
+    items: Vec<Item>,
+    /// Packed bytes so far, kept here to check the sum for overflow as it grows.
     size: usize,
-    elements: usize,
     /// `None` until the first add with a non-zero count: an empty type has bounds 0.
     bounds: Option<(isize, isize)>,
     /// `None` until the first add that carries data.
@@ -45,9 +58,8 @@ fn to_isize(v: usize, what: &str) -> MpiResult<isize> {
 impl Builder {
     fn new() -> Self {
         Builder {
-            blocks: Vec::new(),
+            items: Vec::new(),
             size: 0,
-            elements: 0,
             bounds: None,
             true_bounds: None,
             user_lb: false,
@@ -100,7 +112,7 @@ impl Builder {
         }
         self.bounds = Some((lb, ub));
 
-        if o.size == 0 {
+        if o.map.size == 0 {
             return Ok(());
         }
         // True bounds of the copies, ordered for negative strides.
@@ -110,84 +122,74 @@ impl Builder {
             None => (tlb, tub),
             Some((a, b)) => (a.min(tlb), b.max(tub)),
         });
-        self.size = match count.checked_mul(o.size).and_then(|s| s.checked_add(self.size)) {
+        self.size = match count.checked_mul(o.map.size).and_then(|s| s.checked_add(self.size)) {
             Some(s) => s,
             None => return overflow(what),
         };
-        self.elements = self.elements.saturating_add(count.saturating_mul(o.elements));
-        self.push_copies(o, count, disp, stride, what)
+        self.push_copies(&o.map, count, disp, stride, what)
     }
 
-    fn push_copies(&mut self, o: &Inner, count: usize, disp: isize, stride: isize, what: &str) -> MpiResult<()> {
-        // Fast path: one block whose copies abut, as in contiguous(n, MPI_DOUBLE), becomes
-        // one block in O(1) instead of `count` merges.
-        if let [b] = o.blocks[..] {
-            if stride == b.mem_len() {
-                let total = match b.count.checked_mul(count) {
-                    Some(t) => t,
-                    None => return overflow(what),
-                };
-                return self.push(Block { disp: add(disp, b.disp, what)?, prim: b.prim, count: total }, what);
+    /// Appends the items of `count` copies of `old` (see [`add`](Self::add)): written out
+    /// while small, one repeat beyond [`FLATTEN_LIMIT`] items.
+    fn push_copies(&mut self, old: &Arc<Map>, count: usize, disp: isize, stride: isize, what: &str) -> MpiResult<()> {
+        match &old.items[..] {
+            // One run whose copies abut, as in contiguous(n, MPI_DOUBLE): one longer run.
+            [Item::Run(b)] if stride == b.mem_len() => {
+                let Some(total) = b.count.checked_mul(count) else { return overflow(what) };
+                return self
+                    .push(Item::Run(Block { disp: add(disp, b.disp, what)?, prim: b.prim, count: total }), what);
             }
+            // One repeat whose copies continue its own stride, as in contiguous(n, vector):
+            // one longer repeat.
+            [Item::Repeat(r)] if (r.count as isize).checked_mul(r.stride) == Some(stride) => {
+                let Some(total) = r.count.checked_mul(count) else { return overflow(what) };
+                let disp = add(disp, r.disp, what)?;
+                return self
+                    .push(Item::Repeat(Repeat { disp, count: total, stride: r.stride, body: r.body.clone() }), what);
+            }
+            _ => {}
+        }
+        if count.saturating_mul(old.items.len()) > flatten_limit() {
+            return self.push(Item::Repeat(Repeat { disp, count, stride, body: old.clone() }), what);
         }
         let mut base = disp;
         for copy in 0..count {
             if copy > 0 {
                 base = add(base, stride, what)?;
             }
-            for b in &o.blocks {
-                self.push(Block { disp: add(base, b.disp, what)?, prim: b.prim, count: b.count }, what)?;
+            for item in &old.items {
+                let Some(shifted) = item.shifted(base) else { return overflow(what) };
+                self.push(shifted, what)?;
             }
         }
         Ok(())
     }
 
-    fn push(&mut self, b: Block, what: &str) -> MpiResult<()> {
-        debug_assert!(b.count > 0);
-        if let Some(last) = self.blocks.last_mut() {
+    /// Appends one item, merging a run into the run before it when they abut.
+    fn push(&mut self, item: Item, what: &str) -> MpiResult<()> {
+        if let (Some(Item::Run(last)), Item::Run(b)) = (self.items.last_mut(), &item) {
+            debug_assert!(b.count > 0);
             if last.prim == b.prim && last.disp.checked_add(last.mem_len()) == Some(b.disp) {
                 last.count += b.count;
                 return Ok(());
             }
         }
-        if self.blocks.len() >= MAX_BLOCKS {
-            return err(ErrorClass::NoMem, format!("{what}: the flattened type map would exceed {MAX_BLOCKS} blocks"));
+        if self.items.len() >= MAX_ITEMS {
+            return err(ErrorClass::NoMem, format!("{what}: the type map would need more than {MAX_ITEMS} items"));
         }
-        self.blocks.push(b);
+        self.items.push(item);
         Ok(())
     }
 
     fn finish(self, name: Option<&'static str>, recipe: Option<Recipe>) -> Datatype {
         let (lb, ub) = self.bounds.unwrap_or((0, 0));
         let (true_lb, true_ub) = self.true_bounds.unwrap_or((0, 0));
-        let mut packed_start = Vec::with_capacity(self.blocks.len());
-        let mut offset = 0usize;
-        for b in &self.blocks {
-            packed_start.push(offset);
-            offset += b.packed_len();
-        }
-        debug_assert_eq!(offset, self.size);
-        let homogeneous = match self.blocks.first() {
-            Some(first) if self.blocks.iter().all(|b| b.prim == first.prim) => Some(first.prim),
-            _ => None,
-        };
-        // One dense run from displacement 0 whose elements abut: memory is the packed form.
-        let mut run_end = 0isize;
-        let mut dense = true;
-        for b in &self.blocks {
-            if b.disp != run_end || !b.prim.is_dense() {
-                dense = false;
-                break;
-            }
-            run_end += b.mem_len();
-        }
-        let contiguous = dense && lb == 0 && ub - lb == self.size as isize && run_end == self.size as isize;
+        let map = Map::new(self.items);
+        debug_assert_eq!(map.size, self.size);
         Datatype {
             inner: Arc::new(Inner {
-                blocks: self.blocks,
-                packed_start,
-                size: self.size,
-                elements: self.elements,
+                contiguous: is_contiguous(&map, lb, ub),
+                map: Arc::new(map),
                 lb,
                 ub,
                 true_lb,
@@ -195,14 +197,18 @@ impl Builder {
                 user_lb: self.user_lb,
                 user_ub: self.user_ub,
                 align: self.align,
-                contiguous,
-                homogeneous,
                 name,
                 recipe,
             }),
             committed: false,
         }
     }
+}
+
+/// True when elements of a type with this map and bounds are, back to back, their packed
+/// form: one dense run from displacement 0 and an extent of exactly the size.
+fn is_contiguous(map: &Map, lb: isize, ub: isize) -> bool {
+    map.dense == Some((0, map.size)) && lb == 0 && ub == map.size as isize
 }
 
 fn check_count(count: i32, what: &str) -> MpiResult<usize> {
@@ -238,6 +244,17 @@ fn recipe(combiner: Combiner, integers: Vec<i64>, addresses: Vec<isize>, types: 
 }
 
 impl Datatype {
+    /// Runs `f` with [`FLATTEN_LIMIT`] replaced by `limit` on this thread: 0 keeps every
+    /// copy that does not merge as a repeat, `usize::MAX` writes every copy out. For tests
+    /// that check both descriptions against the standard's type maps.
+    #[doc(hidden)]
+    pub fn with_flatten_limit<T>(limit: usize, f: impl FnOnce() -> T) -> T {
+        let before = FLATTEN_LIMIT_OVERRIDE.with(|l| l.replace(Some(limit)));
+        let result = f();
+        FLATTEN_LIMIT_OVERRIDE.with(|l| l.set(before));
+        result
+    }
+
     /// A predefined datatype (MPI-3.1 §3.2.2, §4.1.6): lb 0, extent `sizeof` the C object,
     /// size [`Primitive::packed_size`]. Never fails; returns a result like every other
     /// constructor so that the shim treats them alike.
@@ -252,13 +269,9 @@ impl Datatype {
     }
 
     fn make_predefined(prim: Primitive, name: Option<&'static str>) -> Datatype {
-        let size = prim.packed_size();
         Datatype {
             inner: Arc::new(Inner {
-                blocks: vec![Block { disp: 0, prim, count: 1 }],
-                packed_start: vec![0],
-                size,
-                elements: prim.members().len(),
+                map: Arc::new(Map::new(vec![Item::Run(Block { disp: 0, prim, count: 1 })])),
                 lb: 0,
                 ub: prim.size() as isize,
                 true_lb: 0,
@@ -267,7 +280,6 @@ impl Datatype {
                 user_ub: false,
                 align: prim.align(),
                 contiguous: prim.is_dense(),
-                homogeneous: Some(prim),
                 name,
                 recipe: None,
             }),
@@ -495,13 +507,9 @@ impl Datatype {
     fn resize(old: &Datatype, lb: isize, extent: isize) -> Datatype {
         let o = &old.inner;
         let ub = lb + extent;
-        let contiguous = o.contiguous && lb == 0 && extent == o.size as isize;
         Datatype {
             inner: Arc::new(Inner {
-                blocks: o.blocks.clone(),
-                packed_start: o.packed_start.clone(),
-                size: o.size,
-                elements: o.elements,
+                map: o.map.clone(),
                 lb,
                 ub,
                 true_lb: o.true_lb,
@@ -509,8 +517,7 @@ impl Datatype {
                 user_lb: true,
                 user_ub: true,
                 align: o.align,
-                contiguous,
-                homogeneous: o.homogeneous,
+                contiguous: is_contiguous(&o.map, lb, ub),
                 name: None,
                 recipe: None,
             }),
@@ -654,10 +661,7 @@ impl Datatype {
     pub fn dup(old: &Datatype) -> MpiResult<Datatype> {
         let o = &old.inner;
         let inner = Inner {
-            blocks: o.blocks.clone(),
-            packed_start: o.packed_start.clone(),
-            size: o.size,
-            elements: o.elements,
+            map: o.map.clone(),
             lb: o.lb,
             ub: o.ub,
             true_lb: o.true_lb,
@@ -666,7 +670,6 @@ impl Datatype {
             user_ub: o.user_ub,
             align: o.align,
             contiguous: o.contiguous,
-            homogeneous: o.homogeneous,
             name: None,
             recipe: recipe(Combiner::Dup, vec![], vec![], vec![old.clone()]),
         };

@@ -5,9 +5,15 @@
 //! `Builder` that gives every constructor Open MPI's bounds), `pack.rs` the data movement
 //! (pack, unpack, and counting the elements in packed bytes).
 //!
-//! A [`Datatype`] is a flattened type map (MPI-3.1 §4.1): the ordered list of
-//! `(displacement, primitive, count)` blocks that one element of the type touches, with
-//! adjacent runs of the same primitive merged, plus its size, bounds and true bounds.
+//! A [`Datatype`] is a type map (MPI-3.1 §4.1) described compactly, plus its size, bounds
+//! and true bounds. The description ([`Map`]) is an ordered list of items, each either a
+//! run of `count` primitives back to back (adjacent runs of one primitive merged) or a
+//! *repeat*: `count` copies of a sub-description at a stride. Small types are flattened
+//! into runs, which is the quickest to walk; when a constructor would make more than
+//! [`FLATTEN_LIMIT`] items, it keeps the loop instead, so `MPI_Type_vector(10^8, ...)`
+//! costs one item and memory does not grow with the count (the constructors describe
+//! nested loops, and so does the description). Pack and unpack walk repeats directly,
+//! with a tight loop when the repeated body is one dense run (the strided vector).
 //!
 //! # Bounds follow Open MPI 4.1, not only the letter of the standard
 //! The shim stands in for Open MPI 4.1, so an application must see the numbers Open MPI
@@ -32,11 +38,17 @@ use std::sync::Arc;
 
 use crate::error::{err, ErrorClass, MpiResult};
 
-/// Upper bound on the number of blocks in a flattened type map. Each block costs 32
-/// bytes, so a type at the limit holds 128 MiB of description; a pathological constructor
-/// (say a vector of a million structs of a million holes) fails cleanly instead of
-/// exhausting memory.
-pub const MAX_BLOCKS: usize = 1 << 22;
+/// Upper bound on the items of one description level. Repeats keep constructors with
+/// large counts small, so only a type listed item by item (an indexed or struct type of
+/// millions of user-given blocks, or one that merges nothing) can approach it; it then
+/// fails cleanly with MPI_ERR_NO_MEM instead of exhausting memory. Each item costs 40
+/// bytes: 640 MiB of description at the limit.
+pub const MAX_ITEMS: usize = 1 << 24;
+
+/// Copies of an old type are written out as runs while the result stays within this many
+/// items, and kept as a repeat beyond it: short lists walk fastest, long ones cost memory
+/// and cache for no gain (the repeat walk of a strided vector is as quick as its runs).
+pub const FLATTEN_LIMIT: usize = 1024;
 
 /// Upper bound on `ndims` of `MPI_Type_create_subarray`: far beyond any real array, small
 /// enough that the per-dimension work is trivial.
@@ -277,8 +289,8 @@ pub struct Recipe {
     pub types: Vec<Datatype>,
 }
 
-/// One run of the flattened type map: `count` primitives laid out back to back in memory
-/// (stride `prim.size()`) from `disp`, relative to the start of the datatype element.
+/// One run of the type map: `count` primitives laid out back to back in memory (stride
+/// `prim.size()`) from `disp`, relative to the start of the datatype element.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Block {
     pub disp: isize,
@@ -296,15 +308,143 @@ impl Block {
     }
 }
 
+/// `count` copies of `body`, the first at `disp`, each next one `stride` bytes further
+/// (negative strides allowed), in copy order.
+#[derive(Debug, Clone)]
+struct Repeat {
+    disp: isize,
+    count: usize,
+    stride: isize,
+    body: Arc<Map>,
+}
+
+#[derive(Debug, Clone)]
+enum Item {
+    Run(Block),
+    Repeat(Repeat),
+}
+
+impl Item {
+    fn packed_len(&self) -> usize {
+        match self {
+            Item::Run(b) => b.packed_len(),
+            Item::Repeat(r) => r.count * r.body.size,
+        }
+    }
+
+    fn elements(&self) -> usize {
+        match self {
+            Item::Run(b) => b.count.saturating_mul(b.prim.members().len()),
+            Item::Repeat(r) => r.count.saturating_mul(r.body.elements),
+        }
+    }
+
+    /// The same item `delta` bytes further.
+    fn shifted(&self, delta: isize) -> Option<Item> {
+        Some(match self {
+            Item::Run(b) => Item::Run(Block { disp: b.disp.checked_add(delta)?, ..*b }),
+            Item::Repeat(r) => Item::Repeat(Repeat { disp: r.disp.checked_add(delta)?, ..r.clone() }),
+        })
+    }
+}
+
+/// Which primitives a description holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prims {
+    None,
+    One(Primitive),
+    Mixed,
+}
+
+impl Prims {
+    fn and(self, other: Prims) -> Prims {
+        match (self, other) {
+            (Prims::None, x) | (x, Prims::None) => x,
+            (Prims::One(a), Prims::One(b)) if a == b => Prims::One(a),
+            _ => Prims::Mixed,
+        }
+    }
+}
+
+/// The description of one element's type map (see the module doc).
+#[derive(Debug)]
+struct Map {
+    items: Vec<Item>,
+    /// `packed_start[i]`: packed offset of item `i` inside one copy of the map; lets a
+    /// window of the packed stream find its first item by binary search.
+    packed_start: Vec<usize>,
+    /// Packed bytes of one copy.
+    size: usize,
+    /// Basic elements in one copy, as `MPI_Get_elements` counts them.
+    elements: usize,
+    prims: Prims,
+    /// `Some((disp, len))` when the packed stream is exactly the memory `[disp, disp +
+    /// len)`: every primitive dense and every item abutting the one before.
+    dense: Option<(isize, usize)>,
+}
+
+impl Map {
+    fn new(items: Vec<Item>) -> Map {
+        let mut packed_start = Vec::with_capacity(items.len());
+        let (mut size, mut elements, mut prims) = (0usize, 0usize, Prims::None);
+        let mut dense: Option<Option<(isize, usize)>> = None;
+        for item in &items {
+            packed_start.push(size);
+            size += item.packed_len();
+            elements = elements.saturating_add(item.elements());
+            let (item_prims, item_dense) = match item {
+                Item::Run(b) => (Prims::One(b.prim), b.prim.is_dense().then_some((b.disp, b.mem_len() as usize))),
+                Item::Repeat(r) => {
+                    let d = r.body.dense.and_then(|(disp, len)| {
+                        (r.count == 1 || r.stride == len as isize).then_some((r.disp + disp, r.count * len))
+                    });
+                    (r.body.prims, d)
+                }
+            };
+            prims = prims.and(item_prims);
+            dense = Some(match (dense, item_dense) {
+                (None, d) => d,
+                (Some(Some((start, len))), Some((d, l))) if start + len as isize == d => Some((start, len + l)),
+                _ => None,
+            });
+        }
+        Map { items, packed_start, size, elements, prims, dense: dense.unwrap_or(Some((0, 0))) }
+    }
+
+    /// Index of the item holding packed offset `at` (< `size`) of one copy.
+    fn item_at(&self, at: usize) -> usize {
+        self.packed_start.partition_point(|&s| s <= at) - 1
+    }
+
+    /// Items in the description, nested bodies counted once each time they are named.
+    fn described_items(&self) -> usize {
+        self.items
+            .iter()
+            .map(|i| match i {
+                Item::Run(_) => 1,
+                Item::Repeat(r) => 1 + r.body.described_items(),
+            })
+            .sum()
+    }
+
+    /// Calls `f` for every run of the type map, repeats expanded, in type-map order.
+    fn for_each_block(&self, origin: isize, f: &mut impl FnMut(Block)) {
+        for item in &self.items {
+            match item {
+                Item::Run(b) => f(Block { disp: origin + b.disp, ..*b }),
+                Item::Repeat(r) => {
+                    for k in 0..r.count {
+                        r.body.for_each_block(origin + r.disp + k as isize * r.stride, f);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
-    blocks: Vec<Block>,
-    /// `packed_start[i]`: packed offset of block `i` inside one element; lets a window of
-    /// the packed stream find its first block by binary search.
-    packed_start: Vec<usize>,
-    size: usize,
-    /// Basic elements per datatype element, as `MPI_Get_elements` counts them.
-    elements: usize,
+    map: Arc<Map>,
     lb: isize,
     ub: isize,
     true_lb: isize,
@@ -314,7 +454,6 @@ struct Inner {
     user_ub: bool,
     align: usize,
     contiguous: bool,
-    homogeneous: Option<Primitive>,
     name: Option<&'static str>,
     recipe: Option<Recipe>,
 }
@@ -324,7 +463,7 @@ struct Inner {
 /// Getters: [`size`](Self::size), [`extent`](Self::extent), [`lb`](Self::lb),
 /// [`ub`](Self::ub), [`true_lb`](Self::true_lb), [`true_extent`](Self::true_extent),
 /// [`is_contiguous`](Self::is_contiguous), [`primitives`](Self::primitives),
-/// [`blocks`](Self::blocks), [`recipe`](Self::recipe). Data movement:
+/// [`for_each_block`](Self::for_each_block), [`recipe`](Self::recipe). Data movement:
 /// [`span`](Self::span) first, then [`pack`](Self::pack)/[`unpack`](Self::unpack) or
 /// their windowed forms [`pack_range`](Self::pack_range)/[`unpack_range`](Self::unpack_range).
 #[derive(Debug, Clone)]
@@ -350,7 +489,7 @@ impl Datatype {
 
     /// `MPI_Type_size`: bytes of data in one element (MPI-3.1 §4.1.5).
     pub fn size(&self) -> usize {
-        self.inner.size
+        self.inner.map.size
     }
 
     /// `ub - lb` (MPI-3.1 §4.1.6, §4.1.7).
@@ -388,17 +527,26 @@ impl Datatype {
     /// The primitive of every block, if they all share one (a predefined reduction applies
     /// only then, MPI-3.1 §5.9.2). `None` for heterogeneous and for empty types.
     pub fn primitives(&self) -> Option<Primitive> {
-        self.inner.homogeneous
+        match self.inner.map.prims {
+            Prims::One(p) => Some(p),
+            Prims::None | Prims::Mixed => None,
+        }
     }
 
-    /// The flattened type map of one element.
-    pub fn blocks(&self) -> &[Block] {
-        &self.inner.blocks
+    /// Calls `f` for every run of one element's type map, in type-map order. Expands the
+    /// loops of the description, so it takes time in proportion to the type map.
+    pub fn for_each_block(&self, mut f: impl FnMut(Block)) {
+        self.inner.map.for_each_block(0, &mut f);
+    }
+
+    /// Items in the compact description of the type map: what its memory grows with.
+    pub fn described_items(&self) -> usize {
+        self.inner.map.described_items()
     }
 
     /// Basic elements in one element, as `MPI_Get_elements` counts them (§4.1.11).
     pub fn elements_per_type(&self) -> usize {
-        self.inner.elements
+        self.inner.map.elements
     }
 
     /// True when `lb` / `ub` come from explicit markers (MPI-3.1 §4.1.7).
@@ -423,7 +571,7 @@ impl Datatype {
 
     /// `span` without the panic: `None` when the range does not fit an address.
     pub fn checked_span(&self, count: usize) -> Option<(isize, isize)> {
-        if count == 0 || self.inner.size == 0 {
+        if count == 0 || self.size() == 0 {
             return Some((0, 0));
         }
         let last = isize::try_from(count - 1).ok()?.checked_mul(self.extent())?;

@@ -21,7 +21,7 @@ impl Datatype {
     /// # Panics
     /// When `base` does not cover [`span`](Self::span)`(count)` around `origin`.
     pub fn pack(&self, base: &[u8], origin: usize, count: usize, out: &mut Vec<u8>) {
-        let total = count * self.inner.size;
+        let total = count * self.size();
         self.pack_range(base, origin, count, 0, total, out);
     }
 
@@ -41,7 +41,7 @@ impl Datatype {
         out: &mut Vec<u8>,
     ) -> usize {
         self.assert_covers(base.len(), origin, count);
-        let total = count * self.inner.size;
+        let total = count * self.size();
         let end = total.min(byte_offset.saturating_add(max_len));
         if byte_offset >= end {
             return 0;
@@ -68,14 +68,14 @@ impl Datatype {
     /// # Panics
     /// When `base` does not cover [`span`](Self::span)`(count)` around `origin`.
     pub fn unpack(&self, packed: &[u8], base: &mut [u8], origin: usize, count: usize) -> MpiResult<()> {
-        let total = count * self.inner.size;
+        let total = count * self.size();
         let fit = packed.len().min(total);
         let usable = self.whole_primitive_prefix(fit);
         self.unpack_range(&packed[..usable], base, origin, count, 0)?;
         if packed.len() > total {
             return err(
                 ErrorClass::Truncate,
-                format!("{} bytes arrived for a buffer of {count} elements of {} bytes", packed.len(), self.inner.size),
+                format!("{} bytes arrived for a buffer of {count} elements of {} bytes", packed.len(), self.size()),
             );
         }
         Ok(())
@@ -96,7 +96,7 @@ impl Datatype {
         count: usize,
         byte_offset: usize,
     ) -> MpiResult<()> {
-        let total = count * self.inner.size;
+        let total = count * self.size();
         let end = match byte_offset.checked_add(chunk.len()) {
             Some(e) if e <= total => e,
             _ => {
@@ -126,132 +126,56 @@ impl Datatype {
 
     /// Largest prefix of `nbytes` packed bytes that ends on a primitive boundary.
     fn whole_primitive_prefix(&self, nbytes: usize) -> usize {
-        let size = self.inner.size;
+        let size = self.size();
         if size == 0 || nbytes.is_multiple_of(size) {
             return nbytes;
         }
-        let whole = nbytes - nbytes % size;
-        let rem = nbytes % size;
-        let i = self.inner.packed_start.partition_point(|&s| s <= rem) - 1;
-        let ps = self.inner.blocks[i].prim.packed_size();
-        let in_block = rem - self.inner.packed_start[i];
-        whole + self.inner.packed_start[i] + in_block - in_block % ps
+        nbytes - nbytes % size + self.inner.map.whole_primitive_prefix(nbytes % size)
     }
 
     /// Calls `f(mem_index, packed_offset, len)` for each maximal run of bytes of the
     /// packed window `[start, end)` that is also contiguous in memory, in stream order.
     /// `mem_index` is an index into the caller's `base` (origin applied).
     fn walk(&self, origin: usize, start: usize, end: usize, mut f: impl FnMut(usize, usize, usize)) {
-        let inner = &*self.inner;
-        let size = inner.size;
+        let map = &*self.inner.map;
+        let size = map.size;
         debug_assert!(size > 0 && start < end);
         let extent = self.extent();
         let mut pos = start;
         let mut elem = pos / size;
         let mut in_elem = pos % size;
-        let mut i = inner.packed_start.partition_point(|&s| s <= in_elem) - 1;
         while pos < end {
+            let take = (size - in_elem).min(end - pos);
             let elem_base = origin as isize + elem as isize * extent;
-            while i < inner.blocks.len() && pos < end {
-                let b = inner.blocks[i];
-                let block_packed = b.packed_len();
-                let off = in_elem - inner.packed_start[i];
-                let block_mem = elem_base + b.disp;
-                let take = (block_packed - off).min(end - pos);
-                if b.prim.is_dense() {
-                    f((block_mem + off as isize) as usize, pos, take);
-                } else {
-                    Self::walk_segments(b.prim, block_mem, off, take, pos, &mut f);
-                }
-                pos += take;
-                in_elem += take;
-                if off + take == block_packed {
-                    i += 1;
-                }
+            match map.dense {
+                Some((disp, _)) => f((elem_base + disp) as usize + in_elem, pos, take),
+                None => map.walk(elem_base, in_elem, in_elem + take, pos, &mut f),
             }
-            if i == inner.blocks.len() {
-                elem += 1;
-                in_elem = 0;
-                i = 0;
-            }
-        }
-    }
-
-    /// The part of [`walk`](Self::walk) for a run of pair primitives whose packed bytes
-    /// are not their memory bytes: `take` packed bytes from packed offset `off` in the
-    /// block starting in memory at `block_mem`.
-    fn walk_segments(
-        prim: Primitive,
-        block_mem: isize,
-        off: usize,
-        take: usize,
-        mut pos: usize,
-        f: &mut impl FnMut(usize, usize, usize),
-    ) {
-        let ps = prim.packed_size();
-        let ms = prim.size() as isize;
-        let end = off + take;
-        let mut cur = off;
-        while cur < end {
-            let k = cur / ps;
-            let mut in_prim = cur % ps;
-            let prim_mem = block_mem + k as isize * ms;
-            let mut seg_packed = 0;
-            for &(seg_off, seg_len) in prim.segments() {
-                if cur >= end {
-                    break;
-                }
-                if in_prim < seg_packed + seg_len {
-                    let skip = in_prim - seg_packed;
-                    let n = (seg_len - skip).min(end - cur);
-                    f((prim_mem + (seg_off + skip) as isize) as usize, pos, n);
-                    pos += n;
-                    cur += n;
-                    in_prim += n;
-                }
-                seg_packed += seg_len;
-            }
+            pos += take;
+            elem += 1;
+            in_elem = 0;
         }
     }
 
     /// `MPI_Get_elements` (MPI-3.1 §4.1.11): basic elements in `nbytes` of packed data,
     /// `None` (MPI_UNDEFINED) when the bytes end inside a basic element.
     pub fn elements_in(&self, nbytes: usize) -> Option<usize> {
-        let inner = &*self.inner;
-        if inner.size == 0 {
+        let map = &*self.inner.map;
+        if map.size == 0 {
             return if nbytes == 0 { Some(0) } else { None };
         }
-        let mut n = (nbytes / inner.size).checked_mul(inner.elements)?;
-        let rem = nbytes % inner.size;
+        let whole = (nbytes / map.size).checked_mul(map.elements)?;
+        let rem = nbytes % map.size;
         if rem == 0 {
-            return Some(n);
+            return Some(whole);
         }
-        let i = inner.packed_start.partition_point(|&s| s <= rem) - 1;
-        for b in &inner.blocks[..i] {
-            n += b.count * b.prim.members().len();
-        }
-        let b = inner.blocks[i];
-        let in_block = rem - inner.packed_start[i];
-        let ps = b.prim.packed_size();
-        n += (in_block / ps) * b.prim.members().len();
-        let mut left = in_block % ps;
-        for &m in b.prim.members() {
-            if left == 0 {
-                break;
-            }
-            if left < m {
-                return None;
-            }
-            left -= m;
-            n += 1;
-        }
-        Some(n)
+        whole.checked_add(map.elements_in(rem)?)
     }
 
     /// `MPI_Get_count` (MPI-3.1 §3.2.5): whole elements in `nbytes` of packed data, `None`
     /// (MPI_UNDEFINED) when that is not a whole number. A type of size zero counts 0.
     pub fn count_in(&self, nbytes: usize) -> Option<usize> {
-        let size = self.inner.size;
+        let size = self.size();
         if size == 0 {
             return if nbytes == 0 { Some(0) } else { None };
         }
@@ -259,6 +183,137 @@ impl Datatype {
             Some(nbytes / size)
         } else {
             None
+        }
+    }
+}
+
+impl Map {
+    /// The walk of [`Datatype::walk`] inside one copy of the map whose displacements are
+    /// relative to `base`: the packed window `[start, end)` of the copy (`start < end <=
+    /// size`), whose first byte is at `pos` in the whole stream.
+    fn walk(&self, base: isize, start: usize, end: usize, mut pos: usize, f: &mut impl FnMut(usize, usize, usize)) {
+        let mut at = start;
+        let mut i = if start == 0 { 0 } else { self.item_at(start) };
+        while at < end {
+            let item_start = self.packed_start[i];
+            let off = at - item_start;
+            match &self.items[i] {
+                Item::Run(b) => {
+                    let take = (b.packed_len() - off).min(end - at);
+                    let block_mem = base + b.disp;
+                    if b.prim.is_dense() {
+                        f((block_mem + off as isize) as usize, pos, take);
+                    } else {
+                        walk_segments(b.prim, block_mem, off, take, pos, f);
+                    }
+                    at += take;
+                    pos += take;
+                }
+                Item::Repeat(r) => {
+                    let body = &*r.body;
+                    let stop = (r.count * body.size).min(end - item_start);
+                    let (mut k, mut in_copy, mut o) = (off / body.size, off % body.size, off);
+                    while o < stop {
+                        let take = (body.size - in_copy).min(stop - o);
+                        let copy_base = base + r.disp + k as isize * r.stride;
+                        match body.dense {
+                            // The strided vector: one copy is one memory run.
+                            Some((disp, _)) => f((copy_base + disp) as usize + in_copy, pos, take),
+                            None => body.walk(copy_base, in_copy, in_copy + take, pos, f),
+                        }
+                        o += take;
+                        pos += take;
+                        k += 1;
+                        in_copy = 0;
+                    }
+                    at = item_start + stop;
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Largest prefix of `rem` (`< size`) packed bytes of one copy that ends on a
+    /// primitive boundary.
+    fn whole_primitive_prefix(&self, rem: usize) -> usize {
+        let i = self.item_at(rem);
+        let off = rem - self.packed_start[i];
+        self.packed_start[i]
+            + match &self.items[i] {
+                Item::Run(b) => off - off % b.prim.packed_size(),
+                Item::Repeat(r) => {
+                    let in_copy = off % r.body.size;
+                    off - in_copy + if in_copy == 0 { 0 } else { r.body.whole_primitive_prefix(in_copy) }
+                }
+            }
+    }
+
+    /// Basic elements in the first `rem` (`< size`) packed bytes of one copy, `None` when
+    /// they end inside a basic element.
+    fn elements_in(&self, rem: usize) -> Option<usize> {
+        let i = self.item_at(rem);
+        let before = self.items[..i].iter().fold(0usize, |n, item| n.saturating_add(item.elements()));
+        let off = rem - self.packed_start[i];
+        let within = match &self.items[i] {
+            Item::Run(b) => {
+                let ps = b.prim.packed_size();
+                let mut n = (off / ps) * b.prim.members().len();
+                let mut left = off % ps;
+                for &m in b.prim.members() {
+                    if left == 0 {
+                        break;
+                    }
+                    if left < m {
+                        return None;
+                    }
+                    left -= m;
+                    n += 1;
+                }
+                n
+            }
+            Item::Repeat(r) => {
+                let whole = (off / r.body.size).saturating_mul(r.body.elements);
+                let in_copy = off % r.body.size;
+                whole.saturating_add(if in_copy == 0 { 0 } else { r.body.elements_in(in_copy)? })
+            }
+        };
+        Some(before.saturating_add(within))
+    }
+}
+
+/// The part of [`Map::walk`] for a run of pair primitives whose packed bytes
+/// are not their memory bytes: `take` packed bytes from packed offset `off` in the
+/// block starting in memory at `block_mem`.
+fn walk_segments(
+    prim: Primitive,
+    block_mem: isize,
+    off: usize,
+    take: usize,
+    mut pos: usize,
+    f: &mut impl FnMut(usize, usize, usize),
+) {
+    let ps = prim.packed_size();
+    let ms = prim.size() as isize;
+    let end = off + take;
+    let mut cur = off;
+    while cur < end {
+        let k = cur / ps;
+        let mut in_prim = cur % ps;
+        let prim_mem = block_mem + k as isize * ms;
+        let mut seg_packed = 0;
+        for &(seg_off, seg_len) in prim.segments() {
+            if cur >= end {
+                break;
+            }
+            if in_prim < seg_packed + seg_len {
+                let skip = in_prim - seg_packed;
+                let n = (seg_len - skip).min(end - cur);
+                f((prim_mem + (seg_off + skip) as isize) as usize, pos, n);
+                pos += n;
+                cur += n;
+                in_prim += n;
+            }
+            seg_packed += seg_len;
         }
     }
 }
