@@ -649,6 +649,31 @@ pub fn alltoallv_schedule<'a>(comm: &Comm, send: Vec<SendData>, recv: Vec<RecvBu
     (s, recv_slots)
 }
 
+/// §7.6 neighbourhood collectives: `send[i]` goes to its destination and `recv[i]` takes
+/// what its source sends, each on its lane (see [`crate::comm::Neighbor`]); every receive is
+/// posted before any send. A part given as its application memory moves with no staging
+/// copy; a staged receive's bytes are in returned slot i. A process may be its own
+/// neighbour, through the transport's loopback like any message.
+pub fn neighbor_schedule<'a>(
+    comm: &Comm,
+    send: Vec<(i32, u8, SendData)>,
+    recv: Vec<(i32, u8, RecvBuf)>,
+) -> (Schedule<'a>, Vec<Slot>) {
+    let mut s = Schedule::new(comm, kind::NEIGHBOR);
+    let mut recv_slots = Vec::with_capacity(recv.len());
+    for (from, lane, buf) in recv {
+        let len = buf.len();
+        let slot = s.slot_outside(Outside::Recv(buf));
+        s.recv_on(from, slot, len, lane);
+        recv_slots.push(slot);
+    }
+    for (to, lane, data) in send {
+        let slot = s.slot_outside(Outside::Send(data));
+        s.send_last_on(to, slot, lane);
+    }
+    (s, recv_slots)
+}
+
 /// §5.11.1 `MPI_Scan` (inclusive, `exclusive == false`) and §5.11.2 `MPI_Exscan`: a chain in
 /// rank order, so non-commutative ops keep their order. The result is in the returned slot;
 /// `None` for `Exscan` at rank 0, whose receive buffer the standard leaves undefined: nothing

@@ -160,6 +160,49 @@ pub enum Topology {
     DistGraph(DistGraph),
 }
 
+/// One neighbour in a neighbourhood collective (§7.6): a rank of the communicator (`None`
+/// for `MPI_PROC_NULL`, off a non-periodic edge: nothing moves), and the lane its message
+/// travels on. Messages between one pair of processes match in order within a lane; the
+/// lanes keep apart what a Cartesian process sends in the -1 and the +1 direction of one
+/// dimension, which go to the same process when the dimension has 2 (or 1) processes and
+/// periodic ends, and must still land in the blocks §7.6 names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbor {
+    pub rank: Option<i32>,
+    pub lane: u8,
+}
+
+impl Topology {
+    /// The neighbourhood of process `rank` (§7.6): the sources it receives from and the
+    /// destinations it sends to, each in the order of the collectives' buffer blocks.
+    ///
+    /// Cartesian: per dimension, the -1 then the +1 neighbour, both ways. What goes toward
+    /// -1 travels on lane 0 and toward +1 on lane 1, so block `2d` (from the -1 neighbour,
+    /// which sent it toward its +1) is received on lane 1 and block `2d + 1` on lane 0.
+    /// Graph: the neighbours, both ways. Distributed graph: its sources and destinations.
+    pub fn neighborhood(&self, rank: i32) -> MpiResult<(Vec<Neighbor>, Vec<Neighbor>)> {
+        let plain = |v: &[i32]| v.iter().map(|&r| Neighbor { rank: Some(r), lane: 0 }).collect::<Vec<_>>();
+        Ok(match self {
+            Topology::Cart(cart) => {
+                let (mut sources, mut destinations) = (Vec::new(), Vec::new());
+                for dim in 0..cart.dims.len() {
+                    let (minus, plus) = cart.shift(rank, dim, 1)?;
+                    sources.extend([Neighbor { rank: minus, lane: 1 }, Neighbor { rank: plus, lane: 0 }]);
+                    destinations.extend([Neighbor { rank: minus, lane: 0 }, Neighbor { rank: plus, lane: 1 }]);
+                }
+                (sources, destinations)
+            }
+            Topology::Graph(g) => {
+                let Some(n) = g.neighbors(rank) else {
+                    return err(ErrorClass::Rank, format!("rank {rank} is not a node of the graph"));
+                };
+                (plain(n), plain(n))
+            }
+            Topology::DistGraph(g) => (plain(&g.sources), plain(&g.destinations)),
+        })
+    }
+}
+
 /// A graph topology (§7.5.3), as `MPI_Graph_create` describes it: node `i`'s neighbours are
 /// `edges[index[i - 1]..index[i]]` (from 0 for node 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +267,21 @@ impl Cartesian {
             r = r * d + c;
         }
         Ok(Some(r))
+    }
+
+    /// `MPI_Cart_shift` (§7.5.6) of process `rank`: the ranks `disp` steps back and forward
+    /// along dimension `dim`, `None` off a non-periodic edge.
+    pub fn shift(&self, rank: i32, dim: usize, disp: i32) -> MpiResult<(Option<i32>, Option<i32>)> {
+        if dim >= self.dims.len() {
+            return err(ErrorClass::Arg, format!("direction {dim} is not a dimension"));
+        }
+        let me = self.coords(rank);
+        let at = |delta: i32| {
+            let mut x = me.clone();
+            x[dim] = x[dim].saturating_add(delta);
+            self.rank(&x)
+        };
+        Ok((at(disp.saturating_neg())?, at(disp)?))
     }
 }
 
@@ -454,6 +512,48 @@ impl Comm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn n(rank: Option<i32>, lane: u8) -> Neighbor {
+        Neighbor { rank, lane }
+    }
+
+    #[test]
+    fn cartesian_neighborhood_pairs_each_block_with_the_opposite_direction() {
+        // 3 x 1 x 2: the first dimension not periodic, the second periodic with one process
+        // (each its own -1 and +1 neighbour), the third periodic with two (one process both).
+        let cart = Topology::Cart(Cartesian { dims: vec![3, 1, 2], periods: vec![false, true, true] });
+        let (src, dst) = cart.neighborhood(0).unwrap();
+        // Rank 0 is at (0, 0, 0): no -1 neighbour in the first dimension, rank 2 at +1.
+        assert_eq!(src, [n(None, 1), n(Some(2), 0), n(Some(0), 1), n(Some(0), 0), n(Some(1), 1), n(Some(1), 0)]);
+        assert_eq!(dst, [n(None, 0), n(Some(2), 1), n(Some(0), 0), n(Some(0), 1), n(Some(1), 0), n(Some(1), 1)]);
+        // Every message finds its receive: what p sends toward +1 in a dimension (its block
+        // 2d + 1) is what its +1 neighbour q receives as block 2d, on the same lane.
+        for p in 0..6 {
+            let (_, p_dst) = cart.neighborhood(p).unwrap();
+            for (k, to) in p_dst.iter().enumerate() {
+                let Some(q) = to.rank else { continue };
+                let (q_src, _) = cart.neighborhood(q).unwrap();
+                assert_eq!(q_src[k ^ 1], n(Some(p), to.lane), "block {k} from {p} to {q}");
+            }
+        }
+    }
+
+    #[test]
+    fn graph_neighborhoods_are_the_neighbour_lists_both_ways() {
+        let g = Topology::Graph(Graph { index: vec![2, 3, 4], edges: vec![1, 2, 0, 0] });
+        let (src, dst) = g.neighborhood(0).unwrap();
+        assert_eq!(src, [n(Some(1), 0), n(Some(2), 0)]);
+        assert_eq!(src, dst);
+        assert_eq!(g.neighborhood(3).unwrap_err().class, ErrorClass::Rank);
+        let d = Topology::DistGraph(DistGraph {
+            sources: vec![4],
+            source_weights: vec![],
+            destinations: vec![5, 6],
+            destination_weights: vec![],
+            weighted: false,
+        });
+        assert_eq!(d.neighborhood(0).unwrap(), (vec![n(Some(4), 0)], vec![n(Some(5), 0), n(Some(6), 0)]));
+    }
 
     #[test]
     fn rank_of_finds_every_member_of_a_permuted_group_and_nobody_else() {

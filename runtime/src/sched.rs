@@ -66,11 +66,12 @@ impl Outside {
 
 #[derive(Debug, Clone, Copy)]
 enum Step {
-    /// Sends the current contents of `slot` to rank `to` of the communicator; `moved`: the
-    /// slot is not used again, so its buffer goes to the send instead of a copy.
-    Send { to: i32, slot: Slot, moved: bool },
-    /// Receives exactly `len` bytes from rank `from` into `slot` (replacing it).
-    Recv { from: i32, slot: Slot, len: usize },
+    /// Sends the current contents of `slot` to rank `to` of the communicator on `lane` (see
+    /// [`Schedule::send_on`]); `moved`: the slot is not used again, so its buffer goes to the
+    /// send instead of a copy.
+    Send { to: i32, slot: Slot, moved: bool, lane: u8 },
+    /// Receives exactly `len` bytes from rank `from` on `lane` into `slot` (replacing it).
+    Recv { from: i32, slot: Slot, len: usize, lane: u8 },
     /// Waits until everything posted so far has completed.
     Wait,
     /// `slots[inout] = slots[input] op slots[inout]`; `input` may stand for outside bytes
@@ -140,6 +141,8 @@ pub mod kind {
     pub const ALLGATHER: i32 = 7;
     pub const ALLTOALL: i32 = 8;
     pub const SCAN: i32 = 9;
+    /// The neighbourhood collectives (§7.6); their lane 1 travels as kind 11.
+    pub const NEIGHBOR: i32 = 10;
 }
 
 impl<'a> Schedule<'a> {
@@ -253,16 +256,31 @@ impl<'a> Schedule<'a> {
     }
 
     pub fn send(&mut self, to: i32, slot: Slot) {
-        self.steps.push(Step::Send { to, slot, moved: false });
+        self.steps.push(Step::Send { to, slot, moved: false, lane: 0 });
     }
 
     /// Sends `slot` for the last time: the buffer itself goes, the slot is left empty.
     pub fn send_last(&mut self, to: i32, slot: Slot) {
-        self.steps.push(Step::Send { to, slot, moved: true });
+        self.send_last_on(to, slot, 0);
+    }
+
+    /// [`send_last`](Self::send_last) on `lane` (0 or 1): the messages of one collective
+    /// instance between two processes match in posting order within a lane, and lane 1
+    /// travels with the instance's tag plus one (the next kind, which only a kind that
+    /// says so may use).
+    pub fn send_last_on(&mut self, to: i32, slot: Slot, lane: u8) {
+        debug_assert!(lane <= 1);
+        self.steps.push(Step::Send { to, slot, moved: true, lane });
     }
 
     pub fn recv(&mut self, from: i32, slot: Slot, len: usize) {
-        self.steps.push(Step::Recv { from, slot, len });
+        self.recv_on(from, slot, len, 0);
+    }
+
+    /// [`recv`](Self::recv) on `lane` (see [`send_last_on`](Self::send_last_on)).
+    pub fn recv_on(&mut self, from: i32, slot: Slot, len: usize, lane: u8) {
+        debug_assert!(lane <= 1);
+        self.steps.push(Step::Recv { from, slot, len, lane });
     }
 
     pub fn wait(&mut self) {
@@ -315,12 +333,12 @@ impl<'a> Schedule<'a> {
                 return self.complete_pending(core);
             };
             match step {
-                Step::Send { to, slot, moved } => {
+                Step::Send { to, slot, moved, lane } => {
                     let data = self.outgoing(slot, moved)?;
-                    let id = core.isend(self.peer(to)?, self.ctx, self.tag, data, false)?;
+                    let id = core.isend(self.peer(to)?, self.ctx, self.tag + i32::from(lane), data, false)?;
                     self.pending.push((id, None));
                 }
-                Step::Recv { from, slot, len } => {
+                Step::Recv { from, slot, len, lane } => {
                     let buf = match self.outside[slot].take() {
                         Some(Outside::Recv(buf)) => buf,
                         None => {
@@ -334,7 +352,7 @@ impl<'a> Schedule<'a> {
                             return err(ErrorClass::Intern, "a schedule receives into a send slot")
                         }
                     };
-                    let id = core.irecv(self.peer(from)?, self.ctx, self.tag, buf)?;
+                    let id = core.irecv(self.peer(from)?, self.ctx, self.tag + i32::from(lane), buf)?;
                     self.pending.push((id, Some((slot, len))));
                 }
                 Step::Wait => {

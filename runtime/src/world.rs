@@ -7,7 +7,7 @@ use std::time::Duration;
 use kawarimi_transports::Transport;
 
 use crate::coll::{self, Reducer};
-use crate::comm::{Comm, Group, CTX_STRIDE};
+use crate::comm::{Comm, DistGraph, Group, CTX_STRIDE};
 use crate::core::{Core, CoreConfig, ReqId};
 use crate::engine::Engine;
 use crate::error::{err, ErrorClass, MpiError, MpiResult};
@@ -204,6 +204,62 @@ impl World {
     pub fn comm_dup(&mut self, parent: &Comm) -> MpiResult<Comm> {
         let ctx = self.alloc_ctx(parent)?;
         Ok(Self::copy_of(parent, ctx))
+    }
+
+    /// The exchange of `MPI_Dist_graph_create` (§7.5.4), collective over the intra-communicator
+    /// `parent`: each process gives any edges `(source, destination, weight)` of the graph, and
+    /// learns its own sources and destinations. Edges travel to both their ends in one
+    /// all-to-all (after one of counts); each process lists its sources and destinations in
+    /// the order of the rank that gave the edge, then of its place in that rank's list. The
+    /// graph is weighted if any process gave weights.
+    pub fn dist_graph(&mut self, parent: &Comm, edges: &[(i32, i32, i32)], weighted: bool) -> MpiResult<DistGraph> {
+        const OUT: i32 = 0;
+        const IN: i32 = 1;
+        let n = parent.size() as usize;
+        let mut parts = vec![Vec::new(); n];
+        for &(src, dst, w) in edges {
+            let (Some(s), Some(d)) =
+                (usize::try_from(src).ok().filter(|&s| s < n), usize::try_from(dst).ok().filter(|&d| d < n))
+            else {
+                return err(
+                    ErrorClass::Rank,
+                    format!("edge {src} -> {dst} names a process outside the communicator of {n}"),
+                );
+            };
+            for (to, record) in [(s, [OUT, dst, w]), (d, [IN, src, w])] {
+                parts[to].extend(record.iter().flat_map(|v| v.to_le_bytes()));
+            }
+        }
+        // Each process's byte count for each, and whether it gave weights.
+        let counts: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|p| [p.len() as u32, u32::from(weighted)].iter().flat_map(|v| v.to_le_bytes()).collect())
+            .collect();
+        let counts = coll::alltoallv(&mut self.engine, parent, counts, &vec![8; n])?;
+        let word = |b: &[u8], i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+        let lens: Vec<usize> = counts.iter().map(|c| word(c, 0) as usize).collect();
+        let weighted = counts.iter().any(|c| word(c, 1) != 0);
+        let records = coll::alltoallv(&mut self.engine, parent, parts, &lens)?;
+        let mut g = DistGraph {
+            sources: Vec::new(),
+            source_weights: Vec::new(),
+            destinations: Vec::new(),
+            destination_weights: Vec::new(),
+            weighted,
+        };
+        for record in records.iter().flat_map(|r| r.chunks_exact(12)) {
+            let [kind, peer, w] = [0, 1, 2].map(|i| word(record, i) as i32);
+            let (peers, weights) = match kind {
+                OUT => (&mut g.destinations, &mut g.destination_weights),
+                _ => (&mut g.sources, &mut g.source_weights),
+            };
+            debug_assert!(kind == OUT || kind == IN);
+            peers.push(peer);
+            if weighted {
+                weights.push(w);
+            }
+        }
+        Ok(g)
     }
 
     /// `MPI_Comm_split` (§6.4.2): ranks with the same `color` form a communicator ordered by

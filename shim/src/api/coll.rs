@@ -23,14 +23,14 @@ use crate::state::{fail, RequestEntry, Res, State};
 
 /// `count` elements of a datatype at an address: one argument triple of a collective.
 #[derive(Clone)]
-struct Typed {
+pub(super) struct Typed {
     addr: usize,
     count: usize,
     dt: Arc<Datatype>,
 }
 
 impl Typed {
-    fn new(s: &mut State, buf: *const c_void, count: c_int, dt: MPI_Datatype) -> Res<Typed> {
+    pub(super) fn new(s: &mut State, buf: *const c_void, count: c_int, dt: MPI_Datatype) -> Res<Typed> {
         let dt = check_buffer(s, count, dt)?;
         Ok(Typed { addr: buf as usize, count: count as usize, dt })
     }
@@ -40,17 +40,17 @@ impl Typed {
     }
 
     /// The same triple `k` blocks of `count` elements further on.
-    fn block(&self, k: usize) -> Typed {
+    pub(super) fn block(&self, k: usize) -> Typed {
         self.at(k as isize * self.count as isize * self.dt.extent(), self.count)
     }
 
     /// `count` elements at a displacement of `disp_bytes`.
-    fn at(&self, disp_bytes: isize, count: usize) -> Typed {
+    pub(super) fn at(&self, disp_bytes: isize, count: usize) -> Typed {
         Typed { addr: self.addr.wrapping_add_signed(disp_bytes), count, dt: self.dt.clone() }
     }
 
     /// Part `i` of a `v` argument: `counts[i]` elements `displs[i]` extents on.
-    fn part(&self, counts: &[usize], displs: &[isize], i: usize) -> Typed {
+    pub(super) fn part(&self, counts: &[usize], displs: &[isize], i: usize) -> Typed {
         self.at(displs[i] * self.dt.extent(), counts[i])
     }
 
@@ -60,7 +60,7 @@ impl Typed {
     /// # Safety
     /// The triple must describe memory of the application's, left unmodified until the send
     /// completes.
-    unsafe fn sent(&self) -> Res<SendData> {
+    pub(super) unsafe fn sent(&self) -> Res<SendData> {
         // SAFETY: per the contract.
         unsafe { send_bytes(self.addr as *const c_void, self.count, &self.dt) }
     }
@@ -115,7 +115,7 @@ impl Typed {
     }
 }
 
-fn in_place(p: *const c_void) -> bool {
+pub(super) fn in_place(p: *const c_void) -> bool {
     p as usize == abi::MPI_IN_PLACE
 }
 
@@ -164,13 +164,16 @@ fn check_root(comm: &Comm, root: c_int) -> Res<()> {
 /// A collective ready to run: its schedule, and what to do with the schedule's buffers when
 /// it has finished (unpack them into the application's buffers). A blocking call runs it at
 /// once ([`execute`]); a nonblocking one leaves it to the engine behind a request ([`start`]).
-struct Plan {
+pub(super) struct Plan {
     schedule: Schedule<'static>,
     finish: Box<dyn FnOnce(Vec<Vec<u8>>) -> Res<()> + Send>,
 }
 
 impl Plan {
-    fn new(schedule: Schedule<'static>, finish: impl FnOnce(Vec<Vec<u8>>) -> Res<()> + Send + 'static) -> Plan {
+    pub(super) fn new(
+        schedule: Schedule<'static>,
+        finish: impl FnOnce(Vec<Vec<u8>>) -> Res<()> + Send + 'static,
+    ) -> Plan {
         Plan { schedule, finish: Box::new(finish) }
     }
 
@@ -200,7 +203,7 @@ fn start(s: &mut State, comm: MPI_Comm, plan: Plan, request: *mut MPI_Request) -
 /// Runs a collective call: a blocking one first tries `direct` (the shared-memory slots, which
 /// says whether it ran the collective); otherwise `make` checks the arguments and plans the
 /// collective, which then runs at once (`request` is `None`) or is started behind a request.
-fn coll_call(
+pub(super) fn coll_call(
     name: &'static str,
     comm: MPI_Comm,
     request: Option<*mut MPI_Request>,
@@ -264,7 +267,7 @@ fn uniform(ranks: c_int, count: c_int) -> (Vec<usize>, Vec<isize>) {
     (vec![count; n], (0..n).map(|i| (i * count) as isize).collect())
 }
 
-fn counts(p: *const c_int, n: usize) -> Res<Vec<usize>> {
+pub(super) fn counts(p: *const c_int, n: usize) -> Res<Vec<usize>> {
     // SAFETY: MPI's array arguments have one entry per rank.
     let v = unsafe { c_array(p, n)? };
     v.iter()
@@ -272,7 +275,7 @@ fn counts(p: *const c_int, n: usize) -> Res<Vec<usize>> {
         .collect()
 }
 
-fn displs(p: *const c_int, n: usize) -> Res<Vec<isize>> {
+pub(super) fn displs(p: *const c_int, n: usize) -> Res<Vec<isize>> {
     // SAFETY: MPI's array arguments have one entry per rank.
     Ok(unsafe { c_array(p, n)? }.iter().map(|&d| d as isize).collect())
 }
@@ -774,7 +777,7 @@ unsafe fn gatherv_plan(
 /// # Safety
 /// The parts must describe the application's receive buffer, left alone until the collective
 /// completes.
-unsafe fn landings(parts: impl IntoIterator<Item = Option<Typed>>) -> Res<Landings> {
+pub(super) unsafe fn landings(parts: impl IntoIterator<Item = Option<Typed>>) -> Res<Landings> {
     let mut landing = Vec::new();
     let mut staged = Vec::new();
     for (i, part) in parts.into_iter().enumerate() {
@@ -803,16 +806,16 @@ fn v_parts<'a>(
 }
 
 /// See [`landings`].
-struct Landings {
-    bufs: Vec<Option<RecvBuf>>,
+pub(super) struct Landings {
+    pub(super) bufs: Vec<Option<RecvBuf>>,
     /// The parts received into staging buffers, by index, to unpack.
-    staged: Vec<(usize, Typed)>,
+    pub(super) staged: Vec<(usize, Typed)>,
 }
 
 impl Landings {
     /// What finishes the collective once part `i` is in slot `slots[i]`: the staged parts
     /// unpacked.
-    fn finish(staged: Vec<(usize, Typed)>, slots: Vec<Slot>) -> impl FnOnce(Vec<Vec<u8>>) -> Res<()> + Send {
+    pub(super) fn finish(staged: Vec<(usize, Typed)>, slots: Vec<Slot>) -> impl FnOnce(Vec<Vec<u8>>) -> Res<()> + Send {
         move |bufs| unpack_all(&bufs, staged.into_iter().map(|(i, t)| (slots[i], t)).collect())
     }
 }
@@ -1047,12 +1050,12 @@ macro_rules! coll_twins {
     )*) => {
         mpi_fn! {$(
             fn $blocking($($arg: $ty),*) -> c_int {
-                let direct = direct_or_not!($(|$ds, $dc| $direct)?);
-                coll_call(concat!("MPI_", stringify!($blocking)), $comm, None, direct, |$s, $c| $body)
+                let direct = $crate::api::coll::direct_or_not!($(|$ds, $dc| $direct)?);
+                $crate::api::coll::coll_call(concat!("MPI_", stringify!($blocking)), $comm, None, direct, |$s, $c| $body)
             }
 
-            fn $nonblocking($($arg: $ty,)* request: *mut MPI_Request) -> c_int {
-                coll_call(concat!("MPI_", stringify!($nonblocking)), $comm, Some(request), |_, _| Ok(false), |$s, $c| $body)
+            fn $nonblocking($($arg: $ty,)* request: *mut $crate::abi::MPI_Request) -> c_int {
+                $crate::api::coll::coll_call(concat!("MPI_", stringify!($nonblocking)), $comm, Some(request), |_, _| Ok(false), |$s, $c| $body)
             }
         )*}
     };
@@ -1061,12 +1064,17 @@ macro_rules! coll_twins {
 /// The `direct` of [`coll_call`] a [`coll_twins`] definition gives, or one that never runs.
 macro_rules! direct_or_not {
     () => {
-        |_: &mut State, _: &Arc<Comm>| Ok(false)
+        |_: &mut $crate::state::State, _: &std::sync::Arc<kawarimi_runtime::comm::Comm>| Ok(false)
     };
     (|$s:ident, $c:ident| $direct:block) => {
-        |$s: &mut State, $c: &Arc<Comm>| -> Res<bool> { $direct }
+        |$s: &mut $crate::state::State, $c: &std::sync::Arc<kawarimi_runtime::comm::Comm>| -> $crate::state::Res<bool> {
+            $direct
+        }
     };
 }
+
+// The neighbourhood collectives (`neighbor.rs`) are defined the same way.
+pub(super) use {coll_twins, direct_or_not};
 
 coll_twins! {
     fn Barrier / Ibarrier[comm](comm: MPI_Comm) |_s, c| {

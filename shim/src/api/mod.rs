@@ -10,6 +10,7 @@ pub mod fortran;
 pub mod fortran_bindings;
 pub mod group;
 pub mod info;
+pub mod neighbor;
 pub mod op;
 pub mod p2p;
 pub mod req;

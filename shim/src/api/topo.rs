@@ -198,6 +198,40 @@ mpi_fn! {
         })
     }
 
+    fn Dist_graph_create(comm_old: MPI_Comm, n: c_int, sources: *const c_int, degrees: *const c_int, destinations: *const c_int, weights: *const c_int, _info: MPI_Info, _reorder: c_int, comm_dist_graph: *mut MPI_Comm) -> c_int {
+        call("MPI_Dist_graph_create", Some(comm_old), |s| {
+            let (c, _) = comm_of(s, comm_old)?;
+            if c.is_inter() {
+                return fail(ErrorClass::Comm, "MPI_Dist_graph_create needs an intra-communicator");
+            }
+            let n = usize::try_from(n).or_else(|_| fail(ErrorClass::Arg, format!("{n} source nodes is negative")))?;
+            // SAFETY: `n` sources and degrees (§7.5.4).
+            let (srcs, degs) = if n == 0 { (&[][..], &[][..]) } else { unsafe { (c_array(sources, n)?, c_array(degrees, n)?) } };
+            let mut total = 0usize;
+            for &d in degs {
+                let Ok(d) = usize::try_from(d) else { return fail(ErrorClass::Arg, format!("degree {d} is negative")) };
+                total += d;
+            }
+            // SAFETY: one destination (and weight) per edge, `total` of them.
+            let (dsts, ws) = unsafe { neighbour_list(c_int::try_from(total).unwrap_or(c_int::MAX), destinations, weights, c.size())? };
+            let mut edges = Vec::with_capacity(total);
+            let mut next = 0;
+            for (&src, &deg) in srcs.iter().zip(degs) {
+                for _ in 0..deg {
+                    edges.push((src, dsts[next], ws.as_ref().map_or(1, |w| w[next])));
+                    next += 1;
+                }
+            }
+            let graph = s.world()?.dist_graph(&c, &edges, ws.is_some())?;
+            // Every process keeps its rank (reorder is allowed, not required).
+            let mut g = s.world()?.comm_dup(&c)?;
+            g.topo = Some(Topology::DistGraph(graph));
+            let h = add_comm(s, comm_old, Some(g))?;
+            // SAFETY: caller's output argument.
+            unsafe { out(comm_dist_graph, h) }
+        })
+    }
+
     fn Dist_graph_neighbors_count(comm: MPI_Comm, indegree: *mut c_int, outdegree: *mut c_int, weighted: *mut c_int) -> c_int {
         call("MPI_Dist_graph_neighbors_count", Some(comm), |s| {
             let g = dist_graph_of(s, comm)?;
@@ -347,17 +381,12 @@ mpi_fn! {
     fn Cart_shift(comm: MPI_Comm, direction: c_int, disp: c_int, rank_source: *mut c_int, rank_dest: *mut c_int) -> c_int {
         call("MPI_Cart_shift", Some(comm), |s| {
             let (c, cart) = cart_of(s, comm)?;
-            let dir = usize::try_from(direction).ok().filter(|&d| d < cart.dims.len());
-            let Some(dir) = dir else { return fail(ErrorClass::Arg, format!("direction {direction} is not a dimension")) };
-            let me = cart.coords(c.rank);
-            let at = |delta: i32| -> Res<c_int> {
-                let mut x = me.clone();
-                x[dir] += delta;
-                Ok(cart.rank(&x)?.unwrap_or(abi::MPI_PROC_NULL))
+            let Ok(dir) = usize::try_from(direction) else {
+                return fail(ErrorClass::Arg, format!("direction {direction} is not a dimension"));
             };
-            let (src, dst) = (at(-disp)?, at(disp)?);
+            let (src, dst) = cart.shift(c.rank, dir, disp)?;
             // SAFETY: caller's output arguments.
-            unsafe { out(rank_source, src)?; out(rank_dest, dst) }
+            unsafe { out(rank_source, src.unwrap_or(abi::MPI_PROC_NULL))?; out(rank_dest, dst.unwrap_or(abi::MPI_PROC_NULL)) }
         })
     }
 
