@@ -475,6 +475,11 @@ impl Comm {
         self.ctx + 1
     }
 
+    /// The context of its point-to-point traffic.
+    pub fn p2p_ctx(&self) -> u32 {
+        self.ctx
+    }
+
     /// World rank of point-to-point rank `r` (in the remote group of an inter-communicator),
     /// checked.
     pub fn peer(&self, r: i32) -> MpiResult<u32> {

@@ -14,7 +14,8 @@ use kawarimi_transports::{routed, Event, PeerId, Transport, TransportError};
 use crate::comm::Group;
 
 use crate::core::{Completion, Core, EagerSend, ProbeInfo, RecvBuf, ReqId, SendData, Status};
-use crate::error::{ErrorClass, MpiError, MpiResult};
+use crate::error::{err, ErrorClass, MpiError, MpiResult};
+use crate::rma::Window;
 use crate::sched::Schedule;
 use crate::switch::{Clock, Phase, Reconnect, SwitchShared};
 
@@ -124,6 +125,8 @@ pub struct Engine {
     schedules: Vec<(ReqId, Schedule<'static>)>,
     /// Buffers (or the error) of finished nonblocking collectives, until their owner takes them.
     finished: std::collections::HashMap<ReqId, MpiResult<Vec<Vec<u8>>>>,
+    /// One-sided windows, by id; every progress round applies what arrived for them.
+    windows: Vec<Option<Window>>,
     /// The time, for the engine's deadlines (the repair of a lost link).
     clock: Clock,
     /// Sends started since the last full progress round (see [`Engine::isend`]).
@@ -176,6 +179,7 @@ impl Engine {
             switch: None,
             schedules: Vec::new(),
             finished: Default::default(),
+            windows: Vec::new(),
             clock: Box::new(Instant::now),
             sends_unprogressed: 0,
             in_slots: None,
@@ -240,6 +244,80 @@ impl Engine {
         Ok(did_work)
     }
 
+    /// Applies what has arrived for every window.
+    fn advance_windows(&mut self) -> MpiResult<bool> {
+        let mut did_work = false;
+        for w in self.windows.iter_mut().flatten() {
+            did_work |= w.advance(&mut self.core)?;
+        }
+        Ok(did_work)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // One-sided windows (see `crate::rma`): the shim names a window by the id `add_window`
+    // gives, and every operation and synchronisation goes through these.
+    // ---------------------------------------------------------------------------------------
+
+    /// Takes a window in; returns its id.
+    pub fn add_window(&mut self, w: Window) -> usize {
+        match self.windows.iter().position(Option::is_none) {
+            Some(i) => {
+                self.windows[i] = Some(w);
+                i
+            }
+            None => {
+                self.windows.push(Some(w));
+                self.windows.len() - 1
+            }
+        }
+    }
+
+    pub fn window(&self, id: usize) -> MpiResult<&Window> {
+        match self.windows.get(id).and_then(Option::as_ref) {
+            Some(w) => Ok(w),
+            None => err(ErrorClass::Win, format!("window {id} does not exist")),
+        }
+    }
+
+    /// Sends one operation message to `target`, after posting the receive of its reply into
+    /// `reply` if it has one; returns that receive.
+    pub fn window_op(
+        &mut self,
+        id: usize,
+        target: i32,
+        message: Vec<u8>,
+        reply: Option<RecvBuf>,
+    ) -> MpiResult<Option<ReqId>> {
+        let w = self.windows.get(id).and_then(Option::as_ref);
+        let Some(w) = w else { return err(ErrorClass::Win, format!("window {id} does not exist")) };
+        let posted = match reply {
+            Some(buf) => Some(w.recv_reply(&mut self.core, target, buf)?),
+            None => None,
+        };
+        w.send(&mut self.core, target, message)?;
+        self.progress()?;
+        Ok(posted)
+    }
+
+    /// `MPI_Win_fence`: waits until every member has entered it and every operation that
+    /// targets this process from before it is applied (see `crate::rma`).
+    pub fn window_fence(&mut self, id: usize) -> MpiResult<()> {
+        match self.windows.get_mut(id).and_then(Option::as_mut) {
+            Some(w) => w.enter_fence(&mut self.core)?,
+            None => return err(ErrorClass::Win, format!("window {id} does not exist")),
+        }
+        self.block_on(|e| e.windows[id].as_ref().is_none_or(Window::fence_done), None)?;
+        match self.windows[id].as_mut() {
+            Some(w) => w.take_failure(),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets a window (after its last fence: nothing more arrives for it).
+    pub fn remove_window(&mut self, id: usize) -> Option<Window> {
+        self.windows.get_mut(id).and_then(Option::take)
+    }
+
     /// Moves frames from the core to the transport and from the transport to the core, and
     /// runs the collectives in progress, without blocking. Returns whether anything happened.
     pub fn progress(&mut self) -> MpiResult<bool> {
@@ -248,7 +326,7 @@ impl Engine {
         }
         self.sends_unprogressed = 0;
         self.check_repair_deadline()?;
-        let scheduled = self.advance_schedules()?;
+        let scheduled = self.advance_schedules()? | self.advance_windows()?;
         if self.transport.is_none() {
             return Ok(scheduled);
         }

@@ -31,6 +31,15 @@ pub enum ErrorClass {
     NoMem,
     Base,
     Unsupported,
+    /// One-sided communication (§11): an invalid window, a displacement, size or lock type,
+    /// an operation outside the target's window, one outside an access epoch.
+    Win,
+    Disp,
+    Size,
+    Locktype,
+    RmaRange,
+    RmaSync,
+    RmaFlavor,
 }
 
 impl ErrorClass {
@@ -60,6 +69,13 @@ impl ErrorClass {
             ErrorClass::NoMem => "MPI_ERR_NO_MEM",
             ErrorClass::Base => "MPI_ERR_BASE",
             ErrorClass::Unsupported => "MPI_ERR_UNSUPPORTED_OPERATION",
+            ErrorClass::Win => "MPI_ERR_WIN",
+            ErrorClass::Disp => "MPI_ERR_DISP",
+            ErrorClass::Size => "MPI_ERR_SIZE",
+            ErrorClass::Locktype => "MPI_ERR_LOCKTYPE",
+            ErrorClass::RmaRange => "MPI_ERR_RMA_RANGE",
+            ErrorClass::RmaSync => "MPI_ERR_RMA_SYNC",
+            ErrorClass::RmaFlavor => "MPI_ERR_RMA_FLAVOR",
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod launch;
 pub mod lifeline;
 pub mod op;
 pub mod request;
+pub mod rma;
 pub mod sched;
 pub mod slotcoll;
 pub mod switch;

@@ -100,6 +100,13 @@ pub fn class_code(c: ErrorClass) -> c_int {
         E::NoMem => abi::MPI_ERR_NO_MEM,
         E::Base => abi::MPI_ERR_BASE,
         E::Unsupported => abi::MPI_ERR_UNSUPPORTED_OPERATION,
+        E::Win => abi::MPI_ERR_WIN,
+        E::Disp => abi::MPI_ERR_DISP,
+        E::Size => abi::MPI_ERR_SIZE,
+        E::Locktype => abi::MPI_ERR_LOCKTYPE,
+        E::RmaRange => abi::MPI_ERR_RMA_RANGE,
+        E::RmaSync => abi::MPI_ERR_RMA_SYNC,
+        E::RmaFlavor => abi::MPI_ERR_RMA_FLAVOR,
     }
 }
 

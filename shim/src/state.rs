@@ -39,6 +39,7 @@ pub enum Kind {
     Errhandler = 6,
     Info = 7,
     Message = 8,
+    Win = 9,
 }
 
 pub fn encode(kind: Kind, index: usize) -> usize {
@@ -316,6 +317,8 @@ pub struct State {
     pub errhandlers: Table<ErrhandlerFn>,
     /// Messages taken by matched probes (§3.8.2): the runtime's message and its communicator.
     pub messages: Table<(u64, Arc<Comm>, Handler)>,
+    /// One-sided windows (§11).
+    pub windows: Table<crate::api::rma::WinEntry>,
     /// Info objects (§9): ordered (key, value) pairs.
     pub infos: Table<Vec<(String, String)>>,
     /// Names given with `MPI_Type_set_name`, by datatype handle.

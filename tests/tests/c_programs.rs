@@ -40,7 +40,7 @@ macro_rules! every_program {
         program_tests!($kind;
             p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
             topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, memory_reuse,
-            conformance, neighbor);
+            conformance, neighbor, rma);
     };
 }
 
@@ -129,5 +129,5 @@ mod kawarimi_run {
     use super::*;
     program_tests!(ModeKind::KawarimiRun;
         p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
-        topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, conformance, neighbor);
+        topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, conformance, neighbor, rma);
 }

@@ -656,6 +656,23 @@ impl Datatype {
         Ok(t.with_recipe(recipe(Combiner::Darray, contents, vec![], vec![old.clone()])))
     }
 
+    /// A type whose map is `runs` (as [`Datatype::for_each_block`] lists them) with bounds
+    /// `lb` and `lb + extent`: another process's datatype, sent as its runs (the target
+    /// datatype of a one-sided operation, §11.3).
+    pub fn from_runs(runs: &[Block], lb: isize, extent: isize) -> MpiResult<Datatype> {
+        const WHAT: &str = "a datatype sent as its runs";
+        let mut b = Builder::new();
+        for r in runs {
+            if r.count == 0 {
+                return err(ErrorClass::Arg, format!("{WHAT}: a run of no elements"));
+            }
+            b.add(&Self::make_predefined(r.prim, None), r.count, r.disp, r.prim.size() as isize, WHAT)?;
+        }
+        let t = b.finish(None, None);
+        add(lb, extent, WHAT)?;
+        Ok(Self::resize(&t, lb, extent))
+    }
+
     /// `MPI_Type_dup` (MPI-3.1 §4.1.10): same type map, a new handle, committed if the
     /// original was.
     pub fn dup(old: &Datatype) -> MpiResult<Datatype> {

@@ -35,7 +35,7 @@ impl Typed {
         Ok(Typed { addr: buf as usize, count: count as usize, dt })
     }
 
-    fn packed_len(&self) -> usize {
+    pub(super) fn packed_len(&self) -> usize {
         self.count * self.dt.size()
     }
 
@@ -70,7 +70,7 @@ impl Typed {
     /// # Safety
     /// The triple must describe memory of the application's that is readable over the type
     /// map's whole span for the duration of the call.
-    unsafe fn pack(&self) -> Res<Vec<u8>> {
+    pub(super) unsafe fn pack(&self) -> Res<Vec<u8>> {
         // SAFETY: per the contract (read during the call only: the bytes are copied).
         Ok(unsafe { self.sent()? }.into_vec())
     }
@@ -81,7 +81,7 @@ impl Typed {
     /// # Safety
     /// The triple must describe the application's receive buffer, which it leaves alone
     /// until the receive completes.
-    unsafe fn landing(&self) -> Res<(RecvBuf, bool)> {
+    pub(super) unsafe fn landing(&self) -> Res<(RecvBuf, bool)> {
         // SAFETY: per the contract.
         Ok(match unsafe { self.contiguous_mut()? } {
             Some(buf) => (RecvBuf::Static(buf), false),
@@ -106,7 +106,7 @@ impl Typed {
     /// # Safety
     /// The triple must describe memory of the application's that is writable over the type
     /// map's whole span, and that nothing else uses during the call.
-    unsafe fn unpack(&self, packed: &[u8]) -> Res<()> {
+    pub(super) unsafe fn unpack(&self, packed: &[u8]) -> Res<()> {
         let (lo, hi) = self.dt.span(self.count);
         // SAFETY: per the contract.
         let base = unsafe { user_bytes_mut(self.addr as *mut c_void, lo, hi)? };

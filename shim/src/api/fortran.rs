@@ -42,6 +42,16 @@ mpi_fn! {
         f2c(f, Some(Kind::Group), |f| abi::PredefGroup::from_fortran(f).map(|v| p.group_handle(v)), p.group_handle(abi::PredefGroup::GroupNull)) as abi::MPI_Group
     }
 
+    fn Win_c2f(handle: abi::MPI_Win) -> MPI_Fint {
+        let p = abi::predefined();
+        c2f(handle as usize, Some(Kind::Win), |a| p.win(a).and_then(abi::PredefWin::fortran_handle))
+    }
+
+    fn Win_f2c(f: MPI_Fint) -> abi::MPI_Win {
+        let p = abi::predefined();
+        f2c(f, Some(Kind::Win), |f| abi::PredefWin::from_fortran(f).map(|v| p.win_handle(v)), p.win_handle(abi::PredefWin::WinNull)) as abi::MPI_Win
+    }
+
     fn Request_c2f(handle: abi::MPI_Request) -> MPI_Fint {
         let p = abi::predefined();
         c2f(handle as usize, Some(Kind::Request), |a| p.request(a).and_then(abi::PredefRequest::fortran_handle))
@@ -80,16 +90,6 @@ mpi_fn! {
     fn Info_f2c(f: MPI_Fint) -> abi::MPI_Info {
         let p = abi::predefined();
         f2c(f, Some(Kind::Info), |f| abi::PredefInfo::from_fortran(f).map(|v| p.info_handle(v)), p.info_handle(abi::PredefInfo::InfoNull)) as abi::MPI_Info
-    }
-
-    fn Win_c2f(handle: abi::MPI_Win) -> MPI_Fint {
-        let p = abi::predefined();
-        c2f(handle as usize, None, |a| p.win(a).and_then(abi::PredefWin::fortran_handle))
-    }
-
-    fn Win_f2c(f: MPI_Fint) -> abi::MPI_Win {
-        let p = abi::predefined();
-        f2c(f, None, |f| abi::PredefWin::from_fortran(f).map(|v| p.win_handle(v)), p.win_handle(abi::PredefWin::WinNull)) as abi::MPI_Win
     }
 
     fn File_c2f(handle: abi::MPI_File) -> MPI_Fint {

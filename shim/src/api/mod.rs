@@ -14,5 +14,6 @@ pub mod neighbor;
 pub mod op;
 pub mod p2p;
 pub mod req;
+pub mod rma;
 pub mod tool;
 pub mod topo;

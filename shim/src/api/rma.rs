@@ -1,0 +1,630 @@
+//! One-sided communication (MPI-3.1 chapter 11): windows on the application's memory, their
+//! operations and synchronisation. The protocol is the runtime's (`kawarimi_runtime::rma`);
+//! here are the handles, the arguments, the application's memory, and the access epochs
+//! that say which operations are allowed when (§11.5).
+//!
+//! An operation's origin data is packed into the message, so the origin buffer is free as
+//! soon as the call returns. The result of a `Get` (and of the fetching operations) is
+//! received straight into the origin buffer when it is contiguous, else into a staging
+//! buffer unpacked when the operation completes: at the fence, unlock or flush that
+//! completes it (§11.5).
+
+use std::collections::BTreeMap;
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::Arc;
+
+use kawarimi_runtime::coll;
+use kawarimi_runtime::comm::Comm;
+use kawarimi_runtime::core::{RecvBuf, ReqId};
+use kawarimi_runtime::error::{ErrorClass, MpiResult};
+use kawarimi_runtime::op::PredefinedOp;
+use kawarimi_runtime::rma::{self, OpKind, Target, Window, WindowMemory};
+
+use super::coll::Typed;
+use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Datatype, MPI_Errhandler, MPI_Group, MPI_Info, MPI_Op, MPI_Win};
+use crate::api::p2p::{check_buffer, comm_of};
+use crate::export::call;
+use crate::mem::out;
+use crate::state::{decode, encode, fail, Handler, Kind, OpEntry, Res, State};
+
+/// The application's memory exposed in a window (or the memory `MPI_Win_allocate` made).
+struct ExposedMemory {
+    addr: usize,
+    len: usize,
+}
+
+impl WindowMemory for ExposedMemory {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn with_bytes(&mut self, f: &mut dyn FnMut(&mut [u8]) -> MpiResult<()>) -> MpiResult<()> {
+        if self.len == 0 {
+            return f(&mut []);
+        }
+        // SAFETY: the window's memory, `len` bytes at `addr`, which the program gave
+        // MPI_Win_create (or MPI_Win_allocate made) and keeps until MPI_Win_free (§11.2). The
+        // standard makes local accesses that conflict with a remote one in the same epoch
+        // erroneous, so nothing else writes these bytes while an operation is applied.
+        f(unsafe { std::slice::from_raw_parts_mut(self.addr as *mut u8, self.len) })
+    }
+}
+
+/// Which access epochs are open at this process as an origin (§11.5).
+#[derive(Debug, Default)]
+struct Epochs {
+    /// Between two fences (the last one not `MPI_MODE_NOSUCCEED`).
+    fence: bool,
+    /// Targets locked, and whether exclusively.
+    locked: BTreeMap<i32, bool>,
+    lock_all: bool,
+}
+
+/// A result on its way to the origin: the reply's receive, its target, and, when it lands
+/// in a staging buffer, where to unpack it.
+struct Pending {
+    reply: ReqId,
+    target: i32,
+    staged: Option<Typed>,
+}
+
+/// A window and what the shim keeps with it.
+pub struct WinEntry {
+    /// The engine's window.
+    id: usize,
+    comm: Arc<Comm>,
+    /// The predefined attributes (§11.2.6), at stable addresses: `MPI_Win_get_attr` hands out
+    /// pointers to them.
+    attrs: Box<WinAttrs>,
+    /// What `MPI_Win_allocate` allocated (16-byte aligned): held, never read, so that it is
+    /// freed with the window and not before.
+    _allocated: Option<Box<[u128]>>,
+    handler: Handler,
+    name: String,
+    epochs: Epochs,
+    pending: Vec<Pending>,
+}
+
+#[repr(C)]
+struct WinAttrs {
+    base: usize,
+    size: MPI_Aint,
+    disp_unit: c_int,
+    flavor: c_int,
+    model: c_int,
+}
+
+fn win_null() -> MPI_Win {
+    abi::predefined().win_handle(abi::PredefWin::WinNull) as MPI_Win
+}
+
+fn win_index(s: &State, win: MPI_Win) -> Res<usize> {
+    let addr = win as usize;
+    match decode(addr, Kind::Win) {
+        Some(i) if s.windows.get(i).is_some() => Ok(i),
+        Some(_) => fail(ErrorClass::Win, format!("window {addr:#x} was freed")),
+        None if win == win_null() => fail(ErrorClass::Win, "MPI_WIN_NULL is not a window"),
+        None => fail(ErrorClass::Win, format!("{addr:#x} is not a window")),
+    }
+}
+
+/// Runs a call on window `win`; its errors go to the window's error handler.
+fn win_call(name: &'static str, win: MPI_Win, f: impl FnOnce(&mut State, usize) -> Res<()>) -> c_int {
+    call(name, None, |s| {
+        let i = win_index(s, win)?;
+        let handler = s.windows.get(i).expect("checked").handler;
+        f(s, i).map_err(|mut e| {
+            if e.handler == Handler::Fatal {
+                e.handler = handler;
+            }
+            e
+        })
+    })
+}
+
+fn entry(s: &mut State, i: usize) -> &mut WinEntry {
+    s.windows.get_mut(i).expect("window index checked")
+}
+
+/// Makes a window over `size` bytes at `base` on the communicator `comm` (collective).
+fn create(
+    s: &mut State,
+    comm: MPI_Comm,
+    base: usize,
+    size: MPI_Aint,
+    disp_unit: c_int,
+    flavor: c_int,
+    allocated: Option<Box<[u128]>>,
+) -> Res<MPI_Win> {
+    let (c, _) = comm_of(s, comm)?;
+    if c.is_inter() {
+        return fail(ErrorClass::Comm, "a window needs an intra-communicator");
+    }
+    let Ok(len) = usize::try_from(size) else {
+        return fail(ErrorClass::Size, format!("window size {size} is negative"));
+    };
+    if disp_unit <= 0 {
+        return fail(ErrorClass::Disp, format!("displacement unit {disp_unit} is not positive"));
+    }
+    let w = s.world()?;
+    let wc = Arc::new(w.comm_dup(&c)?);
+    let mine: Vec<u8> = [len as u64, disp_unit as u64].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let all = coll::allgatherv(&mut w.engine, &wc, &mine, &vec![16; wc.size() as usize])?;
+    let word = |b: &[u8], k: usize| u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().expect("8 bytes")) as usize;
+    let sizes = all.iter().map(|b| word(b, 0)).collect();
+    let units = all.iter().map(|b| word(b, 1)).collect();
+    let memory = Box::new(ExposedMemory { addr: base, len });
+    let id = w.engine.add_window(Window::new(wc.clone(), sizes, units, memory));
+    let attrs = Box::new(WinAttrs { base, size, disp_unit, flavor, model: abi::MPI_WIN_UNIFIED });
+    let e = WinEntry {
+        id,
+        comm: wc,
+        attrs,
+        _allocated: allocated,
+        handler: Handler::Fatal,
+        name: String::new(),
+        epochs: Epochs::default(),
+        pending: Vec::new(),
+    };
+    match s.windows.insert(e) {
+        Some(i) => Ok(encode(Kind::Win, i) as MPI_Win),
+        None => fail(ErrorClass::NoMem, "too many windows"),
+    }
+}
+
+/// The target of an operation: checked against the target's window as every member
+/// announced it at creation (§11.3: `MPI_ERR_RMA_RANGE` outside it).
+fn target(s: &mut State, i: usize, rank: c_int, disp: MPI_Aint, count: c_int, dt: MPI_Datatype) -> Res<Target> {
+    let datatype = check_buffer(s, count, dt)?;
+    let e = s.windows.get(i).expect("checked");
+    let w = s.world.as_ref().expect("initialised").engine.window(e.id)?;
+    let r = usize::try_from(rank).ok().filter(|&r| r < w.sizes.len());
+    let Some(r) = r else {
+        return fail(ErrorClass::Rank, format!("target {rank} is not in a window of {}", w.sizes.len()));
+    };
+    let offset = isize::try_from(w.disp_units[r]).ok().and_then(|u| disp.checked_mul(u));
+    let Some(offset) = offset.and_then(|o| usize::try_from(o).ok()) else {
+        return fail(ErrorClass::RmaRange, format!("displacement {disp} is outside the target's window"));
+    };
+    let t = Target { offset, count: count as usize, datatype };
+    rma::check_range(w.sizes[r], &t)?;
+    Ok(t)
+}
+
+/// Checks that an operation on `target` is inside an access epoch (§11.5).
+fn check_epoch(e: &WinEntry, target: c_int, name: &str) -> Res<()> {
+    let ep = &e.epochs;
+    if ep.fence || ep.lock_all || ep.locked.contains_key(&target) {
+        return Ok(());
+    }
+    fail(ErrorClass::RmaSync, format!("{name} outside an access epoch to rank {target} (no fence or lock opened one)"))
+}
+
+fn predefined_op(s: &State, op: MPI_Op) -> Res<PredefinedOp> {
+    match s.op(op)? {
+        OpEntry::Predefined(p) => Ok(p),
+        OpEntry::User(_) => fail(ErrorClass::Op, "one-sided accumulates take predefined operations only (§11.3.4)"),
+    }
+}
+
+/// Issues one operation: `data` is its packed origin data; `result`, where its reply lands.
+#[allow(clippy::too_many_arguments)]
+fn issue(
+    s: &mut State,
+    i: usize,
+    name: &str,
+    kind: OpKind,
+    op: PredefinedOp,
+    rank: c_int,
+    t: &Target,
+    data: &[u8],
+    result: Option<Typed>,
+) -> Res<()> {
+    if rank == abi::MPI_PROC_NULL {
+        return Ok(());
+    }
+    check_epoch(s.windows.get(i).expect("checked"), rank, name)?;
+    let want = match kind {
+        OpKind::Get => 0,
+        OpKind::GetAccumulate if op == PredefinedOp::NoOp => 0,
+        OpKind::CompareAndSwap => 2 * t.count * t.datatype.size(),
+        _ => t.count * t.datatype.size(),
+    };
+    if data.len() != want {
+        return fail(
+            ErrorClass::Type,
+            format!("{name}: {} bytes of origin data for {want} bytes at the target", data.len()),
+        );
+    }
+    let message = rma::encode(kind, op, Some(t), data)?;
+    let (reply, staged) = match result {
+        None => (None, None),
+        Some(r) => {
+            if r.packed_len() != t.count * t.datatype.size() {
+                return fail(
+                    ErrorClass::Type,
+                    format!(
+                        "{name}: a result buffer of {} bytes for {} at the target",
+                        r.packed_len(),
+                        t.count * t.datatype.size()
+                    ),
+                );
+            }
+            // SAFETY: the program's result buffer, which it leaves alone until the operation
+            // completes (§11.3).
+            let (buf, is_staged) = unsafe { r.landing()? };
+            (Some(buf), is_staged.then_some(r))
+        }
+    };
+    let id = entry(s, i).id;
+    let posted = s.world()?.engine.window_op(id, rank, message, reply)?;
+    if let Some(reply) = posted {
+        entry(s, i).pending.push(Pending { reply, target: rank, staged });
+    }
+    Ok(())
+}
+
+/// Completes the results on their way from `target` (every target for `None`): they have
+/// arrived once the synchronisation that completes them has.
+fn complete_pending(s: &mut State, i: usize, target: Option<c_int>) -> Res<()> {
+    let (done, keep): (Vec<Pending>, Vec<Pending>) =
+        std::mem::take(&mut entry(s, i).pending).into_iter().partition(|p| target.is_none_or(|t| p.target == t));
+    entry(s, i).pending = keep;
+    let engine = &mut s.world()?.engine;
+    for p in done {
+        engine.wait(p.reply)?;
+        let completion = engine.take_completion(p.reply);
+        if let (Some(t), Some(c)) = (p.staged, completion) {
+            if let Some(RecvBuf::Owned(bytes)) = c.recv_buf {
+                // SAFETY: the program's result buffer, left alone until now (§11.3).
+                unsafe { t.unpack(&bytes)? };
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends a synchronisation message of `kind` to `target` and waits for its reply: a lock
+/// granted, or everything sent before it applied.
+fn sync_with(s: &mut State, i: usize, kind: OpKind, target: c_int) -> Res<()> {
+    let message = rma::encode(kind, PredefinedOp::NoOp, None, &[])?;
+    let id = entry(s, i).id;
+    let engine = &mut s.world()?.engine;
+    let reply = engine.window_op(id, target, message, Some(RecvBuf::Owned(Vec::new())))?.expect("a reply is posted");
+    engine.wait(reply)?;
+    engine.take_completion(reply);
+    Ok(())
+}
+
+fn check_rank(s: &State, i: usize, rank: c_int) -> Res<()> {
+    let size = s.windows.get(i).expect("checked").comm.size();
+    if !(0..size).contains(&rank) {
+        return fail(ErrorClass::Rank, format!("rank {rank} is not in a window of {size}"));
+    }
+    Ok(())
+}
+
+fn unlock(s: &mut State, i: usize, rank: c_int) -> Res<()> {
+    sync_with(s, i, OpKind::Unlock, rank)?;
+    complete_pending(s, i, Some(rank))
+}
+
+fn flush(s: &mut State, i: usize, rank: Option<c_int>) -> Res<()> {
+    let e = s.windows.get(i).expect("checked");
+    if !e.epochs.lock_all && rank.is_some_and(|r| !e.epochs.locked.contains_key(&r)) {
+        return fail(ErrorClass::RmaSync, "a flush without a lock on the target");
+    }
+    let targets: Vec<c_int> = match rank {
+        Some(r) => vec![r],
+        None if e.epochs.lock_all => (0..e.comm.size()).collect(),
+        None => e.epochs.locked.keys().copied().collect(),
+    };
+    for t in targets {
+        sync_with(s, i, OpKind::Flush, t)?;
+        complete_pending(s, i, Some(t))?;
+    }
+    Ok(())
+}
+
+mpi_fn! {
+    fn Win_create(base: *mut c_void, size: MPI_Aint, disp_unit: c_int, _info: MPI_Info, comm: MPI_Comm, win: *mut MPI_Win) -> c_int {
+        call("MPI_Win_create", Some(comm), |s| {
+            if size > 0 && base.is_null() {
+                return fail(ErrorClass::Arg, "a window of bytes at NULL");
+            }
+            let h = create(s, comm, base as usize, size, disp_unit, abi::MPI_WIN_FLAVOR_CREATE, None)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(win, h) }
+        })
+    }
+
+    fn Win_allocate(size: MPI_Aint, disp_unit: c_int, _info: MPI_Info, comm: MPI_Comm, baseptr: *mut c_void, win: *mut MPI_Win) -> c_int {
+        call("MPI_Win_allocate", Some(comm), |s| {
+            let Ok(len) = usize::try_from(size) else { return fail(ErrorClass::Size, format!("window size {size} is negative")) };
+            let mut memory = vec![0u128; len.div_ceil(16)].into_boxed_slice();
+            let base = memory.as_mut_ptr() as usize;
+            let h = create(s, comm, base, size, disp_unit, abi::MPI_WIN_FLAVOR_ALLOCATE, Some(memory))?;
+            // SAFETY: `baseptr` is a `void **` output argument (§11.2.2).
+            unsafe { out(baseptr as *mut *mut c_void, base as *mut c_void)?; out(win, h) }
+        })
+    }
+
+    fn Win_free(win: *mut MPI_Win) -> c_int {
+        call("MPI_Win_free", None, |s| {
+            if win.is_null() {
+                return fail(ErrorClass::Arg, "NULL window pointer");
+            }
+            // SAFETY: checked non-null; the caller's window handle.
+            let i = win_index(s, unsafe { *win })?;
+            let e = s.windows.get(i).expect("checked");
+            if e.epochs.lock_all || !e.epochs.locked.is_empty() {
+                return fail(ErrorClass::RmaSync, "MPI_Win_free while this process holds a lock on the window");
+            }
+            let id = e.id;
+            // Every member's operations on this window are applied before anyone lets go.
+            s.world()?.engine.window_fence(id)?;
+            complete_pending(s, i, None)?;
+            s.world()?.engine.remove_window(id);
+            s.windows.remove(i);
+            // SAFETY: as above.
+            unsafe { *win = win_null() };
+            Ok(())
+        })
+    }
+
+    fn Win_fence(assert: c_int, win: MPI_Win) -> c_int {
+        win_call("MPI_Win_fence", win, |s, i| {
+            let e = s.windows.get(i).expect("checked");
+            if e.epochs.lock_all || !e.epochs.locked.is_empty() {
+                return fail(ErrorClass::RmaSync, "MPI_Win_fence inside a passive-target epoch");
+            }
+            let id = e.id;
+            s.world()?.engine.window_fence(id)?;
+            complete_pending(s, i, None)?;
+            entry(s, i).epochs.fence = assert & abi::MPI_MODE_NOSUCCEED == 0;
+            Ok(())
+        })
+    }
+
+    fn Put(origin_addr: *const c_void, origin_count: c_int, origin_datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, target_count: c_int, target_datatype: MPI_Datatype, win: MPI_Win) -> c_int {
+        win_call("MPI_Put", win, |s, i| {
+            let t = target_or_null(s, i, target_rank, target_disp, target_count, target_datatype)?;
+            // SAFETY: the program's origin buffer, read during the call.
+            let data = unsafe { Typed::new(s, origin_addr, origin_count, origin_datatype)?.pack()? };
+            issue(s, i, "MPI_Put", OpKind::Put, PredefinedOp::NoOp, target_rank, &t, &data, None)
+        })
+    }
+
+    fn Get(origin_addr: *mut c_void, origin_count: c_int, origin_datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, target_count: c_int, target_datatype: MPI_Datatype, win: MPI_Win) -> c_int {
+        win_call("MPI_Get", win, |s, i| {
+            let t = target_or_null(s, i, target_rank, target_disp, target_count, target_datatype)?;
+            let result = Typed::new(s, origin_addr, origin_count, origin_datatype)?;
+            issue(s, i, "MPI_Get", OpKind::Get, PredefinedOp::NoOp, target_rank, &t, &[], Some(result))
+        })
+    }
+
+    fn Accumulate(origin_addr: *const c_void, origin_count: c_int, origin_datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, target_count: c_int, target_datatype: MPI_Datatype, op: MPI_Op, win: MPI_Win) -> c_int {
+        win_call("MPI_Accumulate", win, |s, i| {
+            let op = predefined_op(s, op)?;
+            let t = target_or_null(s, i, target_rank, target_disp, target_count, target_datatype)?;
+            // SAFETY: the program's origin buffer, read during the call.
+            let data = unsafe { Typed::new(s, origin_addr, origin_count, origin_datatype)?.pack()? };
+            issue(s, i, "MPI_Accumulate", OpKind::Accumulate, op, target_rank, &t, &data, None)
+        })
+    }
+
+    fn Get_accumulate(origin_addr: *const c_void, origin_count: c_int, origin_datatype: MPI_Datatype, result_addr: *mut c_void, result_count: c_int, result_datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, target_count: c_int, target_datatype: MPI_Datatype, op: MPI_Op, win: MPI_Win) -> c_int {
+        win_call("MPI_Get_accumulate", win, |s, i| {
+            let op = predefined_op(s, op)?;
+            let t = target_or_null(s, i, target_rank, target_disp, target_count, target_datatype)?;
+            let data = if op == PredefinedOp::NoOp {
+                Vec::new()
+            } else {
+                // SAFETY: the program's origin buffer, read during the call.
+                unsafe { Typed::new(s, origin_addr, origin_count, origin_datatype)?.pack()? }
+            };
+            let result = Typed::new(s, result_addr, result_count, result_datatype)?;
+            issue(s, i, "MPI_Get_accumulate", OpKind::GetAccumulate, op, target_rank, &t, &data, Some(result))
+        })
+    }
+
+    fn Fetch_and_op(origin_addr: *const c_void, result_addr: *mut c_void, datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, op: MPI_Op, win: MPI_Win) -> c_int {
+        win_call("MPI_Fetch_and_op", win, |s, i| {
+            let op = predefined_op(s, op)?;
+            let t = target_or_null(s, i, target_rank, target_disp, 1, datatype)?;
+            let data = if op == PredefinedOp::NoOp {
+                Vec::new()
+            } else {
+                // SAFETY: the program's origin buffer, read during the call.
+                unsafe { Typed::new(s, origin_addr, 1, datatype)?.pack()? }
+            };
+            let result = Typed::new(s, result_addr, 1, datatype)?;
+            issue(s, i, "MPI_Fetch_and_op", OpKind::GetAccumulate, op, target_rank, &t, &data, Some(result))
+        })
+    }
+
+    fn Compare_and_swap(origin_addr: *const c_void, compare_addr: *const c_void, result_addr: *mut c_void, datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, win: MPI_Win) -> c_int {
+        win_call("MPI_Compare_and_swap", win, |s, i| {
+            let t = target_or_null(s, i, target_rank, target_disp, 1, datatype)?;
+            // SAFETY: the program's origin and compare buffers, read during the call.
+            let mut data = unsafe { Typed::new(s, origin_addr, 1, datatype)?.pack()? };
+            // SAFETY: as above.
+            data.extend(unsafe { Typed::new(s, compare_addr, 1, datatype)?.pack()? });
+            let result = Typed::new(s, result_addr, 1, datatype)?;
+            issue(s, i, "MPI_Compare_and_swap", OpKind::CompareAndSwap, PredefinedOp::NoOp, target_rank, &t, &data, Some(result))
+        })
+    }
+
+    fn Win_lock(lock_type: c_int, rank: c_int, _assert: c_int, win: MPI_Win) -> c_int {
+        win_call("MPI_Win_lock", win, |s, i| {
+            let exclusive = match lock_type {
+                abi::MPI_LOCK_EXCLUSIVE => true,
+                abi::MPI_LOCK_SHARED => false,
+                other => return fail(ErrorClass::Locktype, format!("lock type {other} is neither MPI_LOCK_SHARED nor MPI_LOCK_EXCLUSIVE")),
+            };
+            if rank == abi::MPI_PROC_NULL {
+                return Ok(());
+            }
+            check_rank(s, i, rank)?;
+            let e = s.windows.get(i).expect("checked");
+            if e.epochs.fence || e.epochs.lock_all || e.epochs.locked.contains_key(&rank) {
+                return fail(ErrorClass::RmaSync, format!("MPI_Win_lock of rank {rank} inside another epoch on the window"));
+            }
+            sync_with(s, i, if exclusive { OpKind::LockExclusive } else { OpKind::LockShared }, rank)?;
+            entry(s, i).epochs.locked.insert(rank, exclusive);
+            Ok(())
+        })
+    }
+
+    fn Win_unlock(rank: c_int, win: MPI_Win) -> c_int {
+        win_call("MPI_Win_unlock", win, |s, i| {
+            if rank == abi::MPI_PROC_NULL {
+                return Ok(());
+            }
+            if entry(s, i).epochs.locked.remove(&rank).is_none() {
+                return fail(ErrorClass::RmaSync, format!("MPI_Win_unlock of rank {rank}, which this process has not locked"));
+            }
+            unlock(s, i, rank)
+        })
+    }
+
+    fn Win_lock_all(_assert: c_int, win: MPI_Win) -> c_int {
+        win_call("MPI_Win_lock_all", win, |s, i| {
+            let e = s.windows.get(i).expect("checked");
+            if e.epochs.fence || e.epochs.lock_all || !e.epochs.locked.is_empty() {
+                return fail(ErrorClass::RmaSync, "MPI_Win_lock_all inside another epoch on the window");
+            }
+            for r in 0..e.comm.size() {
+                sync_with(s, i, OpKind::LockShared, r)?;
+            }
+            entry(s, i).epochs.lock_all = true;
+            Ok(())
+        })
+    }
+
+    fn Win_unlock_all(win: MPI_Win) -> c_int {
+        win_call("MPI_Win_unlock_all", win, |s, i| {
+            if !std::mem::take(&mut entry(s, i).epochs.lock_all) {
+                return fail(ErrorClass::RmaSync, "MPI_Win_unlock_all without MPI_Win_lock_all");
+            }
+            for r in 0..entry(s, i).comm.size() {
+                unlock(s, i, r)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn Win_flush(rank: c_int, win: MPI_Win) -> c_int {
+        win_call("MPI_Win_flush", win, |s, i| if rank == abi::MPI_PROC_NULL { Ok(()) } else { flush(s, i, Some(rank)) })
+    }
+
+    fn Win_flush_local(rank: c_int, win: MPI_Win) -> c_int {
+        // Origin data is copied when an operation is issued; a local completion is the
+        // arrival of its results, as for a flush.
+        win_call("MPI_Win_flush_local", win, |s, i| if rank == abi::MPI_PROC_NULL { Ok(()) } else { flush(s, i, Some(rank)) })
+    }
+
+    fn Win_flush_all(win: MPI_Win) -> c_int {
+        win_call("MPI_Win_flush_all", win, |s, i| flush(s, i, None))
+    }
+
+    fn Win_flush_local_all(win: MPI_Win) -> c_int {
+        win_call("MPI_Win_flush_local_all", win, |s, i| flush(s, i, None))
+    }
+
+    fn Win_sync(win: MPI_Win) -> c_int {
+        // The unified memory model (§11.4): public and private copies are one; only the
+        // compiler and the processor must not keep stores back.
+        win_call("MPI_Win_sync", win, |_, _| {
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    fn Win_get_group(win: MPI_Win, group: *mut MPI_Group) -> c_int {
+        win_call("MPI_Win_get_group", win, |s, i| {
+            let g = (*entry(s, i).comm.group).clone();
+            let h = s.new_group(g)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(group, h) }
+        })
+    }
+
+    fn Win_get_attr(win: MPI_Win, win_keyval: c_int, attribute_val: *mut c_void, flag: *mut c_int) -> c_int {
+        win_call("MPI_Win_get_attr", win, |s, i| {
+            let a = &*entry(s, i).attrs;
+            let value: Option<*mut c_void> = match win_keyval {
+                abi::MPI_WIN_BASE => Some(a.base as *mut c_void),
+                abi::MPI_WIN_SIZE => Some(&a.size as *const MPI_Aint as *mut c_void),
+                abi::MPI_WIN_DISP_UNIT => Some(&a.disp_unit as *const c_int as *mut c_void),
+                abi::MPI_WIN_CREATE_FLAVOR => Some(&a.flavor as *const c_int as *mut c_void),
+                abi::MPI_WIN_MODEL => Some(&a.model as *const c_int as *mut c_void),
+                _ => None,
+            };
+            // SAFETY: caller's output arguments: `attribute_val` is a `void **` (§6.7.2).
+            unsafe {
+                if let Some(v) = value {
+                    out(attribute_val as *mut *mut c_void, v)?;
+                }
+                out(flag, c_int::from(value.is_some()))
+            }
+        })
+    }
+
+    fn Win_set_name(win: MPI_Win, win_name: *const c_char) -> c_int {
+        win_call("MPI_Win_set_name", win, |s, i| {
+            if win_name.is_null() {
+                return fail(ErrorClass::Arg, "NULL name");
+            }
+            // SAFETY: a NUL-terminated string (§6.8).
+            let name = unsafe { std::ffi::CStr::from_ptr(win_name) }.to_string_lossy();
+            entry(s, i).name = name.chars().take(abi::MPI_MAX_OBJECT_NAME as usize - 1).collect();
+            Ok(())
+        })
+    }
+
+    fn Win_get_name(win: MPI_Win, win_name: *mut c_char, resultlen: *mut c_int) -> c_int {
+        win_call("MPI_Win_get_name", win, |s, i| {
+            let name = entry(s, i).name.clone();
+            // SAFETY: the buffer has MPI_MAX_OBJECT_NAME bytes (§6.8).
+            let n = unsafe { crate::mem::c_string(win_name, abi::MPI_MAX_OBJECT_NAME as usize, &name)? };
+            // SAFETY: caller's output argument.
+            unsafe { out(resultlen, n) }
+        })
+    }
+
+    fn Win_set_errhandler(win: MPI_Win, errhandler: MPI_Errhandler) -> c_int {
+        win_call("MPI_Win_set_errhandler", win, |s, i| {
+            let p = abi::predefined();
+            let handler = match p.errhandler(errhandler as usize) {
+                Some(abi::PredefErrhandler::ErrorsReturn) => Handler::Return,
+                Some(abi::PredefErrhandler::ErrorsAreFatal) => Handler::Fatal,
+                _ => return fail(ErrorClass::Unsupported, "only MPI_ERRORS_RETURN and MPI_ERRORS_ARE_FATAL are supported on windows"),
+            };
+            entry(s, i).handler = handler;
+            Ok(())
+        })
+    }
+
+    fn Win_get_errhandler(win: MPI_Win, errhandler: *mut MPI_Errhandler) -> c_int {
+        win_call("MPI_Win_get_errhandler", win, |s, i| {
+            let p = abi::predefined();
+            let h = match entry(s, i).handler {
+                Handler::Return => p.errhandler_handle(abi::PredefErrhandler::ErrorsReturn),
+                _ => p.errhandler_handle(abi::PredefErrhandler::ErrorsAreFatal),
+            };
+            // SAFETY: caller's output argument.
+            unsafe { out(errhandler, h as MPI_Errhandler) }
+        })
+    }
+}
+
+/// [`target`], or an unchecked empty one for `MPI_PROC_NULL` (the operation does nothing).
+fn target_or_null(s: &mut State, i: usize, rank: c_int, disp: MPI_Aint, count: c_int, dt: MPI_Datatype) -> Res<Target> {
+    if rank == abi::MPI_PROC_NULL {
+        let datatype = check_buffer(s, count, dt)?;
+        return Ok(Target { offset: 0, count: 0, datatype });
+    }
+    check_rank(s, i, rank)?;
+    target(s, i, rank, disp, count, dt)
+}

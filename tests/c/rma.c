@@ -1,0 +1,190 @@
+/* rma: one-sided communication (§11) on windows of every rank.
+ *   - MPI_Win_create over an int array; fence epochs: Put to the next rank, Get from it,
+ *     Accumulate (MPI_SUM) from everyone into rank 0, with derived datatypes on the origin
+ *     and the target side, and to MPI_PROC_NULL (nothing happens);
+ *   - MPI_Win_allocate with a displacement unit, its attributes (base, size, unit, flavor,
+ *     model), group and name;
+ *   - passive target: an exclusive lock around MPI_Fetch_and_op (a counter every rank
+ *     increments), MPI_Compare_and_swap (exactly one rank wins), lock_all with Put, flush and
+ *     Get_accumulate (MPI_NO_OP reads, MPI_REPLACE writes);
+ *   - errors returned with MPI_ERRORS_RETURN on the window: an operation outside any epoch is
+ *     MPI_ERR_RMA_SYNC, one past the target's window is MPI_ERR_RMA_RANGE. */
+#include "check.h"
+
+static int rank, size;
+
+#define N 16
+
+static void fence_epochs(void)
+{
+    int buf[N];
+    for (int i = 0; i < N; i++)
+        buf[i] = -1;
+    MPI_Win win;
+    MPI_OK(MPI_Win_create(buf, sizeof buf, sizeof(int), MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+    int next = (rank + 1) % size, prev = (rank + size - 1) % size;
+
+    /* Put my rank into slot `rank` of the next rank, and 3 ints of a strided origin into
+     * slots 8..10 of it. */
+    int strided[6] = {100 * rank, -9, 100 * rank + 1, -9, 100 * rank + 2, -9};
+    MPI_Datatype every_other;
+    MPI_OK(MPI_Type_vector(3, 1, 2, MPI_INT, &every_other));
+    MPI_OK(MPI_Type_commit(&every_other));
+    MPI_OK(MPI_Win_fence(MPI_MODE_NOPRECEDE, win));
+    MPI_OK(MPI_Put(&rank, 1, MPI_INT, next, rank, 1, MPI_INT, win));
+    MPI_OK(MPI_Put(strided, 1, every_other, next, 8, 3, MPI_INT, win));
+    MPI_OK(MPI_Put(&rank, 1, MPI_INT, MPI_PROC_NULL, 0, 1, MPI_INT, win));
+    MPI_OK(MPI_Win_fence(0, win));
+    CHECKF(buf[prev] == prev, "slot %d holds %d", prev, buf[prev]);
+    for (int k = 0; k < 3; k++)
+        CHECKF(buf[8 + k] == 100 * prev + k, "slot %d holds %d", 8 + k, buf[8 + k]);
+
+    /* Get them back from the next rank, slots 8 and 10 through a strided target type, into a
+     * contiguous origin. */
+    int got[2] = {-1, -1}, mine = -1;
+    MPI_Datatype two_apart;
+    MPI_OK(MPI_Type_vector(2, 1, 2, MPI_INT, &two_apart));
+    MPI_OK(MPI_Type_commit(&two_apart));
+    MPI_OK(MPI_Get(&mine, 1, MPI_INT, next, rank, 1, MPI_INT, win));
+    MPI_OK(MPI_Get(got, 2, MPI_INT, next, 8, 1, two_apart, win));
+    MPI_OK(MPI_Win_fence(0, win));
+    CHECKF(mine == rank, "got %d back", mine);
+    CHECKF(got[0] == 100 * rank && got[1] == 100 * rank + 2, "got %d %d", got[0], got[1]);
+
+    /* Everyone adds rank + 1 into rank 0's slot 15, twice. */
+    if (rank == 0)
+        buf[15] = 0;
+    MPI_OK(MPI_Win_fence(0, win));
+    int add = rank + 1;
+    MPI_OK(MPI_Accumulate(&add, 1, MPI_INT, 0, 15, 1, MPI_INT, MPI_SUM, win));
+    MPI_OK(MPI_Accumulate(&add, 1, MPI_INT, 0, 15, 1, MPI_INT, MPI_SUM, win));
+    MPI_OK(MPI_Win_fence(MPI_MODE_NOSUCCEED, win));
+    if (rank == 0)
+        CHECKF(buf[15] == size * (size + 1), "sum %d, want %d", buf[15], size * (size + 1));
+    MPI_OK(MPI_Type_free(&every_other));
+    MPI_OK(MPI_Type_free(&two_apart));
+    MPI_OK(MPI_Win_free(&win));
+    CHECK(win == MPI_WIN_NULL);
+}
+
+static void allocated_window(void)
+{
+    long *base = NULL;
+    MPI_Win win;
+    MPI_OK(MPI_Win_allocate(4 * sizeof(long), sizeof(long), MPI_INFO_NULL, MPI_COMM_WORLD, &base, &win));
+    CHECK(base != NULL);
+    void *attr;
+    int flag = 0;
+    MPI_OK(MPI_Win_get_attr(win, MPI_WIN_BASE, &attr, &flag));
+    CHECK(flag && attr == base);
+    MPI_OK(MPI_Win_get_attr(win, MPI_WIN_SIZE, &attr, &flag));
+    CHECK(flag && *(MPI_Aint *)attr == 4 * sizeof(long));
+    MPI_OK(MPI_Win_get_attr(win, MPI_WIN_DISP_UNIT, &attr, &flag));
+    CHECK(flag && *(int *)attr == sizeof(long));
+    MPI_OK(MPI_Win_get_attr(win, MPI_WIN_CREATE_FLAVOR, &attr, &flag));
+    CHECK(flag && *(int *)attr == MPI_WIN_FLAVOR_ALLOCATE);
+    MPI_OK(MPI_Win_get_attr(win, MPI_WIN_MODEL, &attr, &flag));
+    CHECK(flag && *(int *)attr == MPI_WIN_UNIFIED);
+
+    MPI_Group wg, cg;
+    int cmp;
+    MPI_OK(MPI_Win_get_group(win, &wg));
+    MPI_OK(MPI_Comm_group(MPI_COMM_WORLD, &cg));
+    MPI_OK(MPI_Group_compare(wg, cg, &cmp));
+    CHECK(cmp == MPI_IDENT);
+    MPI_OK(MPI_Group_free(&wg));
+    MPI_OK(MPI_Group_free(&cg));
+    char name[MPI_MAX_OBJECT_NAME];
+    int len;
+    MPI_OK(MPI_Win_set_name(win, "halo"));
+    MPI_OK(MPI_Win_get_name(win, name, &len));
+    CHECK(len == 4 && strcmp(name, "halo") == 0);
+
+    /* Displacements count longs: slot 3 of the previous rank gets my rank. */
+    for (int i = 0; i < 4; i++)
+        base[i] = -1;
+    long me = rank;
+    MPI_OK(MPI_Win_fence(0, win));
+    MPI_OK(MPI_Put(&me, 1, MPI_LONG, (rank + size - 1) % size, 3, 1, MPI_LONG, win));
+    MPI_OK(MPI_Win_fence(0, win));
+    CHECKF(base[3] == (rank + 1) % size && base[0] == -1, "slots %ld %ld", base[0], base[3]);
+    MPI_OK(MPI_Win_free(&win));
+}
+
+static void passive_target(void)
+{
+    int *base;
+    MPI_Win win;
+    MPI_OK(MPI_Win_allocate(4 * sizeof(int), sizeof(int), MPI_INFO_NULL, MPI_COMM_WORLD, &base, &win));
+    for (int i = 0; i < 4; i++)
+        base[i] = 0;
+    MPI_OK(MPI_Barrier(MPI_COMM_WORLD));
+
+    /* A counter at rank 0 slot 0, each rank adds one and sees the value before. */
+    int one = 1, before = -1;
+    MPI_OK(MPI_Win_lock(MPI_LOCK_EXCLUSIVE, 0, 0, win));
+    MPI_OK(MPI_Fetch_and_op(&one, &before, MPI_INT, 0, 0, MPI_SUM, win));
+    MPI_OK(MPI_Win_unlock(0, win));
+    CHECKF(before >= 0 && before < size, "fetched %d", before);
+    /* Everyone tries to swap 0 -> rank + 1 in slot 1: one wins. */
+    int mine = rank + 1, zero = 0, old = -1;
+    MPI_OK(MPI_Win_lock(MPI_LOCK_SHARED, 0, 0, win));
+    MPI_OK(MPI_Compare_and_swap(&mine, &zero, &old, MPI_INT, 0, 1, win));
+    MPI_OK(MPI_Win_unlock(0, win));
+    int won = old == 0, winners = 0;
+    MPI_OK(MPI_Allreduce(&won, &winners, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
+    CHECKF(winners == 1, "%d ranks won the swap", winners);
+    if (rank == 0) {
+        CHECKF(base[0] == size, "counter %d", base[0]);
+        CHECKF(base[1] >= 1 && base[1] <= size, "swapped in %d", base[1]);
+    }
+    int befores = 0;
+    MPI_OK(MPI_Allreduce(&before, &befores, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
+    CHECKF(befores == size * (size - 1) / 2, "the counter's old values sum to %d", befores);
+
+    /* lock_all: write slot 2 of the next rank, flush, read it back atomically, replace it. */
+    int next = (rank + 1) % size, seen = -1, replaced = -1, ten = 10 * rank;
+    MPI_OK(MPI_Win_lock_all(0, win));
+    MPI_OK(MPI_Put(&rank, 1, MPI_INT, next, 2, 1, MPI_INT, win));
+    MPI_OK(MPI_Win_flush(next, win));
+    MPI_OK(MPI_Get_accumulate(NULL, 0, MPI_INT, &seen, 1, MPI_INT, next, 2, 1, MPI_INT, MPI_NO_OP, win));
+    MPI_OK(MPI_Win_flush_all(win));
+    CHECKF(seen == rank, "read %d after a flush", seen);
+    MPI_OK(MPI_Get_accumulate(&ten, 1, MPI_INT, &replaced, 1, MPI_INT, next, 2, 1, MPI_INT, MPI_REPLACE, win));
+    MPI_OK(MPI_Win_unlock_all(win));
+    CHECKF(replaced == rank, "replaced %d", replaced);
+    MPI_OK(MPI_Barrier(MPI_COMM_WORLD));
+    int prev = (rank + size - 1) % size;
+    CHECKF(base[2] == 10 * prev, "slot 2 holds %d", base[2]);
+    MPI_OK(MPI_Win_free(&win));
+}
+
+static void errors(void)
+{
+    int buf[4] = {0, 0, 0, 0};
+    MPI_Win win;
+    MPI_OK(MPI_Win_create(buf, sizeof buf, sizeof(int), MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+    MPI_OK(MPI_Win_set_errhandler(win, MPI_ERRORS_RETURN));
+    int cls = -1, x = 1;
+    int rc = MPI_Put(&x, 1, MPI_INT, 0, 0, 1, MPI_INT, win);
+    MPI_OK(MPI_Error_class(rc, &cls));
+    CHECKF(cls == MPI_ERR_RMA_SYNC, "a put outside an epoch: class %d", cls);
+    MPI_OK(MPI_Win_fence(0, win));
+    rc = MPI_Put(&x, 1, MPI_INT, 0, 4, 1, MPI_INT, win);
+    MPI_OK(MPI_Error_class(rc, &cls));
+    CHECKF(cls == MPI_ERR_RMA_RANGE, "a put past the window: class %d", cls);
+    MPI_OK(MPI_Win_fence(0, win));
+    MPI_OK(MPI_Win_free(&win));
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    fence_epochs();
+    allocated_window();
+    passive_target();
+    errors();
+    return finish("rma");
+}
