@@ -239,6 +239,30 @@ fn stress_survives_100_migrations(name: &str, env: &[(&str, &str)], carrier: &st
     }
 }
 
+/// One-sided windows stay open and busy across switches: with 4 ranks putting, accumulating,
+/// locking and reading back all the time, each quiesce finds fence epochs and exclusive locks
+/// under way; the program checks every byte and counter after the 30 switches. Run on shared
+/// memory between the switches, so every resume maps the segments again under open windows.
+#[test]
+fn one_sided_windows_survive_30_migrations() {
+    const RANKS: u32 = 4;
+    let mut job = start_with("switch-rma", RANKS, "rma_stress", &["8"], &[("KAWARIMI_SHM", "1")]);
+    let (mut c, _pids, _coord) = job.ready(RANKS, UP_BOUND);
+    for i in 0..30 {
+        match c.quiesce(Duration::from_secs(30)) {
+            Ok(Reply::SafeToUnplug { .. }) => {}
+            other => panic!("quiesce {i}: {other:?}"),
+        }
+        match c.resume(Duration::from_secs(30), None) {
+            Ok(Reply::Resumed { epoch, .. }) => assert_eq!(epoch, i + 1),
+            other => panic!("resume {i}: {other:?}"),
+        }
+    }
+    drop(c);
+    let (ok, out, err) = job.finish(Duration::from_secs(120));
+    assert!(ok && out.contains("OK rma_stress"), "rma_stress failed across switches:\nstdout:\n{out}\nstderr:\n{err}");
+}
+
 /// One switch that moves the ranks to the hosts `hosts` names (one label per rank, written to
 /// the `KAWARIMI_HOST_ID_FILE` `labels` while the ranks are detached).
 fn switch_to_hosts(c: &mut CtlClient, labels: &Path, hosts: &str) {

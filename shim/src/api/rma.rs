@@ -55,6 +55,9 @@ impl WindowMemory for ExposedMemory {
 struct Epochs {
     /// Between two fences (the last one not `MPI_MODE_NOSUCCEED`).
     fence: bool,
+    /// Operations were issued since the last fence: only then is its epoch real (§11.5.1:
+    /// a fence starts an epoch if operations follow it), and a lock may not start.
+    fence_used: bool,
     /// Targets locked, and whether exclusively.
     locked: BTreeMap<i32, bool>,
     lock_all: bool,
@@ -224,6 +227,8 @@ fn issue(
         return Ok(());
     }
     check_epoch(s.windows.get(i).expect("checked"), rank, name)?;
+    let ep = &mut entry(s, i).epochs;
+    ep.fence_used |= ep.fence && !ep.lock_all && !ep.locked.contains_key(&rank);
     let want = match kind {
         OpKind::Get => 0,
         OpKind::GetAccumulate if op == PredefinedOp::NoOp => 0,
@@ -381,7 +386,9 @@ mpi_fn! {
             let id = e.id;
             s.world()?.engine.window_fence(id)?;
             complete_pending(s, i, None)?;
-            entry(s, i).epochs.fence = assert & abi::MPI_MODE_NOSUCCEED == 0;
+            let ep = &mut entry(s, i).epochs;
+            ep.fence = assert & abi::MPI_MODE_NOSUCCEED == 0;
+            ep.fence_used = false;
             Ok(())
         })
     }
@@ -467,11 +474,15 @@ mpi_fn! {
             }
             check_rank(s, i, rank)?;
             let e = s.windows.get(i).expect("checked");
-            if e.epochs.fence || e.epochs.lock_all || e.epochs.locked.contains_key(&rank) {
+            if e.epochs.fence_used || e.epochs.lock_all || e.epochs.locked.contains_key(&rank) {
                 return fail(ErrorClass::RmaSync, format!("MPI_Win_lock of rank {rank} inside another epoch on the window"));
             }
             sync_with(s, i, if exclusive { OpKind::LockExclusive } else { OpKind::LockShared }, rank)?;
-            entry(s, i).epochs.locked.insert(rank, exclusive);
+            // The fence before started no epoch (no operation followed it); the next
+            // fence-synchronised operation needs a fence again, as in Open MPI.
+            let ep = &mut entry(s, i).epochs;
+            ep.fence = false;
+            ep.locked.insert(rank, exclusive);
             Ok(())
         })
     }
@@ -491,13 +502,15 @@ mpi_fn! {
     fn Win_lock_all(_assert: c_int, win: MPI_Win) -> c_int {
         win_call("MPI_Win_lock_all", win, |s, i| {
             let e = s.windows.get(i).expect("checked");
-            if e.epochs.fence || e.epochs.lock_all || !e.epochs.locked.is_empty() {
+            if e.epochs.fence_used || e.epochs.lock_all || !e.epochs.locked.is_empty() {
                 return fail(ErrorClass::RmaSync, "MPI_Win_lock_all inside another epoch on the window");
             }
             for r in 0..e.comm.size() {
                 sync_with(s, i, OpKind::LockShared, r)?;
             }
-            entry(s, i).epochs.lock_all = true;
+            let ep = &mut entry(s, i).epochs;
+            ep.fence = false;
+            ep.lock_all = true;
             Ok(())
         })
     }
