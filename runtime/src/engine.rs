@@ -15,7 +15,7 @@ use crate::comm::Group;
 
 use crate::core::{Completion, Core, EagerSend, ProbeInfo, RecvBuf, ReqId, SendData, Status};
 use crate::error::{err, ErrorClass, MpiError, MpiResult};
-use crate::rma::Window;
+use crate::rma::{OpKind, Window};
 use crate::sched::Schedule;
 use crate::switch::{Clock, Phase, Reconnect, SwitchShared};
 
@@ -311,6 +311,37 @@ impl Engine {
             Some(w) => w.take_failure(),
             None => Ok(()),
         }
+    }
+
+    /// Sends a post or complete marker (see `crate::rma::OpKind`) to each of `ranks`.
+    pub fn window_markers(&mut self, id: usize, kind: OpKind, ranks: &[i32]) -> MpiResult<()> {
+        match self.windows.get_mut(id).and_then(Option::as_mut) {
+            Some(w) => w.send_markers(&mut self.core, kind, ranks)?,
+            None => return err(ErrorClass::Win, format!("window {id} does not exist")),
+        }
+        self.progress()?;
+        Ok(())
+    }
+
+    /// Takes a post or complete marker from each of `ranks`, waiting for them with `block`
+    /// (`MPI_Win_start`, `MPI_Win_wait`) or not (`MPI_Win_test`); says whether it took them.
+    pub fn window_take_markers(&mut self, id: usize, kind: OpKind, ranks: &[i32], block: bool) -> MpiResult<bool> {
+        let mut taken = false;
+        let mut try_take = |e: &mut Engine| {
+            taken = taken || e.windows.get_mut(id).and_then(Option::as_mut).is_none_or(|w| w.take_markers(kind, ranks));
+            taken
+        };
+        if block {
+            self.block_on(&mut try_take, None)?;
+        } else {
+            self.progress()?;
+            try_take(self);
+        }
+        match self.windows.get_mut(id).and_then(Option::as_mut) {
+            Some(w) => w.take_failure()?,
+            None => return err(ErrorClass::Win, format!("window {id} does not exist")),
+        }
+        Ok(taken)
     }
 
     /// Forgets a window (after its last fence: nothing more arrives for it).
@@ -791,6 +822,16 @@ impl Engine {
             return Ok(());
         }
         self.block_until(|c| c.is_complete(id))
+    }
+
+    /// Blocks until request `id` is no longer pending: complete, or already taken by its
+    /// owner (a one-sided operation's request that a flush must see finished, whether or not
+    /// the program has waited for it).
+    pub fn wait_settled(&mut self, id: ReqId) -> MpiResult<()> {
+        if !self.core.is_pending(id) {
+            return Ok(());
+        }
+        self.block_until(|c| !c.is_pending(id))
     }
 
     // ---------------------------------------------------------------------------------------

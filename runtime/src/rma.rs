@@ -72,10 +72,14 @@ pub enum OpKind {
     LockExclusive = 8,
     Unlock = 9,
     Flush = 10,
+    /// General active target (§11.5.2): a target's `MPI_Win_post` tells each origin of its
+    /// group, an origin's `MPI_Win_complete` tells each target (behind its operations).
+    Post = 11,
+    Complete = 12,
 }
 
 impl OpKind {
-    const ALL: [OpKind; 10] = [
+    const ALL: [OpKind; 12] = [
         OpKind::Put,
         OpKind::Get,
         OpKind::Accumulate,
@@ -86,6 +90,8 @@ impl OpKind {
         OpKind::LockExclusive,
         OpKind::Unlock,
         OpKind::Flush,
+        OpKind::Post,
+        OpKind::Complete,
     ];
 
     fn from_u8(v: u8) -> Option<OpKind> {
@@ -265,6 +271,32 @@ impl LockState {
     }
 }
 
+/// Markers of one kind from each member: arrived, and taken by the calls that wait for them.
+#[derive(Debug)]
+struct Counted {
+    arrived: Vec<u64>,
+    taken: Vec<u64>,
+}
+
+impl Counted {
+    fn new(n: usize) -> Counted {
+        Counted { arrived: vec![0; n], taken: vec![0; n] }
+    }
+
+    fn take(&mut self, ranks: &[i32]) -> bool {
+        let ready = ranks.iter().all(|&r| {
+            let r = r as usize;
+            r < self.arrived.len() && self.arrived[r] > self.taken[r]
+        });
+        if ready {
+            for &r in ranks {
+                self.taken[r as usize] += 1;
+            }
+        }
+        ready
+    }
+}
+
 /// One window at this process: the target side (applying what arrives), and what the origin
 /// side needs to synchronise.
 pub struct Window {
@@ -278,6 +310,10 @@ pub struct Window {
     /// Fence markers applied from each member, and fences this process has entered.
     fences_from: Vec<u64>,
     fences: u64,
+    /// `MPI_Win_post` and `MPI_Win_complete` markers applied from each member, and how
+    /// many of them a start or a wait has taken.
+    posts: Counted,
+    completes: Counted,
     lock: LockState,
     /// The first error met applying an operation: reported by the next synchronisation.
     failed: Option<crate::error::MpiError>,
@@ -300,6 +336,8 @@ impl Window {
             receiving: VecDeque::new(),
             fences_from: vec![0; n],
             fences: 0,
+            posts: Counted::new(n),
+            completes: Counted::new(n),
             lock: LockState::default(),
             failed: None,
         }
@@ -339,6 +377,22 @@ impl Window {
     /// operation sent before it).
     pub fn fence_done(&self) -> bool {
         self.failed.is_some() || self.fences_from.iter().all(|&f| f >= self.fences)
+    }
+
+    /// Sends a marker of `kind` (a post or a complete) to each of `ranks`.
+    pub fn send_markers(&mut self, core: &mut Core, kind: OpKind, ranks: &[i32]) -> MpiResult<()> {
+        let marker = encode(kind, PredefinedOp::NoOp, None, &[])?;
+        for &r in ranks {
+            self.send(core, r, marker.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Takes one post (`OpKind::Post`) or complete marker from each of `ranks` if every one
+    /// has arrived; says whether it did.
+    pub fn take_markers(&mut self, kind: OpKind, ranks: &[i32]) -> bool {
+        let c = if kind == OpKind::Post { &mut self.posts } else { &mut self.completes };
+        c.take(ranks)
     }
 
     /// The first error met applying an operation, if any (taken: reported once).
@@ -407,6 +461,14 @@ impl Window {
                 self.grant_locks(core)
             }
             OpKind::Flush => self.reply(core, origin, Vec::new()),
+            OpKind::Post => {
+                self.posts.arrived[origin as usize] += 1;
+                Ok(())
+            }
+            OpKind::Complete => {
+                self.completes.arrived[origin as usize] += 1;
+                Ok(())
+            }
             _ => {
                 let Some(t) = d.target else { return malformed("a data operation without a target") };
                 let result = self.access(d.kind, d.op, &t, &d.payload);

@@ -7,6 +7,9 @@
  *   - passive target: an exclusive lock around MPI_Fetch_and_op (a counter every rank
  *     increments), MPI_Compare_and_swap (exactly one rank wins), lock_all with Put, flush and
  *     Get_accumulate (MPI_NO_OP reads, MPI_REPLACE writes);
+ *   - general active target: each rank posts to its previous rank and starts on its next,
+ *     puts with MPI_Rput and reads back with MPI_Rget (requests waited for after
+ *     MPI_Win_complete), MPI_Win_wait and MPI_Win_test at the target;
  *   - errors returned with MPI_ERRORS_RETURN on the window: an operation outside any epoch is
  *     MPI_ERR_RMA_SYNC, one past the target's window is MPI_ERR_RMA_RANGE. */
 #include "check.h"
@@ -159,6 +162,47 @@ static void passive_target(void)
     MPI_OK(MPI_Win_free(&win));
 }
 
+static void general_active_target(void)
+{
+    int buf[4] = {-1, -1, -1, -1};
+    MPI_Win win;
+    MPI_OK(MPI_Win_create(buf, sizeof buf, sizeof(int), MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+    int next = (rank + 1) % size, prev = (rank + size - 1) % size;
+    MPI_Group world, to_next, from_prev;
+    MPI_OK(MPI_Comm_group(MPI_COMM_WORLD, &world));
+    MPI_OK(MPI_Group_incl(world, 1, &next, &to_next));
+    MPI_OK(MPI_Group_incl(world, 1, &prev, &from_prev));
+    for (int round = 0; round < 3; round++) {
+        /* The previous rank writes into me; I write into the next rank. */
+        MPI_OK(MPI_Win_post(from_prev, 0, win));
+        MPI_OK(MPI_Win_start(to_next, 0, win));
+        int v[2] = {100 * round + rank, 100 * round + rank + 1}, back[2] = {-1, -1};
+        MPI_Request rq[2];
+        MPI_OK(MPI_Rput(v, 2, MPI_INT, next, 1, 2, MPI_INT, win, &rq[0]));
+        MPI_OK(MPI_Wait(&rq[0], MPI_STATUS_IGNORE));
+        MPI_OK(MPI_Rget(back, 1, MPI_INT, next, 0, 1, MPI_INT, win, &rq[1]));
+        MPI_OK(MPI_Win_complete(win));
+        MPI_OK(MPI_Wait(&rq[1], MPI_STATUS_IGNORE));
+        CHECKF(round == 0 ? back[0] == -1 : back[0] == 100 * (round - 1) + rank + 7,
+               "round %d: read %d from slot 0 of the next rank", round, back[0]);
+        if (round % 2) {
+            int flag = 0;
+            for (int k = 0; k < 100000 && !flag; k++)
+                MPI_OK(MPI_Win_test(win, &flag));
+            CHECK(flag);
+        } else {
+            MPI_OK(MPI_Win_wait(win));
+        }
+        CHECKF(buf[1] == 100 * round + prev && buf[2] == 100 * round + prev + 1, "round %d: %d %d", round, buf[1], buf[2]);
+        buf[0] = 100 * round + prev + 7;
+        MPI_OK(MPI_Barrier(MPI_COMM_WORLD));
+    }
+    MPI_OK(MPI_Group_free(&world));
+    MPI_OK(MPI_Group_free(&to_next));
+    MPI_OK(MPI_Group_free(&from_prev));
+    MPI_OK(MPI_Win_free(&win));
+}
+
 static void errors(void)
 {
     int buf[4] = {0, 0, 0, 0};
@@ -185,6 +229,7 @@ int main(int argc, char **argv)
     fence_epochs();
     allocated_window();
     passive_target();
+    general_active_target();
     errors();
     return finish("rma");
 }

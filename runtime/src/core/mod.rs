@@ -535,6 +535,12 @@ impl Core {
         }
     }
 
+    /// Whether request `id` exists and has not completed (a completed one whose owner took
+    /// it no longer exists).
+    pub fn is_pending(&self, id: ReqId) -> bool {
+        self.requests.get(id).is_some() && !self.is_complete(id)
+    }
+
     /// The status of a completed request, without taking it (`MPI_Request_get_status`).
     pub fn peek_status(&self, id: ReqId) -> Option<Status> {
         if !self.is_complete(id) {

@@ -89,6 +89,18 @@ impl Typed {
         })
     }
 
+    /// Where a receive of this triple lands and what its completion still has to do, for a
+    /// request that completes it (see [`crate::api::p2p::recv_target`]).
+    ///
+    /// # Safety
+    /// As [`Typed::landing`], until the request completes.
+    pub(super) unsafe fn recv_target(
+        &self,
+    ) -> Res<(RecvBuf, kawarimi_runtime::request::Finish<crate::state::CollFinish>)> {
+        // SAFETY: per the contract.
+        unsafe { crate::api::p2p::recv_target(self.addr as *mut c_void, self.count, &self.dt) }
+    }
+
     /// The application's buffer itself when the layout is contiguous.
     ///
     /// # Safety

@@ -18,14 +18,17 @@ use kawarimi_runtime::comm::Comm;
 use kawarimi_runtime::core::{RecvBuf, ReqId};
 use kawarimi_runtime::error::{ErrorClass, MpiResult};
 use kawarimi_runtime::op::PredefinedOp;
+use kawarimi_runtime::request::empty_status;
 use kawarimi_runtime::rma::{self, OpKind, Target, Window, WindowMemory};
 
 use super::coll::Typed;
-use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Datatype, MPI_Errhandler, MPI_Group, MPI_Info, MPI_Op, MPI_Win};
+use crate::abi::{
+    self, MPI_Aint, MPI_Comm, MPI_Datatype, MPI_Errhandler, MPI_Group, MPI_Info, MPI_Op, MPI_Request, MPI_Win,
+};
 use crate::api::p2p::{check_buffer, comm_of};
 use crate::export::call;
 use crate::mem::out;
-use crate::state::{decode, encode, fail, Handler, Kind, OpEntry, Res, State};
+use crate::state::{decode, encode, fail, Handler, Kind, OpEntry, Request, RequestEntry, Res, State};
 
 /// The application's memory exposed in a window (or the memory `MPI_Win_allocate` made).
 struct ExposedMemory {
@@ -61,14 +64,21 @@ struct Epochs {
     /// Targets locked, and whether exclusively.
     locked: BTreeMap<i32, bool>,
     lock_all: bool,
+    /// General active target (§11.5.2): the targets of the access epoch `MPI_Win_start`
+    /// opened, and the origins of the exposure epoch `MPI_Win_post` opened.
+    access: Option<Vec<i32>>,
+    exposure: Option<Vec<i32>>,
 }
 
 /// A result on its way to the origin: the reply's receive, its target, and, when it lands
-/// in a staging buffer, where to unpack it.
+/// in a staging buffer, where to unpack it. The reply of a request-based operation
+/// (`MPI_Rget`, ...) belongs to its request, which completes it; the synchronisation only
+/// waits for it to arrive.
 struct Pending {
     reply: ReqId,
     target: i32,
     staged: Option<Typed>,
+    of_request: bool,
 }
 
 /// A window and what the shim keeps with it.
@@ -197,7 +207,8 @@ fn target(s: &mut State, i: usize, rank: c_int, disp: MPI_Aint, count: c_int, dt
 /// Checks that an operation on `target` is inside an access epoch (§11.5).
 fn check_epoch(e: &WinEntry, target: c_int, name: &str) -> Res<()> {
     let ep = &e.epochs;
-    if ep.fence || ep.lock_all || ep.locked.contains_key(&target) {
+    let started = ep.access.as_ref().is_some_and(|g| g.contains(&target));
+    if ep.fence || ep.lock_all || started || ep.locked.contains_key(&target) {
         return Ok(());
     }
     fail(ErrorClass::RmaSync, format!("{name} outside an access epoch to rank {target} (no fence or lock opened one)"))
@@ -222,9 +233,13 @@ fn issue(
     t: &Target,
     data: &[u8],
     result: Option<Typed>,
+    request: Option<*mut MPI_Request>,
 ) -> Res<()> {
     if rank == abi::MPI_PROC_NULL {
-        return Ok(());
+        return match request {
+            Some(r) => complete_request(s, i, r),
+            None => Ok(()),
+        };
     }
     check_epoch(s.windows.get(i).expect("checked"), rank, name)?;
     let ep = &mut entry(s, i).epochs;
@@ -242,31 +257,45 @@ fn issue(
         );
     }
     let message = rma::encode(kind, op, Some(t), data)?;
-    let (reply, staged) = match result {
-        None => (None, None),
-        Some(r) => {
-            if r.packed_len() != t.count * t.datatype.size() {
-                return fail(
-                    ErrorClass::Type,
-                    format!(
-                        "{name}: a result buffer of {} bytes for {} at the target",
-                        r.packed_len(),
-                        t.count * t.datatype.size()
-                    ),
-                );
-            }
-            // SAFETY: the program's result buffer, which it leaves alone until the operation
-            // completes (§11.3).
-            let (buf, is_staged) = unsafe { r.landing()? };
-            (Some(buf), is_staged.then_some(r))
-        }
+    let Some(r) = result else {
+        let id = entry(s, i).id;
+        s.world()?.engine.window_op(id, rank, message, None)?;
+        // The origin data is copied: a request-based operation is complete at once (§11.3.5).
+        return match request {
+            Some(req) => complete_request(s, i, req),
+            None => Ok(()),
+        };
     };
-    let id = entry(s, i).id;
-    let posted = s.world()?.engine.window_op(id, rank, message, reply)?;
-    if let Some(reply) = posted {
-        entry(s, i).pending.push(Pending { reply, target: rank, staged });
+    let (have, want) = (r.packed_len(), t.count * t.datatype.size());
+    if have != want {
+        return fail(ErrorClass::Type, format!("{name}: a result buffer of {have} bytes for {want} at the target"));
     }
-    Ok(())
+    let id = entry(s, i).id;
+    let Some(req) = request else {
+        // SAFETY: the program's result buffer, which it leaves alone until the operation
+        // completes (§11.3).
+        let (buf, is_staged) = unsafe { r.landing()? };
+        let reply = s.world()?.engine.window_op(id, rank, message, Some(buf))?.expect("a reply is posted");
+        let staged = is_staged.then_some(r);
+        entry(s, i).pending.push(Pending { reply, target: rank, staged, of_request: false });
+        return Ok(());
+    };
+    // SAFETY: as above, until the request completes.
+    let (buf, finish) = unsafe { r.recv_target()? };
+    let reply = s.world()?.engine.window_op(id, rank, message, Some(buf))?.expect("a reply is posted");
+    entry(s, i).pending.push(Pending { reply, target: rank, staged: None, of_request: true });
+    let (comm, handler) = (entry(s, i).comm.clone(), entry(s, i).handler);
+    let h = s.new_request(RequestEntry { req: Request::posted(reply, comm, false, finish), handler })?;
+    // SAFETY: caller's output argument.
+    unsafe { out(req, h) }
+}
+
+/// Gives the program a request that is complete already.
+fn complete_request(s: &mut State, i: usize, request: *mut MPI_Request) -> Res<()> {
+    let (comm, handler) = (entry(s, i).comm.clone(), entry(s, i).handler);
+    let h = s.new_request(RequestEntry { req: Request::complete(empty_status(), comm, false), handler })?;
+    // SAFETY: caller's output argument.
+    unsafe { out(request, h) }
 }
 
 /// Completes the results on their way from `target` (every target for `None`): they have
@@ -277,6 +306,10 @@ fn complete_pending(s: &mut State, i: usize, target: Option<c_int>) -> Res<()> {
     entry(s, i).pending = keep;
     let engine = &mut s.world()?.engine;
     for p in done {
+        if p.of_request {
+            engine.wait_settled(p.reply)?;
+            continue;
+        }
         engine.wait(p.reply)?;
         let completion = engine.take_completion(p.reply);
         if let (Some(t), Some(c)) = (p.staged, completion) {
@@ -362,8 +395,9 @@ mpi_fn! {
             // SAFETY: checked non-null; the caller's window handle.
             let i = win_index(s, unsafe { *win })?;
             let e = s.windows.get(i).expect("checked");
-            if e.epochs.lock_all || !e.epochs.locked.is_empty() {
-                return fail(ErrorClass::RmaSync, "MPI_Win_free while this process holds a lock on the window");
+            let ep = &e.epochs;
+            if ep.lock_all || !ep.locked.is_empty() || ep.access.is_some() || ep.exposure.is_some() {
+                return fail(ErrorClass::RmaSync, "MPI_Win_free inside an epoch (a lock held, or a start or post not ended)");
             }
             let id = e.id;
             // Every member's operations on this window are applied before anyone lets go.
@@ -394,45 +428,45 @@ mpi_fn! {
     }
 
     fn Put(origin_addr: *const c_void, origin_count: c_int, origin_datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, target_count: c_int, target_datatype: MPI_Datatype, win: MPI_Win) -> c_int {
-        win_call("MPI_Put", win, |s, i| {
-            let t = target_or_null(s, i, target_rank, target_disp, target_count, target_datatype)?;
-            // SAFETY: the program's origin buffer, read during the call.
-            let data = unsafe { Typed::new(s, origin_addr, origin_count, origin_datatype)?.pack()? };
-            issue(s, i, "MPI_Put", OpKind::Put, PredefinedOp::NoOp, target_rank, &t, &data, None)
-        })
+        let at = (target_rank, target_disp, target_count, target_datatype);
+        win_call("MPI_Put", win, |s, i| operation(s, i, "MPI_Put", OpKind::Put, None, Some((origin_addr, origin_count, origin_datatype)), None, at, None))
+    }
+
+    fn Rput(origin_addr: *const c_void, origin_count: c_int, origin_datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, target_count: c_int, target_datatype: MPI_Datatype, win: MPI_Win, request: *mut MPI_Request) -> c_int {
+        let at = (target_rank, target_disp, target_count, target_datatype);
+        win_call("MPI_Rput", win, |s, i| operation(s, i, "MPI_Rput", OpKind::Put, None, Some((origin_addr, origin_count, origin_datatype)), None, at, Some(request)))
     }
 
     fn Get(origin_addr: *mut c_void, origin_count: c_int, origin_datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, target_count: c_int, target_datatype: MPI_Datatype, win: MPI_Win) -> c_int {
-        win_call("MPI_Get", win, |s, i| {
-            let t = target_or_null(s, i, target_rank, target_disp, target_count, target_datatype)?;
-            let result = Typed::new(s, origin_addr, origin_count, origin_datatype)?;
-            issue(s, i, "MPI_Get", OpKind::Get, PredefinedOp::NoOp, target_rank, &t, &[], Some(result))
-        })
+        let at = (target_rank, target_disp, target_count, target_datatype);
+        win_call("MPI_Get", win, |s, i| operation(s, i, "MPI_Get", OpKind::Get, None, None, Some((origin_addr, origin_count, origin_datatype)), at, None))
+    }
+
+    fn Rget(origin_addr: *mut c_void, origin_count: c_int, origin_datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, target_count: c_int, target_datatype: MPI_Datatype, win: MPI_Win, request: *mut MPI_Request) -> c_int {
+        let at = (target_rank, target_disp, target_count, target_datatype);
+        win_call("MPI_Rget", win, |s, i| operation(s, i, "MPI_Rget", OpKind::Get, None, None, Some((origin_addr, origin_count, origin_datatype)), at, Some(request)))
     }
 
     fn Accumulate(origin_addr: *const c_void, origin_count: c_int, origin_datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, target_count: c_int, target_datatype: MPI_Datatype, op: MPI_Op, win: MPI_Win) -> c_int {
-        win_call("MPI_Accumulate", win, |s, i| {
-            let op = predefined_op(s, op)?;
-            let t = target_or_null(s, i, target_rank, target_disp, target_count, target_datatype)?;
-            // SAFETY: the program's origin buffer, read during the call.
-            let data = unsafe { Typed::new(s, origin_addr, origin_count, origin_datatype)?.pack()? };
-            issue(s, i, "MPI_Accumulate", OpKind::Accumulate, op, target_rank, &t, &data, None)
-        })
+        let at = (target_rank, target_disp, target_count, target_datatype);
+        win_call("MPI_Accumulate", win, |s, i| operation(s, i, "MPI_Accumulate", OpKind::Accumulate, Some(op), Some((origin_addr, origin_count, origin_datatype)), None, at, None))
+    }
+
+    fn Raccumulate(origin_addr: *const c_void, origin_count: c_int, origin_datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, target_count: c_int, target_datatype: MPI_Datatype, op: MPI_Op, win: MPI_Win, request: *mut MPI_Request) -> c_int {
+        let at = (target_rank, target_disp, target_count, target_datatype);
+        win_call("MPI_Raccumulate", win, |s, i| operation(s, i, "MPI_Raccumulate", OpKind::Accumulate, Some(op), Some((origin_addr, origin_count, origin_datatype)), None, at, Some(request)))
     }
 
     fn Get_accumulate(origin_addr: *const c_void, origin_count: c_int, origin_datatype: MPI_Datatype, result_addr: *mut c_void, result_count: c_int, result_datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, target_count: c_int, target_datatype: MPI_Datatype, op: MPI_Op, win: MPI_Win) -> c_int {
-        win_call("MPI_Get_accumulate", win, |s, i| {
-            let op = predefined_op(s, op)?;
-            let t = target_or_null(s, i, target_rank, target_disp, target_count, target_datatype)?;
-            let data = if op == PredefinedOp::NoOp {
-                Vec::new()
-            } else {
-                // SAFETY: the program's origin buffer, read during the call.
-                unsafe { Typed::new(s, origin_addr, origin_count, origin_datatype)?.pack()? }
-            };
-            let result = Typed::new(s, result_addr, result_count, result_datatype)?;
-            issue(s, i, "MPI_Get_accumulate", OpKind::GetAccumulate, op, target_rank, &t, &data, Some(result))
-        })
+        let (origin, result) = (Some((origin_addr, origin_count, origin_datatype)), Some((result_addr, result_count, result_datatype)));
+        let at = (target_rank, target_disp, target_count, target_datatype);
+        win_call("MPI_Get_accumulate", win, |s, i| operation(s, i, "MPI_Get_accumulate", OpKind::GetAccumulate, Some(op), origin, result, at, None))
+    }
+
+    fn Rget_accumulate(origin_addr: *const c_void, origin_count: c_int, origin_datatype: MPI_Datatype, result_addr: *mut c_void, result_count: c_int, result_datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, target_count: c_int, target_datatype: MPI_Datatype, op: MPI_Op, win: MPI_Win, request: *mut MPI_Request) -> c_int {
+        let (origin, result) = (Some((origin_addr, origin_count, origin_datatype)), Some((result_addr, result_count, result_datatype)));
+        let at = (target_rank, target_disp, target_count, target_datatype);
+        win_call("MPI_Rget_accumulate", win, |s, i| operation(s, i, "MPI_Rget_accumulate", OpKind::GetAccumulate, Some(op), origin, result, at, Some(request)))
     }
 
     fn Fetch_and_op(origin_addr: *const c_void, result_addr: *mut c_void, datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, op: MPI_Op, win: MPI_Win) -> c_int {
@@ -446,7 +480,7 @@ mpi_fn! {
                 unsafe { Typed::new(s, origin_addr, 1, datatype)?.pack()? }
             };
             let result = Typed::new(s, result_addr, 1, datatype)?;
-            issue(s, i, "MPI_Fetch_and_op", OpKind::GetAccumulate, op, target_rank, &t, &data, Some(result))
+            issue(s, i, "MPI_Fetch_and_op", OpKind::GetAccumulate, op, target_rank, &t, &data, Some(result), None)
         })
     }
 
@@ -458,7 +492,78 @@ mpi_fn! {
             // SAFETY: as above.
             data.extend(unsafe { Typed::new(s, compare_addr, 1, datatype)?.pack()? });
             let result = Typed::new(s, result_addr, 1, datatype)?;
-            issue(s, i, "MPI_Compare_and_swap", OpKind::CompareAndSwap, PredefinedOp::NoOp, target_rank, &t, &data, Some(result))
+            issue(s, i, "MPI_Compare_and_swap", OpKind::CompareAndSwap, PredefinedOp::NoOp, target_rank, &t, &data, Some(result), None)
+        })
+    }
+
+    fn Win_post(group: MPI_Group, _assert: c_int, win: MPI_Win) -> c_int {
+        win_call("MPI_Win_post", win, |s, i| {
+            if entry(s, i).epochs.exposure.is_some() {
+                return fail(ErrorClass::RmaSync, "MPI_Win_post while an exposure epoch is open (no MPI_Win_wait yet)");
+            }
+            let ranks = group_ranks(s, i, group)?;
+            let id = entry(s, i).id;
+            s.world()?.engine.window_markers(id, OpKind::Post, &ranks)?;
+            entry(s, i).epochs.exposure = Some(ranks);
+            Ok(())
+        })
+    }
+
+    fn Win_start(group: MPI_Group, _assert: c_int, win: MPI_Win) -> c_int {
+        win_call("MPI_Win_start", win, |s, i| {
+            let ep = &entry(s, i).epochs;
+            if ep.access.is_some() || ep.lock_all || !ep.locked.is_empty() {
+                return fail(ErrorClass::RmaSync, "MPI_Win_start inside another access epoch on the window");
+            }
+            let ranks = group_ranks(s, i, group)?;
+            let id = entry(s, i).id;
+            // Operations may go once every target has posted: before, they could reach
+            // memory the target is still storing to.
+            s.world()?.engine.window_take_markers(id, OpKind::Post, &ranks, true)?;
+            let ep = &mut entry(s, i).epochs;
+            ep.fence = false;
+            ep.access = Some(ranks);
+            Ok(())
+        })
+    }
+
+    fn Win_complete(win: MPI_Win) -> c_int {
+        win_call("MPI_Win_complete", win, |s, i| {
+            let Some(ranks) = entry(s, i).epochs.access.take() else {
+                return fail(ErrorClass::RmaSync, "MPI_Win_complete without MPI_Win_start");
+            };
+            let id = entry(s, i).id;
+            s.world()?.engine.window_markers(id, OpKind::Complete, &ranks)?;
+            for &r in &ranks {
+                complete_pending(s, i, Some(r))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn Win_wait(win: MPI_Win) -> c_int {
+        win_call("MPI_Win_wait", win, |s, i| {
+            let Some(ranks) = entry(s, i).epochs.exposure.take() else {
+                return fail(ErrorClass::RmaSync, "MPI_Win_wait without MPI_Win_post");
+            };
+            let id = entry(s, i).id;
+            s.world()?.engine.window_take_markers(id, OpKind::Complete, &ranks, true)?;
+            Ok(())
+        })
+    }
+
+    fn Win_test(win: MPI_Win, flag: *mut c_int) -> c_int {
+        win_call("MPI_Win_test", win, |s, i| {
+            let Some(ranks) = entry(s, i).epochs.exposure.clone() else {
+                return fail(ErrorClass::RmaSync, "MPI_Win_test without MPI_Win_post");
+            };
+            let id = entry(s, i).id;
+            let done = s.world()?.engine.window_take_markers(id, OpKind::Complete, &ranks, false)?;
+            if done {
+                entry(s, i).epochs.exposure = None;
+            }
+            // SAFETY: caller's output argument.
+            unsafe { out(flag, c_int::from(done)) }
         })
     }
 
@@ -630,6 +735,57 @@ mpi_fn! {
             unsafe { out(errhandler, h as MPI_Errhandler) }
         })
     }
+}
+
+/// The ranks in the window of the members of `group` (§11.5.2's groups are groups of the
+/// window's processes).
+fn group_ranks(s: &State, i: usize, group: MPI_Group) -> Res<Vec<i32>> {
+    let g = s.group(group)?;
+    let comm = &s.windows.get(i).expect("checked").comm;
+    g.members()
+        .iter()
+        .map(|&w| match comm.group.rank_of(w) {
+            Some(r) => Ok(r),
+            None => fail(ErrorClass::Group, format!("world rank {w} of the group is not in the window")),
+        })
+        .collect()
+}
+
+/// An origin or result argument triple: address, count, datatype.
+type Triple<P> = (P, c_int, MPI_Datatype);
+
+/// One operation as its call gives it: the origin data it sends (not read for a `Get` or an
+/// `MPI_NO_OP`), the result buffer its reply lands in, the target `(rank, displacement,
+/// count, datatype)`, and for the request-based forms the request to return.
+#[allow(clippy::too_many_arguments)]
+fn operation(
+    s: &mut State,
+    i: usize,
+    name: &str,
+    kind: OpKind,
+    op: Option<MPI_Op>,
+    origin: Option<Triple<*const c_void>>,
+    result: Option<Triple<*mut c_void>>,
+    (rank, disp, count, dt): (c_int, MPI_Aint, c_int, MPI_Datatype),
+    request: Option<*mut MPI_Request>,
+) -> Res<()> {
+    let op = match op {
+        Some(op) => predefined_op(s, op)?,
+        None => PredefinedOp::NoOp,
+    };
+    let t = target_or_null(s, i, rank, disp, count, dt)?;
+    let data = match origin {
+        Some((addr, n, odt)) if kind != OpKind::GetAccumulate || op != PredefinedOp::NoOp => {
+            // SAFETY: the program's origin buffer, read during the call.
+            unsafe { Typed::new(s, addr, n, odt)?.pack()? }
+        }
+        _ => Vec::new(),
+    };
+    let result = match result {
+        Some((addr, n, rdt)) => Some(Typed::new(s, addr, n, rdt)?),
+        None => None,
+    };
+    issue(s, i, name, kind, op, rank, &t, &data, result, request)
 }
 
 /// [`target`], or an unchecked empty one for `MPI_PROC_NULL` (the operation does nothing).
