@@ -40,6 +40,8 @@ pub enum ErrorClass {
     RmaRange,
     RmaSync,
     RmaFlavor,
+    RmaShared,
+    RmaAttach,
 }
 
 impl ErrorClass {
@@ -76,6 +78,8 @@ impl ErrorClass {
             ErrorClass::RmaRange => "MPI_ERR_RMA_RANGE",
             ErrorClass::RmaSync => "MPI_ERR_RMA_SYNC",
             ErrorClass::RmaFlavor => "MPI_ERR_RMA_FLAVOR",
+            ErrorClass::RmaShared => "MPI_ERR_RMA_SHARED",
+            ErrorClass::RmaAttach => "MPI_ERR_RMA_ATTACH",
         }
     }
 }

@@ -41,15 +41,10 @@ pub const MAX_TARGET_RUNS: usize = 1 << 20;
 
 /// A window's memory at this process, as the target side reaches it.
 pub trait WindowMemory: Send {
-    /// Bytes in the window.
-    fn len(&self) -> usize;
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Runs `f` on the window's bytes.
-    fn with_bytes(&mut self, f: &mut dyn FnMut(&mut [u8]) -> MpiResult<()>) -> MpiResult<()>;
+    /// Runs `f` on the window's bytes `[lo, hi)`, offsets as operations name them (from the
+    /// window's start; in a dynamic window, addresses). `ErrorClass::RmaRange` when they are
+    /// not all the window's.
+    fn with_range(&mut self, lo: usize, hi: usize, f: &mut dyn FnMut(&mut [u8]) -> MpiResult<()>) -> MpiResult<()>;
 }
 
 /// What an operation message asks of its target.
@@ -231,6 +226,12 @@ pub fn decode(mut m: Vec<u8>) -> MpiResult<Decoded> {
     };
     let payload = m.split_off(runs_end);
     Ok(Decoded { kind, op, target, payload })
+}
+
+/// The byte range `[lo, hi)` that `count` elements of `datatype` from `offset` touch
+/// (`lo == hi` when nothing); `RmaRange` when it is not within the address range.
+pub fn span_of(t: &Target) -> MpiResult<(usize, usize)> {
+    check_range(usize::MAX >> 1, t)
 }
 
 /// Checks that `count` elements of `datatype` from byte `offset` lie inside a window of
@@ -506,7 +507,7 @@ impl Window {
     /// Applies one data operation to the memory; returns what goes back to the origin (the
     /// old contents, packed, for the fetching kinds).
     fn access(&mut self, kind: OpKind, op: PredefinedOp, t: &Target, payload: &[u8]) -> MpiResult<Vec<u8>> {
-        check_range(self.memory.len(), t)?;
+        let (lo, hi) = span_of(t)?;
         let total = t.count * t.datatype.size();
         let data_len = match kind {
             OpKind::Get => 0,
@@ -525,8 +526,16 @@ impl Window {
             return err(ErrorClass::Type, "an accumulate's target datatype must be made of one predefined type");
         }
         let mut back = Vec::new();
-        let (offset, count, dt) = (t.offset, t.count, &t.datatype);
-        self.memory.with_bytes(&mut |mem| {
+        if lo == hi {
+            // Nothing touched (no elements, or elements of no data).
+            return Ok(back);
+        }
+        // The memory handed over starts at the buffer's address or the first byte touched,
+        // whichever is lower (a type whose data starts after its origin touches nothing
+        // before), so that the buffer's address has an index in it.
+        let start = lo.min(t.offset);
+        let (offset, count, dt) = (t.offset - start, t.count, &t.datatype);
+        self.memory.with_range(start, hi, &mut |mem| {
             match kind {
                 OpKind::Put => dt.unpack(payload, mem, offset, count)?,
                 OpKind::Get => dt.pack(mem, offset, count, &mut back),

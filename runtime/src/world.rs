@@ -393,15 +393,20 @@ impl World {
         if parent.is_inter() {
             return err(ErrorClass::Comm, "MPI_Comm_split_type of an inter-communicator is not supported");
         }
+        let color = self.host_colours(parent)?[parent.rank as usize];
+        self.comm_split(parent, if participate { color } else { UNDEFINED_COLOR }, key)
+    }
+
+    /// For each member of the intra-communicator `parent` (collective), the rank of the first
+    /// member on the same host: every member shares memory with those of its colour.
+    pub fn host_colours(&mut self, parent: &Comm) -> MpiResult<Vec<i32>> {
         let n = parent.size() as usize;
         let mut name = [0u8; 256];
         let h = self.hostname.as_bytes();
         let len = h.len().min(name.len());
         name[..len].copy_from_slice(&h[..len]);
         let all = coll::allgatherv(&mut self.engine, parent, &name, &vec![name.len(); n])?;
-        // The colour is the parent rank of the first process on the same host.
-        let color = all.iter().position(|b| b[..] == name[..]).expect("own name is present") as i32;
-        self.comm_split(parent, if participate { color } else { UNDEFINED_COLOR }, key)
+        Ok(all.iter().map(|b| all.iter().position(|c| c == b).expect("own name is present") as i32).collect())
     }
 
     /// `MPI_Comm_create_group` (§6.4.2): collective over the members of `group` only, which

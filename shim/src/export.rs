@@ -107,6 +107,8 @@ pub fn class_code(c: ErrorClass) -> c_int {
         E::RmaRange => abi::MPI_ERR_RMA_RANGE,
         E::RmaSync => abi::MPI_ERR_RMA_SYNC,
         E::RmaFlavor => abi::MPI_ERR_RMA_FLAVOR,
+        E::RmaShared => abi::MPI_ERR_RMA_SHARED,
+        E::RmaAttach => abi::MPI_ERR_RMA_ATTACH,
     }
 }
 
@@ -184,6 +186,12 @@ pub fn datatype_query(
     call(name, None, |s| f(&*s.datatype(h)?))
 }
 
+/// Runs `f` under the state's lock for a call that goes on outside it; a failure is raised
+/// as the call's, and its code is the error.
+pub fn locked_query<T>(name: &'static str, f: impl FnOnce(&mut State) -> Res<T>) -> Result<T, c_int> {
+    locked(name, f).map_err(|e| finish(name, None, Err(e)))
+}
+
 /// Runs `f` on the state under its lock.
 fn locked<R>(name: &'static str, f: impl FnOnce(&mut State) -> Res<R>) -> Res<R> {
     if IN_CALL.with(|c| c.replace(true)) {
@@ -236,6 +244,12 @@ pub fn call_errhandler(name: &'static str, comm: abi::MPI_Comm, code: c_int) -> 
         }
         Err(e) => finish(name, Some(comm), Err(e)),
     }
+}
+
+/// `MPI_Win_call_errhandler` and the like: applies `handler`, an object's, to `code`, the
+/// object's handle `object` going to a user handler; returns what the call returns.
+pub fn call_handler_of(name: &'static str, object: abi::MPI_Comm, handler: Handler, code: c_int) -> c_int {
+    raise_code(name, code, || format!("error code {code}, raised by the application"), handler, Some(object))
 }
 
 /// Applies `handler` to error `code` (described by `what`, made only when it is printed)

@@ -229,6 +229,7 @@ pub struct Keyval {
 pub enum AttrObject {
     Comm,
     Datatype,
+    Win,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

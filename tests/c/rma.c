@@ -10,6 +10,12 @@
  *   - general active target: each rank posts to its previous rank and starts on its next,
  *     puts with MPI_Rput and reads back with MPI_Rget (requests waited for after
  *     MPI_Win_complete), MPI_Win_wait and MPI_Win_test at the target;
+ *   - MPI_Win_allocate_shared: each rank's part, written with plain stores, is read with plain
+ *     loads by every rank through MPI_Win_shared_query (real shared memory, parts back to back
+ *     in rank order), and a Put lands in it too;
+ *   - MPI_Win_create_dynamic: memory attached at run time, targeted by its address;
+ *   - window attributes (delete callback run by MPI_Win_free), a user error handler that
+ *     receives the window, MPI_Win_call_errhandler, MPI_Win_set_info/get_info;
  *   - errors returned with MPI_ERRORS_RETURN on the window: an operation outside any epoch is
  *     MPI_ERR_RMA_SYNC, one past the target's window is MPI_ERR_RMA_RANGE. */
 #include "check.h"
@@ -203,6 +209,125 @@ static void general_active_target(void)
     MPI_OK(MPI_Win_free(&win));
 }
 
+static void shared_window(void)
+{
+    MPI_Comm node;
+    MPI_OK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    int nrank, nsize;
+    MPI_Comm_rank(node, &nrank);
+    MPI_Comm_size(node, &nsize);
+    int *mine;
+    MPI_Win win;
+    MPI_OK(MPI_Win_allocate_shared((nrank + 1) * sizeof(int), sizeof(int), MPI_INFO_NULL, node, &mine, &win));
+    int flavor_flag = 0, *flavor;
+    MPI_OK(MPI_Win_get_attr(win, MPI_WIN_CREATE_FLAVOR, &flavor, &flavor_flag));
+    CHECK(flavor_flag && *flavor == MPI_WIN_FLAVOR_SHARED);
+    MPI_OK(MPI_Win_lock_all(0, win));
+    for (int k = 0; k <= nrank; k++)
+        mine[k] = 100 * nrank + k;
+    MPI_OK(MPI_Win_sync(win));
+    MPI_OK(MPI_Barrier(node));
+    MPI_OK(MPI_Win_sync(win));
+    char *prev_end = NULL;
+    for (int r = 0; r < nsize; r++) {
+        MPI_Aint sz;
+        int unit;
+        int *p;
+        MPI_OK(MPI_Win_shared_query(win, r, &sz, &unit, &p));
+        CHECKF(sz == (MPI_Aint)((r + 1) * sizeof(int)) && unit == sizeof(int), "rank %d: %ld bytes, unit %d", r, (long)sz, unit);
+        CHECKF(prev_end == NULL || (char *)p == prev_end, "rank %d's part does not follow the one before", r);
+        prev_end = (char *)p + sz;
+        for (int k = 0; k <= r; k++)
+            CHECKF(p[k] == 100 * r + k, "rank %d's int %d read through shared memory: %d", r, k, p[k]);
+    }
+    MPI_Aint sz0;
+    int unit0, *p0, *first;
+    MPI_OK(MPI_Win_shared_query(win, MPI_PROC_NULL, &sz0, &unit0, &p0));
+    MPI_OK(MPI_Win_shared_query(win, 0, &sz0, &unit0, &first));
+    CHECK(p0 == first);
+    MPI_OK(MPI_Win_unlock_all(win));
+    /* A Put to the next rank's slot 0 lands in the shared memory too. */
+    int next = (nrank + 1) % nsize, v = 7000 + nrank;
+    MPI_OK(MPI_Win_fence(0, win));
+    MPI_OK(MPI_Put(&v, 1, MPI_INT, next, 0, 1, MPI_INT, win));
+    MPI_OK(MPI_Win_fence(0, win));
+    CHECKF(mine[0] == 7000 + (nrank + nsize - 1) % nsize, "slot 0 holds %d", mine[0]);
+    MPI_OK(MPI_Win_free(&win));
+    MPI_OK(MPI_Comm_free(&node));
+}
+
+static void dynamic_window(void)
+{
+    MPI_Win win;
+    MPI_OK(MPI_Win_create_dynamic(MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+    int *mem = malloc(4 * sizeof(int));
+    for (int i = 0; i < 4; i++)
+        mem[i] = -1;
+    MPI_OK(MPI_Win_attach(win, mem, 4 * sizeof(int)));
+    MPI_Aint mine, *all = malloc(size * sizeof(MPI_Aint));
+    MPI_OK(MPI_Get_address(mem, &mine));
+    MPI_OK(MPI_Allgather(&mine, 1, MPI_AINT, all, 1, MPI_AINT, MPI_COMM_WORLD));
+    int next = (rank + 1) % size, prev = (rank + size - 1) % size, v = 500 + rank;
+    MPI_OK(MPI_Win_fence(0, win));
+    MPI_OK(MPI_Put(&v, 1, MPI_INT, next, MPI_Aint_add(all[next], 2 * sizeof(int)), 1, MPI_INT, win));
+    MPI_OK(MPI_Win_fence(0, win));
+    CHECKF(mem[2] == 500 + prev && mem[0] == -1, "attached memory holds %d %d", mem[0], mem[2]);
+    MPI_OK(MPI_Win_detach(win, mem));
+    MPI_OK(MPI_Win_free(&win));
+    free(mem);
+    free(all);
+}
+
+static int deletions, handled_code = -1;
+static MPI_Win handled_win = MPI_WIN_NULL;
+
+static int count_deletion(MPI_Win w, int keyval, void *value, void *extra)
+{
+    (void)w, (void)keyval, (void)extra;
+    CHECK(*(int *)value == 42);
+    deletions++;
+    return MPI_SUCCESS;
+}
+
+static void remember_error(MPI_Win *w, int *code, ...)
+{
+    handled_win = *w;
+    handled_code = *code;
+}
+
+static void attributes_and_handlers(void)
+{
+    int buf[2];
+    MPI_Win win;
+    MPI_OK(MPI_Win_create(buf, sizeof buf, sizeof(int), MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+    int keyval, value = 42, *got, flag = 0;
+    MPI_OK(MPI_Win_create_keyval(MPI_WIN_NULL_COPY_FN, count_deletion, &keyval, NULL));
+    MPI_OK(MPI_Win_set_attr(win, keyval, &value));
+    MPI_OK(MPI_Win_get_attr(win, keyval, &got, &flag));
+    CHECK(flag && got == &value);
+    MPI_Errhandler eh;
+    MPI_OK(MPI_Win_create_errhandler(remember_error, &eh));
+    MPI_OK(MPI_Win_set_errhandler(win, eh));
+    int x = 1;
+    int rc = MPI_Put(&x, 1, MPI_INT, 0, 0, 1, MPI_INT, win);
+    int cls;
+    MPI_OK(MPI_Error_class(rc, &cls));
+    CHECKF(cls == MPI_ERR_RMA_SYNC && handled_win == win, "class %d, handler called for the window: %d", cls, handled_win == win);
+    MPI_OK(MPI_Win_call_errhandler(win, MPI_ERR_OTHER));
+    CHECKF(handled_code == MPI_ERR_OTHER, "handler got %d", handled_code);
+    MPI_Info info, used;
+    MPI_OK(MPI_Info_create(&info));
+    MPI_OK(MPI_Info_set(info, "no_locks", "true"));
+    MPI_OK(MPI_Win_set_info(win, info));
+    MPI_OK(MPI_Win_get_info(win, &used));
+    MPI_OK(MPI_Info_free(&info));
+    MPI_OK(MPI_Info_free(&used));
+    MPI_OK(MPI_Win_free(&win));
+    CHECKF(deletions == 1, "%d deletions at MPI_Win_free", deletions);
+    MPI_OK(MPI_Win_free_keyval(&keyval));
+    MPI_OK(MPI_Errhandler_free(&eh));
+}
+
 static void errors(void)
 {
     int buf[4] = {0, 0, 0, 0};
@@ -230,6 +355,9 @@ int main(int argc, char **argv)
     allocated_window();
     passive_target();
     general_active_target();
+    shared_window();
+    dynamic_window();
+    attributes_and_handlers();
     errors();
     return finish("rma");
 }

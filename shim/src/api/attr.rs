@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use kawarimi_runtime::error::ErrorClass;
 
-use crate::abi::{self, MPI_Comm, MPI_Datatype};
+use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Win};
 use crate::api::p2p::TAG_UB;
 use crate::export::call_around;
 use crate::mem::out;
@@ -36,6 +36,7 @@ const FIRST_USER_KEYVAL: i32 = 1000;
 pub(crate) enum AttrOwner {
     Comm(MPI_Comm),
     Datatype(MPI_Datatype),
+    Win(MPI_Win),
 }
 
 impl AttrOwner {
@@ -43,22 +44,23 @@ impl AttrOwner {
         match self {
             AttrOwner::Comm(_) => AttrObject::Comm,
             AttrOwner::Datatype(_) => AttrObject::Datatype,
+            AttrOwner::Win(_) => AttrObject::Win,
         }
     }
 
-    /// The handle the callbacks receive (both kinds are pointers to opaque objects).
+    /// The handle the callbacks receive (every kind is a pointer to an opaque object).
     pub(crate) fn handle(self) -> *mut c_void {
         match self {
-            AttrOwner::Comm(h) | AttrOwner::Datatype(h) => h,
+            AttrOwner::Comm(h) | AttrOwner::Datatype(h) | AttrOwner::Win(h) => h,
         }
     }
 
     /// The communicator whose error handler takes a failure (§8.3): `None`, the world's,
-    /// for a datatype.
+    /// for a datatype or a window.
     fn comm(self) -> Option<MPI_Comm> {
         match self {
             AttrOwner::Comm(h) => Some(h),
-            AttrOwner::Datatype(_) => None,
+            AttrOwner::Datatype(_) | AttrOwner::Win(_) => None,
         }
     }
 
@@ -66,6 +68,7 @@ impl AttrOwner {
         match self {
             AttrOwner::Comm(_) => "communicator",
             AttrOwner::Datatype(_) => "datatype",
+            AttrOwner::Win(_) => "window",
         }
     }
 
@@ -80,6 +83,7 @@ impl AttrOwner {
                 s.datatype(h)?;
                 Ok(s.type_attrs.entry(h as usize).or_default())
             }
+            AttrOwner::Win(h) => crate::api::rma::win_attrs(s, h),
         }
     }
 
@@ -192,13 +196,13 @@ pub(crate) fn keyval_create(
     let copy_addr = copy.map_or(0, |f| f as usize);
     let copy_kind = match p.callback(copy_addr) {
         _ if copy_addr == 0 => CopyKind::Null,
-        Some(P::CommNullCopyFn | P::NullCopyFn | P::TypeNullCopyFn) => CopyKind::Null,
-        Some(P::CommDupFn | P::DupFn | P::TypeDupFn) => CopyKind::Dup,
+        Some(P::CommNullCopyFn | P::NullCopyFn | P::TypeNullCopyFn | P::WinNullCopyFn) => CopyKind::Null,
+        Some(P::CommDupFn | P::DupFn | P::TypeDupFn | P::WinDupFn) => CopyKind::Dup,
         _ => CopyKind::User,
     };
     let delete_addr = delete.map_or(0, |f| f as usize);
     let delete = match p.callback(delete_addr) {
-        Some(P::CommNullDeleteFn | P::NullDeleteFn | P::TypeNullDeleteFn) => None,
+        Some(P::CommNullDeleteFn | P::NullDeleteFn | P::TypeNullDeleteFn | P::WinNullDeleteFn) => None,
         _ => delete,
     };
     if s.next_keyval < FIRST_USER_KEYVAL {

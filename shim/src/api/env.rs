@@ -303,13 +303,9 @@ mpi_fn! {
 
     fn Comm_get_errhandler(comm: MPI_Comm, errhandler: *mut MPI_Errhandler) -> c_int {
         call("MPI_Comm_get_errhandler", Some(comm), |s| {
-            let h = match s.comm_entry(comm)?.handler {
-                Handler::Fatal => abi::predefined().errhandler_handle(abi::PredefErrhandler::ErrorsAreFatal),
-                Handler::Return => abi::predefined().errhandler_handle(abi::PredefErrhandler::ErrorsReturn),
-                Handler::User(i) => crate::state::encode(crate::state::Kind::Errhandler, i),
-            };
+            let h = handler_handle(s.comm_entry(comm)?.handler);
             // SAFETY: caller's output argument.
-            unsafe { out(errhandler, h as MPI_Errhandler) }
+            unsafe { out(errhandler, h) }
         })
     }
 
@@ -374,7 +370,17 @@ fn add_user_error(s: &mut State, class: Option<c_int>) -> Res<c_int> {
     Ok(code)
 }
 
-fn handler_of(s: &State, h: MPI_Errhandler) -> Res<Handler> {
+/// The handle of an error handler.
+pub(crate) fn handler_handle(h: Handler) -> MPI_Errhandler {
+    let p = abi::predefined();
+    (match h {
+        Handler::Fatal => p.errhandler_handle(abi::PredefErrhandler::ErrorsAreFatal),
+        Handler::Return => p.errhandler_handle(abi::PredefErrhandler::ErrorsReturn),
+        Handler::User(i) => crate::state::encode(crate::state::Kind::Errhandler, i),
+    }) as MPI_Errhandler
+}
+
+pub(crate) fn handler_of(s: &State, h: MPI_Errhandler) -> Res<Handler> {
     let addr = h as usize;
     match abi::predefined().errhandler(addr) {
         Some(abi::PredefErrhandler::ErrorsAreFatal) => Ok(Handler::Fatal),

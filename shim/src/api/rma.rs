@@ -16,40 +16,60 @@ use std::sync::Arc;
 use kawarimi_runtime::coll;
 use kawarimi_runtime::comm::Comm;
 use kawarimi_runtime::core::{RecvBuf, ReqId};
-use kawarimi_runtime::error::{ErrorClass, MpiResult};
+use kawarimi_runtime::error::{err, ErrorClass, MpiResult};
 use kawarimi_runtime::op::PredefinedOp;
 use kawarimi_runtime::request::empty_status;
 use kawarimi_runtime::rma::{self, OpKind, Target, Window, WindowMemory};
+use kawarimi_transports::shm::segment::Segment;
+use parking_lot::Mutex;
 
 use super::coll::Typed;
 use crate::abi::{
     self, MPI_Aint, MPI_Comm, MPI_Datatype, MPI_Errhandler, MPI_Group, MPI_Info, MPI_Op, MPI_Request, MPI_Win,
 };
+use crate::api::attr::{
+    attrs_with_keyvals, del_attr, delete_attrs, free_keyval, get_attr, keyval_create, set_attr, AttrOwner,
+};
+use crate::api::env::{handler_handle, handler_of};
 use crate::api::p2p::{check_buffer, comm_of};
-use crate::export::call;
+use crate::export::{call, call_around};
 use crate::mem::out;
-use crate::state::{decode, encode, fail, Handler, Kind, OpEntry, Request, RequestEntry, Res, State};
+use crate::state::{
+    decode, encode, fail, table_full, AttrObject, Attrs, ErrhandlerFn, Handler, Kind, OpEntry, Request, RequestEntry,
+    Res, State,
+};
 
-/// The application's memory exposed in a window (or the memory `MPI_Win_allocate` made).
-struct ExposedMemory {
-    addr: usize,
-    len: usize,
+/// The memory a window exposes: `len` bytes at `addr` (the program's, or what the window
+/// allocated), or, in a dynamic window, the regions the program attached, where offsets are
+/// addresses (§11.2.4).
+enum ExposedMemory {
+    Fixed { addr: usize, len: usize },
+    Dynamic(Arc<Mutex<Vec<(usize, usize)>>>),
 }
 
 impl WindowMemory for ExposedMemory {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn with_bytes(&mut self, f: &mut dyn FnMut(&mut [u8]) -> MpiResult<()>) -> MpiResult<()> {
-        if self.len == 0 {
-            return f(&mut []);
-        }
-        // SAFETY: the window's memory, `len` bytes at `addr`, which the program gave
-        // MPI_Win_create (or MPI_Win_allocate made) and keeps until MPI_Win_free (§11.2). The
-        // standard makes local accesses that conflict with a remote one in the same epoch
-        // erroneous, so nothing else writes these bytes while an operation is applied.
-        f(unsafe { std::slice::from_raw_parts_mut(self.addr as *mut u8, self.len) })
+    fn with_range(&mut self, lo: usize, hi: usize, f: &mut dyn FnMut(&mut [u8]) -> MpiResult<()>) -> MpiResult<()> {
+        let at = match self {
+            ExposedMemory::Fixed { addr, len } if hi <= *len => *addr + lo,
+            ExposedMemory::Fixed { len, .. } => {
+                return err(ErrorClass::RmaRange, format!("bytes {lo}..{hi} are outside a window of {len}"))
+            }
+            ExposedMemory::Dynamic(regions) => {
+                if !regions.lock().iter().any(|&(a, n)| a <= lo && hi <= a + n) {
+                    return err(
+                        ErrorClass::RmaRange,
+                        format!("addresses {lo:#x}..{hi:#x} are not in one attached region"),
+                    );
+                }
+                lo
+            }
+        };
+        // SAFETY: `hi - lo` bytes of the window's memory, checked above to lie inside what the
+        // program gave MPI_Win_create or attached (and keeps until MPI_Win_free or
+        // MPI_Win_detach), or what the window allocated (§11.2). The standard makes local
+        // accesses that conflict with a remote one in the same epoch erroneous, so nothing
+        // else writes these bytes while an operation is applied.
+        f(unsafe { std::slice::from_raw_parts_mut(at as *mut u8, hi - lo) })
     }
 }
 
@@ -89,13 +109,29 @@ pub struct WinEntry {
     /// The predefined attributes (§11.2.6), at stable addresses: `MPI_Win_get_attr` hands out
     /// pointers to them.
     attrs: Box<WinAttrs>,
-    /// What `MPI_Win_allocate` allocated (16-byte aligned): held, never read, so that it is
-    /// freed with the window and not before.
-    _allocated: Option<Box<[u128]>>,
+    /// The memory the window allocated, if it did: freed with the window and not before.
+    backing: Backing,
     handler: Handler,
     name: String,
+    /// Attributes the program set (§11.2.6), and the info it gave last (§11.2.7).
+    user_attrs: Attrs,
+    info: Vec<(String, String)>,
     epochs: Epochs,
     pending: Vec<Pending>,
+}
+
+/// Where a window's memory comes from.
+enum Backing {
+    /// The program's (`MPI_Win_create`).
+    Program,
+    /// `MPI_Win_allocate`'s, 16-byte aligned (held, never read: it goes with the window).
+    Heap { _memory: Box<[u128]> },
+    /// `MPI_Win_allocate_shared`'s: one segment every member maps, member `r`'s part at
+    /// `offsets[r]`. It stays mapped across a switch: it is the program's memory now.
+    Shared { segment: Segment, offsets: Vec<usize> },
+    /// `MPI_Win_create_dynamic`'s: the regions attached, `(address, bytes)`, shared with the
+    /// engine's side of the window.
+    Dynamic(Arc<Mutex<Vec<(usize, usize)>>>),
 }
 
 #[repr(C)]
@@ -121,9 +157,16 @@ fn win_index(s: &State, win: MPI_Win) -> Res<usize> {
     }
 }
 
-/// Runs a call on window `win`; its errors go to the window's error handler.
+/// The attributes set on window `h` (for `crate::api::attr`).
+pub(crate) fn win_attrs(s: &mut State, h: MPI_Win) -> Res<&mut Attrs> {
+    let i = win_index(s, h)?;
+    Ok(&mut entry(s, i).user_attrs)
+}
+
+/// Runs a call on window `win`; its errors go to the window's error handler (a user handler
+/// receives the window).
 fn win_call(name: &'static str, win: MPI_Win, f: impl FnOnce(&mut State, usize) -> Res<()>) -> c_int {
-    call(name, None, |s| {
+    call(name, Some(win as MPI_Comm), |s| {
         let i = win_index(s, win)?;
         let handler = s.windows.get(i).expect("checked").handler;
         f(s, i).map_err(|mut e| {
@@ -147,7 +190,7 @@ fn create(
     size: MPI_Aint,
     disp_unit: c_int,
     flavor: c_int,
-    allocated: Option<Box<[u128]>>,
+    backing: Backing,
 ) -> Res<MPI_Win> {
     let (c, _) = comm_of(s, comm)?;
     if c.is_inter() {
@@ -166,16 +209,21 @@ fn create(
     let word = |b: &[u8], k: usize| u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().expect("8 bytes")) as usize;
     let sizes = all.iter().map(|b| word(b, 0)).collect();
     let units = all.iter().map(|b| word(b, 1)).collect();
-    let memory = Box::new(ExposedMemory { addr: base, len });
+    let memory = Box::new(match &backing {
+        Backing::Dynamic(regions) => ExposedMemory::Dynamic(regions.clone()),
+        _ => ExposedMemory::Fixed { addr: base, len },
+    });
     let id = w.engine.add_window(Window::new(wc.clone(), sizes, units, memory));
     let attrs = Box::new(WinAttrs { base, size, disp_unit, flavor, model: abi::MPI_WIN_UNIFIED });
     let e = WinEntry {
         id,
         comm: wc,
         attrs,
-        _allocated: allocated,
+        backing,
         handler: Handler::Fatal,
         name: String::new(),
+        user_attrs: Attrs::default(),
+        info: Vec::new(),
         epochs: Epochs::default(),
         pending: Vec::new(),
     };
@@ -200,7 +248,12 @@ fn target(s: &mut State, i: usize, rank: c_int, disp: MPI_Aint, count: c_int, dt
         return fail(ErrorClass::RmaRange, format!("displacement {disp} is outside the target's window"));
     };
     let t = Target { offset, count: count as usize, datatype };
-    rma::check_range(w.sizes[r], &t)?;
+    if e.attrs.flavor == abi::MPI_WIN_FLAVOR_DYNAMIC {
+        // Only the target knows what it has attached; it checks.
+        rma::span_of(&t)?;
+    } else {
+        rma::check_range(w.sizes[r], &t)?;
+    }
     Ok(t)
 }
 
@@ -370,7 +423,7 @@ mpi_fn! {
             if size > 0 && base.is_null() {
                 return fail(ErrorClass::Arg, "a window of bytes at NULL");
             }
-            let h = create(s, comm, base as usize, size, disp_unit, abi::MPI_WIN_FLAVOR_CREATE, None)?;
+            let h = create(s, comm, base as usize, size, disp_unit, abi::MPI_WIN_FLAVOR_CREATE, Backing::Program)?;
             // SAFETY: caller's output argument.
             unsafe { out(win, h) }
         })
@@ -381,19 +434,107 @@ mpi_fn! {
             let Ok(len) = usize::try_from(size) else { return fail(ErrorClass::Size, format!("window size {size} is negative")) };
             let mut memory = vec![0u128; len.div_ceil(16)].into_boxed_slice();
             let base = memory.as_mut_ptr() as usize;
-            let h = create(s, comm, base, size, disp_unit, abi::MPI_WIN_FLAVOR_ALLOCATE, Some(memory))?;
+            let h = create(s, comm, base, size, disp_unit, abi::MPI_WIN_FLAVOR_ALLOCATE, Backing::Heap { _memory: memory })?;
             // SAFETY: `baseptr` is a `void **` output argument (§11.2.2).
             unsafe { out(baseptr as *mut *mut c_void, base as *mut c_void)?; out(win, h) }
         })
     }
 
-    fn Win_free(win: *mut MPI_Win) -> c_int {
-        call("MPI_Win_free", None, |s| {
-            if win.is_null() {
-                return fail(ErrorClass::Arg, "NULL window pointer");
+    fn Win_allocate_shared(size: MPI_Aint, disp_unit: c_int, _info: MPI_Info, comm: MPI_Comm, baseptr: *mut c_void, win: *mut MPI_Win) -> c_int {
+        call("MPI_Win_allocate_shared", Some(comm), |s| {
+            let (segment, offsets) = shared_segment(s, comm, size)?;
+            let (c, _) = comm_of(s, comm)?;
+            let base = segment.as_ptr() as usize + offsets[c.rank as usize];
+            let backing = Backing::Shared { segment, offsets };
+            let h = create(s, comm, base, size, disp_unit, abi::MPI_WIN_FLAVOR_SHARED, backing)?;
+            // SAFETY: `baseptr` is a `void **` output argument (§11.2.3).
+            unsafe { out(baseptr as *mut *mut c_void, base as *mut c_void)?; out(win, h) }
+        })
+    }
+
+    fn Win_create_dynamic(_info: MPI_Info, comm: MPI_Comm, win: *mut MPI_Win) -> c_int {
+        call("MPI_Win_create_dynamic", Some(comm), |s| {
+            let backing = Backing::Dynamic(Arc::new(Mutex::new(Vec::new())));
+            let h = create(s, comm, 0, 0, 1, abi::MPI_WIN_FLAVOR_DYNAMIC, backing)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(win, h) }
+        })
+    }
+
+    fn Win_attach(win: MPI_Win, base: *mut c_void, size: MPI_Aint) -> c_int {
+        win_call("MPI_Win_attach", win, |s, i| {
+            let Backing::Dynamic(regions) = &entry(s, i).backing else {
+                return fail(ErrorClass::RmaFlavor, "MPI_Win_attach to a window not made by MPI_Win_create_dynamic");
+            };
+            let Ok(len) = usize::try_from(size) else { return fail(ErrorClass::Size, format!("size {size} is negative")) };
+            if len > 0 && base.is_null() {
+                return fail(ErrorClass::Arg, "attaching bytes at NULL");
             }
-            // SAFETY: checked non-null; the caller's window handle.
-            let i = win_index(s, unsafe { *win })?;
+            let (a, mut regions) = (base as usize, regions.lock());
+            if regions.iter().any(|&(b, n)| a < b + n && b < a + len) {
+                return fail(ErrorClass::RmaAttach, format!("{len} bytes at {a:#x} overlap a region already attached"));
+            }
+            regions.push((a, len));
+            Ok(())
+        })
+    }
+
+    fn Win_detach(win: MPI_Win, base: *const c_void) -> c_int {
+        win_call("MPI_Win_detach", win, |s, i| {
+            let Backing::Dynamic(regions) = &entry(s, i).backing else {
+                return fail(ErrorClass::RmaFlavor, "MPI_Win_detach from a window not made by MPI_Win_create_dynamic");
+            };
+            let mut regions = regions.lock();
+            match regions.iter().position(|&(a, _)| a == base as usize) {
+                Some(k) => {
+                    regions.swap_remove(k);
+                    Ok(())
+                }
+                None => fail(ErrorClass::RmaAttach, format!("no region attached at {:#x}", base as usize)),
+            }
+        })
+    }
+
+    fn Win_shared_query(win: MPI_Win, rank: c_int, size: *mut MPI_Aint, disp_unit: *mut c_int, baseptr: *mut c_void) -> c_int {
+        win_call("MPI_Win_shared_query", win, |s, i| {
+            let e = s.windows.get(i).expect("checked");
+            let Backing::Shared { segment, offsets } = &e.backing else {
+                return fail(ErrorClass::RmaFlavor, "MPI_Win_shared_query of a window not made by MPI_Win_allocate_shared");
+            };
+            let w = s.world.as_ref().expect("initialised").engine.window(e.id)?;
+            // MPI_PROC_NULL: the first member whose part is not empty (§11.2.3).
+            let r = if rank == abi::MPI_PROC_NULL {
+                w.sizes.iter().position(|&n| n > 0).unwrap_or(0)
+            } else {
+                match usize::try_from(rank).ok().filter(|&r| r < w.sizes.len()) {
+                    Some(r) => r,
+                    None => return fail(ErrorClass::Rank, format!("rank {rank} is not in a window of {}", w.sizes.len())),
+                }
+            };
+            let (n, unit, at) = (w.sizes[r], w.disp_units[r], segment.as_ptr() as usize + offsets[r]);
+            // SAFETY: caller's output arguments; `baseptr` is a `void **`.
+            unsafe {
+                out(size, n as MPI_Aint)?;
+                out(disp_unit, unit as c_int)?;
+                out(baseptr as *mut *mut c_void, at as *mut c_void)
+            }
+        })
+    }
+
+    fn Win_free(win: *mut MPI_Win) -> c_int {
+        if win.is_null() {
+            return call("MPI_Win_free", None, |_| fail(ErrorClass::Arg, "NULL window pointer"));
+        }
+        // SAFETY: checked non-null; the caller's window handle.
+        let h = unsafe { *win };
+        // The attributes' delete callbacks run first, outside the lock (§11.2.6).
+        call_around(
+            "MPI_Win_free",
+            Some(h as MPI_Comm),
+            |s| attrs_with_keyvals(s, AttrOwner::Win(h)),
+            |attrs| delete_attrs(AttrOwner::Win(h), attrs),
+            |s, ()| {
+            let i = win_index(s, h)?;
             let e = s.windows.get(i).expect("checked");
             let ep = &e.epochs;
             if ep.lock_all || !ep.locked.is_empty() || ep.access.is_some() || ep.exposure.is_some() {
@@ -408,7 +549,68 @@ mpi_fn! {
             // SAFETY: as above.
             unsafe { *win = win_null() };
             Ok(())
+            },
+        )
+    }
+
+    fn Win_set_info(win: MPI_Win, info: MPI_Info) -> c_int {
+        win_call("MPI_Win_set_info", win, |s, i| {
+            // No hint changes kawarimi's behaviour; they are kept for MPI_Win_get_info.
+            let pairs = s.info_pairs(info)?;
+            entry(s, i).info = pairs;
+            Ok(())
         })
+    }
+
+    fn Win_get_info(win: MPI_Win, info_used: *mut MPI_Info) -> c_int {
+        win_call("MPI_Win_get_info", win, |s, i| {
+            let pairs = entry(s, i).info.clone();
+            let h = s.new_info(pairs)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(info_used, h) }
+        })
+    }
+
+    fn Win_create_keyval(win_copy_attr_fn: Option<abi::MPI_Win_copy_attr_function>, win_delete_attr_fn: Option<abi::MPI_Win_delete_attr_function>, win_keyval: *mut c_int, extra_state: *mut c_void) -> c_int {
+        // Windows are never duplicated, so the copy callback is kept but never called. (The
+        // window callbacks have the communicator ones' type: both handles are pointers.)
+        let (copy, delete) = (win_copy_attr_fn, win_delete_attr_fn);
+        call("MPI_Win_create_keyval", None, |s| keyval_create(s, AttrObject::Win, copy, delete, win_keyval, extra_state))
+    }
+
+    fn Win_free_keyval(win_keyval: *mut c_int) -> c_int {
+        call("MPI_Win_free_keyval", None, |s| free_keyval(s, AttrObject::Win, win_keyval))
+    }
+
+    fn Win_set_attr(win: MPI_Win, win_keyval: c_int, attribute_val: *mut c_void) -> c_int {
+        set_attr("MPI_Win_set_attr", AttrOwner::Win(win), win_keyval, attribute_val as usize)
+    }
+
+    fn Win_delete_attr(win: MPI_Win, win_keyval: c_int) -> c_int {
+        del_attr("MPI_Win_delete_attr", AttrOwner::Win(win), win_keyval)
+    }
+
+    fn Win_create_errhandler(win_errhandler_fn: Option<abi::MPI_Win_errhandler_function>, errhandler: *mut MPI_Errhandler) -> c_int {
+        call("MPI_Win_create_errhandler", None, |s| {
+            let Some(f) = win_errhandler_fn else { return fail(ErrorClass::Arg, "NULL error handler function") };
+            // A window handler has a communicator handler's type (both handles are pointers);
+            // kawarimi calls it with a pointer to the window's handle.
+            let i = s.errhandlers.insert(ErrhandlerFn::C(f)).ok_or_else(|| table_full("error handlers"))?;
+            let h = encode(Kind::Errhandler, i) as MPI_Errhandler;
+            // SAFETY: caller's output argument.
+            unsafe { out(errhandler, h) }
+        })
+    }
+
+    fn Win_call_errhandler(win: MPI_Win, errorcode: c_int) -> c_int {
+        let handler = crate::export::locked_query("MPI_Win_call_errhandler", |s| Ok(entry(s, win_index(s, win)?).handler));
+        match handler {
+            Ok(handler) => {
+                crate::export::call_handler_of("MPI_Win_call_errhandler", win as MPI_Comm, handler, errorcode);
+                abi::MPI_SUCCESS
+            }
+            Err(code) => code,
+        }
     }
 
     fn Win_fence(assert: c_int, win: MPI_Win) -> c_int {
@@ -677,7 +879,8 @@ mpi_fn! {
                 abi::MPI_WIN_DISP_UNIT => Some(&a.disp_unit as *const c_int as *mut c_void),
                 abi::MPI_WIN_CREATE_FLAVOR => Some(&a.flavor as *const c_int as *mut c_void),
                 abi::MPI_WIN_MODEL => Some(&a.model as *const c_int as *mut c_void),
-                _ => None,
+                // SAFETY: §11.2.6's output arguments.
+                _ => return unsafe { get_attr(s, AttrOwner::Win(win), win_keyval, attribute_val, flag) },
             };
             // SAFETY: caller's output arguments: `attribute_val` is a `void **` (§6.7.2).
             unsafe {
@@ -713,28 +916,81 @@ mpi_fn! {
 
     fn Win_set_errhandler(win: MPI_Win, errhandler: MPI_Errhandler) -> c_int {
         win_call("MPI_Win_set_errhandler", win, |s, i| {
-            let p = abi::predefined();
-            let handler = match p.errhandler(errhandler as usize) {
-                Some(abi::PredefErrhandler::ErrorsReturn) => Handler::Return,
-                Some(abi::PredefErrhandler::ErrorsAreFatal) => Handler::Fatal,
-                _ => return fail(ErrorClass::Unsupported, "only MPI_ERRORS_RETURN and MPI_ERRORS_ARE_FATAL are supported on windows"),
-            };
-            entry(s, i).handler = handler;
+            entry(s, i).handler = handler_of(s, errhandler)?;
             Ok(())
         })
     }
 
     fn Win_get_errhandler(win: MPI_Win, errhandler: *mut MPI_Errhandler) -> c_int {
         win_call("MPI_Win_get_errhandler", win, |s, i| {
-            let p = abi::predefined();
-            let h = match entry(s, i).handler {
-                Handler::Return => p.errhandler_handle(abi::PredefErrhandler::ErrorsReturn),
-                _ => p.errhandler_handle(abi::PredefErrhandler::ErrorsAreFatal),
-            };
+            let h = handler_handle(entry(s, i).handler);
             // SAFETY: caller's output argument.
-            unsafe { out(errhandler, h as MPI_Errhandler) }
+            unsafe { out(errhandler, h) }
         })
     }
+}
+
+/// The shared segment of `MPI_Win_allocate_shared` (collective over `comm`): every member's
+/// part back to back in rank order (the standard's default contiguous layout), created by
+/// rank 0, mapped by the others, and its name removed once all have it. Refused with
+/// MPI_ERR_RMA_SHARED unless every member is on this host.
+fn shared_segment(s: &mut State, comm: MPI_Comm, size: MPI_Aint) -> Res<(Segment, Vec<usize>)> {
+    let (c, _) = comm_of(s, comm)?;
+    if c.is_inter() {
+        return fail(ErrorClass::Comm, "a window needs an intra-communicator");
+    }
+    let Ok(len) = usize::try_from(size) else {
+        return fail(ErrorClass::Size, format!("window size {size} is negative"));
+    };
+    let w = s.world()?;
+    if w.host_colours(&c)?.iter().any(|&h| h != 0) {
+        return fail(
+            ErrorClass::RmaShared,
+            "MPI_Win_allocate_shared needs every process of the communicator on one host",
+        );
+    }
+    let n = c.size() as usize;
+    let lens = coll::allgatherv(&mut w.engine, &c, &(len as u64).to_le_bytes(), &vec![8; n])?;
+    let mut offsets = Vec::with_capacity(n);
+    let mut total = 0usize;
+    for l in &lens {
+        offsets.push(total);
+        total += u64::from_le_bytes(l[..8].try_into().expect("8 bytes")) as usize;
+    }
+    // Rank 0 names the segment (or why it could not make one) to everyone.
+    let mut made = None;
+    let mut name = [0u8; 256];
+    if c.rank == 0 {
+        let text = match Segment::create(&format!("win{}", std::process::id()), total.max(1)) {
+            Ok(seg) => {
+                let t = format!("ok {}", seg.name());
+                made = Some(seg);
+                t
+            }
+            Err(e) => format!("error {e}"),
+        };
+        let b = text.as_bytes();
+        name[..b.len().min(255)].copy_from_slice(&b[..b.len().min(255)]);
+    }
+    coll::bcast(&mut w.engine, &c, 0, &mut name)?;
+    let text = String::from_utf8_lossy(&name).trim_end_matches('\0').to_string();
+    let opened = match (made, text.strip_prefix("ok ")) {
+        (Some(seg), _) => Ok(seg),
+        (None, Some(seg_name)) => Segment::open(seg_name, total.max(1)).map_err(|e| e.to_string()),
+        (None, None) => Err(text.clone()),
+    };
+    // Everyone says whether it has the segment: all go on, or all fail.
+    let flag = [u8::from(opened.is_ok())];
+    let flags = coll::allgatherv(&mut w.engine, &c, &flag, &vec![1; n])?;
+    let mut segment = match opened {
+        Ok(seg) if flags.iter().all(|f| f[0] == 1) => seg,
+        Ok(_) => return fail(ErrorClass::RmaShared, "another process could not map the shared window's segment"),
+        Err(e) => return fail(ErrorClass::RmaShared, format!("the shared window's segment: {e}")),
+    };
+    segment
+        .unlink()
+        .or_else(|e| fail(ErrorClass::RmaShared, format!("removing the shared window segment's name: {e}")))?;
+    Ok((segment, offsets))
 }
 
 /// The ranks in the window of the members of `group` (§11.5.2's groups are groups of the
