@@ -131,3 +131,20 @@ mod kawarimi_run {
         p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
         topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, conformance, neighbor, rma);
 }
+
+/// A passive-target operation on a rank that computes for 3 s without calling MPI completes
+/// long before the computation ends: kawarimi's progress thread applies it. The bound (1 s)
+/// only separates "progresses" from "waits for the target" (without the thread it took 2.7 s).
+#[test]
+fn passive_target_progresses_while_the_target_computes() {
+    let exe = kawarimi_tests::compiled("rma_progress", build_dir());
+    let out = kawarimi_tests::run_in(
+        &exe,
+        &["1000"],
+        None,
+        &kawarimi_tests::mode(ModeKind::Kawarimi),
+        3,
+        Duration::from_secs(60),
+    );
+    assert!(out.success() && out.stdout.contains("OK rma_progress"), "{}", out.report());
+}

@@ -3,6 +3,12 @@
 //! here are the handles, the arguments, the application's memory, and the access epochs
 //! that say which operations are allowed when (§11.5).
 //!
+//! A target must apply what arrives even while its program computes without calling MPI (a
+//! passive-target `Get` must not wait for the target's next MPI call): while windows exist, a
+//! progress thread takes the state whenever the program is outside MPI and runs one progress
+//! round, polling every 100 us after a round that did something and backing off to every 2 ms
+//! when idle (a program inside MPI progresses the windows itself).
+//!
 //! An operation's origin data is packed into the message, so the origin buffer is free as
 //! soon as the call returns. The result of a `Get` (and of the fetching operations) is
 //! received straight into the origin buffer when it is contiguous, else into a staging
@@ -11,7 +17,9 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use kawarimi_runtime::coll;
 use kawarimi_runtime::comm::Comm;
@@ -36,7 +44,7 @@ use crate::export::{call, call_around};
 use crate::mem::out;
 use crate::state::{
     decode, encode, fail, table_full, AttrObject, Attrs, ErrhandlerFn, Handler, Kind, OpEntry, Request, RequestEntry,
-    Res, State,
+    Res, State, STATE,
 };
 
 /// The memory a window exposes: `len` bytes at `addr` (the program's, or what the window
@@ -157,6 +165,44 @@ fn win_index(s: &State, win: MPI_Win) -> Res<usize> {
     }
 }
 
+/// Whether the progress thread (see the module doc) runs.
+static PROGRESS_THREAD: AtomicBool = AtomicBool::new(false);
+
+/// Starts the progress thread unless it runs. Called with the state held, as the thread
+/// decides to end with it held: a window made meanwhile always finds it running or starts it.
+fn ensure_progress_thread() {
+    if PROGRESS_THREAD.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("kawarimi-rma-progress".into()).spawn(progress_loop);
+    if spawned.is_err() {
+        // Without it, windows still progress whenever the program calls MPI.
+        PROGRESS_THREAD.store(false, Ordering::SeqCst);
+    }
+}
+
+fn progress_loop() {
+    const BUSY: Duration = Duration::from_micros(100);
+    const IDLE: Duration = Duration::from_millis(2);
+    let mut pause = BUSY;
+    loop {
+        std::thread::sleep(pause);
+        // Held by the program: it is inside MPI, which progresses the windows itself.
+        let Some(mut guard) = STATE.try_lock() else {
+            pause = IDLE;
+            continue;
+        };
+        let live = guard.as_mut().filter(|s| s.windows.live() > 0).and_then(|s| s.world.as_mut());
+        let Some(w) = live else {
+            PROGRESS_THREAD.store(false, Ordering::SeqCst);
+            return;
+        };
+        // A failure stays recorded in the engine: the program meets it at its next call.
+        let did_work = w.engine.progress().unwrap_or(false);
+        pause = if did_work { BUSY } else { (pause * 2).min(IDLE) };
+    }
+}
+
 /// The attributes set on window `h` (for `crate::api::attr`).
 pub(crate) fn win_attrs(s: &mut State, h: MPI_Win) -> Res<&mut Attrs> {
     let i = win_index(s, h)?;
@@ -214,6 +260,7 @@ fn create(
         _ => ExposedMemory::Fixed { addr: base, len },
     });
     let id = w.engine.add_window(Window::new(wc.clone(), sizes, units, memory));
+    ensure_progress_thread();
     let attrs = Box::new(WinAttrs { base, size, disp_unit, flavor, model: abi::MPI_WIN_UNIFIED });
     let e = WinEntry {
         id,
