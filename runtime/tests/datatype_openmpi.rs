@@ -300,3 +300,25 @@ fn elements_of_pair_types_count_both_members() {
     let si = Datatype::contiguous(4, &p(Primitive::ShortInt)).unwrap();
     assert_eq!(si.elements_in(12), Some(4));
 }
+
+#[test]
+fn external32_reverses_each_number_on_its_own() {
+    // MPI_DOUBLE_INT packs as a double then an int; a complex as two floats.
+    let di = p(Primitive::DoubleInt);
+    let mut packed: Vec<u8> = (1..=12).collect();
+    di.swap_external32(&mut packed);
+    assert_eq!(packed, [8, 7, 6, 5, 4, 3, 2, 1, 12, 11, 10, 9]);
+    let c = Datatype::contiguous(2, &p(Primitive::ComplexF32)).unwrap();
+    let mut packed: Vec<u8> = (1..=16).collect();
+    c.swap_external32(&mut packed);
+    assert_eq!(packed, [4, 3, 2, 1, 8, 7, 6, 5, 12, 11, 10, 9, 16, 15, 14, 13]);
+    // Runs of mixed types, two elements: the swap is its own inverse.
+    let mixed = st2(&p(Primitive::I16), 0, &p(Primitive::F64), 8);
+    let original: Vec<u8> = (0..2 * mixed.size() as u8).collect();
+    let mut packed = original.clone();
+    mixed.swap_external32(&mut packed);
+    assert_eq!(&packed[..2], &[1, 0]);
+    assert_eq!(&packed[2..10], &[9, 8, 7, 6, 5, 4, 3, 2]);
+    mixed.swap_external32(&mut packed);
+    assert_eq!(packed, original);
+}

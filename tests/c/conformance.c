@@ -14,6 +14,9 @@
  *   - a user-defined error class or code without a string has the empty string (§8.5);
  *     every predefined class (MPI_ERR_WIN, MPI_T_ERR_* included) is its own class and has
  *     a string; MPI_Comm_call_errhandler hands a user handler the code it was given;
+ *   - MPI_Pack_external writes external32 (big-endian) bytes for ints, shorts, doubles and
+ *     a strided vector, MPI_Pack_external_size counts them, MPI_Unpack_external reads them
+ *     back, and any representation name packs external32, as in Open MPI;
  *   - MPI_Finalize deletes MPI_COMM_SELF's attributes in the reverse order of their setting,
  *     an attribute set again counting as set then (§8.7.1);
  *   - attributes on datatypes (§6.7.4): copied by their callback on MPI_Type_dup, deleted by
@@ -164,6 +167,40 @@ static void large_count_datatypes(void)
     free(dense);
     free(back);
     MPI_OK(MPI_Type_free(&v));
+}
+
+static void external32(void)
+{
+    int ints[3] = {0x01020304, -2, 0x7f000001};
+    short sh = 0x0a0b;
+    double d = 1.0; /* 0x3ff0000000000000 */
+    unsigned char buf[64];
+    MPI_Aint pos = 0, size = 0;
+    MPI_OK(MPI_Pack_external_size("external32", 3, MPI_INT, &size));
+    CHECKF(size == 12, "external32 size of 3 ints: %ld", (long)size);
+    MPI_OK(MPI_Pack_external("external32", ints, 3, MPI_INT, buf, sizeof buf, &pos));
+    MPI_OK(MPI_Pack_external("external32", &sh, 1, MPI_SHORT, buf, sizeof buf, &pos));
+    MPI_OK(MPI_Pack_external("external32", &d, 1, MPI_DOUBLE, buf, sizeof buf, &pos));
+    CHECKF(pos == 22, "position %ld after 3 ints, a short and a double", (long)pos);
+    const unsigned char want[22] = {1, 2, 3, 4, 0xff, 0xff, 0xff, 0xfe, 0x7f, 0, 0, 1, 0x0a, 0x0b,
+                                    0x3f, 0xf0, 0, 0, 0, 0, 0, 0};
+    CHECKF(memcmp(buf, want, sizeof want) == 0, "external32 bytes differ: %02x %02x %02x %02x", buf[0], buf[1], buf[2], buf[3]);
+    /* A vector of every other int, read back into a plain array. */
+    int wide[6] = {10, -1, 20, -1, 30, -1}, back[3] = {0, 0, 0};
+    MPI_Datatype every_other;
+    MPI_OK(MPI_Type_vector(3, 1, 2, MPI_INT, &every_other));
+    MPI_OK(MPI_Type_commit(&every_other));
+    pos = 0;
+    MPI_OK(MPI_Pack_external("external32", wide, 1, every_other, buf, sizeof buf, &pos));
+    CHECK(pos == 12 && buf[3] == 10 && buf[7] == 20 && buf[11] == 30);
+    MPI_Aint in = 0;
+    MPI_OK(MPI_Unpack_external("external32", buf, pos, &in, back, 3, MPI_INT));
+    CHECKF(in == 12 && back[0] == 10 && back[1] == 20 && back[2] == 30, "read back %d %d %d", back[0], back[1], back[2]);
+    MPI_OK(MPI_Type_free(&every_other));
+    /* Open MPI 4.1 packs external32 whatever the representation is called. */
+    pos = 0;
+    MPI_OK(MPI_Pack_external("native", ints, 1, MPI_INT, buf, sizeof buf, &pos));
+    CHECK(pos == 4 && buf[0] == 1 && buf[3] == 4);
 }
 
 /* Sums elements of whatever integer type it is given, found by asking MPI about it. */
@@ -414,6 +451,7 @@ int main(int argc, char **argv)
     persistent_requests_keep_their_objects();
     large_counts_are_not_truncated();
     large_count_datatypes();
+    external32();
     user_op_queries_its_datatype();
     user_error_strings();
     real16_by_size();

@@ -219,6 +219,20 @@ impl Primitive {
         }
     }
 
+    /// The numbers the external32 representation (MPI-3.1 §13.5.2) writes big-endian one
+    /// after the other for one element, by size: each member of a pair type, each half of a
+    /// complex number, the whole of any other primitive. (`long double` is kept in its x87
+    /// layout, byte-reversed, rather than converted to binary128: it round-trips through
+    /// kawarimi, as Open MPI's does through Open MPI.)
+    pub fn external_parts(self) -> &'static [usize] {
+        match self {
+            Primitive::ComplexF32 => &[4, 4],
+            Primitive::ComplexF64 => &[8, 8],
+            Primitive::ComplexLongDouble | Primitive::ComplexF128 => &[16, 16],
+            p => p.members(),
+        }
+    }
+
     /// True when the packed bytes of an element are exactly its bytes in memory, so a run
     /// of such elements packs with one copy.
     pub fn is_dense(self) -> bool {

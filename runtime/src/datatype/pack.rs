@@ -172,6 +172,37 @@ impl Datatype {
         whole.checked_add(map.elements_in(rem)?)
     }
 
+    /// Turns packed elements of this type into the external32 representation (§13.5.2), or
+    /// back (the same swap): every number big-endian. `packed` holds whole elements.
+    pub fn swap_external32(&self, packed: &mut [u8]) {
+        let size = self.size();
+        if size == 0 {
+            return;
+        }
+        debug_assert!(packed.len().is_multiple_of(size));
+        // One element's numbers as runs of (bytes, how many in a row).
+        let mut parts: Vec<(usize, usize)> = Vec::new();
+        let mut push = |n: usize, k: usize| match parts.last_mut() {
+            Some((m, run)) if *m == n => *run += k,
+            _ => parts.push((n, k)),
+        };
+        self.for_each_block(|b| match b.prim.external_parts() {
+            &[n] => push(n, b.count),
+            several => (0..b.count).for_each(|_| several.iter().for_each(|&n| push(n, 1))),
+        });
+        for element in packed.chunks_exact_mut(size) {
+            let mut at = 0;
+            for &(n, k) in &parts {
+                if n > 1 {
+                    for number in element[at..at + n * k].chunks_exact_mut(n) {
+                        number.reverse();
+                    }
+                }
+                at += n * k;
+            }
+        }
+    }
+
     /// `MPI_Get_count` (MPI-3.1 §3.2.5): whole elements in `nbytes` of packed data, `None`
     /// (MPI_UNDEFINED) when that is not a whole number. A type of size zero counts 0.
     pub fn count_in(&self, nbytes: usize) -> Option<usize> {

@@ -464,27 +464,11 @@ mpi_fn! {
     fn Pack(inbuf: *const c_void, incount: c_int, datatype: MPI_Datatype, outbuf: *mut c_void, outsize: c_int, position: *mut c_int, comm: MPI_Comm) -> c_int {
         call("MPI_Pack", Some(comm), |s| {
             s.comm_index(comm)?;
-            let dt = s.datatype(datatype)?;
-            let count = len(incount)?;
-            if position.is_null() {
-                return fail(ErrorClass::Arg, "NULL position");
-            }
-            // SAFETY: non-null in/out argument.
-            let pos = unsafe { *position };
-            let need = count * dt.size();
-            if pos < 0 || pos as usize + need > len(outsize)? {
-                return fail(ErrorClass::Truncate, format!("packing {need} bytes at {pos} overflows a buffer of {outsize}"));
-            }
-            let (lo, hi) = dt.span(count);
-            // SAFETY: the caller's input data, `count` elements of `dt`.
-            let src = unsafe { user_bytes(inbuf, lo, hi)? };
-            let mut packed = Vec::with_capacity(need);
-            dt.pack(src, (-lo) as usize, count, &mut packed);
-            // SAFETY: the caller's output buffer of `outsize` bytes; the range was checked.
-            let dst = unsafe { user_bytes_mut(outbuf, pos as isize, pos as isize + need as isize)? };
-            dst.copy_from_slice(&packed);
-            // SAFETY: as above.
-            unsafe { *position = pos + need as c_int };
+            let (outsize, pos) = (len(outsize)? as MPI_Aint, read_position(position)?);
+            // SAFETY: the caller's buffers (§4.2).
+            let end = unsafe { pack(s, inbuf, incount, datatype, outbuf, outsize, pos, false)? };
+            // SAFETY: checked non-null by read_position.
+            unsafe { *position = end as c_int };
             Ok(())
         })
     }
@@ -492,28 +476,142 @@ mpi_fn! {
     fn Unpack(inbuf: *const c_void, insize: c_int, position: *mut c_int, outbuf: *mut c_void, outcount: c_int, datatype: MPI_Datatype, comm: MPI_Comm) -> c_int {
         call("MPI_Unpack", Some(comm), |s| {
             s.comm_index(comm)?;
-            let dt = s.datatype(datatype)?;
-            let count = len(outcount)?;
-            if position.is_null() {
-                return fail(ErrorClass::Arg, "NULL position");
-            }
-            // SAFETY: non-null in/out argument.
-            let pos = unsafe { *position };
-            let need = count * dt.size();
-            if pos < 0 || pos as usize + need > len(insize)? {
-                return fail(ErrorClass::Truncate, format!("unpacking {need} bytes at {pos} reads past a buffer of {insize}"));
-            }
-            // SAFETY: the caller's packed input, range checked above.
-            let src = unsafe { user_bytes(inbuf, pos as isize, pos as isize + need as isize)? };
-            let (lo, hi) = dt.span(count);
-            // SAFETY: the caller's output, `count` elements of `dt`.
-            let dst = unsafe { user_bytes_mut(outbuf, lo, hi)? };
-            dt.unpack(src, dst, (-lo) as usize, count)?;
-            // SAFETY: as above.
-            unsafe { *position = pos + need as c_int };
+            let (insize, pos) = (len(insize)? as MPI_Aint, read_position(position)?);
+            // SAFETY: the caller's buffers (§4.2).
+            let end = unsafe { unpack(s, inbuf, insize, pos, outbuf, outcount, datatype, false)? };
+            // SAFETY: checked non-null by read_position.
+            unsafe { *position = end as c_int };
             Ok(())
         })
     }
+
+    fn Pack_external_size(datarep: *const c_char, incount: c_int, datatype: MPI_Datatype, size: *mut MPI_Aint) -> c_int {
+        call("MPI_Pack_external_size", None, |s| {
+            check_external32(datarep)?;
+            let n = len(incount)? * s.datatype(datatype)?.size();
+            // SAFETY: caller's output argument.
+            unsafe { out(size, n as MPI_Aint) }
+        })
+    }
+
+    fn Pack_external(datarep: *const c_char, inbuf: *const c_void, incount: c_int, datatype: MPI_Datatype, outbuf: *mut c_void, outsize: MPI_Aint, position: *mut MPI_Aint) -> c_int {
+        call("MPI_Pack_external", None, |s| {
+            check_external32(datarep)?;
+            let pos = read_position(position)?;
+            // SAFETY: the caller's buffers (§13.5.2).
+            let end = unsafe { pack(s, inbuf, incount, datatype, outbuf, outsize, pos, true)? };
+            // SAFETY: checked non-null by read_position.
+            unsafe { *position = end };
+            Ok(())
+        })
+    }
+
+    fn Unpack_external(datarep: *const c_char, inbuf: *const c_void, insize: MPI_Aint, position: *mut MPI_Aint, outbuf: *mut c_void, outcount: c_int, datatype: MPI_Datatype) -> c_int {
+        call("MPI_Unpack_external", None, |s| {
+            check_external32(datarep)?;
+            let pos = read_position(position)?;
+            // SAFETY: the caller's buffers (§13.5.2).
+            let end = unsafe { unpack(s, inbuf, insize, pos, outbuf, outcount, datatype, true)? };
+            // SAFETY: checked non-null by read_position.
+            unsafe { *position = end };
+            Ok(())
+        })
+    }
+}
+
+/// The in/out position argument of the pack calls (an `int` or an `MPI_Aint`), read.
+fn read_position<T: Copy + TryInto<MPI_Aint>>(position: *mut T) -> Res<MPI_Aint> {
+    if position.is_null() {
+        return fail(ErrorClass::Arg, "NULL position");
+    }
+    // SAFETY: non-null in/out argument.
+    let p = unsafe { *position };
+    p.try_into().or_else(|_| fail(ErrorClass::Arg, "position does not fit an address"))
+}
+
+/// The data representation of the external pack calls: §13.5.2 defines only "external32",
+/// and Open MPI 4.1 packs external32 whatever name it is given, so kawarimi does too (a
+/// program that passes another name keeps working); only a missing name is refused.
+fn check_external32(datarep: *const c_char) -> Res<()> {
+    if datarep.is_null() {
+        return fail(ErrorClass::Arg, "NULL data representation");
+    }
+    Ok(())
+}
+
+/// `MPI_Pack` and `MPI_Pack_external` (`external`): packs `incount` elements at `inbuf` into
+/// `outbuf` (of `outsize` bytes) at `pos`; returns the position after them.
+///
+/// # Safety
+/// `inbuf` must hold the elements, `outbuf` `outsize` writable bytes.
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack(
+    s: &mut State,
+    inbuf: *const c_void,
+    incount: c_int,
+    datatype: MPI_Datatype,
+    outbuf: *mut c_void,
+    outsize: MPI_Aint,
+    pos: MPI_Aint,
+    external: bool,
+) -> Res<MPI_Aint> {
+    let dt = s.datatype(datatype)?;
+    let count = len(incount)?;
+    let need = (count * dt.size()) as MPI_Aint;
+    if pos < 0 || pos + need > outsize {
+        return fail(ErrorClass::Truncate, format!("packing {need} bytes at {pos} overflows a buffer of {outsize}"));
+    }
+    let (lo, hi) = dt.span(count);
+    // SAFETY: the caller's input data, `count` elements of `dt`.
+    let src = unsafe { user_bytes(inbuf, lo, hi)? };
+    let mut packed = Vec::with_capacity(need as usize);
+    dt.pack(src, (-lo) as usize, count, &mut packed);
+    if external {
+        dt.swap_external32(&mut packed);
+    }
+    // SAFETY: the caller's output buffer of `outsize` bytes; the range was checked.
+    let dst = unsafe { user_bytes_mut(outbuf, pos, pos + need)? };
+    dst.copy_from_slice(&packed);
+    Ok(pos + need)
+}
+
+/// `MPI_Unpack` and `MPI_Unpack_external` (`external`): unpacks `outcount` elements from
+/// `inbuf` (of `insize` bytes) at `pos`; returns the position after them.
+///
+/// # Safety
+/// `inbuf` must hold `insize` readable bytes, `outbuf` the elements.
+#[allow(clippy::too_many_arguments)]
+unsafe fn unpack(
+    s: &mut State,
+    inbuf: *const c_void,
+    insize: MPI_Aint,
+    pos: MPI_Aint,
+    outbuf: *mut c_void,
+    outcount: c_int,
+    datatype: MPI_Datatype,
+    external: bool,
+) -> Res<MPI_Aint> {
+    let dt = s.datatype(datatype)?;
+    let count = len(outcount)?;
+    let need = (count * dt.size()) as MPI_Aint;
+    if pos < 0 || pos + need > insize {
+        return fail(ErrorClass::Truncate, format!("unpacking {need} bytes at {pos} reads past a buffer of {insize}"));
+    }
+    // SAFETY: the caller's packed input, range checked above.
+    let src = unsafe { user_bytes(inbuf, pos, pos + need)? };
+    let mut native;
+    let src = if external {
+        native = src.to_vec();
+        dt.swap_external32(&mut native);
+        &native[..]
+    } else {
+        src
+    };
+    let (lo, hi) = dt.span(count);
+    // SAFETY: the caller's output, `count` elements of `dt`.
+    let dst = unsafe { user_bytes_mut(outbuf, lo, hi)? };
+    dt.unpack(src, dst, (-lo) as usize, count)?;
+    Ok(pos + need)
 }
 
 fn array_order(order: c_int) -> Res<Order> {
