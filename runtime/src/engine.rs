@@ -824,6 +824,16 @@ impl Engine {
         self.block_until(|c| c.is_complete(id))
     }
 
+    /// A request that completes when [`Engine::complete_external`] says so (a generalized
+    /// request, §12.2).
+    pub fn new_external(&mut self) -> ReqId {
+        self.core.new_external()
+    }
+
+    pub fn complete_external(&mut self, id: ReqId) {
+        self.core.complete_external(id, Status::default());
+    }
+
     /// Blocks until request `id` is no longer pending: complete, or already taken by its
     /// owner (a one-sided operation's request that a flush must see finished, whether or not
     /// the program has waited for it).

@@ -149,7 +149,41 @@ pub fn die(name: &str, msg: &str, code: c_int) -> ! {
 /// `comm` (or of `MPI_COMM_WORLD` when the error is not tied to a communicator, §8.3).
 pub fn call(name: &'static str, comm: Option<abi::MPI_Comm>, f: impl FnOnce(&mut State) -> Res<()>) -> c_int {
     let result = locked(name, f);
-    finish(name, comm, result)
+    run_after_call(finish(name, comm, result))
+}
+
+/// Application callbacks a call queued to run once it has let go of the state, which they may
+/// use (a generalized request's query, free and cancel functions, §12.2).
+type AfterCall = Box<dyn FnOnce() -> c_int>;
+
+thread_local! {
+    static AFTER_CALL: std::cell::RefCell<Vec<AfterCall>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Callbacks queued on any thread: a call checks this before the thread-local queue, so
+/// calls that queued nothing pay one relaxed load.
+static AFTER_CALL_QUEUED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Queues `f` to run when the current call has let go of the state; a non-zero result of
+/// it becomes the call's result unless the call failed already.
+pub fn after_call(f: AfterCall) {
+    AFTER_CALL.with(|q| q.borrow_mut().push(f));
+    AFTER_CALL_QUEUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn run_after_call(mut rc: c_int) -> c_int {
+    if AFTER_CALL_QUEUED.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        return rc;
+    }
+    let queued = AFTER_CALL.with(|q| std::mem::take(&mut *q.borrow_mut()));
+    AFTER_CALL_QUEUED.fetch_sub(queued.len(), std::sync::atomic::Ordering::Relaxed);
+    for f in queued {
+        let r = f();
+        if rc == abi::MPI_SUCCESS {
+            rc = r;
+        }
+    }
+    rc
 }
 
 /// Runs an MPI call whose middle part calls back into the application (attribute copy and

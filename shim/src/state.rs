@@ -318,6 +318,11 @@ pub struct State {
     pub errhandlers: Table<ErrhandlerFn>,
     /// Messages taken by matched probes (§3.8.2): the runtime's message and its communicator.
     pub messages: Table<(u64, Arc<Comm>, Handler)>,
+    /// Generalized requests (§12.2), by their engine request.
+    pub greqs: BTreeMap<kawarimi_runtime::core::ReqId, crate::api::greq::Greq>,
+    /// The generalized request the last completion completed, whose query function the
+    /// caller runs on the status it writes ([`crate::api::greq::query_into`]).
+    pub completed_greq: Option<crate::api::greq::Greq>,
     /// One-sided windows (§11).
     pub windows: Table<crate::api::rma::WinEntry>,
     /// Info objects (§9): ordered (key, value) pairs.

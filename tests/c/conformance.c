@@ -17,6 +17,10 @@
  *   - MPI_Pack_external writes external32 (big-endian) bytes for ints, shorts, doubles and
  *     a strided vector, MPI_Pack_external_size counts them, MPI_Unpack_external reads them
  *     back, and any representation name packs external32, as in Open MPI;
+ *   - generalized requests (§12.2): the query function, which calls MPI_Status_set_elements,
+ *     fills the status of MPI_Wait and of MPI_Waitall and MPI_Testany, the free function runs
+ *     once after it (also for a request freed before it was completed), and MPI_Cancel calls
+ *     the cancel function;
  *   - MPI_Finalize deletes MPI_COMM_SELF's attributes in the reverse order of their setting,
  *     an attribute set again counting as set then (§8.7.1);
  *   - attributes on datatypes (§6.7.4): copied by their callback on MPI_Type_dup, deleted by
@@ -201,6 +205,88 @@ static void external32(void)
     pos = 0;
     MPI_OK(MPI_Pack_external("native", ints, 1, MPI_INT, buf, sizeof buf, &pos));
     CHECK(pos == 4 && buf[0] == 1 && buf[3] == 4);
+}
+
+static int greq_queries, greq_frees, greq_cancels;
+
+static int greq_query(void *extra, MPI_Status *status)
+{
+    greq_queries++;
+    MPI_Status_set_elements(status, MPI_INT, *(int *)extra);
+    MPI_Status_set_cancelled(status, 0);
+    status->MPI_SOURCE = MPI_UNDEFINED;
+    status->MPI_TAG = MPI_UNDEFINED;
+    return MPI_SUCCESS;
+}
+
+static int greq_free(void *extra)
+{
+    (void)extra;
+    greq_frees++;
+    return MPI_SUCCESS;
+}
+
+static int greq_cancel(void *extra, int complete)
+{
+    (void)extra;
+    CHECK(complete == 0);
+    greq_cancels++;
+    return MPI_SUCCESS;
+}
+
+static void generalized_requests(void)
+{
+    int five = 5, seven = 7, flag = 1, n = -1;
+    MPI_Request r, rs[3];
+    MPI_Status st, sts[3];
+    MPI_OK(MPI_Grequest_start(greq_query, greq_free, greq_cancel, &five, &r));
+    MPI_OK(MPI_Test(&r, &flag, &st));
+    CHECKF(flag == 0 && greq_queries == 0, "a generalized request completed by itself");
+    MPI_OK(MPI_Grequest_complete(r));
+    MPI_OK(MPI_Wait(&r, &st));
+    MPI_OK(MPI_Get_count(&st, MPI_INT, &n));
+    CHECKF(n == 5 && r == MPI_REQUEST_NULL, "count %d", n);
+    CHECKF(greq_queries == 1 && greq_frees == 1, "%d queries, %d frees", greq_queries, greq_frees);
+
+    /* Two of them in a Waitall with a message to myself. */
+    int x = rank, y = -1;
+    MPI_OK(MPI_Grequest_start(greq_query, greq_free, greq_cancel, &five, &rs[0]));
+    MPI_OK(MPI_Irecv(&y, 1, MPI_INT, rank, 9, MPI_COMM_WORLD, &rs[1]));
+    MPI_OK(MPI_Grequest_start(greq_query, greq_free, greq_cancel, &seven, &rs[2]));
+    MPI_OK(MPI_Send(&x, 1, MPI_INT, rank, 9, MPI_COMM_WORLD));
+    MPI_OK(MPI_Grequest_complete(rs[2]));
+    MPI_OK(MPI_Grequest_complete(rs[0]));
+    MPI_OK(MPI_Waitall(3, rs, sts));
+    int n0 = -1, n2 = -1;
+    MPI_OK(MPI_Get_count(&sts[0], MPI_INT, &n0));
+    MPI_OK(MPI_Get_count(&sts[2], MPI_INT, &n2));
+    CHECKF(n0 == 5 && n2 == 7 && y == rank, "Waitall counts %d %d, message %d", n0, n2, y);
+    CHECKF(greq_queries == 3 && greq_frees == 3, "%d queries, %d frees", greq_queries, greq_frees);
+
+    /* Testany finds the completed one. */
+    int index = -1;
+    MPI_OK(MPI_Grequest_start(greq_query, greq_free, greq_cancel, &seven, &rs[0]));
+    MPI_OK(MPI_Grequest_complete(rs[0]));
+    MPI_OK(MPI_Testany(1, rs, &index, &flag, &st));
+    MPI_OK(MPI_Get_count(&st, MPI_INT, &n));
+    CHECKF(flag && index == 0 && n == 7, "Testany: flag %d index %d count %d", flag, index, n);
+
+    /* Freed first, completed after: the free function runs, the query does not. */
+    MPI_Request keep;
+    MPI_OK(MPI_Grequest_start(greq_query, greq_free, greq_cancel, &five, &r));
+    keep = r;
+    MPI_OK(MPI_Request_free(&r));
+    CHECK(greq_frees == 4);
+    MPI_OK(MPI_Grequest_complete(keep));
+    CHECKF(greq_frees == 5 && greq_queries == 4, "%d queries, %d frees", greq_queries, greq_frees);
+
+    /* Cancel calls the cancel function, told it has not completed. */
+    MPI_OK(MPI_Grequest_start(greq_query, greq_free, greq_cancel, &five, &r));
+    MPI_OK(MPI_Cancel(&r));
+    CHECK(greq_cancels == 1);
+    MPI_OK(MPI_Grequest_complete(r));
+    MPI_OK(MPI_Wait(&r, MPI_STATUS_IGNORE));
+    CHECKF(greq_queries == 5 && greq_frees == 6, "%d queries, %d frees", greq_queries, greq_frees);
 }
 
 /* Sums elements of whatever integer type it is given, found by asking MPI about it. */
@@ -452,6 +538,7 @@ int main(int argc, char **argv)
     large_counts_are_not_truncated();
     large_count_datatypes();
     external32();
+    generalized_requests();
     user_op_queries_its_datatype();
     user_error_strings();
     real16_by_size();

@@ -8,6 +8,7 @@ pub mod dtype;
 pub mod env;
 pub mod fortran;
 pub mod fortran_bindings;
+pub mod greq;
 pub mod group;
 pub mod info;
 pub mod neighbor;

@@ -10,6 +10,7 @@ use std::ffi::c_void;
 use crate::abi::{self, MPI_Comm, MPI_Count, MPI_Datatype, MPI_Message, MPI_Request, MPI_Status};
 use kawarimi_runtime::request::empty_status;
 
+use crate::api::greq;
 use crate::api::p2p::{check_buffer, comm_of, complete_entry, recv_target, start, wait_into, write_status};
 use crate::export::call;
 use crate::mem::{c_array_mut, out};
@@ -34,6 +35,7 @@ type Completed = (Status, Option<Fail>);
 /// Completes request `i` (blocking or not); on completion frees it (a persistent request
 /// stays, inactive), sets the handle to `MPI_REQUEST_NULL` and returns its status.
 fn complete(s: &mut State, i: usize, handle: &mut MPI_Request, block: bool) -> Res<Option<Completed>> {
+    greq::before_completion(s, i, block)?;
     let mut e = s.requests.remove(i).expect("request index checked");
     let done = match complete_entry(s, &mut e, block) {
         Ok(Some(done)) => done,
@@ -75,6 +77,7 @@ unsafe fn wait_or_test(s: &mut State, request: *mut MPI_Request, status: *mut MP
             // The status is written even when the request failed, e.g. truncated (§3.2.5).
             // SAFETY: per the contract.
             unsafe { write_status(status, &st) };
+            greq::query_into(s, status);
             error.map_or(Ok(true), Err)
         }
     }
@@ -102,6 +105,18 @@ unsafe fn batch<'a>(s: &State, n: c_int, p: *mut MPI_Request) -> Res<Batch<'a>> 
         }
     }
     Ok(Batch { handles, indices })
+}
+
+/// Status `k` of an array of statuses (`MPI_STATUSES_IGNORE` gives `MPI_STATUS_IGNORE`).
+///
+/// # Safety
+/// `statuses` must be `MPI_STATUSES_IGNORE` or point to at least `k + 1` statuses.
+unsafe fn status_at(statuses: *mut MPI_Status, k: usize) -> *mut MPI_Status {
+    if statuses as usize == abi::MPI_STATUSES_IGNORE {
+        return abi::MPI_STATUS_IGNORE as *mut MPI_Status;
+    }
+    // SAFETY: per the contract.
+    unsafe { statuses.add(k) }
 }
 
 /// Writes status `k` of an array of statuses.
@@ -155,6 +170,8 @@ unsafe fn all(s: &mut State, b: Batch<'_>, statuses: *mut MPI_Status, block: boo
                 });
                 // SAFETY: per the contract.
                 unsafe { write_status_at(statuses, k, &st, code) };
+                // SAFETY: as above.
+                greq::query_into(s, unsafe { status_at(statuses, k) });
             }
         }
     }
@@ -247,6 +264,7 @@ mpi_fn! {
                 Some((k, (st, error))) => {
                     // SAFETY: caller's output arguments.
                     unsafe { out(index, k as c_int)?; write_status(status, &st) };
+                    greq::query_into(s, status);
                     error.map_or(Ok(()), Err)
                 }
             }
@@ -273,6 +291,7 @@ mpi_fn! {
                 Some((k, (st, error))) => {
                     // SAFETY: caller's output arguments.
                     unsafe { out(index, k as c_int)?; out(flag, 1)?; write_status(status, &st) };
+                    greq::query_into(s, status);
                     error.map_or(Ok(()), Err)
                 }
             }
@@ -326,6 +345,8 @@ mpi_fn! {
             let Some(i) = (unsafe { read_request(s, request)? }) else {
                 return fail(ErrorClass::Request, "MPI_REQUEST_NULL cannot be freed");
             };
+            let pending = s.requests.get(i).expect("checked").req.pending();
+            greq::free(s, pending)?;
             let e = s.requests.remove(i).expect("checked");
             // The runtime finishes it in the background and then forgets it.
             e.req.free(&mut s.world()?.engine)?;
@@ -363,6 +384,9 @@ mpi_fn! {
             let Some(i) = (unsafe { read_request(s, request)? }) else {
                 return fail(ErrorClass::Request, "MPI_REQUEST_NULL cannot be cancelled");
             };
+            if greq::cancel(s, i)? {
+                return Ok(());
+            }
             s.world()?;
             let w = s.world.as_mut().expect("checked");
             s.requests.get(i).expect("checked").req.cancel(&mut w.engine);
@@ -532,6 +556,8 @@ unsafe fn some(
         });
         // SAFETY: per the contract; `n < incount`.
         unsafe { write_status_at(statuses, n, &st, code) };
+        // SAFETY: as above.
+        greq::query_into(s, unsafe { status_at(statuses, n) });
         n += 1;
     }
     // SAFETY: caller's output argument.

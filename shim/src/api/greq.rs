@@ -1,0 +1,142 @@
+//! Generalized requests (MPI-3.1 §12.2): requests whose operation the program carries out
+//! itself, completed by `MPI_Grequest_complete`. The engine holds each as an external request;
+//! its query, free and cancel functions are the program's and may call MPI (the query function
+//! typically calls `MPI_Status_set_elements`), so they run after the completing call has let
+//! go of the state ([`crate::export::after_call`]).
+//!
+//! kawarimi grants at most `MPI_THREAD_FUNNELED`, so no other thread can complete a
+//! generalized request while this one waits for it: a blocking wait on one not yet completed
+//! is refused with `MPI_ERR_REQUEST` instead of waiting for ever.
+
+use std::ffi::{c_int, c_void};
+
+use kawarimi_runtime::error::ErrorClass;
+
+use crate::abi::{self, MPI_Request, MPI_Status};
+use crate::export::{after_call, call};
+use crate::mem::out;
+use crate::state::{fail, Handler, Request, RequestEntry, Res, State};
+
+/// The program's functions of one generalized request and their argument.
+#[derive(Debug, Clone, Copy)]
+pub struct Greq {
+    query: Option<abi::MPI_Grequest_query_function>,
+    free: Option<abi::MPI_Grequest_free_function>,
+    cancel: Option<abi::MPI_Grequest_cancel_function>,
+    extra_state: usize,
+    /// The program's handle, by which `MPI_Grequest_complete` finds it also after an
+    /// `MPI_Request_free`.
+    handle: usize,
+    /// `MPI_Request_free` came before `MPI_Grequest_complete`: the free function runs then.
+    freed: bool,
+}
+
+/// Queues the query and then the free function of the generalized request the last
+/// completion completed, if it was one, to fill in the status at `p` (a scratch status when
+/// `p` is `MPI_STATUS_IGNORE`) once the call has let go of the state (§12.2: the query
+/// function's error becomes the completing call's).
+pub fn query_into(s: &mut State, p: *mut MPI_Status) {
+    let Some(g) = s.completed_greq.take() else { return };
+    let p = p as usize;
+    after_call(Box::new(move || {
+        let mut scratch = std::mem::MaybeUninit::<MPI_Status>::zeroed();
+        let target = if p == abi::MPI_STATUS_IGNORE { scratch.as_mut_ptr() } else { p as *mut MPI_Status };
+        // SAFETY: the program's query function with its extra state and a status to fill
+        // (its own, or a zeroed scratch one), as §12.2 specifies.
+        let rc = g.query.map_or(abi::MPI_SUCCESS, |q| unsafe { q(g.extra_state as *mut c_void, target) });
+        let freed = run_free(&g);
+        if rc != abi::MPI_SUCCESS {
+            rc
+        } else {
+            freed
+        }
+    }));
+}
+
+fn run_free(g: &Greq) -> c_int {
+    // SAFETY: the program's free function with its extra state (§12.2).
+    g.free.map_or(abi::MPI_SUCCESS, |f| unsafe { f(g.extra_state as *mut c_void) })
+}
+
+/// What completing request `i` needs from its generalized request, if it is one: refuses a
+/// blocking wait on one not completed yet (see the module doc), and otherwise takes it out so
+/// that the caller runs its query ([`query_into`]) once it has the status.
+pub fn before_completion(s: &mut State, i: usize, block: bool) -> Res<()> {
+    let Some(id) = s.requests.get(i).and_then(|e| e.req.pending()) else { return Ok(()) };
+    if !s.greqs.contains_key(&id) {
+        return Ok(());
+    }
+    if !s.world()?.engine.core().is_complete(id) {
+        if block {
+            return fail(
+                ErrorClass::Request,
+                "waiting for a generalized request that MPI_Grequest_complete has not completed: no other \
+                 thread may call MPI at the thread level kawarimi grants, so it would wait for ever",
+            );
+        }
+        return Ok(());
+    }
+    s.completed_greq = s.greqs.remove(&id);
+    Ok(())
+}
+
+/// `MPI_Cancel` of request `i` if it is a generalized one: its cancel function runs after the
+/// call, told whether it has completed. Returns whether it was one.
+pub fn cancel(s: &mut State, i: usize) -> Res<bool> {
+    let Some(id) = s.requests.get(i).and_then(|e| e.req.pending()) else { return Ok(false) };
+    let Some(g) = s.greqs.get(&id).copied() else { return Ok(false) };
+    let complete = c_int::from(s.world()?.engine.core().is_complete(id));
+    after_call(Box::new(move || {
+        // SAFETY: the program's cancel function with its extra state (§12.2).
+        g.cancel.map_or(abi::MPI_SUCCESS, |f| unsafe { f(g.extra_state as *mut c_void, complete) })
+    }));
+    Ok(true)
+}
+
+/// `MPI_Request_free` of engine request `id` if it is a generalized one: its free function
+/// runs now if it has completed, else when `MPI_Grequest_complete` comes.
+pub fn free(s: &mut State, id: Option<kawarimi_runtime::core::ReqId>) -> Res<()> {
+    let Some(id) = id else { return Ok(()) };
+    let complete = s.world()?.engine.core().is_complete(id);
+    match s.greqs.get_mut(&id) {
+        Some(g) if complete => {
+            let g = *g;
+            s.greqs.remove(&id);
+            after_call(Box::new(move || run_free(&g)));
+        }
+        Some(g) => g.freed = true,
+        None => {}
+    }
+    Ok(())
+}
+
+mpi_fn! {
+    fn Grequest_start(query_fn: Option<abi::MPI_Grequest_query_function>, free_fn: Option<abi::MPI_Grequest_free_function>, cancel_fn: Option<abi::MPI_Grequest_cancel_function>, extra_state: *mut c_void, request: *mut MPI_Request) -> c_int {
+        call("MPI_Grequest_start", None, |s| {
+            let comm = s.comm_entry(crate::export::world_handle())?.comm.clone();
+            let id = s.world()?.engine.new_external();
+            let req = Request::posted(id, comm, false, kawarimi_runtime::request::Finish::Nothing);
+            let h = s.new_request(RequestEntry { req, handler: Handler::Fatal })?;
+            let g = Greq { query: query_fn, free: free_fn, cancel: cancel_fn, extra_state: extra_state as usize, handle: h as usize, freed: false };
+            s.greqs.insert(id, g);
+            // SAFETY: caller's output argument.
+            unsafe { out(request, h) }
+        })
+    }
+
+    fn Grequest_complete(request: MPI_Request) -> c_int {
+        call("MPI_Grequest_complete", None, |s| {
+            let found = s.greqs.iter().find(|(_, g)| g.handle == request as usize).map(|(&id, g)| (id, g.freed));
+            let Some((id, freed)) = found else {
+                return fail(ErrorClass::Request, "MPI_Grequest_complete of a request that is not a pending generalized request");
+            };
+            s.world()?.engine.complete_external(id);
+            // Freed by the program already: nobody waits for it, so it goes now.
+            if freed {
+                let g = s.greqs.remove(&id).expect("found above");
+                after_call(Box::new(move || run_free(&g)));
+            }
+            Ok(())
+        })
+    }
+}
