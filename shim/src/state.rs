@@ -563,6 +563,15 @@ impl State {
         Ok(self.infos.get(i).expect("checked").clone())
     }
 
+    /// The hints of an info argument that may be `MPI_INFO_NULL` (no hints), as the window
+    /// constructors take it (§11.2).
+    pub fn hints(&self, h: abi::MPI_Info) -> Res<Vec<(String, String)>> {
+        if abi::predefined().info(h as usize) == Some(abi::PredefInfo::InfoNull) {
+            return Ok(Vec::new());
+        }
+        self.info_pairs(h)
+    }
+
     pub fn new_info(&mut self, pairs: Vec<(String, String)>) -> Res<abi::MPI_Info> {
         let i = self.infos.insert(pairs).ok_or_else(|| table_full("info objects"))?;
         Ok(encode(Kind::Info, i) as abi::MPI_Info)

@@ -253,6 +253,21 @@ static void shared_window(void)
     MPI_OK(MPI_Win_fence(0, win));
     CHECKF(mine[0] == 7000 + (nrank + nsize - 1) % nsize, "slot 0 holds %d", mine[0]);
     MPI_OK(MPI_Win_free(&win));
+    /* Odd ranks give no memory: asked for non-contiguous parts, theirs have size 0 and no
+     * address (contiguous, Open MPI gives the address where they would start). */
+    int *none;
+    MPI_Info noncontig;
+    MPI_OK(MPI_Info_create(&noncontig));
+    MPI_OK(MPI_Info_set(noncontig, "alloc_shared_noncontig", "true"));
+    MPI_OK(MPI_Win_allocate_shared(nrank % 2 ? 0 : sizeof(int), sizeof(int), noncontig, node, &none, &win));
+    MPI_OK(MPI_Info_free(&noncontig));
+    for (int r = 0; r < nsize; r++) {
+        MPI_Aint sz;
+        int unit, *p;
+        MPI_OK(MPI_Win_shared_query(win, r, &sz, &unit, &p));
+        CHECKF(r % 2 ? sz == 0 && p == NULL : sz >= (MPI_Aint)sizeof(int) && p != NULL, "rank %d: %ld bytes at %p", r, (long)sz, (void *)p);
+    }
+    MPI_OK(MPI_Win_free(&win));
     MPI_OK(MPI_Comm_free(&node));
 }
 

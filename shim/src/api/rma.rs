@@ -136,7 +136,7 @@ enum Backing {
     Heap { _memory: Box<[u128]> },
     /// `MPI_Win_allocate_shared`'s: one segment every member maps, member `r`'s part at
     /// `offsets[r]`. It stays mapped across a switch: it is the program's memory now.
-    Shared { segment: Segment, offsets: Vec<usize> },
+    Shared { segment: Segment, offsets: Vec<usize>, noncontig: bool },
     /// `MPI_Win_create_dynamic`'s: the regions attached, `(address, bytes)`, shared with the
     /// engine's side of the window.
     Dynamic(Arc<Mutex<Vec<(usize, usize)>>>),
@@ -487,12 +487,15 @@ mpi_fn! {
         })
     }
 
-    fn Win_allocate_shared(size: MPI_Aint, disp_unit: c_int, _info: MPI_Info, comm: MPI_Comm, baseptr: *mut c_void, win: *mut MPI_Win) -> c_int {
+    fn Win_allocate_shared(size: MPI_Aint, disp_unit: c_int, info: MPI_Info, comm: MPI_Comm, baseptr: *mut c_void, win: *mut MPI_Win) -> c_int {
         call("MPI_Win_allocate_shared", Some(comm), |s| {
+            // With "alloc_shared_noncontig" an empty part has no address (NULL), as in Open MPI;
+            // contiguous, it has the address where it would start.
+            let noncontig = s.hints(info)?.iter().any(|(k, v)| k == "alloc_shared_noncontig" && v == "true");
             let (segment, offsets) = shared_segment(s, comm, size)?;
             let (c, _) = comm_of(s, comm)?;
-            let base = segment.as_ptr() as usize + offsets[c.rank as usize];
-            let backing = Backing::Shared { segment, offsets };
+            let base = if size == 0 && noncontig { 0 } else { segment.as_ptr() as usize + offsets[c.rank as usize] };
+            let backing = Backing::Shared { segment, offsets, noncontig };
             let h = create(s, comm, base, size, disp_unit, abi::MPI_WIN_FLAVOR_SHARED, backing)?;
             // SAFETY: `baseptr` is a `void **` output argument (§11.2.3).
             unsafe { out(baseptr as *mut *mut c_void, base as *mut c_void)?; out(win, h) }
@@ -545,7 +548,7 @@ mpi_fn! {
     fn Win_shared_query(win: MPI_Win, rank: c_int, size: *mut MPI_Aint, disp_unit: *mut c_int, baseptr: *mut c_void) -> c_int {
         win_call("MPI_Win_shared_query", win, |s, i| {
             let e = s.windows.get(i).expect("checked");
-            let Backing::Shared { segment, offsets } = &e.backing else {
+            let Backing::Shared { segment, offsets, noncontig } = &e.backing else {
                 return fail(ErrorClass::RmaFlavor, "MPI_Win_shared_query of a window not made by MPI_Win_allocate_shared");
             };
             let w = s.world.as_ref().expect("initialised").engine.window(e.id)?;
@@ -558,7 +561,8 @@ mpi_fn! {
                     None => return fail(ErrorClass::Rank, format!("rank {rank} is not in a window of {}", w.sizes.len())),
                 }
             };
-            let (n, unit, at) = (w.sizes[r], w.disp_units[r], segment.as_ptr() as usize + offsets[r]);
+            let (n, unit) = (w.sizes[r], w.disp_units[r]);
+            let at = if n == 0 && *noncontig { 0 } else { segment.as_ptr() as usize + offsets[r] };
             // SAFETY: caller's output arguments; `baseptr` is a `void **`.
             unsafe {
                 out(size, n as MPI_Aint)?;
