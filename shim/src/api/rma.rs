@@ -63,11 +63,8 @@ impl WindowMemory for ExposedMemory {
                 return err(ErrorClass::RmaRange, format!("bytes {lo}..{hi} are outside a window of {len}"))
             }
             ExposedMemory::Dynamic(regions) => {
-                if !regions.lock().iter().any(|&(a, n)| a <= lo && hi <= a + n) {
-                    return err(
-                        ErrorClass::RmaRange,
-                        format!("addresses {lo:#x}..{hi:#x} are not in one attached region"),
-                    );
+                if !attached(&regions.lock(), lo, hi) {
+                    return err(ErrorClass::RmaRange, format!("addresses {lo:#x}..{hi:#x} are not all attached"));
                 }
                 lo
             }
@@ -79,6 +76,23 @@ impl WindowMemory for ExposedMemory {
         // else writes these bytes while an operation is applied.
         f(unsafe { std::slice::from_raw_parts_mut(at as *mut u8, hi - lo) })
     }
+}
+
+/// Whether attached `regions` cover `[lo, hi)`: one region, or several that adjoin (regions
+/// the program attached one after the other are one stretch of its memory).
+fn attached(regions: &[(usize, usize)], lo: usize, hi: usize) -> bool {
+    let mut sorted = regions.to_vec();
+    sorted.sort_unstable();
+    let mut covered_to = lo;
+    for (a, n) in sorted {
+        if a <= covered_to && a + n > covered_to {
+            covered_to = a + n;
+            if covered_to >= hi {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Which access epochs are open at this process as an origin (§11.5).
@@ -1103,4 +1117,20 @@ fn target_or_null(s: &mut State, i: usize, rank: c_int, disp: MPI_Aint, count: c
     }
     check_rank(s, i, rank)?;
     target(s, i, rank, disp, count, dt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attached;
+
+    #[test]
+    fn attached_regions_cover_a_range_alone_or_adjoining() {
+        let regions = [(200, 50), (100, 100), (400, 10)];
+        assert!(attached(&regions, 120, 180), "inside one region");
+        assert!(attached(&regions, 150, 240), "across two that adjoin");
+        assert!(!attached(&regions, 240, 260), "past the end of the adjoining pair");
+        assert!(!attached(&regions, 90, 110), "starts before any region");
+        assert!(!attached(&regions, 240, 405), "spans a gap");
+        assert!(attached(&regions, 400, 410));
+    }
 }
