@@ -425,6 +425,9 @@ impl Window {
             let Some(RecvBuf::Owned(mut bytes)) = done.recv_buf else { continue };
             bytes.truncate(done.status.len);
             if let Err(e) = self.apply(core, origin, bytes) {
+                // Reported by this process's next synchronisation on the window, naming the
+                // origin whose operation could not be applied.
+                let e = crate::error::MpiError::new(e.class, format!("an operation from rank {origin}: {}", e.detail));
                 self.failed.get_or_insert(e);
             }
         }
