@@ -156,6 +156,13 @@ def comparison(key, title, native, kaw):
                 "barrier": "Back-to-back `MPI_Barrier`; time per barrier of the slowest rank.",
             }[c]
             doc += time_table(f"{c}-{np_}", f"{c}, {np_} ranks", note, native, kaw)
+    rma_note = ("Rank 0 holds `MPI_Win_lock_all` on a window of `MPI_Win_allocate`; one sample is {op} of the "
+                "size to rank 1 then `MPI_Win_flush`, while rank 1 waits in `MPI_Barrier`.")
+    doc += time_table("rma_put", "One-sided put, 2 ranks", rma_note.format(op="`MPI_Put`"), native, kaw)
+    doc += time_table("rma_get", "One-sided get, 2 ranks", rma_note.format(op="`MPI_Get`"), native, kaw)
+    doc += time_table("rma_fence", "One-sided fence epoch, 2 ranks",
+                      "Both ranks: `MPI_Accumulate(MPI_SUM)` of the size in doubles into the other's window, then "
+                      "`MPI_Win_fence`; one sample is one epoch at rank 0.", native, kaw)
     hn, hk = heat_times(native), heat_times(kaw)
     doc += ["#### The heat demo, 4 ranks", "",
             "`examples/c/heat.c`: 240 000 cells, 2 000 steps, two `MPI_Sendrecv` of one double per step and an "

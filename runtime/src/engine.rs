@@ -127,6 +127,9 @@ pub struct Engine {
     finished: std::collections::HashMap<ReqId, MpiResult<Vec<Vec<u8>>>>,
     /// One-sided windows, by id; every progress round applies what arrived for them.
     windows: Vec<Option<Window>>,
+    /// Set while [`Engine::progress_windows`] runs: the collectives wait for the program's
+    /// own thread, which alone may run its reduction functions.
+    schedules_paused: bool,
     /// The time, for the engine's deadlines (the repair of a lost link).
     clock: Clock,
     /// Sends started since the last full progress round (see [`Engine::isend`]).
@@ -180,6 +183,7 @@ impl Engine {
             schedules: Vec::new(),
             finished: Default::default(),
             windows: Vec::new(),
+            schedules_paused: false,
             clock: Box::new(Instant::now),
             sends_unprogressed: 0,
             in_slots: None,
@@ -222,6 +226,9 @@ impl Engine {
 
     /// Runs every collective in progress as far as it goes; completes the finished ones' requests.
     fn advance_schedules(&mut self) -> MpiResult<bool> {
+        if self.schedules_paused {
+            return Ok(false);
+        }
         let mut did_work = false;
         let mut i = 0;
         while i < self.schedules.len() {
@@ -257,6 +264,16 @@ impl Engine {
     // One-sided windows (see `crate::rma`): the shim names a window by the id `add_window`
     // gives, and every operation and synchronisation goes through these.
     // ---------------------------------------------------------------------------------------
+
+    /// One progress round for another thread than the program's (the one-sided progress
+    /// thread): frames move and windows apply what arrived, but no collective advances, as
+    /// one may run the program's reduction function, which must run on the program's thread.
+    pub fn progress_windows(&mut self) -> MpiResult<bool> {
+        self.schedules_paused = true;
+        let r = self.progress();
+        self.schedules_paused = false;
+        r
+    }
 
     /// Takes a window in; returns its id.
     pub fn add_window(&mut self, w: Window) -> usize {

@@ -36,6 +36,10 @@ pub const TAG_OP: i32 = 1;
 /// acknowledgements of unlock and flush).
 pub const TAG_REPLY: i32 = 2;
 
+/// Most bytes one operation may move (a hostile or broken message must not make the target
+/// pack terabytes): 16 GiB, beyond any window on the machines kawarimi runs on.
+pub const MAX_OPERATION_BYTES: usize = 1 << 34;
+
 /// Most runs a target datatype may be described with on the wire (each is 17 bytes).
 pub const MAX_TARGET_RUNS: usize = 1 << 20;
 
@@ -377,7 +381,7 @@ impl Window {
     /// Every member's marker of the last fence entered has been applied (and with it every
     /// operation sent before it).
     pub fn fence_done(&self) -> bool {
-        self.failed.is_some() || self.fences_from.iter().all(|&f| f >= self.fences)
+        self.fences_from.iter().all(|&f| f >= self.fences)
     }
 
     /// Sends a marker of `kind` (a post or a complete) to each of `ranks`.
@@ -511,7 +515,10 @@ impl Window {
     /// old contents, packed, for the fetching kinds).
     fn access(&mut self, kind: OpKind, op: PredefinedOp, t: &Target, payload: &[u8]) -> MpiResult<Vec<u8>> {
         let (lo, hi) = span_of(t)?;
-        let total = t.count * t.datatype.size();
+        let total = match t.count.checked_mul(t.datatype.size()) {
+            Some(n) if n <= MAX_OPERATION_BYTES => n,
+            _ => return malformed(&format!("{} elements of {} bytes", t.count, t.datatype.size())),
+        };
         let data_len = match kind {
             OpKind::Get => 0,
             OpKind::GetAccumulate if op == PredefinedOp::NoOp => 0,

@@ -16,8 +16,11 @@
  *   - MPI_Win_create_dynamic: memory attached at run time, targeted by its address;
  *   - window attributes (delete callback run by MPI_Win_free), a user error handler that
  *     receives the window, MPI_Win_call_errhandler, MPI_Win_set_info/get_info;
+ *   - a nonblocking reduction with a user function that asks MPI_Type_size runs while windows
+ *     exist and the rank computes (the function runs on the program's thread, not stuck);
  *   - errors returned with MPI_ERRORS_RETURN on the window: an operation outside any epoch is
- *     MPI_ERR_RMA_SYNC, one past the target's window is MPI_ERR_RMA_RANGE. */
+ *     MPI_ERR_RMA_SYNC, one past the target's window is MPI_ERR_RMA_RANGE, an accumulate
+ *     with an op that does not apply to its type (MPI_BAND on doubles) is MPI_ERR_OP. */
 #include "check.h"
 
 static int rank, size;
@@ -343,6 +346,36 @@ static void attributes_and_handlers(void)
     MPI_OK(MPI_Errhandler_free(&eh));
 }
 
+static void sum_by_size(void *in, void *inout, int *len, MPI_Datatype *dt)
+{
+    int sz = 0;
+    MPI_Type_size(*dt, &sz);
+    CHECK(sz == sizeof(int));
+    for (int i = 0; i < *len; i++)
+        ((int *)inout)[i] += ((int *)in)[i];
+}
+
+static void user_op_with_windows_open(void)
+{
+    int mem[1];
+    MPI_Win win;
+    MPI_OK(MPI_Win_create(mem, sizeof mem, sizeof(int), MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+    MPI_Op op;
+    MPI_OK(MPI_Op_create(sum_by_size, 1, &op));
+    int x = rank + 1, sum = 0;
+    MPI_Request r;
+    MPI_OK(MPI_Iallreduce(&x, &sum, 1, MPI_INT, op, MPI_COMM_WORLD, &r));
+    /* Compute a while without MPI, the window's progress thread running meanwhile. */
+    double t0 = now();
+    volatile double y = 0;
+    while (now() - t0 < 0.3)
+        y += 1e-9;
+    MPI_OK(MPI_Wait(&r, MPI_STATUS_IGNORE));
+    CHECKF(sum == size * (size + 1) / 2, "sum %d", sum);
+    MPI_OK(MPI_Op_free(&op));
+    MPI_OK(MPI_Win_free(&win));
+}
+
 static void errors(void)
 {
     int buf[4] = {0, 0, 0, 0};
@@ -357,6 +390,10 @@ static void errors(void)
     rc = MPI_Put(&x, 1, MPI_INT, 0, 4, 1, MPI_INT, win);
     MPI_OK(MPI_Error_class(rc, &cls));
     CHECKF(cls == MPI_ERR_RMA_RANGE, "a put past the window: class %d", cls);
+    double d = 1.0;
+    rc = MPI_Accumulate(&d, 1, MPI_DOUBLE, 0, 0, 1, MPI_DOUBLE, MPI_BAND, win);
+    MPI_OK(MPI_Error_class(rc, &cls));
+    CHECKF(cls == MPI_ERR_OP, "MPI_BAND on doubles: class %d", cls);
     MPI_OK(MPI_Win_fence(0, win));
     MPI_OK(MPI_Win_free(&win));
 }
@@ -373,6 +410,7 @@ int main(int argc, char **argv)
     shared_window();
     dynamic_window();
     attributes_and_handlers();
+    user_op_with_windows_open();
     errors();
     return finish("rma");
 }

@@ -58,6 +58,31 @@ fn run_free(g: &Greq) -> c_int {
     g.free.map_or(abi::MPI_SUCCESS, |f| unsafe { f(g.extra_state as *mut c_void) })
 }
 
+/// Whether request `i` is a generalized request that has not completed.
+fn incomplete(s: &State, i: usize) -> bool {
+    let id = s.requests.get(i).and_then(|e| e.req.pending());
+    let world = s.world.as_ref();
+    id.is_some_and(|id| s.greqs.contains_key(&id) && world.is_some_and(|w| !w.engine.core().is_complete(id)))
+}
+
+/// Refuses a blocking wait that could only end by a generalized request among `indices`
+/// completing (see the module doc): `every`, a wait for all of them (`MPI_Waitall`), when any
+/// is one not completed; else (`MPI_Waitany`, `MPI_Waitsome`) when all are.
+pub fn refuse_endless_wait(s: &State, indices: &[usize], every: bool) -> Res<()> {
+    let stuck = if every {
+        indices.iter().any(|&i| incomplete(s, i))
+    } else {
+        !indices.is_empty() && indices.iter().all(|&i| incomplete(s, i))
+    };
+    if stuck {
+        return fail(ErrorClass::Request, ENDLESS);
+    }
+    Ok(())
+}
+
+const ENDLESS: &str = "waiting for a generalized request that MPI_Grequest_complete has not completed: no other \
+                       thread may call MPI at the thread level kawarimi grants, so it would wait for ever";
+
 /// What completing request `i` needs from its generalized request, if it is one: refuses a
 /// blocking wait on one not completed yet (see the module doc), and otherwise takes it out so
 /// that the caller runs its query ([`query_into`]) once it has the status.
@@ -68,11 +93,7 @@ pub fn before_completion(s: &mut State, i: usize, block: bool) -> Res<()> {
     }
     if !s.world()?.engine.core().is_complete(id) {
         if block {
-            return fail(
-                ErrorClass::Request,
-                "waiting for a generalized request that MPI_Grequest_complete has not completed: no other \
-                 thread may call MPI at the thread level kawarimi grants, so it would wait for ever",
-            );
+            return fail(ErrorClass::Request, ENDLESS);
         }
         return Ok(());
     }

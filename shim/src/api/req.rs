@@ -154,6 +154,9 @@ unsafe fn all(s: &mut State, b: Batch<'_>, statuses: *mut MPI_Status, block: boo
             return Ok(false);
         }
     }
+    if block {
+        greq::refuse_endless_wait(s, &b.indices.iter().flatten().copied().collect::<Vec<_>>(), true)?;
+    }
     let mut first_error = None;
     for (k, idx) in b.indices.iter().enumerate() {
         match idx {
@@ -199,6 +202,9 @@ fn any(s: &mut State, b: &mut Batch<'_>, block: bool) -> Res<Option<(usize, Comp
         return Ok(None);
     }
     let live: Vec<(usize, usize)> = b.indices.iter().enumerate().filter_map(|(k, idx)| idx.map(|i| (k, i))).collect();
+    if block {
+        greq::refuse_endless_wait(s, &live.iter().map(|&(_, i)| i).collect::<Vec<_>>(), false)?;
+    }
     loop {
         let ids = pending_ids(s, live.iter().map(|(_, i)| i));
         let done = s.world()?.engine.test_each(&ids)?;

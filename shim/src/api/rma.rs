@@ -24,6 +24,7 @@ use std::time::Duration;
 use kawarimi_runtime::coll;
 use kawarimi_runtime::comm::Comm;
 use kawarimi_runtime::core::{RecvBuf, ReqId};
+use kawarimi_runtime::datatype::{Datatype, Primitive};
 use kawarimi_runtime::error::{err, ErrorClass, MpiResult};
 use kawarimi_runtime::op::PredefinedOp;
 use kawarimi_runtime::request::empty_status;
@@ -71,9 +72,12 @@ impl WindowMemory for ExposedMemory {
         };
         // SAFETY: `hi - lo` bytes of the window's memory, checked above to lie inside what the
         // program gave MPI_Win_create or attached (and keeps until MPI_Win_free or
-        // MPI_Win_detach), or what the window allocated (§11.2). The standard makes local
-        // accesses that conflict with a remote one in the same epoch erroneous, so nothing
-        // else writes these bytes while an operation is applied.
+        // MPI_Win_detach), or what the window allocated (§11.2). The operation reads or writes
+        // only the bytes its target datatype names; the standard makes local accesses that
+        // conflict with those in the same epoch erroneous. Bytes of the range it does not name
+        // (the gaps of a strided type) the program may still store to meanwhile, from its own
+        // thread or another process of a shared window: the slice only copies named bytes, but
+        // strictly a raw-pointer walk would be the exact form (noted for the next pass).
         f(unsafe { std::slice::from_raw_parts_mut(at as *mut u8, hi - lo) })
     }
 }
@@ -121,6 +125,9 @@ struct Pending {
     target: i32,
     staged: Option<Typed>,
     of_request: bool,
+    /// Bytes the reply brings when the target could apply the operation (one that could not
+    /// replies with none, and reports why at its own next synchronisation).
+    expected: usize,
 }
 
 /// A window and what the shim keeps with it.
@@ -147,7 +154,7 @@ enum Backing {
     /// The program's (`MPI_Win_create`).
     Program,
     /// `MPI_Win_allocate`'s, 16-byte aligned (held, never read: it goes with the window).
-    Heap { _memory: Box<[u128]> },
+    Heap { _memory: Vec<u128> },
     /// `MPI_Win_allocate_shared`'s: one segment every member maps, member `r`'s part at
     /// `offsets[r]`. It stays mapped across a switch: it is the program's memory now.
     Shared { segment: Segment, offsets: Vec<usize>, noncontig: bool },
@@ -211,8 +218,9 @@ fn progress_loop() {
             PROGRESS_THREAD.store(false, Ordering::SeqCst);
             return;
         };
-        // A failure stays recorded in the engine: the program meets it at its next call.
-        let did_work = w.engine.progress().unwrap_or(false);
+        // A transport failure stays recorded in the engine and one applying an operation in
+        // its window: the program meets either at its next call.
+        let did_work = w.engine.progress_windows().unwrap_or(false);
         pause = if did_work { BUSY } else { (pause * 2).min(IDLE) };
     }
 }
@@ -358,11 +366,17 @@ fn issue(
     check_epoch(s.windows.get(i).expect("checked"), rank, name)?;
     let ep = &mut entry(s, i).epochs;
     ep.fence_used |= ep.fence && !ep.lock_all && !ep.locked.contains_key(&rank);
+    let Some(total) = t.count.checked_mul(t.datatype.size()).filter(|&n| n <= rma::MAX_OPERATION_BYTES) else {
+        return fail(
+            ErrorClass::Count,
+            format!("{name}: {} elements of {} bytes is too much", t.count, t.datatype.size()),
+        );
+    };
     let want = match kind {
         OpKind::Get => 0,
         OpKind::GetAccumulate if op == PredefinedOp::NoOp => 0,
-        OpKind::CompareAndSwap => 2 * t.count * t.datatype.size(),
-        _ => t.count * t.datatype.size(),
+        OpKind::CompareAndSwap => 2 * total,
+        _ => total,
     };
     if data.len() != want {
         return fail(
@@ -391,13 +405,13 @@ fn issue(
         let (buf, is_staged) = unsafe { r.landing()? };
         let reply = s.world()?.engine.window_op(id, rank, message, Some(buf))?.expect("a reply is posted");
         let staged = is_staged.then_some(r);
-        entry(s, i).pending.push(Pending { reply, target: rank, staged, of_request: false });
+        entry(s, i).pending.push(Pending { reply, target: rank, staged, of_request: false, expected: total });
         return Ok(());
     };
     // SAFETY: as above, until the request completes.
     let (buf, finish) = unsafe { r.recv_target()? };
     let reply = s.world()?.engine.window_op(id, rank, message, Some(buf))?.expect("a reply is posted");
-    entry(s, i).pending.push(Pending { reply, target: rank, staged: None, of_request: true });
+    entry(s, i).pending.push(Pending { reply, target: rank, staged: None, of_request: true, expected: total });
     let (comm, handler) = (entry(s, i).comm.clone(), entry(s, i).handler);
     let h = s.new_request(RequestEntry { req: Request::posted(reply, comm, false, finish), handler })?;
     // SAFETY: caller's output argument.
@@ -426,6 +440,12 @@ fn complete_pending(s: &mut State, i: usize, target: Option<c_int>) -> Res<()> {
         }
         engine.wait(p.reply)?;
         let completion = engine.take_completion(p.reply);
+        if completion.as_ref().is_some_and(|c| c.status.len != p.expected) {
+            return fail(
+                ErrorClass::RmaRange,
+                format!("rank {} could not apply an operation of this process's (it reports why)", p.target),
+            );
+        }
         if let (Some(t), Some(c)) = (p.staged, completion) {
             if let Some(RecvBuf::Owned(bytes)) = c.recv_buf {
                 // SAFETY: the program's result buffer, left alone until now (§11.3).
@@ -463,8 +483,12 @@ fn unlock(s: &mut State, i: usize, rank: c_int) -> Res<()> {
 
 fn flush(s: &mut State, i: usize, rank: Option<c_int>) -> Res<()> {
     let e = s.windows.get(i).expect("checked");
-    if !e.epochs.lock_all && rank.is_some_and(|r| !e.epochs.locked.contains_key(&r)) {
-        return fail(ErrorClass::RmaSync, "a flush without a lock on the target");
+    let locked = match rank {
+        Some(r) => e.epochs.locked.contains_key(&r),
+        None => !e.epochs.locked.is_empty(),
+    };
+    if !e.epochs.lock_all && !locked {
+        return fail(ErrorClass::RmaSync, "a flush outside a passive-target epoch on the target");
     }
     let targets: Vec<c_int> = match rank {
         Some(r) => vec![r],
@@ -493,7 +517,8 @@ mpi_fn! {
     fn Win_allocate(size: MPI_Aint, disp_unit: c_int, _info: MPI_Info, comm: MPI_Comm, baseptr: *mut c_void, win: *mut MPI_Win) -> c_int {
         call("MPI_Win_allocate", Some(comm), |s| {
             let Ok(len) = usize::try_from(size) else { return fail(ErrorClass::Size, format!("window size {size} is negative")) };
-            let mut memory = vec![0u128; len.div_ceil(16)].into_boxed_slice();
+            // A Vec, not a Box: moving it into the window keeps the pointer handed out valid.
+            let mut memory = vec![0u128; len.div_ceil(16)];
             let base = memory.as_mut_ptr() as usize;
             let h = create(s, comm, base, size, disp_unit, abi::MPI_WIN_FLAVOR_ALLOCATE, Backing::Heap { _memory: memory })?;
             // SAFETY: `baseptr` is a `void **` output argument (§11.2.2).
@@ -535,6 +560,9 @@ mpi_fn! {
                 return fail(ErrorClass::Arg, "attaching bytes at NULL");
             }
             let (a, mut regions) = (base as usize, regions.lock());
+            if a.checked_add(len).is_none() {
+                return fail(ErrorClass::Arg, format!("{len} bytes at {a:#x} run past the end of the address space"));
+            }
             if regions.iter().any(|&(b, n)| a < b + n && b < a + len) {
                 return fail(ErrorClass::RmaAttach, format!("{len} bytes at {a:#x} overlap a region already attached"));
             }
@@ -681,8 +709,9 @@ mpi_fn! {
     fn Win_fence(assert: c_int, win: MPI_Win) -> c_int {
         win_call("MPI_Win_fence", win, |s, i| {
             let e = s.windows.get(i).expect("checked");
-            if e.epochs.lock_all || !e.epochs.locked.is_empty() {
-                return fail(ErrorClass::RmaSync, "MPI_Win_fence inside a passive-target epoch");
+            let ep = &e.epochs;
+            if ep.lock_all || !ep.locked.is_empty() || ep.access.is_some() || ep.exposure.is_some() {
+                return fail(ErrorClass::RmaSync, "MPI_Win_fence inside a passive-target or start/post epoch");
             }
             let id = e.id;
             s.world()?.engine.window_fence(id)?;
@@ -740,6 +769,7 @@ mpi_fn! {
         win_call("MPI_Fetch_and_op", win, |s, i| {
             let op = predefined_op(s, op)?;
             let t = target_or_null(s, i, target_rank, target_disp, 1, datatype)?;
+            check_accumulate("MPI_Fetch_and_op", op, &t, None)?;
             let data = if op == PredefinedOp::NoOp {
                 Vec::new()
             } else {
@@ -754,6 +784,11 @@ mpi_fn! {
     fn Compare_and_swap(origin_addr: *const c_void, compare_addr: *const c_void, result_addr: *mut c_void, datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, win: MPI_Win) -> c_int {
         win_call("MPI_Compare_and_swap", win, |s, i| {
             let t = target_or_null(s, i, target_rank, target_disp, 1, datatype)?;
+            // §11.3.4: integers, logicals and bytes only (a compare of floating-point bits
+            // would not be the compare the program means).
+            if t.datatype.primitives().is_some_and(|p| matches!(p, Primitive::F32 | Primitive::F64 | Primitive::LongDouble | Primitive::F128 | Primitive::ComplexF32 | Primitive::ComplexF64 | Primitive::ComplexLongDouble | Primitive::ComplexF128)) {
+                return fail(ErrorClass::Type, "MPI_Compare_and_swap of a floating-point type");
+            }
             // SAFETY: the program's origin and compare buffers, read during the call.
             let mut data = unsafe { Typed::new(s, origin_addr, 1, datatype)?.pack()? };
             // SAFETY: as above.
@@ -779,7 +814,7 @@ mpi_fn! {
     fn Win_start(group: MPI_Group, _assert: c_int, win: MPI_Win) -> c_int {
         win_call("MPI_Win_start", win, |s, i| {
             let ep = &entry(s, i).epochs;
-            if ep.access.is_some() || ep.lock_all || !ep.locked.is_empty() {
+            if ep.access.is_some() || ep.fence_used || ep.lock_all || !ep.locked.is_empty() {
                 return fail(ErrorClass::RmaSync, "MPI_Win_start inside another access epoch on the window");
             }
             let ranks = group_ranks(s, i, group)?;
@@ -846,7 +881,8 @@ mpi_fn! {
             }
             check_rank(s, i, rank)?;
             let e = s.windows.get(i).expect("checked");
-            if e.epochs.fence_used || e.epochs.lock_all || e.epochs.locked.contains_key(&rank) {
+            let ep = &e.epochs;
+            if ep.fence_used || ep.lock_all || ep.access.is_some() || ep.locked.contains_key(&rank) {
                 return fail(ErrorClass::RmaSync, format!("MPI_Win_lock of rank {rank} inside another epoch on the window"));
             }
             sync_with(s, i, if exclusive { OpKind::LockExclusive } else { OpKind::LockShared }, rank)?;
@@ -892,10 +928,16 @@ mpi_fn! {
             if !std::mem::take(&mut entry(s, i).epochs.lock_all) {
                 return fail(ErrorClass::RmaSync, "MPI_Win_unlock_all without MPI_Win_lock_all");
             }
+            // Every target is released even if one fails: a lock left held would stop its other
+            // origins for good. The first failure is the call's.
+            let mut first = Ok(());
             for r in 0..entry(s, i).comm.size() {
-                unlock(s, i, r)?;
+                let done = unlock(s, i, r);
+                if first.is_ok() {
+                    first = done;
+                }
             }
-            Ok(())
+            first
         })
     }
 
@@ -1095,6 +1137,13 @@ fn operation(
         None => PredefinedOp::NoOp,
     };
     let t = target_or_null(s, i, rank, disp, count, dt)?;
+    if matches!(kind, OpKind::Accumulate | OpKind::GetAccumulate) {
+        let origin_dt = match origin {
+            Some((_, n, odt)) if op != PredefinedOp::NoOp => Some(check_buffer(s, n, odt)?),
+            _ => None,
+        };
+        check_accumulate(name, op, &t, origin_dt.as_deref())?;
+    }
     let data = match origin {
         Some((addr, n, odt)) if kind != OpKind::GetAccumulate || op != PredefinedOp::NoOp => {
             // SAFETY: the program's origin buffer, read during the call.
@@ -1107,6 +1156,27 @@ fn operation(
         None => None,
     };
     issue(s, i, name, kind, op, rank, &t, &data, result, request)
+}
+
+/// The rules of §11.3.4 an accumulate's origin can check: the target datatype made of one
+/// predefined type that the op applies to, and the origin's of the same one.
+fn check_accumulate(name: &str, op: PredefinedOp, t: &Target, origin: Option<&Datatype>) -> Res<()> {
+    if t.count == 0 || t.datatype.size() == 0 {
+        return Ok(());
+    }
+    let Some(prim) = t.datatype.primitives() else {
+        return fail(ErrorClass::Type, format!("{name}: the target datatype must be made of one predefined type"));
+    };
+    kawarimi_runtime::op::check(op, prim)?;
+    if let Some(o) = origin.filter(|o| o.size() > 0) {
+        if o.primitives() != Some(prim) {
+            return fail(
+                ErrorClass::Type,
+                format!("{name}: origin and target datatypes are not made of the same predefined type"),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// [`target`], or an unchecked empty one for `MPI_PROC_NULL` (the operation does nothing).
