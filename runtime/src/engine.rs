@@ -361,6 +361,16 @@ impl Engine {
         Ok(taken)
     }
 
+    /// The first error the window met or was told of (an operation of this process's that a
+    /// target could not apply), after applying what has arrived; reported once.
+    pub fn window_failure(&mut self, id: usize) -> MpiResult<()> {
+        self.advance_windows()?;
+        match self.windows.get_mut(id).and_then(Option::as_mut) {
+            Some(w) => w.take_failure(),
+            None => err(ErrorClass::Win, format!("window {id} does not exist")),
+        }
+    }
+
     /// Forgets a window (after its last fence: nothing more arrives for it).
     pub fn remove_window(&mut self, id: usize) -> Option<Window> {
         self.windows.get_mut(id).and_then(Option::take)

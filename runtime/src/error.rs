@@ -45,6 +45,48 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// Every class, in declaration order.
+    pub const ALL: [ErrorClass; 32] = [
+        ErrorClass::Buffer,
+        ErrorClass::Count,
+        ErrorClass::Type,
+        ErrorClass::Tag,
+        ErrorClass::Comm,
+        ErrorClass::Rank,
+        ErrorClass::Request,
+        ErrorClass::Root,
+        ErrorClass::Group,
+        ErrorClass::Op,
+        ErrorClass::Topology,
+        ErrorClass::Dims,
+        ErrorClass::Arg,
+        ErrorClass::Unknown,
+        ErrorClass::Truncate,
+        ErrorClass::Other,
+        ErrorClass::Intern,
+        ErrorClass::InStatus,
+        ErrorClass::Pending,
+        ErrorClass::Keyval,
+        ErrorClass::NoMem,
+        ErrorClass::Base,
+        ErrorClass::Unsupported,
+        ErrorClass::Win,
+        ErrorClass::Disp,
+        ErrorClass::Size,
+        ErrorClass::Locktype,
+        ErrorClass::RmaRange,
+        ErrorClass::RmaSync,
+        ErrorClass::RmaFlavor,
+        ErrorClass::RmaShared,
+        ErrorClass::RmaAttach,
+    ];
+
+    /// The class of a standard name ([`ErrorClass::name`]), for errors that travel between
+    /// processes.
+    pub fn from_name(name: &str) -> Option<ErrorClass> {
+        ErrorClass::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     /// The standard's name for the class, as `MPI_Error_string` prints it.
     pub fn name(self) -> &'static str {
         match self {
@@ -110,4 +152,19 @@ pub type MpiResult<T> = Result<T, MpiError>;
 /// Shorthand for building an [`MpiError`] in a `return Err(...)`.
 pub fn err<T>(class: ErrorClass, detail: impl Into<String>) -> MpiResult<T> {
     Err(MpiError::new(class, detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_class_travels_by_its_name() {
+        for c in ErrorClass::ALL {
+            assert_eq!(ErrorClass::from_name(c.name()), Some(c), "{c:?}");
+        }
+        let names: std::collections::BTreeSet<_> = ErrorClass::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), ErrorClass::ALL.len(), "names are distinct");
+        assert_eq!(ErrorClass::from_name("MPI_ERR_NOT_A_CLASS"), None);
+    }
 }

@@ -75,10 +75,14 @@ pub enum OpKind {
     /// group, an origin's `MPI_Win_complete` tells each target (behind its operations).
     Post = 11,
     Complete = 12,
+    /// A target could not apply an operation of this origin: the payload is the error's class
+    /// name, a newline and its detail. The origin's next synchronisation on the window reports
+    /// it (the operation was the origin's, so its error is too).
+    Error = 13,
 }
 
 impl OpKind {
-    const ALL: [OpKind; 12] = [
+    const ALL: [OpKind; 13] = [
         OpKind::Put,
         OpKind::Get,
         OpKind::Accumulate,
@@ -91,6 +95,7 @@ impl OpKind {
         OpKind::Flush,
         OpKind::Post,
         OpKind::Complete,
+        OpKind::Error,
     ];
 
     fn from_u8(v: u8) -> Option<OpKind> {
@@ -429,10 +434,21 @@ impl Window {
             let Some(RecvBuf::Owned(mut bytes)) = done.recv_buf else { continue };
             bytes.truncate(done.status.len);
             if let Err(e) = self.apply(core, origin, bytes) {
-                // Reported by this process's next synchronisation on the window, naming the
-                // origin whose operation could not be applied.
-                let e = crate::error::MpiError::new(e.class, format!("an operation from rank {origin}: {}", e.detail));
-                self.failed.get_or_insert(e);
+                if origin < 0 {
+                    // Not from a member: this process's own next synchronisation says so.
+                    self.failed.get_or_insert(e);
+                } else {
+                    // The origin's error: it learns it behind everything this process sends it
+                    // before its next acknowledgement or marker.
+                    let me = self.comm.rank;
+                    let text = format!(
+                        "{}\nrank {me} could not apply an operation of this process's: {}",
+                        e.class.name(),
+                        e.detail
+                    );
+                    let notice = encode(OpKind::Error, PredefinedOp::NoOp, None, text.as_bytes())?;
+                    self.send(core, origin, notice)?;
+                }
             }
         }
         Ok(did)
@@ -475,6 +491,13 @@ impl Window {
             }
             OpKind::Complete => {
                 self.completes.arrived[origin as usize] += 1;
+                Ok(())
+            }
+            OpKind::Error => {
+                let text = String::from_utf8_lossy(&d.payload);
+                let (class, detail) = text.split_once('\n').unwrap_or(("", &text));
+                let class = ErrorClass::from_name(class).unwrap_or(ErrorClass::Other);
+                self.failed.get_or_insert(crate::error::MpiError::new(class, detail.to_string()));
                 Ok(())
             }
             _ => {

@@ -465,6 +465,8 @@ fn sync_with(s: &mut State, i: usize, kind: OpKind, target: c_int) -> Res<()> {
     let reply = engine.window_op(id, target, message, Some(RecvBuf::Owned(Vec::new())))?.expect("a reply is posted");
     engine.wait(reply)?;
     engine.take_completion(reply);
+    // What the target could not apply of this process's came back ahead of its reply.
+    engine.window_failure(id)?;
     Ok(())
 }
 
