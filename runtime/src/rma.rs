@@ -144,20 +144,14 @@ fn prim_code(p: Primitive) -> u8 {
 pub fn encode(kind: OpKind, op: PredefinedOp, target: Option<&Target>, payload: &[u8]) -> MpiResult<Vec<u8>> {
     let mut runs = Vec::new();
     if let Some(t) = target {
-        let mut too_many = false;
-        t.datatype.for_each_block(|b| {
-            if runs.len() < MAX_TARGET_RUNS {
-                runs.push(b);
-            } else {
-                too_many = true;
-            }
-        });
-        if too_many {
+        // Counted first, without expanding: a type of 10^8 runs is refused at once.
+        if t.datatype.run_count() > MAX_TARGET_RUNS {
             return err(
                 ErrorClass::Unsupported,
                 format!("a target datatype of more than {MAX_TARGET_RUNS} runs is not supported"),
             );
         }
+        t.datatype.for_each_block(|b| runs.push(b));
     }
     let mut m = Vec::with_capacity(HEADER_BYTES + runs.len() * RUN_BYTES + payload.len());
     m.extend_from_slice(&[kind as u8, PredefinedOp::ALL.iter().position(|&o| o == op).unwrap_or(0) as u8, 0, 0]);

@@ -217,6 +217,7 @@ fn large_counts_cost_memory_independent_of_the_count() {
     assert_eq!(v.extent(), (2 * 100_000_000 - 1) * 4);
     assert_eq!(v.elements_per_type(), 100_000_000);
     assert!(v.described_items() <= 2, "{} items", v.described_items());
+    assert_eq!(v.run_count(), 100_000_000);
     let inner = Datatype::vector(4096, 1, 2, &i).unwrap();
     let nested = Datatype::hvector(4096, 1, 1 << 20, &inner).unwrap();
     assert_eq!(nested.size(), 4096 * 4096 * 4);

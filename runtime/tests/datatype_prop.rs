@@ -206,11 +206,14 @@ proptest! {
         prop_assert_eq!(c.dt.size() * count, c.stream.len());
         let mut blocks_len = 0;
         let mut touched = vec![];
+        let mut runs = 0;
         c.dt.for_each_block(|b| {
+            runs += 1;
             blocks_len += b.count * b.prim.packed_size();
             touched.extend((0..b.count as isize).map(|k| (b.disp + k * b.prim.size() as isize, b.prim)));
         });
         prop_assert_eq!(blocks_len, c.dt.size());
+        prop_assert_eq!(runs, c.dt.run_count(), "runs counted without expanding");
         prop_assert_eq!(touched, entries(&t), "the expanded description is the type map");
         let (lo, hi) = c.dt.span(count);
         if c.stream.is_empty() {

@@ -441,6 +441,17 @@ impl Map {
             .sum()
     }
 
+    /// Runs in the type map with its repeats expanded (saturating), without expanding them.
+    fn runs(&self) -> usize {
+        self.items
+            .iter()
+            .map(|i| match i {
+                Item::Run(_) => 1,
+                Item::Repeat(r) => r.count.saturating_mul(r.body.runs()),
+            })
+            .fold(0usize, usize::saturating_add)
+    }
+
     /// Calls `f` for every run of the type map, repeats expanded, in type-map order.
     fn for_each_block(&self, origin: isize, f: &mut impl FnMut(Block)) {
         for item in &self.items {
@@ -551,6 +562,12 @@ impl Datatype {
     /// loops of the description, so it takes time in proportion to the type map.
     pub fn for_each_block(&self, mut f: impl FnMut(Block)) {
         self.inner.map.for_each_block(0, &mut f);
+    }
+
+    /// Runs [`for_each_block`](Self::for_each_block) would give (at most; adjacent runs of
+    /// copies are not merged), counted without expanding the description.
+    pub fn run_count(&self) -> usize {
+        self.inner.map.runs()
     }
 
     /// Items in the compact description of the type map: what its memory grows with.

@@ -24,10 +24,9 @@ pub struct Greq {
     free: Option<abi::MPI_Grequest_free_function>,
     cancel: Option<abi::MPI_Grequest_cancel_function>,
     extra_state: usize,
-    /// The program's handle, by which `MPI_Grequest_complete` finds it also after an
-    /// `MPI_Request_free`.
-    handle: usize,
     /// `MPI_Request_free` came before `MPI_Grequest_complete`: the free function runs then.
+    /// Its table slot stays taken until then, so that `MPI_Grequest_complete` finds it by the
+    /// handle the program kept and no other request is given that handle meanwhile.
     freed: bool,
 }
 
@@ -115,20 +114,24 @@ pub fn cancel(s: &mut State, i: usize) -> Res<bool> {
 }
 
 /// `MPI_Request_free` of engine request `id` if it is a generalized one: its free function
-/// runs now if it has completed, else when `MPI_Grequest_complete` comes.
-pub fn free(s: &mut State, id: Option<kawarimi_runtime::core::ReqId>) -> Res<()> {
-    let Some(id) = id else { return Ok(()) };
+/// runs now if it has completed, else when `MPI_Grequest_complete` comes. Returns whether the
+/// request keeps its table slot until then (see [`Greq::freed`]).
+pub fn free(s: &mut State, id: Option<kawarimi_runtime::core::ReqId>) -> Res<bool> {
+    let Some(id) = id else { return Ok(false) };
     let complete = s.world()?.engine.core().is_complete(id);
-    match s.greqs.get_mut(&id) {
+    Ok(match s.greqs.get_mut(&id) {
         Some(g) if complete => {
             let g = *g;
             s.greqs.remove(&id);
             after_call(Box::new(move || run_free(&g)));
+            false
         }
-        Some(g) => g.freed = true,
-        None => {}
-    }
-    Ok(())
+        Some(g) => {
+            g.freed = true;
+            true
+        }
+        None => false,
+    })
 }
 
 mpi_fn! {
@@ -138,7 +141,7 @@ mpi_fn! {
             let id = s.world()?.engine.new_external();
             let req = Request::posted(id, comm, false, kawarimi_runtime::request::Finish::Nothing);
             let h = s.new_request(RequestEntry { req, handler: Handler::Fatal })?;
-            let g = Greq { query: query_fn, free: free_fn, cancel: cancel_fn, extra_state: extra_state as usize, handle: h as usize, freed: false };
+            let g = Greq { query: query_fn, free: free_fn, cancel: cancel_fn, extra_state: extra_state as usize, freed: false };
             s.greqs.insert(id, g);
             // SAFETY: caller's output argument.
             unsafe { out(request, h) }
@@ -147,14 +150,17 @@ mpi_fn! {
 
     fn Grequest_complete(request: MPI_Request) -> c_int {
         call("MPI_Grequest_complete", None, |s| {
-            let found = s.greqs.iter().find(|(_, g)| g.handle == request as usize).map(|(&id, g)| (id, g.freed));
-            let Some((id, freed)) = found else {
+            let i = s.request_index(request)?;
+            let id = i.and_then(|i| s.requests.get(i)).and_then(|e| e.req.pending());
+            let (Some(i), Some(id)) = (i, id.filter(|id| s.greqs.contains_key(id))) else {
                 return fail(ErrorClass::Request, "MPI_Grequest_complete of a request that is not a pending generalized request");
             };
             s.world()?.engine.complete_external(id);
             // Freed by the program already: nobody waits for it, so it goes now.
-            if freed {
-                let g = s.greqs.remove(&id).expect("found above");
+            if s.greqs.get(&id).is_some_and(|g| g.freed) {
+                s.world()?.engine.take_completion(id);
+                s.requests.remove(i);
+                let g = s.greqs.remove(&id).expect("checked");
                 after_call(Box::new(move || run_free(&g)));
             }
             Ok(())

@@ -352,7 +352,11 @@ mpi_fn! {
                 return fail(ErrorClass::Request, "MPI_REQUEST_NULL cannot be freed");
             };
             let pending = s.requests.get(i).expect("checked").req.pending();
-            greq::free(s, pending)?;
+            if greq::free(s, pending)? {
+                // SAFETY: checked non-null by read_request.
+                unsafe { *request = request_null() };
+                return Ok(());
+            }
             let e = s.requests.remove(i).expect("checked");
             // The runtime finishes it in the background and then forgets it.
             e.req.free(&mut s.world()?.engine)?;
