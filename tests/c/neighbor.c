@@ -9,6 +9,7 @@
  *   - distributed graph from MPI_Dist_graph_create where every process gives the edges of
  *     another one, weighted: its neighbour lists and weights, then Neighbor_alltoallw with a
  *     strided datatype on the send side and Ineighbor_allgather;
+ *   - no neighbours with MPI_WEIGHTS_EMPTY make a weighted graph;
  *   - a neighbourhood collective on a communicator without a topology fails. */
 #include "check.h"
 
@@ -147,6 +148,23 @@ static void dist_graph(void)
     MPI_OK(MPI_Comm_free(&dg));
 }
 
+/* No neighbours, with MPI_WEIGHTS_EMPTY: a weighted graph all the same. */
+static void empty_weighted(void)
+{
+    MPI_Comm dg;
+    int none[1] = {0};
+    /* Open MPI's MPI_WEIGHTS_EMPTY is an empty array, which gcc takes for one read past. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstringop-overread"
+    MPI_OK(MPI_Dist_graph_create_adjacent(MPI_COMM_WORLD, 0, none, MPI_WEIGHTS_EMPTY, 0, none, MPI_WEIGHTS_EMPTY,
+                                          MPI_INFO_NULL, 0, &dg));
+#pragma GCC diagnostic pop
+    int in = -1, out = -1, w = -1;
+    MPI_OK(MPI_Dist_graph_neighbors_count(dg, &in, &out, &w));
+    CHECKF(in == 0 && out == 0 && w, "degrees %d/%d weighted %d", in, out, w);
+    MPI_OK(MPI_Comm_free(&dg));
+}
+
 static void no_topology(void)
 {
     MPI_Comm plain;
@@ -172,6 +190,7 @@ int main(int argc, char **argv)
     cartesian_grid();
     graph_ring();
     dist_graph();
+    empty_weighted();
     no_topology();
     return finish("neighbor");
 }

@@ -65,9 +65,10 @@ unsafe fn neighbour_list(
     }
     let unweighted = weights as usize == abi::MPI_UNWEIGHTED;
     let empty = weights as usize == abi::MPI_WEIGHTS_EMPTY;
-    let w = if unweighted || (empty && n == 0) {
+    // MPI_WEIGHTS_EMPTY: weighted, with no neighbours here (the graph is still weighted).
+    let w = if unweighted {
         None
-    } else if empty {
+    } else if empty && n > 0 {
         return fail(ErrorClass::Arg, "MPI_WEIGHTS_EMPTY for a process that has neighbours");
     } else if n == 0 {
         Some(Vec::new())
