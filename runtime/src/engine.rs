@@ -143,6 +143,19 @@ pub struct Engine {
     slot_counts: [u64; 2],
 }
 
+/// Window `id` of `windows` (a free function, so that the engine's core stays borrowable
+/// beside it).
+fn window_mut(windows: &mut [Option<Window>], id: usize) -> MpiResult<&mut Window> {
+    match windows.get_mut(id).and_then(Option::as_mut) {
+        Some(w) => Ok(w),
+        None => no_window(id),
+    }
+}
+
+fn no_window<T>(id: usize) -> MpiResult<T> {
+    err(ErrorClass::Win, format!("window {id} does not exist"))
+}
+
 /// A small blocking collective this rank has published in the slots ([`crate::slotcoll`])
 /// and waits in. A switch that comes meanwhile must not lose it. When this rank has drained,
 /// every peer has sent its marker and so publishes nothing more until the resume; then either
@@ -292,7 +305,7 @@ impl Engine {
     pub fn window(&self, id: usize) -> MpiResult<&Window> {
         match self.windows.get(id).and_then(Option::as_ref) {
             Some(w) => Ok(w),
-            None => err(ErrorClass::Win, format!("window {id} does not exist")),
+            None => no_window(id),
         }
     }
 
@@ -305,8 +318,7 @@ impl Engine {
         message: Vec<u8>,
         reply: Option<RecvBuf>,
     ) -> MpiResult<Option<ReqId>> {
-        let w = self.windows.get(id).and_then(Option::as_ref);
-        let Some(w) = w else { return err(ErrorClass::Win, format!("window {id} does not exist")) };
+        let w = window_mut(&mut self.windows, id)?;
         let posted = match reply {
             Some(buf) => Some(w.recv_reply(&mut self.core, target, buf)?),
             None => None,
@@ -319,10 +331,7 @@ impl Engine {
     /// `MPI_Win_fence`: waits until every member has entered it and every operation that
     /// targets this process from before it is applied (see `crate::rma`).
     pub fn window_fence(&mut self, id: usize) -> MpiResult<()> {
-        match self.windows.get_mut(id).and_then(Option::as_mut) {
-            Some(w) => w.enter_fence(&mut self.core)?,
-            None => return err(ErrorClass::Win, format!("window {id} does not exist")),
-        }
+        window_mut(&mut self.windows, id)?.enter_fence(&mut self.core)?;
         self.block_on(|e| e.windows[id].as_ref().is_none_or(Window::fence_done), None)?;
         match self.windows[id].as_mut() {
             Some(w) => w.take_failure(),
@@ -332,10 +341,7 @@ impl Engine {
 
     /// Sends a post or complete marker (see `crate::rma::OpKind`) to each of `ranks`.
     pub fn window_markers(&mut self, id: usize, kind: OpKind, ranks: &[i32]) -> MpiResult<()> {
-        match self.windows.get_mut(id).and_then(Option::as_mut) {
-            Some(w) => w.send_markers(&mut self.core, kind, ranks)?,
-            None => return err(ErrorClass::Win, format!("window {id} does not exist")),
-        }
+        window_mut(&mut self.windows, id)?.send_markers(&mut self.core, kind, ranks)?;
         self.progress()?;
         Ok(())
     }
@@ -354,10 +360,7 @@ impl Engine {
             self.progress()?;
             try_take(self);
         }
-        match self.windows.get_mut(id).and_then(Option::as_mut) {
-            Some(w) => w.take_failure()?,
-            None => return err(ErrorClass::Win, format!("window {id} does not exist")),
-        }
+        window_mut(&mut self.windows, id)?.take_failure()?;
         Ok(taken)
     }
 
@@ -365,10 +368,7 @@ impl Engine {
     /// target could not apply), after applying what has arrived; reported once.
     pub fn window_failure(&mut self, id: usize) -> MpiResult<()> {
         self.advance_windows()?;
-        match self.windows.get_mut(id).and_then(Option::as_mut) {
-            Some(w) => w.take_failure(),
-            None => err(ErrorClass::Win, format!("window {id} does not exist")),
-        }
+        window_mut(&mut self.windows, id)?.take_failure()
     }
 
     /// Forgets a window (after its last fence: nothing more arrives for it).

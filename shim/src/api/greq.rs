@@ -90,11 +90,8 @@ pub fn before_completion(s: &mut State, i: usize, block: bool) -> Res<()> {
     if !s.greqs.contains_key(&id) {
         return Ok(());
     }
-    if !s.world()?.engine.core().is_complete(id) {
-        if block {
-            return fail(ErrorClass::Request, ENDLESS);
-        }
-        return Ok(());
+    if incomplete(s, i) {
+        return if block { fail(ErrorClass::Request, ENDLESS) } else { Ok(()) };
     }
     s.completed_greq = s.greqs.remove(&id);
     Ok(())

@@ -89,7 +89,8 @@ fn proc_null_request(comm: Arc<Comm>, handler: Handler, is_recv: bool) -> Reques
     RequestEntry { req: Request::complete(st, comm, is_recv), handler }
 }
 
-fn with_handler<T>(r: Res<T>, handler: Handler) -> Res<T> {
+/// `r` with its error, if it has no handler of its own, going to `handler` (the object's).
+pub(crate) fn with_handler<T>(r: Res<T>, handler: Handler) -> Res<T> {
     r.map_err(|mut e| {
         if e.handler == Handler::Fatal {
             e.handler = handler;

@@ -40,7 +40,7 @@ use crate::api::attr::{
     attrs_with_keyvals, del_attr, delete_attrs, free_keyval, get_attr, keyval_create, set_attr, AttrOwner,
 };
 use crate::api::env::{handler_handle, handler_of};
-use crate::api::p2p::{check_buffer, comm_of};
+use crate::api::p2p::{check_buffer, comm_of, with_handler};
 use crate::export::{call, call_around};
 use crate::mem::out;
 use crate::state::{
@@ -237,17 +237,17 @@ fn win_call(name: &'static str, win: MPI_Win, f: impl FnOnce(&mut State, usize) 
     call(name, Some(win as MPI_Comm), |s| {
         let i = win_index(s, win)?;
         let handler = s.windows.get(i).expect("checked").handler;
-        f(s, i).map_err(|mut e| {
-            if e.handler == Handler::Fatal {
-                e.handler = handler;
-            }
-            e
-        })
+        with_handler(f(s, i), handler)
     })
 }
 
 fn entry(s: &mut State, i: usize) -> &mut WinEntry {
     s.windows.get_mut(i).expect("window index checked")
+}
+
+/// A window size argument in bytes (§11.2: not negative).
+fn window_len(size: MPI_Aint) -> Res<usize> {
+    usize::try_from(size).or_else(|_| fail(ErrorClass::Size, format!("window size {size} is negative")))
 }
 
 /// Makes a window over `size` bytes at `base` on the communicator `comm` (collective).
@@ -264,9 +264,7 @@ fn create(
     if c.is_inter() {
         return fail(ErrorClass::Comm, "a window needs an intra-communicator");
     }
-    let Ok(len) = usize::try_from(size) else {
-        return fail(ErrorClass::Size, format!("window size {size} is negative"));
-    };
+    let len = window_len(size)?;
     if disp_unit <= 0 {
         return fail(ErrorClass::Disp, format!("displacement unit {disp_unit} is not positive"));
     }
@@ -518,7 +516,7 @@ mpi_fn! {
 
     fn Win_allocate(size: MPI_Aint, disp_unit: c_int, _info: MPI_Info, comm: MPI_Comm, baseptr: *mut c_void, win: *mut MPI_Win) -> c_int {
         call("MPI_Win_allocate", Some(comm), |s| {
-            let Ok(len) = usize::try_from(size) else { return fail(ErrorClass::Size, format!("window size {size} is negative")) };
+            let len = window_len(size)?;
             // A Vec, not a Box: moving it into the window keeps the pointer handed out valid.
             let mut memory = vec![0u128; len.div_ceil(16)];
             let base = memory.as_mut_ptr() as usize;
@@ -1048,9 +1046,7 @@ fn shared_segment(s: &mut State, comm: MPI_Comm, size: MPI_Aint) -> Res<(Segment
     if c.is_inter() {
         return fail(ErrorClass::Comm, "a window needs an intra-communicator");
     }
-    let Ok(len) = usize::try_from(size) else {
-        return fail(ErrorClass::Size, format!("window size {size} is negative"));
-    };
+    let len = window_len(size)?;
     let w = s.world()?;
     if w.host_colours(&c)?.iter().any(|&h| h != 0) {
         return fail(
