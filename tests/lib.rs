@@ -45,6 +45,12 @@ pub enum Lang {
     C,
     /// `tests/fortran/<name>.f90` with `mpif90`; headers (cpp includes) `*.h`.
     Fortran,
+    /// `tests/armci/<name>.c` with `mpicc`, linked with Debian's ARMCI-MPI for Open MPI
+    /// (`libarmci-mpi-dev`).
+    Armci,
+    /// `tests/coarray/<name>.f90` with OpenCoarrays' `caf` for Open MPI
+    /// (`libcoarrays-openmpi-dev`).
+    Coarray,
 }
 
 impl Lang {
@@ -53,27 +59,50 @@ impl Lang {
         Path::new(env!("CARGO_MANIFEST_DIR")).join(match self {
             Lang::C => "c",
             Lang::Fortran => "fortran",
+            Lang::Armci => "armci",
+            Lang::Coarray => "coarray",
         })
     }
 
     fn extension(self) -> &'static str {
         match self {
-            Lang::C => "c",
-            Lang::Fortran => "f90",
+            Lang::C | Lang::Armci => "c",
+            Lang::Fortran | Lang::Coarray => "f90",
         }
     }
 
     fn flags(self) -> &'static [&'static str] {
         match self {
-            Lang::C => CFLAGS,
-            Lang::Fortran => FFLAGS,
+            Lang::C | Lang::Armci => CFLAGS,
+            Lang::Fortran | Lang::Coarray => FFLAGS,
         }
+    }
+
+    /// What is linked after the program's source.
+    fn libraries(self) -> &'static [&'static str] {
+        match self {
+            Lang::Armci => &["-larmci-openmpi"],
+            _ => &[],
+        }
+    }
+
+    fn is_fortran(self) -> bool {
+        matches!(self, Lang::Fortran | Lang::Coarray)
     }
 
     fn compiler(self) -> Result<PathBuf, String> {
         match self {
             Lang::C => mpicc(),
             Lang::Fortran => mpif90(),
+            Lang::Armci if !Path::new("/usr/include/armci.h").exists() => Err(format!(
+                "/usr/include/armci.h is missing: run `{INSTALL_SCRIPT}` (Debian package libarmci-mpi-dev)"
+            )),
+            Lang::Armci => mpicc(),
+            Lang::Coarray => find_in_path("caf.openmpi").ok_or_else(|| {
+                format!(
+                    "`caf.openmpi` not found in PATH: run `{INSTALL_SCRIPT}` (Debian package libcoarrays-openmpi-dev)"
+                )
+            }),
         }
     }
 
@@ -82,6 +111,8 @@ impl Lang {
         match self {
             Lang::C => "kawarimi-c-programs",
             Lang::Fortran => "kawarimi-fortran-programs",
+            Lang::Armci => "kawarimi-armci-programs",
+            Lang::Coarray => "kawarimi-coarray-programs",
         }
     }
 }
@@ -267,7 +298,7 @@ pub fn compile_lang(lang: Lang, name: &str, build_dir: &Path) -> Result<PathBuf,
         hash = fnv1a(hash, &fs::read(h).unwrap_or_default());
     }
     hash = fnv1a(hash, cc.as_os_str().as_encoded_bytes());
-    for f in flags {
+    for f in flags.iter().chain(lang.libraries()) {
         hash = fnv1a(hash, f.as_bytes());
     }
 
@@ -293,7 +324,7 @@ pub fn compile_lang(lang: Lang, name: &str, build_dir: &Path) -> Result<PathBuf,
     // compiles never share one.
     let mut cmd = Command::new(&cc);
     let mod_dir = tmp.with_extension("mods");
-    if lang == Lang::Fortran {
+    if lang.is_fortran() {
         fs::create_dir_all(&mod_dir).map_err(|e| format!("cannot create {}: {e}", mod_dir.display()))?;
         cmd.arg("-J").arg(&mod_dir);
     }
@@ -304,10 +335,11 @@ pub fn compile_lang(lang: Lang, name: &str, build_dir: &Path) -> Result<PathBuf,
         .arg("-o")
         .arg(&tmp)
         .arg(&src)
+        .args(lang.libraries())
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", cc.display()));
-    if lang == Lang::Fortran {
+    if lang.is_fortran() {
         let _ = fs::remove_dir_all(&mod_dir);
     }
     let output = output?;
@@ -915,6 +947,7 @@ pub mod job {
 
     use kawarimi_control::client::CtlClient;
     use kawarimi_control::jobfile::JobFile;
+    use kawarimi_control::proto::Reply;
     use kawarimi_transports::auth::JobSecret;
 
     use crate::kawarimi_lib;
@@ -1029,6 +1062,19 @@ pub mod job {
             let (out, err) = self.output();
             assert!(status.is_some(), "job {} did not end within {bound:?}\nstdout:\n{out}\nstderr:\n{err}", self.name);
             (status.is_some_and(|s| s.success()), out, err)
+        }
+    }
+
+    /// One live switch without moving anything: quiesce (the job answers "safe to unplug"),
+    /// then resume; panics naming `what` otherwise. Returns the epoch the job resumed in.
+    pub fn switch_once(c: &mut CtlClient, what: &str) -> u32 {
+        match c.quiesce(Duration::from_secs(30)) {
+            Ok(Reply::SafeToUnplug { .. }) => {}
+            other => panic!("quiesce ({what}): {other:?}"),
+        }
+        match c.resume(Duration::from_secs(30), None) {
+            Ok(Reply::Resumed { epoch, .. }) => epoch,
+            other => panic!("resume ({what}): {other:?}"),
         }
     }
 

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use kawarimi_control::client::CtlClient;
 use kawarimi_control::proto::Reply;
 use kawarimi_tests::compiled;
-use kawarimi_tests::job::KawarimiJob;
+use kawarimi_tests::job::{switch_once, KawarimiJob};
 
 fn build_dir() -> &'static Path {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -249,14 +249,7 @@ fn one_sided_windows_survive_30_migrations() {
     let mut job = start_with("switch-rma", RANKS, "rma_stress", &["8"], &[("KAWARIMI_SHM", "1")]);
     let (mut c, _pids, _coord) = job.ready(RANKS, UP_BOUND);
     for i in 0..30 {
-        match c.quiesce(Duration::from_secs(30)) {
-            Ok(Reply::SafeToUnplug { .. }) => {}
-            other => panic!("quiesce {i}: {other:?}"),
-        }
-        match c.resume(Duration::from_secs(30), None) {
-            Ok(Reply::Resumed { epoch, .. }) => assert_eq!(epoch, i + 1),
-            other => panic!("resume {i}: {other:?}"),
-        }
+        assert_eq!(switch_once(&mut c, &format!("switch {i}")), i + 1);
     }
     drop(c);
     let (ok, out, err) = job.finish(Duration::from_secs(120));

@@ -107,9 +107,14 @@ struct Epochs {
     /// Operations were issued since the last fence: only then is its epoch real (§11.5.1:
     /// a fence starts an epoch if operations follow it), and a lock may not start.
     fence_used: bool,
-    /// Targets locked, and whether exclusively.
+    /// Targets locked, and whether the target holds a lock for it: not under
+    /// `MPI_MODE_NOCHECK`, where the program promises that no conflicting lock is held or
+    /// asked for (OpenCoarrays' `event wait` holds `MPI_Win_lock_all(MPI_MODE_NOCHECK)` on
+    /// its own window while other images take exclusive locks on it to post).
     locked: BTreeMap<i32, bool>,
     lock_all: bool,
+    /// Whether `MPI_Win_lock_all` took the targets' locks (not under `MPI_MODE_NOCHECK`).
+    lock_all_taken: bool,
     /// General active target (§11.5.2): the targets of the access epoch `MPI_Win_start`
     /// opened, and the origins of the exposure epoch `MPI_Win_post` opened.
     access: Option<Vec<i32>>,
@@ -476,8 +481,10 @@ fn check_rank(s: &State, i: usize, rank: c_int) -> Res<()> {
     Ok(())
 }
 
-fn unlock(s: &mut State, i: usize, rank: c_int) -> Res<()> {
-    sync_with(s, i, OpKind::Unlock, rank)?;
+/// Ends the passive-target epoch at `rank`: every operation applied there, and the lock
+/// released if the target holds one for this process.
+fn unlock(s: &mut State, i: usize, rank: c_int, taken: bool) -> Res<()> {
+    sync_with(s, i, if taken { OpKind::Unlock } else { OpKind::Flush }, rank)?;
     complete_pending(s, i, Some(rank))
 }
 
@@ -869,7 +876,7 @@ mpi_fn! {
         })
     }
 
-    fn Win_lock(lock_type: c_int, rank: c_int, _assert: c_int, win: MPI_Win) -> c_int {
+    fn Win_lock(lock_type: c_int, rank: c_int, assert: c_int, win: MPI_Win) -> c_int {
         win_call("MPI_Win_lock", win, |s, i| {
             let exclusive = match lock_type {
                 abi::MPI_LOCK_EXCLUSIVE => true,
@@ -885,12 +892,15 @@ mpi_fn! {
             if ep.fence_used || ep.lock_all || ep.access.is_some() || ep.locked.contains_key(&rank) {
                 return fail(ErrorClass::RmaSync, format!("MPI_Win_lock of rank {rank} inside another epoch on the window"));
             }
-            sync_with(s, i, if exclusive { OpKind::LockExclusive } else { OpKind::LockShared }, rank)?;
+            let take = assert & abi::MPI_MODE_NOCHECK == 0;
+            if take {
+                sync_with(s, i, if exclusive { OpKind::LockExclusive } else { OpKind::LockShared }, rank)?;
+            }
             // The fence before started no epoch (no operation followed it); the next
             // fence-synchronised operation needs a fence again, as in Open MPI.
             let ep = &mut entry(s, i).epochs;
             ep.fence = false;
-            ep.locked.insert(rank, exclusive);
+            ep.locked.insert(rank, take);
             Ok(())
         })
     }
@@ -900,25 +910,29 @@ mpi_fn! {
             if rank == abi::MPI_PROC_NULL {
                 return Ok(());
             }
-            if entry(s, i).epochs.locked.remove(&rank).is_none() {
+            let Some(taken) = entry(s, i).epochs.locked.remove(&rank) else {
                 return fail(ErrorClass::RmaSync, format!("MPI_Win_unlock of rank {rank}, which this process has not locked"));
-            }
-            unlock(s, i, rank)
+            };
+            unlock(s, i, rank, taken)
         })
     }
 
-    fn Win_lock_all(_assert: c_int, win: MPI_Win) -> c_int {
+    fn Win_lock_all(assert: c_int, win: MPI_Win) -> c_int {
         win_call("MPI_Win_lock_all", win, |s, i| {
             let e = s.windows.get(i).expect("checked");
             if e.epochs.fence_used || e.epochs.lock_all || !e.epochs.locked.is_empty() {
                 return fail(ErrorClass::RmaSync, "MPI_Win_lock_all inside another epoch on the window");
             }
-            for r in 0..e.comm.size() {
-                sync_with(s, i, OpKind::LockShared, r)?;
+            let take = assert & abi::MPI_MODE_NOCHECK == 0;
+            if take {
+                for r in 0..e.comm.size() {
+                    sync_with(s, i, OpKind::LockShared, r)?;
+                }
             }
             let ep = &mut entry(s, i).epochs;
             ep.fence = false;
             ep.lock_all = true;
+            ep.lock_all_taken = take;
             Ok(())
         })
     }
@@ -930,9 +944,10 @@ mpi_fn! {
             }
             // Every target is released even if one fails: a lock left held would stop its other
             // origins for good. The first failure is the call's.
+            let taken = entry(s, i).epochs.lock_all_taken;
             let mut first = Ok(());
             for r in 0..entry(s, i).comm.size() {
-                let done = unlock(s, i, r);
+                let done = unlock(s, i, r, taken);
                 if first.is_ok() {
                     first = done;
                 }
