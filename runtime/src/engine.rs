@@ -658,6 +658,16 @@ impl Engine {
         }
     }
 
+    /// The process of world rank `peer` when this rank may copy straight to and from its
+    /// memory (itself, or a co-located peer the kernel lets it reach: see
+    /// [`Transport::peer_process`]); `None` otherwise, and while detached.
+    pub fn peer_process(&self, peer: PeerId) -> Option<u32> {
+        if peer == self.core.rank() {
+            return Some(std::process::id());
+        }
+        self.transport.as_ref()?.peer_process(peer)
+    }
+
     /// What carries the data path: the transport's kind (`tcp`), `detached`, or `none` for a
     /// job of one.
     pub fn transport_summary(&self) -> String {
@@ -1052,6 +1062,11 @@ impl Engine {
         // Drop order is teardown order: the transport closes its sockets here.
         self.transport = None;
         Ok(())
+    }
+
+    /// The code of the first `MPI_Abort` a peer announced, if one did.
+    pub fn peer_abort_code(&self) -> Option<i32> {
+        self.core.peer_abort_code()
     }
 
     /// Best-effort: tells every peer the job is aborting, without blocking for long.

@@ -258,6 +258,31 @@ proptest! {
         }
     }
 
+    /// The memory pieces of a type are its type map in order: reading them one after the
+    /// other gives the packed stream (where the type has no padded pair primitives, the
+    /// only ones refused), and a cap on their number is kept.
+    #[test]
+    fn memory_pieces_read_in_order_are_the_packed_stream(t in tree(), count in 0usize..4, seed in any::<u8>(), limit in limit(), cap in 1usize..40) {
+        let c = case(&t, count, limit);
+        let (base, origin) = buffer(&c, seed);
+        let at = base.as_ptr() as usize + origin;
+        let padded = entries(&t).iter().any(|(_, p)| p.size() != p.packed_size());
+        match c.dt.memory_pieces(at, count, usize::MAX) {
+            None => prop_assert!(padded && !c.stream.is_empty(), "refused without a padded primitive"),
+            Some(pieces) => {
+                prop_assert!(!padded || c.stream.is_empty() || c.dt.is_contiguous());
+                let read: Vec<u8> = pieces.iter().flat_map(|&(a, n)| base[a - base.as_ptr() as usize..][..n].to_vec()).collect();
+                let expect: Vec<u8> = c.stream.iter().map(|&b| base[(origin as isize + b) as usize]).collect();
+                prop_assert_eq!(read, expect);
+                prop_assert!(pieces.windows(2).all(|w| w[0].0 + w[0].1 != w[1].0), "adjacent pieces merged");
+                match c.dt.memory_pieces(at, count, cap) {
+                    Some(capped) => prop_assert_eq!(capped, pieces),
+                    None => prop_assert!(pieces.len() > cap || c.dt.run_count() > cap),
+                }
+            }
+        }
+    }
+
     #[test]
     fn windows_concatenate_to_the_full_stream(
         t in tree(), count in 0usize..4, seed in any::<u8>(), cuts in prop::collection::vec(1usize..13, 1..40),

@@ -119,9 +119,21 @@ fn whoami() -> String {
     format!("rank {rank} (pid {}, host {})", std::process::id(), host.trim())
 }
 
-/// Ends the whole job: says why on stderr, tells the peers, exits with `code`.
-/// The launcher sees a rank exit without finalizing and stops the others.
+/// Ends the whole job: says why on stderr, tells the peers, exits with `code` (1 for 0: an
+/// error never looks like success). The launcher sees a rank exit without finalizing and
+/// stops the others. A rank ended by a peer's `MPI_Abort` exits with that abort's code.
 pub fn die(name: &str, msg: &str, code: c_int) -> ! {
+    end_process(name, msg, code, if code == 0 { 1 } else { code })
+}
+
+/// `MPI_Abort`: as [`die`], the job's exit status `errorcode` exactly, 0 included, as the
+/// standard asks ("returned to the invoking environment", §8.7) and `mpirun` does natively.
+pub fn abort_job(msg: &str, errorcode: c_int) -> ! {
+    end_process("MPI_Abort", msg, errorcode, errorcode)
+}
+
+fn end_process(name: &str, msg: &str, code: c_int, status: c_int) -> ! {
+    let mut status = status;
     // A coordinator this rank hosts goes with it: its job file must not outlive the job.
     // First, before anything that could fail or block.
     kawarimi_control::jobfile::remove_owned();
@@ -135,6 +147,7 @@ pub fn die(name: &str, msg: &str, code: c_int) -> ! {
     if !IN_CALL.with(|c| c.get()) {
         if let Some(mut guard) = STATE.try_lock_for(std::time::Duration::from_millis(100)) {
             if let Some(w) = guard.as_mut().and_then(|s| s.world.as_mut()) {
+                status = w.engine.peer_abort_code().unwrap_or(status);
                 w.engine.abort(code, &line);
             }
         }
@@ -142,7 +155,7 @@ pub fn die(name: &str, msg: &str, code: c_int) -> ! {
     let _ = std::io::stderr().flush();
     // SAFETY: _exit ends the process at once; no Rust state is used afterwards. Skipping
     // atexit handlers is deliberate: nothing of the never-initialised libmpi must run.
-    unsafe { libc::_exit(if code == 0 { 1 } else { code }) }
+    unsafe { libc::_exit(status) }
 }
 
 /// Runs an MPI call: locks the state, runs `f`, and on error applies the error handler of

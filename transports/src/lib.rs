@@ -248,4 +248,11 @@ pub trait Transport: Send {
     fn wait_slots(&mut self, timeout: Duration, _want: &shm::slots::SlotWait<'_>) -> TransportResult<()> {
         self.wait(timeout)
     }
+    /// The process of `peer` when this rank may read and write its memory directly: a
+    /// co-located peer that the kernel lets it reach with `process_vm_readv`/`_writev`
+    /// ([`process::copy_pieces`]). One-sided operations then copy straight between the two
+    /// processes. `None` for a peer on another host, or where the kernel forbids it.
+    fn peer_process(&self, _peer: PeerId) -> Option<u32> {
+        None
+    }
 }

@@ -162,6 +162,10 @@ impl Transport for Routed {
         t.wait_slots(timeout, want)
     }
 
+    fn peer_process(&self, peer: PeerId) -> Option<u32> {
+        self.carrier(peer).and_then(|i| self.transports[i].peer_process(peer))
+    }
+
     fn ask_placement(&mut self) {
         for t in &mut self.transports {
             t.ask_placement();

@@ -289,6 +289,8 @@ pub struct Core {
     outbox: VecDeque<Transmit>,
     /// Frames a rank sends to itself, delivered without a transport.
     loopback: VecDeque<(Header, Vec<u8>)>,
+    /// The code of the first `MPI_Abort` a peer announced: this rank's exit status too.
+    peer_abort_code: Option<i32>,
     /// Requests freed by the application while still active; dropped when they complete.
     detached: Vec<ReqId>,
     /// Set from `begin_drain` until `resume`: frames emitted now wait in `held` for the
@@ -322,6 +324,7 @@ impl Core {
             unexpected_bytes: 0,
             outbox: VecDeque::new(),
             loopback: VecDeque::new(),
+            peer_abort_code: None,
             detached: Vec::new(),
             holding: false,
             held: VecDeque::new(),
@@ -574,6 +577,11 @@ impl Core {
         Ok(())
     }
 
+    /// The code of the first `MPI_Abort` a peer announced, if one did.
+    pub fn peer_abort_code(&self) -> Option<i32> {
+        self.peer_abort_code
+    }
+
     /// Queues an `Abort` carrying `code` and `message` to every peer.
     pub fn say_abort(&mut self, code: i32, message: &str) {
         let me = self.me;
@@ -721,7 +729,11 @@ impl Core {
             FrameKind::Bye => self.channels[peer as usize].said_bye = true,
             FrameKind::Abort => {
                 let msg = String::from_utf8_lossy(payload.as_slice());
-                return err(ErrorClass::Other, format!("rank {peer} aborted the job (code {}): {msg}", header.arg));
+                self.peer_abort_code.get_or_insert(header.arg as i32);
+                return err(
+                    ErrorClass::Other,
+                    format!("rank {peer} aborted the job (code {}): {msg}", header.arg as i32),
+                );
             }
             FrameKind::Ack => {}
             FrameKind::Marker => {

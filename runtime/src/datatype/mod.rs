@@ -564,6 +564,47 @@ impl Datatype {
         self.inner.map.for_each_block(0, &mut f);
     }
 
+    /// The memory `count` elements at `base` occupy, as pieces `(address, bytes)` in
+    /// type-map order, adjacent ones merged: what a copy straight between two processes moves
+    /// (`kawarimi_transports::process::copy_pieces`). `None` past `max_pieces` pieces, or when
+    /// an element holds padding that is not data (the pair types such as `MPI_DOUBLE_INT`),
+    /// which such a copy would write over.
+    pub fn memory_pieces(&self, base: usize, count: usize, max_pieces: usize) -> Option<Vec<(usize, usize)>> {
+        let bytes = count.checked_mul(self.size())?;
+        if bytes == 0 {
+            return Some(Vec::new());
+        }
+        if self.is_contiguous() {
+            return Some(vec![(base, bytes)]);
+        }
+        if self.run_count() > max_pieces {
+            return None;
+        }
+        let mut blocks = Vec::new();
+        let mut padded = false;
+        self.for_each_block(|b| {
+            padded |= b.prim.size() != b.prim.packed_size();
+            blocks.push(b);
+        });
+        if padded {
+            return None;
+        }
+        let mut pieces: Vec<(usize, usize)> = Vec::new();
+        for k in 0..count {
+            let element = base.wrapping_add_signed(k as isize * self.extent());
+            for b in &blocks {
+                let (addr, len) = (element.wrapping_add_signed(b.disp), b.count * b.prim.size());
+                let full = pieces.len() == max_pieces;
+                match pieces.last_mut() {
+                    Some(last) if last.0 + last.1 == addr => last.1 += len,
+                    _ if full => return None,
+                    _ => pieces.push((addr, len)),
+                }
+            }
+        }
+        Some(pieces)
+    }
+
     /// Runs [`for_each_block`](Self::for_each_block) would give (at most; adjacent runs of
     /// copies are not merged), counted without expanding the description.
     pub fn run_count(&self) -> usize {

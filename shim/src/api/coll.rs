@@ -54,6 +54,12 @@ impl Typed {
         self.at(displs[i] * self.dt.extent(), counts[i])
     }
 
+    /// The memory the triple's elements occupy, as pieces `(address, bytes)` in type-map
+    /// order (see [`Datatype::memory_pieces`]).
+    pub(super) fn memory_pieces(&self, max_pieces: usize) -> Option<Vec<(usize, usize)>> {
+        self.dt.memory_pieces(self.addr, self.count, max_pieces)
+    }
+
     /// What a send of the triple sends: the buffer itself when the layout is contiguous, else
     /// a packed copy.
     ///

@@ -10,7 +10,7 @@ use kawarimi_runtime::world::{World, WIREUP_TIMEOUT};
 
 use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Errhandler, MPI_Info};
 use crate::api::attr::{attrs_with_keyvals, delete_attrs, AttrOwner};
-use crate::export::{call, call_around, die};
+use crate::export::{abort_job, call, call_around, die};
 use crate::mem::{c_string, out};
 use crate::state::{fail, CommEntry, Fail, Handler, Res, State, UserError, STATE};
 
@@ -162,7 +162,7 @@ mpi_fn! {
 
     fn Abort(comm: MPI_Comm, errorcode: c_int) -> c_int {
         let _ = comm;
-        die("MPI_Abort", &format!("the application called MPI_Abort with error code {errorcode}"), errorcode)
+        abort_job(&format!("the application called MPI_Abort with error code {errorcode}"), errorcode)
     }
 
     fn Wtime() -> c_double {

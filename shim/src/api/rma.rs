@@ -9,13 +9,23 @@
 //! round, polling every 100 us after a round that did something and backing off to every 2 ms
 //! when idle (a program inside MPI progresses the windows itself).
 //!
-//! An operation's origin data is packed into the message, so the origin buffer is free as
-//! soon as the call returns. The result of a `Get` (and of the fetching operations) is
+//! A `Put` or `Get` whose target shares this rank's host copies straight between the two
+//! processes' memories, inside the call, when the kernel lets it (`process_vm_writev` /
+//! `_readv`, the permission the shared-memory transport probed at start-up): complete when it
+//! returns, as Open MPI's shared-memory window component makes it, and what programs such as
+//! OpenCoarrays count on (it reads a `Get`'s result before the unlock that completes it).
+//! The synchronisation still orders it: a lock is granted, a start has seen the target's
+//! post, and a fence has been passed before the copy touches the target's memory. Dynamic
+//! windows (whose attached regions only the target knows), pair types with padding, and
+//! targets on another host go as messages.
+//!
+//! Otherwise an operation's origin data is packed into the message, so the origin buffer is
+//! free as soon as the call returns. The result of a `Get` (and of the fetching operations) is
 //! received straight into the origin buffer when it is contiguous, else into a staging
 //! buffer unpacked when the operation completes: at the fence, unlock or flush that
 //! completes it (§11.5).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +39,9 @@ use kawarimi_runtime::error::{err, ErrorClass, MpiResult};
 use kawarimi_runtime::op::PredefinedOp;
 use kawarimi_runtime::request::empty_status;
 use kawarimi_runtime::rma::{self, OpKind, Target, Window, WindowMemory};
+use kawarimi_transports::process::{copy_pieces, Direction};
 use kawarimi_transports::shm::segment::Segment;
+use kawarimi_transports::PeerId;
 use parking_lot::Mutex;
 
 use super::coll::Typed;
@@ -152,6 +164,12 @@ pub struct WinEntry {
     info: Vec<(String, String)>,
     epochs: Epochs,
     pending: Vec<Pending>,
+    /// Each member's window address in its own process, for copies straight into its memory;
+    /// `None` for a dynamic window.
+    bases: Option<Vec<usize>>,
+    /// Targets sent operation messages since their last synchronisation: a flush of any
+    /// other has nothing to wait for (its operations were copied directly, complete at once).
+    unsynced: BTreeSet<i32>,
 }
 
 /// Where a window's memory comes from.
@@ -275,11 +293,15 @@ fn create(
     }
     let w = s.world()?;
     let wc = Arc::new(w.comm_dup(&c)?);
-    let mine: Vec<u8> = [len as u64, disp_unit as u64].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let all = coll::allgatherv(&mut w.engine, &wc, &mine, &vec![16; wc.size() as usize])?;
+    let mine: Vec<u8> = [len as u64, disp_unit as u64, base as u64].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let all = coll::allgatherv(&mut w.engine, &wc, &mine, &vec![24; wc.size() as usize])?;
     let word = |b: &[u8], k: usize| u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().expect("8 bytes")) as usize;
     let sizes = all.iter().map(|b| word(b, 0)).collect();
     let units = all.iter().map(|b| word(b, 1)).collect();
+    let bases = match backing {
+        Backing::Dynamic(_) => None,
+        _ => Some(all.iter().map(|b| word(b, 2)).collect()),
+    };
     let memory = Box::new(match &backing {
         Backing::Dynamic(regions) => ExposedMemory::Dynamic(regions.clone()),
         _ => ExposedMemory::Fixed { addr: base, len },
@@ -298,6 +320,8 @@ fn create(
         info: Vec::new(),
         epochs: Epochs::default(),
         pending: Vec::new(),
+        bases,
+        unsynced: BTreeSet::new(),
     };
     match s.windows.insert(e) {
         Some(i) => Ok(encode(Kind::Win, i) as MPI_Win),
@@ -327,6 +351,49 @@ fn target(s: &mut State, i: usize, rank: c_int, disp: MPI_Aint, count: c_int, dt
         rma::check_range(w.sizes[r], &t)?;
     }
     Ok(t)
+}
+
+/// Checks that an operation on `rank` is inside an access epoch, and notes that the fence's
+/// epoch, when it is the one, is used.
+fn note_operation(s: &mut State, i: usize, rank: c_int, name: &str) -> Res<()> {
+    check_epoch(s.windows.get(i).expect("checked"), rank, name)?;
+    let ep = &mut entry(s, i).epochs;
+    ep.fence_used |= ep.fence && !ep.lock_all && !ep.locked.contains_key(&rank);
+    Ok(())
+}
+
+/// Copies a `Put` (`local` is its origin) or a `Get` (`local` is its result) straight between
+/// this process and the target's window when this rank can reach the target's memory (see the
+/// module doc); `false` when it cannot and the operation goes as a message.
+fn direct(s: &mut State, i: usize, name: &str, kind: OpKind, rank: c_int, t: &Target, local: &Typed) -> Res<bool> {
+    if rank == abi::MPI_PROC_NULL {
+        return Ok(false);
+    }
+    let e = s.windows.get(i).expect("checked");
+    let (Some(bases), Some(world)) = (e.bases.as_ref(), e.comm.group.world_rank(rank)) else {
+        return Ok(false);
+    };
+    let base = bases[rank as usize];
+    let Some(pid) = s.world.as_ref().and_then(|w| w.engine.peer_process(world as PeerId)) else {
+        return Ok(false);
+    };
+    let remote = t.datatype.memory_pieces(base + t.offset, t.count, rma::MAX_TARGET_RUNS);
+    let (Some(remote), Some(pieces)) = (remote, local.memory_pieces(rma::MAX_TARGET_RUNS)) else {
+        return Ok(false);
+    };
+    note_operation(s, i, rank, name)?;
+    let (have, want) = (local.packed_len(), t.count * t.datatype.size());
+    if have != want {
+        return fail(ErrorClass::Type, format!("{name}: {have} bytes at the origin for {want} bytes at the target"));
+    }
+    let direction = if kind == OpKind::Put { Direction::ToPeer } else { Direction::FromPeer };
+    // SAFETY: `pieces` is the program's buffer as its triple describes it: readable for a put,
+    // and for a get writable memory the program hands over for the call (§11.3); no Rust
+    // reference to it exists. The kernel checks the remote pieces against the target's
+    // mappings (they lie in its window, checked above).
+    unsafe { copy_pieces(pid, direction, &pieces, &remote) }
+        .or_else(|e| fail(ErrorClass::Other, format!("{name}: copying {want} bytes with rank {rank}'s window: {e}")))?;
+    Ok(true)
 }
 
 /// Checks that an operation on `target` is inside an access epoch (§11.5).
@@ -366,9 +433,7 @@ fn issue(
             None => Ok(()),
         };
     }
-    check_epoch(s.windows.get(i).expect("checked"), rank, name)?;
-    let ep = &mut entry(s, i).epochs;
-    ep.fence_used |= ep.fence && !ep.lock_all && !ep.locked.contains_key(&rank);
+    note_operation(s, i, rank, name)?;
     let Some(total) = t.count.checked_mul(t.datatype.size()).filter(|&n| n <= rma::MAX_OPERATION_BYTES) else {
         return fail(
             ErrorClass::Count,
@@ -388,6 +453,7 @@ fn issue(
         );
     }
     let message = rma::encode(kind, op, Some(t), data)?;
+    entry(s, i).unsynced.insert(rank);
     let Some(r) = result else {
         let id = entry(s, i).id;
         s.world()?.engine.window_op(id, rank, message, None)?;
@@ -484,7 +550,10 @@ fn check_rank(s: &State, i: usize, rank: c_int) -> Res<()> {
 /// Ends the passive-target epoch at `rank`: every operation applied there, and the lock
 /// released if the target holds one for this process.
 fn unlock(s: &mut State, i: usize, rank: c_int, taken: bool) -> Res<()> {
-    sync_with(s, i, if taken { OpKind::Unlock } else { OpKind::Flush }, rank)?;
+    let unsynced = entry(s, i).unsynced.remove(&rank);
+    if taken || unsynced {
+        sync_with(s, i, if taken { OpKind::Unlock } else { OpKind::Flush }, rank)?;
+    }
     complete_pending(s, i, Some(rank))
 }
 
@@ -503,8 +572,12 @@ fn flush(s: &mut State, i: usize, rank: Option<c_int>) -> Res<()> {
         None => e.epochs.locked.keys().copied().collect(),
     };
     for t in targets {
-        sync_with(s, i, OpKind::Flush, t)?;
-        complete_pending(s, i, Some(t))?;
+        // Nothing went to `t` as a message since its last synchronisation: what this process
+        // did there was copied directly and is complete.
+        if entry(s, i).unsynced.remove(&t) {
+            sync_with(s, i, OpKind::Flush, t)?;
+            complete_pending(s, i, Some(t))?;
+        }
     }
     Ok(())
 }
@@ -723,6 +796,7 @@ mpi_fn! {
             let id = e.id;
             s.world()?.engine.window_fence(id)?;
             complete_pending(s, i, None)?;
+            entry(s, i).unsynced.clear();
             let ep = &mut entry(s, i).epochs;
             ep.fence = assert & abi::MPI_MODE_NOSUCCEED == 0;
             ep.fence_used = false;
@@ -845,6 +919,7 @@ mpi_fn! {
             s.world()?.engine.window_markers(id, OpKind::Complete, &ranks)?;
             for &r in &ranks {
                 complete_pending(s, i, Some(r))?;
+                entry(s, i).unsynced.remove(&r);
             }
             Ok(())
         })
@@ -1157,16 +1232,30 @@ fn operation(
         };
         check_accumulate(name, op, &t, origin_dt.as_deref())?;
     }
-    let data = match origin {
+    let origin = match origin {
         Some((addr, n, odt)) if kind != OpKind::GetAccumulate || op != PredefinedOp::NoOp => {
-            // SAFETY: the program's origin buffer, read during the call.
-            unsafe { Typed::new(s, addr, n, odt)?.pack()? }
+            Some(Typed::new(s, addr, n, odt)?)
         }
-        _ => Vec::new(),
+        _ => None,
     };
     let result = match result {
         Some((addr, n, rdt)) => Some(Typed::new(s, addr, n, rdt)?),
         None => None,
+    };
+    let local = match kind {
+        OpKind::Put => origin.as_ref(),
+        OpKind::Get => result.as_ref(),
+        _ => None,
+    };
+    if let Some(local) = local {
+        if direct(s, i, name, kind, rank, &t, local)? {
+            return request.map_or(Ok(()), |r| complete_request(s, i, r));
+        }
+    }
+    let data = match &origin {
+        // SAFETY: the program's origin buffer, read during the call.
+        Some(o) => unsafe { o.pack()? },
+        None => Vec::new(),
     };
     issue(s, i, name, kind, op, rank, &t, &data, result, request)
 }

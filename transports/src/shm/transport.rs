@@ -832,6 +832,12 @@ impl Transport for ShmTransport {
         TransportKind::Shm
     }
 
+    fn peer_process(&self, peer: PeerId) -> Option<u32> {
+        // Reading is what start-up probed; writing needs the same permission (ptrace
+        // attach), so the probe answers for both.
+        self.inbound.iter().find(|i| i.peer == peer).and_then(|i| i.readable_pid)
+    }
+
     fn send(&mut self, peer: PeerId, header: &Header, payload: Payload) -> TransportResult<()> {
         let out = outbound_to(&mut self.outbound, peer)?;
         if !(out.single_copy && payload.len() >= self.config.single_copy_min_bytes && payload.stays_put()) {
