@@ -489,16 +489,16 @@ fn gen_unimplemented(manifest: &Path, out: &Path) {
     write_if_changed(&out.join("unimplemented.rs"), &s);
 }
 
-/// `^\s*fn ([A-Z]\w*) / ([A-Z]\w*)\[`: a blocking collective and its nonblocking twin, defined
-/// together by `coll_twins!` in src/api/coll.rs.
-fn implemented_twin_names(line: &str) -> Option<[&str; 2]> {
+/// `^\s*fn A / B( / C)?\[`: a blocking collective, its nonblocking twin and, when named, its
+/// persistent form (`MPIX_Name_init`), defined together by `coll_twins!` in src/api/coll.rs.
+fn implemented_twin_names(line: &str) -> Option<Vec<&str>> {
     let rest = line.trim_start().strip_prefix("fn ")?;
-    let (first, rest) = rest.split_once(" / ")?;
-    let (second, _) = rest.split_once('[')?;
+    let (names, _) = rest.split_once('[')?;
+    let names: Vec<&str> = names.split(" / ").collect();
     let is_name = |n: &str| {
         n.starts_with(|c: char| c.is_ascii_uppercase()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
-    (is_name(first) && is_name(second)).then_some([first, second])
+    (matches!(names.len(), 2 | 3) && names.iter().all(|n| is_name(n))).then_some(names)
 }
 
 /// `^\s*(pub\s+)?fn ([A-Z][A-Za-z0-9_]*)\s*[(<]`, without a regex crate.

@@ -23,31 +23,59 @@ macro_rules! mpi_fn {
         $(#[$meta:meta])*
         fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block
     )*) => {$(
+        entry_point! {
+            [concat!("PMPI_", stringify!($name)), concat!("MPI_", stringify!($name))]
+            $(#[$meta])* fn $name($($arg: $ty),*) -> $ret $body
+        }
+    )*};
+}
+
+/// [`mpi_fn`] for Open MPI's extensions, named `MPIX_*` (and `PMPIX_*`): `fn MPIX_Name(...)`
+/// exports `PMPIX_Name` and `MPIX_Name`.
+macro_rules! mpix_fn {
+    ($(
+        $(#[$meta:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block
+    )*) => {$(
+        entry_point! {
+            [concat!("P", stringify!($name)), stringify!($name)]
+            $(#[$meta])* fn $name($($arg: $ty),*) -> $ret $body
+        }
+    )*};
+}
+
+/// One C entry point under its profiling name and its public name (see [`mpi_fn`]).
+macro_rules! entry_point {
+    (
+        [$pname:expr, $cname:expr]
+        $(#[$meta:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block
+    ) => {
         $(#[$meta])*
         ///
         /// # Safety
         /// Called from C: the arguments must follow the MPI standard's rules for this call.
-        #[export_name = concat!("PMPI_", stringify!($name))]
+        #[export_name = $pname]
         #[allow(non_snake_case, clippy::missing_safety_doc)]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-            $crate::export::guard(concat!("MPI_", stringify!($name)), move || $body)
+            $crate::export::guard($cname, move || $body)
         }
 
         #[allow(non_snake_case)]
         pub mod $name {
             #[allow(unused_imports)]
             use super::*;
-            /// The `MPI_` name of the function; forwards to the `PMPI_` one.
+            /// The public name of the function; forwards to the profiling one.
             ///
             /// # Safety
-            /// As for the `PMPI_` function.
-            #[export_name = concat!("MPI_", stringify!($name))]
+            /// As for the profiling function.
+            #[export_name = $cname]
             pub unsafe extern "C" fn mpi($($arg: $ty),*) -> $ret {
                 // SAFETY: the same contract as the function it forwards to.
                 unsafe { super::$name($($arg),*) }
             }
         }
-    )*};
+    };
 }
 
 thread_local! {

@@ -260,11 +260,20 @@ impl std::fmt::Debug for CollFinish {
     }
 }
 
+/// What `MPI_Start` starts again, for a persistent request.
+#[derive(Debug, Clone)]
+pub enum Persistent {
+    /// A send or receive (§3.9).
+    Transfer(Transfer),
+    /// A collective (MPI-4.0 §6.12; Open MPI 4.1's `MPIX_*_init`).
+    Collective(crate::api::coll::PersistentColl),
+}
+
 /// The arguments of a persistent send or receive (§3.9), kept to be posted by each
 /// `MPI_Start`. The datatype is kept itself, not its handle (and the request keeps its
 /// communicator): the program may free either after the `*_init` call.
 #[derive(Debug, Clone)]
-pub struct Persistent {
+pub struct Transfer {
     /// `None` for a receive.
     pub send_mode: Option<Mode>,
     pub buf: usize,

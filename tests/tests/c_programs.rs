@@ -40,7 +40,7 @@ macro_rules! every_program {
         program_tests!($kind;
             p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
             topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, memory_reuse,
-            conformance, neighbor, rma);
+            conformance, neighbor, rma, persistent_coll);
     };
 }
 
@@ -129,7 +129,8 @@ mod kawarimi_run {
     use super::*;
     program_tests!(ModeKind::KawarimiRun;
         p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
-        topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, conformance, neighbor, rma);
+        topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, conformance, neighbor, rma,
+        persistent_coll);
 }
 
 /// A passive-target operation on a rank that computes for 3 s without calling MPI completes

@@ -218,6 +218,111 @@ fn start(s: &mut State, comm: MPI_Comm, plan: Plan, request: *mut MPI_Request) -
     unsafe { out(request, h) }
 }
 
+/// A persistent collective (MPI-4.0 §6.12, Open MPI 4.1's `MPIX_*_init`): what its init call
+/// was given, planned anew at every `MPI_Start` (the send buffers are read then, as a
+/// nonblocking collective started there would read them), and the private handles standing in
+/// for the program's user datatypes and ops, which it may free after the init call.
+#[derive(Clone)]
+pub struct PersistentColl {
+    plan: Arc<PlanFn>,
+    /// Private datatype and op handles, released with the request.
+    held: Vec<usize>,
+}
+
+type PlanFn = dyn Fn(&mut State, &Arc<Comm>) -> Res<Plan>;
+
+impl std::fmt::Debug for PersistentColl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistentColl").field("held", &self.held).finish()
+    }
+}
+
+// SAFETY: the plan closure holds the program's buffer addresses and handles as the init call
+// gave them: plain values, read only inside MPI calls, with the state locked, on whichever
+// thread makes the call (as every MPI call's arguments are).
+unsafe impl Send for PersistentColl {}
+// SAFETY: as above: the closure is only called with the state locked.
+unsafe impl Sync for PersistentColl {}
+
+/// `MPIX_*_init`: checks the arguments by planning the collective once (nothing runs, and the
+/// call is collective, so every member takes the same steps), keeps `plan` to plan it again at
+/// every start, and returns an inactive persistent request in `request`. `held` are the
+/// private handles [`keep`] made; they go with the request, or now if the call fails.
+pub(super) fn persistent_call(
+    s: &mut State,
+    comm: MPI_Comm,
+    request: *mut MPI_Request,
+    held: Vec<usize>,
+    plan: impl Fn(&mut State, &Arc<Comm>) -> Res<Plan> + 'static,
+) -> Res<()> {
+    let pc = PersistentColl { plan: Arc::new(plan), held };
+    let made = (|| {
+        if request.is_null() {
+            return fail(ErrorClass::Arg, "NULL request pointer");
+        }
+        let (c, handler) = comm_of(s, comm)?;
+        (pc.plan)(s, &c)?;
+        let req = crate::state::Request::persistent(c, false, crate::state::Persistent::Collective(pc.clone()));
+        s.new_request(RequestEntry { req, handler })
+    })();
+    match made {
+        // SAFETY: non-null output argument.
+        Ok(h) => unsafe { out(request, h) },
+        Err(e) => {
+            release_persistent(s, &pc);
+            Err(e)
+        }
+    }
+}
+
+/// Starts the persistent collective `pc` on `comm`: its plan made now, behind a fresh request
+/// the persistent one takes over.
+pub(crate) fn start_persistent(
+    s: &mut State,
+    pc: &PersistentColl,
+    comm: Arc<Comm>,
+    handler: crate::state::Handler,
+) -> Res<RequestEntry> {
+    let plan = (pc.plan)(s, &comm)?;
+    let id = s.world()?.engine.start_schedule(plan.schedule)?;
+    Ok(RequestEntry::collective(id, comm, handler, Box::new(move |_, bufs| (plan.finish)(bufs))))
+}
+
+/// Releases the private handles of a persistent collective whose request is freed.
+pub(crate) fn release_persistent(s: &mut State, pc: &PersistentColl) {
+    release_held(s, &pc.held);
+}
+
+/// Releases private handles [`keep`] made.
+pub(super) fn release_held(s: &mut State, held: &[usize]) {
+    for &h in held {
+        if let Some(i) = crate::state::decode(h, crate::state::Kind::Datatype) {
+            s.datatypes.remove(i);
+        } else if let Some(i) = crate::state::decode(h, crate::state::Kind::Op) {
+            s.ops.remove(i);
+        }
+    }
+}
+
+/// A datatype or op handle argument of a persistent collective, as its plan reads it at every
+/// start: a user one is replaced by a private handle to the same object (recorded in `held`),
+/// a predefined one stays.
+pub(super) fn keep(s: &mut State, h: *mut c_void, held: &mut Vec<usize>) -> Res<*mut c_void> {
+    use crate::state::{decode, encode, table_full, Kind};
+    let addr = h as usize;
+    let private = if decode(addr, Kind::Datatype).is_some() {
+        let dt = s.datatype(h)?;
+        encode(Kind::Datatype, s.datatypes.insert(dt).ok_or_else(|| table_full("datatypes"))?)
+    } else if decode(addr, Kind::Op).is_some() {
+        let op = s.op(h)?;
+        encode(Kind::Op, s.ops.insert(op).ok_or_else(|| table_full("ops"))?)
+    } else {
+        return Ok(h);
+    };
+    held.push(private);
+    Ok(private as *mut c_void)
+}
+
 /// Runs a collective call: a blocking one first tries `direct` (the shared-memory slots, which
 /// says whether it ran the collective); otherwise `make` checks the arguments and plans the
 /// collective, which then runs at once (`request` is `None`) or is started behind a request.
@@ -1063,7 +1168,7 @@ fn alltoallw_parts(
 /// both.
 macro_rules! coll_twins {
     ($(
-        fn $blocking:ident / $nonblocking:ident[$comm:ident]($($arg:ident: $ty:ty),* $(,)?) |$s:ident, $c:ident| $body:block
+        fn $blocking:ident / $nonblocking:ident $(/ $persistent:ident[$($kept:ident),*])? [$comm:ident]($($arg:ident: $ty:ty),* $(,)?) |$s:ident, $c:ident| $body:block
         $(slots |$ds:ident, $dc:ident| $direct:block)?
     )*) => {
         mpi_fn! {$(
@@ -1076,6 +1181,38 @@ macro_rules! coll_twins {
                 $crate::api::coll::coll_call(concat!("MPI_", stringify!($nonblocking)), $comm, Some(request), |_, _| Ok(false), |$s, $c| $body)
             }
         )*}
+        $(
+            $crate::api::coll::persistent_twin! {
+                [$($persistent[$($kept),*])?] [$comm]($($arg: $ty),*) |$s, $c| $body
+            }
+        )*
+    };
+}
+
+/// The persistent form a [`coll_twins`] definition names, if it names one: `MPIX_Name_init`
+/// with the collective's arguments plus an info and the request, planning with the same body;
+/// the listed datatype and op arguments are [`keep`]'s private handles.
+macro_rules! persistent_twin {
+    ([] $($rest:tt)*) => {};
+    ([$persistent:ident[$($kept:ident),*]] [$comm:ident]($($arg:ident: $ty:ty),*) |$s:ident, $c:ident| $body:block) => {
+        mpix_fn! {
+            fn $persistent($($arg: $ty,)* info: $crate::abi::MPI_Info, request: *mut $crate::abi::MPI_Request) -> c_int {
+                $crate::export::call(stringify!($persistent), Some($comm), |s| {
+                    // No hint changes how kawarimi runs a collective.
+                    let _ = info;
+                    #[allow(unused_mut)] // nothing to keep for a barrier
+                    let mut held = Vec::new();
+                    $(let $kept = match $crate::api::coll::keep(s, $kept, &mut held) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            $crate::api::coll::release_held(s, &held);
+                            return Err(e);
+                        }
+                    };)*
+                    $crate::api::coll::persistent_call(s, $comm, request, held, move |$s, $c| $body)
+                })
+            }
+        }
     };
 }
 
@@ -1092,16 +1229,16 @@ macro_rules! direct_or_not {
 }
 
 // The neighbourhood collectives (`neighbor.rs`) are defined the same way.
-pub(super) use {coll_twins, direct_or_not};
+pub(super) use {coll_twins, direct_or_not, persistent_twin};
 
 coll_twins! {
-    fn Barrier / Ibarrier[comm](comm: MPI_Comm) |_s, c| {
+    fn Barrier / Ibarrier / MPIX_Barrier_init[] [comm](comm: MPI_Comm) |_s, c| {
         Ok(barrier_plan(c))
     } slots |s, c| {
         Ok(slotcoll::barrier(&mut s.world()?.engine, c)?)
     }
 
-    fn Bcast / Ibcast[comm](buffer: *mut c_void, count: c_int, datatype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
+    fn Bcast / Ibcast / MPIX_Bcast_init[datatype] [comm](buffer: *mut c_void, count: c_int, datatype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { bcast_plan(s, c, buffer, count, datatype, root) }
@@ -1110,7 +1247,7 @@ coll_twins! {
         unsafe { bcast_in_slots(s, c, buffer, count, datatype, root) }
     }
 
-    fn Reduce / Ireduce[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, root: c_int, comm: MPI_Comm) |s, c| {
+    fn Reduce / Ireduce / MPIX_Reduce_init[datatype, op] [comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, root: c_int, comm: MPI_Comm) |s, c| {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { reduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, root) }
@@ -1119,7 +1256,7 @@ coll_twins! {
         unsafe { reduce_in_slots(s, c, sendbuf, recvbuf, count, datatype, op, Reduction::To(root)) }
     }
 
-    fn Allreduce / Iallreduce[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
+    fn Allreduce / Iallreduce / MPIX_Allreduce_init[datatype, op] [comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, None) }
@@ -1128,7 +1265,7 @@ coll_twins! {
         unsafe { reduce_in_slots(s, c, sendbuf, recvbuf, count, datatype, op, Reduction::All) }
     }
 
-    fn Scan / Iscan[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
+    fn Scan / Iscan / MPIX_Scan_init[datatype, op] [comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(false)) }
@@ -1137,7 +1274,7 @@ coll_twins! {
         unsafe { reduce_in_slots(s, c, sendbuf, recvbuf, count, datatype, op, Reduction::Scan) }
     }
 
-    fn Exscan / Iexscan[comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
+    fn Exscan / Iexscan / MPIX_Exscan_init[datatype, op] [comm](sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
         // Rank 0's receive buffer is undefined after Exscan (§5.11.2): kawarimi does not
         // write it, as Open MPI and MPICH do not.
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
@@ -1145,7 +1282,7 @@ coll_twins! {
         unsafe { allreduce_plan(s, c, sendbuf, recvbuf, count, datatype, op, Some(true)) }
     }
 
-    fn Reduce_scatter_block / Ireduce_scatter_block[comm](sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
+    fn Reduce_scatter_block / Ireduce_scatter_block / MPIX_Reduce_scatter_block_init[datatype, op] [comm](sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
         let counts = vec![recvcount.max(0) as usize; c.size() as usize];
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
@@ -1155,7 +1292,7 @@ coll_twins! {
         unsafe { reduce_scatter_block_in_slots(s, c, sendbuf, recvbuf, recvcount, datatype, op) }
     }
 
-    fn Reduce_scatter / Ireduce_scatter[comm](sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
+    fn Reduce_scatter / Ireduce_scatter / MPIX_Reduce_scatter_init[datatype, op] [comm](sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int, datatype: MPI_Datatype, op: MPI_Op, comm: MPI_Comm) |s, c| {
         let counts = counts(recvcounts, c.size() as usize)?;
         let mine = counts[c.rank as usize] as c_int;
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
@@ -1163,7 +1300,7 @@ coll_twins! {
         unsafe { reduce_scatter_plan(s, c, sendbuf, recvbuf, mine, &counts, datatype, op) }
     }
 
-    fn Gather / Igather[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
+    fn Gather / Igather / MPIX_Gather_init[sendtype, recvtype] [comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
         let (cnts, dsp) = if is_root(c, root) { uniform(c.p2p_size(), recvcount) } else { (Vec::new(), Vec::new()) };
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
@@ -1173,7 +1310,7 @@ coll_twins! {
         unsafe { blocks_in_slots(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, Blocks::Gather(root)) }
     }
 
-    fn Gatherv / Igatherv[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
+    fn Gatherv / Igatherv / MPIX_Gatherv_init[sendtype, recvtype] [comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
         let n = c.p2p_size() as usize;
         let (cnts, dsp) = if is_root(c, root) { (counts(recvcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
@@ -1181,7 +1318,7 @@ coll_twins! {
         unsafe { gatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype, root) }
     }
 
-    fn Scatter / Iscatter[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
+    fn Scatter / Iscatter / MPIX_Scatter_init[sendtype, recvtype] [comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
         let (cnts, dsp) = if is_root(c, root) { uniform(c.p2p_size(), sendcount) } else { (Vec::new(), Vec::new()) };
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
@@ -1191,7 +1328,7 @@ coll_twins! {
         unsafe { blocks_in_slots(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, Blocks::Scatter(root)) }
     }
 
-    fn Scatterv / Iscatterv[comm](sendbuf: *const c_void, sendcounts: *const c_int, displs_: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
+    fn Scatterv / Iscatterv / MPIX_Scatterv_init[sendtype, recvtype] [comm](sendbuf: *const c_void, sendcounts: *const c_int, displs_: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, root: c_int, comm: MPI_Comm) |s, c| {
         let n = c.p2p_size() as usize;
         let (cnts, dsp) = if is_root(c, root) { (counts(sendcounts, n)?, displs(displs_, n)?) } else { (Vec::new(), Vec::new()) };
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
@@ -1199,7 +1336,7 @@ coll_twins! {
         unsafe { scatterv_plan(s, c, sendbuf, &cnts, &dsp, sendtype, recvbuf, recvcount, recvtype, root) }
     }
 
-    fn Allgather / Iallgather[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
+    fn Allgather / Iallgather / MPIX_Allgather_init[sendtype, recvtype] [comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
         let (cnts, dsp) = uniform(c.p2p_size(), recvcount);
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
@@ -1209,7 +1346,7 @@ coll_twins! {
         unsafe { blocks_in_slots(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, Blocks::Allgather) }
     }
 
-    fn Allgatherv / Iallgatherv[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
+    fn Allgatherv / Iallgatherv / MPIX_Allgatherv_init[sendtype, recvtype] [comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
         let n = c.p2p_size() as usize;
         let (cnts, dsp) = (counts(recvcounts, n)?, displs(displs_, n)?);
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
@@ -1217,7 +1354,7 @@ coll_twins! {
         unsafe { allgatherv_plan(s, c, sendbuf, sendcount, sendtype, recvbuf, &cnts, &dsp, recvtype) }
     }
 
-    fn Alltoall / Ialltoall[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
+    fn Alltoall / Ialltoall / MPIX_Alltoall_init[sendtype, recvtype] [comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
         let (send, recv) = alltoall_parts(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype)?;
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
@@ -1227,14 +1364,14 @@ coll_twins! {
         unsafe { blocks_in_slots(s, c, sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, Blocks::Alltoall) }
     }
 
-    fn Alltoallv / Ialltoallv[comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
+    fn Alltoallv / Ialltoallv / MPIX_Alltoallv_init[sendtype, recvtype] [comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
         let (send, recv) = alltoallv_parts(s, c, sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype)?;
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).
         unsafe { alltoallw_plan(c, send, recv, in_place(sendbuf)) }
     }
 
-    fn Alltoallw / Ialltoallw[comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const MPI_Datatype, comm: MPI_Comm) |s, c| {
+    fn Alltoallw / Ialltoallw / MPIX_Alltoallw_init[] [comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const MPI_Datatype, comm: MPI_Comm) |s, c| {
         let (send, recv) = alltoallw_parts(s, c, sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes)?;
         // SAFETY: the application's buffers, valid until the collective completes (at once, or
         // at the Wait/Test of its request, §5.12).

@@ -87,7 +87,7 @@ unsafe fn w_parts(
 }
 
 coll_twins! {
-    fn Neighbor_allgather / Ineighbor_allgather[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
+    fn Neighbor_allgather / Ineighbor_allgather / MPIX_Neighbor_allgather_init[sendtype, recvtype] [comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
         check_not_in_place(sendbuf)?;
         let hood = neighborhood(c)?;
         let send = Typed::new(s, sendbuf, sendcount, sendtype)?;
@@ -98,7 +98,7 @@ coll_twins! {
         unsafe { neighbor_plan(c, hood, send, recv) }
     }
 
-    fn Neighbor_allgatherv / Ineighbor_allgatherv[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
+    fn Neighbor_allgatherv / Ineighbor_allgatherv / MPIX_Neighbor_allgatherv_init[sendtype, recvtype] [comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, displs_: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
         check_not_in_place(sendbuf)?;
         let hood = neighborhood(c)?;
         let n = hood.0.len();
@@ -110,7 +110,7 @@ coll_twins! {
         unsafe { neighbor_plan(c, hood, send, recv) }
     }
 
-    fn Neighbor_alltoall / Ineighbor_alltoall[comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
+    fn Neighbor_alltoall / Ineighbor_alltoall / MPIX_Neighbor_alltoall_init[sendtype, recvtype] [comm](sendbuf: *const c_void, sendcount: c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
         check_not_in_place(sendbuf)?;
         let hood = neighborhood(c)?;
         let send = Typed::new(s, sendbuf, sendcount, sendtype)?;
@@ -121,7 +121,7 @@ coll_twins! {
         unsafe { neighbor_plan(c, hood, send, recv) }
     }
 
-    fn Neighbor_alltoallv / Ineighbor_alltoallv[comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
+    fn Neighbor_alltoallv / Ineighbor_alltoallv / MPIX_Neighbor_alltoallv_init[sendtype, recvtype] [comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: MPI_Datatype, comm: MPI_Comm) |s, c| {
         check_not_in_place(sendbuf)?;
         let hood = neighborhood(c)?;
         let (ins, outs) = (hood.0.len(), hood.1.len());
@@ -135,7 +135,7 @@ coll_twins! {
         unsafe { neighbor_plan(c, hood, send, recv) }
     }
 
-    fn Neighbor_alltoallw / Ineighbor_alltoallw[comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const MPI_Aint, sendtypes: *const MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const MPI_Aint, recvtypes: *const MPI_Datatype, comm: MPI_Comm) |s, c| {
+    fn Neighbor_alltoallw / Ineighbor_alltoallw / MPIX_Neighbor_alltoallw_init[] [comm](sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const MPI_Aint, sendtypes: *const MPI_Datatype, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const MPI_Aint, recvtypes: *const MPI_Datatype, comm: MPI_Comm) |s, c| {
         check_not_in_place(sendbuf)?;
         let hood = neighborhood(c)?;
         // SAFETY: one entry per neighbour in each array (§7.6.2).

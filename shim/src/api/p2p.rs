@@ -13,7 +13,7 @@ use kawarimi_runtime::request::{self, Finish, Outcome};
 use crate::abi::{self, MPI_Comm, MPI_Datatype, MPI_Request, MPI_Status};
 use crate::export::call;
 use crate::mem::{out, user_bytes, user_bytes_mut};
-use crate::state::{fail, CollFinish, Fail, Handler, Mode, Persistent, Request, RequestEntry, Res, State};
+use crate::state::{fail, CollFinish, Fail, Handler, Mode, Persistent, Request, RequestEntry, Res, State, Transfer};
 
 /// The largest tag kawarimi carries (`MPI_TAG_UB`): the wire's tag field is an i32.
 pub const TAG_UB: c_int = i32::MAX;
@@ -496,7 +496,7 @@ unsafe fn persistent_init(
             Ok(dt)
         })();
         let datatype = with_handler(checked, handler)?;
-        let p = Persistent { send_mode, buf: buf as usize, count, datatype, peer, tag };
+        let p = Persistent::Transfer(Transfer { send_mode, buf: buf as usize, count, datatype, peer, tag });
         let e = RequestEntry { req: Request::persistent(c, send_mode.is_none(), p), handler };
         let h = s.new_request(e)?;
         // SAFETY: caller's output argument.
@@ -510,6 +510,14 @@ pub fn start(s: &mut State, i: usize) -> Res<()> {
     e.req.can_start()?;
     let p = e.req.persistent_args().expect("checked by can_start").clone();
     let (comm, handler) = (e.req.comm().clone(), e.handler);
+    let p = match p {
+        Persistent::Transfer(p) => p,
+        Persistent::Collective(pc) => {
+            let fresh = with_handler(crate::api::coll::start_persistent(s, &pc, comm, handler), handler)?;
+            s.requests.get_mut(i).expect("checked index").req.start(fresh.req);
+            return Ok(());
+        }
+    };
     // SAFETY: the buffer given to the *_init call, under MPI's rules until completion.
     let fresh = unsafe {
         match p.send_mode {

@@ -358,6 +358,9 @@ mpi_fn! {
                 return Ok(());
             }
             let e = s.requests.remove(i).expect("checked");
+            if let Some(crate::state::Persistent::Collective(pc)) = e.req.persistent_args() {
+                crate::api::coll::release_persistent(s, pc);
+            }
             // The runtime finishes it in the background and then forgets it.
             e.req.free(&mut s.world()?.engine)?;
             // SAFETY: checked non-null by read_request.
