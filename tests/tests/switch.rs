@@ -256,6 +256,35 @@ fn one_sided_windows_survive_30_migrations() {
     assert!(ok && out.contains("OK rma_stress"), "rma_stress failed across switches:\nstdout:\n{out}\nstderr:\n{err}");
 }
 
+/// A passive-target lock held across switches (tests/c/rma_lock_switch.c): rank 0 holds rank
+/// 1's window lock, computing outside MPI, while the job is quiesced and resumed three times
+/// with ranks 2 and 3 queued for the same lock inside `MPI_Win_lock`; after the switches it
+/// lets go, and the queued ranks must get the lock only then (they read its last value).
+#[test]
+fn a_lock_held_across_switches_stays_held_and_queued_ranks_get_it_after() {
+    const RANKS: u32 = 4;
+    let dir = build_dir().join(format!("lock-switch-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let (ready, release) = (dir.join("ready"), dir.join("release"));
+    let args = [ready.to_str().unwrap(), release.to_str().unwrap()];
+    let mut job = start_with("switch-lock", RANKS, "rma_lock_switch", &args, &[("KAWARIMI_SHM", "1")]);
+    let (mut c, _pids, _coord) = job.ready(RANKS, UP_BOUND);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "rank 0 never said it holds the lock");
+        thread::sleep(Duration::from_millis(10));
+    }
+    for i in 0..3 {
+        assert_eq!(switch_once(&mut c, &format!("switch {i} with the lock held")), i + 1);
+    }
+    fs::write(&release, b"").unwrap();
+    drop(c);
+    let (ok, out, err) = job.finish(Duration::from_secs(120));
+    assert!(ok && out.contains("OK rma_lock_switch"), "rma_lock_switch failed:\nstdout:\n{out}\nstderr:\n{err}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
 /// One switch that moves the ranks to the hosts `hosts` names (one label per rank, written to
 /// the `KAWARIMI_HOST_ID_FILE` `labels` while the ranks are detached).
 fn switch_to_hosts(c: &mut CtlClient, labels: &Path, hosts: &str) {
