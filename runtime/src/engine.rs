@@ -223,8 +223,16 @@ impl Engine {
 
     /// Starts a nonblocking collective; returns the request that completes with it. Its
     /// buffers are then taken with [`Engine::take_schedule`].
-    pub fn start_schedule(&mut self, mut s: Schedule<'static>) -> MpiResult<ReqId> {
-        s.start(true);
+    pub fn start_schedule(&mut self, s: Schedule<'static>) -> MpiResult<ReqId> {
+        self.start_schedule_as(s, true)
+    }
+
+    /// [`Engine::start_schedule`] in the tag space of the blocking collectives when
+    /// `!nonblocking`: a blocking collective that runs behind a request (a thread of an
+    /// `MPI_THREAD_MULTIPLE` program waits for it without holding the state) must still pair
+    /// with the other members' blocking calls, whatever nonblocking ones come between.
+    pub fn start_schedule_as(&mut self, mut s: Schedule<'static>, nonblocking: bool) -> MpiResult<ReqId> {
+        s.start(nonblocking);
         let id = self.core.new_external();
         self.schedules.push((id, s));
         // Its first sends leave now (progress advances the schedules, then moves frames).

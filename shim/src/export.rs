@@ -197,6 +197,69 @@ pub fn call(name: &'static str, comm: Option<abi::MPI_Comm>, f: impl FnOnce(&mut
 /// use (a generalized request's query, free and cancel functions, §12.2).
 type AfterCall = Box<dyn FnOnce() -> c_int>;
 
+/// Set once `MPI_Init_thread` grants `MPI_THREAD_MULTIPLE`: blocking calls then wait without
+/// holding the state ([`call_polling`]).
+static THREAD_MULTIPLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Records that the program runs at `MPI_THREAD_MULTIPLE`.
+pub fn set_thread_multiple() {
+    THREAD_MULTIPLE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the program runs at `MPI_THREAD_MULTIPLE`.
+pub fn thread_multiple() -> bool {
+    THREAD_MULTIPLE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A blocking call at `MPI_THREAD_MULTIPLE`: `attempt` makes one non-blocking try with the
+/// state locked (a progress round and a test; `true` when the call is done), and the state is
+/// let go between tries, so the calls of the program's other threads run while this one waits
+/// (one of them may be what it waits for). Between tries the thread yields, then sleeps from
+/// 5 us doubling to at most 200 us (the latency a long wait can add, against the CPU a thread
+/// blocked for long would burn).
+pub fn call_polling(
+    name: &'static str,
+    comm: Option<abi::MPI_Comm>,
+    mut attempt: impl FnMut(&mut State) -> Res<bool>,
+) -> c_int {
+    const YIELDS: u32 = 64;
+    const LONGEST_SLEEP_US: u64 = 200;
+    let mut tries = 0u32;
+    loop {
+        let mut done = false;
+        let rc = call(name, comm, |s| {
+            done = attempt(s)?;
+            Ok(())
+        });
+        if rc != abi::MPI_SUCCESS || done {
+            return rc;
+        }
+        if tries < YIELDS {
+            std::thread::yield_now();
+        } else {
+            let doublings = ((tries - YIELDS) / 16).min(6);
+            std::thread::sleep(std::time::Duration::from_micros((5u64 << doublings).min(LONGEST_SLEEP_US)));
+        }
+        tries = tries.saturating_add(1);
+    }
+}
+
+/// A blocking call written once for both ways of waiting: `attempt(s, block)` completes the
+/// call when `block` (waiting inside it, the state held: a program with one thread in MPI), or
+/// tries once without waiting and says whether it is done. At `MPI_THREAD_MULTIPLE` it is tried
+/// that way with the state let go between tries ([`call_polling`]).
+pub fn call_blocking(
+    name: &'static str,
+    comm: Option<abi::MPI_Comm>,
+    mut attempt: impl FnMut(&mut State, bool) -> Res<bool>,
+) -> c_int {
+    if thread_multiple() {
+        call_polling(name, comm, |s| attempt(s, false))
+    } else {
+        call(name, comm, |s| attempt(s, true).map(|_| ()))
+    }
+}
+
 thread_local! {
     static AFTER_CALL: std::cell::RefCell<Vec<AfterCall>> = const { std::cell::RefCell::new(Vec::new()) };
 }

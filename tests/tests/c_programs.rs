@@ -40,7 +40,7 @@ macro_rules! every_program {
         program_tests!($kind;
             p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
             topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, memory_reuse,
-            conformance, neighbor, rma, persistent_coll, rma_lock_switch);
+            conformance, neighbor, rma, persistent_coll, rma_lock_switch, threads);
     };
 }
 
@@ -130,7 +130,7 @@ mod kawarimi_run {
     program_tests!(ModeKind::KawarimiRun;
         p2p_basic, p2p_wildcard, p2p_large, requests, collectives, comms_groups,
         topology, datatypes, errors, env, info_misc, p2p_mprobe, nbc, progress, intercomm, conformance, neighbor, rma,
-        persistent_coll);
+        persistent_coll, threads);
 }
 
 /// A passive-target operation on a rank that computes for 3 s without calling MPI completes

@@ -211,11 +211,23 @@ fn start(s: &mut State, comm: MPI_Comm, plan: Plan, request: *mut MPI_Request) -
         return fail(ErrorClass::Arg, "NULL request pointer");
     }
     let (c, handler) = comm_of(s, comm)?;
-    let id = s.world()?.engine.start_schedule(plan.schedule)?;
-    let entry = RequestEntry::collective(id, c, handler, Box::new(move |_, bufs| (plan.finish)(bufs)));
+    let entry = started(s, c, handler, plan, true)?;
     let h = s.new_request(entry)?;
     // SAFETY: non-null output argument.
     unsafe { out(request, h) }
+}
+
+/// `plan` started in the engine, behind the request that completes it; in the tag space of the
+/// nonblocking collectives or of the blocking ones.
+fn started(
+    s: &mut State,
+    c: Arc<Comm>,
+    handler: crate::state::Handler,
+    plan: Plan,
+    nonblocking: bool,
+) -> Res<RequestEntry> {
+    let id = s.world()?.engine.start_schedule_as(plan.schedule, nonblocking)?;
+    Ok(RequestEntry::collective(id, c, handler, Box::new(move |_, bufs| (plan.finish)(bufs))))
 }
 
 /// A persistent collective (MPI-4.0 §6.12, Open MPI 4.1's `MPIX_*_init`): what its init call
@@ -284,8 +296,7 @@ pub(crate) fn start_persistent(
     handler: crate::state::Handler,
 ) -> Res<RequestEntry> {
     let plan = (pc.plan)(s, &comm)?;
-    let id = s.world()?.engine.start_schedule(plan.schedule)?;
-    Ok(RequestEntry::collective(id, comm, handler, Box::new(move |_, bufs| (plan.finish)(bufs))))
+    started(s, comm, handler, plan, true)
 }
 
 /// Releases the private handles of a persistent collective whose request is freed.
@@ -333,6 +344,16 @@ pub(super) fn coll_call(
     direct: impl FnOnce(&mut State, &Arc<Comm>) -> Res<bool>,
     make: impl FnOnce(&mut State, &Arc<Comm>) -> Res<Plan>,
 ) -> c_int {
+    if request.is_none() && crate::export::thread_multiple() {
+        // At MPI_THREAD_MULTIPLE a blocking collective runs as its nonblocking form, waited for
+        // without holding the state (the shared-memory slots wait holding it: not used).
+        let post = |s: &mut State| {
+            let (c, handler) = comm_of(s, comm)?;
+            let plan = make(s, &c)?;
+            Ok(vec![started(s, c, handler, plan, false)?])
+        };
+        return crate::api::p2p::blocking(name, Some(comm), post, |_, mut done| done.remove(0).1.map_or(Ok(()), Err));
+    }
     call(name, Some(comm), |s| {
         let (c, _) = comm_of(s, comm)?;
         if request.is_none() && direct(s, &c)? {

@@ -14,10 +14,10 @@ use crate::export::{abort_job, call, call_around, die};
 use crate::mem::{c_string, out};
 use crate::state::{fail, CommEntry, Fail, Handler, Res, State, UserError, STATE};
 
-/// What `MPI_Init_thread` provides: the runtime is driven by whichever thread calls MPI, one
-/// at a time, so FUNNELED is honest; SERIALIZED would also hold (every call takes the state
-/// lock) but is not claimed until it is tested.
-const PROVIDED_THREAD_LEVEL: c_int = abi::MPI_THREAD_FUNNELED;
+/// What `MPI_Init_thread` provides: every call takes the state lock, so any thread may call at
+/// any time; at `MPI_THREAD_MULTIPLE` the blocking calls let it go while they wait
+/// (`export::call_blocking`), so one thread's wait never stops another's call.
+const PROVIDED_THREAD_LEVEL: c_int = abi::MPI_THREAD_MULTIPLE;
 
 fn init(s: &mut State, required: c_int) -> Res<()> {
     if s.initialized {
@@ -71,6 +71,9 @@ fn init(s: &mut State, required: c_int) -> Res<()> {
     s.world = Some(world);
     s.initialized = true;
     s.thread_level = required.min(PROVIDED_THREAD_LEVEL);
+    if s.thread_level == abi::MPI_THREAD_MULTIPLE {
+        crate::export::set_thread_multiple();
+    }
     s.main_thread = Some(std::thread::current().id());
     crate::widefloat::install();
     Ok(())

@@ -246,22 +246,49 @@ pub fn complete_entry(s: &mut State, e: &mut RequestEntry, block: bool) -> Res<O
     }))
 }
 
-/// Blocks until the request completes and writes its status, also when it completed with an
-/// error (a truncated receive, §3.2.5).
+/// A completion: its status, and the error the request completed with, if it did.
+pub type Completion = (Status, Option<Fail>);
+
+/// Completes the transfers `post` starts, then hands `then` their completions in the order
+/// posted; at `MPI_THREAD_MULTIPLE` without holding the state while it waits
+/// ([`crate::export::call_blocking`]).
+pub(crate) fn blocking(
+    name: &'static str,
+    comm: Option<MPI_Comm>,
+    post: impl FnOnce(&mut State) -> Res<Vec<RequestEntry>>,
+    then: impl FnOnce(&mut State, Vec<Completion>) -> Res<()>,
+) -> c_int {
+    let (mut post, mut then) = (Some(post), Some(then));
+    let mut entries: Vec<RequestEntry> = Vec::new();
+    let mut done: Vec<Option<Completion>> = Vec::new();
+    crate::export::call_blocking(name, comm, |s, block| {
+        if let Some(post) = post.take() {
+            entries = post(s)?;
+            done = entries.iter().map(|_| None).collect();
+        }
+        for (e, d) in entries.iter_mut().zip(done.iter_mut()) {
+            if d.is_none() {
+                *d = complete_entry(s, e, block)?;
+            }
+        }
+        if done.iter().any(Option::is_none) {
+            return Ok(false);
+        }
+        let then = then.take().expect("a call completes once");
+        then(s, done.drain(..).flatten().collect())?;
+        Ok(true)
+    })
+}
+
+/// The completion of a receive: its status written (also when it failed, e.g. truncated,
+/// §3.2.5), then its error.
 ///
 /// # Safety
 /// `status` as for [`write_status`].
-pub unsafe fn wait_into(s: &mut State, e: &mut RequestEntry, status: *mut MPI_Status) -> Res<()> {
-    let (st, error) = complete_entry(s, e, true)?.expect("a blocking completion completes");
+pub(crate) unsafe fn received(status: *mut MPI_Status, (st, error): Completion) -> Res<()> {
     // SAFETY: per the contract.
     unsafe { write_status(status, &st) };
     error.map_or(Ok(()), Err)
-}
-
-/// Blocks until the request completes; its status, or the error it completed with.
-pub fn wait_entry(s: &mut State, e: &mut RequestEntry) -> Res<Status> {
-    let (st, error) = complete_entry(s, e, true)?.expect("a blocking completion completes");
-    error.map_or(Ok(st), Err)
 }
 
 /// Writes a status for the application (§3.2.5). `_ucount` holds the received byte count.
@@ -298,18 +325,19 @@ unsafe fn send(
     mode: Mode,
     request: Option<*mut MPI_Request>,
 ) -> c_int {
-    call(name, Some(comm), |s| {
-        // SAFETY: forwarded contract.
-        let mut e = unsafe { post_send(s, buf, count, dt, dest, tag, comm, mode)? };
-        match request {
-            None => wait_entry(s, &mut e).map(|_| ()),
-            Some(request) => {
-                let h = s.new_request(e)?;
-                // SAFETY: caller's output argument.
-                unsafe { out(request, h) }
-            }
-        }
-    })
+    let post = move |s: &mut State| {
+        // SAFETY: forwarded contract (for the call, or until the request completes).
+        unsafe { post_send(s, buf, count, dt, dest, tag, comm, mode) }
+    };
+    match request {
+        None => blocking(name, Some(comm), |s| Ok(vec![post(s)?]), |_, mut done| done.remove(0).1.map_or(Ok(()), Err)),
+        Some(request) => call(name, Some(comm), |s| {
+            let e = post(s)?;
+            let h = s.new_request(e)?;
+            // SAFETY: caller's output argument.
+            unsafe { out(request, h) }
+        }),
+    }
 }
 
 mpi_fn! {
@@ -354,12 +382,14 @@ mpi_fn! {
     }
 
     fn Recv(buf: *mut c_void, count: c_int, datatype: MPI_Datatype, source: c_int, tag: c_int, comm: MPI_Comm, status: *mut MPI_Status) -> c_int {
-        call("MPI_Recv", Some(comm), |s| {
+        blocking(
+            "MPI_Recv",
+            Some(comm),
             // SAFETY: MPI_Recv's buffer contract, for the duration of the call.
-            let mut e = unsafe { post_recv(s, buf, count, datatype, source, tag, comm)? };
+            |s| Ok(vec![unsafe { post_recv(s, buf, count, datatype, source, tag, comm)? }]),
             // SAFETY: the caller's status argument.
-            unsafe { wait_into(s, &mut e, status) }
-        })
+            |_, mut done| unsafe { received(status, done.remove(0)) },
+        )
     }
 
     fn Irecv(buf: *mut c_void, count: c_int, datatype: MPI_Datatype, source: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {
@@ -377,14 +407,18 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: MPI_Datatype, source: c_int, recvtag: c_int,
         comm: MPI_Comm, status: *mut MPI_Status,
     ) -> c_int {
-        call("MPI_Sendrecv", Some(comm), |s| {
+        let post = |s: &mut State| {
             // SAFETY: MPI_Sendrecv's buffer contracts, for the duration of the call.
-            let mut r = unsafe { post_recv(s, recvbuf, recvcount, recvtype, source, recvtag, comm)? };
+            let r = unsafe { post_recv(s, recvbuf, recvcount, recvtype, source, recvtag, comm)? };
             // SAFETY: as above.
-            let mut w = unsafe { post_send(s, sendbuf, sendcount, sendtype, dest, sendtag, comm, Mode::Standard)? };
-            wait_entry(s, &mut w)?;
+            let w = unsafe { post_send(s, sendbuf, sendcount, sendtype, dest, sendtag, comm, Mode::Standard)? };
+            Ok(vec![r, w])
+        };
+        blocking("MPI_Sendrecv", Some(comm), post, |_, mut done| {
+            let (sent, got) = (done.pop().expect("two"), done.pop().expect("two"));
+            sent.1.map_or(Ok(()), Err)?;
             // SAFETY: the caller's status argument.
-            unsafe { wait_into(s, &mut r, status) }
+            unsafe { received(status, got) }
         })
     }
 
@@ -392,28 +426,33 @@ mpi_fn! {
         buf: *mut c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, sendtag: c_int,
         source: c_int, recvtag: c_int, comm: MPI_Comm, status: *mut MPI_Status,
     ) -> c_int {
-        call("MPI_Sendrecv_replace", Some(comm), |s| {
+        // The outgoing data is packed into our own memory first, so the receive may overwrite
+        // the buffer. It outlives the send, which completes before `blocking` returns.
+        let mut data: Vec<u8> = Vec::new();
+        let post = |s: &mut State| {
             let dt = check_buffer(s, count, datatype)?;
-            // The outgoing data is packed into our own memory first, so the receive may
-            // overwrite the buffer.
             // SAFETY: the buffer is the caller's for the duration of the call.
-            let data = match unsafe { send_bytes(buf, count as usize, &dt)? } {
+            data = match unsafe { send_bytes(buf, count as usize, &dt)? } {
                 SendData::Static(b) => b.to_vec(),
                 SendData::Owned(v) => v,
             };
-            let (_, handler) = comm_of(s, comm)?;
-            // SAFETY: `data` outlives the send, which completes before it is dropped.
-            let mut w = unsafe {
+            // SAFETY: `data` outlives the send (above).
+            let w = unsafe {
                 post_send(s, data.as_ptr() as *const c_void, data.len() as c_int, byte_handle(), dest, sendtag, comm, Mode::Standard)?
             };
             // SAFETY: the caller's buffer, for the duration of the call.
-            let mut r = unsafe { post_recv(s, buf, count, datatype, source, recvtag, comm)? };
-            with_handler(wait_entry(s, &mut w), handler)?;
+            let r = unsafe { post_recv(s, buf, count, datatype, source, recvtag, comm)? };
+            Ok(vec![w, r])
+        };
+        let rc = blocking("MPI_Sendrecv_replace", Some(comm), post, |s, mut done| {
+            let (got, sent) = (done.pop().expect("two"), done.pop().expect("two"));
+            let (_, handler) = comm_of(s, comm)?;
+            with_handler(sent.1.map_or(Ok(()), Err), handler)?;
             // SAFETY: the caller's status argument.
-            let res = unsafe { wait_into(s, &mut r, status) };
-            drop(data);
-            res
-        })
+            unsafe { received(status, got) }
+        });
+        drop(data);
+        rc
     }
 
     fn Send_init(buf: *const c_void, count: c_int, datatype: MPI_Datatype, dest: c_int, tag: c_int, comm: MPI_Comm, request: *mut MPI_Request) -> c_int {

@@ -11,8 +11,8 @@ use crate::abi::{self, MPI_Comm, MPI_Count, MPI_Datatype, MPI_Message, MPI_Reque
 use kawarimi_runtime::request::empty_status;
 
 use crate::api::greq;
-use crate::api::p2p::{check_buffer, comm_of, complete_entry, recv_target, start, wait_into, write_status};
-use crate::export::call;
+use crate::api::p2p::{blocking, check_buffer, comm_of, complete_entry, received, recv_target, start, write_status};
+use crate::export::{call, call_blocking};
 use crate::mem::{c_array_mut, out};
 use crate::state::{decode, encode, fail, request_null, Fail, Kind, Request, RequestEntry, Res, State};
 
@@ -222,10 +222,8 @@ fn any(s: &mut State, b: &mut Batch<'_>, block: bool) -> Res<Option<(usize, Comp
 
 mpi_fn! {
     fn Wait(request: *mut MPI_Request, status: *mut MPI_Status) -> c_int {
-        call("MPI_Wait", None, |s| {
-            // SAFETY: MPI_Wait's arguments: a request handle and a status (or IGNORE).
-            unsafe { wait_or_test(s, request, status, true) }.map(|_| ())
-        })
+        // SAFETY: MPI_Wait's arguments: a request handle and a status (or IGNORE).
+        call_blocking("MPI_Wait", None, |s, block| unsafe { wait_or_test(s, request, status, block) })
     }
 
     fn Test(request: *mut MPI_Request, flag: *mut c_int, status: *mut MPI_Status) -> c_int {
@@ -238,11 +236,11 @@ mpi_fn! {
     }
 
     fn Waitall(count: c_int, array_of_requests: *mut MPI_Request, array_of_statuses: *mut MPI_Status) -> c_int {
-        call("MPI_Waitall", None, |s| {
+        call_blocking("MPI_Waitall", None, |s, block| {
             // SAFETY: `count` handles and statuses (or IGNORE), per §3.7.5.
             let b = unsafe { batch(s, count, array_of_requests)? };
             // SAFETY: as above.
-            unsafe { all(s, b, array_of_statuses, true) }.map(|_| ())
+            unsafe { all(s, b, array_of_statuses, block) }
         })
     }
 
@@ -258,20 +256,22 @@ mpi_fn! {
     }
 
     fn Waitany(count: c_int, array_of_requests: *mut MPI_Request, index: *mut c_int, status: *mut MPI_Status) -> c_int {
-        call("MPI_Waitany", None, |s| {
+        call_blocking("MPI_Waitany", None, |s, block| {
             // SAFETY: as MPI_Waitall.
             let mut b = unsafe { batch(s, count, array_of_requests)? };
-            match any(s, &mut b, true)? {
+            let all_null = b.indices.iter().all(Option::is_none);
+            match any(s, &mut b, block)? {
+                None if !all_null => Ok(false),
                 None => {
                     // SAFETY: caller's output arguments.
                     unsafe { out(index, abi::MPI_UNDEFINED)?; write_status(status, &empty_status()) };
-                    Ok(())
+                    Ok(true)
                 }
                 Some((k, (st, error))) => {
                     // SAFETY: caller's output arguments.
                     unsafe { out(index, k as c_int)?; write_status(status, &st) };
                     greq::query_into(s, status);
-                    error.map_or(Ok(()), Err)
+                    error.map_or(Ok(true), Err)
                 }
             }
         })
@@ -305,16 +305,16 @@ mpi_fn! {
     }
 
     fn Waitsome(incount: c_int, array_of_requests: *mut MPI_Request, outcount: *mut c_int, array_of_indices: *mut c_int, array_of_statuses: *mut MPI_Status) -> c_int {
-        call("MPI_Waitsome", None, |s| {
+        call_blocking("MPI_Waitsome", None, |s, block| {
             // SAFETY: as MPI_Waitall, plus `incount` indices.
-            unsafe { some(s, incount, array_of_requests, outcount, array_of_indices, array_of_statuses, true) }
+            unsafe { some(s, incount, array_of_requests, outcount, array_of_indices, array_of_statuses, block) }
         })
     }
 
     fn Testsome(incount: c_int, array_of_requests: *mut MPI_Request, outcount: *mut c_int, array_of_indices: *mut c_int, array_of_statuses: *mut MPI_Status) -> c_int {
         call("MPI_Testsome", None, |s| {
             // SAFETY: as MPI_Waitsome.
-            unsafe { some(s, incount, array_of_requests, outcount, array_of_indices, array_of_statuses, false) }
+            unsafe { some(s, incount, array_of_requests, outcount, array_of_indices, array_of_statuses, false) }.map(|_| ())
         })
     }
 
@@ -479,24 +479,26 @@ mpi_fn! {
     }
 
     fn Mprobe(source: c_int, tag: c_int, comm: MPI_Comm, message: *mut MPI_Message, status: *mut MPI_Status) -> c_int {
-        call("MPI_Mprobe", Some(comm), |s| {
-            let (m, st) = matched_probe(s, source, tag, comm, true)?.expect("a blocking probe finds a message");
+        call_blocking("MPI_Mprobe", Some(comm), |s, block| {
+            let Some((m, st)) = matched_probe(s, source, tag, comm, block)? else { return Ok(false) };
             // SAFETY: caller's output arguments.
             unsafe {
                 out(message, m)?;
                 write_status(status, &st);
             }
-            Ok(())
+            Ok(true)
         })
     }
 
     fn Mrecv(buf: *mut c_void, count: c_int, datatype: MPI_Datatype, message: *mut MPI_Message, status: *mut MPI_Status) -> c_int {
-        call("MPI_Mrecv", None, |s| {
+        blocking(
+            "MPI_Mrecv",
+            None,
             // SAFETY: the receive buffer and message handle of §3.8.3, for the call.
-            let mut e = unsafe { post_mrecv(s, buf, count, datatype, message)? };
+            |s| Ok(vec![unsafe { post_mrecv(s, buf, count, datatype, message)? }]),
             // SAFETY: the caller's status argument.
-            unsafe { wait_into(s, &mut e, status) }
-        })
+            |_, mut done| unsafe { received(status, done.remove(0)) },
+        )
     }
 
     fn Imrecv(buf: *mut c_void, count: c_int, datatype: MPI_Datatype, message: *mut MPI_Message, request: *mut MPI_Request) -> c_int {
@@ -524,11 +526,11 @@ mpi_fn! {
     }
 
     fn Probe(source: c_int, tag: c_int, comm: MPI_Comm, status: *mut MPI_Status) -> c_int {
-        call("MPI_Probe", Some(comm), |s| {
-            let st = probe(s, source, tag, comm, true)?.expect("blocking probe finds a message");
+        call_blocking("MPI_Probe", Some(comm), |s, block| {
+            let Some(st) = probe(s, source, tag, comm, block)? else { return Ok(false) };
             // SAFETY: caller's status argument.
             unsafe { write_status(status, &st) };
-            Ok(())
+            Ok(true)
         })
     }
 }
@@ -545,12 +547,12 @@ unsafe fn some(
     indices: *mut c_int,
     statuses: *mut MPI_Status,
     block: bool,
-) -> Res<()> {
+) -> Res<bool> {
     // SAFETY: per the contract.
     let mut b = unsafe { batch(s, incount, requests)? };
     if b.indices.iter().all(Option::is_none) {
         // SAFETY: caller's output argument.
-        return unsafe { out(outcount, abi::MPI_UNDEFINED) };
+        return unsafe { out(outcount, abi::MPI_UNDEFINED) }.map(|_| true);
     }
     // SAFETY: per the contract.
     let idx_out = unsafe { c_array_mut(indices, incount as usize)? };
@@ -575,7 +577,8 @@ unsafe fn some(
     }
     // SAFETY: caller's output argument.
     unsafe { out(outcount, n as c_int)? };
-    in_status(first_error)
+    in_status(first_error)?;
+    Ok(n > 0)
 }
 
 /// `MPI_Status_set_elements(_x)` (§12.3): the status then reports `count` elements of

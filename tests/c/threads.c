@@ -1,0 +1,144 @@
+/* MPI_THREAD_MULTIPLE: several threads of each rank in MPI at once, each on its own
+ * communicator (MPI-3.1 §12.4).
+ *
+ * 1. A dependency between threads of one process: thread 0 blocks in MPI_Recv for a message
+ *    that the left neighbour's thread 1 sends only after a pause, and sends on only once it
+ *    has it; thread 1 pauses, sends, then blocks in MPI_Recv for thread 0's onward message. A
+ *    library that holds one lock across a blocking wait deadlocks here.
+ * 2. Every thread, concurrently, for ITERS rounds on its own communicator: a ring Sendrecv,
+ *    an Allreduce, Isend/Irecv with Waitall, an Ibarrier with Wait, a Probe then Recv, a
+ *    Waitany over two receives, and a Bcast. Every value is checked.
+ * 3. A blocking collective still pairs with the other members' blocking ones when a
+ *    nonblocking one is started between them in another order (rank 0 starts an Iallreduce,
+ *    then enters a Barrier; the others enter the Barrier first): mpi4py's test_ulfm does this,
+ *    and it hung when a blocking collective waiting without the lock took the nonblocking
+ *    collectives' tags. */
+#include <pthread.h>
+#include <unistd.h>
+
+#include "check.h"
+
+#define THREADS 4
+#define ITERS 100
+
+static int me, np, left, right;
+static MPI_Comm comms[THREADS];
+
+static void *dependent(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    int v = -1;
+    if (t == 0) {
+        MPI_OK(MPI_Recv(&v, 1, MPI_INT, left, 1, comms[0], MPI_STATUS_IGNORE));
+        CHECKF(v == 1000 + left, "thread 0 received %d", v);
+        int w = 2000 + me;
+        MPI_OK(MPI_Send(&w, 1, MPI_INT, right, 2, comms[1]));
+    } else {
+        usleep(50000); /* thread 0 is inside MPI_Recv by now */
+        int w = 1000 + me;
+        MPI_OK(MPI_Send(&w, 1, MPI_INT, right, 1, comms[0]));
+        MPI_OK(MPI_Recv(&v, 1, MPI_INT, left, 2, comms[1], MPI_STATUS_IGNORE));
+        CHECKF(v == 2000 + left, "thread 1 received %d", v);
+    }
+    return NULL;
+}
+
+static int val(int rank, int t, int i) { return rank * 100000 + t * 1000 + i; }
+
+static void *rounds(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    MPI_Comm c = comms[t];
+    for (int i = 0; i < ITERS; i++) {
+        int out = val(me, t, i), in = -1;
+        MPI_OK(MPI_Sendrecv(&out, 1, MPI_INT, right, 10, &in, 1, MPI_INT, left, 10, c, MPI_STATUS_IGNORE));
+        CHECKF(in == val(left, t, i), "thread %d round %d: sendrecv got %d", t, i, in);
+
+        long sum = 0, mine = val(me, t, i);
+        MPI_OK(MPI_Allreduce(&mine, &sum, 1, MPI_LONG, MPI_SUM, c));
+        long want = 0;
+        for (int r = 0; r < np; r++)
+            want += val(r, t, i);
+        CHECKF(sum == want, "thread %d round %d: allreduce %ld, want %ld", t, i, sum, want);
+
+        int a = -1, b = -1;
+        MPI_Request rq[4];
+        MPI_OK(MPI_Irecv(&a, 1, MPI_INT, left, 11, c, &rq[0]));
+        MPI_OK(MPI_Irecv(&b, 1, MPI_INT, right, 12, c, &rq[1]));
+        MPI_OK(MPI_Isend(&out, 1, MPI_INT, right, 11, c, &rq[2]));
+        MPI_OK(MPI_Isend(&out, 1, MPI_INT, left, 12, c, &rq[3]));
+        MPI_OK(MPI_Waitall(4, rq, MPI_STATUSES_IGNORE));
+        CHECKF(a == val(left, t, i) && b == val(right, t, i), "thread %d round %d: waitall %d %d", t, i, a, b);
+
+        MPI_Request bar;
+        MPI_OK(MPI_Ibarrier(c, &bar));
+        MPI_OK(MPI_Wait(&bar, MPI_STATUS_IGNORE));
+
+        MPI_OK(MPI_Send(&out, 1, MPI_INT, right, 13, c));
+        MPI_Status st;
+        MPI_OK(MPI_Probe(left, 13, c, &st));
+        CHECK(st.MPI_SOURCE == left && st.MPI_TAG == 13);
+        MPI_OK(MPI_Recv(&in, 1, MPI_INT, st.MPI_SOURCE, 13, c, MPI_STATUS_IGNORE));
+        CHECKF(in == val(left, t, i), "thread %d round %d: probed %d", t, i, in);
+
+        int x = -1, y = -1, idx = -1;
+        MPI_OK(MPI_Irecv(&x, 1, MPI_INT, left, 14, c, &rq[0]));
+        MPI_OK(MPI_Irecv(&y, 1, MPI_INT, right, 15, c, &rq[1]));
+        MPI_OK(MPI_Send(&out, 1, MPI_INT, right, 14, c));
+        MPI_OK(MPI_Send(&out, 1, MPI_INT, left, 15, c));
+        MPI_OK(MPI_Waitany(2, rq, &idx, MPI_STATUS_IGNORE));
+        CHECK(idx == 0 || idx == 1);
+        MPI_OK(MPI_Waitany(2, rq, &idx, MPI_STATUS_IGNORE));
+        CHECK(x == val(left, t, i) && y == val(right, t, i));
+
+        int root = i % np, v = me == root ? val(root, t, i) : -1;
+        MPI_OK(MPI_Bcast(&v, 1, MPI_INT, root, c));
+        CHECKF(v == val(root, t, i), "thread %d round %d: bcast %d", t, i, v);
+    }
+    return NULL;
+}
+
+static void crossed_order(void)
+{
+    int in = 1 << me, out = 0;
+    MPI_Request req = MPI_REQUEST_NULL;
+    if (me == 0)
+        MPI_OK(MPI_Iallreduce(&in, &out, 1, MPI_INT, MPI_BOR, MPI_COMM_WORLD, &req));
+    MPI_OK(MPI_Barrier(MPI_COMM_WORLD));
+    if (me != 0)
+        MPI_OK(MPI_Iallreduce(&in, &out, 1, MPI_INT, MPI_BOR, MPI_COMM_WORLD, &req));
+    MPI_OK(MPI_Wait(&req, MPI_STATUS_IGNORE));
+    CHECKF(out == (1 << np) - 1, "iallreduce gave %#x", out);
+}
+
+static void run_threads(void *(*f)(void *), int n)
+{
+    pthread_t th[THREADS];
+    for (int t = 0; t < n; t++)
+        CHECK(pthread_create(&th[t], NULL, f, (void *)(intptr_t)t) == 0);
+    for (int t = 0; t < n; t++)
+        CHECK(pthread_join(th[t], NULL) == 0);
+}
+
+int main(int argc, char **argv)
+{
+    int provided = -1;
+    MPI_OK(MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided));
+    CHECKF(provided == MPI_THREAD_MULTIPLE, "provided thread level %d", provided);
+    int query = -1;
+    MPI_OK(MPI_Query_thread(&query));
+    CHECK(query == MPI_THREAD_MULTIPLE);
+    me = world_rank();
+    np = world_size();
+    left = (me + np - 1) % np;
+    right = (me + 1) % np;
+    for (int t = 0; t < THREADS; t++)
+        MPI_OK(MPI_Comm_dup(MPI_COMM_WORLD, &comms[t]));
+    run_threads(dependent, 2);
+    MPI_OK(MPI_Barrier(MPI_COMM_WORLD));
+    run_threads(rounds, THREADS);
+    crossed_order();
+    for (int t = 0; t < THREADS; t++)
+        MPI_OK(MPI_Comm_free(&comms[t]));
+    return finish("threads");
+}
