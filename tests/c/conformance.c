@@ -287,6 +287,19 @@ static void generalized_requests(void)
     MPI_OK(MPI_Grequest_complete(r));
     MPI_OK(MPI_Wait(&r, MPI_STATUS_IGNORE));
     CHECKF(greq_queries == 5 && greq_frees == 6, "%d queries, %d frees", greq_queries, greq_frees);
+
+    /* MPI_Request_get_status of a completed one runs its query (§12.2) and frees nothing;
+     * the wait after it runs the query again and frees the request. */
+    MPI_OK(MPI_Grequest_start(greq_query, greq_free, greq_cancel, &seven, &r));
+    MPI_OK(MPI_Request_get_status(r, &flag, &st));
+    CHECKF(flag == 0 && greq_queries == 5, "get_status of an incomplete one: flag %d", flag);
+    MPI_OK(MPI_Grequest_complete(r));
+    MPI_OK(MPI_Request_get_status(r, &flag, &st));
+    MPI_OK(MPI_Get_count(&st, MPI_INT, &n));
+    CHECKF(flag == 1 && n == 7 && r != MPI_REQUEST_NULL, "get_status: flag %d count %d", flag, n);
+    CHECKF(greq_queries == 6 && greq_frees == 6, "%d queries, %d frees", greq_queries, greq_frees);
+    MPI_OK(MPI_Wait(&r, MPI_STATUS_IGNORE));
+    CHECKF(greq_queries == 7 && greq_frees == 7, "%d queries, %d frees", greq_queries, greq_frees);
 }
 
 /* Sums elements of whatever integer type it is given, found by asking MPI about it. */

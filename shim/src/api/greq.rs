@@ -38,11 +38,7 @@ pub fn query_into(s: &mut State, p: *mut MPI_Status) {
     let Some(g) = s.completed_greq.take() else { return };
     let p = p as usize;
     after_call(Box::new(move || {
-        let mut scratch = std::mem::MaybeUninit::<MPI_Status>::zeroed();
-        let target = if p == abi::MPI_STATUS_IGNORE { scratch.as_mut_ptr() } else { p as *mut MPI_Status };
-        // SAFETY: the program's query function with its extra state and a status to fill
-        // (its own, or a zeroed scratch one), as §12.2 specifies.
-        let rc = g.query.map_or(abi::MPI_SUCCESS, |q| unsafe { q(g.extra_state as *mut c_void, target) });
+        let rc = run_query(&g, p);
         let freed = run_free(&g);
         if rc != abi::MPI_SUCCESS {
             rc
@@ -50,6 +46,25 @@ pub fn query_into(s: &mut State, p: *mut MPI_Status) {
             freed
         }
     }));
+}
+
+/// `MPI_Request_get_status` of request `i`, complete: if it is a generalized request, its
+/// query function fills `p` after the call (§12.2), and the request stays (nothing is freed).
+pub fn query_only(s: &State, i: usize, p: *mut MPI_Status) {
+    let Some(id) = s.requests.get(i).and_then(|e| e.req.pending()) else { return };
+    let Some(g) = s.greqs.get(&id).copied() else { return };
+    let p = p as usize;
+    after_call(Box::new(move || run_query(&g, p)));
+}
+
+/// Runs `g`'s query function on the status at address `p` (a zeroed scratch one for
+/// `MPI_STATUS_IGNORE`).
+fn run_query(g: &Greq, p: usize) -> c_int {
+    let mut scratch = std::mem::MaybeUninit::<MPI_Status>::zeroed();
+    let target = if p == abi::MPI_STATUS_IGNORE { scratch.as_mut_ptr() } else { p as *mut MPI_Status };
+    // SAFETY: the program's query function with its extra state and a status to fill (its
+    // own, or a zeroed scratch one), as §12.2 specifies.
+    g.query.map_or(abi::MPI_SUCCESS, |q| unsafe { q(g.extra_state as *mut c_void, target) })
 }
 
 fn run_free(g: &Greq) -> c_int {

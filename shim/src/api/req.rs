@@ -387,6 +387,9 @@ mpi_fn! {
                     write_status(status, &st);
                 }
             }
+            if done.is_some() {
+                greq::query_only(s, i, status);
+            }
             Ok(())
         })
     }
