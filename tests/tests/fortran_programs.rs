@@ -26,26 +26,26 @@ macro_rules! program_tests {
 
 mod native {
     use super::*;
-    program_tests!(ModeKind::Native; f_p2p, f_coll, f_comm, f_types, f08_basic);
+    program_tests!(ModeKind::Native; f_p2p, f_coll, f_comm, f_types, f08_basic, f_persist);
 }
 
 mod kawarimi {
     use super::*;
-    program_tests!(ModeKind::Kawarimi; f_p2p, f_coll, f_comm, f_types, f08_basic);
+    program_tests!(ModeKind::Kawarimi; f_p2p, f_coll, f_comm, f_types, f08_basic, f_persist);
 }
 
 /// With shared memory between the ranks: every rank must report each peer on it.
 mod kawarimi_shm {
     use super::*;
-    program_tests!(ModeKind::KawarimiShm; f_p2p, f_coll, f_comm, f_types, f08_basic);
+    program_tests!(ModeKind::KawarimiShm; f_p2p, f_coll, f_comm, f_types, f08_basic, f_persist);
 }
 
 mod kawarimi_shm_single_copy {
     use super::*;
-    program_tests!(ModeKind::KawarimiShmSingleCopy; f_p2p, f_coll, f_comm, f_types, f08_basic);
+    program_tests!(ModeKind::KawarimiShmSingleCopy; f_p2p, f_coll, f_comm, f_types, f08_basic, f_persist);
 }
 
 mod kawarimi_shm_two_copy {
     use super::*;
-    program_tests!(ModeKind::KawarimiShmTwoCopy; f_p2p, f_coll, f_comm, f_types, f08_basic);
+    program_tests!(ModeKind::KawarimiShmTwoCopy; f_p2p, f_coll, f_comm, f_types, f08_basic, f_persist);
 }
