@@ -339,11 +339,31 @@ impl Engine {
     /// `MPI_Win_fence`: waits until every member has entered it and every operation that
     /// targets this process from before it is applied (see `crate::rma`).
     pub fn window_fence(&mut self, id: usize) -> MpiResult<()> {
+        self.window_fence_enter(id)?;
+        self.window_fence_wait(id, true).map(|_| ())
+    }
+
+    /// The first half of [`Engine::window_fence`]: this process enters the fence.
+    pub fn window_fence_enter(&mut self, id: usize) -> MpiResult<()> {
         window_mut(&mut self.windows, id)?.enter_fence(&mut self.core)?;
-        self.block_on(|e| e.windows[id].as_ref().is_none_or(Window::fence_done), None)?;
+        self.progress().map(|_| ())
+    }
+
+    /// The second half: waits (`block`) or checks once whether every member has entered the
+    /// fence and what they sent before it is applied; says whether it is so.
+    pub fn window_fence_wait(&mut self, id: usize, block: bool) -> MpiResult<bool> {
+        let done = |e: &mut Engine| e.windows[id].as_ref().is_none_or(Window::fence_done);
+        if block {
+            self.block_on(done, None)?;
+        } else {
+            self.progress()?;
+            if !done(self) {
+                return Ok(false);
+            }
+        }
         match self.windows[id].as_mut() {
-            Some(w) => w.take_failure(),
-            None => Ok(()),
+            Some(w) => w.take_failure().map(|_| true),
+            None => Ok(true),
         }
     }
 

@@ -12,7 +12,10 @@
  *    nonblocking one is started between them in another order (rank 0 starts an Iallreduce,
  *    then enters a Barrier; the others enter the Barrier first): mpi4py's test_ulfm does this,
  *    and it hung when a blocking collective waiting without the lock took the nonblocking
- *    collectives' tags. */
+ *    collectives' tags.
+ * 4. The same for one-sided synchronisation: rank 0's thread 0 waits in MPI_Win_lock for a
+ *    lock that the last rank holds until a message from rank 0's thread 1 arrives, which
+ *    thread 1 sends only after a pause. */
 #include <pthread.h>
 #include <unistd.h>
 
@@ -111,6 +114,50 @@ static void crossed_order(void)
     CHECKF(out == (1 << np) - 1, "iallreduce gave %#x", out);
 }
 
+static void run_threads(void *(*f)(void *), int n);
+
+static MPI_Win win;
+static int *winbuf;
+
+static void *locking(void *arg)
+{
+    int t = (int)(intptr_t)arg, holder = np - 1;
+    if (t == 0) {
+        MPI_OK(MPI_Win_lock(MPI_LOCK_EXCLUSIVE, holder, 0, win));
+        int v = 4242;
+        MPI_OK(MPI_Put(&v, 1, MPI_INT, holder, 1, 1, MPI_INT, win));
+        MPI_OK(MPI_Win_unlock(holder, win));
+    } else {
+        usleep(50000); /* thread 0 waits in MPI_Win_lock by now */
+        int go = 1;
+        MPI_OK(MPI_Send(&go, 1, MPI_INT, holder, 7, MPI_COMM_WORLD));
+    }
+    return NULL;
+}
+
+static void lock_across_threads(void)
+{
+    int holder = np - 1;
+    MPI_OK(MPI_Win_allocate(2 * sizeof(int), sizeof(int), MPI_INFO_NULL, MPI_COMM_WORLD, &winbuf, &win));
+    winbuf[0] = winbuf[1] = 0;
+    if (me == holder && np > 1) {
+        MPI_OK(MPI_Win_lock(MPI_LOCK_EXCLUSIVE, holder, 0, win));
+        MPI_OK(MPI_Barrier(MPI_COMM_WORLD));
+        int go = 0;
+        MPI_OK(MPI_Recv(&go, 1, MPI_INT, 0, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+        CHECK(go == 1);
+        MPI_OK(MPI_Win_unlock(holder, win));
+    } else {
+        MPI_OK(MPI_Barrier(MPI_COMM_WORLD));
+        if (me == 0 && np > 1)
+            run_threads(locking, 2);
+    }
+    MPI_OK(MPI_Barrier(MPI_COMM_WORLD));
+    if (me == holder && np > 1)
+        CHECKF(winbuf[1] == 4242, "the put under the lock left %d", winbuf[1]);
+    MPI_OK(MPI_Win_free(&win));
+}
+
 static void run_threads(void *(*f)(void *), int n)
 {
     pthread_t th[THREADS];
@@ -138,6 +185,7 @@ int main(int argc, char **argv)
     MPI_OK(MPI_Barrier(MPI_COMM_WORLD));
     run_threads(rounds, THREADS);
     crossed_order();
+    lock_across_threads();
     for (int t = 0; t < THREADS; t++)
         MPI_OK(MPI_Comm_free(&comms[t]));
     return finish("threads");

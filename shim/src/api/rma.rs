@@ -53,7 +53,7 @@ use crate::api::attr::{
 };
 use crate::api::env::{handler_handle, handler_of};
 use crate::api::p2p::{check_buffer, comm_of, with_handler};
-use crate::export::{call, call_around};
+use crate::export::{call, call_around, call_blocking};
 use crate::mem::out;
 use crate::state::{
     decode, encode, fail, table_full, AttrObject, Attrs, ErrhandlerFn, Handler, Kind, OpEntry, Request, RequestEntry,
@@ -525,59 +525,133 @@ fn complete_pending(s: &mut State, i: usize, target: Option<c_int>) -> Res<()> {
     Ok(())
 }
 
-/// Sends a synchronisation message of `kind` to `target` and waits for its reply: a lock
-/// granted, or everything sent before it applied.
-fn sync_with(s: &mut State, i: usize, kind: OpKind, target: c_int) -> Res<()> {
+/// Sends a synchronisation message of `kind` to `target`; its reply (a lock granted, or
+/// everything sent before it applied) is what the call then waits for ([`Awaiting`]).
+fn sync_send(s: &mut State, i: usize, kind: OpKind, target: c_int) -> Res<ReqId> {
     let message = rma::encode(kind, PredefinedOp::NoOp, None, &[])?;
     let id = entry(s, i).id;
     let engine = &mut s.world()?.engine;
-    let reply = engine.window_op(id, target, message, Some(RecvBuf::Owned(Vec::new())))?.expect("a reply is posted");
-    engine.wait(reply)?;
-    engine.take_completion(reply);
-    // What the target could not apply of this process's came back ahead of its reply.
-    engine.window_failure(id)?;
+    Ok(engine.window_op(id, target, message, Some(RecvBuf::Owned(Vec::new())))?.expect("a reply is posted"))
+}
+
+/// What a window synchronisation waits for between its first step (checks, messages sent)
+/// and its last (the epochs updated, results unpacked).
+enum Awaiting {
+    Nothing,
+    /// The replies to synchronisation messages.
+    Replies(Vec<ReqId>),
+    /// Every member at the fence, with what it sent before applied.
+    Fence,
+    /// A post or complete marker from each of these ranks.
+    Markers(OpKind, Vec<i32>),
+}
+
+/// Waits (`block`) or checks once whether what `awaiting` names has come; once it has, the
+/// failures the targets sent back ahead of it are reported.
+fn arrived(s: &mut State, i: usize, awaiting: &Awaiting, block: bool) -> Res<bool> {
+    let id = entry(s, i).id;
+    let engine = &mut s.world()?.engine;
+    match awaiting {
+        Awaiting::Nothing => Ok(true),
+        Awaiting::Replies(replies) => {
+            for &r in replies {
+                if block {
+                    engine.wait(r)?;
+                } else if !engine.test(r)? {
+                    return Ok(false);
+                }
+            }
+            for &r in replies {
+                engine.take_completion(r);
+            }
+            // What a target could not apply of this process's came back ahead of its reply.
+            engine.window_failure(id)?;
+            Ok(true)
+        }
+        Awaiting::Fence => Ok(engine.window_fence_wait(id, block)?),
+        Awaiting::Markers(kind, ranks) => Ok(engine.window_take_markers(id, *kind, ranks, block)?),
+    }
+}
+
+/// Runs a window synchronisation on `win`: `first` checks the call and sends what it needs,
+/// returning what to wait for and what `last` needs; `last` runs once that has come. Written
+/// so because at `MPI_THREAD_MULTIPLE` the wait lets go of the state between tries
+/// ([`crate::export::call_blocking`]); below, the call blocks inside.
+fn win_sync<T>(
+    name: &'static str,
+    win: MPI_Win,
+    first: impl FnOnce(&mut State, usize) -> Res<(Awaiting, T)>,
+    last: impl FnOnce(&mut State, usize, T) -> Res<()>,
+) -> c_int {
+    let (mut first, mut last) = (Some(first), Some(last));
+    let mut waiting: Option<(Awaiting, Option<T>)> = None;
+    call_blocking(name, Some(win as MPI_Comm), |s, block| {
+        let i = win_index(s, win)?;
+        let handler = s.windows.get(i).expect("checked").handler;
+        with_handler(
+            (|| {
+                if let Some(first) = first.take() {
+                    let (awaiting, t) = first(s, i)?;
+                    waiting = Some((awaiting, Some(t)));
+                }
+                let (awaiting, t) = waiting.as_mut().expect("set by the first try");
+                if !arrived(s, i, awaiting, block)? {
+                    return Ok(false);
+                }
+                let last = last.take().expect("a call completes once");
+                last(s, i, t.take().expect("a call completes once"))?;
+                Ok(true)
+            })(),
+            handler,
+        )
+    })
+}
+
+/// The messages that end the passive-target epoch at `rank`: an unlock if the target holds a
+/// lock for this process, else a flush if anything went there as a message since its last
+/// synchronisation, else none (what this process did there is complete).
+fn unlock_send(s: &mut State, i: usize, rank: c_int, taken: bool, replies: &mut Vec<ReqId>) -> Res<()> {
+    let unsynced = entry(s, i).unsynced.remove(&rank);
+    if taken || unsynced {
+        replies.push(sync_send(s, i, if taken { OpKind::Unlock } else { OpKind::Flush }, rank)?);
+    }
     Ok(())
+}
+
+/// `MPI_Win_flush(_all)(_local)` of `rank` (every target for `None`).
+fn flush(name: &'static str, win: MPI_Win, rank: Option<c_int>) -> c_int {
+    let first = move |s: &mut State, i: usize| {
+        if rank == Some(abi::MPI_PROC_NULL) {
+            return Ok((Awaiting::Nothing, Vec::new()));
+        }
+        let e = s.windows.get(i).expect("checked");
+        let locked = match rank {
+            Some(r) => e.epochs.locked.contains_key(&r),
+            None => !e.epochs.locked.is_empty(),
+        };
+        if !e.epochs.lock_all && !locked {
+            return fail(ErrorClass::RmaSync, "a flush outside a passive-target epoch on the target");
+        }
+        let targets: Vec<c_int> = match rank {
+            Some(r) => vec![r],
+            None if e.epochs.lock_all => (0..e.comm.size()).collect(),
+            None => e.epochs.locked.keys().copied().collect(),
+        };
+        // A target sent no message since its last synchronisation needs nothing: what this
+        // process did there was copied directly and is complete.
+        let targets: Vec<c_int> = targets.into_iter().filter(|t| entry(s, i).unsynced.remove(t)).collect();
+        let replies = targets.iter().map(|&t| sync_send(s, i, OpKind::Flush, t)).collect::<Res<Vec<_>>>()?;
+        Ok((Awaiting::Replies(replies), targets))
+    };
+    win_sync(name, win, first, |s, i, targets: Vec<c_int>| {
+        targets.into_iter().try_for_each(|t| complete_pending(s, i, Some(t)))
+    })
 }
 
 fn check_rank(s: &State, i: usize, rank: c_int) -> Res<()> {
     let size = s.windows.get(i).expect("checked").comm.size();
     if !(0..size).contains(&rank) {
         return fail(ErrorClass::Rank, format!("rank {rank} is not in a window of {size}"));
-    }
-    Ok(())
-}
-
-/// Ends the passive-target epoch at `rank`: every operation applied there, and the lock
-/// released if the target holds one for this process.
-fn unlock(s: &mut State, i: usize, rank: c_int, taken: bool) -> Res<()> {
-    let unsynced = entry(s, i).unsynced.remove(&rank);
-    if taken || unsynced {
-        sync_with(s, i, if taken { OpKind::Unlock } else { OpKind::Flush }, rank)?;
-    }
-    complete_pending(s, i, Some(rank))
-}
-
-fn flush(s: &mut State, i: usize, rank: Option<c_int>) -> Res<()> {
-    let e = s.windows.get(i).expect("checked");
-    let locked = match rank {
-        Some(r) => e.epochs.locked.contains_key(&r),
-        None => !e.epochs.locked.is_empty(),
-    };
-    if !e.epochs.lock_all && !locked {
-        return fail(ErrorClass::RmaSync, "a flush outside a passive-target epoch on the target");
-    }
-    let targets: Vec<c_int> = match rank {
-        Some(r) => vec![r],
-        None if e.epochs.lock_all => (0..e.comm.size()).collect(),
-        None => e.epochs.locked.keys().copied().collect(),
-    };
-    for t in targets {
-        // Nothing went to `t` as a message since its last synchronisation: what this process
-        // did there was copied directly and is complete.
-        if entry(s, i).unsynced.remove(&t) {
-            sync_with(s, i, OpKind::Flush, t)?;
-            complete_pending(s, i, Some(t))?;
-        }
     }
     Ok(())
 }
@@ -787,14 +861,17 @@ mpi_fn! {
     }
 
     fn Win_fence(assert: c_int, win: MPI_Win) -> c_int {
-        win_call("MPI_Win_fence", win, |s, i| {
+        let first = |s: &mut State, i: usize| {
             let e = s.windows.get(i).expect("checked");
             let ep = &e.epochs;
             if ep.lock_all || !ep.locked.is_empty() || ep.access.is_some() || ep.exposure.is_some() {
                 return fail(ErrorClass::RmaSync, "MPI_Win_fence inside a passive-target or start/post epoch");
             }
             let id = e.id;
-            s.world()?.engine.window_fence(id)?;
+            s.world()?.engine.window_fence_enter(id)?;
+            Ok((Awaiting::Fence, ()))
+        };
+        win_sync("MPI_Win_fence", win, first, |s, i, ()| {
             complete_pending(s, i, None)?;
             entry(s, i).unsynced.clear();
             let ep = &mut entry(s, i).epochs;
@@ -893,16 +970,17 @@ mpi_fn! {
     }
 
     fn Win_start(group: MPI_Group, _assert: c_int, win: MPI_Win) -> c_int {
-        win_call("MPI_Win_start", win, |s, i| {
+        let first = |s: &mut State, i: usize| {
             let ep = &entry(s, i).epochs;
             if ep.access.is_some() || ep.fence_used || ep.lock_all || !ep.locked.is_empty() {
                 return fail(ErrorClass::RmaSync, "MPI_Win_start inside another access epoch on the window");
             }
             let ranks = group_ranks(s, i, group)?;
-            let id = entry(s, i).id;
             // Operations may go once every target has posted: before, they could reach
             // memory the target is still storing to.
-            s.world()?.engine.window_take_markers(id, OpKind::Post, &ranks, true)?;
+            Ok((Awaiting::Markers(OpKind::Post, ranks.clone()), ranks))
+        };
+        win_sync("MPI_Win_start", win, first, |s, i, ranks| {
             let ep = &mut entry(s, i).epochs;
             ep.fence = false;
             ep.access = Some(ranks);
@@ -926,14 +1004,13 @@ mpi_fn! {
     }
 
     fn Win_wait(win: MPI_Win) -> c_int {
-        win_call("MPI_Win_wait", win, |s, i| {
+        let first = |s: &mut State, i: usize| {
             let Some(ranks) = entry(s, i).epochs.exposure.take() else {
                 return fail(ErrorClass::RmaSync, "MPI_Win_wait without MPI_Win_post");
             };
-            let id = entry(s, i).id;
-            s.world()?.engine.window_take_markers(id, OpKind::Complete, &ranks, true)?;
-            Ok(())
-        })
+            Ok((Awaiting::Markers(OpKind::Complete, ranks), ()))
+        };
+        win_sync("MPI_Win_wait", win, first, |_, _, ()| Ok(()))
     }
 
     fn Win_test(win: MPI_Win, flag: *mut c_int) -> c_int {
@@ -952,14 +1029,14 @@ mpi_fn! {
     }
 
     fn Win_lock(lock_type: c_int, rank: c_int, assert: c_int, win: MPI_Win) -> c_int {
-        win_call("MPI_Win_lock", win, |s, i| {
+        let first = |s: &mut State, i: usize| {
             let exclusive = match lock_type {
                 abi::MPI_LOCK_EXCLUSIVE => true,
                 abi::MPI_LOCK_SHARED => false,
                 other => return fail(ErrorClass::Locktype, format!("lock type {other} is neither MPI_LOCK_SHARED nor MPI_LOCK_EXCLUSIVE")),
             };
             if rank == abi::MPI_PROC_NULL {
-                return Ok(());
+                return Ok((Awaiting::Nothing, None));
             }
             check_rank(s, i, rank)?;
             let e = s.windows.get(i).expect("checked");
@@ -968,42 +1045,50 @@ mpi_fn! {
                 return fail(ErrorClass::RmaSync, format!("MPI_Win_lock of rank {rank} inside another epoch on the window"));
             }
             let take = assert & abi::MPI_MODE_NOCHECK == 0;
-            if take {
-                sync_with(s, i, if exclusive { OpKind::LockExclusive } else { OpKind::LockShared }, rank)?;
+            if !take {
+                return Ok((Awaiting::Nothing, Some(false)));
             }
+            let reply = sync_send(s, i, if exclusive { OpKind::LockExclusive } else { OpKind::LockShared }, rank)?;
+            Ok((Awaiting::Replies(vec![reply]), Some(true)))
+        };
+        win_sync("MPI_Win_lock", win, first, |s, i, taken: Option<bool>| {
+            let Some(taken) = taken else { return Ok(()) };
             // The fence before started no epoch (no operation followed it); the next
             // fence-synchronised operation needs a fence again, as in Open MPI.
             let ep = &mut entry(s, i).epochs;
             ep.fence = false;
-            ep.locked.insert(rank, take);
+            ep.locked.insert(rank, taken);
             Ok(())
         })
     }
 
     fn Win_unlock(rank: c_int, win: MPI_Win) -> c_int {
-        win_call("MPI_Win_unlock", win, |s, i| {
+        let first = |s: &mut State, i: usize| {
             if rank == abi::MPI_PROC_NULL {
-                return Ok(());
+                return Ok((Awaiting::Nothing, false));
             }
             let Some(taken) = entry(s, i).epochs.locked.remove(&rank) else {
                 return fail(ErrorClass::RmaSync, format!("MPI_Win_unlock of rank {rank}, which this process has not locked"));
             };
-            unlock(s, i, rank, taken)
-        })
+            let mut replies = Vec::new();
+            unlock_send(s, i, rank, taken, &mut replies)?;
+            Ok((Awaiting::Replies(replies), true))
+        };
+        win_sync("MPI_Win_unlock", win, first, |s, i, locked| if locked { complete_pending(s, i, Some(rank)) } else { Ok(()) })
     }
 
     fn Win_lock_all(assert: c_int, win: MPI_Win) -> c_int {
-        win_call("MPI_Win_lock_all", win, |s, i| {
+        let first = |s: &mut State, i: usize| {
             let e = s.windows.get(i).expect("checked");
             if e.epochs.fence_used || e.epochs.lock_all || !e.epochs.locked.is_empty() {
                 return fail(ErrorClass::RmaSync, "MPI_Win_lock_all inside another epoch on the window");
             }
             let take = assert & abi::MPI_MODE_NOCHECK == 0;
-            if take {
-                for r in 0..e.comm.size() {
-                    sync_with(s, i, OpKind::LockShared, r)?;
-                }
-            }
+            let ranks = if take { 0..e.comm.size() } else { 0..0 };
+            let replies = ranks.map(|r| sync_send(s, i, OpKind::LockShared, r)).collect::<Res<Vec<_>>>()?;
+            Ok((Awaiting::Replies(replies), take))
+        };
+        win_sync("MPI_Win_lock_all", win, first, |s, i, take| {
             let ep = &mut entry(s, i).epochs;
             ep.fence = false;
             ep.lock_all = true;
@@ -1013,40 +1098,42 @@ mpi_fn! {
     }
 
     fn Win_unlock_all(win: MPI_Win) -> c_int {
-        win_call("MPI_Win_unlock_all", win, |s, i| {
+        let first = |s: &mut State, i: usize| {
             if !std::mem::take(&mut entry(s, i).epochs.lock_all) {
                 return fail(ErrorClass::RmaSync, "MPI_Win_unlock_all without MPI_Win_lock_all");
             }
-            // Every target is released even if one fails: a lock left held would stop its other
-            // origins for good. The first failure is the call's.
+            // Every target is released even if one fails: a lock left held would stop its
+            // other origins for good. The first failure is the call's.
             let taken = entry(s, i).epochs.lock_all_taken;
-            let mut first = Ok(());
+            let mut replies = Vec::new();
+            let mut failed = Ok(());
             for r in 0..entry(s, i).comm.size() {
-                let done = unlock(s, i, r, taken);
-                if first.is_ok() {
-                    first = done;
+                let sent = unlock_send(s, i, r, taken, &mut replies);
+                if failed.is_ok() {
+                    failed = sent;
                 }
             }
-            first
-        })
+            failed.map(|_| (Awaiting::Replies(replies), ()))
+        };
+        win_sync("MPI_Win_unlock_all", win, first, |s, i, ()| complete_pending(s, i, None))
     }
 
     fn Win_flush(rank: c_int, win: MPI_Win) -> c_int {
-        win_call("MPI_Win_flush", win, |s, i| if rank == abi::MPI_PROC_NULL { Ok(()) } else { flush(s, i, Some(rank)) })
+        flush("MPI_Win_flush", win, Some(rank))
     }
 
     fn Win_flush_local(rank: c_int, win: MPI_Win) -> c_int {
         // Origin data is copied when an operation is issued; a local completion is the
         // arrival of its results, as for a flush.
-        win_call("MPI_Win_flush_local", win, |s, i| if rank == abi::MPI_PROC_NULL { Ok(()) } else { flush(s, i, Some(rank)) })
+        flush("MPI_Win_flush_local", win, Some(rank))
     }
 
     fn Win_flush_all(win: MPI_Win) -> c_int {
-        win_call("MPI_Win_flush_all", win, |s, i| flush(s, i, None))
+        flush("MPI_Win_flush_all", win, None)
     }
 
     fn Win_flush_local_all(win: MPI_Win) -> c_int {
-        win_call("MPI_Win_flush_local_all", win, |s, i| flush(s, i, None))
+        flush("MPI_Win_flush_local_all", win, None)
     }
 
     fn Win_sync(win: MPI_Win) -> c_int {
