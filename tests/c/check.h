@@ -15,6 +15,18 @@
 #include <string.h>
 #include <time.h>
 
+/* A 64-bit mixing function (MurmurHash3's finaliser): deterministic pseudo-random sizes,
+ * targets and bytes that every rank can compute for any other. */
+static inline uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
 /* Seconds on the monotonic clock. */
 static inline double now(void)
 {

@@ -15,33 +15,23 @@
 
 #define REGION (256 * 1024)
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
 static size_t block_size(int origin, int round)
 {
-    uint64_t h = mix((uint64_t)origin << 32 ^ (uint64_t)round);
+    uint64_t h = mix64((uint64_t)origin << 32 ^ (uint64_t)round);
     return h % 3 == 0 ? h % 64 : (h >> 8) % REGION;
 }
 
 static int target_of(int origin, int round, int size)
 {
-    return (int)(mix((uint64_t)origin * 131 + (uint64_t)round * 7) % (uint64_t)size);
+    return (int)(mix64((uint64_t)origin * 131 + (uint64_t)round * 7) % (uint64_t)size);
 }
 
 static void fill(unsigned char *b, size_t n, int origin, int round)
 {
-    uint64_t s = mix(((uint64_t)round << 20) ^ (uint64_t)origin ^ 0xfeed);
+    uint64_t s = mix64(((uint64_t)round << 20) ^ (uint64_t)origin ^ 0xfeed);
     for (size_t k = 0; k < n; k++) {
         if (k % 8 == 0)
-            s = mix(s + k);
+            s = mix64(s + k);
         b[k] = (unsigned char)(s >> (8 * (k % 8)));
     }
 }

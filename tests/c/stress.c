@@ -19,20 +19,10 @@
 #define MAX_INCOMING (BATCH * 4)
 #define MAX_SIZE (1 << 20)
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
 /* Message `i` of `round` from `src` to `dst`: its size, tag and bytes. */
 static size_t msg_size(int src, int dst, int round, int i)
 {
-    uint64_t h = mix(((uint64_t)src << 48) ^ ((uint64_t)dst << 32) ^ ((uint64_t)round << 8) ^ (uint64_t)i);
+    uint64_t h = mix64(((uint64_t)src << 48) ^ ((uint64_t)dst << 32) ^ ((uint64_t)round << 8) ^ (uint64_t)i);
     switch (h % 4) {
     case 0: return h % 64;                 /* tiny */
     case 1: return h % 4096;               /* small */
@@ -43,10 +33,10 @@ static size_t msg_size(int src, int dst, int round, int i)
 
 static void fill(unsigned char *b, size_t n, int src, int dst, int round, int i)
 {
-    uint64_t s = mix(((uint64_t)round << 40) ^ ((uint64_t)src << 20) ^ ((uint64_t)dst << 4) ^ (uint64_t)i ^ 0x5eed);
+    uint64_t s = mix64(((uint64_t)round << 40) ^ ((uint64_t)src << 20) ^ ((uint64_t)dst << 4) ^ (uint64_t)i ^ 0x5eed);
     for (size_t k = 0; k < n; k++) {
         if (k % 8 == 0)
-            s = mix(s + k);
+            s = mix64(s + k);
         b[k] = (unsigned char)(s >> (8 * (k % 8)));
     }
 }
@@ -85,7 +75,7 @@ int main(int argc, char **argv)
         int incoming = 0;
         for (int s = 0; s < size; s++)
             for (int i = 0; i < BATCH; i++)
-                if ((int)(mix((uint64_t)s * 977 + (uint64_t)round * 131 + (uint64_t)i) % (uint64_t)size) == rank)
+                if ((int)(mix64((uint64_t)s * 977 + (uint64_t)round * 131 + (uint64_t)i) % (uint64_t)size) == rank)
                     incoming++;
         CHECKF(incoming <= MAX_INCOMING, "%d messages to receive in one round", incoming);
         MPI_Request rq[MAX_INCOMING + BATCH];
@@ -94,7 +84,7 @@ int main(int argc, char **argv)
         for (int k = 0; k < incoming; k++)
             MPI_OK(MPI_Irecv(rbuf[k], MAX_SIZE, MPI_BYTE, MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &rq[nr++]));
         for (int i = 0; i < BATCH; i++) {
-            int dst = (int)(mix((uint64_t)rank * 977 + (uint64_t)round * 131 + (uint64_t)i) % (uint64_t)size);
+            int dst = (int)(mix64((uint64_t)rank * 977 + (uint64_t)round * 131 + (uint64_t)i) % (uint64_t)size);
             size_t n = msg_size(rank, dst, round, i);
             fill(sbuf[i], n, rank, dst, round, i);
             int tag = round % 1000 * BATCH + i;
@@ -122,7 +112,7 @@ int main(int argc, char **argv)
         /* Collectives: the total of everyone's checksums must equal the senders' view. */
         uint64_t sent = 0;
         for (int i = 0; i < BATCH; i++) {
-            int dst = (int)(mix((uint64_t)rank * 977 + (uint64_t)round * 131 + (uint64_t)i) % (uint64_t)size);
+            int dst = (int)(mix64((uint64_t)rank * 977 + (uint64_t)round * 131 + (uint64_t)i) % (uint64_t)size);
             sent += checksum(sbuf[i], msg_size(rank, dst, round, i));
         }
         uint64_t tot[2] = {sum, sent}, all[2];

@@ -428,10 +428,7 @@ fn issue(
     request: Option<*mut MPI_Request>,
 ) -> Res<()> {
     if rank == abi::MPI_PROC_NULL {
-        return match request {
-            Some(r) => complete_request(s, i, r),
-            None => Ok(()),
-        };
+        return complete_request(s, i, request);
     }
     note_operation(s, i, rank, name)?;
     let Some(total) = t.count.checked_mul(t.datatype.size()).filter(|&n| n <= rma::MAX_OPERATION_BYTES) else {
@@ -458,10 +455,7 @@ fn issue(
         let id = entry(s, i).id;
         s.world()?.engine.window_op(id, rank, message, None)?;
         // The origin data is copied: a request-based operation is complete at once (§11.3.5).
-        return match request {
-            Some(req) => complete_request(s, i, req),
-            None => Ok(()),
-        };
+        return complete_request(s, i, request);
     };
     let (have, want) = (r.packed_len(), t.count * t.datatype.size());
     if have != want {
@@ -487,8 +481,10 @@ fn issue(
     unsafe { out(req, h) }
 }
 
-/// Gives the program a request that is complete already.
-fn complete_request(s: &mut State, i: usize, request: *mut MPI_Request) -> Res<()> {
+/// Gives the program a request that is complete already, for a request-based operation
+/// (`request` is where its handle goes; `None` for the other forms, which need none).
+fn complete_request(s: &mut State, i: usize, request: Option<*mut MPI_Request>) -> Res<()> {
+    let Some(request) = request else { return Ok(()) };
     let (comm, handler) = (entry(s, i).comm.clone(), entry(s, i).handler);
     let h = s.new_request(RequestEntry { req: Request::complete(empty_status(), comm, false), handler })?;
     // SAFETY: caller's output argument.
@@ -1336,7 +1332,7 @@ fn operation(
     };
     if let Some(local) = local {
         if direct(s, i, name, kind, rank, &t, local)? {
-            return request.map_or(Ok(()), |r| complete_request(s, i, r));
+            return complete_request(s, i, request);
         }
     }
     let data = match &origin {
