@@ -121,6 +121,12 @@ fn category(prim: Primitive) -> Category {
     }
 }
 
+/// Whether `prim` is a floating-point or complex type, which `MPI_Compare_and_swap` refuses
+/// (§11.3.4: a compare of floating-point bits is not the compare the program means).
+pub fn is_floating_point(prim: Primitive) -> bool {
+    matches!(category(prim), Category::Floating | Category::Complex)
+}
+
 /// Whether `op` applies to `prim` (MPI-3.1 §5.9.2 table; MINLOC/MAXLOC §5.9.4;
 /// REPLACE/NO_OP apply to every predefined type, §11.3.4). `ErrorClass::Op` otherwise.
 pub fn check(op: PredefinedOp, prim: Primitive) -> MpiResult<()> {

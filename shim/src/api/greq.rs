@@ -4,9 +4,11 @@
 //! typically calls `MPI_Status_set_elements`), so they run after the completing call has let
 //! go of the state ([`crate::export::after_call`]).
 //!
-//! kawarimi grants at most `MPI_THREAD_FUNNELED`, so no other thread can complete a
-//! generalized request while this one waits for it: a blocking wait on one not yet completed
-//! is refused with `MPI_ERR_REQUEST` instead of waiting for ever.
+//! Below `MPI_THREAD_MULTIPLE` no other thread can complete a generalized request while this
+//! one waits for it: a blocking wait on one not yet completed is refused with
+//! `MPI_ERR_REQUEST` instead of waiting for ever. At `MPI_THREAD_MULTIPLE` a blocking wait
+//! lets the state go between tries ([`crate::export::call_blocking`]), so another thread may
+//! complete it, and the wait is not refused.
 
 use std::ffi::{c_int, c_void};
 
@@ -94,8 +96,8 @@ pub fn refuse_endless_wait(s: &State, indices: &[usize], every: bool) -> Res<()>
     Ok(())
 }
 
-const ENDLESS: &str = "waiting for a generalized request that MPI_Grequest_complete has not completed: no other \
-                       thread may call MPI at the thread level kawarimi grants, so it would wait for ever";
+const ENDLESS: &str = "waiting for a generalized request that MPI_Grequest_complete has not completed: below \
+                       MPI_THREAD_MULTIPLE no other thread may call MPI meanwhile, so it would wait for ever";
 
 /// What completing request `i` needs from its generalized request, if it is one: refuses a
 /// blocking wait on one not completed yet (see the module doc), and otherwise takes it out so

@@ -34,7 +34,7 @@ use std::time::Duration;
 use kawarimi_runtime::coll;
 use kawarimi_runtime::comm::Comm;
 use kawarimi_runtime::core::{RecvBuf, ReqId};
-use kawarimi_runtime::datatype::{Datatype, Primitive};
+use kawarimi_runtime::datatype::Datatype;
 use kawarimi_runtime::error::{err, ErrorClass, MpiResult};
 use kawarimi_runtime::op::PredefinedOp;
 use kawarimi_runtime::request::empty_status;
@@ -257,11 +257,14 @@ pub(crate) fn win_attrs(s: &mut State, h: MPI_Win) -> Res<&mut Attrs> {
 /// Runs a call on window `win`; its errors go to the window's error handler (a user handler
 /// receives the window).
 fn win_call(name: &'static str, win: MPI_Win, f: impl FnOnce(&mut State, usize) -> Res<()>) -> c_int {
-    call(name, Some(win as MPI_Comm), |s| {
-        let i = win_index(s, win)?;
-        let handler = s.windows.get(i).expect("checked").handler;
-        with_handler(f(s, i), handler)
-    })
+    call(name, Some(win as MPI_Comm), |s| on_window(s, win, f))
+}
+
+/// Runs `f` on window `win`'s table index; its errors go to the window's error handler.
+fn on_window<R>(s: &mut State, win: MPI_Win, f: impl FnOnce(&mut State, usize) -> Res<R>) -> Res<R> {
+    let i = win_index(s, win)?;
+    let handler = s.windows.get(i).expect("checked").handler;
+    with_handler(f(s, i), handler)
 }
 
 fn entry(s: &mut State, i: usize) -> &mut WinEntry {
@@ -582,24 +585,19 @@ fn win_sync<T>(
     let (mut first, mut last) = (Some(first), Some(last));
     let mut waiting: Option<(Awaiting, Option<T>)> = None;
     call_blocking(name, Some(win as MPI_Comm), |s, block| {
-        let i = win_index(s, win)?;
-        let handler = s.windows.get(i).expect("checked").handler;
-        with_handler(
-            (|| {
-                if let Some(first) = first.take() {
-                    let (awaiting, t) = first(s, i)?;
-                    waiting = Some((awaiting, Some(t)));
-                }
-                let (awaiting, t) = waiting.as_mut().expect("set by the first try");
-                if !arrived(s, i, awaiting, block)? {
-                    return Ok(false);
-                }
-                let last = last.take().expect("a call completes once");
-                last(s, i, t.take().expect("a call completes once"))?;
-                Ok(true)
-            })(),
-            handler,
-        )
+        on_window(s, win, |s, i| {
+            if let Some(first) = first.take() {
+                let (awaiting, t) = first(s, i)?;
+                waiting = Some((awaiting, Some(t)));
+            }
+            let (awaiting, t) = waiting.as_mut().expect("set by the first try");
+            if !arrived(s, i, awaiting, block)? {
+                return Ok(false);
+            }
+            let last = last.take().expect("a call completes once");
+            last(s, i, t.take().expect("a call completes once"))?;
+            Ok(true)
+        })
     })
 }
 
@@ -938,9 +936,7 @@ mpi_fn! {
     fn Compare_and_swap(origin_addr: *const c_void, compare_addr: *const c_void, result_addr: *mut c_void, datatype: MPI_Datatype, target_rank: c_int, target_disp: MPI_Aint, win: MPI_Win) -> c_int {
         win_call("MPI_Compare_and_swap", win, |s, i| {
             let t = target_or_null(s, i, target_rank, target_disp, 1, datatype)?;
-            // §11.3.4: integers, logicals and bytes only (a compare of floating-point bits
-            // would not be the compare the program means).
-            if t.datatype.primitives().is_some_and(|p| matches!(p, Primitive::F32 | Primitive::F64 | Primitive::LongDouble | Primitive::F128 | Primitive::ComplexF32 | Primitive::ComplexF64 | Primitive::ComplexLongDouble | Primitive::ComplexF128)) {
+            if t.datatype.primitives().is_some_and(kawarimi_runtime::op::is_floating_point) {
                 return fail(ErrorClass::Type, "MPI_Compare_and_swap of a floating-point type");
             }
             // SAFETY: the program's origin and compare buffers, read during the call.
