@@ -185,7 +185,7 @@ impl Engine {
             t.ask_placement();
         }
         assert!(transport.is_some() || core.size() == 1, "a job of several ranks needs a transport");
-        Engine {
+        let mut engine = Engine {
             core,
             transport,
             events: Vec::new(),
@@ -202,7 +202,16 @@ impl Engine {
             in_slots: None,
             slot_areas: (0, 0),
             slot_counts: [0; 2],
-        }
+        };
+        engine.tell_core_lossless_links();
+        engine
+    }
+
+    /// Tells the core which peers the transport in place reaches over links that lose no
+    /// frame they accepted, to which it need not keep copies for a repair.
+    fn tell_core_lossless_links(&mut self) {
+        let t = self.transport.as_deref();
+        self.core.set_lossless(|p| t.is_some_and(|t| t.loses_no_accepted_frame(p)));
     }
 
     /// Reads the time from `clock` from now on (a simulator's).
@@ -508,6 +517,15 @@ impl Engine {
         if loss == Loss::LinkDown && (self.core.peer_said_bye(peer) || self.core.peer_marker_seen(peer)) {
             return Ok(());
         }
+        let unkept = if loss == Loss::LinkDown { self.core.unrepairable(peer) } else { 0 };
+        if unkept > 0 {
+            // Shared memory went down with frames in it: no copy of them exists to send again.
+            let msg = format!(
+                "lost rank {peer}: {reason}; {unkept} frames sent to it over shared memory were not \
+                 confirmed and are gone with the link, so it cannot be repaired"
+            );
+            return Err(self.fail(MpiError::new(ErrorClass::Other, msg)));
+        }
         let Some(sw) = self.switch.as_mut().filter(|s| s.shared.control_alive()) else {
             return Err(self.fail(MpiError::new(ErrorClass::Other, format!("lost rank {peer}: {reason}"))));
         };
@@ -627,6 +645,7 @@ impl Engine {
                                 t.ask_placement();
                             }
                             self.transport = t;
+                            self.tell_core_lossless_links();
                             self.refresh_waker();
                             shared.set_transport(self.transport_summary());
                             shared.reached(Phase::Running, epoch);

@@ -309,3 +309,45 @@ fn a_gap_found_while_draining_holds_up_neither_end_and_the_repair_fills_it() {
         assert_eq!(buf, content(0, i, 16), "message {i}, in order");
     }
 }
+
+/// Over a link that loses no frame it accepted (shared memory), a sender keeps no copy of
+/// what it sends: not for the blocking eager send's direct way, nor for a frame through the
+/// outbox. Until the peer confirms such frames the link cannot be repaired, which the core
+/// says; frames a drain holds for the next link, which may drop them, are kept as always, and
+/// so is everything once the core is told the link can lose frames.
+#[test]
+fn over_a_lossless_link_only_what_a_drain_holds_is_kept() {
+    let config = CoreConfig { eager_limit_bytes: 64, ..CoreConfig::default() };
+    let (mut a, mut b) = (Core::new(0, 2, config.clone()), Core::new(1, 2, config));
+    let mut wires = Wires::new(2);
+    a.set_lossless(|p| p == 1);
+    let Some(EagerSend::Direct { peer, header }) = a.send_eager(1, 0, 7, &[1; 40], true).unwrap() else {
+        panic!("an eager send with an empty outbox goes the direct way");
+    };
+    wires.link(0, peer).push_back((header, vec![1; 40]));
+    a.isend(1, 0, 7, SendData::Owned(vec![2; 60]), false).unwrap();
+    wires.transmit(&mut a, usize::MAX);
+    assert_eq!(a.unconfirmed(1), 0, "a copy was kept of a frame over a lossless link");
+    assert_eq!(a.unrepairable(1), 2, "two frames went without a copy and are not confirmed");
+
+    // The peer takes both; its next frame confirms them.
+    wires.deliver(0, &mut b, usize::MAX);
+    b.isend(0, 0, 7, SendData::Owned(vec![3; 8]), false).unwrap();
+    wires.transmit(&mut b, usize::MAX);
+    wires.deliver(1, &mut a, usize::MAX);
+    assert_eq!(a.unrepairable(1), 0, "confirmed frames still counted as lost with the link");
+
+    // A drain holds frames for the next link: those are kept.
+    a.begin_drain().unwrap();
+    a.isend(1, 0, 7, SendData::Owned(vec![4; 60]), false).unwrap();
+    assert_eq!(a.unconfirmed(1), 1, "a frame held by a drain must be kept");
+    assert_eq!(a.unrepairable(1), 0);
+
+    // Told the link may drop frames (what a resume does first), a core keeps every frame.
+    let mut c = Core::new(0, 2, CoreConfig { eager_limit_bytes: 64, ..CoreConfig::default() });
+    c.set_lossless(|p| p == 1);
+    c.set_lossless(|_| false);
+    c.isend(1, 0, 7, SendData::Owned(vec![5; 60]), false).unwrap();
+    assert_eq!(c.unconfirmed(1), 1, "a frame over a link that can drop it must be kept");
+    assert_eq!(c.unrepairable(1), 0);
+}

@@ -7,7 +7,8 @@
  *   before rank 0 has published its part: the waiting ranks must run the allreduce again on
  *   whatever the resumed job offers (TCP, if the switch moved the ranks apart).
  * - "inside": inside MPI_Reduce_local with a slow user-defined op, so that a quiesce must wait
- *   for rank 0 to leave it. If rank 0 then publishes its part before it takes the quiesce,
+ *   for rank 0 to leave it. With argv[4], rank 0 creates that file once inside the op, so that
+ *   a test quiesces while it is there however slowly the job came up. If rank 0 then publishes its part before it takes the quiesce,
  *   the waiting ranks complete the allreduce before they detach; if its
  *   control thread takes the quiesce first, they run it again.
  * Either way the sum must be right. Then every rank runs rounds of allreduce, bcast, reduce and
@@ -44,12 +45,18 @@ static void round_on(MPI_Comm comm, long round)
 }
 
 static double slow_op_seconds;
+static const char *inside_file;
 
 /* A sum that takes its time: rank 0 stays inside MPI for the gap. */
 static void slow_sum(void *in, void *inout, int *len, MPI_Datatype *dt)
 {
     (void)dt;
     double t0 = now();
+    if (inside_file) {
+        FILE *f = fopen(inside_file, "w");
+        CHECKF(f != NULL, "cannot create %s", inside_file);
+        fclose(f);
+    }
     while (now() - t0 < slow_op_seconds)
         ;
     for (int i = 0; i < *len; i++)
@@ -75,6 +82,7 @@ int main(int argc, char **argv)
         MPI_Op slow;
         MPI_OK(MPI_Op_create(slow_sum, 1, &slow));
         slow_op_seconds = gap;
+        inside_file = argc > 4 ? argv[4] : NULL;
         long a = 1, b = 2;
         MPI_OK(MPI_Reduce_local(&a, &b, 1, MPI_LONG, slow));
         CHECK(b == 3);

@@ -503,9 +503,19 @@ fn a_collective_waiting_in_the_slots_runs_again_after_a_switch_moves_the_ranks_a
 fn a_quiesce_that_waits_for_a_rank_inside_a_long_call_leaves_the_slot_collective_whole() {
     const RANKS: u32 = 4;
     let env = [("KAWARIMI_SHM", "1"), ("KAWARIMI_REPORT", "1")];
-    let mut job = start_with("switch-slots-inside", RANKS, "slot_switch", &["3", "2", "inside"], &env);
+    let inside = build_dir().join(format!("slot-inside-{}", std::process::id()));
+    let _ = fs::remove_file(&inside);
+    let args = ["3", "2", "inside", inside.to_str().unwrap()];
+    let mut job = start_with("switch-slots-inside", RANKS, "slot_switch", &args, &env);
     let (mut c, _, _) = job.ready(RANKS, UP_BOUND);
-    thread::sleep(Duration::from_millis(1000));
+    // Rank 0 says when it is inside its 3-second call (the warm-up before it can take long on
+    // a loaded machine).
+    let deadline = Instant::now() + UP_BOUND;
+    while !inside.exists() {
+        assert!(Instant::now() < deadline, "rank 0 did not enter its long call within {UP_BOUND:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = fs::remove_file(&inside);
     let t = Instant::now();
     match c.quiesce(Duration::from_secs(30)) {
         Ok(Reply::SafeToUnplug { .. }) => {}

@@ -255,4 +255,12 @@ pub trait Transport: Send {
     fn peer_process(&self, _peer: PeerId) -> Option<u32> {
         None
     }
+    /// Whether a frame this transport accepted for `peer` can be lost only with the peer's
+    /// process or with memory the two share going corrupt, both the end of the pair: shared
+    /// memory, whose rings live in the peer's segment. The runtime keeps no copy of such a
+    /// frame for a repair (a network link can drop what it accepted and be repaired; this
+    /// one cannot be).
+    fn loses_no_accepted_frame(&self, _peer: PeerId) -> bool {
+        false
+    }
 }

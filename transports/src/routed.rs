@@ -166,6 +166,10 @@ impl Transport for Routed {
         self.carrier(peer).and_then(|i| self.transports[i].peer_process(peer))
     }
 
+    fn loses_no_accepted_frame(&self, peer: PeerId) -> bool {
+        self.carrier(peer).is_some_and(|i| self.transports[i].loses_no_accepted_frame(peer))
+    }
+
     fn ask_placement(&mut self) {
         for t in &mut self.transports {
             t.ask_placement();

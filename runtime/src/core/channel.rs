@@ -24,6 +24,13 @@ pub(super) struct Channel {
     pub(super) bytes_since_ack: usize,
     /// The link to the peer died (see [`Core::mark_broken`]).
     pub(super) broken: bool,
+    /// The link to the peer loses no frame it accepted (shared memory: see
+    /// [`Core::set_lossless`]) since the frame numbered here: frames from it on are not kept
+    /// for a repair. `None` while the link can drop frames.
+    pub(super) lossless_from: Option<u64>,
+    /// One past the last frame sent without a copy kept: while the peer has not confirmed
+    /// it, the link cannot be repaired.
+    pub(super) unkept_end: u64,
     /// Sends that complete once the peer confirms the frame numbered here, in order.
     pub(super) confirm_waiters: VecDeque<(u64, ReqId)>,
     /// Frames from the peer went missing (see [`Core::take_gaps`]); later ones are dropped

@@ -89,6 +89,8 @@ impl Core {
         assert!(new_epoch > self.epoch, "epoch must advance: {} -> {new_epoch}", self.epoch);
         self.epoch = new_epoch;
         self.holding = false;
+        // Until the engine says what the new transport's links are, they may drop frames.
+        self.set_lossless(|_| false);
         for c in &mut self.channels {
             c.marker_seen = false;
             c.broken = false;

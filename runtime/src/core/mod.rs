@@ -377,7 +377,7 @@ impl Core {
             return Ok(());
         }
         if numbered(header.kind) {
-            self.keep_unconfirmed(Transmit { peer, header, payload: payload.share() });
+            self.keep_for_repair(peer, header, || payload.share());
         }
         if self.holding {
             self.held.push_back(Transmit { peer, header, payload });
@@ -385,6 +385,39 @@ impl Core {
             self.outbox.push_back(Transmit { peer, header, payload });
         }
         Ok(())
+    }
+
+    /// Keeps numbered frame `header` (its payload made by `payload`) until `peer` confirms it,
+    /// unless the link to the peer loses no frame it accepted. An outbox frame reaches that
+    /// link before the drain that would end it completes; a held frame goes over the next
+    /// link, which may drop it, and is kept.
+    fn keep_for_repair(&mut self, peer: PeerId, header: Header, payload: impl FnOnce() -> Payload) {
+        let chan = &mut self.channels[peer as usize];
+        if chan.lossless_from.is_some() && !self.holding {
+            chan.unkept_end = header.seq + 1;
+        } else {
+            self.keep_unconfirmed(Transmit { peer, header, payload: payload() });
+        }
+    }
+
+    /// Says which peers the transport now in use reaches over a link that loses no frame it
+    /// accepted ([`kawarimi_transports::Transport::loses_no_accepted_frame`]): frames to
+    /// them are no longer copied and kept for a repair. Call whenever a transport is put in
+    /// place ([`Core::resume`] forgets it: the new links are not known to it).
+    pub fn set_lossless(&mut self, lossless: impl Fn(PeerId) -> bool) {
+        let me = self.me;
+        for (p, c) in self.channels.iter_mut().enumerate() {
+            let p = p as PeerId;
+            c.lossless_from = (p != me && lossless(p)).then_some(c.next_send_seq);
+        }
+    }
+
+    /// How many frames sent to `peer` over its lossless link without a copy kept are not
+    /// confirmed: what a repair of that link could not send again. (After a resume none is
+    /// left: the peer had taken all of them before the drain let the ranks detach.)
+    pub fn unrepairable(&self, peer: PeerId) -> u64 {
+        let Some(c) = self.channels.get(peer as usize) else { return 0 };
+        c.lossless_from.map_or(0, |from| c.unkept_end.saturating_sub(from.max(c.confirmed_seq)))
     }
 
     /// Keeps a numbered frame sent to another rank until that rank confirms it (a repair
@@ -451,7 +484,8 @@ impl Core {
     /// the frame (the outbox is empty and no drain holds frames back), the frame is not
     /// queued: [`EagerSend::Direct`] gives its header,
     /// and the caller hands it and `bytes` to the transport at once (one copy, from the
-    /// application's buffer into the transport). The core keeps its own copy until the peer
+    /// application's buffer into the transport). Unless the link loses no frame it accepted
+    /// ([`Core::set_lossless`]), the core keeps its own copy until the peer
     /// confirms it, as for every numbered frame.
     pub fn send_eager(
         &mut self,
@@ -473,7 +507,7 @@ impl Core {
             return Ok(Some(EagerSend::Queued));
         }
         let header = self.stamp(peer, header, bytes.len())?;
-        self.keep_unconfirmed(Transmit { peer, header, payload: Payload::copied(bytes) });
+        self.keep_for_repair(peer, header, || Payload::copied(bytes));
         Ok(Some(EagerSend::Direct { peer, header }))
     }
 

@@ -838,6 +838,12 @@ impl Transport for ShmTransport {
         self.inbound.iter().find(|i| i.peer == peer).and_then(|i| i.readable_pid)
     }
 
+    fn loses_no_accepted_frame(&self, peer: PeerId) -> bool {
+        // A frame is in the peer's ring, or in this rank's queue for it, until the peer takes
+        // it; the link goes down only with a dead process or a corrupt ring.
+        self.outbound.iter().any(|o| o.peer == peer)
+    }
+
     fn send(&mut self, peer: PeerId, header: &Header, payload: Payload) -> TransportResult<()> {
         let out = outbound_to(&mut self.outbound, peer)?;
         if !(out.single_copy && payload.len() >= self.config.single_copy_min_bytes && payload.stays_put()) {
