@@ -119,3 +119,62 @@ fn a_send_from_the_application_buffer_is_not_copied_and_completes_on_confirmatio
     let Some(RecvBuf::Owned(buf)) = got.recv_buf else { panic!("the receive buffer comes back") };
     assert_eq!(&buf[..], data);
 }
+
+/// Sends `len` bytes eagerly from rank 0 (synchronous mode when `sync`) and hands the frame
+/// to rank 1 as a transport that holds it does: placement first, then the frame, flagged and
+/// empty if placed (the transport would have copied the bytes to the placement). Returns the
+/// placement's address and length, if any.
+fn eager_through(a: &mut Core, b: &mut Core, len: usize, sync: bool) -> Option<(usize, usize)> {
+    a.isend(1, 0, 5, SendData::Owned(vec![3; len]), sync).unwrap();
+    let t = a.poll_transmit().unwrap();
+    let mut header = t.header;
+    let at = b.placement(0, &header);
+    let mut payload = t.payload.into_vec();
+    if at.is_some() {
+        header.flags |= FLAG_PLACED;
+        payload = Vec::new();
+    }
+    b.handle_frame(0, header, payload).unwrap();
+    at.map(|at| (at.ptr as usize, at.len))
+}
+
+/// An eager frame the transport still holds is matched at once to a posted receive with room
+/// for it, its payload goes straight into that receive's buffer, and the placed frame
+/// completes it (a synchronous send's `SyncAck` included). Frames no posted receive takes, or
+/// that a receive would truncate, are not placed; a placed receive cannot be cancelled any
+/// more, and a frame that does not come flagged after a placement is refused.
+#[test]
+fn an_eager_frame_is_matched_when_placed_and_completes_its_receive_when_it_comes() {
+    let (mut a, mut b) = pair();
+    const N: usize = 12;
+    let buf: &'static mut [u8] = Box::leak(vec![0u8; N + 4].into_boxed_slice());
+    let addr = buf.as_ptr() as usize;
+    let r = b.irecv(0, 0, 5, RecvBuf::Static(buf)).unwrap();
+    assert_eq!(eager_through(&mut a, &mut b, N, true), Some((addr, N)), "placed at the buffer's start");
+    assert!(b.is_complete(r));
+    let st = b.peek_status(r).unwrap();
+    assert_eq!((st.source, st.tag, st.len, st.error), (0, 5, N, None));
+    let ack = b.poll_transmit().expect("a synchronous send is answered");
+    assert_eq!(ack.header.kind, FrameKind::SyncAck);
+
+    // Nothing posted: the frame comes with its bytes and waits as unexpected.
+    assert_eq!(eager_through(&mut a, &mut b, N, false), None);
+    assert!(b.iprobe(0, 0, 5).is_some(), "the unexpected message waits");
+    let r = b.irecv(0, 0, 5, RecvBuf::Owned(vec![0; N])).unwrap();
+    assert!(b.is_complete(r));
+    // A receive that would truncate the message is not placed.
+    let r = b.irecv(0, 0, 5, RecvBuf::Owned(vec![0; N - 1])).unwrap();
+    assert_eq!(eager_through(&mut a, &mut b, N, false), None);
+    assert_eq!(b.peek_status(r).unwrap().error, Some(kawarimi_runtime::error::ErrorClass::Truncate));
+
+    // Placed, not yet come: the receive is matched, so it cannot be cancelled.
+    let r = b.irecv(0, 0, 5, RecvBuf::Owned(vec![0; N])).unwrap();
+    a.isend(1, 0, 5, SendData::Owned(vec![7; N]), false).unwrap();
+    let t = a.poll_transmit().unwrap();
+    assert!(b.placement(0, &t.header).is_some());
+    assert!(!b.cancel_recv(r), "a placed receive is matched");
+    assert!(!b.is_complete(r));
+    // The frame that comes must be the placed one.
+    let err = b.handle_frame(0, t.header, t.payload.into_vec()).unwrap_err();
+    assert!(err.to_string().contains("before the one being placed"), "{err}");
+}

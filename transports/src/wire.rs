@@ -315,12 +315,24 @@ impl FrameDecoder {
 
     /// The header just completed, validated.
     fn start_frame(&mut self) -> Result<Header, DecodeError> {
-        let h = match Header::decode(&self.hdr) {
-            Ok(h) => h,
-            Err(e) => return Err(self.fail(DecodeError::Wire(e))),
-        };
+        let hdr = self.hdr;
+        self.check_header(&hdr).map_err(|e| self.fail(e))
+    }
+
+    /// The header at the start of `bytes`, validated as [`FrameDecoder::feed`] validates it,
+    /// without taking it: for a transport that holds a whole frame in place and would copy its
+    /// payload elsewhere than a new buffer (it then feeds the frame, or skips it, as it goes).
+    pub fn peek_header(&self, bytes: &[u8]) -> Result<Header, DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        self.check_header(bytes)
+    }
+
+    fn check_header(&self, bytes: &[u8]) -> Result<Header, DecodeError> {
+        let h = Header::decode(bytes).map_err(DecodeError::Wire)?;
         if h.src != self.expected_src {
-            return Err(self.fail(DecodeError::WrongSource { expected: self.expected_src, got: h.src }));
+            return Err(DecodeError::WrongSource { expected: self.expected_src, got: h.src });
         }
         Ok(h)
     }

@@ -93,6 +93,66 @@ impl Core {
         }
     }
 
+    /// Matches eager frame `header` from `peer`, which its transport still holds, to a posted
+    /// receive with room for all of it: the frame arrives now, as [`Core::handle_frame`]
+    /// would take it next (the checks here are that function's, and a frame it would refuse
+    /// is left to it), and its payload goes straight into the receive's buffer. The
+    /// transport then delivers the frame flagged [`FLAG_PLACED`], without its bytes, before
+    /// any later frame of the peer's. `None` (the frame comes with its bytes, and is matched
+    /// on arrival) for a frame no posted receive matches or one that would be truncated.
+    pub(super) fn eager_placement(&mut self, peer: PeerId, header: &Header) -> Option<Placement> {
+        let len = header.payload_len as usize;
+        let chan = self.channels.get(peer as usize)?;
+        let next = header.seq == chan.next_recv_seq && header.flags & FLAG_REPLAY == 0;
+        if peer == self.me || header.src != peer || header.epoch != self.epoch || !next || chan.gap || len == 0 {
+            return None;
+        }
+        if chan.placing.is_some() {
+            return None;
+        }
+        let i = self
+            .posted
+            .iter()
+            .position(|p| p.ctx == header.ctx && source_matches(p.source, peer) && tag_matches(p.tag, header.tag))?;
+        let id = self.posted[i].id;
+        let Some(Req::Recv(r)) = self.requests.get_mut(id) else { return None };
+        let buf = r.buf.as_mut()?;
+        if buf.capacity() < len {
+            return None;
+        }
+        let ptr = buf.as_mut_slice().as_mut_ptr();
+        r.phase = RecvPhase::Placing;
+        self.posted.remove(i);
+        self.channels[peer as usize].placing = Some(id);
+        Some(Placement { ptr, len })
+    }
+
+    /// The eager frame [`Core::eager_placement`] matched has come, its payload in the
+    /// receive's buffer: the receive completes.
+    pub(super) fn take_placed_eager(&mut self, peer: PeerId, header: &Header) -> MpiResult<()> {
+        let Some(id) = self.channels[peer as usize].placing.take() else {
+            return err(ErrorClass::Intern, format!("rank {peer}'s frame {header} says it was placed, in no receive"));
+        };
+        let r = match self.requests.get_mut(id) {
+            Some(Req::Recv(r)) if matches!(r.phase, RecvPhase::Placing) => r,
+            _ => {
+                return err(
+                    ErrorClass::Intern,
+                    format!("the receive rank {peer}'s frame {header} was placed in is gone"),
+                )
+            }
+        };
+        r.status.source = peer as i32;
+        r.status.tag = header.tag;
+        r.status.len = header.payload_len as usize;
+        r.phase = RecvPhase::Done;
+        if header.kind == FrameKind::EagerSync {
+            let h = Header { msg_id: header.msg_id, ..Header::new(FrameKind::SyncAck) };
+            self.emit(peer, h, Payload::Empty)?;
+        }
+        Ok(())
+    }
+
     /// Binds message `u` to the receive `id`.
     pub(super) fn match_message(&mut self, id: ReqId, u: Unexpected) -> MpiResult<()> {
         let Some(Req::Recv(r)) = self.requests.get_mut(id) else {

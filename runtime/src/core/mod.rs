@@ -202,6 +202,9 @@ struct SendReq {
 enum RecvPhase {
     /// In the posted queue, not matched.
     Posted,
+    /// Matched to an eager frame that the transport still holds, whose payload it copies
+    /// straight into the buffer (see [`Core::placement`]); the frame completes it.
+    Placing,
     /// Matched a rendezvous; `Cts` sent, `received` of `total` bytes arrived.
     Receiving {
         total: usize,
@@ -723,7 +726,16 @@ impl Core {
             }
         }
         match header.kind {
+            FrameKind::Eager | FrameKind::EagerSync if header.flags & FLAG_PLACED != 0 => {
+                self.take_placed_eager(peer, &header)?
+            }
             FrameKind::Eager | FrameKind::EagerSync => {
+                if self.channels[peer as usize].placing.is_some() {
+                    return err(
+                        ErrorClass::Intern,
+                        format!("rank {peer}'s frame {header} came before the one being placed"),
+                    );
+                }
                 let sync_msg_id = (header.kind == FrameKind::EagerSync).then_some(header.msg_id);
                 let u = Unexpected {
                     src: peer,
@@ -835,9 +847,14 @@ impl Core {
     /// receive holds it), with room for all of it (a truncating receive takes it through a
     /// copy). The buffer stays untouched here until the frame is delivered with
     /// [`FLAG_PLACED`].
+    ///
+    /// An eager frame is matched here instead, to a posted receive with room for all of it
+    /// (see [`Core::eager_placement`]).
     pub fn placement(&mut self, peer: PeerId, header: &Header) -> Option<Placement> {
-        if header.kind != FrameKind::Data {
-            return None;
+        match header.kind {
+            FrameKind::Data => {}
+            FrameKind::Eager | FrameKind::EagerSync => return self.eager_placement(peer, header),
+            _ => return None,
         }
         let Some(Req::Recv(r)) = self.requests.get_mut(header.msg_id) else { return None };
         let RecvPhase::Receiving { total, .. } = r.phase else { return None };

@@ -66,6 +66,11 @@ pub const MAX_SLOTS: usize = (SEGMENT_HEADER_BYTES - SLOT_TABLE) / 4;
 const QUEUE_LIMIT_BYTES: usize = 256 << 20;
 /// Frames read from one peer per progress, so that one busy peer cannot starve the others.
 const FRAMES_PER_PEER: usize = 64;
+/// A frame whose payload is at least this large waits in the ring while the runtime is asked
+/// where the payload goes, so that it is copied once, from the ring into the receive buffer,
+/// rather than into a buffer of its own and then again. Below it, the extra round the answer
+/// takes costs more than the copy it saves.
+pub const PLACE_FROM_RING_MIN_BYTES: usize = 4096;
 /// Ring notes (written by the ring's consumer, read by its producer): how many of the
 /// producer's described payloads the consumer has finished reading (running count), and 1
 /// once the consumer has read the producer's probe word, so single copy works between them.
@@ -487,14 +492,23 @@ enum Gone {
     Reported,
 }
 
+/// A payload waiting for the runtime to say where it goes.
 struct Reading {
+    /// The frame's header, with the payload's length.
     header: Header,
-    from: Described,
+    from: Source,
     token: u64,
     target: Target,
 }
 
-/// Where a described payload lands.
+enum Source {
+    /// Described: in the peer's memory, read by single copy.
+    Peer(Described),
+    /// In the record at the front of the ring, which waits there.
+    Ring,
+}
+
+/// Where a payload waiting in a [`Reading`] lands.
 enum Target {
     /// The runtime has been asked and has not answered yet.
     Undecided,
@@ -644,7 +658,7 @@ struct Read {
 impl ShmTransport {
     fn anything_to_read(&mut self) -> bool {
         self.inbound.iter_mut().any(|i| {
-            matches!(i.reading, Some(Reading { target: Target::Own | Target::User(_), .. }))
+            matches!(&i.reading, Some(Reading { target: Target::Own | Target::User(_), .. }))
                 || matches!(i.gone, Some(Gone::Unreported(_)))
                 || !matches!(i.rx.front(), Ok(None))
         })
@@ -718,12 +732,17 @@ impl ShmTransport {
                     return did;
                 }
                 let r = inb.reading.take().expect("just seen");
-                if let Err(e) = inb.read_payload(r, events) {
+                let read = match r.from {
+                    Source::Peer(from) => inb.read_payload(r.header, from, r.target, events).map(|()| {
+                        self.single_copy_reads += 1;
+                        did.payloads = true;
+                    }),
+                    Source::Ring => inb.take_placed(r.header, r.target, &mut self.frame, events),
+                };
+                if let Err(e) = read {
                     events.push(Event::LinkDown { peer, reason: e });
                     return did;
                 }
-                self.single_copy_reads += 1;
-                did.payloads = true;
                 continue;
             }
             let (a, b) = match inb.rx.front() {
@@ -734,36 +753,28 @@ impl ShmTransport {
                     return did;
                 }
             };
-            let mut described = None;
-            let mut emit = |header: Header, payload: Payload| {
-                if header.flags & FLAG_DESCRIBED == 0 {
-                    events.push(Event::Frame { peer, header, payload })
-                } else {
-                    described = Some((header, payload));
+            if ask && b.is_empty() && a.len() >= HEADER_LEN + PLACE_FROM_RING_MIN_BYTES {
+                // A large payload: the runtime is asked where it goes, and the record waits.
+                // (A header the decoder would refuse goes on to it, which says why.)
+                if let Ok(header) = inb.decoder.peek_header(a) {
+                    if header.flags & FLAG_DESCRIBED == 0 && HEADER_LEN + header.payload_len as usize == a.len() {
+                        let token = self.next_token;
+                        self.next_token += 1;
+                        events.push(Event::Incoming { peer, token, header });
+                        inb.reading = Some(Reading { header, from: Source::Ring, token, target: Target::Undecided });
+                        continue;
+                    }
+                }
+            }
+            let fed = decode_record(&mut inb.decoder, peer, a, b, &mut self.frame, events);
+            inb.rx.consume();
+            let described = match fed {
+                Ok(described) => described,
+                Err(reason) => {
+                    events.push(Event::LinkDown { peer, reason });
+                    return did;
                 }
             };
-            let fed = if b.is_empty() {
-                inb.decoder.feed(a, &mut emit)
-            } else {
-                self.frame.clear();
-                self.frame.extend_from_slice(a);
-                self.frame.extend_from_slice(b);
-                inb.decoder.feed(&self.frame, &mut emit)
-            };
-            inb.rx.consume();
-            let whole = !inb.decoder.mid_frame();
-            if let Err(e) = fed {
-                events
-                    .push(Event::LinkDown { peer, reason: format!("malformed frame in the shared-memory ring: {e}") });
-                return did;
-            }
-            if !whole {
-                events.push(Event::LinkDown {
-                    peer,
-                    reason: "a shared-memory record that is not one whole frame".into(),
-                });
-                return did;
-            }
             let Some((header, payload)) = described else { continue };
             let from = match Described::decode(payload.as_slice()) {
                 Ok(_) if inb.readable_pid.is_none() => {
@@ -787,7 +798,7 @@ impl ShmTransport {
             } else {
                 Target::Own
             };
-            inb.reading = Some(Reading { header, from, token, target });
+            inb.reading = Some(Reading { header, from: Source::Peer(from), token, target });
         }
         did
     }
@@ -796,30 +807,104 @@ impl ShmTransport {
 impl Inbound {
     /// Copies a described payload from the peer's memory where `r` says, counts it read for
     /// the peer, and delivers its frame.
-    fn read_payload(&mut self, r: Reading, events: &mut Vec<Event>) -> Result<(), String> {
+    fn read_payload(
+        &mut self,
+        header: Header,
+        from: Described,
+        target: Target,
+        events: &mut Vec<Event>,
+    ) -> Result<(), String> {
         let pid = self.readable_pid.expect("described payloads come only from readable peers");
-        let len = r.from.len as usize;
+        let len = from.len as usize;
         let mut own = Vec::new();
-        let (dst, header) = match r.target {
-            Target::User(at) => {
-                // SAFETY: the runtime placed the payload in `len` bytes at `at.ptr` of the
-                // application's receive buffer (checked equal to the payload's length in
-                // `place`), which nothing else touches until this frame is delivered.
-                let dst = unsafe { std::slice::from_raw_parts_mut(at.ptr, len) };
-                (dst, Header { flags: r.header.flags | wire::FLAG_PLACED, ..r.header })
-            }
+        let (dst, header) = match target {
+            Target::User(at) => (placed(at), Header { flags: header.flags | wire::FLAG_PLACED, ..header }),
             Target::Own | Target::Undecided => {
                 own = vec![0; len];
-                (&mut own[..], r.header)
+                (&mut own[..], header)
             }
         };
-        crate::process::read_memory(pid, r.from.addr, dst)
+        crate::process::read_memory(pid, from.addr, dst)
             .map_err(|e| format!("single-copy read of {len} bytes from rank {}'s memory: {e}", self.peer))?;
         self.reads_done += 1;
         self.rx.set_note(NOTE_READS_DONE, self.reads_done);
         events.push(Event::Frame { peer: self.peer, header, payload: Payload::Owned(own) });
         Ok(())
     }
+
+    /// Takes the frame whose record waited at the front of the ring (`header` peeked from it)
+    /// now that the runtime has said where its payload goes: copied straight there, or
+    /// decoded into a buffer of its own like any record.
+    fn take_placed(
+        &mut self,
+        header: Header,
+        target: Target,
+        frame: &mut Vec<u8>,
+        events: &mut Vec<Event>,
+    ) -> Result<(), String> {
+        let (a, b) = match self.rx.front() {
+            Ok(Some(parts)) => parts,
+            Ok(None) => return Err("a shared-memory record that waited for its placement is gone".into()),
+            Err(e) => return Err(format!("shared-memory ring: {e}")),
+        };
+        let Target::User(at) = target else {
+            let fed = decode_record(&mut self.decoder, self.peer, a, b, frame, events);
+            self.rx.consume();
+            return match fed? {
+                None => Ok(()),
+                Some(_) => Err("a described frame in the shared-memory ring waited for a placement".into()),
+            };
+        };
+        placed(at).copy_from_slice(&a[HEADER_LEN..]);
+        // The decoder did not see this frame: it stays between frames, as it was.
+        self.rx.consume();
+        let header = Header { flags: header.flags | wire::FLAG_PLACED, ..header };
+        events.push(Event::Frame { peer: self.peer, header, payload: Payload::Empty });
+        Ok(())
+    }
+}
+
+/// Decodes record `a` + `b` (its second part when it wraps), which must be exactly one frame,
+/// for the caller to consume: the frame goes into `events`, except a described one, which is
+/// returned (its payload is the description). `frame` is scratch space for a record that
+/// wraps.
+fn decode_record(
+    decoder: &mut FrameDecoder,
+    peer: PeerId,
+    a: &[u8],
+    b: &[u8],
+    frame: &mut Vec<u8>,
+    events: &mut Vec<Event>,
+) -> Result<Option<(Header, Payload)>, String> {
+    let mut described = None;
+    let mut emit = |header: Header, payload: Payload| {
+        if header.flags & FLAG_DESCRIBED == 0 {
+            events.push(Event::Frame { peer, header, payload })
+        } else {
+            described = Some((header, payload));
+        }
+    };
+    let fed = if b.is_empty() {
+        decoder.feed(a, &mut emit)
+    } else {
+        frame.clear();
+        frame.extend_from_slice(a);
+        frame.extend_from_slice(b);
+        decoder.feed(frame, &mut emit)
+    };
+    fed.map_err(|e| format!("malformed frame in the shared-memory ring: {e}"))?;
+    if decoder.mid_frame() {
+        return Err("a shared-memory record that is not one whole frame".into());
+    }
+    Ok(described)
+}
+
+/// The receive buffer the runtime placed a payload in.
+fn placed<'a>(at: Placement) -> &'a mut [u8] {
+    // SAFETY: the runtime placed the payload in `at.len` bytes at `at.ptr` of a receive
+    // buffer (checked equal to the payload's length in `place`), which nothing else touches
+    // until this frame is delivered.
+    unsafe { std::slice::from_raw_parts_mut(at.ptr, at.len) }
 }
 
 /// The outbound ring to `peer`, `NoRoute` when shared memory does not carry it.
@@ -935,9 +1020,9 @@ impl Transport for ShmTransport {
         };
         r.target = match at {
             None => Target::Own,
-            Some(at) if at.len == r.from.len as usize => Target::User(at),
+            Some(at) if at.len == r.header.payload_len as usize => Target::User(at),
             Some(at) => {
-                let why = format!("{} bytes offered for {}", at.len, r.from.len);
+                let why = format!("{} bytes offered for {}", at.len, r.header.payload_len);
                 return Err(TransportError::Io { context: what(), source: std::io::Error::other(why) });
             }
         };
@@ -1169,6 +1254,66 @@ mod tests {
         let events = next_events(&mut t, 0, 1);
         let [Event::Frame { header, payload, .. }] = events.as_slice() else { panic!("{events:?}") };
         assert_eq!((header.flags & wire::FLAG_PLACED, payload.as_slice()), (0, want.as_slice()));
+    }
+
+    /// A payload of [`PLACE_FROM_RING_MIN_BYTES`] or more that crosses in the ring waits
+    /// there while the runtime is asked where it goes, and the frames behind it wait too:
+    /// placed, it is copied from the ring straight into the buffer given, and its frame comes
+    /// flagged and empty; not placed, it comes as any frame does. A smaller payload is not
+    /// asked about.
+    #[test]
+    fn a_large_payload_in_the_ring_waits_there_for_its_placement() {
+        let mut t = mesh(2, 64 << 10, "t-ring-place");
+        t[1].ask_placement();
+        let big = PLACE_FROM_RING_MIN_BYTES + 100;
+        let (h_big, p_big) = frame(0, 1, big);
+        let want = p_big.as_slice().to_vec();
+        let (h_small, p_small) = frame(0, 2, PLACE_FROM_RING_MIN_BYTES - 1);
+        t[0].send(1, &h_big, p_big).unwrap();
+        t[0].send(1, &h_small, p_small).unwrap();
+        let events = next_events(&mut t, 0, 1);
+        let [Event::Incoming { peer: 0, token, header }] = events.as_slice() else { panic!("{events:?}") };
+        assert_eq!((header.seq, header.payload_len), (1, big as u32), "the frame behind it waits");
+        let mut events = Vec::new();
+        for _ in 0..3 {
+            t[1].progress(&mut events).unwrap();
+        }
+        assert!(events.is_empty(), "nothing moves before the answer: {events:?}");
+        let mut buf = vec![0u8; big];
+        t[1].place(0, *token, Some(Placement { ptr: buf.as_mut_ptr(), len: big })).unwrap();
+        let events = next_events(&mut t, 0, 1);
+        let [Event::Frame { header: placed, payload, .. }, Event::Frame { header: small, payload: p_small, .. }] =
+            events.as_slice()
+        else {
+            panic!("{events:?}")
+        };
+        assert!(placed.flags & wire::FLAG_PLACED != 0 && payload.is_empty() && placed.seq == 1, "{placed}");
+        assert_eq!(placed.payload_len, big as u32, "the placed frame still says how long its payload was");
+        assert_eq!(buf, want, "the payload is in the buffer given");
+        assert_eq!((small.seq, p_small.len()), (2, PLACE_FROM_RING_MIN_BYTES - 1), "then the frame behind it");
+
+        // Not placed: it comes with its bytes.
+        let (h_big, p_big) = frame(0, 3, big);
+        let want = p_big.as_slice().to_vec();
+        t[0].send(1, &h_big, p_big).unwrap();
+        let events = next_events(&mut t, 0, 1);
+        let [Event::Incoming { token, .. }] = events.as_slice() else { panic!("{events:?}") };
+        t[1].place(0, *token, None).unwrap();
+        let events = next_events(&mut t, 0, 1);
+        let [Event::Frame { header, payload, .. }] = events.as_slice() else { panic!("{events:?}") };
+        assert_eq!((header.seq, header.flags & wire::FLAG_PLACED), (3, 0));
+        assert_eq!(payload.as_slice(), want.as_slice());
+
+        // A placement of the wrong length is refused, and the record still waits.
+        let (h_big, p_big) = frame(0, 4, big);
+        t[0].send(1, &h_big, p_big).unwrap();
+        let events = next_events(&mut t, 0, 1);
+        let [Event::Incoming { token, .. }] = events.as_slice() else { panic!("{events:?}") };
+        let err = t[1].place(0, *token, Some(Placement { ptr: buf.as_mut_ptr(), len: big - 1 })).unwrap_err();
+        assert!(err.to_string().contains("bytes offered for"), "{err}");
+        t[1].place(0, *token, None).unwrap();
+        let events = next_events(&mut t, 0, 1);
+        assert!(matches!(events.as_slice(), [Event::Frame { header, .. }] if header.seq == 4), "{events:?}");
     }
 
     /// An inline payload moves with its handle, so it is never described, whatever the
