@@ -166,9 +166,9 @@ impl Header {
 
     /// Decodes and validates a header. Never panics, whatever the bytes.
     pub fn decode(b: &[u8]) -> Result<Header, WireError> {
-        if b.len() < HEADER_LEN {
+        let Some(b) = b.first_chunk::<HEADER_LEN>() else {
             return Err(WireError::Short { expected: HEADER_LEN, got: b.len() });
-        }
+        };
         let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
         let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let u64_at = |o: usize| {
@@ -240,12 +240,20 @@ pub enum DecodeError {
         expected: PeerId,
         got: u32,
     },
+    /// Bytes that should hold exactly one frame hold more or less than its header says.
+    NotWhole {
+        payload_len: u32,
+        got: usize,
+    },
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DecodeError::Wire(e) => write!(f, "{e}"),
+            DecodeError::NotWhole { payload_len, got } => {
+                write!(f, "not one whole frame: the header gives a payload of {payload_len} bytes, {got} follow it")
+            }
             DecodeError::WrongSource { expected, got } => {
                 write!(f, "header names sender rank {got}, but the connection authenticated rank {expected}")
             }
@@ -319,6 +327,20 @@ impl FrameDecoder {
         self.check_header(&hdr).map_err(|e| self.fail(e))
     }
 
+    /// Decodes `bytes`, which must be exactly one whole frame (a record of the shared-memory
+    /// rings), validated as [`FrameDecoder::feed`] validates it: the same result as feeding
+    /// them, without the stream's buffering. Only between frames of a stream.
+    pub fn whole(&mut self, bytes: &[u8]) -> Result<(Header, Payload), DecodeError> {
+        debug_assert!(!self.mid_frame(), "a whole frame in the middle of another");
+        let h = self.peek_header(bytes).map_err(|e| self.fail(e))?;
+        let body = &bytes[HEADER_LEN..];
+        if body.len() != h.payload_len as usize {
+            let e = DecodeError::NotWhole { payload_len: h.payload_len, got: body.len() };
+            return Err(self.fail(e));
+        }
+        Ok((h, if body.is_empty() { Payload::Empty } else { Payload::copied(body) }))
+    }
+
     /// The header at the start of `bytes`, validated as [`FrameDecoder::feed`] validates it,
     /// without taking it: for a transport that holds a whole frame in place and would copy its
     /// payload elsewhere than a new buffer (it then feeds the frame, or skips it, as it goes).
@@ -389,6 +411,34 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole frame decodes as feeding it does; bytes that are more or less than one frame,
+    /// or a frame from the wrong rank, are refused by name, and the decoder stays failed.
+    #[test]
+    fn a_whole_frame_decodes_as_fed_and_anything_else_is_refused() {
+        for len in [0usize, 1, crate::INLINE_BYTES, crate::INLINE_BYTES + 1, 5000] {
+            let h = Header { src: 2, seq: 9, payload_len: len as u32, ..Header::new(FrameKind::Eager) };
+            let mut bytes = h.encode().to_vec();
+            bytes.extend((0..len).map(|i| i as u8));
+            let mut fed = Vec::new();
+            FrameDecoder::new(2).feed(&bytes, &mut |h, p: Payload| fed.push((h, p.into_vec()))).unwrap();
+            let (wh, wp) = FrameDecoder::new(2).whole(&bytes).unwrap();
+            assert_eq!(fed, vec![(wh, wp.into_vec())], "payload of {len} bytes");
+        }
+        let h = Header { src: 2, payload_len: 10, ..Header::new(FrameKind::Eager) };
+        let mut bytes = h.encode().to_vec();
+        bytes.extend([0u8; 11]);
+        let mut d = FrameDecoder::new(2);
+        let e = d.whole(&bytes).unwrap_err();
+        assert!(matches!(e, DecodeError::NotWhole { payload_len: 10, got: 11 }), "{e}");
+        assert!(d.whole(&bytes[..HEADER_LEN + 10]).is_err(), "a failed decoder stays failed");
+        let e = FrameDecoder::new(2).whole(&bytes[..HEADER_LEN + 9]).unwrap_err();
+        assert!(matches!(e, DecodeError::NotWhole { payload_len: 10, got: 9 }), "{e}");
+        let e = FrameDecoder::new(2).whole(&bytes[..HEADER_LEN - 1]).unwrap_err();
+        assert!(matches!(e, DecodeError::Wire(WireError::Short { .. })), "{e}");
+        let e = FrameDecoder::new(3).whole(&bytes[..HEADER_LEN + 10]).unwrap_err();
+        assert!(matches!(e, DecodeError::WrongSource { expected: 3, got: 2 }), "{e}");
+    }
 
     #[test]
     fn decoder_handles_any_split() {

@@ -864,8 +864,8 @@ impl Inbound {
     }
 }
 
-/// Decodes record `a` + `b` (its second part when it wraps), which must be exactly one frame,
-/// for the caller to consume: the frame goes into `events`, except a described one, which is
+/// Decodes record `a` + `b` (its second part when it wraps), which must be exactly one frame
+/// (refused otherwise), for the caller to consume: the frame goes into `events`, except a described one, which is
 /// returned (its payload is the description). `frame` is scratch space for a record that
 /// wraps.
 fn decode_record(
@@ -876,27 +876,21 @@ fn decode_record(
     frame: &mut Vec<u8>,
     events: &mut Vec<Event>,
 ) -> Result<Option<(Header, Payload)>, String> {
-    let mut described = None;
-    let mut emit = |header: Header, payload: Payload| {
-        if header.flags & FLAG_DESCRIBED == 0 {
-            events.push(Event::Frame { peer, header, payload })
-        } else {
-            described = Some((header, payload));
-        }
-    };
-    let fed = if b.is_empty() {
-        decoder.feed(a, &mut emit)
+    let record = if b.is_empty() {
+        a
     } else {
         frame.clear();
         frame.extend_from_slice(a);
         frame.extend_from_slice(b);
-        decoder.feed(frame, &mut emit)
+        frame
     };
-    fed.map_err(|e| format!("malformed frame in the shared-memory ring: {e}"))?;
-    if decoder.mid_frame() {
-        return Err("a shared-memory record that is not one whole frame".into());
+    let (header, payload) =
+        decoder.whole(record).map_err(|e| format!("malformed frame in the shared-memory ring: {e}"))?;
+    if header.flags & FLAG_DESCRIBED != 0 {
+        return Ok(Some((header, payload)));
     }
-    Ok(described)
+    events.push(Event::Frame { peer, header, payload });
+    Ok(None)
 }
 
 /// The receive buffer the runtime placed a payload in.
