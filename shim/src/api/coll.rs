@@ -350,9 +350,9 @@ pub(super) fn coll_call(
         let post = |s: &mut State| {
             let (c, handler) = comm_of(s, comm)?;
             let plan = make(s, &c)?;
-            Ok(vec![started(s, c, handler, plan, false)?])
+            Ok([started(s, c, handler, plan, false)?])
         };
-        return crate::api::p2p::blocking(name, Some(comm), post, |_, mut done| done.remove(0).1.map_or(Ok(()), Err));
+        return crate::api::p2p::blocking(name, Some(comm), post, |_, [(_, error)]| error.map_or(Ok(()), Err));
     }
     call(name, Some(comm), |s| {
         let (c, _) = comm_of(s, comm)?;

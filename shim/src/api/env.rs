@@ -15,8 +15,11 @@ use crate::mem::{c_string, out};
 use crate::state::{fail, CommEntry, Fail, Handler, Res, State, UserError, STATE};
 
 /// What `MPI_Init_thread` provides: every call takes the state lock, so any thread may call at
-/// any time; at `MPI_THREAD_MULTIPLE` the blocking calls let it go while they wait
-/// (`export::call_blocking`), so one thread's wait never stops another's call.
+/// any time; at `MPI_THREAD_MULTIPLE` the blocking point-to-point, completion, probe,
+/// collective and window-synchronisation calls let it go while they wait
+/// (`export::call_blocking`). Communicator and window constructors, `MPI_Win_free` and
+/// `MPI_Finalize` still wait holding it: two threads creating communicators over different
+/// groups at once can block each other.
 const PROVIDED_THREAD_LEVEL: c_int = abi::MPI_THREAD_MULTIPLE;
 
 fn init(s: &mut State, required: c_int) -> Res<()> {

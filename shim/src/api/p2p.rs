@@ -249,23 +249,24 @@ pub fn complete_entry(s: &mut State, e: &mut RequestEntry, block: bool) -> Res<O
 /// A completion: its status, and the error the request completed with, if it did.
 pub type Completion = (Status, Option<Fail>);
 
-/// Completes the transfers `post` starts, then hands `then` their completions in the order
-/// posted; at `MPI_THREAD_MULTIPLE` without holding the state while it waits
-/// ([`crate::export::call_blocking`]).
-pub(crate) fn blocking(
+/// Completes the `N` transfers `post` starts, then hands `then` their completions in the
+/// order posted; at `MPI_THREAD_MULTIPLE` without holding the state while it waits
+/// ([`crate::export::call_blocking`]). Fixed-size arrays, not vectors: a blocking
+/// `MPI_Send` or `MPI_Recv` allocates nothing here.
+pub(crate) fn blocking<const N: usize>(
     name: &'static str,
     comm: Option<MPI_Comm>,
-    post: impl FnOnce(&mut State) -> Res<Vec<RequestEntry>>,
-    then: impl FnOnce(&mut State, Vec<Completion>) -> Res<()>,
+    post: impl FnOnce(&mut State) -> Res<[RequestEntry; N]>,
+    then: impl FnOnce(&mut State, [Completion; N]) -> Res<()>,
 ) -> c_int {
     let (mut post, mut then) = (Some(post), Some(then));
-    let mut entries: Vec<RequestEntry> = Vec::new();
-    let mut done: Vec<Option<Completion>> = Vec::new();
+    let mut entries: Option<[RequestEntry; N]> = None;
+    let mut done: [Option<Completion>; N] = std::array::from_fn(|_| None);
     crate::export::call_blocking(name, comm, |s, block| {
         if let Some(post) = post.take() {
-            entries = post(s)?;
-            done = entries.iter().map(|_| None).collect();
+            entries = Some(post(s)?);
         }
+        let entries = entries.as_mut().expect("posted by the first try");
         for (e, d) in entries.iter_mut().zip(done.iter_mut()) {
             if d.is_none() {
                 *d = complete_entry(s, e, block)?;
@@ -275,7 +276,7 @@ pub(crate) fn blocking(
             return Ok(false);
         }
         let then = then.take().expect("a call completes once");
-        then(s, done.drain(..).flatten().collect())?;
+        then(s, std::mem::replace(&mut done, std::array::from_fn(|_| None)).map(|d| d.expect("checked above")))?;
         Ok(true)
     })
 }
@@ -330,7 +331,7 @@ unsafe fn send(
         unsafe { post_send(s, buf, count, dt, dest, tag, comm, mode) }
     };
     match request {
-        None => blocking(name, Some(comm), |s| Ok(vec![post(s)?]), |_, mut done| done.remove(0).1.map_or(Ok(()), Err)),
+        None => blocking(name, Some(comm), |s| Ok([post(s)?]), |_, [(_, error)]| error.map_or(Ok(()), Err)),
         Some(request) => call(name, Some(comm), |s| {
             let e = post(s)?;
             let h = s.new_request(e)?;
@@ -386,9 +387,9 @@ mpi_fn! {
             "MPI_Recv",
             Some(comm),
             // SAFETY: MPI_Recv's buffer contract, for the duration of the call.
-            |s| Ok(vec![unsafe { post_recv(s, buf, count, datatype, source, tag, comm)? }]),
+            |s| Ok([unsafe { post_recv(s, buf, count, datatype, source, tag, comm)? }]),
             // SAFETY: the caller's status argument.
-            |_, mut done| unsafe { received(status, done.remove(0)) },
+            |_, [got]| unsafe { received(status, got) },
         )
     }
 
@@ -412,11 +413,10 @@ mpi_fn! {
             let r = unsafe { post_recv(s, recvbuf, recvcount, recvtype, source, recvtag, comm)? };
             // SAFETY: as above.
             let w = unsafe { post_send(s, sendbuf, sendcount, sendtype, dest, sendtag, comm, Mode::Standard)? };
-            Ok(vec![r, w])
+            Ok([r, w])
         };
-        blocking("MPI_Sendrecv", Some(comm), post, |_, mut done| {
-            let (sent, got) = (done.pop().expect("two"), done.pop().expect("two"));
-            sent.1.map_or(Ok(()), Err)?;
+        blocking("MPI_Sendrecv", Some(comm), post, |_, [got, (_, sent_error)]| {
+            sent_error.map_or(Ok(()), Err)?;
             // SAFETY: the caller's status argument.
             unsafe { received(status, got) }
         })
@@ -442,12 +442,11 @@ mpi_fn! {
             };
             // SAFETY: the caller's buffer, for the duration of the call.
             let r = unsafe { post_recv(s, buf, count, datatype, source, recvtag, comm)? };
-            Ok(vec![w, r])
+            Ok([w, r])
         };
-        let rc = blocking("MPI_Sendrecv_replace", Some(comm), post, |s, mut done| {
-            let (got, sent) = (done.pop().expect("two"), done.pop().expect("two"));
+        let rc = blocking("MPI_Sendrecv_replace", Some(comm), post, |s, [(_, sent_error), got]| {
             let (_, handler) = comm_of(s, comm)?;
-            with_handler(sent.1.map_or(Ok(()), Err), handler)?;
+            with_handler(sent_error.map_or(Ok(()), Err), handler)?;
             // SAFETY: the caller's status argument.
             unsafe { received(status, got) }
         });

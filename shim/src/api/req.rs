@@ -505,9 +505,9 @@ mpi_fn! {
             "MPI_Mrecv",
             None,
             // SAFETY: the receive buffer and message handle of §3.8.3, for the call.
-            |s| Ok(vec![unsafe { post_mrecv(s, buf, count, datatype, message)? }]),
+            |s| Ok([unsafe { post_mrecv(s, buf, count, datatype, message)? }]),
             // SAFETY: the caller's status argument.
-            |_, mut done| unsafe { received(status, done.remove(0)) },
+            |_, [got]| unsafe { received(status, got) },
         )
     }
 
