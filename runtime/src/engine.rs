@@ -249,6 +249,19 @@ impl Engine {
         Ok(id)
     }
 
+    /// Progresses once if collective `id` (from [`Engine::start_schedule_as`]) has not
+    /// finished; once it has, forgets its request and returns its buffers.
+    pub fn try_finish_schedule(&mut self, id: ReqId) -> MpiResult<Option<Vec<Vec<u8>>>> {
+        if !self.test(id)? {
+            return Ok(None);
+        }
+        self.take_completion(id);
+        match self.take_schedule(id) {
+            Some(got) => got.map(Some),
+            None => err(ErrorClass::Intern, "a finished collective lost its buffers"),
+        }
+    }
+
     /// The buffers of a finished nonblocking collective (once its request has completed).
     pub fn take_schedule(&mut self, id: ReqId) -> Option<MpiResult<Vec<Vec<u8>>>> {
         self.finished.remove(&id)
@@ -345,14 +358,9 @@ impl Engine {
         Ok(posted)
     }
 
-    /// `MPI_Win_fence`: waits until every member has entered it and every operation that
-    /// targets this process from before it is applied (see `crate::rma`).
-    pub fn window_fence(&mut self, id: usize) -> MpiResult<()> {
-        self.window_fence_enter(id)?;
-        self.window_fence_wait(id, true).map(|_| ())
-    }
-
-    /// The first half of [`Engine::window_fence`]: this process enters the fence.
+    /// `MPI_Win_fence`'s first half: this process enters the fence; every member waits until
+    /// all have entered it and every operation that targets it from before is applied
+    /// ([`Engine::window_fence_wait`], see `crate::rma`).
     pub fn window_fence_enter(&mut self, id: usize) -> MpiResult<()> {
         window_mut(&mut self.windows, id)?.enter_fence(&mut self.core)?;
         self.progress().map(|_| ())

@@ -14,6 +14,7 @@
 pub mod bsend;
 pub mod coll;
 pub mod comm;
+pub mod construct;
 pub mod core;
 pub mod datatype;
 pub mod engine;

@@ -5,6 +5,7 @@
 use std::thread;
 
 use kawarimi_runtime::coll::{self, Reducer};
+use kawarimi_runtime::construct;
 use kawarimi_runtime::core::{CoreConfig, RecvBuf, SendData, ANY_SOURCE, ANY_TAG};
 use kawarimi_runtime::error::{ErrorClass, MpiResult};
 use kawarimi_runtime::launch::ProcInfo;
@@ -227,16 +228,16 @@ fn comm_body(w: &mut World) {
     let world = w.world.clone();
     let (me, n) = (world.rank, world.size());
     // Split into odd/even with reversed keys; the new communicator's ranks are reversed.
-    let half = w.comm_split(&world, me % 2, -me).unwrap().unwrap();
+    let half = construct::comm_split(w, &world, me % 2, -me).unwrap().unwrap();
     let members: Vec<i32> = (0..n).filter(|r| r % 2 == me % 2).rev().collect();
     assert_eq!(half.size() as usize, members.len());
     assert_eq!(half.rank, members.iter().position(|&r| r == me).unwrap() as i32);
     let mut buf = i64s(&[me as i64]);
     coll::allreduce(&mut w.engine, &half, &mut buf, &SumI64).unwrap();
     assert_eq!(buf, i64s(&[members.iter().map(|&r| r as i64).sum()]));
-    let none = w.comm_split(&world, if me == 0 { UNDEFINED_COLOR } else { 1 }, 0).unwrap();
+    let none = construct::comm_split(w, &world, if me == 0 { UNDEFINED_COLOR } else { 1 }, 0).unwrap();
     assert_eq!(none.is_none(), me == 0);
-    let dup = w.comm_dup(&world).unwrap();
+    let dup = construct::comm_dup(w, &world).unwrap();
     assert_ne!(dup.ctx, world.ctx);
     assert_ne!(dup.ctx, half.ctx);
     // A message on the dup does not match a receive on the parent.
@@ -282,5 +283,94 @@ fn collectives_at_every_size() {
 fn communicators_split_dup_and_isolation() {
     for n in [2, 3, 4, 6] {
         run_ranks(n, CoreConfig::default(), comm_body);
+    }
+}
+
+/// A rank's state shared by its threads, as the shim's lock shares it at
+/// `MPI_THREAD_MULTIPLE`: each update locks it, and a collective is polled with the lock let go
+/// between tries.
+struct SharedSteps(std::sync::Arc<std::sync::Mutex<World>>);
+
+impl construct::Steps for SharedSteps {
+    fn update(&mut self, f: &mut dyn FnMut(&mut World) -> MpiResult<()>) -> MpiResult<()> {
+        f(&mut self.0.lock().unwrap())
+    }
+
+    fn run(&mut self, s: kawarimi_runtime::sched::Schedule<'static>) -> MpiResult<Vec<Vec<u8>>> {
+        let id = self.0.lock().unwrap().engine.start_schedule_as(s, false)?;
+        loop {
+            if let Some(bufs) = self.0.lock().unwrap().engine.try_finish_schedule(id)? {
+                return Ok(bufs);
+            }
+            thread::yield_now();
+        }
+    }
+}
+
+/// Several threads of every rank create communicators at once, each thread over its own
+/// parent, the threads of different ranks starting in different orders: every communicator
+/// gets the same context at all its members, and no rank gives two communicators one context
+/// (the agreement's second round finds and retries the candidates that concurrent agreements
+/// met on; without it, this fails).
+#[test]
+fn concurrent_constructors_in_threads_agree_on_distinct_contexts() {
+    const THREADS: usize = 3;
+    const ROUNDS: usize = 40;
+    let n = 3u32;
+    let made: Vec<Vec<(usize, usize, u32)>> = sim_fabric(n)
+        .into_iter()
+        .enumerate()
+        .map(|(r, t)| {
+            thread::spawn(move || {
+                let proc = ProcInfo { rank: r as u32, size: n, local_rank: r as u32, local_size: n, launcher: "test" };
+                let transport: Box<dyn Transport> = Box::new(t);
+                let mut w = World::new(proc, Some(transport), CoreConfig::default()).unwrap();
+                let world = w.world.clone();
+                let parents: Vec<_> = (0..THREADS).map(|_| construct::comm_dup(&mut w, &world).unwrap()).collect();
+                let shared = std::sync::Arc::new(std::sync::Mutex::new(w));
+                let threads: Vec<_> = parents
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, parent)| {
+                        let mut st = SharedSteps(shared.clone());
+                        thread::spawn(move || {
+                            // Rank r's thread i starts later the further it is from i == r.
+                            thread::sleep(std::time::Duration::from_millis(
+                                ((i + THREADS - r % THREADS) % THREADS) as u64 * 5,
+                            ));
+                            let mut got = Vec::new();
+                            for k in 0..ROUNDS {
+                                let c = if k % 2 == 0 {
+                                    construct::comm_dup(&mut st, &parent).unwrap()
+                                } else {
+                                    construct::comm_split(&mut st, &parent, 0, -parent.rank).unwrap().unwrap()
+                                };
+                                got.push((i, k, c.ctx));
+                            }
+                            got
+                        })
+                    })
+                    .collect();
+                let got: Vec<_> = threads.into_iter().flat_map(|h| h.join().expect("constructor thread")).collect();
+                let mut w = std::sync::Arc::try_unwrap(shared).ok().expect("threads ended").into_inner().unwrap();
+                w.engine.finalize().unwrap();
+                got
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().expect("rank thread panicked"))
+        .collect();
+    for (r, mine) in made.iter().enumerate() {
+        let mut ctxs: Vec<u32> = mine.iter().map(|&(_, _, c)| c).collect();
+        ctxs.sort_unstable();
+        let before = ctxs.len();
+        ctxs.dedup();
+        assert_eq!(ctxs.len(), before, "rank {r} gave two communicators one context: {mine:?}");
+        let mut sorted = mine.clone();
+        sorted.sort_unstable();
+        let mut first = made[0].clone();
+        first.sort_unstable();
+        assert_eq!(sorted, first, "rank {r} and rank 0 disagree on a communicator's context");
     }
 }

@@ -6,7 +6,10 @@ use std::ffi::c_int;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use kawarimi_runtime::error::ErrorClass;
+use kawarimi_runtime::construct::Steps;
+use kawarimi_runtime::error::{ErrorClass, MpiError, MpiResult};
+use kawarimi_runtime::sched::Schedule;
+use kawarimi_runtime::world::World;
 
 use crate::abi;
 use crate::state::{Fail, Handler, Res, State, STATE};
@@ -222,9 +225,7 @@ pub fn call_polling(
     comm: Option<abi::MPI_Comm>,
     mut attempt: impl FnMut(&mut State) -> Res<bool>,
 ) -> c_int {
-    const YIELDS: u32 = 64;
-    const LONGEST_SLEEP_US: u64 = 200;
-    let mut tries = 0u32;
+    let mut backoff = Backoff::default();
     loop {
         let mut done = false;
         let rc = call(name, comm, |s| {
@@ -234,14 +235,100 @@ pub fn call_polling(
         if rc != abi::MPI_SUCCESS || done {
             return rc;
         }
-        if tries < YIELDS {
+        backoff.pause();
+    }
+}
+
+/// The pause between two tries of a wait that lets go of the state: a yield for the first
+/// tries, then sleeps from 5 us doubling to at most 200 us (the latency a long wait can add,
+/// against the CPU a thread blocked for long would burn).
+#[derive(Default)]
+struct Backoff {
+    tries: u32,
+}
+
+impl Backoff {
+    fn pause(&mut self) {
+        const YIELDS: u32 = 64;
+        const LONGEST_SLEEP_US: u64 = 200;
+        if self.tries < YIELDS {
             std::thread::yield_now();
         } else {
-            let doublings = ((tries - YIELDS) / 16).min(6);
+            let doublings = ((self.tries - YIELDS) / 16).min(6);
             std::thread::sleep(std::time::Duration::from_micros((5u64 << doublings).min(LONGEST_SLEEP_US)));
         }
-        tries = tries.saturating_add(1);
+        self.tries = self.tries.saturating_add(1);
     }
+}
+
+/// A communicator constructor's [`Steps`] at `MPI_THREAD_MULTIPLE`: each update of the state
+/// takes its lock, and a collective is started under it and then polled like
+/// [`call_polling`]'s waits, the state let go between tries.
+pub struct Unlocked {
+    name: &'static str,
+}
+
+impl Steps for Unlocked {
+    fn update(&mut self, f: &mut dyn FnMut(&mut World) -> MpiResult<()>) -> MpiResult<()> {
+        locked(self.name, |s| Ok(f(s.world()?)?)).map_err(|e| MpiError::new(e.class, e.detail))
+    }
+
+    fn run(&mut self, s: Schedule<'static>) -> MpiResult<Vec<Vec<u8>>> {
+        let mut s = Some(s);
+        let mut id = None;
+        self.update(&mut |w| {
+            id = Some(w.engine.start_schedule_as(s.take().expect("started once"), false)?);
+            Ok(())
+        })?;
+        let id = id.ok_or_else(|| MpiError::new(ErrorClass::Intern, "a constructor's collective did not start"))?;
+        let mut backoff = Backoff::default();
+        loop {
+            let mut got = None;
+            self.update(&mut |w| {
+                got = w.engine.try_finish_schedule(id)?;
+                Ok(())
+            })?;
+            if let Some(bufs) = got {
+                return Ok(bufs);
+            }
+            backoff.pause();
+        }
+    }
+}
+
+/// Runs a communicator constructor: `before` under the state lock (its arguments), `make`
+/// through [`Steps`], then `after` under the lock (the new handle). A program with one thread
+/// in MPI holds the state throughout; at `MPI_THREAD_MULTIPLE` `make` runs with [`Unlocked`]
+/// steps, so that another thread's constructor over another parent, which a peer may need to
+/// finish first, can run while this one waits.
+pub fn call_constructing<T, U>(
+    name: &'static str,
+    comm: Option<abi::MPI_Comm>,
+    before: impl FnOnce(&mut State) -> Res<T>,
+    make: impl FnOnce(&mut dyn Steps, T) -> MpiResult<U>,
+    after: impl FnOnce(&mut State, U) -> Res<()>,
+) -> c_int {
+    if thread_multiple() {
+        call_around(name, comm, before, |t| Ok(make(&mut Unlocked { name }, t)?), after)
+    } else {
+        call(name, comm, |s| {
+            let t = before(s)?;
+            let u = make(s.world()?, t)?;
+            after(s, u)
+        })
+    }
+}
+
+/// [`Steps`] for a constructor made partly under the state lock (with `s`) and partly outside
+/// it: the state itself for a program with one thread in MPI, else [`Unlocked`] (`None`: to
+/// be made outside the lock).
+pub fn steps_under_lock(s: &mut State) -> Res<Option<&mut World>> {
+    Ok(if thread_multiple() { None } else { Some(s.world()?) })
+}
+
+/// [`Unlocked`] steps for the constructor `name`.
+pub fn unlocked(name: &'static str) -> Unlocked {
+    Unlocked { name }
 }
 
 /// A blocking call written once for both ways of waiting: `attempt(s, block)` completes the

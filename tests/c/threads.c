@@ -15,7 +15,14 @@
  *    collectives' tags.
  * 4. The same for one-sided synchronisation: rank 0's thread 0 waits in MPI_Win_lock for a
  *    lock that the last rank holds until a message from rank 0's thread 1 arrives, which
- *    thread 1 sends only after a pause. */
+ *    thread 1 sends only after a pause.
+ * 5. Communicator and window constructors (and MPI_Win_free, which waits for the other
+ *    members too) in two threads at once, each over its own parent, entered in
+ *    crossed orders (on even ranks thread 1 starts late, on odd ranks thread 0): a library
+ *    that waits inside a constructor holding one lock deadlocks, and one whose concurrent
+ *    context agreements can give two communicators of one process the same context
+ *    delivers messages to the wrong one. Each new communicator carries a ring exchange on
+ *    two tags whose values name the thread, and an allreduce, all checked. */
 #include <pthread.h>
 #include <unistd.h>
 
@@ -158,6 +165,94 @@ static void lock_across_threads(void)
     MPI_OK(MPI_Win_free(&win));
 }
 
+#define CTOR_ITERS 12
+
+/* Checks that `c` (made by thread t from comms[t] in round i, over `members` of the parent's
+ * processes, this one at `rank`) carries this thread's messages and no other's. */
+static void use_new_comm(MPI_Comm c, int t, int i, const char *what)
+{
+    int n, r;
+    MPI_OK(MPI_Comm_size(c, &n));
+    MPI_OK(MPI_Comm_rank(c, &r));
+    int wr, wl;
+    MPI_OK(MPI_Comm_rank(MPI_COMM_WORLD, &wr));
+    int out[2] = {wr * 1000 + t * 100 + i, t}, in[2] = {-1, -1};
+    int rt = (r + 1) % n, lt = (r + n - 1) % n;
+    MPI_Group g, wg;
+    MPI_OK(MPI_Comm_group(c, &g));
+    MPI_OK(MPI_Comm_group(MPI_COMM_WORLD, &wg));
+    MPI_OK(MPI_Group_translate_ranks(g, 1, &lt, wg, &wl));
+    MPI_OK(MPI_Sendrecv(out, 2, MPI_INT, rt, 20 + t, in, 2, MPI_INT, lt, 20 + t, c, MPI_STATUS_IGNORE));
+    CHECKF(in[0] == wl * 1000 + t * 100 + i && in[1] == t, "thread %d round %d: %s carried %d/%d from world rank %d",
+           t, i, what, in[0], in[1], wl);
+    int sum = 0, one = 1;
+    MPI_OK(MPI_Allreduce(&one, &sum, 1, MPI_INT, MPI_SUM, c));
+    CHECKF(sum == n, "thread %d round %d: allreduce over %s gave %d of %d", t, i, what, sum, n);
+    MPI_OK(MPI_Group_free(&g));
+    MPI_OK(MPI_Group_free(&wg));
+}
+
+static void *constructing(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    MPI_Comm parent = comms[t];
+    if (t == 1 - me % 2)
+        usleep(30000); /* the other thread is inside its first constructor by now */
+    for (int i = 0; i < CTOR_ITERS; i++) {
+        MPI_Comm d;
+        MPI_OK(MPI_Comm_dup(parent, &d));
+        use_new_comm(d, t, i, "MPI_Comm_dup");
+        MPI_OK(MPI_Comm_free(&d));
+
+        MPI_OK(MPI_Comm_split(parent, me % 2, -me, &d));
+        use_new_comm(d, t, i, "MPI_Comm_split");
+        MPI_OK(MPI_Comm_free(&d));
+
+        MPI_Group g;
+        MPI_OK(MPI_Comm_group(parent, &g));
+        MPI_OK(MPI_Comm_create(parent, g, &d));
+        use_new_comm(d, t, i, "MPI_Comm_create");
+        MPI_OK(MPI_Comm_free(&d));
+        MPI_OK(MPI_Comm_create_group(parent, g, 30 + t, &d));
+        use_new_comm(d, t, i, "MPI_Comm_create_group");
+        MPI_OK(MPI_Comm_free(&d));
+        MPI_OK(MPI_Group_free(&g));
+
+        MPI_OK(MPI_Comm_split_type(parent, MPI_COMM_TYPE_SHARED, me, MPI_INFO_NULL, &d));
+        use_new_comm(d, t, i, "MPI_Comm_split_type");
+        MPI_OK(MPI_Comm_free(&d));
+
+        /* A window over the parent: each process puts its value into its right neighbour's. */
+        int *wb = NULL;
+        MPI_Win w;
+        MPI_OK(MPI_Win_allocate(sizeof(int), sizeof(int), MPI_INFO_NULL, parent, &wb, &w));
+        *wb = -1;
+        MPI_OK(MPI_Win_fence(0, w));
+        int v = me * 1000 + t * 100 + i;
+        MPI_OK(MPI_Put(&v, 1, MPI_INT, right, 0, 1, MPI_INT, w));
+        MPI_OK(MPI_Win_fence(0, w));
+        CHECKF(*wb == left * 1000 + t * 100 + i, "thread %d round %d: the window holds %d", t, i, *wb);
+        MPI_OK(MPI_Win_free(&w));
+
+        /* A shared window (every rank of these tests is on one host): the left neighbour's part
+         * is read in place. */
+        int *sb = NULL;
+        MPI_OK(MPI_Win_allocate_shared(sizeof(int), sizeof(int), MPI_INFO_NULL, parent, &sb, &w));
+        MPI_OK(MPI_Win_lock_all(0, w));
+        *sb = v;
+        MPI_OK(MPI_Win_sync(w));
+        MPI_OK(MPI_Barrier(parent));
+        MPI_OK(MPI_Win_sync(w));
+        MPI_Aint sz;
+        int unit, *lb = NULL;
+        MPI_OK(MPI_Win_shared_query(w, left, &sz, &unit, &lb));
+        CHECKF(*lb == left * 1000 + t * 100 + i, "thread %d round %d: the shared window holds %d", t, i, *lb);
+        MPI_OK(MPI_Win_unlock_all(w));
+        MPI_OK(MPI_Win_free(&w));
+    }
+    return NULL;
+}
+
 static void run_threads(void *(*f)(void *), int n)
 {
     pthread_t th[THREADS];
@@ -186,6 +281,7 @@ int main(int argc, char **argv)
     run_threads(rounds, THREADS);
     crossed_order();
     lock_across_threads();
+    run_threads(constructing, 2);
     for (int t = 0; t < THREADS; t++)
         MPI_OK(MPI_Comm_free(&comms[t]));
     return finish("threads");

@@ -4,7 +4,8 @@
 use std::ffi::{c_char, c_int, c_void, CStr};
 
 use kawarimi_runtime::comm::{Comm, Comparison};
-use kawarimi_runtime::error::ErrorClass;
+use kawarimi_runtime::construct::{self, Steps};
+use kawarimi_runtime::error::{ErrorClass, MpiResult};
 use kawarimi_runtime::world::UNDEFINED_COLOR;
 
 use crate::abi::{self, MPI_Comm, MPI_Group, MPI_Info, MPI_Request};
@@ -12,7 +13,7 @@ use crate::api::attr::{
     attrs_with_keyvals, copy_attrs, del_attr, delete_attrs, free_keyval, get_attr, keyval_create, set_attr, AttrOwner,
 };
 use crate::api::p2p::comm_of;
-use crate::export::{call, call_around};
+use crate::export::{call, call_around, call_constructing, steps_under_lock, unlocked};
 use crate::mem::{c_string, out};
 use crate::state::{fail, AttrObject, RequestEntry, Res, State, SELF_INDEX, WORLD_INDEX};
 
@@ -33,27 +34,53 @@ pub(crate) fn add_comm(s: &mut State, parent: MPI_Comm, comm: Option<Comm>) -> R
     s.new_comm(comm, handler)
 }
 
+/// Stores `comm` made from `parent` ([`add_comm`]) and writes its handle to `newcomm`.
+pub(crate) fn new_comm_out(s: &mut State, parent: MPI_Comm, comm: Option<Comm>, newcomm: *mut MPI_Comm) -> Res<()> {
+    let h = add_comm(s, parent, comm)?;
+    // SAFETY: the caller's output argument.
+    unsafe { out(newcomm, h) }
+}
+
 /// `MPI_Comm_dup` and its variants: `make` creates the new communicator under the lock; the
 /// attributes of `comm` are then copied by their copy callbacks, which run without the lock
 /// because they may call MPI (§6.7.2), and stored on the new communicator.
+///
+/// `check` looks at the arguments under the lock; `make` runs under it too in a program with
+/// one thread in MPI, and without it, by [`unlocked`] steps, at `MPI_THREAD_MULTIPLE` (see
+/// [`crate::export::call_constructing`]).
 fn dup_call(
     name: &'static str,
     comm: MPI_Comm,
     newcomm: *mut MPI_Comm,
-    make: impl FnOnce(&mut State) -> Res<Comm>,
+    check: impl FnOnce(&mut State) -> Res<()>,
+    make: impl FnOnce(&mut dyn Steps, &Comm) -> MpiResult<Comm>,
 ) -> c_int {
+    let make = std::cell::Cell::new(Some(make));
+    let make_once = |st: &mut dyn Steps, c: &Comm| (make.take().expect("made once"))(st, c);
     call_around(
         name,
         Some(comm),
         |s| {
-            let d = make(s)?;
-            let h = add_comm(s, comm, Some(d))?;
-            Ok((h, attrs_with_keyvals(s, AttrOwner::Comm(comm))?))
+            check(s)?;
+            let (c, _) = comm_of(s, comm)?;
+            let attrs = attrs_with_keyvals(s, AttrOwner::Comm(comm))?;
+            let made = match steps_under_lock(s)? {
+                Some(w) => Some(make_once(w, &c)?),
+                None => None,
+            };
+            Ok((c, made, attrs))
         },
-        |(h, attrs)| Ok((h, copy_attrs(AttrOwner::Comm(comm), attrs)?)),
-        |s, (h, copies)| {
+        |(c, made, attrs)| {
+            let d = match made {
+                Some(d) => d,
+                None => make_once(&mut unlocked(name), &c)?,
+            };
+            Ok((d, copy_attrs(AttrOwner::Comm(comm), attrs)?))
+        },
+        |s, (d, copies)| {
+            let h = add_comm(s, comm, Some(d))?;
             let i = s.comm_index(h)?;
-            s.comms.get_mut(i).expect("checked").attrs.extend(copies);
+            s.comms.get_mut(i).expect("just added").attrs.extend(copies);
             // SAFETY: caller's output argument.
             unsafe { out(newcomm, h) }
         },
@@ -87,10 +114,7 @@ mpi_fn! {
     }
 
     fn Comm_dup(comm: MPI_Comm, newcomm: *mut MPI_Comm) -> c_int {
-        dup_call("MPI_Comm_dup", comm, newcomm, |s| {
-            let (c, _) = comm_of(s, comm)?;
-            Ok(s.world()?.comm_dup(&c)?)
-        })
+        dup_call("MPI_Comm_dup", comm, newcomm, |_| Ok(()), construct::comm_dup)
     }
 
     fn Comm_idup(comm: MPI_Comm, newcomm: *mut MPI_Comm, request: *mut MPI_Request) -> c_int {
@@ -130,65 +154,75 @@ mpi_fn! {
     }
 
     fn Comm_dup_with_info(comm: MPI_Comm, info: MPI_Info, newcomm: *mut MPI_Comm) -> c_int {
-        dup_call("MPI_Comm_dup_with_info", comm, newcomm, |s| {
+        dup_call(
+            "MPI_Comm_dup_with_info",
+            comm,
+            newcomm,
+            |s| {
             // The hints are checked and, like Open MPI, MPI_INFO_NULL taken as none; kawarimi
             // has no communicator hints to apply.
             if abi::predefined().info(info as usize) != Some(abi::PredefInfo::InfoNull) {
                 s.info_pairs(info)?;
             }
-            let (c, _) = comm_of(s, comm)?;
-            Ok(s.world()?.comm_dup(&c)?)
-        })
+            Ok(())
+            },
+            construct::comm_dup,
+        )
     }
 
     fn Comm_split(comm: MPI_Comm, color: c_int, key: c_int, newcomm: *mut MPI_Comm) -> c_int {
-        call("MPI_Comm_split", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let color = if color == abi::MPI_UNDEFINED { UNDEFINED_COLOR } else { color };
-            let n = s.world()?.comm_split(&c, color, key)?;
-            let h = add_comm(s, comm, n)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newcomm, h) }
-        })
+        let color = if color == abi::MPI_UNDEFINED { UNDEFINED_COLOR } else { color };
+        call_constructing(
+            "MPI_Comm_split",
+            Some(comm),
+            |s| Ok(comm_of(s, comm)?.0),
+            |st, c| construct::comm_split(st, &c, color, key),
+            |s, n| new_comm_out(s, comm, n, newcomm),
+        )
     }
 
     fn Comm_split_type(comm: MPI_Comm, split_type: c_int, key: c_int, _info: MPI_Info, newcomm: *mut MPI_Comm) -> c_int {
-        call("MPI_Comm_split_type", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let participate = split_type != abi::MPI_UNDEFINED;
-            if participate && split_type != abi::MPI_COMM_TYPE_SHARED {
-                return fail(ErrorClass::Arg, format!("split type {split_type} is not supported (MPI_COMM_TYPE_SHARED is)"));
-            }
-            let n = s.world()?.comm_split_shared(&c, key, participate)?;
-            let h = add_comm(s, comm, n)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newcomm, h) }
-        })
+        let participate = split_type != abi::MPI_UNDEFINED;
+        call_constructing(
+            "MPI_Comm_split_type",
+            Some(comm),
+            |s| {
+                let (c, _) = comm_of(s, comm)?;
+                if participate && split_type != abi::MPI_COMM_TYPE_SHARED {
+                    return fail(ErrorClass::Arg, format!("split type {split_type} is not supported (MPI_COMM_TYPE_SHARED is)"));
+                }
+                Ok(c)
+            },
+            |st, c| construct::comm_split_shared(st, &c, key, participate),
+            |s, n| new_comm_out(s, comm, n, newcomm),
+        )
     }
 
     fn Comm_create(comm: MPI_Comm, group: MPI_Group, newcomm: *mut MPI_Comm) -> c_int {
-        call("MPI_Comm_create", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let g = s.group(group)?;
-            let n = s.world()?.comm_create(&c, &g)?;
-            let h = add_comm(s, comm, n)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newcomm, h) }
-        })
+        call_constructing(
+            "MPI_Comm_create",
+            Some(comm),
+            |s| Ok((comm_of(s, comm)?.0, s.group(group)?)),
+            |st, (c, g)| construct::comm_create(st, &c, &g),
+            |s, n| new_comm_out(s, comm, n, newcomm),
+        )
     }
 
     fn Comm_create_group(comm: MPI_Comm, group: MPI_Group, tag: c_int, newcomm: *mut MPI_Comm) -> c_int {
-        call("MPI_Comm_create_group", Some(comm), |s| {
-            let (c, _) = comm_of(s, comm)?;
-            let g = s.group(group)?;
-            if tag < 0 {
-                return fail(ErrorClass::Tag, format!("tag {tag} is negative"));
-            }
-            let n = s.world()?.comm_create_group(&c, &g, tag)?;
-            let h = add_comm(s, comm, Some(n))?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newcomm, h) }
-        })
+        call_constructing(
+            "MPI_Comm_create_group",
+            Some(comm),
+            |s| {
+                let (c, _) = comm_of(s, comm)?;
+                let g = s.group(group)?;
+                if tag < 0 {
+                    return fail(ErrorClass::Tag, format!("tag {tag} is negative"));
+                }
+                Ok((c, g))
+            },
+            |st, (c, g)| construct::comm_create_group(st, &c, &g, tag),
+            |s, n| new_comm_out(s, comm, Some(n), newcomm),
+        )
     }
 
     fn Comm_free(comm: *mut MPI_Comm) -> c_int {
@@ -288,29 +322,32 @@ mpi_fn! {
     }
 
     fn Intercomm_create(local_comm: MPI_Comm, local_leader: c_int, peer_comm: MPI_Comm, remote_leader: c_int, tag: c_int, newintercomm: *mut MPI_Comm) -> c_int {
-        call("MPI_Intercomm_create", Some(local_comm), |s| {
-            let (local, _) = comm_of(s, local_comm)?;
-            // The peer communicator is significant only at the local leader (§6.6.2).
-            let peer = if local.rank == local_leader { Some(comm_of(s, peer_comm)?.0) } else { None };
-            if peer.is_some() && tag < 0 {
-                return fail(ErrorClass::Tag, format!("tag {tag} is negative"));
-            }
-            let peer = peer.unwrap_or_else(|| local.clone());
-            let n = s.world()?.intercomm_create(&local, local_leader, &peer, remote_leader, tag)?;
-            let h = add_comm(s, local_comm, Some(n))?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newintercomm, h) }
-        })
+        call_constructing(
+            "MPI_Intercomm_create",
+            Some(local_comm),
+            |s| {
+                let (local, _) = comm_of(s, local_comm)?;
+                // The peer communicator is significant only at the local leader (§6.6.2).
+                let peer = if local.rank == local_leader { Some(comm_of(s, peer_comm)?.0) } else { None };
+                if peer.is_some() && tag < 0 {
+                    return fail(ErrorClass::Tag, format!("tag {tag} is negative"));
+                }
+                let peer = peer.unwrap_or_else(|| local.clone());
+                Ok((local, peer))
+            },
+            |st, (local, peer)| construct::intercomm_create(st, &local, local_leader, &peer, remote_leader, tag),
+            |s, n| new_comm_out(s, local_comm, Some(n), newintercomm),
+        )
     }
 
     fn Intercomm_merge(intercomm: MPI_Comm, high: c_int, newintracomm: *mut MPI_Comm) -> c_int {
-        call("MPI_Intercomm_merge", Some(intercomm), |s| {
-            let (c, _) = comm_of(s, intercomm)?;
-            let n = s.world()?.intercomm_merge(&c, high != 0)?;
-            let h = add_comm(s, intercomm, Some(n))?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newintracomm, h) }
-        })
+        call_constructing(
+            "MPI_Intercomm_merge",
+            Some(intercomm),
+            |s| Ok(comm_of(s, intercomm)?.0),
+            |st, c| construct::intercomm_merge(st, &c, high != 0),
+            |s, n| new_comm_out(s, intercomm, Some(n), newintracomm),
+        )
     }
 
     fn Comm_group(comm: MPI_Comm, group: *mut MPI_Group) -> c_int {

@@ -17,9 +17,10 @@ use crate::state::{fail, CommEntry, Fail, Handler, Res, State, UserError, STATE}
 /// What `MPI_Init_thread` provides: every call takes the state lock, so any thread may call at
 /// any time; at `MPI_THREAD_MULTIPLE` the blocking point-to-point, completion, probe,
 /// collective and window-synchronisation calls let it go while they wait
-/// (`export::call_blocking`). Communicator and window constructors, `MPI_Win_free` and
-/// `MPI_Finalize` still wait holding it: two threads creating communicators over different
-/// groups at once can block each other.
+/// (`export::call_blocking`), and so do the communicator and window constructors and
+/// `MPI_Win_free` (`export::call_constructing`; concurrent context agreements stay distinct,
+/// see `kawarimi_runtime::construct::agree_ctx`). `MPI_Finalize` waits holding it, which the
+/// standard allows: it is called by one thread once every other has finished its MPI calls.
 const PROVIDED_THREAD_LEVEL: c_int = abi::MPI_THREAD_MULTIPLE;
 
 fn init(s: &mut State, required: c_int) -> Res<()> {

@@ -31,8 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kawarimi_runtime::coll;
 use kawarimi_runtime::comm::Comm;
+use kawarimi_runtime::construct::{self, Steps};
 use kawarimi_runtime::core::{RecvBuf, ReqId};
 use kawarimi_runtime::datatype::Datatype;
 use kawarimi_runtime::error::{err, ErrorClass, MpiResult};
@@ -53,7 +53,7 @@ use crate::api::attr::{
 };
 use crate::api::env::{handler_handle, handler_of};
 use crate::api::p2p::{check_buffer, comm_of, with_handler};
-use crate::export::{call, call_around, call_blocking};
+use crate::export::{call, call_around, call_blocking, call_constructing};
 use crate::mem::out;
 use crate::state::{
     decode, encode, fail, table_full, AttrObject, Attrs, ErrhandlerFn, Handler, Kind, OpEntry, Request, RequestEntry,
@@ -272,32 +272,78 @@ fn entry(s: &mut State, i: usize) -> &mut WinEntry {
 }
 
 /// A window size argument in bytes (§11.2: not negative).
-fn window_len(size: MPI_Aint) -> Res<usize> {
-    usize::try_from(size).or_else(|_| fail(ErrorClass::Size, format!("window size {size} is negative")))
+fn window_len(size: MPI_Aint) -> MpiResult<usize> {
+    usize::try_from(size).or_else(|_| err(ErrorClass::Size, format!("window size {size} is negative")))
 }
 
-/// Makes a window over `size` bytes at `base` on the communicator `comm` (collective).
-fn create(
-    s: &mut State,
-    comm: MPI_Comm,
+/// A window constructor's arguments, checked: the window is made over `size` bytes (`len`)
+/// at `base` of each member of `comm`, with `backing` behind it.
+struct WindowArgs {
+    comm: Arc<Comm>,
     base: usize,
     size: MPI_Aint,
+    len: usize,
     disp_unit: c_int,
     flavor: c_int,
     backing: Backing,
-) -> Res<MPI_Win> {
-    let (c, _) = comm_of(s, comm)?;
-    if c.is_inter() {
-        return fail(ErrorClass::Comm, "a window needs an intra-communicator");
+}
+
+impl WindowArgs {
+    fn new(
+        c: Arc<Comm>,
+        base: usize,
+        size: MPI_Aint,
+        disp_unit: c_int,
+        flavor: c_int,
+        backing: Backing,
+    ) -> MpiResult<WindowArgs> {
+        if c.is_inter() {
+            return err(ErrorClass::Comm, "a window needs an intra-communicator");
+        }
+        let len = window_len(size)?;
+        if disp_unit <= 0 {
+            return err(ErrorClass::Disp, format!("displacement unit {disp_unit} is not positive"));
+        }
+        Ok(WindowArgs { comm: c, base, size, len, disp_unit, flavor, backing })
     }
-    let len = window_len(size)?;
-    if disp_unit <= 0 {
-        return fail(ErrorClass::Disp, format!("displacement unit {disp_unit} is not positive"));
-    }
+}
+
+/// A window constructor (collective over `comm`): `args` checks its arguments under the state
+/// lock, `prepare` makes what backs the window (collectively, for a shared one), then the
+/// window's own communicator is made and every member's size, unit and base gathered on it —
+/// both by [`Steps`] that let go of the state while they wait at `MPI_THREAD_MULTIPLE` — and
+/// the window is stored and `give` writes its handle and base to the caller.
+fn window_call<T>(
+    name: &'static str,
+    comm: MPI_Comm,
+    args: impl FnOnce(&mut State) -> Res<T>,
+    prepare: impl FnOnce(&mut dyn Steps, T) -> MpiResult<WindowArgs>,
+    give: impl FnOnce(MPI_Win, usize) -> Res<()>,
+) -> c_int {
+    call_constructing(
+        name,
+        Some(comm),
+        args,
+        |st, t| {
+            let a = prepare(st, t)?;
+            let wc = Arc::new(construct::comm_dup(st, &a.comm)?);
+            let mine: Vec<u8> =
+                [a.len as u64, a.disp_unit as u64, a.base as u64].iter().flat_map(|v| v.to_le_bytes()).collect();
+            let all = construct::allgather(st, &wc, &mine, &vec![24; wc.size() as usize])?;
+            Ok((a, wc, all))
+        },
+        |s, (a, wc, all)| {
+            let base = a.base;
+            give(add_window(s, a, wc, &all)?, base)
+        },
+    )
+}
+
+/// Stores the window made of `a` on its communicator `wc`, every member's size, unit and base
+/// in `all`; returns its handle.
+fn add_window(s: &mut State, a: WindowArgs, wc: Arc<Comm>, all: &[Vec<u8>]) -> Res<MPI_Win> {
+    let WindowArgs { base, size, len, disp_unit, flavor, backing, .. } = a;
     let w = s.world()?;
-    let wc = Arc::new(w.comm_dup(&c)?);
-    let mine: Vec<u8> = [len as u64, disp_unit as u64, base as u64].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let all = coll::allgatherv(&mut w.engine, &wc, &mine, &vec![24; wc.size() as usize])?;
     let word = |b: &[u8], k: usize| u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().expect("8 bytes")) as usize;
     let sizes = all.iter().map(|b| word(b, 0)).collect();
     let units = all.iter().map(|b| word(b, 1)).collect();
@@ -652,47 +698,59 @@ fn check_rank(s: &State, i: usize, rank: c_int) -> Res<()> {
 
 mpi_fn! {
     fn Win_create(base: *mut c_void, size: MPI_Aint, disp_unit: c_int, _info: MPI_Info, comm: MPI_Comm, win: *mut MPI_Win) -> c_int {
-        call("MPI_Win_create", Some(comm), |s| {
+        window_call("MPI_Win_create", comm, |s| {
             if size > 0 && base.is_null() {
                 return fail(ErrorClass::Arg, "a window of bytes at NULL");
             }
-            let h = create(s, comm, base as usize, size, disp_unit, abi::MPI_WIN_FLAVOR_CREATE, Backing::Program)?;
+            let (c, _) = comm_of(s, comm)?;
+            Ok(WindowArgs::new(c, base as usize, size, disp_unit, abi::MPI_WIN_FLAVOR_CREATE, Backing::Program)?)
+        }, |_, a| Ok(a), |h, _| {
             // SAFETY: caller's output argument.
             unsafe { out(win, h) }
         })
     }
 
     fn Win_allocate(size: MPI_Aint, disp_unit: c_int, _info: MPI_Info, comm: MPI_Comm, baseptr: *mut c_void, win: *mut MPI_Win) -> c_int {
-        call("MPI_Win_allocate", Some(comm), |s| {
+        window_call("MPI_Win_allocate", comm, |s| {
             let len = window_len(size)?;
             // A Vec, not a Box: moving it into the window keeps the pointer handed out valid.
             let mut memory = vec![0u128; len.div_ceil(16)];
             let base = memory.as_mut_ptr() as usize;
-            let h = create(s, comm, base, size, disp_unit, abi::MPI_WIN_FLAVOR_ALLOCATE, Backing::Heap { _memory: memory })?;
+            let (c, _) = comm_of(s, comm)?;
+            Ok(WindowArgs::new(c, base, size, disp_unit, abi::MPI_WIN_FLAVOR_ALLOCATE, Backing::Heap { _memory: memory })?)
+        }, |_, a| Ok(a), |h, base| {
             // SAFETY: `baseptr` is a `void **` output argument (§11.2.2).
             unsafe { out(baseptr as *mut *mut c_void, base as *mut c_void)?; out(win, h) }
         })
     }
 
     fn Win_allocate_shared(size: MPI_Aint, disp_unit: c_int, info: MPI_Info, comm: MPI_Comm, baseptr: *mut c_void, win: *mut MPI_Win) -> c_int {
-        call("MPI_Win_allocate_shared", Some(comm), |s| {
+        window_call("MPI_Win_allocate_shared", comm, |s| {
             // With "alloc_shared_noncontig" an empty part has no address (NULL), as in Open MPI;
             // contiguous, it has the address where it would start.
             let noncontig = s.hints(info)?.iter().any(|(k, v)| k == "alloc_shared_noncontig" && v == "true");
-            let (segment, offsets) = shared_segment(s, comm, size)?;
             let (c, _) = comm_of(s, comm)?;
-            let base = if size == 0 && noncontig { 0 } else { segment.as_ptr() as usize + offsets[c.rank as usize] };
+            if c.is_inter() {
+                return fail(ErrorClass::Comm, "a window needs an intra-communicator");
+            }
+            Ok((c, window_len(size)?, noncontig))
+        }, |st, (c, len, noncontig)| {
+            let (segment, offsets) = shared_segment(st, &c, len)?;
+            let base = if len == 0 && noncontig { 0 } else { segment.as_ptr() as usize + offsets[c.rank as usize] };
             let backing = Backing::Shared { segment, offsets, noncontig };
-            let h = create(s, comm, base, size, disp_unit, abi::MPI_WIN_FLAVOR_SHARED, backing)?;
+            WindowArgs::new(c, base, size, disp_unit, abi::MPI_WIN_FLAVOR_SHARED, backing)
+        }, |h, base| {
             // SAFETY: `baseptr` is a `void **` output argument (§11.2.3).
             unsafe { out(baseptr as *mut *mut c_void, base as *mut c_void)?; out(win, h) }
         })
     }
 
     fn Win_create_dynamic(_info: MPI_Info, comm: MPI_Comm, win: *mut MPI_Win) -> c_int {
-        call("MPI_Win_create_dynamic", Some(comm), |s| {
+        window_call("MPI_Win_create_dynamic", comm, |s| {
             let backing = Backing::Dynamic(Arc::new(Mutex::new(Vec::new())));
-            let h = create(s, comm, 0, 0, 1, abi::MPI_WIN_FLAVOR_DYNAMIC, backing)?;
+            let (c, _) = comm_of(s, comm)?;
+            Ok(WindowArgs::new(c, 0, 0, 1, abi::MPI_WIN_FLAVOR_DYNAMIC, backing)?)
+        }, |_, a| Ok(a), |h, _| {
             // SAFETY: caller's output argument.
             unsafe { out(win, h) }
         })
@@ -769,29 +827,36 @@ mpi_fn! {
         // SAFETY: checked non-null; the caller's window handle.
         let h = unsafe { *win };
         // The attributes' delete callbacks run first, outside the lock (§11.2.6).
-        call_around(
+        let rc = call_around(
             "MPI_Win_free",
             Some(h as MPI_Comm),
             |s| attrs_with_keyvals(s, AttrOwner::Win(h)),
             |attrs| delete_attrs(AttrOwner::Win(h), attrs),
-            |s, ()| {
-            let i = win_index(s, h)?;
+            |_, ()| Ok(()),
+        );
+        if rc != abi::MPI_SUCCESS {
+            return rc;
+        }
+        // Every member's operations on this window are applied before anyone lets go: a fence,
+        // waited for like MPI_Win_fence's.
+        let first = |s: &mut State, i: usize| {
             let e = s.windows.get(i).expect("checked");
             let ep = &e.epochs;
             if ep.lock_all || !ep.locked.is_empty() || ep.access.is_some() || ep.exposure.is_some() {
                 return fail(ErrorClass::RmaSync, "MPI_Win_free inside an epoch (a lock held, or a start or post not ended)");
             }
             let id = e.id;
-            // Every member's operations on this window are applied before anyone lets go.
-            s.world()?.engine.window_fence(id)?;
+            s.world()?.engine.window_fence_enter(id)?;
+            Ok((Awaiting::Fence, id))
+        };
+        win_sync("MPI_Win_free", h, first, |s, i, id| {
             complete_pending(s, i, None)?;
             s.world()?.engine.remove_window(id);
             s.windows.remove(i);
             // SAFETY: as above.
             unsafe { *win = win_null() };
             Ok(())
-            },
-        )
+        })
     }
 
     fn Win_set_info(win: MPI_Win, info: MPI_Info) -> c_int {
@@ -1210,21 +1275,15 @@ mpi_fn! {
 /// part back to back in rank order (the standard's default contiguous layout), created by
 /// rank 0, mapped by the others, and its name removed once all have it. Refused with
 /// MPI_ERR_RMA_SHARED unless every member is on this host.
-fn shared_segment(s: &mut State, comm: MPI_Comm, size: MPI_Aint) -> Res<(Segment, Vec<usize>)> {
-    let (c, _) = comm_of(s, comm)?;
-    if c.is_inter() {
-        return fail(ErrorClass::Comm, "a window needs an intra-communicator");
-    }
-    let len = window_len(size)?;
-    let w = s.world()?;
-    if w.host_colours(&c)?.iter().any(|&h| h != 0) {
-        return fail(
+fn shared_segment(st: &mut dyn Steps, c: &Comm, len: usize) -> MpiResult<(Segment, Vec<usize>)> {
+    if construct::host_colours(st, c)?.iter().any(|&h| h != 0) {
+        return err(
             ErrorClass::RmaShared,
             "MPI_Win_allocate_shared needs every process of the communicator on one host",
         );
     }
     let n = c.size() as usize;
-    let lens = coll::allgatherv(&mut w.engine, &c, &(len as u64).to_le_bytes(), &vec![8; n])?;
+    let lens = construct::allgather(st, c, &(len as u64).to_le_bytes(), &vec![8; n])?;
     let mut offsets = Vec::with_capacity(n);
     let mut total = 0usize;
     for l in &lens {
@@ -1235,7 +1294,11 @@ fn shared_segment(s: &mut State, comm: MPI_Comm, size: MPI_Aint) -> Res<(Segment
     let mut made = None;
     let mut name = [0u8; 256];
     if c.rank == 0 {
-        let text = match Segment::create(&format!("win{}", std::process::id()), total.max(1)) {
+        // Named by a count of this process's shared windows: two threads may make one each at
+        // once (the name's other parts are the process's).
+        static SHARED_WINDOWS_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nth = SHARED_WINDOWS_MADE.fetch_add(1, Ordering::Relaxed);
+        let text = match Segment::create(&format!("win{nth}"), total.max(1)) {
             Ok(seg) => {
                 let t = format!("ok {}", seg.name());
                 made = Some(seg);
@@ -1246,7 +1309,7 @@ fn shared_segment(s: &mut State, comm: MPI_Comm, size: MPI_Aint) -> Res<(Segment
         let b = text.as_bytes();
         name[..b.len().min(255)].copy_from_slice(&b[..b.len().min(255)]);
     }
-    coll::bcast(&mut w.engine, &c, 0, &mut name)?;
+    construct::bcast(st, c, 0, &mut name)?;
     let text = String::from_utf8_lossy(&name).trim_end_matches('\0').to_string();
     let opened = match (made, text.strip_prefix("ok ")) {
         (Some(seg), _) => Ok(seg),
@@ -1255,15 +1318,15 @@ fn shared_segment(s: &mut State, comm: MPI_Comm, size: MPI_Aint) -> Res<(Segment
     };
     // Everyone says whether it has the segment: all go on, or all fail.
     let flag = [u8::from(opened.is_ok())];
-    let flags = coll::allgatherv(&mut w.engine, &c, &flag, &vec![1; n])?;
+    let flags = construct::allgather(st, c, &flag, &vec![1; n])?;
     let mut segment = match opened {
         Ok(seg) if flags.iter().all(|f| f[0] == 1) => seg,
-        Ok(_) => return fail(ErrorClass::RmaShared, "another process could not map the shared window's segment"),
-        Err(e) => return fail(ErrorClass::RmaShared, format!("the shared window's segment: {e}")),
+        Ok(_) => return err(ErrorClass::RmaShared, "another process could not map the shared window's segment"),
+        Err(e) => return err(ErrorClass::RmaShared, format!("the shared window's segment: {e}")),
     };
     segment
         .unlink()
-        .or_else(|e| fail(ErrorClass::RmaShared, format!("removing the shared window segment's name: {e}")))?;
+        .or_else(|e| err(ErrorClass::RmaShared, format!("removing the shared window segment's name: {e}")))?;
     Ok((segment, offsets))
 }
 

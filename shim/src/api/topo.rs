@@ -1,17 +1,35 @@
 //! Virtual topologies (MPI-3.1 §7.5): Cartesian, graph and distributed graph.
 
 use std::ffi::c_int;
+use std::sync::Arc;
 
 use kawarimi_runtime::comm::{dims_create, Cartesian, Comm, DistGraph, Graph, Topology};
-use kawarimi_runtime::error::ErrorClass;
+use kawarimi_runtime::construct::{self, Steps};
+use kawarimi_runtime::error::{ErrorClass, MpiResult};
 use kawarimi_runtime::world::UNDEFINED_COLOR;
 
 use crate::abi::{self, MPI_Comm, MPI_Info};
-use crate::api::comm::add_comm;
+use crate::api::comm::new_comm_out;
 use crate::api::p2p::comm_of;
-use crate::export::call;
+use crate::export::{call, call_constructing};
 use crate::mem::{c_array, c_array_mut, out};
 use crate::state::{fail, Res, State};
+
+/// The communicator of a topology constructor: `parent` split by `color` (`UNDEFINED_COLOR`
+/// for the processes left out), every process keeping its order (reorder is allowed, not
+/// required), with topology `topo`.
+fn split_with_topology(
+    st: &mut dyn Steps,
+    (parent, color, topo): (Arc<Comm>, i32, Topology),
+) -> MpiResult<Option<Comm>> {
+    Ok(construct::comm_split(st, &parent, color, parent.rank)?.map(|n| Comm { topo: Some(topo), ..n }))
+}
+
+/// A duplicate of `parent` with the distributed graph `graph`: every process keeps its rank
+/// (reorder is allowed, not required).
+fn dup_with_graph(st: &mut dyn Steps, parent: &Comm, graph: DistGraph) -> MpiResult<Comm> {
+    Ok(Comm { topo: Some(Topology::DistGraph(graph)), ..construct::comm_dup(st, parent)? })
+}
 
 fn cart_of(s: &State, comm: MPI_Comm) -> Res<(std::sync::Arc<Comm>, Cartesian)> {
     let (c, _) = comm_of(s, comm)?;
@@ -94,7 +112,7 @@ unsafe fn write_list(values: &[i32], max: c_int, to: *mut c_int) -> Res<()> {
 
 mpi_fn! {
     fn Graph_create(comm_old: MPI_Comm, nnodes: c_int, index: *const c_int, edges: *const c_int, _reorder: c_int, comm_graph: *mut MPI_Comm) -> c_int {
-        call("MPI_Graph_create", Some(comm_old), |s| {
+        call_constructing("MPI_Graph_create", Some(comm_old), |s| {
             let (c, _) = comm_of(s, comm_old)?;
             if c.is_inter() {
                 return fail(ErrorClass::Comm, "MPI_Graph_create needs an intra-communicator");
@@ -116,15 +134,8 @@ mpi_fn! {
             // Ranks are kept in order (reorder is allowed, not required); the ones beyond the
             // graph get MPI_COMM_NULL.
             let color = if c.rank < nnodes { 0 } else { UNDEFINED_COLOR };
-            let graph = Graph { index, edges };
-            let n = s.world()?.comm_split(&c, color, c.rank)?.map(|mut n| {
-                n.topo = Some(Topology::Graph(graph));
-                n
-            });
-            let h = add_comm(s, comm_old, n)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(comm_graph, h) }
-        })
+            Ok((c, color, Topology::Graph(Graph { index, edges })))
+        }, split_with_topology, |s, n| new_comm_out(s, comm_old, n, comm_graph))
     }
 
     fn Graphdims_get(comm: MPI_Comm, nnodes: *mut c_int, nedges: *mut c_int) -> c_int {
@@ -173,7 +184,7 @@ mpi_fn! {
     }
 
     fn Dist_graph_create_adjacent(comm_old: MPI_Comm, indegree: c_int, sources: *const c_int, sourceweights: *const c_int, outdegree: c_int, destinations: *const c_int, destweights: *const c_int, _info: MPI_Info, _reorder: c_int, comm_dist_graph: *mut MPI_Comm) -> c_int {
-        call("MPI_Dist_graph_create_adjacent", Some(comm_old), |s| {
+        call_constructing("MPI_Dist_graph_create_adjacent", Some(comm_old), |s| {
             let (c, _) = comm_of(s, comm_old)?;
             if c.is_inter() {
                 return fail(ErrorClass::Comm, "MPI_Dist_graph_create_adjacent needs an intra-communicator");
@@ -190,17 +201,12 @@ mpi_fn! {
                 destination_weights: dw.unwrap_or_default(),
                 weighted,
             };
-            // Every process keeps its rank (reorder is allowed, not required).
-            let mut n = s.world()?.comm_dup(&c)?;
-            n.topo = Some(Topology::DistGraph(graph));
-            let h = add_comm(s, comm_old, Some(n))?;
-            // SAFETY: caller's output argument.
-            unsafe { out(comm_dist_graph, h) }
-        })
+            Ok((c, graph))
+        }, |st, (c, graph)| dup_with_graph(st, &c, graph), |s, n| new_comm_out(s, comm_old, Some(n), comm_dist_graph))
     }
 
     fn Dist_graph_create(comm_old: MPI_Comm, n: c_int, sources: *const c_int, degrees: *const c_int, destinations: *const c_int, weights: *const c_int, _info: MPI_Info, _reorder: c_int, comm_dist_graph: *mut MPI_Comm) -> c_int {
-        call("MPI_Dist_graph_create", Some(comm_old), |s| {
+        call_constructing("MPI_Dist_graph_create", Some(comm_old), |s| {
             let (c, _) = comm_of(s, comm_old)?;
             if c.is_inter() {
                 return fail(ErrorClass::Comm, "MPI_Dist_graph_create needs an intra-communicator");
@@ -223,14 +229,11 @@ mpi_fn! {
                     next += 1;
                 }
             }
-            let graph = s.world()?.dist_graph(&c, &edges, ws.is_some())?;
-            // Every process keeps its rank (reorder is allowed, not required).
-            let mut g = s.world()?.comm_dup(&c)?;
-            g.topo = Some(Topology::DistGraph(graph));
-            let h = add_comm(s, comm_old, Some(g))?;
-            // SAFETY: caller's output argument.
-            unsafe { out(comm_dist_graph, h) }
-        })
+            Ok((c, edges, ws.is_some()))
+        }, |st, (c, edges, weighted)| {
+            let graph = construct::dist_graph(st, &c, &edges, weighted)?;
+            dup_with_graph(st, &c, graph)
+        }, |s, n| new_comm_out(s, comm_old, Some(n), comm_dist_graph))
     }
 
     fn Dist_graph_neighbors_count(comm: MPI_Comm, indegree: *mut c_int, outdegree: *mut c_int, weighted: *mut c_int) -> c_int {
@@ -277,7 +280,7 @@ mpi_fn! {
     }
 
     fn Cart_create(comm_old: MPI_Comm, ndims: c_int, dims: *const c_int, periods: *const c_int, _reorder: c_int, comm_cart: *mut MPI_Comm) -> c_int {
-        call("MPI_Cart_create", Some(comm_old), |s| {
+        call_constructing("MPI_Cart_create", Some(comm_old), |s| {
             let (c, _) = comm_of(s, comm_old)?;
             if c.is_inter() {
                 return fail(ErrorClass::Comm, "MPI_Cart_create needs an intra-communicator");
@@ -297,14 +300,9 @@ mpi_fn! {
             // Ranks are kept in order (reorder is allowed, not required); the ones beyond the
             // grid get MPI_COMM_NULL.
             let color = if (c.rank as i64) < nodes { 0 } else { UNDEFINED_COLOR };
-            let n = s.world()?.comm_split(&c, color, c.rank)?.map(|mut n| {
-                n.topo = Some(Topology::Cart(Cartesian { dims: d.to_vec(), periods: p.iter().map(|&x| x != 0).collect() }));
-                n
-            });
-            let h = add_comm(s, comm_old, n)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(comm_cart, h) }
-        })
+            let cart = Cartesian { dims: d.to_vec(), periods: p.iter().map(|&x| x != 0).collect() };
+            Ok((c, color, Topology::Cart(cart)))
+        }, split_with_topology, |s, n| new_comm_out(s, comm_old, n, comm_cart))
     }
 
     fn Cart_map(comm: MPI_Comm, ndims: c_int, dims: *const c_int, _periods: *const c_int, newrank: *mut c_int) -> c_int {
@@ -324,7 +322,7 @@ mpi_fn! {
     }
 
     fn Cart_sub(comm: MPI_Comm, remain_dims: *const c_int, newcomm: *mut MPI_Comm) -> c_int {
-        call("MPI_Cart_sub", Some(comm), |s| {
+        call_constructing("MPI_Cart_sub", Some(comm), |s| {
             let (c, cart) = cart_of(s, comm)?;
             // SAFETY: one flag per dimension (§7.5.7).
             let keep = unsafe { c_array(remain_dims, cart.dims.len())? };
@@ -340,14 +338,8 @@ mpi_fn! {
                 dims: cart.dims.iter().zip(keep).filter(|(_, &k)| k != 0).map(|(&d, _)| d).collect(),
                 periods: cart.periods.iter().zip(keep).filter(|(_, &k)| k != 0).map(|(&p, _)| p).collect(),
             };
-            let n = s.world()?.comm_split(&c, color, c.rank)?.map(|mut n| {
-                n.topo = Some(Topology::Cart(sub));
-                n
-            });
-            let h = add_comm(s, comm, n)?;
-            // SAFETY: caller's output argument.
-            unsafe { out(newcomm, h) }
-        })
+            Ok((c, color, Topology::Cart(sub)))
+        }, split_with_topology, |s, n| new_comm_out(s, comm, n, newcomm))
     }
 
     fn Cart_coords(comm: MPI_Comm, rank: c_int, maxdims: c_int, coords: *mut c_int) -> c_int {
