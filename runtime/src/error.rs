@@ -42,11 +42,16 @@ pub enum ErrorClass {
     RmaFlavor,
     RmaShared,
     RmaAttach,
+    /// Info objects (§9): an invalid info, a key or value too long or empty, a key not there.
+    Info,
+    InfoKey,
+    InfoValue,
+    InfoNokey,
 }
 
 impl ErrorClass {
     /// Every class, in declaration order.
-    pub const ALL: [ErrorClass; 32] = [
+    pub const ALL: [ErrorClass; 36] = [
         ErrorClass::Buffer,
         ErrorClass::Count,
         ErrorClass::Type,
@@ -79,6 +84,10 @@ impl ErrorClass {
         ErrorClass::RmaFlavor,
         ErrorClass::RmaShared,
         ErrorClass::RmaAttach,
+        ErrorClass::Info,
+        ErrorClass::InfoKey,
+        ErrorClass::InfoValue,
+        ErrorClass::InfoNokey,
     ];
 
     /// The class of a standard name ([`ErrorClass::name`]), for errors that travel between
@@ -122,6 +131,10 @@ impl ErrorClass {
             ErrorClass::RmaFlavor => "MPI_ERR_RMA_FLAVOR",
             ErrorClass::RmaShared => "MPI_ERR_RMA_SHARED",
             ErrorClass::RmaAttach => "MPI_ERR_RMA_ATTACH",
+            ErrorClass::Info => "MPI_ERR_INFO",
+            ErrorClass::InfoKey => "MPI_ERR_INFO_KEY",
+            ErrorClass::InfoValue => "MPI_ERR_INFO_VALUE",
+            ErrorClass::InfoNokey => "MPI_ERR_INFO_NOKEY",
         }
     }
 }

@@ -140,6 +140,10 @@ pub fn class_code(c: ErrorClass) -> c_int {
         E::RmaFlavor => abi::MPI_ERR_RMA_FLAVOR,
         E::RmaShared => abi::MPI_ERR_RMA_SHARED,
         E::RmaAttach => abi::MPI_ERR_RMA_ATTACH,
+        E::Info => abi::MPI_ERR_INFO,
+        E::InfoKey => abi::MPI_ERR_INFO_KEY,
+        E::InfoValue => abi::MPI_ERR_INFO_VALUE,
+        E::InfoNokey => abi::MPI_ERR_INFO_NOKEY,
     }
 }
 

@@ -555,11 +555,11 @@ impl State {
         let addr = h as usize;
         match decode(addr, Kind::Info) {
             Some(i) if self.infos.get(i).is_some() => Ok(i),
-            Some(_) => fail(ErrorClass::Arg, format!("info {addr:#x} was freed")),
+            Some(_) => fail(ErrorClass::Info, format!("info {addr:#x} was freed")),
             None if abi::predefined().info(addr).is_some() => {
-                fail(ErrorClass::Arg, "MPI_INFO_NULL or MPI_INFO_ENV cannot be used here")
+                fail(ErrorClass::Info, "MPI_INFO_NULL or MPI_INFO_ENV cannot be used here")
             }
-            None => fail(ErrorClass::Arg, format!("{addr:#x} is not an info handle")),
+            None => fail(ErrorClass::Info, format!("{addr:#x} is not an info handle")),
         }
     }
 

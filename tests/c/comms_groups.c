@@ -1,4 +1,4 @@
-/* comms_groups: Comm_dup/split/split_type/create/create_group/free/compare,
+/* comms_groups: Comm_dup/split/split_type/create/create_group/free/disconnect/compare,
  * names, attributes with copy/delete callbacks, MPI_TAG_UB, group
  * constructors and queries, and messaging on derived communicators. */
 #include "check.h"
@@ -446,6 +446,36 @@ int main(int argc, char **argv)
         CHECK(y == (rank % 2 == 0 ? (size + 1) / 2 : size / 2));
         MPI_OK(MPI_Comm_free(&b));
         MPI_OK(MPI_Comm_free(&a));
+    }
+
+    /* ---- MPI_Comm_disconnect (MPI-3.1 10.5.4) on an ordinary communicator: collective, the
+     * attributes deleted, the handle set to MPI_COMM_NULL; refused for MPI_COMM_NULL and the
+     * predefined communicators ---- */
+    {
+        MPI_Comm d;
+        MPI_OK(MPI_Comm_dup(dup, &d));
+        int key, extra = 4242, value = 5;
+        MPI_OK(MPI_Comm_create_keyval(copy_cb, delete_cb, &key, &extra));
+        MPI_OK(MPI_Comm_set_attr(d, key, &value));
+        int before = delete_calls;
+        int v = rank, w = -1;
+        MPI_OK(MPI_Sendrecv(&v, 1, MPI_INT, (rank + 1) % size, 3, &w, 1, MPI_INT, (rank + size - 1) % size, 3, d,
+                            MPI_STATUS_IGNORE));
+        CHECK(w == (rank + size - 1) % size);
+        MPI_OK(MPI_Comm_disconnect(&d));
+        CHECK(d == MPI_COMM_NULL);
+        CHECKF(delete_calls == before + 1 && last_deleted == 5, "disconnect deleted %d attributes",
+               delete_calls - before);
+        MPI_OK(MPI_Comm_free_keyval(&key));
+        MPI_OK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+        MPI_Comm null = MPI_COMM_NULL, world = MPI_COMM_WORLD;
+        int rc = MPI_Comm_disconnect(&null), cls = -1;
+        MPI_OK(MPI_Error_class(rc, &cls));
+        CHECKF(cls == MPI_ERR_COMM, "disconnecting MPI_COMM_NULL gave class %d", cls);
+        rc = MPI_Comm_disconnect(&world);
+        MPI_OK(MPI_Error_class(rc, &cls));
+        CHECKF(cls == MPI_ERR_COMM && world == MPI_COMM_WORLD, "disconnecting MPI_COMM_WORLD gave class %d", cls);
+        MPI_OK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL));
     }
 
     MPI_OK(MPI_Comm_free(&rev));

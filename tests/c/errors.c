@@ -114,6 +114,36 @@ int main(int argc, char **argv)
          * native Open MPI 4.1 returns MPI_SUCCESS for it) */
     }
 
+    /* ---- info objects, attributes and error handlers (the classes Open MPI 4.1 gives, which
+     * mpi4py's test_exceptions checks) ---- */
+    {
+        MPI_Info info;
+        MPI_OK(MPI_Info_create(&info));
+        char longkey[MPI_MAX_INFO_KEY + 8], longval[MPI_MAX_INFO_VAL + 8], key[MPI_MAX_INFO_KEY + 1];
+        memset(longkey, 'k', sizeof longkey - 1);
+        longkey[sizeof longkey - 1] = 0;
+        memset(longval, 'v', sizeof longval - 1);
+        longval[sizeof longval - 1] = 0;
+        EXPECT_CLASS(MPI_Info_delete(info, "absent"), MPI_ERR_INFO_NOKEY);
+        EXPECT_CLASS(MPI_Info_set(info, longkey, "v"), MPI_ERR_INFO_KEY);
+        EXPECT_CLASS(MPI_Info_set(info, "", "v"), MPI_ERR_INFO_KEY);
+        EXPECT_CLASS(MPI_Info_set(info, "k", longval), MPI_ERR_INFO_VALUE);
+        EXPECT_CLASS(MPI_Info_get_nthkey(info, 3, key), MPI_ERR_INFO_KEY);
+        int nkeys;
+        EXPECT_CLASS(MPI_Info_get_nkeys(MPI_INFO_NULL, &nkeys), MPI_ERR_INFO);
+        MPI_Info none = MPI_INFO_NULL;
+        EXPECT_CLASS(MPI_Info_free(&none), MPI_ERR_INFO);
+        MPI_OK(MPI_Info_free(&info));
+
+        void *v;
+        int flag;
+        EXPECT_CLASS(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_KEYVAL_INVALID, &v, &flag), MPI_ERR_KEYVAL);
+        EXPECT_CLASS(MPI_Type_get_attr(MPI_INT, MPI_KEYVAL_INVALID, &v, &flag), MPI_ERR_KEYVAL);
+        EXPECT_CLASS(MPI_Comm_get_attr(MPI_COMM_NULL, MPI_TAG_UB, &v, &flag), MPI_ERR_COMM);
+        MPI_Errhandler eh = MPI_ERRHANDLER_NULL;
+        EXPECT_CLASS(MPI_Errhandler_free(&eh), MPI_ERR_ARG);
+    }
+
     /* ---- error strings and classes ---- */
     {
         const int classes[] = {MPI_SUCCESS, MPI_ERR_BUFFER, MPI_ERR_COUNT, MPI_ERR_TYPE, MPI_ERR_TAG,

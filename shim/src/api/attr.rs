@@ -261,7 +261,8 @@ pub(crate) unsafe fn get_attr(
     attribute_val: *mut c_void,
     flag: *mut c_int,
 ) -> Res<()> {
-    if let (AttrOwner::Comm(_), Some(a)) = (owner, predefined_attr(keyval)) {
+    if let (AttrOwner::Comm(h), Some(a)) = (owner, predefined_attr(keyval)) {
+        s.comm_index(h)?;
         if keyval == abi::MPI_UNIVERSE_SIZE {
             ATTR_UNIVERSE_SIZE.store(s.world()?.proc.size as i32, Ordering::Relaxed);
         }
@@ -272,6 +273,11 @@ pub(crate) unsafe fn get_attr(
         }
     }
     let v = owner.attrs(s)?.get(keyval);
+    // A keyval that was never created (MPI_KEYVAL_INVALID among them) is an error, as in Open
+    // MPI; one freed while still attached still finds its attribute (§6.7.2).
+    if v.is_none() && !s.keyvals.contains_key(&keyval) {
+        return fail(ErrorClass::Keyval, format!("keyval {keyval} does not exist"));
+    }
     // SAFETY: caller's output arguments.
     unsafe {
         out(flag, v.is_some() as c_int)?;

@@ -676,6 +676,11 @@ unsafe fn reduce_in_slots(
     unsafe { into_recv(&recv, engine, run) }
 }
 
+/// A blocking barrier over `comm`, reported as the call `name` (`MPI_Comm_disconnect`'s).
+pub(crate) fn barrier_call(name: &'static str, comm: MPI_Comm) -> c_int {
+    coll_call(name, comm, None, |_, _| Ok(false), |_, c| Ok(barrier_plan(c)))
+}
+
 fn barrier_plan(c: &Comm) -> Plan {
     Plan::nothing_after(coll::barrier_schedule(c))
 }

@@ -87,6 +87,35 @@ fn dup_call(
     )
 }
 
+/// `MPI_Comm_free` (§6.4.3), also the end of `MPI_Comm_disconnect`.
+fn free_comm(name: &'static str, comm: *mut MPI_Comm) -> c_int {
+    call_around(
+        name,
+        None,
+        |s| {
+            if comm.is_null() {
+                return fail(ErrorClass::Arg, "NULL communicator pointer");
+            }
+            // SAFETY: non-null in/out argument.
+            let h = unsafe { *comm };
+            let i = s.comm_index(h)?;
+            if i == WORLD_INDEX || i == SELF_INDEX {
+                return fail(ErrorClass::Comm, "MPI_COMM_WORLD and MPI_COMM_SELF cannot be freed");
+            }
+            Ok((h, attrs_with_keyvals(s, AttrOwner::Comm(h))?))
+        },
+        // The callbacks run while the communicator still exists: they may use it.
+        |(h, attrs)| delete_attrs(AttrOwner::Comm(h), attrs).map(|()| h),
+        |s, h| {
+            let i = s.comm_index(h)?;
+            s.comms.remove(i);
+            // SAFETY: as above.
+            unsafe { *comm = comm_null() };
+            Ok(())
+        },
+    )
+}
+
 pub(crate) fn comparison(c: Comparison) -> c_int {
     match c {
         Comparison::Ident => abi::MPI_IDENT,
@@ -226,31 +255,35 @@ mpi_fn! {
     }
 
     fn Comm_free(comm: *mut MPI_Comm) -> c_int {
-        call_around(
-            "MPI_Comm_free",
-            None,
-            |s| {
-                if comm.is_null() {
-                    return fail(ErrorClass::Arg, "NULL communicator pointer");
-                }
-                // SAFETY: non-null in/out argument.
-                let h = unsafe { *comm };
-                let i = s.comm_index(h)?;
-                if i == WORLD_INDEX || i == SELF_INDEX {
-                    return fail(ErrorClass::Comm, "MPI_COMM_WORLD and MPI_COMM_SELF cannot be freed");
-                }
-                Ok((h, attrs_with_keyvals(s, AttrOwner::Comm(h))?))
-            },
-            // The callbacks run while the communicator still exists: they may use it.
-            |(h, attrs)| delete_attrs(AttrOwner::Comm(h), attrs).map(|()| h),
-            |s, h| {
-                let i = s.comm_index(h)?;
-                s.comms.remove(i);
-                // SAFETY: as above.
-                unsafe { *comm = comm_null() };
-                Ok(())
-            },
-        )
+        free_comm("MPI_Comm_free", comm)
+    }
+
+    fn Comm_disconnect(comm: *mut MPI_Comm) -> c_int {
+        // §10.5.4: every member waits until all have called it (as Open MPI does, a barrier;
+        // the program has completed its communication on `comm` by then, as before
+        // MPI_Finalize), then the communicator is freed. Not MPI_COMM_WORLD or MPI_COMM_SELF.
+        let h = if comm.is_null() { comm_null() } else {
+            // SAFETY: non-null in/out argument.
+            unsafe { *comm }
+        };
+        let rc = call("MPI_Comm_disconnect", Some(h), |s| {
+            if comm.is_null() {
+                return fail(ErrorClass::Arg, "NULL communicator pointer");
+            }
+            let i = s.comm_index(h)?;
+            if i == WORLD_INDEX || i == SELF_INDEX {
+                return fail(ErrorClass::Comm, "MPI_COMM_WORLD and MPI_COMM_SELF cannot be disconnected");
+            }
+            Ok(())
+        });
+        if rc != abi::MPI_SUCCESS {
+            return rc;
+        }
+        let rc = crate::api::coll::barrier_call("MPI_Comm_disconnect", h);
+        if rc != abi::MPI_SUCCESS {
+            return rc;
+        }
+        free_comm("MPI_Comm_disconnect", comm)
     }
 
     fn Comm_compare(comm1: MPI_Comm, comm2: MPI_Comm, result: *mut c_int) -> c_int {

@@ -318,6 +318,10 @@ mpi_fn! {
 
     fn Errhandler_free(errhandler: *mut MPI_Errhandler) -> c_int {
         call("MPI_Errhandler_free", None, |_| {
+            // SAFETY: caller's in/out argument, read only if not NULL.
+            if errhandler.is_null() || abi::predefined().errhandler(unsafe { *errhandler } as usize) == Some(abi::PredefErrhandler::ErrhandlerNull) {
+                return fail(ErrorClass::Arg, "MPI_ERRHANDLER_NULL cannot be freed");
+            }
             // Handlers stay valid while a communicator uses them (§8.3.4), and they are a few
             // bytes each, so freeing only resets the caller's handle.
             // SAFETY: caller's in/out argument.

@@ -12,20 +12,31 @@ use crate::export::call;
 use crate::mem::{c_string, out};
 use crate::state::{decode, fail, Kind, Res, State};
 
-/// Reads a NUL-terminated key or value, checking its length against the standard's limit.
+/// Reads a NUL-terminated key or value, checking its length against the standard's limit
+/// (`MPI_ERR_INFO_KEY` or `MPI_ERR_INFO_VALUE`, as Open MPI answers).
 ///
 /// # Safety
 /// `p` must be NULL or a NUL-terminated string.
-unsafe fn c_text(p: *const c_char, max: c_int, what: &str) -> Res<String> {
+unsafe fn c_text(p: *const c_char, text: Text) -> Res<String> {
+    let (max, what, class) = match text {
+        Text::Key => (abi::MPI_MAX_INFO_KEY, "key", ErrorClass::InfoKey),
+        Text::Value => (abi::MPI_MAX_INFO_VAL, "value", ErrorClass::InfoValue),
+    };
     if p.is_null() {
-        return fail(ErrorClass::Arg, format!("NULL {what}"));
+        return fail(class, format!("NULL {what}"));
     }
     // SAFETY: per the contract.
     let s = unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
     if s.is_empty() || s.len() > max as usize {
-        return fail(ErrorClass::Arg, format!("{what} of {} characters (1..={max} allowed)", s.len()));
+        return fail(class, format!("{what} of {} characters (1..={max} allowed)", s.len()));
     }
     Ok(s)
+}
+
+/// What [`c_text`] reads.
+enum Text {
+    Key,
+    Value,
 }
 
 fn pairs_mut(s: &mut State, info: MPI_Info) -> Res<&mut Vec<(String, String)>> {
@@ -70,7 +81,7 @@ mpi_fn! {
     fn Info_set(info: MPI_Info, key: *const c_char, value: *const c_char) -> c_int {
         call("MPI_Info_set", None, |s| {
             // SAFETY: NUL-terminated strings (§9).
-            let (k, v) = unsafe { (c_text(key, abi::MPI_MAX_INFO_KEY, "key")?, c_text(value, abi::MPI_MAX_INFO_VAL, "value")?) };
+            let (k, v) = unsafe { (c_text(key, Text::Key)?, c_text(value, Text::Value)?) };
             let pairs = pairs_mut(s, info)?;
             match pairs.iter_mut().find(|(pk, _)| *pk == k) {
                 Some(p) => p.1 = v,
@@ -83,10 +94,10 @@ mpi_fn! {
     fn Info_delete(info: MPI_Info, key: *const c_char) -> c_int {
         call("MPI_Info_delete", None, |s| {
             // SAFETY: a NUL-terminated string (§9).
-            let k = unsafe { c_text(key, abi::MPI_MAX_INFO_KEY, "key")? };
+            let k = unsafe { c_text(key, Text::Key)? };
             let pairs = pairs_mut(s, info)?;
             let Some(pos) = pairs.iter().position(|(pk, _)| *pk == k) else {
-                return fail(ErrorClass::Arg, format!("info has no key {k:?}"));
+                return fail(ErrorClass::InfoNokey, format!("info has no key {k:?}"));
             };
             pairs.remove(pos);
             Ok(())
@@ -96,7 +107,7 @@ mpi_fn! {
     fn Info_get(info: MPI_Info, key: *const c_char, valuelen: c_int, value: *mut c_char, flag: *mut c_int) -> c_int {
         call("MPI_Info_get", None, |s| {
             // SAFETY: a NUL-terminated string (§9).
-            let k = unsafe { c_text(key, abi::MPI_MAX_INFO_KEY, "key")? };
+            let k = unsafe { c_text(key, Text::Key)? };
             let found = s.info_pairs(info)?.into_iter().find(|(pk, _)| *pk == k);
             // SAFETY: caller's output arguments; `value` has `valuelen + 1` bytes (§9).
             unsafe {
@@ -112,7 +123,7 @@ mpi_fn! {
     fn Info_get_valuelen(info: MPI_Info, key: *const c_char, valuelen: *mut c_int, flag: *mut c_int) -> c_int {
         call("MPI_Info_get_valuelen", None, |s| {
             // SAFETY: a NUL-terminated string (§9).
-            let k = unsafe { c_text(key, abi::MPI_MAX_INFO_KEY, "key")? };
+            let k = unsafe { c_text(key, Text::Key)? };
             let found = s.info_pairs(info)?.into_iter().find(|(pk, _)| *pk == k);
             // SAFETY: caller's output arguments.
             unsafe {
@@ -137,7 +148,7 @@ mpi_fn! {
         call("MPI_Info_get_nthkey", None, |s| {
             let pairs = s.info_pairs(info)?;
             let Some((k, _)) = usize::try_from(n).ok().and_then(|n| pairs.get(n)) else {
-                return fail(ErrorClass::Arg, format!("info has {} keys, no key {n}", pairs.len()));
+                return fail(ErrorClass::InfoKey, format!("info has {} keys, no key {n}", pairs.len()));
             };
             // SAFETY: `key` has MPI_MAX_INFO_KEY + 1 bytes (§9).
             unsafe { c_string(key, abi::MPI_MAX_INFO_KEY as usize + 1, k)? };
