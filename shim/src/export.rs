@@ -158,16 +158,20 @@ fn whoami() -> String {
 /// error never looks like success). The launcher sees a rank exit without finalizing and
 /// stops the others. A rank ended by a peer's `MPI_Abort` exits with that abort's code.
 pub fn die(name: &str, msg: &str, code: c_int) -> ! {
-    end_process(name, msg, code, if code == 0 { 1 } else { code })
+    end_process(name, msg, code, if code == 0 { 1 } else { code }, false)
 }
 
 /// `MPI_Abort`: as [`die`], the job's exit status `errorcode` exactly, 0 included, as the
 /// standard asks ("returned to the invoking environment", §8.7) and `mpirun` does natively.
 pub fn abort_job(msg: &str, errorcode: c_int) -> ! {
-    end_process("MPI_Abort", msg, errorcode, errorcode)
+    end_process("MPI_Abort", msg, errorcode, errorcode, true)
 }
 
-fn end_process(name: &str, msg: &str, code: c_int, status: c_int) -> ! {
+/// Ends the process after telling the peers (`code`) and the launcher; it exits with `status`.
+/// `through_launcher`: the launcher's PMIx server is asked to end the job with `status`, so
+/// that mpirun exits with it, as under Open MPI's `MPI_Abort` (even 0: the ranks that exit
+/// unfinalised would otherwise make it exit 1).
+fn end_process(name: &str, msg: &str, code: c_int, status: c_int, through_launcher: bool) -> ! {
     let mut status = status;
     // A coordinator this rank hosts goes with it: its job file must not outlive the job.
     // First, before anything that could fail or block.
@@ -178,6 +182,12 @@ fn end_process(name: &str, msg: &str, code: c_int, status: c_int) -> ! {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let line = format!("kawarimi: {name} on {}: {msg}\n", whoami());
     let _ = std::io::stderr().write_all(line.as_bytes());
+    // The launcher first: told before the peers, it has the job's status before any of them
+    // exits on this rank's word (one that exits unfinalised with 0 would make mpirun exit 1).
+    // It ends every rank, this one too, usually within the wait.
+    if through_launcher {
+        kawarimi_transports::bootstrap::pmix_abort(status, line.trim_end(), std::time::Duration::from_secs(5));
+    }
     // Best effort: a lock held by this thread (a panic inside a call) is skipped.
     if !IN_CALL.with(|c| c.get()) {
         if let Some(mut guard) = STATE.try_lock_for(std::time::Duration::from_millis(100)) {

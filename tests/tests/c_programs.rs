@@ -149,3 +149,25 @@ fn passive_target_progresses_while_the_target_computes() {
     );
     assert!(out.success() && out.stdout.contains("OK rma_progress"), "{}", out.report());
 }
+
+/// `MPI_Abort`'s code is the job's exit status under mpirun, 0 included (MPI-3.1 §8.7: it is
+/// "returned to the invoking environment"), as native Open MPI does: checked natively, then
+/// with kawarimi over TCP and over shared memory. (A rank that exited unfinalised with 0
+/// made mpirun exit 1.)
+#[test]
+fn mpi_abort_code_is_the_jobs_exit_status() {
+    use kawarimi_tests::{compiled, mode, run_in, timeout_or, DEFAULT_TIMEOUT};
+    let exe = compiled("abort_code", build_dir());
+    for kind in [ModeKind::Native, ModeKind::Kawarimi, ModeKind::KawarimiShm] {
+        for code in [0, 5] {
+            let arg = code.to_string();
+            let out = run_in(&exe, &[&arg], None, &mode(kind), 3, timeout_or(DEFAULT_TIMEOUT));
+            assert!(
+                !out.timed_out && out.status.and_then(|s| s.code()) == Some(code),
+                "MPI_Abort({code}) in mode {kind:?}: mpirun exited with {:?}\n{}",
+                out.status,
+                out.report()
+            );
+        }
+    }
+}

@@ -119,3 +119,10 @@ int kw_pmix_finalize(void) {
     kw_initialized = 0;
     return PMIx_Finalize(NULL, 0);
 }
+
+/* PMIx_Abort: asks the launcher to end the whole job with `status`, which mpirun then exits
+ * with (as Open MPI's MPI_Abort does). Refused when PMIx is not initialised. */
+int kw_pmix_abort(int status, const char *msg) {
+    if (!kw_initialized) return PMIX_ERR_INIT;
+    return PMIx_Abort(status, msg, NULL, 0);
+}

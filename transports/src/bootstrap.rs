@@ -129,6 +129,7 @@ mod ffi {
         ) -> c_int;
         pub fn kw_pmix_free(p: *mut c_void);
         pub fn kw_pmix_finalize() -> c_int;
+        pub fn kw_pmix_abort(status: c_int, msg: *const c_char) -> c_int;
     }
 }
 
@@ -218,6 +219,30 @@ impl Pmix {
     /// The job's PMIx namespace.
     pub fn nspace(&self) -> &str {
         &self.nspace
+    }
+}
+
+/// Asks the launcher's PMIx server to end the whole job with exit status `status` (mpirun
+/// then exits with it, as under Open MPI's own `MPI_Abort`), waiting at most `wait` for the
+/// server to take the request (a launcher that is gone never answers). Whether it took it;
+/// false also when this process did not connect to a PMIx server.
+pub fn pmix_abort(status: i32, msg: &str, wait: Duration) -> bool {
+    #[cfg(kw_no_pmix)]
+    {
+        let _ = (status, msg, wait);
+        false
+    }
+    #[cfg(not(kw_no_pmix))]
+    {
+        let msg = std::ffi::CString::new(msg.replace('\0', " ")).unwrap_or_default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let asked = std::thread::Builder::new().name("kawarimi-pmix-abort".into()).spawn(move || {
+            // SAFETY: a NUL-terminated message that lives for the call; the glue checks that
+            // PMIx was initialised.
+            let rc = unsafe { ffi::kw_pmix_abort(status, msg.as_ptr()) };
+            let _ = tx.send(rc == 0);
+        });
+        asked.is_ok() && rx.recv_timeout(wait).unwrap_or(false)
     }
 }
 
