@@ -1,0 +1,5 @@
+//! The operator's side of a kawarimi migration (`kawarimi vmm`): QEMU's machine protocol,
+//! as a sans-IO core ([`qmp`]) under a blocking Unix-socket client ([`client`]).
+
+pub mod client;
+pub mod qmp;
