@@ -5,6 +5,8 @@
 //!   and a fresh per-job secret. kawarimi's own options (`--job-name`, `--lib`, `--mpirun`)
 //!   may stand anywhere before the program; every other word is passed to `mpirun` unchanged.
 //! - `kawarimi ctl status` asks a running job's coordinator for the job's state.
+//! - `kawarimi vmm check --plan plan.toml` checks a migration plan against the live VMs
+//!   (the operator's side, issue 18, in progress; docs/vmm.md).
 //! - `kawarimi devices` lists the verbs devices and active ports this host has now, as a rank
 //!   would find them when it (re)discovers its transports.
 
@@ -12,6 +14,7 @@ mod ctl;
 mod run;
 mod run_args;
 mod verbs_check;
+mod vmm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +61,11 @@ enum Cmd {
         /// Print machine-readable JSON.
         #[arg(long, global = true)]
         json: bool,
+    },
+    /// The operator's side of a migration, through QEMU's machine protocol (docs/vmm.md).
+    Vmm {
+        #[command(subcommand)]
+        command: vmm::VmmCmd,
     },
     /// List the verbs devices and active ports of this host (what rediscovery would find).
     /// Exits 0 if at least one port is usable, 1 if none is.
@@ -126,6 +134,7 @@ fn main() -> ExitCode {
             })
         }
         Cmd::Ctl { command, job, timeout, json } => ctl::ctl(command, job.as_deref(), timeout, json),
+        Cmd::Vmm { command } => vmm::vmm(command),
         Cmd::Devices => Ok(devices()),
         Cmd::VerbsCheck { device, listen, connect, iterations } => {
             verbs_check::verbs_check(device.as_deref(), listen, connect.as_deref(), iterations.max(1))

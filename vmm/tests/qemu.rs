@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kawarimi_vmm::client::{ClientError, QmpClient};
+use kawarimi_vmm::plan::Plan;
 use kawarimi_vmm::qmp::{CommandFailed, ReplyError};
 
 const T: Duration = Duration::from_secs(20);
@@ -20,11 +21,17 @@ struct Qemu {
 
 impl Qemu {
     fn start(name: &str) -> Qemu {
+        Qemu::start_with(name, &["-machine", "none"])
+    }
+
+    /// A paused QEMU with `args` besides the defaults (a machine, devices, `-incoming`).
+    fn start_with(name: &str, args: &[&str]) -> Qemu {
         let dir = std::env::temp_dir().join(format!("kawarimi-vmm-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("qemu-system-x86_64")
-            .args(["-machine", "none", "-nodefaults", "-display", "none", "-S", "-qmp"])
+            .args(args)
+            .args(["-nodefaults", "-display", "none", "-S", "-qmp"])
             .arg(format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -100,4 +107,32 @@ fn a_qemu_that_goes_away_fails_the_call_and_a_missing_socket_is_named() {
         matches!(e, ClientError::Connect { .. }) && e.to_string().contains("/nonexistent/kawarimi/qmp.sock"),
         "{e}"
     );
+}
+
+/// A plan is checked against the live VMs before anything is touched: the devices it unplugs
+/// must be in the source VM, and the destination must wait for a migration.
+#[test]
+fn a_plan_is_checked_against_the_live_vms() {
+    let src = Qemu::start_with("plan-src", &["-machine", "q35", "-device", "e1000,id=nic0"]);
+    let dst = Qemu::start_with("plan-dst", &["-machine", "q35", "-incoming", "defer"]);
+    let not_incoming = Qemu::start_with("plan-plain", &["-machine", "q35"]);
+    let plan = |unplug: &str, dst_sock: &Path| {
+        let text = format!(
+            "[[vm]]\nname = \"node-a\"\nqmp = {:?}\nunplug = [{unplug:?}]\n[vm.destination]\nqmp = {:?}\nuri = \"tcp:127.0.0.1:4444\"\n",
+            src.socket(),
+            dst_sock
+        );
+        Plan::parse(&text, "plan.toml").unwrap()
+    };
+    let found = plan("nic0", &dst.socket()).check("plan.toml", T).unwrap();
+    assert_eq!(found[0].devices, vec!["nic0".to_string()]);
+    assert_eq!(found[0].source.1, "prelaunch");
+
+    let e = plan("hca9", &dst.socket()).check("plan.toml", T).unwrap_err().to_string();
+    assert!(e.contains("VM node-a") && e.contains("\"hca9\"") && e.contains("nic0"), "{e}");
+    let e = plan("nic0", &not_incoming.socket()).check("plan.toml", T).unwrap_err().to_string();
+    assert!(e.contains("not waiting for a migration") && e.contains("prelaunch"), "{e}");
+    let e = plan("nic0", Path::new("/nonexistent/dst.qmp")).check("plan.toml", Duration::from_millis(200)).unwrap_err();
+    let e = e.to_string();
+    assert!(e.contains("destination") && e.contains("/nonexistent/dst.qmp"), "{e}");
 }
