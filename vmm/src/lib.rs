@@ -3,5 +3,7 @@
 //! migration plan ([`plan`]).
 
 pub mod client;
+pub mod devices;
+pub mod migration;
 pub mod plan;
 pub mod qmp;

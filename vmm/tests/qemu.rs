@@ -136,3 +136,84 @@ fn a_plan_is_checked_against_the_live_vms() {
     let e = e.to_string();
     assert!(e.contains("destination") && e.contains("/nonexistent/dst.qmp"), "{e}");
 }
+
+/// A device whose unplug completes at once without a guest (USB) is unplugged and its
+/// DEVICE_DELETED awaited; one whose unplug needs the guest (PCIe behind a root port, no guest
+/// running) times out naming the device; a plugged device appears among the VM's.
+#[test]
+fn devices_are_unplugged_and_plugged() {
+    use kawarimi_vmm::devices::{plug, unplug};
+    use kawarimi_vmm::plan::{user_devices, PlugDevice};
+    let qemu = Qemu::start_with(
+        "devices",
+        &[
+            "-machine",
+            "q35",
+            "-device",
+            "qemu-xhci,id=xhci",
+            "-device",
+            "usb-kbd,id=kbd0",
+            "-device",
+            "pcie-root-port,id=rp1,chassis=1",
+            "-device",
+            "e1000e,id=nic1,bus=rp1",
+        ],
+    );
+    let mut c = QmpClient::connect(&qemu.socket(), T).unwrap();
+    let took = unplug(&mut c, "kbd0", T).unwrap();
+    assert!(took < T, "{took:?}");
+    assert!(!user_devices(&mut c, T).unwrap().contains(&"kbd0".to_string()));
+
+    let kbd = PlugDevice { driver: "usb-kbd".into(), id: "kbd1".into(), host: None, bus: None };
+    plug(&mut c, &kbd, T).unwrap();
+    assert!(user_devices(&mut c, T).unwrap().contains(&"kbd1".to_string()));
+
+    let e = unplug(&mut c, "nic1", Duration::from_millis(500)).unwrap_err();
+    assert!(matches!(&e, ClientError::TimedOut { what, .. } if what.contains("nic1")), "{e}");
+    let e = unplug(&mut c, "hca0", T).unwrap_err();
+    assert!(e.to_string().contains("DeviceNotFound"), "{e}");
+}
+
+/// A real live migration between two QEMUs on this host: the destination listens, the source
+/// sends, progress is read until it completes; the destination then holds the VM (in the state
+/// the source had) and the source has stopped. A destination that is not listening makes the
+/// migration fail with QEMU's reason.
+#[test]
+fn a_vm_migrates_between_two_qemus() {
+    use kawarimi_vmm::migration::{listen, start, wait, MigrationError};
+    let args = ["-machine", "q35", "-m", "64"];
+    let src = Qemu::start_with("mig-src", &args);
+    let dst = Qemu::start_with("mig-dst", &["-machine", "q35", "-m", "64", "-incoming", "defer"]);
+    let uri = format!("unix:{}", dst.dir.join("migration.sock").display());
+    let mut s = QmpClient::connect(&src.socket(), T).unwrap();
+    let mut d = QmpClient::connect(&dst.socket(), T).unwrap();
+    listen(&mut d, &uri, T).unwrap();
+    start(&mut s, &uri, T).unwrap();
+    let mut readings = 0;
+    let done = wait(&mut s, Duration::from_secs(60), Duration::from_millis(50), |_| readings += 1).unwrap();
+    assert!(done.total_bytes >= 64 << 20 && done.remaining_bytes == 0, "{done:?}");
+    assert!(readings >= 1);
+    let src_state = s.execute(&qapi_qmp::query_status {}, T).unwrap().status;
+    assert_eq!(src_state, qapi_qmp::RunState::postmigrate);
+    // The destination has the VM once its side has finished loading it.
+    let t0 = std::time::Instant::now();
+    let dst_state = loop {
+        let st = d.execute(&qapi_qmp::query_status {}, T).unwrap().status;
+        if st != qapi_qmp::RunState::inmigrate || t0.elapsed() > T {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // QEMU carries the source's run state over: it was never started (prelaunch).
+    assert_eq!(dst_state, qapi_qmp::RunState::prelaunch);
+
+    // Nobody listens at this URI: QEMU's reason comes back.
+    let src2 = Qemu::start_with("mig-src2", &args);
+    let mut s2 = QmpClient::connect(&src2.socket(), T).unwrap();
+    let nowhere = format!("unix:{}", src2.dir.join("nobody.sock").display());
+    let e = start(&mut s2, &nowhere, T)
+        .map_err(MigrationError::from)
+        .and_then(|()| wait(&mut s2, Duration::from_secs(20), Duration::from_millis(50), |_| {}).map(drop));
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("nobody.sock") || e.contains("failed"), "{e}");
+}
