@@ -201,6 +201,9 @@ pub struct UserError {
 pub struct UserOp {
     pub function: abi::MPI_User_function,
     pub commutative: bool,
+    /// Made from Fortran (`MPI_OP_CREATE`): the function takes the datatype as a Fortran
+    /// `INTEGER` handle, by reference, where a C one takes a pointer to an `MPI_Datatype`.
+    pub fortran: bool,
 }
 
 #[derive(Debug, Clone, Copy)]

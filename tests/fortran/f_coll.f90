@@ -1,7 +1,7 @@
 ! f_coll: collectives from Fortran (`use mpi`): barrier, bcast, reduce at every root,
 ! allreduce (INTEGER, REAL, DOUBLE PRECISION, LOGICAL, DOUBLE COMPLEX, MPI_2INTEGER with
 ! MAXLOC), MPI_IN_PLACE in allreduce, reduce, allgather and gather, gather(v),
-! scatter(v), allgather, alltoall, scan and exscan.
+! scatter(v), allgather, alltoall, scan and exscan, and a user op made by MPI_OP_CREATE.
 #include "check.h"
 program f_coll
   use mpi
@@ -14,7 +14,8 @@ program f_coll
   logical :: lbuf(2), lres(2)
   integer :: pair(2, 3), pres(2, 3)
   integer, allocatable :: gath(:), counts(:), displs(:), sendv(:), recvv(:), a2a_s(:), a2a_r(:)
-  integer :: expect
+  integer :: expect, uop
+  external :: imax_op
 
   call MPI_Init(ierr); MPI_OK
   call MPI_Comm_rank(MPI_COMM_WORLD, rank, ierr); MPI_OK
@@ -253,8 +254,32 @@ program f_coll
   call MPI_Scan(dbuf, dres, 1, MPI_DOUBLE_PRECISION, MPI_MAX, MPI_COMM_WORLD, ierr); MPI_OK
   CHECK(dres(1) == dble(rank + 1))
 
+  ! A user op made from Fortran (as MUMPS makes one): called with the datatype as a Fortran
+  ! handle, which imax_op checks.
+  call MPI_Op_create(imax_op, .true., uop, ierr); MPI_OK
+  ibuf(1:3) = [rank, 10 * rank, -rank]
+  call MPI_Allreduce(ibuf, ires, 3, MPI_INTEGER, uop, MPI_COMM_WORLD, ierr); MPI_OK
+  CHECK(ires(1) == n - 1 .and. ires(2) == 10 * (n - 1) .and. ires(3) == 0)
+  call MPI_Op_free(uop, ierr); MPI_OK
+
   deallocate (gath, counts, displs, sendv, recvv, a2a_s, a2a_r)
   call finish('f_coll')
 contains
 #include "check_procs.h"
 end program f_coll
+
+! The user reduction of MPI_OP_CREATE above: the maximum of INTEGERs; a datatype argument that
+! is not MPI_INTEGER as a Fortran handle poisons the result.
+subroutine imax_op(invec, inoutvec, len, dtype)
+  use mpi
+  implicit none
+  integer :: len, dtype, i
+  integer :: invec(len), inoutvec(len)
+  if (dtype /= MPI_INTEGER) then
+    inoutvec(1:len) = -999999
+    return
+  end if
+  do i = 1, len
+    inoutvec(i) = max(invec(i), inoutvec(i))
+  end do
+end subroutine imax_op

@@ -2,7 +2,8 @@
 ! type_indexed, type_create_struct over a sequence derived type with MPI_Get_address,
 ! type_create_resized, type_size/get_extent, commit/free, and sending each of them
 ! (matched against other type signatures on the receiving side), with get_count and
-! get_elements.
+! get_elements; datatype and window attributes with keyvals made from Fortran, predefined
+! window attributes, and MPI_TYPE_MATCH_SIZE.
 #include "check.h"
 module f_types_rec
   implicit none
@@ -25,6 +26,10 @@ program f_types
   double precision :: m(6, 5), mr(6, 5)
   integer :: blens(3), idispl(3), types(3)
   integer(kind=MPI_ADDRESS_KIND) :: adispl(3), base, lb, extent
+  integer :: kv, tdup, win, matched
+  integer(kind=MPI_ADDRESS_KIND) :: aval, extra, wsize
+  logical :: flag
+  integer :: wbuf(4)
   type(particle) :: ps(4), pr(4)
 
   call MPI_Init(ierr); MPI_OK
@@ -157,6 +162,43 @@ program f_types
   call MPI_Type_free(tres, ierr); MPI_OK
   call MPI_Type_free(tpart, ierr); MPI_OK
   call MPI_Type_free(tstruct, ierr); MPI_OK
+
+  ! Attributes on a datatype with a keyval made from Fortran (Open MPI's own Fortran wrappers
+  ! call libmpi internals for these).
+  extra = 0
+  call MPI_Type_dup(MPI_INTEGER, tdup, ierr); MPI_OK
+  call MPI_Type_create_keyval(MPI_TYPE_NULL_COPY_FN, MPI_TYPE_NULL_DELETE_FN, kv, extra, ierr); MPI_OK
+  aval = 1234 + rank
+  call MPI_Type_set_attr(tdup, kv, aval, ierr); MPI_OK
+  aval = 0
+  call MPI_Type_get_attr(tdup, kv, aval, flag, ierr); MPI_OK
+  CHECK(flag .and. aval == 1234 + rank)
+  call MPI_Type_free(tdup, ierr); MPI_OK
+  call MPI_Type_free_keyval(kv, ierr); MPI_OK
+
+  ! The same on a window, and its predefined attributes as Fortran sees them: their values.
+  wsize = 4 * 4
+  call MPI_Win_create(wbuf, wsize, 4, MPI_INFO_NULL, MPI_COMM_WORLD, win, ierr); MPI_OK
+  call MPI_Win_create_keyval(MPI_WIN_NULL_COPY_FN, MPI_WIN_NULL_DELETE_FN, kv, extra, ierr); MPI_OK
+  aval = 77 + rank
+  call MPI_Win_set_attr(win, kv, aval, ierr); MPI_OK
+  aval = 0
+  call MPI_Win_get_attr(win, kv, aval, flag, ierr); MPI_OK
+  CHECK(flag .and. aval == 77 + rank)
+  call MPI_Win_get_attr(win, MPI_WIN_SIZE, aval, flag, ierr); MPI_OK
+  CHECK(flag .and. aval == 16)
+  call MPI_Win_get_attr(win, MPI_WIN_DISP_UNIT, aval, flag, ierr); MPI_OK
+  CHECK(flag .and. aval == 4)
+  call MPI_Win_free(win, ierr); MPI_OK
+  call MPI_Win_free_keyval(kv, ierr); MPI_OK
+
+  ! MPI_TYPE_MATCH_SIZE answers Fortran types, as Open MPI does.
+  call MPI_Type_match_size(MPI_TYPECLASS_REAL, 8, matched, ierr); MPI_OK
+  CHECK(matched == MPI_REAL8)
+  call MPI_Type_match_size(MPI_TYPECLASS_INTEGER, 4, matched, ierr); MPI_OK
+  CHECK(matched == MPI_INTEGER)
+  call MPI_Type_size(matched, sz, ierr); MPI_OK
+  CHECK(sz == 4)
 
   call finish('f_types')
 contains

@@ -25,6 +25,13 @@
 //! - `MPI_COMM_CREATE_ERRHANDLER` and `MPI_ERRHANDLER_CREATE` call `ompi_errhandler_create`
 //!   of the uninitialised libmpi. Here the Fortran subroutine is registered with kawarimi,
 //!   which calls it with the communicator as a Fortran handle.
+//! - `MPI_TYPE_CREATE_KEYVAL`, `MPI_TYPE_GET_ATTR`, `_SET_ATTR` and their `MPI_WIN_` twins
+//!   call libmpi's attribute internals as the communicator ones do; here they use kawarimi's
+//!   (a keyval remembers its kind of object, so its callbacks get the right Fortran handle).
+//!   `MPI_TYPE_MATCH_SIZE` asks libmpi's uninitialised datatype tables.
+//! - `MPI_OP_CREATE` sets a flag in the op's struct through the handle after
+//!   `PMPI_Op_create` (a crash; MUMPS makes its ops so). Here the op is made as a Fortran op:
+//!   its function gets the datatype as a Fortran handle.
 //! - `MPI_WAIT`, `MPI_TEST` and `MPI_WAITALL/ANY/SOME`, `MPI_TESTALL/ANY/SOME` return each
 //!   request as `c_req->req_f_to_c_index`: fine for a completed non-persistent request (then
 //!   `MPI_REQUEST_NULL`, libmpi's own object), a crash for a persistent one. Here through
@@ -37,6 +44,7 @@ use std::ffi::{c_int, c_void};
 
 use crate::abi::{self, MPI_Aint, MPI_Comm, MPI_Fint, MPI_Group};
 use crate::api::{comm, fortran, req};
+use crate::state::AttrObject;
 
 /// A Fortran `LOGICAL` (`ompi_fortran_logical_t`, 4 bytes in this build; OMPI_SIZEOF_FORTRAN_LOGICAL).
 type FLogical = c_int;
@@ -235,6 +243,23 @@ pub enum FortranCallbacks {
 pub struct FortranKeyval {
     pub callbacks: FortranCallbacks,
     pub extra_state: MPI_Aint,
+    /// What its attributes are set on: the callbacks get that object as a Fortran handle.
+    pub object: AttrObject,
+}
+
+/// The Fortran handle of the object an attribute callback was called for.
+///
+/// # Safety
+/// `h` is a handle of the kind `object` names (converting reads no memory).
+unsafe fn object_c2f(object: AttrObject, h: *mut c_void) -> MPI_Fint {
+    // SAFETY: per the contract.
+    unsafe {
+        match object {
+            AttrObject::Comm => fortran::Comm_c2f(h as MPI_Comm),
+            AttrObject::Datatype => fortran::Type_c2f(h as abi::MPI_Datatype),
+            AttrObject::Win => fortran::Win_c2f(h as abi::MPI_Win),
+        }
+    }
 }
 
 /// Registers a Fortran keyval with kawarimi: the C trampolines below call its callbacks.
@@ -242,15 +267,24 @@ pub struct FortranKeyval {
 /// # Safety
 /// `keyval` and `ierr` as in the bindings.
 unsafe fn fortran_keyval(
+    object: AttrObject,
     callbacks: FortranCallbacks,
     extra_state: MPI_Aint,
     keyval: *mut MPI_Fint,
     ierr: *mut MPI_Fint,
 ) {
-    let kv = Box::into_raw(Box::new(FortranKeyval { callbacks, extra_state }));
-    // SAFETY: kawarimi's own MPI_Comm_create_keyval; the trampolines have the C callback
-    // types and receive `kv` back as their extra_state.
-    let rc = unsafe { comm::Comm_create_keyval(Some(f_copy_trampoline), Some(f_delete_trampoline), keyval, kv.cast()) };
+    let kv = Box::into_raw(Box::new(FortranKeyval { callbacks, extra_state, object }));
+    let (copy, delete) = (Some(f_copy_trampoline as CCopyFn), Some(f_delete_trampoline as CDeleteFn));
+    // SAFETY: kawarimi's own keyval constructors; the trampolines have the C callback types
+    // (the same shape for every kind of object: the object is a pointer-sized handle) and
+    // receive `kv` back as their extra_state.
+    let rc = unsafe {
+        match object {
+            AttrObject::Comm => comm::Comm_create_keyval(copy, delete, keyval, kv.cast()),
+            AttrObject::Datatype => crate::api::dtype::Type_create_keyval(copy, delete, keyval, kv.cast()),
+            AttrObject::Win => crate::api::rma::Win_create_keyval(copy, delete, keyval, kv.cast()),
+        }
+    };
     if rc != abi::MPI_SUCCESS {
         // SAFETY: made above by Box::into_raw and not handed out.
         drop(unsafe { Box::from_raw(kv) });
@@ -259,9 +293,12 @@ unsafe fn fortran_keyval(
     unsafe { put(ierr, rc) };
 }
 
+type CCopyFn = unsafe extern "C" fn(*mut c_void, c_int, *mut c_void, *mut c_void, *mut c_void, *mut c_int) -> c_int;
+type CDeleteFn = unsafe extern "C" fn(*mut c_void, c_int, *mut c_void, *mut c_void) -> c_int;
+
 /// The C copy callback registered for a Fortran keyval: calls the Fortran one.
 unsafe extern "C" fn f_copy_trampoline(
-    oldcomm: MPI_Comm,
+    oldcomm: *mut c_void,
     keyval: c_int,
     extra_state: *mut c_void,
     attr_in: *mut c_void,
@@ -270,8 +307,8 @@ unsafe extern "C" fn f_copy_trampoline(
 ) -> c_int {
     // SAFETY: `extra_state` is the leaked FortranKeyval this keyval was registered with.
     let kv = unsafe { &*(extra_state as *const FortranKeyval) };
-    // SAFETY: converting a kawarimi handle reads no memory.
-    let mut fcomm = unsafe { fortran::Comm_c2f(oldcomm) };
+    // SAFETY: a handle of the keyval's kind of object.
+    let mut fcomm = unsafe { object_c2f(kv.object, oldcomm) };
     let (mut k, mut fflag, mut ierr) = (keyval, 0, abi::MPI_SUCCESS);
     // The application's Fortran copy function with references to locals that outlive the
     // call, as Open MPI calls it (ompi/attribute/attribute.c, aint and fint branches).
@@ -307,15 +344,15 @@ unsafe extern "C" fn f_copy_trampoline(
 
 /// The C delete callback registered for a Fortran keyval: calls the Fortran one.
 unsafe extern "C" fn f_delete_trampoline(
-    comm: MPI_Comm,
+    comm: *mut c_void,
     keyval: c_int,
     attr: *mut c_void,
     extra_state: *mut c_void,
 ) -> c_int {
     // SAFETY: as in f_copy_trampoline.
     let kv = unsafe { &*(extra_state as *const FortranKeyval) };
-    // SAFETY: converting a kawarimi handle reads no memory.
-    let mut fcomm = unsafe { fortran::Comm_c2f(comm) };
+    // SAFETY: as in f_copy_trampoline.
+    let mut fcomm = unsafe { object_c2f(kv.object, comm) };
     let (mut k, mut ierr) = (keyval, abi::MPI_SUCCESS);
     match kv.callbacks {
         FortranCallbacks::Aint(_, Some(f)) => {
@@ -333,9 +370,18 @@ unsafe extern "C" fn f_delete_trampoline(
     ierr
 }
 
-/// Whether `keyval` is a predefined attribute, whose C value is a pointer to `int`.
-fn predefined_keyval(keyval: c_int) -> bool {
-    [
+/// How a predefined attribute's C value, a pointer, reads as Fortran's integer (MPI-3.1
+/// §6.7.2, §11.2.6; Open MPI stores them so): the `int` or `MPI_Aint` it points to, or for
+/// `MPI_WIN_BASE` the address itself.
+#[derive(Clone, Copy)]
+enum Predefined {
+    Int,
+    Aint,
+    Address,
+}
+
+fn predefined_attr(object: AttrObject, keyval: c_int) -> Option<Predefined> {
+    let comm = [
         abi::MPI_TAG_UB,
         abi::MPI_HOST,
         abi::MPI_IO,
@@ -343,32 +389,106 @@ fn predefined_keyval(keyval: c_int) -> bool {
         abi::MPI_APPNUM,
         abi::MPI_UNIVERSE_SIZE,
         abi::MPI_LASTUSEDCODE,
-    ]
-    .contains(&keyval)
+    ];
+    match object {
+        AttrObject::Comm if comm.contains(&keyval) => Some(Predefined::Int),
+        AttrObject::Win if keyval == abi::MPI_WIN_BASE => Some(Predefined::Address),
+        AttrObject::Win if keyval == abi::MPI_WIN_SIZE => Some(Predefined::Aint),
+        AttrObject::Win
+            if [abi::MPI_WIN_DISP_UNIT, abi::MPI_WIN_CREATE_FLAVOR, abi::MPI_WIN_MODEL].contains(&keyval) =>
+        {
+            Some(Predefined::Int)
+        }
+        _ => None,
+    }
 }
 
-/// Reads an attribute as Fortran sees it: the integer itself for predefined attributes,
-/// the stored `void*` value as an address-sized integer otherwise.
+/// Reads an attribute of the object of Fortran handle `handle` as Fortran sees it: a
+/// predefined attribute's integer (see [`Predefined`]), else the stored `void*` value as an
+/// address-sized integer.
 ///
 /// # Safety
-/// `comm` and `keyval` as in the bindings below.
-unsafe fn attr_value(comm: *const MPI_Fint, keyval: *const MPI_Fint) -> (c_int, Option<MPI_Aint>) {
+/// `handle` and `keyval` as in the bindings below.
+unsafe fn attr_value(
+    object: AttrObject,
+    handle: *const MPI_Fint,
+    keyval: *const MPI_Fint,
+) -> (c_int, Option<MPI_Aint>) {
     // SAFETY: Fortran arguments by reference.
-    let (c, k) = unsafe { (fortran::Comm_f2c(get(comm)), get(keyval)) };
+    let (h, k) = unsafe { (get(handle), get(keyval)) };
     let mut v: *mut c_void = std::ptr::null_mut();
     let mut flag: c_int = 0;
-    // SAFETY: kawarimi's own MPI_Comm_get_attr with pointers to locals.
-    let rc = unsafe { comm::Comm_get_attr(c, k, &mut v as *mut *mut c_void as *mut c_void, &mut flag) };
+    let slot = &mut v as *mut *mut c_void as *mut c_void;
+    // SAFETY: kawarimi's own get_attr calls with pointers to locals.
+    let rc = unsafe {
+        match object {
+            AttrObject::Comm => comm::Comm_get_attr(fortran::Comm_f2c(h), k, slot, &mut flag),
+            AttrObject::Datatype => crate::api::dtype::Type_get_attr(fortran::Type_f2c(h), k, slot, &mut flag),
+            AttrObject::Win => crate::api::rma::Win_get_attr(fortran::Win_f2c(h), k, slot, &mut flag),
+        }
+    };
     if rc != abi::MPI_SUCCESS || flag == 0 {
         return (rc, None);
     }
-    let val = if predefined_keyval(k) && !v.is_null() {
-        // SAFETY: kawarimi hands predefined attributes as pointers to static ints.
-        (unsafe { *(v as *const c_int) }) as MPI_Aint
-    } else {
-        v as MPI_Aint
+    // SAFETY: kawarimi hands predefined attributes as pointers to its own values of these types.
+    let val = unsafe {
+        match predefined_attr(object, k) {
+            Some(_) if v.is_null() => 0,
+            Some(Predefined::Int) => *(v as *const c_int) as MPI_Aint,
+            Some(Predefined::Aint) => *(v as *const MPI_Aint),
+            Some(Predefined::Address) | None => v as MPI_Aint,
+        }
     };
     (rc, Some(val))
+}
+
+/// `MPI_<OBJECT>_GET_ATTR(HANDLE, KEYVAL, ATTRIBUTE_VAL, FLAG, IERROR)`.
+///
+/// # Safety
+/// Fortran arguments by reference.
+unsafe fn get_attr_f(
+    object: AttrObject,
+    handle: *const MPI_Fint,
+    keyval: *const MPI_Fint,
+    attribute_val: *mut MPI_Aint,
+    flag: *mut FLogical,
+    ierr: *mut MPI_Fint,
+) {
+    // SAFETY: per the contract.
+    unsafe {
+        let (rc, v) = attr_value(object, handle, keyval);
+        put(ierr, rc);
+        if rc == abi::MPI_SUCCESS {
+            put(flag, if v.is_some() { F_TRUE } else { 0 });
+            if let Some(v) = v {
+                put(attribute_val, v);
+            }
+        }
+    }
+}
+
+/// `MPI_<OBJECT>_SET_ATTR(HANDLE, KEYVAL, ATTRIBUTE_VAL, IERROR)`: the address-sized value is
+/// stored as it is.
+///
+/// # Safety
+/// Fortran arguments by reference.
+unsafe fn set_attr_f(
+    object: AttrObject,
+    handle: *const MPI_Fint,
+    keyval: *const MPI_Fint,
+    value: MPI_Aint,
+    ierr: *mut MPI_Fint,
+) {
+    // SAFETY: per the contract; kawarimi's own set_attr calls.
+    unsafe {
+        let (h, k, v) = (get(handle), get(keyval), value as *mut c_void);
+        let rc = match object {
+            AttrObject::Comm => comm::Comm_set_attr(fortran::Comm_f2c(h), k, v),
+            AttrObject::Datatype => crate::api::dtype::Type_set_attr(fortran::Type_f2c(h), k, v),
+            AttrObject::Win => crate::api::rma::Win_set_attr(fortran::Win_f2c(h), k, v),
+        };
+        put(ierr, rc);
+    }
 }
 
 // Attributes: ompi/mpi/fortran/mpif-h/{comm_create_keyval,comm_get_attr,comm_set_attr,
@@ -378,7 +498,7 @@ fortran_binding! {
     /// EXTRA_STATE, IERROR)`, `EXTRA_STATE` an `INTEGER(KIND=MPI_ADDRESS_KIND)`.
     fn ompi_comm_create_keyval_f["comm_create_keyval", "COMM_CREATE_KEYVAL", "Comm_create_keyval"](copy_fn: Option<FortranCopyFn>, delete_fn: Option<FortranDeleteFn>, keyval: *mut MPI_Fint, extra_state: *const MPI_Aint, ierr: *mut MPI_Fint) {
         // SAFETY: Fortran arguments by reference; `keyval` and `ierr` as the helper wants.
-        unsafe { fortran_keyval(FortranCallbacks::Aint(copy_fn, delete_fn), get(extra_state), keyval, ierr) }
+        unsafe { fortran_keyval(AttrObject::Comm, FortranCallbacks::Aint(copy_fn, delete_fn), get(extra_state), keyval, ierr) }
     }
 
     /// `MPI_KEYVAL_CREATE(COPY_FN, DELETE_FN, KEYVAL, EXTRA_STATE, IERROR)` (MPI-1): default
@@ -386,39 +506,66 @@ fortran_binding! {
     /// calls libmpi's `ompi_attr_create_keyval_fint`).
     fn ompi_keyval_create_f["keyval_create", "KEYVAL_CREATE", "Keyval_create"](copy_fn: Option<FortranIntCopyFn>, delete_fn: Option<FortranIntDeleteFn>, keyval: *mut MPI_Fint, extra_state: *const MPI_Fint, ierr: *mut MPI_Fint) {
         // SAFETY: as in MPI_COMM_CREATE_KEYVAL.
-        unsafe { fortran_keyval(FortranCallbacks::Int(copy_fn, delete_fn), get(extra_state) as MPI_Aint, keyval, ierr) }
+        unsafe { fortran_keyval(AttrObject::Comm, FortranCallbacks::Int(copy_fn, delete_fn), get(extra_state) as MPI_Aint, keyval, ierr) }
     }
 
     /// `MPI_COMM_GET_ATTR(COMM, COMM_KEYVAL, ATTRIBUTE_VAL, FLAG, IERROR)`.
     fn ompi_comm_get_attr_f["comm_get_attr", "COMM_GET_ATTR", "Comm_get_attr"](comm: *const MPI_Fint, keyval: *const MPI_Fint, attribute_val: *mut MPI_Aint, flag: *mut FLogical, ierr: *mut MPI_Fint) {
         // SAFETY: Fortran arguments by reference.
-        unsafe {
-            let (rc, v) = attr_value(comm, keyval);
-            put(ierr, rc);
-            if rc == abi::MPI_SUCCESS {
-                put(flag, if v.is_some() { F_TRUE } else { 0 });
-                if let Some(v) = v {
-                    put(attribute_val, v);
-                }
-            }
-        }
+        unsafe { get_attr_f(AttrObject::Comm, comm, keyval, attribute_val, flag, ierr) }
     }
 
     /// `MPI_COMM_SET_ATTR(COMM, COMM_KEYVAL, ATTRIBUTE_VAL, IERROR)`.
     fn ompi_comm_set_attr_f["comm_set_attr", "COMM_SET_ATTR", "Comm_set_attr"](comm: *const MPI_Fint, keyval: *const MPI_Fint, attribute_val: *const MPI_Aint, ierr: *mut MPI_Fint) {
-        // SAFETY: Fortran arguments by reference; kawarimi's own MPI_Comm_set_attr stores
-        // the address-sized value as it is.
-        unsafe {
-            let rc = comm::Comm_set_attr(fortran::Comm_f2c(get(comm)), get(keyval), get(attribute_val) as *mut c_void);
-            put(ierr, rc);
-        }
+        // SAFETY: Fortran arguments by reference.
+        unsafe { set_attr_f(AttrObject::Comm, comm, keyval, get(attribute_val), ierr) }
+    }
+
+    /// `MPI_TYPE_CREATE_KEYVAL(TYPE_COPY_ATTR_FN, TYPE_DELETE_ATTR_FN, TYPE_KEYVAL, EXTRA_STATE,
+    /// IERROR)` (type_create_keyval_f.c calls libmpi's `ompi_attr_create_keyval_aint`).
+    fn ompi_type_create_keyval_f["type_create_keyval", "TYPE_CREATE_KEYVAL", "Type_create_keyval"](copy_fn: Option<FortranCopyFn>, delete_fn: Option<FortranDeleteFn>, keyval: *mut MPI_Fint, extra_state: *const MPI_Aint, ierr: *mut MPI_Fint) {
+        // SAFETY: as in MPI_COMM_CREATE_KEYVAL.
+        unsafe { fortran_keyval(AttrObject::Datatype, FortranCallbacks::Aint(copy_fn, delete_fn), get(extra_state), keyval, ierr) }
+    }
+
+    /// `MPI_TYPE_GET_ATTR(DATATYPE, TYPE_KEYVAL, ATTRIBUTE_VAL, FLAG, IERROR)` (reads
+    /// `c_type->d_keyhash` through the handle in Open MPI's).
+    fn ompi_type_get_attr_f["type_get_attr", "TYPE_GET_ATTR", "Type_get_attr"](datatype: *const MPI_Fint, keyval: *const MPI_Fint, attribute_val: *mut MPI_Aint, flag: *mut FLogical, ierr: *mut MPI_Fint) {
+        // SAFETY: Fortran arguments by reference.
+        unsafe { get_attr_f(AttrObject::Datatype, datatype, keyval, attribute_val, flag, ierr) }
+    }
+
+    /// `MPI_TYPE_SET_ATTR(DATATYPE, TYPE_KEYVAL, ATTRIBUTE_VAL, IERROR)`.
+    fn ompi_type_set_attr_f["type_set_attr", "TYPE_SET_ATTR", "Type_set_attr"](datatype: *const MPI_Fint, keyval: *const MPI_Fint, attribute_val: *const MPI_Aint, ierr: *mut MPI_Fint) {
+        // SAFETY: Fortran arguments by reference.
+        unsafe { set_attr_f(AttrObject::Datatype, datatype, keyval, get(attribute_val), ierr) }
+    }
+
+    /// `MPI_WIN_CREATE_KEYVAL(WIN_COPY_ATTR_FN, WIN_DELETE_ATTR_FN, WIN_KEYVAL, EXTRA_STATE,
+    /// IERROR)`.
+    fn ompi_win_create_keyval_f["win_create_keyval", "WIN_CREATE_KEYVAL", "Win_create_keyval"](copy_fn: Option<FortranCopyFn>, delete_fn: Option<FortranDeleteFn>, keyval: *mut MPI_Fint, extra_state: *const MPI_Aint, ierr: *mut MPI_Fint) {
+        // SAFETY: as in MPI_COMM_CREATE_KEYVAL.
+        unsafe { fortran_keyval(AttrObject::Win, FortranCallbacks::Aint(copy_fn, delete_fn), get(extra_state), keyval, ierr) }
+    }
+
+    /// `MPI_WIN_GET_ATTR(WIN, WIN_KEYVAL, ATTRIBUTE_VAL, FLAG, IERROR)`: the predefined
+    /// window attributes are their values (`MPI_WIN_BASE` the address).
+    fn ompi_win_get_attr_f["win_get_attr", "WIN_GET_ATTR", "Win_get_attr"](win: *const MPI_Fint, keyval: *const MPI_Fint, attribute_val: *mut MPI_Aint, flag: *mut FLogical, ierr: *mut MPI_Fint) {
+        // SAFETY: Fortran arguments by reference.
+        unsafe { get_attr_f(AttrObject::Win, win, keyval, attribute_val, flag, ierr) }
+    }
+
+    /// `MPI_WIN_SET_ATTR(WIN, WIN_KEYVAL, ATTRIBUTE_VAL, IERROR)`.
+    fn ompi_win_set_attr_f["win_set_attr", "WIN_SET_ATTR", "Win_set_attr"](win: *const MPI_Fint, keyval: *const MPI_Fint, attribute_val: *const MPI_Aint, ierr: *mut MPI_Fint) {
+        // SAFETY: Fortran arguments by reference.
+        unsafe { set_attr_f(AttrObject::Win, win, keyval, get(attribute_val), ierr) }
     }
 
     /// MPI-1 `MPI_ATTR_GET(COMM, KEYVAL, ATTRIBUTE_VAL, FLAG, IERROR)`, an `INTEGER` value.
     fn ompi_attr_get_f["attr_get", "ATTR_GET", "Attr_get"](comm: *const MPI_Fint, keyval: *const MPI_Fint, attribute_val: *mut MPI_Fint, flag: *mut FLogical, ierr: *mut MPI_Fint) {
         // SAFETY: Fortran arguments by reference.
         unsafe {
-            let (rc, v) = attr_value(comm, keyval);
+            let (rc, v) = attr_value(AttrObject::Comm, comm, keyval);
             put(ierr, rc);
             if rc == abi::MPI_SUCCESS {
                 put(flag, if v.is_some() { F_TRUE } else { 0 });
@@ -433,10 +580,7 @@ fortran_binding! {
     /// MPI-1 `MPI_ATTR_PUT(COMM, KEYVAL, ATTRIBUTE_VAL, IERROR)`.
     fn ompi_attr_put_f["attr_put", "ATTR_PUT", "Attr_put"](comm: *const MPI_Fint, keyval: *const MPI_Fint, attribute_val: *const MPI_Fint, ierr: *mut MPI_Fint) {
         // SAFETY: as in MPI_COMM_SET_ATTR; the INTEGER is widened to an address-sized value.
-        unsafe {
-            let rc = comm::Comm_set_attr(fortran::Comm_f2c(get(comm)), get(keyval), get(attribute_val) as MPI_Aint as *mut c_void);
-            put(ierr, rc);
-        }
+        unsafe { set_attr_f(AttrObject::Comm, comm, keyval, get(attribute_val) as MPI_Aint, ierr) }
     }
 }
 
@@ -710,6 +854,36 @@ unsafe fn fortran_errhandler(function: Option<FortranErrhandlerFn>, errhandler: 
 // Error handlers: ompi/mpi/fortran/mpif-h/{comm_create_errhandler,errhandler_create}_f.c of
 // Open MPI v4.1.4.
 fortran_binding! {
+    /// `MPI_OP_CREATE(USER_FN, COMMUTE, OP, IERROR)` (ompi/mpi/fortran/mpif-h/op_create_f.c,
+    /// v4.1.4, which after `PMPI_Op_create` sets a flag in the op's struct, through the
+    /// handle: a crash on kawarimi's, as MUMPS met). The function is called with the datatype
+    /// as a Fortran handle.
+    fn ompi_op_create_f["op_create", "OP_CREATE", "Op_create"](function: Option<abi::MPI_User_function>, commute: *const FLogical, op: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        let mut c_op: abi::MPI_Op = std::ptr::null_mut();
+        // SAFETY: Fortran arguments by reference; kawarimi's own op constructor writes `c_op`.
+        unsafe {
+            let rc = crate::api::op::create_op("MPI_OP_CREATE", function, get(commute) != 0, true, &mut c_op);
+            if rc == abi::MPI_SUCCESS {
+                put(op, fortran::Op_c2f(c_op));
+            }
+            put(ierr, rc);
+        }
+    }
+
+    /// `MPI_TYPE_MATCH_SIZE(TYPECLASS, SIZE, DATATYPE, IERROR)` (type_match_size_f.c asks
+    /// libmpi's own datatype tables, which were never initialised): kawarimi's answer, the
+    /// Fortran type of that class and size, as a Fortran handle (`MPI_DATATYPE_NULL`'s on an
+    /// error, as Open MPI's).
+    fn ompi_type_match_size_f["type_match_size", "TYPE_MATCH_SIZE", "Type_match_size"](typeclass: *const MPI_Fint, size: *const MPI_Fint, datatype: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        let mut t = abi::predefined().datatype_handle(abi::PredefDatatype::DatatypeNull) as abi::MPI_Datatype;
+        // SAFETY: Fortran arguments by reference; kawarimi's own MPI_Type_match_size writes `t`.
+        unsafe {
+            let rc = crate::api::dtype::Type_match_size(get(typeclass), get(size), &mut t);
+            put(datatype, fortran::Type_c2f(t));
+            put(ierr, rc);
+        }
+    }
+
     /// `MPI_COMM_CREATE_ERRHANDLER(FUNCTION, ERRHANDLER, IERROR)`.
     fn ompi_comm_create_errhandler_f["comm_create_errhandler", "COMM_CREATE_ERRHANDLER", "Comm_create_errhandler"](function: Option<FortranErrhandlerFn>, errhandler: *mut MPI_Fint, ierr: *mut MPI_Fint) {
         // SAFETY: Fortran arguments by reference.

@@ -89,6 +89,23 @@ pub(crate) fn datatype_in_user_op(h: MPI_Datatype) -> Option<Res<Arc<Datatype>>>
 
 /// Runs a user function (§5.9.5) on packed operands, with `dt_handle` and `dt` known as its
 /// datatype meanwhile (see [`datatype_in_user_op`]).
+/// `MPI_Op_create`, and its Fortran binding (`fortran`: see [`UserOp::fortran`]).
+pub(crate) fn create_op(
+    name: &'static str,
+    function: Option<abi::MPI_User_function>,
+    commutative: bool,
+    fortran: bool,
+    op: *mut MPI_Op,
+) -> c_int {
+    call(name, None, |s| {
+        let Some(function) = function else { return fail(ErrorClass::Arg, "NULL user function") };
+        let entry = OpEntry::User(UserOp { function, commutative, fortran });
+        let i = s.ops.insert(entry).ok_or_else(|| crate::state::table_full("ops"))?;
+        // SAFETY: caller's output argument.
+        unsafe { out(op, encode(Kind::Op, i) as MPI_Op) }
+    })
+}
+
 fn call_user_op(
     u: UserOp,
     dt: &Arc<Datatype>,
@@ -112,10 +129,14 @@ fn run_user_op(u: UserOp, dt: &Datatype, dt_handle: MPI_Datatype, input: &[u8], 
     let count = input.len() / size;
     let mut len = count as c_int;
     let mut h = dt_handle;
+    // SAFETY: converting a handle reads no memory.
+    let mut fortran_h = unsafe { crate::api::fortran::Type_c2f(dt_handle) };
+    // The datatype argument as the function takes it: a Fortran one reads an INTEGER there.
+    let h: *mut MPI_Datatype = if u.fortran { (&mut fortran_h as *mut abi::MPI_Fint).cast() } else { &mut h };
     if dt.is_contiguous() {
         // SAFETY: the user function reads `len` elements of `dt` at `input` and updates as
         // many at `inout`; both slices hold exactly that many packed (= memory-form) elements.
-        unsafe { (u.function)(input.as_ptr() as *mut c_void, inout.as_mut_ptr() as *mut c_void, &mut len, &mut h) };
+        unsafe { (u.function)(input.as_ptr() as *mut c_void, inout.as_mut_ptr() as *mut c_void, &mut len, h) };
         return Ok(());
     }
     let (lo, hi) = dt.span(count);
@@ -127,12 +148,7 @@ fn run_user_op(u: UserOp, dt: &Datatype, dt_handle: MPI_Datatype, input: &[u8], 
     // SAFETY: `a` and `b` each hold `count` elements of `dt` in memory form, addressed from
     // `origin`, as the function expects.
     unsafe {
-        (u.function)(
-            a.as_mut_ptr().add(origin) as *mut c_void,
-            b.as_mut_ptr().add(origin) as *mut c_void,
-            &mut len,
-            &mut h,
-        )
+        (u.function)(a.as_mut_ptr().add(origin) as *mut c_void, b.as_mut_ptr().add(origin) as *mut c_void, &mut len, h)
     };
     let mut packed = Vec::with_capacity(inout.len());
     dt.pack(&b, origin, count, &mut packed);
@@ -142,12 +158,7 @@ fn run_user_op(u: UserOp, dt: &Datatype, dt_handle: MPI_Datatype, input: &[u8], 
 
 mpi_fn! {
     fn Op_create(function: Option<abi::MPI_User_function>, commute: c_int, op: *mut MPI_Op) -> c_int {
-        call("MPI_Op_create", None, |s| {
-            let Some(function) = function else { return fail(ErrorClass::Arg, "NULL user function") };
-            let i = s.ops.insert(OpEntry::User(UserOp { function, commutative: commute != 0 })).ok_or_else(|| crate::state::table_full("ops"))?;
-            // SAFETY: caller's output argument.
-            unsafe { out(op, encode(Kind::Op, i) as MPI_Op) }
-        })
+        create_op("MPI_Op_create", function, commute != 0, false, op)
     }
 
     fn Op_free(op: *mut MPI_Op) -> c_int {
