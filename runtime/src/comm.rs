@@ -384,7 +384,19 @@ pub struct CollSeq {
     slots: std::sync::atomic::AtomicU64,
     /// Collectives completed through the slots: the next one is instance `slot_seq + 1`.
     slot_seq: std::sync::atomic::AtomicU64,
+    /// The instance number's bits in a tag beyond the widest (0: all 26); see
+    /// [`CollSeq::narrow`].
+    narrowed_bits: u32,
 }
+
+/// The bits a collective tag gives the instance number: above the kind (4 bits) and the
+/// nonblocking flag, below the sign.
+const INSTANCE_BITS: u32 = 26;
+
+/// The instance bits of an `MPI_Comm_create_group` transient communicator's tags: its
+/// context agreement takes two collectives a round, and a retry more; 256 instances wrap
+/// long after any member can be a whole instance ahead of another.
+pub const TRANSIENT_INSTANCE_BITS: u32 = 8;
 
 const NO_SLOTS: u64 = 0xFFFF_FFFF;
 
@@ -393,8 +405,15 @@ impl CollSeq {
     /// instance << 5`.
     pub fn next_tag(&self, base: i32, kind: i32, nonblocking: bool) -> i32 {
         let counter = if nonblocking { &self.nonblocking } else { &self.blocking };
-        let seq = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0x03FF_FFFF;
+        let bits = INSTANCE_BITS - self.narrowed_bits;
+        let seq = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & ((1 << bits) - 1);
         base.wrapping_add(kind | (i32::from(nonblocking) << 4) | (seq << 5) as i32)
+    }
+
+    /// Counters whose instance numbers take only `bits` bits of a tag, so that a base above
+    /// them (a transient communicator's user tag, shifted past them) never meets them.
+    pub fn narrow(bits: u32) -> CollSeq {
+        CollSeq { narrowed_bits: INSTANCE_BITS - bits.min(INSTANCE_BITS), ..CollSeq::default() }
     }
 
     /// What the members agreed that holds in `epoch`: `Some(Some(area))` the slots' area (for

@@ -382,8 +382,16 @@ pub fn comm_create_group(st: &mut dyn Steps, parent: &Comm, group: &Group, tag: 
         }
     }
     let group = Arc::new(group.clone());
-    // A transient communicator whose collective context is `parent.ctx + 2`.
-    let transient = Comm { coll_tag_base: (tag & 0x07FF_FFFF) << 4, ..Comm::new(parent.ctx + 1, group.clone(), rank) };
+    // A transient communicator whose collective context is `parent.ctx + 2`: its collectives'
+    // tags carry the user tag above their kind, flag and instance number (which the context
+    // agreement's rounds advance), so that creations with other tags never meet; tags that
+    // agree in their low 18 bits share a tag space.
+    let shift = 5 + crate::comm::TRANSIENT_INSTANCE_BITS;
+    let transient = Comm {
+        coll_tag_base: (tag & ((1 << (31 - shift)) - 1)) << shift,
+        coll_seq: Arc::new(crate::comm::CollSeq::narrow(crate::comm::TRANSIENT_INSTANCE_BITS)),
+        ..Comm::new(parent.ctx + 1, group.clone(), rank)
+    };
     let ctx = alloc_ctx(st, &transient)?;
     Ok(Comm::new(ctx, group, rank))
 }

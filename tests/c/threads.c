@@ -22,7 +22,8 @@
  *    that waits inside a constructor holding one lock deadlocks, and one whose concurrent
  *    context agreements can give two communicators of one process the same context
  *    delivers messages to the wrong one. Each new communicator carries a ring exchange on
- *    two tags whose values name the thread, and an allreduce, all checked. */
+ *    two tags whose values name the thread, and an allreduce, all checked.
+ * 6. See creating_groups. */
 #include <pthread.h>
 #include <unistd.h>
 
@@ -218,6 +219,7 @@ static void *constructing(void *arg)
         MPI_OK(MPI_Comm_free(&d));
         MPI_OK(MPI_Group_free(&g));
 
+
         MPI_OK(MPI_Comm_split_type(parent, MPI_COMM_TYPE_SHARED, me, MPI_INFO_NULL, &d));
         use_new_comm(d, t, i, "MPI_Comm_split_type");
         MPI_OK(MPI_Comm_free(&d));
@@ -253,6 +255,24 @@ static void *constructing(void *arg)
     return NULL;
 }
 
+/* 6. MPI_Comm_create_group over one parent in every thread at once, told apart by the tag
+ *    alone (as MPICH's comm_create_group_threads2 does): the tags of one creation's
+ *    collectives must never be those of another's, however many each takes. */
+static void *creating_groups(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    MPI_Group g;
+    MPI_OK(MPI_Comm_group(MPI_COMM_WORLD, &g));
+    for (int i = 0; i < CTOR_ITERS * 3; i++) {
+        MPI_Comm d;
+        MPI_OK(MPI_Comm_create_group(MPI_COMM_WORLD, g, t, &d));
+        use_new_comm(d, t, i, "MPI_Comm_create_group over MPI_COMM_WORLD");
+        MPI_OK(MPI_Comm_free(&d));
+    }
+    MPI_OK(MPI_Group_free(&g));
+    return NULL;
+}
+
 static void run_threads(void *(*f)(void *), int n)
 {
     pthread_t th[THREADS];
@@ -282,6 +302,7 @@ int main(int argc, char **argv)
     crossed_order();
     lock_across_threads();
     run_threads(constructing, 2);
+    run_threads(creating_groups, THREADS);
     for (int t = 0; t < THREADS; t++)
         MPI_OK(MPI_Comm_free(&comms[t]));
     return finish("threads");
