@@ -123,6 +123,25 @@ static void large_counts_are_not_truncated(void)
     MPI_OK(MPI_Status_set_elements(&st, MPI_DOUBLE, 12345));
     MPI_OK(MPI_Get_count(&st, MPI_DOUBLE, &n));
     CHECKF(n == 12345, "Get_count gave %d", n);
+    /* Elements of a struct are its basic elements in order, whatever their sizes (MPICH's
+     * datatype/large_count): {char, int, double, short} is 4 elements and 15 bytes. */
+    int bl[4] = {1, 1, 1, 1};
+    MPI_Aint d[4] = {0, 8, 16, 24};
+    MPI_Datatype ty[4] = {MPI_CHAR, MPI_INT, MPI_DOUBLE, MPI_SHORT}, fs;
+    MPI_OK(MPI_Type_create_struct(4, bl, d, ty, &fs));
+    MPI_OK(MPI_Type_commit(&fs));
+    const int counts[3] = {4, 3, 10}, whole[3] = {1, MPI_UNDEFINED, MPI_UNDEFINED};
+    for (int k = 0; k < 3; k++) {
+        int e = -1, c = -1;
+        MPI_Count ex = -1;
+        MPI_OK(MPI_Status_set_elements(&st, fs, counts[k]));
+        MPI_OK(MPI_Get_elements(&st, fs, &e));
+        MPI_OK(MPI_Get_elements_x(&st, fs, &ex));
+        MPI_OK(MPI_Get_count(&st, fs, &c));
+        CHECKF(e == counts[k] && ex == counts[k] && c == whole[k],
+               "set_elements(%d) of a struct: get_elements %d, _x %lld, get_count %d", counts[k], e, (long long)ex, c);
+    }
+    MPI_OK(MPI_Type_free(&fs));
 }
 
 static void large_count_datatypes(void)

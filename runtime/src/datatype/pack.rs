@@ -172,6 +172,18 @@ impl Datatype {
         whole.checked_add(map.elements_in(rem)?)
     }
 
+    /// The packed bytes of the first `count` basic elements of a run of this type: what
+    /// `MPI_Status_set_elements` records, so that `MPI_Get_elements` gives `count` back and
+    /// `MPI_Get_count` the whole copies in it. `None` when that overflows.
+    pub fn bytes_of_elements(&self, count: usize) -> Option<usize> {
+        let map = &*self.inner.map;
+        if map.elements == 0 {
+            return if count == 0 { Some(0) } else { None };
+        }
+        let whole = (count / map.elements).checked_mul(map.size)?;
+        whole.checked_add(map.bytes_of_first(count % map.elements))
+    }
+
     /// Turns packed elements of this type into the external32 representation (§13.5.2), or
     /// back (the same swap): every number big-endian. `packed` holds whole elements.
     pub fn swap_external32(&self, packed: &mut [u8]) {
@@ -277,6 +289,32 @@ impl Map {
                     off - in_copy + if in_copy == 0 { 0 } else { r.body.whole_primitive_prefix(in_copy) }
                 }
             }
+    }
+
+    /// The packed bytes of the first `k` (`< elements`) basic elements of one copy.
+    fn bytes_of_first(&self, mut k: usize) -> usize {
+        let mut bytes = 0;
+        for item in &self.items {
+            if k == 0 {
+                break;
+            }
+            let n = item.elements();
+            if k >= n {
+                bytes += item.packed_len();
+                k -= n;
+                continue;
+            }
+            bytes += match item {
+                Item::Run(b) => {
+                    let members = b.prim.members();
+                    let whole = k / members.len() * b.prim.packed_size();
+                    whole + members[..k % members.len()].iter().sum::<usize>()
+                }
+                Item::Repeat(r) => k / r.body.elements * r.body.size + r.body.bytes_of_first(k % r.body.elements),
+            };
+            k = 0;
+        }
+        bytes
     }
 
     /// Basic elements in the first `rem` (`< size`) packed bytes of one copy, `None` when

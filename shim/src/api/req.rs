@@ -601,10 +601,10 @@ fn set_elements(s: &mut State, status: *mut MPI_Status, datatype: MPI_Datatype, 
         return fail(ErrorClass::Count, format!("count {count} is negative"));
     }
     let dt = s.datatype(datatype)?;
-    // Elements are primitives: a type's size over its primitive count gives bytes each.
-    let per = dt.size().checked_div(dt.elements_per_type()).unwrap_or(0);
-    let Some(bytes) = usize::try_from(count).ok().and_then(|c| c.checked_mul(per)) else {
-        return fail(ErrorClass::Count, format!("{count} elements of {per} bytes do not fit a status"));
+    // Elements are the type map's basic elements, in order: of a struct {char, int} three
+    // are a whole copy and a char.
+    let Some(bytes) = usize::try_from(count).ok().and_then(|c| dt.bytes_of_elements(c)) else {
+        return fail(ErrorClass::Count, format!("{count} elements of this datatype do not fit a status"));
     };
     // SAFETY: a writable status (§12.3).
     unsafe { (*status)._ucount = bytes };
