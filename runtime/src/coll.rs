@@ -723,19 +723,6 @@ pub fn barrier(e: &mut Engine, comm: &Comm) -> MpiResult<()> {
     run(e, barrier_schedule(comm)).map(drop)
 }
 
-pub fn bcast(e: &mut Engine, comm: &Comm, root: i32, buf: &mut [u8]) -> MpiResult<()> {
-    let part = if comm.rank == root {
-        Outside::Send(SendData::Owned(buf.to_vec()))
-    } else {
-        Outside::Recv(RecvBuf::Owned(vec![0; buf.len()]))
-    };
-    let got = run_one(e, bcast_schedule(comm, root, part))?;
-    if comm.rank != root {
-        buf.copy_from_slice(&got);
-    }
-    Ok(())
-}
-
 pub fn reduce(
     e: &mut Engine,
     comm: &Comm,
@@ -767,17 +754,6 @@ pub fn gatherv(e: &mut Engine, comm: &Comm, root: i32, mine: &[u8], lens: &[usiz
 pub fn scatterv(e: &mut Engine, comm: &Comm, root: i32, pieces: Vec<Vec<u8>>, len: usize) -> MpiResult<Vec<u8>> {
     let pieces = pieces.into_iter().map(SendData::Owned).collect();
     run_one(e, scatterv_schedule(comm, root, pieces, Some(RecvBuf::Owned(vec![0; len])))?)
-}
-
-pub fn allgatherv(e: &mut Engine, comm: &Comm, mine: &[u8], lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
-    let recv = lens.iter().map(|&len| Some(RecvBuf::Owned(vec![0; len]))).collect();
-    run_many(e, allgatherv_schedule(comm, SendData::Owned(mine.to_vec()), recv)?)
-}
-
-pub fn alltoallv(e: &mut Engine, comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
-    let send = send.into_iter().map(SendData::Owned).collect();
-    let recv = recv_lens.iter().map(|&len| RecvBuf::Owned(vec![0; len])).collect();
-    run_many(e, alltoallv_schedule(comm, send, recv))
 }
 
 /// `MPI_Scan`, or `MPI_Exscan` when `exclusive` (which leaves rank 0's `buf` as it was).

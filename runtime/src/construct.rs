@@ -496,7 +496,7 @@ pub fn dist_graph(
 }
 
 /// `send[i]` to member i of `comm`, and from each member i the `recv_lens[i]` bytes it sends.
-fn alltoall(st: &mut dyn Steps, comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
+pub fn alltoall(st: &mut dyn Steps, comm: &Comm, send: Vec<Vec<u8>>, recv_lens: &[usize]) -> MpiResult<Vec<Vec<u8>>> {
     let send = send.into_iter().map(SendData::Owned).collect();
     let recv = recv_lens.iter().map(|&len| RecvBuf::Owned(vec![0; len])).collect();
     let (s, slots): (Schedule<'static>, Vec<Slot>) = coll::alltoallv_schedule(comm, send, recv);

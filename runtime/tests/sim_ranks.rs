@@ -149,7 +149,7 @@ fn coll_body(w: &mut World) {
         for len in [1usize, 1000, 3 << 20] {
             let mut buf =
                 if me == root { (0..len).map(|i| (i % 251) as u8 ^ root as u8).collect() } else { vec![0; len] };
-            coll::bcast(&mut w.engine, &comm, root, &mut buf).unwrap();
+            construct::bcast(w, &comm, root, &mut buf).unwrap();
             assert!(buf.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8 ^ root as u8));
         }
         // Reduce (commutative and not).
@@ -216,11 +216,11 @@ fn coll_body(w: &mut World) {
     let pieces = if me == 0 { (0..n as usize).map(|r| vec![r as u8 + 100; lens[r]]).collect() } else { Vec::new() };
     let p = coll::scatterv(&mut w.engine, &comm, 0, pieces, lens[me as usize]).unwrap();
     assert_eq!(p, vec![me as u8 + 100; lens[me as usize]]);
-    let all = coll::allgatherv(&mut w.engine, &comm, &mine, &lens).unwrap();
+    let all = construct::allgather(w, &comm, &mine, &lens).unwrap();
     assert!(all.iter().enumerate().all(|(r, p)| *p == vec![r as u8; lens[r]]));
     let send: Vec<Vec<u8>> = (0..n).map(|d| vec![(me * 16 + d) as u8; (me + d) as usize * 1000]).collect();
     let recv_lens: Vec<usize> = (0..n).map(|s| (s + me) as usize * 1000).collect();
-    let got = coll::alltoallv(&mut w.engine, &comm, send, &recv_lens).unwrap();
+    let got = construct::alltoall(w, &comm, send, &recv_lens).unwrap();
     assert!(got.iter().enumerate().all(|(s, p)| *p == vec![(s as i32 * 16 + me) as u8; recv_lens[s]]));
 }
 
