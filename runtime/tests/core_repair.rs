@@ -248,13 +248,7 @@ fn a_zero_copy_send_whose_confirmation_was_lost_completes_after_the_repair() {
     }
     assert!(b.is_complete(r), "the receiver has the message");
     assert!(!a.is_complete(s), "the confirmation was lost");
-    for (core, peer) in [(&mut a, 1), (&mut b, 0)] {
-        core.mark_broken(peer);
-        core.begin_drain().unwrap();
-        while core.poll_transmit().is_some() {}
-        core.resume(1, &[peer]);
-    }
-    let replays: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    let replays = repair(&mut a, &mut b);
     assert!(replays.iter().any(|t| t.header.kind == FrameKind::Data), "a sends its chunks again");
     for t in replays {
         assert!(!matches!(t.payload, Payload::Static(_)), "a replay points into the application's buffer");
@@ -350,4 +344,43 @@ fn over_a_lossless_link_only_what_a_drain_holds_is_kept() {
     c.isend(1, 0, 7, SendData::Owned(vec![5; 60]), false).unwrap();
     assert_eq!(c.unconfirmed(1), 1, "a frame over a link that can drop it must be kept");
     assert_eq!(c.unrepairable(1), 0);
+}
+
+/// Both ends of the link between ranks 0 (`a`) and 1 (`b`) see it die and go through a switch
+/// that repairs it (epoch 1); returns what `a` sends first on the new link.
+fn repair(a: &mut Core, b: &mut Core) -> Vec<kawarimi_runtime::core::Transmit> {
+    for (core, peer) in [(&mut *a, 1), (&mut *b, 0)] {
+        core.mark_broken(peer);
+        core.begin_drain().unwrap();
+        while core.poll_transmit().is_some() {}
+        core.resume(1, &[peer]);
+    }
+    std::iter::from_fn(|| a.poll_transmit()).collect()
+}
+
+/// The link dies while the transport places an eager frame (the TCP transport reads it from
+/// the socket into the receive's buffer): the frame never comes flagged. The repair sends it
+/// again with its bytes, and it completes the receive it was matched to, which no other
+/// message may take in the meantime.
+#[test]
+fn an_eager_frame_placed_when_the_link_died_completes_its_receive_when_sent_again() {
+    let config = CoreConfig { eager_limit_bytes: 64, ..CoreConfig::default() };
+    let (mut a, mut b) = (Core::new(0, 2, config.clone()), Core::new(1, 2, config));
+    const N: usize = 12;
+    let r = b.irecv(0, 0, 5, RecvBuf::Owned(vec![0; N])).unwrap();
+    a.isend(1, 0, 5, SendData::Owned((1..=N as u8).collect()), false).unwrap();
+    let t = a.poll_transmit().unwrap();
+    assert!(b.placement(0, &t.header).is_some(), "matched and placed");
+    // The link dies with the frame half-read.
+    let replays = repair(&mut a, &mut b);
+    let replay = replays.into_iter().find(|t| t.header.kind == FrameKind::Eager).expect("the frame is sent again");
+    assert!(replay.header.flags & FLAG_REPLAY != 0);
+    assert!(!b.is_complete(r));
+    b.handle_frame(0, replay.header, replay.payload).unwrap();
+    assert!(b.is_complete(r), "the replay completes the receive it was placed in");
+    let st = b.peek_status(r).unwrap();
+    assert_eq!((st.source, st.tag, st.len, st.error), (0, 5, N, None));
+    let done = b.take_completion(r).unwrap();
+    let Some(RecvBuf::Owned(v)) = done.recv_buf else { panic!("the receive keeps its buffer") };
+    assert_eq!(v, (1..=N as u8).collect::<Vec<u8>>());
 }

@@ -92,35 +92,63 @@ fn a_dead_jobs_segment_is_reclaimed_by_the_next_job() {
     assert!(orphans.is_empty(), "segments of processes that are gone: {orphans:?}");
 }
 
+/// Runs `exe` at 2 ranks under kawarimi with its transport report (`KAWARIMI_REPORT=1`) and
+/// the mpirun arguments `extra`; whether it succeeded, and stdout and stderr together.
+fn run_reporting(exe: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    use kawarimi_tests::{kawarimi_lib, mpirun};
+    let lib = kawarimi_lib().unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(mpirun().unwrap())
+        .args(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", "2"])
+        .arg("-x")
+        .arg(format!("LD_PRELOAD={}", lib.display()))
+        .args(["-x", "KAWARIMI_REPORT=1"])
+        .args(extra)
+        .arg(exe)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KAWARIMI_SHM")
+        .output()
+        .expect("run mpirun");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
 /// With nothing said, ranks on one host talk through shared memory; `KAWARIMI_SHM` other than
 /// 0 or 1 is refused at start-up with an error that names it.
 #[test]
 fn shared_memory_is_the_default_and_a_bad_setting_is_named() {
-    use kawarimi_tests::{compiled, kawarimi_lib, mpirun, ranks_not_on_shm};
+    use kawarimi_tests::{compiled, ranks_not_on_shm};
     let exe = compiled("p2p_basic", build_dir());
-    let lib = kawarimi_lib().unwrap_or_else(|e| panic!("{e}"));
-    let run = |extra: &[&str]| {
-        let out = std::process::Command::new("timeout")
-            .arg("120")
-            .arg(mpirun().unwrap())
-            .args(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", "2"])
-            .arg("-x")
-            .arg(format!("LD_PRELOAD={}", lib.display()))
-            .args(["-x", "KAWARIMI_REPORT=1"])
-            .args(extra)
-            .arg(&exe)
-            .env_remove("LD_PRELOAD")
-            .env_remove("KAWARIMI_SHM")
-            .output()
-            .expect("run mpirun");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
-    };
+    let run = |extra: &[&str]| run_reporting(&exe, extra);
     let (ok, out) = run(&[]);
     assert!(ok && out.contains("OK p2p_basic"), "{out}");
     assert_eq!(ranks_not_on_shm(&out, 2), Vec::<u32>::new(), "ranks not on shared memory by default:\n{out}");
     let (ok, out) = run(&["-x", "KAWARIMI_SHM=yes"]);
     assert!(!ok && out.contains("KAWARIMI_SHM") && out.contains("neither 0 nor 1"), "{out}");
+}
+
+/// Over TCP, large payloads are read from the socket straight into the receive buffer: the
+/// large-message program (which checks every byte it receives) passes, and every rank's
+/// report counts payloads read into place.
+#[test]
+fn tcp_reads_large_payloads_into_the_receive_buffer() {
+    let exe = kawarimi_tests::compiled("p2p_large", build_dir());
+    let (ok, text) = run_reporting(&exe, &["-x", "KAWARIMI_SHM=0"]);
+    assert!(ok && text.contains("OK p2p_large"), "{text}");
+    for rank in 0..2 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("kawarimi: rank {rank}: ran tcp:1,")))
+            .unwrap_or_else(|| panic!("no TCP report of rank {rank}:\n{text}"));
+        let placed: u64 = line
+            .split("payloads read into place ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("rank {rank} counts no placed payloads: {line}"));
+        assert!(placed > 0, "rank {rank} read no payload into place: {line}");
+    }
 }
 
 /// The same programs under `kawarimi run`, wired up through its coordinator rather than

@@ -7,12 +7,13 @@
 //! - nothing panics;
 //! - an accepted header re-encodes to exactly the bytes it was decoded from;
 //! - the frames the decoder emits, re-encoded, are exactly a prefix of the input, and
-//!   splitting the input differently yields the same frames and the same error;
+//!   splitting the input differently, or stopping at large payloads to place them, yields
+//!   the same frames and the same error;
 //! - a handshake fed the bytes consumes no more than it needs, and completes only if the
 //!   bytes carry a valid response (proved by recomputing it).
 
 use crate::auth::{compute_response, decode_hello, Handshake, JobSecret, Role, HELLO_LEN, RESPONSE_LEN};
-use crate::wire::{DecodeError, FrameDecoder, Header, HEADER_LEN};
+use crate::wire::{DecodeError, FrameDecoder, Header, FLAG_PLACED, HEADER_LEN};
 
 /// The authenticated sender rank the decoder entry point expects.
 pub const FUZZ_SRC: u32 = 1;
@@ -22,16 +23,61 @@ pub const FUZZ_RESPONDER_RANK: u32 = 9;
 pub const FUZZ_RESPONDER_NONCE: [u8; 32] = [0x17; 32];
 
 fn decode_all(data: &[u8], chunk: usize) -> (Vec<(Header, Vec<u8>)>, Option<DecodeError>) {
+    decode_placing(data, chunk, None)
+}
+
+/// Decodes `data` fed in pieces of `chunk` bytes. With `Some(min)` the decoder stops at
+/// payloads of at least `min` bytes and the answers alternate between a buffer of this
+/// function's (whose bytes then stand in for the placed frame's, its flag cleared) and none,
+/// so the result can be compared with decoding without placements.
+fn decode_placing(
+    data: &[u8],
+    chunk: usize,
+    place_min: Option<usize>,
+) -> (Vec<(Header, Vec<u8>)>, Option<DecodeError>) {
     let mut d = FrameDecoder::new(FUZZ_SRC);
+    if let Some(min) = place_min {
+        d.ask_placement(min);
+    }
     let mut frames = Vec::new();
-    let mut err = None;
-    for c in data.chunks(chunk.max(1)) {
-        if let Err(e) = d.feed(c, &mut |h, p: crate::Payload| frames.push((h, p.into_vec()))) {
-            err = Some(e);
+    // The places handed out, in order; a placed frame takes the oldest not yet taken.
+    let mut places: std::collections::VecDeque<Vec<u8>> = Default::default();
+    let mut questions = 0usize;
+    let mut emit = |h: Header, p: crate::Payload, places: &mut std::collections::VecDeque<Vec<u8>>| {
+        if h.flags & FLAG_PLACED != 0 {
+            let place = places.pop_front().expect("a placed frame was given a place");
+            assert!(p.is_empty(), "a placed frame carries bytes");
+            frames.push((Header { flags: h.flags & !FLAG_PLACED, ..h }, place));
+        } else {
+            frames.push((h, p.into_vec()));
+        }
+    };
+    let mut pieces = data.chunks(chunk.max(1));
+    loop {
+        let fed = if d.holds_bytes() && d.asking().is_none() {
+            d.resume(&mut |h, p| emit(h, p, &mut places))
+        } else if let Some(c) = pieces.next() {
+            d.feed(c, &mut |h, p| emit(h, p, &mut places))
+        } else {
             break;
+        };
+        match fed {
+            Ok(None) => {}
+            Ok(Some(h)) => {
+                questions += 1;
+                let at = if questions % 2 == 1 {
+                    places.push_back(vec![0; h.payload_len as usize]);
+                    let place = places.back_mut().expect("just pushed");
+                    Some(crate::Placement { ptr: place.as_mut_ptr(), len: place.len() })
+                } else {
+                    None
+                };
+                d.answer(at).expect("the decoder asked");
+            }
+            Err(e) => return (frames, Some(e)),
         }
     }
-    (frames, err)
+    (frames, None)
 }
 
 /// Runs every entry point on `data`; panics if a property is violated.
@@ -58,6 +104,11 @@ pub fn check_input(data: &[u8]) {
     let (frames2, err2) = decode_all(data, chunk);
     assert_eq!(frames, frames2, "split changed the frames");
     assert_eq!(err, err2, "split changed the error");
+    // Stopping at large payloads for a placement changes neither the frames nor the error.
+    let place_min = 49 + data.get(1).copied().unwrap_or(0) as usize * 4;
+    let (frames3, err3) = decode_placing(data, chunk, Some(place_min));
+    assert_eq!(frames, frames3, "placements changed the frames");
+    assert_eq!(err, err3, "placements changed the error");
 
     // 3. The handshake, as responder (learns the rank) and as initiator (expects rank 0).
     let secret = JobSecret::from_bytes(FUZZ_SECRET);

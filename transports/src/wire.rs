@@ -138,6 +138,8 @@ pub enum WireError {
     PayloadTooLarge { max: u32, got: u32 },
     #[error("frame kind {kind:?} must not carry a payload, got {got} bytes")]
     UnexpectedPayload { kind: FrameKind, got: u32 },
+    #[error("flags {flags:#010x} on the wire include FLAG_PLACED, which only a receiving transport sets")]
+    PlacedOnTheWire { flags: u32 },
 }
 
 impl Header {
@@ -193,9 +195,14 @@ impl Header {
         if !carries_payload && payload_len != 0 {
             return Err(WireError::UnexpectedPayload { kind, got: payload_len });
         }
+        // A frame that claimed to be placed would complete a receive with bytes never sent.
+        let flags = u32_at(4);
+        if flags & FLAG_PLACED != 0 {
+            return Err(WireError::PlacedOnTheWire { flags });
+        }
         Ok(Header {
             kind,
-            flags: u32_at(4),
+            flags,
             epoch: u32_at(8),
             src: u32_at(12),
             seq: u64_at(16),
@@ -267,58 +274,189 @@ impl std::error::Error for DecodeError {}
 /// from a test or a fuzzer. A payload of at most [`crate::INLINE_BYTES`] that comes whole
 /// with its header is emitted inline; every other payload Vec is allocated once, at its
 /// exact size.
+///
+/// With [`FrameDecoder::ask_placement`] the decoder stops at the header of a payload of at
+/// least the given size and returns it from `feed`: the caller asks the runtime where the
+/// payload goes ([`crate::Event::Incoming`]) and hands the answer to
+/// [`FrameDecoder::answer`]. The stream bytes fed after that header wait in the decoder
+/// until then; [`FrameDecoder::resume`] goes on with them. A payload placed that way is
+/// written straight into the runtime's buffer (the TCP transport reads the socket into it),
+/// and its frame is emitted flagged [`FLAG_PLACED`], without bytes.
 #[derive(Debug)]
 pub struct FrameDecoder {
     expected_src: PeerId,
     hdr: [u8; HEADER_LEN],
     hdr_have: usize,
-    body: Option<(Header, Vec<u8>)>,
+    body: Body,
     failed: Option<DecodeError>,
+    /// Payloads of at least this many bytes wait for a placement (`usize::MAX`: none does).
+    place_min: usize,
+    /// Stream bytes fed after a header that waits for its placement, from `held_at` on.
+    held: Vec<u8>,
+    held_at: usize,
+}
+
+/// The frame the decoder is in the middle of.
+#[derive(Debug)]
+enum Body {
+    /// Between frames (a header may be partly in `hdr`).
+    Between,
+    /// A payload read into a buffer of its own.
+    Buffer(Header, Vec<u8>),
+    /// A payload whose place the caller was asked for.
+    Asking(Header),
+    /// A payload landing where the runtime said; `have` bytes of it are there.
+    Placed { header: Header, at: crate::Placement, have: usize },
 }
 
 impl FrameDecoder {
     /// A decoder for a connection authenticated as rank `expected_src`.
     pub fn new(expected_src: PeerId) -> FrameDecoder {
-        FrameDecoder { expected_src, hdr: [0; HEADER_LEN], hdr_have: 0, body: None, failed: None }
+        FrameDecoder {
+            expected_src,
+            hdr: [0; HEADER_LEN],
+            hdr_have: 0,
+            body: Body::Between,
+            failed: None,
+            place_min: usize::MAX,
+            held: Vec::new(),
+            held_at: 0,
+        }
     }
 
-    /// Feeds stream bytes, calling `emit` for each complete frame in order. After an error
-    /// the decoder stays failed (the stream cannot be resynchronised).
-    pub fn feed<F: FnMut(Header, Payload)>(&mut self, mut bytes: &[u8], emit: &mut F) -> Result<(), DecodeError> {
+    /// From now on, stops at every frame whose payload has at least `min_bytes` (and more
+    /// than [`crate::INLINE_BYTES`]) and asks where it goes (see the type's docs).
+    pub fn ask_placement(&mut self, min_bytes: usize) {
+        self.place_min = min_bytes.max(crate::INLINE_BYTES + 1);
+    }
+
+    /// Feeds stream bytes, calling `emit` for each complete frame in order. `Some(header)`:
+    /// the decoder stopped at that header to ask where its payload goes, and keeps the rest
+    /// of `bytes` until [`FrameDecoder::answer`]. After an error the decoder stays failed
+    /// (the stream cannot be resynchronised).
+    pub fn feed<F: FnMut(Header, Payload)>(
+        &mut self,
+        bytes: &[u8],
+        emit: &mut F,
+    ) -> Result<Option<Header>, DecodeError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        while !bytes.is_empty() {
+        if self.holds_bytes() || matches!(self.body, Body::Asking(_)) {
+            // Behind the bytes already waiting: the stream's order is kept.
+            self.held.extend_from_slice(bytes);
+            return self.resume(emit);
+        }
+        let (used, asked) = self.step(bytes, emit)?;
+        if asked.is_some() {
+            self.held.clear();
+            self.held.extend_from_slice(&bytes[used..]);
+            self.held_at = 0;
+        }
+        Ok(asked)
+    }
+
+    /// Goes on with the bytes held since the decoder stopped to ask, once answered (nothing
+    /// happens while the question is open). Returns as [`FrameDecoder::feed`].
+    pub fn resume<F: FnMut(Header, Payload)>(&mut self, emit: &mut F) -> Result<Option<Header>, DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if matches!(self.body, Body::Asking(_)) || !self.holds_bytes() {
+            return Ok(None);
+        }
+        let held = std::mem::take(&mut self.held);
+        let at = self.held_at;
+        let stepped = self.step(&held[at..], emit);
+        self.held = held;
+        let (used, asked) = stepped?;
+        self.held_at = at + used;
+        if self.held_at == self.held.len() {
+            self.held.clear();
+            self.held_at = 0;
+        }
+        Ok(asked)
+    }
+
+    /// Whether stream bytes wait in the decoder (see [`FrameDecoder::resume`]).
+    pub fn holds_bytes(&self) -> bool {
+        self.held_at < self.held.len()
+    }
+
+    /// The header the decoder stopped at, while its placement is not answered.
+    pub fn asking(&self) -> Option<&Header> {
+        match &self.body {
+            Body::Asking(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Answers the question the decoder stopped at: the payload lands at `at`, which must
+    /// have exactly its length and stay valid and untouched by anyone else until its frame
+    /// is emitted; or (`None`) in a buffer of the decoder's, as usual.
+    pub fn answer(&mut self, at: Option<crate::Placement>) -> Result<(), String> {
+        let Body::Asking(header) = self.body else { return Err("no placement was asked".into()) };
+        let len = header.payload_len as usize;
+        self.body = match at {
+            None => Body::Buffer(header, Vec::with_capacity(len)),
+            Some(at) if at.len == len => Body::Placed { header, at, have: 0 },
+            Some(at) => return Err(format!("{} bytes offered for a payload of {len}", at.len)),
+        };
+        Ok(())
+    }
+
+    /// Decodes from `bytes` until they are used up or a header waits for its placement;
+    /// returns how many bytes it took, and that header.
+    fn step<F: FnMut(Header, Payload)>(
+        &mut self,
+        bytes: &[u8],
+        emit: &mut F,
+    ) -> Result<(usize, Option<Header>), DecodeError> {
+        let mut used = 0;
+        while used < bytes.len() {
+            let rest = &bytes[used..];
             match &mut self.body {
-                Some((h, body)) => {
-                    let need = h.payload_len as usize - body.len();
-                    let take = need.min(bytes.len());
-                    body.extend_from_slice(&bytes[..take]);
-                    bytes = &bytes[take..];
+                Body::Asking(_) => break,
+                Body::Buffer(h, body) => {
+                    let take = (h.payload_len as usize - body.len()).min(rest.len());
+                    body.extend_from_slice(&rest[..take]);
+                    used += take;
                     self.finish_body_if_complete(emit);
                 }
-                None => {
-                    let take = (HEADER_LEN - self.hdr_have).min(bytes.len());
-                    self.hdr[self.hdr_have..self.hdr_have + take].copy_from_slice(&bytes[..take]);
+                Body::Placed { at, have, .. } => {
+                    let take = (at.len - *have).min(rest.len());
+                    placed_bytes(*at)[*have..*have + take].copy_from_slice(&rest[..take]);
+                    *have += take;
+                    used += take;
+                    self.finish_body_if_complete(emit);
+                }
+                Body::Between => {
+                    let take = (HEADER_LEN - self.hdr_have).min(rest.len());
+                    self.hdr[self.hdr_have..self.hdr_have + take].copy_from_slice(&rest[..take]);
                     self.hdr_have += take;
-                    bytes = &bytes[take..];
-                    if self.hdr_have == HEADER_LEN {
-                        self.hdr_have = 0;
-                        let h = self.start_frame()?;
-                        let len = h.payload_len as usize;
-                        if len == 0 {
-                            emit(h, Payload::Empty);
-                        } else if len <= crate::INLINE_BYTES && bytes.len() >= len {
-                            emit(h, Payload::copied(&bytes[..len]));
-                            bytes = &bytes[len..];
-                        } else {
-                            self.body = Some((h, Vec::with_capacity(len)));
-                        }
+                    used += take;
+                    if self.hdr_have < HEADER_LEN {
+                        continue;
+                    }
+                    self.hdr_have = 0;
+                    let h = self.start_frame()?;
+                    let len = h.payload_len as usize;
+                    let rest = &bytes[used..];
+                    if len == 0 {
+                        emit(h, Payload::Empty);
+                    } else if len >= self.place_min {
+                        self.body = Body::Asking(h);
+                        return Ok((used, Some(h)));
+                    } else if len <= crate::INLINE_BYTES && rest.len() >= len {
+                        emit(h, Payload::copied(&rest[..len]));
+                        used += len;
+                    } else {
+                        self.body = Body::Buffer(h, Vec::with_capacity(len));
                     }
                 }
             }
         }
-        Ok(())
+        Ok((used, None))
     }
 
     /// The header just completed, validated.
@@ -360,10 +498,18 @@ impl FrameDecoder {
     }
 
     fn finish_body_if_complete<F: FnMut(Header, Payload)>(&mut self, emit: &mut F) {
-        if matches!(&self.body, Some((h, b)) if b.len() == h.payload_len as usize) {
-            if let Some((h, b)) = self.body.take() {
-                emit(h, Payload::Owned(b));
-            }
+        let complete = match &self.body {
+            Body::Buffer(h, b) => b.len() == h.payload_len as usize,
+            Body::Placed { at, have, .. } => *have == at.len,
+            Body::Between | Body::Asking(_) => false,
+        };
+        if !complete {
+            return;
+        }
+        match std::mem::replace(&mut self.body, Body::Between) {
+            Body::Buffer(h, b) => emit(h, Payload::Owned(b)),
+            Body::Placed { header, .. } => emit(Header { flags: header.flags | FLAG_PLACED, ..header }, Payload::Empty),
+            Body::Between | Body::Asking(_) => {}
         }
     }
 
@@ -374,19 +520,28 @@ impl FrameDecoder {
 
     /// True while a frame is partly received (an EOF now loses it).
     pub fn mid_frame(&self) -> bool {
-        self.hdr_have > 0 || self.body.is_some()
+        self.hdr_have > 0 || !matches!(self.body, Body::Between) || self.holds_bytes()
     }
 
-    /// When at least `min` payload bytes of the current frame are still missing: the
-    /// uninitialised tail of its Vec, to read into directly.
+    /// When at least `min` payload bytes of the current frame are still missing (and no
+    /// stream bytes wait in the decoder, which come first): the uninitialised rest of where
+    /// the payload goes, to read into directly.
     pub(crate) fn direct_buffer(&mut self, min: usize) -> Option<&mut [MaybeUninit<u8>]> {
-        if self.failed.is_some() {
+        if self.failed.is_some() || self.holds_bytes() {
             return None;
         }
         match &mut self.body {
-            Some((h, body)) if h.payload_len as usize - body.len() >= min => {
+            Body::Buffer(h, body) if h.payload_len as usize - body.len() >= min => {
                 let missing = h.payload_len as usize - body.len();
                 Some(&mut body.spare_capacity_mut()[..missing])
+            }
+            Body::Placed { at, have, .. } if at.len - *have >= min => {
+                // SAFETY: `at` is the runtime's buffer of `at.len` bytes, valid and left to
+                // this decoder until the frame is emitted (`answer`'s contract); the range
+                // from `have` is inside it, and initialised bytes may be seen as uninit.
+                Some(unsafe {
+                    std::slice::from_raw_parts_mut(at.ptr.add(*have).cast::<MaybeUninit<u8>>(), at.len - *have)
+                })
             }
             _ => None,
         }
@@ -398,14 +553,25 @@ impl FrameDecoder {
     /// The first `n` elements of that buffer must have been initialised, and `n` must not
     /// exceed its length.
     pub(crate) unsafe fn commit_direct<F: FnMut(Header, Payload)>(&mut self, n: usize, emit: &mut F) {
-        if let Some((h, body)) = &mut self.body {
-            let new_len = (body.len() + n).min(h.payload_len as usize);
-            // SAFETY: the caller initialised `n` bytes of the spare capacity right after the
-            // current length, and `new_len` never exceeds the capacity (payload_len).
-            unsafe { body.set_len(new_len) };
+        match &mut self.body {
+            Body::Buffer(h, body) => {
+                let new_len = (body.len() + n).min(h.payload_len as usize);
+                // SAFETY: the caller initialised `n` bytes of the spare capacity right after
+                // the current length, and `new_len` never exceeds the capacity (payload_len).
+                unsafe { body.set_len(new_len) };
+            }
+            Body::Placed { at, have, .. } => *have = (*have + n).min(at.len),
+            Body::Between | Body::Asking(_) => {}
         }
         self.finish_body_if_complete(emit);
     }
+}
+
+/// The bytes of a placement, for the decoder to copy into.
+fn placed_bytes<'a>(at: crate::Placement) -> &'a mut [u8] {
+    // SAFETY: `answer`'s contract: `at.len` bytes at `at.ptr`, valid and touched by nobody
+    // else until the frame is emitted.
+    unsafe { std::slice::from_raw_parts_mut(at.ptr, at.len) }
 }
 
 #[cfg(test)]
@@ -438,6 +604,108 @@ mod tests {
         assert!(matches!(e, DecodeError::Wire(WireError::Short { .. })), "{e}");
         let e = FrameDecoder::new(3).whole(&bytes[..HEADER_LEN + 10]).unwrap_err();
         assert!(matches!(e, DecodeError::WrongSource { expected: 3, got: 2 }), "{e}");
+    }
+
+    /// Frames of payloads that stop the decoder (at least 200 bytes here) land where the
+    /// answer says, or in a buffer of the decoder's, and every other frame comes as without
+    /// placement, in stream order, however the stream is cut: into pieces of any size, with
+    /// the bytes behind a question held and resumed, and with direct reads into the place.
+    #[test]
+    fn placement_keeps_order_and_bytes_at_any_split() {
+        let lens = [0usize, 300, 10, 200, 5000, 1, 250, 199];
+        let frames: Vec<(Header, Vec<u8>)> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let h = Header { src: 3, seq: i as u64, payload_len: len as u32, ..Header::new(FrameKind::Eager) };
+                (h, (0..len).map(|b| (b * 7 + i) as u8).collect())
+            })
+            .collect();
+        let mut stream = Vec::new();
+        for (h, p) in &frames {
+            stream.extend_from_slice(&h.encode());
+            stream.extend_from_slice(p);
+        }
+        for chunk in [1, 13, 56, 57, 300, 1000, stream.len()] {
+            for direct in [false, true] {
+                let mut d = FrameDecoder::new(3);
+                d.ask_placement(200);
+                // Room for every placed payload, at its own place; placements alternate
+                // between a place and "keep it" (None).
+                let mut places: Vec<Vec<u8>> = lens.iter().map(|&l| vec![0; l]).collect();
+                let mut got: Vec<(Header, Vec<u8>)> = Vec::new();
+                let mut questions = 0;
+                let mut pos = 0;
+                let answer = |d: &mut FrameDecoder, h: Header, places: &mut Vec<Vec<u8>>, questions: &mut usize| {
+                    assert!(h.payload_len >= 200, "asked about {h}");
+                    assert_eq!(d.asking(), Some(&h));
+                    *questions += 1;
+                    let at = (*questions % 2 == 1).then(|| {
+                        let p = &mut places[h.seq as usize];
+                        crate::Placement { ptr: p.as_mut_ptr(), len: p.len() }
+                    });
+                    d.answer(at).unwrap();
+                };
+                while pos < stream.len() || d.holds_bytes() {
+                    let mut emit = |h, p: Payload| got.push((h, p.into_vec()));
+                    if d.holds_bytes() {
+                        if let Some(h) = d.resume(&mut emit).unwrap() {
+                            answer(&mut d, h, &mut places, &mut questions);
+                        }
+                        continue;
+                    }
+                    let end = (pos + chunk).min(stream.len());
+                    if direct {
+                        if let Some(spare) = d.direct_buffer(1) {
+                            let n = spare.len().min(end - pos);
+                            for (dst, src) in spare.iter_mut().zip(&stream[pos..pos + n]) {
+                                dst.write(*src);
+                            }
+                            // SAFETY: the first `n` bytes were just written.
+                            unsafe { d.commit_direct(n, &mut emit) };
+                            pos += n;
+                            continue;
+                        }
+                    }
+                    let asked = d.feed(&stream[pos..end], &mut emit).unwrap();
+                    pos = end;
+                    if let Some(h) = asked {
+                        answer(&mut d, h, &mut places, &mut questions);
+                    }
+                }
+                assert!(!d.mid_frame(), "chunk {chunk}");
+                assert_eq!(questions, 4, "chunk {chunk}: 300, 200, 5000 and 250 bytes stop the decoder");
+                assert_eq!(got.len(), frames.len(), "chunk {chunk}");
+                for ((h, p), (want_h, want_p)) in got.iter().zip(&frames) {
+                    assert_eq!(h.seq, want_h.seq, "chunk {chunk}: order");
+                    if h.flags & FLAG_PLACED != 0 {
+                        assert!(p.is_empty());
+                        assert_eq!(&places[h.seq as usize], want_p, "chunk {chunk}: placed bytes of {h}");
+                        assert_eq!(Header { flags: h.flags & !FLAG_PLACED, ..*h }, *want_h);
+                    } else {
+                        assert_eq!((h, p), (want_h, want_p), "chunk {chunk}");
+                    }
+                }
+                let placed: Vec<u64> =
+                    got.iter().filter(|(h, _)| h.flags & FLAG_PLACED != 0).map(|(h, _)| h.seq).collect();
+                assert_eq!(placed, vec![1, 4], "chunk {chunk}: the first and third questions were given a place");
+            }
+        }
+    }
+
+    /// An answer of the wrong length, or one nobody asked for, is refused.
+    #[test]
+    fn a_wrong_answer_is_refused() {
+        let mut d = FrameDecoder::new(3);
+        assert!(d.answer(None).is_err(), "nothing was asked");
+        d.ask_placement(100);
+        let h = Header { src: 3, payload_len: 100, ..Header::new(FrameKind::Data) };
+        let asked = d.feed(&h.encode(), &mut |_, _| panic!("nothing is complete")).unwrap();
+        assert_eq!(asked.map(|h| h.payload_len), Some(100));
+        let mut small = [0u8; 99];
+        let err = d.answer(Some(crate::Placement { ptr: small.as_mut_ptr(), len: small.len() })).unwrap_err();
+        assert!(err.contains("99 bytes offered for a payload of 100"), "{err}");
+        assert!(d.asking().is_some(), "still asking");
     }
 
     #[test]
@@ -509,5 +777,7 @@ mod tests {
         assert!(matches!(Header::decode(&b), Err(WireError::PayloadTooLarge { .. })));
         let b = Header { payload_len: 4, ..Header::new(FrameKind::Cts) }.encode();
         assert_eq!(Header::decode(&b), Err(WireError::UnexpectedPayload { kind: FrameKind::Cts, got: 4 }));
+        let b = Header { flags: FLAG_PLACED | FLAG_CONFIRM, ..Header::new(FrameKind::Eager) }.encode();
+        assert_eq!(Header::decode(&b), Err(WireError::PlacedOnTheWire { flags: FLAG_PLACED | FLAG_CONFIRM }));
     }
 }

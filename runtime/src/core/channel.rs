@@ -32,8 +32,8 @@ pub(super) struct Channel {
     /// it, the link cannot be repaired.
     pub(super) unkept_end: u64,
     /// The receive the peer's next eager frame was matched to while the transport held it
-    /// (see [`Core::eager_placement`]); that frame completes it.
-    pub(super) placing: Option<ReqId>,
+    /// (see [`Core::eager_placement`]), and that frame's number; that frame completes it.
+    pub(super) placing: Option<(ReqId, u64)>,
     /// Sends that complete once the peer confirms the frame numbered here, in order.
     pub(super) confirm_waiters: VecDeque<(u64, ReqId)>,
     /// Frames from the peer went missing (see [`Core::take_gaps`]); later ones are dropped

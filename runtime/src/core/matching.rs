@@ -123,16 +123,23 @@ impl Core {
         let ptr = buf.as_mut_slice().as_mut_ptr();
         r.phase = RecvPhase::Placing;
         self.posted.remove(i);
-        self.channels[peer as usize].placing = Some(id);
+        self.channels[peer as usize].placing = Some((id, header.seq));
         Some(Placement { ptr, len })
     }
 
     /// The eager frame [`Core::eager_placement`] matched has come, its payload in the
-    /// receive's buffer: the receive completes.
-    pub(super) fn take_placed_eager(&mut self, peer: PeerId, header: &Header) -> MpiResult<()> {
-        let Some(id) = self.channels[peer as usize].placing.take() else {
+    /// receive's buffer, or (`bytes`) with its payload after all: the link died while the
+    /// transport placed it, and a repair sent it again. The receive completes.
+    pub(super) fn take_placed_eager(&mut self, peer: PeerId, header: &Header, bytes: Option<&[u8]>) -> MpiResult<()> {
+        let Some((id, seq)) = self.channels[peer as usize].placing.take() else {
             return err(ErrorClass::Intern, format!("rank {peer}'s frame {header} says it was placed, in no receive"));
         };
+        if seq != header.seq {
+            return err(
+                ErrorClass::Intern,
+                format!("rank {peer}'s frame {header} came instead of frame {seq}, which was being placed"),
+            );
+        }
         let r = match self.requests.get_mut(id) {
             Some(Req::Recv(r)) if matches!(r.phase, RecvPhase::Placing) => r,
             _ => {
@@ -142,9 +149,21 @@ impl Core {
                 )
             }
         };
+        let len = header.payload_len as usize;
+        if let Some(bytes) = bytes {
+            match r.buf.as_mut().map(|b| b.as_mut_slice()) {
+                Some(buf) if buf.len() >= len && bytes.len() == len => buf[..len].copy_from_slice(bytes),
+                _ => {
+                    return err(
+                        ErrorClass::Intern,
+                        format!("rank {peer}'s frame {header}, sent again, does not fit the receive it was placed in"),
+                    )
+                }
+            }
+        }
         r.status.source = peer as i32;
         r.status.tag = header.tag;
-        r.status.len = header.payload_len as usize;
+        r.status.len = len;
         r.phase = RecvPhase::Done;
         if header.kind == FrameKind::EagerSync {
             let h = Header { msg_id: header.msg_id, ..Header::new(FrameKind::SyncAck) };

@@ -727,7 +727,14 @@ impl Core {
         }
         match header.kind {
             FrameKind::Eager | FrameKind::EagerSync if header.flags & FLAG_PLACED != 0 => {
-                self.take_placed_eager(peer, &header)?
+                self.take_placed_eager(peer, &header, None)?
+            }
+            // Matched while its transport placed it, then lost with the link: a repair sends
+            // it again with its bytes, and it completes the receive it was matched to.
+            FrameKind::Eager | FrameKind::EagerSync
+                if self.channels[peer as usize].placing.is_some() && header.flags & FLAG_REPLAY != 0 =>
+            {
+                self.take_placed_eager(peer, &header, Some(payload.as_slice()))?
             }
             FrameKind::Eager | FrameKind::EagerSync => {
                 if self.channels[peer as usize].placing.is_some() {

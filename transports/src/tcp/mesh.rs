@@ -520,6 +520,7 @@ impl TcpListenerEndpoint {
                 sendq: VecDeque::new(),
                 queued_bytes: 0,
                 decoder: FrameDecoder::new(p),
+                next_token: 0,
                 down: None,
             });
         }
@@ -539,6 +540,7 @@ impl TcpListenerEndpoint {
             next_start: 0,
             pending_events: Vec::new(),
             wake: std::sync::Arc::new(wake),
+            placed_payloads: 0,
         })
     }
 }

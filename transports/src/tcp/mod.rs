@@ -40,11 +40,16 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::auth::{random_nonce, Handshake, JobSecret, Role};
 use crate::wire::{FrameDecoder, Header, WireError, HEADER_LEN, MAX_PAYLOAD_LEN};
-use crate::{Event, Payload, PeerId, Transport, TransportError, TransportKind, TransportResult};
+use crate::{Event, Payload, PeerId, Placement, Transport, TransportError, TransportKind, TransportResult};
 
 /// Payload bytes still missing at or above which the reader reads straight into the frame's
 /// Vec instead of through the chunk buffer.
 pub const DIRECT_READ_MIN_BYTES: usize = 64 * 1024;
+/// Payload size from which the runtime is asked where a payload goes, so that it is read
+/// from the socket into the receive buffer (one copy out of the kernel) rather than into a
+/// buffer of the transport's and copied again. Below it the extra round through the runtime
+/// costs more than the copy it saves.
+pub const PLACE_MIN_BYTES: usize = 64 * 1024;
 /// Most iovecs handed to one `sendmsg`.
 const MAX_IOV: usize = 64;
 /// Linux's ARPHRD_INFINIBAND (`/sys/class/net/<if>/type`).
@@ -125,6 +130,8 @@ struct Conn {
     sendq: VecDeque<OutFrame>,
     queued_bytes: usize,
     decoder: FrameDecoder,
+    /// Names the last [`Event::Incoming`] about this peer's stream.
+    next_token: u64,
     down: Option<String>,
 }
 
@@ -189,12 +196,37 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads what has arrived, up to `budget` bytes, appending frames to `events`.
+    /// Reads what has arrived, up to `budget` bytes, appending frames to `events`, and the
+    /// question where a large payload goes when the decoder stops at one (reading from this
+    /// peer then waits for the answer, [`Transport::place`]).
     fn read(&mut self, budget: usize, scratch: &mut [u8], events: &mut Vec<Event>) -> Result<(), String> {
+        let asked = self.read_frames(budget, scratch, events)?;
+        if let Some(header) = asked {
+            self.next_token += 1;
+            events.push(Event::Incoming { peer: self.peer, token: self.next_token, header });
+        }
+        Ok(())
+    }
+
+    fn read_frames(
+        &mut self,
+        budget: usize,
+        scratch: &mut [u8],
+        events: &mut Vec<Event>,
+    ) -> Result<Option<Header>, String> {
         let peer = self.peer;
-        let Some(sock) = &self.sock else { return Ok(()) };
+        let Some(sock) = &self.sock else { return Ok(None) };
         let decoder = &mut self.decoder;
         let mut emit = |header: Header, payload: Payload| events.push(Event::Frame { peer, header, payload });
+        if decoder.asking().is_some() {
+            return Ok(None);
+        }
+        // What came after a header that waited for its placement goes first.
+        match decoder.resume(&mut emit) {
+            Ok(None) => {}
+            Ok(asked) => return Ok(asked),
+            Err(e) => return Err(format!("malformed frame from rank {peer}: {e}")),
+        }
         let mut got = 0usize;
         while got < budget {
             let res = if let Some(spare) = decoder.direct_buffer(DIRECT_READ_MIN_BYTES) {
@@ -213,7 +245,8 @@ impl Conn {
                 let asked = scratch.len();
                 match (&*sock).read(scratch) {
                     Ok(n) if n > 0 => match decoder.feed(&scratch[..n], &mut emit) {
-                        Ok(()) => Ok((n, asked)),
+                        Ok(None) => Ok((n, asked)),
+                        Ok(question) => return Ok(question),
                         Err(e) => return Err(format!("malformed frame from rank {peer}: {e}")),
                     },
                     Ok(n) => Ok((n, asked)),
@@ -237,7 +270,7 @@ impl Conn {
                 Err(e) => return Err(format!("read from rank {peer} failed: {e}")),
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -255,6 +288,8 @@ pub struct TcpTransport {
     pending_events: Vec<Event>,
     /// Written by [`Transport::waker`] to end a `wait` early; part of every poll set.
     wake: std::sync::Arc<nix::sys::eventfd::EventFd>,
+    /// Payloads the runtime gave a place to read them into ([`Transport::place`]).
+    placed_payloads: u64,
 }
 
 impl fmt::Debug for TcpTransport {
@@ -383,7 +418,7 @@ impl Transport for TcpTransport {
                     continue;
                 }
             }
-            if readable.as_ref().is_some_and(|r| !r[i]) {
+            if readable.as_ref().is_some_and(|r| !r[i]) && !conn.decoder.holds_bytes() {
                 continue;
             }
             if let Err(reason) = conn.read(self.config.max_read_bytes_per_progress, &mut self.scratch, events) {
@@ -394,7 +429,9 @@ impl Transport for TcpTransport {
     }
 
     fn wait(&mut self, timeout: Duration) -> TransportResult<()> {
-        if !self.pending_events.is_empty() {
+        // Bytes held by a decoder since a placement was answered are ready at once.
+        let held = self.conns.iter().any(|c| c.decoder.asking().is_none() && c.decoder.holds_bytes());
+        if !self.pending_events.is_empty() || held {
             return Ok(());
         }
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.conns.len() + 1);
@@ -418,6 +455,29 @@ impl Transport for TcpTransport {
                 Err(TransportError::Io { context: format!("tcp wait of rank {}: poll", self.me), source: e.into() })
             }
         }
+    }
+
+    /// Payloads of at least [`PLACE_MIN_BYTES`] are read from the socket straight into the
+    /// buffer the runtime names, instead of into one of the transport's and copied from there.
+    fn ask_placement(&mut self) {
+        for c in &mut self.conns {
+            c.decoder.ask_placement(PLACE_MIN_BYTES);
+        }
+    }
+
+    fn place(&mut self, peer: PeerId, token: u64, at: Option<Placement>) -> TransportResult<()> {
+        let what = || format!("placing payload {token} from rank {peer}");
+        let conn = self.index.get(&peer).map(|&i| &mut self.conns[i]);
+        let Some(conn) = conn.filter(|c| c.next_token == token && c.decoder.asking().is_some()) else {
+            return Err(TransportError::Io { context: what(), source: io::Error::other("no such read waits") });
+        };
+        conn.decoder.answer(at).map_err(|why| TransportError::Io { context: what(), source: io::Error::other(why) })?;
+        self.placed_payloads += u64::from(at.is_some());
+        Ok(())
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("payloads read into place", self.placed_payloads)]
     }
 
     fn queued_bytes(&self) -> usize {
@@ -486,6 +546,8 @@ mod tests {
     fn sizes() -> Vec<usize> {
         let mut v = vec![0, 1, 56, 64 << 10, MAX_PAYLOAD_LEN as usize];
         v.extend((0..300).map(|i| (i * 37) % 700));
+        // Frames that stop the reader for a placement, with small ones behind them.
+        v.extend([PLACE_MIN_BYTES, 3, PLACE_MIN_BYTES + 1, 1 << 20, 0, 200 << 10, 9]);
         v
     }
 
@@ -494,7 +556,15 @@ mod tests {
     }
 
     /// Sends every size to every peer (interleaved) and checks everything that arrives.
-    fn exchange(mut t: TcpTransport, n: u32) -> (u64, TcpTransport) {
+    /// Every frame of [`sizes`] to every peer and back, checked in order and byte for byte.
+    /// With `placing`, the payloads the transport asks about land alternately in a buffer of
+    /// the test's (delivered flagged `FLAG_PLACED`) and in one of the transport's.
+    fn exchange(mut t: TcpTransport, n: u32, placing: bool) -> (u64, TcpTransport) {
+        if placing {
+            t.ask_placement();
+        }
+        let mut places: HashMap<(u32, u64), Vec<u8>> = HashMap::new();
+        let mut questions = 0usize;
         let me = t.rank();
         let sizes = sizes();
         let peers: Vec<u32> = (0..n).filter(|&p| p != me).collect();
@@ -521,16 +591,34 @@ mod tests {
                         assert_eq!(header.seq, *s, "rank {me}: out of order from {peer}");
                         assert_eq!(header.src, peer);
                         let len = sizes[*s as usize];
-                        assert_eq!(payload.len(), len);
-                        assert!(
-                            payload.as_slice() == content(peer, me, *s, len),
-                            "rank {me}: corrupt payload from {peer} seq {s}"
-                        );
+                        let got = match places.remove(&(peer, *s)) {
+                            Some(place) => {
+                                assert!(header.flags & crate::wire::FLAG_PLACED != 0 && payload.is_empty());
+                                place
+                            }
+                            None => {
+                                assert_eq!(header.flags & crate::wire::FLAG_PLACED, 0);
+                                payload.into_vec()
+                            }
+                        };
+                        assert_eq!(got.len(), len);
+                        assert!(got == content(peer, me, *s, len), "rank {me}: corrupt payload from {peer} seq {s}");
                         *s += 1;
                         received += 1;
                     }
                     Event::LinkDown { peer, reason } => panic!("rank {me}: link to {peer} down: {reason}"),
-                    Event::Incoming { peer, .. } => panic!("rank {me}: TCP asked where to read from {peer}"),
+                    Event::Incoming { peer, token, header } => {
+                        assert!(placing, "rank {me}: TCP asked where to read from {peer} unasked");
+                        assert!(header.payload_len as usize >= PLACE_MIN_BYTES, "{header}");
+                        questions += 1;
+                        let at = (questions % 2 == 1).then(|| {
+                            let place =
+                                places.entry((peer, header.seq)).or_insert(vec![0; header.payload_len as usize]);
+                            Placement { ptr: place.as_mut_ptr(), len: place.len() }
+                        });
+                        t.place(peer, token, at).unwrap();
+                        assert!(t.place(peer, token, None).is_err(), "answered twice");
+                    }
                 }
             }
             let all_in = expect_seq.values().all(|&s| s as usize == sizes.len());
@@ -540,18 +628,20 @@ mod tests {
             assert!(Instant::now() < deadline, "rank {me}: exchange timed out: {expect_seq:?}");
             t.wait(Duration::from_millis(50)).unwrap();
         }
+        let asked = sizes.iter().filter(|&&l| l >= PLACE_MIN_BYTES).count() * peers.len();
+        assert_eq!(questions, if placing { asked } else { 0 });
         // Keep the sockets open until every rank is done reading: the caller drops `t` after
         // joining all threads.
         (received, t)
     }
 
-    fn run_exchange(n: u32) {
+    fn run_exchange(n: u32, placing: bool) {
         let ts = mesh(n);
         for t in &ts {
             assert_eq!(t.peers().len() as u32, n - 1);
             assert_eq!(t.fds().len() as u32, n - 1);
         }
-        let hs: Vec<_> = ts.into_iter().map(|t| thread::spawn(move || exchange(t, n))).collect();
+        let hs: Vec<_> = ts.into_iter().map(|t| thread::spawn(move || exchange(t, n, placing))).collect();
         let mut keep = Vec::new();
         for h in hs {
             let (received, t) = h.join().unwrap();
@@ -562,12 +652,18 @@ mod tests {
 
     #[test]
     fn two_endpoints_all_sizes_in_order() {
-        run_exchange(2);
+        run_exchange(2, false);
+    }
+
+    #[test]
+    fn placed_payloads_land_where_asked_in_order() {
+        run_exchange(2, true);
+        run_exchange(3, true);
     }
 
     #[test]
     fn four_endpoints_all_pairs_interleaved() {
-        run_exchange(4);
+        run_exchange(4, false);
     }
 
     /// Drives transports in one thread until `done` holds for the collected events.

@@ -245,7 +245,8 @@ impl Channel {
             return Err(ChannelError::Length { said, has: msg.len() - PREFIX_LEN });
         }
         self.on_credits(credits)?;
-        self.decoder.feed(&msg[PREFIX_LEN..], emit).map_err(ChannelError::Frame)
+        // (This decoder is never asked to stop for placements: it answers `None`.)
+        self.decoder.feed(&msg[PREFIX_LEN..], emit).map(|_| ()).map_err(ChannelError::Frame)
     }
 
     /// A receive buffer of this channel is posted again: the peer may use it once told.
