@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::coll::{self, Reducer};
 use crate::comm::{Comm, DistGraph, Group};
 use crate::core::{RecvBuf, SendData};
+use crate::ctxids::{Agreement, Decision};
 use crate::error::{err, ErrorClass, MpiError, MpiResult};
 use crate::intercoll;
 use crate::sched::{Schedule, Slot};
@@ -54,10 +55,6 @@ pub fn with<R>(st: &mut dyn Steps, f: impl FnOnce(&mut World) -> MpiResult<R>) -
     got.ok_or_else(|| MpiError::new(ErrorClass::Intern, "a state update did not run"))
 }
 
-/// How many times an agreement may find its id taken by a concurrent one before it fails: a
-/// retry draws new candidates, so rounds that keep clashing mean something is wrong.
-const MAX_AGREEMENT_ROUNDS: u32 = 64;
-
 /// The element-wise maximum of little-endian `u32`s.
 pub(crate) struct MaxU32;
 
@@ -81,18 +78,23 @@ impl Reducer for MaxU32 {
 /// The element-wise maximum of `mine` over every member of `comm` (of both groups of an
 /// inter-communicator).
 fn max_over<const N: usize>(st: &mut dyn Steps, comm: &Comm, mine: [u32; N]) -> MpiResult<[u32; N]> {
-    let bytes = mine.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let (s, slot) = if comm.is_inter() {
-        intercoll::allreduce_both_schedule(comm, bytes, Box::new(MaxU32))
-    } else {
-        coll::allreduce_schedule(comm, bytes, Box::new(MaxU32))
-    };
+    let (s, slot) = max_schedule(comm, mine);
     let bufs = st.run(s)?;
     words(&bufs[slot])
 }
 
+/// The allreduce of [`max_over`]; its result is in the returned slot.
+pub(crate) fn max_schedule<const N: usize>(comm: &Comm, mine: [u32; N]) -> (Schedule<'static>, Slot) {
+    let bytes = mine.iter().flat_map(|v| v.to_le_bytes()).collect();
+    if comm.is_inter() {
+        intercoll::allreduce_both_schedule(comm, bytes, Box::new(MaxU32))
+    } else {
+        coll::allreduce_schedule(comm, bytes, Box::new(MaxU32))
+    }
+}
+
 /// `N` little-endian words.
-fn words<const N: usize>(b: &[u8]) -> MpiResult<[u32; N]> {
+pub(crate) fn words<const N: usize>(b: &[u8]) -> MpiResult<[u32; N]> {
     if b.len() != 4 * N {
         return err(ErrorClass::Intern, format!("an agreement carried {} bytes, expected {}", b.len(), 4 * N));
     }
@@ -100,53 +102,29 @@ fn words<const N: usize>(b: &[u8]) -> MpiResult<[u32; N]> {
 }
 
 /// Agrees with the other members on a context id for a new communicator, `max` being the
-/// element-wise maximum over all of them (every member calls this with the same `max`).
-///
-/// Each round, every member proposes its next free id (reserving it, so that a concurrent
-/// agreement of the same process proposes another) and the maximum is the candidate; each
-/// member then checks the candidate against the ids it holds for agreements in flight and the
-/// ids it took while any was in flight (an id below its proposal was never free to it, one at
-/// or above is free unless such a concurrent agreement has it), holds it if free, and a second
-/// maximum tells all whether anyone found it taken. Then every member takes it, or every
-/// member lets it go and a new round starts. In a program whose agreements never overlap the
-/// check never fails: two small allreduces per communicator.
+/// element-wise maximum over all of them (every member calls this with the same `max`): the
+/// protocol of [`Agreement`], each maximum a blocking allreduce.
 pub fn agree_ctx(
     st: &mut dyn Steps,
     mut max: impl FnMut(&mut dyn Steps, [u32; 2]) -> MpiResult<[u32; 2]>,
 ) -> MpiResult<u32> {
-    with(st, |w| {
-        w.ctx_agreement_begins();
-        Ok(())
-    })?;
-    let agreed = (|| {
-        for round in 0..MAX_AGREEMENT_ROUNDS {
-            let mine = with(st, |w| w.ctx_propose(round))?;
-            let [_, candidate] = max(st, [0, mine])?;
-            let taken_here = with(st, |w| Ok(!w.ctx_hold(candidate)))?;
-            let [taken_anywhere, _] = max(st, [u32::from(taken_here), 0])?;
-            if taken_anywhere == 0 {
-                return with(st, |w| w.ctx_take(candidate));
-            }
-            if !taken_here {
+    let (mut agreement, mut words) = with(st, |w| Agreement::start(&mut w.engine.ctx_ids, w.proc.rank))?;
+    loop {
+        let m = match max(st, words) {
+            Ok(m) => m,
+            Err(e) => {
                 with(st, |w| {
-                    w.ctx_release(candidate);
+                    agreement.abandon(&mut w.engine.ctx_ids);
                     Ok(())
                 })?;
+                return Err(e);
             }
+        };
+        match with(st, |w| agreement.next(&mut w.engine.ctx_ids, m))? {
+            Decision::Max(next) => words = next,
+            Decision::Agreed(ctx) => return Ok(ctx),
         }
-        err(
-            ErrorClass::Intern,
-            format!(
-                "no context id agreed in {MAX_AGREEMENT_ROUNDS} rounds: each candidate was taken by a concurrent \
-                 communicator creation"
-            ),
-        )
-    })();
-    with(st, |w| {
-        w.ctx_agreement_ends();
-        Ok(())
-    })?;
-    agreed
+    }
 }
 
 /// [`agree_ctx`] over the members of `parent`.

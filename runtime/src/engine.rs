@@ -109,6 +109,18 @@ impl WaitPolicy {
     }
 }
 
+/// What a chained collective does when one of its schedules ends ([`Engine::start_chain`]):
+/// given the engine and the schedule's buffers (or its error), the next schedule or the end.
+pub type Then = Box<dyn FnMut(&mut Engine, MpiResult<Vec<Vec<u8>>>) -> MpiResult<Next> + Send>;
+
+/// The step after a schedule of a chain.
+pub enum Next {
+    /// Runs this schedule next, with the chain's instance tag.
+    Run(Schedule<'static>),
+    /// The chain is over: its request completes with these buffers.
+    Done(Vec<Vec<u8>>),
+}
+
 /// The rank's protocol core plus the transport that carries its frames.
 pub struct Engine {
     pub(crate) core: Core,
@@ -121,8 +133,12 @@ pub struct Engine {
     failed: Option<MpiError>,
     /// Present once the rank can be switched (it has a control thread).
     pub switch: Option<EngineSwitch>,
-    /// Nonblocking collectives in progress, each behind an external request of the core.
-    schedules: Vec<(ReqId, Schedule<'static>)>,
+    /// Nonblocking collectives in progress, each behind an external request of the core, and
+    /// what a chained one does when its current schedule ends ([`Engine::start_chain`]).
+    schedules: Vec<(ReqId, Schedule<'static>, Option<Then>)>,
+    /// This process's context ids: the engine's, because a nonblocking agreement on one
+    /// (`MPI_Comm_idup`) takes them in the middle of a progress round.
+    pub ctx_ids: crate::ctxids::ContextIds,
     /// Buffers (or the error) of finished nonblocking collectives, until their owner takes them.
     finished: std::collections::HashMap<ReqId, MpiResult<Vec<Vec<u8>>>>,
     /// One-sided windows, by id; every progress round applies what arrived for them.
@@ -194,6 +210,7 @@ impl Engine {
             failed: None,
             switch: None,
             schedules: Vec::new(),
+            ctx_ids: Default::default(),
             finished: Default::default(),
             windows: Vec::new(),
             schedules_paused: false,
@@ -240,10 +257,25 @@ impl Engine {
     /// `!nonblocking`: a blocking collective that runs behind a request (a thread of an
     /// `MPI_THREAD_MULTIPLE` program waits for it without holding the state) must still pair
     /// with the other members' blocking calls, whatever nonblocking ones come between.
-    pub fn start_schedule_as(&mut self, mut s: Schedule<'static>, nonblocking: bool) -> MpiResult<ReqId> {
+    pub fn start_schedule_as(&mut self, s: Schedule<'static>, nonblocking: bool) -> MpiResult<ReqId> {
+        self.start_running(s, nonblocking, None)
+    }
+
+    /// Starts a nonblocking collective made of several schedules in a row, behind one
+    /// request: each time the current schedule ends, `then` gets its buffers (or its error)
+    /// and says what runs next, from within the progress round that ended it, so the chain
+    /// moves on without its owner's help (an owner that waits for another request first must
+    /// not hold up the members waiting for this one). Every schedule of the chain travels
+    /// with the first one's instance tag: each member runs the same schedules in the same
+    /// order, so their messages match in order between each pair.
+    pub fn start_chain(&mut self, first: Schedule<'static>, then: Then) -> MpiResult<ReqId> {
+        self.start_running(first, true, Some(then))
+    }
+
+    fn start_running(&mut self, mut s: Schedule<'static>, nonblocking: bool, then: Option<Then>) -> MpiResult<ReqId> {
         s.start(nonblocking);
         let id = self.core.new_external();
-        self.schedules.push((id, s));
+        self.schedules.push((id, s, then));
         // Its first sends leave now (progress advances the schedules, then moves frames).
         self.progress()?;
         Ok(id)
@@ -275,7 +307,7 @@ impl Engine {
         let mut did_work = false;
         let mut i = 0;
         while i < self.schedules.len() {
-            let (id, s) = &mut self.schedules[i];
+            let (id, s, _) = &mut self.schedules[i];
             let id = *id;
             let failed = match s.advance(&mut self.core) {
                 Ok(false) => {
@@ -286,9 +318,23 @@ impl Engine {
                 Err(e) => Some(e),
             };
             did_work = true;
-            let (_, s) = self.schedules.swap_remove(i);
+            let (_, s, then) = self.schedules.swap_remove(i);
+            let tag = s.tag();
+            let mut ended = failed.map_or_else(|| Ok(s.into_slots()), Err);
+            if let Some(mut then) = then {
+                match then(self, ended) {
+                    Ok(Next::Run(mut next)) => {
+                        // Behind the schedules still to be advanced in this round.
+                        next.continue_with_tag(tag);
+                        self.schedules.push((id, next, Some(then)));
+                        continue;
+                    }
+                    Ok(Next::Done(bufs)) => ended = Ok(bufs),
+                    Err(e) => ended = Err(e),
+                }
+            }
             // The request completes either way; its owner finds the error with the buffers.
-            self.finished.insert(id, failed.map_or_else(|| Ok(s.into_slots()), Err));
+            self.finished.insert(id, ended);
             self.core.complete_external(id, crate::core::Status::default());
         }
         Ok(did_work)

@@ -16,6 +16,7 @@ pub mod coll;
 pub mod comm;
 pub mod construct;
 pub mod core;
+pub mod ctxids;
 pub mod datatype;
 pub mod engine;
 pub mod error;

@@ -167,6 +167,18 @@ impl<'a> Schedule<'a> {
         }
     }
 
+    /// The instance tag it travels with (once started).
+    pub(crate) fn tag(&self) -> i32 {
+        self.tag
+    }
+
+    /// Starts a schedule that goes on from one that used `tag` (a chain's next step, see
+    /// [`crate::engine::Engine::start_chain`]): it takes no instance number of its own.
+    pub(crate) fn continue_with_tag(&mut self, tag: i32) {
+        self.tag_source = None;
+        self.tag = tag;
+    }
+
     /// An empty schedule whose messages travel in context `ctx` with `tag`, between this
     /// process and the world ranks `peers` (named by index in steps).
     pub fn between(ctx: u32, tag: i32, peers: Vec<u32>) -> MpiResult<Schedule<'a>> {

@@ -274,6 +274,47 @@ int main(int argc, char **argv)
         MPI_OK(MPI_Comm_free_keyval(&key));
     }
 
+    /* ---- MPI_Comm_idup of overlapping communicators in opposite orders: each rank dups the
+     * communicator it shares with its right neighbour, then the one it shares with its left,
+     * so every pair dups its communicator first at one end and second at the other (blocking
+     * dups would deadlock). Both complete, with contexts of their own. ---- */
+    if (size >= 2) {
+        MPI_Comm with_right = MPI_COMM_NULL, with_left = MPI_COMM_NULL;
+        for (int i = 0; i < size; i++) {
+            int lo = i, hi = (i + 1) % size, member = rank == lo || rank == hi;
+            MPI_Comm pair;
+            MPI_OK(MPI_Comm_split(comm, member ? 0 : MPI_UNDEFINED, rank == lo ? 0 : 1, &pair));
+            if (rank == lo)
+                with_right = pair;
+            else if (rank == hi)
+                with_left = pair;
+        }
+        MPI_Comm dup_right, dup_left;
+        MPI_Request r[2];
+        MPI_OK(MPI_Comm_idup(with_right, &dup_right, &r[0]));
+        MPI_OK(MPI_Comm_idup(with_left, &dup_left, &r[1]));
+        MPI_OK(MPI_Waitall(2, r, MPI_STATUSES_IGNORE));
+        int res;
+        MPI_OK(MPI_Comm_compare(dup_right, with_right, &res));
+        CHECK(res == MPI_CONGRUENT);
+        MPI_OK(MPI_Comm_compare(dup_left, with_left, &res));
+        CHECK(res == MPI_CONGRUENT);
+        /* The same tag on all four, received in the other order than sent: each message must
+         * arrive on the communicator it was sent on. In a pair the left end is rank 0. */
+        int mine[2] = {1000 + rank, 2000 + rank}, got[2] = {-1, -1}, left = (rank + size - 1) % size;
+        MPI_Request q[4];
+        MPI_OK(MPI_Irecv(&got[0], 1, MPI_INT, 0, 0, with_left, &q[0]));
+        MPI_OK(MPI_Irecv(&got[1], 1, MPI_INT, 0, 0, dup_left, &q[1]));
+        MPI_OK(MPI_Isend(&mine[1], 1, MPI_INT, 1, 0, dup_right, &q[2]));
+        MPI_OK(MPI_Isend(&mine[0], 1, MPI_INT, 1, 0, with_right, &q[3]));
+        MPI_OK(MPI_Waitall(4, q, MPI_STATUSES_IGNORE));
+        CHECKF(got[0] == 1000 + left && got[1] == 2000 + left, "overlapping idups: got %d and %d from %d", got[0],
+               got[1], left);
+        MPI_Comm all[4] = {with_right, with_left, dup_right, dup_left};
+        for (int i = 0; i < 4; i++)
+            MPI_OK(MPI_Comm_free(&all[i]));
+    }
+
     /* A nonblocking collective and a blocking one started in different orders on different
      * ranks: rank 0 starts an Iallreduce and then enters a Barrier, the others enter the
      * Barrier first. Open MPI matches blocking and nonblocking collectives apart, and

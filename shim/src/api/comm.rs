@@ -158,15 +158,15 @@ mpi_fn! {
                 }
                 let (c, handler) = comm_of(s, comm)?;
                 let attrs = attrs_with_keyvals(s, AttrOwner::Comm(comm))?;
-                let (id, slot) = s.world()?.comm_idup_start(&c)?;
-                Ok((c, handler, id, slot, attrs))
+                let id = s.world()?.comm_idup_start(&c)?;
+                Ok((c, handler, id, attrs))
             },
-            |(c, handler, id, slot, attrs)| Ok((c, handler, id, slot, copy_attrs(AttrOwner::Comm(comm), attrs)?)),
-            |s, (c, handler, id, slot, copies)| {
+            |(c, handler, id, attrs)| Ok((c, handler, id, copy_attrs(AttrOwner::Comm(comm), attrs)?)),
+            |s, (c, handler, id, copies)| {
                 let target = newcomm as usize;
                 let parent = c.clone();
                 let finish = move |s: &mut State, bufs: Vec<Vec<u8>>| -> Res<()> {
-                    let d = s.world()?.comm_idup_finish(&parent, &bufs, slot)?;
+                    let d = kawarimi_runtime::world::World::comm_idup_finish(&parent, &bufs)?;
                     let h = s.new_comm(d, handler)?;
                     let i = s.comm_index(h)?;
                     s.comms.get_mut(i).expect("just added").attrs.extend(copies);
