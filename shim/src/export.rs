@@ -519,6 +519,12 @@ fn raise_code(
                     // SAFETY: as above, with the Fortran handle and code by reference.
                     unsafe { f(&mut fc, &mut code_arg) }
                 }
+                crate::state::ErrhandlerFn::FortranWin(f) => {
+                    // A window's calls raise their errors with the window's handle here.
+                    let mut fw = crate::state::win_c2f(c as abi::MPI_Win);
+                    // SAFETY: as above, with the window's Fortran handle.
+                    unsafe { f(&mut fw, &mut code_arg) }
+                }
             }
             code
         }

@@ -84,6 +84,12 @@ pub fn comm_c2f(handle: abi::MPI_Comm) -> MPI_Fint {
     c2f(handle as usize, Some(Kind::Comm), |a| p.comm(a).and_then(abi::PredefComm::fortran_handle))
 }
 
+/// `MPI_Win_c2f`, which the window error handlers of Fortran programs need as well.
+pub fn win_c2f(handle: abi::MPI_Win) -> MPI_Fint {
+    let p = abi::predefined();
+    c2f(handle as usize, Some(Kind::Win), |a| p.win(a).and_then(abi::PredefWin::fortran_handle))
+}
+
 /// A slab of handle objects: stable indices, reused after free.
 #[derive(Debug)]
 pub struct Table<T> {
@@ -249,6 +255,9 @@ pub enum ErrhandlerFn {
     C(abi::MPI_Comm_errhandler_function),
     /// `SUBROUTINE HANDLER(COMM, ERROR_CODE)`, both `INTEGER` by reference.
     Fortran(unsafe extern "C" fn(*mut abi::MPI_Fint, *mut abi::MPI_Fint)),
+    /// `SUBROUTINE HANDLER(WIN, ERROR_CODE)` (made by `MPI_WIN_CREATE_ERRHANDLER`), which takes
+    /// its window as a Fortran handle.
+    FortranWin(unsafe extern "C" fn(*mut abi::MPI_Fint, *mut abi::MPI_Fint)),
 }
 
 /// What a nonblocking collective does with its schedule's buffers when it completes:

@@ -3,7 +3,7 @@
 ! type_create_resized, type_size/get_extent, commit/free, and sending each of them
 ! (matched against other type signatures on the receiving side), with get_count and
 ! get_elements; datatype and window attributes with keyvals made from Fortran, predefined
-! window attributes, and MPI_TYPE_MATCH_SIZE.
+! window attributes, a Fortran window error handler, and MPI_TYPE_MATCH_SIZE.
 #include "check.h"
 module f_types_rec
   implicit none
@@ -13,6 +13,15 @@ module f_types_rec
     double precision :: pos(3)
     real :: mass
   end type particle
+  integer :: win_errors = 0, win_error_code = 0, win_error_win = 0
+contains
+  ! A Fortran window error handler: records what it was called with.
+  subroutine record_win_error(win, code)
+    integer :: win, code
+    win_errors = win_errors + 1
+    win_error_code = code
+    win_error_win = win
+  end subroutine record_win_error
 end module f_types_rec
 
 program f_types
@@ -26,7 +35,7 @@ program f_types
   double precision :: m(6, 5), mr(6, 5)
   integer :: blens(3), idispl(3), types(3)
   integer(kind=MPI_ADDRESS_KIND) :: adispl(3), base, lb, extent
-  integer :: kv, tdup, win, matched
+  integer :: kv, tdup, win, matched, weh, ecode
   integer(kind=MPI_ADDRESS_KIND) :: aval, extra, wsize
   logical :: flag
   integer :: wbuf(4)
@@ -189,6 +198,19 @@ program f_types
   CHECK(flag .and. aval == 16)
   call MPI_Win_get_attr(win, MPI_WIN_DISP_UNIT, aval, flag, ierr); MPI_OK
   CHECK(flag .and. aval == 4)
+  ! A Fortran window error handler sees the window's Fortran handle and the code, both when
+  ! an operation fails (a target rank outside the window's group) and when called.
+  call MPI_Win_create_errhandler(record_win_error, weh, ierr); MPI_OK
+  call MPI_Win_set_errhandler(win, weh, ierr); MPI_OK
+  call MPI_Win_fence(0, win, ierr); MPI_OK
+  wsize = 0
+  call MPI_Put(a, 1, MPI_INTEGER, nprocs, wsize, 1, MPI_INTEGER, win, ecode)
+  CHECK(win_errors == 1 .and. win_error_win == win)
+  CHECK(ecode /= MPI_SUCCESS .and. ecode == win_error_code)
+  call MPI_Win_fence(0, win, ierr); MPI_OK
+  call MPI_Win_call_errhandler(win, MPI_ERR_OTHER, ierr); MPI_OK
+  CHECK(win_errors == 2 .and. win_error_win == win .and. win_error_code == MPI_ERR_OTHER)
+  call MPI_Errhandler_free(weh, ierr); MPI_OK
   call MPI_Win_free(win, ierr); MPI_OK
   call MPI_Win_free_keyval(kv, ierr); MPI_OK
 

@@ -43,8 +43,7 @@ mpi_fn! {
     }
 
     fn Win_c2f(handle: abi::MPI_Win) -> MPI_Fint {
-        let p = abi::predefined();
-        c2f(handle as usize, Some(Kind::Win), |a| p.win(a).and_then(abi::PredefWin::fortran_handle))
+        crate::state::win_c2f(handle)
     }
 
     fn Win_f2c(f: MPI_Fint) -> abi::MPI_Win {

@@ -22,9 +22,10 @@
 //!   [`FortranKeyval`] that holds the Fortran functions and their `extra_state`.
 //!   Predefined attributes (`MPI_TAG_UB`, ...) are pointers to `int` in C and the integer
 //!   itself in Fortran (MPI-3.1 §6.7.2), as Open MPI stores them.
-//! - `MPI_COMM_CREATE_ERRHANDLER` and `MPI_ERRHANDLER_CREATE` call `ompi_errhandler_create`
-//!   of the uninitialised libmpi. Here the Fortran subroutine is registered with kawarimi,
-//!   which calls it with the communicator as a Fortran handle.
+//! - `MPI_COMM_CREATE_ERRHANDLER`, `MPI_ERRHANDLER_CREATE` and `MPI_WIN_CREATE_ERRHANDLER`
+//!   call `ompi_errhandler_create` of the uninitialised libmpi. Here the Fortran subroutine
+//!   is registered with kawarimi, which calls it with the communicator (or the window) as a
+//!   Fortran handle.
 //! - `MPI_TYPE_CREATE_KEYVAL`, `MPI_TYPE_GET_ATTR`, `_SET_ATTR` and their `MPI_WIN_` twins
 //!   call libmpi's attribute internals as the communicator ones do; here they use kawarimi's
 //!   (a keyval remembers its kind of object, so its callbacks get the right Fortran handle).
@@ -829,19 +830,28 @@ unsafe fn some(
 /// `SUBROUTINE HANDLER(COMM, ERROR_CODE)`: a Fortran error handler.
 pub type FortranErrhandlerFn = unsafe extern "C" fn(*mut MPI_Fint, *mut MPI_Fint);
 
-/// Registers a Fortran error handler and returns its Fortran handle.
+/// Registers a Fortran error handler for communicators (`for_windows`: for windows) and
+/// returns its Fortran handle.
 ///
 /// # Safety
 /// `errhandler` and `ierr` as in the bindings below.
-unsafe fn fortran_errhandler(function: Option<FortranErrhandlerFn>, errhandler: *mut MPI_Fint, ierr: *mut MPI_Fint) {
-    let rc = crate::export::call("MPI_Comm_create_errhandler", None, |s| {
+unsafe fn fortran_errhandler(
+    function: Option<FortranErrhandlerFn>,
+    for_windows: bool,
+    errhandler: *mut MPI_Fint,
+    ierr: *mut MPI_Fint,
+) {
+    let name = if for_windows { "MPI_Win_create_errhandler" } else { "MPI_Comm_create_errhandler" };
+    let rc = crate::export::call(name, None, |s| {
         let Some(f) = function else {
             return crate::state::fail(kawarimi_runtime::error::ErrorClass::Arg, "NULL error handler");
         };
-        let i = s
-            .errhandlers
-            .insert(crate::state::ErrhandlerFn::Fortran(f))
-            .ok_or_else(|| crate::state::table_full("error handlers"))?;
+        let handler = if for_windows {
+            crate::state::ErrhandlerFn::FortranWin(f)
+        } else {
+            crate::state::ErrhandlerFn::Fortran(f)
+        };
+        let i = s.errhandlers.insert(handler).ok_or_else(|| crate::state::table_full("error handlers"))?;
         let h = crate::state::encode(crate::state::Kind::Errhandler, i) as abi::MPI_Errhandler;
         // SAFETY: output argument of the binding; converting a handle reads no memory.
         unsafe { put(errhandler, fortran::Errhandler_c2f(h)) };
@@ -887,12 +897,20 @@ fortran_binding! {
     /// `MPI_COMM_CREATE_ERRHANDLER(FUNCTION, ERRHANDLER, IERROR)`.
     fn ompi_comm_create_errhandler_f["comm_create_errhandler", "COMM_CREATE_ERRHANDLER", "Comm_create_errhandler"](function: Option<FortranErrhandlerFn>, errhandler: *mut MPI_Fint, ierr: *mut MPI_Fint) {
         // SAFETY: Fortran arguments by reference.
-        unsafe { fortran_errhandler(function, errhandler, ierr) }
+        unsafe { fortran_errhandler(function, false, errhandler, ierr) }
     }
 
     /// `MPI_ERRHANDLER_CREATE(FUNCTION, ERRHANDLER, IERROR)` (MPI-1 name).
     fn ompi_errhandler_create_f["errhandler_create", "ERRHANDLER_CREATE", "Errhandler_create"](function: Option<FortranErrhandlerFn>, errhandler: *mut MPI_Fint, ierr: *mut MPI_Fint) {
         // SAFETY: as above.
-        unsafe { fortran_errhandler(function, errhandler, ierr) }
+        unsafe { fortran_errhandler(function, false, errhandler, ierr) }
+    }
+
+    /// `MPI_WIN_CREATE_ERRHANDLER(FUNCTION, ERRHANDLER, IERROR)` (win_create_errhandler_f.c
+    /// makes an Open MPI error handler object, which kawarimi's windows know nothing of): the
+    /// handler is called with the window's Fortran handle.
+    fn ompi_win_create_errhandler_f["win_create_errhandler", "WIN_CREATE_ERRHANDLER", "Win_create_errhandler"](function: Option<FortranErrhandlerFn>, errhandler: *mut MPI_Fint, ierr: *mut MPI_Fint) {
+        // SAFETY: as above.
+        unsafe { fortran_errhandler(function, true, errhandler, ierr) }
     }
 }
