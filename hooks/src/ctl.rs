@@ -9,7 +9,8 @@ use kawarimi_control::jobfile::JobFile;
 use kawarimi_control::proto::Reply;
 use kawarimi_transports::auth::JobSecret;
 
-fn connect(job: Option<&str>, timeout: Duration) -> Result<(CtlClient, JobFile), String> {
+/// Connects to the coordinator of `job` (the only job of this user on this host by default).
+pub(crate) fn connect(job: Option<&str>, timeout: Duration) -> Result<(CtlClient, JobFile), String> {
     let jf = JobFile::find(job)?;
     let secret = JobSecret::from_hex(&jf.secret).map_err(|e| format!("job file of {}: {e}", jf.job))?;
     let c = CtlClient::connect(jf.coordinator, &secret, timeout).map_err(|e| e.to_string())?;

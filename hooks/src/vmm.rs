@@ -1,12 +1,21 @@
-//! `kawarimi vmm`: the operator's side of a migration (issue 18; see docs/vmm.md). So far:
-//! `check`, which reads a plan and checks it against the live VMs without touching them.
+//! `kawarimi vmm`: the operator's side of a migration (see docs/vmm.md): `check` reads a plan
+//! and checks it against the live VMs without touching them; `migrate` moves the VMs and the
+//! job in them ([`kawarimi_vmm::migrate`]).
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use clap::Subcommand;
+use kawarimi_control::client::CtlClient;
+use kawarimi_control::proto::Reply;
+use kawarimi_vmm::migrate::{self, Job, Options, Order, Switched};
 use kawarimi_vmm::plan::Plan;
+use nix::sys::signal::{SigSet, Signal};
 
 #[derive(Subcommand)]
 pub enum VmmCmd {
@@ -22,6 +31,73 @@ pub enum VmmCmd {
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
     },
+    /// Move the job's VMs as the plan says: quiesce the job, unplug each VM's passthrough
+    /// devices, live-migrate the VMs together, plug the destinations' devices, resume. By
+    /// default the job resumes over TCP right after the unplug and computes while the VMs
+    /// move, then switches onto the destinations' devices; `--pause` keeps it quiesced
+    /// throughout. A failure or Ctrl-C rolls back to a running job on the source VMs.
+    Migrate {
+        /// The plan file (TOML; docs/vmm.md describes it).
+        #[arg(long)]
+        plan: String,
+        /// The job (default: the only job of this user on this host).
+        #[arg(long)]
+        job: Option<String>,
+        /// Keep the job quiesced for the whole move (one switch instead of two).
+        #[arg(long)]
+        pause: bool,
+        /// Print the steps and touch nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the record of the move as JSON on stdout instead of the progress lines.
+        #[arg(long)]
+        json: bool,
+        /// Also write the record to FILE.json and its timeline plot to FILE.svg.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Seconds each QMP call and each job switch may take.
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+        /// Seconds an unplug may wait for the guest to release the device.
+        #[arg(long, default_value_t = 30.0)]
+        unplug_timeout: f64,
+        /// Seconds a VM's live migration may take.
+        #[arg(long, default_value_t = 600.0)]
+        migration_timeout: f64,
+    },
+}
+
+/// The job, through its coordinator.
+struct CtlJob {
+    client: CtlClient,
+    timeout: Duration,
+}
+
+fn switched(r: Reply) -> Result<Switched, String> {
+    match r {
+        Reply::SafeToUnplug { epoch, ranks, total_ms, slowest_rank_ms }
+        | Reply::Resumed { epoch, ranks, total_ms, slowest_rank_ms } => {
+            Ok(Switched { epoch: u64::from(epoch), ranks, total_ms, slowest_rank_ms })
+        }
+        other => Err(format!("unexpected answer from the coordinator: {other:?}")),
+    }
+}
+
+impl Job for CtlJob {
+    fn quiesce(&mut self) -> Result<Switched, String> {
+        self.client.quiesce(self.timeout).map_err(|e| e.to_string()).and_then(switched)
+    }
+    fn resume(&mut self) -> Result<Switched, String> {
+        self.client.resume(self.timeout, None).map_err(|e| e.to_string()).and_then(switched)
+    }
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!("{name} {v} must be a positive number of seconds"))
+    }
 }
 
 pub fn vmm(command: VmmCmd) -> Result<ExitCode, String> {
@@ -48,5 +124,99 @@ pub fn vmm(command: VmmCmd) -> Result<ExitCode, String> {
             println!("plan {plan}: {} VM(s) checked, nothing touched", found.len());
             Ok(ExitCode::SUCCESS)
         }
+        VmmCmd::Migrate { plan, job, pause, dry_run, json, record, timeout, unplug_timeout, migration_timeout } => {
+            let order = if pause { Order::Pause } else { Order::Through };
+            let p = Plan::load(Path::new(&plan)).map_err(|e| e.to_string())?;
+            if dry_run {
+                for (i, step) in migrate::steps(&p, order).iter().enumerate() {
+                    println!("{:2}. {step}", i + 1);
+                }
+                println!("(dry run: nothing touched)");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let timeout = seconds("--timeout", timeout)?;
+            p.check(&plan, timeout).map_err(|e| e.to_string())?;
+            let (client, _) = crate::ctl::connect(job.as_deref(), timeout)?;
+            let mut job = CtlJob { client, timeout };
+            let interrupted = Arc::new(AtomicBool::new(false));
+            watch_interrupts(interrupted.clone())?;
+            let say = move |line: &str| {
+                if !json {
+                    println!("{line}");
+                }
+            };
+            let options = Options {
+                order,
+                qmp_timeout: timeout,
+                unplug_timeout: seconds("--unplug-timeout", unplug_timeout)?,
+                migration_timeout: seconds("--migration-timeout", migration_timeout)?,
+                progress_every: Duration::from_millis(200),
+                interrupted: &interrupted,
+                say: &say,
+            };
+            let (rec, failure) = match migrate::migrate(&p, &mut job, &options) {
+                Ok(rec) => (rec, None),
+                Err(b) => {
+                    let (f, rec) = *b;
+                    (rec, Some(f))
+                }
+            };
+            let text = serde_json::to_string_pretty(&rec).map_err(|e| e.to_string())?;
+            if let Some(base) = &record {
+                let with = |ext: &str| base.with_extension(ext);
+                std::fs::write(with("json"), &text).map_err(|e| format!("{}: {e}", with("json").display()))?;
+                std::fs::write(with("svg"), rec.svg()).map_err(|e| format!("{}: {e}", with("svg").display()))?;
+            }
+            if json {
+                println!("{text}");
+            } else {
+                print_summary(&rec);
+            }
+            match failure {
+                None => Ok(ExitCode::SUCCESS),
+                Some(f) => Err(format!("the migration failed: {f}")),
+            }
+        }
     }
+}
+
+/// Sets `flag` on the first SIGINT or SIGTERM (blocked in every thread, and waited for by one
+/// of its own): the move then rolls back instead of dying half-way.
+fn watch_interrupts(flag: Arc<AtomicBool>) -> Result<(), String> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            eprintln!("kawarimi vmm: {sig:?}: rolling the migration back");
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    Ok(())
+}
+
+fn print_summary(rec: &migrate::Record) {
+    println!("timeline (seconds from the start):");
+    for ph in &rec.phases {
+        println!(
+            "  {:>8.3} {:>8.3}  {:<10} {:<10} {}{}",
+            ph.start_s,
+            ph.end_s,
+            ph.vm.as_deref().unwrap_or("job"),
+            ph.phase,
+            if ph.ok { "" } else { "FAILED: " },
+            ph.detail
+        );
+    }
+    for m in &rec.moved {
+        println!(
+            "{}: migrated {:.1} MiB in {:.3} s, downtime {} ms",
+            m.vm,
+            m.transferred_bytes as f64 / f64::from(1 << 20),
+            m.migration_s,
+            m.downtime_ms.map_or("?".into(), |d| d.to_string())
+        );
+    }
+    println!("move took {:.3} s; the job stalled {:.3} s", rec.wall_s, rec.job_stall_s);
 }

@@ -536,3 +536,92 @@ fn a_quiesce_that_waits_for_a_rank_inside_a_long_call_leaves_the_slot_collective
         "ranks 1 to 3 must all run the allreduce again or none ({again} run again):\n{err}"
     );
 }
+
+/// `kawarimi vmm migrate` with a real job: the stress program (4 ranks, checking every byte)
+/// runs under `kawarimi run` while two VMs move between QEMUs on this host and back. The VMs
+/// are QEMUs without a guest (the job runs on the host; the VM lab moves VMs with the job
+/// inside), each with a USB device standing in for its HCA, unplugged before the move and
+/// plugged on the destination. The first move takes the default order (the job resumes right
+/// after the unplug and runs during the migrations, then switches again), the way back
+/// `--pause`. Each writes its record and timeline plot; the job verifies at the end.
+#[test]
+fn vmm_migrate_moves_the_vms_and_the_job_verifies() {
+    use kawarimi_vmm::testing::Qemu;
+    const RANKS: u32 = 4;
+    let mut job = start_with("vmm-migrate", RANKS, "stress", &["20"], &[("KAWARIMI_SHM", "0")]);
+    let (c, _, _) = job.ready(RANKS, UP_BOUND);
+    drop(c);
+    let machine = ["-machine", "q35", "-m", "64", "-device", "qemu-xhci,id=xhci"];
+    let vm = |name: String, hca: bool, incoming: bool| {
+        let mut args: Vec<&str> = machine.to_vec();
+        if hca {
+            args.extend(["-device", "usb-kbd,id=hca0"]);
+        }
+        if incoming {
+            args.extend(["-incoming", "defer"]);
+        }
+        Qemu::start_with(&name, &args)
+    };
+    let dir = build_dir().join(format!("vmm-migrate-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let plan = |moves: &[(&str, &Qemu, &Qemu)]| -> std::path::PathBuf {
+        let mut text = String::new();
+        for (name, src, dst) in moves {
+            text += &format!(
+                "[[vm]]\nname = {name:?}\nqmp = {:?}\nunplug = [\"hca0\"]\n[[vm.replug]]\ndriver = \"usb-kbd\"\nid = \"hca0\"\n\
+                 [vm.destination]\nqmp = {:?}\nuri = \"unix:{}\"\n[[vm.destination.plug]]\ndriver = \"usb-kbd\"\nid = \"hca0\"\n",
+                src.socket().display().to_string(),
+                dst.socket().display().to_string(),
+                dst.dir.join("migration.sock").display()
+            );
+        }
+        let p = dir.join(format!("plan-{}.toml", moves[0].0));
+        fs::write(&p, text).unwrap();
+        p
+    };
+    let migrate = |plan: &Path, record: &Path, extra: &[&str]| {
+        let out = std::process::Command::new(kawarimi_tests::job::cli())
+            .args(["vmm", "migrate", "--job", &job.name, "--plan"])
+            .arg(plan)
+            .arg("--record")
+            .arg(record)
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "kawarimi vmm migrate failed:\n{text}");
+        eprintln!("{text}");
+        let rec: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(record.with_extension("json")).unwrap()).unwrap();
+        let svg = fs::read_to_string(record.with_extension("svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("migration"), "{svg}");
+        rec
+    };
+    let (a0, b0) = (
+        vm(format!("e2e-a0-{}", std::process::id()), true, false),
+        vm(format!("e2e-b0-{}", std::process::id()), true, false),
+    );
+    let (a1, b1) = (
+        vm(format!("e2e-a1-{}", std::process::id()), false, true),
+        vm(format!("e2e-b1-{}", std::process::id()), false, true),
+    );
+    let there = migrate(&plan(&[("a", &a0, &a1), ("b", &b0, &b1)]), &dir.join("there"), &[]);
+    let switches: Vec<&str> = there["switches"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect();
+    assert_eq!(switches, ["quiesce", "resume", "quiesce", "resume"], "{there:#}");
+    assert_eq!(there["moved"].as_array().unwrap().len(), 2, "{there:#}");
+    assert!(there["failure"].is_null(), "{there:#}");
+    let stall = there["job_stall_s"].as_f64().unwrap();
+    assert!(stall > 0.0 && stall < there["wall_s"].as_f64().unwrap(), "{there:#}");
+
+    let (a2, b2) = (
+        vm(format!("e2e-a2-{}", std::process::id()), false, true),
+        vm(format!("e2e-b2-{}", std::process::id()), false, true),
+    );
+    let back = migrate(&plan(&[("a-back", &a1, &a2), ("b-back", &b1, &b2)]), &dir.join("back"), &["--pause"]);
+    let switches: Vec<&str> = back["switches"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect();
+    assert_eq!(switches, ["quiesce", "resume"], "{back:#}");
+    assert_eq!(back["moved"].as_array().unwrap().len(), 2, "{back:#}");
+    let (ok, out, err) = job.finish(Duration::from_secs(120));
+    assert!(ok && out.contains("OK stress"), "stress failed after the moves:\nstdout:\n{out}\nstderr:\n{err}");
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -4,6 +4,8 @@
 
 pub mod client;
 pub mod devices;
+pub mod migrate;
 pub mod migration;
 pub mod plan;
 pub mod qmp;
+pub mod testing;

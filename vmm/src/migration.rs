@@ -66,19 +66,22 @@ pub fn progress(src: &mut QmpClient, timeout: Duration) -> Result<Progress, Clie
 }
 
 /// Reads the progress every `every` until the migration ends or `timeout` passes, handing
-/// each reading to `seen`; returns the last. A migration that failed or was cancelled is an
-/// error naming QEMU's reason.
+/// each reading to `seen`, which may stop the wait (`false`: [`MigrationError::Stopped`]);
+/// returns the last reading. A migration that failed or was cancelled is an error naming
+/// QEMU's reason.
 pub fn wait(
     src: &mut QmpClient,
     timeout: Duration,
     every: Duration,
-    mut seen: impl FnMut(&Progress),
+    mut seen: impl FnMut(&Progress) -> bool,
 ) -> Result<Progress, MigrationError> {
     let start = Instant::now();
     loop {
         let left = timeout.saturating_sub(start.elapsed());
         let p = progress(src, left.max(Duration::from_millis(100)))?;
-        seen(&p);
+        if !seen(&p) && !p.ended() {
+            return Err(MigrationError::Stopped(Box::new(p)));
+        }
         match p.status.as_str() {
             "completed" => return Ok(p),
             "failed" | "cancelled" => return Err(MigrationError::Ended(Box::new(p))),
@@ -99,4 +102,23 @@ pub enum MigrationError {
     Ended(Box<Progress>),
     #[error("the migration did not complete within {after:?} (last status {}, {} of {} bytes sent)", .last.status, .last.transferred_bytes, .last.total_bytes)]
     TimedOut { after: Duration, last: Box<Progress> },
+    #[error("the wait for the migration was stopped (status {}, {} of {} bytes sent)", .0.status, .0.transferred_bytes, .0.total_bytes)]
+    Stopped(Box<Progress>),
+}
+
+/// Cancels the source's migration (`migrate_cancel`) and waits, at most `timeout`, until
+/// QEMU says it has ended; the source VM then runs on as before. A migration that completed
+/// meanwhile cannot be taken back: that is an error.
+pub fn cancel(src: &mut QmpClient, timeout: Duration) -> Result<Progress, MigrationError> {
+    let start = Instant::now();
+    src.execute(&qapi_qmp::migrate_cancel {}, timeout)?;
+    let left = timeout.saturating_sub(start.elapsed());
+    match wait(src, left, Duration::from_millis(20), |_| true) {
+        Err(MigrationError::Ended(p)) if p.status == "cancelled" || p.status == "failed" => Ok(*p),
+        Ok(p) => Err(MigrationError::Ended(Box::new(Progress {
+            error: Some("it completed before the cancel reached it".into()),
+            ..p
+        }))),
+        Err(e) => Err(e),
+    }
 }

@@ -9,6 +9,11 @@
 //! qmp = "/run/kawarimi/node-a.qmp"        # the source QEMU's QMP socket
 //! unplug = ["hca0"]                       # passthrough devices (their ids) to remove first
 //!
+//! [[vm.replug]]                           # how to plug them back if the move is rolled back
+//! driver = "vfio-pci"
+//! id = "hca0"
+//! host = "0000:03:00.0"
+//!
 //! [vm.destination]
 //! qmp = "/run/kawarimi/node-a-dst.qmp"    # a QEMU started with -incoming defer (or a URI)
 //! uri = "tcp:10.0.0.2:4444"               # where the migration stream goes
@@ -42,6 +47,11 @@ pub struct VmPlan {
     pub qmp: PathBuf,
     #[serde(default)]
     pub unplug: Vec<String>,
+    /// How to plug the unplugged devices back into the source when a migration is rolled
+    /// back (QEMU forgets a device's settings once it is gone). A device unplugged and not
+    /// described here stays out after a rollback, and the job goes on without it.
+    #[serde(default)]
+    pub replug: Vec<PlugDevice>,
     pub destination: Destination,
 }
 
@@ -128,6 +138,9 @@ impl Plan {
             let mut ids = BTreeSet::new();
             if let Some(d) = v.unplug.iter().find(|d| !ids.insert(d.as_str())) {
                 return Err(in_vm(format!("device {d:?} is unplugged twice")));
+            }
+            if let Some(d) = v.replug.iter().find(|d| !ids.contains(d.id.as_str())) {
+                return Err(in_vm(format!("device {:?} is to be plugged back but is not unplugged", d.id)));
             }
             let mut plugged = BTreeSet::new();
             if let Some(d) = v.destination.plug.iter().find(|d| !plugged.insert(d.id.as_str())) {

@@ -3,56 +3,15 @@
 //! typed commands, an event that comes before its command's reply and is kept for the wait,
 //! an error reply, and a QEMU that goes away in the middle.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use kawarimi_vmm::client::{ClientError, QmpClient};
 use kawarimi_vmm::plan::Plan;
 use kawarimi_vmm::qmp::{CommandFailed, ReplyError};
+use kawarimi_vmm::testing::Qemu;
 
 const T: Duration = Duration::from_secs(20);
-
-/// A QEMU with no machine, paused, serving QMP on a socket of its own; killed when dropped.
-struct Qemu {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Qemu {
-    fn start(name: &str) -> Qemu {
-        Qemu::start_with(name, &["-machine", "none"])
-    }
-
-    /// A paused QEMU with `args` besides the defaults (a machine, devices, `-incoming`).
-    fn start_with(name: &str, args: &[&str]) -> Qemu {
-        let dir = std::env::temp_dir().join(format!("kawarimi-vmm-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("qemu-system-x86_64")
-            .args(args)
-            .args(["-nodefaults", "-display", "none", "-S", "-qmp"])
-            .arg(format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("qemu-system-x86_64 (ci/install-deps installs it)");
-        Qemu { child, dir }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("qmp.sock")
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[test]
 fn commands_events_and_errors_against_a_real_qemu() {
@@ -96,8 +55,7 @@ fn commands_events_and_errors_against_a_real_qemu() {
 fn a_qemu_that_goes_away_fails_the_call_and_a_missing_socket_is_named() {
     let mut qemu = Qemu::start("gone");
     let mut c = QmpClient::connect(&qemu.socket(), T).unwrap();
-    qemu.child.kill().unwrap();
-    qemu.child.wait().unwrap();
+    qemu.kill();
     let e = c.execute(&qapi_qmp::query_status {}, T).unwrap_err();
     assert!(matches!(e, ClientError::Protocol { .. } | ClientError::Io { .. }), "{e:?}");
 
@@ -190,7 +148,11 @@ fn a_vm_migrates_between_two_qemus() {
     listen(&mut d, &uri, T).unwrap();
     start(&mut s, &uri, T).unwrap();
     let mut readings = 0;
-    let done = wait(&mut s, Duration::from_secs(60), Duration::from_millis(50), |_| readings += 1).unwrap();
+    let done = wait(&mut s, Duration::from_secs(60), Duration::from_millis(50), |_| {
+        readings += 1;
+        true
+    })
+    .unwrap();
     assert!(done.total_bytes >= 64 << 20 && done.remaining_bytes == 0, "{done:?}");
     assert!(readings >= 1);
     let src_state = s.execute(&qapi_qmp::query_status {}, T).unwrap().status;
@@ -213,7 +175,7 @@ fn a_vm_migrates_between_two_qemus() {
     let nowhere = format!("unix:{}", src2.dir.join("nobody.sock").display());
     let e = start(&mut s2, &nowhere, T)
         .map_err(MigrationError::from)
-        .and_then(|()| wait(&mut s2, Duration::from_secs(20), Duration::from_millis(50), |_| {}).map(drop));
+        .and_then(|()| wait(&mut s2, Duration::from_secs(20), Duration::from_millis(50), |_| true).map(drop));
     let e = e.unwrap_err().to_string();
     assert!(e.contains("nobody.sock") || e.contains("failed"), "{e}");
 }
