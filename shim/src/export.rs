@@ -322,27 +322,29 @@ pub fn call_constructing<T, U>(
     make: impl FnOnce(&mut dyn Steps, T) -> MpiResult<U>,
     after: impl FnOnce(&mut State, U) -> Res<()>,
 ) -> c_int {
+    call_constructing_around(name, comm, before, make, Ok, after)
+}
+
+/// [`call_constructing`] with a step run without the state lock between `make` and `after`:
+/// `outside`, which calls into the program (the attribute copy callbacks of a duplicate,
+/// which may call MPI themselves).
+pub fn call_constructing_around<T, U, V>(
+    name: &'static str,
+    comm: Option<abi::MPI_Comm>,
+    before: impl FnOnce(&mut State) -> Res<T>,
+    make: impl FnOnce(&mut dyn Steps, T) -> MpiResult<U>,
+    outside: impl FnOnce(U) -> Res<V>,
+    after: impl FnOnce(&mut State, V) -> Res<()>,
+) -> c_int {
     if thread_multiple() {
-        call_around(name, comm, before, |t| Ok(make(&mut Unlocked { name }, t)?), after)
+        call_around(name, comm, before, |t| outside(make(&mut Unlocked { name }, t)?), after)
     } else {
-        call(name, comm, |s| {
+        let under_lock = |s: &mut State| {
             let t = before(s)?;
-            let u = make(s.world()?, t)?;
-            after(s, u)
-        })
+            Ok(make(s.world()?, t)?)
+        };
+        call_around(name, comm, under_lock, outside, after)
     }
-}
-
-/// [`Steps`] for a constructor made partly under the state lock (with `s`) and partly outside
-/// it: the state itself for a program with one thread in MPI, else [`Unlocked`] (`None`: to
-/// be made outside the lock).
-pub fn steps_under_lock(s: &mut State) -> Res<Option<&mut World>> {
-    Ok(if thread_multiple() { None } else { Some(s.world()?) })
-}
-
-/// [`Unlocked`] steps for the constructor `name`.
-pub fn unlocked(name: &'static str) -> Unlocked {
-    Unlocked { name }
 }
 
 /// A blocking call written once for both ways of waiting: `attempt(s, block)` completes the

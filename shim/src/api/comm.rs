@@ -13,7 +13,7 @@ use crate::api::attr::{
     attrs_with_keyvals, copy_attrs, del_attr, delete_attrs, free_keyval, get_attr, keyval_create, set_attr, AttrOwner,
 };
 use crate::api::p2p::comm_of;
-use crate::export::{call, call_around, call_constructing, steps_under_lock, unlocked};
+use crate::export::{call, call_around, call_constructing, call_constructing_around};
 use crate::mem::{c_string, out};
 use crate::state::{fail, AttrObject, RequestEntry, Res, State, SELF_INDEX, WORLD_INDEX};
 
@@ -46,8 +46,8 @@ pub(crate) fn new_comm_out(s: &mut State, parent: MPI_Comm, comm: Option<Comm>, 
 /// because they may call MPI (§6.7.2), and stored on the new communicator.
 ///
 /// `check` looks at the arguments under the lock; `make` runs under it too in a program with
-/// one thread in MPI, and without it, by [`unlocked`] steps, at `MPI_THREAD_MULTIPLE` (see
-/// [`crate::export::call_constructing`]).
+/// one thread in MPI, and without it at `MPI_THREAD_MULTIPLE` (see
+/// [`crate::export::call_constructing_around`]).
 fn dup_call(
     name: &'static str,
     comm: MPI_Comm,
@@ -55,28 +55,16 @@ fn dup_call(
     check: impl FnOnce(&mut State) -> Res<()>,
     make: impl FnOnce(&mut dyn Steps, &Comm) -> MpiResult<Comm>,
 ) -> c_int {
-    let make = std::cell::Cell::new(Some(make));
-    let make_once = |st: &mut dyn Steps, c: &Comm| (make.take().expect("made once"))(st, c);
-    call_around(
+    call_constructing_around(
         name,
         Some(comm),
         |s| {
             check(s)?;
             let (c, _) = comm_of(s, comm)?;
-            let attrs = attrs_with_keyvals(s, AttrOwner::Comm(comm))?;
-            let made = match steps_under_lock(s)? {
-                Some(w) => Some(make_once(w, &c)?),
-                None => None,
-            };
-            Ok((c, made, attrs))
+            Ok((c, attrs_with_keyvals(s, AttrOwner::Comm(comm))?))
         },
-        |(c, made, attrs)| {
-            let d = match made {
-                Some(d) => d,
-                None => make_once(&mut unlocked(name), &c)?,
-            };
-            Ok((d, copy_attrs(AttrOwner::Comm(comm), attrs)?))
-        },
+        |st, (c, attrs)| Ok((make(st, &c)?, attrs)),
+        |(d, attrs)| Ok((d, copy_attrs(AttrOwner::Comm(comm), attrs)?)),
         |s, (d, copies)| {
             let h = add_comm(s, comm, Some(d))?;
             let i = s.comm_index(h)?;
