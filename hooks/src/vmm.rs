@@ -37,34 +37,59 @@ pub enum VmmCmd {
     /// move, then switches onto the destinations' devices; `--pause` keeps it quiesced
     /// throughout. A failure or Ctrl-C rolls back to a running job on the source VMs.
     Migrate {
-        /// The plan file (TOML; docs/vmm.md describes it).
-        #[arg(long)]
-        plan: String,
-        /// The job (default: the only job of this user on this host).
-        #[arg(long)]
-        job: Option<String>,
+        #[command(flatten)]
+        common: MoveArgs,
         /// Keep the job quiesced for the whole move (one switch instead of two).
         #[arg(long)]
         pause: bool,
         /// Print the steps and touch nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Print the record of the move as JSON on stdout instead of the progress lines.
-        #[arg(long)]
-        json: bool,
-        /// Also write the record to FILE.json and its timeline plot to FILE.svg.
-        #[arg(long)]
-        record: Option<PathBuf>,
-        /// Seconds each QMP call and each job switch may take.
-        #[arg(long, default_value_t = 30.0)]
-        timeout: f64,
-        /// Seconds an unplug may wait for the guest to release the device.
-        #[arg(long, default_value_t = 30.0)]
-        unplug_timeout: f64,
-        /// Seconds a VM's live migration may take.
-        #[arg(long, default_value_t = 600.0)]
-        migration_timeout: f64,
     },
+    /// Save the job's VMs to files (DIR/<vm>.vmstate): quiesce the job, unplug the devices,
+    /// migrate every VM into its file. The job stays quiesced until `vmm restore`.
+    Checkpoint {
+        #[command(flatten)]
+        common: MoveArgs,
+        /// The directory the VMs are saved in.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Start the VMs a checkpoint saved in the plan's destination QEMUs (started with
+    /// -incoming defer), plug their devices, and resume the job.
+    Restore {
+        #[command(flatten)]
+        common: MoveArgs,
+        /// The directory `vmm checkpoint` saved the VMs in.
+        #[arg(long)]
+        from: PathBuf,
+    },
+}
+
+/// What every move of the VMs takes.
+#[derive(clap::Args)]
+pub struct MoveArgs {
+    /// The plan file (TOML; docs/vmm.md describes it).
+    #[arg(long)]
+    plan: String,
+    /// The job (default: the only job of this user on this host).
+    #[arg(long)]
+    job: Option<String>,
+    /// Print the record of the move as JSON on stdout instead of the progress lines.
+    #[arg(long)]
+    json: bool,
+    /// Also write the record to FILE.json and its timeline plot to FILE.svg.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Seconds each QMP call and each job switch may take.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Seconds an unplug may wait for the guest to release the device.
+    #[arg(long, default_value_t = 30.0)]
+    unplug_timeout: f64,
+    /// Seconds a VM's live migration (or its save or restore) may take.
+    #[arg(long, default_value_t = 600.0)]
+    migration_timeout: f64,
 }
 
 /// The job, through its coordinator.
@@ -124,59 +149,91 @@ pub fn vmm(command: VmmCmd) -> Result<ExitCode, String> {
             println!("plan {plan}: {} VM(s) checked, nothing touched", found.len());
             Ok(ExitCode::SUCCESS)
         }
-        VmmCmd::Migrate { plan, job, pause, dry_run, json, record, timeout, unplug_timeout, migration_timeout } => {
+        VmmCmd::Migrate { common, pause, dry_run } => {
             let order = if pause { Order::Pause } else { Order::Through };
-            let p = Plan::load(Path::new(&plan)).map_err(|e| e.to_string())?;
             if dry_run {
+                let p = Plan::load(Path::new(&common.plan)).map_err(|e| e.to_string())?;
                 for (i, step) in migrate::steps(&p, order).iter().enumerate() {
                     println!("{:2}. {step}", i + 1);
                 }
                 println!("(dry run: nothing touched)");
                 return Ok(ExitCode::SUCCESS);
             }
-            let timeout = seconds("--timeout", timeout)?;
-            p.check(&plan, timeout).map_err(|e| e.to_string())?;
-            let (client, _) = crate::ctl::connect(job.as_deref(), timeout)?;
-            let mut job = CtlJob { client, timeout };
-            let interrupted = Arc::new(AtomicBool::new(false));
-            watch_interrupts(interrupted.clone())?;
-            let say = move |line: &str| {
-                if !json {
-                    println!("{line}");
-                }
-            };
-            let options = Options {
-                order,
-                qmp_timeout: timeout,
-                unplug_timeout: seconds("--unplug-timeout", unplug_timeout)?,
-                migration_timeout: seconds("--migration-timeout", migration_timeout)?,
-                progress_every: Duration::from_millis(200),
-                interrupted: &interrupted,
-                say: &say,
-            };
-            let (rec, failure) = match migrate::migrate(&p, &mut job, &options) {
-                Ok(rec) => (rec, None),
-                Err(b) => {
-                    let (f, rec) = *b;
-                    (rec, Some(f))
-                }
-            };
-            let text = serde_json::to_string_pretty(&rec).map_err(|e| e.to_string())?;
-            if let Some(base) = &record {
-                let with = |ext: &str| base.with_extension(ext);
-                std::fs::write(with("json"), &text).map_err(|e| format!("{}: {e}", with("json").display()))?;
-                std::fs::write(with("svg"), rec.svg()).map_err(|e| format!("{}: {e}", with("svg").display()))?;
-            }
-            if json {
-                println!("{text}");
-            } else {
-                print_summary(&rec);
-            }
-            match failure {
-                None => Ok(ExitCode::SUCCESS),
-                Some(f) => Err(format!("the migration failed: {f}")),
+            carry_out(common, order, Action::Migrate)
+        }
+        VmmCmd::Checkpoint { common, to } => carry_out(common, Order::Pause, Action::Checkpoint(to)),
+        VmmCmd::Restore { common, from } => carry_out(common, Order::Pause, Action::Restore(from)),
+    }
+}
+
+enum Action {
+    Migrate,
+    Checkpoint(PathBuf),
+    Restore(PathBuf),
+}
+
+/// Checks the plan (what the action touches of it), reaches the job, and runs the action.
+fn carry_out(a: MoveArgs, order: Order, action: Action) -> Result<ExitCode, String> {
+    let p = Plan::load(Path::new(&a.plan)).map_err(|e| e.to_string())?;
+    let timeout = seconds("--timeout", a.timeout)?;
+    // A checkpoint has no destinations yet; a restore's sources are gone.
+    if matches!(action, Action::Migrate) {
+        p.check(&a.plan, timeout).map_err(|e| e.to_string())?;
+    }
+    let (client, _) = crate::ctl::connect(a.job.as_deref(), timeout)?;
+    let mut job = CtlJob { client, timeout };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    watch_interrupts(interrupted.clone())?;
+    let json = a.json;
+    let say = move |line: &str| {
+        if !json {
+            println!("{line}");
+        }
+    };
+    let options = Options {
+        order,
+        qmp_timeout: timeout,
+        unplug_timeout: seconds("--unplug-timeout", a.unplug_timeout)?,
+        migration_timeout: seconds("--migration-timeout", a.migration_timeout)?,
+        progress_every: Duration::from_millis(200),
+        interrupted: &interrupted,
+        say: &say,
+    };
+    let done = match &action {
+        Action::Migrate => migrate::migrate(&p, &mut job, &options),
+        Action::Checkpoint(dir) => migrate::checkpoint(&p, &mut job, &options, dir),
+        Action::Restore(dir) => migrate::restore(&p, &mut job, &options, dir),
+    };
+    let (rec, failure) = match done {
+        Ok(rec) => (rec, None),
+        Err(b) => {
+            let (f, rec) = *b;
+            (rec, Some(f))
+        }
+    };
+    let text = serde_json::to_string_pretty(&rec).map_err(|e| e.to_string())?;
+    if let Some(base) = &a.record {
+        let with = |ext: &str| base.with_extension(ext);
+        std::fs::write(with("json"), &text).map_err(|e| format!("{}: {e}", with("json").display()))?;
+        std::fs::write(with("svg"), rec.svg()).map_err(|e| format!("{}: {e}", with("svg").display()))?;
+    }
+    if json {
+        println!("{text}");
+    } else {
+        print_summary(&rec);
+        if let Action::Checkpoint(dir) = &action {
+            if failure.is_none() {
+                println!(
+                    "saved in {}; the job stays quiesced until `kawarimi vmm restore --from {}`",
+                    dir.display(),
+                    dir.display()
+                );
             }
         }
+    }
+    match failure {
+        None => Ok(ExitCode::SUCCESS),
+        Some(f) => Err(format!("the {} failed: {f}", rec.action)),
     }
 }
 

@@ -543,7 +543,9 @@ fn a_quiesce_that_waits_for_a_rank_inside_a_long_call_leaves_the_slot_collective
 /// inside), each with a USB device standing in for its HCA, unplugged before the move and
 /// plugged on the destination. The first move takes the default order (the job resumes right
 /// after the unplug and runs during the migrations, then switches again), the way back
-/// `--pause`. Each writes its record and timeline plot; the job verifies at the end.
+/// `--pause`; then the VMs are saved to files (`vmm checkpoint`, the job quiesced meanwhile) and
+/// started again in fresh QEMUs (`vmm restore`). Each writes its record and timeline plot; the
+/// job verifies at the end.
 #[test]
 fn vmm_migrate_moves_the_vms_and_the_job_verifies() {
     use kawarimi_vmm::testing::Qemu;
@@ -579,9 +581,9 @@ fn vmm_migrate_moves_the_vms_and_the_job_verifies() {
         fs::write(&p, text).unwrap();
         p
     };
-    let migrate = |plan: &Path, record: &Path, extra: &[&str]| {
+    let vmm = |action: &str, plan: &Path, record: &Path, extra: &[&std::ffi::OsStr]| {
         let out = std::process::Command::new(kawarimi_tests::job::cli())
-            .args(["vmm", "migrate", "--job", &job.name, "--plan"])
+            .args(["vmm", action, "--job", &job.name, "--plan"])
             .arg(plan)
             .arg("--record")
             .arg(record)
@@ -589,12 +591,15 @@ fn vmm_migrate_moves_the_vms_and_the_job_verifies() {
             .output()
             .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "kawarimi vmm migrate failed:\n{text}");
+        assert!(out.status.success(), "kawarimi vmm {action} failed:\n{text}");
         eprintln!("{text}");
         let rec: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(record.with_extension("json")).unwrap()).unwrap();
         let svg = fs::read_to_string(record.with_extension("svg")).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("migration"), "{svg}");
+        assert!(
+            svg.starts_with("<svg") && svg.contains(&format!("kawarimi vmm {action}")) && svg.contains("<rect"),
+            "{svg}"
+        );
         rec
     };
     let (a0, b0) = (
@@ -605,7 +610,7 @@ fn vmm_migrate_moves_the_vms_and_the_job_verifies() {
         vm(format!("e2e-a1-{}", std::process::id()), false, true),
         vm(format!("e2e-b1-{}", std::process::id()), false, true),
     );
-    let there = migrate(&plan(&[("a", &a0, &a1), ("b", &b0, &b1)]), &dir.join("there"), &[]);
+    let there = vmm("migrate", &plan(&[("a", &a0, &a1), ("b", &b0, &b1)]), &dir.join("there"), &[]);
     let switches: Vec<&str> = there["switches"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect();
     assert_eq!(switches, ["quiesce", "resume", "quiesce", "resume"], "{there:#}");
     assert_eq!(there["moved"].as_array().unwrap().len(), 2, "{there:#}");
@@ -617,10 +622,26 @@ fn vmm_migrate_moves_the_vms_and_the_job_verifies() {
         vm(format!("e2e-a2-{}", std::process::id()), false, true),
         vm(format!("e2e-b2-{}", std::process::id()), false, true),
     );
-    let back = migrate(&plan(&[("a-back", &a1, &a2), ("b-back", &b1, &b2)]), &dir.join("back"), &["--pause"]);
+    let back =
+        vmm("migrate", &plan(&[("a-back", &a1, &a2), ("b-back", &b1, &b2)]), &dir.join("back"), &["--pause".as_ref()]);
     let switches: Vec<&str> = back["switches"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect();
     assert_eq!(switches, ["quiesce", "resume"], "{back:#}");
     assert_eq!(back["moved"].as_array().unwrap().len(), 2, "{back:#}");
+
+    // Saved to files (the job stays quiesced meanwhile), then started again in fresh QEMUs.
+    let saved = dir.join("saved");
+    let (a3, b3) = (
+        vm(format!("e2e-a3-{}", std::process::id()), false, true),
+        vm(format!("e2e-b3-{}", std::process::id()), false, true),
+    );
+    let keep = plan(&[("c", &a2, &a3), ("d", &b2, &b3)]);
+    let save = vmm("checkpoint", &keep, &dir.join("save"), &["--to".as_ref(), saved.as_os_str()]);
+    let switches: Vec<&str> = save["switches"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect();
+    assert_eq!(switches, ["quiesce"], "{save:#}");
+    assert!(saved.join("c.vmstate").is_file() && saved.join("d.vmstate").is_file());
+    let again = vmm("restore", &keep, &dir.join("restore"), &["--from".as_ref(), saved.as_os_str()]);
+    let switches: Vec<&str> = again["switches"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect();
+    assert_eq!(switches, ["resume"], "{again:#}");
     let (ok, out, err) = job.finish(Duration::from_secs(120));
     assert!(ok && out.contains("OK stress"), "stress failed after the moves:\nstdout:\n{out}\nstderr:\n{err}");
     let _ = fs::remove_dir_all(&dir);

@@ -22,6 +22,7 @@
 //! Everything that happens is written down as a [`Record`]: each phase of each VM and of the
 //! job, with its start and end, for the timeline (`--json`) and its plot ([`Record::svg`]).
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -102,6 +103,8 @@ pub struct VmMoved {
 /// Everything a move did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
+    /// `migrate`, `checkpoint` or `restore`.
+    pub action: &'static str,
     pub order: Order,
     pub phases: Vec<Phase>,
     pub moved: Vec<VmMoved>,
@@ -215,11 +218,66 @@ fn connect(path: &std::path::Path, o: &Options<'_>) -> Result<QmpClient, ClientE
 
 /// Moves the VMs of `plan` and the job running in them, as the module docs describe.
 pub fn migrate(plan: &Plan, job: &mut dyn Job, o: &Options<'_>) -> Result<Record, Box<(Failure, Record)>> {
+    carry_out(plan, job, o, What::Migrate)
+}
+
+/// Saves the job's VMs to files in `dir` (`<vm>.vmstate`, QEMU's migration stream): the job
+/// quiesces and lets go of its devices, the VMs' devices are unplugged, and every VM is
+/// migrated into its file at once (its QEMU then stops). The job stays quiesced until
+/// [`restore`]. A failure before every file is written rolls back as a migration does.
+pub fn checkpoint(
+    plan: &Plan,
+    job: &mut dyn Job,
+    o: &Options<'_>,
+    dir: &Path,
+) -> Result<Record, Box<(Failure, Record)>> {
+    carry_out(plan, job, o, What::Checkpoint(dir))
+}
+
+/// Starts the VMs saved by [`checkpoint`] in `dir` again, in the plan's destination QEMUs
+/// (started with `-incoming defer`, on any host that can read the files), plugs the devices
+/// that exist there, and resumes the job.
+pub fn restore(plan: &Plan, job: &mut dyn Job, o: &Options<'_>, dir: &Path) -> Result<Record, Box<(Failure, Record)>> {
+    carry_out(plan, job, o, What::Restore(dir))
+}
+
+#[derive(Clone, Copy)]
+enum What<'p> {
+    Migrate,
+    Checkpoint(&'p Path),
+    Restore(&'p Path),
+}
+
+/// The file a VM is saved in.
+pub fn state_file(dir: &Path, vm: &str) -> PathBuf {
+    dir.join(format!("{vm}.vmstate"))
+}
+
+/// QEMU's `exec:` URI running `cmd` on `file` (quoted for the shell QEMU runs it with).
+fn exec_uri(cmd: &str, file: &Path) -> Result<String, String> {
+    let f = file.display().to_string();
+    if f.contains('\'') {
+        return Err(format!("{f}: a state file's path may not contain a single quote"));
+    }
+    Ok(format!("exec:{cmd}'{f}'"))
+}
+
+fn carry_out(
+    plan: &Plan,
+    job: &mut dyn Job,
+    o: &Options<'_>,
+    what: What<'_>,
+) -> Result<Record, Box<(Failure, Record)>> {
     let tl = Timeline { t0: Instant::now(), phases: Mutex::new(Vec::new()) };
-    let mut m = Move { plan, tl: &tl, o, switches: Vec::new(), unplugged: Vec::new(), moved: Vec::new() };
-    let result = m.run(job);
+    let saving = matches!(what, What::Checkpoint(_));
+    let mut m = Move { plan, tl: &tl, o, switches: Vec::new(), unplugged: Vec::new(), moved: Vec::new(), saving };
+    let result = match what {
+        What::Migrate => m.run(job),
+        What::Checkpoint(dir) => m.run_checkpoint(job, dir),
+        What::Restore(dir) => m.run_restore(job, dir),
+    };
     let wall_s = tl.at(Instant::now());
-    let stall = m.job_stall();
+    let stall = m.job_stall(matches!(what, What::Migrate) && o.order == Order::Through);
     let (failure, rolled_back) = match &result {
         Ok(()) => (None, Vec::new()),
         Err(f) => (Some(f.to_string()), f.rolled_back.clone()),
@@ -227,7 +285,13 @@ pub fn migrate(plan: &Plan, job: &mut dyn Job, o: &Options<'_>) -> Result<Record
     let (moved, switches) = (m.moved, m.switches);
     let mut phases = tl.phases.into_inner().unwrap_or_else(|e| e.into_inner());
     phases.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
-    let record = Record { order: o.order, phases, moved, switches, job_stall_s: stall, wall_s, failure, rolled_back };
+    let action = match what {
+        What::Migrate => "migrate",
+        What::Checkpoint(_) => "checkpoint",
+        What::Restore(_) => "restore",
+    };
+    let record =
+        Record { action, order: o.order, phases, moved, switches, job_stall_s: stall, wall_s, failure, rolled_back };
     match result {
         Ok(()) => Ok(record),
         Err(f) => Err(Box::new((f, record))),
@@ -242,6 +306,9 @@ struct Move<'a> {
     /// Per VM, the devices unplugged so far.
     unplugged: Vec<(String, Vec<String>)>,
     moved: Vec<VmMoved>,
+    /// A checkpoint: a VM saved before the rollback is continued where it was (no other
+    /// QEMU runs it), where a migrated one is left to its destination.
+    saving: bool,
 }
 
 impl Move<'_> {
@@ -256,7 +323,7 @@ impl Move<'_> {
             self.switch(job, "resume")?;
             job_running = true;
         }
-        if let Err(f) = self.check_interrupt("after the unplug").and_then(|()| self.migrate_all()) {
+        if let Err(f) = self.check_interrupt("after the unplug").and_then(|()| self.migrate_all(None)) {
             return Err(self.roll_back(job, f, job_running));
         }
         // Past this point the VMs run on the destinations: a failure is reported, not undone.
@@ -264,6 +331,53 @@ impl Move<'_> {
         if o.order == Order::Through {
             self.switch(job, "quiesce")?;
         }
+        self.switch(job, "resume")?;
+        plugged
+    }
+
+    fn run_checkpoint(&mut self, job: &mut dyn Job, dir: &Path) -> Result<(), Failure> {
+        let files: Vec<Result<String, String>> =
+            self.plan.vm.iter().map(|v| exec_uri("cat > ", &state_file(dir, &v.name))).collect();
+        if let Some(Err(reason)) = files.iter().find(|f| f.is_err()) {
+            return Err(Failure { vm: None, step: "checkpoint".into(), reason: reason.clone(), rolled_back: vec![] });
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Failure {
+            vm: None,
+            step: "checkpoint".into(),
+            reason: format!("{}: {e}", dir.display()),
+            rolled_back: vec![],
+        })?;
+        self.switch(job, "quiesce")?;
+        let uris: Vec<String> = files.into_iter().flatten().collect();
+        let saved = self
+            .check_interrupt("after the quiesce")
+            .and_then(|()| self.unplug_all())
+            .and_then(|()| self.check_interrupt("after the unplug"))
+            .and_then(|()| self.migrate_all(Some(&uris)));
+        saved.map_err(|f| self.roll_back(job, f, false))
+    }
+
+    fn run_restore(&mut self, job: &mut dyn Job, dir: &Path) -> Result<(), Failure> {
+        let (tl, o) = (self.tl, self.o);
+        for v in &self.plan.vm {
+            let f = state_file(dir, &v.name);
+            if !f.is_file() {
+                let reason = format!("{} is missing: no checkpoint of this VM in {}", f.display(), dir.display());
+                return Err(Failure { vm: Some(v.name.clone()), step: "restore".into(), reason, rolled_back: vec![] });
+            }
+        }
+        let loaded = each_vm(self.plan, |v| {
+            let start = Instant::now();
+            let outcome = load_one(v, &state_file(dir, &v.name), o);
+            tl.add(Some(&v.name), "restore", start, outcome.is_ok(), outcome.clone().unwrap_or_else(|e| e));
+            outcome.map_err(|e| (v.name.clone(), e))
+        });
+        if let Some((vm, reason)) = loaded.into_iter().find_map(Result::err) {
+            // The job's VMs are not all there: it stays quiesced for another try.
+            let reason = format!("{reason} (the job stays quiesced)");
+            return Err(Failure { vm: Some(vm), step: "restore".into(), reason, rolled_back: vec![] });
+        }
+        let plugged = self.plug_all();
         self.switch(job, "resume")?;
         plugged
     }
@@ -342,12 +456,19 @@ impl Move<'_> {
 
     /// Migrates every VM at once; on the first failure or an interrupt, stops waiting for the
     /// others (the rollback cancels them).
-    fn migrate_all(&mut self) -> Result<(), Failure> {
+    ///
+    /// `files`: the `exec:` URIs of the files the VMs are saved in, in plan order (a
+    /// checkpoint: no destination QEMU takes them); `None`: to the plan's destinations.
+    fn migrate_all(&mut self, files: Option<&[String]>) -> Result<(), Failure> {
         let (tl, o) = (self.tl, self.o);
         let stop = AtomicBool::new(false);
         let results = each_vm(self.plan, |v| {
             let start = Instant::now();
-            let outcome = migrate_one(v, o, &stop);
+            let i = self.plan.vm.iter().position(|w| w.name == v.name).unwrap_or(0);
+            let outcome = match files {
+                Some(uris) => migrate_one(v, None, &uris[i], o, &stop),
+                None => migrate_one(v, Some(&v.destination.qmp), &v.destination.uri, o, &stop),
+            };
             if outcome.is_err() {
                 stop.store(true, Ordering::SeqCst);
             }
@@ -360,7 +481,8 @@ impl Move<'_> {
                 ),
                 Err(e) => e.clone(),
             };
-            tl.add(Some(&v.name), "migration", start, outcome.is_ok(), detail);
+            let phase = if files.is_some() { "save" } else { "migration" };
+            tl.add(Some(&v.name), phase, start, outcome.is_ok(), detail);
             outcome.map(|p| (p, start.elapsed())).map_err(|e| (v.name.clone(), e))
         });
         let mut failures = Vec::new();
@@ -417,7 +539,7 @@ impl Move<'_> {
     fn roll_back(&mut self, job: &mut dyn Job, mut f: Failure, job_running: bool) -> Failure {
         let (tl, o) = (self.tl, self.o);
         (o.say)(&format!("rolling back: {f}"));
-        let unplugged = &self.unplugged;
+        let (unplugged, saving) = (&self.unplugged, self.saving);
         let undone = each_vm(self.plan, |v| {
             let start = Instant::now();
             let mut notes = Vec::new();
@@ -427,6 +549,10 @@ impl Move<'_> {
                     Ok(p) if !p.ended() && p.status != "none" => match migration::cancel(&mut c, o.migration_timeout) {
                         Ok(_) => notes.push(format!("{}: migration cancelled", v.name)),
                         Err(e) => notes.push(format!("{}: migration not cancelled: {e}", v.name)),
+                    },
+                    Ok(p) if saving && p.status == "completed" => match c.execute(&qapi_qmp::cont {}, o.qmp_timeout) {
+                        Ok(_) => notes.push(format!("{}: saved, and continued", v.name)),
+                        Err(e) => notes.push(format!("{}: saved, and not continued: {e}", v.name)),
                     },
                     _ => {}
                 }
@@ -481,10 +607,10 @@ impl Move<'_> {
     }
 
     /// The time the job did not run (see [`Record::job_stall_s`]).
-    fn job_stall(&self) -> f64 {
+    fn job_stall(&self, through: bool) -> f64 {
         let phases = self.tl.phases.lock().unwrap_or_else(|e| e.into_inner());
         let job: Vec<&Phase> = phases.iter().filter(|p| p.vm.is_none()).collect();
-        match self.o.order {
+        match if through { Order::Through } else { Order::Pause } {
             Order::Pause => {
                 let first = job.iter().map(|p| p.start_s).fold(f64::INFINITY, f64::min);
                 let last = job.iter().map(|p| p.end_s).fold(0.0, f64::max);
@@ -508,12 +634,26 @@ const STOPPED: &str = "stopped: another VM's migration failed";
 
 /// One VM's migration: the destination listens, the source sends, the progress is read until
 /// it completes, fails, or `stop` is set (another VM failed, or an interrupt).
-fn migrate_one(v: &VmPlan, o: &Options<'_>, stop: &AtomicBool) -> Result<Progress, String> {
-    let mut dst = connect(&v.destination.qmp, o).map_err(|e| format!("destination: {e}"))?;
-    migration::listen(&mut dst, &v.destination.uri, o.qmp_timeout).map_err(|e| format!("destination: {e}"))?;
+/// `dst`: the destination QEMU told to listen at `uri` first (none for a file).
+fn migrate_one(
+    v: &VmPlan,
+    dst: Option<&Path>,
+    uri: &str,
+    o: &Options<'_>,
+    stop: &AtomicBool,
+) -> Result<Progress, String> {
+    // Held until the migration ends: the destination's connection stays open meanwhile.
+    let _dst = match dst {
+        Some(qmp) => {
+            let mut d = connect(qmp, o).map_err(|e| format!("destination: {e}"))?;
+            migration::listen(&mut d, uri, o.qmp_timeout).map_err(|e| format!("destination: {e}"))?;
+            Some(d)
+        }
+        None => None,
+    };
     let mut src = connect(&v.qmp, o).map_err(|e| e.to_string())?;
-    migration::start(&mut src, &v.destination.uri, o.qmp_timeout).map_err(|e| e.to_string())?;
-    (o.say)(&format!("{}: migrating to {}...", v.name, v.destination.uri));
+    migration::start(&mut src, uri, o.qmp_timeout).map_err(|e| e.to_string())?;
+    (o.say)(&format!("{}: migrating to {uri}...", v.name));
     let mut last_said = Instant::now();
     let done = migration::wait(&mut src, o.migration_timeout, o.progress_every, |p| {
         if last_said.elapsed() >= Duration::from_secs(1) {
@@ -538,6 +678,26 @@ fn migrate_one(v: &VmPlan, o: &Options<'_>, stop: &AtomicBool) -> Result<Progres
         Err(MigrationError::Stopped(_)) if o.interrupted.load(Ordering::SeqCst) => Err("interrupted".into()),
         Err(MigrationError::Stopped(_)) => Err(STOPPED.into()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Has `v`'s destination QEMU load the VM saved in `file` and waits, at most the migration
+/// timeout, until it holds it.
+fn load_one(v: &VmPlan, file: &Path, o: &Options<'_>) -> Result<String, String> {
+    let uri = exec_uri("cat ", file)?;
+    let mut d = connect(&v.destination.qmp, o).map_err(|e| format!("destination: {e}"))?;
+    (o.say)(&format!("{}: restoring from {}...", v.name, file.display()));
+    migration::listen(&mut d, &uri, o.qmp_timeout).map_err(|e| format!("destination: {e}"))?;
+    let start = Instant::now();
+    loop {
+        let st = d.execute(&qapi_qmp::query_status {}, o.qmp_timeout).map_err(|e| format!("destination: {e}"))?;
+        if st.status != qapi_qmp::RunState::inmigrate {
+            return Ok(format!("restored from {}, now {}", file.display(), crate::plan::run_state(&st.status)));
+        }
+        if start.elapsed() >= o.migration_timeout {
+            return Err(format!("still loading {} after {:?}", file.display(), o.migration_timeout));
+        }
+        std::thread::sleep(o.progress_every);
     }
 }
 
@@ -571,7 +731,8 @@ impl Record {
             left + width + 20.0
         );
         s += &format!(
-            "<text x=\"{left}\" y=\"18\">kawarimi vmm migrate ({} order): {:.2} s, job stalled {:.3} s</text>\n",
+            "<text x=\"{left}\" y=\"18\">kawarimi vmm {} ({} order): {:.2} s, job stalled {:.3} s</text>\n",
+            self.action,
             match self.order {
                 Order::Through => "through",
                 Order::Pause => "pause",
@@ -584,7 +745,7 @@ impl Record {
             ("quiesce", _) => "#ff7f0e",
             ("resume", _) => "#2ca02c",
             ("unplug", _) => "#9467bd",
-            ("migration", _) => "#1f77b4",
+            ("migration" | "save" | "restore", _) => "#1f77b4",
             ("plug", _) => "#8c564b",
             _ => "#7f7f7f",
         };

@@ -206,7 +206,7 @@ pub fn user_devices(c: &mut QmpClient, timeout: Duration) -> Result<Vec<String>,
 }
 
 /// A run state as QEMU names it (`running`, `inmigrate`, …).
-fn run_state(s: &qapi_qmp::RunState) -> String {
+pub(crate) fn run_state(s: &qapi_qmp::RunState) -> String {
     serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| format!("{s:?}"))
 }
 

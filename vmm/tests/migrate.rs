@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kawarimi_vmm::client::QmpClient;
-use kawarimi_vmm::migrate::{migrate, Job, Options, Order, Record, Switched};
+use kawarimi_vmm::migrate::{checkpoint, migrate, restore, state_file, Job, Options, Order, Record, Switched};
 use kawarimi_vmm::plan::{user_devices, Plan};
 use kawarimi_vmm::testing::Qemu;
 
@@ -254,4 +254,51 @@ fn an_interrupt_rolls_the_move_back() {
     }
     assert!(f.rolled_back.iter().any(|r| r == "job resumed on the source VMs"), "{f}");
     assert_eq!(job.calls, ["quiesce", "resume"]);
+}
+
+/// A checkpoint saves both VMs to files (the job quiesced, the devices unplugged, the sources
+/// stopped) and leaves the job quiesced; a restore into two fresh QEMUs loads them, plugs the
+/// devices there and resumes the job. A restore whose files are missing names the VM and
+/// touches nothing.
+#[test]
+fn a_checkpoint_saves_the_vms_to_files_and_a_restore_starts_them_again() {
+    let (a, b) = (pair("ca", &[], false, true), pair("cb", &[], false, false));
+    let (ra, rb) = (pair("ra", &[], true, true), pair("rb", &[], true, false));
+    let dir = a.src.dir.join("checkpoint");
+    let interrupted = AtomicBool::new(false);
+    let o = options(Order::Pause, &interrupted, T);
+    let mut job = Recorder::default();
+    // The checkpoint: the saved VMs (the plan's destinations are not used).
+    let saved = plan_of(&[(&a, &["hca0"]), (&b, &["hca0"])]);
+    // Unlimited bandwidth for a file: the slow pair only carries memory worth saving.
+    let mut c = QmpClient::connect(&a.src.socket(), T).unwrap();
+    let params = qapi_qmp::MigrateSetParameters { max_bandwidth: Some(1 << 30), ..Default::default() };
+    c.execute(&qapi_qmp::migrate_set_parameters(params), T).unwrap();
+    drop(c);
+    let rec = checkpoint(&saved, &mut job, &o, &dir).unwrap_or_else(|f| panic!("{}", f.0));
+    assert_eq!(job.calls, ["quiesce"], "the job stays quiesced");
+    assert_eq!(rec.action, "checkpoint");
+    for p in [&a, &b] {
+        let f = state_file(&dir, p.name);
+        assert!(std::fs::metadata(&f).unwrap().len() > 100_000, "{}", f.display());
+        assert_eq!(run_state(&p.src.socket()), qapi_qmp::RunState::postmigrate);
+        assert!(phase(&rec, p.name, "save").ok);
+    }
+    assert!(std::fs::metadata(state_file(&dir, "ca")).unwrap().len() > 16 << 20, "the random memory is saved");
+
+    // The restore, into fresh QEMUs: the plan's VMs keep their names, the destinations are new.
+    let (ra, rb) = (Pair { name: "ca", ..ra }, Pair { name: "cb", ..rb });
+    let restored = plan_of(&[(&ra, &["hca0"]), (&rb, &["hca0"])]);
+    let missing = a.src.dir.join("nothing-here");
+    let (f, _) = *restore(&restored, &mut job, &o, &missing).unwrap_err();
+    assert_eq!((f.vm.as_deref(), f.step.as_str()), (Some("ca"), "restore"), "{f}");
+    assert!(f.reason.contains("missing"), "{f}");
+    assert_eq!(job.calls, ["quiesce"], "nothing touched");
+    let rec = restore(&restored, &mut job, &o, &dir).unwrap_or_else(|f| panic!("{}", f.0));
+    assert_eq!(job.calls, ["quiesce", "resume"]);
+    for v in &restored.vm {
+        assert!(phase(&rec, &v.name, "restore").ok && phase(&rec, &v.name, "plug").ok, "{:#?}", rec.phases);
+        assert_ne!(run_state(&v.destination.qmp), qapi_qmp::RunState::inmigrate);
+        assert!(devices(&v.destination.qmp).contains(&"hca0".to_string()));
+    }
 }
