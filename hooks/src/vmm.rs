@@ -1,6 +1,7 @@
 //! `kawarimi vmm`: the operator's side of a migration (see docs/vmm.md): `check` reads a plan
 //! and checks it against the live VMs without touching them; `migrate` moves the VMs and the
-//! job in them ([`kawarimi_vmm::migrate`]).
+//! job in them, `checkpoint` saves them to files and `restore` starts them again
+//! ([`kawarimi_vmm::migrate`]).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use clap::Subcommand;
 use kawarimi_control::client::CtlClient;
 use kawarimi_control::proto::Reply;
-use kawarimi_vmm::migrate::{self, Job, Options, Order, Switched};
+use kawarimi_vmm::migrate::{self, Action, Job, Options, Order, Switched};
 use kawarimi_vmm::plan::Plan;
 use nix::sys::signal::{SigSet, Signal};
 
@@ -161,19 +162,13 @@ pub fn vmm(command: VmmCmd) -> Result<ExitCode, String> {
             }
             carry_out(common, order, Action::Migrate)
         }
-        VmmCmd::Checkpoint { common, to } => carry_out(common, Order::Pause, Action::Checkpoint(to)),
-        VmmCmd::Restore { common, from } => carry_out(common, Order::Pause, Action::Restore(from)),
+        VmmCmd::Checkpoint { common, to } => carry_out(common, Order::Pause, Action::Checkpoint(&to)),
+        VmmCmd::Restore { common, from } => carry_out(common, Order::Pause, Action::Restore(&from)),
     }
 }
 
-enum Action {
-    Migrate,
-    Checkpoint(PathBuf),
-    Restore(PathBuf),
-}
-
 /// Checks the plan (what the action touches of it), reaches the job, and runs the action.
-fn carry_out(a: MoveArgs, order: Order, action: Action) -> Result<ExitCode, String> {
+fn carry_out(a: MoveArgs, order: Order, action: Action<'_>) -> Result<ExitCode, String> {
     let p = Plan::load(Path::new(&a.plan)).map_err(|e| e.to_string())?;
     let timeout = seconds("--timeout", a.timeout)?;
     // A checkpoint has no destinations yet; a restore's sources are gone.
@@ -199,12 +194,7 @@ fn carry_out(a: MoveArgs, order: Order, action: Action) -> Result<ExitCode, Stri
         interrupted: &interrupted,
         say: &say,
     };
-    let done = match &action {
-        Action::Migrate => migrate::migrate(&p, &mut job, &options),
-        Action::Checkpoint(dir) => migrate::checkpoint(&p, &mut job, &options, dir),
-        Action::Restore(dir) => migrate::restore(&p, &mut job, &options, dir),
-    };
-    let (rec, failure) = match done {
+    let (rec, failure) = match migrate::carry_out(&p, &mut job, &options, action) {
         Ok(rec) => (rec, None),
         Err(b) => {
             let (f, rec) = *b;
@@ -221,7 +211,7 @@ fn carry_out(a: MoveArgs, order: Order, action: Action) -> Result<ExitCode, Stri
         println!("{text}");
     } else {
         print_summary(&rec);
-        if let Action::Checkpoint(dir) = &action {
+        if let Action::Checkpoint(dir) = action {
             if failure.is_none() {
                 println!(
                     "saved in {}; the job stays quiesced until `kawarimi vmm restore --from {}`",

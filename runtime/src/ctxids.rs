@@ -216,6 +216,22 @@ mod tests {
         words.iter().fold([0, 0], |m, w| [m[0].max(w[0]), m[1].max(w[1])])
     }
 
+    /// One round of agreement `name` at both members, from what they asked the maximum of:
+    /// the words of the next maximum (into `words`), or the id both agreed on.
+    fn round(name: &str, at: [&mut Agreement; 2], ids: &mut [ContextIds; 2], words: &mut [[u32; 2]; 2]) -> Option<u32> {
+        let m = max_of(words);
+        let [a0, a1] = at;
+        let [i0, i1] = ids;
+        match (a0.next(i0, m).unwrap(), a1.next(i1, m).unwrap()) {
+            (Decision::Max(a), Decision::Max(b)) => {
+                *words = [a, b];
+                None
+            }
+            (Decision::Agreed(a), Decision::Agreed(b)) if a == b => Some(a),
+            other => panic!("members of {name} disagree: {other:?}"),
+        }
+    }
+
     /// Two members run two agreements each, over the same pair, in opposite orders (one
     /// process's first agreement is the other's second): the two agreements end with two
     /// different ids that both members took, however the rounds interleave.
@@ -232,20 +248,10 @@ mod tests {
         // Each member decides X first, then Y, in every round.
         for _ in 0..4 * MAX_AGREEMENT_ROUNDS {
             if got_x.is_none() {
-                let m = max_of(&wx);
-                match (x0.next(&mut ids[0], m).unwrap(), x1.next(&mut ids[1], m).unwrap()) {
-                    (Decision::Max(a), Decision::Max(b)) => wx = [a, b],
-                    (Decision::Agreed(a), Decision::Agreed(b)) if a == b => got_x = Some(a),
-                    other => panic!("members of X disagree: {other:?}"),
-                }
+                got_x = round("X", [&mut x0, &mut x1], &mut ids, &mut wx);
             }
             if got_y.is_none() {
-                let m = max_of(&wy);
-                match (y0.next(&mut ids[0], m).unwrap(), y1.next(&mut ids[1], m).unwrap()) {
-                    (Decision::Max(a), Decision::Max(b)) => wy = [a, b],
-                    (Decision::Agreed(a), Decision::Agreed(b)) if a == b => got_y = Some(a),
-                    other => panic!("members of Y disagree: {other:?}"),
-                }
+                got_y = round("Y", [&mut y0, &mut y1], &mut ids, &mut wy);
             }
         }
         let (x, y) = (got_x.expect("X agreed"), got_y.expect("Y agreed"));

@@ -164,6 +164,16 @@ pub struct Placement {
 // whichever thread drives the two.
 unsafe impl Send for Placement {}
 
+impl Placement {
+    /// Its bytes, for the transport to write the payload into.
+    pub(crate) fn bytes<'a>(self) -> &'a mut [u8] {
+        // SAFETY: the runtime placed the payload in `len` bytes at `ptr` of a receive buffer
+        // (a transport checks the length equal to the payload's when it takes the answer),
+        // which nothing else touches until the frame is delivered.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("no connection to rank {peer}")]

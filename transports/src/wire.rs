@@ -425,7 +425,7 @@ impl FrameDecoder {
                 }
                 Body::Placed { at, have, .. } => {
                     let take = (at.len - *have).min(rest.len());
-                    placed_bytes(*at)[*have..*have + take].copy_from_slice(&rest[..take]);
+                    at.bytes()[*have..*have + take].copy_from_slice(&rest[..take]);
                     *have += take;
                     used += take;
                     self.finish_body_if_complete(emit);
@@ -565,13 +565,6 @@ impl FrameDecoder {
         }
         self.finish_body_if_complete(emit);
     }
-}
-
-/// The bytes of a placement, for the decoder to copy into.
-fn placed_bytes<'a>(at: crate::Placement) -> &'a mut [u8] {
-    // SAFETY: `answer`'s contract: `at.len` bytes at `at.ptr`, valid and touched by nobody
-    // else until the frame is emitted.
-    unsafe { std::slice::from_raw_parts_mut(at.ptr, at.len) }
 }
 
 #[cfg(test)]

@@ -130,6 +130,14 @@ pub struct Failure {
     pub rolled_back: Vec<String>,
 }
 
+impl Failure {
+    /// A failure of `step` (of VM `vm`, or of the whole move) that nothing was rolled back for
+    /// yet.
+    fn of(vm: Option<&str>, step: impl Into<String>, reason: impl Into<String>) -> Failure {
+        Failure { vm: vm.map(str::to_string), step: step.into(), reason: reason.into(), rolled_back: Vec::new() }
+    }
+}
+
 /// The steps the move takes, in order, for `--dry-run`.
 pub fn steps(plan: &Plan, order: Order) -> Vec<String> {
     let mut out = vec!["job: quiesce (every rank drains and releases its devices)".to_string()];
@@ -216,36 +224,32 @@ fn connect(path: &std::path::Path, o: &Options<'_>) -> Result<QmpClient, ClientE
     QmpClient::connect(path, o.qmp_timeout)
 }
 
-/// Moves the VMs of `plan` and the job running in them, as the module docs describe.
-pub fn migrate(plan: &Plan, job: &mut dyn Job, o: &Options<'_>) -> Result<Record, Box<(Failure, Record)>> {
-    carry_out(plan, job, o, What::Migrate)
-}
-
-/// Saves the job's VMs to files in `dir` (`<vm>.vmstate`, QEMU's migration stream): the job
-/// quiesces and lets go of its devices, the VMs' devices are unplugged, and every VM is
-/// migrated into its file at once (its QEMU then stops). The job stays quiesced until
-/// [`restore`]. A failure before every file is written rolls back as a migration does.
-pub fn checkpoint(
-    plan: &Plan,
-    job: &mut dyn Job,
-    o: &Options<'_>,
-    dir: &Path,
-) -> Result<Record, Box<(Failure, Record)>> {
-    carry_out(plan, job, o, What::Checkpoint(dir))
-}
-
-/// Starts the VMs saved by [`checkpoint`] in `dir` again, in the plan's destination QEMUs
-/// (started with `-incoming defer`, on any host that can read the files), plugs the devices
-/// that exist there, and resumes the job.
-pub fn restore(plan: &Plan, job: &mut dyn Job, o: &Options<'_>, dir: &Path) -> Result<Record, Box<(Failure, Record)>> {
-    carry_out(plan, job, o, What::Restore(dir))
-}
-
-#[derive(Clone, Copy)]
-enum What<'p> {
+/// What is done with the job's VMs.
+#[derive(Clone, Copy, Debug)]
+pub enum Action<'p> {
+    /// Moves them and the job running in them, as the module docs describe.
     Migrate,
+    /// Saves them to files in the directory (`<vm>.vmstate`, QEMU's migration stream): the
+    /// job quiesces and lets go of its devices, the VMs' devices are unplugged, and every VM
+    /// is migrated into its file at once (its QEMU then stops). The job stays quiesced until a
+    /// [`Action::Restore`]. A failure before every file is written rolls back as a migration
+    /// does.
     Checkpoint(&'p Path),
+    /// Starts the VMs a checkpoint saved in the directory again, in the plan's destination
+    /// QEMUs (started with `-incoming defer`, on any host that can read the files), plugs the
+    /// devices that exist there, and resumes the job.
     Restore(&'p Path),
+}
+
+impl Action<'_> {
+    /// Its name, as the command line and the record call it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Migrate => "migrate",
+            Action::Checkpoint(_) => "checkpoint",
+            Action::Restore(_) => "restore",
+        }
+    }
 }
 
 /// The file a VM is saved in.
@@ -262,22 +266,23 @@ fn exec_uri(cmd: &str, file: &Path) -> Result<String, String> {
     Ok(format!("exec:{cmd}'{f}'"))
 }
 
-fn carry_out(
+/// Carries out `what` on the VMs of `plan` and the job running in them; the record of every
+/// phase either way, with the failure if there was one.
+pub fn carry_out(
     plan: &Plan,
     job: &mut dyn Job,
     o: &Options<'_>,
-    what: What<'_>,
+    what: Action<'_>,
 ) -> Result<Record, Box<(Failure, Record)>> {
     let tl = Timeline { t0: Instant::now(), phases: Mutex::new(Vec::new()) };
-    let saving = matches!(what, What::Checkpoint(_));
-    let mut m = Move { plan, tl: &tl, o, switches: Vec::new(), unplugged: Vec::new(), moved: Vec::new(), saving };
+    let mut m = Move { plan, tl: &tl, o, switches: Vec::new(), unplugged: Vec::new(), moved: Vec::new() };
     let result = match what {
-        What::Migrate => m.run(job),
-        What::Checkpoint(dir) => m.run_checkpoint(job, dir),
-        What::Restore(dir) => m.run_restore(job, dir),
+        Action::Migrate => m.run(job),
+        Action::Checkpoint(dir) => m.run_checkpoint(job, dir),
+        Action::Restore(dir) => m.run_restore(job, dir),
     };
     let wall_s = tl.at(Instant::now());
-    let stall = m.job_stall(matches!(what, What::Migrate) && o.order == Order::Through);
+    let stall = m.job_stall(matches!(what, Action::Migrate) && o.order == Order::Through);
     let (failure, rolled_back) = match &result {
         Ok(()) => (None, Vec::new()),
         Err(f) => (Some(f.to_string()), f.rolled_back.clone()),
@@ -285,13 +290,17 @@ fn carry_out(
     let (moved, switches) = (m.moved, m.switches);
     let mut phases = tl.phases.into_inner().unwrap_or_else(|e| e.into_inner());
     phases.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
-    let action = match what {
-        What::Migrate => "migrate",
-        What::Checkpoint(_) => "checkpoint",
-        What::Restore(_) => "restore",
+    let record = Record {
+        action: what.name(),
+        order: o.order,
+        phases,
+        moved,
+        switches,
+        job_stall_s: stall,
+        wall_s,
+        failure,
+        rolled_back,
     };
-    let record =
-        Record { action, order: o.order, phases, moved, switches, job_stall_s: stall, wall_s, failure, rolled_back };
     match result {
         Ok(()) => Ok(record),
         Err(f) => Err(Box::new((f, record))),
@@ -306,9 +315,6 @@ struct Move<'a> {
     /// Per VM, the devices unplugged so far.
     unplugged: Vec<(String, Vec<String>)>,
     moved: Vec<VmMoved>,
-    /// A checkpoint: a VM saved before the rollback is continued where it was (no other
-    /// QEMU runs it), where a migrated one is left to its destination.
-    saving: bool,
 }
 
 impl Move<'_> {
@@ -317,14 +323,14 @@ impl Move<'_> {
         self.switch(job, "quiesce")?;
         let mut job_running = false;
         if let Err(f) = self.check_interrupt("after the quiesce").and_then(|()| self.unplug_all()) {
-            return Err(self.roll_back(job, f, job_running));
+            return Err(self.roll_back(job, f, job_running, false));
         }
         if o.order == Order::Through {
             self.switch(job, "resume")?;
             job_running = true;
         }
         if let Err(f) = self.check_interrupt("after the unplug").and_then(|()| self.migrate_all(None)) {
-            return Err(self.roll_back(job, f, job_running));
+            return Err(self.roll_back(job, f, job_running, false));
         }
         // Past this point the VMs run on the destinations: a failure is reported, not undone.
         let plugged = self.plug_all();
@@ -336,25 +342,17 @@ impl Move<'_> {
     }
 
     fn run_checkpoint(&mut self, job: &mut dyn Job, dir: &Path) -> Result<(), Failure> {
-        let files: Vec<Result<String, String>> =
-            self.plan.vm.iter().map(|v| exec_uri("cat > ", &state_file(dir, &v.name))).collect();
-        if let Some(Err(reason)) = files.iter().find(|f| f.is_err()) {
-            return Err(Failure { vm: None, step: "checkpoint".into(), reason: reason.clone(), rolled_back: vec![] });
+        for v in &self.plan.vm {
+            exec_uri("cat > ", &state_file(dir, &v.name)).map_err(|reason| Failure::of(None, "checkpoint", reason))?;
         }
-        std::fs::create_dir_all(dir).map_err(|e| Failure {
-            vm: None,
-            step: "checkpoint".into(),
-            reason: format!("{}: {e}", dir.display()),
-            rolled_back: vec![],
-        })?;
+        std::fs::create_dir_all(dir).map_err(|e| Failure::of(None, "checkpoint", format!("{}: {e}", dir.display())))?;
         self.switch(job, "quiesce")?;
-        let uris: Vec<String> = files.into_iter().flatten().collect();
         let saved = self
             .check_interrupt("after the quiesce")
             .and_then(|()| self.unplug_all())
             .and_then(|()| self.check_interrupt("after the unplug"))
-            .and_then(|()| self.migrate_all(Some(&uris)));
-        saved.map_err(|f| self.roll_back(job, f, false))
+            .and_then(|()| self.migrate_all(Some(dir)));
+        saved.map_err(|f| self.roll_back(job, f, false, true))
     }
 
     fn run_restore(&mut self, job: &mut dyn Job, dir: &Path) -> Result<(), Failure> {
@@ -363,7 +361,7 @@ impl Move<'_> {
             let f = state_file(dir, &v.name);
             if !f.is_file() {
                 let reason = format!("{} is missing: no checkpoint of this VM in {}", f.display(), dir.display());
-                return Err(Failure { vm: Some(v.name.clone()), step: "restore".into(), reason, rolled_back: vec![] });
+                return Err(Failure::of(Some(&v.name), "restore", reason));
             }
         }
         let loaded = each_vm(self.plan, |v| {
@@ -375,7 +373,7 @@ impl Move<'_> {
         if let Some((vm, reason)) = loaded.into_iter().find_map(Result::err) {
             // The job's VMs are not all there: it stays quiesced for another try.
             let reason = format!("{reason} (the job stays quiesced)");
-            return Err(Failure { vm: Some(vm), step: "restore".into(), reason, rolled_back: vec![] });
+            return Err(Failure::of(Some(&vm), "restore", reason));
         }
         let plugged = self.plug_all();
         self.switch(job, "resume")?;
@@ -399,19 +397,14 @@ impl Move<'_> {
             }
             Err(reason) => {
                 self.tl.add(None, which, start, false, reason.clone());
-                Err(Failure { vm: None, step: format!("job {which}"), reason, rolled_back: Vec::new() })
+                Err(Failure::of(None, format!("job {which}"), reason))
             }
         }
     }
 
     fn check_interrupt(&self, when: &str) -> Result<(), Failure> {
         if self.o.interrupted.load(Ordering::SeqCst) {
-            return Err(Failure {
-                vm: None,
-                step: "interrupt".into(),
-                reason: format!("interrupted {when}"),
-                rolled_back: vec![],
-            });
+            return Err(Failure::of(None, "interrupt", format!("interrupted {when}")));
         }
         Ok(())
     }
@@ -448,7 +441,7 @@ impl Move<'_> {
             let (done, outcome) = r.unwrap_or_else(|(_, e)| (Vec::new(), Err(e)));
             self.unplugged.push((v.name.clone(), done));
             if let (Err(reason), None) = (outcome, &first) {
-                first = Some(Failure { vm: Some(v.name.clone()), step: "unplug".into(), reason, rolled_back: vec![] });
+                first = Some(Failure::of(Some(&v.name), "unplug", reason));
             }
         }
         first.map_or(Ok(()), Err)
@@ -457,16 +450,17 @@ impl Move<'_> {
     /// Migrates every VM at once; on the first failure or an interrupt, stops waiting for the
     /// others (the rollback cancels them).
     ///
-    /// `files`: the `exec:` URIs of the files the VMs are saved in, in plan order (a
-    /// checkpoint: no destination QEMU takes them); `None`: to the plan's destinations.
-    fn migrate_all(&mut self, files: Option<&[String]>) -> Result<(), Failure> {
+    /// `save_in`: a checkpoint, into the VMs' files in that directory (no destination QEMU
+    /// takes them); `None`: to the plan's destinations.
+    fn migrate_all(&mut self, save_in: Option<&Path>) -> Result<(), Failure> {
         let (tl, o) = (self.tl, self.o);
         let stop = AtomicBool::new(false);
         let results = each_vm(self.plan, |v| {
             let start = Instant::now();
-            let i = self.plan.vm.iter().position(|w| w.name == v.name).unwrap_or(0);
-            let outcome = match files {
-                Some(uris) => migrate_one(v, None, &uris[i], o, &stop),
+            let outcome = match save_in {
+                Some(dir) => {
+                    exec_uri("cat > ", &state_file(dir, &v.name)).and_then(|uri| migrate_one(v, None, &uri, o, &stop))
+                }
                 None => migrate_one(v, Some(&v.destination.qmp), &v.destination.uri, o, &stop),
             };
             if outcome.is_err() {
@@ -481,7 +475,7 @@ impl Move<'_> {
                 ),
                 Err(e) => e.clone(),
             };
-            let phase = if files.is_some() { "save" } else { "migration" };
+            let phase = if save_in.is_some() { "save" } else { "migration" };
             tl.add(Some(&v.name), phase, start, outcome.is_ok(), detail);
             outcome.map(|p| (p, start.elapsed())).map_err(|e| (v.name.clone(), e))
         });
@@ -504,7 +498,7 @@ impl Move<'_> {
             return Ok(());
         }
         let (vm, reason) = failures.swap_remove(cause);
-        Err(Failure { vm: Some(vm), step: "migration".into(), reason, rolled_back: vec![] })
+        Err(Failure::of(Some(&vm), "migration", reason))
     }
 
     /// Plugs the destinations' devices, VMs at once; every failure is reported.
@@ -526,23 +520,22 @@ impl Move<'_> {
         if failed.is_empty() {
             return Ok(());
         }
-        Err(Failure {
-            vm: None,
-            step: "plug on the destinations".into(),
-            reason: format!("{} (the VMs run there; the job resumed without those devices)", failed.join("; ")),
-            rolled_back: vec![],
-        })
+        let reason = format!("{} (the VMs run there; the job resumed without those devices)", failed.join("; "));
+        Err(Failure::of(None, "plug on the destinations", reason))
     }
 
     /// Undoes what was done before `f` happened: cancels migrations, plugs back what the plan
-    /// describes, resumes the job if it is quiesced.
-    fn roll_back(&mut self, job: &mut dyn Job, mut f: Failure, job_running: bool) -> Failure {
+    /// describes, resumes the job if it is quiesced. `saving`: a checkpoint, whose VMs already
+    /// saved are continued where they were (no other QEMU runs them), where a migrated one is
+    /// left to its destination.
+    fn roll_back(&mut self, job: &mut dyn Job, mut f: Failure, job_running: bool, saving: bool) -> Failure {
         let (tl, o) = (self.tl, self.o);
         (o.say)(&format!("rolling back: {f}"));
-        let (unplugged, saving) = (&self.unplugged, self.saving);
+        let unplugged = &self.unplugged;
         let undone = each_vm(self.plan, |v| {
             let start = Instant::now();
             let mut notes = Vec::new();
+            let mut plugged_back = false;
             if let Ok(mut c) = connect(&v.qmp, o) {
                 // A migration under way (or never started) is cancelled; the source runs on.
                 match migration::progress(&mut c, o.qmp_timeout) {
@@ -566,11 +559,14 @@ impl Move<'_> {
             if !back.is_empty() {
                 let specs: Vec<PlugDevice> = back.into_iter().cloned().collect();
                 match plug_devices(&v.qmp, &specs, o) {
-                    Ok(()) => notes.push(format!(
-                        "{}: plugged back {}",
-                        v.name,
-                        specs.iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", ")
-                    )),
+                    Ok(()) => {
+                        plugged_back = true;
+                        notes.push(format!(
+                            "{}: plugged back {}",
+                            v.name,
+                            specs.iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", ")
+                        ))
+                    }
                     Err(e) => notes.push(format!("{}: not plugged back: {e}", v.name)),
                 }
             }
@@ -584,10 +580,12 @@ impl Move<'_> {
             if !notes.is_empty() {
                 tl.add(Some(&v.name), "rollback", start, true, notes.join("; "));
             }
-            Ok(notes)
+            Ok((notes, plugged_back))
         });
-        for notes in undone.into_iter().flatten() {
+        let mut replugged = false;
+        for (notes, plugged_back) in undone.into_iter().flatten() {
             f.rolled_back.extend(notes);
+            replugged |= plugged_back;
         }
         if !job_running {
             match self.switch(job, "resume") {
@@ -596,7 +594,6 @@ impl Move<'_> {
             }
         } else {
             // In the through order the job runs already; a switch picks up re-plugged devices.
-            let replugged = f.rolled_back.iter().any(|n| n.contains("plugged back"));
             if replugged && self.switch(job, "quiesce").is_ok() && self.switch(job, "resume").is_ok() {
                 f.rolled_back.push("job switched onto the plugged-back devices".into());
             } else {
@@ -608,23 +605,19 @@ impl Move<'_> {
 
     /// The time the job did not run (see [`Record::job_stall_s`]).
     fn job_stall(&self, through: bool) -> f64 {
+        if through {
+            let switches: f64 = self.switches.iter().map(|(_, s)| s.total_ms / 1000.0).sum();
+            let pause = self.moved.iter().filter_map(|m| m.downtime_ms).max().unwrap_or(0) as f64 / 1000.0;
+            return switches + pause;
+        }
         let phases = self.tl.phases.lock().unwrap_or_else(|e| e.into_inner());
         let job: Vec<&Phase> = phases.iter().filter(|p| p.vm.is_none()).collect();
-        match if through { Order::Through } else { Order::Pause } {
-            Order::Pause => {
-                let first = job.iter().map(|p| p.start_s).fold(f64::INFINITY, f64::min);
-                let last = job.iter().map(|p| p.end_s).fold(0.0, f64::max);
-                if first.is_finite() {
-                    last - first
-                } else {
-                    0.0
-                }
-            }
-            Order::Through => {
-                let switches: f64 = self.switches.iter().map(|(_, s)| s.total_ms / 1000.0).sum();
-                let pause = self.moved.iter().filter_map(|m| m.downtime_ms).max().unwrap_or(0) as f64 / 1000.0;
-                switches + pause
-            }
+        let first = job.iter().map(|p| p.start_s).fold(f64::INFINITY, f64::min);
+        let last = job.iter().map(|p| p.end_s).fold(0.0, f64::max);
+        if first.is_finite() {
+            last - first
+        } else {
+            0.0
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kawarimi_vmm::client::QmpClient;
-use kawarimi_vmm::migrate::{checkpoint, migrate, restore, state_file, Job, Options, Order, Record, Switched};
+use kawarimi_vmm::migrate::{carry_out, state_file, Action, Job, Options, Order, Record, Switched};
 use kawarimi_vmm::plan::{user_devices, Plan};
 use kawarimi_vmm::testing::Qemu;
 
@@ -159,7 +159,8 @@ fn two_vms_move_together_and_the_job_switches_around_the_move() {
         plan.check("plan.toml", T).unwrap();
         let interrupted = AtomicBool::new(false);
         let mut job = Recorder::default();
-        let rec = migrate(&plan, &mut job, &options(order, &interrupted, T)).unwrap_or_else(|f| panic!("{}", f.0));
+        let rec = carry_out(&plan, &mut job, &options(order, &interrupted, T), Action::Migrate)
+            .unwrap_or_else(|f| panic!("{}", f.0));
         let want: &[&str] = match order {
             Order::Through => &["quiesce", "resume", "quiesce", "resume"],
             Order::Pause => &["quiesce", "resume"],
@@ -198,8 +199,13 @@ fn a_device_the_guest_keeps_rolls_the_move_back() {
     let plan = plan_of(&[(&a, &["hca0"]), (&b, &["nic1"])]);
     let interrupted = AtomicBool::new(false);
     let mut job = Recorder::default();
-    let (f, rec) =
-        *migrate(&plan, &mut job, &options(Order::Through, &interrupted, Duration::from_millis(500))).unwrap_err();
+    let (f, rec) = *carry_out(
+        &plan,
+        &mut job,
+        &options(Order::Through, &interrupted, Duration::from_millis(500)),
+        Action::Migrate,
+    )
+    .unwrap_err();
     assert_eq!((f.vm.as_deref(), f.step.as_str()), (Some("kb"), "unplug"), "{f}");
     assert!(f.reason.contains("DEVICE_DELETED") && f.reason.contains("nic1"), "{f}");
     assert_eq!(job.calls, ["quiesce", "resume"]);
@@ -221,7 +227,7 @@ fn a_failed_migration_is_cancelled_everywhere_and_the_devices_come_back() {
     let plan = plan_of(&[(&a, &["hca0"]), (&b, &["hca0"])]);
     let interrupted = AtomicBool::new(false);
     let mut job = Recorder::default();
-    let (f, rec) = *migrate(&plan, &mut job, &options(Order::Through, &interrupted, T)).unwrap_err();
+    let (f, rec) = *carry_out(&plan, &mut job, &options(Order::Through, &interrupted, T), Action::Migrate).unwrap_err();
     assert_eq!((f.vm.as_deref(), f.step.as_str()), (Some("fb"), "migration"), "{f}");
     assert!(f.reason.contains("destination"), "{f}");
     assert!(f.rolled_back.iter().any(|n| n == "fa: migration cancelled"), "{f}");
@@ -245,7 +251,7 @@ fn an_interrupt_rolls_the_move_back() {
             std::thread::sleep(Duration::from_millis(700));
             interrupted.store(true, Ordering::SeqCst);
         });
-        *migrate(&plan, &mut job, &options(Order::Pause, &interrupted, T)).unwrap_err()
+        *carry_out(&plan, &mut job, &options(Order::Pause, &interrupted, T), Action::Migrate).unwrap_err()
     });
     assert_eq!(f.step, "migration", "{f}");
     assert!(f.reason.contains("interrupted"), "{f}");
@@ -275,7 +281,7 @@ fn a_checkpoint_saves_the_vms_to_files_and_a_restore_starts_them_again() {
     let params = qapi_qmp::MigrateSetParameters { max_bandwidth: Some(1 << 30), ..Default::default() };
     c.execute(&qapi_qmp::migrate_set_parameters(params), T).unwrap();
     drop(c);
-    let rec = checkpoint(&saved, &mut job, &o, &dir).unwrap_or_else(|f| panic!("{}", f.0));
+    let rec = carry_out(&saved, &mut job, &o, Action::Checkpoint(&dir)).unwrap_or_else(|f| panic!("{}", f.0));
     assert_eq!(job.calls, ["quiesce"], "the job stays quiesced");
     assert_eq!(rec.action, "checkpoint");
     for p in [&a, &b] {
@@ -290,11 +296,11 @@ fn a_checkpoint_saves_the_vms_to_files_and_a_restore_starts_them_again() {
     let (ra, rb) = (Pair { name: "ca", ..ra }, Pair { name: "cb", ..rb });
     let restored = plan_of(&[(&ra, &["hca0"]), (&rb, &["hca0"])]);
     let missing = a.src.dir.join("nothing-here");
-    let (f, _) = *restore(&restored, &mut job, &o, &missing).unwrap_err();
+    let (f, _) = *carry_out(&restored, &mut job, &o, Action::Restore(&missing)).unwrap_err();
     assert_eq!((f.vm.as_deref(), f.step.as_str()), (Some("ca"), "restore"), "{f}");
     assert!(f.reason.contains("missing"), "{f}");
     assert_eq!(job.calls, ["quiesce"], "nothing touched");
-    let rec = restore(&restored, &mut job, &o, &dir).unwrap_or_else(|f| panic!("{}", f.0));
+    let rec = carry_out(&restored, &mut job, &o, Action::Restore(&dir)).unwrap_or_else(|f| panic!("{}", f.0));
     assert_eq!(job.calls, ["quiesce", "resume"]);
     for v in &restored.vm {
         assert!(phase(&rec, &v.name, "restore").ok && phase(&rec, &v.name, "plug").ok, "{:#?}", rec.phases);

@@ -818,7 +818,7 @@ impl Inbound {
         let len = from.len as usize;
         let mut own = Vec::new();
         let (dst, header) = match target {
-            Target::User(at) => (placed(at), Header { flags: header.flags | wire::FLAG_PLACED, ..header }),
+            Target::User(at) => (at.bytes(), Header { flags: header.flags | wire::FLAG_PLACED, ..header }),
             Target::Own | Target::Undecided => {
                 own = vec![0; len];
                 (&mut own[..], header)
@@ -855,7 +855,7 @@ impl Inbound {
                 Some(_) => Err("a described frame in the shared-memory ring waited for a placement".into()),
             };
         };
-        placed(at).copy_from_slice(&a[HEADER_LEN..]);
+        at.bytes().copy_from_slice(&a[HEADER_LEN..]);
         // The decoder did not see this frame: it stays between frames, as it was.
         self.rx.consume();
         let header = Header { flags: header.flags | wire::FLAG_PLACED, ..header };
@@ -891,14 +891,6 @@ fn decode_record(
     }
     events.push(Event::Frame { peer, header, payload });
     Ok(None)
-}
-
-/// The receive buffer the runtime placed a payload in.
-fn placed<'a>(at: Placement) -> &'a mut [u8] {
-    // SAFETY: the runtime placed the payload in `at.len` bytes at `at.ptr` of a receive
-    // buffer (checked equal to the payload's length in `place`), which nothing else touches
-    // until this frame is delivered.
-    unsafe { std::slice::from_raw_parts_mut(at.ptr, at.len) }
 }
 
 /// The outbound ring to `peer`, `NoRoute` when shared memory does not carry it.
